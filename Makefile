@@ -1,0 +1,43 @@
+# stepvit: `make demo` runs the whole chain, `make test` the test suite.
+# Both set everything up themselves on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_TOOLS := $(shell command -v iverilog >/dev/null 2>&1 && command -v yosys >/dev/null 2>&1 || echo missing)
+
+.PHONY: install tools demo test test-slow bench lint clean
+
+install: $(STAMP) tools
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	# The CPU build of torch: a looser spec pulls a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q --no-build-isolation -e '.[model,hw,board,dev]'
+	touch $(STAMP)
+
+tools:
+ifeq ($(APT_TOOLS),missing)
+	# Icarus Verilog (simulation) and Yosys (resource reports) from Debian's packages.
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog yosys
+endif
+
+demo: install
+	$(BIN)/stepvit demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+bench: install
+	$(BIN)/stepvit demo --bench-only
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf build runs .pytest_cache sim_build

@@ -1,0 +1,73 @@
+"""The ``stepvit`` command line: one subcommand per pipeline step.
+
+Each step reads and writes files, so any step can be rerun alone. The subcommands live
+in the part that owns them (``model``, ``rtl``, ``sim``, ``host``); their modules import
+argparse only at the top, and torch, amaranth or cocotb inside the command itself, so
+that ``stepvit --help`` and the board commands run on a board's Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from stepvit.host.errors import StepvitError
+
+# name -> (module that owns it, one-line help). The module defines
+# ``<name>_arguments(parser)`` and ``<name>(args) -> int``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("stepvit.model.commands", "train the masked-timestep spiking ViT"),
+    "export": ("stepvit.model.commands", "quantize a run and write its export directory"),
+    "eval": ("stepvit.model.commands", "integer golden accuracy and work of an export"),
+    "rtl": ("stepvit.rtl.commands", "generate the accelerator's Verilog from an export"),
+    "synth": ("stepvit.rtl.commands", "Yosys resource report of a generated design"),
+    "sim": ("stepvit.sim.commands", "simulate the Verilog against the golden model"),
+    "bench": ("stepvit.host.commands", "latency and accuracy per time-step budget"),
+    "overlay": ("stepvit.host.commands", "lay out a board's Vivado project"),
+    "run": ("stepvit.host.commands", "run an export on a board and check it"),
+    "demo": ("stepvit.host.demo", "the whole chain on the default data set"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser with every subcommand that its module provides."""
+    parser = argparse.ArgumentParser(
+        prog="stepvit",
+        description="Train spiking ViTs that learn their time steps; run them on an FPGA.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue  # that part has not been built yet: absent rather than faked
+        add_arguments = getattr(module, f"{name}_arguments", None)
+        command = getattr(module, name, None)
+        if add_arguments is None or command is None:
+            continue
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        add_arguments(sub)
+        sub.set_defaults(func=command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``stepvit`` subcommand and return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except StepvitError as error:
+        print(f"stepvit {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"stepvit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
