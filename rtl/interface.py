@@ -1,0 +1,67 @@
+"""The signature between the AXI top (``rtl/top.py``) and the compute core (``rtl/core.py``).
+
+The top owns the AXI streams, the register file, the frame check and the image buffer;
+the core owns the network. They meet here, so that each can be built and tested alone.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from stepvit.host.export import Export
+
+#: Width of every spike-count word in the result packet (SPEC.md section 5).
+SPIKE_COUNT_BITS = 32
+
+
+def image_words(export: Export) -> int:
+    """Return the number of 32-bit words of one image frame (four pixels a word)."""
+    channels, height, width = export.arch["image_shape"]
+    return -(-channels * height * width // 4)
+
+
+def core_signature(export: Export) -> wiring.Signature:
+    """Return the core's signature for ``export`` (from the core's point of view).
+
+    Members
+    -------
+    start : In(1)
+        One-cycle pulse: the image buffer holds a complete, checked frame.
+    busy : Out(1)
+        High from ``start`` until ``done``.
+    done : Out(1)
+        One-cycle pulse: ``logits``, ``predicted`` and ``spike_counts`` are valid and stay
+        so until the next ``start``.
+    img_addr : Out(range(image_words))
+        Word address into the top's image buffer (SPEC.md section 5 packing).
+    img_data : In(32)
+        The word at the ``img_addr`` of the previous cycle (synchronous read).
+    masks : In(ArrayLayout(unsigned(t_max), modules))
+        The live mask registers (bit t enables step t); sampled by the core at ``start``.
+    logits : Out(ArrayLayout(signed(logit_bits), num_classes))
+    predicted : Out(unsigned(8))
+    spike_counts : Out(ArrayLayout(unsigned(32), layers))
+        Spike count per LIF layer in SPEC.md section 5 order.
+    """
+    t_max = export.t_max
+    return wiring.Signature(
+        {
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "img_addr": Out(range(max(image_words(export), 2))),
+            "img_data": In(32),
+            "masks": In(data.ArrayLayout(unsigned(t_max), len(export.module_names))),
+            "logits": Out(
+                data.ArrayLayout(
+                    signed(export.bit_widths["logit"]), export.arch["num_classes"]
+                )
+            ),
+            "predicted": Out(unsigned(8)),
+            "spike_counts": Out(
+                data.ArrayLayout(unsigned(SPIKE_COUNT_BITS), len(export.layer_names()))
+            ),
+        }
+    )
