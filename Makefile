@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_TOOLS := $(shell command -v iverilog >/dev/null 2>&1 && command -v yosys >/dev/null 2>&1 || echo missing)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install tools demo test test-slow bench lint clean
 
@@ -21,7 +22,8 @@ $(STAMP): pyproject.toml
 tools:
 ifeq ($(APT_TOOLS),missing)
 	# Icarus Verilog (simulation) and Yosys (resource reports) from Debian's packages.
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog yosys
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog yosys
 endif
 
 demo: install
