@@ -1,0 +1,127 @@
+"""The boards: one folder per board under ``boards/`` with a ``board.yaml`` and the Tcl.
+
+``board.yaml`` holds the part, the Yosys family, the clock, the DMA width, the resources
+of DESIGN.md section 8 and the share of them the accelerator may use. This reader is the
+one place that knows the layout; it needs numpy-free Python and pyyaml only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from stepvit.host.errors import StepvitError
+
+#: The ``boards/`` folder of the source tree (the package is installed in editable mode).
+BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
+
+#: Name of the Vivado batch script in every board folder.
+OVERLAY_TCL = "build_overlay.tcl"
+
+_REQUIRED_KEYS = ("name", "part", "family", "clock_mhz", "dma_width", "resources", "budget", "ps")
+_RESOURCE_KEYS = ("lut", "ff", "bram36", "dsp")
+_FAMILIES = ("xc7", "xcup")
+
+
+@dataclass(frozen=True)
+class Board:
+    """One board, as its ``board.yaml`` describes it.
+
+    Attributes
+    ----------
+    name : str
+        Board name, also the folder name (``pynq-z2``).
+    folder : Path
+        The board's folder (``board.yaml`` and the overlay Tcl).
+    part : str
+        Xilinx part number for Vivado.
+    family : str
+        Yosys ``synth_xilinx -family`` (``xc7`` or ``xcup``).
+    clock_mhz : float
+        Accelerator clock; latency in µs is cycles / clock_mhz.
+    dma_width : int
+        Width in bits of the PS memory port that the DMA uses.
+    resources : dict[str, int]
+        ``lut``, ``ff``, ``bram36``, ``dsp`` (and ``uram`` where present).
+    budget : dict[str, float]
+        ``lut_fraction`` and ``bram_fraction``: the share the accelerator may use.
+    ps : dict
+        The processing system: ``ip``, ``board_part``, ``gp_port``, ``hp_port``.
+    """
+
+    name: str
+    folder: Path
+    part: str
+    family: str
+    clock_mhz: float
+    dma_width: int
+    resources: dict
+    budget: dict
+    ps: dict
+
+    @property
+    def overlay_tcl(self) -> Path:
+        """Return the path of the board's Vivado batch script."""
+        return self.folder / OVERLAY_TCL
+
+
+def board_names() -> list[str]:
+    """Return the names of the boards in ``boards/``, sorted."""
+    if not BOARDS_DIR.is_dir():
+        return []
+    return sorted(path.parent.name for path in BOARDS_DIR.glob("*/board.yaml"))
+
+
+def load_board(name_or_folder: str | Path) -> Board:
+    """Read and check a board's ``board.yaml``.
+
+    Parameters
+    ----------
+    name_or_folder : str or Path
+        A board name from ``boards/`` (``pynq-z2``) or the path of a board folder.
+
+    Raises
+    ------
+    StepvitError
+        If the board is unknown or its ``board.yaml`` lacks a field or has a bad value.
+    """
+    folder = Path(name_or_folder)
+    if not (folder / "board.yaml").is_file():
+        folder = BOARDS_DIR / str(name_or_folder)
+    path = folder / "board.yaml"
+    if not path.is_file():
+        known = ", ".join(board_names()) or "none"
+        raise StepvitError(f"unknown board {str(name_or_folder)!r} (known: {known})")
+    try:
+        fields = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise StepvitError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(fields, dict):
+        raise StepvitError(f"{path}: expected a mapping")
+    for key in _REQUIRED_KEYS:
+        if key not in fields:
+            raise StepvitError(f"{path}: missing field {key!r}")
+    if fields["family"] not in _FAMILIES:
+        raise StepvitError(f"{path}: family: expected one of {_FAMILIES}, got {fields['family']!r}")
+    if not isinstance(fields["clock_mhz"], (int, float)) or fields["clock_mhz"] <= 0:
+        raise StepvitError(f"{path}: clock_mhz: expected a positive number")
+    for key in _RESOURCE_KEYS:
+        if not isinstance(fields["resources"].get(key), int):
+            raise StepvitError(f"{path}: resources.{key}: expected an integer")
+    for key in ("lut_fraction", "bram_fraction"):
+        value = fields["budget"].get(key)
+        if not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise StepvitError(f"{path}: budget.{key}: expected a number in (0, 1]")
+    return Board(
+        name=str(fields["name"]),
+        folder=folder,
+        part=str(fields["part"]),
+        family=str(fields["family"]),
+        clock_mhz=float(fields["clock_mhz"]),
+        dma_width=int(fields["dma_width"]),
+        resources=dict(fields["resources"]),
+        budget=dict(fields["budget"]),
+        ps=dict(fields["ps"]),
+    )
