@@ -1,0 +1,331 @@
+"""The spiking ViT whose modules learn which time steps they need (SPEC.md sections 1-2).
+
+Mask formulation (the paper's exact one is not public; this is the choice made here):
+
+- Granularity: one trainable score per *module* and time step, ``timestep_scores``
+  ``[2L + 2, T]`` in module order ``embed, blocks.0.attn, blocks.0.mlp, ..., head``.
+  A module is the unit the accelerator schedules, so a masked module-step is a stretch
+  of work the hardware skips as a whole. Per-block step counts are derived (a block is
+  active at t if its attn or its mlp is).
+- Binary forward, straight-through backward: ``m_t = [score_t > 0]`` in the forward pass,
+  ``d m_t / d score_t = sigmoid'(score_t)`` in the backward pass, so what is trained is
+  exactly what runs (no soft mask to round away after training).
+- A masked step *freezes* the module: every LIF in it keeps its membrane (no charge, no
+  leak, no reset), fires nothing, and the module's residual branch adds nothing. Frozen
+  rather than "zero input" because a leak or a bias at a masked step would be work the
+  hardware had to do; frozen costs nothing and the integer golden model does the same.
+- The score's gradient flows through ``m_t`` into the outputs that depend on it: the
+  branch output ``m_t * branch(x)`` and the LIF updates ``m_t * (new - held) + held``.
+  The penalty ``mean over modules of sum_t sigmoid(score_t)`` (the expected number of
+  active steps under a logistic relaxation) pushes scores down; the task loss pushes the
+  useful ones up.
+
+During training every branch is computed at every step (the gradient to a masked step's
+score needs the branch output); the zero factor makes it contribute nothing forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from stepvit.model.lif import LIFNeuron
+
+
+class StraightThroughMask(torch.autograd.Function):
+    """``[score > 0]`` forward, ``sigmoid'(score)`` backward."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx,
+                scores: torch.Tensor) -> torch.Tensor:
+        """Return ``scores > 0`` as 0/1 in the scores' dtype."""
+        ctx.save_for_backward(scores)
+        return (scores > 0).to(scores.dtype)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx,
+                 grad_output: torch.Tensor) -> torch.Tensor:
+        """Return the gradient through ``sigmoid'(score)``."""
+        (scores,) = ctx.saved_tensors
+        sigmoid = torch.sigmoid(scores)
+        return grad_output * sigmoid * (1.0 - sigmoid)
+
+
+def straight_through_mask(scores: torch.Tensor) -> torch.Tensor:
+    """Return the binary time-step mask of ``scores`` with the straight-through gradient."""
+    return StraightThroughMask.apply(scores)
+
+
+@dataclass
+class Trace:
+    """What one forward pass did.
+
+    Attributes
+    ----------
+    logits : torch.Tensor
+        ``[B, K]``.
+    spikes : dict[str, torch.Tensor]
+        Layer name (SPEC.md section 5 order) -> ``[B, T]`` spike counts of each image at
+        each step, summed over tokens and channels.
+    masks : torch.Tensor
+        ``[2L + 2, T]`` the 0/1 time-step mask that was used (module order).
+    """
+
+    logits: torch.Tensor
+    spikes: dict[str, torch.Tensor]
+    masks: torch.Tensor
+
+
+class LinearBN(nn.Module):
+    """A bias-free linear layer then BatchNorm over its output features, on ``[B, N, F]``."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features, bias=False)
+        self.bn = nn.BatchNorm1d(out_features)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.bn(self.linear(tokens).transpose(1, 2)).transpose(1, 2)
+
+
+class PatchEmbedding(nn.Module):
+    """Conv p x p stride p (+ BN over channels) plus a position embedding.
+
+    Its output is the current of the embedding LIF, the same at every step (direct
+    encoding).
+
+    Args:
+        image_shape: ``(C, H, W)``.
+        patch: patch size ``p`` (divides H and W).
+        dim: token width ``D``.
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], patch: int, dim: int) -> None:
+        super().__init__()
+        channels, height, width = image_shape
+        tokens = (height // patch) * (width // patch)
+        self.conv = nn.Conv2d(channels, dim, kernel_size=patch, stride=patch, bias=True)
+        self.bn = nn.BatchNorm1d(dim)
+        self.pos = nn.Parameter(torch.zeros(tokens, dim))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Return the embedding current ``[B, N, D]`` of images in 0..1."""
+        features = self.conv(images).flatten(2)  # [B, D, N], tokens in row-major patch order
+        return self.bn(features).transpose(1, 2) + self.pos
+
+
+class SpikingAttention(nn.Module):
+    """Spiking self-attention (no softmax): LIF -> Q, K, V -> (Q Kᵀ) V · 2^-shift -> LIF -> proj."""
+
+    def __init__(self, dim: int, heads: int, *, attn_shift: int, leak_shift: int,
+                 reset: str) -> None:
+        super().__init__()
+        self.heads = heads
+        self.attn_shift = attn_shift
+        self.q = LinearBN(dim, dim)
+        self.k = LinearBN(dim, dim)
+        self.v = LinearBN(dim, dim)
+        self.proj = LinearBN(dim, dim)
+        self.neurons = nn.ModuleDict({
+            name: LIFNeuron(leak_shift=leak_shift, reset=reset)
+            for name in ("in", "q", "k", "v", "attn")
+        })
+
+    def _split_heads(self, tokens: torch.Tensor) -> torch.Tensor:
+        batch, count, dim = tokens.shape
+        return tokens.reshape(batch, count, self.heads, dim // self.heads).transpose(1, 2)
+
+    def forward(self, stream: torch.Tensor, state: dict[str, torch.Tensor | None],
+                active: torch.Tensor, spikes: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Return the branch output ``proj(...)`` (not yet masked) of one step.
+
+        ``state`` (layer -> membrane) is updated in place; ``spikes`` gets the spike map
+        of each LIF layer.
+        """
+        spikes["in"], state["in"] = self.neurons["in"](stream, state.get("in"), active)
+        for name in ("q", "k", "v"):
+            current = getattr(self, name)(spikes["in"])
+            spikes[name], state[name] = self.neurons[name](current, state.get(name), active)
+        q, k, v = (self._split_heads(spikes[name]) for name in ("q", "k", "v"))
+        mixed = (q @ k.transpose(-2, -1)) @ v * 2.0 ** -self.attn_shift
+        mixed = mixed.transpose(1, 2).flatten(2)
+        spikes["attn"], state["attn"] = self.neurons["attn"](mixed, state.get("attn"), active)
+        return self.proj(spikes["attn"])
+
+
+class SpikingMLP(nn.Module):
+    """LIF -> fc1 (+BN) -> LIF -> fc2 (+BN)."""
+
+    def __init__(self, dim: int, mlp_dim: int, *, leak_shift: int, reset: str) -> None:
+        super().__init__()
+        self.fc1 = LinearBN(dim, mlp_dim)
+        self.fc2 = LinearBN(mlp_dim, dim)
+        self.neurons = nn.ModuleDict({
+            name: LIFNeuron(leak_shift=leak_shift, reset=reset) for name in ("in", "fc1")
+        })
+
+    def forward(self, stream: torch.Tensor, state: dict[str, torch.Tensor | None],
+                active: torch.Tensor, spikes: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Return the branch output ``fc2(...)`` (not yet masked) of one step."""
+        spikes["in"], state["in"] = self.neurons["in"](stream, state.get("in"), active)
+        hidden = self.fc1(spikes["in"])
+        spikes["fc1"], state["fc1"] = self.neurons["fc1"](hidden, state.get("fc1"), active)
+        return self.fc2(spikes["fc1"])
+
+
+class SpikingBlock(nn.Module):
+    """One transformer block: attention module then MLP module, each a masked residual."""
+
+    def __init__(self, dim: int, heads: int, mlp_dim: int, *, attn_shift: int,
+                 leak_shift: int, reset: str) -> None:
+        super().__init__()
+        self.attn = SpikingAttention(dim, heads, attn_shift=attn_shift,
+                                     leak_shift=leak_shift, reset=reset)
+        self.mlp = SpikingMLP(dim, mlp_dim, leak_shift=leak_shift, reset=reset)
+
+
+class ClassifierHead(nn.Module):
+    """LIF on the stream, spike counts over tokens and steps, linear classifier."""
+
+    def __init__(self, dim: int, num_classes: int, *, leak_shift: int, reset: str) -> None:
+        super().__init__()
+        self.neuron = LIFNeuron(leak_shift=leak_shift, reset=reset)
+        self.linear = nn.Linear(dim, num_classes, bias=True)
+
+
+class SpikingViT(nn.Module):
+    """Spikformer-style spiking ViT with a trainable time-step mask per module.
+
+    Args:
+        image_shape: ``(C, H, W)`` of the input images.
+        patch: patch size ``p``; divides H and W.
+        dim: token width ``D``.
+        heads: attention heads; divides ``dim``.
+        depth: number of blocks ``L``.
+        mlp_dim: MLP hidden width ``M``.
+        num_classes: classes ``K``.
+        t_max: time steps ``T``.
+        leak_shift: LIF leak ``v * (1 - 2^-leak_shift)``.
+        reset: ``"hard"`` or ``"soft"``.
+        attn_shift: attention output scale ``2^-attn_shift``.
+        score_init: initial value of every time-step score (> 0: all steps start active).
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], patch: int, dim: int, heads: int,
+                 depth: int, mlp_dim: int, num_classes: int, t_max: int, leak_shift: int = 1,
+                 reset: str = "hard", attn_shift: int = 3, score_init: float = 1.0) -> None:
+        super().__init__()
+        channels, height, width = image_shape
+        if patch < 1 or height % patch or width % patch:
+            raise ValueError(f"patch {patch} must divide the image size {height}x{width}")
+        if heads < 1 or dim % heads:
+            raise ValueError(f"heads {heads} must divide dim {dim}")
+        if t_max < 1:
+            raise ValueError(f"t_max must be >= 1, got {t_max}")
+        self.image_shape = (channels, height, width)
+        self.tokens = (height // patch) * (width // patch)
+        self.depth = depth
+        self.t_max = t_max
+        neuron = {"leak_shift": leak_shift, "reset": reset}
+        self.embed = PatchEmbedding(self.image_shape, patch, dim)
+        self.embed_neuron = LIFNeuron(**neuron)
+        self.blocks = nn.ModuleList(
+            SpikingBlock(dim, heads, mlp_dim, attn_shift=attn_shift, **neuron)
+            for _ in range(depth)
+        )
+        self.head = ClassifierHead(dim, num_classes, **neuron)
+        self.timestep_scores = nn.Parameter(torch.full((2 * depth + 2, t_max), float(score_init)))
+
+    def module_names(self) -> list[str]:
+        """Return the module names in mask-row order (SPEC.md section 1)."""
+        names = ["embed"]
+        for index in range(self.depth):
+            names += [f"blocks.{index}.attn", f"blocks.{index}.mlp"]
+        return names + ["head"]
+
+    def layer_names(self) -> list[str]:
+        """Return the LIF layer names in SPEC.md section 5 order (the trace's keys)."""
+        names = ["embed"]
+        for index in range(self.depth):
+            names += [f"blocks.{index}.attn.{name}" for name in ("in", "q", "k", "v", "attn")]
+            names += [f"blocks.{index}.mlp.{name}" for name in ("in", "fc1")]
+        return names + ["head.in"]
+
+    def timestep_mask(self) -> torch.Tensor:
+        """Return the trained 0/1 mask ``[2L + 2, T]`` (int64, no gradient)."""
+        return (self.timestep_scores.detach() > 0).to(torch.int64)
+
+    def penalty(self) -> torch.Tensor:
+        """Return the expected active steps: mean over modules of ``sum_t sigmoid(score_t)``."""
+        return torch.sigmoid(self.timestep_scores).sum(dim=1).mean()
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None,
+                return_trace: bool = False) -> torch.Tensor | Trace:
+        """Classify images.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            ``[B, C, H, W]`` uint8 or float, pixels 0..255.
+        masks : torch.Tensor, optional
+            ``[2L + 2, T]`` 0/1 mask to use instead of the trained one (for instance a
+            budget-capped mask); no gradient reaches the scores then.
+        return_trace : bool
+            Return a :class:`Trace` (logits, per-layer spike counts, masks) instead of the
+            logits.
+        """
+        if masks is None:
+            step_masks = straight_through_mask(self.timestep_scores)
+        else:
+            expected = tuple(self.timestep_scores.shape)
+            if tuple(masks.shape) != expected:
+                raise ValueError(f"masks must have shape {expected}, got {tuple(masks.shape)}")
+            step_masks = masks.to(self.timestep_scores.dtype)
+        embed_current = self.embed(images.to(self.timestep_scores.dtype) / 255.0)
+        batch = images.shape[0]
+        membranes: dict[str, torch.Tensor | None] = {}
+        block_states: list[tuple[dict, dict]] = [({}, {}) for _ in self.blocks]
+        counts = embed_current.new_zeros(batch, embed_current.shape[-1])
+        step_spikes: dict[str, list[torch.Tensor]] = {name: [] for name in self.layer_names()}
+
+        def record(name: str, spikes: torch.Tensor) -> None:
+            if return_trace:
+                step_spikes[name].append(spikes.detach().flatten(1).sum(dim=1))
+
+        for t in range(self.t_max):
+            spikes, membranes["embed"] = self.embed_neuron(
+                embed_current, membranes.get("embed"), step_masks[0, t])
+            record("embed", spikes)
+            stream = spikes
+            for index, (block, (attn_state, mlp_state)) in enumerate(
+                    zip(self.blocks, block_states)):
+                attn_active = step_masks[1 + 2 * index, t]
+                mlp_active = step_masks[2 + 2 * index, t]
+                layer_spikes: dict[str, torch.Tensor] = {}
+                stream = stream + attn_active * block.attn(stream, attn_state, attn_active,
+                                                           layer_spikes)
+                for name, value in layer_spikes.items():
+                    record(f"blocks.{index}.attn.{name}", value)
+                layer_spikes = {}
+                stream = stream + mlp_active * block.mlp(stream, mlp_state, mlp_active,
+                                                         layer_spikes)
+                for name, value in layer_spikes.items():
+                    record(f"blocks.{index}.mlp.{name}", value)
+            spikes, membranes["head"] = self.head.neuron(
+                stream, membranes.get("head"), step_masks[-1, t])
+            record("head.in", spikes)
+            counts = counts + spikes.sum(dim=1)
+        logits = self.head.linear(counts / (self.tokens * self.t_max))
+        if not return_trace:
+            return logits
+        return Trace(
+            logits=logits,
+            spikes={name: torch.stack(values, dim=1) for name, values in step_spikes.items()},
+            masks=step_masks.detach().to(torch.int64),
+        )
+
+
+__all__ = ["SpikingViT", "Trace", "straight_through_mask"]
