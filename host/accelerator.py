@@ -1,0 +1,296 @@
+"""One interface to the accelerator, whatever runs it: a board, the simulation, the golden model.
+
+An :class:`Accelerator` is opened on an export, takes a time-step budget, and turns a
+batch of ``uint8`` images into an :class:`InferenceResult`. The backends live in
+``backend_pynq.py`` (a PYNQ board), ``backend_sim.py`` (the cocotb simulation of the
+generated Verilog) and ``backend_golden.py`` (the integer golden model); each imports its
+heavy package only when opened, so this module needs numpy and pyyaml alone.
+
+The stream formats (``model/SPEC.md`` section 5) are packed and unpacked here, once, for
+every backend that moves words.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from stepvit.host.errors import StepvitError
+from stepvit.host.export import Export, load_export
+
+#: Host stages, in order, that every inference times (FINN's throughput test split).
+STAGES = ("pack", "copy_in", "execute", "copy_out", "unpack")
+
+#: The backends :func:`open_accelerator` knows.
+BACKENDS = ("pynq", "sim", "golden")
+
+#: Class word of a result packet for a dropped frame (SPEC.md section 5).
+FRAME_ERROR_CLASS = 0xFFFFFFFF
+
+
+@dataclass
+class InferenceResult:
+    """What the accelerator returns for a batch of images.
+
+    Attributes
+    ----------
+    logits : numpy.ndarray
+        ``int64 [B, K]``.
+    predicted : numpy.ndarray
+        ``int64 [B]``: the predicted class, ``-1`` for a frame the accelerator dropped.
+    cycles : numpy.ndarray or None
+        ``int64 [B]``: accelerator cycles per image (first input word accepted to first
+        output word offered); ``None`` for a backend without a clock (golden).
+    spike_totals : numpy.ndarray
+        ``int64 [B, layers]``: spikes per LIF layer in SPEC.md section 5 order.
+    stage_seconds : dict of str to float
+        Host wall time of each stage of :data:`STAGES` over the whole batch.
+    """
+
+    logits: np.ndarray
+    predicted: np.ndarray
+    cycles: np.ndarray | None
+    spike_totals: np.ndarray
+    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+
+def image_words(image_shape: tuple[int, ...] | list[int]) -> int:
+    """Return the 32-bit words of one image frame: four pixels a word, the last zero-padded."""
+    return -(-int(np.prod(image_shape)) // 4)
+
+
+def result_words(export: Export) -> int:
+    """Return the words of one result packet: ``K + 2 + 7L + 2`` (SPEC.md section 5)."""
+    return export.arch["num_classes"] + 2 + len(export.layer_names())
+
+
+def check_images(images: object, image_shape: tuple[int, ...] | list[int]) -> np.ndarray:
+    """Return ``images`` if it is a ``uint8`` batch ``[B, C, H, W]`` of ``image_shape``.
+
+    Raises
+    ------
+    StepvitError
+        If it is not a numpy array, not ``uint8``, or not of the export's image shape.
+    """
+    expected = tuple(int(size) for size in image_shape)
+    if not isinstance(images, np.ndarray):
+        raise StepvitError(f"images: expected a numpy uint8 array, got {type(images).__name__}")
+    if images.dtype != np.uint8:
+        raise StepvitError(f"images: expected dtype uint8, got {images.dtype}")
+    if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+        wanted = "[B, " + ", ".join(str(size) for size in expected) + "]"
+        raise StepvitError(f"images: expected shape {wanted}, got {list(images.shape)}")
+    if images.shape[0] == 0:
+        raise StepvitError("images: the batch is empty")
+    return images
+
+
+def pack_images(images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Pack images into input frames: four pixels per little-endian 32-bit word.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        ``uint8 [B, C, H, W]``; pixels go in ``[C, H, W]`` raster order, byte 0 first.
+    out : numpy.ndarray, optional
+        ``uint32 [>= B, words]`` to fill (a DMA buffer); its first ``B`` rows are written.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint32 [B, words]`` (a view of ``out`` when given).
+    """
+    batch = images.shape[0]
+    pixels = images.reshape(batch, -1)
+    words = image_words(images.shape[1:])
+    padded = np.zeros((batch, 4 * words), dtype=np.uint8)
+    padded[:, : pixels.shape[1]] = pixels
+    frames = padded.view("<u4").astype(np.uint32, copy=False)
+    if out is None:
+        return frames
+    out[:batch] = frames
+    return out[:batch]
+
+
+def unpack_images(frames: np.ndarray, image_shape: tuple[int, ...] | list[int]) -> np.ndarray:
+    """Invert :func:`pack_images`: ``uint32 [B, words]`` frames to ``uint8 [B, C, H, W]``."""
+    pixels = int(np.prod(image_shape))
+    raw = np.ascontiguousarray(frames, dtype="<u4").view(np.uint8)
+    return raw[:, :pixels].reshape((frames.shape[0], *image_shape)).copy()
+
+
+def pack_results(logits: np.ndarray, predicted: np.ndarray, cycles: np.ndarray,
+                 spike_totals: np.ndarray) -> np.ndarray:
+    """Lay results out as result packets (``uint32 [B, K + 2 + layers]``), as the hardware does.
+
+    Logits are two's complement, so that :func:`unpack_results` sign-extends them back.
+    """
+    columns = [
+        np.asarray(logits, dtype=np.int64) & 0xFFFFFFFF,
+        (np.asarray(predicted, dtype=np.int64) & 0xFFFFFFFF)[:, None],
+        np.asarray(cycles, dtype=np.int64)[:, None],
+        np.asarray(spike_totals, dtype=np.int64),
+    ]
+    return np.concatenate(columns, axis=1).astype(np.uint32)
+
+
+def unpack_results(packets: np.ndarray, num_classes: int) -> tuple[np.ndarray, ...]:
+    """Split result packets into logits, predicted class, cycles and spike totals.
+
+    Parameters
+    ----------
+    packets : numpy.ndarray
+        ``uint32 [B, K + 2 + layers]``.
+    num_classes : int
+        ``K``.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``logits`` (int64, sign-extended from 32 bits), ``predicted`` (int64, ``-1`` for
+        a frame error), ``cycles`` (int64), ``spike_totals`` (int64), per image.
+    """
+    words = np.asarray(packets, dtype=np.uint32)
+    logits = words[:, :num_classes].view(np.int32).astype(np.int64)
+    class_word = words[:, num_classes].astype(np.int64)
+    predicted = np.where(class_word == FRAME_ERROR_CLASS, -1, class_word)
+    cycles = words[:, num_classes + 1].astype(np.int64)
+    spike_totals = words[:, num_classes + 2:].astype(np.int64)
+    return logits, predicted, cycles, spike_totals
+
+
+class Accelerator(abc.ABC):
+    """An accelerator opened on one export; use it as a context manager.
+
+    Parameters
+    ----------
+    export : Export
+        The validated export the accelerator runs.
+
+    Attributes
+    ----------
+    export : Export
+        The export.
+    budget : int or None
+        The time-step budget in force (``None``: the trained masks).
+    """
+
+    #: Backend name, as the command line spells it.
+    name: str = ""
+
+    def __init__(self, export: Export) -> None:
+        self.export = export
+        self.budget: int | None = None
+        self._closed = False
+
+    def set_budget(self, budget: int | None) -> None:
+        """Cap every module to its first ``budget`` active steps (``None``: trained masks).
+
+        Raises
+        ------
+        StepvitError
+            If ``budget`` is below 1 or the accelerator is closed.
+        """
+        self._check_open()
+        if budget is not None and int(budget) < 1:
+            raise StepvitError(f"budget must be at least 1 time step, got {budget}")
+        budget = None if budget is None else int(budget)
+        self._apply_budget(budget)
+        self.budget = budget
+
+    def infer(self, images: np.ndarray) -> InferenceResult:
+        """Run a batch of images through the accelerator.
+
+        Parameters
+        ----------
+        images : numpy.ndarray
+            ``uint8 [B, C, H, W]`` of the export's image shape.
+
+        Raises
+        ------
+        StepvitError
+            If the images have the wrong type, dtype or shape, or the accelerator is closed.
+        DeviceTimeout
+            If the device does not answer within its timeout (pynq).
+        """
+        self._check_open()
+        check_images(images, self.export.arch["image_shape"])
+        return self._infer(np.ascontiguousarray(images))
+
+    def close(self) -> None:
+        """Release everything the accelerator holds; calling it again does nothing."""
+        if not self._closed:
+            self._closed = True
+            self._release()
+
+    def __enter__(self) -> Accelerator:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StepvitError(f"the {self.name} accelerator is closed")
+
+    @abc.abstractmethod
+    def _apply_budget(self, budget: int | None) -> None:
+        """Make the next inferences use ``budget``."""
+
+    @abc.abstractmethod
+    def _infer(self, images: np.ndarray) -> InferenceResult:
+        """Run checked images."""
+
+    @abc.abstractmethod
+    def _release(self) -> None:
+        """Free what the backend holds."""
+
+
+def open_accelerator(backend: str, export: Export | str | Path, *,
+                     overlay: str | Path | None = None, lanes: int = 8,
+                     build_dir: str | Path | None = None, timeout_s: float = 5.0) -> Accelerator:
+    """Open the accelerator of ``backend`` on ``export``.
+
+    Parameters
+    ----------
+    backend : str
+        ``"pynq"`` (a board), ``"sim"`` (the Verilog under Icarus) or ``"golden"``.
+    export : Export or path
+        The export, or its directory.
+    overlay : path, optional
+        pynq only: the overlay's ``.bit`` file or the folder holding ``stepvit.bit`` and
+        ``stepvit.hwh``.
+    lanes : int
+        sim only: accumulator lanes of the generated design.
+    build_dir : path, optional
+        sim only: where the simulation builds (reused between calls).
+    timeout_s : float
+        pynq only: how long one image's DMA transfers may take before ``DeviceTimeout``.
+
+    Raises
+    ------
+    StepvitError
+        For an unknown backend, a bad export, or a backend that cannot open.
+    """
+    if not isinstance(export, Export):
+        export = load_export(export)
+    if backend == "golden":
+        from stepvit.host.backend_golden import GoldenAccelerator
+
+        return GoldenAccelerator(export)
+    if backend == "sim":
+        from stepvit.host.backend_sim import SimAccelerator
+
+        return SimAccelerator(export, lanes=lanes, build_dir=build_dir)
+    if backend == "pynq":
+        from stepvit.host.backend_pynq import PynqAccelerator
+
+        if overlay is None:
+            raise StepvitError("the pynq backend needs an overlay (--overlay DIR)")
+        return PynqAccelerator(export, overlay, timeout_s=timeout_s)
+    raise StepvitError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")

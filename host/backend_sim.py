@@ -1,0 +1,64 @@
+"""The sim backend: the generated Verilog under Icarus, driven by cocotb (``sim/runner.py``).
+
+Cycle counts are exact; the host stages other than ``execute`` are the simulation
+runner's business, so only ``execute`` (the whole simulator run) is timed here.
+amaranth and cocotb are imported when the first batch runs.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stepvit.host.accelerator import STAGES, Accelerator, InferenceResult
+from stepvit.host.errors import StepvitError
+from stepvit.host.export import Export
+
+
+class SimAccelerator(Accelerator):
+    """The accelerator's Verilog, simulated one batch per simulator run.
+
+    Parameters
+    ----------
+    export : Export
+        The export the design is generated from.
+    lanes : int
+        Parallel accumulator lanes of the generated design.
+    build_dir : path, optional
+        Where the design and the simulator build (reused between batches).
+    """
+
+    name = "sim"
+
+    def __init__(self, export: Export, *, lanes: int = 8,
+                 build_dir: str | Path | None = None) -> None:
+        if lanes < 1:
+            raise StepvitError(f"lanes must be at least 1, got {lanes}")
+        super().__init__(export)
+        self.lanes = lanes
+        self.build_dir = None if build_dir is None else Path(build_dir)
+
+    def _apply_budget(self, budget: int | None) -> None:
+        """Keep the budget: the simulation writes it to the mask registers at every run."""
+
+    def _infer(self, images: np.ndarray) -> InferenceResult:
+        from stepvit.sim.runner import simulate
+
+        start = time.perf_counter()
+        outputs = simulate(self.export.path, images, budget=self.budget, lanes=self.lanes,
+                           build_dir=self.build_dir)
+        execute_s = time.perf_counter() - start
+        stage_seconds = dict.fromkeys(STAGES, 0.0)
+        stage_seconds["execute"] = execute_s
+        return InferenceResult(
+            logits=np.array([output["logits"] for output in outputs], dtype=np.int64),
+            predicted=np.array([output["predicted"] for output in outputs], dtype=np.int64),
+            cycles=np.array([output["cycles"] for output in outputs], dtype=np.int64),
+            spike_totals=np.array([output["spike_totals"] for output in outputs], dtype=np.int64),
+            stage_seconds=stage_seconds,
+        )
+
+    def _release(self) -> None:
+        """Nothing is held between simulator runs; the build folder stays for reuse."""
