@@ -1,0 +1,170 @@
+"""Valid exports with random integer weights, for the RTL and simulation tests.
+
+The weights are uniform int8 in ``[-weight_range, weight_range]``; biases centre each
+current near zero and thresholds sit at about one standard deviation of the current
+(estimated from the weights and an assumed input spike rate), so that with random images
+every layer spikes, without saturating. The masks are random with at least one active
+step per module, unless given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from stepvit.host.export import module_names_for
+from stepvit.model.export_writer import write_export
+
+#: Spike rate assumed when the biases and thresholds are set.
+ASSUMED_SPIKE_RATE = 0.25
+#: Spike rate of the layers after a thresholded linear layer (q, k, v, head input).
+DEEP_SPIKE_RATE = 0.15
+#: Mean and variance of a uniform random pixel in 0..255.
+PIXEL_MEAN = 127.5
+PIXEL_VARIANCE = (256**2 - 1) / 12
+
+
+def random_mask(rng: np.random.Generator, modules: int, t_max: int) -> np.ndarray:
+    """Return a random 0/1 mask ``[modules, t_max]`` with at least one active step per row."""
+    mask = (rng.random((modules, t_max)) < 0.6).astype(np.int64)
+    empty = mask.sum(axis=1) == 0
+    mask[empty, rng.integers(0, t_max, size=int(empty.sum()))] = 1
+    return mask
+
+
+def _centred_layer(
+    rng: np.random.Generator, out_features: int, in_features: int, weight_range: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return a weight, a bias centring its current at the assumed rate, and thresholds."""
+    weight = rng.integers(-weight_range, weight_range + 1, size=(out_features, in_features))
+    bias = -np.round(ASSUMED_SPIKE_RATE * weight.sum(axis=1)).astype(np.int64)
+    spread = np.sqrt(ASSUMED_SPIKE_RATE * (weight.astype(np.float64) ** 2).sum(axis=1))
+    return weight, bias, np.maximum(1, np.round(spread)).astype(np.int64)
+
+
+def make_random_export(
+    out_dir: str | Path,
+    *,
+    image_shape: Sequence[int],
+    patch: int,
+    dim: int,
+    heads: int,
+    depth: int,
+    mlp_dim: int,
+    num_classes: int,
+    t_max: int,
+    seed: int = 0,
+    mask: np.ndarray | None = None,
+    leak_shift: int = 1,
+    reset: str = "hard",
+    attn_shift: int | None = None,
+    weight_range: int = 40,
+    name: str = "random",
+) -> Path:
+    """Write a valid untrained export with random integer weights into ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : str or pathlib.Path
+        Export directory to write.
+    image_shape : sequence of int
+        ``[C, H, W]``.
+    patch, dim, heads, depth, mlp_dim, num_classes, t_max : int
+        The architecture (SPEC.md section 1).
+    seed : int
+        Seed of the random generator; the same seed gives the same export.
+    mask : numpy.ndarray, optional
+        0/1 ``[2 * depth + 2, t_max]``; random (every module active at least once) if omitted.
+    leak_shift, reset : int, str
+        The ``neuron`` section.
+    attn_shift : int, optional
+        The attention threshold's shift; by default the one that puts ``2**attn_shift``
+        near twice the typical ``Y = N·d·rate³``, so the attention layer neither stays
+        silent nor saturates.
+    weight_range : int
+        Weights are uniform in ``[-weight_range, weight_range]`` (at most 127).
+    name : str
+        The export's name.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_dir``.
+    """
+    rng = np.random.default_rng(seed)
+    channels, height, width = (int(v) for v in image_shape)
+    tokens = (height // patch) * (width // patch)
+    modules = module_names_for(depth)
+    if attn_shift is None:
+        typical_attention = tokens * (dim // heads) * DEEP_SPIKE_RATE**3
+        attn_shift = max(0, int(np.round(np.log2(typical_attention))) + 1)
+    if mask is None:
+        mask = random_mask(rng, len(modules), t_max)
+    arrays: dict[str, np.ndarray] = {}
+    thresholds: dict[str, np.ndarray] = {}
+
+    embed_weight = rng.integers(-weight_range, weight_range + 1, size=(dim, channels * patch**2))
+    embed_spread = np.sqrt(PIXEL_VARIANCE * (embed_weight.astype(np.float64) ** 2).sum(axis=1))
+    centre = -np.round(PIXEL_MEAN * embed_weight.sum(axis=1)).astype(np.int64)
+    position = rng.integers(-1, 2, size=(tokens, dim)) * np.round(embed_spread / 4).astype(np.int64)
+    arrays["embed.weight"] = embed_weight
+    arrays["embed.bias"] = centre[None, :] + position
+    thresholds["embed"] = np.maximum(1, np.round(embed_spread)).astype(np.int64)
+    stream_spike = rng.integers(weight_range, 3 * weight_range + 1, size=dim)
+    arrays["stream_spike"] = stream_spike
+
+    # The stream's spread grows with every writer: track it to place the stream thresholds.
+    stream_variance = ASSUMED_SPIKE_RATE * stream_spike.astype(np.float64) ** 2
+    for block in range(depth):
+        prefix = f"blocks.{block}"
+        thresholds[f"{prefix}.attn.in"] = np.maximum(1, np.round(np.sqrt(stream_variance)))
+        for layer in ("q", "k", "v"):
+            weight, bias, threshold = _centred_layer(rng, dim, dim, weight_range)
+            arrays[f"{prefix}.attn.{layer}.weight"] = weight
+            arrays[f"{prefix}.attn.{layer}.bias"] = bias
+            thresholds[f"{prefix}.attn.{layer}"] = threshold
+        thresholds[f"{prefix}.attn.attn"] = np.full(dim, 2**attn_shift)
+        for writer, in_features, stream_name in (
+            ("attn.proj", dim, "mlp.in"), ("mlp.fc2", mlp_dim, None)
+        ):
+            weight, bias, spread = _centred_layer(rng, dim, in_features, weight_range)
+            arrays[f"{prefix}.{writer}.weight"] = weight
+            arrays[f"{prefix}.{writer}.bias"] = bias
+            stream_variance = stream_variance + spread.astype(np.float64) ** 2
+            if stream_name is not None:
+                thresholds[f"{prefix}.{stream_name}"] = np.maximum(
+                    1, np.round(np.sqrt(stream_variance))
+                )
+        weight, bias, threshold = _centred_layer(rng, mlp_dim, dim, weight_range)
+        arrays[f"{prefix}.mlp.fc1.weight"] = weight
+        arrays[f"{prefix}.mlp.fc1.bias"] = bias
+        thresholds[f"{prefix}.mlp.fc1"] = threshold
+    thresholds["head.in"] = np.maximum(1, np.round(np.sqrt(stream_variance)))
+    arrays["head.weight"] = rng.integers(-weight_range, weight_range + 1, size=(num_classes, dim))
+    # Centre the logits on the typical head count, so that the class depends on the image.
+    typical_count = tokens * int(np.asarray(mask)[-1].sum()) * DEEP_SPIKE_RATE
+    arrays["head.bias"] = -np.round(typical_count * arrays["head.weight"].sum(axis=1))
+
+    architecture = {
+        "image_shape": [channels, height, width],
+        "patch": int(patch),
+        "tokens": tokens,
+        "dim": int(dim),
+        "heads": int(heads),
+        "depth": int(depth),
+        "mlp_dim": int(mlp_dim),
+        "num_classes": int(num_classes),
+        "class_names": [str(index) for index in range(num_classes)],
+    }
+    return write_export(
+        out_dir,
+        name=name,
+        architecture=architecture,
+        t_max=t_max,
+        neuron={"leak_shift": int(leak_shift), "reset": reset, "attn_shift": int(attn_shift)},
+        timestep_mask=mask,
+        thresholds=thresholds,
+        arrays=arrays,
+    )
