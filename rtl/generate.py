@@ -1,0 +1,108 @@
+"""Write the accelerator's Verilog and a report of what was generated."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from amaranth.back import verilog
+from amaranth.hdl import Shape
+from amaranth.lib import wiring
+
+from stepvit.host.export import Export
+from stepvit.rtl.top import TOP_NAME, StepvitAccel
+
+#: File names inside a build folder.
+VERILOG_FILE = f"{TOP_NAME}.v"
+REPORT_FILE = "report.json"
+
+# A Verilog memory: ``reg [W-1:0] name [D-1:0];`` (Amaranth writes each as one array).
+_MEMORY_DECLARATION = re.compile(
+    r"^\s*reg\s+(?:\[(\d+):(\d+)\]\s+)?(\S+)\s*\[(\d+):(\d+)\]\s*;", re.MULTILINE
+)
+
+
+def to_verilog(design: StepvitAccel) -> str:
+    """Return the Verilog text of ``design`` with the top module named ``stepvit_accel``."""
+    return verilog.convert(design, name=TOP_NAME, emit_src=False)
+
+
+def memories_of(verilog_text: str) -> list[dict[str, Any]]:
+    """Return the memories declared in ``verilog_text``: name, width, depth, bits."""
+    memories = []
+    for match in _MEMORY_DECLARATION.finditer(verilog_text):
+        msb, lsb, name, first, last = match.groups()
+        width = abs(int(msb) - int(lsb)) + 1 if msb is not None else 1
+        depth = abs(int(first) - int(last)) + 1
+        memories.append({"name": name, "width": width, "depth": depth, "bits": width * depth})
+    return memories
+
+
+def port_list(design: StepvitAccel) -> list[dict[str, Any]]:
+    """Return the top's ports: name, direction (``in``/``out``) and width."""
+    return [
+        {
+            "name": name,
+            "direction": "in" if member.flow == wiring.In else "out",
+            "width": Shape.cast(member.shape).width,
+        }
+        for name, member in design.signature.members.items()
+    ]
+
+
+def generate(
+    export: Export, out_dir: str | Path, *, lanes: int, core: wiring.Component | None = None
+) -> dict[str, Any]:
+    """Generate ``out_dir/stepvit_accel.v`` and ``out_dir/report.json`` for ``export``.
+
+    Parameters
+    ----------
+    export : Export
+        The validated export.
+    out_dir : str or Path
+        Build folder (created if missing).
+    lanes : int
+        Parallel accumulator lanes of the core.
+    core : wiring.Component, optional
+        A stand-in for the core (tests only; see :class:`StepvitAccel`).
+
+    Returns
+    -------
+    dict
+        The report written to ``report.json``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    design = StepvitAccel(export, lanes=lanes, core=core)
+    verilog_text = to_verilog(design)
+    (out_dir / VERILOG_FILE).write_text(verilog_text)
+    arch = export.arch
+    memories = memories_of(verilog_text)
+    report = {
+        "top": TOP_NAME,
+        "verilog": VERILOG_FILE,
+        "export": str(export.path),
+        "name": export.manifest.get("name"),
+        "config_hash": f"{export.config_hash:08x}",
+        "lanes": lanes,
+        "parameters": {
+            "image_shape": list(arch["image_shape"]),
+            "patch": arch["patch"],
+            "dim": arch["dim"],
+            "heads": arch["heads"],
+            "depth": arch["depth"],
+            "mlp_dim": arch["mlp_dim"],
+            "num_classes": arch["num_classes"],
+            "t_max": export.t_max,
+            "bit_widths": export.bit_widths,
+        },
+        "image_words": design.image_words,
+        "packet_words": design.packet_words,
+        "ports": port_list(design),
+        "memories": memories,
+        "memory_bits": sum(memory["bits"] for memory in memories),
+    }
+    (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return report

@@ -1,0 +1,225 @@
+"""The accelerator's top ``stepvit_accel``: AXI streams and registers around the core.
+
+::
+
+    s_axis ─► FrameReceiver (frame check, image buffer) ─► core ─► ResultPacker ─► m_axis
+                                                             ▲
+    s_axil ─► RegisterFile (ID, hash, status, cycles, masks) ┘
+
+One image is in flight at a time: the input stream is ready while the top waits for an
+image, the core runs on a complete, checked frame, and the packer streams its result. A
+dropped frame (SPEC.md section 5) skips the core and still gets a packet.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetSignal, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from stepvit.host.export import Export
+from stepvit.host.registers import (
+    ACCEL_ID,
+    CONTROL_CLEAR_ERROR,
+    STATUS_BUSY,
+    STATUS_FRAME_ERROR,
+)
+from stepvit.rtl.axil import RegisterFile, axi_lite_signature
+from stepvit.rtl.frame import FrameReceiver
+from stepvit.rtl.interface import core_signature, image_words
+from stepvit.rtl.packer import ResultPacker, packet_words
+
+#: Verilog name of the top module.
+TOP_NAME = "stepvit_accel"
+
+#: Vivado interface names of the ports, so the block design infers the AXI interfaces.
+_AXIS_INFO = "xilinx.com:interface:axis:1.0"
+_AXIL_INFO = "xilinx.com:interface:aximm:1.0"
+
+
+def _bit_index(flag: int) -> int:
+    """Return the bit position of a one-bit register flag such as ``STATUS_BUSY``."""
+    return flag.bit_length() - 1
+
+
+def mask_register_values(export: Export) -> list[int]:
+    """Return the trained mask of each module as a register value (bit t = step t)."""
+    return [
+        sum(int(bit) << step for step, bit in enumerate(row)) for row in export.timestep_mask
+    ]
+
+
+def top_signature(export: Export) -> wiring.Signature:
+    """Return the flat, Vivado-named port list of ``stepvit_accel``."""
+    members: dict[str, wiring.Member] = {
+        "aclk": In(1),
+        "aresetn": In(1),
+        "s_axis_tdata": In(32),
+        "s_axis_tvalid": In(1),
+        "s_axis_tready": Out(1),
+        "s_axis_tlast": In(1),
+        "m_axis_tdata": Out(32),
+        "m_axis_tvalid": Out(1),
+        "m_axis_tready": In(1),
+        "m_axis_tlast": Out(1),
+    }
+    for name, member in axi_lite_signature().flip().members.items():
+        members[f"s_axil_{name}"] = member
+    return wiring.Signature(members)
+
+
+class StepvitAccel(wiring.Component):
+    """The accelerator for one export, with its AXI4-Stream and AXI4-Lite ports.
+
+    Parameters
+    ----------
+    export : Export
+        The model the design computes (weights are baked into on-chip memories).
+    lanes : int
+        Parallel accumulator lanes of the core.
+    core : wiring.Component, optional
+        A component with :func:`stepvit.rtl.interface.core_signature` to use instead of
+        ``StepvitCore(export, lanes=lanes)``; for testing the top alone.
+
+    Members
+    -------
+    aclk, aresetn : In(1)
+        Clock and active-low synchronous reset.
+    s_axis_* , m_axis_*, s_axil_*
+        Image words in, result words out, registers (see :func:`top_signature`).
+    """
+
+    def __init__(self, export: Export, *, lanes: int, core: wiring.Component | None = None) -> None:
+        if lanes < 1:
+            raise ValueError(f"lanes must be at least 1, not {lanes}")
+        if core is None:
+            # Imported here so that the top can be built around a test double of the core.
+            from stepvit.rtl.core import StepvitCore
+
+            core = StepvitCore(export, lanes=lanes)
+        if core.signature != core_signature(export):
+            raise ValueError("core does not have the core_signature of this export")
+        self.export = export
+        self.lanes = lanes
+        self.core = core
+        self.image_words = image_words(export)
+        self.packet_words = packet_words(export.arch["num_classes"], len(export.layer_names()))
+        super().__init__(top_signature(export))
+        self._annotate_interfaces()
+
+    def _annotate_interfaces(self) -> None:
+        """Attach Vivado's ``X_INTERFACE_INFO`` attributes to the ports."""
+        self.aclk.attrs["X_INTERFACE_INFO"] = "xilinx.com:signal:clock:1.0 aclk CLK"
+        self.aclk.attrs["X_INTERFACE_PARAMETER"] = (
+            "ASSOCIATED_BUSIF s_axis:m_axis:s_axil, ASSOCIATED_RESET aresetn"
+        )
+        self.aresetn.attrs["X_INTERFACE_INFO"] = "xilinx.com:signal:reset:1.0 aresetn RST"
+        self.aresetn.attrs["X_INTERFACE_PARAMETER"] = "POLARITY ACTIVE_LOW"
+        for name in self.signature.members:
+            bus, _, field = name.rpartition("_")
+            if bus in ("s_axis", "m_axis"):
+                info = f"{_AXIS_INFO} {bus} {field.upper()}"
+            elif bus == "s_axil":
+                info = f"{_AXIL_INFO} {bus} {field.upper()}"
+            else:
+                continue
+            getattr(self, name).attrs["X_INTERFACE_INFO"] = info
+
+    def elaborate(self, platform: object) -> Module:
+        """Build the top."""
+        m = Module()
+        export = self.export
+        m.domains.sync = ClockDomain()
+        m.d.comb += [ClockSignal("sync").eq(self.aclk), ResetSignal("sync").eq(~self.aresetn)]
+
+        m.submodules.core = core = self.core
+        m.submodules.receiver = receiver = FrameReceiver(image_words=self.image_words)
+        m.submodules.packer = packer = ResultPacker(
+            num_classes=export.arch["num_classes"],
+            logit_bits=export.bit_widths["logit"],
+            layers=len(export.layer_names()),
+        )
+        m.submodules.registers = registers = RegisterFile(
+            mask_resets=mask_register_values(export), mask_width=export.t_max
+        )
+
+        # The AXI boundary.
+        m.d.comb += [
+            receiver.words.payload.data.eq(self.s_axis_tdata),
+            receiver.words.payload.last.eq(self.s_axis_tlast),
+            receiver.words.valid.eq(self.s_axis_tvalid),
+            self.s_axis_tready.eq(receiver.words.ready),
+            self.m_axis_tdata.eq(packer.words.payload.data),
+            self.m_axis_tlast.eq(packer.words.payload.last),
+            self.m_axis_tvalid.eq(packer.words.valid),
+            packer.words.ready.eq(self.m_axis_tready),
+        ]
+        for name, member in registers.bus.signature.members.items():
+            port, inner = getattr(self, f"s_axil_{name}"), getattr(registers.bus, name)
+            m.d.comb += inner.eq(port) if member.flow == In else port.eq(inner)
+
+        # The core reads the image buffer and the live mask registers.
+        m.d.comb += [
+            receiver.read_addr.eq(core.img_addr),
+            core.img_data.eq(receiver.read_data),
+            core.masks.eq(registers.masks),
+            packer.logits.eq(core.logits),
+            packer.predicted.eq(core.predicted),
+            packer.spike_counts.eq(core.spike_counts),
+        ]
+
+        # Cycles of an image: from its first word accepted to its first result word offered.
+        cycle_count = Signal(32)
+        in_flight = Signal()
+        frame_error = Signal()  # STATUS.frame_error: sticky until CONTROL clears it
+        dropped = Signal()  # the packet being sent is that of a dropped frame
+        images = Signal(32)
+        last_cycles = Signal(32)
+        m.d.comb += packer.cycles.eq(cycle_count)
+        with m.If(receiver.first_word):
+            m.d.sync += [cycle_count.eq(1), in_flight.eq(1)]
+        with m.Elif(in_flight & ~packer.words.valid):
+            m.d.sync += cycle_count.eq(cycle_count + 1)
+
+        with m.FSM():
+            with m.State("RECEIVE"):
+                m.d.comb += receiver.enable.eq(1)
+                with m.If(receiver.frame_done & receiver.frame_error):
+                    m.d.comb += packer.send.eq(1)
+                    m.d.sync += dropped.eq(1)
+                    m.next = "SEND"
+                with m.Elif(receiver.frame_done):
+                    m.d.comb += core.start.eq(1)
+                    m.d.sync += dropped.eq(0)
+                    m.next = "COMPUTE"
+            with m.State("COMPUTE"):
+                with m.If(core.done):
+                    m.d.comb += packer.send.eq(1)
+                    m.next = "SEND"
+            with m.State("SEND"):
+                with m.If(packer.sent):
+                    m.d.sync += [
+                        images.eq(images + 1),
+                        last_cycles.eq(cycle_count),
+                        in_flight.eq(0),
+                    ]
+                    m.next = "RECEIVE"
+        m.d.comb += packer.error.eq(dropped)
+
+        with m.If(registers.control_written & registers.control[_bit_index(CONTROL_CLEAR_ERROR)]):
+            m.d.sync += frame_error.eq(0)
+        with m.If(receiver.frame_done & receiver.frame_error):
+            m.d.sync += frame_error.eq(1)
+
+        m.d.comb += [
+            registers.id.eq(ACCEL_ID),
+            registers.config_hash.eq(export.config_hash),
+            registers.status[_bit_index(STATUS_BUSY)].eq(in_flight),
+            registers.status[_bit_index(STATUS_FRAME_ERROR)].eq(frame_error),
+            registers.cycles.eq(last_cycles),
+            registers.images.eq(images),
+            registers.t_max.eq(export.t_max),
+            registers.num_modules.eq(len(export.module_names)),
+            registers.lanes.eq(self.lanes),
+        ]
+        return m

@@ -1,0 +1,289 @@
+"""Build the accelerator's Verilog for Icarus and run the cocotb testbench on it.
+
+:func:`simulate` is the Python API that the host's ``sim`` backend calls: one simulator
+run streams a whole batch of images. :class:`Simulation` is the building block under it,
+also used by the tests and by ``stepvit sim``: one build folder per design (export and
+lane count), any number of testbench runs in it.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stepvit.host.errors import StepvitError
+from stepvit.host.export import Export, load_export
+from stepvit.host.registers import ACCEL_ID
+from stepvit.sim.packets import expected_packet, image_frame, parse_packet
+from stepvit.sim.tb_accel import CONFIG_VARIABLE
+
+#: The cocotb test module and its tests.
+TESTBENCH = "stepvit.sim.tb_accel"
+TESTS = ("stream_images", "register_file", "frame_errors", "reset_mid_image")
+TIMESCALE = ("1ns", "1ps")
+
+
+class SimulationFailed(StepvitError):
+    """A testbench run that failed: mismatches, a timeout, or a simulator error.
+
+    Attributes
+    ----------
+    failures : list of str
+        One line per failed check (image, word and cycle where they apply).
+    results : dict or None
+        The packets received, when the testbench got as far as writing them.
+    """
+
+    def __init__(self, message: str, failures: list[str], results: dict | None) -> None:
+        super().__init__(message)
+        self.failures = failures
+        self.results = results
+
+
+def cycle_limit(export: Export, lanes: int) -> int:
+    """Return a generous per-image cycle limit: dense work over the lanes, four times over.
+
+    A design that needs more than this for one image is hung, not slow.
+    """
+    arch = export.arch
+    channels, height, width = arch["image_shape"]
+    tokens = (height // arch["patch"]) * (width // arch["patch"])
+    dim, mlp, depth = arch["dim"], arch["mlp_dim"], arch["depth"]
+    per_step = tokens * depth * (4 * dim * dim + 2 * dim * mlp + 2 * dim * dim) + tokens * dim
+    embed = tokens * dim * channels * arch["patch"] ** 2 * 8
+    dense = export.t_max * per_step + embed + arch["num_classes"] * dim
+    return 4 * dense // lanes + 20 * -(-channels * height * width // 4) + 10_000
+
+
+def mask_values(mask_rows: np.ndarray) -> list[int]:
+    """Return mask rows ``[modules, T]`` as register values (bit t = step t)."""
+    return [sum(int(bit) << step for step, bit in enumerate(row)) for row in mask_rows]
+
+
+class Simulation:
+    """One generated design, compiled for Icarus, ready to run testbenches.
+
+    Parameters
+    ----------
+    export : Export
+        The model.
+    build_dir : str or Path
+        Folder for the Verilog, the compiled simulation, configurations and results.
+    lanes : int
+        Parallel accumulator lanes.
+    core : wiring.Component, optional
+        A stand-in for the core (tests of the top only).
+    """
+
+    def __init__(
+        self, export: Export, build_dir: str | Path, *, lanes: int, core: Any = None
+    ) -> None:
+        from cocotb_tools.runner import get_runner
+
+        from stepvit.rtl.generate import VERILOG_FILE, generate
+
+        self.export = export
+        self.lanes = lanes
+        self.build_dir = Path(build_dir).resolve()
+        report = generate(export, self.build_dir / "rtl", lanes=lanes, core=core)
+        self.packet_words = report["packet_words"]
+        self.runner = get_runner("icarus")
+        self.runner.build(
+            sources=[self.build_dir / "rtl" / VERILOG_FILE],
+            hdl_toplevel=report["top"],
+            build_dir=self.build_dir,
+            timescale=TIMESCALE,
+            log_file=self.build_dir / "build.log",
+        )
+        self.top = report["top"]
+
+    def config(
+        self,
+        images: np.ndarray,
+        *,
+        expected: list | None = None,
+        mask_rows: np.ndarray | None = None,
+        backpressure: bool = False,
+        seed: int = 0,
+    ) -> dict[str, Any]:
+        """Return a testbench configuration for ``images`` (uint8 ``[B, C, H, W]``).
+
+        Parameters
+        ----------
+        images : numpy.ndarray
+            The images to stream.
+        expected : list, optional
+            Expected packet words per image (``None`` words are not compared).
+        mask_rows : numpy.ndarray, optional
+            Masks ``[modules, T]`` to write before streaming (a budget); trained if omitted.
+        backpressure : bool
+            Random pauses on both streams.
+        seed : int
+            Seed of the pause patterns.
+        """
+        export = self.export
+        return {
+            "frames": [image_frame(image) for image in images],
+            "expected": expected,
+            "masks": None if mask_rows is None else mask_values(mask_rows),
+            "trained_masks": mask_values(export.timestep_mask),
+            "registers": {
+                "ID": ACCEL_ID,
+                "CONFIG_HASH": export.config_hash,
+                "T_MAX": export.t_max,
+                "NUM_MODULES": len(export.module_names),
+                "LANES": self.lanes,
+            },
+            "num_classes": export.arch["num_classes"],
+            "layer_names": export.layer_names(),
+            "packet_words": self.packet_words,
+            "backpressure": backpressure,
+            "seed": seed,
+            "timeout_cycles": cycle_limit(export, self.lanes),
+        }
+
+    def run(self, test: str, config: dict[str, Any]) -> dict[str, Any]:
+        """Run the testbench's ``test`` with ``config``; return what it wrote.
+
+        Raises
+        ------
+        SimulationFailed
+            If the test fails; the message lists the first failures.
+        """
+        from cocotb_tools.check_results import get_results
+
+        if test not in TESTS:
+            raise ValueError(f"no testbench test {test!r}; there are {', '.join(TESTS)}")
+        config_path = self.build_dir / f"{test}.config.json"
+        results_path = self.build_dir / f"{test}.results.json"
+        results_xml = self.build_dir / f"{test}.results.xml"
+        log_path = self.build_dir / f"{test}.log"
+        results_path.unlink(missing_ok=True)
+        config_path.write_text(json.dumps({**config, "results": str(results_path)}))
+        crashed = False
+        try:
+            self.runner.test(
+                test_module=TESTBENCH,
+                hdl_toplevel=self.top,
+                testcase=test,
+                extra_env={CONFIG_VARIABLE: str(config_path)},
+                build_dir=self.build_dir,
+                test_dir=self.build_dir,
+                results_xml=str(results_xml),
+                timescale=TIMESCALE,
+                log_file=log_path,
+            )
+        except (SystemExit, RuntimeError):
+            crashed = True  # under pytest the runner exits on a failed test; judged below
+        results = json.loads(results_path.read_text()) if results_path.exists() else None
+        try:
+            tests, failed = get_results(results_xml)
+        except RuntimeError:
+            tests, failed = 0, 1
+        if failed or crashed or tests == 0:
+            failures = _failure_messages(results_xml) or ["the simulator stopped abnormally"]
+            shown = "; ".join(failures)[:2000]
+            raise SimulationFailed(f"simulation {test} failed ({log_path}): {shown}",
+                                   failures, results)
+        return results or {}
+
+
+def _failure_messages(results_xml: Path) -> list[str]:
+    """Return the failure messages of a JUnit results file (empty if it has none)."""
+    if not results_xml.exists():
+        return []
+    messages = []
+    for element in ElementTree.parse(results_xml).getroot().iter():
+        if element.tag in ("failure", "error"):
+            messages.append((element.get("message") or element.text or element.tag).strip())
+    return messages
+
+
+_SIMULATIONS: dict[tuple, Simulation] = {}
+
+
+def simulation_for(
+    export: Export, *, lanes: int, build_dir: str | Path | None = None
+) -> Simulation:
+    """Return a built :class:`Simulation` of ``export``, reusing one built in this process."""
+    if build_dir is None:
+        build_dir = Path("build") / "sim" / f"{export.config_hash:08x}-lanes{lanes}"
+    key = (str(Path(export.path).resolve()), export.manifest["weights_sha256"], lanes,
+           str(Path(build_dir).resolve()))
+    if key not in _SIMULATIONS:
+        _SIMULATIONS[key] = Simulation(export, build_dir, lanes=lanes)
+    return _SIMULATIONS[key]
+
+
+def golden_packets(export: Export, images: np.ndarray, mask_rows: np.ndarray) -> list[list]:
+    """Return the packet words the golden model predicts for ``images`` under ``mask_rows``."""
+    from stepvit.model.golden import GoldenModel
+
+    result = GoldenModel(export).run(images, masks=mask_rows)
+    logits = np.asarray(result.logits)
+    predicted = np.asarray(result.predicted)
+    spikes = np.asarray(result.layer_spike_totals())
+    return [expected_packet(logits[i], predicted[i], spikes[i]) for i in range(len(images))]
+
+
+def decode_results(results: dict[str, Any], num_classes: int) -> list[dict[str, Any]]:
+    """Return per image ``logits``, ``predicted``, ``cycles``, ``spike_totals``."""
+    return [parse_packet(packet["words"], num_classes) for packet in results["packets"]]
+
+
+def check_images(images: Any, export: Export) -> np.ndarray:
+    """Return ``images`` as uint8 ``[B, C, H, W]`` of the export's shape, or refuse them."""
+    array = np.asarray(images)
+    shape = tuple(export.arch["image_shape"])
+    if array.dtype != np.uint8:
+        raise StepvitError(f"images must be uint8, got {array.dtype}")
+    if array.ndim != 4 or array.shape[1:] != shape:
+        raise StepvitError(f"images must have shape [B, {', '.join(map(str, shape))}], "
+                           f"got {list(array.shape)}")
+    if len(array) == 0:
+        raise StepvitError("no images to simulate")
+    return array
+
+
+def simulate(
+    export_dir: str | Path | Export,
+    images_uint8: np.ndarray,
+    *,
+    budget: int | None = None,
+    lanes: int = 8,
+    build_dir: str | Path | None = None,
+    backpressure: bool = False,
+) -> list[dict[str, Any]]:
+    """Stream ``images_uint8`` through the simulated accelerator in one simulator run.
+
+    Parameters
+    ----------
+    export_dir : str, Path or Export
+        The export (directory or loaded).
+    images_uint8 : numpy.ndarray
+        ``uint8 [B, C, H, W]``.
+    budget : int, optional
+        Time-step budget written to the mask registers (SPEC.md section 3).
+    lanes : int
+        Parallel accumulator lanes of the design.
+    build_dir : str or Path, optional
+        Build folder; ``build/sim/<config hash>-lanes<P>`` if omitted.
+    backpressure : bool
+        Random pauses on both streams (results must not change).
+
+    Returns
+    -------
+    list of dict
+        Per image: ``logits`` (list of int), ``predicted``, ``cycles``, ``spike_totals``.
+    """
+    export = export_dir if isinstance(export_dir, Export) else load_export(export_dir)
+    images = check_images(images_uint8, export)
+    simulation = simulation_for(export, lanes=lanes, build_dir=build_dir)
+    mask_rows = None if budget is None else export.budget_mask(budget)
+    config = simulation.config(images, mask_rows=mask_rows, backpressure=backpressure)
+    results = simulation.run("stream_images", config)
+    return decode_results(results, export.arch["num_classes"])

@@ -1,0 +1,300 @@
+"""cocotb testbench of ``stepvit_accel``: streams, registers, frame errors, resets.
+
+The runner (``stepvit.sim.runner``) writes one JSON configuration and names it in the
+``STEPVIT_SIM_CONFIG`` environment variable; :func:`load_config` reads it once per test.
+Keys: ``frames`` (the words of each good image frame), ``expected`` (packet words per
+frame, ``null`` for a word not compared, or ``null`` for no check), ``masks`` (values to
+write to ``MASK<i>`` first, or ``null``), ``trained_masks``, ``registers`` (expected
+read-only register values), ``num_classes``, ``layer_names``, ``backpressure``, ``seed``,
+``timeout_cycles`` (per image) and ``results`` (where the received packets are written).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge
+from cocotbext.axi import (
+    AxiLiteBus,
+    AxiLiteMaster,
+    AxiStreamBus,
+    AxiStreamFrame,
+    AxiStreamSink,
+    AxiStreamSource,
+)
+
+from stepvit.host.registers import (
+    CONTROL_CLEAR_ERROR,
+    STATUS_BUSY,
+    STATUS_FRAME_ERROR,
+    offset,
+)
+from stepvit.sim.packets import ERROR_CLASS, packet_mismatches, word_names
+
+#: Environment variable that names the configuration file.
+CONFIG_VARIABLE = "STEPVIT_SIM_CONFIG"
+CLOCK_NS = 10
+
+
+def load_config() -> dict[str, Any]:
+    """Return the test configuration written by the runner."""
+    return json.loads(Path(os.environ[CONFIG_VARIABLE]).read_text())
+
+
+def random_pauses(seed: int, busy_fraction: float = 0.4) -> Iterator[bool]:
+    """Yield a reproducible random pause pattern (True: no transfer this cycle)."""
+    generator = random.Random(seed)
+    while True:
+        yield generator.random() < busy_fraction
+
+
+class StreamRecorder:
+    """Watch both streams cycle by cycle: input frame starts and output packets.
+
+    Attributes
+    ----------
+    frame_starts : list of int
+        Cycle at which the first word of each input frame was accepted.
+    packets : list of dict
+        Each output packet: ``words``, ``word_cycles`` and ``offered_cycle`` (the cycle at
+        which its first word was offered).
+    cycle : int
+        Rising edges seen so far.
+    """
+
+    def __init__(self, dut: Any) -> None:
+        self.dut = dut
+        self.cycle = 0
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget what was seen (after a reset)."""
+        self.frame_starts: list[int] = []
+        self.packets: list[dict[str, Any]] = []
+        self._in_frame = False
+        self._open: dict[str, Any] | None = None
+
+    async def run(self) -> None:
+        """Record forever; values read at a rising edge are those of the cycle it ends."""
+        dut = self.dut
+        while True:
+            await RisingEdge(dut.aclk)
+            self.cycle += 1
+            if not int(dut.aresetn.value):
+                self._in_frame, self._open = False, None
+                continue
+            if int(dut.s_axis_tvalid.value) and int(dut.s_axis_tready.value):
+                if not self._in_frame:
+                    self.frame_starts.append(self.cycle)
+                self._in_frame = not int(dut.s_axis_tlast.value)
+            if int(dut.m_axis_tvalid.value):
+                if self._open is None:
+                    self._open = {"words": [], "word_cycles": [], "offered_cycle": self.cycle}
+                if int(dut.m_axis_tready.value):
+                    self._open["words"].append(int(dut.m_axis_tdata.value))
+                    self._open["word_cycles"].append(self.cycle)
+                    if int(dut.m_axis_tlast.value):
+                        self.packets.append(self._open)
+                        self._open = None
+
+
+class Bench:
+    """The design under test with its clock, stream drivers, register master and recorder."""
+
+    def __init__(self, dut: Any, config: dict[str, Any]) -> None:
+        self.dut = dut
+        self.config = config
+        reset = {"reset": dut.aresetn, "reset_active_level": False}
+        self.source = AxiStreamSource(
+            AxiStreamBus.from_prefix(dut, "s_axis"), dut.aclk, byte_lanes=1, **reset
+        )
+        self.sink = AxiStreamSink(
+            AxiStreamBus.from_prefix(dut, "m_axis"), dut.aclk, byte_lanes=1, **reset
+        )
+        self.registers = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.aclk, **reset)
+        self.recorder = StreamRecorder(dut)
+        if config.get("backpressure"):
+            self.source.set_pause_generator(random_pauses(config["seed"]))
+            self.sink.set_pause_generator(random_pauses(config["seed"] + 1))
+        cocotb.start_soon(Clock(dut.aclk, CLOCK_NS, unit="ns").start())
+        cocotb.start_soon(self.recorder.run())
+
+    async def reset(self, cycles: int = 4) -> None:
+        """Hold ``aresetn`` low for ``cycles`` cycles and forget what was recorded."""
+        self.dut.aresetn.value = 0
+        await ClockCycles(self.dut.aclk, cycles)
+        self.dut.aresetn.value = 1
+        await RisingEdge(self.dut.aclk)
+        self.recorder.clear()
+
+    async def read(self, name: str) -> int:
+        """Read the register called ``name``."""
+        return await self.registers.read_dword(offset(name))
+
+    async def write(self, name: str, value: int) -> None:
+        """Write the register called ``name``."""
+        await self.registers.write_dword(offset(name), value)
+
+    async def write_masks(self) -> None:
+        """Write the configured mask values (a time-step budget), if any."""
+        for index, value in enumerate(self.config.get("masks") or []):
+            await self.write(f"MASK{index}", value)
+
+    async def send(self, frame: list[int]) -> None:
+        """Queue one frame on the input stream (TLAST on its last word)."""
+        await self.source.send(AxiStreamFrame(frame))
+
+    async def wait_packets(self, count: int) -> list[dict[str, Any]]:
+        """Wait until ``count`` packets have arrived; fail naming the image that is late."""
+        limit = self.config["timeout_cycles"]
+        waited = 0
+        while len(self.recorder.packets) < count:
+            await RisingEdge(self.dut.aclk)
+            waited += 1
+            if waited > limit * count:
+                missing = len(self.recorder.packets)
+                raise AssertionError(
+                    f"image {missing}: no result packet after {waited} cycles "
+                    f"(cycle {self.recorder.cycle})"
+                )
+        return self.recorder.packets[:count]
+
+    def check_packets(self, packets: list[dict[str, Any]]) -> list[str]:
+        """Compare packets with the expected ones and the measured cycles; return failures."""
+        config = self.config
+        names = word_names(config["num_classes"], config["layer_names"])
+        cycle_word = config["num_classes"] + 1
+        failures = []
+        for image, packet in enumerate(packets):
+            measured = packet["offered_cycle"] - self.recorder.frame_starts[image]
+            if packet["words"][cycle_word] != measured:
+                failures.append(
+                    f"image {image} word {cycle_word} (cycles) at cycle "
+                    f"{packet['word_cycles'][cycle_word]}: got {packet['words'][cycle_word]}, "
+                    f"measured {measured}"
+                )
+            if config.get("expected") is not None:
+                failures += packet_mismatches(
+                    image, config["expected"][image], packet["words"], packet["word_cycles"], names
+                )
+        return failures
+
+    async def run_frames(self) -> list[str]:
+        """Send every configured frame, collect its packet, write results, return failures."""
+        frames = self.config["frames"]
+        for frame in frames:
+            await self.send(frame)
+        packets = await self.wait_packets(len(frames))
+        failures = self.check_packets(packets)
+        for packet, start in zip(packets, self.recorder.frame_starts):
+            packet["first_word_cycle"] = start
+        results = {"packets": packets, "failures": failures}
+        Path(self.config["results"]).write_text(json.dumps(results))
+        return failures
+
+
+def _failure_report(failures: list[str]) -> str:
+    shown = failures[:20]
+    more = f"\n... and {len(failures) - len(shown)} more" if len(failures) > len(shown) else ""
+    return f"{len(failures)} mismatches:\n" + "\n".join(shown) + more
+
+
+@cocotb.test()
+async def stream_images(dut: Any) -> None:
+    """Check that every image's packet matches the golden model, also under backpressure."""
+    bench = Bench(dut, load_config())
+    await bench.reset()
+    await bench.write_masks()
+    failures = await bench.run_frames()
+    assert not failures, _failure_report(failures)
+
+
+@cocotb.test()
+async def register_file(dut: Any) -> None:
+    """Check ID, hash and sizes, and that masks reset to the trained masks and take writes."""
+    config = load_config()
+    bench = Bench(dut, config)
+    await bench.reset()
+    for name, value in config["registers"].items():
+        got = await bench.read(name)
+        assert got == value, f"register {name}: read {got:#x}, expected {value:#x}"
+    assert await bench.read("STATUS") == 0, "STATUS is not 0 after reset"
+    trained = config["trained_masks"]
+    for index, value in enumerate(trained):
+        got = await bench.read(f"MASK{index}")
+        assert got == value, f"MASK{index} after reset: read {got:#x}, expected {value:#x}"
+    width = (1 << config["registers"]["T_MAX"]) - 1
+    for index, value in enumerate(trained):
+        await bench.write(f"MASK{index}", ~value & width)
+    for index, value in enumerate(trained):
+        got = await bench.read(f"MASK{index}")
+        written = ~value & width
+        assert got == written, f"MASK{index}: read {got:#x} after writing {written:#x}"
+    response = await bench.registers.write(offset("ID"), (0).to_bytes(4, "little"))
+    assert int(response.resp) != 0, "a write to the read-only ID register was not refused"
+    assert await bench.read("ID") == config["registers"]["ID"], "a write changed ID"
+    await bench.reset()
+    got = await bench.read("MASK0")
+    assert got == trained[0], f"MASK0 after a second reset: read {got:#x}, expected {trained[0]:#x}"
+
+
+@cocotb.test()
+async def frame_errors(dut: Any) -> None:
+    """Check that short and long frames give an error packet and STATUS.frame_error."""
+    config = load_config()
+    bench = Bench(dut, config)
+    await bench.reset()
+    good = config["frames"][0]
+    class_word = config["num_classes"]
+    cases = {"short": good[:-1], "long": good + [0x01020304] * 3}
+    for name, frame in cases.items():
+        if not frame:
+            continue  # a one-word frame cannot end early
+        await bench.send(frame)
+        packet = (await bench.wait_packets(len(bench.recorder.packets) + 1))[-1]
+        words = packet["words"]
+        assert len(words) == config["packet_words"], (
+            f"{name} frame: error packet of {len(words)} words, expected {config['packet_words']}"
+        )
+        assert words[class_word] == ERROR_CLASS, (
+            f"{name} frame word {class_word} at cycle {packet['word_cycles'][class_word]}: "
+            f"class {words[class_word]:#x}, expected {ERROR_CLASS:#x}"
+        )
+        status = await bench.read("STATUS")
+        assert status & STATUS_FRAME_ERROR, f"{name} frame: STATUS {status:#x} lacks frame_error"
+        assert not status & STATUS_BUSY, f"{name} frame: STATUS {status:#x} still busy"
+        await bench.write("CONTROL", CONTROL_CLEAR_ERROR)
+        status = await bench.read("STATUS")
+        assert not status & STATUS_FRAME_ERROR, f"{name} frame: CONTROL did not clear {status:#x}"
+    bench.config = {**config, "frames": config["frames"][:1], "expected": config["expected"][:1]}
+    bench.recorder.clear()
+    failures = await bench.run_frames()
+    assert not failures, "good frame after the bad ones: " + _failure_report(failures)
+
+
+@cocotb.test()
+async def reset_mid_image(dut: Any) -> None:
+    """Check that a reset in the middle of a frame, or of a computation, leaves no trace."""
+    config = load_config()
+    bench = Bench(dut, config)
+    await bench.reset()
+    first = config["frames"][0]
+    await bench.send(first)
+    while not bench.recorder.frame_starts:
+        await RisingEdge(dut.aclk)
+    await ClockCycles(dut.aclk, len(first) // 2)  # cut the frame before its TLAST
+    await bench.reset()
+    await bench.write_masks()
+    await bench.send(first)
+    await ClockCycles(dut.aclk, len(first) + 4)  # the core is busy with it now
+    await bench.reset()
+    await bench.write_masks()
+    failures = await bench.run_frames()
+    assert not failures, "after resets: " + _failure_report(failures)
