@@ -6,7 +6,7 @@ computes a simple function of the image and the masks that :func:`double_results
 reproduces in Python:
 
 - ``pixel_sum`` = sum of all pixels,
-- ``logits[k] = pixel_sum - 37 * k``, ``predicted = pixel_sum mod 256``,
+- ``logits[k] = pixel_sum - 37 * k`` (wrapped to the logit width), ``predicted = pixel_sum mod 256``,
 - ``spike_counts[i] = pixel_sum + (masks[i mod modules] << 16)``,
 - the run time after the last read is ``pixel_sum mod 8`` cycles.
 """
@@ -72,6 +72,8 @@ def double_results(export: Export, images: np.ndarray, masks: np.ndarray) -> dic
     classes = export.arch["num_classes"]
     layers = len(export.layer_names())
     logits = pixel_sums[:, None] - 37 * np.arange(classes)[None, :]
+    half = 1 << (export.bit_widths["logit"] - 1)
+    logits = (logits + half) % (2 * half) - half
     spikes = np.array([[s + (mask_values[i % len(mask_values)] << 16) for i in range(layers)]
                        for s in pixel_sums])
     return {"logits": logits, "predicted": pixel_sums % 256, "spike_totals": spikes}
