@@ -6,7 +6,8 @@ computes a simple function of the image and the masks that :func:`double_results
 reproduces in Python:
 
 - ``pixel_sum`` = sum of all pixels,
-- ``logits[k] = pixel_sum - 37 * k`` (wrapped to the logit width), ``predicted = pixel_sum mod 256``,
+- ``logits[k] = pixel_sum - 37 * k`` (wrapped to the logit width),
+- ``predicted = pixel_sum mod 256``,
 - ``spike_counts[i] = pixel_sum + (masks[i mod modules] << 16)``,
 - the run time after the last read is ``pixel_sum mod 8`` cycles.
 """

@@ -1,0 +1,201 @@
+"""Resource report of a generated design: Yosys ``synth_xilinx`` against a board's budget.
+
+Yosys maps onto the board's family (``xc7`` for the PYNQ-Z2, ``xcup`` for the
+UltraScale+ boards) out of context (no I/O buffers), as the design is a block in the
+overlay. Its counts are an estimate of what Vivado will place, good for "does it fit".
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from stepvit.host.errors import StepvitError
+
+#: Board parameters used when ``boards/<name>/board.yaml`` is missing (DESIGN.md section 8).
+BUILT_IN_BOARDS: dict[str, dict[str, Any]] = {
+    "pynq-z2": {"part": "xc7z020clg400-1", "family": "xc7",
+                "resources": {"lut": 53_200, "ff": 106_400, "bram36": 140, "dsp": 220}},
+    "kv260": {"part": "xck26-sfvc784-2LV-c", "family": "xcup",
+              "resources": {"lut": 117_120, "ff": 234_240, "bram36": 144, "dsp": 1_248}},
+    "zcu104": {"part": "xczu7ev-ffvc1156-2-e", "family": "xcup",
+               "resources": {"lut": 230_400, "ff": 460_800, "bram36": 312, "dsp": 1_728}},
+}
+DEFAULT_BUDGET = {"lut_fraction": 0.7, "bram_fraction": 0.8}
+
+#: LUTs that one distributed-RAM or shift-register cell occupies (UG474, UG574).
+LUTRAM_LUTS = {
+    "RAM32X1S": 1, "RAM32X1D": 2, "RAM32M": 4, "RAM32M16": 8, "RAM64X1S": 1, "RAM64X1D": 2,
+    "RAM64M": 4, "RAM64M8": 8, "RAM128X1S": 2, "RAM128X1D": 4, "RAM256X1S": 4,
+    "RAM256X1D": 8, "RAM512X1S": 8, "SRL16E": 1, "SRLC32E": 1, "SRLC16E": 1,
+}
+#: Block RAM cells in units of one 36 Kb block.
+BRAM36_UNITS = {"RAMB36E1": 1.0, "RAMB18E1": 0.5, "RAMB36E2": 1.0, "RAMB18E2": 0.5}
+DSP_CELLS = ("DSP48E1", "DSP48E2")
+#: Yosys cells of a multiplier before mapping: the accelerator must have none.
+MULTIPLIER_CELLS = ("$mul", "$macc", "$alumacc", "$__soft_mul", "$__mul")
+
+
+def board_parameters(name: str) -> dict[str, Any]:
+    """Return ``part``, ``family``, ``resources`` and ``budget`` of the board ``name``.
+
+    Reads ``boards/<name>/board.yaml`` when there is one, else the built-in table.
+    """
+    from stepvit.host.boards import BOARDS_DIR, load_board
+
+    if (BOARDS_DIR / name / "board.yaml").is_file() or Path(name, "board.yaml").is_file():
+        board = load_board(name)
+        return {"name": board.name, "part": board.part, "family": board.family,
+                "resources": dict(board.resources), "budget": dict(board.budget)}
+    if name not in BUILT_IN_BOARDS:
+        known = ", ".join(sorted(BUILT_IN_BOARDS))
+        raise StepvitError(f"unknown board {name!r} (known: {known})")
+    return {"name": name, **BUILT_IN_BOARDS[name], "budget": dict(DEFAULT_BUDGET)}
+
+
+def count_resources(cells: dict[str, int]) -> dict[str, float]:
+    """Return LUT, LUTRAM LUTs, FF, BRAM36, DSP counts of a mapped netlist's cell table.
+
+    ``lut`` counts ``LUT1``..``LUT6`` and ``INV`` (an inverter is a LUT1 until Vivado
+    folds it into its neighbour); ``lutram_luts`` the LUTs of distributed RAM and shift
+    registers; ``ff`` every ``FD*`` flip-flop; ``bram36`` RAMB36 plus half of each RAMB18.
+    """
+    return {
+        "lut": sum(n for cell, n in cells.items() if cell.startswith("LUT") or cell == "INV"),
+        "lutram_luts": sum(LUTRAM_LUTS.get(cell, 0) * n for cell, n in cells.items()),
+        "ff": sum(n for cell, n in cells.items() if cell.startswith("FD")),
+        "bram36": sum(BRAM36_UNITS.get(cell, 0.0) * n for cell, n in cells.items()),
+        "dsp": sum(n for cell, n in cells.items() if cell in DSP_CELLS),
+    }
+
+
+def fit_report(used: dict[str, float], board: dict[str, Any]) -> dict[str, Any]:
+    """Return the share of the board used and whether it fits the board's budget."""
+    available = board["resources"]
+    luts = used["lut"] + used["lutram_luts"]
+    percent = {
+        "lut": 100.0 * luts / available["lut"],
+        "ff": 100.0 * used["ff"] / available["ff"],
+        "bram36": 100.0 * used["bram36"] / available["bram36"],
+        "dsp": 100.0 * used["dsp"] / available["dsp"],
+    }
+    budget = board["budget"]
+    fits = {
+        "lut": luts <= budget["lut_fraction"] * available["lut"],
+        "bram36": used["bram36"] <= budget["bram_fraction"] * available["bram36"],
+        "ff": used["ff"] <= available["ff"],
+        "dsp": used["dsp"] <= available["dsp"],
+    }
+    return {"percent": percent, "fits": fits, "fits_budget": all(fits.values())}
+
+
+def _cells_of(stat_json: Path) -> dict[str, int]:
+    """Return the cell counts of the whole design from ``stat -json`` output."""
+    stat = json.loads(stat_json.read_text())
+    design = stat.get("design") or next(iter(stat["modules"].values()))
+    return {cell.lstrip("\\"): int(n) for cell, n in design["num_cells_by_type"].items()}
+
+
+def run_yosys(verilog: Path, family: str, work_dir: Path, *, top: str,
+              timeout_s: float) -> dict[str, Any]:
+    """Synthesize ``verilog`` for ``family``; return the cells before and after mapping.
+
+    Raises
+    ------
+    StepvitError
+        If Yosys is missing, fails or runs past ``timeout_s``.
+    """
+    yosys = shutil.which("yosys")
+    if yosys is None:
+        raise StepvitError("yosys not found on PATH: install it (`make tools` or apt-get "
+                           "install yosys)")
+    before, after = work_dir / "yosys_rtl_stat.json", work_dir / "yosys_mapped_stat.json"
+    log = work_dir / "yosys.log"
+    script = (
+        f"read_verilog {verilog}; hierarchy -top {top}; proc; flatten; "
+        f"tee -q -o {before} stat -json; "
+        f"synth_xilinx -family {family} -top {top} -flatten -noiopad; "
+        f"tee -q -o {after} stat -json"
+    )
+    started = time.monotonic()
+    try:
+        result = subprocess.run([yosys, "-q", "-l", str(log), "-p", script],
+                                capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise StepvitError(f"yosys ran past {timeout_s:.0f} s on {verilog} (log: {log})") from None
+    if result.returncode != 0:
+        last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise StepvitError(f"yosys failed on {verilog}: {last[0]} (log: {log})")
+    return {"rtl_cells": _cells_of(before), "mapped_cells": _cells_of(after),
+            "seconds": round(time.monotonic() - started, 1)}
+
+
+def synthesize(build_dir: str | Path, board_name: str, *, timeout_s: float = 3600.0
+               ) -> dict[str, Any]:
+    """Write ``build_dir/synth_<board>.json``: resources of the design and whether it fits.
+
+    Parameters
+    ----------
+    build_dir : str or Path
+        A folder written by ``stepvit rtl`` (``stepvit_accel.v``, ``report.json``).
+    board_name : str
+        ``pynq-z2``, ``kv260``, ``zcu104`` or a board folder.
+    timeout_s : float
+        Longest Yosys may run.
+    """
+    from stepvit.rtl.generate import REPORT_FILE, VERILOG_FILE
+    from stepvit.rtl.top import TOP_NAME
+
+    build_dir = Path(build_dir)
+    verilog = build_dir / VERILOG_FILE
+    if not verilog.is_file():
+        raise StepvitError(f"{verilog} not found: run `stepvit rtl EXPORT --out {build_dir}` first")
+    board = board_parameters(board_name)
+    yosys = run_yosys(verilog, board["family"], build_dir, top=TOP_NAME, timeout_s=timeout_s)
+    used = count_resources(yosys["mapped_cells"])
+    multipliers = sum(n for cell, n in yosys["rtl_cells"].items() if cell in MULTIPLIER_CELLS)
+    report_path = build_dir / REPORT_FILE
+    design = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    report = {
+        "board": board["name"],
+        "part": board["part"],
+        "family": board["family"],
+        "design": {key: design.get(key) for key in ("name", "config_hash", "lanes")},
+        "used": used,
+        "multiplier_cells": multipliers,
+        "multiplier_free": multipliers == 0 and used["dsp"] == 0,
+        "available": board["resources"],
+        "budget": board["budget"],
+        **fit_report(used, board),
+        "mapped_cells": yosys["mapped_cells"],
+        "yosys_seconds": yosys["seconds"],
+    }
+    (build_dir / f"synth_{board['name']}.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Return the resource report as a text table."""
+    used, available, percent = report["used"], report["available"], report["percent"]
+    luts = used["lut"] + used["lutram_luts"]
+    rows = [
+        ("LUT (logic + LUTRAM)", f"{used['lut']:.0f} + {used['lutram_luts']:.0f} = {luts:.0f}",
+         available["lut"], percent["lut"], report["fits"]["lut"]),
+        ("FF", f"{used['ff']:.0f}", available["ff"], percent["ff"], report["fits"]["ff"]),
+        ("BRAM36", f"{used['bram36']:g}", available["bram36"], percent["bram36"],
+         report["fits"]["bram36"]),
+        ("DSP", f"{used['dsp']:.0f}", available["dsp"], percent["dsp"], report["fits"]["dsp"]),
+    ]
+    budget = report["budget"]
+    lines = [f"{report['board']} ({report['part']}), budget {budget['lut_fraction']:.0%} LUT, "
+             f"{budget['bram_fraction']:.0%} BRAM",
+             f"{'resource':<22}{'used':>22}{'board':>10}{'%':>8}  fits"]
+    for name, value, total, share, fits in rows:
+        lines.append(f"{name:<22}{value:>22}{total:>10}{share:>7.1f}%  {'yes' if fits else 'NO'}")
+    lines.append(f"multiplier cells ($mul family) before mapping: {report['multiplier_cells']}")
+    lines.append(f"fits the budget: {'yes' if report['fits_budget'] else 'NO'}")
+    return "\n".join(lines)

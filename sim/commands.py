@@ -1,0 +1,159 @@
+"""The ``stepvit sim`` command: the generated Verilog against the golden model, bit for bit.
+
+Only argparse and the standard library at the top; torch, amaranth and cocotb are
+imported inside the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from stepvit.host.errors import StepvitError
+
+GOLDEN_VECTORS = "golden_vectors.npz"
+
+
+def sim_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``stepvit sim``."""
+    parser.add_argument("export", help="export directory (manifest.yaml + weights.npz)")
+    parser.add_argument("--images", type=int, default=8, help="test images to run (default 8)")
+    parser.add_argument("--budget", default=None,
+                        help="time-step budget B, a list such as 1,2,3, or 'all' for 1..T "
+                             "(default: the trained masks)")
+    parser.add_argument("--lanes", type=int, default=8,
+                        help="parallel accumulator lanes (default 8)")
+    parser.add_argument("--backpressure", action="store_true",
+                        help="random pauses on both streams (results must not change)")
+    parser.add_argument("--build", default=None,
+                        help="build folder (default build/sim/<config hash>-lanes<P>)")
+    parser.add_argument("--data-dir", default="data",
+                        help="folder of the CIFAR data sets (unused for digits)")
+    parser.add_argument("--out", default=None, help="also write the JSON to this file")
+
+
+def parse_budgets(text: str | None, t_max: int) -> list[int | None]:
+    """Return the budgets named by ``--budget``: ``None`` (trained masks) or 1..T values."""
+    if text is None:
+        return [None]
+    if text == "all":
+        return list(range(1, t_max + 1))
+    try:
+        budgets = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise StepvitError(f"--budget: expected B, B1,B2,... or 'all', got {text!r}") from None
+    if not budgets or min(budgets) < 1:
+        raise StepvitError(f"--budget: budgets must be at least 1, got {text!r}")
+    return budgets
+
+
+def load_test_images(export: Any, count: int, data_dir: str) -> tuple[Any, str]:
+    """Return the first ``count`` test images of the export's data set, and their source.
+
+    The export's ``golden_vectors.npz`` is used when present; an untrained export (no data
+    set in its manifest) gets reproducible random images.
+    """
+    import numpy as np
+
+    vectors = Path(export.path) / GOLDEN_VECTORS
+    if vectors.is_file():
+        with np.load(vectors) as stored:
+            if "images" in stored and len(stored["images"]) >= count:
+                return stored["images"][:count].astype(np.uint8), GOLDEN_VECTORS
+    dataset = (export.manifest.get("accuracy") or {}).get("dataset")
+    if not dataset:
+        shape = (count, *export.arch["image_shape"])
+        return np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8), "random"
+    from stepvit.model.data import load_dataset
+
+    images, _, _ = load_dataset(dataset, data_dir, "test")
+    if len(images) < count:
+        raise StepvitError(f"--images {count}: the {dataset} test split has {len(images)}")
+    return images[:count].numpy().astype(np.uint8), f"{dataset} test split"
+
+
+def check_budget(simulation: Any, images: Any, budget: int | None, *,
+                 backpressure: bool) -> dict[str, Any]:
+    """Simulate ``images`` at one budget and compare every packet with the golden model."""
+    import numpy as np
+
+    from stepvit.model.golden import GoldenModel
+    from stepvit.sim.packets import expected_packet, packet_mismatches, word_names
+    from stepvit.sim.runner import SimulationFailed, decode_results
+
+    export, lanes = simulation.export, simulation.lanes
+    mask_rows = export.budget_mask(budget)
+    golden = GoldenModel(export).run(images, masks=mask_rows)
+    spikes = np.asarray(golden.layer_spike_totals())
+    expected = [expected_packet(golden.logits[i].tolist(), int(golden.predicted[i]), spikes[i])
+                for i in range(len(images))]
+    config = simulation.config(images, expected=expected, mask_rows=mask_rows,
+                               backpressure=backpressure)
+    try:
+        results = simulation.run("stream_images", config)
+    except SimulationFailed as failure:
+        if failure.results is None:
+            raise
+        results = failure.results
+    names = word_names(export.arch["num_classes"], export.layer_names())
+    failures = list(results["failures"])
+    mismatched = sorted({
+        image for image, packet in enumerate(results["packets"])
+        if packet_mismatches(image, expected[image], packet["words"], packet["word_cycles"], names)
+        or any(message.startswith(f"image {image} ") for message in failures)
+    })
+    decoded = decode_results(results, export.arch["num_classes"])
+    cycles = [image["cycles"] for image in decoded]
+    work = {key: np.asarray(value).tolist() for key, value in golden.work.items()}
+    accumulates = [a + e for a, e in zip(work["ac_ops"], work["embed_ac_ops"])]
+    lower_bound = [value / lanes for value in accumulates]
+    return {
+        "budget": budget,
+        "images": len(images),
+        "mismatches": len(mismatched),
+        "mismatched_images": mismatched,
+        "failures": failures[:20],
+        "cycles_per_image": cycles,
+        "mean_cycles": sum(cycles) / len(cycles),
+        "accumulates_per_image": accumulates,
+        "ac_ops_per_image": work["ac_ops"],
+        "embed_ac_ops_per_image": work["embed_ac_ops"],
+        "lower_bound_cycles": sum(lower_bound) / len(lower_bound),
+        "efficiency": sum(lower_bound) / sum(cycles),
+        "dense_reference_cycles": sum(work["dense_ac_ops"]) / len(images) / lanes,
+    }
+
+
+def sim(args: argparse.Namespace) -> int:
+    """Simulate the Verilog on test images against the golden model; non-zero on mismatch."""
+    if args.images < 1:
+        raise StepvitError(f"--images must be at least 1, got {args.images}")
+    if args.lanes < 1:
+        raise StepvitError(f"--lanes must be at least 1, got {args.lanes}")
+    from tqdm import tqdm
+
+    from stepvit.host.export import load_export
+    from stepvit.sim.runner import simulation_for
+
+    export = load_export(args.export)
+    budgets = parse_budgets(args.budget, export.t_max)
+    images, source = load_test_images(export, args.images, args.data_dir)
+    simulation = simulation_for(export, lanes=args.lanes, build_dir=args.build)
+    runs = [check_budget(simulation, images, budget, backpressure=args.backpressure)
+            for budget in tqdm(budgets, desc="budgets", unit="budget", leave=False)]
+    report = {
+        "export": str(export.path),
+        "config_hash": f"{export.config_hash:08x}",
+        "lanes": args.lanes,
+        "images": len(images),
+        "image_source": source,
+        "mismatches": sum(run["mismatches"] for run in runs),
+        "runs": runs,
+    }
+    text = json.dumps(report, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 1 if report["mismatches"] else 0
