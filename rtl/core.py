@@ -1,0 +1,526 @@
+"""The compute core: the whole network of SPEC.md section 3 on ``lanes`` accumulator lanes.
+
+A four-stage pipeline, fed one event per cycle and never stalled:
+
+- **walk** (the sequencer): steps through the passes of :class:`~stepvit.rtl.core_plan.CorePlan`
+  and, for each group and chunk, walks the set bits of the input spike word with a
+  :class:`~stepvit.rtl.spike_walker.SpikeWalker`; each set bit is one event that addresses
+  a weight word (or a KV row). A chunk with no input spike is one event that only closes
+  the chunk (its LIF still charges with the bias and leaks). Masked steps are skipped
+  before they cost a cycle. The next spike word is prefetched, so chunks follow each other
+  without a bubble.
+- **accumulate**: the event's weights (``lanes`` of them, shifted by the bit plane in the
+  embedding) are added by :class:`~stepvit.rtl.accumulator.AccumulatorLanes`; the KV pass
+  instead adds the token's V segment into a KV row here (read-modify-write).
+- **sink**: a finished chunk gets its bias and operand (embedding current or residual
+  stream) and goes through :class:`~stepvit.rtl.lif.LIFLanes` (spikes into a spike map,
+  membranes back), or is stored (embedding current, residual stream), or is added into
+  the logits.
+
+Every pass drains the pipeline before the next begins (the next reads what it wrote).
+No multiplier: addresses advance by adding strides, and products of a pixel and a weight
+are shifts of the weight over the pixel's bit planes.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+
+from stepvit.host.export import Export
+from stepvit.rtl.accumulator import AccumulatorLanes
+from stepvit.rtl.core_plan import (
+    SPIKE_BUFFERS,
+    CorePlan,
+    Operand,
+    Sink,
+    Source,
+    WeightSource,
+)
+from stepvit.rtl.interface import core_signature, image_words
+from stepvit.rtl.lif import LIFLanes
+from stepvit.rtl.spike_walker import SpikeWalker
+
+#: Cycles from the last event of a pass until its sink has written everything.
+DRAIN_CYCLES = 3
+
+
+def _lanes_of(word: object, lanes: int, bits: int, shape: object) -> list:
+    """Return the ``lanes`` fields of a packed word, each as ``shape``."""
+    return [word[lane * bits:(lane + 1) * bits].as_signed() if shape == "signed"
+            else word[lane * bits:(lane + 1) * bits] for lane in range(lanes)]
+
+
+class StepvitCore(wiring.Component):
+    """The network of ``export`` on ``lanes`` parallel accumulator lanes.
+
+    Parameters
+    ----------
+    export : Export
+        The validated export: shapes, widths, weights (memory contents) and thresholds.
+    lanes : int
+        Output channels computed in parallel; must divide the head width and the MLP width.
+
+    Members
+    -------
+    See :func:`stepvit.rtl.interface.core_signature`.
+    """
+
+    def __init__(self, export: Export, *, lanes: int) -> None:
+        self.plan = CorePlan(export, lanes=lanes)
+        self._image_words = image_words(export)
+        super().__init__(core_signature(export))
+
+    def elaborate(self, platform: object) -> Module:
+        """Build the memories, the sequencer and the three pipeline stages."""
+        m = Module()
+        plan = self.plan
+        g = plan.geometry
+        lanes, T, N, D = g.lanes, g.t_max, g.tokens, g.dim
+        bits = g.bits
+        layout = plan.layout()
+
+        # --- memories ------------------------------------------------------------------
+        def memory(name: str, width: int, depth: int, init: list[int] | None = None) -> Memory:
+            mem = Memory(shape=unsigned(width), depth=max(depth, 2), init=init or [])
+            m.submodules[name] = mem
+            return mem
+
+        weight_rom = memory("weights", 8 * lanes, len(plan.weight_words), plan.weight_words)
+        bias_rom = memory("biases", g.bias_bits * lanes, len(plan.bias_words), plan.bias_words)
+        theta_rom = memory("thresholds", bits["membrane"] * lanes, len(plan.theta_words),
+                           plan.theta_words)
+        spike_value_rom = memory("stream_spike", bits["stream"] * lanes, g.dim_chunks,
+                                 plan.stream_spike_words)
+        patch_mem = memory("patches", 8 * g.patch_len, N)
+        buffer_widths = {source: (g.mlp_dim if source == Source.HIDDEN else D)
+                         for source in SPIKE_BUFFERS}
+        buffers = {source: memory(f"spikes_{source.name.lower()}", width, T * N)
+                   for source, width in buffer_widths.items()}
+        current_mem = memory("embed_current", bits["embed_current"] * lanes, N * g.dim_chunks)
+        membrane_mem = memory("membranes", bits["membrane"] * lanes,
+                              N * max(g.dim_chunks, g.mlp_chunks))
+        stream_mem = memory("stream", bits["stream"] * lanes, T * N * g.dim_chunks)
+        kv_mem = memory("kv", bits["attention"] * g.head_dim, T * D)
+
+        weight_read = weight_rom.read_port()
+        bias_read = bias_rom.read_port()
+        theta_read = theta_rom.read_port()
+        spike_value_read = spike_value_rom.read_port()
+        patch_write = patch_mem.write_port(granularity=8)
+        patch_read = patch_mem.read_port()
+        buffer_write = {s: mem.write_port(granularity=lanes) for s, mem in buffers.items()}
+        buffer_read = {s: mem.read_port() for s, mem in buffers.items()}
+        current_write = current_mem.write_port()
+        current_read = current_mem.read_port()
+        membrane_write = membrane_mem.write_port()
+        membrane_read = membrane_mem.read_port(transparent_for=(membrane_write,))
+        stream_write = stream_mem.write_port()
+        stream_read = stream_mem.read_port(transparent_for=(stream_write,))
+        kv_write = kv_mem.write_port()
+        kv_read = kv_mem.read_port(transparent_for=(kv_write,))
+
+        # --- run state -------------------------------------------------------------------
+        masks = Signal.like(self.masks)
+        stream_zero = Signal(T)  # stream of step t is all zero (embedding masked at t)
+        logits = [Signal(signed(bits["logit"]), name=f"logit{k}")
+                  for k in range(g.class_chunks * lanes)]
+        counts = [Signal(32, name=f"count{i}") for i in range(len(self.spike_counts))]
+        for k in range(g.num_classes):
+            m.d.comb += self.logits[k].eq(logits[k])
+        for i, count in enumerate(counts):
+            m.d.comb += self.spike_counts[i].eq(count)
+
+        pass_rom = Array(Const(layout.const(p).as_value().value, layout.size)
+                         for p in plan.passes)
+        pass_index = Signal(range(len(plan.passes) + 1))
+        desc = Signal(layout)
+        step_mask = Signal(T)
+        m.d.comb += step_mask.eq(Mux(desc.once, 1, masks[desc.module]))
+
+        def constants(values: list[int]) -> Array:
+            return Array(Const(v, max(max(values), 1).bit_length()) for v in values)
+
+        word_base = constants([t * N for t in range(T)])
+        stream_base = constants([t * N * g.dim_chunks for t in range(T)])
+        kv_base = constants([t * D for t in range(T)])
+        segment_mask = constants([((1 << g.head_dim) - 1) << (h * g.head_dim)
+                                  for h in range(g.heads)])
+
+        def next_step(after: Signal | None) -> tuple[Signal, Signal]:
+            """Return (found, step): the first active step of the pass after ``after``."""
+            found, step = Signal(), Signal(range(max(T, 2)))
+            for candidate in reversed(range(T)):
+                later = Const(1) if after is None else (after < candidate)
+                with m.If(step_mask[candidate] & later):
+                    m.d.comb += [found.eq(1), step.eq(candidate)]
+            return found, step
+
+        # --- walk stage: sequencer and spike walker ---------------------------------------
+        m.submodules.walker = walker = SpikeWalker(width=g.walk_bits)
+        step = Signal(range(max(T, 2)))
+        group = Signal(range(max(N, D, 2)))
+        chunk = Signal(range(max(g.dim_chunks, g.mlp_chunks, g.class_chunks, g.heads, 2)))
+        segment = Signal(range(max(g.heads, 2)))
+        segment_chunk = Signal.like(chunk)
+        group_index = Signal(range(max(N * max(g.dim_chunks, g.mlp_chunks), D, 2)))
+        weight_row = Signal(range(max(len(plan.weight_words), 2)))
+        first_event = Signal()
+        first_step = Signal()
+        held_word = Signal(g.walk_bits)
+        value_word = Signal(D)
+        fetch_step = Signal.like(step)
+        fetch_group = Signal.like(group)
+        fetch_valid = Signal()
+
+        first_found, first_active = next_step(None)
+        following_found, following_step = next_step(fetch_step)
+        more_groups = fetch_group + 1 < desc.groups
+        successor_valid = Mux(more_groups, 1, following_found)
+        successor_step = Mux(more_groups, fetch_step, following_step)
+        successor_group = Mux(more_groups, fetch_group + 1, 0)
+
+        fetch_address = Signal(range(max(T * N, 2)))
+        fetch_enable = Signal()
+        for port in (*buffer_read.values(), patch_read):
+            m.d.comb += [port.addr.eq(fetch_address), port.en.eq(fetch_enable)]
+        source_data = Signal(g.walk_bits)
+        with m.Switch(desc.source):
+            with m.Case(Source.PATCH):
+                m.d.comb += source_data.eq(patch_read.data)
+            for source, port in buffer_read.items():
+                with m.Case(source):
+                    m.d.comb += source_data.eq(port.data)
+        value_data = Signal(D)
+        with m.Switch(desc.value_source):
+            for source, port in buffer_read.items():
+                if source != Source.HIDDEN:
+                    with m.Case(source):
+                        m.d.comb += value_data.eq(port.data)
+
+        def segment_of(head: object) -> object:
+            return Mux(desc.segment_chunks != 0, segment_mask[head], (1 << g.walk_bits) - 1)
+
+        # Event fields handed to the accumulate stage.
+        event = {
+            "valid": Signal(), "first": Signal(), "last": Signal(), "has_weight": Signal(),
+            "plane": Signal(3), "chunk": Signal.like(chunk),
+            "segment_chunk": Signal.like(chunk), "group_index": Signal.like(group_index),
+            "first_step": Signal(), "stream_zero": Signal(),
+            "word_address": Signal(range(max(T * N, 2))),
+            "stream_address": Signal(range(max(T * N * g.dim_chunks, 2))),
+            "kv_address": Signal(range(max(T * D, 2))),
+            "bias_address": Signal(range(max(len(plan.bias_words), 2))),
+            "theta_address": Signal(range(max(len(plan.theta_words), 2))),
+            "value_segment": Signal(g.head_dim),
+        }
+        accumulate = {name: Signal.like(sig, name=f"acc_{name}") for name, sig in event.items()}
+
+        group_end = walker.last | ~walker.any
+        emit = Signal()
+        running = Signal()
+        m.d.comb += [
+            emit.eq(running & (walker.any | ~desc.skip_empty)),
+            event["valid"].eq(emit),
+            event["first"].eq(first_event),
+            event["last"].eq(group_end),
+            event["has_weight"].eq(walker.any),
+            event["plane"].eq(walker.index[:3]),
+            event["chunk"].eq(chunk),
+            event["segment_chunk"].eq(segment_chunk),
+            event["group_index"].eq(group_index),
+            event["first_step"].eq(first_step),
+            event["stream_zero"].eq(stream_zero.bit_select(step, 1)),
+            event["word_address"].eq(word_base[step] + group),
+            event["stream_address"].eq(stream_base[step] + group_index),
+            event["kv_address"].eq(kv_base[step] + Mux(desc.sink == Sink.KV_CLEAR, group,
+                                                        walker.index)),
+            event["bias_address"].eq(desc.bias_base + Mux(desc.bias_per_token, group_index,
+                                                          chunk)),
+            event["theta_address"].eq(desc.theta_base + chunk),
+            event["value_segment"].eq(value_word.word_select(segment, g.head_dim)),
+            weight_read.addr.eq(weight_row + Mux(desc.bit_planes, walker.index >> 3,
+                                                 walker.index)),
+            kv_read.addr.eq(event["kv_address"]),
+        ]
+        for name, sig in event.items():
+            m.d.sync += accumulate[name].eq(sig)
+
+        def load_word(first_of_pass: bool) -> None:
+            """Take the prefetched word as the current one and prefetch its successor."""
+            m.d.comb += [
+                walker.load.eq(1),
+                walker.word.eq(source_data & segment_of(0)),
+                fetch_enable.eq(1),
+                fetch_address.eq(word_base[successor_step] + successor_group),
+            ]
+            new_step = fetch_step != step
+            m.d.sync += [
+                held_word.eq(source_data), value_word.eq(value_data),
+                step.eq(fetch_step), group.eq(fetch_group),
+                fetch_step.eq(successor_step), fetch_group.eq(successor_group),
+                fetch_valid.eq(successor_valid),
+                chunk.eq(0), segment.eq(0), segment_chunk.eq(0),
+                weight_row.eq(desc.weight_base), first_event.eq(1),
+            ]
+            if first_of_pass:
+                m.d.sync += [group_index.eq(0), first_step.eq(1)]
+            else:
+                m.d.sync += group_index.eq(Mux(new_step, 0, group_index + 1))
+                with m.If(new_step):
+                    m.d.sync += first_step.eq(0)
+                    with m.If(desc.sink == Sink.STORE_STREAM):
+                        m.d.sync += stream_zero.bit_select(step, 1).eq(0)
+
+        # --- pixel loader: image words -> patch bit planes -------------------------------
+        C, H, W = g.image_shape
+        p = g.patch
+        raster = Signal(range(C * H * W + 1))
+        pixel_x, pixel_y = Signal(range(max(p, 2))), Signal(range(max(p, 2)))
+        patch_col, patch_row = Signal(range(W // p + 1)), Signal(range(H // p + 1))
+        channel = Signal(range(C + 1))
+        token_row = Signal(range(N + 1))
+        k_channel = Signal(range(g.patch_len + 1))
+        k_row = Signal(range(g.patch_len + 1))
+        load_valid = Signal()
+        load_token = Signal(range(max(N, 2)))
+        load_index = Signal(range(max(g.patch_len, 2)))
+        load_byte = Signal(2)
+        m.d.comb += self.img_addr.eq(raster >> 2)
+        m.d.sync += load_valid.eq(0)
+        with m.If(load_valid):
+            pixel = self.img_data.word_select(load_byte, 8)
+            m.d.comb += [
+                patch_write.addr.eq(load_token),
+                patch_write.data.eq(Cat(*([pixel] * g.patch_len))),
+                patch_write.en.eq(1 << load_index),
+            ]
+
+        # --- control FSM ------------------------------------------------------------------
+        drain = Signal(range(DRAIN_CYCLES + 1))
+        best = Signal(range(max(g.num_classes, 2)))
+        scan = Signal(range(g.num_classes + 1))
+        logit_array = Array(logits)
+        m.d.sync += self.done.eq(0)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [
+                        masks.eq(self.masks), self.busy.eq(1),
+                        stream_zero.eq(~self.masks[0]),
+                        raster.eq(0), pixel_x.eq(0), pixel_y.eq(0), patch_col.eq(0),
+                        patch_row.eq(0), channel.eq(0), token_row.eq(0), k_channel.eq(0),
+                        k_row.eq(0),
+                    ]
+                    m.d.sync += [count.eq(0) for count in counts]
+                    m.d.sync += [logit.eq(plan.head_bias[k] if k < g.num_classes else 0)
+                                 for k, logit in enumerate(logits)]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                # Raster order in, (token, patch index) out; the counters replace products.
+                m.d.sync += [
+                    load_valid.eq(1), load_token.eq(token_row + patch_col),
+                    load_index.eq(k_channel + k_row + pixel_x), load_byte.eq(raster[:2]),
+                    raster.eq(raster + 1), pixel_x.eq(pixel_x + 1),
+                ]
+                with m.If(pixel_x == p - 1):
+                    m.d.sync += [pixel_x.eq(0), patch_col.eq(patch_col + 1)]
+                    with m.If(patch_col == W // p - 1):
+                        m.d.sync += [patch_col.eq(0), pixel_y.eq(pixel_y + 1),
+                                     k_row.eq(k_row + p)]
+                        with m.If(pixel_y == p - 1):
+                            m.d.sync += [pixel_y.eq(0), k_row.eq(0),
+                                         patch_row.eq(patch_row + 1),
+                                         token_row.eq(token_row + W // p)]
+                            with m.If(patch_row == H // p - 1):
+                                m.d.sync += [patch_row.eq(0), token_row.eq(0),
+                                             channel.eq(channel + 1),
+                                             k_channel.eq(k_channel + p * p)]
+                with m.If(raster == C * H * W - 1):
+                    m.d.sync += pass_index.eq(0)
+                    m.next = "PASS"
+            with m.State("PASS"):
+                m.d.sync += desc.eq(pass_rom[pass_index])
+                m.next = "PREFETCH"
+            with m.State("PREFETCH"):
+                with m.If(first_found):
+                    m.d.comb += [fetch_enable.eq(1), fetch_address.eq(word_base[first_active])]
+                    m.d.sync += [fetch_step.eq(first_active), fetch_group.eq(0)]
+                    m.next = "PRIME"
+                with m.Else():
+                    m.d.sync += pass_index.eq(pass_index + 1)
+                    m.next = "NEXT"
+            with m.State("PRIME"):
+                load_word(first_of_pass=True)
+                m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += [running.eq(1), walker.step.eq(1)]
+                with m.If(group_end):
+                    with m.If(chunk + 1 < desc.chunks):
+                        last_of_segment = segment_chunk + 1 == desc.segment_chunks
+                        next_segment = Mux(last_of_segment, segment + 1, segment)
+                        m.d.comb += [walker.load.eq(1),
+                                     walker.word.eq(held_word & segment_of(next_segment))]
+                        m.d.sync += [
+                            chunk.eq(chunk + 1), segment.eq(next_segment),
+                            segment_chunk.eq(Mux(last_of_segment, 0, segment_chunk + 1)),
+                            weight_row.eq(weight_row + desc.input_len),
+                            group_index.eq(group_index + 1), first_event.eq(1),
+                        ]
+                    with m.Elif(fetch_valid):
+                        load_word(first_of_pass=False)
+                    with m.Else():
+                        with m.If(desc.sink == Sink.STORE_STREAM):
+                            m.d.sync += stream_zero.bit_select(step, 1).eq(0)
+                        m.d.sync += [drain.eq(0), pass_index.eq(pass_index + 1)]
+                        m.next = "DRAIN"
+                with m.Elif(emit):
+                    m.d.sync += first_event.eq(0)
+            with m.State("DRAIN"):
+                m.d.sync += drain.eq(drain + 1)
+                with m.If(drain == DRAIN_CYCLES - 1):
+                    m.next = "NEXT"
+            with m.State("NEXT"):
+                with m.If(pass_index == len(plan.passes)):
+                    m.d.sync += [best.eq(0), scan.eq(1)]
+                    m.next = "ARGMAX"
+                with m.Else():
+                    m.next = "PASS"
+            with m.State("ARGMAX"):
+                # The first maximum wins: only a strictly larger logit moves the choice.
+                with m.If(scan == g.num_classes):
+                    m.d.sync += [self.predicted.eq(best), self.busy.eq(0), self.done.eq(1)]
+                    m.next = "IDLE"
+                with m.Else():
+                    with m.If(logit_array[scan] > logit_array[best]):
+                        m.d.sync += best.eq(scan)
+                    m.d.sync += scan.eq(scan + 1)
+
+        # --- accumulate stage ------------------------------------------------------------
+        acc = accumulate
+        addend_bits = max(16, bits["attention"] + 1)
+        m.submodules.lanes = lanes_unit = AccumulatorLanes(
+            lanes=lanes, addend_bits=addend_bits, sum_bits=g.sum_bits)
+        weight_values = _lanes_of(weight_read.data, lanes, 8, "signed")
+        kv_chunk = kv_read.data.word_select(acc["segment_chunk"], lanes * bits["attention"])
+        kv_values = _lanes_of(kv_chunk, lanes, bits["attention"], "unsigned")
+        plane = Mux(desc.bit_planes, acc["plane"], 0)
+        m.d.comb += [lanes_unit.valid.eq(acc["valid"]), lanes_unit.first.eq(acc["first"])]
+        for lane in range(lanes):
+            addend = Mux(desc.weights == WeightSource.KV, kv_values[lane],
+                         weight_values[lane] << plane)
+            m.d.comb += lanes_unit.addend[lane].eq(Mux(acc["has_weight"], addend, 0))
+        with m.If(acc["valid"] & acc["has_weight"] & (desc.sink == Sink.KV_ADD)):
+            row = _lanes_of(kv_read.data, g.head_dim, bits["attention"], "unsigned")
+            m.d.comb += [
+                kv_write.addr.eq(acc["kv_address"]),
+                kv_write.data.eq(Cat(*(
+                    (value + acc["value_segment"][j])[:bits["attention"]]
+                    for j, value in enumerate(row)))),
+                kv_write.en.eq(1),
+            ]
+
+        sink = {name: Signal.like(acc[name], name=f"sink_{name}")
+                for name in ("chunk", "group_index", "first_step", "stream_zero",
+                             "word_address", "stream_address", "kv_address")}
+        sink_valid = Signal()
+        sink_sum = Signal(lanes_unit.total.shape())
+        closing = acc["valid"] & acc["last"]
+        m.d.sync += sink_valid.eq(closing)
+        with m.If(closing):
+            m.d.sync += [sink[name].eq(acc[name]) for name in sink]
+            m.d.sync += sink_sum.eq(lanes_unit.total)
+        m.d.comb += [
+            membrane_read.addr.eq(acc["group_index"]),
+            current_read.addr.eq(acc["group_index"]),
+            stream_read.addr.eq(acc["stream_address"]),
+            bias_read.addr.eq(acc["bias_address"]),
+            theta_read.addr.eq(acc["theta_address"]),
+            spike_value_read.addr.eq(acc["chunk"]),
+        ]
+
+        # --- sink stage ------------------------------------------------------------------
+        current_bits = max(g.sum_bits, g.bias_bits, bits["stream"],
+                           bits["embed_current"]) + 2
+        m.submodules.lif = lif = LIFLanes(
+            lanes=lanes, membrane_bits=bits["membrane"], current_bits=current_bits,
+            leak_shift=g.leak_shift, reset=g.reset)
+        bias_values = _lanes_of(bias_read.data, lanes, g.bias_bits, "signed")
+        theta_values = _lanes_of(theta_read.data, lanes, bits["membrane"], "signed")
+        membrane_values = _lanes_of(membrane_read.data, lanes, bits["membrane"], "signed")
+        current_values = _lanes_of(current_read.data, lanes, bits["embed_current"], "signed")
+        stream_values = _lanes_of(stream_read.data, lanes, bits["stream"], "signed")
+        spike_values = _lanes_of(spike_value_read.data, lanes, bits["stream"], "signed")
+        totals = []
+        for lane in range(lanes):
+            operand = Signal(signed(current_bits), name=f"operand{lane}")
+            with m.Switch(desc.operand):
+                with m.Case(Operand.CURRENT):
+                    m.d.comb += operand.eq(current_values[lane])
+                with m.Case(Operand.STREAM):
+                    m.d.comb += operand.eq(Mux(sink["stream_zero"], 0, stream_values[lane]))
+            total = Signal(signed(current_bits), name=f"total{lane}")
+            m.d.comb += total.eq(sink_sum[lane] + operand
+                                 + Mux(desc.use_bias, bias_values[lane], 0))
+            totals.append(total)
+            m.d.comb += [
+                lif.membrane[lane].eq(Mux(sink["first_step"], 0, membrane_values[lane])),
+                lif.current[lane].eq(total),
+                lif.threshold[lane].eq(theta_values[lane]),
+            ]
+
+        def lanes_word(values: list, width: int) -> object:
+            return Cat(*(value.as_unsigned()[:width] if hasattr(value, "as_unsigned")
+                         else Const(value, width) for value in values))
+
+        fired = Signal(lanes)
+        m.d.comb += fired.eq(lif.spikes)
+        with m.If(sink_valid):
+            with m.Switch(desc.sink):
+                with m.Case(Sink.LIF):
+                    m.d.comb += [
+                        membrane_write.addr.eq(sink["group_index"]),
+                        membrane_write.data.eq(lanes_word(list(lif.next_membrane),
+                                                          bits["membrane"])),
+                        membrane_write.en.eq(1),
+                    ]
+                    for source, port in buffer_write.items():
+                        with m.If(desc.target == source):
+                            chunks = buffer_widths[source] // lanes
+                            m.d.comb += [
+                                port.addr.eq(sink["word_address"]),
+                                port.data.eq(Cat(*([fired] * chunks))),
+                                port.en.eq(1 << sink["chunk"]),
+                            ]
+                    with m.If(desc.to_stream):
+                        m.d.comb += [
+                            stream_write.addr.eq(sink["stream_address"]),
+                            stream_write.data.eq(lanes_word(
+                                [Mux(fired[lane], spike_values[lane], 0)
+                                 for lane in range(lanes)], bits["stream"])),
+                            stream_write.en.eq(1),
+                        ]
+                    layer_count = Array(counts)[desc.layer]
+                    m.d.sync += layer_count.eq(layer_count + sum(fired[lane]
+                                                                  for lane in range(lanes)))
+                with m.Case(Sink.STORE_CURRENT):
+                    m.d.comb += [
+                        current_write.addr.eq(sink["group_index"]),
+                        current_write.data.eq(lanes_word(totals, bits["embed_current"])),
+                        current_write.en.eq(1),
+                    ]
+                with m.Case(Sink.STORE_STREAM):
+                    m.d.comb += [
+                        stream_write.addr.eq(sink["stream_address"]),
+                        stream_write.data.eq(lanes_word(totals, bits["stream"])),
+                        stream_write.en.eq(1),
+                    ]
+                with m.Case(Sink.KV_CLEAR):
+                    m.d.comb += [kv_write.addr.eq(sink["kv_address"]), kv_write.data.eq(0),
+                                 kv_write.en.eq(1)]
+                with m.Case(Sink.LOGITS):
+                    for k, logit in enumerate(logits):
+                        with m.If(sink["chunk"] == k // lanes):
+                            m.d.sync += logit.eq(logit + sink_sum[k % lanes])
+        return m

@@ -1,0 +1,326 @@
+"""The core's schedule and memory images, worked out in Python at generation time.
+
+The network's shape is known when the accelerator is generated, so the schedule is a short
+list of *passes* (one per layer and per attention stage) that the sequencer in
+``rtl/core.py`` steps through; each pass is a row of constants (:data:`pass_layout`).
+
+A pass runs layer-major, time-minor: for every active step ``t`` of its module (in order),
+for every group ``n`` (a token, or a KV row), for every chunk ``c`` of ``lanes`` output
+channels, it walks the set bits of the group's input spike word (restricted to one head's
+segment in the attention passes) and sends the finished chunk to its sink. A layer's LIF
+at step ``t`` depends only on its inputs at steps up to ``t``, so this order gives the
+golden model's time-major results while keeping one layer's membranes at a time.
+
+Memory images (weights, biases, thresholds, spike values of the stream) are packed here,
+one word per chunk of ``lanes`` channels, lane 0 in the low bits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from amaranth.hdl import unsigned
+from amaranth.lib import data, enum
+
+from stepvit.host.export import Export
+
+
+class Source(enum.Enum, shape=3):
+    """Where a pass's input spike words come from."""
+
+    NONE = 0
+    PATCH = 1  # the bit planes of one patch (8 bits a pixel): the embedding's input
+    BUF0 = 2
+    BUF1 = 3
+    BUF2 = 4
+    BUF3 = 5
+    HIDDEN = 6  # the MLP's hidden layer, mlp_dim bits a word
+
+
+class WeightSource(enum.Enum, shape=2):
+    """What one walked spike selects and adds."""
+
+    NONE = 0
+    ROM = 1  # a weight word of the layer
+    KV = 2  # a chunk of a KV row (the attention's Q·KV)
+
+
+class Operand(enum.Enum, shape=2):
+    """The memory word added to a finished chunk besides its bias."""
+
+    NONE = 0
+    CURRENT = 1  # the embedding current of the token
+    STREAM = 2  # the residual stream at this step
+
+
+class Sink(enum.Enum, shape=3):
+    """What happens to a finished chunk."""
+
+    LIF = 0  # charge, fire, reset; write spikes
+    STORE_CURRENT = 1  # the embedding current
+    STORE_STREAM = 2  # a residual add: the stream gets operand + sum + bias
+    KV_CLEAR = 3  # zero one KV row
+    KV_ADD = 4  # (per event, not per chunk) KV row += the token's V segment
+    LOGITS = 5  # logits of the chunk += sum
+
+
+#: The buffers that hold a spike map for every step and token.
+SPIKE_BUFFERS = (Source.BUF0, Source.BUF1, Source.BUF2, Source.BUF3, Source.HIDDEN)
+
+
+@dataclass(frozen=True)
+class CoreGeometry:
+    """The shapes, widths and depths of one core.
+
+    Built by :meth:`from_export`, which refuses a lane count the core cannot use.
+    """
+
+    lanes: int
+    tokens: int
+    dim: int
+    heads: int
+    head_dim: int
+    mlp_dim: int
+    depth: int
+    num_classes: int
+    t_max: int
+    patch_len: int
+    image_shape: tuple[int, int, int]
+    patch: int
+    bits: dict[str, int]
+    leak_shift: int
+    reset: str
+
+    @classmethod
+    def from_export(cls, export: Export, *, lanes: int) -> CoreGeometry:
+        """Return the geometry of ``export`` with ``lanes`` accumulator lanes.
+
+        Raises
+        ------
+        ValueError
+            If ``lanes`` is not a positive integer dividing the head width and the MLP width.
+        """
+        arch = export.arch
+        head_dim = arch["dim"] // arch["heads"]
+        if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
+            raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
+        if head_dim % lanes or arch["mlp_dim"] % lanes:
+            raise ValueError(
+                f"lanes ({lanes}) must divide the head width ({head_dim}) and the MLP width "
+                f"({arch['mlp_dim']})"
+            )
+        channels, height, width = (int(v) for v in arch["image_shape"])
+        neuron = export.neuron
+        return cls(
+            lanes=lanes,
+            tokens=int(arch["tokens"]),
+            dim=int(arch["dim"]),
+            heads=int(arch["heads"]),
+            head_dim=head_dim,
+            mlp_dim=int(arch["mlp_dim"]),
+            depth=int(arch["depth"]),
+            num_classes=int(arch["num_classes"]),
+            t_max=export.t_max,
+            patch_len=channels * int(arch["patch"]) ** 2,
+            image_shape=(channels, height, width),
+            patch=int(arch["patch"]),
+            bits=export.bit_widths,
+            leak_shift=int(neuron["leak_shift"]),
+            reset=str(neuron["reset"]),
+        )
+
+    @property
+    def dim_chunks(self) -> int:
+        """Chunks of ``lanes`` channels in ``dim``."""
+        return self.dim // self.lanes
+
+    @property
+    def mlp_chunks(self) -> int:
+        """Chunks of ``lanes`` channels in ``mlp_dim``."""
+        return self.mlp_dim // self.lanes
+
+    @property
+    def class_chunks(self) -> int:
+        """Chunks of ``lanes`` logits (the last one padded with zero weights)."""
+        return -(-self.num_classes // self.lanes)
+
+    @property
+    def walk_bits(self) -> int:
+        """Widest spike word a pass walks."""
+        return max(self.dim, self.mlp_dim, 8 * self.patch_len)
+
+    @property
+    def bias_bits(self) -> int:
+        """Signed width of a bias in the bias memory."""
+        return max(self.bits["current"], self.bits["embed_current"])
+
+    @property
+    def sum_bits(self) -> int:
+        """Signed width of an accumulator lane (every proven bound fits)."""
+        return max(self.bits[key] for key in ("embed_current", "current", "attention", "logit"))
+
+
+def pass_layout(geometry: CoreGeometry, rom_depth: int, bias_depth: int,
+                theta_depth: int) -> data.StructLayout:
+    """Return the layout of one pass descriptor of ``geometry``."""
+    modules = 2 * geometry.depth + 2
+    most_chunks = max(geometry.dim_chunks, geometry.mlp_chunks, geometry.class_chunks,
+                      geometry.heads)
+    layers = 7 * geometry.depth + 2
+    return data.StructLayout({
+        "source": Source,
+        "value_source": Source,
+        "weights": WeightSource,
+        "weight_base": unsigned(max(rom_depth, 2).bit_length()),
+        "input_len": unsigned(max(geometry.walk_bits, 2).bit_length()),
+        "bit_planes": unsigned(1),
+        "chunks": unsigned(max(most_chunks, 2).bit_length()),
+        "segment_chunks": unsigned(max(most_chunks, 2).bit_length()),
+        "groups": unsigned(max(geometry.tokens, geometry.dim, 2).bit_length()),
+        "module": unsigned(max(modules, 2).bit_length()),
+        "once": unsigned(1),
+        "use_bias": unsigned(1),
+        "bias_per_token": unsigned(1),
+        "bias_base": unsigned(max(bias_depth, 2).bit_length()),
+        "operand": Operand,
+        "sink": Sink,
+        "theta_base": unsigned(max(theta_depth, 2).bit_length()),
+        "layer": unsigned(max(layers, 2).bit_length()),
+        "target": Source,
+        "to_stream": unsigned(1),
+        "skip_empty": unsigned(1),
+    })
+
+
+def _pack(values: np.ndarray, bits: int) -> int:
+    """Return the lanes of ``values`` packed into one word, lane 0 lowest."""
+    word = 0
+    for lane, value in enumerate(values.tolist()):
+        word |= (int(value) & ((1 << bits) - 1)) << (lane * bits)
+    return word
+
+
+def _chunk_words(matrix: np.ndarray, lanes: int, bits: int) -> list[int]:
+    """Return ``[out, in]`` as words ``(chunk, input) -> lanes of W[chunk*lanes + l, input]``."""
+    out_features, in_features = matrix.shape
+    padded = -(-out_features // lanes) * lanes
+    full = np.zeros((padded, in_features), dtype=np.int64)
+    full[:out_features] = matrix
+    return [_pack(full[chunk * lanes:(chunk + 1) * lanes, index], bits)
+            for chunk in range(padded // lanes) for index in range(in_features)]
+
+
+class CorePlan:
+    """The passes and memory images of a core for ``export`` with ``lanes`` lanes.
+
+    Attributes
+    ----------
+    geometry : CoreGeometry
+    passes : list of dict
+        Pass descriptors (fields of :func:`pass_layout`), in execution order.
+    weight_words, bias_words, theta_words, stream_spike_words : list of int
+        Initial contents of the weight, bias, threshold and stream-spike memories.
+    head_bias : list of int
+        Initial value of the logits.
+    """
+
+    def __init__(self, export: Export, *, lanes: int) -> None:
+        self.geometry = geometry = CoreGeometry.from_export(export, lanes=lanes)
+        arrays = export.arrays
+        thresholds = export.thresholds
+        self.weight_words: list[int] = []
+        self.bias_words: list[int] = []
+        self.theta_words: list[int] = []
+        self.passes: list[dict[str, Any]] = []
+        self.stream_spike_words = _chunk_words(
+            arrays["stream_spike"].astype(np.int64)[:, None], lanes, geometry.bits["stream"]
+        )
+        self.head_bias = [int(v) for v in arrays["head.bias"]]
+        layers = export.layer_names()
+
+        def weights(key: str) -> int:
+            base = len(self.weight_words)
+            self.weight_words += _chunk_words(arrays[key].astype(np.int64), lanes, 8)
+            return base
+
+        def biases(key: str) -> int:
+            base = len(self.bias_words)
+            values = arrays[key].astype(np.int64).reshape(-1, lanes)
+            self.bias_words += [_pack(row, geometry.bias_bits) for row in values]
+            return base
+
+        def theta(layer: str) -> dict[str, int]:
+            base = len(self.theta_words)
+            values = thresholds[layer].reshape(-1, lanes)
+            self.theta_words += [_pack(row, geometry.bits["membrane"]) for row in values]
+            return {"sink": Sink.LIF, "theta_base": base, "layer": layers.index(layer)}
+
+        def add(**fields: Any) -> None:
+            descriptor = {"groups": geometry.tokens, "chunks": geometry.dim_chunks}
+            descriptor.update(fields)
+            self.passes.append(descriptor)
+
+        add(source=Source.PATCH, weights=WeightSource.ROM,
+            weight_base=weights("embed.weight"), input_len=geometry.patch_len, bit_planes=1,
+            once=1, use_bias=1, bias_per_token=1, bias_base=biases("embed.bias"),
+            sink=Sink.STORE_CURRENT)
+        add(module=0, operand=Operand.CURRENT, to_stream=1, **theta("embed"))
+        for block in range(geometry.depth):
+            prefix = f"blocks.{block}"
+            attn, mlp = 1 + 2 * block, 2 + 2 * block
+            add(module=attn, operand=Operand.STREAM, target=Source.BUF0,
+                **theta(f"{prefix}.attn.in"))
+            for name, target in (("q", Source.BUF1), ("k", Source.BUF2), ("v", Source.BUF3)):
+                add(module=attn, source=Source.BUF0, weights=WeightSource.ROM,
+                    weight_base=weights(f"{prefix}.attn.{name}.weight"), input_len=geometry.dim,
+                    use_bias=1, bias_base=biases(f"{prefix}.attn.{name}.bias"), target=target,
+                    **theta(f"{prefix}.attn.{name}"))
+            add(module=attn, groups=geometry.dim, chunks=1, sink=Sink.KV_CLEAR)
+            add(module=attn, source=Source.BUF2, value_source=Source.BUF3,
+                chunks=geometry.heads, segment_chunks=1, sink=Sink.KV_ADD, skip_empty=1)
+            add(module=attn, source=Source.BUF1, weights=WeightSource.KV,
+                segment_chunks=geometry.head_dim // lanes, target=Source.BUF0,
+                **theta(f"{prefix}.attn.attn"))
+            add(module=attn, source=Source.BUF0, weights=WeightSource.ROM,
+                weight_base=weights(f"{prefix}.attn.proj.weight"), input_len=geometry.dim,
+                use_bias=1, bias_base=biases(f"{prefix}.attn.proj.bias"),
+                operand=Operand.STREAM, sink=Sink.STORE_STREAM)
+            add(module=mlp, operand=Operand.STREAM, target=Source.BUF0,
+                **theta(f"{prefix}.mlp.in"))
+            add(module=mlp, source=Source.BUF0, weights=WeightSource.ROM,
+                weight_base=weights(f"{prefix}.mlp.fc1.weight"), input_len=geometry.dim,
+                chunks=geometry.mlp_chunks, use_bias=1,
+                bias_base=biases(f"{prefix}.mlp.fc1.bias"), target=Source.HIDDEN,
+                **theta(f"{prefix}.mlp.fc1"))
+            add(module=mlp, source=Source.HIDDEN, weights=WeightSource.ROM,
+                weight_base=weights(f"{prefix}.mlp.fc2.weight"), input_len=geometry.mlp_dim,
+                use_bias=1, bias_base=biases(f"{prefix}.mlp.fc2.bias"),
+                operand=Operand.STREAM, sink=Sink.STORE_STREAM)
+        head = 2 * geometry.depth + 1
+        add(module=head, operand=Operand.STREAM, target=Source.BUF0, **theta("head.in"))
+        add(module=head, source=Source.BUF0, weights=WeightSource.ROM,
+            weight_base=weights("head.weight"), input_len=geometry.dim,
+            chunks=geometry.class_chunks, sink=Sink.LOGITS, skip_empty=1)
+
+    def layout(self) -> data.StructLayout:
+        """Return the pass descriptor layout sized for this plan's memories."""
+        return pass_layout(self.geometry, len(self.weight_words), len(self.bias_words),
+                           len(self.theta_words))
+
+    def memory_bits(self) -> dict[str, int]:
+        """Return the bits of every memory of the core, by name (the sum is what must fit)."""
+        g = self.geometry
+        steps_tokens = g.t_max * g.tokens
+        return {
+            "weights": len(self.weight_words) * 8 * g.lanes,
+            "biases": len(self.bias_words) * g.bias_bits * g.lanes,
+            "thresholds": len(self.theta_words) * g.bits["membrane"] * g.lanes,
+            "patches": g.tokens * 8 * g.patch_len,
+            "spike_maps": steps_tokens * (4 * g.dim + g.mlp_dim),
+            "embed_current": g.tokens * g.dim * g.bits["embed_current"],
+            "membranes": g.tokens * max(g.dim, g.mlp_dim) * g.bits["membrane"],
+            "stream": steps_tokens * g.dim * g.bits["stream"],
+            "kv": g.t_max * g.dim * g.head_dim * g.bits["attention"],
+        }

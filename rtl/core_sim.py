@@ -1,0 +1,119 @@
+"""Run :class:`~stepvit.rtl.core.StepvitCore` in Amaranth's simulator, image by image.
+
+The tests compare what it returns with the golden model, bit for bit; the cycle counts
+are the core's own (``start`` to ``done``), the figure the efficiency target is about.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.hdl import Module
+from amaranth.lib.memory import Memory
+from amaranth.sim import Simulator
+
+from stepvit.host.errors import StepvitError
+from stepvit.host.export import Export
+from stepvit.rtl.core import StepvitCore
+from stepvit.rtl.interface import image_words
+
+
+@dataclass(frozen=True)
+class CoreRun:
+    """What the core computed for one image.
+
+    Attributes
+    ----------
+    logits : list of int
+    predicted : int
+    spike_counts : list of int
+        Per LIF layer, SPEC.md section 5 order.
+    cycles : int
+        Clock cycles from ``start`` to ``done``.
+    """
+
+    logits: list[int]
+    predicted: int
+    spike_counts: list[int]
+    cycles: int
+
+
+def pack_image(image: np.ndarray) -> list[int]:
+    """Return the 32-bit words of one ``uint8 [C, H, W]`` image (SPEC.md section 5)."""
+    pixels = np.asarray(image, dtype=np.uint8).reshape(-1)
+    padded = np.zeros(-(-pixels.size // 4) * 4, dtype=np.uint8)
+    padded[:pixels.size] = pixels
+    return [int(word) for word in padded.view("<u4")]
+
+
+def simulate_core(
+    export: Export,
+    images: np.ndarray,
+    masks: np.ndarray,
+    *,
+    lanes: int,
+    core: StepvitCore | None = None,
+    max_cycles: int = 2_000_000,
+) -> list[CoreRun]:
+    """Run ``images`` (``uint8 [B, C, H, W]``) through the core under ``masks``.
+
+    Parameters
+    ----------
+    export : Export
+        The export the core is built from.
+    images : numpy.ndarray
+        The images, one run each.
+    masks : numpy.ndarray
+        0/1 ``[modules, T]``, written to the core's ``masks`` before each ``start``.
+    lanes : int
+        Accumulator lanes.
+    core : StepvitCore, optional
+        A core built already (for instance with altered memories); by default a new one.
+    max_cycles : int
+        Cycles one image may take before the run is refused.
+
+    Raises
+    ------
+    StepvitError
+        If an image takes more than ``max_cycles``.
+    """
+    core = core if core is not None else StepvitCore(export, lanes=lanes)
+    words = image_words(export)
+    m = Module()
+    m.submodules.core = core
+    m.submodules.image = image_buffer = Memory(shape=32, depth=max(words, 2), init=[])
+    read = image_buffer.read_port()
+    m.d.comb += [read.addr.eq(core.img_addr), core.img_data.eq(read.data)]
+    mask_words = [sum(int(bit) << t for t, bit in enumerate(row)) for row in np.asarray(masks)]
+    runs: list[CoreRun] = []
+
+    async def testbench(ctx: object) -> None:
+        for image in images:
+            for address, word in enumerate(pack_image(image)):
+                ctx.set(image_buffer.data[address], word)
+            for module, word in enumerate(mask_words):
+                ctx.set(core.masks[module], word)
+            ctx.set(core.start, 1)
+            await ctx.tick()
+            ctx.set(core.start, 0)
+            cycles = 1
+            while not ctx.get(core.done):
+                await ctx.tick()
+                cycles += 1
+                if cycles > max_cycles:
+                    raise StepvitError(f"the core did not finish an image in {max_cycles} "
+                                       "cycles")
+            runs.append(CoreRun(
+                logits=[int(ctx.get(core.logits[k])) for k in range(len(core.logits))],
+                predicted=int(ctx.get(core.predicted)),
+                spike_counts=[int(ctx.get(core.spike_counts[i]))
+                              for i in range(len(core.spike_counts))],
+                cycles=cycles,
+            ))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    return runs
