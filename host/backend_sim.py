@@ -47,7 +47,7 @@ class SimAccelerator(Accelerator):
         from stepvit.sim.runner import simulate
 
         start = time.perf_counter()
-        outputs = simulate(self.export.path, images, budget=self.budget, lanes=self.lanes,
+        outputs = simulate(self.export, images, budget=self.budget, lanes=self.lanes,
                            build_dir=self.build_dir)
         execute_s = time.perf_counter() - start
         stage_seconds = dict.fromkeys(STAGES, 0.0)

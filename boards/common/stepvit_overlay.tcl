@@ -1,0 +1,178 @@
+# The stepvit overlay flow, shared by every board: a block design with the Zynq PS, an
+# AXI DMA (MM2S -> s_axis, S2MM <- m_axis, simple mode) and stepvit_accel as an RTL module
+# reference on an AXI-Lite general-purpose port; then synthesis, implementation, bitstream,
+# and stepvit.bit + stepvit.hwh side by side (PYNQ's Overlay needs both, named alike).
+#
+# A board's build_overlay.tcl sets these variables, then sources this file:
+#   part board_part ps_kind (zynq7 | zynqmp) clock_mhz dma_width verilog out_dir
+# Cell names are the host driver's (host/backend_pynq.py): axi_dma_0, stepvit_accel_0.
+
+# The ports stepvit_accel must have: model/SPEC.md section 5, rtl/top.py.
+set accel_ports {
+    aclk aresetn
+    s_axis_tdata s_axis_tvalid s_axis_tready s_axis_tlast
+    m_axis_tdata m_axis_tvalid m_axis_tready m_axis_tlast
+    s_axil_awaddr s_axil_awvalid s_axil_awready s_axil_wdata s_axil_wstrb s_axil_wvalid
+    s_axil_wready s_axil_bresp s_axil_bvalid s_axil_bready s_axil_araddr s_axil_arvalid
+    s_axil_arready s_axil_rdata s_axil_rresp s_axil_rvalid s_axil_rready
+}
+
+proc stepvit_fail {message} {
+    puts "ERROR: stepvit overlay: $message"
+    exit 1
+}
+
+# The newest version of an IP in this Vivado's catalogue.
+proc latest_ip {name} {
+    set found [lsort [get_ipdefs -all -filter "NAME == $name"]]
+    if {[llength $found] == 0} { stepvit_fail "IP $name is not in this Vivado's catalogue" }
+    return [lindex $found end]
+}
+
+# Connect a pin to a net source unless something already drives it.
+proc connect_if_open {source pin} {
+    if {[llength [get_bd_nets -quiet -of_objects [get_bd_pins $pin]]] == 0} {
+        connect_bd_net [get_bd_pins $source] [get_bd_pins $pin]
+    }
+}
+
+if {![file exists $verilog]} {
+    stepvit_fail "$verilog not found: generate it with `stepvit overlay EXPORT --board NAME --out DIR`"
+}
+set handle [open $verilog r]
+set verilog_text [read $handle]
+close $handle
+if {![regexp {module\s+stepvit_accel\s*\(} $verilog_text]} {
+    stepvit_fail "$verilog has no module stepvit_accel"
+}
+foreach port $accel_ports {
+    if {![regexp "(input|output)\[^;\]*\\m$port\\M" $verilog_text]} {
+        stepvit_fail "stepvit_accel in $verilog has no port $port"
+    }
+}
+
+set project_dir [file join $out_dir vivado]
+create_project stepvit_overlay $project_dir -part $part -force
+if {[llength [get_board_parts -quiet $board_part]] > 0} {
+    set_property board_part $board_part [current_project]
+    set have_board 1
+} else {
+    puts "WARNING: board files for $board_part are not installed: part $part without presets"
+    set have_board 0
+}
+add_files -norecurse $verilog
+update_compile_order -fileset sources_1
+
+create_bd_design stepvit
+
+# The processing system: fabric clock, a GP master for AXI-Lite, an HP slave for the DMA.
+if {$ps_kind eq "zynq7"} {
+    set ps [create_bd_cell -type ip -vlnv [latest_ip processing_system7] processing_system7_0]
+    apply_bd_automation -rule xilinx.com:bd_rule:processing_system7 \
+        -config [list make_external "FIXED_IO, DDR" apply_board_preset $have_board \
+                     Master Disable Slave Disable] $ps
+    set_property -dict [list \
+        CONFIG.PCW_USE_M_AXI_GP0 {1} \
+        CONFIG.PCW_USE_S_AXI_HP0 {1} \
+        CONFIG.PCW_S_AXI_HP0_DATA_WIDTH $dma_width \
+        CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ $clock_mhz] $ps
+    set gp_master $ps/M_AXI_GP0
+    set hp_slave $ps/S_AXI_HP0
+    set fabric_clock $ps/FCLK_CLK0
+    set fabric_reset $ps/FCLK_RESET0_N
+    set port_clocks [list $ps/M_AXI_GP0_ACLK $ps/S_AXI_HP0_ACLK]
+} elseif {$ps_kind eq "zynqmp"} {
+    set ps [create_bd_cell -type ip -vlnv [latest_ip zynq_ultra_ps_e] zynq_ultra_ps_e_0]
+    if {$have_board} {
+        apply_bd_automation -rule xilinx.com:bd_rule:zynq_ultra_ps_e \
+            -config {apply_board_preset "1"} $ps
+    }
+    set_property -dict [list \
+        CONFIG.PSU__USE__M_AXI_GP0 {1} \
+        CONFIG.PSU__USE__M_AXI_GP1 {0} \
+        CONFIG.PSU__USE__M_AXI_GP2 {0} \
+        CONFIG.PSU__USE__S_AXI_GP2 {1} \
+        CONFIG.PSU__SAXIGP2__DATA_WIDTH $dma_width \
+        CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ $clock_mhz] $ps
+    set gp_master $ps/M_AXI_HPM0_FPD
+    set hp_slave $ps/S_AXI_HP0_FPD
+    set fabric_clock $ps/pl_clk0
+    set fabric_reset $ps/pl_resetn0
+    set port_clocks [list $ps/maxihpm0_fpd_aclk $ps/saxihp0_fpd_aclk]
+} else {
+    stepvit_fail "ps_kind must be zynq7 or zynqmp, not $ps_kind"
+}
+
+# One reset synchroniser for the fabric clock; every AXI block takes its peripheral reset.
+set reset [create_bd_cell -type ip -vlnv [latest_ip proc_sys_reset] proc_sys_reset_0]
+connect_bd_net [get_bd_pins $fabric_clock] [get_bd_pins $reset/slowest_sync_clk]
+connect_bd_net [get_bd_pins $fabric_reset] [get_bd_pins $reset/ext_reset_in]
+
+# The DMA: simple mode, 32-bit streams, the memory side as wide as the HP port.
+set dma [create_bd_cell -type ip -vlnv [latest_ip axi_dma] axi_dma_0]
+set_property -dict [list \
+    CONFIG.c_include_sg {0} \
+    CONFIG.c_sg_length_width {26} \
+    CONFIG.c_m_axis_mm2s_tdata_width {32} \
+    CONFIG.c_m_axi_mm2s_data_width $dma_width \
+    CONFIG.c_m_axi_s2mm_data_width $dma_width \
+    CONFIG.c_mm2s_burst_size {16} \
+    CONFIG.c_s2mm_burst_size {16}] $dma
+
+# The accelerator: the generated Verilog as a module reference. Its X_INTERFACE_INFO
+# attributes make Vivado infer s_axis, m_axis (AXI4-Stream) and s_axil (AXI4-Lite).
+set accel [create_bd_cell -type module -reference stepvit_accel stepvit_accel_0]
+foreach interface {s_axis m_axis s_axil} {
+    if {[llength [get_bd_intf_pins -quiet $accel/$interface]] == 0} {
+        stepvit_fail "Vivado did not infer interface $interface on stepvit_accel"
+    }
+}
+
+connect_bd_intf_net [get_bd_intf_pins $dma/M_AXIS_MM2S] [get_bd_intf_pins $accel/s_axis]
+connect_bd_intf_net [get_bd_intf_pins $accel/m_axis] [get_bd_intf_pins $dma/S_AXIS_S2MM]
+
+# Clocks and resets first, so that the AXI automation finds every block on one clock.
+foreach pin [concat $port_clocks [list $dma/s_axi_lite_aclk $dma/m_axi_mm2s_aclk \
+                                       $dma/m_axi_s2mm_aclk $accel/aclk]] {
+    connect_if_open $fabric_clock $pin
+}
+connect_bd_net [get_bd_pins $reset/peripheral_aresetn] [get_bd_pins $dma/axi_resetn]
+connect_bd_net [get_bd_pins $reset/peripheral_aresetn] [get_bd_pins $accel/aresetn]
+
+# AXI-Lite: the GP master to the DMA's and the accelerator's registers.
+foreach slave [list $dma/S_AXI_LITE $accel/s_axil] {
+    apply_bd_automation -rule xilinx.com:bd_rule:axi4 \
+        -config [list Master /$gp_master Clk_master /$fabric_clock Clk_slave /$fabric_clock \
+                     Clk_xbar /$fabric_clock] [get_bd_intf_pins $slave]
+}
+# The DMA's memory side to the HP port.
+foreach master [list $dma/M_AXI_MM2S $dma/M_AXI_S2MM] {
+    apply_bd_automation -rule xilinx.com:bd_rule:axi4 \
+        -config [list Slave /$hp_slave Clk_master /$fabric_clock Clk_slave /$fabric_clock \
+                     Clk_xbar /$fabric_clock] [get_bd_intf_pins $master]
+}
+
+assign_bd_address
+validate_bd_design
+save_bd_design
+
+set wrapper [make_wrapper -files [get_files stepvit.bd] -top]
+add_files -norecurse $wrapper
+set_property top stepvit_wrapper [current_fileset]
+update_compile_order -fileset sources_1
+
+launch_runs impl_1 -to_step write_bitstream -jobs 4
+wait_on_run impl_1
+if {[get_property PROGRESS [get_runs impl_1]] ne "100%"} {
+    stepvit_fail "implementation did not finish: see $project_dir/stepvit_overlay.runs/impl_1"
+}
+
+file mkdir $out_dir
+set bitstream [lindex [glob -nocomplain $project_dir/stepvit_overlay.runs/impl_1/*.bit] 0]
+set handoff [lindex [glob -nocomplain \
+    $project_dir/stepvit_overlay.gen/sources_1/bd/stepvit/hw_handoff/stepvit.hwh \
+    $project_dir/stepvit_overlay.srcs/sources_1/bd/stepvit/hw_handoff/stepvit.hwh] 0]
+if {$bitstream eq "" || $handoff eq ""} { stepvit_fail "no bitstream or hardware handoff found" }
+file copy -force $bitstream [file join $out_dir stepvit.bit]
+file copy -force $handoff [file join $out_dir stepvit.hwh]
+puts "stepvit overlay: [file join $out_dir stepvit.bit] and stepvit.hwh written"

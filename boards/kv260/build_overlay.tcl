@@ -1,0 +1,22 @@
+# Build the stepvit overlay for the kv260 (Vivado batch mode; Vivado is not needed elsewhere).
+#
+#   vivado -mode batch -source build_overlay.tcl [-tclargs VERILOG OUT_DIR]
+#
+# VERILOG defaults to stepvit_accel.v beside this script (`stepvit overlay` puts it there),
+# OUT_DIR to the script's folder: stepvit.bit and stepvit.hwh land there, for
+# `stepvit run --board kv260 EXPORT --overlay OUT_DIR` on the board.
+# The values below are those of boards/kv260/board.yaml.
+set script_dir [file dirname [file normalize [info script]]]
+set part xck26-sfvc784-2LV-c
+set board_part xilinx.com:kv260_som:part0:1.4
+set ps_kind zynqmp
+set clock_mhz 100
+set dma_width 128
+set verilog [file join $script_dir stepvit_accel.v]
+set out_dir $script_dir
+if {$argc > 0} { set verilog [file normalize [lindex $argv 0]] }
+if {$argc > 1} { set out_dir [file normalize [lindex $argv 1]] }
+# The shared flow: beside this script in an overlay folder, in boards/common in the tree.
+set flow [file join $script_dir stepvit_overlay.tcl]
+if {![file exists $flow]} { set flow [file join $script_dir .. common stepvit_overlay.tcl] }
+source $flow

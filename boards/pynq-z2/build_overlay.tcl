@@ -1,0 +1,22 @@
+# Build the stepvit overlay for the pynq-z2 (Vivado batch mode; Vivado is not needed elsewhere).
+#
+#   vivado -mode batch -source build_overlay.tcl [-tclargs VERILOG OUT_DIR]
+#
+# VERILOG defaults to stepvit_accel.v beside this script (`stepvit overlay` puts it there),
+# OUT_DIR to the script's folder: stepvit.bit and stepvit.hwh land there, for
+# `stepvit run --board pynq-z2 EXPORT --overlay OUT_DIR` on the board.
+# The values below are those of boards/pynq-z2/board.yaml.
+set script_dir [file dirname [file normalize [info script]]]
+set part xc7z020clg400-1
+set board_part tul.com.tw:pynq-z2:part0:1.0
+set ps_kind zynq7
+set clock_mhz 100
+set dma_width 64
+set verilog [file join $script_dir stepvit_accel.v]
+set out_dir $script_dir
+if {$argc > 0} { set verilog [file normalize [lindex $argv 0]] }
+if {$argc > 1} { set out_dir [file normalize [lindex $argv 1]] }
+# The shared flow: beside this script in an overlay folder, in boards/common in the tree.
+set flow [file join $script_dir stepvit_overlay.tcl]
+if {![file exists $flow]} { set flow [file join $script_dir .. common stepvit_overlay.tcl] }
+source $flow

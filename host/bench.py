@@ -1,0 +1,371 @@
+"""The budget benchmark: accuracy, cycles, latency, work and energy per time-step budget.
+
+For every budget the accelerator (any backend) runs the same images, and its outputs
+are compared with a reference: the golden model off the board, the export's golden
+vectors on it. Accuracy comes from the reference too (the golden model on the full test
+split, or the labels of the golden vectors on a board). numpy only, so that it runs on a
+board's Python; the golden reference imports torch when it is built.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from stepvit.host.accelerator import STAGES, Accelerator, InferenceResult
+from stepvit.host.errors import StepvitError
+from stepvit.host.export import Export
+
+#: Energy per operation, 45 nm (Horowitz, ISSCC 2014), as SNN papers quote it: an estimate.
+E_MAC_PJ = 4.6
+E_AC_PJ = 0.9
+
+#: Work counts the bench reports, per image (golden ``work`` names).
+WORK_KEYS = ("ac_ops", "embed_ac_ops", "mac_ops", "dense_ac_ops")
+
+
+def parse_budgets(text: str | None, t_max: int) -> list[int]:
+    """Return the budgets of ``"1,2,4"`` (or ``1..t_max`` for ``None``), checked.
+
+    Raises
+    ------
+    StepvitError
+        For a value that is not an integer in ``1..t_max``.
+    """
+    if text is None:
+        return list(range(1, t_max + 1))
+    budgets = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.isdigit() or not 1 <= int(item) <= t_max:
+            raise StepvitError(f"--budgets: expected integers in 1..{t_max} separated by "
+                               f"commas, got {item!r}")
+        budgets.append(int(item))
+    return budgets
+
+
+@dataclass
+class Reference:
+    """Expected outputs for one budget.
+
+    Attributes
+    ----------
+    logits, predicted, spike_totals : numpy.ndarray
+        What the accelerator must return, per image.
+    work : dict of str to numpy.ndarray or None
+        Golden work counts per image (:data:`WORK_KEYS`), where known.
+    """
+
+    logits: np.ndarray
+    predicted: np.ndarray
+    spike_totals: np.ndarray
+    work: dict[str, np.ndarray] | None = None
+
+
+class ReferenceSource(Protocol):
+    """Where expected outputs and accuracies come from."""
+
+    def expected(self, budget: int, images: np.ndarray) -> Reference:
+        """Return the expected outputs of ``images`` at ``budget``."""
+
+    def accuracy(self, budget: int) -> tuple[float | None, int]:
+        """Return the accuracy at ``budget`` and the number of images it was measured on."""
+
+
+def count_mismatches(result: InferenceResult, reference: Reference) -> int:
+    """Return the number of images whose logits, class or spike totals differ from the reference."""
+    differs = (
+        np.any(result.logits != reference.logits, axis=1)
+        | (result.predicted != reference.predicted)
+        | np.any(result.spike_totals != reference.spike_totals, axis=1)
+    )
+    return int(differs.sum())
+
+
+def active_steps(export: Export, budget: int) -> float:
+    """Return the mean over modules of the steps each runs under ``budget``."""
+    return float(export.budget_mask(budget).sum(axis=1).mean())
+
+
+def bench_budget(accel: Accelerator, images: np.ndarray, budget: int,
+                 reference: ReferenceSource, *, clock_mhz: float, lanes: int | None,
+                 labels: np.ndarray | None = None) -> dict[str, Any]:
+    """Run ``images`` at ``budget`` and return one row of the benchmark.
+
+    Parameters
+    ----------
+    accel : Accelerator
+        The accelerator under test.
+    images : numpy.ndarray
+        ``uint8 [B, C, H, W]``.
+    budget : int
+        The time-step budget.
+    reference : ReferenceSource
+        Expected outputs and accuracy.
+    clock_mhz : float
+        The board clock that turns cycles into µs.
+    lanes : int or None
+        Accumulator lanes of the design (for the cycle lower bound), where known.
+    labels : numpy.ndarray, optional
+        Labels of ``images``: the row then has the accelerator's own accuracy on them.
+    """
+    accel.set_budget(budget)
+    result = accel.infer(images)
+    expected = reference.expected(budget, images)
+    accuracy, accuracy_images = reference.accuracy(budget)
+    count = images.shape[0]
+    host_seconds = sum(result.stage_seconds.values())
+    row: dict[str, Any] = {
+        "budget": budget,
+        "active_steps": active_steps(accel.export, budget),
+        "accuracy": accuracy,
+        "accuracy_images": accuracy_images,
+        "images": count,
+        "device_accuracy": None if labels is None else float((result.predicted == labels).mean()),
+        "mismatches": count_mismatches(result, expected),
+        "host_ms_per_image": {stage: 1e3 * result.stage_seconds[stage] / count
+                              for stage in STAGES},
+        "host_images_per_s": count / host_seconds if host_seconds > 0 else None,
+        "cycles_per_image": None,
+        "latency_us": None,
+        "images_per_s": None,
+    }
+    if result.cycles is not None:
+        cycles = float(result.cycles.mean())
+        row.update(cycles_per_image=cycles, cycles_min=int(result.cycles.min()),
+                   cycles_max=int(result.cycles.max()), latency_us=cycles / clock_mhz,
+                   images_per_s=clock_mhz * 1e6 / cycles if cycles > 0 else None)
+    work = {key: float(values.mean()) for key, values in (expected.work or {}).items()
+            if key in WORK_KEYS}
+    row.update({f"{key}_per_image": value for key, value in work.items()})
+    if "ac_ops" in work and "mac_ops" in work:
+        row["energy_uj"] = (E_MAC_PJ * work["mac_ops"] + E_AC_PJ * work["ac_ops"]) * 1e-6
+    if lanes and "ac_ops" in work and "embed_ac_ops" in work:
+        row["lower_bound_cycles"] = (work["ac_ops"] + work["embed_ac_ops"]) / lanes
+        if row["cycles_per_image"]:
+            row["efficiency"] = row["lower_bound_cycles"] / row["cycles_per_image"]
+    if lanes and "dense_ac_ops" in work:
+        row["dense_lower_bound_cycles"] = work["dense_ac_ops"] / lanes
+    return row
+
+
+def run_bench(accel: Accelerator, images: np.ndarray, budgets: Sequence[int],
+              reference: ReferenceSource, *, clock_mhz: float, lanes: int | None,
+              labels: np.ndarray | None = None,
+              progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Return one benchmark row per budget (see :func:`bench_budget`)."""
+    rows = []
+    for budget in budgets:
+        if progress is not None:
+            progress(f"budget {budget}: {images.shape[0]} images on {accel.name}")
+        rows.append(bench_budget(accel, images, budget, reference, clock_mhz=clock_mhz,
+                                 lanes=lanes, labels=labels))
+    return rows
+
+
+def _cell(value: Any, spec: str) -> str:
+    """Format ``value`` with ``spec`` (``"8.4f"``); a missing value is a right-aligned dash."""
+    if value is None:
+        return "-".rjust(int(spec.split(".")[0]))
+    return format(value, spec)
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Return the benchmark as a plain-text table, then the host stages per image."""
+    header = (f"{'budget':>6} {'steps':>5} {'accuracy':>8} {'dev_acc':>7} {'cycles':>9} "
+              f"{'lat_us':>8} "
+              f"{'img/s':>9} {'AC/img':>9} {'E_uJ':>7} {'effic':>6} {'mismatch':>8}")
+    lines = [header]
+    for row in rows:
+        lines.append(
+            f"{row['budget']:>6} {row['active_steps']:>5.2f} {_cell(row['accuracy'], '8.4f')} "
+            f"{_cell(row['device_accuracy'], '7.4f')} {_cell(row['cycles_per_image'], '9.1f')} "
+            f"{_cell(row['latency_us'], '8.2f')} "
+            f"{_cell(row['images_per_s'], '9.0f')} "
+            f"{_cell(row.get('ac_ops_per_image'), '9.0f')} "
+            f"{_cell(row.get('energy_uj'), '7.3f')} {_cell(row.get('efficiency'), '6.3f')} "
+            f"{row['mismatches']:>8}")
+    lines.append("")
+    lines.append("host ms/image: " + " ".join(f"{stage:>9}" for stage in STAGES))
+    for row in rows:
+        times = row["host_ms_per_image"]
+        lines.append(f"budget {row['budget']:>6}: "
+                     + " ".join(f"{times[stage]:>9.3f}" for stage in STAGES))
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path | None]:
+    """Write ``bench.json`` and ``bench.png`` (if matplotlib is there) into ``out_dir``.
+
+    Returns
+    -------
+    tuple
+        The JSON path and the PNG path (``None`` when matplotlib is missing).
+    """
+    from stepvit.host.plot import plot_bench
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "bench.json"
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    png_path = plot_bench(report, out / "bench.png")
+    return json_path, png_path
+
+
+def print_progress(message: str) -> None:
+    """Print a progress line to stderr (host/ has no tqdm: a board's Python lacks it)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+class GoldenReference:
+    """The golden model as the reference: expected outputs, work and test-split accuracy.
+
+    Parameters
+    ----------
+    export : Export
+        The export.
+    test_images, test_labels : numpy.ndarray, optional
+        The test split for the accuracy (``uint8 [N, C, H, W]`` and ``int [N]``); without
+        them the accuracy is ``None``.
+    batch : int
+        Images per golden run when measuring accuracy.
+    """
+
+    def __init__(self, export: Export, test_images: np.ndarray | None = None,
+                 test_labels: np.ndarray | None = None, *, batch: int = 512) -> None:
+        from stepvit.host.backend_golden import GoldenAccelerator
+
+        self._golden = GoldenAccelerator(export)
+        self._test_images = test_images
+        self._test_labels = None if test_labels is None else np.asarray(test_labels)
+        self._batch = batch
+        self._accuracies: dict[int, float] = {}
+
+    def expected(self, budget: int, images: np.ndarray) -> Reference:
+        """Return the golden outputs and work of ``images`` at ``budget``."""
+        self._golden.set_budget(budget)
+        result = self._golden.infer(images)
+        return Reference(result.logits, result.predicted, result.spike_totals,
+                         self._golden.last_work)
+
+    def accuracy(self, budget: int) -> tuple[float | None, int]:
+        """Return the golden accuracy on the test split at ``budget`` (cached)."""
+        if self._test_images is None:
+            return None, 0
+        if budget not in self._accuracies:
+            self._golden.set_budget(budget)
+            correct = 0
+            for first in range(0, len(self._test_images), self._batch):
+                chunk = self._test_images[first:first + self._batch]
+                predicted = self._golden.infer(chunk).predicted
+                correct += int((predicted == self._test_labels[first:first + len(chunk)]).sum())
+            self._accuracies[budget] = correct / len(self._test_images)
+        return self._accuracies[budget], len(self._test_images)
+
+
+#: ``golden_vectors.npz`` (written by ``stepvit export``): key -> number of dimensions.
+VECTOR_KEYS = {"images": 4, "labels": 1, "budgets": 1, "logits": 3, "predicted": 2,
+               "spike_totals": 3, "ac_ops": 2}
+
+
+@dataclass
+class GoldenVectors:
+    """The export's golden vectors: test images and their golden outputs at every budget.
+
+    Attributes
+    ----------
+    images : numpy.ndarray
+        ``uint8 [n, C, H, W]``.
+    labels : numpy.ndarray
+        ``[n]``.
+    budgets : list of int
+        The budgets of the first axis of the output arrays.
+    outputs : dict of str to numpy.ndarray
+        ``logits [T, n, K]``, ``predicted [T, n]``, ``spike_totals [T, n, layers]``,
+        ``ac_ops [T, n]``.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    budgets: list[int]
+    outputs: dict[str, np.ndarray]
+
+
+def load_golden_vectors(export: Export) -> GoldenVectors:
+    """Read and check ``golden_vectors.npz`` of ``export``.
+
+    Raises
+    ------
+    StepvitError
+        If the file is missing, lacks a key, or its shapes do not fit the export.
+    """
+    path = Path(export.path) / "golden_vectors.npz"
+    if not path.is_file():
+        raise StepvitError(f"{path} is missing: `stepvit export` writes it (a board cannot run "
+                           f"the golden model)")
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    for key, ndim in VECTOR_KEYS.items():
+        if key not in arrays:
+            raise StepvitError(f"{path.name}: missing key {key!r}")
+        if arrays[key].ndim != ndim:
+            raise StepvitError(f"{path.name}: {key}: expected {ndim} dimensions, "
+                               f"got shape {list(arrays[key].shape)}")
+    images, budgets = arrays["images"], [int(b) for b in arrays["budgets"]]
+    count = images.shape[0]
+    expected = {
+        "images": (count, *export.arch["image_shape"]),
+        "labels": (count,),
+        "logits": (len(budgets), count, export.arch["num_classes"]),
+        "predicted": (len(budgets), count),
+        "spike_totals": (len(budgets), count, len(export.layer_names())),
+        "ac_ops": (len(budgets), count),
+    }
+    for key, shape in expected.items():
+        if tuple(arrays[key].shape) != shape:
+            raise StepvitError(f"{path.name}: {key}: expected shape {list(shape)}, "
+                               f"got {list(arrays[key].shape)}")
+    if images.dtype != np.uint8:
+        raise StepvitError(f"{path.name}: images: expected uint8, got {images.dtype}")
+    outputs = {key: arrays[key].astype(np.int64) for key in
+               ("logits", "predicted", "spike_totals", "ac_ops")}
+    return GoldenVectors(images=images, labels=arrays["labels"].astype(np.int64),
+                         budgets=budgets, outputs=outputs)
+
+
+class VectorsReference:
+    """The golden vectors as the reference (on a board: no torch, no golden model)."""
+
+    def __init__(self, vectors: GoldenVectors, export: Export) -> None:
+        self._vectors = vectors
+        channels = export.arch["image_shape"][0]
+        # The embedding's MACs in the float view are fixed per image: N·D·C·p·p.
+        self._mac_ops = (export.arch["tokens"] * export.arch["dim"] * channels
+                         * export.arch["patch"] ** 2)
+
+    def expected(self, budget: int, images: np.ndarray) -> Reference:
+        """Return the stored outputs at ``budget`` of the first ``len(images)`` vectors."""
+        vectors = self._vectors
+        if budget not in vectors.budgets:
+            raise StepvitError(f"golden_vectors.npz has no budget {budget} "
+                               f"(it has {vectors.budgets})")
+        count = images.shape[0]
+        if count > len(vectors.images) or not np.array_equal(images, vectors.images[:count]):
+            raise StepvitError("the images are not the golden vectors' first images")
+        index = vectors.budgets.index(budget)
+        outputs = {key: values[index, :count] for key, values in vectors.outputs.items()}
+        work = {"ac_ops": outputs["ac_ops"],
+                "mac_ops": np.full(count, self._mac_ops, dtype=np.int64)}
+        return Reference(outputs["logits"], outputs["predicted"], outputs["spike_totals"], work)
+
+    def accuracy(self, budget: int) -> tuple[float | None, int]:
+        """Return the golden accuracy on all the vectors at ``budget``."""
+        vectors = self._vectors
+        predicted = vectors.outputs["predicted"][vectors.budgets.index(budget)]
+        return float((predicted == vectors.labels).mean()), len(vectors.labels)

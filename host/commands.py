@@ -1,0 +1,253 @@
+"""The host's commands: ``bench`` (any backend), ``run`` (a board, checked) and ``overlay``.
+
+Only argparse and the standard library are imported at the top; numpy, the export
+reader and the backends come in inside the commands, so ``stepvit --help`` stays cheap
+and the board commands run on a board's Python (numpy + pyyaml + pynq).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+#: Images the bench streams per budget unless told otherwise.
+DEFAULT_BENCH_IMAGES = 32
+
+#: Seed of the stand-in images for an untrained export (it has no data set).
+RANDOM_IMAGE_SEED = 0
+
+
+def _bench_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("export", type=Path, help="export directory (manifest.yaml, weights.npz)")
+    parser.add_argument("--budgets", default=None,
+                        help="time-step budgets, comma separated (default: 1..T)")
+    parser.add_argument("--images", type=int, default=DEFAULT_BENCH_IMAGES,
+                        help=f"test images streamed per budget (default {DEFAULT_BENCH_IMAGES})")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for bench.json and bench.png (default: beside the export)")
+    parser.add_argument("--timeout", type=float, default=5.0,
+                        help="pynq: seconds one image's DMA transfers may take (default 5)")
+
+
+def bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``bench`` options to ``parser``."""
+    _bench_common_arguments(parser)
+    parser.add_argument("--backend", choices=("sim", "golden", "pynq"), default="sim",
+                        help="what runs the images (default: sim, the Verilog under Icarus)")
+    parser.add_argument("--lanes", type=int, default=8,
+                        help="sim: accumulator lanes of the generated design (default 8)")
+    parser.add_argument("--board", default="pynq-z2",
+                        help="board whose clock turns cycles into µs (default pynq-z2)")
+    parser.add_argument("--overlay", type=Path, default=None,
+                        help="pynq: folder with stepvit.bit and stepvit.hwh")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"),
+                        help="data folder for CIFAR test splits (default ./data)")
+    parser.add_argument("--build-dir", type=Path, default=None,
+                        help="sim: build folder (default build/sim/<hash>-lanes<P>)")
+
+
+def run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``run`` options to ``parser``."""
+    parser.add_argument("--board", required=True, help="the board this runs on (pynq-z2, ...)")
+    parser.add_argument("--overlay", type=Path, required=True,
+                        help="folder with stepvit.bit and stepvit.hwh (from `stepvit overlay`)")
+    _bench_common_arguments(parser)
+
+
+def overlay_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``overlay`` options to ``parser``."""
+    parser.add_argument("export", type=Path, help="export directory")
+    parser.add_argument("--board", required=True, help="board to build for (pynq-z2, kv260, ...)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for the Verilog, the Vivado Tcl and the overlay")
+    parser.add_argument("--lanes", type=int, default=8,
+                        help="accumulator lanes of the generated design (default 8)")
+
+
+def _default_out(export_path: Path, backend: str) -> Path:
+    return export_path.resolve().parent / f"bench-{backend}"
+
+
+def _test_split(export: Any, data_dir: Path) -> tuple[Any, Any] | None:
+    """Return the export's test split as numpy arrays, or ``None`` for an untrained export."""
+    import numpy as np
+
+    dataset = export.manifest["accuracy"]["dataset"]
+    if dataset is None:
+        return None
+    from stepvit.model.data import load_dataset
+
+    images, labels, _ = load_dataset(dataset, data_dir, "test")
+    return np.asarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64)
+
+
+def _random_images(export: Any, count: int) -> Any:
+    import numpy as np
+
+    rng = np.random.default_rng(RANDOM_IMAGE_SEED)
+    return rng.integers(0, 256, size=(count, *export.arch["image_shape"]), dtype=np.uint8)
+
+
+def bench(args: argparse.Namespace) -> int:
+    """Benchmark an export per time-step budget on a backend; exit 1 on a golden mismatch."""
+    from stepvit.host.errors import StepvitError
+
+    if args.images < 1:
+        raise StepvitError(f"--images must be at least 1, got {args.images}")
+    if args.backend == "pynq":
+        if args.overlay is None:
+            raise StepvitError("the pynq backend needs --overlay DIR (stepvit.bit, stepvit.hwh)")
+        return _board_bench(args, args.board, args.overlay, backend_label="pynq")
+    return _host_bench(args)
+
+
+def _host_bench(args: argparse.Namespace) -> int:
+    """Bench the sim or golden backend against the golden model on the test split."""
+    from stepvit.host.accelerator import open_accelerator
+    from stepvit.host.bench import (
+        GoldenReference,
+        format_table,
+        parse_budgets,
+        print_progress,
+        run_bench,
+    )
+    from stepvit.host.boards import load_board
+    from stepvit.host.export import load_export
+
+    export = load_export(args.export)
+    board = load_board(args.board)
+    budgets = parse_budgets(args.budgets, export.t_max)
+    split = _test_split(export, args.data_dir)
+    labels = None
+    if split is None:
+        images = _random_images(export, args.images)
+        reference = GoldenReference(export)
+        source = f"{args.images} random images (untrained export: no data set, no accuracy)"
+    else:
+        test_images, test_labels = split
+        images, labels = test_images[:args.images], test_labels[:args.images]
+        reference = GoldenReference(export, test_images, test_labels)
+        source = (f"the first {len(images)} {export.manifest['accuracy']['dataset']} test "
+                  f"images; accuracy on all {len(test_images)}")
+    lanes = args.lanes
+    print_progress(f"bench: {export.path} on {args.backend}, {source}")
+    with open_accelerator(args.backend, export, lanes=lanes, build_dir=args.build_dir) as accel:
+        rows = run_bench(accel, images, budgets, reference, clock_mhz=board.clock_mhz,
+                         lanes=lanes, labels=labels, progress=print_progress)
+    report = _report(export, args.backend, board, lanes, source, rows)
+    return _finish(report, format_table(rows), args.out or _default_out(args.export,
+                                                                          args.backend))
+
+
+def _board_bench(args: argparse.Namespace, board_name: str, overlay: Path,
+                 backend_label: str) -> int:
+    """Bench the pynq backend against the export's golden vectors."""
+    from stepvit.host.accelerator import open_accelerator
+    from stepvit.host.bench import (
+        VectorsReference,
+        format_table,
+        load_golden_vectors,
+        parse_budgets,
+        print_progress,
+        run_bench,
+    )
+    from stepvit.host.boards import load_board
+    from stepvit.host.export import load_export
+
+    export = load_export(args.export)
+    board = load_board(board_name)
+    budgets = parse_budgets(args.budgets, export.t_max)
+    vectors = load_golden_vectors(export)
+    images, labels = vectors.images[:args.images], vectors.labels[:args.images]
+    reference = VectorsReference(vectors, export)
+    source = f"the {len(images)} images of {export.path}/golden_vectors.npz"
+    print_progress(f"{backend_label}: {export.path} on {board.name}, {source}")
+    with open_accelerator("pynq", export, overlay=overlay, timeout_s=args.timeout) as accel:
+        lanes = accel.read_register("LANES")
+        rows = run_bench(accel, images, budgets, reference, clock_mhz=board.clock_mhz,
+                         lanes=lanes, labels=labels, progress=print_progress)
+    report = _report(export, "pynq", board, lanes, source, rows)
+    return _finish(report, format_table(rows), args.out or _default_out(args.export, "pynq"))
+
+
+def _report(export: Any, backend: str, board: Any, lanes: int | None, source: str,
+            rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "export": str(export.path),
+        "config_hash": f"{export.config_hash:08x}",
+        "backend": backend,
+        "board": board.name,
+        "clock_mhz": board.clock_mhz,
+        "lanes": lanes,
+        "t_max": export.t_max,
+        "images": source,
+        "energy_model": "E = 4.6 pJ * mac_ops + 0.9 pJ * ac_ops (45 nm, Horowitz 2014): an "
+                        "estimate",
+        "rows": rows,
+    }
+
+
+def _finish(report: dict[str, Any], table: str, out_dir: Path) -> int:
+    from stepvit.host.bench import write_report
+
+    json_path, png_path = write_report(report, out_dir)
+    print(table)
+    print(f"\nreport: {json_path}" + (f"\nplot:   {png_path}" if png_path else ""))
+    mismatches = sum(row["mismatches"] for row in report["rows"])
+    if mismatches:
+        print(f"{mismatches} image results differ from the golden model", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run an export on a board through its overlay, checked against the golden vectors."""
+    from stepvit.host.errors import StepvitError
+
+    if args.images < 1:
+        raise StepvitError(f"--images must be at least 1, got {args.images}")
+    return _board_bench(args, args.board, args.overlay, backend_label="run")
+
+
+def overlay(args: argparse.Namespace) -> int:
+    """Lay out a board's Vivado project: the Verilog, the Tcl and what they were built from."""
+    from stepvit.host.boards import BOARDS_DIR, load_board
+    from stepvit.host.errors import StepvitError
+    from stepvit.host.export import load_export
+
+    board = load_board(args.board)
+    export = load_export(args.export)
+    if args.lanes < 1:
+        raise StepvitError(f"--lanes must be at least 1, got {args.lanes}")
+    try:
+        from stepvit.rtl.generate import generate
+    except ImportError as error:
+        raise StepvitError(f"the Verilog generator needs the hw extras ({error})") from None
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    rtl_report = generate(export, out, lanes=args.lanes)
+    shutil.copy2(board.overlay_tcl, out / board.overlay_tcl.name)
+    shutil.copy2(BOARDS_DIR / "common" / "stepvit_overlay.tcl", out / "stepvit_overlay.tcl")
+    shutil.copy2(board.folder / "board.yaml", out / "board.yaml")
+    info = {
+        "board": board.name,
+        "part": board.part,
+        "clock_mhz": board.clock_mhz,
+        "export": str(export.path.resolve()),
+        "config_hash": f"{export.config_hash:08x}",
+        "lanes": args.lanes,
+        "verilog": "stepvit_accel.v",
+        "rtl_report": rtl_report,
+    }
+    (out / "overlay.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    print(f"{out}: stepvit_accel.v, {board.overlay_tcl.name}, stepvit_overlay.tcl, board.yaml, "
+          f"overlay.json (config hash {export.config_hash:08x}, {args.lanes} lanes)")
+    print("where Vivado is installed, build stepvit.bit and stepvit.hwh with:")
+    print(f"  cd {out} && vivado -mode batch -source {board.overlay_tcl.name}")
+    print("then copy the folder and the export to the board and run:")
+    print(f"  stepvit run --board {board.name} EXPORT --overlay {out.name}")
+    return 0
