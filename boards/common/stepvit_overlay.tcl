@@ -42,11 +42,11 @@ if {![file exists $verilog]} {
 set handle [open $verilog r]
 set verilog_text [read $handle]
 close $handle
-if {![regexp {module\s+stepvit_accel\s*\(} $verilog_text]} {
+if {![regexp {module\s+stepvit_accel\s*\(.*?endmodule} $verilog_text accel_text]} {
     stepvit_fail "$verilog has no module stepvit_accel"
 }
 foreach port $accel_ports {
-    if {![regexp "(input|output)\[^;\]*\\m$port\\M" $verilog_text]} {
+    if {![regexp "(input|output)\[^;\]*\\m$port\\M" $accel_text]} {
         stepvit_fail "stepvit_accel in $verilog has no port $port"
     }
 }
@@ -131,7 +131,7 @@ foreach interface {s_axis m_axis s_axil} {
 connect_bd_intf_net [get_bd_intf_pins $dma/M_AXIS_MM2S] [get_bd_intf_pins $accel/s_axis]
 connect_bd_intf_net [get_bd_intf_pins $accel/m_axis] [get_bd_intf_pins $dma/S_AXIS_S2MM]
 
-# Clocks and resets first, so that the AXI automation finds every block on one clock.
+# Clocks and resets first: the AXI automation (Clk Auto) then finds every block on one clock.
 foreach pin [concat $port_clocks [list $dma/s_axi_lite_aclk $dma/m_axi_mm2s_aclk \
                                        $dma/m_axi_s2mm_aclk $accel/aclk]] {
     connect_if_open $fabric_clock $pin
@@ -142,14 +142,14 @@ connect_bd_net [get_bd_pins $reset/peripheral_aresetn] [get_bd_pins $accel/arese
 # AXI-Lite: the GP master to the DMA's and the accelerator's registers.
 foreach slave [list $dma/S_AXI_LITE $accel/s_axil] {
     apply_bd_automation -rule xilinx.com:bd_rule:axi4 \
-        -config [list Master /$gp_master Clk_master /$fabric_clock Clk_slave /$fabric_clock \
-                     Clk_xbar /$fabric_clock] [get_bd_intf_pins $slave]
+        -config [list Master /$gp_master Clk_master Auto Clk_slave Auto Clk_xbar Auto] \
+        [get_bd_intf_pins $slave]
 }
 # The DMA's memory side to the HP port.
 foreach master [list $dma/M_AXI_MM2S $dma/M_AXI_S2MM] {
     apply_bd_automation -rule xilinx.com:bd_rule:axi4 \
-        -config [list Slave /$hp_slave Clk_master /$fabric_clock Clk_slave /$fabric_clock \
-                     Clk_xbar /$fabric_clock] [get_bd_intf_pins $master]
+        -config [list Slave /$hp_slave Clk_master Auto Clk_slave Auto Clk_xbar Auto] \
+        [get_bd_intf_pins $master]
 }
 
 assign_bd_address

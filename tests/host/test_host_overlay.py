@@ -1,0 +1,189 @@
+"""The boards: board.yaml, the overlay Tcl against the generated Verilog, and `stepvit overlay`.
+
+Vivado is not here, so the Tcl runs under plain ``tclsh`` with every Vivado command
+replaced by a stub that logs its arguments: that checks the script's syntax, its port
+check and the block design it asks for, not Vivado's answer to it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stepvit.host.backend_pynq import ACCEL_NAME, DMA_NAME
+from stepvit.host.boards import BOARDS_DIR, board_names, load_board
+from stepvit.host.cli import main
+from stepvit.host.errors import StepvitError
+from stepvit.model.random_export import make_random_export
+
+BOARDS = ["kv260", "pynq-z2", "zcu104"]
+
+VIVADO_STUB = r"""
+set log [open {%(log)s} w]
+proc record {command arguments} { puts $::log "$command $arguments"; flush $::log }
+foreach command {create_project add_files update_compile_order create_bd_design
+                 apply_bd_automation set_property connect_bd_intf_net connect_bd_net
+                 assign_bd_address validate_bd_design save_bd_design wait_on_run} {
+    proc $command args "record $command \$args; return {}"
+}
+proc get_board_parts args { return {} }
+proc get_ipdefs args {
+    set name [lindex [lindex $args end] end]
+    return "xilinx.com:ip:$name:1.0"
+}
+proc create_bd_cell args { record create_bd_cell $args; return [lindex $args end] }
+proc get_bd_pins args { return [lindex $args end] }
+proc get_bd_intf_pins args { return [lindex $args end] }
+proc get_bd_nets args { return {} }
+proc get_files args { return [lindex $args end] }
+proc make_wrapper args { return stepvit_wrapper.v }
+proc current_project args { return stepvit_overlay }
+proc current_fileset args { return sources_1 }
+proc get_runs args { return impl_1 }
+proc get_property args { return 100%% }
+proc launch_runs args {
+    record launch_runs $args
+    set runs [file join $::project_dir stepvit_overlay.runs impl_1]
+    set handoff [file join $::project_dir stepvit_overlay.gen sources_1 bd stepvit hw_handoff]
+    file mkdir $runs $handoff
+    close [open [file join $runs stepvit_wrapper.bit] w]
+    close [open [file join $handoff stepvit.hwh] w]
+}
+set argv [list {%(verilog)s} {%(out)s}]
+set argc 2
+source {%(script)s}
+"""
+
+
+def top_ports(verilog: str) -> list[str]:
+    """Return the port names of module ``stepvit_accel`` in generated Verilog."""
+    body = re.search(r"module\s+stepvit_accel\s*\((.*?)endmodule", verilog, re.S).group(1)
+    return re.findall(r"^\s*(?:input|output)\s+(?:\[[^\]]*\]\s*)?(\w+)\s*;", body, re.M)
+
+
+def tcl_ports() -> list[str]:
+    text = (BOARDS_DIR / "common" / "stepvit_overlay.tcl").read_text()
+    return re.search(r"set accel_ports \{(.*?)\}", text, re.S).group(1).split()
+
+
+def tcl_setting(board: str, name: str) -> str:
+    text = (BOARDS_DIR / board / "build_overlay.tcl").read_text()
+    return re.search(rf"^set {name} (\S+)$", text, re.M).group(1)
+
+
+def run_stubbed(tmp_path: Path, board: str, verilog: Path) -> tuple[subprocess.CompletedProcess,
+                                                                      str, Path]:
+    out, log = tmp_path / "overlay", tmp_path / "vivado.log"
+    stub = tmp_path / "stub.tcl"
+    stub.write_text(VIVADO_STUB % {"log": log, "verilog": verilog, "out": out,
+                                   "script": BOARDS_DIR / board / "build_overlay.tcl"})
+    process = subprocess.run(["tclsh", str(stub)], capture_output=True, text=True, timeout=60)
+    return process, log.read_text() if log.exists() else "", out
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_random_export(
+        tmp_path_factory.mktemp("export") / "tiny", image_shape=[1, 4, 4], patch=2, dim=8,
+        heads=2, depth=1, mlp_dim=16, num_classes=3, t_max=3, seed=2)
+
+
+@pytest.fixture(scope="module")
+def overlay_dir(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("overlay") / "pynq-z2"
+    assert main(["overlay", str(export_dir), "--board", "pynq-z2", "--out", str(out),
+                 "--lanes", "2"]) == 0
+    return out
+
+
+needs_tclsh = pytest.mark.skipif(shutil.which("tclsh") is None, reason="tclsh not installed")
+
+
+def test_every_board_loads_with_the_design_resources():
+    assert board_names() == BOARDS
+    pynq_z2 = load_board("pynq-z2")
+    assert (pynq_z2.part, pynq_z2.family, pynq_z2.clock_mhz) == ("xc7z020clg400-1", "xc7", 100)
+    assert pynq_z2.resources == {"lut": 53200, "ff": 106400, "bram36": 140, "dsp": 220}
+    assert load_board("kv260").family == load_board("zcu104").family == "xcup"
+
+
+def test_unknown_board_and_bad_board_yaml_are_refused(tmp_path: Path):
+    with pytest.raises(StepvitError, match="unknown board 'pynq-z3' \\(known: kv260, pynq-z2"):
+        load_board("pynq-z3")
+    fields = yaml.safe_load((BOARDS_DIR / "pynq-z2" / "board.yaml").read_text())
+    fields["family"] = "xc9"
+    (tmp_path / "board.yaml").write_text(yaml.safe_dump(fields))
+    with pytest.raises(StepvitError, match="family: expected one of"):
+        load_board(tmp_path)
+    del fields["part"]
+    (tmp_path / "board.yaml").write_text(yaml.safe_dump(fields))
+    with pytest.raises(StepvitError, match="missing field 'part'"):
+        load_board(tmp_path)
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_board_tcl_settings_are_those_of_board_yaml(board: str):
+    described = load_board(board)
+    assert tcl_setting(board, "part") == described.part
+    assert tcl_setting(board, "board_part") == described.ps["board_part"]
+    assert float(tcl_setting(board, "clock_mhz")) == described.clock_mhz
+    assert int(tcl_setting(board, "dma_width")) == described.dma_width
+    expected_kind = "zynq7" if described.ps["ip"] == "processing_system7" else "zynqmp"
+    assert tcl_setting(board, "ps_kind") == expected_kind
+
+
+def test_overlay_command_lays_out_the_vivado_folder(overlay_dir: Path, export_dir: Path):
+    for name in ("stepvit_accel.v", "build_overlay.tcl", "stepvit_overlay.tcl", "board.yaml",
+                 "overlay.json"):
+        assert (overlay_dir / name).is_file(), name
+    info = yaml.safe_load((overlay_dir / "overlay.json").read_text())
+    assert info["part"] == "xc7z020clg400-1" and info["lanes"] == 2
+
+
+def test_tcl_expects_exactly_the_ports_the_generator_emits(overlay_dir: Path):
+    ports = top_ports((overlay_dir / "stepvit_accel.v").read_text())
+    assert len(ports) == 2 + 8 + 17
+    assert sorted(ports) == sorted(tcl_ports())
+
+
+@needs_tclsh
+@pytest.mark.parametrize("board", BOARDS)
+def test_tcl_builds_the_block_design_around_the_generated_verilog(tmp_path: Path, board: str,
+                                                                 overlay_dir: Path):
+    process, log, out = run_stubbed(tmp_path, board, overlay_dir / "stepvit_accel.v")
+    assert process.returncode == 0, process.stdout + process.stderr
+    part = load_board(board).part
+    assert re.search(rf"^create_project stepvit_overlay \S+ -part {part} -force$", log, re.M)
+    assert f"-type module -reference stepvit_accel {ACCEL_NAME}" in log
+    assert re.search(rf"create_bd_cell -type ip -vlnv xilinx.com:ip:axi_dma:1.0 {DMA_NAME}", log)
+    ps_ip = load_board(board).ps["ip"]
+    assert f"xilinx.com:ip:{ps_ip}:1.0" in log
+    assert f"connect_bd_intf_net {DMA_NAME}/M_AXIS_MM2S {ACCEL_NAME}/s_axis" in log
+    assert f"connect_bd_intf_net {ACCEL_NAME}/m_axis {DMA_NAME}/S_AXIS_S2MM" in log
+    assert re.search(rf"apply_bd_automation .*Master /\S+ .* {ACCEL_NAME}/s_axil", log)
+    assert "CONFIG.c_include_sg 0" in log
+    assert f"peripheral_aresetn {ACCEL_NAME}/aresetn" in log
+    assert (out / "stepvit.bit").is_file() and (out / "stepvit.hwh").is_file()
+
+
+@needs_tclsh
+def test_tcl_refuses_verilog_without_a_port(tmp_path: Path, overlay_dir: Path):
+    text = (overlay_dir / "stepvit_accel.v").read_text()
+    broken = tmp_path / "stepvit_accel.v"
+    broken.write_text(re.sub(r"\bs_axis_tlast\b", "s_axis_tend", text))
+    process, log, out = run_stubbed(tmp_path, "pynq-z2", broken)
+    assert process.returncode == 1
+    assert "stepvit_accel in" in process.stdout and "has no port s_axis_tlast" in process.stdout
+    assert "create_project" not in log
+    assert not (out / "stepvit.bit").exists()
+
+
+def test_overlay_command_refuses_an_unknown_board(export_dir: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture):
+    assert main(["overlay", str(export_dir), "--board", "nope", "--out", str(tmp_path)]) == 2
+    assert "stepvit overlay: error: unknown board 'nope'" in capsys.readouterr().err
