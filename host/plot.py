@@ -57,8 +57,9 @@ def plot_bench(report: dict[str, Any], path: str | Path) -> Path | None:
     if all("ac_ops_per_image" in row for row in rows):
         right.bar(budgets, [row["ac_ops_per_image"] for row in rows], color="tab:green",
                   label="accumulates")
-        right.axhline(rows[0]["dense_ac_ops_per_image"], color="gray", linestyle=":",
-                      label="dense (every step, every spike)")
+        if "dense_ac_ops_per_image" in rows[0]:
+            right.axhline(rows[0]["dense_ac_ops_per_image"], color="gray", linestyle=":",
+                          label="dense (every step, every spike)")
         right.set_ylabel("accumulates per image")
         right.legend(loc="center left")
     right.set_xlabel("time-step budget B")

@@ -128,6 +128,7 @@ class FakeAccelerator:
             offset("STATUS"): 0,
             offset("T_MAX"): export.t_max,
             offset("NUM_MODULES"): len(export.module_names),
+            offset("LANES"): 4,
         })
         for index, row in enumerate(export.timestep_mask):
             board.registers[offset(f"MASK{index}")] = sum(

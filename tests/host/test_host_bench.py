@@ -1,0 +1,191 @@
+"""The budget benchmark: rows, mismatch counting, golden vectors, and the bench/run commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pynq_double import FakeBoard, fake_pynq_module
+
+from stepvit.host.accelerator import InferenceResult, open_accelerator
+from stepvit.host.bench import (
+    GoldenReference,
+    Reference,
+    VectorsReference,
+    count_mismatches,
+    format_table,
+    load_golden_vectors,
+    parse_budgets,
+    run_bench,
+)
+from stepvit.host.cli import main
+from stepvit.host.errors import StepvitError
+from stepvit.host.export import load_export
+from stepvit.model.export_cli import write_golden_vectors
+from stepvit.model.golden import GoldenModel
+from stepvit.model.random_export import make_random_export
+
+VECTOR_IMAGES = 6
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory):
+    directory = make_random_export(
+        tmp_path_factory.mktemp("export") / "tiny", image_shape=[1, 4, 4], patch=2, dim=8,
+        heads=2, depth=1, mlp_dim=16, num_classes=3, t_max=3, seed=7)
+    export = load_export(directory)
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(VECTOR_IMAGES, 1, 4, 4), dtype=np.uint8)
+    labels = rng.integers(0, 3, size=VECTOR_IMAGES)
+    write_golden_vectors(directory / "golden_vectors.npz", GoldenModel(export),
+                         torch.from_numpy(images), torch.from_numpy(labels))
+    return export
+
+
+@pytest.fixture
+def overlay_dir(tmp_path: Path) -> Path:
+    (tmp_path / "stepvit.bit").write_bytes(b"bitstream")
+    (tmp_path / "stepvit.hwh").write_text("<hwh/>")
+    return tmp_path
+
+
+@pytest.fixture
+def board(export, monkeypatch: pytest.MonkeyPatch) -> FakeBoard:
+    fake = FakeBoard(export)
+    monkeypatch.setitem(sys.modules, "pynq", fake_pynq_module(fake))
+    return fake
+
+
+def test_parse_budgets():
+    assert parse_budgets(None, 4) == [1, 2, 3, 4]
+    assert parse_budgets("1, 3", 4) == [1, 3]
+    for bad in ("0", "5", "two", "1,,2"):
+        with pytest.raises(StepvitError, match="--budgets: expected integers in 1..4"):
+            parse_budgets(bad, 4)
+
+
+def test_count_mismatches_sees_one_changed_value():
+    reference = Reference(logits=np.zeros((3, 2), np.int64), predicted=np.zeros(3, np.int64),
+                          spike_totals=np.ones((3, 4), np.int64))
+    result = InferenceResult(logits=reference.logits.copy(), predicted=reference.predicted.copy(),
+                             cycles=None, spike_totals=reference.spike_totals.copy())
+    assert count_mismatches(result, reference) == 0
+    result.spike_totals[2, 3] += 1
+    assert count_mismatches(result, reference) == 1
+    result.logits[0, 1] -= 1
+    result.predicted[2] = 1
+    assert count_mismatches(result, reference) == 2
+
+
+def test_golden_bench_rows_follow_the_budget(export):
+    vectors = load_golden_vectors(export)
+    reference = GoldenReference(export, vectors.images, vectors.labels)
+    with open_accelerator("golden", export) as accel:
+        rows = run_bench(accel, vectors.images[:4], [1, 2, 3], reference, clock_mhz=100.0,
+                         lanes=4, labels=vectors.labels[:4])
+    assert [row["budget"] for row in rows] == [1, 2, 3]
+    assert all(row["mismatches"] == 0 for row in rows)
+    assert all(row["cycles_per_image"] is None for row in rows)
+    ac_ops = [row["ac_ops_per_image"] for row in rows]
+    assert ac_ops == sorted(ac_ops) and ac_ops[0] < ac_ops[-1]
+    golden_accuracy = float((vectors.outputs["predicted"][0] == vectors.labels).mean())
+    assert rows[0]["accuracy"] == golden_accuracy and rows[0]["accuracy_images"] == 6
+    row = rows[2]
+    assert row["energy_uj"] == pytest.approx((4.6 * row["mac_ops_per_image"]
+                                              + 0.9 * row["ac_ops_per_image"]) * 1e-6)
+    assert row["lower_bound_cycles"] == pytest.approx(
+        (row["ac_ops_per_image"] + row["embed_ac_ops_per_image"]) / 4)
+    assert "budget" in format_table(rows).splitlines()[0]
+
+
+def test_golden_vectors_are_checked(export, tmp_path: Path):
+    vectors = load_golden_vectors(export)
+    assert vectors.budgets == [1, 2, 3] and vectors.images.shape == (6, 1, 4, 4)
+    broken = tmp_path / "export"
+    broken.mkdir()
+    for name in ("manifest.yaml", "weights.npz"):
+        (broken / name).write_bytes((export.path / name).read_bytes())
+    copy = load_export(broken)
+    with pytest.raises(StepvitError, match="golden_vectors.npz is missing"):
+        load_golden_vectors(copy)
+    arrays = dict(np.load(export.path / "golden_vectors.npz"))
+    np.savez(broken / "golden_vectors.npz", **{k: v for k, v in arrays.items() if k != "ac_ops"})
+    with pytest.raises(StepvitError, match="missing key 'ac_ops'"):
+        load_golden_vectors(copy)
+    arrays["logits"] = arrays["logits"][:, :, :2]
+    np.savez(broken / "golden_vectors.npz", **arrays)
+    with pytest.raises(StepvitError, match=r"logits: expected shape \[3, 6, 3\], got \[3, 6, 2\]"):
+        load_golden_vectors(copy)
+
+
+def test_vectors_reference_matches_the_golden_model(export):
+    vectors = load_golden_vectors(export)
+    reference = VectorsReference(vectors, export)
+    golden = GoldenReference(export)
+    for budget in (1, 3):
+        stored, computed = reference.expected(budget, vectors.images[:3]), golden.expected(
+            budget, vectors.images[:3])
+        assert np.array_equal(stored.logits, computed.logits)
+        assert np.array_equal(stored.spike_totals, computed.spike_totals)
+        assert np.array_equal(stored.work["mac_ops"], computed.work["mac_ops"])
+    with pytest.raises(StepvitError, match="not the golden vectors' first images"):
+        reference.expected(1, vectors.images[1:3])
+
+
+def test_bench_command_on_a_board_checks_the_golden_vectors(export, board, overlay_dir,
+                                                            tmp_path: Path, capsys):
+    out = tmp_path / "bench"
+    status = main(["bench", str(export.path), "--backend", "pynq", "--overlay",
+                   str(overlay_dir), "--images", "4", "--budgets", "1,3", "--out", str(out)])
+    assert status == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["backend"] == "pynq" and report["clock_mhz"] == 100.0
+    assert [row["mismatches"] for row in report["rows"]] == [0, 0]
+    assert all(row["cycles_per_image"] >= 1000 for row in report["rows"])
+    assert report["rows"][0]["latency_us"] == pytest.approx(
+        report["rows"][0]["cycles_per_image"] / 100.0)
+    assert "mismatch" in capsys.readouterr().out
+    assert all(buffer.freed for buffer in board.allocated)
+
+
+def test_run_command_fails_on_a_corrupted_board(export, board, overlay_dir, tmp_path: Path,
+                                                capsys):
+    board.corrupt_logit = True
+    status = main(["run", "--board", "pynq-z2", str(export.path), "--overlay", str(overlay_dir),
+                   "--images", "3", "--out", str(tmp_path / "run")])
+    assert status == 1
+    report = json.loads((tmp_path / "run" / "bench.json").read_text())
+    assert [row["mismatches"] for row in report["rows"]] == [3, 3, 3]
+    assert "9 image results differ from the golden model" in capsys.readouterr().err
+
+
+def test_bench_command_errors_are_one_line(export, tmp_path: Path, capsys):
+    assert main(["bench", str(tmp_path / "nowhere"), "--backend", "golden"]) == 2
+    assert main(["bench", str(export.path), "--backend", "pynq"]) == 2
+    assert main(["bench", str(export.path), "--backend", "golden", "--budgets", "9"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(line.startswith("stepvit bench: error:") for line in errors)
+    assert "needs --overlay" in errors[1] and "1..3" in errors[2]
+
+
+def test_bench_command_on_the_golden_backend(export, tmp_path: Path):
+    out = tmp_path / "golden"
+    assert main(["bench", str(export.path), "--backend", "golden", "--images", "5",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert [row["budget"] for row in report["rows"]] == [1, 2, 3]
+    assert (out / "bench.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_sim_backend_matches_golden(export, tmp_path: Path):
+    vectors = load_golden_vectors(export)
+    with open_accelerator("sim", export, lanes=2, build_dir=tmp_path / "sim") as accel:
+        rows = run_bench(accel, vectors.images[:3], [1, 3], VectorsReference(vectors, export),
+                         clock_mhz=100.0, lanes=2)
+    assert [row["mismatches"] for row in rows] == [0, 0]
+    assert all(row["cycles_per_image"] > 0 for row in rows)
