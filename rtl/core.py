@@ -46,6 +46,16 @@ from stepvit.rtl.spike_walker import SpikeWalker
 DRAIN_CYCLES = 3
 
 
+def _select(m: Module, words: list, index: object) -> Signal:
+    """Return ``words[index]`` as a multiplexer (a dynamic ``word_select`` is a ``$mul``)."""
+    selected = Signal(max(len(word) for word in words))
+    with m.Switch(index):
+        for position, word in enumerate(words):
+            with m.Case(position):
+                m.d.comb += selected.eq(word)
+    return selected
+
+
 def _lanes_of(word: object, lanes: int, bits: int, shape: object) -> list:
     """Return the ``lanes`` fields of a packed word, each as ``shape``."""
     return [word[lane * bits:(lane + 1) * bits].as_signed() if shape == "signed"
@@ -137,7 +147,8 @@ class StepvitCore(wiring.Component):
         pass_index = Signal(range(len(plan.passes) + 1))
         desc = Signal(layout)
         step_mask = Signal(T)
-        m.d.comb += step_mask.eq(Mux(desc.once, 1, masks[desc.module]))
+        module_mask = _select(m, [masks[i] for i in range(len(masks))], desc.module)
+        m.d.comb += step_mask.eq(Mux(desc.once, 1, module_mask))
 
         def constants(values: list[int]) -> Array:
             return Array(Const(v, max(max(values), 1).bit_length()) for v in values)
@@ -239,7 +250,9 @@ class StepvitCore(wiring.Component):
             event["bias_address"].eq(desc.bias_base + Mux(desc.bias_per_token, group_index,
                                                           chunk)),
             event["theta_address"].eq(desc.theta_base + chunk),
-            event["value_segment"].eq(value_word.word_select(segment, g.head_dim)),
+            event["value_segment"].eq(_select(m, [
+                value_word[h * g.head_dim:(h + 1) * g.head_dim] for h in range(g.heads)],
+                segment)),
             weight_read.addr.eq(weight_row + Mux(desc.bit_planes, walker.index >> 3,
                                                  walker.index)),
             kv_read.addr.eq(event["kv_address"]),
@@ -290,7 +303,7 @@ class StepvitCore(wiring.Component):
         m.d.comb += self.img_addr.eq(raster >> 2)
         m.d.sync += load_valid.eq(0)
         with m.If(load_valid):
-            pixel = self.img_data.word_select(load_byte, 8)
+            pixel = _select(m, [self.img_data[8 * b:8 * b + 8] for b in range(4)], load_byte)
             m.d.comb += [
                 patch_write.addr.eq(load_token),
                 patch_write.data.eq(Cat(*([pixel] * g.patch_len))),
@@ -403,7 +416,9 @@ class StepvitCore(wiring.Component):
         m.submodules.lanes = lanes_unit = AccumulatorLanes(
             lanes=lanes, addend_bits=addend_bits, sum_bits=g.sum_bits)
         weight_values = _lanes_of(weight_read.data, lanes, 8, "signed")
-        kv_chunk = kv_read.data.word_select(acc["segment_chunk"], lanes * bits["attention"])
+        chunk_bits = lanes * bits["attention"]
+        kv_chunk = _select(m, [kv_read.data[i * chunk_bits:(i + 1) * chunk_bits]
+                               for i in range(g.head_dim // lanes)], acc["segment_chunk"])
         kv_values = _lanes_of(kv_chunk, lanes, bits["attention"], "unsigned")
         plane = Mux(desc.bit_planes, acc["plane"], 0)
         m.d.comb += [lanes_unit.valid.eq(acc["valid"]), lanes_unit.first.eq(acc["first"])]
