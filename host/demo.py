@@ -46,7 +46,10 @@ def _step(name: str, argv: list[str], timings: dict[str, float]) -> None:
 
     print(f"\n== {name}: stepvit {' '.join(argv)}", flush=True)
     start = time.perf_counter()
-    status = main(argv)
+    try:
+        status = main(argv)
+    except SystemExit as error:  # argparse refused the arguments (it printed why)
+        status = error.code if isinstance(error.code, int) else 2
     timings[name] = round(time.perf_counter() - start, 2)
     if status != 0:
         raise StepvitError(f"the {name} step failed (stepvit {argv[0]} exited {status}); "
