@@ -189,3 +189,13 @@ def test_sim_backend_matches_golden(export, tmp_path: Path):
                          clock_mhz=100.0, lanes=2)
     assert [row["mismatches"] for row in rows] == [0, 0]
     assert all(row["cycles_per_image"] > 0 for row in rows)
+
+
+def test_plot_is_skipped_with_a_note_without_matplotlib(tmp_path: Path, monkeypatch, capsys):
+    from stepvit.host.plot import plot_bench
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    report = {"rows": [], "backend": "pynq", "clock_mhz": 100.0}
+    assert plot_bench(report, tmp_path / "bench.png") is None
+    assert not (tmp_path / "bench.png").exists()
+    assert "matplotlib is not installed" in capsys.readouterr().err
