@@ -8,6 +8,7 @@ overlay. Its counts are an estimate of what Vivado will place, good for "does it
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -36,7 +37,8 @@ LUTRAM_LUTS = {
 #: Block RAM cells in units of one 36 Kb block.
 BRAM36_UNITS = {"RAMB36E1": 1.0, "RAMB18E1": 0.5, "RAMB36E2": 1.0, "RAMB18E2": 0.5}
 DSP_CELLS = ("DSP48E1", "DSP48E2")
-#: Yosys cells of a multiplier before mapping: the accelerator must have none.
+#: Yosys cells of a multiplier before mapping: the accelerator must have none with two
+#: signal operands.
 MULTIPLIER_CELLS = ("$mul", "$macc", "$alumacc", "$__soft_mul", "$__mul")
 
 
@@ -100,9 +102,34 @@ def _cells_of(stat_json: Path) -> dict[str, int]:
     return {cell.lstrip("\\"): int(n) for cell, n in design["num_cells_by_type"].items()}
 
 
+# A constant in an RTLIL dump: ``2'11`` (sized bits) or ``3`` (a 32-bit integer).
+_CONSTANT = re.compile(r"^-?\d+(?:'[01xz]+)?$")
+
+
+def multiplier_cells(dump: str) -> dict[str, int]:
+    """Return ``variable`` and ``constant`` multiplier counts of a Yosys ``dump`` of cells.
+
+    A cell with a constant operand is a shift-and-add that maps to LUTs (a variable bit
+    or word select is written that way); one whose operands are both signals is a true
+    multiplier, which the accelerator must not have.
+    """
+    counts = {"variable": 0, "constant": 0}
+    for block in re.split(r"^\s*cell ", dump, flags=re.MULTILINE)[1:]:
+        operands = dict(re.findall(r"connect \\([AB]) (.+)", block))
+        constant = any(_CONSTANT.match(value.strip()) for value in operands.values())
+        counts["constant" if constant else "variable"] += 1
+    return counts
+
+
 def run_yosys(verilog: Path, family: str, work_dir: Path, *, top: str,
               timeout_s: float) -> dict[str, Any]:
     """Synthesize ``verilog`` for ``family``; return the cells before and after mapping.
+
+    Returns
+    -------
+    dict
+        ``rtl_cells`` (after ``proc``), ``multipliers`` (:func:`multiplier_cells`),
+        ``mapped_cells`` (after ``synth_xilinx``) and ``seconds``.
 
     Raises
     ------
@@ -114,10 +141,12 @@ def run_yosys(verilog: Path, family: str, work_dir: Path, *, top: str,
         raise StepvitError("yosys not found on PATH: install it (`make tools` or apt-get "
                            "install yosys)")
     before, after = work_dir / "yosys_rtl_stat.json", work_dir / "yosys_mapped_stat.json"
+    multipliers = work_dir / "yosys_multipliers.txt"
     log = work_dir / "yosys.log"
+    selection = " ".join(f"t:{cell}" for cell in MULTIPLIER_CELLS)
     script = (
-        f"read_verilog {verilog}; hierarchy -top {top}; proc; flatten; "
-        f"tee -q -o {before} stat -json; "
+        f"read_verilog {verilog}; hierarchy -top {top}; proc; flatten; opt_expr; opt_clean; "
+        f"tee -q -o {before} stat -json; tee -q -o {multipliers} dump {selection}; "
         f"synth_xilinx -family {family} -top {top} -flatten -noiopad; "
         f"tee -q -o {after} stat -json"
     )
@@ -131,6 +160,7 @@ def run_yosys(verilog: Path, family: str, work_dir: Path, *, top: str,
         last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
         raise StepvitError(f"yosys failed on {verilog}: {last[0]} (log: {log})")
     return {"rtl_cells": _cells_of(before), "mapped_cells": _cells_of(after),
+            "multipliers": multiplier_cells(multipliers.read_text()),
             "seconds": round(time.monotonic() - started, 1)}
 
 
@@ -157,7 +187,7 @@ def synthesize(build_dir: str | Path, board_name: str, *, timeout_s: float = 360
     board = board_parameters(board_name)
     yosys = run_yosys(verilog, board["family"], build_dir, top=TOP_NAME, timeout_s=timeout_s)
     used = count_resources(yosys["mapped_cells"])
-    multipliers = sum(n for cell, n in yosys["rtl_cells"].items() if cell in MULTIPLIER_CELLS)
+    multipliers = yosys["multipliers"]
     report_path = build_dir / REPORT_FILE
     design = json.loads(report_path.read_text()) if report_path.is_file() else {}
     report = {
@@ -166,8 +196,9 @@ def synthesize(build_dir: str | Path, board_name: str, *, timeout_s: float = 360
         "family": board["family"],
         "design": {key: design.get(key) for key in ("name", "config_hash", "lanes")},
         "used": used,
-        "multiplier_cells": multipliers,
-        "multiplier_free": multipliers == 0 and used["dsp"] == 0,
+        "multiplier_cells": multipliers["variable"],
+        "constant_multiply_cells": multipliers["constant"],
+        "multiplier_free": multipliers["variable"] == 0 and used["dsp"] == 0,
         "available": board["resources"],
         "budget": board["budget"],
         **fit_report(used, board),
@@ -196,6 +227,7 @@ def format_table(report: dict[str, Any]) -> str:
              f"{'resource':<22}{'used':>22}{'board':>10}{'%':>8}  fits"]
     for name, value, total, share, fits in rows:
         lines.append(f"{name:<22}{value:>22}{total:>10}{share:>7.1f}%  {'yes' if fits else 'NO'}")
-    lines.append(f"multiplier cells ($mul family) before mapping: {report['multiplier_cells']}")
+    lines.append(f"multipliers before mapping: {report['multiplier_cells']} signal x signal, "
+                 f"{report['constant_multiply_cells']} by a constant (shift-and-add in LUTs)")
     lines.append(f"fits the budget: {'yes' if report['fits_budget'] else 'NO'}")
     return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""The resource report: cell counting, the budget check, and Yosys on a tiny design."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from stepvit.host import cli
+from stepvit.host.errors import StepvitError
+from stepvit.model.random_export import make_random_export
+from stepvit.rtl import synth
+from stepvit.rtl.synth import (
+    board_parameters,
+    count_resources,
+    fit_report,
+    multiplier_cells,
+    synthesize,
+)
+
+XC7_CELLS = {"LUT1": 3, "LUT6": 10, "INV": 2, "FDRE": 40, "FDSE": 2, "RAMB36E1": 2,
+             "RAMB18E1": 3, "RAM64M": 2, "SRLC32E": 1, "CARRY4": 5, "DSP48E1": 0, "MUXF7": 4}
+
+
+def test_counts_luts_ffs_brams_and_lutram() -> None:
+    assert count_resources(XC7_CELLS) == {
+        "lut": 15, "lutram_luts": 9, "ff": 42, "bram36": 3.5, "dsp": 0}
+    assert count_resources({"RAMB18E2": 2, "DSP48E2": 3, "FDCE": 1})["bram36"] == 1.0
+
+
+DUMP = """
+  attribute \\src "x.v:3"
+  cell $mul $mul$x.v:3$1
+    parameter \\A_WIDTH 3
+    connect \\A \\core.index
+    connect \\B 2'11
+    connect \\Y \\core.offset
+  end
+  cell $mul $mul$x.v:4$2
+    connect \\A \\core.pixel
+    connect \\B \\core.weight [7:0]
+    connect \\Y \\core.product
+  end
+"""
+
+
+def test_tells_constant_multiplies_from_multipliers() -> None:
+    assert multiplier_cells(DUMP) == {"variable": 1, "constant": 1}
+    assert multiplier_cells("") == {"variable": 0, "constant": 0}
+
+
+def test_budget_is_70_percent_of_luts_and_80_percent_of_bram() -> None:
+    board = board_parameters("pynq-z2")
+    assert board["resources"]["lut"] == 53_200 and board["family"] == "xc7"
+    used = {"lut": 37_000, "lutram_luts": 240, "ff": 1000, "bram36": 112, "dsp": 0}
+    report = fit_report(used, board)
+    assert report["fits"]["lut"] and report["fits"]["bram36"] and report["fits_budget"]
+    assert report["percent"]["lut"] == pytest.approx(100 * 37_240 / 53_200)
+    over = fit_report({**used, "lutram_luts": 300}, board)  # 37,300 > 0.7 * 53,200 = 37,240
+    assert not over["fits"]["lut"] and not over["fits_budget"]
+    assert not fit_report({**used, "bram36": 112.5}, board)["fits_budget"]
+
+
+def test_ultrascale_boards_use_the_xcup_family() -> None:
+    assert board_parameters("kv260")["family"] == "xcup"
+    assert board_parameters("zcu104")["family"] == "xcup"
+
+
+def test_built_in_table_when_a_board_folder_is_missing(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("stepvit.host.boards.BOARDS_DIR", tmp_path)
+    board = board_parameters("pynq-z2")
+    assert board["part"] == "xc7z020clg400-1"
+    assert board["budget"] == {"lut_fraction": 0.7, "bram_fraction": 0.8}
+    with pytest.raises(StepvitError, match="unknown board 'nexys'"):
+        board_parameters("nexys")
+
+
+def test_missing_yosys_is_a_clear_error(monkeypatch, tmp_path: Path) -> None:
+    (tmp_path / "stepvit_accel.v").write_text("module stepvit_accel(); endmodule\n")
+    monkeypatch.setattr(synth.shutil, "which", lambda name: None)
+    with pytest.raises(StepvitError, match="yosys not found on PATH"):
+        synthesize(tmp_path, "pynq-z2")
+
+
+def test_missing_design_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    assert cli.main(["synth", str(tmp_path), "--board", "pynq-z2"]) == 2
+    assert "stepvit_accel.v not found: run `stepvit rtl" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("yosys") is None, reason="needs yosys")
+def test_yosys_report_of_a_tiny_design(tmp_path: Path, capsys) -> None:
+    export = make_random_export(tmp_path / "export", image_shape=(1, 4, 4), patch=2, dim=8,
+                                heads=2, depth=1, mlp_dim=16, num_classes=3, t_max=3, seed=3)
+    build = tmp_path / "build"
+    assert cli.main(["rtl", str(export), "--out", str(build), "--lanes", "2"]) == 0
+    assert cli.main(["synth", str(build), "--board", "pynq-z2"]) == 0
+    out = capsys.readouterr().out
+    assert "fits the budget: yes" in out
+    report = json.loads((build / "synth_pynq-z2.json").read_text())
+    assert report["used"]["lut"] > 0 and report["used"]["ff"] > 0
+    assert report["multiplier_cells"] == 0 and report["used"]["dsp"] == 0
+    assert report["multiplier_free"]
+    assert report["design"]["lanes"] == 2
+
+
+@pytest.mark.skipif(shutil.which("yosys") is None, reason="needs yosys")
+def test_a_multiplier_is_found(tmp_path: Path) -> None:
+    (tmp_path / "stepvit_accel.v").write_text(
+        "module stepvit_accel(input [7:0] a, input [7:0] b, input [3:0] i,\n"
+        "                     output [15:0] y, output [7:0] z);\n"
+        "  assign y = a * b;\n  assign z = i * 3;\nendmodule\n")
+    report = synthesize(tmp_path, "pynq-z2")
+    assert report["multiplier_cells"] == 1 and report["constant_multiply_cells"] == 1
+    assert not report["multiplier_free"]
