@@ -38,7 +38,7 @@ from stepvit.rtl.core_plan import (
     Source,
     WeightSource,
 )
-from stepvit.rtl.interface import core_signature, image_words
+from stepvit.rtl.interface import core_signature
 from stepvit.rtl.lif import LIFLanes
 from stepvit.rtl.spike_walker import SpikeWalker
 
@@ -79,7 +79,6 @@ class StepvitCore(wiring.Component):
 
     def __init__(self, export: Export, *, lanes: int) -> None:
         self.plan = CorePlan(export, lanes=lanes)
-        self._image_words = image_words(export)
         super().__init__(core_signature(export))
 
     def elaborate(self, platform: object) -> Module:
