@@ -201,6 +201,8 @@ def _finish(report: dict[str, Any], table: str, out_dir: Path) -> int:
     if mismatches:
         print(f"{mismatches} image results differ from the golden model", file=sys.stderr)
         return 1
+    if report["backend"] == "golden":
+        return 0  # the golden model against itself: nothing was checked
     checked = sum(row["images"] for row in report["rows"])
     print(f"all {checked} results (images x budgets) match the golden model: logits, class "
           f"and every layer's spike count")
