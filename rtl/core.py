@@ -40,6 +40,7 @@ from stepvit.rtl.core_plan import (
 )
 from stepvit.rtl.interface import core_signature
 from stepvit.rtl.lif import LIFLanes
+from stepvit.rtl.patch_loader import PatchLoader
 from stepvit.rtl.spike_walker import SpikeWalker
 
 #: Cycles from the last event of a pass until its sink has written everything.
@@ -286,28 +287,12 @@ class StepvitCore(wiring.Component):
                         m.d.sync += stream_zero.bit_select(step, 1).eq(0)
 
         # --- pixel loader: image words -> patch bit planes -------------------------------
-        C, H, W = g.image_shape
-        p = g.patch
-        raster = Signal(range(C * H * W + 1))
-        pixel_x, pixel_y = Signal(range(max(p, 2))), Signal(range(max(p, 2)))
-        patch_col, patch_row = Signal(range(W // p + 1)), Signal(range(H // p + 1))
-        channel = Signal(range(C + 1))
-        token_row = Signal(range(N + 1))
-        k_channel = Signal(range(g.patch_len + 1))
-        k_row = Signal(range(g.patch_len + 1))
-        load_valid = Signal()
-        load_token = Signal(range(max(N, 2)))
-        load_index = Signal(range(max(g.patch_len, 2)))
-        load_byte = Signal(2)
-        m.d.comb += self.img_addr.eq(raster >> 2)
-        m.d.sync += load_valid.eq(0)
-        with m.If(load_valid):
-            pixel = _select(m, [self.img_data[8 * b:8 * b + 8] for b in range(4)], load_byte)
-            m.d.comb += [
-                patch_write.addr.eq(load_token),
-                patch_write.data.eq(Cat(*([pixel] * g.patch_len))),
-                patch_write.en.eq(1 << load_index),
-            ]
+        m.submodules.loader = loader = PatchLoader(image_shape=g.image_shape, patch=g.patch)
+        m.d.comb += [
+            self.img_addr.eq(loader.img_addr), loader.img_data.eq(self.img_data),
+            patch_write.addr.eq(loader.patch_addr), patch_write.data.eq(loader.patch_data),
+            patch_write.en.eq(loader.patch_enable),
+        ]
 
         # --- control FSM ------------------------------------------------------------------
         drain = Signal(range(DRAIN_CYCLES + 1))
@@ -321,35 +306,14 @@ class StepvitCore(wiring.Component):
                     m.d.sync += [
                         masks.eq(self.masks), self.busy.eq(1),
                         stream_zero.eq(~self.masks[0]),
-                        raster.eq(0), pixel_x.eq(0), pixel_y.eq(0), patch_col.eq(0),
-                        patch_row.eq(0), channel.eq(0), token_row.eq(0), k_channel.eq(0),
-                        k_row.eq(0),
                     ]
+                    m.d.comb += loader.start.eq(1)
                     m.d.sync += [count.eq(0) for count in counts]
                     m.d.sync += [logit.eq(plan.head_bias[k] if k < g.num_classes else 0)
                                  for k, logit in enumerate(logits)]
                     m.next = "LOAD"
             with m.State("LOAD"):
-                # Raster order in, (token, patch index) out; the counters replace products.
-                m.d.sync += [
-                    load_valid.eq(1), load_token.eq(token_row + patch_col),
-                    load_index.eq(k_channel + k_row + pixel_x), load_byte.eq(raster[:2]),
-                    raster.eq(raster + 1), pixel_x.eq(pixel_x + 1),
-                ]
-                with m.If(pixel_x == p - 1):
-                    m.d.sync += [pixel_x.eq(0), patch_col.eq(patch_col + 1)]
-                    with m.If(patch_col == W // p - 1):
-                        m.d.sync += [patch_col.eq(0), pixel_y.eq(pixel_y + 1),
-                                     k_row.eq(k_row + p)]
-                        with m.If(pixel_y == p - 1):
-                            m.d.sync += [pixel_y.eq(0), k_row.eq(0),
-                                         patch_row.eq(patch_row + 1),
-                                         token_row.eq(token_row + W // p)]
-                            with m.If(patch_row == H // p - 1):
-                                m.d.sync += [patch_row.eq(0), token_row.eq(0),
-                                             channel.eq(channel + 1),
-                                             k_channel.eq(k_channel + p * p)]
-                with m.If(raster == C * H * W - 1):
+                with m.If(loader.done):
                     m.d.sync += pass_index.eq(0)
                     m.next = "PASS"
             with m.State("PASS"):
