@@ -71,11 +71,15 @@ class Trace:
         each step, summed over tokens and channels.
     masks : torch.Tensor
         ``[2L + 2, T]`` the 0/1 time-step mask that was used (module order).
+    kv_pairs : dict[str, torch.Tensor]
+        Attention module name (``blocks.i.attn``) -> ``[B, T]`` the accumulates of its
+        ``Kᵀ·V``: ``sum over tokens m and heads h of |K_mh| * |V_mh|`` (SPEC.md section 3).
     """
 
     logits: torch.Tensor
     spikes: dict[str, torch.Tensor]
     masks: torch.Tensor
+    kv_pairs: dict[str, torch.Tensor]
 
 
 class LinearBN(nn.Module):
@@ -134,7 +138,8 @@ class SpikingAttention(nn.Module):
             for name in ("in", "q", "k", "v", "attn")
         })
 
-    def _split_heads(self, tokens: torch.Tensor) -> torch.Tensor:
+    def split_heads(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Return ``[B, N, D]`` tokens as ``[B, heads, N, D / heads]``."""
         batch, count, dim = tokens.shape
         return tokens.reshape(batch, count, self.heads, dim // self.heads).transpose(1, 2)
 
@@ -149,7 +154,7 @@ class SpikingAttention(nn.Module):
         for name in ("q", "k", "v"):
             current = getattr(self, name)(spikes["in"])
             spikes[name], state[name] = self.neurons[name](current, state.get(name), active)
-        q, k, v = (self._split_heads(spikes[name]) for name in ("q", "k", "v"))
+        q, k, v = (self.split_heads(spikes[name]) for name in ("q", "k", "v"))
         mixed = (q @ k.transpose(-2, -1)) @ v * 2.0 ** -self.attn_shift
         mixed = mixed.transpose(1, 2).flatten(2)
         spikes["attn"], state["attn"] = self.neurons["attn"](mixed, state.get("attn"), active)
@@ -290,6 +295,8 @@ class SpikingViT(nn.Module):
         block_states: list[tuple[dict, dict]] = [({}, {}) for _ in self.blocks]
         counts = embed_current.new_zeros(batch, embed_current.shape[-1])
         step_spikes: dict[str, list[torch.Tensor]] = {name: [] for name in self.layer_names()}
+        step_kv_pairs: dict[str, list[torch.Tensor]] = {
+            f"blocks.{index}.attn": [] for index in range(self.depth)}
 
         def record(name: str, spikes: torch.Tensor) -> None:
             if return_trace:
@@ -309,6 +316,12 @@ class SpikingViT(nn.Module):
                                                            layer_spikes)
                 for name, value in layer_spikes.items():
                     record(f"blocks.{index}.attn.{name}", value)
+                if return_trace:
+                    key_counts, value_counts = (
+                        block.attn.split_heads(layer_spikes[name].detach()).sum(dim=-1)
+                        for name in ("k", "v"))
+                    step_kv_pairs[f"blocks.{index}.attn"].append(
+                        (key_counts * value_counts).sum(dim=(1, 2)))
                 layer_spikes = {}
                 stream = stream + mlp_active * block.mlp(stream, mlp_state, mlp_active,
                                                          layer_spikes)
@@ -325,6 +338,7 @@ class SpikingViT(nn.Module):
             logits=logits,
             spikes={name: torch.stack(values, dim=1) for name, values in step_spikes.items()},
             masks=step_masks.detach().to(torch.int64),
+            kv_pairs={name: torch.stack(values, dim=1) for name, values in step_kv_pairs.items()},
         )
 
 

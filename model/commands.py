@@ -1,0 +1,61 @@
+"""The ``stepvit`` subcommands that the model part owns.
+
+Only argparse and the standard library at the top: torch is imported inside each command,
+so ``stepvit --help`` works where torch is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+# --- train -------------------------------------------------------------------------------
+
+
+def train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``stepvit train``."""
+    parser.add_argument("--config", type=Path, default=None,
+                        help="YAML config (default: the packaged model/configs/digits.yaml)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="run folder (default: runs/NAME, or runs/NAME-fixed with "
+                             "--fixed-timesteps)")
+    parser.add_argument("--fixed-timesteps", action="store_true",
+                        help="the baseline: every time step active in every module, no penalty")
+    parser.add_argument("--epochs", type=int, default=None, help="override training.epochs")
+    parser.add_argument("--data-dir", type=Path, default=None, help="override data.data_dir")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help="insist on resuming from OUT/checkpoint.pt (without this flag a "
+                            "run resumes anyway when that file exists)")
+    start.add_argument("--fresh", action="store_true",
+                       help="ignore OUT/checkpoint.pt and train from scratch")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def train(args: argparse.Namespace) -> int:
+    """Train a network as the config says; write checkpoint, metrics and plot."""
+    from stepvit.host.errors import StepvitError
+    from stepvit.model.config import DEFAULT_CONFIG, load_config, validate_config
+    from stepvit.model.train import train_run
+
+    config = load_config(args.config or DEFAULT_CONFIG)
+    if args.fixed_timesteps:
+        config["training"]["fixed_timesteps"] = True
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise StepvitError(f"--epochs must be >= 1, got {args.epochs}")
+        config["training"]["epochs"] = args.epochs
+    if args.data_dir is not None:
+        config["data"]["data_dir"] = str(args.data_dir)
+    config = validate_config(config)
+    suffix = "-fixed" if config["training"]["fixed_timesteps"] else ""
+    out_dir = args.out or Path("runs") / f"{config['name']}{suffix}"
+    resume = "require" if args.resume else "fresh" if args.fresh else "auto"
+    metrics = train_run(config, out_dir, resume=resume, progress=not args.no_progress)
+    if metrics is not None:
+        summary = {key: metrics[key] for key in (
+            "test_accuracy", "avg_timesteps", "timesteps_per_block", "ac_ops", "energy_uj",
+            "train_seconds")}
+        print(json.dumps({"run": str(out_dir), **summary}))
+    return 0

@@ -1,0 +1,168 @@
+"""Training configuration: a YAML file with ``data``, ``model`` and ``training`` sections.
+
+Every key has a default (:data:`DEFAULTS`); a file sets the keys it changes. An unknown
+key, a value of the wrong type or out of range, a missing or malformed file are refused
+with one :class:`~stepvit.host.errors.StepvitError` line that names the key.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stepvit.host.errors import StepvitError
+
+#: The data sets :func:`stepvit.model.data.load_dataset` knows.
+DATASETS = ("digits", "cifar10", "cifar100")
+
+#: The config packaged with stepvit that ``stepvit train`` uses by default.
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits.yaml"
+
+DEFAULTS: dict[str, Any] = {
+    "name": "digits",
+    "data": {
+        "dataset": "digits",
+        "data_dir": "data",       # CIFAR folders live here; digits ships with scikit-learn
+        "augment": False,         # random crop (pad 4) + horizontal flip on training batches
+    },
+    "model": {
+        "patch": 2,
+        "dim": 32,
+        "heads": 2,
+        "depth": 2,
+        "mlp_dim": 64,
+        "t_max": 4,
+        "leak_shift": 1,
+        "reset": "hard",
+        "attn_shift": 3,
+    },
+    "training": {
+        "epochs": 30,
+        "batch_size": 64,
+        "lr": 0.01,
+        "score_lr": 0.05,         # the time-step scores learn at their own rate
+        "weight_decay": 0.01,
+        "seed": 0,
+        "penalty": 0.1,           # lambda: weight of the expected active steps in the loss
+        "penalty_warmup_epochs": 0,  # epochs trained with lambda = 0 before the penalty starts
+        "score_init": 1.0,        # > 0: every step starts active
+        "label_smoothing": 0.0,
+        "fixed_timesteps": False,  # the baseline: every step active, no penalty
+    },
+}
+
+# key -> (type, lowest allowed value or None); bool is checked before int (bool is an int).
+_CHECKS: dict[str, tuple[type, float | None]] = {
+    "name": (str, None),
+    "data.dataset": (str, None),
+    "data.data_dir": (str, None),
+    "data.augment": (bool, None),
+    "model.patch": (int, 1),
+    "model.dim": (int, 1),
+    "model.heads": (int, 1),
+    "model.depth": (int, 1),
+    "model.mlp_dim": (int, 1),
+    "model.t_max": (int, 1),
+    "model.leak_shift": (int, 1),
+    "model.reset": (str, None),
+    "model.attn_shift": (int, 0),
+    "training.epochs": (int, 1),
+    "training.batch_size": (int, 1),
+    "training.lr": (float, 0),
+    "training.score_lr": (float, 0),
+    "training.weight_decay": (float, 0),
+    "training.seed": (int, 0),
+    "training.penalty": (float, 0),
+    "training.penalty_warmup_epochs": (int, 0),
+    "training.score_init": (float, None),
+    "training.label_smoothing": (float, 0),
+    "training.fixed_timesteps": (bool, None),
+}
+
+
+def _merge(defaults: dict[str, Any], given: dict[str, Any], prefix: str) -> dict[str, Any]:
+    merged = copy.deepcopy(defaults)
+    for key, value in given.items():
+        path = f"{prefix}{key}"
+        if key not in defaults:
+            known = ", ".join(sorted(defaults))
+            raise StepvitError(f"unknown config key {path!r} (known here: {known})")
+        if isinstance(defaults[key], dict):
+            if not isinstance(value, dict):
+                raise StepvitError(f"config key {path!r} must be a mapping, got {value!r}")
+            merged[key] = _merge(defaults[key], value, f"{path}.")
+        else:
+            merged[key] = value
+    return merged
+
+
+def _check_value(path: str, value: Any) -> Any:
+    kind, lowest = _CHECKS[path]
+    if kind is bool:
+        valid = isinstance(value, bool)
+    elif kind is float:
+        valid = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if valid else value
+    else:
+        valid = isinstance(value, kind) and not isinstance(value, bool)
+    if not valid:
+        raise StepvitError(f"config key {path!r} must be a {kind.__name__}, got {value!r}")
+    if lowest is not None and value < lowest:
+        raise StepvitError(f"config key {path!r} must be >= {lowest}, got {value!r}")
+    return value
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Return a complete, checked copy of ``config`` (defaults filled in).
+
+    Raises
+    ------
+    StepvitError
+        On an unknown key, a wrong type, or a value out of range; the message names the key.
+    """
+    if not isinstance(config, dict):
+        raise StepvitError(f"a config must be a mapping of sections, got {type(config).__name__}")
+    merged = _merge(DEFAULTS, config, "")
+    for path in _CHECKS:
+        section, _, key = path.rpartition(".")
+        holder = merged[section] if section else merged
+        holder[key] = _check_value(path, holder[key])
+    if merged["data"]["dataset"] not in DATASETS:
+        raise StepvitError(
+            f"config key 'data.dataset' must be one of {', '.join(DATASETS)}, "
+            f"got {merged['data']['dataset']!r}")
+    if merged["model"]["reset"] not in ("hard", "soft"):
+        raise StepvitError(
+            f"config key 'model.reset' must be 'hard' or 'soft', got {merged['model']['reset']!r}")
+    if merged["model"]["dim"] % merged["model"]["heads"]:
+        raise StepvitError(
+            f"config key 'model.heads' ({merged['model']['heads']}) must divide "
+            f"'model.dim' ({merged['model']['dim']})")
+    return merged
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read, complete and check the YAML config at ``path``.
+
+    Raises
+    ------
+    StepvitError
+        If the file is missing, is not YAML, or holds a bad key or value.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise StepvitError(f"cannot read config {path}: {error.strerror or error}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise StepvitError(f"config {path} is not valid YAML{line}") from None
+    if loaded is None:
+        raise StepvitError(f"config {path} is empty")
+    return validate_config(loaded)

@@ -1,0 +1,167 @@
+"""What a trained network does per image: accuracy, learned time steps, spikes, work, energy.
+
+Work is counted as SPEC.md section 3 ("Work counted") says, from the float model's spikes:
+``ac_ops`` = for every linear layer, active input spikes x out features; attention
+``sum_{m,h} |K_mh| |V_mh|`` (Kᵀ·V) plus ``sum_{n,h} |Q_nh| d`` (Q·KV); head spikes x K.
+``embed_ac_ops`` = set bits of the pixels x D (shift-and-add), ``mac_ops`` = ``N D C p p``
+(the embedding in the float view), ``dense_ac_ops`` = ``ac_ops`` with every spike 1 and
+every step active. The energy is an estimate, as SNN papers make it:
+``4.6 pJ x mac_ops + 0.9 pJ x ac_ops`` (45 nm, Horowitz, ISSCC 2014).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from stepvit.model.data import batches
+from stepvit.model.network import SpikingViT
+
+#: Energy of one multiply-accumulate and one accumulate (pJ, 45 nm, 32-bit float).
+ENERGY_MAC_PJ = 4.6
+ENERGY_AC_PJ = 0.9
+
+
+def timestep_summary(mask: torch.Tensor, module_names: list[str]) -> dict[str, Any]:
+    """Return the learned time steps of a 0/1 mask ``[2L + 2, T]``.
+
+    Returns
+    -------
+    dict
+        ``timestep_mask`` (nested lists), ``timesteps_per_module`` (name -> active steps),
+        ``timesteps_per_block`` (steps where the block's attn or mlp is active) and
+        ``avg_timesteps`` (mean over modules of active steps).
+    """
+    mask = mask.to(torch.int64).cpu()
+    depth = (len(module_names) - 2) // 2
+    per_block = [int((mask[1 + 2 * index] | mask[2 + 2 * index]).sum()) for index in range(depth)]
+    return {
+        "timestep_mask": mask.tolist(),
+        "timesteps_per_module": {name: int(row.sum()) for name, row in zip(module_names, mask)},
+        "timesteps_per_block": per_block,
+        "avg_timesteps": float(mask.sum(dim=1).double().mean()),
+    }
+
+
+def layer_widths(model: SpikingViT) -> dict[str, int]:
+    """Return the number of neurons of each LIF layer (tokens x channels)."""
+    dim = model.head.linear.in_features
+    mlp_dim = model.blocks[0].mlp.fc1.linear.out_features if model.depth else dim
+    return {name: model.tokens * (mlp_dim if name.endswith("mlp.fc1") else dim)
+            for name in model.layer_names()}
+
+
+def dense_ac_ops(model: SpikingViT) -> int:
+    """Return the accumulates of one image with every spike 1 and every step active."""
+    tokens, dim = model.tokens, model.head.linear.in_features
+    classes = model.head.linear.out_features
+    per_step = tokens * dim * classes
+    for block in model.blocks:
+        mlp_dim = block.mlp.fc1.linear.out_features
+        head_dim = dim // block.attn.heads
+        per_step += 4 * tokens * dim * dim + 2 * tokens * dim * head_dim
+        per_step += 2 * tokens * dim * mlp_dim
+    return per_step * model.t_max
+
+
+def ac_ops_per_image(model: SpikingViT, spikes: dict[str, torch.Tensor],
+                     kv_pairs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Return the accumulates of each image ``[B]`` from a forward trace.
+
+    Parameters
+    ----------
+    model : SpikingViT
+        The network that made the trace (its widths).
+    spikes : dict
+        Layer -> ``[B, T]`` spike counts (:attr:`stepvit.model.network.Trace.spikes`).
+    kv_pairs : dict
+        Attention module -> ``[B, T]`` Kᵀ·V accumulates.
+    """
+    dim = model.head.linear.in_features
+    classes = model.head.linear.out_features
+    total = spikes["head.in"].sum(dim=1) * classes
+    for index, block in enumerate(model.blocks):
+        attn, mlp = f"blocks.{index}.attn", f"blocks.{index}.mlp"
+        mlp_dim = block.mlp.fc1.linear.out_features
+        head_dim = dim // block.attn.heads
+        total = total + spikes[f"{attn}.in"].sum(dim=1) * 3 * dim
+        total = total + kv_pairs[attn].sum(dim=1) + spikes[f"{attn}.q"].sum(dim=1) * head_dim
+        total = total + spikes[f"{attn}.attn"].sum(dim=1) * dim
+        total = total + spikes[f"{mlp}.in"].sum(dim=1) * mlp_dim
+        total = total + spikes[f"{mlp}.fc1"].sum(dim=1) * dim
+    return total
+
+
+def set_bits(images: torch.Tensor) -> torch.Tensor:
+    """Return the number of set bits of the uint8 pixels of each image ``[B]``."""
+    pixels = images.to(torch.int64).flatten(1)
+    return sum(((pixels >> bit) & 1).sum(dim=1) for bit in range(8))
+
+
+@torch.no_grad()
+def measure(model: SpikingViT, images: torch.Tensor, labels: torch.Tensor, *,
+            batch_size: int = 256, masks: torch.Tensor | None = None,
+            progress: bool = False) -> dict[str, Any]:
+    """Run ``model`` over a data set and return its accuracy, time steps, spikes and work.
+
+    Parameters
+    ----------
+    model : SpikingViT
+        The float network (put in eval mode for the run, then restored).
+    images, labels : torch.Tensor
+        uint8 ``[N, C, H, W]`` and ``[N]``.
+    batch_size : int
+        Images per forward pass.
+    masks : torch.Tensor, optional
+        A 0/1 mask ``[2L + 2, T]`` to run with instead of the trained one.
+    progress : bool
+        Show a tqdm bar.
+
+    Returns
+    -------
+    dict
+        ``test_accuracy``, ``images``, the entries of :func:`timestep_summary`,
+        ``spikes_per_image`` and ``spike_rate`` (spikes per neuron per step, over all T
+        steps) per layer, ``ac_ops``, ``embed_ac_ops``, ``mac_ops``, ``dense_ac_ops`` (per
+        image, mean) and ``energy_uj`` (per image).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    spike_totals = {name: 0.0 for name in model.layer_names()}
+    ac_total = 0.0
+    bits_total = 0.0
+    used_mask = None
+    for batch_images, batch_labels in tqdm(batches(images, labels, batch_size),
+                                           total=-(-len(labels) // batch_size),
+                                           desc="measure", disable=not progress, leave=False):
+        trace = model(batch_images.to(device), masks=masks, return_trace=True)
+        correct += int((trace.logits.argmax(dim=1).cpu() == batch_labels).sum())
+        for name, counts in trace.spikes.items():
+            spike_totals[name] += float(counts.sum())
+        ac_total += float(ac_ops_per_image(model, trace.spikes, trace.kv_pairs).sum())
+        bits_total += float(set_bits(batch_images).sum())
+        used_mask = trace.masks
+    model.train(was_training)
+    count = len(labels)
+    widths = layer_widths(model)
+    dim = model.head.linear.in_features
+    channels, _, _ = model.image_shape
+    patch = model.embed.conv.kernel_size[0]
+    mac_ops = model.tokens * dim * channels * patch * patch
+    ac_ops = ac_total / count
+    results: dict[str, Any] = {"test_accuracy": correct / count, "images": count,
+                               "t_max": model.t_max}
+    results.update(timestep_summary(used_mask, model.module_names()))
+    results["spikes_per_image"] = {name: total / count for name, total in spike_totals.items()}
+    results["spike_rate"] = {name: total / (count * widths[name] * model.t_max)
+                             for name, total in spike_totals.items()}
+    results["ac_ops"] = ac_ops
+    results["embed_ac_ops"] = bits_total / count * dim
+    results["mac_ops"] = mac_ops
+    results["dense_ac_ops"] = dense_ac_ops(model)
+    results["energy_uj"] = (ENERGY_MAC_PJ * mac_ops + ENERGY_AC_PJ * ac_ops) * 1e-6
+    return results

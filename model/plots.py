@@ -1,0 +1,55 @@
+"""The picture of a training run: its curves and the time steps each module learned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def plot_training(history: list[dict[str, float]], metrics: dict[str, Any],
+                  path: str | Path) -> None:
+    """Write ``path`` (PNG): loss, accuracy and active steps per epoch, and the mask grid.
+
+    Parameters
+    ----------
+    history : list of dict
+        One entry per epoch with ``epoch``, ``loss``, ``train_accuracy``,
+        ``test_accuracy`` and ``avg_timesteps``.
+    metrics : dict
+        The run's metrics: ``timestep_mask``, ``timesteps_per_module``,
+        ``timesteps_per_block``, ``t_max``, ``test_accuracy``, ``avg_timesteps``.
+    path : str or Path
+        Where to write the PNG.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a training machine
+    import matplotlib.pyplot as plt
+
+    epochs = [entry["epoch"] for entry in history]
+    figure, axes = plt.subplots(1, 4, figsize=(18, 4))
+    loss_axis, accuracy_axis, steps_axis, mask_axis = axes
+    loss_axis.plot(epochs, [entry["loss"] for entry in history])
+    loss_axis.set(title="training loss", xlabel="epoch")
+    accuracy_axis.plot(epochs, [entry["train_accuracy"] for entry in history], label="train")
+    accuracy_axis.plot(epochs, [entry["test_accuracy"] for entry in history], label="test")
+    accuracy_axis.set(title="accuracy", xlabel="epoch")
+    accuracy_axis.legend()
+    steps_axis.plot(epochs, [entry["avg_timesteps"] for entry in history])
+    steps_axis.set(title="active time steps (mean over modules)", xlabel="epoch",
+                   ylim=(0, metrics["t_max"] + 0.2))
+
+    mask = metrics["timestep_mask"]
+    modules = list(metrics["timesteps_per_module"])
+    mask_axis.imshow(mask, cmap="Greens", vmin=0, vmax=1.4, aspect="auto")
+    mask_axis.set_yticks(range(len(modules)),
+                         [f"{name} ({count})" for name, count in
+                          metrics["timesteps_per_module"].items()])
+    mask_axis.set_xticks(range(metrics["t_max"]))
+    mask_axis.set(xlabel="time step",
+                  title=f"learned steps; per block {metrics['timesteps_per_block']}")
+    figure.suptitle(f"test accuracy {metrics['test_accuracy']:.3f}, "
+                    f"mean active steps {metrics['avg_timesteps']:.2f} of {metrics['t_max']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

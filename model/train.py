@@ -1,0 +1,352 @@
+"""Training of the masked-timestep spiking ViT, on one process or many (``torchrun``).
+
+``train_run(config, out_dir)`` trains, writes ``checkpoint.pt`` after every epoch, and at
+the end ``metrics.json`` and ``training.png``. A run resumes from its ``checkpoint.pt`` if
+one is there (``resume="auto"``); ``resume="fresh"`` starts over; ``resume="require"``
+refuses to start without one. A checkpoint is:
+``{"config", "state_dict", "epoch", "optimizer", "scheduler", "class_names",
+"image_shape", "history", "metrics"}``.
+
+Several processes (``torchrun --nproc_per_node N``; ``WORLD_SIZE`` in the environment)
+train with ``DistributedDataParallel``: each rank takes every N-th image of the epoch's
+shuffled order with a batch of ``batch_size / N``, so the global batch is the config's.
+Rank 0 writes the files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from stepvit.host.errors import StepvitError
+from stepvit.model.config import validate_config
+from stepvit.model.data import augment, batches, image_shape, load_dataset
+from stepvit.model.metrics import measure, timestep_summary
+from stepvit.model.network import SpikingViT
+from stepvit.model.plots import plot_training
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.json"
+PLOT_NAME = "training.png"
+_CHECKPOINT_KEYS = ("config", "state_dict", "epoch", "optimizer", "class_names")
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process stands among the training processes."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes files and shows progress."""
+        return self.rank == 0
+
+
+def _start_distributed() -> Distributed:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return Distributed(0, 1, device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        device = torch.device("cpu")
+        backend = "gloo"
+        # The processes share the cores: one thread each, or they oversubscribe them.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return Distributed(dist.get_rank(), dist.get_world_size(), device)
+
+
+def build_model(config: dict[str, Any], shape: tuple[int, int, int],
+                num_classes: int) -> SpikingViT:
+    """Return a new network for ``config`` (its ``model`` section and score_init)."""
+    model_config = config["model"]
+    return SpikingViT(
+        tuple(shape), model_config["patch"], model_config["dim"], model_config["heads"],
+        model_config["depth"], model_config["mlp_dim"], num_classes, model_config["t_max"],
+        leak_shift=model_config["leak_shift"], reset=model_config["reset"],
+        attn_shift=model_config["attn_shift"], score_init=config["training"]["score_init"])
+
+
+def fix_timesteps(model: SpikingViT) -> None:
+    """Make every step of every module active for good (the fixed-T baseline)."""
+    with torch.no_grad():
+        model.timestep_scores.fill_(math.inf)
+    model.timestep_scores.requires_grad_(False)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a stepvit checkpoint, refusing a missing, corrupt or foreign file in one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise StepvitError(f"no checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types on a damaged file
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise StepvitError(f"checkpoint {path} is unreadable ({reason[:120]})") from None
+    if not isinstance(checkpoint, dict):
+        raise StepvitError(f"checkpoint {path} is not a stepvit checkpoint")
+    missing = [key for key in _CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:
+        raise StepvitError(f"checkpoint {path} lacks {', '.join(missing)}")
+    return checkpoint
+
+
+def _model_from_checkpoint(checkpoint: dict[str, Any], path: Path) -> SpikingViT:
+    config = validate_config(checkpoint["config"])
+    shape = tuple(checkpoint.get("image_shape") or image_shape(config["data"]["dataset"]))
+    model = build_model(config, shape, len(checkpoint["class_names"]))
+    if config["training"]["fixed_timesteps"]:
+        fix_timesteps(model)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as error:
+        first = str(error).splitlines()[0]
+        raise StepvitError(f"checkpoint {path} does not fit its config: {first[:160]}") from None
+    return model
+
+
+def load_run(run_dir: str | Path) -> tuple[SpikingViT, dict[str, Any], list[str]]:
+    """Return ``(model, config, class_names)`` of a trained run, the model in eval mode.
+
+    Raises
+    ------
+    StepvitError
+        If ``run_dir/checkpoint.pt`` is missing, corrupt or does not fit its config.
+    """
+    path = Path(run_dir) / CHECKPOINT_NAME
+    checkpoint = read_checkpoint(path)
+    model = _model_from_checkpoint(checkpoint, path)
+    model.eval()
+    return model, validate_config(checkpoint["config"]), list(checkpoint["class_names"])
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, masks: torch.Tensor | None = None) -> float:
+    """Return the accuracy of ``model`` over ``loader`` (an iterable of images, labels).
+
+    ``masks`` (``[2L + 2, T]``, 0/1) replaces the trained time-step mask, e.g. a
+    budget-capped one. The model's train/eval mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = total = 0
+    for images, labels in loader:
+        logits = model(images.to(device), masks=masks)
+        correct += int((logits.argmax(dim=1).cpu() == labels.cpu()).sum())
+        total += len(labels)
+    model.train(was_training)
+    if total == 0:
+        raise StepvitError("evaluate: the loader yielded no images")
+    return correct / total
+
+
+def _parameter_groups(model: SpikingViT, config: dict[str, Any]) -> list[dict[str, Any]]:
+    training = config["training"]
+    decayed, plain = [], []
+    for name, parameter in model.named_parameters():
+        if name == "timestep_scores":
+            continue
+        # Weight decay on matrices only: decaying BN affine, biases or positions hurts.
+        (decayed if parameter.ndim >= 2 and name != "embed.pos" else plain).append(parameter)
+    groups = [
+        {"params": decayed, "lr": training["lr"], "weight_decay": training["weight_decay"]},
+        {"params": plain, "lr": training["lr"], "weight_decay": 0.0},
+    ]
+    if model.timestep_scores.requires_grad:
+        groups.append({"params": [model.timestep_scores], "lr": training["score_lr"],
+                       "weight_decay": 0.0})
+    return groups
+
+
+def _same_run(saved: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether two configs describe the same run (the epoch count may grow)."""
+    def without_epochs(config: dict[str, Any]) -> dict[str, Any]:
+        return {**config, "training": {**config["training"], "epochs": None}}
+    return without_epochs(saved) == without_epochs(wanted)
+
+
+def _save_atomically(payload: dict[str, Any], path: Path) -> None:
+    partial = path.with_name(path.name + ".partial")
+    torch.save(payload, partial)
+    os.replace(partial, path)
+
+
+def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "auto",
+              progress: bool = True) -> dict[str, Any] | None:
+    """Train the network of ``config`` into ``out_dir``; return its metrics.
+
+    Parameters
+    ----------
+    config : dict
+        A config (checked and completed by :func:`stepvit.model.config.validate_config`).
+    out_dir : str or Path
+        Run folder: ``checkpoint.pt``, ``metrics.json``, ``training.png``.
+    resume : str
+        ``"auto"`` resumes from ``out_dir/checkpoint.pt`` when it exists, ``"require"``
+        insists on it, ``"fresh"`` ignores it and starts over.
+    progress : bool
+        Show a tqdm bar (rank 0 only).
+
+    Returns
+    -------
+    dict or None
+        The metrics written to ``metrics.json``; None on ranks other than 0.
+    """
+    if resume not in ("auto", "require", "fresh"):
+        raise ValueError(f"resume must be 'auto', 'require' or 'fresh', got {resume!r}")
+    config = validate_config(config)
+    training = config["training"]
+    out_dir = Path(out_dir)
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    context = _start_distributed()
+    torch.manual_seed(training["seed"])
+
+    data = config["data"]
+    train_images, train_labels, class_names = load_dataset(data["dataset"], data["data_dir"],
+                                                           "train")
+    test_images, test_labels, _ = load_dataset(data["dataset"], data["data_dir"], "test")
+    shape = tuple(train_images.shape[1:])
+    model = build_model(config, shape, len(class_names))
+    fixed = training["fixed_timesteps"]
+    if fixed:
+        fix_timesteps(model)
+    model.to(context.device)
+    optimizer = torch.optim.AdamW(_parameter_groups(model, config))
+    epochs = training["epochs"]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / epochs)))
+    start_epoch = 0
+    history: list[dict[str, float]] = []
+
+    if resume == "require" and not checkpoint_path.is_file():
+        raise StepvitError(f"--resume: no checkpoint at {checkpoint_path}")
+    if resume != "fresh" and checkpoint_path.is_file():
+        checkpoint = read_checkpoint(checkpoint_path)
+        if not _same_run(validate_config(checkpoint["config"]), config):
+            raise StepvitError(
+                f"{checkpoint_path} was trained with another config: "
+                "use --fresh to start over or another --out")
+        model.load_state_dict(_model_from_checkpoint(checkpoint, checkpoint_path).state_dict())
+        try:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            if "scheduler" in checkpoint:
+                scheduler.load_state_dict(checkpoint["scheduler"])
+        except (ValueError, KeyError, RuntimeError) as error:
+            raise StepvitError(f"checkpoint {checkpoint_path}: bad optimizer state "
+                               f"({str(error)[:120]})") from None
+        start_epoch = int(checkpoint["epoch"])
+        history = list(checkpoint.get("history", []))
+
+    network = model
+    if context.world_size > 1:
+        network = nn.parallel.DistributedDataParallel(
+            model, device_ids=[context.device.index] if context.device.type == "cuda" else None)
+    loss_function = nn.CrossEntropyLoss(label_smoothing=training["label_smoothing"])
+    rank_batch = max(1, training["batch_size"] // context.world_size)
+    usable = len(train_labels) // context.world_size * context.world_size
+    batches_per_epoch = -(-(usable // context.world_size) // rank_batch)
+    bar = tqdm(total=(epochs - start_epoch) * batches_per_epoch, desc=f"train {config['name']}",
+               disable=not (progress and context.is_main), unit="batch")
+    for epoch in range(start_epoch, epochs):
+        epoch_started = time.perf_counter()
+        model.train()
+        order_generator = torch.Generator().manual_seed(training["seed"] * 100003 + epoch)
+        order = torch.randperm(len(train_labels), generator=order_generator)[:usable]
+        shard = order[context.rank::context.world_size]
+        augment_generator = torch.Generator().manual_seed(
+            (training["seed"] * 100003 + epoch) * 64 + context.rank)
+        penalty_weight = 0.0 if fixed or epoch < training["penalty_warmup_epochs"] \
+            else training["penalty"]
+        loss_sum = correct = seen = 0.0
+        for images, labels in batches(train_images, train_labels, rank_batch, shard):
+            if data["augment"]:
+                images = augment(images, augment_generator)
+            images, labels = images.to(context.device), labels.to(context.device)
+            logits = network(images)
+            loss = loss_function(logits, labels)
+            if penalty_weight:
+                loss = loss + penalty_weight * model.penalty()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(labels)
+            correct += float((logits.argmax(dim=1) == labels).sum())
+            seen += len(labels)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}",
+                            acc=f"{correct / seen:.3f}",
+                            steps=f"{float(model.timestep_mask().sum(1).double().mean()):.2f}")
+        scheduler.step()
+        if context.is_main:
+            history.append({
+                "epoch": epoch + 1,
+                "loss": loss_sum / seen,
+                "train_accuracy": correct / seen,
+                "test_accuracy": evaluate(model, batches(test_images, test_labels, 512)),
+                "avg_timesteps": timestep_summary(model.timestep_mask(),
+                                                  model.module_names())["avg_timesteps"],
+                "seconds": time.perf_counter() - epoch_started,
+            })
+            out_dir.mkdir(parents=True, exist_ok=True)
+            _save_atomically(_checkpoint(config, model, optimizer, scheduler, epoch + 1,
+                                         class_names, shape, history, None), checkpoint_path)
+        if context.world_size > 1:
+            dist.barrier()
+    bar.close()
+    if not context.is_main:
+        return None
+
+    metrics = measure(model, test_images, test_labels, batch_size=512, progress=progress)
+    metrics.update({
+        "dataset": data["dataset"],
+        "split": "test",
+        "fixed_timesteps": fixed,
+        "epochs": epochs,
+        "world_size": context.world_size,
+        "train_seconds": sum(entry["seconds"] for entry in history),
+        "class_names": class_names,
+    })
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _save_atomically(_checkpoint(config, model, optimizer, scheduler, epochs, class_names,
+                                 shape, history, metrics), checkpoint_path)
+    (out_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_training(history, metrics, out_dir / PLOT_NAME)
+    return metrics
+
+
+def _checkpoint(config: dict[str, Any], model: SpikingViT, optimizer: torch.optim.Optimizer,
+                scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int,
+                class_names: list[str], shape: tuple[int, ...], history: list[dict[str, float]],
+                metrics: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "config": config,
+        "state_dict": {name: value.detach().cpu() for name, value in model.state_dict().items()},
+        "epoch": epoch,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "class_names": list(class_names),
+        "image_shape": list(shape),
+        "history": history,
+        "metrics": metrics,
+    }
