@@ -10,6 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
+# `stepvit export` and `stepvit eval` live with the quantizer; the CLI finds them here.
+from stepvit.model.export_cli import eval, eval_arguments, export, export_arguments  # noqa: F401
+
 # --- train -------------------------------------------------------------------------------
 
 

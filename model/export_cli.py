@@ -1,0 +1,221 @@
+"""``stepvit export`` and ``stepvit eval``: quantize a run; measure an export's integer model.
+
+Only argparse and the standard library at the top (``model/commands.py`` re-exports these
+commands); torch is imported inside each command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+#: Test images (and their outputs at every budget) kept in ``golden_vectors.npz``.
+GOLDEN_VECTOR_IMAGES = 32
+#: Images per golden-model batch.
+EVAL_BATCH = 500
+
+
+def export_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``stepvit export``."""
+    parser.add_argument("run", type=Path, help="run folder holding checkpoint.pt")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="export directory (default: RUN/export)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="override the run's data.data_dir (CIFAR folders)")
+    parser.add_argument("--images", type=int, default=None,
+                        help="measure the accuracies on the first N test images (default: all)")
+    parser.add_argument("--finetune-epochs", type=int, default=0,
+                        help="quantization-aware fine-tuning epochs on the training split "
+                             "before quantizing (default: 0, plain post-training quantization)")
+    parser.add_argument("--finetune-lr", type=float, default=1e-4,
+                        help="learning rate of the fine-tuning (default: 1e-4)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``stepvit eval``."""
+    parser.add_argument("export", type=Path, help="export directory")
+    parser.add_argument("--budget", type=str, default=None,
+                        help="time-step budget B, or a comma list (1,2,4); default: the trained "
+                             "mask")
+    parser.add_argument("--dataset", default=None,
+                        help="data set (default: the one the export's accuracy names)")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"),
+                        help="folder holding the CIFAR folders (default: data)")
+    parser.add_argument("--images", type=int, default=None,
+                        help="evaluate the first N test images (default: all)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _positive(value: int | None, option: str) -> int | None:
+    from stepvit.host.errors import StepvitError
+
+    if value is not None and value < 1:
+        raise StepvitError(f"{option} must be >= 1, got {value}")
+    return value
+
+
+def parse_budgets(text: str | None) -> list[int | None]:
+    """Return the budgets of ``--budget`` (``None``: the trained mask)."""
+    from stepvit.host.errors import StepvitError
+
+    if text is None:
+        return [None]
+    budgets = []
+    for item in text.split(","):
+        try:
+            budget = int(item)
+        except ValueError:
+            raise StepvitError(f"--budget must be integers separated by commas, got {text!r}") \
+                from None
+        budgets.append(_positive(budget, "--budget"))
+    return budgets
+
+
+def integer_outputs(golden: Any, images: Any, *, budget: int | None = None,
+                    progress: bool = False) -> dict[str, Any]:
+    """Run the golden model over ``images`` in batches; return predictions and mean work."""
+    import torch
+    from tqdm import tqdm
+
+    predicted, work_sums = [], {}
+    starts = range(0, len(images), EVAL_BATCH)
+    for start in tqdm(starts, desc=f"golden (budget {budget})", disable=not progress,
+                      leave=False):
+        result = golden.run(images[start:start + EVAL_BATCH], budget=budget)
+        predicted.append(result.predicted)
+        for key, values in result.work.items():
+            work_sums[key] = work_sums.get(key, 0) + int(values.sum())
+        mask = result.mask
+    return {
+        "predicted": torch.cat(predicted),
+        "mask": mask,
+        "work": {key: total / len(images) for key, total in work_sums.items()},
+    }
+
+
+def float_predictions(model: Any, images: Any) -> Any:
+    """Return the float model's predicted classes of ``images``."""
+    import torch
+
+    with torch.no_grad():
+        return torch.cat([model(images[start:start + EVAL_BATCH]).argmax(dim=1)
+                          for start in range(0, len(images), EVAL_BATCH)])
+
+
+def write_golden_vectors(path: Path, golden: Any, images: Any, labels: Any) -> None:
+    """Write ``golden_vectors.npz``: test images and their integer outputs at every budget.
+
+    Keys: ``images`` uint8 ``[n, C, H, W]``, ``labels`` ``[n]``, ``budgets`` ``[T]``
+    (1..T; budget T is the trained mask), and per budget (first axis, budget ``b`` at
+    ``b - 1``): ``logits`` ``[T, n, K]``, ``predicted`` ``[T, n]``, ``spike_totals``
+    ``[T, n, layers]`` (SPEC.md section 5 order), ``ac_ops`` ``[T, n]``.
+    """
+    import numpy as np
+
+    budgets = list(range(1, golden.t_max + 1))
+    results = [golden.run(images, budget=budget) for budget in budgets]
+    np.savez(
+        path,
+        images=images.numpy(),
+        labels=labels.numpy().astype(np.int64),
+        budgets=np.array(budgets, dtype=np.int64),
+        logits=np.stack([r.logits.numpy() for r in results]),
+        predicted=np.stack([r.predicted.numpy() for r in results]),
+        spike_totals=np.stack([r.layer_spike_totals().numpy() for r in results]),
+        ac_ops=np.stack([r.work["ac_ops"].numpy() for r in results]),
+    )
+
+
+def export(args: argparse.Namespace) -> int:
+    """Quantize a trained run, write its export directory, report float vs integer accuracy."""
+    from stepvit.host.errors import StepvitError
+    from stepvit.host.export import load_export
+    from stepvit.model.data import load_dataset
+    from stepvit.model.export_writer import write_export
+    from stepvit.model.finetune import finetune
+    from stepvit.model.golden import GoldenModel
+    from stepvit.model.quantize import quantize
+    from stepvit.model.train import load_run
+
+    count = _positive(args.images, "--images")
+    if args.finetune_epochs < 0 or args.finetune_lr <= 0:
+        raise StepvitError("--finetune-epochs must be >= 0 and --finetune-lr > 0")
+    model, config, class_names = load_run(args.run)
+    out_dir = args.out or Path(args.run) / "export"
+    dataset = config["data"]["dataset"]
+    data_dir = args.data_dir or config["data"]["data_dir"]
+    images, labels, _ = load_dataset(dataset, data_dir, "test")
+    images, labels = images[:count], labels[:count]
+    # the trained float model is the reference, also when the export is fine-tuned
+    floating = float_predictions(model, images)
+    if args.finetune_epochs:
+        train_images, train_labels, _ = load_dataset(dataset, data_dir, "train")
+        finetune(model, train_images, train_labels, epochs=args.finetune_epochs,
+                 lr=args.finetune_lr, seed=config["training"]["seed"],
+                 progress=not args.no_progress)
+    network = quantize(model, class_names)
+    write_export(out_dir, name=config["name"], **network.writer_arguments())
+    golden = GoldenModel(load_export(out_dir))
+    integer = integer_outputs(golden, images, progress=not args.no_progress)["predicted"]
+    accuracy = {
+        "dataset": dataset,
+        "split": "test",
+        "images": len(labels),
+        "float": round(float((floating == labels).float().mean()), 6),
+        "integer": round(float((integer == labels).float().mean()), 6),
+    }
+    write_export(out_dir, name=config["name"], **network.writer_arguments(), accuracy=accuracy)
+    exported = load_export(out_dir)
+    write_golden_vectors(out_dir / "golden_vectors.npz", GoldenModel(exported),
+                         images[:GOLDEN_VECTOR_IMAGES], labels[:GOLDEN_VECTOR_IMAGES])
+    print(json.dumps({
+        "export": str(out_dir),
+        "config_hash": exported.manifest["config_hash"],
+        **{f"{key}_accuracy": accuracy[key] for key in ("float", "integer")},
+        "class_agreement": round(float((floating == integer).float().mean()), 6),
+        "images": accuracy["images"],
+        "finetune_epochs": args.finetune_epochs,
+        "bit_widths": exported.bit_widths,
+    }))
+    return 0
+
+
+def eval(args: argparse.Namespace) -> int:
+    """Print the integer golden accuracy and work of an export as JSON, per budget."""
+    from stepvit.host.errors import StepvitError
+    from stepvit.host.export import load_export
+    from stepvit.model.data import load_dataset
+    from stepvit.model.golden import GoldenModel, energy_estimate_uj
+
+    budgets = parse_budgets(args.budget)
+    count = _positive(args.images, "--images")
+    exported = load_export(args.export)
+    dataset = args.dataset or exported.manifest["accuracy"]["dataset"]
+    if dataset is None:
+        raise StepvitError("the export names no data set (untrained): give --dataset")
+    images, labels, _ = load_dataset(dataset, args.data_dir, "test")
+    if list(images.shape[1:]) != list(exported.arch["image_shape"]):
+        raise StepvitError(f"data set {dataset} has images {list(images.shape[1:])}, the export "
+                           f"expects {exported.arch['image_shape']}")
+    images, labels = images[:count], labels[:count]
+    golden = GoldenModel(exported)
+    rows = []
+    for budget in budgets:
+        outputs = integer_outputs(golden, images, budget=budget, progress=not args.no_progress)
+        work = outputs["work"]
+        rows.append({
+            "budget": budget,
+            "accuracy": round(float((outputs["predicted"] == labels).float().mean()), 6),
+            "avg_timesteps": round(float(outputs["mask"].sum(axis=1).mean()), 4),
+            "ac_ops": round(work["ac_ops"], 1),
+            "embed_ac_ops": round(work["embed_ac_ops"], 1),
+            "mac_ops": round(work["mac_ops"], 1),
+            "dense_ac_ops": round(work["dense_ac_ops"], 1),
+            "energy_uj": round(energy_estimate_uj(work["mac_ops"], work["ac_ops"]), 6),
+        })
+    print(json.dumps({"export": str(args.export), "dataset": dataset, "split": "test",
+                      "images": len(labels), "results": rows}))
+    return 0

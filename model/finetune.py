@@ -1,0 +1,238 @@
+"""Quantization-aware fine-tuning: train the float weights through the integer network.
+
+:class:`IntegerEmulation` runs SPEC.md section 3 in floating point on a float
+:class:`~stepvit.model.network.SpikingViT`: weights, biases and thresholds are folded and
+scaled exactly as :func:`stepvit.model.quantize.quantize` does, rounded with a
+straight-through gradient, and the LIF leak is the integer floor shift. In float64 its
+logits are the golden model's (test-pinned); in float32 they are the same up to rare
+ties. :func:`finetune` trains the float parameters (BatchNorm statistics and the time-step
+mask frozen) against the emulation's logits, so the exported integer model is the one that
+was trained.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from stepvit.model.lif import sigmoid_surrogate_spike
+from stepvit.model.network import LinearBN, SpikingViT
+from stepvit.model.quantize import INT8_MAX, INT8_ROUNDING_LIMIT, MAX_SCALE
+
+
+def round_ste(values: torch.Tensor) -> torch.Tensor:
+    """Round half away from zero forward (as the quantizer does); identity backward."""
+    rounded = torch.sign(values) * torch.floor(values.abs() + 0.5)
+    return values + (rounded - values).detach()
+
+
+def floor_ste(values: torch.Tensor) -> torch.Tensor:
+    """Floor forward; identity backward."""
+    return values + (torch.floor(values) - values).detach()
+
+
+def folded_bn(bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the differentiable ``(gain, shift)`` of a BatchNorm with frozen statistics."""
+    gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return gain, bn.bias - bn.running_mean * gain
+
+
+def folded_linear(layer: LinearBN) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the differentiable folded ``(weight, bias)`` of a bias-free linear + BN."""
+    gain, shift = folded_bn(layer.bn)
+    return layer.linear.weight * gain[:, None], shift
+
+
+def row_scales(weight: torch.Tensor, maximum: float) -> torch.Tensor:
+    """Return the quantizer's per-row scale ``min(127 / max|W|, maximum)`` (no gradient)."""
+    largest = weight.detach().abs().amax(dim=1)
+    return torch.where(largest > 0, torch.clamp(INT8_MAX / largest, max=maximum),
+                       torch.full_like(largest, maximum))
+
+
+class IntegerEmulation(nn.Module):
+    """The integer network of a float model, differentiable with straight-through rounding.
+
+    Args:
+        model: the float network; its parameters are the ones trained.
+    """
+
+    def __init__(self, model: SpikingViT) -> None:
+        super().__init__()
+        self.model = model
+
+    def integer_layers(self) -> dict[str, Any]:
+        """Return the integer weights, biases and thresholds (rounded, straight-through)."""
+        model = self.model
+        mask = model.timestep_mask()
+        layers: dict[str, Any] = {}
+        gain, shift = folded_bn(model.embed.bn)
+        conv = model.embed.conv
+        weight = conv.weight.reshape(conv.out_channels, -1) * gain[:, None] / 255.0
+        bias = (conv.bias * gain + shift)[None, :] + model.embed.pos
+        scales = row_scales(weight, float("inf"))
+        layers["embed"] = (round_ste(weight * scales[:, None]), round_ste(bias * scales),
+                           torch.clamp(round_ste(scales).detach(), min=1))
+        writers = {}
+        for index, block in enumerate(model.blocks):
+            for module, names in (("attn", ("q", "k", "v", "proj")), ("mlp", ("fc1", "fc2"))):
+                alive = bool(mask[1 + 2 * index + (module == "mlp")].any())
+                for name in names:
+                    weight, bias = folded_linear(getattr(getattr(block, module), name))
+                    if not alive:
+                        weight, bias = weight * 0, bias * 0
+                    key = f"blocks.{index}.{module}.{name}"
+                    if name in ("proj", "fc2"):
+                        writers[key] = (weight, bias)
+                        continue
+                    scales = row_scales(weight, MAX_SCALE)
+                    layers[key] = (round_ste(weight * scales[:, None]), round_ste(bias * scales),
+                                   torch.clamp(round_ste(scales).detach(), min=1))
+        largest = torch.stack([w.detach().abs().amax(dim=1) for w, _ in writers.values()]).amax(0)
+        units = torch.where(
+            largest > 0,
+            torch.clamp(torch.floor(INT8_ROUNDING_LIMIT / largest), max=MAX_SCALE),
+            torch.full_like(largest, MAX_SCALE),
+        )
+        layers["stream_spike"] = units
+        for key, (weight, bias) in writers.items():
+            layers[key] = (round_ste(weight * units[:, None]), round_ste(bias * units), None)
+        head_weight, head_bias = model.head.linear.weight, model.head.linear.bias
+        largest_head = head_weight.detach().abs().max()
+        head_scale = INT8_MAX / largest_head if largest_head > 0 else torch.ones(())
+        # the quantizer's order of operations, so that float64 rounds the same way
+        count_scale = head_scale * model.tokens * model.t_max
+        layers["head"] = (round_ste(head_weight * head_scale),
+                          round_ste(head_bias * head_scale * model.tokens * model.t_max),
+                          count_scale)
+        return layers
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Return the integer logits divided by the head's scale (float-model units)."""
+        logits, count_scale = self.integer_logits(images, masks)
+        return logits / count_scale
+
+    def integer_logits(self, images: torch.Tensor, masks: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the golden model's logits (integer values in float) and the head's scale.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            uint8 ``[B, C, H, W]``.
+        masks : torch.Tensor, optional
+            0/1 ``[2L + 2, T]``; the trained mask by default.
+        """
+        model = self.model
+        dtype = model.embed.pos.dtype
+        mask = (model.timestep_mask() if masks is None else masks).tolist()
+        layers = self.integer_layers()
+        first = model.embed_neuron
+        leak_divisor = 2.0 ** first.leak_shift
+        reset = first.reset_rule
+        batch, channels, height, width = images.shape
+        p = model.embed.conv.kernel_size[0]
+        patches = images.to(dtype).reshape(batch, channels, height // p, p, width // p, p)
+        patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(batch, model.tokens, -1)
+        weight, bias, threshold = layers["embed"]
+        embed_current = patches @ weight.T + bias
+        membranes: dict[str, torch.Tensor] = {}
+
+        def lif(name: str, current: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+            membrane = membranes.get(name, torch.zeros_like(current))
+            charged = membrane - floor_ste(membrane / leak_divisor) + current
+            spikes = sigmoid_surrogate_spike((charged - threshold) / threshold)
+            if reset == "hard":
+                membranes[name] = charged * (1.0 - spikes)
+            else:
+                membranes[name] = charged - spikes * threshold
+            return spikes
+
+        def linear(key: str, inputs: torch.Tensor) -> torch.Tensor:
+            weight, bias, _ = layers[key]
+            return inputs @ weight.T + bias
+
+        units = layers["stream_spike"]
+        dim = units.shape[0]
+        counts = embed_current.new_zeros(batch, dim)
+        for step in range(model.t_max):
+            if mask[0][step]:
+                stream = lif("embed", embed_current, threshold) * units
+            else:
+                stream = embed_current.new_zeros(batch, model.tokens, dim)
+            for index, block in enumerate(model.blocks):
+                prefix = f"blocks.{index}"
+                if mask[1 + 2 * index][step]:
+                    spikes = lif(f"{prefix}.attn.in", stream, units)
+                    q, k, v = (
+                        block.attn.split_heads(lif(f"{prefix}.attn.{name}",
+                                                   linear(f"{prefix}.attn.{name}", spikes),
+                                                   layers[f"{prefix}.attn.{name}"][2]))
+                        for name in ("q", "k", "v")
+                    )
+                    mixed = (q @ (k.transpose(-2, -1) @ v)).transpose(1, 2).flatten(2)
+                    attended = lif(f"{prefix}.attn.attn", mixed,
+                                   torch.full_like(units, 2.0**block.attn.attn_shift))
+                    stream = stream + linear(f"{prefix}.attn.proj", attended)
+                if mask[2 + 2 * index][step]:
+                    spikes = lif(f"{prefix}.mlp.in", stream, units)
+                    hidden = lif(f"{prefix}.mlp.fc1", linear(f"{prefix}.mlp.fc1", spikes),
+                                 layers[f"{prefix}.mlp.fc1"][2])
+                    stream = stream + linear(f"{prefix}.mlp.fc2", hidden)
+            if mask[-1][step]:
+                counts = counts + lif("head.in", stream, units).sum(dim=1)
+        head_weight, head_bias, count_scale = layers["head"]
+        return counts @ head_weight.T + head_bias, count_scale
+
+
+def finetune(
+    model: SpikingViT,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epochs: int,
+    lr: float = 1e-4,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[float]:
+    """Fine-tune ``model`` in place through its :class:`IntegerEmulation`.
+
+    BatchNorm statistics and the time-step mask stay as trained (the scores get no
+    gradient); every other parameter learns with AdamW on the emulated integer logits.
+
+    Returns
+    -------
+    list of float
+        The mean training loss of each epoch.
+    """
+    emulation = IntegerEmulation(model)
+    model.eval()
+    parameters = [p for name, p in model.named_parameters() if name != "timestep_scores"]
+    model.timestep_scores.requires_grad_(False)
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
+    loss_function = nn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    batches_per_epoch = -(-len(labels) // batch_size)
+    bar = tqdm(total=epochs * batches_per_epoch, desc="quantization-aware fine-tuning",
+               disable=not progress, unit="batch")
+    for _ in range(epochs):
+        order = torch.randperm(len(labels), generator=generator)
+        total = 0.0
+        for start in range(0, len(labels), batch_size):
+            chosen = order[start:start + batch_size]
+            loss = loss_function(emulation(images[chosen]), labels[chosen])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(chosen)
+            bar.update(1)
+        losses.append(total / len(labels))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    bar.close()
+    model.timestep_scores.requires_grad_(True)
+    return losses

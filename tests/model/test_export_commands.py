@@ -1,0 +1,120 @@
+"""``stepvit export`` and ``stepvit eval`` through the command line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stepvit.host.cli import main
+from stepvit.host.export import load_export
+from stepvit.model.config import validate_config
+from stepvit.model.golden import GoldenModel
+from stepvit.model.random_export import make_random_export
+from stepvit.model.train import train_run
+
+DIGITS = dict(image_shape=[1, 8, 8], patch=2, dim=16, heads=2, depth=1, mlp_dim=32,
+              num_classes=10, t_max=3)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict:
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_eval_reports_accuracy_and_work_per_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export_dir = make_random_export(tmp_path / "export", **DIGITS,
+                                    mask=np.ones((4, 3), dtype=np.int64))
+    report = run_json(capsys, ["eval", str(export_dir), "--dataset", "digits", "--images", "40",
+                               "--budget", "1,2,3", "--no-progress"])
+    assert report["images"] == 40 and report["dataset"] == "digits"
+    rows = report["results"]
+    assert [row["budget"] for row in rows] == [1, 2, 3]
+    assert [row["avg_timesteps"] for row in rows] == [1.0, 2.0, 3.0]
+    assert rows[0]["ac_ops"] < rows[2]["ac_ops"] < rows[2]["dense_ac_ops"]
+    assert all(0.0 <= row["accuracy"] <= 1.0 for row in rows)
+    assert rows[2]["energy_uj"] == pytest.approx(
+        (4.6 * rows[2]["mac_ops"] + 0.9 * rows[2]["ac_ops"]) * 1e-6, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--budget", "0"], "--budget must be >= 1"),
+        (["--budget", "two"], "--budget must be integers"),
+        ([], "give --dataset"),
+        (["--dataset", "cifar10", "--data-dir", "/nonexistent"], ""),
+    ],
+)
+def test_eval_refuses_bad_input_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    export_dir = make_random_export(tmp_path / "export", **DIGITS)
+    assert main(["eval", str(export_dir), "--no-progress", *argv]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("stepvit eval: error: ") and error.count("\n") == 1
+    assert message in error
+
+
+def test_eval_of_a_missing_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(tmp_path / "none"), "--dataset", "digits"]) == 2
+    assert "no such export directory" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    run_dir = tmp_path_factory.mktemp("run")
+    config = validate_config({
+        "name": "tiny",
+        "model": {"dim": 16, "depth": 1, "mlp_dim": 32, "t_max": 2},
+        "training": {"epochs": 1, "batch_size": 128},
+    })
+    train_run(config, run_dir, progress=False)
+    torch.set_num_threads(threads)
+    return run_dir
+
+
+def test_export_writes_a_valid_export_with_accuracies_and_golden_vectors(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "export"
+    report = run_json(capsys, ["export", str(trained_run), "--out", str(out), "--images", "64",
+                               "--no-progress"])
+    export = load_export(out)
+    accuracy = export.manifest["accuracy"]
+    assert accuracy["dataset"] == "digits" and accuracy["images"] == 64
+    assert report["integer_accuracy"] == accuracy["integer"]
+    assert report["float_accuracy"] == accuracy["float"]
+    assert 0.0 <= report["class_agreement"] <= 1.0
+    assert report["config_hash"] == export.manifest["config_hash"]
+    vectors = np.load(out / "golden_vectors.npz")
+    assert vectors["budgets"].tolist() == [1, 2]
+    again = GoldenModel(export).run(vectors["images"], budget=1)
+    np.testing.assert_array_equal(vectors["logits"][0], again.logits.numpy())
+    np.testing.assert_array_equal(vectors["spike_totals"][0], again.layer_spike_totals().numpy())
+    corrupted = vectors["logits"][0].copy()
+    corrupted[0, 0] += 1
+    assert not np.array_equal(corrupted, again.logits.numpy())
+
+
+def test_export_of_a_run_without_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export", str(tmp_path), "--no-progress"]) == 2
+    assert "checkpoint" in capsys.readouterr().err
