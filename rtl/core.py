@@ -43,8 +43,9 @@ from stepvit.rtl.lif import LIFLanes
 from stepvit.rtl.patch_loader import PatchLoader
 from stepvit.rtl.spike_walker import SpikeWalker
 
-#: Cycles from the last event of a pass until its sink has written everything.
-DRAIN_CYCLES = 3
+#: Cycles after the last event of a pass until its sink has written everything (the
+#: accumulate and sink stages); the next pass's descriptor is loaded in the cycle after.
+DRAIN_CYCLES = 2
 
 
 def _select(m: Module, words: list, index: object) -> Signal:
@@ -315,10 +316,7 @@ class StepvitCore(wiring.Component):
             with m.State("LOAD"):
                 with m.If(loader.done):
                     m.d.sync += pass_index.eq(0)
-                    m.next = "PASS"
-            with m.State("PASS"):
-                m.d.sync += desc.eq(pass_rom[pass_index])
-                m.next = "PREFETCH"
+                    m.next = "NEXT"
             with m.State("PREFETCH"):
                 with m.If(first_found):
                     m.d.comb += [fetch_enable.eq(1), fetch_address.eq(word_base[first_active])]
@@ -362,7 +360,8 @@ class StepvitCore(wiring.Component):
                     m.d.sync += [best.eq(0), scan.eq(1)]
                     m.next = "ARGMAX"
                 with m.Else():
-                    m.next = "PASS"
+                    m.d.sync += desc.eq(pass_rom[pass_index])
+                    m.next = "PREFETCH"
             with m.State("ARGMAX"):
                 # The first maximum wins: only a strictly larger logit moves the choice.
                 with m.If(scan == g.num_classes):
