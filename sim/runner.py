@@ -95,6 +95,10 @@ class Simulation:
         self.runner.build(
             sources=[self.build_dir / "rtl" / VERILOG_FILE],
             hdl_toplevel=report["top"],
+            # Amaranth writes Verilog-2005; as SystemVerilog (the runner's -g2012) Icarus
+            # gives the initial values of its registers no event at time 0, and the
+            # combinational blocks that Yosys wakes with one stay X until an input changes.
+            build_args=["-g2005"],
             build_dir=self.build_dir,
             timescale=TIMESCALE,
             log_file=self.build_dir / "build.log",
@@ -185,7 +189,8 @@ class Simulation:
         except RuntimeError:
             tests, failed = 0, 1
         if failed or crashed or tests == 0:
-            failures = _failure_messages(results_xml) or ["the simulator stopped abnormally"]
+            failures = ((results or {}).get("failures") or _failure_messages(results_xml)
+                        or ["the simulator stopped abnormally"])
             shown = "; ".join(failures)[:2000]
             raise SimulationFailed(f"simulation {test} failed ({log_path}): {shown}",
                                    failures, results)
