@@ -374,9 +374,8 @@ class StepvitCore(wiring.Component):
 
         # --- accumulate stage ------------------------------------------------------------
         acc = accumulate
-        addend_bits = max(16, bits["attention"] + 1)
         m.submodules.lanes = lanes_unit = AccumulatorLanes(
-            lanes=lanes, addend_bits=addend_bits, sum_bits=g.sum_bits)
+            lanes=lanes, addend_bits=g.addend_bits, sum_bits=g.sum_bits)
         weight_values = _lanes_of(weight_read.data, lanes, 8, "signed")
         chunk_bits = lanes * bits["attention"]
         kv_chunk = _select(m, [kv_read.data[i * chunk_bits:(i + 1) * chunk_bits]

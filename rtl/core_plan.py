@@ -157,9 +157,15 @@ class CoreGeometry:
         return max(self.bits["current"], self.bits["embed_current"])
 
     @property
+    def addend_bits(self) -> int:
+        """Signed width of one addend: an int8 weight shifted by up to 7 planes, or a KV count."""
+        return max(15, self.bits["attention"] + 1)
+
+    @property
     def sum_bits(self) -> int:
-        """Signed width of an accumulator lane (every proven bound fits)."""
-        return max(self.bits[key] for key in ("embed_current", "current", "attention", "logit"))
+        """Signed width of an accumulator lane (every proven bound and every addend fits)."""
+        return max(self.addend_bits, *(self.bits[key] for key in
+                                       ("embed_current", "current", "attention", "logit")))
 
 
 def pass_layout(geometry: CoreGeometry, rom_depth: int, bias_depth: int,
