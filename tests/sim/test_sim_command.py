@@ -1,0 +1,82 @@
+"""`stepvit sim`: its JSON, its exit status on a mismatch, and its argument checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stepvit.host import cli
+from stepvit.host.errors import StepvitError
+from stepvit.model.random_export import make_random_export
+from stepvit.sim import packets
+from stepvit.sim.commands import parse_budgets
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_random_export(
+        tmp_path_factory.mktemp("export"), image_shape=(1, 4, 4), patch=2, dim=8, heads=2,
+        depth=1, mlp_dim=16, num_classes=3, t_max=3, seed=6)
+
+
+def test_sim_prints_cycles_and_efficiency(export_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "sim.json"
+    status = cli.main(["sim", str(export_dir), "--images", "3", "--budget", "1,3", "--lanes",
+                       "2", "--build", str(tmp_path / "build"), "--out", str(out)])
+    report = json.loads(capsys.readouterr().out)
+    assert status == 0 and report["mismatches"] == 0
+    assert report == json.loads(out.read_text())
+    assert report["images"] == 3 and report["lanes"] == 2 and report["image_source"] == "random"
+    budget_one, budget_three = report["runs"]
+    assert [budget_one["budget"], budget_three["budget"]] == [1, 3]
+    for run in report["runs"]:
+        assert len(run["cycles_per_image"]) == 3
+        lower = sum(run["accumulates_per_image"]) / 3 / 2
+        assert run["lower_bound_cycles"] == pytest.approx(lower)
+        assert run["efficiency"] == pytest.approx(lower * 3 / sum(run["cycles_per_image"]))
+        assert 0 < run["efficiency"] <= 1
+    assert sum(budget_one["ac_ops_per_image"]) <= sum(budget_three["ac_ops_per_image"])
+
+
+def test_sim_exits_non_zero_on_a_mismatch(export_dir: Path, tmp_path: Path, capsys,
+                                          monkeypatch) -> None:
+    real = packets.expected_packet
+
+    def off_by_one(logits, predicted, spike_totals):
+        return real([logits[0] + 1, *logits[1:]], predicted, spike_totals)
+
+    monkeypatch.setattr(packets, "expected_packet", off_by_one)
+    status = cli.main(["sim", str(export_dir), "--images", "2", "--lanes", "2",
+                       "--build", str(tmp_path / "build")])
+    report = json.loads(capsys.readouterr().out)
+    assert status == 1
+    assert report["mismatches"] == 2
+    assert report["runs"][0]["mismatched_images"] == [0, 1]
+    assert report["runs"][0]["failures"][0].startswith("image 0 word 0 (logit 0) at cycle")
+
+
+def test_budget_argument() -> None:
+    assert parse_budgets(None, 4) == [None]
+    assert parse_budgets("all", 4) == [1, 2, 3, 4]
+    assert parse_budgets("2,3", 4) == [2, 3]
+    with pytest.raises(StepvitError, match="budgets must be at least 1"):
+        parse_budgets("0", 4)
+    with pytest.raises(StepvitError, match="expected B, B1,B2,... or 'all'"):
+        parse_budgets("two", 4)
+
+
+def test_bad_arguments_are_one_line(export_dir: Path, capsys) -> None:
+    assert cli.main(["sim", str(export_dir), "--images", "0"]) == 2
+    assert capsys.readouterr().err == "stepvit sim: error: --images must be at least 1, got 0\n"
+    assert cli.main(["sim", str(export_dir / "missing")]) == 2
+    assert capsys.readouterr().err.startswith("stepvit sim: error: ")
+
+
+def test_image_frames_are_little_endian_and_zero_padded() -> None:
+    image = np.arange(1, 6, dtype=np.uint8).reshape(1, 1, 5)
+    assert packets.image_frame(image) == [0x04030201, 0x00000005]
+    assert packets.parse_packet([0xFFFFFFFF, 2, 0xFFFFFFFF, 17, 3, 4], 2) == {
+        "logits": [-1, 2], "predicted": -1, "cycles": 17, "spike_totals": [3, 4]}
