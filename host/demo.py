@@ -19,7 +19,7 @@ from typing import Any
 #: Test images per budget in the demo's benchmark: at about 10 k cycles an image, Icarus
 #: needs seconds per image, and the demo must end within 15 minutes on two cores.
 DEMO_BENCH_IMAGES = 8
-#: ... and in ``make bench`` (``--bench-only``), which has the time for the golden vectors' 32.
+#: Test images per budget in ``make bench`` (``--bench-only``): as many as the golden vectors.
 BENCH_ONLY_IMAGES = 32
 
 
