@@ -267,6 +267,17 @@ async def frame_errors(dut: Any) -> None:
             f"{name} frame word {class_word} at cycle {packet['word_cycles'][class_word]}: "
             f"class {words[class_word]:#x}, expected {ERROR_CLASS:#x}"
         )
+        zeros = [index for index, word in enumerate(words)
+                 if index not in (class_word, class_word + 1) and word != 0]
+        assert not zeros, f"{name} frame: error packet words {zeros} are not 0"
+        cycles = await bench.read("CYCLES")
+        assert cycles == words[class_word + 1], (
+            f"{name} frame: CYCLES register {cycles}, packet cycle word {words[class_word + 1]}"
+        )
+        images = await bench.read("IMAGES")
+        assert images == len(bench.recorder.packets), (
+            f"{name} frame: IMAGES register {images}, packets sent {len(bench.recorder.packets)}"
+        )
         status = await bench.read("STATUS")
         assert status & STATUS_FRAME_ERROR, f"{name} frame: STATUS {status:#x} lacks frame_error"
         assert not status & STATUS_BUSY, f"{name} frame: STATUS {status:#x} still busy"
