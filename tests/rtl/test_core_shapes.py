@@ -1,0 +1,41 @@
+"""The core against the golden model on many small random shapes (slow: one sim each)."""
+
+import numpy as np
+import pytest
+
+from stepvit.host.export import load_export
+from stepvit.model.golden import GoldenModel
+from stepvit.model.random_export import make_random_export
+from stepvit.rtl.core_sim import simulate_core
+
+
+def random_shape(rng):
+    """Return (make_random_export keywords, lanes): channels, patches, heads, widths, T vary."""
+    patch = int(rng.choice([1, 2]))
+    side = int(rng.choice([2, 4])) if patch == 2 else int(rng.choice([2, 3]))
+    heads, head_dim = int(rng.integers(1, 4)), int(rng.choice([2, 4]))
+    mlp_dim = int(rng.choice([head_dim, 2 * head_dim, 4 * head_dim]))
+    channels = int(rng.integers(1, 4))
+    shape = dict(image_shape=[channels, side, side], patch=patch, dim=heads * head_dim,
+                 heads=heads, depth=int(rng.integers(1, 3)), mlp_dim=mlp_dim,
+                 num_classes=int(rng.integers(1, 12)), t_max=int(rng.integers(1, 5)),
+                 reset=str(rng.choice(["hard", "soft"])), leak_shift=int(rng.integers(0, 3)))
+    lanes = int(rng.choice([n for n in (1, 2, 4) if head_dim % n == 0 and mlp_dim % n == 0]))
+    return shape, lanes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(200, 212))
+def test_core_matches_golden_on_a_random_shape(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    shape, lanes = random_shape(rng)
+    export = load_export(make_random_export(tmp_path, seed=seed, **shape))
+    images = rng.integers(0, 256, size=(2, *shape["image_shape"]), dtype=np.uint8)
+    masks = export.budget_mask([None, 1, 2][seed % 3])
+    golden = GoldenModel(export).run(images, masks=masks)
+    totals = golden.layer_spike_totals()
+    for index, run in enumerate(simulate_core(export, images, masks, lanes=lanes)):
+        where = f"image {index}, {shape}, lanes {lanes}"
+        assert run.logits == golden.logits[index].tolist(), where
+        assert run.predicted == int(golden.predicted[index]), where
+        assert run.spike_counts == totals[index].tolist(), where
