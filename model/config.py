@@ -26,7 +26,9 @@ DEFAULTS: dict[str, Any] = {
     "data": {
         "dataset": "digits",
         "data_dir": "data",       # CIFAR folders live here; digits ships with scikit-learn
-        "augment": False,         # random crop (pad 4) + horizontal flip on training batches
+        "augment": False,         # random crops (and flips) of the training batches
+        "crop_padding": 4,        # crops are shifted by up to this many pixels
+        "flip": True,             # horizontal flips (not for digits: a flipped 2 is no 2)
     },
     "model": {
         "patch": 2,
@@ -51,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
         "score_init": 1.0,        # > 0: every step starts active
         "label_smoothing": 0.0,
         "fixed_timesteps": False,  # the baseline: every step active, no penalty
+        "threads": 1,             # CPU threads per process; 0: torch's default. The tensors
+                                  # are small: on a shared CPU one thread is fastest
     },
 }
 
@@ -60,6 +64,8 @@ _CHECKS: dict[str, tuple[type, float | None]] = {
     "data.dataset": (str, None),
     "data.data_dir": (str, None),
     "data.augment": (bool, None),
+    "data.crop_padding": (int, 0),
+    "data.flip": (bool, None),
     "model.patch": (int, 1),
     "model.dim": (int, 1),
     "model.heads": (int, 1),
@@ -80,6 +86,7 @@ _CHECKS: dict[str, tuple[type, float | None]] = {
     "training.score_init": (float, None),
     "training.label_smoothing": (float, 0),
     "training.fixed_timesteps": (bool, None),
+    "training.threads": (int, 0),
 }
 
 

@@ -7,8 +7,8 @@
   (``<data_dir>/cifar-10-batches-py`` or ``<data_dir>/cifar-100-python``, or ``data_dir``
   itself); nothing is downloaded.
 
-Training batches of the CIFAR sets are augmented with :func:`augment` (random crop with
-padding 4, horizontal flip).
+Training batches can be augmented with :func:`augment` (random crop with zero padding,
+horizontal flip; for CIFAR the usual padding 4 and flips).
 """
 
 from __future__ import annotations
@@ -24,9 +24,6 @@ from stepvit.host.errors import StepvitError
 
 #: Number of digits images held out for the test split.
 DIGITS_TEST_FRACTION = 0.2
-
-#: Padding of the random crop of :func:`augment`.
-CROP_PADDING = 4
 
 _CIFAR = {
     "cifar10": {
@@ -143,8 +140,9 @@ def load_dataset(name: str, data_dir: str | Path, split: str
     raise StepvitError(f"unknown data set {name!r} (known: digits, cifar10, cifar100)")
 
 
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Return a random crop (zero padding :data:`CROP_PADDING`) and flip of each image.
+def augment(images: torch.Tensor, generator: torch.Generator, *, padding: int = 4,
+            flip: bool = True) -> torch.Tensor:
+    """Return a random crop (zero padding ``padding``) and maybe flip of each image.
 
     Parameters
     ----------
@@ -152,11 +150,15 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         ``[B, C, H, W]`` (any dtype; the result has the same).
     generator : torch.Generator
         Source of the crop offsets and flips, so a seed fixes the augmentation.
+    padding : int
+        Largest shift of a crop, in pixels.
+    flip : bool
+        Mirror half of the images, left to right.
     """
     batch, _, height, width = images.shape
-    padded = torch.nn.functional.pad(images, (CROP_PADDING,) * 4)
-    offsets = torch.randint(0, 2 * CROP_PADDING + 1, (batch, 2), generator=generator)
-    flips = torch.rand(batch, generator=generator) < 0.5
+    padded = torch.nn.functional.pad(images, (padding,) * 4)
+    offsets = torch.randint(0, 2 * padding + 1, (batch, 2), generator=generator)
+    flips = torch.rand(batch, generator=generator) < (0.5 if flip else 0.0)
     cropped = torch.stack([
         padded[index, :, top:top + height, left:left + width]
         for index, (top, left) in enumerate(offsets.tolist())

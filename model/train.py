@@ -55,8 +55,10 @@ class Distributed:
         return self.rank == 0
 
 
-def _start_distributed() -> Distributed:
+def _start_distributed(threads: int) -> Distributed:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if threads:
+        torch.set_num_threads(threads)
     if world_size <= 1:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return Distributed(0, 1, device)
@@ -68,11 +70,22 @@ def _start_distributed() -> Distributed:
     else:
         device = torch.device("cpu")
         backend = "gloo"
-        # The processes share the cores: one thread each, or they oversubscribe them.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     if not dist.is_initialized():
         dist.init_process_group(backend)
     return Distributed(dist.get_rank(), dist.get_world_size(), device)
+
+
+def rank_shard(count: int, *, seed: int, epoch: int, rank: int,
+               world_size: int) -> torch.Tensor:
+    """Return the indices of the training images that ``rank`` sees in ``epoch``.
+
+    One shuffled order per (seed, epoch), the same on every rank; each rank takes every
+    ``world_size``-th index of it, after cutting the order to a multiple of ``world_size``
+    so that every rank runs the same number of batches (DDP waits for all of them).
+    """
+    generator = torch.Generator().manual_seed(seed * 100003 + epoch)
+    order = torch.randperm(count, generator=generator)[:count // world_size * world_size]
+    return order[rank::world_size]
 
 
 def build_model(config: dict[str, Any], shape: tuple[int, int, int],
@@ -219,7 +232,16 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
     training = config["training"]
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT_NAME
-    context = _start_distributed()
+    checkpoint = None
+    if resume == "require" and not checkpoint_path.is_file():
+        raise StepvitError(f"--resume: no checkpoint at {checkpoint_path}")
+    if resume != "fresh" and checkpoint_path.is_file():
+        checkpoint = read_checkpoint(checkpoint_path)
+        if not _same_run(validate_config(checkpoint["config"]), config):
+            raise StepvitError(
+                f"{checkpoint_path} was trained with another config: "
+                "use --fresh to start over or another --out")
+    context = _start_distributed(training["threads"])
     torch.manual_seed(training["seed"])
 
     data = config["data"]
@@ -239,14 +261,7 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
     start_epoch = 0
     history: list[dict[str, float]] = []
 
-    if resume == "require" and not checkpoint_path.is_file():
-        raise StepvitError(f"--resume: no checkpoint at {checkpoint_path}")
-    if resume != "fresh" and checkpoint_path.is_file():
-        checkpoint = read_checkpoint(checkpoint_path)
-        if not _same_run(validate_config(checkpoint["config"]), config):
-            raise StepvitError(
-                f"{checkpoint_path} was trained with another config: "
-                "use --fresh to start over or another --out")
+    if checkpoint is not None:
         model.load_state_dict(_model_from_checkpoint(checkpoint, checkpoint_path).state_dict())
         try:
             optimizer.load_state_dict(checkpoint["optimizer"])
@@ -264,16 +279,14 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
             model, device_ids=[context.device.index] if context.device.type == "cuda" else None)
     loss_function = nn.CrossEntropyLoss(label_smoothing=training["label_smoothing"])
     rank_batch = max(1, training["batch_size"] // context.world_size)
-    usable = len(train_labels) // context.world_size * context.world_size
-    batches_per_epoch = -(-(usable // context.world_size) // rank_batch)
+    batches_per_epoch = -(-(len(train_labels) // context.world_size) // rank_batch)
     bar = tqdm(total=(epochs - start_epoch) * batches_per_epoch, desc=f"train {config['name']}",
                disable=not (progress and context.is_main), unit="batch")
     for epoch in range(start_epoch, epochs):
         epoch_started = time.perf_counter()
         model.train()
-        order_generator = torch.Generator().manual_seed(training["seed"] * 100003 + epoch)
-        order = torch.randperm(len(train_labels), generator=order_generator)[:usable]
-        shard = order[context.rank::context.world_size]
+        shard = rank_shard(len(train_labels), seed=training["seed"], epoch=epoch,
+                           rank=context.rank, world_size=context.world_size)
         augment_generator = torch.Generator().manual_seed(
             (training["seed"] * 100003 + epoch) * 64 + context.rank)
         penalty_weight = 0.0 if fixed or epoch < training["penalty_warmup_epochs"] \
@@ -281,7 +294,8 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
         loss_sum = correct = seen = 0.0
         for images, labels in batches(train_images, train_labels, rank_batch, shard):
             if data["augment"]:
-                images = augment(images, augment_generator)
+                images = augment(images, augment_generator, padding=data["crop_padding"],
+                                 flip=data["flip"])
             images, labels = images.to(context.device), labels.to(context.device)
             logits = network(images)
             loss = loss_function(logits, labels)
