@@ -25,6 +25,7 @@ from stepvit.host.registers import (
     STATUS_FRAME_ERROR,
 )
 from stepvit.rtl.axil import RegisterFile, axi_lite_signature
+from stepvit.rtl.core import StepvitCore
 from stepvit.rtl.frame import FrameReceiver
 from stepvit.rtl.interface import core_signature, image_words
 from stepvit.rtl.packer import ResultPacker, packet_words
@@ -49,7 +50,7 @@ def mask_register_values(export: Export) -> list[int]:
     ]
 
 
-def top_signature(export: Export) -> wiring.Signature:
+def top_signature() -> wiring.Signature:
     """Return the flat, Vivado-named port list of ``stepvit_accel``."""
     members: dict[str, wiring.Member] = {
         "aclk": In(1),
@@ -93,9 +94,6 @@ class StepvitAccel(wiring.Component):
         if lanes < 1:
             raise ValueError(f"lanes must be at least 1, not {lanes}")
         if core is None:
-            # Imported here so that the top can be built around a test double of the core.
-            from stepvit.rtl.core import StepvitCore
-
             core = StepvitCore(export, lanes=lanes)
         if core.signature != core_signature(export):
             raise ValueError("core does not have the core_signature of this export")
@@ -104,7 +102,7 @@ class StepvitAccel(wiring.Component):
         self.core = core
         self.image_words = image_words(export)
         self.packet_words = packet_words(export.arch["num_classes"], len(export.layer_names()))
-        super().__init__(top_signature(export))
+        super().__init__(top_signature())
         self._annotate_interfaces()
 
     def _annotate_interfaces(self) -> None:
