@@ -13,6 +13,8 @@ dropped frame (SPEC.md section 5) skips the core and still gets a packet.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -43,11 +45,9 @@ def _bit_index(flag: int) -> int:
     return flag.bit_length() - 1
 
 
-def mask_register_values(export: Export) -> list[int]:
-    """Return the trained mask of each module as a register value (bit t = step t)."""
-    return [
-        sum(int(bit) << step for step, bit in enumerate(row)) for row in export.timestep_mask
-    ]
+def mask_register_values(mask_rows: Sequence[Sequence[int]]) -> list[int]:
+    """Return 0/1 mask rows ``[modules, T]`` as register values (bit t enables step t)."""
+    return [sum(int(bit) << step for step, bit in enumerate(row)) for row in mask_rows]
 
 
 def top_signature() -> wiring.Signature:
@@ -138,7 +138,7 @@ class StepvitAccel(wiring.Component):
             layers=len(export.layer_names()),
         )
         m.submodules.registers = registers = RegisterFile(
-            mask_resets=mask_register_values(export), mask_width=export.t_max
+            mask_resets=mask_register_values(export.timestep_mask), mask_width=export.t_max
         )
 
         # The AXI boundary.

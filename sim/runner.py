@@ -9,6 +9,7 @@ lane count), any number of testbench runs in it.
 from __future__ import annotations
 
 import json
+import shutil
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 from stepvit.host.errors import StepvitError
 from stepvit.host.export import Export, load_export
 from stepvit.host.registers import ACCEL_ID
+from stepvit.rtl.top import mask_register_values
 from stepvit.sim.packets import expected_packet, image_frame, parse_packet
 from stepvit.sim.tb_accel import CONFIG_VARIABLE
 
@@ -59,11 +61,6 @@ def cycle_limit(export: Export, lanes: int) -> int:
     return 4 * dense // lanes + 20 * -(-channels * height * width // 4) + 10_000
 
 
-def mask_values(mask_rows: np.ndarray) -> list[int]:
-    """Return mask rows ``[modules, T]`` as register values (bit t = step t)."""
-    return [sum(int(bit) << step for step, bit in enumerate(row)) for row in mask_rows]
-
-
 class Simulation:
     """One generated design, compiled for Icarus, ready to run testbenches.
 
@@ -86,6 +83,9 @@ class Simulation:
 
         from stepvit.rtl.generate import VERILOG_FILE, generate
 
+        if shutil.which("iverilog") is None:
+            raise StepvitError("iverilog not found on PATH: install Icarus Verilog "
+                               "(`make tools` or apt-get install iverilog)")
         self.export = export
         self.lanes = lanes
         self.build_dir = Path(build_dir).resolve()
@@ -133,8 +133,8 @@ class Simulation:
         return {
             "frames": [image_frame(image) for image in images],
             "expected": expected,
-            "masks": None if mask_rows is None else mask_values(mask_rows),
-            "trained_masks": mask_values(export.timestep_mask),
+            "masks": None if mask_rows is None else mask_register_values(mask_rows),
+            "trained_masks": mask_register_values(export.timestep_mask),
             "registers": {
                 "ID": ACCEL_ID,
                 "CONFIG_HASH": export.config_hash,
