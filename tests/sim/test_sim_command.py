@@ -80,3 +80,12 @@ def test_image_frames_are_little_endian_and_zero_padded() -> None:
     assert packets.image_frame(image) == [0x04030201, 0x00000005]
     assert packets.parse_packet([0xFFFFFFFF, 2, 0xFFFFFFFF, 17, 3, 4], 2) == {
         "logits": [-1, 2], "predicted": -1, "cycles": 17, "spike_totals": [3, 4]}
+
+
+def test_missing_iverilog_is_a_clear_error(export_dir: Path, monkeypatch) -> None:
+    from stepvit.host.export import load_export
+    from stepvit.sim import runner
+
+    monkeypatch.setattr(runner.shutil, "which", lambda name: None)
+    with pytest.raises(StepvitError, match="iverilog not found on PATH"):
+        runner.Simulation(load_export(export_dir), export_dir / "build", lanes=2)
