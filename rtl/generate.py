@@ -11,6 +11,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Shape
 from amaranth.lib import wiring
 
+from stepvit.host.errors import StepvitError
 from stepvit.host.export import Export
 from stepvit.rtl.top import TOP_NAME, StepvitAccel
 
@@ -72,10 +73,18 @@ def generate(
     -------
     dict
         The report written to ``report.json``.
+
+    Raises
+    ------
+    StepvitError
+        If the design refuses a parameter (a lane count the core cannot use).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    design = StepvitAccel(export, lanes=lanes, core=core)
+    try:
+        design = StepvitAccel(export, lanes=lanes, core=core)
+    except ValueError as error:  # a parameter the design refuses, such as the lane count
+        raise StepvitError(f"cannot build the accelerator: {error}") from None
     verilog_text = to_verilog(design)
     (out_dir / VERILOG_FILE).write_text(verilog_text)
     arch = export.arch

@@ -112,6 +112,14 @@ def test_rtl_command_refuses_a_bad_export(tmp_path: Path, capsys: pytest.Capture
     assert not (tmp_path / "b" / "stepvit_accel.v").exists()
 
 
+def test_rtl_command_refuses_lanes_the_core_cannot_use(tiny_export: Export, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["rtl", str(tiny_export.path), "--out", str(tmp_path), "--lanes", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("stepvit rtl: error: cannot build the accelerator: ")
+    assert err.count("\n") == 1
+
+
 def test_generate_writes_into_a_new_folder(tiny_export: Export, tmp_path: Path) -> None:
     report = generate(tiny_export, tmp_path / "a" / "b", lanes=2)
     assert (tmp_path / "a" / "b" / "stepvit_accel.v").is_file()
