@@ -115,9 +115,11 @@ def test_rtl_command_refuses_a_bad_export(tmp_path: Path, capsys: pytest.Capture
 def test_rtl_command_refuses_lanes_the_core_cannot_use(tiny_export: Export, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["rtl", str(tiny_export.path), "--out", str(tmp_path), "--lanes", "3"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("stepvit rtl: error: cannot build the accelerator: ")
-    assert err.count("\n") == 1
+    # Amaranth may report, on stderr, components that earlier tests refused on purpose.
+    lines = [line for line in capsys.readouterr().err.splitlines()
+             if line.startswith("stepvit")]
+    assert len(lines) == 1
+    assert lines[0].startswith("stepvit rtl: error: cannot build the accelerator: lanes (3)")
 
 
 def test_generate_writes_into_a_new_folder(tiny_export: Export, tmp_path: Path) -> None:
