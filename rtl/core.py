@@ -110,8 +110,7 @@ class StepvitCore(wiring.Component):
         buffers = {source: memory(f"spikes_{source.name.lower()}", width, T * N)
                    for source, width in buffer_widths.items()}
         current_mem = memory("embed_current", bits["embed_current"] * lanes, N * g.dim_chunks)
-        membrane_mem = memory("membranes", bits["membrane"] * lanes,
-                              N * max(g.dim_chunks, g.mlp_chunks))
+        membrane_mem = memory("membranes", bits["membrane"] * lanes, N * g.dim_chunks)
         stream_mem = memory("stream", bits["stream"] * lanes, T * N * g.dim_chunks)
         kv_mem = memory("kv", bits["attention"] * g.head_dim, T * D)
 
@@ -176,7 +175,7 @@ class StepvitCore(wiring.Component):
         chunk = Signal(range(max(g.dim_chunks, g.mlp_chunks, g.class_chunks, g.heads, 2)))
         segment = Signal(range(max(g.heads, 2)))
         segment_chunk = Signal.like(chunk)
-        group_index = Signal(range(max(N * max(g.dim_chunks, g.mlp_chunks), D, 2)))
+        group_index = Signal(range(max(N * max(g.dim_chunks, g.class_chunks), D, 2)))
         weight_row = Signal(range(max(len(plan.weight_words), 2)))
         first_event = Signal()
         first_step = Signal()
@@ -467,7 +466,7 @@ class StepvitCore(wiring.Component):
                             m.d.comb += [
                                 port.addr.eq(sink["word_address"]),
                                 port.data.eq(Cat(*([fired] * chunks))),
-                                port.en.eq(1 << sink["chunk"]),
+                                port.en.eq(1 << (desc.chunk_offset + sink["chunk"])),
                             ]
                     with m.If(desc.to_stream):
                         m.d.comb += [

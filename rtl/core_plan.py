@@ -183,6 +183,7 @@ def pass_layout(geometry: CoreGeometry, rom_depth: int, bias_depth: int,
         "input_len": unsigned(max(geometry.walk_bits, 2).bit_length()),
         "bit_planes": unsigned(1),
         "chunks": unsigned(max(most_chunks, 2).bit_length()),
+        "chunk_offset": unsigned(max(geometry.mlp_chunks, 2).bit_length()),
         "segment_chunks": unsigned(max(most_chunks, 2).bit_length()),
         "groups": unsigned(max(geometry.tokens, geometry.dim, 2).bit_length()),
         "module": unsigned(max(modules, 2).bit_length()),
@@ -295,11 +296,19 @@ class CorePlan:
                 operand=Operand.STREAM, sink=Sink.STORE_STREAM)
             add(module=mlp, operand=Operand.STREAM, target=Source.BUF0,
                 **theta(f"{prefix}.mlp.in"))
-            add(module=mlp, source=Source.BUF0, weights=WeightSource.ROM,
-                weight_base=weights(f"{prefix}.mlp.fc1.weight"), input_len=geometry.dim,
-                chunks=geometry.mlp_chunks, use_bias=1,
-                bias_base=biases(f"{prefix}.mlp.fc1.bias"), target=Source.HIDDEN,
-                **theta(f"{prefix}.mlp.fc1"))
+            fc1_weight = weights(f"{prefix}.mlp.fc1.weight")
+            fc1_bias = biases(f"{prefix}.mlp.fc1.bias")
+            fc1_lif = theta(f"{prefix}.mlp.fc1")
+            # fc1 in slices of `dim` output channels: a LIF channel needs only its own
+            # membrane, so the membranes of one slice (N·dim, not N·mlp_dim) are enough; each
+            # slice walks the same input spikes, so the accumulates are the same.
+            for first in range(0, geometry.mlp_chunks, geometry.dim_chunks):
+                add(module=mlp, source=Source.BUF0, weights=WeightSource.ROM,
+                    weight_base=fc1_weight + first * geometry.dim, input_len=geometry.dim,
+                    chunks=min(geometry.dim_chunks, geometry.mlp_chunks - first),
+                    chunk_offset=first, use_bias=1, bias_base=fc1_bias + first,
+                    target=Source.HIDDEN, sink=Sink.LIF, layer=fc1_lif["layer"],
+                    theta_base=fc1_lif["theta_base"] + first)
             add(module=mlp, source=Source.HIDDEN, weights=WeightSource.ROM,
                 weight_base=weights(f"{prefix}.mlp.fc2.weight"), input_len=geometry.mlp_dim,
                 use_bias=1, bias_base=biases(f"{prefix}.mlp.fc2.bias"),
@@ -326,7 +335,8 @@ class CorePlan:
             "patches": g.tokens * 8 * g.patch_len,
             "spike_maps": steps_tokens * (4 * g.dim + g.mlp_dim),
             "embed_current": g.tokens * g.dim * g.bits["embed_current"],
-            "membranes": g.tokens * max(g.dim, g.mlp_dim) * g.bits["membrane"],
+            "membranes": g.tokens * g.dim * g.bits["membrane"],
             "stream": steps_tokens * g.dim * g.bits["stream"],
+            "stream_spike": g.dim * g.bits["stream"],
             "kv": g.t_max * g.dim * g.head_dim * g.bits["attention"],
         }
