@@ -29,8 +29,8 @@ def export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune-epochs", type=int, default=0,
                         help="quantization-aware fine-tuning epochs on the training split "
                              "before quantizing (default: 0, plain post-training quantization)")
-    parser.add_argument("--finetune-lr", type=float, default=1e-4,
-                        help="learning rate of the fine-tuning (default: 1e-4)")
+    parser.add_argument("--finetune-lr", type=float, default=3e-4,
+                        help="learning rate of the fine-tuning (default: 3e-4)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -46,6 +46,8 @@ def eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder holding the CIFAR folders (default: data)")
     parser.add_argument("--images", type=int, default=None,
                         help="evaluate the first N test images (default: all)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch (default: 1; 0: torch's default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -55,6 +57,17 @@ def _positive(value: int | None, option: str) -> int | None:
     if value is not None and value < 1:
         raise StepvitError(f"{option} must be >= 1, got {value}")
     return value
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads in torch (0: torch's default).
+
+    The tensors here are small: on a shared machine more intra-op threads only contend.
+    """
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def parse_budgets(text: str | None) -> list[int | None]:
@@ -144,6 +157,7 @@ def export(args: argparse.Namespace) -> int:
     if args.finetune_epochs < 0 or args.finetune_lr <= 0:
         raise StepvitError("--finetune-epochs must be >= 0 and --finetune-lr > 0")
     model, config, class_names = load_run(args.run)
+    set_threads(config["training"].get("threads", 1))
     out_dir = args.out or Path(args.run) / "export"
     dataset = config["data"]["dataset"]
     data_dir = args.data_dir or config["data"]["data_dir"]
@@ -192,6 +206,9 @@ def eval(args: argparse.Namespace) -> int:
 
     budgets = parse_budgets(args.budget)
     count = _positive(args.images, "--images")
+    if args.threads < 0:
+        raise StepvitError(f"--threads must be >= 0, got {args.threads}")
+    set_threads(args.threads)
     exported = load_export(args.export)
     dataset = args.dataset or exported.manifest["accuracy"]["dataset"]
     if dataset is None:

@@ -118,3 +118,23 @@ def test_export_of_a_run_without_checkpoint(
 ) -> None:
     assert main(["export", str(tmp_path), "--no-progress"]) == 2
     assert "checkpoint" in capsys.readouterr().err
+
+
+def test_export_with_quantization_aware_finetuning(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = run_json(capsys, ["export", str(trained_run), "--out", str(tmp_path / "plain"),
+                              "--images", "32", "--no-progress"])
+    tuned = run_json(capsys, ["export", str(trained_run), "--out", str(tmp_path / "tuned"),
+                              "--images", "32", "--finetune-epochs", "1", "--no-progress"])
+    assert tuned["finetune_epochs"] == 1
+    assert tuned["float_accuracy"] == plain["float_accuracy"]
+    assert tuned["config_hash"] != plain["config_hash"]  # the weights moved
+    load_export(tmp_path / "tuned")
+
+
+def test_export_refuses_negative_finetuning(
+    trained_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export", str(trained_run), "--finetune-epochs", "-1"]) == 2
+    assert "--finetune-epochs must be >= 0" in capsys.readouterr().err
