@@ -45,6 +45,7 @@ def plot_bench(report: dict[str, Any], path: str | Path) -> Path | None:
     else:
         left.text(0.5, 0.5, "no accuracy (untrained export)", ha="center",
                   transform=left.transAxes)
+    left.set_ylim(0, 100)
     left.set_xlabel("time-step budget B")
     left.set_ylabel("accuracy (%)", color="tab:blue")
     left.set_xticks(budgets)
@@ -52,6 +53,7 @@ def plot_bench(report: dict[str, Any], path: str | Path) -> Path | None:
     if all(row["latency_us"] is not None for row in rows):
         latency_axis = left.twinx()
         latency_axis.plot(budgets, [row["latency_us"] for row in rows], "s--", color="tab:red")
+        latency_axis.set_ylim(bottom=0)
         latency_axis.set_ylabel(f"latency (µs at {report['clock_mhz']:g} MHz)", color="tab:red")
     left.set_title(f"{report['backend']} backend: accuracy and latency")
     if all("ac_ops_per_image" in row for row in rows):
