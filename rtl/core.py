@@ -1,6 +1,7 @@
 """The compute core: the whole network of SPEC.md section 3 on ``lanes`` accumulator lanes.
 
-A four-stage pipeline, fed one event per cycle and never stalled:
+A three-stage pipeline, fed one event per cycle and never stalled (each stage's memory
+reads are issued by the stage before it):
 
 - **walk** (the sequencer): steps through the passes of :class:`~stepvit.rtl.core_plan.CorePlan`
   and, for each group and chunk, walks the set bits of the input spike word with a
@@ -18,8 +19,15 @@ A four-stage pipeline, fed one event per cycle and never stalled:
   the logits.
 
 Every pass drains the pipeline before the next begins (the next reads what it wrote).
-No multiplier: addresses advance by adding strides, and products of a pixel and a weight
-are shifts of the weight over the pixel's bit planes.
+No multiplier: addresses advance by adding strides, words are picked by multiplexers
+(a dynamic ``word_select`` would be a ``$mul``), and products of a pixel and a weight are
+shifts of the weight over the pixel's bit planes.
+
+Memories (all ``lib.memory.Memory``): weights, biases, thresholds and the stream's spike
+values (ROMs from the export); the patches of the image; five spike maps (``[T·N]``
+words); the embedding current (``[N, D]``); one layer's membranes (``[N, D]``); the
+residual stream for every step (``[T, N, D]``); the KV tables of every step.
+:meth:`~stepvit.rtl.core_plan.CorePlan.memory_bits` sums them.
 """
 
 from __future__ import annotations
