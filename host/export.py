@@ -133,10 +133,13 @@ def _abs_row_sums(weight: np.ndarray) -> np.ndarray:
     return np.abs(weight.astype(np.int64)).sum(axis=1)
 
 
-def worst_case_bounds(manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, int]:
-    """Return the largest magnitude each bit-width class can reach, for any input image.
+def bounds_by_source(manifest: dict[str, Any],
+                     arrays: dict[str, np.ndarray]) -> dict[str, dict[str, int]]:
+    """Return, per bit-width class, the worst-case magnitude that each layer contributes.
 
-    The proofs, with ``T = t_max`` and every LIF input binary except the embedding's:
+    :func:`worst_case_bounds` is the maximum of each class; the export writer uses the
+    sources to name the layer that makes a width too large. The proofs, with
+    ``T = t_max`` and every LIF input binary except the embedding's:
 
     - ``embed_current``: ``|I[n, o]| <= 255 * sum_k |W[o, k]| + |B[n, o]|``.
     - ``current`` (any linear layer on spikes, bias included):
@@ -161,8 +164,8 @@ def worst_case_bounds(manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -
 
     Returns
     -------
-    dict of str to int
-        Bound per key of ``bit_widths``.
+    dict of str to dict of str to int
+        Bit-width class -> source (a layer, or ``thresholds``) -> bound.
     """
     arch = manifest["architecture"]
     t_max = manifest["t_max"]
@@ -173,35 +176,49 @@ def worst_case_bounds(manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -
          + np.abs(arrays["embed.bias"].astype(np.int64))).max()
     )
     stream_per_channel = arrays["stream_spike"].astype(np.int64).copy()
-    current_bound = 0
+    currents: dict[str, int] = {}
     for block in range(depth):
         for name in ("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2"):
             prefix = f"blocks.{block}.{name}"
             per_output = _abs_row_sums(arrays[f"{prefix}.weight"]) + np.abs(
                 arrays[f"{prefix}.bias"].astype(np.int64)
             )
-            current_bound = max(current_bound, int(per_output.max()))
+            currents[prefix] = int(per_output.max())
             if name in ("attn.proj", "mlp.fc2"):
                 stream_per_channel += per_output
     stream_bound = int(stream_per_channel.max())
     attention_bound = tokens * head_dim
     threshold_max = max(max(values) for values in manifest["thresholds"].values())
-    membrane_bound = max(
-        t_max * max(embed_bound, stream_bound, current_bound, attention_bound), threshold_max
-    )
+    membrane = {"embed": t_max * embed_bound, "stream": t_max * stream_bound,
+                "attention": t_max * attention_bound, "thresholds": threshold_max}
+    membrane.update({name: t_max * bound for name, bound in currents.items()})
     logit_bound = int(
         (tokens * t_max * _abs_row_sums(arrays["head.weight"])
          + np.abs(arrays["head.bias"].astype(np.int64))).max()
     )
     return {
-        "weight": 127,
-        "embed_current": embed_bound,
-        "stream": stream_bound,
-        "current": current_bound,
-        "attention": attention_bound,
-        "membrane": membrane_bound,
-        "logit": logit_bound,
+        "weight": {"weights": 127},
+        "embed_current": {"embed": embed_bound},
+        "stream": {"stream": stream_bound},
+        "current": currents or {"none": 0},
+        "attention": {"attention": attention_bound},
+        "membrane": membrane,
+        "logit": {"head": logit_bound},
     }
+
+
+def worst_case_bounds(manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, int]:
+    """Return the largest magnitude each bit-width class can reach, for any input image.
+
+    The maximum over the sources of :func:`bounds_by_source` (where the proofs are).
+
+    Returns
+    -------
+    dict of str to int
+        Bound per key of ``bit_widths``.
+    """
+    return {key: max(sources.values())
+            for key, sources in bounds_by_source(manifest, arrays).items()}
 
 
 def budget_mask_of(timestep_mask: np.ndarray, budget: int | None) -> np.ndarray:

@@ -23,6 +23,7 @@ from stepvit.host.export import (
     SCHEMA_VERSION,
     WEIGHTS_FILE,
     array_shapes,
+    bounds_by_source,
     config_hash_of,
     load_export,
     module_names_for,
@@ -133,9 +134,11 @@ def write_export(
     too_wide = {key: bits for key, bits in bit_widths.items() if bits > MAX_HARDWARE_BITS}
     if too_wide:
         key, bits = next(iter(too_wide.items()))
+        sources = bounds_by_source(manifest, typed)[key]
+        culprit = max(sources, key=sources.__getitem__)
         raise StepvitError(
-            f"export: {key} values need {bits} bits (worst case {bounds[key]}), more than "
-            f"the hardware's {MAX_HARDWARE_BITS}"
+            f"export: {culprit}: its {key} values need {bits} bits (worst case "
+            f"{bounds[key]}), more than the hardware's {MAX_HARDWARE_BITS}"
         )
     weights = npz_bytes(typed)
     manifest["bit_widths"] = bit_widths
