@@ -149,3 +149,20 @@ class LIFNeuron(nn.Module):
         spikes = self.fire(charged)
         updated = self.reset(charged, spikes)
         return spikes, active * updated + (1.0 - active) * membrane
+
+    def run(self, currents: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Run ``T`` steps from a zero membrane; return the would-be spikes ``[T, B, ...]``.
+
+        Parameters
+        ----------
+        currents : torch.Tensor
+            ``[T, B, ...]`` the current of each step.
+        masks : torch.Tensor
+            ``[T]`` the module's time-step mask.
+        """
+        membrane = None
+        spikes = []
+        for step in range(currents.shape[0]):
+            fired, membrane = self(currents[step], membrane, masks[step])
+            spikes.append(fired)
+        return torch.stack(spikes)

@@ -87,7 +87,11 @@ class Trace:
 
 
 class LinearBN(nn.Module):
-    """A bias-free linear layer then BatchNorm over its output features, on ``[B, N, F]``."""
+    """A bias-free linear layer then BatchNorm over its output features, on ``[..., N, F]``.
+
+    All leading dimensions (time steps and images) form the batch of the BatchNorm, so its
+    statistics pool every step, as the running statistics used at inference do.
+    """
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
@@ -95,7 +99,14 @@ class LinearBN(nn.Module):
         self.bn = nn.BatchNorm1d(out_features)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return self.bn(self.linear(tokens).transpose(1, 2)).transpose(1, 2)
+        leading, (count, _) = tokens.shape[:-2], tokens.shape[-2:]
+        flat = self.linear(tokens.reshape(-1, count, tokens.shape[-1]))
+        return self.bn(flat.transpose(1, 2)).transpose(1, 2).reshape(*leading, count, -1)
+
+
+def per_step(mask: torch.Tensor) -> torch.Tensor:
+    """Return a ``[T]`` mask shaped ``[T, 1, 1, 1]`` to scale ``[T, B, N, F]`` tensors."""
+    return mask.reshape(-1, 1, 1, 1)
 
 
 class PatchEmbedding(nn.Module):
@@ -143,26 +154,25 @@ class SpikingAttention(nn.Module):
         })
 
     def split_heads(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Return ``[B, N, D]`` tokens as ``[B, heads, N, D / heads]``."""
-        batch, count, dim = tokens.shape
-        return tokens.reshape(batch, count, self.heads, dim // self.heads).transpose(1, 2)
+        """Return ``[..., N, D]`` tokens as ``[..., heads, N, D / heads]``."""
+        *leading, count, dim = tokens.shape
+        return tokens.reshape(*leading, count, self.heads, dim // self.heads).transpose(-3, -2)
 
-    def forward(self, stream: torch.Tensor, state: dict[str, torch.Tensor | None],
-                active: torch.Tensor, spikes: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Return the branch output ``proj(...)`` (not yet masked) of one step.
+    def forward(self, stream: torch.Tensor, masks: torch.Tensor
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Run all steps of the module on the stream ``[T, B, N, D]`` with mask ``[T]``.
 
-        ``state`` (layer -> membrane) is updated in place; ``spikes`` gets the spike map
-        each LIF layer fires if the module is active (the caller masks them).
+        Returns the branch output ``proj(...)`` (not yet masked) and the spikes each LIF
+        layer fires where the module is active (layer -> ``[T, B, N, D]``; the caller masks
+        them).
         """
-        spikes["in"], state["in"] = self.neurons["in"](stream, state.get("in"), active)
+        spikes = {"in": self.neurons["in"].run(stream, masks)}
         for name in ("q", "k", "v"):
-            current = getattr(self, name)(spikes["in"])
-            spikes[name], state[name] = self.neurons[name](current, state.get(name), active)
+            spikes[name] = self.neurons[name].run(getattr(self, name)(spikes["in"]), masks)
         q, k, v = (self.split_heads(spikes[name]) for name in ("q", "k", "v"))
         mixed = (q @ k.transpose(-2, -1)) @ v * 2.0 ** -self.attn_shift
-        mixed = mixed.transpose(1, 2).flatten(2)
-        spikes["attn"], state["attn"] = self.neurons["attn"](mixed, state.get("attn"), active)
-        return self.proj(spikes["attn"])
+        spikes["attn"] = self.neurons["attn"].run(mixed.transpose(-3, -2).flatten(-2), masks)
+        return self.proj(spikes["attn"]), spikes
 
 
 class SpikingMLP(nn.Module):
@@ -176,13 +186,12 @@ class SpikingMLP(nn.Module):
             name: LIFNeuron(leak_shift=leak_shift, reset=reset) for name in ("in", "fc1")
         })
 
-    def forward(self, stream: torch.Tensor, state: dict[str, torch.Tensor | None],
-                active: torch.Tensor, spikes: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Return the branch output ``fc2(...)`` (not yet masked) of one step."""
-        spikes["in"], state["in"] = self.neurons["in"](stream, state.get("in"), active)
-        hidden = self.fc1(spikes["in"])
-        spikes["fc1"], state["fc1"] = self.neurons["fc1"](hidden, state.get("fc1"), active)
-        return self.fc2(spikes["fc1"])
+    def forward(self, stream: torch.Tensor, masks: torch.Tensor
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Run all steps (as :meth:`SpikingAttention.forward`); return ``fc2(...)``, spikes."""
+        spikes = {"in": self.neurons["in"].run(stream, masks)}
+        spikes["fc1"] = self.neurons["fc1"].run(self.fc1(spikes["in"]), masks)
+        return self.fc2(spikes["fc1"]), spikes
 
 
 class SpikingBlock(nn.Module):
@@ -294,57 +303,44 @@ class SpikingViT(nn.Module):
                 raise ValueError(f"masks must have shape {expected}, got {tuple(masks.shape)}")
             step_masks = masks.to(self.timestep_scores.dtype)
         embed_current = self.embed(images.to(self.timestep_scores.dtype) / 255.0)
-        batch = images.shape[0]
-        membranes: dict[str, torch.Tensor | None] = {}
-        block_states: list[tuple[dict, dict]] = [({}, {}) for _ in self.blocks]
-        counts = embed_current.new_zeros(batch, embed_current.shape[-1])
-        step_spikes: dict[str, list[torch.Tensor]] = {name: [] for name in self.layer_names()}
-        step_kv_pairs: dict[str, list[torch.Tensor]] = {
-            f"blocks.{index}.attn": [] for index in range(self.depth)}
+        spikes: dict[str, torch.Tensor] = {}
+        kv_pairs: dict[str, torch.Tensor] = {}
 
-        def record(name: str, spikes: torch.Tensor, active: torch.Tensor) -> None:
+        def emitted(name: str, would_be: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            fired = per_step(mask) * would_be
             if return_trace:
-                step_spikes[name].append((active * spikes).detach().flatten(1).sum(dim=1))
+                spikes[name] = fired.detach().flatten(2).sum(dim=2).T
+            return fired
 
-        for t in range(self.t_max):
-            embed_active = step_masks[0, t]
-            spikes, membranes["embed"] = self.embed_neuron(
-                embed_current, membranes.get("embed"), embed_active)
-            record("embed", spikes, embed_active)
-            stream = embed_active * spikes
-            for index, (block, (attn_state, mlp_state)) in enumerate(
-                    zip(self.blocks, block_states)):
-                attn_active = step_masks[1 + 2 * index, t]
-                mlp_active = step_masks[2 + 2 * index, t]
-                layer_spikes: dict[str, torch.Tensor] = {}
-                stream = stream + attn_active * block.attn(stream, attn_state, attn_active,
-                                                           layer_spikes)
-                for name, value in layer_spikes.items():
-                    record(f"blocks.{index}.attn.{name}", value, attn_active)
-                if return_trace:
+        # Layer by layer over all steps: each layer depends only on earlier layers' spikes
+        # of the same and earlier steps, so this is the step-by-step network of SPEC 2.
+        would_be = self.embed_neuron.run(embed_current.expand(self.t_max, *embed_current.shape),
+                                         step_masks[0])
+        stream = emitted("embed", would_be, step_masks[0])
+        for index, block in enumerate(self.blocks):
+            for kind, module in (("attn", block.attn), ("mlp", block.mlp)):
+                mask = step_masks[1 + 2 * index + (kind == "mlp")]
+                branch, layer_spikes = module(stream, mask)
+                fired = {name: emitted(f"blocks.{index}.{kind}.{name}", value, mask)
+                         for name, value in layer_spikes.items()}
+                if return_trace and kind == "attn":
                     key_counts, value_counts = (
-                        block.attn.split_heads((attn_active * layer_spikes[name]).detach())
-                        .sum(dim=-1) for name in ("k", "v"))
-                    step_kv_pairs[f"blocks.{index}.attn"].append(
-                        (key_counts * value_counts).sum(dim=(1, 2)))
-                layer_spikes = {}
-                stream = stream + mlp_active * block.mlp(stream, mlp_state, mlp_active,
-                                                         layer_spikes)
-                for name, value in layer_spikes.items():
-                    record(f"blocks.{index}.mlp.{name}", value, mlp_active)
-            head_active = step_masks[-1, t]
-            spikes, membranes["head"] = self.head.neuron(stream, membranes.get("head"),
-                                                         head_active)
-            record("head.in", spikes, head_active)
-            counts = counts + head_active * spikes.sum(dim=1)
+                        block.attn.split_heads(fired[name].detach()).sum(dim=-1)
+                        for name in ("k", "v"))
+                    kv_pairs[f"blocks.{index}.attn"] = (key_counts * value_counts).sum(
+                        dim=(2, 3)).T
+                stream = stream + per_step(mask) * branch
+        head_spikes = emitted("head.in", self.head.neuron.run(stream, step_masks[-1]),
+                              step_masks[-1])
+        counts = head_spikes.sum(dim=(0, 2))
         logits = self.head.linear(counts / (self.tokens * self.t_max))
         if not return_trace:
             return logits
         return Trace(
             logits=logits,
-            spikes={name: torch.stack(values, dim=1) for name, values in step_spikes.items()},
+            spikes={name: spikes[name] for name in self.layer_names()},
             masks=step_masks.detach().to(torch.int64),
-            kv_pairs={name: torch.stack(values, dim=1) for name, values in step_kv_pairs.items()},
+            kv_pairs=kv_pairs,
         )
 
 
