@@ -4,8 +4,14 @@
 # and stepvit.bit + stepvit.hwh side by side (PYNQ's Overlay needs both, named alike).
 #
 # A board's build_overlay.tcl sets these variables, then sources this file:
-#   part board_part ps_kind (zynq7 | zynqmp) clock_mhz dma_width verilog out_dir
+#   script_dir part board_part ps_kind (zynq7 | zynqmp) clock_mhz dma_width
+# Arguments: [VERILOG [OUT_DIR]], by default stepvit_accel.v in script_dir and script_dir.
 # Cell names are the host driver's (host/backend_pynq.py): axi_dma_0, stepvit_accel_0.
+
+set verilog [file join $script_dir stepvit_accel.v]
+set out_dir $script_dir
+if {$argc > 0} { set verilog [file normalize [lindex $argv 0]] }
+if {$argc > 1} { set out_dir [file normalize [lindex $argv 1]] }
 
 # The ports stepvit_accel must have: model/SPEC.md section 5, rtl/top.py.
 set accel_ports {

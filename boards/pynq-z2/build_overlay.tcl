@@ -12,10 +12,6 @@ set board_part tul.com.tw:pynq-z2:part0:1.0
 set ps_kind zynq7
 set clock_mhz 100
 set dma_width 64
-set verilog [file join $script_dir stepvit_accel.v]
-set out_dir $script_dir
-if {$argc > 0} { set verilog [file normalize [lindex $argv 0]] }
-if {$argc > 1} { set out_dir [file normalize [lindex $argv 1]] }
 # The shared flow: beside this script in an overlay folder, in boards/common in the tree.
 set flow [file join $script_dir stepvit_overlay.tcl]
 if {![file exists $flow]} { set flow [file join $script_dir .. common stepvit_overlay.tcl] }

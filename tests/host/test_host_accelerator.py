@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-from pynq_double import FakeBoard, fake_pynq_module
 
 from stepvit.host.accelerator import (
     check_images,
@@ -38,20 +35,6 @@ def export(tmp_path_factory: pytest.TempPathFactory):
 def images(export) -> np.ndarray:
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, size=(5, *export.arch["image_shape"]), dtype=np.uint8)
-
-
-@pytest.fixture
-def overlay_dir(tmp_path: Path) -> Path:
-    (tmp_path / "stepvit.bit").write_bytes(b"bitstream")
-    (tmp_path / "stepvit.hwh").write_text("<hwh/>")
-    return tmp_path
-
-
-@pytest.fixture
-def board(export, monkeypatch: pytest.MonkeyPatch) -> FakeBoard:
-    fake = FakeBoard(export)
-    monkeypatch.setitem(sys.modules, "pynq", fake_pynq_module(fake))
-    return fake
 
 
 def test_pack_images_is_four_little_endian_pixels_a_word():

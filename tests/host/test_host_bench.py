@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pynq_double import FakeBoard, fake_pynq_module
 
 from stepvit.host.accelerator import InferenceResult, open_accelerator
 from stepvit.host.bench import (
@@ -44,20 +43,6 @@ def export(tmp_path_factory: pytest.TempPathFactory):
     write_golden_vectors(directory / "golden_vectors.npz", GoldenModel(export),
                          torch.from_numpy(images), torch.from_numpy(labels))
     return export
-
-
-@pytest.fixture
-def overlay_dir(tmp_path: Path) -> Path:
-    (tmp_path / "stepvit.bit").write_bytes(b"bitstream")
-    (tmp_path / "stepvit.hwh").write_text("<hwh/>")
-    return tmp_path
-
-
-@pytest.fixture
-def board(export, monkeypatch: pytest.MonkeyPatch) -> FakeBoard:
-    fake = FakeBoard(export)
-    monkeypatch.setitem(sys.modules, "pynq", fake_pynq_module(fake))
-    return fake
 
 
 def test_parse_budgets():
