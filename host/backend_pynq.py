@@ -30,7 +30,7 @@ from stepvit.host.accelerator import (
 )
 from stepvit.host.errors import DeviceTimeout, StepvitError
 from stepvit.host.export import Export
-from stepvit.host.registers import ACCEL_ID, offset
+from stepvit.host.registers import ACCEL_ID, CONTROL_CLEAR_ERROR, STATUS_FRAME_ERROR, offset
 
 #: Block-design cell names that the overlay Tcl gives the DMA and the accelerator.
 DMA_NAME = "axi_dma_0"
@@ -210,6 +210,9 @@ class PynqAccelerator(Accelerator):
         unpacked = unpack_results(np.array(self._packets[:count]),
                                   self.export.arch["num_classes"])
         lap("unpack")
+        if self.read_register("STATUS") & STATUS_FRAME_ERROR:
+            # A dropped frame (its class word says so): clear the flag for the next batch.
+            self.write_register("CONTROL", CONTROL_CLEAR_ERROR)
         return unpacked
 
     def _wait(self, channel: Any, direction: str, image: int, deadline: float) -> None:

@@ -17,7 +17,12 @@ import numpy as np
 from stepvit.host.accelerator import pack_results, unpack_images
 from stepvit.host.backend_pynq import ACCEL_NAME, DMA_NAME
 from stepvit.host.export import Export
-from stepvit.host.registers import ACCEL_ID, offset
+from stepvit.host.registers import (
+    ACCEL_ID,
+    CONTROL_CLEAR_ERROR,
+    STATUS_FRAME_ERROR,
+    offset,
+)
 from stepvit.model.golden import GoldenModel
 
 
@@ -53,6 +58,9 @@ class FakeBoard:
         The DMA accepts transfers and never finishes them.
     corrupt_logit : bool
         The accelerator adds one to the first logit of every packet.
+    dropped_frames : set of int
+        Indices (counted from the first frame) of frames the accelerator drops: their
+        packet has class 0xFFFFFFFF and STATUS.frame_error is set until CONTROL clears it.
     """
 
     export: Export
@@ -60,6 +68,8 @@ class FakeBoard:
     no_device: bool = False
     never_idle: bool = False
     corrupt_logit: bool = False
+    dropped_frames: set = field(default_factory=set)
+    frames_seen: int = 0
     allocated: list = field(default_factory=list)
     dma_control_writes: list = field(default_factory=list)
     registers: dict = field(default_factory=dict)
@@ -82,8 +92,12 @@ class FakeBoard:
         if self.corrupt_logit:
             logits[:, 0] += 1
         cycles = 1000 + result.work["ac_ops"].numpy()
-        return pack_results(logits, result.predicted.numpy(), cycles,
-                            result.layer_spike_totals().numpy())[0]
+        predicted = result.predicted.numpy()
+        if self.frames_seen in self.dropped_frames:
+            predicted = np.array([-1])
+            self.registers[offset("STATUS")] |= STATUS_FRAME_ERROR
+        self.frames_seen += 1
+        return pack_results(logits, predicted, cycles, result.layer_spike_totals().numpy())[0]
 
 
 class FakeChannel:
@@ -138,6 +152,8 @@ class FakeAccelerator:
         return self.board.registers[address]
 
     def write(self, address: int, value: int) -> None:
+        if address == offset("CONTROL") and value & CONTROL_CLEAR_ERROR:
+            self.board.registers[offset("STATUS")] &= ~STATUS_FRAME_ERROR
         self.board.registers[address] = value
 
 

@@ -19,7 +19,7 @@ from stepvit.host.accelerator import (
 from stepvit.host.backend_pynq import DMA_MM2S_CONTROL, DMA_SOFT_RESET, mask_register_value
 from stepvit.host.errors import DeviceTimeout, StepvitError
 from stepvit.host.export import load_export
-from stepvit.host.registers import offset
+from stepvit.host.registers import STATUS_FRAME_ERROR, offset
 from stepvit.model.random_export import make_random_export
 
 
@@ -209,3 +209,15 @@ def test_real_pynq_off_board_fails_in_one_line(export, overlay_dir):
     with pytest.raises(StepvitError) as error:
         open_accelerator("pynq", export, overlay=overlay_dir)
     assert "runs on a PYNQ board" in str(error.value)
+
+
+def test_pynq_backend_reports_and_clears_a_dropped_frame(export, images, board, overlay_dir):
+    board.dropped_frames = {1}
+    with open_accelerator("pynq", export, overlay=overlay_dir) as accel:
+        result = accel.infer(images)
+        assert result.predicted[1] == -1
+        assert board.registers[offset("STATUS")] & STATUS_FRAME_ERROR == 0
+        again = accel.infer(images)
+    expected = open_accelerator("golden", export).infer(images)
+    assert np.array_equal(np.delete(result.predicted, 1), np.delete(expected.predicted, 1))
+    assert np.array_equal(again.predicted, expected.predicted)
