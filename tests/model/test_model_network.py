@@ -147,3 +147,54 @@ def test_measure_reports_work_and_steps():
 def test_masks_of_wrong_shape_are_refused():
     with pytest.raises(ValueError, match="masks must have shape"):
         small_model()(images(), masks=torch.ones(6, 3))
+
+
+def step_by_step_reference(model, batch, masks):
+    """SPEC.md section 2 written as one loop over t, from the model's own layers."""
+    def lif(neuron, key, current, active):
+        fired, membranes[key] = neuron(current, membranes.get(key), active)
+        counts[key] = counts.get(key, 0) + float((active * fired).sum())
+        return active * fired
+
+    membranes, counts = {}, {}
+    current = model.embed(batch.float() / 255.0)
+    head_counts = 0
+    for t in range(model.t_max):
+        stream = lif(model.embed_neuron, "embed", current, masks[0, t])
+        for index, block in enumerate(model.blocks):
+            attn, mlp = block.attn, block.mlp
+            active = masks[1 + 2 * index, t]
+            prefix = f"blocks.{index}.attn"
+            s = lif(attn.neurons["in"], f"{prefix}.in", stream, active)
+            q, k, v = (lif(attn.neurons[name], f"{prefix}.{name}", getattr(attn, name)(s), active)
+                       for name in ("q", "k", "v"))
+            q, k, v = (attn.split_heads(x) for x in (q, k, v))
+            mixed = ((q @ k.transpose(-2, -1)) @ v / 8).transpose(1, 2).flatten(2)
+            a = lif(attn.neurons["attn"], f"{prefix}.attn", mixed, active)
+            stream = stream + active * attn.proj(a)
+            active = masks[2 + 2 * index, t]
+            prefix = f"blocks.{index}.mlp"
+            s = lif(mlp.neurons["in"], f"{prefix}.in", stream, active)
+            h = lif(mlp.neurons["fc1"], f"{prefix}.fc1", mlp.fc1(s), active)
+            stream = stream + active * mlp.fc2(h)
+        head_counts = head_counts + lif(model.head.neuron, "head.in", stream,
+                                        masks[-1, t]).sum(dim=1)
+    return model.head.linear(head_counts / (model.tokens * model.t_max)), counts
+
+
+def test_layer_by_layer_equals_the_step_loop_of_the_spec():
+    model = small_model().eval()
+    masks = (torch.rand(6, 4, generator=torch.Generator().manual_seed(5)) > 0.3).float()
+    masks[:, 0] = 1.0
+    batch = images()
+    with torch.no_grad():
+        trace = model(batch, masks=masks, return_trace=True)
+        logits, counts = step_by_step_reference(model, batch, masks)
+    assert torch.allclose(trace.logits, logits, atol=1e-5)
+    assert {name: float(value.sum()) for name, value in trace.spikes.items()} == counts
+    with torch.no_grad():
+        corrupted = masks.clone()
+        corrupted[3, 2] = 1.0 - corrupted[3, 2]  # one mask bit flipped: the check must see it
+        other_logits, other_counts = step_by_step_reference(model, batch, corrupted)
+    assert not (torch.allclose(trace.logits, other_logits, atol=1e-5)
+                and other_counts == counts)
