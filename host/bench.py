@@ -23,6 +23,7 @@ from stepvit.host.errors import StepvitError
 from stepvit.host.export import Export
 
 #: Energy per operation, 45 nm (Horowitz, ISSCC 2014), as SNN papers quote it: an estimate.
+#: The same figures as ``model/golden.py``, which host/ cannot import on a board (torch).
 E_MAC_PJ = 4.6
 E_AC_PJ = 0.9
 
