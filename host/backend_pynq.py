@@ -39,6 +39,10 @@ ACCEL_NAME = "stepvit_accel_0"
 #: File name (without suffix) of the overlay's bitstream and hardware handoff.
 OVERLAY_NAME = "stepvit"
 
+#: Rows of the DMA buffers start 64 bytes apart or a multiple of it: the DMA (without its
+#: realignment engine) needs transfers aligned to its memory width, 128 bits at most here.
+ROW_ALIGN_WORDS = 16
+
 #: AXI DMA control registers (PG021): MM2S_DMACR; its bit 2 soft-resets the whole DMA.
 DMA_MM2S_CONTROL = 0x00
 DMA_SOFT_RESET = 1 << 2
@@ -67,6 +71,11 @@ def overlay_files(overlay: str | Path) -> tuple[Path, Path]:
             raise StepvitError(f"overlay: {required} is missing (PYNQ needs the .bit and the "
                                f".hwh of the same name)")
     return bitfile, hwh
+
+
+def aligned_words(words: int) -> int:
+    """Return ``words`` rounded up to a whole number of :data:`ROW_ALIGN_WORDS`."""
+    return -(-words // ROW_ALIGN_WORDS) * ROW_ALIGN_WORDS
 
 
 def mask_register_value(mask_row: np.ndarray) -> int:
@@ -104,6 +113,8 @@ class PynqAccelerator(Accelerator):
         self.max_batch = max_batch
         self._frames: Any = None
         self._packets: Any = None
+        self._frame_words = image_words(export.arch["image_shape"])
+        self._packet_words = result_words(export)
         bitfile, _ = overlay_files(overlay)
         try:
             import pynq
@@ -120,9 +131,9 @@ class PynqAccelerator(Accelerator):
         self._check_device()
         try:
             self._frames = pynq.allocate(
-                shape=(max_batch, image_words(export.arch["image_shape"])), dtype=np.uint32)
-            self._packets = pynq.allocate(shape=(max_batch, result_words(export)),
-                                          dtype=np.uint32)
+                shape=(max_batch, aligned_words(self._frame_words)), dtype=np.uint32)
+            self._packets = pynq.allocate(
+                shape=(max_batch, aligned_words(self._packet_words)), dtype=np.uint32)
         except RuntimeError as error:
             self._release()
             raise StepvitError(f"cannot allocate DMA buffers: {error}") from None
@@ -193,21 +204,21 @@ class PynqAccelerator(Accelerator):
             stage_seconds[stage] += now - clock
             clock = now
 
-        pack_images(chunk, out=self._frames)
+        pack_images(chunk, out=self._frames[:, :self._frame_words])
         lap("pack")
         self._frames[:count].flush()
         lap("copy_in")
         send, recv = self._dma.sendchannel, self._dma.recvchannel
         for row in range(count):
-            recv.transfer(self._packets[row])
-            send.transfer(self._frames[row])
+            recv.transfer(self._packets[row, :self._packet_words])
+            send.transfer(self._frames[row, :self._frame_words])
             deadline = time.monotonic() + self.timeout_s
             self._wait(send, "MM2S (image in)", first + row, deadline)
             self._wait(recv, "S2MM (result out)", first + row, deadline)
         lap("execute")
         self._packets[:count].invalidate()
         lap("copy_out")
-        unpacked = unpack_results(np.array(self._packets[:count]),
+        unpacked = unpack_results(np.array(self._packets[:count, :self._packet_words]),
                                   self.export.arch["num_classes"])
         lap("unpack")
         if self.read_register("STATUS") & STATUS_FRAME_ERROR:

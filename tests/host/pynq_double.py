@@ -25,6 +25,9 @@ from stepvit.host.registers import (
 )
 from stepvit.model.golden import GoldenModel
 
+#: Alignment the double's DMA demands: a 128-bit memory side (KV260, ZCU104) without DRE.
+DMA_ALIGN_BYTES = 16
+
 
 class FakeBuffer(np.ndarray):
     """A numpy array that records flushes and whether it was freed."""
@@ -108,6 +111,11 @@ class FakeChannel:
         self.error = False
 
     def transfer(self, array: np.ndarray) -> None:
+        owner = array.base if array.base is not None else array
+        start = array.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
+        if start % DMA_ALIGN_BYTES:
+            raise RuntimeError("DMA does not support unaligned transfers; Starting address "
+                               f"must be aligned to {DMA_ALIGN_BYTES} bytes.")
         self.array = array
         self.idle = False
         self.dma.step()

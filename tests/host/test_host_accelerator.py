@@ -9,6 +9,7 @@ import pytest
 
 from stepvit.host.accelerator import (
     check_images,
+    image_words,
     open_accelerator,
     pack_images,
     pack_results,
@@ -221,3 +222,11 @@ def test_pynq_backend_reports_and_clears_a_dropped_frame(export, images, board, 
     expected = open_accelerator("golden", export).infer(images)
     assert np.array_equal(np.delete(result.predicted, 1), np.delete(expected.predicted, 1))
     assert np.array_equal(again.predicted, expected.predicted)
+
+
+def test_pynq_buffers_keep_every_row_aligned(export, images, board, overlay_dir):
+    # 6 words a frame: unpadded rows would not start on 16-byte boundaries.
+    assert image_words(export.arch["image_shape"]) % 4 != 0
+    with open_accelerator("pynq", export, overlay=overlay_dir) as accel:
+        accel.infer(images)
+    assert all(buffer.shape[1] * 4 % 64 == 0 for buffer in board.allocated)
