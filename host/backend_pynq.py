@@ -108,6 +108,10 @@ class PynqAccelerator(Accelerator):
 
     def __init__(self, export: Export, overlay: str | Path, *, timeout_s: float = 5.0,
                  max_batch: int = 64) -> None:
+        if timeout_s <= 0:
+            raise StepvitError(f"the DMA timeout must be positive, got {timeout_s} s")
+        if max_batch < 1:
+            raise StepvitError(f"max_batch must be at least 1, got {max_batch}")
         super().__init__(export)
         self.timeout_s = timeout_s
         self.max_batch = max_batch

@@ -230,3 +230,9 @@ def test_pynq_buffers_keep_every_row_aligned(export, images, board, overlay_dir)
     with open_accelerator("pynq", export, overlay=overlay_dir) as accel:
         accel.infer(images)
     assert all(buffer.shape[1] * 4 % 64 == 0 for buffer in board.allocated)
+
+
+def test_pynq_backend_refuses_a_timeout_that_cannot_pass(export, board, overlay_dir):
+    with pytest.raises(StepvitError, match="DMA timeout must be positive, got 0"):
+        open_accelerator("pynq", export, overlay=overlay_dir, timeout_s=0)
+    assert not board.allocated
