@@ -18,6 +18,10 @@ from stepvit.model.export_cli import eval, eval_arguments, export, export_argume
 
 def train_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``stepvit train``."""
+    parser.epilog = ("A run resumes from OUT/checkpoint.pt when that file exists. Several "
+                     "processes or GPUs: torchrun --nproc_per_node N -m stepvit.host.cli "
+                     "train ... (DistributedDataParallel; the config's batch_size is the "
+                     "global batch).")
     parser.add_argument("--config", type=Path, default=None,
                         help="YAML config (default: the packaged model/configs/digits.yaml)")
     parser.add_argument("--out", type=Path, default=None,

@@ -346,6 +346,8 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
         if context.world_size > 1:
             dist.barrier()
     bar.close()
+    if context.world_size > 1:
+        dist.destroy_process_group()  # every rank is past the last barrier: rank 0 goes on alone
     if not context.is_main:
         return None
 
