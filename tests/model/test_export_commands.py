@@ -124,10 +124,10 @@ def test_export_with_quantization_aware_finetuning(
     trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     plain = run_json(capsys, ["export", str(trained_run), "--out", str(tmp_path / "plain"),
-                              "--images", "32", "--no-progress"])
+                              "--images", "32", "--finetune-epochs", "0", "--no-progress"])
     tuned = run_json(capsys, ["export", str(trained_run), "--out", str(tmp_path / "tuned"),
                               "--images", "32", "--finetune-epochs", "1", "--no-progress"])
-    assert tuned["finetune_epochs"] == 1
+    assert tuned["finetune_epochs"] == 1 and plain["finetune_epochs"] == 0
     assert tuned["float_accuracy"] == plain["float_accuracy"]
     assert tuned["config_hash"] != plain["config_hash"]  # the weights moved
     load_export(tmp_path / "tuned")
