@@ -339,4 +339,5 @@ class CorePlan:
             "stream": steps_tokens * g.dim * g.bits["stream"],
             "stream_spike": g.dim * g.bits["stream"],
             "kv": g.t_max * g.dim * g.head_dim * g.bits["attention"],
+            "passes": len(self.passes) * self.layout().size,
         }

@@ -1,4 +1,4 @@
-"""The core's netlist has no multiplier: Yosys finds no multiply cell of any kind."""
+"""The core's netlist: Yosys finds no multiply cell of any kind, and the memories we report."""
 
 import json
 import shutil
@@ -15,15 +15,19 @@ from stepvit.rtl.synth import MULTIPLIER_CELLS
 pytestmark = pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys not installed")
 
 
-def multiply_cells(verilog_text, top, work_dir):
-    """Return ``cell type -> count`` of the multiply cells Yosys infers from ``verilog_text``."""
+def yosys_stat(verilog_text, top, work_dir):
+    """Return Yosys's ``stat`` of ``verilog_text`` before technology mapping."""
     source, stat = work_dir / f"{top}.v", work_dir / f"{top}_stat.json"
     source.write_text(verilog_text)
     subprocess.run(
         ["yosys", "-q", "-p", f"read_verilog {source}; hierarchy -top {top}; proc; flatten; "
          f"opt_expr; opt_clean; tee -q -o {stat} stat -json"],
         check=True, capture_output=True, text=True, timeout=300)
-    design = json.loads(stat.read_text())["design"]
+    return json.loads(stat.read_text())["design"]
+
+
+def multiply_cells(design):
+    """Return ``cell type -> count`` of the multiply cells in a Yosys ``stat``."""
     return {cell: count for cell, count in design["num_cells_by_type"].items()
             if cell in MULTIPLIER_CELLS}
 
@@ -31,7 +35,7 @@ def multiply_cells(verilog_text, top, work_dir):
 def test_the_check_sees_a_multiplier(tmp_path):
     text = "module times(input [7:0] a, input [7:0] b, output [15:0] y); " \
            "assign y = a * 8'd3 + a * b; endmodule\n"
-    assert multiply_cells(text, "times", tmp_path) == {"$mul": 2}
+    assert multiply_cells(yosys_stat(text, "times", tmp_path)) == {"$mul": 2}
 
 
 @pytest.mark.parametrize("lanes", [1, 4])
@@ -39,5 +43,8 @@ def test_core_has_no_multiplier(tmp_path, lanes):
     export = load_export(make_random_export(
         tmp_path / "export", image_shape=[3, 4, 4], patch=2, dim=12, heads=3, depth=1,
         mlp_dim=24, num_classes=5, t_max=3, seed=4))
-    text = verilog.convert(StepvitCore(export, lanes=lanes), name="stepvit_core")
-    assert multiply_cells(text, "stepvit_core", tmp_path) == {}
+    core = StepvitCore(export, lanes=lanes)
+    design = yosys_stat(verilog.convert(core, name="stepvit_core"), "stepvit_core", tmp_path)
+    assert multiply_cells(design) == {}
+    # What CorePlan.memory_bits reports (and the sizing notes quote) is what Yosys finds.
+    assert design["num_memory_bits"] == sum(core.plan.memory_bits().values())
