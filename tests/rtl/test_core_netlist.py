@@ -46,5 +46,5 @@ def test_core_has_no_multiplier(tmp_path, lanes):
     core = StepvitCore(export, lanes=lanes)
     design = yosys_stat(verilog.convert(core, name="stepvit_core"), "stepvit_core", tmp_path)
     assert multiply_cells(design) == {}
-    # What CorePlan.memory_bits reports (and the sizing notes quote) is what Yosys finds.
+    # CorePlan.memory_bits, which sizes a design before synthesis, is what Yosys finds.
     assert design["num_memory_bits"] == sum(core.plan.memory_bits().values())
