@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from amaranth.back import verilog
+from amaranth.back import rtlil, verilog
 from amaranth.hdl import Shape
 from amaranth.lib import wiring
 
@@ -17,6 +17,9 @@ from stepvit.rtl.top import TOP_NAME, StepvitAccel
 
 #: File names inside a build folder.
 VERILOG_FILE = f"{TOP_NAME}.v"
+#: The same design as Yosys RTLIL, the form the Verilog is written from. Yosys reads it in
+#: seconds where its Verilog frontend takes many minutes over large weight memories.
+RTLIL_FILE = f"{TOP_NAME}.il"
 REPORT_FILE = "report.json"
 
 # A Verilog memory: ``reg [W-1:0] name [D-1:0];`` (Amaranth writes each as one array).
@@ -28,6 +31,11 @@ _MEMORY_DECLARATION = re.compile(
 def to_verilog(design: StepvitAccel) -> str:
     """Return the Verilog text of ``design`` with the top module named ``stepvit_accel``."""
     return verilog.convert(design, name=TOP_NAME, emit_src=False)
+
+
+def to_rtlil(design: StepvitAccel) -> str:
+    """Return the RTLIL text of ``design`` with the top module named ``stepvit_accel``."""
+    return rtlil.convert(design, name=TOP_NAME, emit_src=False)
 
 
 def memories_of(verilog_text: str) -> list[dict[str, Any]]:
@@ -54,9 +62,14 @@ def port_list(design: StepvitAccel) -> list[dict[str, Any]]:
 
 
 def generate(
-    export: Export, out_dir: str | Path, *, lanes: int, core: wiring.Component | None = None
+    export: Export,
+    out_dir: str | Path,
+    *,
+    lanes: int,
+    core: wiring.Component | None = None,
+    with_rtlil: bool = True,
 ) -> dict[str, Any]:
-    """Generate ``out_dir/stepvit_accel.v`` and ``out_dir/report.json`` for ``export``.
+    """Generate ``stepvit_accel.v``, ``stepvit_accel.il`` and ``report.json`` in ``out_dir``.
 
     Parameters
     ----------
@@ -68,6 +81,8 @@ def generate(
         Parallel accumulator lanes of the core.
     core : wiring.Component, optional
         A stand-in for the core (tests only; see :class:`StepvitAccel`).
+    with_rtlil : bool
+        Also write the RTLIL (for ``stepvit synth``; a simulation needs only the Verilog).
 
     Returns
     -------
@@ -87,11 +102,14 @@ def generate(
         raise StepvitError(f"cannot build the accelerator: {error}") from None
     verilog_text = to_verilog(design)
     (out_dir / VERILOG_FILE).write_text(verilog_text)
+    if with_rtlil:
+        (out_dir / RTLIL_FILE).write_text(to_rtlil(design))
     arch = export.arch
     memories = memories_of(verilog_text)
     report = {
         "top": TOP_NAME,
         "verilog": VERILOG_FILE,
+        "rtlil": RTLIL_FILE if with_rtlil else None,
         "export": str(export.path),
         "name": export.manifest.get("name"),
         "config_hash": f"{export.config_hash:08x}",

@@ -3,6 +3,8 @@
 Yosys maps onto the board's family (``xc7`` for the PYNQ-Z2, ``xcup`` for the
 UltraScale+ boards) out of context (no I/O buffers), as the design is a block in the
 overlay. Its counts are an estimate of what Vivado will place, good for "does it fit".
+Yosys reads the RTLIL that ``stepvit rtl`` writes beside the Verilog (the netlist the
+Verilog is written from), or the Verilog when there is no RTLIL.
 """
 
 from __future__ import annotations
@@ -121,9 +123,9 @@ def multiplier_cells(dump: str) -> dict[str, int]:
     return counts
 
 
-def run_yosys(verilog: Path, family: str, work_dir: Path, *, top: str,
+def run_yosys(design: Path, family: str, work_dir: Path, *, top: str,
               timeout_s: float) -> dict[str, Any]:
-    """Synthesize ``verilog`` for ``family``; return the cells before and after mapping.
+    """Synthesize ``design`` (``.il`` RTLIL or ``.v`` Verilog) for ``family``.
 
     Returns
     -------
@@ -145,7 +147,8 @@ def run_yosys(verilog: Path, family: str, work_dir: Path, *, top: str,
     log = work_dir / "yosys.log"
     selection = " ".join(f"t:{cell}" for cell in MULTIPLIER_CELLS)
     script = (
-        f"read_verilog {verilog}; hierarchy -top {top}; proc; flatten; opt_expr; opt_clean; "
+        f"{'read_rtlil' if design.suffix == '.il' else 'read_verilog'} {design}; "
+        f"hierarchy -top {top}; proc; flatten; opt_expr; opt_clean; "
         f"tee -q -o {before} stat -json; tee -q -o {multipliers} dump {selection}; "
         f"synth_xilinx -family {family} -top {top} -flatten -noiopad; "
         f"tee -q -o {after} stat -json"
@@ -155,10 +158,10 @@ def run_yosys(verilog: Path, family: str, work_dir: Path, *, top: str,
         result = subprocess.run([yosys, "-q", "-l", str(log), "-p", script],
                                 capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise StepvitError(f"yosys ran past {timeout_s:.0f} s on {verilog} (log: {log})") from None
+        raise StepvitError(f"yosys ran past {timeout_s:.0f} s on {design} (log: {log})") from None
     if result.returncode != 0:
         last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise StepvitError(f"yosys failed on {verilog}: {last[0]} (log: {log})")
+        raise StepvitError(f"yosys failed on {design}: {last[0]} (log: {log})")
     return {"rtl_cells": _cells_of(before), "mapped_cells": _cells_of(after),
             "multipliers": multiplier_cells(multipliers.read_text()),
             "seconds": round(time.monotonic() - started, 1)}
@@ -177,15 +180,19 @@ def synthesize(build_dir: str | Path, board_name: str, *, timeout_s: float = 360
     timeout_s : float
         Longest Yosys may run.
     """
-    from stepvit.rtl.generate import REPORT_FILE, VERILOG_FILE
+    from stepvit.rtl.generate import REPORT_FILE, RTLIL_FILE, VERILOG_FILE
     from stepvit.rtl.top import TOP_NAME
 
     build_dir = Path(build_dir)
     verilog = build_dir / VERILOG_FILE
     if not verilog.is_file():
         raise StepvitError(f"{verilog} not found: run `stepvit rtl EXPORT --out {build_dir}` first")
+    # The RTLIL that the Verilog was written from, when it is newer: the same design.
+    rtlil = build_dir / RTLIL_FILE
+    newer = rtlil.is_file() and rtlil.stat().st_mtime >= verilog.stat().st_mtime
+    design_file = rtlil if newer else verilog
     board = board_parameters(board_name)
-    yosys = run_yosys(verilog, board["family"], build_dir, top=TOP_NAME, timeout_s=timeout_s)
+    yosys = run_yosys(design_file, board["family"], build_dir, top=TOP_NAME, timeout_s=timeout_s)
     used = count_resources(yosys["mapped_cells"])
     multipliers = yosys["multipliers"]
     report_path = build_dir / REPORT_FILE
@@ -195,6 +202,7 @@ def synthesize(build_dir: str | Path, board_name: str, *, timeout_s: float = 360
         "part": board["part"],
         "family": board["family"],
         "design": {key: design.get(key) for key in ("name", "config_hash", "lanes")},
+        "synthesized": design_file.name,
         "used": used,
         "multiplier_cells": multipliers["variable"],
         "constant_multiply_cells": multipliers["constant"],

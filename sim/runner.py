@@ -89,7 +89,8 @@ class Simulation:
         self.export = export
         self.lanes = lanes
         self.build_dir = Path(build_dir).resolve()
-        report = generate(export, self.build_dir / "rtl", lanes=lanes, core=core)
+        report = generate(export, self.build_dir / "rtl", lanes=lanes, core=core,
+                          with_rtlil=False)
         self.packet_words = report["packet_words"]
         self.runner = get_runner("icarus")
         self.runner.build(

@@ -104,6 +104,7 @@ def test_yosys_report_of_a_tiny_design(tmp_path: Path, capsys) -> None:
     assert report["multiplier_cells"] == 0 and report["used"]["dsp"] == 0
     assert report["multiplier_free"]
     assert report["design"]["lanes"] == 2
+    assert report["synthesized"] == "stepvit_accel.il"
 
 
 @pytest.mark.skipif(shutil.which("yosys") is None, reason="needs yosys")
@@ -113,5 +114,6 @@ def test_a_multiplier_is_found(tmp_path: Path) -> None:
         "                     output [15:0] y, output [7:0] z);\n"
         "  assign y = a * b;\n  assign z = i * 3;\nendmodule\n")
     report = synthesize(tmp_path, "pynq-z2")
+    assert report["synthesized"] == "stepvit_accel.v"
     assert report["multiplier_cells"] == 1 and report["constant_multiply_cells"] == 1
     assert not report["multiplier_free"]
