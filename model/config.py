@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "penalty": 0.1,           # lambda: weight of the expected active steps in the loss
         "penalty_warmup_epochs": 0,  # epochs trained with lambda = 0 before the penalty starts
         "score_init": 1.0,        # > 0: every step starts active
+        "freeze_mask_epochs": 0,  # last epochs with the mask fixed: the weights settle on it
         "label_smoothing": 0.0,
         "fixed_timesteps": False,  # the baseline: every step active, no penalty
         "threads": 1,             # CPU threads per process; 0: torch's default. The tensors
@@ -84,6 +85,7 @@ _CHECKS: dict[str, tuple[type, float | None]] = {
     "training.penalty": (float, 0),
     "training.penalty_warmup_epochs": (int, 0),
     "training.score_init": (float, None),
+    "training.freeze_mask_epochs": (int, 0),
     "training.label_smoothing": (float, 0),
     "training.fixed_timesteps": (bool, None),
     "training.threads": (int, 0),

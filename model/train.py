@@ -108,6 +108,29 @@ def fix_timesteps(model: SpikingViT) -> None:
     model.timestep_scores.requires_grad_(False)
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: SpikingViT, images: torch.Tensor, batch_size: int,
+                          device: torch.device) -> None:
+    """Recompute every BatchNorm's running statistics as the plain mean over ``images``.
+
+    The running averages of training lag behind: they mix batches seen under earlier
+    weights and earlier masks. One pass in training mode, with the final weights and
+    mask, gives the statistics that inference (and the quantizer's BN folding) should use.
+    """
+    norms = [module for module in model.modules() if isinstance(module, nn.BatchNorm1d)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the batches of this pass
+    was_training = model.training
+    model.train()
+    for batch_images, _ in batches(images, torch.zeros(len(images)), batch_size):
+        model(batch_images.to(device))
+    model.train(was_training)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a stepvit checkpoint, refusing a missing, corrupt or foreign file in one line."""
     path = Path(path)
@@ -306,6 +329,7 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
             (training["seed"] * 100003 + epoch) * 64 + context.rank)
         penalty_weight = 0.0 if fixed or epoch < training["penalty_warmup_epochs"] \
             else training["penalty"]
+        mask_frozen = epoch >= epochs - training["freeze_mask_epochs"]
         loss_sum = correct = seen = 0.0
         for images, labels in batches(train_images, train_labels, rank_batch, shard):
             if data["augment"]:
@@ -319,8 +343,9 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
             for optimizer in optimizers.values():
                 optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            for optimizer in optimizers.values():
-                optimizer.step()
+            for name, optimizer in optimizers.items():
+                if not (name == "scores" and mask_frozen):
+                    optimizer.step()
             loss_sum += float(loss.detach()) * len(labels)
             correct += float((logits.argmax(dim=1) == labels).sum())
             seen += len(labels)
@@ -351,6 +376,10 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
     if not context.is_main:
         return None
 
+    finished = checkpoint is not None and checkpoint.get("metrics") is not None \
+        and start_epoch == epochs
+    if not finished:  # the final checkpoint of a run holds recalibrated statistics already
+        recalibrate_batchnorm(model, train_images, 512, context.device)
     metrics = measure(model, test_images, test_labels, batch_size=512, progress=progress)
     metrics.update({
         "dataset": data["dataset"],

@@ -9,7 +9,14 @@ from stepvit.host.errors import StepvitError
 from stepvit.model import train as train_module
 from stepvit.model.config import validate_config
 from stepvit.model.data import batches, load_dataset
-from stepvit.model.train import evaluate, load_run, read_checkpoint, train_run
+from stepvit.model.network import SpikingViT
+from stepvit.model.train import (
+    evaluate,
+    load_run,
+    read_checkpoint,
+    recalibrate_batchnorm,
+    train_run,
+)
 
 
 def tiny_config(**training):
@@ -122,3 +129,20 @@ def test_damaged_checkpoints_are_refused(tmp_path):
         load_run(tmp_path)
     with pytest.raises(StepvitError, match="no checkpoint"):
         load_run(tmp_path / "absent")
+
+
+def test_batchnorm_recalibration_averages_the_batches():
+    torch.manual_seed(0)
+    model = SpikingViT((1, 8, 8), 2, 8, 1, 1, 16, 10, 2)
+    images = torch.randint(0, 256, (32, 1, 8, 8), dtype=torch.uint8)
+    before = model.embed.bn.running_mean.clone()
+    recalibrate_batchnorm(model, images, 32, torch.device("cpu"))
+    one_batch = {name: value.clone() for name, value in model.state_dict().items()
+                 if name.endswith("running_mean")}
+    recalibrate_batchnorm(model, images, 16, torch.device("cpu"))
+    assert not torch.allclose(before, one_batch["embed.bn.running_mean"])
+    # the first BN sees the raw images: two equal halves average to the whole
+    assert torch.allclose(model.embed.bn.running_mean, one_batch["embed.bn.running_mean"],
+                          atol=1e-5)
+    assert all(value.abs().sum() > 0 for value in one_batch.values())
+    assert model.embed.bn.momentum == 0.1 and model.training
