@@ -13,6 +13,7 @@ from amaranth.hdl import Module
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
+from stepvit.host.accelerator import pack_images
 from stepvit.host.errors import StepvitError
 from stepvit.host.export import Export
 from stepvit.rtl.core import StepvitCore
@@ -37,14 +38,6 @@ class CoreRun:
     predicted: int
     spike_counts: list[int]
     cycles: int
-
-
-def pack_image(image: np.ndarray) -> list[int]:
-    """Return the 32-bit words of one ``uint8 [C, H, W]`` image (SPEC.md section 5)."""
-    pixels = np.asarray(image, dtype=np.uint8).reshape(-1)
-    padded = np.zeros(-(-pixels.size // 4) * 4, dtype=np.uint8)
-    padded[:pixels.size] = pixels
-    return [int(word) for word in padded.view("<u4")]
 
 
 def simulate_core(
@@ -90,7 +83,7 @@ def simulate_core(
 
     async def testbench(ctx: object) -> None:
         for image in images:
-            for address, word in enumerate(pack_image(image)):
+            for address, word in enumerate(pack_images(image[None])[0].tolist()):
                 ctx.set(image_buffer.data[address], word)
             for module, word in enumerate(mask_words):
                 ctx.set(core.masks[module], word)

@@ -6,7 +6,7 @@ from amaranth.hdl import Module
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
-from stepvit.rtl.core_sim import pack_image
+from stepvit.host.accelerator import pack_images
 from stepvit.rtl.patch_loader import PatchLoader
 
 
@@ -22,7 +22,7 @@ def load(image, patch):
     tokens, patch_len = (height // patch) * (width // patch), channels * patch * patch
     m = Module()
     m.submodules.loader = loader
-    words = pack_image(image)
+    words = pack_images(image[None])[0].tolist()
     m.submodules.image = image_buffer = Memory(shape=32, depth=len(words), init=words)
     m.submodules.patches = patch_mem = Memory(shape=8 * patch_len, depth=tokens, init=[])
     read, write = image_buffer.read_port(), patch_mem.write_port(granularity=8)
