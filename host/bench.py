@@ -272,7 +272,9 @@ class GoldenReference:
 
 #: ``golden_vectors.npz`` (written by ``stepvit export``): key -> number of dimensions.
 VECTOR_KEYS = {"images": 4, "labels": 1, "budgets": 1, "logits": 3, "predicted": 2,
-               "spike_totals": 3, "ac_ops": 2}
+               "spike_totals": 3, "ac_ops": 2, "embed_ac_ops": 2, "dense_ac_ops": 2}
+#: The work counts among them, ``[T, n]`` each.
+VECTOR_WORK_KEYS = ("ac_ops", "embed_ac_ops", "dense_ac_ops")
 
 
 @dataclass
@@ -289,7 +291,7 @@ class GoldenVectors:
         The budgets of the first axis of the output arrays.
     outputs : dict of str to numpy.ndarray
         ``logits [T, n, K]``, ``predicted [T, n]``, ``spike_totals [T, n, layers]``,
-        ``ac_ops [T, n]``.
+        ``ac_ops``, ``embed_ac_ops`` and ``dense_ac_ops`` ``[T, n]``.
     """
 
     images: np.ndarray
@@ -326,7 +328,7 @@ def load_golden_vectors(export: Export) -> GoldenVectors:
         "logits": (len(budgets), count, export.arch["num_classes"]),
         "predicted": (len(budgets), count),
         "spike_totals": (len(budgets), count, len(export.layer_names())),
-        "ac_ops": (len(budgets), count),
+        **{key: (len(budgets), count) for key in VECTOR_WORK_KEYS},
     }
     for key, shape in expected.items():
         if tuple(arrays[key].shape) != shape:
@@ -335,7 +337,7 @@ def load_golden_vectors(export: Export) -> GoldenVectors:
     if images.dtype != np.uint8:
         raise StepvitError(f"{path.name}: images: expected uint8, got {images.dtype}")
     outputs = {key: arrays[key].astype(np.int64) for key in
-               ("logits", "predicted", "spike_totals", "ac_ops")}
+               ("logits", "predicted", "spike_totals", *VECTOR_WORK_KEYS)}
     return GoldenVectors(images=images, labels=arrays["labels"].astype(np.int64),
                          budgets=budgets, outputs=outputs)
 
@@ -361,8 +363,8 @@ class VectorsReference:
             raise StepvitError("the images are not the golden vectors' first images")
         index = vectors.budgets.index(budget)
         outputs = {key: values[index, :count] for key, values in vectors.outputs.items()}
-        work = {"ac_ops": outputs["ac_ops"],
-                "mac_ops": np.full(count, self._mac_ops, dtype=np.int64)}
+        work = {key: outputs[key] for key in VECTOR_WORK_KEYS}
+        work["mac_ops"] = np.full(count, self._mac_ops, dtype=np.int64)
         return Reference(outputs["logits"], outputs["predicted"], outputs["spike_totals"], work)
 
     def accuracy(self, budget: int) -> tuple[float | None, int]:

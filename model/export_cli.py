@@ -119,13 +119,19 @@ def float_predictions(model: Any, images: Any) -> Any:
                           for start in range(0, len(images), EVAL_BATCH)])
 
 
+#: Work counts kept per budget and image in ``golden_vectors.npz``.
+VECTOR_WORK_KEYS = ("ac_ops", "embed_ac_ops", "dense_ac_ops")
+
+
 def write_golden_vectors(path: Path, golden: Any, images: Any, labels: Any) -> None:
     """Write ``golden_vectors.npz``: test images and their integer outputs at every budget.
 
     Keys: ``images`` uint8 ``[n, C, H, W]``, ``labels`` ``[n]``, ``budgets`` ``[T]``
     (1..T; budget T is the trained mask), and per budget (first axis, budget ``b`` at
     ``b - 1``): ``logits`` ``[T, n, K]``, ``predicted`` ``[T, n]``, ``spike_totals``
-    ``[T, n, layers]`` (SPEC.md section 5 order), ``ac_ops`` ``[T, n]``.
+    ``[T, n, layers]`` (SPEC.md section 5 order), and the work ``ac_ops``,
+    ``embed_ac_ops``, ``dense_ac_ops`` ``[T, n]`` each (a board has no golden model to
+    count them).
     """
     import numpy as np
 
@@ -139,7 +145,7 @@ def write_golden_vectors(path: Path, golden: Any, images: Any, labels: Any) -> N
         logits=np.stack([r.logits.numpy() for r in results]),
         predicted=np.stack([r.predicted.numpy() for r in results]),
         spike_totals=np.stack([r.layer_spike_totals().numpy() for r in results]),
-        ac_ops=np.stack([r.work["ac_ops"].numpy() for r in results]),
+        **{key: np.stack([r.work[key].numpy() for r in results]) for key in VECTOR_WORK_KEYS},
     )
 
 

@@ -116,7 +116,8 @@ def test_vectors_reference_matches_the_golden_model(export):
             budget, vectors.images[:3])
         assert np.array_equal(stored.logits, computed.logits)
         assert np.array_equal(stored.spike_totals, computed.spike_totals)
-        assert np.array_equal(stored.work["mac_ops"], computed.work["mac_ops"])
+        for key in ("mac_ops", "ac_ops", "embed_ac_ops", "dense_ac_ops"):
+            assert np.array_equal(stored.work[key], computed.work[key]), key
     with pytest.raises(StepvitError, match="not the golden vectors' first images"):
         reference.expected(1, vectors.images[1:3])
 
@@ -131,6 +132,7 @@ def test_bench_command_on_a_board_checks_the_golden_vectors(export, board, overl
     assert report["backend"] == "pynq" and report["clock_mhz"] == 100.0
     assert [row["mismatches"] for row in report["rows"]] == [0, 0]
     assert all(row["cycles_per_image"] >= 1000 for row in report["rows"])
+    assert all(row["lower_bound_cycles"] > 0 for row in report["rows"])
     assert report["rows"][0]["latency_us"] == pytest.approx(
         report["rows"][0]["cycles_per_image"] / 100.0)
     assert "mismatch" in capsys.readouterr().out
