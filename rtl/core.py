@@ -1,6 +1,6 @@
 """The compute core: the whole network of SPEC.md section 3 on ``lanes`` accumulator lanes.
 
-A three-stage pipeline, fed one event per cycle and never stalled (each stage's memory
+A four-stage pipeline, fed one event per cycle and never stalled (each stage's memory
 reads are issued by the stage before it):
 
 - **walk** (the sequencer): steps through the passes of :class:`~stepvit.rtl.core_plan.CorePlan`
@@ -13,10 +13,10 @@ reads are issued by the stage before it):
 - **accumulate**: the event's weights (``lanes`` of them, shifted by the bit plane in the
   embedding) are added by :class:`~stepvit.rtl.accumulator.AccumulatorLanes`; the KV pass
   instead adds the token's V segment into a KV row here (read-modify-write).
-- **sink**: a finished chunk gets its bias and operand (embedding current or residual
-  stream) and goes through :class:`~stepvit.rtl.lif.LIFLanes` (spikes into a spike map,
-  membranes back), or is stored (embedding current, residual stream), or is added into
-  the logits.
+- **sum**: a finished chunk gets its bias and operand (embedding current or residual
+  stream) and is stored (embedding current, residual stream) or added into the logits,
+  or goes on to
+- **fire**: :class:`~stepvit.rtl.lif.LIFLanes` (spikes into a spike map, membranes back).
 
 Every pass drains the pipeline before the next begins (the next reads what it wrote).
 No multiplier: addresses advance by adding strides, words are picked by multiplexers
@@ -51,9 +51,9 @@ from stepvit.rtl.lif import LIFLanes
 from stepvit.rtl.patch_loader import PatchLoader
 from stepvit.rtl.spike_walker import SpikeWalker
 
-#: Cycles after the last event of a pass until its sink has written everything (the
-#: accumulate and sink stages); the next pass's descriptor is loaded in the cycle after.
-DRAIN_CYCLES = 2
+#: Cycles after the last event of a pass until everything is written (the accumulate, sum
+#: and fire stages); the next pass's descriptor is loaded in the cycle after.
+DRAIN_CYCLES = 3
 
 
 def _select(m: Module, words: list, index: object) -> Signal:
@@ -92,7 +92,7 @@ class StepvitCore(wiring.Component):
         super().__init__(core_signature(export))
 
     def elaborate(self, platform: object) -> Module:
-        """Build the memories, the sequencer and the three pipeline stages."""
+        """Build the memories, the sequencer and the pipeline stages after it."""
         m = Module()
         plan = self.plan
         g = plan.geometry
@@ -406,7 +406,7 @@ class StepvitCore(wiring.Component):
 
         sink = {name: Signal.like(acc[name], name=f"sink_{name}")
                 for name in ("chunk", "group_index", "first_step", "stream_zero",
-                             "word_address", "stream_address", "kv_address")}
+                             "word_address", "stream_address", "kv_address", "theta_address")}
         sink_valid = Signal()
         sink_sum = Signal(lanes_unit.total.shape())
         closing = acc["valid"] & acc["last"]
@@ -415,26 +415,17 @@ class StepvitCore(wiring.Component):
             m.d.sync += [sink[name].eq(acc[name]) for name in sink]
             m.d.sync += sink_sum.eq(lanes_unit.total)
         m.d.comb += [
-            membrane_read.addr.eq(acc["group_index"]),
             current_read.addr.eq(acc["group_index"]),
             stream_read.addr.eq(acc["stream_address"]),
             bias_read.addr.eq(acc["bias_address"]),
-            theta_read.addr.eq(acc["theta_address"]),
-            spike_value_read.addr.eq(acc["chunk"]),
         ]
 
-        # --- sink stage ------------------------------------------------------------------
+        # --- sum stage: the finished sum gets its bias and operand -----------------------
         current_bits = max(g.sum_bits, g.bias_bits, bits["stream"],
                            bits["embed_current"]) + 2
-        m.submodules.lif = lif = LIFLanes(
-            lanes=lanes, membrane_bits=bits["membrane"], current_bits=current_bits,
-            leak_shift=g.leak_shift, reset=g.reset)
         bias_values = _lanes_of(bias_read.data, lanes, g.bias_bits, "signed")
-        theta_values = _lanes_of(theta_read.data, lanes, bits["membrane"], "signed")
-        membrane_values = _lanes_of(membrane_read.data, lanes, bits["membrane"], "signed")
         current_values = _lanes_of(current_read.data, lanes, bits["embed_current"], "signed")
         stream_values = _lanes_of(stream_read.data, lanes, bits["stream"], "signed")
-        spike_values = _lanes_of(spike_value_read.data, lanes, bits["stream"], "signed")
         totals = []
         for lane in range(lanes):
             operand = Signal(signed(current_bits), name=f"operand{lane}")
@@ -447,46 +438,28 @@ class StepvitCore(wiring.Component):
             m.d.comb += total.eq(sink_sum[lane] + operand
                                  + Mux(desc.use_bias, bias_values[lane], 0))
             totals.append(total)
-            m.d.comb += [
-                lif.membrane[lane].eq(Mux(sink["first_step"], 0, membrane_values[lane])),
-                lif.current[lane].eq(total),
-                lif.threshold[lane].eq(theta_values[lane]),
-            ]
 
         def lanes_word(values: list, width: int) -> object:
-            return Cat(*(value.as_unsigned()[:width] if hasattr(value, "as_unsigned")
-                         else Const(value, width) for value in values))
+            return Cat(*(value.as_unsigned()[:width] for value in values))
 
-        fired = Signal(lanes)
-        m.d.comb += fired.eq(lif.spikes)
+        # A LIF chunk goes on to the fire stage (its own cycle: the sum and the LIF each
+        # chain several adders); the other sinks write here.
+        fire = {name: Signal.like(sink[name], name=f"fire_{name}")
+                for name in ("chunk", "group_index", "first_step", "word_address",
+                             "stream_address")}
+        fire_valid = Signal()
+        fire_current = [Signal(signed(current_bits), name=f"fire_current{lane}")
+                        for lane in range(lanes)]
+        m.d.sync += fire_valid.eq(sink_valid & (desc.sink == Sink.LIF))
+        m.d.sync += [fire[name].eq(sink[name]) for name in fire]
+        m.d.sync += [held.eq(total) for held, total in zip(fire_current, totals)]
+        m.d.comb += [
+            membrane_read.addr.eq(sink["group_index"]),
+            theta_read.addr.eq(sink["theta_address"]),
+            spike_value_read.addr.eq(sink["chunk"]),
+        ]
         with m.If(sink_valid):
             with m.Switch(desc.sink):
-                with m.Case(Sink.LIF):
-                    m.d.comb += [
-                        membrane_write.addr.eq(sink["group_index"]),
-                        membrane_write.data.eq(lanes_word(list(lif.next_membrane),
-                                                          bits["membrane"])),
-                        membrane_write.en.eq(1),
-                    ]
-                    for source, port in buffer_write.items():
-                        with m.If(desc.target == source):
-                            chunks = buffer_widths[source] // lanes
-                            m.d.comb += [
-                                port.addr.eq(sink["word_address"]),
-                                port.data.eq(Cat(*([fired] * chunks))),
-                                port.en.eq(1 << (desc.chunk_offset + sink["chunk"])),
-                            ]
-                    with m.If(desc.to_stream):
-                        m.d.comb += [
-                            stream_write.addr.eq(sink["stream_address"]),
-                            stream_write.data.eq(lanes_word(
-                                [Mux(fired[lane], spike_values[lane], 0)
-                                 for lane in range(lanes)], bits["stream"])),
-                            stream_write.en.eq(1),
-                        ]
-                    layer_count = Array(counts)[desc.layer]
-                    m.d.sync += layer_count.eq(layer_count + sum(fired[lane]
-                                                                  for lane in range(lanes)))
                 with m.Case(Sink.STORE_CURRENT):
                     m.d.comb += [
                         current_write.addr.eq(sink["group_index"]),
@@ -506,4 +479,44 @@ class StepvitCore(wiring.Component):
                     for k, logit in enumerate(logits):
                         with m.If(sink["chunk"] == k // lanes):
                             m.d.sync += logit.eq(logit + sink_sum[k % lanes])
+
+        # --- fire stage: charge, fire, reset ------------------------------------------------
+        m.submodules.lif = lif = LIFLanes(
+            lanes=lanes, membrane_bits=bits["membrane"], current_bits=current_bits,
+            leak_shift=g.leak_shift, reset=g.reset)
+        theta_values = _lanes_of(theta_read.data, lanes, bits["membrane"], "signed")
+        membrane_values = _lanes_of(membrane_read.data, lanes, bits["membrane"], "signed")
+        spike_values = _lanes_of(spike_value_read.data, lanes, bits["stream"], "signed")
+        for lane in range(lanes):
+            m.d.comb += [
+                lif.membrane[lane].eq(Mux(fire["first_step"], 0, membrane_values[lane])),
+                lif.current[lane].eq(fire_current[lane]),
+                lif.threshold[lane].eq(theta_values[lane]),
+            ]
+        fired = Signal(lanes)
+        m.d.comb += fired.eq(lif.spikes)
+        with m.If(fire_valid):
+            m.d.comb += [
+                membrane_write.addr.eq(fire["group_index"]),
+                membrane_write.data.eq(lanes_word(list(lif.next_membrane), bits["membrane"])),
+                membrane_write.en.eq(1),
+            ]
+            for source, port in buffer_write.items():
+                with m.If(desc.target == source):
+                    chunks = buffer_widths[source] // lanes
+                    m.d.comb += [
+                        port.addr.eq(fire["word_address"]),
+                        port.data.eq(Cat(*([fired] * chunks))),
+                        port.en.eq(1 << (desc.chunk_offset + fire["chunk"])),
+                    ]
+            with m.If(desc.to_stream):
+                m.d.comb += [
+                    stream_write.addr.eq(fire["stream_address"]),
+                    stream_write.data.eq(lanes_word(
+                        [Mux(fired[lane], spike_values[lane], 0) for lane in range(lanes)],
+                        bits["stream"])),
+                    stream_write.en.eq(1),
+                ]
+            layer_count = Array(counts)[desc.layer]
+            m.d.sync += layer_count.eq(layer_count + sum(fired[lane] for lane in range(lanes)))
         return m
