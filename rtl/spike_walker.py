@@ -6,7 +6,7 @@ walker says which bit is the last one, so the next vector can be loaded in the s
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import C, Cat, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -52,18 +52,33 @@ class SpikeWalker(wiring.Component):
         """Build the held vector, its lowest-bit encoder and its clear."""
         m = Module()
         pending = Signal(self._width)
-        # pending & (pending - 1) clears the lowest set bit: one carry chain, no encoder.
+        any_set, index = _lowest_set_bit(pending)
         remaining = Signal(self._width)
         m.d.comb += [
-            remaining.eq(pending & (pending - 1)),
-            self.any.eq(pending != 0),
-            self.last.eq((pending != 0) & (remaining == 0)),
+            remaining.eq(pending & ~(1 << index)[:self._width]),
+            self.any.eq(any_set),
+            self.index.eq(index),
+            self.last.eq(any_set & (remaining == 0)),
         ]
-        for position in reversed(range(self._width)):
-            with m.If(pending[position]):
-                m.d.comb += self.index.eq(position)
         with m.If(self.load):
             m.d.sync += pending.eq(self.word)
         with m.Elif(self.step):
             m.d.sync += pending.eq(remaining)
         return m
+
+
+def _lowest_set_bit(bits: Value) -> tuple[Value, Value]:
+    """Return (any bit set, index of the lowest set bit) as a balanced tree of halves.
+
+    A chain of ``if`` over the bits would be as deep as the vector is wide; halving keeps
+    the depth at ``log2(width)`` multiplexers.
+    """
+    width = len(bits)
+    if width == 1:
+        return bits[0], C(0, 0)
+    half = 1 << ((width - 1).bit_length() - 1)  # a power of two, at least width / 2
+    index_bits = (half - 1).bit_length()
+    low_any, low_index = _lowest_set_bit(bits[:half])
+    high_any, high_index = _lowest_set_bit(bits[half:])
+    high = Cat(high_index, C(0, index_bits - len(high_index)), C(1, 1))  # half + index
+    return low_any | high_any, Mux(low_any, low_index, high)
