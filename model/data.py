@@ -68,11 +68,13 @@ def _load_digits(split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     train_images, test_images, train_labels, test_labels = train_test_split(
         images, digits.target, test_size=DIGITS_TEST_FRACTION, stratify=digits.target,
         random_state=0)
-    images, labels = (train_images, train_labels) if split == "train" else (test_images,
-                                                                           test_labels)
+    if split == "train":
+        images, labels = train_images, train_labels
+    else:
+        images, labels = test_images, test_labels
     class_names = [str(int(name)) for name in digits.target_names]
-    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels).long(), \
-        class_names
+    return (torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels).long(),
+            class_names)
 
 
 def _unpickle(path: Path) -> dict:
