@@ -32,7 +32,7 @@ residual stream for every step (``[T, N, D]``); the KV tables of every step.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 
@@ -56,7 +56,7 @@ from stepvit.rtl.spike_walker import SpikeWalker
 DRAIN_CYCLES = 3
 
 
-def _select(m: Module, words: list, index: object) -> Signal:
+def _select(m: Module, words: list[Value], index: Value) -> Signal:
     """Return ``words[index]`` as a multiplexer (a dynamic ``word_select`` is a ``$mul``)."""
     selected = Signal(max(len(word) for word in words))
     with m.Switch(index):
@@ -66,10 +66,10 @@ def _select(m: Module, words: list, index: object) -> Signal:
     return selected
 
 
-def _lanes_of(word: object, lanes: int, bits: int, shape: object) -> list:
-    """Return the ``lanes`` fields of a packed word, each as ``shape``."""
-    return [word[lane * bits:(lane + 1) * bits].as_signed() if shape == "signed"
-            else word[lane * bits:(lane + 1) * bits] for lane in range(lanes)]
+def _lanes_of(word: Value, lanes: int, bits: int, *, is_signed: bool) -> list[Value]:
+    """Return the ``lanes`` fields of ``bits`` bits of a packed word, lane 0 lowest."""
+    fields = [word[lane * bits:(lane + 1) * bits] for lane in range(lanes)]
+    return [field.as_signed() for field in fields] if is_signed else fields
 
 
 class StepvitCore(wiring.Component):
@@ -383,11 +383,11 @@ class StepvitCore(wiring.Component):
         acc = accumulate
         m.submodules.lanes = lanes_unit = AccumulatorLanes(
             lanes=lanes, addend_bits=g.addend_bits, sum_bits=g.sum_bits)
-        weight_values = _lanes_of(weight_read.data, lanes, 8, "signed")
+        weight_values = _lanes_of(weight_read.data, lanes, 8, is_signed=True)
         chunk_bits = lanes * bits["attention"]
         kv_chunk = _select(m, [kv_read.data[i * chunk_bits:(i + 1) * chunk_bits]
                                for i in range(g.head_dim // lanes)], acc["segment_chunk"])
-        kv_values = _lanes_of(kv_chunk, lanes, bits["attention"], "unsigned")
+        kv_values = _lanes_of(kv_chunk, lanes, bits["attention"], is_signed=False)
         plane = Mux(desc.bit_planes, acc["plane"], 0)
         m.d.comb += [lanes_unit.valid.eq(acc["valid"]), lanes_unit.first.eq(acc["first"])]
         for lane in range(lanes):
@@ -395,7 +395,7 @@ class StepvitCore(wiring.Component):
                          weight_values[lane] << plane)
             m.d.comb += lanes_unit.addend[lane].eq(Mux(acc["has_weight"], addend, 0))
         with m.If(acc["valid"] & acc["has_weight"] & (desc.sink == Sink.KV_ADD)):
-            row = _lanes_of(kv_read.data, g.head_dim, bits["attention"], "unsigned")
+            row = _lanes_of(kv_read.data, g.head_dim, bits["attention"], is_signed=False)
             m.d.comb += [
                 kv_write.addr.eq(acc["kv_address"]),
                 kv_write.data.eq(Cat(*(
@@ -423,9 +423,9 @@ class StepvitCore(wiring.Component):
         # --- sum stage: the finished sum gets its bias and operand -----------------------
         current_bits = max(g.sum_bits, g.bias_bits, bits["stream"],
                            bits["embed_current"]) + 2
-        bias_values = _lanes_of(bias_read.data, lanes, g.bias_bits, "signed")
-        current_values = _lanes_of(current_read.data, lanes, bits["embed_current"], "signed")
-        stream_values = _lanes_of(stream_read.data, lanes, bits["stream"], "signed")
+        bias_values = _lanes_of(bias_read.data, lanes, g.bias_bits, is_signed=True)
+        current_values = _lanes_of(current_read.data, lanes, bits["embed_current"], is_signed=True)
+        stream_values = _lanes_of(stream_read.data, lanes, bits["stream"], is_signed=True)
         totals = []
         for lane in range(lanes):
             operand = Signal(signed(current_bits), name=f"operand{lane}")
@@ -484,9 +484,9 @@ class StepvitCore(wiring.Component):
         m.submodules.lif = lif = LIFLanes(
             lanes=lanes, membrane_bits=bits["membrane"], current_bits=current_bits,
             leak_shift=g.leak_shift, reset=g.reset)
-        theta_values = _lanes_of(theta_read.data, lanes, bits["membrane"], "signed")
-        membrane_values = _lanes_of(membrane_read.data, lanes, bits["membrane"], "signed")
-        spike_values = _lanes_of(spike_value_read.data, lanes, bits["stream"], "signed")
+        theta_values = _lanes_of(theta_read.data, lanes, bits["membrane"], is_signed=True)
+        membrane_values = _lanes_of(membrane_read.data, lanes, bits["membrane"], is_signed=True)
+        spike_values = _lanes_of(spike_value_read.data, lanes, bits["stream"], is_signed=True)
         for lane in range(lanes):
             m.d.comb += [
                 lif.membrane[lane].eq(Mux(fire["first_step"], 0, membrane_values[lane])),
