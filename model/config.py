@@ -52,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
         "penalty_warmup_epochs": 0,  # epochs trained with lambda = 0 before the penalty starts
         "score_init": 1.0,        # > 0: every step starts active
         "freeze_mask_epochs": 0,  # last epochs with the mask fixed: the weights settle on it
+        "target_timesteps": 0.0,  # > 0: the penalty acts only while the mask's mean active
+                                  # steps exceed this, and the mask freezes once within it
         "label_smoothing": 0.0,
         "fixed_timesteps": False,  # the baseline: every step active, no penalty
         "threads": 1,             # CPU threads per process; 0: torch's default. The tensors
@@ -86,6 +88,7 @@ _CHECKS: dict[str, tuple[type, float | None]] = {
     "training.penalty_warmup_epochs": (int, 0),
     "training.score_init": (float, None),
     "training.freeze_mask_epochs": (int, 0),
+    "training.target_timesteps": (float, 0),
     "training.label_smoothing": (float, 0),
     "training.fixed_timesteps": (bool, None),
     "training.threads": (int, 0),

@@ -77,6 +77,11 @@ def _start_distributed(threads: int) -> Distributed:
     return Distributed(dist.get_rank(), dist.get_world_size(), device)
 
 
+def mean_active_steps(model: SpikingViT) -> float:
+    """Return the mean over modules of the active steps of the model's mask."""
+    return float(model.timestep_mask().sum(dim=1).double().mean())
+
+
 def rank_shard(count: int, *, seed: int, epoch: int, rank: int,
                world_size: int) -> torch.Tensor:
     """Return the indices of the training images that ``rank`` sees in ``epoch``.
@@ -316,6 +321,7 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
         network = nn.parallel.DistributedDataParallel(
             model, device_ids=[context.device.index] if context.device.type == "cuda" else None)
     loss_function = nn.CrossEntropyLoss(label_smoothing=training["label_smoothing"])
+    target = training["target_timesteps"]
     rank_batch = max(1, training["batch_size"] // context.world_size)
     batches_per_epoch = -(-(len(train_labels) // context.world_size) // rank_batch)
     bar = tqdm(total=(epochs - start_epoch) * batches_per_epoch, desc=f"train {config['name']}",
@@ -327,32 +333,36 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
                            rank=context.rank, world_size=context.world_size)
         augment_generator = torch.Generator().manual_seed(
             (training["seed"] * 100003 + epoch) * 64 + context.rank)
-        penalty_weight = 0.0 if fixed or epoch < training["penalty_warmup_epochs"] \
-            else training["penalty"]
-        mask_frozen = epoch >= epochs - training["freeze_mask_epochs"]
         loss_sum = correct = seen = 0.0
         for images, labels in batches(train_images, train_labels, rank_batch, shard):
+            steps_now = mean_active_steps(model)
+            within_target = target == 0 or steps_now <= target
+            # The mask freezes in the last epochs, once it meets the target (if one is set).
+            mask_frozen = epoch >= epochs - training["freeze_mask_epochs"] and within_target
+            penalize = not (fixed or mask_frozen or epoch < training["penalty_warmup_epochs"]
+                            or (target and within_target))
             if data["augment"]:
                 images = augment(images, augment_generator, padding=data["crop_padding"],
                                  flip=data["flip"])
             images, labels = images.to(context.device), labels.to(context.device)
             logits = network(images)
             loss = loss_function(logits, labels)
-            if penalty_weight:
-                loss = loss + penalty_weight * model.penalty()
+            if penalize:
+                loss = loss + training["penalty"] * model.penalty()
             for optimizer in optimizers.values():
                 optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            for name, optimizer in optimizers.items():
-                if not (name == "scores" and mask_frozen):
-                    optimizer.step()
+            if mask_frozen:
+                model.timestep_scores.grad = None  # optimizers skip a parameter without grad
+            for optimizer in optimizers.values():
+                optimizer.step()
             loss_sum += float(loss.detach()) * len(labels)
             correct += float((logits.argmax(dim=1) == labels).sum())
             seen += len(labels)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}",
                             acc=f"{correct / seen:.3f}",
-                            steps=f"{float(model.timestep_mask().sum(1).double().mean()):.2f}")
+                            steps=f"{steps_now:.2f}")
         for scheduler in schedulers.values():
             scheduler.step()
         if context.is_main:

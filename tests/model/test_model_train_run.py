@@ -146,3 +146,21 @@ def test_batchnorm_recalibration_averages_the_batches():
                           atol=1e-5)
     assert all(value.abs().sum() > 0 for value in one_batch.values())
     assert model.embed.bn.momentum == 0.1 and model.training
+
+
+def test_target_stops_the_penalty_and_freezes_the_mask_within_it(tmp_path, monkeypatch):
+    build = train_module.build_model
+
+    def staggered_scores(*arguments):
+        model = build(*arguments)  # scores spread out, so they cross zero one by one
+        with torch.no_grad():
+            model.timestep_scores.copy_(torch.linspace(0.05, 1.0, 16).reshape(4, 4))
+        return model
+
+    monkeypatch.setattr(train_module, "build_model", staggered_scores)
+    common = {"epochs": 1, "penalty": 5.0, "score_lr": 0.2}
+    unlimited = train_run(tiny_config(**common), tmp_path / "unlimited", progress=False)
+    capped = train_run(tiny_config(**common, target_timesteps=3.5, freeze_mask_epochs=1),
+                       tmp_path / "capped", progress=False)
+    assert unlimited["avg_timesteps"] < 3.0  # the penalty alone goes further
+    assert 3.0 <= capped["avg_timesteps"] <= 3.5
