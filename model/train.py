@@ -7,6 +7,13 @@ refuses to start without one. A checkpoint is:
 ``{"config", "state_dict", "epoch", "optimizer", "scheduler", "class_names",
 "image_shape", "history", "metrics"}``.
 
+The mask's schedule: for ``penalty_warmup_epochs`` the network trains with ``lambda = 0``;
+then the penalty pushes the scores down (SGD, see :func:`_optimizers`) while the task loss
+holds up the useful steps; in the last ``freeze_mask_epochs`` the mask is fixed and the
+weights settle on it. With ``target_timesteps`` set, the penalty acts only while the
+mask's mean active steps exceed the target and the mask freezes once within it. At the
+end the BatchNorm statistics are recomputed with the final weights and mask.
+
 Several processes (``torchrun --nproc_per_node N``; ``WORLD_SIZE`` in the environment)
 train with ``DistributedDataParallel``: each rank takes every N-th image of the epoch's
 shuffled order with a batch of ``batch_size / N``, so the global batch is the config's.
