@@ -2,7 +2,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 import torch
 import yaml
 
@@ -21,7 +20,6 @@ def test_rank_shards_are_disjoint_equal_and_seeded():
     assert sorted(single.tolist()) == list(range(11))
 
 
-@pytest.mark.slow
 def test_torchrun_trains_with_two_gloo_processes(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({
