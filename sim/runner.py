@@ -192,7 +192,7 @@ class Simulation:
         if failed or crashed or tests == 0:
             failures = ((results or {}).get("failures") or _failure_messages(results_xml)
                         or ["the simulator stopped abnormally"])
-            shown = "; ".join(failures)[:2000]
+            shown = "; ".join(" ".join(failure.split()) for failure in failures)[:2000]
             raise SimulationFailed(f"simulation {test} failed ({log_path}): {shown}",
                                    failures, results)
         return results or {}
