@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from stepvit.host.errors import StepvitError
 
 # name -> (module that owns it, one-line help). The module defines
-# ``<name>_arguments(parser)`` and ``<name>(args) -> int``.
+# ``<name>_arguments(parser)`` and ``<name>(args) -> int`` (``-`` in a name is ``_`` there).
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("stepvit.model.commands", "train the masked-timestep spiking ViT"),
     "export": ("stepvit.model.commands", "quantize a run and write its export directory"),
     "eval": ("stepvit.model.commands", "integer golden accuracy and work of an export"),
+    "random-export": ("stepvit.model.commands", "an untrained export of a config, for sizing"),
     "rtl": ("stepvit.rtl.commands", "generate the accelerator's Verilog from an export"),
     "synth": ("stepvit.rtl.commands", "Yosys resource report of a generated design"),
     "sim": ("stepvit.sim.commands", "simulate the Verilog against the golden model"),
@@ -45,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
             if error.name != module_name:
                 raise
             continue  # that part has not been built yet: absent rather than faked
-        add_arguments = getattr(module, f"{name}_arguments", None)
-        command = getattr(module, name, None)
+        function_name = name.replace("-", "_")
+        add_arguments = getattr(module, f"{function_name}_arguments", None)
+        command = getattr(module, function_name, None)
         if add_arguments is None or command is None:
             continue
         sub = subparsers.add_parser(name, help=help_text, description=help_text)

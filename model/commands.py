@@ -11,7 +11,14 @@ import json
 from pathlib import Path
 
 # `stepvit export` and `stepvit eval` live with the quantizer; the CLI finds them here.
-from stepvit.model.export_cli import eval, eval_arguments, export, export_arguments  # noqa: F401
+from stepvit.model.export_cli import (  # noqa: F401
+    eval,
+    eval_arguments,
+    export,
+    export_arguments,
+    random_export,
+    random_export_arguments,
+)
 
 # --- train -------------------------------------------------------------------------------
 

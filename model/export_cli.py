@@ -243,3 +243,42 @@ def eval(args: argparse.Namespace) -> int:
     print(json.dumps({"export": str(args.export), "dataset": dataset, "split": "test",
                       "images": len(labels), "results": rows}))
     return 0
+
+
+#: Classes of each data set, for an untrained export of a config.
+DATASET_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
+
+
+def random_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``stepvit random-export``."""
+    parser.add_argument("--config", type=Path, required=True,
+                        help="training config whose model section gives the architecture")
+    parser.add_argument("--out", type=Path, required=True, help="export directory to write")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+
+
+def random_export(args: argparse.Namespace) -> int:
+    """Write an untrained export of a config's architecture (for sizing hardware)."""
+    from stepvit.model.config import load_config
+    from stepvit.model.data import image_shape
+    from stepvit.model.random_export import make_random_export
+
+    config = load_config(args.config)
+    model, dataset = config["model"], config["data"]["dataset"]
+    out = make_random_export(
+        args.out,
+        image_shape=image_shape(dataset),
+        patch=model["patch"],
+        dim=model["dim"],
+        heads=model["heads"],
+        depth=model["depth"],
+        mlp_dim=model["mlp_dim"],
+        num_classes=DATASET_CLASSES[dataset],
+        t_max=model["t_max"],
+        seed=args.seed,
+        leak_shift=model["leak_shift"],
+        reset=model["reset"],
+        name=f"{config['name']}-untrained",
+    )
+    print(f"untrained export of {args.config} written to {out} (random weights, no accuracy)")
+    return 0
