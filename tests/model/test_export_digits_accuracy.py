@@ -23,5 +23,5 @@ def test_digits_integer_accuracy_within_half_a_point(
     assert report["images"] == 360
     assert report["float_accuracy"] > 0.9
     assert report["integer_accuracy"] >= report["float_accuracy"] - 0.005
-    # Measured 97.2-97.5 %: the disagreements are images with a small float margin.
-    assert report["class_agreement"] >= 0.96
+    # Measured 99.7 % (seed 0): the disagreements are images with a small float margin.
+    assert report["class_agreement"] >= 0.99
