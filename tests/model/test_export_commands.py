@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +19,6 @@ from stepvit.model.train import train_run
 DIGITS = dict(image_shape=[1, 8, 8], patch=2, dim=16, heads=2, depth=1, mlp_dim=32,
               num_classes=10, t_max=3)
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict:

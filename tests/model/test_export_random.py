@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from stepvit.host.export import load_export
 from stepvit.model.golden import GoldenModel
@@ -20,13 +18,6 @@ SHAPES = {
                     num_classes=10, t_max=4),
 }
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("shape", ["digits", "cifar10"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +19,6 @@ TINY = dict(image_shape=[1, 4, 4], patch=2, dim=4, heads=2, depth=1, mlp_dim=8,
 DIGITS = dict(image_shape=[1, 8, 8], patch=2, dim=32, heads=2, depth=2, mlp_dim=64,
               num_classes=10, t_max=4)
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small tensors: a second intra-op thread only adds contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def random_images(count: int, shape: list[int], seed: int = 0) -> np.ndarray:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from stepvit.host.export import Export, load_export
@@ -19,14 +17,6 @@ from stepvit.model.quantize import quantize
 SHAPE = (1, 8, 8)
 NAMES = [str(k) for k in range(5)]
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: a second intra-op thread only adds contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def trained_like_model(seed: int = 0) -> SpikingViT:
