@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -257,11 +256,3 @@ def test_bounds_cover_what_the_images_reach(digits_export: Export) -> None:
     current, _ = GoldenModel(digits_export).embed_current(torch.from_numpy(white).long())
     assert int(current.abs().max()) <= bounds["embed_current"]
     assert bounds["attention"] == 16 * 16
-
-
-def test_a_digits_test_split_runs_in_seconds(digits_export: Export) -> None:
-    images = random_images(360, DIGITS["image_shape"])
-    start = time.perf_counter()
-    result = GoldenModel(digits_export).run(images)
-    assert result.logits.shape == (360, 10)
-    assert time.perf_counter() - start < 20
