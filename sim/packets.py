@@ -1,4 +1,4 @@
-"""Stream words of the accelerator (SPEC.md section 5): image frames, result packets, checks.
+"""Result packets of the accelerator (SPEC.md section 5): their words, parsing and checks.
 
 Plain Python and numpy, so that the cocotb testbench, the runner and the command share
 one definition of the formats and of what counts as a mismatch.
@@ -13,17 +13,6 @@ import numpy as np
 
 #: Class word of the packet of a dropped frame.
 ERROR_CLASS = 0xFFFFFFFF
-
-
-def image_frame(image: np.ndarray) -> list[int]:
-    """Return the 32-bit words of one ``uint8 [C, H, W]`` image: four pixels a word.
-
-    Byte 0 of a word is the first pixel (little-endian); the last word is zero-padded.
-    """
-    pixels = np.asarray(image, dtype=np.uint8).reshape(-1)
-    padded = np.zeros(-(-pixels.size // 4) * 4, dtype=np.uint8)
-    padded[: pixels.size] = pixels
-    return [int(word) for word in padded.view("<u4")]
 
 
 def word_names(num_classes: int, layer_names: Sequence[str]) -> list[str]:

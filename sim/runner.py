@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from stepvit.host.accelerator import pack_images
 from stepvit.host.errors import StepvitError
 from stepvit.host.export import Export, load_export
 from stepvit.host.registers import ACCEL_ID
 from stepvit.rtl.top import mask_register_values
-from stepvit.sim.packets import expected_packet, image_frame, parse_packet
+from stepvit.sim.packets import expected_packet, parse_packet
 from stepvit.sim.tb_accel import CONFIG_VARIABLE
 
 #: The cocotb test module and its tests.
@@ -132,7 +133,7 @@ class Simulation:
         """
         export = self.export
         return {
-            "frames": [image_frame(image) for image in images],
+            "frames": pack_images(np.asarray(images, dtype=np.uint8)).tolist(),
             "expected": expected,
             "masks": None if mask_rows is None else mask_register_values(mask_rows),
             "trained_masks": mask_register_values(export.timestep_mask),

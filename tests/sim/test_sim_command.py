@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from stepvit.host import cli
+from stepvit.host.accelerator import pack_images
 from stepvit.host.errors import StepvitError
 from stepvit.model.random_export import make_random_export
 from stepvit.sim import packets
@@ -76,8 +77,8 @@ def test_bad_arguments_are_one_line(export_dir: Path, capsys) -> None:
 
 
 def test_image_frames_are_little_endian_and_zero_padded() -> None:
-    image = np.arange(1, 6, dtype=np.uint8).reshape(1, 1, 5)
-    assert packets.image_frame(image) == [0x04030201, 0x00000005]
+    images = np.arange(1, 6, dtype=np.uint8).reshape(1, 1, 1, 5)
+    assert pack_images(images).tolist() == [[0x04030201, 0x00000005]]
     assert packets.parse_packet([0xFFFFFFFF, 2, 0xFFFFFFFF, 17, 3, 4], 2) == {
         "logits": [-1, 2], "predicted": -1, "cycles": 17, "spike_totals": [3, 4]}
 
