@@ -19,13 +19,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from stepvit.host.accelerator import STAGES, Accelerator, InferenceResult
+from stepvit.host.energy import energy_estimate_uj
 from stepvit.host.errors import StepvitError
 from stepvit.host.export import Export
-
-#: Energy per operation, 45 nm (Horowitz, ISSCC 2014), as SNN papers quote it: an estimate.
-#: The same figures as ``model/golden.py``, which host/ cannot import on a board (torch).
-E_MAC_PJ = 4.6
-E_AC_PJ = 0.9
 
 #: Work counts the bench reports, per image (golden ``work`` names).
 WORK_KEYS = ("ac_ops", "embed_ac_ops", "mac_ops", "dense_ac_ops")
@@ -146,7 +142,7 @@ def bench_budget(accel: Accelerator, images: np.ndarray, budget: int,
             if key in WORK_KEYS}
     row.update({f"{key}_per_image": value for key, value in work.items()})
     if "ac_ops" in work and "mac_ops" in work:
-        row["energy_uj"] = (E_MAC_PJ * work["mac_ops"] + E_AC_PJ * work["ac_ops"]) * 1e-6
+        row["energy_uj"] = energy_estimate_uj(work["mac_ops"], work["ac_ops"])
     if lanes and "ac_ops" in work and "embed_ac_ops" in work:
         row["lower_bound_cycles"] = (work["ac_ops"] + work["embed_ac_ops"]) / lanes
         if row["cycles_per_image"]:

@@ -207,10 +207,11 @@ def export(args: argparse.Namespace) -> int:
 
 def eval(args: argparse.Namespace) -> int:
     """Print the integer golden accuracy and work of an export as JSON, per budget."""
+    from stepvit.host.energy import energy_estimate_uj
     from stepvit.host.errors import StepvitError
     from stepvit.host.export import load_export
     from stepvit.model.data import load_dataset
-    from stepvit.model.golden import GoldenModel, energy_estimate_uj
+    from stepvit.model.golden import GoldenModel
 
     budgets = parse_budgets(args.budget)
     count = _positive(args.images, "--images")

@@ -18,9 +18,6 @@ from stepvit.host.errors import StepvitError
 from stepvit.host.export import Export, budget_mask_of
 from stepvit.host.export import worst_case_bounds as _bounds_of_arrays
 
-#: Energy per operation, 45 nm (Horowitz, ISSCC 2014), in picojoules.
-E_MAC_PJ = 4.6
-E_AC_PJ = 0.9
 #: Bits of one popcount word in the Q·Kᵀ form's work count.
 POPCOUNT_WORD_BITS = 32
 ATTENTION_FORMS = ("kv", "qk")
@@ -82,11 +79,6 @@ def lif_step(
     charged = membrane - (membrane >> leak_shift) + current
     fired = charged >= threshold
     return reset_membrane(charged, fired, threshold, reset), fired.to(torch.int64)
-
-
-def energy_estimate_uj(mac_ops: Any, ac_ops: Any) -> Any:
-    """Return ``E = 4.6 pJ * MACs + 0.9 pJ * ACs`` in microjoules (an estimate)."""
-    return (E_MAC_PJ * mac_ops + E_AC_PJ * ac_ops) * 1e-6
 
 
 @dataclass(frozen=True, eq=False)

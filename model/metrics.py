@@ -16,12 +16,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from stepvit.host.energy import energy_estimate_uj
 from stepvit.model.data import batches
 from stepvit.model.network import SpikingViT
-
-#: Energy of one multiply-accumulate and one accumulate (pJ, 45 nm, 32-bit float).
-ENERGY_MAC_PJ = 4.6
-ENERGY_AC_PJ = 0.9
 
 
 def timestep_summary(mask: torch.Tensor, module_names: list[str]) -> dict[str, Any]:
@@ -163,5 +160,5 @@ def measure(model: SpikingViT, images: torch.Tensor, labels: torch.Tensor, *,
     results["embed_ac_ops"] = bits_total / count * dim
     results["mac_ops"] = mac_ops
     results["dense_ac_ops"] = dense_ac_ops(model)
-    results["energy_uj"] = (ENERGY_MAC_PJ * mac_ops + ENERGY_AC_PJ * ac_ops) * 1e-6
+    results["energy_uj"] = energy_estimate_uj(mac_ops, ac_ops)
     return results
