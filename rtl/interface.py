@@ -10,6 +10,7 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from stepvit.host.accelerator import image_words as frame_words
 from stepvit.host.export import Export
 
 #: Width of every spike-count word in the result packet (SPEC.md section 5).
@@ -18,8 +19,7 @@ SPIKE_COUNT_BITS = 32
 
 def image_words(export: Export) -> int:
     """Return the number of 32-bit words of one image frame (four pixels a word)."""
-    channels, height, width = export.arch["image_shape"]
-    return -(-channels * height * width // 4)
+    return frame_words(export.arch["image_shape"])
 
 
 def core_signature(export: Export) -> wiring.Signature:
