@@ -35,6 +35,12 @@ proc latest_ip {name} {
     return [lindex $found end]
 }
 
+# The block-design path of a cell or pin, with one leading slash: Vivado prints a cell object
+# as /name, and the automation's Master and Slave options take that path as it is.
+proc bd_path {object} {
+    return "/[string trimleft $object /]"
+}
+
 # Connect a pin to a net source unless something already drives it.
 proc connect_if_open {source pin} {
     if {[llength [get_bd_nets -quiet -of_objects [get_bd_pins $pin]]] == 0} {
@@ -48,9 +54,15 @@ if {![file exists $verilog]} {
 set handle [open $verilog r]
 set verilog_text [read $handle]
 close $handle
-if {![regexp {module\s+stepvit_accel\s*\(.*?endmodule} $verilog_text accel_text]} {
+# The top module's text alone, cut at its own endmodule: a regexp `\(.*?endmodule` would run
+# to the file's last endmodule (in Tcl the first quantifier makes the whole RE greedy), and
+# a submodule's port would then pass for the top's.
+if {![regexp -indices {module\s+stepvit_accel\s*\(} $verilog_text accel_start]} {
     stepvit_fail "$verilog has no module stepvit_accel"
 }
+set accel_end [string first endmodule $verilog_text [lindex $accel_start 1]]
+if {$accel_end < 0} { stepvit_fail "module stepvit_accel in $verilog has no endmodule" }
+set accel_text [string range $verilog_text [lindex $accel_start 0] $accel_end]
 foreach port $accel_ports {
     if {![regexp "(input|output)\[^;\]*\\m$port\\M" $accel_text]} {
         stepvit_fail "stepvit_accel in $verilog has no port $port"
@@ -144,17 +156,21 @@ foreach pin [concat $port_clocks [list $dma/s_axi_lite_aclk $dma/m_axi_mm2s_aclk
 }
 connect_bd_net [get_bd_pins $reset/peripheral_aresetn] [get_bd_pins $dma/axi_resetn]
 connect_bd_net [get_bd_pins $reset/peripheral_aresetn] [get_bd_pins $accel/aresetn]
+# A module reference's clock pin keeps its default FREQ_HZ (100 MHz) unless told; the
+# UltraScale+ pl_clk0 runs at 99.999 MHz and validate_bd_design would refuse the mismatch.
+set_property CONFIG.FREQ_HZ [get_property CONFIG.FREQ_HZ [get_bd_pins $fabric_clock]] \
+    [get_bd_pins $accel/aclk]
 
 # AXI-Lite: the GP master to the DMA's and the accelerator's registers.
 foreach slave [list $dma/S_AXI_LITE $accel/s_axil] {
     apply_bd_automation -rule xilinx.com:bd_rule:axi4 \
-        -config [list Master /$gp_master Clk_master Auto Clk_slave Auto Clk_xbar Auto] \
+        -config [list Master [bd_path $gp_master] Clk_master Auto Clk_slave Auto Clk_xbar Auto] \
         [get_bd_intf_pins $slave]
 }
 # The DMA's memory side to the HP port.
 foreach master [list $dma/M_AXI_MM2S $dma/M_AXI_S2MM] {
     apply_bd_automation -rule xilinx.com:bd_rule:axi4 \
-        -config [list Slave /$hp_slave Clk_master Auto Clk_slave Auto Clk_xbar Auto] \
+        -config [list Slave [bd_path $hp_slave] Clk_master Auto Clk_slave Auto Clk_xbar Auto] \
         [get_bd_intf_pins $master]
 }
 
@@ -172,6 +188,18 @@ wait_on_run impl_1
 if {[get_property PROGRESS [get_runs impl_1]] ne "100%"} {
     stepvit_fail "implementation did not finish: see $project_dir/stepvit_overlay.runs/impl_1"
 }
+# A bitstream that misses timing runs, and answers with wrong results: refuse it here.
+set setup_slack [get_property STATS.WNS [get_runs impl_1]]
+set hold_slack [get_property STATS.WHS [get_runs impl_1]]
+if {![string is double -strict $setup_slack] || ![string is double -strict $hold_slack]} {
+    stepvit_fail "impl_1 reports no timing (STATS.WNS '$setup_slack', STATS.WHS\
+        '$hold_slack'): see $project_dir/stepvit_overlay.runs/impl_1"
+}
+if {$setup_slack < 0 || $hold_slack < 0} {
+    stepvit_fail "timing not met at $clock_mhz MHz: setup slack (WNS) $setup_slack ns, hold\
+        slack (WHS) $hold_slack ns; no stepvit.bit written (lower clock_mhz or the lanes and\
+        rebuild; the failing run is in $project_dir/stepvit_overlay.runs/impl_1)"
+}
 
 file mkdir $out_dir
 set bitstream [lindex [glob -nocomplain $project_dir/stepvit_overlay.runs/impl_1/*.bit] 0]
@@ -181,4 +209,5 @@ set handoff [lindex [glob -nocomplain \
 if {$bitstream eq "" || $handoff eq ""} { stepvit_fail "no bitstream or hardware handoff found" }
 file copy -force $bitstream [file join $out_dir stepvit.bit]
 file copy -force $handoff [file join $out_dir stepvit.hwh]
-puts "stepvit overlay: [file join $out_dir stepvit.bit] and stepvit.hwh written"
+puts "stepvit overlay: [file join $out_dir stepvit.bit] and stepvit.hwh written (WNS\
+    $setup_slack ns, WHS $hold_slack ns at $clock_mhz MHz)"

@@ -2,7 +2,10 @@
 
 Vivado is not here, so the Tcl runs under plain ``tclsh`` with every Vivado command
 replaced by a stub that logs its arguments: that checks the script's syntax, its port
-check and the block design it asks for, not Vivado's answer to it.
+check and the block design it asks for, not Vivado's answer to it. The stub answers as
+Vivado does where the script depends on it: a cell object prints as ``/name``, the
+UltraScale+ ``pl_clk0`` runs at 99.999 MHz, and ``impl_1`` reports the slack a test sets.
+``tclsh`` (Debian's ``tcl``) is installed by ``make tools``: without it these tests fail.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ proc get_ipdefs args {
     set name [lindex [lindex $args end] end]
     return "xilinx.com:ip:$name:1.0"
 }
-proc create_bd_cell args { record create_bd_cell $args; return [lindex $args end] }
+proc create_bd_cell args { record create_bd_cell $args; return "/[lindex $args end]" }
 proc get_bd_pins args { return [lindex $args end] }
 proc get_bd_intf_pins args { return [lindex $args end] }
 proc get_bd_nets args { return {} }
@@ -45,7 +48,15 @@ proc make_wrapper args { return stepvit_wrapper.v }
 proc current_project args { return stepvit_overlay }
 proc current_fileset args { return sources_1 }
 proc get_runs args { return impl_1 }
-proc get_property args { return 100%% }
+proc get_property {name object} {
+    switch -- $name {
+        PROGRESS { return 100%% }
+        STATS.WNS { return {%(wns)s} }
+        STATS.WHS { return {%(whs)s} }
+        CONFIG.FREQ_HZ { return [expr {[string match */pl_clk0 $object] ? 99999001 : 100000000}] }
+    }
+    error "the stub has no property $name"
+}
 proc launch_runs args {
     record launch_runs $args
     set runs [file join $::project_dir stepvit_overlay.runs impl_1]
@@ -76,13 +87,18 @@ def tcl_setting(board: str, name: str) -> str:
     return re.search(rf"^set {name} (\S+)$", text, re.M).group(1)
 
 
-def run_stubbed(tmp_path: Path, board: str, verilog: Path) -> tuple[subprocess.CompletedProcess,
-                                                                      str, Path]:
+def run_stubbed(tmp_path: Path, board: str, verilog: Path, *, wns: str = "0.512",
+                whs: str = "0.031") -> tuple[subprocess.CompletedProcess, str, Path]:
+    """Run a board's Tcl under tclsh with Vivado stubbed; ``impl_1`` reports ``wns``/``whs``."""
+    tclsh = shutil.which("tclsh")
+    if tclsh is None:
+        pytest.fail("tclsh is not installed: `make tools` installs it (Debian package tcl)")
     out, log = tmp_path / "overlay", tmp_path / "vivado.log"
     stub = tmp_path / "stub.tcl"
-    stub.write_text(VIVADO_STUB % {"log": log, "verilog": verilog, "out": out,
+    stub.write_text(VIVADO_STUB % {"log": log, "verilog": verilog, "out": out, "wns": wns,
+                                   "whs": whs,
                                    "script": BOARDS_DIR / board / "build_overlay.tcl"})
-    process = subprocess.run(["tclsh", str(stub)], capture_output=True, text=True, timeout=60)
+    process = subprocess.run([tclsh, str(stub)], capture_output=True, text=True, timeout=60)
     return process, log.read_text() if log.exists() else "", out
 
 
@@ -100,8 +116,6 @@ def overlay_dir(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
                  "--lanes", "2"]) == 0
     return out
 
-
-needs_tclsh = pytest.mark.skipif(shutil.which("tclsh") is None, reason="tclsh not installed")
 
 
 def test_every_board_loads_with_the_design_resources():
@@ -151,7 +165,17 @@ def test_tcl_expects_exactly_the_ports_the_generator_emits(overlay_dir: Path):
     assert sorted(ports) == sorted(tcl_ports())
 
 
-@needs_tclsh
+#: The PS cell and the ports the automation wires, per PS kind, as Vivado names them.
+PS_PORTS = {
+    "processing_system7": ("processing_system7_0", "M_AXI_GP0", "S_AXI_HP0", "FCLK_CLK0",
+                           100000000),
+    "zynq_ultra_ps_e": ("zynq_ultra_ps_e_0", "M_AXI_HPM0_FPD", "S_AXI_HP0_FPD", "pl_clk0",
+                        99999001),
+}
+
+AUTOMATION_CLOCKS = "Clk_master Auto Clk_slave Auto Clk_xbar Auto"
+
+
 @pytest.mark.parametrize("board", BOARDS)
 def test_tcl_builds_the_block_design_around_the_generated_verilog(tmp_path: Path, board: str,
                                                                  overlay_dir: Path):
@@ -163,15 +187,81 @@ def test_tcl_builds_the_block_design_around_the_generated_verilog(tmp_path: Path
     assert re.search(rf"create_bd_cell -type ip -vlnv xilinx.com:ip:axi_dma:1.0 {DMA_NAME}", log)
     ps_ip = load_board(board).ps["ip"]
     assert f"xilinx.com:ip:{ps_ip}:1.0" in log
-    assert f"connect_bd_intf_net {DMA_NAME}/M_AXIS_MM2S {ACCEL_NAME}/s_axis" in log
-    assert f"connect_bd_intf_net {ACCEL_NAME}/m_axis {DMA_NAME}/S_AXIS_S2MM" in log
-    assert re.search(rf"apply_bd_automation .*Master /\S+ .* {ACCEL_NAME}/s_axil", log)
+    assert f"connect_bd_intf_net /{DMA_NAME}/M_AXIS_MM2S /{ACCEL_NAME}/s_axis\n" in log
+    assert f"connect_bd_intf_net /{ACCEL_NAME}/m_axis /{DMA_NAME}/S_AXIS_S2MM\n" in log
     assert "CONFIG.c_include_sg 0" in log
-    assert f"peripheral_aresetn {ACCEL_NAME}/aresetn" in log
+    assert f"/proc_sys_reset_0/peripheral_aresetn /{ACCEL_NAME}/aresetn\n" in log
     assert (out / "stepvit.bit").is_file() and (out / "stepvit.hwh").is_file()
+    assert "WNS 0.512 ns, WHS 0.031 ns at 100 MHz" in process.stdout
 
 
-@needs_tclsh
+@pytest.mark.parametrize("board", BOARDS)
+def test_tcl_automation_names_the_ps_ports_with_one_slash(tmp_path: Path, board: str,
+                                                          overlay_dir: Path):
+    """Vivado prints a cell as /name: the Master and Slave paths must not become //name."""
+    process, log, _ = run_stubbed(tmp_path, board, overlay_dir / "stepvit_accel.v")
+    assert process.returncode == 0, process.stdout + process.stderr
+    ps, gp, hp, _, _ = PS_PORTS[load_board(board).ps["ip"]]
+    automation = [line for line in log.splitlines()
+                  if line.startswith("apply_bd_automation -rule xilinx.com:bd_rule:axi4")]
+    rule = "apply_bd_automation -rule xilinx.com:bd_rule:axi4 -config"
+    assert automation == [
+        f"{rule} {{Master /{ps}/{gp} {AUTOMATION_CLOCKS}}} /{DMA_NAME}/S_AXI_LITE",
+        f"{rule} {{Master /{ps}/{gp} {AUTOMATION_CLOCKS}}} /{ACCEL_NAME}/s_axil",
+        f"{rule} {{Slave /{ps}/{hp} {AUTOMATION_CLOCKS}}} /{DMA_NAME}/M_AXI_MM2S",
+        f"{rule} {{Slave /{ps}/{hp} {AUTOMATION_CLOCKS}}} /{DMA_NAME}/M_AXI_S2MM",
+    ]
+    assert "//" not in log
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_tcl_gives_the_accelerator_clock_the_ps_clock_frequency(tmp_path: Path, board: str,
+                                                                overlay_dir: Path):
+    """On UltraScale+ pl_clk0 is 99.999 MHz: the module reference's aclk must say so too."""
+    process, log, _ = run_stubbed(tmp_path, board, overlay_dir / "stepvit_accel.v")
+    assert process.returncode == 0, process.stdout + process.stderr
+    ps, _, _, clock, frequency = PS_PORTS[load_board(board).ps["ip"]]
+    lines = log.splitlines()
+    setting = f"set_property CONFIG.FREQ_HZ {frequency} /{ACCEL_NAME}/aclk"
+    assert setting in lines
+    assert lines.index(f"connect_bd_net /{ps}/{clock} /{ACCEL_NAME}/aclk") < lines.index(setting)
+    assert lines.index(setting) < lines.index("validate_bd_design ")
+
+
+@pytest.mark.parametrize(
+    ("wns", "whs", "message"),
+    [
+        ("-0.734", "0.031", "timing not met at 100 MHz: setup slack (WNS) -0.734 ns, hold "
+                            "slack (WHS) 0.031 ns; no stepvit.bit written"),
+        ("0.210", "-0.012", "timing not met at 100 MHz: setup slack (WNS) 0.210 ns, hold "
+                            "slack (WHS) -0.012 ns; no stepvit.bit written"),
+        ("", "0.031", "impl_1 reports no timing (STATS.WNS '', STATS.WHS '0.031')"),
+    ],
+)
+def test_tcl_refuses_a_bitstream_that_misses_timing(tmp_path: Path, overlay_dir: Path, wns: str,
+                                                    whs: str, message: str):
+    process, log, out = run_stubbed(tmp_path, "pynq-z2", overlay_dir / "stepvit_accel.v",
+                                    wns=wns, whs=whs)
+    assert process.returncode == 1
+    assert f"ERROR: stepvit overlay: {message}" in process.stdout
+    assert "launch_runs impl_1" in log
+    assert not (out / "stepvit.bit").exists() and not (out / "stepvit.hwh").exists()
+
+
+def test_tcl_port_check_reads_the_top_module_alone(tmp_path: Path, overlay_dir: Path):
+    """A submodule after the top that has the port the top lacks must not satisfy the check."""
+    text = (overlay_dir / "stepvit_accel.v").read_text()
+    top = re.search(r"module\s+stepvit_accel\s*\(.*?endmodule", text, re.S)
+    renamed = re.sub(r"\bs_axis_tlast\b", "s_axis_tend", top.group(0))
+    decoy = "\nmodule decoy(s_axis_tlast);\n  input s_axis_tlast;\nendmodule\n"
+    broken = tmp_path / "stepvit_accel.v"
+    broken.write_text(text[:top.start()] + renamed + text[top.end():] + decoy)
+    process, log, out = run_stubbed(tmp_path, "pynq-z2", broken)
+    assert process.returncode == 1, process.stdout
+    assert "has no port s_axis_tlast" in process.stdout
+    assert "create_project" not in log
+
+
 def test_tcl_refuses_verilog_without_a_port(tmp_path: Path, overlay_dir: Path):
     text = (overlay_dir / "stepvit_accel.v").read_text()
     broken = tmp_path / "stepvit_accel.v"
