@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_TOOLS := $(shell command -v iverilog >/dev/null 2>&1 && command -v yosys >/dev/null 2>&1 || echo missing)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install tools demo test test-slow bench lint clean
+.PHONY: install tools demo test test-fast test-slow mutants bench lint clean
 
 install: $(STAMP) tools
 
@@ -29,11 +29,20 @@ endif
 demo: install
 	$(BIN)/stepvit demo
 
+# Every test (CI runs this): about 4 minutes on 2 cores; each test is cut at 300 s.
 test: install
 	$(BIN)/python -m pytest -q
 
+# The quick tier while editing: the tests not marked slow.
+test-fast: install
+	$(BIN)/python -m pytest -q -m 'not slow'
+
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
+
+# The curated mutation list (tests/mutation/mutants.yaml): every planted bug must be caught.
+mutants: install
+	$(BIN)/python tests/mutation/run.py
 
 bench: install
 	$(BIN)/stepvit demo --bench-only

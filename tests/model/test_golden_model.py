@@ -24,8 +24,14 @@ def random_images(count: int, shape: list[int], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(count, *shape), dtype=np.uint8)
 
 
-def reference_run(export: Export, image: np.ndarray, mask: np.ndarray) -> tuple[list, dict]:
-    """SPEC §3 written as scalar Python loops (direct pixel products, Q·Kᵀ form)."""
+def reference_run(export: Export, image: np.ndarray,
+                  mask: np.ndarray) -> tuple[list, dict, int]:
+    """SPEC §3 written as scalar Python loops (direct pixel products, Q·Kᵀ form).
+
+    Returns the logits, the spikes per layer and step, and the accumulates counted here
+    from their definition (one per selected weight; K·V pairs one each; a Q spike selects
+    a KV row of head_dim values), independently of the golden model's bookkeeping.
+    """
     arch = export.arch
     p, n_tokens, dim, heads = arch["patch"], arch["tokens"], arch["dim"], arch["heads"]
     hd, depth = dim // heads, arch["depth"]
@@ -45,6 +51,7 @@ def reference_run(export: Export, image: np.ndarray, mask: np.ndarray) -> tuple[
     ]
     membrane = {name: [[0] * len(theta[name]) for _ in range(n_tokens)] for name in theta}
     spikes = {name: [0] * export.t_max for name in theta}
+    ac_ops = 0
 
     def lif(name: str, current: list, step: int) -> list:
         out = []
@@ -61,7 +68,9 @@ def reference_run(export: Export, image: np.ndarray, mask: np.ndarray) -> tuple[
         return out
 
     def linear(key: str, inputs: list) -> list:
+        nonlocal ac_ops
         weight, bias = w[f"{key}.weight"], w[f"{key}.bias"]
+        ac_ops += sum(sum(row) for row in inputs) * len(weight)
         return [[sum(wo[j] for j in range(len(row)) if row[j]) + bias[o]
                  for o, wo in enumerate(weight)] for row in inputs]
 
@@ -84,6 +93,9 @@ def reference_run(export: Export, image: np.ndarray, mask: np.ndarray) -> tuple[
                 y = [[0] * dim for _ in range(n_tokens)]
                 for h in range(heads):
                     cols = range(h * hd, (h + 1) * hd)
+                    ac_ops += sum(sum(k[m][i] for i in cols) * sum(v[m][j] for j in cols)
+                                  for m in range(n_tokens))
+                    ac_ops += sum(q[n][i] for n in range(n_tokens) for i in cols) * hd
                     for n in range(n_tokens):
                         for m in range(n_tokens):
                             overlap = sum(q[n][i] & k[m][i] for i in cols)
@@ -98,9 +110,10 @@ def reference_run(export: Export, image: np.ndarray, mask: np.ndarray) -> tuple[
         if mask[-1][step]:
             head = lif("head.in", stream, step)
             counts = [c + sum(head[n][o] for n in range(n_tokens)) for o, c in enumerate(counts)]
+            ac_ops += sum(map(sum, head)) * len(w["head.weight"])
     logits = [sum(c * wc for c, wc in zip(counts, row)) + b
               for row, b in zip(w["head.weight"], w["head.bias"])]
-    return logits, spikes
+    return logits, spikes, ac_ops
 
 
 def with_arrays(export: Export, **changes: np.ndarray) -> Export:
@@ -149,8 +162,9 @@ def test_matches_the_scalar_reference_with_masks_and_budgets(tmp_path: Path, res
         result = model.run(images, masks=mask, budget=budget)
         capped = result.mask.tolist()
         for index, image in enumerate(images):
-            logits, spikes = reference_run(export, image, capped)
+            logits, spikes, ac_ops = reference_run(export, image, capped)
             assert result.logits[index].tolist() == logits, f"image {index} budget {budget}"
+            assert int(result.work["ac_ops"][index]) == ac_ops, f"image {index} budget {budget}"
             for name, per_step in spikes.items():
                 assert result.spikes[name][index].tolist() == per_step, (
                     f"image {index} budget {budget} layer {name}"
