@@ -1,4 +1,10 @@
-"""The accelerator interface: packing, the golden backend, and the pynq backend on a test double."""
+"""The accelerator interface: packing, the golden backend, and the pynq backend on a test double.
+
+The pynq double (``pynq_double.py``) answers every frame with the golden model's packet, so
+the ``test_pynq_backend_*`` tests compare the golden model with itself through the driver:
+they pin the driver's own work (packing, registers, masks, buffers, DMA waits and error
+paths), not the accelerator's arithmetic, which ``tests/sim`` checks against the RTL.
+"""
 
 from __future__ import annotations
 

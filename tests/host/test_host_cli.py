@@ -40,11 +40,13 @@ def test_bug_is_not_swallowed(failing_command):
         cli.main(["boom", "--bug"])
 
 
-def test_missing_part_is_absent_not_faked(monkeypatch):
+def test_missing_part_is_absent_not_faked(monkeypatch, capsys):
     monkeypatch.setitem(cli.COMMANDS, "ghost", ("stepvit.host.no_such_module", "absent"))
     parser = cli.build_parser()
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         parser.parse_args(["ghost"])
+    assert exit_.value.code == 2
+    assert "stepvit: error: argument COMMAND: invalid choice: 'ghost'" in capsys.readouterr().err
 
 
 def test_help_runs_as_a_console_command():

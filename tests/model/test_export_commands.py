@@ -8,13 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scalar_reference import reference_run
 
 from stepvit.host.cli import main
 from stepvit.host.export import load_export
 from stepvit.model.config import validate_config
+from stepvit.model.data import load_dataset
 from stepvit.model.golden import GoldenModel
 from stepvit.model.random_export import make_random_export
 from stepvit.model.train import train_run
+
+#: Class agreement of the one-epoch run below (23 % accurate, 64 images): measured 0.875;
+#: test_export_agreement.py pins a trained run.
+MIN_AGREEMENT_ONE_EPOCH = 0.8
 
 DIGITS = dict(image_shape=[1, 8, 8], patch=2, dim=16, heads=2, depth=1, mlp_dim=32,
               num_classes=10, t_max=3)
@@ -38,7 +44,13 @@ def test_eval_reports_accuracy_and_work_per_budget(
     assert [row["budget"] for row in rows] == [1, 2, 3]
     assert [row["avg_timesteps"] for row in rows] == [1.0, 2.0, 3.0]
     assert rows[0]["ac_ops"] < rows[2]["ac_ops"] < rows[2]["dense_ac_ops"]
-    assert all(0.0 <= row["accuracy"] <= 1.0 for row in rows)
+    images, labels, _ = load_dataset("digits", "", "test")
+    export = load_export(export_dir)
+    for row in rows:
+        predicted = GoldenModel(export).run(images[:40],
+                                            budget=row["budget"]).predicted
+        assert row["accuracy"] == pytest.approx(float((predicted == labels[:40]).float().mean()),
+                                                abs=1e-6)
     assert rows[2]["energy_uj"] == pytest.approx(
         (4.6 * rows[2]["mac_ops"] + 0.9 * rows[2]["ac_ops"]) * 1e-6, rel=1e-4)
 
@@ -49,7 +61,8 @@ def test_eval_reports_accuracy_and_work_per_budget(
         (["--budget", "0"], "--budget must be >= 1"),
         (["--budget", "two"], "--budget must be integers"),
         ([], "give --dataset"),
-        (["--dataset", "cifar10", "--data-dir", "/nonexistent"], ""),
+        (["--dataset", "cifar10", "--data-dir", "/nonexistent"],
+         "cifar10 not found: put the python version of the data set"),
     ],
 )
 def test_eval_refuses_bad_input_in_one_line(
@@ -93,16 +106,22 @@ def test_export_writes_a_valid_export_with_accuracies_and_golden_vectors(
     assert accuracy["dataset"] == "digits" and accuracy["images"] == 64
     assert report["integer_accuracy"] == accuracy["integer"]
     assert report["float_accuracy"] == accuracy["float"]
-    assert 0.0 <= report["class_agreement"] <= 1.0
+    # Images where both models agree are right or wrong together: the accuracies can
+    # differ by at most the share of images where they disagree.
+    disagreement = 1.0 - report["class_agreement"]
+    assert abs(report["integer_accuracy"] - report["float_accuracy"]) <= disagreement + 1e-6
+    assert report["class_agreement"] >= MIN_AGREEMENT_ONE_EPOCH, report
     assert report["config_hash"] == export.manifest["config_hash"]
     vectors = np.load(out / "golden_vectors.npz")
     assert vectors["budgets"].tolist() == [1, 2]
-    again = GoldenModel(export).run(vectors["images"], budget=1)
-    np.testing.assert_array_equal(vectors["logits"][0], again.logits.numpy())
-    np.testing.assert_array_equal(vectors["spike_totals"][0], again.layer_spike_totals().numpy())
-    corrupted = vectors["logits"][0].copy()
-    corrupted[0, 0] += 1
-    assert not np.array_equal(corrupted, again.logits.numpy())
+    # The vectors against the scalar reference of SPEC §3 (not the golden model that wrote
+    # them): logits and per-layer spike totals of the first images at budget 1.
+    for index in range(2):
+        mask = export.budget_mask(1).tolist()
+        logits, spikes, _ = reference_run(export, vectors["images"][index], mask)
+        assert vectors["logits"][0, index].tolist() == logits, f"image {index}"
+        assert vectors["spike_totals"][0, index].tolist() == [sum(spikes[name])
+                                                             for name in export.layer_names()]
 
 
 def test_export_of_a_run_without_checkpoint(

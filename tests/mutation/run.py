@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
         return 2
     if not args.no_baseline:
-        print(f"baseline: the named tests on the unmutated tree ...", flush=True)
+        print("baseline: the named tests on the unmutated tree ...", flush=True)
         returncode, detail = check_baseline(mutants, ROOT)
         if returncode != 0:
             print(f"error: the named tests fail without any mutant ({detail})", file=sys.stderr)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stepvit.host.errors import StepvitError
 from stepvit.host.export import Export, load_export
 from stepvit.model.random_export import make_random_export
 from stepvit.sim.runner import Simulation, SimulationFailed, golden_packets, simulate
@@ -90,7 +91,7 @@ def test_simulate_api_returns_decoded_results(export: Export, images: np.ndarray
 
 
 def test_simulate_refuses_bad_images(export: Export) -> None:
-    with pytest.raises(Exception, match=r"images must have shape \[B, 1, 4, 4\]"):
+    with pytest.raises(StepvitError, match=r"^images must have shape \[B, 1, 4, 4\]"):
         simulate(export.path, np.zeros((2, 1, 8, 8), dtype=np.uint8))
-    with pytest.raises(Exception, match="images must be uint8"):
+    with pytest.raises(StepvitError, match="^images must be uint8"):
         simulate(export.path, np.zeros((2, *SHAPE), dtype=np.int16))

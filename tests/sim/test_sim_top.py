@@ -59,9 +59,12 @@ def test_mask_writes_reach_the_core(simulation: Simulation, images: np.ndarray) 
                                                       mask_rows=budget_masks))
     trained = expected_packets(simulation, images, simulation.export.timestep_mask)
     assert trained != expected, "budget 1 should change the double's spike counts"
-    with pytest.raises(SimulationFailed):
+    with pytest.raises(SimulationFailed) as failure:
         simulation.run("stream_images", simulation.config(images, expected=trained,
                                                           mask_rows=budget_masks))
+    assert failure.value.failures
+    assert all(line.startswith("image ") and " at cycle " in line
+               for line in failure.value.failures), failure.value.failures
 
 
 def test_a_corrupted_expected_value_fails(simulation: Simulation, images: np.ndarray) -> None:
