@@ -415,9 +415,9 @@ def _check_masks(manifest: dict[str, Any]) -> None:
                     f"the mask gives {per_block}, got {manifest['timesteps_per_block']!r}")
     average = sum(per_module.values()) / len(modules)
     declared = manifest["avg_timesteps"]
-    if not isinstance(declared, (int, float)) or isinstance(declared, bool) or abs(
+    if not isinstance(declared, (int, float)) or isinstance(declared, bool) or not abs(
         declared - average
-    ) > 1e-3:
+    ) <= 1e-3:  # written so that NaN is refused too
         raise _fail(f"{MANIFEST_FILE}: avg_timesteps",
                     f"the mask gives {average:.4f}, got {declared!r}")
 
@@ -475,7 +475,8 @@ def check_manifest(manifest: Any) -> None:
     """
     if not isinstance(manifest, dict):
         raise _fail(MANIFEST_FILE, "expected a mapping at the top level")
-    if "schema_version" in manifest and manifest["schema_version"] != SCHEMA_VERSION:
+    if "schema_version" in manifest and (not _is_int(manifest["schema_version"])
+                                         or manifest["schema_version"] != SCHEMA_VERSION):
         raise _fail(f"{MANIFEST_FILE}: schema_version",
                     f"unknown version {manifest['schema_version']!r} (this reader knows "
                     f"{SCHEMA_VERSION})")
@@ -558,9 +559,14 @@ def check_arrays(manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> Non
 def _read_npz(data: bytes) -> dict[str, np.ndarray]:
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+            arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         raise _fail(WEIGHTS_FILE, f"not a readable npz file ({error})") from None
+    # np.load returns the raw bytes of a member that is not a .npy file.
+    not_arrays = sorted(key for key, value in arrays.items() if not isinstance(value, np.ndarray))
+    if not_arrays:
+        raise _fail(f"{WEIGHTS_FILE}: {not_arrays[0]}", "not a .npy array")
+    return arrays
 
 
 def load_export(path: str | Path) -> Export:
@@ -590,7 +596,7 @@ def load_export(path: str | Path) -> Export:
         if not required.is_file():
             raise ExportError(f"{required.name}: missing from {directory}")
     try:
-        manifest = yaml.safe_load(manifest_path.read_text())
+        manifest = yaml.safe_load(manifest_path.read_bytes())  # bad bytes: a YAMLError
     except yaml.YAMLError as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise _fail(MANIFEST_FILE, f"not valid YAML ({first_line})") from None
