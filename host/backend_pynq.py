@@ -5,14 +5,23 @@ The overlay (``boards/<board>/build_overlay.tcl``) holds the PS, an AXI DMA name
 accelerator named :data:`ACCEL_NAME`. Buffers are allocated once and reused; one image
 is one MM2S transfer (the DMA raises TLAST on its last word) and one S2MM transfer (the
 accelerator raises TLAST on the last word of its packet). Every wait polls the channel
-with a deadline, so a stuck stream ends in :class:`DeviceTimeout`, never in a hang.
+with a deadline of its own image, so a stuck stream ends in :class:`DeviceTimeout`.
+
+What the deadlines cover: a DMA that does not start (its stream clock stopped, or held in
+reset: pynq's own driver would spin on it forever) and a transfer that does not finish (a
+stream without TLAST, a stalled accelerator). What no driver can bound: a read or write of
+a register whose AXI-Lite slave has no clock, which stalls the bus and with it the CPU. The
+DMA is checked first, and the accelerator shares its clock and reset in the overlay, so a
+DMA that starts says the accelerator's registers are safe to read.
 
 pynq is imported when the backend is opened: off a board it is either missing or finds
-no device, and both end in one clear :class:`StepvitError`.
+no device, and both end in one clear :class:`StepvitError`; so does a board process
+without root or without the PYNQ environment (``XILINX_XRT``), which ``sudo`` drops.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -43,9 +52,30 @@ OVERLAY_NAME = "stepvit"
 #: realignment engine) needs transfers aligned to its memory width, 128 bits at most here.
 ROW_ALIGN_WORDS = 16
 
-#: AXI DMA control registers (PG021): MM2S_DMACR; its bit 2 soft-resets the whole DMA.
+#: AXI DMA registers (PG021), simple mode: each channel's control (DMACR) and status
+#: (DMASR, at control + 4). DMACR bit 0 runs the channel, bit 2 soft-resets the whole DMA;
+#: DMASR bit 0 says the channel is halted, bits 4 to 6 hold its errors.
 DMA_MM2S_CONTROL = 0x00
+DMA_S2MM_CONTROL = 0x30
+DMA_STATUS_OFFSET = 0x04
+DMA_RUN = 1 << 0
 DMA_SOFT_RESET = 1 << 2
+DMA_HALTED = 1 << 0
+DMA_ERRORS = {
+    1 << 4: "DMAIntErr (internal error)",
+    1 << 5: "DMASlvErr (the memory answered with an error)",
+    1 << 6: "DMADecErr (no memory at the buffer's address: is the HP port connected?)",
+}
+
+#: The two channels: what the messages call them and where their control register is.
+MM2S = "MM2S (image in)"
+S2MM = "S2MM (result out)"
+DMA_CONTROL = {MM2S: DMA_MM2S_CONTROL, S2MM: DMA_S2MM_CONTROL}
+
+#: How a process on a PYNQ board gets what pynq needs (root and the board's environment).
+BOARD_SHELL_HINT = ("on the board run stepvit from a root login shell, `sudo -i`, which sources "
+                    "the PYNQ environment (plain `sudo stepvit` drops XILINX_XRT and the PYNQ "
+                    "venv's PATH)")
 
 
 def overlay_files(overlay: str | Path) -> tuple[Path, Path]:
@@ -71,6 +101,26 @@ def overlay_files(overlay: str | Path) -> tuple[Path, Path]:
             raise StepvitError(f"overlay: {required} is missing (PYNQ needs the .bit and the "
                                f".hwh of the same name)")
     return bitfile, hwh
+
+
+def missing_board_environment() -> list[str]:
+    """Return what pynq needs on a board that this process lacks: root, ``XILINX_XRT``.
+
+    Without ``XILINX_XRT`` pynq does not load its embedded (Zynq) device and finds none;
+    without root it cannot map the device's registers (``Root permissions required.``).
+    """
+    missing = []
+    if os.geteuid() != 0:
+        missing.append(f"root (running as uid {os.geteuid()})")
+    if not os.environ.get("XILINX_XRT"):
+        missing.append("XILINX_XRT (the PYNQ environment)")
+    return missing
+
+
+def dma_status_text(status: int) -> str:
+    """Return a DMASR value in hex with the names of its error bits."""
+    errors = [name for bit, name in DMA_ERRORS.items() if status & bit]
+    return f"DMASR 0x{status:08x}" + (f": {', '.join(errors)}" if errors else "")
 
 
 def aligned_words(words: int) -> int:
@@ -125,13 +175,23 @@ class PynqAccelerator(Accelerator):
         except ImportError:
             raise StepvitError("the pynq backend needs the pynq package: it runs on a PYNQ "
                                "board") from None
+        missing = missing_board_environment()
+        if missing:
+            raise StepvitError(f"the pynq backend runs on a PYNQ board, as root with the "
+                               f"board's environment; this process lacks {' and '.join(missing)}"
+                               f": {BOARD_SHELL_HINT}")
         try:
             self._overlay = pynq.Overlay(str(bitfile))
-        except RuntimeError as error:
+        except (RuntimeError, OSError) as error:
             raise StepvitError(f"cannot load overlay {bitfile}: {error} (the pynq backend runs "
                                f"on a PYNQ board)") from None
-        self._dma = self._ip(DMA_NAME)
-        self._accel = self._ip(ACCEL_NAME)
+        for name in (DMA_NAME, ACCEL_NAME):
+            self._check_ip(name)
+        description = self._overlay.ip_dict[DMA_NAME]
+        self._dma_registers = pynq.MMIO(description["phys_addr"], description["addr_range"])
+        self._start_dma()
+        self._dma = getattr(self._overlay, DMA_NAME)
+        self._accel = getattr(self._overlay, ACCEL_NAME)
         self._check_device()
         try:
             self._frames = pynq.allocate(
@@ -153,12 +213,35 @@ class PynqAccelerator(Accelerator):
         """Write ``value`` to the accelerator register called ``name``."""
         self._accel.write(offset(name), int(value))
 
-    def _ip(self, name: str) -> Any:
+    def _check_ip(self, name: str) -> None:
         if name not in self._overlay.ip_dict:
             found = ", ".join(sorted(self._overlay.ip_dict)) or "none"
             raise StepvitError(f"overlay has no IP named {name!r} (found: {found}); build it "
                                f"with boards/<board>/build_overlay.tcl")
-        return getattr(self._overlay, name)
+
+    def _dma_status(self, direction: str) -> int:
+        return int(self._dma_registers.read(DMA_CONTROL[direction] + DMA_STATUS_OFFSET))
+
+    def _start_dma(self) -> None:
+        """Run both DMA channels and wait, with a deadline, until neither reports halted.
+
+        pynq's DMA driver does the same when it is created, but waits without a limit.
+        """
+        for control in DMA_CONTROL.values():
+            self._dma_registers.write(control, DMA_RUN)
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            halted = [direction for direction in DMA_CONTROL
+                      if self._dma_status(direction) & DMA_HALTED]
+            if not halted:
+                return
+            if time.monotonic() > deadline:
+                states = ", ".join(f"{direction} {dma_status_text(self._dma_status(direction))}"
+                                   for direction in halted)
+                raise DeviceTimeout(
+                    f"DMA {DMA_NAME} did not start within {self.timeout_s} s ({states}: halted): "
+                    f"its clock is stopped or its reset held; check the overlay's clock and "
+                    f"reset (the .hwh beside the .bit sets the PL clock) and reload it")
 
     def _check_device(self) -> None:
         accel_id = self.read_register("ID")
@@ -214,11 +297,12 @@ class PynqAccelerator(Accelerator):
         lap("copy_in")
         send, recv = self._dma.sendchannel, self._dma.recvchannel
         for row in range(count):
-            recv.transfer(self._packets[row, :self._packet_words])
-            send.transfer(self._frames[row, :self._frame_words])
+            image = first + row
+            self._transfer(recv, S2MM, self._packets[row, :self._packet_words], image)
+            self._transfer(send, MM2S, self._frames[row, :self._frame_words], image)
             deadline = time.monotonic() + self.timeout_s
-            self._wait(send, "MM2S (image in)", first + row, deadline)
-            self._wait(recv, "S2MM (result out)", first + row, deadline)
+            self._wait(send, MM2S, image, deadline)
+            self._wait(recv, S2MM, image, deadline)
         lap("execute")
         self._packets[:count].invalidate()
         lap("copy_out")
@@ -230,13 +314,24 @@ class PynqAccelerator(Accelerator):
             self.write_register("CONTROL", CONTROL_CLEAR_ERROR)
         return unpacked
 
+    def _transfer(self, channel: Any, direction: str, buffer: Any, image: int) -> None:
+        """Start one transfer; pynq refusing it (a halted channel) closes the accelerator."""
+        try:
+            channel.transfer(buffer)
+        except (RuntimeError, ValueError) as error:
+            status = dma_status_text(self._dma_status(direction))
+            self._abort()
+            raise StepvitError(f"DMA {direction} refused image {image}: {error} ({status}); "
+                               f"the DMA was reset and the buffers freed") from None
+
     def _wait(self, channel: Any, direction: str, image: int, deadline: float) -> None:
         """Poll ``channel`` until idle; a DMA error or the deadline closes the accelerator."""
         while not channel.idle:
             if channel.error:
+                status = dma_status_text(self._dma_status(direction))
                 self._abort()
-                raise StepvitError(f"DMA {direction} reported an error on image {image}; the "
-                                   f"DMA was reset and the buffers freed")
+                raise StepvitError(f"DMA {direction} reported an error on image {image} "
+                                   f"({status}); the DMA was reset and the buffers freed")
             if time.monotonic() > deadline:
                 self._abort()
                 raise DeviceTimeout(
@@ -246,7 +341,7 @@ class PynqAccelerator(Accelerator):
 
     def _abort(self) -> None:
         """Reset the DMA so that it stops touching the buffers, then free them."""
-        self._dma.write(DMA_MM2S_CONTROL, DMA_SOFT_RESET)
+        self._dma_registers.write(DMA_MM2S_CONTROL, DMA_SOFT_RESET)
         self.close()
 
     def _release(self) -> None:

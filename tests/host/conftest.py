@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +20,10 @@ def overlay_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def board(export, monkeypatch: pytest.MonkeyPatch) -> FakeBoard:
-    """The pynq double, built from the test module's ``export``, as ``pynq``."""
+    """The pynq double, built from the test module's ``export``, as ``pynq``, run as on a
+    board: as root, with the PYNQ environment's ``XILINX_XRT``."""
     fake = FakeBoard(export)
     monkeypatch.setitem(sys.modules, "pynq", fake_pynq_module(fake))
+    monkeypatch.setenv("XILINX_XRT", "/usr")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
     return fake

@@ -1,21 +1,40 @@
 """A test double of the ``pynq`` package: an overlay whose accelerator is the golden model.
 
-It implements what ``host/backend_pynq.py`` uses of PYNQ 4 (``Overlay`` with ``ip_dict``
-and IP attributes, ``allocate`` buffers with ``flush``/``invalidate``/``freebuffer``, the
-AXI DMA's ``sendchannel``/``recvchannel`` with ``transfer``/``idle``/``error`` and the
-IP's ``read``/``write``) and answers each frame with the result packet that the golden
-model gives under the mask registers. Tests only: it is never used by the product.
+It implements what ``host/backend_pynq.py`` uses of pynq (the same calls in 3.0, 3.1 and
+4.0: ``Overlay`` with ``ip_dict`` and IP attributes created on first use, ``MMIO``,
+``allocate`` buffers with ``flush``/``invalidate``/``freebuffer``, the AXI DMA's
+``sendchannel``/``recvchannel`` with ``transfer``/``idle``/``error`` and the IP's
+``read``/``write``) and answers each frame with the result packet that the golden model
+gives under the mask registers. Tests that compare its answers with the golden model
+compare the golden model with itself: they check the driver, not the hardware.
+
+The DMA's registers (control, status) are modelled as far as the driver reads them, and
+its channels behave as pynq's do: ``transfer`` raises ``RuntimeError`` on a halted or busy
+channel, creating the DMA driver starts both channels and waits while they are halted.
+Time is the board's :class:`FakeClock` when a test puts it in place of the driver's
+``time`` module: every ``monotonic()`` call is one poll, ``POLL_SECONDS`` long.
+Tests only: it is never used by the product.
 """
 
 from __future__ import annotations
 
+import time
 import types
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from stepvit.host.accelerator import pack_results, unpack_images
-from stepvit.host.backend_pynq import ACCEL_NAME, DMA_NAME
+from stepvit.host.backend_pynq import (
+    ACCEL_NAME,
+    DMA_HALTED,
+    DMA_MM2S_CONTROL,
+    DMA_NAME,
+    DMA_RUN,
+    DMA_S2MM_CONTROL,
+    DMA_SOFT_RESET,
+    DMA_STATUS_OFFSET,
+)
 from stepvit.host.export import Export
 from stepvit.host.registers import (
     ACCEL_ID,
@@ -27,6 +46,34 @@ from stepvit.model.golden import GoldenModel
 
 #: Alignment the double's DMA demands: a 128-bit memory side (KV260, ZCU104) without DRE.
 DMA_ALIGN_BYTES = 16
+
+#: Where the double's DMA sits in the address map.
+DMA_BASE = 0x4040_0000
+
+#: DMASR bits the double reports: idle, and the decode error of an unmapped address.
+DMA_IDLE = 1 << 1
+DMA_DECODE_ERROR = 1 << 6
+
+#: Virtual seconds that pass at each ``FakeClock.monotonic()`` call.
+POLL_SECONDS = 0.001
+
+#: Status polls (DMASR reads, ``idle`` reads) after which the double calls the driver
+#: stuck: a driver that spins without a deadline fails its test instead of hanging it.
+MAX_POLLS = 2_000_000
+
+
+class FakeClock:
+    """A stand-in for the ``time`` module whose ``monotonic`` advances one poll per call."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        self.now += POLL_SECONDS
+        return self.now
+
+    def perf_counter(self) -> float:
+        return time.perf_counter()
 
 
 class FakeBuffer(np.ndarray):
@@ -57,8 +104,20 @@ class FakeBoard:
         What the CONFIG_HASH register reads.
     no_device : bool
         ``Overlay`` raises ``RuntimeError: No Devices Found``, as pynq does off-board.
+    load_error : Exception or None
+        What ``Overlay`` raises instead (pynq's ``PermissionError`` without root, say).
     never_idle : bool
         The DMA accepts transfers and never finishes them.
+    dma_stuck_halted : bool
+        The DMA's channels stay halted when told to run (a stopped clock or a held reset).
+    seconds_per_image : float
+        Time on :attr:`clock` that each image's transfers take.
+    stalled_result : int or None
+        Index of the frame whose result never comes: its S2MM transfer never finishes.
+    channel_error : tuple of (str, int) or None
+        ``("MM2S" or "S2MM", frame)``: that transfer ends in a decode error.
+    refused_transfer : tuple of (str, int) or None
+        ``("MM2S" or "S2MM", frame)``: pynq refuses to start that transfer.
     corrupt_logit : bool
         The accelerator adds one to the first logit of every packet.
     dropped_frames : set of int
@@ -69,17 +128,58 @@ class FakeBoard:
     export: Export
     config_hash: int = 0
     no_device: bool = False
+    load_error: Exception | None = None
     never_idle: bool = False
     corrupt_logit: bool = False
     dropped_frames: set = field(default_factory=set)
+    dma_stuck_halted: bool = False
+    seconds_per_image: float = 0.0
+    stalled_result: int | None = None
+    channel_error: tuple[str, int] | None = None
+    refused_transfer: tuple[str, int] | None = None
     frames_seen: int = 0
+    polls: int = 0
     allocated: list = field(default_factory=list)
     dma_control_writes: list = field(default_factory=list)
+    dma_halted: dict = field(default_factory=lambda: {"MM2S": True, "S2MM": True})
     registers: dict = field(default_factory=dict)
+    clock: FakeClock = field(default_factory=FakeClock)
+    dma: FakeDMA | None = None
 
     def __post_init__(self) -> None:
         self.config_hash = self.export.config_hash
         self.golden = GoldenModel(self.export)
+
+    def poll(self) -> None:
+        """Count one status poll; past :data:`MAX_POLLS` the driver is spinning forever."""
+        self.polls += 1
+        if self.polls > MAX_POLLS:
+            raise AssertionError(f"the driver polled the DMA {MAX_POLLS} times: it would spin "
+                                 f"here forever")
+
+    def write_dma_register(self, address: int, value: int) -> None:
+        """Write a DMA control register: run, stop or soft-reset a channel."""
+        self.dma_control_writes.append((address, value))
+        direction = {DMA_MM2S_CONTROL: "MM2S", DMA_S2MM_CONTROL: "S2MM"}.get(address)
+        if direction is None:
+            return
+        if value & DMA_SOFT_RESET:
+            self.dma_halted = {"MM2S": True, "S2MM": True}
+        else:
+            self.dma_halted[direction] = not (value & DMA_RUN) or self.dma_stuck_halted
+
+    def read_dma_register(self, address: int) -> int:
+        """Read a DMA status register (DMASR): halted, idle and the decode error bit."""
+        self.poll()
+        direction = {DMA_MM2S_CONTROL + DMA_STATUS_OFFSET: "MM2S",
+                     DMA_S2MM_CONTROL + DMA_STATUS_OFFSET: "S2MM"}[address]
+        status = DMA_HALTED if self.dma_halted[direction] else 0
+        if self.dma is not None:
+            channel = self.dma.channel(direction)
+            status |= DMA_IDLE if channel.idle else 0
+            if channel.error:
+                status |= DMA_DECODE_ERROR | DMA_HALTED  # an error halts the channel
+        return status
 
     def masks(self) -> np.ndarray:
         rows = [self.registers[offset(f"MASK{index}")]
@@ -104,40 +204,75 @@ class FakeBoard:
 
 
 class FakeChannel:
-    def __init__(self, dma: FakeDMA) -> None:
+    """One DMA channel: a transfer finishes ``seconds_per_image`` after both have started."""
+
+    def __init__(self, dma: FakeDMA, direction: str) -> None:
         self.dma = dma
+        self.direction = direction
         self.array: np.ndarray | None = None
-        self.idle = False
-        self.error = False
+        self.frame = -1
+        self.done_at: float | None = None
+
+    @property
+    def idle(self) -> bool:
+        board = self.dma.board
+        board.poll()
+        if self.array is None:
+            return True
+        if (board.never_idle or self.done_at is None or self.error
+                or (self.direction == "S2MM" and self.frame == board.stalled_result)):
+            return False
+        return board.clock.now >= self.done_at
+
+    @property
+    def error(self) -> bool:
+        return self.dma.board.channel_error == (self.direction, self.frame)
 
     def transfer(self, array: np.ndarray) -> None:
+        board = self.dma.board
+        if board.dma_halted[self.direction]:
+            raise RuntimeError("DMA channel not started")
+        if not self.idle:
+            raise RuntimeError("DMA channel not idle")
+        if board.refused_transfer == (self.direction, self.frame + 1):
+            board.dma_halted[self.direction] = True
+            raise RuntimeError("DMA channel not started")
         owner = array.base if array.base is not None else array
         start = array.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
         if start % DMA_ALIGN_BYTES:
             raise RuntimeError("DMA does not support unaligned transfers; Starting address "
                                f"must be aligned to {DMA_ALIGN_BYTES} bytes.")
         self.array = array
-        self.idle = False
+        self.frame += 1
+        self.done_at = None
         self.dma.step()
 
 
 class FakeDMA:
+    """pynq's AxiDMA: creating it starts both channels and waits while they are halted."""
+
     def __init__(self, board: FakeBoard) -> None:
+        for control in (DMA_MM2S_CONTROL, DMA_S2MM_CONTROL):
+            board.write_dma_register(control, DMA_RUN)
+        if any(board.dma_halted.values()):
+            raise AssertionError("pynq's AxiDMA would spin here forever: the DMA stays halted")
         self.board = board
-        self.sendchannel = FakeChannel(self)
-        self.recvchannel = FakeChannel(self)
+        self.sendchannel = FakeChannel(self, "MM2S")
+        self.recvchannel = FakeChannel(self, "S2MM")
+        board.dma = self
+
+    def channel(self, direction: str) -> FakeChannel:
+        return self.sendchannel if direction == "MM2S" else self.recvchannel
 
     def step(self) -> None:
         send, recv = self.sendchannel, self.recvchannel
-        if self.board.never_idle or send.idle or recv.idle:
-            return
-        if send.array is None or recv.array is None:
+        if send.array is None or recv.array is None or send.frame != recv.frame:
             return
         recv.array[:] = self.board.compute(np.asarray(send.array))
-        send.idle = recv.idle = True
+        send.done_at = recv.done_at = self.board.clock.now + self.board.seconds_per_image
 
     def write(self, address: int, value: int) -> None:
-        self.board.dma_control_writes.append((address, value))
+        self.board.write_dma_register(address, value)
 
 
 class FakeAccelerator:
@@ -168,15 +303,38 @@ class FakeAccelerator:
 def fake_pynq_module(board: FakeBoard) -> types.ModuleType:
     """Return a module object to put in ``sys.modules["pynq"]``."""
     module = types.ModuleType("pynq")
+    drivers = {DMA_NAME: FakeDMA, ACCEL_NAME: FakeAccelerator}
 
     class Overlay:
         def __init__(self, bitfile: str) -> None:
             if board.no_device:
                 raise RuntimeError("No Devices Found")
+            if board.load_error is not None:
+                raise board.load_error
             self.bitfile = bitfile
-            self.axi_dma_0 = FakeDMA(board)
-            self.stepvit_accel_0 = FakeAccelerator(board)
-            self.ip_dict = {DMA_NAME: {}, ACCEL_NAME: {}, "processing_system7_0": {}}
+            self.ip_dict = {DMA_NAME: {"phys_addr": DMA_BASE, "addr_range": 0x10000},
+                            ACCEL_NAME: {"phys_addr": 0x43C0_0000, "addr_range": 0x10000},
+                            "processing_system7_0": {}}
+
+        def __getattr__(self, name: str) -> object:
+            # Like pynq, the IP's driver is created on first use.
+            if name not in drivers:
+                raise AttributeError(name)
+            driver = drivers[name](board)
+            setattr(self, name, driver)
+            return driver
+
+    class MMIO:
+        def __init__(self, base_addr: int, length: int = 4) -> None:
+            if base_addr != DMA_BASE:
+                raise AssertionError(f"the double maps only the DMA, not 0x{base_addr:x}")
+            self.length = length
+
+        def read(self, offset: int) -> int:
+            return board.read_dma_register(offset)
+
+        def write(self, offset: int, value: int) -> None:
+            board.write_dma_register(offset, value)
 
     def allocate(shape: tuple[int, ...], dtype: object = "u4") -> FakeBuffer:
         buffer = np.zeros(shape, dtype=dtype).view(FakeBuffer)
@@ -185,5 +343,6 @@ def fake_pynq_module(board: FakeBoard) -> types.ModuleType:
         return buffer
 
     module.Overlay = Overlay
+    module.MMIO = MMIO
     module.allocate = allocate
     return module
