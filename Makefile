@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_TOOLS := $(shell command -v iverilog >/dev/null 2>&1 && command -v yosys >/dev/null 2>&1 || echo missing)
+APT_TOOLS := $(shell command -v iverilog >/dev/null 2>&1 && command -v yosys >/dev/null 2>&1 \
+                && command -v tclsh >/dev/null 2>&1 || echo missing)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install tools demo test test-fast test-slow mutants bench lint clean
@@ -21,9 +22,10 @@ $(STAMP): pyproject.toml
 
 tools:
 ifeq ($(APT_TOOLS),missing)
-	# Icarus Verilog (simulation) and Yosys (resource reports) from Debian's packages.
+	# Icarus Verilog (simulation), Yosys (resource reports) and tclsh (the overlay Tcl's
+	# tests, which fail without it) from Debian's packages.
 	$(SUDO) apt-get update -qq
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog yosys
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog yosys tcl
 endif
 
 demo: install
