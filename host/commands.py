@@ -253,6 +253,7 @@ def overlay(args: argparse.Namespace) -> int:
           f"overlay.json (config hash {export.config_hash:08x}, {args.lanes} lanes)")
     print("where Vivado is installed, build stepvit.bit and stepvit.hwh with:")
     print(f"  cd {out} && vivado -mode batch -source {board.overlay_tcl.name}")
-    print("then copy the folder and the export to the board and run:")
+    print(f"then copy stepvit.bit and stepvit.hwh (into a folder {out.name}) and the export to "
+          f"the board and run, in a root login shell (`sudo -i`; plain sudo drops XILINX_XRT):")
     print(f"  stepvit run --board {board.name} EXPORT --overlay {out.name}")
     return 0
