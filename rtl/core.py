@@ -23,23 +23,18 @@ No multiplier: addresses advance by adding strides, words are picked by multiple
 (a dynamic ``word_select`` would be a ``$mul``), and products of a pixel and a weight are
 shifts of the weight over the pixel's bit planes.
 
-Memories (all ``lib.memory.Memory``): weights, biases, thresholds and the stream's spike
-values (ROMs from the export); the patches of the image; five spike maps (``[T·N]``
-words); the embedding current (``[N, D]``); one layer's membranes (``[N, D]``); the
-residual stream for every step (``[T, N, D]``); the KV tables of every step.
-:meth:`~stepvit.rtl.core_plan.CorePlan.memory_bits` sums them.
+The memories are in :mod:`~stepvit.rtl.core_memories`.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
 
 from stepvit.host.export import Export
 from stepvit.rtl.accumulator import AccumulatorLanes
+from stepvit.rtl.core_memories import add_core_memories
 from stepvit.rtl.core_plan import (
-    SPIKE_BUFFERS,
     CorePlan,
     Operand,
     Sink,
@@ -100,44 +95,16 @@ class StepvitCore(wiring.Component):
         bits = g.bits
         layout = plan.layout()
 
-        # --- memories ------------------------------------------------------------------
-        def memory(name: str, width: int, depth: int, init: list[int] | None = None) -> Memory:
-            mem = Memory(shape=unsigned(width), depth=max(depth, 2), init=init or [])
-            m.submodules[name] = mem
-            return mem
-
-        weight_rom = memory("weights", 8 * lanes, len(plan.weight_words), plan.weight_words)
-        bias_rom = memory("biases", g.bias_bits * lanes, len(plan.bias_words), plan.bias_words)
-        theta_rom = memory("thresholds", bits["membrane"] * lanes, len(plan.theta_words),
-                           plan.theta_words)
-        spike_value_rom = memory("stream_spike", bits["stream"] * lanes, g.dim_chunks,
-                                 plan.stream_spike_words)
-        patch_mem = memory("patches", 8 * g.patch_len, N)
-        buffer_widths = {source: (g.mlp_dim if source == Source.HIDDEN else D)
-                         for source in SPIKE_BUFFERS}
-        buffers = {source: memory(f"spikes_{source.name.lower()}", width, T * N)
-                   for source, width in buffer_widths.items()}
-        current_mem = memory("embed_current", bits["embed_current"] * lanes, N * g.dim_chunks)
-        membrane_mem = memory("membranes", bits["membrane"] * lanes, N * g.dim_chunks)
-        stream_mem = memory("stream", bits["stream"] * lanes, T * N * g.dim_chunks)
-        kv_mem = memory("kv", bits["attention"] * g.head_dim, T * D)
-
-        weight_read = weight_rom.read_port()
-        bias_read = bias_rom.read_port()
-        theta_read = theta_rom.read_port()
-        spike_value_read = spike_value_rom.read_port()
-        patch_write = patch_mem.write_port(granularity=8)
-        patch_read = patch_mem.read_port()
-        buffer_write = {s: mem.write_port(granularity=lanes) for s, mem in buffers.items()}
-        buffer_read = {s: mem.read_port() for s, mem in buffers.items()}
-        current_write = current_mem.write_port()
-        current_read = current_mem.read_port()
-        membrane_write = membrane_mem.write_port()
-        membrane_read = membrane_mem.read_port(transparent_for=(membrane_write,))
-        stream_write = stream_mem.write_port()
-        stream_read = stream_mem.read_port(transparent_for=(stream_write,))
-        kv_write = kv_mem.write_port()
-        kv_read = kv_mem.read_port(transparent_for=(kv_write,))
+        memories = add_core_memories(m, plan)
+        weight_read, bias_read = memories.weight_read, memories.bias_read
+        theta_read, spike_value_read = memories.theta_read, memories.spike_value_read
+        patch_write, patch_read = memories.patch_write, memories.patch_read
+        buffer_write, buffer_read = memories.buffer_write, memories.buffer_read
+        buffer_widths = memories.buffer_widths
+        current_write, current_read = memories.current_write, memories.current_read
+        membrane_write, membrane_read = memories.membrane_write, memories.membrane_read
+        stream_write, stream_read = memories.stream_write, memories.stream_read
+        kv_write, kv_read = memories.kv_write, memories.kv_read
 
         # --- run state -------------------------------------------------------------------
         masks = Signal.like(self.masks)

@@ -1,0 +1,113 @@
+"""The compute core's memories and the ports its pipeline stages use.
+
+All are ``lib.memory.Memory``: weights, biases, thresholds and the stream's spike values
+(ROMs from the export); the patches of the image; five spike maps (``[T·N]`` words); the
+embedding current (``[N, D]``); one layer's membranes (``[N, D]``); the residual stream for
+every step (``[T, N, D]``); the KV tables of every step.
+:meth:`~stepvit.rtl.core_plan.CorePlan.memory_bits` sums them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Module, unsigned
+from amaranth.lib.memory import Memory, ReadPort, WritePort
+
+from stepvit.rtl.core_plan import SPIKE_BUFFERS, CorePlan, Source
+
+
+@dataclass(frozen=True)
+class CoreMemories:
+    """The ports of the core's memories, named by what they hold.
+
+    Attributes
+    ----------
+    weight_read, bias_read, theta_read, spike_value_read : ReadPort
+        The ROMs: weight words, biases, thresholds, the stream value of a spike.
+    patch_write, patch_read : WritePort, ReadPort
+        The image as patch bit planes, one word per token.
+    buffer_write, buffer_read : dict of Source to WritePort, ReadPort
+        The spike maps, one word per step and token; written a chunk (``lanes`` bits) at a time.
+    buffer_widths : dict of Source to int
+        Bits of one spike-map word (the MLP width for the hidden layer, else the model width).
+    current_write, current_read : WritePort, ReadPort
+        The embedding current.
+    membrane_write, membrane_read : WritePort, ReadPort
+        One layer's membranes; the read is transparent.
+    stream_write, stream_read : WritePort, ReadPort
+        The residual stream of every step; the read is transparent.
+    kv_write, kv_read : WritePort, ReadPort
+        The KV tables of every step; the read is transparent.
+    """
+
+    weight_read: ReadPort
+    bias_read: ReadPort
+    theta_read: ReadPort
+    spike_value_read: ReadPort
+    patch_write: WritePort
+    patch_read: ReadPort
+    buffer_write: dict[Source, WritePort]
+    buffer_read: dict[Source, ReadPort]
+    buffer_widths: dict[Source, int]
+    current_write: WritePort
+    current_read: ReadPort
+    membrane_write: WritePort
+    membrane_read: ReadPort
+    stream_write: WritePort
+    stream_read: ReadPort
+    kv_write: WritePort
+    kv_read: ReadPort
+
+
+def add_core_memories(m: Module, plan: CorePlan) -> CoreMemories:
+    """Add the memories of ``plan`` to ``m`` as submodules and return their ports."""
+    geometry = plan.geometry
+    lanes, bits = geometry.lanes, geometry.bits
+    t_max, tokens, dim = geometry.t_max, geometry.tokens, geometry.dim
+
+    def memory(name: str, width: int, depth: int, init: list[int] | None = None) -> Memory:
+        mem = Memory(shape=unsigned(width), depth=max(depth, 2), init=init or [])
+        m.submodules[name] = mem
+        return mem
+
+    weight_rom = memory("weights", 8 * lanes, len(plan.weight_words), plan.weight_words)
+    bias_rom = memory("biases", geometry.bias_bits * lanes, len(plan.bias_words),
+                      plan.bias_words)
+    theta_rom = memory("thresholds", bits["membrane"] * lanes, len(plan.theta_words),
+                       plan.theta_words)
+    spike_value_rom = memory("stream_spike", bits["stream"] * lanes, geometry.dim_chunks,
+                             plan.stream_spike_words)
+    patch_mem = memory("patches", 8 * geometry.patch_len, tokens)
+    buffer_widths = {source: (geometry.mlp_dim if source == Source.HIDDEN else dim)
+                     for source in SPIKE_BUFFERS}
+    buffers = {source: memory(f"spikes_{source.name.lower()}", width, t_max * tokens)
+               for source, width in buffer_widths.items()}
+    current_mem = memory("embed_current", bits["embed_current"] * lanes,
+                         tokens * geometry.dim_chunks)
+    membrane_mem = memory("membranes", bits["membrane"] * lanes, tokens * geometry.dim_chunks)
+    stream_mem = memory("stream", bits["stream"] * lanes, t_max * tokens * geometry.dim_chunks)
+    kv_mem = memory("kv", bits["attention"] * geometry.head_dim, t_max * dim)
+
+    membrane_write = membrane_mem.write_port()
+    stream_write = stream_mem.write_port()
+    kv_write = kv_mem.write_port()
+    return CoreMemories(
+        weight_read=weight_rom.read_port(),
+        bias_read=bias_rom.read_port(),
+        theta_read=theta_rom.read_port(),
+        spike_value_read=spike_value_rom.read_port(),
+        patch_write=patch_mem.write_port(granularity=8),
+        patch_read=patch_mem.read_port(),
+        buffer_write={s: mem.write_port(granularity=lanes) for s, mem in buffers.items()},
+        buffer_read={s: mem.read_port() for s, mem in buffers.items()},
+        buffer_widths=buffer_widths,
+        current_write=current_mem.write_port(),
+        current_read=current_mem.read_port(),
+        membrane_write=membrane_write,
+        membrane_read=membrane_mem.read_port(transparent_for=(membrane_write,)),
+        stream_write=stream_write,
+        stream_read=stream_mem.read_port(transparent_for=(stream_write,)),
+        kv_write=kv_write,
+        kv_read=kv_mem.read_port(transparent_for=(kv_write,)),
+    )
