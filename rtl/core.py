@@ -23,24 +23,32 @@ No multiplier: addresses advance by adding strides, words are picked by multiple
 (a dynamic ``word_select`` would be a ``$mul``), and products of a pixel and a weight are
 shifts of the weight over the pixel's bit planes.
 
-The memories are in :mod:`~stepvit.rtl.core_memories`.
+The memories are in :mod:`~stepvit.rtl.core_memories`; the signals the stages share are
+records in :mod:`~stepvit.rtl.core_pipeline`. :class:`StepvitCore` builds each stage in a
+method named after it: ``_walk`` (with ``_prefetch``, ``_issue_events`` and the control
+FSM ``_control``), ``_accumulate``, ``_sum`` and ``_fire``.
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 
 from stepvit.host.export import Export
 from stepvit.rtl.accumulator import AccumulatorLanes
-from stepvit.rtl.core_memories import add_core_memories
-from stepvit.rtl.core_plan import (
-    CorePlan,
-    Operand,
-    Sink,
-    Source,
-    WeightSource,
+from stepvit.rtl.core_memories import CoreMemories, add_core_memories
+from stepvit.rtl.core_pipeline import (
+    FIRE_FIELDS,
+    SUM_FIELDS,
+    ClosedChunk,
+    Prefetch,
+    RunState,
+    Walk,
+    chunk_shape,
+    event_layout,
+    fields_of,
 )
+from stepvit.rtl.core_plan import CorePlan, Operand, Sink, Source, WeightSource
 from stepvit.rtl.interface import core_signature
 from stepvit.rtl.lif import LIFLanes
 from stepvit.rtl.patch_loader import PatchLoader
@@ -67,6 +75,16 @@ def _lanes_of(word: Value, lanes: int, bits: int, *, is_signed: bool) -> list[Va
     return [field.as_signed() for field in fields] if is_signed else fields
 
 
+def _lanes_word(values: list[Value], width: int) -> Value:
+    """Return ``values`` packed ``width`` bits each, lane 0 lowest."""
+    return Cat(*(value.as_unsigned()[:width] for value in values))
+
+
+def _constants(values: list[int]) -> Array:
+    """Return ``values`` as an array of constants, indexed by a multiplexer."""
+    return Array(Const(v, max(max(values), 1).bit_length()) for v in values)
+
+
 class StepvitCore(wiring.Component):
     """The network of ``export`` on ``lanes`` parallel accumulator lanes.
 
@@ -89,310 +107,411 @@ class StepvitCore(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         """Build the memories, the sequencer and the pipeline stages after it."""
         m = Module()
-        plan = self.plan
-        g = plan.geometry
-        lanes, T, N, D = g.lanes, g.t_max, g.tokens, g.dim
-        bits = g.bits
-        layout = plan.layout()
+        memories = add_core_memories(m, self.plan)
+        run = self._run_state(m)
+        prefetch = self._prefetch(m, memories, run)
+        walk = self._walk(m, run)
+        events = self._issue_events(m, memories, run, walk)
+        loader = self._load_patches(m, memories)
+        self._control(m, run, walk, prefetch, loader)
+        closed = self._accumulate(m, memories, run, events)
+        charged = self._sum(m, memories, run, closed)
+        self._fire(m, memories, run, charged)
+        return m
 
-        memories = add_core_memories(m, plan)
-        weight_read, bias_read = memories.weight_read, memories.bias_read
-        theta_read, spike_value_read = memories.theta_read, memories.spike_value_read
-        patch_write, patch_read = memories.patch_write, memories.patch_read
-        buffer_write, buffer_read = memories.buffer_write, memories.buffer_read
-        buffer_widths = memories.buffer_widths
-        current_write, current_read = memories.current_write, memories.current_read
-        membrane_write, membrane_read = memories.membrane_write, memories.membrane_read
-        stream_write, stream_read = memories.stream_write, memories.stream_read
-        kv_write, kv_read = memories.kv_write, memories.kv_read
-
-        # --- run state -------------------------------------------------------------------
+    # --- run state ---------------------------------------------------------------------
+    def _run_state(self, m: Module) -> RunState:
+        """Make the state of a run and drive the logits and spike counts from it."""
+        plan, geometry = self.plan, self.plan.geometry
         masks = Signal.like(self.masks)
-        stream_zero = Signal(T)  # stream of step t is all zero (embedding masked at t)
-        logits = [Signal(signed(bits["logit"]), name=f"logit{k}")
-                  for k in range(g.class_chunks * lanes)]
+        descriptor = Signal(plan.layout(), name="desc")
+        pass_index = Signal(range(len(plan.passes) + 1))
+        step_mask = Signal(geometry.t_max)
+        module_mask = _select(m, [masks[i] for i in range(len(masks))], descriptor.module)
+        m.d.comb += step_mask.eq(Mux(descriptor.once, 1, module_mask))
+        stream_zero = Signal(geometry.t_max)
+        logits = [Signal(signed(geometry.bits["logit"]), name=f"logit{k}")
+                  for k in range(geometry.class_chunks * geometry.lanes)]
         counts = [Signal(32, name=f"count{i}") for i in range(len(self.spike_counts))]
-        for k in range(g.num_classes):
+        for k in range(geometry.num_classes):
             m.d.comb += self.logits[k].eq(logits[k])
         for i, count in enumerate(counts):
             m.d.comb += self.spike_counts[i].eq(count)
+        return RunState(masks=masks, descriptor=descriptor, pass_index=pass_index,
+                        step_mask=step_mask, stream_zero=stream_zero, logits=logits,
+                        counts=counts)
 
-        pass_rom = Array(Const(layout.const(p).as_value().value, layout.size)
-                         for p in plan.passes)
-        pass_index = Signal(range(len(plan.passes) + 1))
-        desc = Signal(layout)
-        step_mask = Signal(T)
-        module_mask = _select(m, [masks[i] for i in range(len(masks))], desc.module)
-        m.d.comb += step_mask.eq(Mux(desc.once, 1, module_mask))
+    def _word_base(self) -> Array:
+        """Return the address of token 0 of each step in a spike map."""
+        geometry = self.plan.geometry
+        return _constants([t * geometry.tokens for t in range(geometry.t_max)])
 
-        def constants(values: list[int]) -> Array:
-            return Array(Const(v, max(max(values), 1).bit_length()) for v in values)
+    def _segment_of(self, run: RunState, head: Value | int) -> Value:
+        """Return the bits of ``head``'s segment in a spike word (all bits outside KV passes)."""
+        geometry = self.plan.geometry
+        segment_mask = _constants([((1 << geometry.head_dim) - 1) << (h * geometry.head_dim)
+                                   for h in range(geometry.heads)])
+        return Mux(run.descriptor.segment_chunks != 0, segment_mask[head],
+                   (1 << geometry.walk_bits) - 1)
 
-        word_base = constants([t * N for t in range(T)])
-        stream_base = constants([t * N * g.dim_chunks for t in range(T)])
-        kv_base = constants([t * D for t in range(T)])
-        segment_mask = constants([((1 << g.head_dim) - 1) << (h * g.head_dim)
-                                  for h in range(g.heads)])
+    def _next_active_step(self, m: Module, run: RunState,
+                          after: Signal | None) -> tuple[Signal, Signal]:
+        """Return (found, step): the first active step of the pass after ``after``."""
+        t_max = self.plan.geometry.t_max
+        found, step = Signal(), Signal(range(max(t_max, 2)))
+        for candidate in reversed(range(t_max)):
+            later = Const(1) if after is None else (after < candidate)
+            with m.If(run.step_mask[candidate] & later):
+                m.d.comb += [found.eq(1), step.eq(candidate)]
+        return found, step
 
-        def next_step(after: Signal | None) -> tuple[Signal, Signal]:
-            """Return (found, step): the first active step of the pass after ``after``."""
-            found, step = Signal(), Signal(range(max(T, 2)))
-            for candidate in reversed(range(T)):
-                later = Const(1) if after is None else (after < candidate)
-                with m.If(step_mask[candidate] & later):
-                    m.d.comb += [found.eq(1), step.eq(candidate)]
-            return found, step
-
-        # --- walk stage: sequencer and spike walker ---------------------------------------
-        m.submodules.walker = walker = SpikeWalker(width=g.walk_bits)
-        step = Signal(range(max(T, 2)))
-        group = Signal(range(max(N, D, 2)))
-        chunk = Signal(range(max(g.dim_chunks, g.mlp_chunks, g.class_chunks, g.heads, 2)))
-        segment = Signal(range(max(g.heads, 2)))
-        segment_chunk = Signal.like(chunk)
-        group_index = Signal(range(max(N * max(g.dim_chunks, g.class_chunks), D, 2)))
-        weight_row = Signal(range(max(len(plan.weight_words), 2)))
-        first_event = Signal()
-        first_step = Signal()
-        held_word = Signal(g.walk_bits)
-        value_word = Signal(D)
-        fetch_step = Signal.like(step)
-        fetch_group = Signal.like(group)
+    # --- walk stage: prefetch, sequencer, spike walker ----------------------------------
+    def _prefetch(self, m: Module, memories: CoreMemories, run: RunState) -> Prefetch:
+        """Read the spike word (or patch) one word ahead of the walk, and find its successor."""
+        geometry = self.plan.geometry
+        t_max, tokens, dim = geometry.t_max, geometry.tokens, geometry.dim
+        desc = run.descriptor
+        fetch_step = Signal(range(max(t_max, 2)))
+        fetch_group = Signal(range(max(tokens, dim, 2)))
         fetch_valid = Signal()
-
-        first_found, first_active = next_step(None)
-        following_found, following_step = next_step(fetch_step)
+        first_found, first_active = self._next_active_step(m, run, None)
+        following_found, following_step = self._next_active_step(m, run, fetch_step)
         more_groups = fetch_group + 1 < desc.groups
-        successor_valid = Mux(more_groups, 1, following_found)
-        successor_step = Mux(more_groups, fetch_step, following_step)
-        successor_group = Mux(more_groups, fetch_group + 1, 0)
 
-        fetch_address = Signal(range(max(T * N, 2)))
+        fetch_address = Signal(range(max(t_max * tokens, 2)))
         fetch_enable = Signal()
-        for port in (*buffer_read.values(), patch_read):
+        for port in (*memories.buffer_read.values(), memories.patch_read):
             m.d.comb += [port.addr.eq(fetch_address), port.en.eq(fetch_enable)]
-        source_data = Signal(g.walk_bits)
+        source_data = Signal(geometry.walk_bits)
         with m.Switch(desc.source):
             with m.Case(Source.PATCH):
-                m.d.comb += source_data.eq(patch_read.data)
-            for source, port in buffer_read.items():
+                m.d.comb += source_data.eq(memories.patch_read.data)
+            for source, port in memories.buffer_read.items():
                 with m.Case(source):
                     m.d.comb += source_data.eq(port.data)
-        value_data = Signal(D)
+        value_data = Signal(dim)
         with m.Switch(desc.value_source):
-            for source, port in buffer_read.items():
+            for source, port in memories.buffer_read.items():
                 if source != Source.HIDDEN:
                     with m.Case(source):
                         m.d.comb += value_data.eq(port.data)
+        return Prefetch(
+            step=fetch_step, group=fetch_group, valid=fetch_valid,
+            address=fetch_address, enable=fetch_enable,
+            source_data=source_data, value_data=value_data,
+            first_found=first_found, first_active=first_active,
+            successor_valid=Mux(more_groups, 1, following_found),
+            successor_step=Mux(more_groups, fetch_step, following_step),
+            successor_group=Mux(more_groups, fetch_group + 1, 0),
+        )
 
-        def segment_of(head: object) -> object:
-            return Mux(desc.segment_chunks != 0, segment_mask[head], (1 << g.walk_bits) - 1)
+    def _walk(self, m: Module, run: RunState) -> Walk:
+        """Make the walker and the position of the walk; an event leaves it when running."""
+        geometry = self.plan.geometry
+        layout = event_layout(self.plan)
+        m.submodules.walker = walker = SpikeWalker(width=geometry.walk_bits)
+        step = Signal(range(max(geometry.t_max, 2)))
+        group = Signal(range(max(geometry.tokens, geometry.dim, 2)))
+        chunk = Signal(chunk_shape(self.plan))
+        segment = Signal(range(max(geometry.heads, 2)))
+        segment_chunk = Signal.like(chunk)
+        group_index = Signal(layout["group_index"].shape)
+        weight_row = Signal(range(max(len(self.plan.weight_words), 2)))
+        first_event, first_step = Signal(), Signal()
+        held_word = Signal(geometry.walk_bits)
+        value_word = Signal(geometry.dim)
+        running, emit = Signal(), Signal()
+        m.d.comb += emit.eq(running & (walker.any | ~run.descriptor.skip_empty))
+        return Walk(walker=walker, step=step, group=group, chunk=chunk, segment=segment,
+                    segment_chunk=segment_chunk, group_index=group_index,
+                    weight_row=weight_row, first_event=first_event, first_step=first_step,
+                    held_word=held_word, value_word=value_word, running=running, emit=emit,
+                    group_end=walker.last | ~walker.any)
 
-        # Event fields handed to the accumulate stage.
-        event = {
-            "valid": Signal(), "first": Signal(), "last": Signal(), "has_weight": Signal(),
-            "plane": Signal(3), "chunk": Signal.like(chunk),
-            "segment_chunk": Signal.like(chunk), "group_index": Signal.like(group_index),
-            "first_step": Signal(), "stream_zero": Signal(),
-            "word_address": Signal(range(max(T * N, 2))),
-            "stream_address": Signal(range(max(T * N * g.dim_chunks, 2))),
-            "kv_address": Signal(range(max(T * D, 2))),
-            "bias_address": Signal(range(max(len(plan.bias_words), 2))),
-            "theta_address": Signal(range(max(len(plan.theta_words), 2))),
-            "value_segment": Signal(g.head_dim),
-        }
-        accumulate = {name: Signal.like(sig, name=f"acc_{name}") for name, sig in event.items()}
-
-        group_end = walker.last | ~walker.any
-        emit = Signal()
-        running = Signal()
+    def _issue_events(self, m: Module, memories: CoreMemories, run: RunState,
+                      walk: Walk) -> data.View:
+        """Drive this cycle's event, address its weight and KV reads, and register it."""
+        geometry = self.plan.geometry
+        tokens, dim, head_dim = geometry.tokens, geometry.dim, geometry.head_dim
+        desc, walker, step = run.descriptor, walk.walker, walk.step
+        stream_base = _constants([t * tokens * geometry.dim_chunks
+                                  for t in range(geometry.t_max)])
+        kv_base = _constants([t * dim for t in range(geometry.t_max)])
+        event = Signal(event_layout(self.plan))
+        accumulate = Signal(event_layout(self.plan), name="acc")
         m.d.comb += [
-            emit.eq(running & (walker.any | ~desc.skip_empty)),
-            event["valid"].eq(emit),
-            event["first"].eq(first_event),
-            event["last"].eq(group_end),
-            event["has_weight"].eq(walker.any),
-            event["plane"].eq(walker.index[:3]),
-            event["chunk"].eq(chunk),
-            event["segment_chunk"].eq(segment_chunk),
-            event["group_index"].eq(group_index),
-            event["first_step"].eq(first_step),
-            event["stream_zero"].eq(stream_zero.bit_select(step, 1)),
-            event["word_address"].eq(word_base[step] + group),
-            event["stream_address"].eq(stream_base[step] + group_index),
-            event["kv_address"].eq(kv_base[step] + Mux(desc.sink == Sink.KV_CLEAR, group,
-                                                        walker.index)),
-            event["bias_address"].eq(desc.bias_base + Mux(desc.bias_per_token, group_index,
-                                                          chunk)),
-            event["theta_address"].eq(desc.theta_base + chunk),
-            event["value_segment"].eq(_select(m, [
-                value_word[h * g.head_dim:(h + 1) * g.head_dim] for h in range(g.heads)],
-                segment)),
-            weight_read.addr.eq(weight_row + Mux(desc.bit_planes, walker.index >> 3,
-                                                 walker.index)),
-            kv_read.addr.eq(event["kv_address"]),
+            event.valid.eq(walk.emit),
+            event.first.eq(walk.first_event),
+            event.last.eq(walk.group_end),
+            event.has_weight.eq(walker.any),
+            event.plane.eq(walker.index[:3]),
+            event.chunk.eq(walk.chunk),
+            event.segment_chunk.eq(walk.segment_chunk),
+            event.group_index.eq(walk.group_index),
+            event.first_step.eq(walk.first_step),
+            event.stream_zero.eq(run.stream_zero.bit_select(step, 1)),
+            event.word_address.eq(self._word_base()[step] + walk.group),
+            event.stream_address.eq(stream_base[step] + walk.group_index),
+            event.kv_address.eq(kv_base[step] + Mux(desc.sink == Sink.KV_CLEAR, walk.group,
+                                                    walker.index)),
+            event.bias_address.eq(desc.bias_base + Mux(desc.bias_per_token,
+                                                       walk.group_index, walk.chunk)),
+            event.theta_address.eq(desc.theta_base + walk.chunk),
+            event.value_segment.eq(_select(m, [
+                walk.value_word[h * head_dim:(h + 1) * head_dim]
+                for h in range(geometry.heads)], walk.segment)),
+            memories.weight_read.addr.eq(walk.weight_row + Mux(
+                desc.bit_planes, walker.index >> 3, walker.index)),
+            memories.kv_read.addr.eq(event.kv_address),
         ]
-        for name, sig in event.items():
-            m.d.sync += accumulate[name].eq(sig)
+        m.d.sync += accumulate.eq(event)
+        return accumulate
 
-        def load_word(first_of_pass: bool) -> None:
-            """Take the prefetched word as the current one and prefetch its successor."""
-            m.d.comb += [
-                walker.load.eq(1),
-                walker.word.eq(source_data & segment_of(0)),
-                fetch_enable.eq(1),
-                fetch_address.eq(word_base[successor_step] + successor_group),
-            ]
-            new_step = fetch_step != step
-            m.d.sync += [
-                held_word.eq(source_data), value_word.eq(value_data),
-                step.eq(fetch_step), group.eq(fetch_group),
-                fetch_step.eq(successor_step), fetch_group.eq(successor_group),
-                fetch_valid.eq(successor_valid),
-                chunk.eq(0), segment.eq(0), segment_chunk.eq(0),
-                weight_row.eq(desc.weight_base), first_event.eq(1),
-            ]
-            if first_of_pass:
-                m.d.sync += [group_index.eq(0), first_step.eq(1)]
-            else:
-                m.d.sync += group_index.eq(Mux(new_step, 0, group_index + 1))
-                with m.If(new_step):
-                    m.d.sync += first_step.eq(0)
-                    with m.If(desc.sink == Sink.STORE_STREAM):
-                        m.d.sync += stream_zero.bit_select(step, 1).eq(0)
-
-        # --- pixel loader: image words -> patch bit planes -------------------------------
-        m.submodules.loader = loader = PatchLoader(image_shape=g.image_shape, patch=g.patch)
+    def _load_patches(self, m: Module, memories: CoreMemories) -> PatchLoader:
+        """Add the pixel loader: image words in, patch bit planes out."""
+        geometry = self.plan.geometry
+        m.submodules.loader = loader = PatchLoader(image_shape=geometry.image_shape,
+                                                   patch=geometry.patch)
+        patch_write = memories.patch_write
         m.d.comb += [
             self.img_addr.eq(loader.img_addr), loader.img_data.eq(self.img_data),
             patch_write.addr.eq(loader.patch_addr), patch_write.data.eq(loader.patch_data),
             patch_write.en.eq(loader.patch_enable),
         ]
+        return loader
 
-        # --- control FSM ------------------------------------------------------------------
+    # --- control FSM --------------------------------------------------------------------
+    def _control(self, m: Module, run: RunState, walk: Walk, prefetch: Prefetch,
+                 loader: PatchLoader) -> None:
+        """Load the image, run every pass (prefetch, prime, walk, drain), take the argmax."""
+        plan = self.plan
+        layout = plan.layout()
+        pass_rom = Array(Const(layout.const(p).as_value().value, layout.size)
+                         for p in plan.passes)
         drain = Signal(range(DRAIN_CYCLES + 1))
-        best = Signal(range(max(g.num_classes, 2)))
-        scan = Signal(range(g.num_classes + 1))
-        logit_array = Array(logits)
+        best = Signal(range(max(plan.geometry.num_classes, 2)))
+        scan = Signal(range(plan.geometry.num_classes + 1))
         m.d.sync += self.done.eq(0)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [
-                        masks.eq(self.masks), self.busy.eq(1),
-                        stream_zero.eq(~self.masks[0]),
-                    ]
-                    m.d.comb += loader.start.eq(1)
-                    m.d.sync += [count.eq(0) for count in counts]
-                    m.d.sync += [logit.eq(plan.head_bias[k] if k < g.num_classes else 0)
-                                 for k, logit in enumerate(logits)]
+                    self._start_run(m, run, loader)
                     m.next = "LOAD"
             with m.State("LOAD"):
                 with m.If(loader.done):
-                    m.d.sync += pass_index.eq(0)
+                    m.d.sync += run.pass_index.eq(0)
                     m.next = "NEXT"
             with m.State("PREFETCH"):
-                with m.If(first_found):
-                    m.d.comb += [fetch_enable.eq(1), fetch_address.eq(word_base[first_active])]
-                    m.d.sync += [fetch_step.eq(first_active), fetch_group.eq(0)]
+                with m.If(prefetch.first_found):
+                    m.d.comb += [prefetch.enable.eq(1),
+                                 prefetch.address.eq(self._word_base()[prefetch.first_active])]
+                    m.d.sync += [prefetch.step.eq(prefetch.first_active),
+                                 prefetch.group.eq(0)]
                     m.next = "PRIME"
                 with m.Else():
-                    m.d.sync += pass_index.eq(pass_index + 1)
+                    m.d.sync += run.pass_index.eq(run.pass_index + 1)
                     m.next = "NEXT"
             with m.State("PRIME"):
-                load_word(first_of_pass=True)
+                self._load_word(m, run, walk, prefetch, first_of_pass=True)
                 m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += [running.eq(1), walker.step.eq(1)]
-                with m.If(group_end):
-                    with m.If(chunk + 1 < desc.chunks):
-                        last_of_segment = segment_chunk + 1 == desc.segment_chunks
-                        next_segment = Mux(last_of_segment, segment + 1, segment)
-                        m.d.comb += [walker.load.eq(1),
-                                     walker.word.eq(held_word & segment_of(next_segment))]
-                        m.d.sync += [
-                            chunk.eq(chunk + 1), segment.eq(next_segment),
-                            segment_chunk.eq(Mux(last_of_segment, 0, segment_chunk + 1)),
-                            weight_row.eq(weight_row + desc.input_len),
-                            group_index.eq(group_index + 1), first_event.eq(1),
-                        ]
-                    with m.Elif(fetch_valid):
-                        load_word(first_of_pass=False)
-                    with m.Else():
-                        with m.If(desc.sink == Sink.STORE_STREAM):
-                            m.d.sync += stream_zero.bit_select(step, 1).eq(0)
-                        m.d.sync += [drain.eq(0), pass_index.eq(pass_index + 1)]
-                        m.next = "DRAIN"
-                with m.Elif(emit):
-                    m.d.sync += first_event.eq(0)
+                self._walk_cycle(m, run, walk, prefetch, drain)
             with m.State("DRAIN"):
                 m.d.sync += drain.eq(drain + 1)
                 with m.If(drain == DRAIN_CYCLES - 1):
                     m.next = "NEXT"
             with m.State("NEXT"):
-                with m.If(pass_index == len(plan.passes)):
+                with m.If(run.pass_index == len(plan.passes)):
                     m.d.sync += [best.eq(0), scan.eq(1)]
                     m.next = "ARGMAX"
                 with m.Else():
-                    m.d.sync += desc.eq(pass_rom[pass_index])
+                    m.d.sync += run.descriptor.eq(pass_rom[run.pass_index])
                     m.next = "PREFETCH"
             with m.State("ARGMAX"):
-                # The first maximum wins: only a strictly larger logit moves the choice.
-                with m.If(scan == g.num_classes):
-                    m.d.sync += [self.predicted.eq(best), self.busy.eq(0), self.done.eq(1)]
-                    m.next = "IDLE"
-                with m.Else():
-                    with m.If(logit_array[scan] > logit_array[best]):
-                        m.d.sync += best.eq(scan)
-                    m.d.sync += scan.eq(scan + 1)
+                self._argmax_cycle(m, run, best, scan)
 
-        # --- accumulate stage ------------------------------------------------------------
-        acc = accumulate
+    def _start_run(self, m: Module, run: RunState, loader: PatchLoader) -> None:
+        """Latch the masks, start the pixel loader, clear the counts, preset the logits."""
+        geometry = self.plan.geometry
+        m.d.sync += [
+            run.masks.eq(self.masks), self.busy.eq(1),
+            run.stream_zero.eq(~self.masks[0]),
+        ]
+        m.d.comb += loader.start.eq(1)
+        m.d.sync += [count.eq(0) for count in run.counts]
+        m.d.sync += [logit.eq(self.plan.head_bias[k] if k < geometry.num_classes else 0)
+                     for k, logit in enumerate(run.logits)]
+
+    def _load_word(self, m: Module, run: RunState, walk: Walk, prefetch: Prefetch, *,
+                   first_of_pass: bool) -> None:
+        """Take the prefetched word as the current one and prefetch its successor."""
+        desc = run.descriptor
+        m.d.comb += [
+            walk.walker.load.eq(1),
+            walk.walker.word.eq(prefetch.source_data & self._segment_of(run, 0)),
+            prefetch.enable.eq(1),
+            prefetch.address.eq(self._word_base()[prefetch.successor_step]
+                                + prefetch.successor_group),
+        ]
+        new_step = prefetch.step != walk.step
+        m.d.sync += [
+            walk.held_word.eq(prefetch.source_data), walk.value_word.eq(prefetch.value_data),
+            walk.step.eq(prefetch.step), walk.group.eq(prefetch.group),
+            prefetch.step.eq(prefetch.successor_step),
+            prefetch.group.eq(prefetch.successor_group),
+            prefetch.valid.eq(prefetch.successor_valid),
+            walk.chunk.eq(0), walk.segment.eq(0), walk.segment_chunk.eq(0),
+            walk.weight_row.eq(desc.weight_base), walk.first_event.eq(1),
+        ]
+        if first_of_pass:
+            m.d.sync += [walk.group_index.eq(0), walk.first_step.eq(1)]
+        else:
+            m.d.sync += walk.group_index.eq(Mux(new_step, 0, walk.group_index + 1))
+            with m.If(new_step):
+                m.d.sync += walk.first_step.eq(0)
+                with m.If(desc.sink == Sink.STORE_STREAM):
+                    m.d.sync += run.stream_zero.bit_select(walk.step, 1).eq(0)
+
+    def _walk_cycle(self, m: Module, run: RunState, walk: Walk, prefetch: Prefetch,
+                    drain: Signal) -> None:
+        """Step the walker; at a chunk's end go on to the next chunk, word, or the drain."""
+        desc = run.descriptor
+        m.d.comb += [walk.running.eq(1), walk.walker.step.eq(1)]
+        with m.If(walk.group_end):
+            with m.If(walk.chunk + 1 < desc.chunks):
+                self._next_chunk(m, run, walk)
+            with m.Elif(prefetch.valid):
+                self._load_word(m, run, walk, prefetch, first_of_pass=False)
+            with m.Else():
+                with m.If(desc.sink == Sink.STORE_STREAM):
+                    m.d.sync += run.stream_zero.bit_select(walk.step, 1).eq(0)
+                m.d.sync += [drain.eq(0), run.pass_index.eq(run.pass_index + 1)]
+                m.next = "DRAIN"
+        with m.Elif(walk.emit):
+            m.d.sync += walk.first_event.eq(0)
+
+    def _next_chunk(self, m: Module, run: RunState, walk: Walk) -> None:
+        """Walk the held word again for the next output chunk (masked to its head segment)."""
+        desc = run.descriptor
+        last_of_segment = walk.segment_chunk + 1 == desc.segment_chunks
+        next_segment = Mux(last_of_segment, walk.segment + 1, walk.segment)
+        m.d.comb += [walk.walker.load.eq(1),
+                     walk.walker.word.eq(walk.held_word & self._segment_of(run, next_segment))]
+        m.d.sync += [
+            walk.chunk.eq(walk.chunk + 1), walk.segment.eq(next_segment),
+            walk.segment_chunk.eq(Mux(last_of_segment, 0, walk.segment_chunk + 1)),
+            walk.weight_row.eq(walk.weight_row + desc.input_len),
+            walk.group_index.eq(walk.group_index + 1), walk.first_event.eq(1),
+        ]
+
+    def _argmax_cycle(self, m: Module, run: RunState, best: Signal, scan: Signal) -> None:
+        """Compare one logit with the best so far; after the last, report and go idle."""
+        # The first maximum wins: only a strictly larger logit moves the choice.
+        logit_array = Array(run.logits)
+        with m.If(scan == self.plan.geometry.num_classes):
+            m.d.sync += [self.predicted.eq(best), self.busy.eq(0), self.done.eq(1)]
+            m.next = "IDLE"
+        with m.Else():
+            with m.If(logit_array[scan] > logit_array[best]):
+                m.d.sync += best.eq(scan)
+            m.d.sync += scan.eq(scan + 1)
+
+    # --- accumulate stage ---------------------------------------------------------------
+    def _accumulate(self, m: Module, memories: CoreMemories, run: RunState,
+                    acc: data.View) -> ClosedChunk:
+        """Add the event's weights (or KV values) in the lanes; hand a closed chunk on."""
+        geometry = self.plan.geometry
+        lanes, attention_bits = geometry.lanes, geometry.bits["attention"]
+        desc = run.descriptor
         m.submodules.lanes = lanes_unit = AccumulatorLanes(
-            lanes=lanes, addend_bits=g.addend_bits, sum_bits=g.sum_bits)
-        weight_values = _lanes_of(weight_read.data, lanes, 8, is_signed=True)
-        chunk_bits = lanes * bits["attention"]
-        kv_chunk = _select(m, [kv_read.data[i * chunk_bits:(i + 1) * chunk_bits]
-                               for i in range(g.head_dim // lanes)], acc["segment_chunk"])
-        kv_values = _lanes_of(kv_chunk, lanes, bits["attention"], is_signed=False)
-        plane = Mux(desc.bit_planes, acc["plane"], 0)
-        m.d.comb += [lanes_unit.valid.eq(acc["valid"]), lanes_unit.first.eq(acc["first"])]
+            lanes=lanes, addend_bits=geometry.addend_bits, sum_bits=geometry.sum_bits)
+        weight_values = _lanes_of(memories.weight_read.data, lanes, 8, is_signed=True)
+        chunk_bits = lanes * attention_bits
+        kv_chunk = _select(m, [memories.kv_read.data[i * chunk_bits:(i + 1) * chunk_bits]
+                               for i in range(geometry.head_dim // lanes)], acc.segment_chunk)
+        kv_values = _lanes_of(kv_chunk, lanes, attention_bits, is_signed=False)
+        plane = Mux(desc.bit_planes, acc.plane, 0)
+        m.d.comb += [lanes_unit.valid.eq(acc.valid), lanes_unit.first.eq(acc.first)]
         for lane in range(lanes):
             addend = Mux(desc.weights == WeightSource.KV, kv_values[lane],
                          weight_values[lane] << plane)
-            m.d.comb += lanes_unit.addend[lane].eq(Mux(acc["has_weight"], addend, 0))
-        with m.If(acc["valid"] & acc["has_weight"] & (desc.sink == Sink.KV_ADD)):
-            row = _lanes_of(kv_read.data, g.head_dim, bits["attention"], is_signed=False)
+            m.d.comb += lanes_unit.addend[lane].eq(Mux(acc.has_weight, addend, 0))
+        self._add_value_to_kv(m, memories, run, acc)
+
+        sink = Signal(fields_of(event_layout(self.plan), SUM_FIELDS), name="sink")
+        sink_valid = Signal()
+        sink_sum = Signal(lanes_unit.total.shape())
+        closing = acc.valid & acc.last
+        m.d.sync += sink_valid.eq(closing)
+        with m.If(closing):
+            m.d.sync += [sink[name].eq(acc[name]) for name in SUM_FIELDS]
+            m.d.sync += sink_sum.eq(lanes_unit.total)
+        m.d.comb += [
+            memories.current_read.addr.eq(acc.group_index),
+            memories.stream_read.addr.eq(acc.stream_address),
+            memories.bias_read.addr.eq(acc.bias_address),
+        ]
+        return ClosedChunk(valid=sink_valid, event=sink, values=sink_sum)
+
+    def _add_value_to_kv(self, m: Module, memories: CoreMemories, run: RunState,
+                         acc: data.View) -> None:
+        """In the KV pass, add the token's V segment into the KV row (read-modify-write)."""
+        geometry = self.plan.geometry
+        attention_bits = geometry.bits["attention"]
+        kv_write = memories.kv_write
+        with m.If(acc.valid & acc.has_weight & (run.descriptor.sink == Sink.KV_ADD)):
+            row = _lanes_of(memories.kv_read.data, geometry.head_dim, attention_bits,
+                            is_signed=False)
             m.d.comb += [
-                kv_write.addr.eq(acc["kv_address"]),
+                kv_write.addr.eq(acc.kv_address),
                 kv_write.data.eq(Cat(*(
-                    (value + acc["value_segment"][j])[:bits["attention"]]
+                    (value + acc.value_segment[j])[:attention_bits]
                     for j, value in enumerate(row)))),
                 kv_write.en.eq(1),
             ]
 
-        sink = {name: Signal.like(acc[name], name=f"sink_{name}")
-                for name in ("chunk", "group_index", "first_step", "stream_zero",
-                             "word_address", "stream_address", "kv_address", "theta_address")}
-        sink_valid = Signal()
-        sink_sum = Signal(lanes_unit.total.shape())
-        closing = acc["valid"] & acc["last"]
-        m.d.sync += sink_valid.eq(closing)
-        with m.If(closing):
-            m.d.sync += [sink[name].eq(acc[name]) for name in sink]
-            m.d.sync += sink_sum.eq(lanes_unit.total)
-        m.d.comb += [
-            current_read.addr.eq(acc["group_index"]),
-            stream_read.addr.eq(acc["stream_address"]),
-            bias_read.addr.eq(acc["bias_address"]),
-        ]
+    # --- sum stage ----------------------------------------------------------------------
+    def _current_bits(self) -> int:
+        """Return the signed width of a finished sum with its bias and operand."""
+        geometry = self.plan.geometry
+        return max(geometry.sum_bits, geometry.bias_bits, geometry.bits["stream"],
+                   geometry.bits["embed_current"]) + 2
 
-        # --- sum stage: the finished sum gets its bias and operand -----------------------
-        current_bits = max(g.sum_bits, g.bias_bits, bits["stream"],
-                           bits["embed_current"]) + 2
-        bias_values = _lanes_of(bias_read.data, lanes, g.bias_bits, is_signed=True)
-        current_values = _lanes_of(current_read.data, lanes, bits["embed_current"], is_signed=True)
-        stream_values = _lanes_of(stream_read.data, lanes, bits["stream"], is_signed=True)
+    def _sum(self, m: Module, memories: CoreMemories, run: RunState,
+             closed: ClosedChunk) -> ClosedChunk:
+        """Give a finished sum its bias and operand; store it, or hand it to the fire stage."""
+        geometry = self.plan.geometry
+        lanes, current_bits = geometry.lanes, self._current_bits()
+        totals = self._totals(m, memories, run, closed)
+        # A LIF chunk goes on to the fire stage (its own cycle: the sum and the LIF each
+        # chain several adders); the other sinks write here.
+        fire = Signal(fields_of(event_layout(self.plan), FIRE_FIELDS), name="fire")
+        fire_valid = Signal()
+        fire_current = [Signal(signed(current_bits), name=f"fire_current{lane}")
+                        for lane in range(lanes)]
+        m.d.sync += fire_valid.eq(closed.valid & (run.descriptor.sink == Sink.LIF))
+        m.d.sync += [fire[name].eq(closed.event[name]) for name in FIRE_FIELDS]
+        m.d.sync += [held.eq(total) for held, total in zip(fire_current, totals)]
+        m.d.comb += [
+            memories.membrane_read.addr.eq(closed.event.group_index),
+            memories.theta_read.addr.eq(closed.event.theta_address),
+            memories.spike_value_read.addr.eq(closed.event.chunk),
+        ]
+        self._store(m, memories, run, closed, totals)
+        return ClosedChunk(valid=fire_valid, event=fire, values=fire_current)
+
+    def _totals(self, m: Module, memories: CoreMemories, run: RunState,
+                closed: ClosedChunk) -> list[Signal]:
+        """Return per lane the sum plus its operand (embedding current or stream) and bias."""
+        geometry = self.plan.geometry
+        lanes, bits, current_bits = geometry.lanes, geometry.bits, self._current_bits()
+        desc = run.descriptor
+        bias_values = _lanes_of(memories.bias_read.data, lanes, geometry.bias_bits,
+                                is_signed=True)
+        current_values = _lanes_of(memories.current_read.data, lanes, bits["embed_current"],
+                                   is_signed=True)
+        stream_values = _lanes_of(memories.stream_read.data, lanes, bits["stream"],
+                                  is_signed=True)
         totals = []
         for lane in range(lanes):
             operand = Signal(signed(current_bits), name=f"operand{lane}")
@@ -400,90 +519,95 @@ class StepvitCore(wiring.Component):
                 with m.Case(Operand.CURRENT):
                     m.d.comb += operand.eq(current_values[lane])
                 with m.Case(Operand.STREAM):
-                    m.d.comb += operand.eq(Mux(sink["stream_zero"], 0, stream_values[lane]))
+                    m.d.comb += operand.eq(Mux(closed.event.stream_zero, 0,
+                                               stream_values[lane]))
             total = Signal(signed(current_bits), name=f"total{lane}")
-            m.d.comb += total.eq(sink_sum[lane] + operand
+            m.d.comb += total.eq(closed.values[lane] + operand
                                  + Mux(desc.use_bias, bias_values[lane], 0))
             totals.append(total)
+        return totals
 
-        def lanes_word(values: list, width: int) -> object:
-            return Cat(*(value.as_unsigned()[:width] for value in values))
-
-        # A LIF chunk goes on to the fire stage (its own cycle: the sum and the LIF each
-        # chain several adders); the other sinks write here.
-        fire = {name: Signal.like(sink[name], name=f"fire_{name}")
-                for name in ("chunk", "group_index", "first_step", "word_address",
-                             "stream_address")}
-        fire_valid = Signal()
-        fire_current = [Signal(signed(current_bits), name=f"fire_current{lane}")
-                        for lane in range(lanes)]
-        m.d.sync += fire_valid.eq(sink_valid & (desc.sink == Sink.LIF))
-        m.d.sync += [fire[name].eq(sink[name]) for name in fire]
-        m.d.sync += [held.eq(total) for held, total in zip(fire_current, totals)]
-        m.d.comb += [
-            membrane_read.addr.eq(sink["group_index"]),
-            theta_read.addr.eq(sink["theta_address"]),
-            spike_value_read.addr.eq(sink["chunk"]),
-        ]
-        with m.If(sink_valid):
-            with m.Switch(desc.sink):
+    def _store(self, m: Module, memories: CoreMemories, run: RunState, closed: ClosedChunk,
+               totals: list[Signal]) -> None:
+        """Write a finished chunk to its sink: embedding current, stream, KV clear, logits."""
+        geometry = self.plan.geometry
+        lanes, bits = geometry.lanes, geometry.bits
+        sink = closed.event
+        with m.If(closed.valid):
+            with m.Switch(run.descriptor.sink):
                 with m.Case(Sink.STORE_CURRENT):
                     m.d.comb += [
-                        current_write.addr.eq(sink["group_index"]),
-                        current_write.data.eq(lanes_word(totals, bits["embed_current"])),
-                        current_write.en.eq(1),
+                        memories.current_write.addr.eq(sink.group_index),
+                        memories.current_write.data.eq(_lanes_word(totals,
+                                                                   bits["embed_current"])),
+                        memories.current_write.en.eq(1),
                     ]
                 with m.Case(Sink.STORE_STREAM):
                     m.d.comb += [
-                        stream_write.addr.eq(sink["stream_address"]),
-                        stream_write.data.eq(lanes_word(totals, bits["stream"])),
-                        stream_write.en.eq(1),
+                        memories.stream_write.addr.eq(sink.stream_address),
+                        memories.stream_write.data.eq(_lanes_word(totals, bits["stream"])),
+                        memories.stream_write.en.eq(1),
                     ]
                 with m.Case(Sink.KV_CLEAR):
-                    m.d.comb += [kv_write.addr.eq(sink["kv_address"]), kv_write.data.eq(0),
-                                 kv_write.en.eq(1)]
+                    m.d.comb += [memories.kv_write.addr.eq(sink.kv_address),
+                                 memories.kv_write.data.eq(0), memories.kv_write.en.eq(1)]
                 with m.Case(Sink.LOGITS):
-                    for k, logit in enumerate(logits):
-                        with m.If(sink["chunk"] == k // lanes):
-                            m.d.sync += logit.eq(logit + sink_sum[k % lanes])
+                    for k, logit in enumerate(run.logits):
+                        with m.If(sink.chunk == k // lanes):
+                            m.d.sync += logit.eq(logit + closed.values[k % lanes])
 
-        # --- fire stage: charge, fire, reset ------------------------------------------------
+    # --- fire stage ---------------------------------------------------------------------
+    def _fire(self, m: Module, memories: CoreMemories, run: RunState,
+              charged: ClosedChunk) -> None:
+        """Charge, fire and reset the chunk's LIF lanes; write membranes, spikes, stream."""
+        geometry = self.plan.geometry
+        lanes, bits = geometry.lanes, geometry.bits
+        desc, fire = run.descriptor, charged.event
         m.submodules.lif = lif = LIFLanes(
-            lanes=lanes, membrane_bits=bits["membrane"], current_bits=current_bits,
-            leak_shift=g.leak_shift, reset=g.reset)
-        theta_values = _lanes_of(theta_read.data, lanes, bits["membrane"], is_signed=True)
-        membrane_values = _lanes_of(membrane_read.data, lanes, bits["membrane"], is_signed=True)
-        spike_values = _lanes_of(spike_value_read.data, lanes, bits["stream"], is_signed=True)
+            lanes=lanes, membrane_bits=bits["membrane"], current_bits=self._current_bits(),
+            leak_shift=geometry.leak_shift, reset=geometry.reset)
+        theta_values = _lanes_of(memories.theta_read.data, lanes, bits["membrane"],
+                                 is_signed=True)
+        membrane_values = _lanes_of(memories.membrane_read.data, lanes, bits["membrane"],
+                                    is_signed=True)
+        spike_values = _lanes_of(memories.spike_value_read.data, lanes, bits["stream"],
+                                 is_signed=True)
         for lane in range(lanes):
             m.d.comb += [
-                lif.membrane[lane].eq(Mux(fire["first_step"], 0, membrane_values[lane])),
-                lif.current[lane].eq(fire_current[lane]),
+                lif.membrane[lane].eq(Mux(fire.first_step, 0, membrane_values[lane])),
+                lif.current[lane].eq(charged.values[lane]),
                 lif.threshold[lane].eq(theta_values[lane]),
             ]
         fired = Signal(lanes)
         m.d.comb += fired.eq(lif.spikes)
-        with m.If(fire_valid):
+        with m.If(charged.valid):
             m.d.comb += [
-                membrane_write.addr.eq(fire["group_index"]),
-                membrane_write.data.eq(lanes_word(list(lif.next_membrane), bits["membrane"])),
-                membrane_write.en.eq(1),
+                memories.membrane_write.addr.eq(fire.group_index),
+                memories.membrane_write.data.eq(_lanes_word(list(lif.next_membrane),
+                                                            bits["membrane"])),
+                memories.membrane_write.en.eq(1),
             ]
-            for source, port in buffer_write.items():
-                with m.If(desc.target == source):
-                    chunks = buffer_widths[source] // lanes
-                    m.d.comb += [
-                        port.addr.eq(fire["word_address"]),
-                        port.data.eq(Cat(*([fired] * chunks))),
-                        port.en.eq(1 << (desc.chunk_offset + fire["chunk"])),
-                    ]
+            self._write_spikes(m, memories, run, fire, fired)
             with m.If(desc.to_stream):
                 m.d.comb += [
-                    stream_write.addr.eq(fire["stream_address"]),
-                    stream_write.data.eq(lanes_word(
+                    memories.stream_write.addr.eq(fire.stream_address),
+                    memories.stream_write.data.eq(_lanes_word(
                         [Mux(fired[lane], spike_values[lane], 0) for lane in range(lanes)],
                         bits["stream"])),
-                    stream_write.en.eq(1),
+                    memories.stream_write.en.eq(1),
                 ]
-            layer_count = Array(counts)[desc.layer]
+            layer_count = Array(run.counts)[desc.layer]
             m.d.sync += layer_count.eq(layer_count + sum(fired[lane] for lane in range(lanes)))
-        return m
+
+    def _write_spikes(self, m: Module, memories: CoreMemories, run: RunState,
+                      fire: data.View, fired: Signal) -> None:
+        """Write the fired chunk into the target spike map (the chunk's lanes of the word)."""
+        desc, lanes = run.descriptor, self.plan.geometry.lanes
+        for source, port in memories.buffer_write.items():
+            with m.If(desc.target == source):
+                chunks = memories.buffer_widths[source] // lanes
+                m.d.comb += [
+                    port.addr.eq(fire.word_address),
+                    port.data.eq(Cat(*([fired] * chunks))),
+                    port.en.eq(1 << (desc.chunk_offset + fire.chunk)),
+                ]
