@@ -6,7 +6,7 @@ batch of ``uint8`` images into an :class:`InferenceResult`. The backends live in
 generated Verilog) and ``backend_golden.py`` (the integer golden model); each imports its
 heavy package only when opened, so this module needs numpy and pyyaml alone.
 
-The stream formats (``model/SPEC.md`` section 5) are packed and unpacked here, once, for
+The stream formats (``model/export/SPEC.md`` section 5) are packed and unpacked here, once, for
 every backend that moves words.
 """
 
@@ -19,18 +19,14 @@ from types import TracebackType
 
 import numpy as np
 
-from stepvit.host.errors import StepvitError
-from stepvit.host.export import Export, load_export
+from stepvit.model.export import Export, load_export
+from stepvit.model.export.errors import StepvitError
 
 #: Host stages, in order, that every inference times (FINN's throughput test split).
 STAGES = ("pack", "copy_in", "execute", "copy_out", "unpack")
 
 #: The backends :func:`open_accelerator` knows.
 BACKENDS = ("pynq", "sim", "golden")
-
-#: Class word of a result packet for a dropped frame (SPEC.md section 5).
-FRAME_ERROR_CLASS = 0xFFFFFFFF
-
 
 @dataclass
 class InferenceResult:
@@ -58,16 +54,6 @@ class InferenceResult:
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
 
-def image_words(image_shape: tuple[int, ...] | list[int]) -> int:
-    """Return the 32-bit words of one image frame: four pixels a word, the last zero-padded."""
-    return -(-int(np.prod(image_shape)) // 4)
-
-
-def result_words(export: Export) -> int:
-    """Return the words of one result packet: ``K + 2 + 7L + 2`` (SPEC.md section 5)."""
-    return export.arch["num_classes"] + 2 + len(export.layer_names())
-
-
 def check_images(images: object, image_shape: tuple[int, ...] | list[int]) -> np.ndarray:
     """Return ``images`` if it is a ``uint8`` batch ``[B, C, H, W]`` of ``image_shape``.
 
@@ -87,80 +73,6 @@ def check_images(images: object, image_shape: tuple[int, ...] | list[int]) -> np
     if images.shape[0] == 0:
         raise StepvitError("images: the batch is empty")
     return images
-
-
-def pack_images(images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Pack images into input frames: four pixels per little-endian 32-bit word.
-
-    Parameters
-    ----------
-    images : numpy.ndarray
-        ``uint8 [B, C, H, W]``; pixels go in ``[C, H, W]`` raster order, byte 0 first.
-    out : numpy.ndarray, optional
-        ``uint32 [>= B, words]`` to fill (a DMA buffer); its first ``B`` rows are written.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``uint32 [B, words]`` (a view of ``out`` when given).
-    """
-    batch = images.shape[0]
-    pixels = images.reshape(batch, -1)
-    words = image_words(images.shape[1:])
-    padded = np.zeros((batch, 4 * words), dtype=np.uint8)
-    padded[:, : pixels.shape[1]] = pixels
-    frames = padded.view("<u4").astype(np.uint32, copy=False)
-    if out is None:
-        return frames
-    out[:batch] = frames
-    return out[:batch]
-
-
-def unpack_images(frames: np.ndarray, image_shape: tuple[int, ...] | list[int]) -> np.ndarray:
-    """Invert :func:`pack_images`: ``uint32 [B, words]`` frames to ``uint8 [B, C, H, W]``."""
-    pixels = int(np.prod(image_shape))
-    raw = np.ascontiguousarray(frames, dtype="<u4").view(np.uint8)
-    return raw[:, :pixels].reshape((frames.shape[0], *image_shape)).copy()
-
-
-def pack_results(logits: np.ndarray, predicted: np.ndarray, cycles: np.ndarray,
-                 spike_totals: np.ndarray) -> np.ndarray:
-    """Lay results out as result packets (``uint32 [B, K + 2 + layers]``), as the hardware does.
-
-    Logits are two's complement, so that :func:`unpack_results` sign-extends them back.
-    """
-    columns = [
-        np.asarray(logits, dtype=np.int64) & 0xFFFFFFFF,
-        (np.asarray(predicted, dtype=np.int64) & 0xFFFFFFFF)[:, None],
-        np.asarray(cycles, dtype=np.int64)[:, None],
-        np.asarray(spike_totals, dtype=np.int64),
-    ]
-    return np.concatenate(columns, axis=1).astype(np.uint32)
-
-
-def unpack_results(packets: np.ndarray, num_classes: int) -> tuple[np.ndarray, ...]:
-    """Split result packets into logits, predicted class, cycles and spike totals.
-
-    Parameters
-    ----------
-    packets : numpy.ndarray
-        ``uint32 [B, K + 2 + layers]``.
-    num_classes : int
-        ``K``.
-
-    Returns
-    -------
-    tuple of numpy.ndarray
-        ``logits`` (int64, sign-extended from 32 bits), ``predicted`` (int64, ``-1`` for
-        a frame error), ``cycles`` (int64), ``spike_totals`` (int64), per image.
-    """
-    words = np.asarray(packets, dtype=np.uint32)
-    logits = words[:, :num_classes].view(np.int32).astype(np.int64)
-    class_word = words[:, num_classes].astype(np.int64)
-    predicted = np.where(class_word == FRAME_ERROR_CLASS, -1, class_word)
-    cycles = words[:, num_classes + 1].astype(np.int64)
-    spike_totals = words[:, num_classes + 2:].astype(np.int64)
-    return logits, predicted, cycles, spike_totals
 
 
 class Accelerator(abc.ABC):

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from stepvit.host.accelerator import STAGES, Accelerator, InferenceResult
-from stepvit.host.export import Export
+from stepvit.model.export import Export
 
 
 def as_int64(values: object) -> np.ndarray:

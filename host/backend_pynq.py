@@ -28,18 +28,20 @@ from typing import Any
 
 import numpy as np
 
-from stepvit.host.accelerator import (
-    STAGES,
-    Accelerator,
-    InferenceResult,
+from stepvit.host.accelerator import STAGES, Accelerator, InferenceResult
+from stepvit.model.export import Export
+from stepvit.model.export.errors import DeviceTimeout, StepvitError
+from stepvit.rtl.protocol import (
+    ACCEL_ID,
+    CONTROL_CLEAR_ERROR,
+    STATUS_FRAME_ERROR,
     image_words,
+    mask_register_values,
+    offset,
     pack_images,
     result_words,
     unpack_results,
 )
-from stepvit.host.errors import DeviceTimeout, StepvitError
-from stepvit.host.export import Export
-from stepvit.host.registers import ACCEL_ID, CONTROL_CLEAR_ERROR, STATUS_FRAME_ERROR, offset
 
 #: Block-design cell names that the overlay Tcl gives the DMA and the accelerator.
 DMA_NAME = "axi_dma_0"
@@ -128,11 +130,6 @@ def aligned_words(words: int) -> int:
     return -(-words // ROW_ALIGN_WORDS) * ROW_ALIGN_WORDS
 
 
-def mask_register_value(mask_row: np.ndarray) -> int:
-    """Return the ``MASK<i>`` register value of one mask row: bit ``t`` enables step ``t``."""
-    return sum(1 << step for step, active in enumerate(mask_row) if active)
-
-
 class PynqAccelerator(Accelerator):
     """The accelerator in a PYNQ overlay.
 
@@ -206,7 +203,7 @@ class PynqAccelerator(Accelerator):
             raise
 
     def read_register(self, name: str) -> int:
-        """Return the accelerator register called ``name`` (``host/registers.py``)."""
+        """Return the accelerator register called ``name`` (``rtl/protocol.py``)."""
         return int(self._accel.read(offset(name)))
 
     def write_register(self, name: str, value: int) -> None:
@@ -262,8 +259,7 @@ class PynqAccelerator(Accelerator):
                                    f"has {expected}")
 
     def _apply_budget(self, budget: int | None) -> None:
-        for index, row in enumerate(self.export.budget_mask(budget)):
-            value = mask_register_value(row)
+        for index, value in enumerate(mask_register_values(self.export.budget_mask(budget))):
             self.write_register(f"MASK{index}", value)
             read_back = self.read_register(f"MASK{index}")
             if read_back != value:

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from stepvit.host.accelerator import STAGES, Accelerator, InferenceResult
-from stepvit.host.errors import StepvitError
-from stepvit.host.export import Export
+from stepvit.model.export import Export
+from stepvit.model.export.errors import StepvitError
 
 
 class SimAccelerator(Accelerator):

@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from stepvit.host.errors import StepvitError
+from stepvit.model.export.errors import StepvitError
 
 # name -> (module that owns it, one-line help). The module defines
 # ``<name>_arguments(parser)`` and ``<name>(args) -> int`` (``-`` in a name is ``_`` there).

@@ -94,7 +94,7 @@ def _random_images(export: Any, count: int) -> Any:
 
 def bench(args: argparse.Namespace) -> int:
     """Benchmark an export per time-step budget on a backend; exit 1 on a golden mismatch."""
-    from stepvit.host.errors import StepvitError
+    from stepvit.model.export.errors import StepvitError
 
     if args.images < 1:
         raise StepvitError(f"--images must be at least 1, got {args.images}")
@@ -115,8 +115,8 @@ def _host_bench(args: argparse.Namespace) -> int:
         print_progress,
         run_bench,
     )
-    from stepvit.host.boards import load_board
-    from stepvit.host.export import load_export
+    from stepvit.model.export import load_export
+    from stepvit.rtl.boards import load_board
 
     export = load_export(args.export)
     board = load_board(args.board)
@@ -150,13 +150,13 @@ def _board_bench(args: argparse.Namespace, board_name: str, overlay: Path,
     from stepvit.host.bench import (
         VectorsReference,
         format_table,
-        load_golden_vectors,
         parse_budgets,
         print_progress,
         run_bench,
     )
-    from stepvit.host.boards import load_board
-    from stepvit.host.export import load_export
+    from stepvit.model.export import load_export
+    from stepvit.model.export.vectors import load_golden_vectors
+    from stepvit.rtl.boards import load_board
 
     export = load_export(args.export)
     board = load_board(board_name)
@@ -211,7 +211,7 @@ def _finish(report: dict[str, Any], table: str, out_dir: Path) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run an export on a board through its overlay, checked against the golden vectors."""
-    from stepvit.host.errors import StepvitError
+    from stepvit.model.export.errors import StepvitError
 
     if args.images < 1:
         raise StepvitError(f"--images must be at least 1, got {args.images}")
@@ -220,9 +220,9 @@ def run(args: argparse.Namespace) -> int:
 
 def overlay(args: argparse.Namespace) -> int:
     """Lay out a board's Vivado project: the Verilog, the Tcl and what they were built from."""
-    from stepvit.host.boards import BOARDS_DIR, load_board
-    from stepvit.host.errors import StepvitError
-    from stepvit.host.export import load_export
+    from stepvit.model.export import load_export
+    from stepvit.model.export.errors import StepvitError
+    from stepvit.rtl.boards import BOARDS_DIR, load_board
 
     board = load_board(args.board)
     export = load_export(args.export)

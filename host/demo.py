@@ -50,7 +50,7 @@ def demo_arguments(parser: argparse.ArgumentParser) -> None:
 def _step(name: str, argv: list[str], timings: dict[str, float]) -> None:
     """Run one ``stepvit`` command; a failure ends the demo with one line."""
     from stepvit.host.cli import main
-    from stepvit.host.errors import StepvitError
+    from stepvit.model.export.errors import StepvitError
 
     print(f"\n== {name}: stepvit {' '.join(argv)}", flush=True)
     start = time.perf_counter()
@@ -66,8 +66,8 @@ def _step(name: str, argv: list[str], timings: dict[str, float]) -> None:
 
 def _export_is_current(run: Path, export_dir: Path) -> bool:
     """Return whether ``export_dir`` loads and is newer than the run's checkpoint."""
-    from stepvit.host.errors import StepvitError
-    from stepvit.host.export import load_export
+    from stepvit.model.export import load_export
+    from stepvit.model.export.errors import StepvitError
 
     checkpoint, manifest = run / "checkpoint.pt", export_dir / "manifest.yaml"
     if not manifest.is_file() or not (export_dir / "golden_vectors.npz").is_file():
@@ -83,7 +83,7 @@ def _export_is_current(run: Path, export_dir: Path) -> bool:
 
 def demo(args: argparse.Namespace) -> int:
     """Run the whole chain on digits and say where the reports are."""
-    from stepvit.host.errors import StepvitError
+    from stepvit.model.export.errors import StepvitError
 
     if args.bench_images is None:
         args.bench_images = BENCH_ONLY_IMAGES if args.bench_only else DEMO_BENCH_IMAGES

@@ -49,8 +49,8 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def train(args: argparse.Namespace) -> int:
     """Train a network as the config says; write checkpoint, metrics and plot."""
-    from stepvit.host.errors import StepvitError
     from stepvit.model.config import DEFAULT_CONFIG, load_config, validate_config
+    from stepvit.model.export.errors import StepvitError
     from stepvit.model.train import train_run
 
     config = load_config(args.config or DEFAULT_CONFIG)

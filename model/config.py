@@ -2,7 +2,7 @@
 
 Every key has a default (:data:`DEFAULTS`); a file sets the keys it changes. An unknown
 key, a value of the wrong type or out of range, a missing or malformed file are refused
-with one :class:`~stepvit.host.errors.StepvitError` line that names the key.
+with one :class:`~stepvit.model.export.errors.StepvitError` line that names the key.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from stepvit.host.errors import StepvitError
+from stepvit.model.export.errors import StepvitError
 
 #: The data sets :func:`stepvit.model.data.load_dataset` knows.
 DATASETS = ("digits", "cifar10", "cifar100")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stepvit.host.errors import StepvitError
+from stepvit.model.export.errors import StepvitError
 
 #: Number of digits images held out for the test split.
 DIGITS_TEST_FRACTION = 0.2

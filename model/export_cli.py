@@ -54,7 +54,7 @@ def eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _positive(value: int | None, option: str) -> int | None:
-    from stepvit.host.errors import StepvitError
+    from stepvit.model.export.errors import StepvitError
 
     if value is not None and value < 1:
         raise StepvitError(f"{option} must be >= 1, got {value}")
@@ -74,7 +74,7 @@ def set_threads(threads: int) -> None:
 
 def parse_budgets(text: str | None) -> list[int | None]:
     """Return the budgets of ``--budget`` (``None``: the trained mask)."""
-    from stepvit.host.errors import StepvitError
+    from stepvit.model.export.errors import StepvitError
 
     if text is None:
         return [None]
@@ -120,42 +120,29 @@ def float_predictions(model: Any, images: Any) -> Any:
                           for start in range(0, len(images), EVAL_BATCH)])
 
 
-#: Work counts kept per budget and image in ``golden_vectors.npz``.
-VECTOR_WORK_KEYS = ("ac_ops", "embed_ac_ops", "dense_ac_ops")
-
-
-def write_golden_vectors(path: Path, golden: Any, images: Any, labels: Any) -> None:
-    """Write ``golden_vectors.npz``: test images and their integer outputs at every budget.
-
-    Keys: ``images`` uint8 ``[n, C, H, W]``, ``labels`` ``[n]``, ``budgets`` ``[T]``
-    (1..T; budget T is the trained mask), and per budget (first axis, budget ``b`` at
-    ``b - 1``): ``logits`` ``[T, n, K]``, ``predicted`` ``[T, n]``, ``spike_totals``
-    ``[T, n, layers]`` (SPEC.md section 5 order), and the work ``ac_ops``,
-    ``embed_ac_ops``, ``dense_ac_ops`` ``[T, n]`` each (a board has no golden model to
-    count them).
-    """
+def write_golden_vectors_of(path: Path, golden: Any, images: Any, labels: Any) -> None:
+    """Run the golden model at every budget on ``images`` and write ``golden_vectors.npz``."""
     import numpy as np
+
+    from stepvit.model.export.vectors import VECTOR_WORK_KEYS, write_golden_vectors
 
     budgets = list(range(1, golden.t_max + 1))
     results = [golden.run(images, budget=budget) for budget in budgets]
-    np.savez(
-        path,
-        images=images.numpy(),
-        labels=labels.numpy().astype(np.int64),
-        budgets=np.array(budgets, dtype=np.int64),
-        logits=np.stack([r.logits.numpy() for r in results]),
-        predicted=np.stack([r.predicted.numpy() for r in results]),
-        spike_totals=np.stack([r.layer_spike_totals().numpy() for r in results]),
+    outputs = {
+        "logits": np.stack([r.logits.numpy() for r in results]),
+        "predicted": np.stack([r.predicted.numpy() for r in results]),
+        "spike_totals": np.stack([r.layer_spike_totals().numpy() for r in results]),
         **{key: np.stack([r.work[key].numpy() for r in results]) for key in VECTOR_WORK_KEYS},
-    )
+    }
+    write_golden_vectors(path, images.numpy(), labels.numpy(), budgets, outputs)
 
 
 def export(args: argparse.Namespace) -> int:
     """Quantize a trained run, write its export directory, report float vs integer accuracy."""
-    from stepvit.host.errors import StepvitError
-    from stepvit.host.export import load_export
     from stepvit.model.data import load_dataset
-    from stepvit.model.export_writer import write_export
+    from stepvit.model.export import load_export
+    from stepvit.model.export.errors import StepvitError
+    from stepvit.model.export.writer import write_export
     from stepvit.model.finetune import finetune
     from stepvit.model.golden import GoldenModel
     from stepvit.model.quantize import quantize
@@ -191,7 +178,7 @@ def export(args: argparse.Namespace) -> int:
     }
     write_export(out_dir, name=config["name"], **network.writer_arguments(), accuracy=accuracy)
     exported = load_export(out_dir)
-    write_golden_vectors(out_dir / "golden_vectors.npz", GoldenModel(exported),
+    write_golden_vectors_of(out_dir / "golden_vectors.npz", GoldenModel(exported),
                          images[:GOLDEN_VECTOR_IMAGES], labels[:GOLDEN_VECTOR_IMAGES])
     print(json.dumps({
         "export": str(out_dir),
@@ -207,10 +194,10 @@ def export(args: argparse.Namespace) -> int:
 
 def eval(args: argparse.Namespace) -> int:
     """Print the integer golden accuracy and work of an export as JSON, per budget."""
-    from stepvit.host.energy import energy_estimate_uj
-    from stepvit.host.errors import StepvitError
-    from stepvit.host.export import load_export
     from stepvit.model.data import load_dataset
+    from stepvit.model.export import load_export
+    from stepvit.model.export.energy import energy_estimate_uj
+    from stepvit.model.export.errors import StepvitError
     from stepvit.model.golden import GoldenModel
 
     budgets = parse_budgets(args.budget)

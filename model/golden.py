@@ -2,7 +2,7 @@
 
 Everything here runs on ``torch.int64`` tensors, batched over images; there is no float in
 the integer path. :class:`GoldenModel` is built from a validated
-:class:`~stepvit.host.export.Export` and returns logits, the predicted class, the spike count
+:class:`~stepvit.model.export.Export` and returns logits, the predicted class, the spike count
 of every LIF layer at every step (SPEC.md section 5 layer order) and the work it did.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from stepvit.host.errors import StepvitError
-from stepvit.host.export import Export, budget_mask_of
-from stepvit.host.export import worst_case_bounds as _bounds_of_arrays
+from stepvit.model.export import Export, budget_mask_of
+from stepvit.model.export import worst_case_bounds as _bounds_of_arrays
+from stepvit.model.export.errors import StepvitError
 
 #: Bits of one popcount word in the Q·Kᵀ form's work count.
 POPCOUNT_WORD_BITS = 32
@@ -26,7 +26,7 @@ ATTENTION_FORMS = ("kv", "qk")
 def worst_case_bounds(export: Export) -> dict[str, int]:
     """Return the worst-case magnitude of each bit-width class of ``export``.
 
-    See :func:`stepvit.host.export.worst_case_bounds` for the proofs; the export writer
+    See :func:`stepvit.model.export.worst_case_bounds` for the proofs; the export writer
     derives ``bit_widths`` from these bounds and the reader checks them.
     """
     return _bounds_of_arrays(export.manifest, export.arrays)

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from stepvit.host.energy import energy_estimate_uj
 from stepvit.model.data import batches
+from stepvit.model.export.energy import energy_estimate_uj
 from stepvit.model.network import SpikingViT
 
 

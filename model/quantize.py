@@ -24,7 +24,7 @@ zeros of its frozen steps, so folding them is meaningless: its weights and biase
 exported as zeros (it adds nothing either way).
 
 A weight that cannot be represented (a stream writer's weight above 127.49, which leaves no
-``E_c >= 1``) is refused with a :class:`~stepvit.host.errors.StepvitError` naming the layer.
+``E_c >= 1``) is refused with a :class:`~stepvit.model.export.errors.StepvitError` naming the layer.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from stepvit.host.errors import StepvitError
-from stepvit.host.export import module_names_for
+from stepvit.model.export import module_names_for
+from stepvit.model.export.errors import StepvitError
 from stepvit.model.network import LinearBN, SpikingViT
 
 #: Largest integer magnitude of an int8 weight.
@@ -51,7 +51,7 @@ INT8_ROUNDING_LIMIT = 127.49
 
 @dataclass
 class QuantizedNetwork:
-    """Everything :func:`stepvit.model.export_writer.write_export` needs, but the name.
+    """Everything :func:`stepvit.model.export.writer.write_export` needs, but the name.
 
     Attributes
     ----------

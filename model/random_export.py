@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stepvit.host.export import module_names_for
-from stepvit.model.export_writer import write_export
+from stepvit.model.export import module_names_for
+from stepvit.model.export.writer import write_export
 
 #: Spike rate assumed when the biases and thresholds are set.
 ASSUMED_SPIKE_RATE = 0.25

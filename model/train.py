@@ -35,9 +35,9 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from stepvit.host.errors import StepvitError
 from stepvit.model.config import validate_config
 from stepvit.model.data import augment, batches, image_shape, load_dataset
+from stepvit.model.export.errors import StepvitError
 from stepvit.model.metrics import measure, timestep_summary
 from stepvit.model.network import SpikingViT
 from stepvit.model.plots import plot_training

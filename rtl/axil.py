@@ -1,6 +1,6 @@
-"""The AXI4-Lite register file, built from the one register table in ``host/registers.py``.
+"""The AXI4-Lite register file, built from the one register table in ``rtl/protocol.py``.
 
-Every register of :data:`stepvit.host.registers.REGISTERS` becomes a member of the
+Every register of :data:`stepvit.rtl.protocol.REGISTERS` becomes a member of the
 component, named after the register in lower case: a read-only register is an input
 (the value the bus reads), a read-write register an output (the value last written) with
 a ``<name>_written`` pulse. The mask registers ``MASK<i>`` are the ``masks`` output; they
@@ -15,7 +15,7 @@ from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from stepvit.host.registers import MASK_BASE, REGISTERS
+from stepvit.rtl.protocol import MASK_BASE, REGISTERS
 
 #: Width of the byte address on the ``s_axil`` port: one 4 KiB page.
 ADDRESS_BITS = 12

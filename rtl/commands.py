@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from stepvit.host.errors import StepvitError
+from stepvit.model.export.errors import StepvitError
 
 DEFAULT_LANES = 8
 
@@ -26,7 +26,7 @@ def rtl(args: argparse.Namespace) -> int:
     """Generate ``stepvit_accel.v`` and ``report.json`` for an export."""
     if args.lanes < 1:
         raise StepvitError(f"--lanes must be at least 1, got {args.lanes}")
-    from stepvit.host.export import load_export
+    from stepvit.model.export import load_export
     from stepvit.rtl.generate import VERILOG_FILE, generate
 
     export = load_export(args.export)

@@ -34,7 +34,7 @@ from __future__ import annotations
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, wiring
 
-from stepvit.host.export import Export
+from stepvit.model.export import Export
 from stepvit.rtl.accumulator import AccumulatorLanes
 from stepvit.rtl.core_memories import CoreMemories, add_core_memories
 from stepvit.rtl.core_pipeline import (

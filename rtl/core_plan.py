@@ -24,7 +24,7 @@ import numpy as np
 from amaranth.hdl import unsigned
 from amaranth.lib import data, enum
 
-from stepvit.host.export import Export
+from stepvit.model.export import Export
 
 
 class Source(enum.Enum, shape=3):

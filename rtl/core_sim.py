@@ -13,11 +13,11 @@ from amaranth.hdl import Module
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
-from stepvit.host.accelerator import pack_images
-from stepvit.host.errors import StepvitError
-from stepvit.host.export import Export
+from stepvit.model.export import Export
+from stepvit.model.export.errors import StepvitError
 from stepvit.rtl.core import StepvitCore
 from stepvit.rtl.interface import image_words
+from stepvit.rtl.protocol import pack_images
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from amaranth.back import rtlil, verilog
 from amaranth.hdl import Shape
 from amaranth.lib import wiring
 
-from stepvit.host.errors import StepvitError
-from stepvit.host.export import Export
+from stepvit.model.export import Export
+from stepvit.model.export.errors import StepvitError
 from stepvit.rtl.top import TOP_NAME, StepvitAccel
 
 #: File names inside a build folder.

@@ -10,8 +10,8 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from stepvit.host.accelerator import image_words as frame_words
-from stepvit.host.export import Export
+from stepvit.model.export import Export
+from stepvit.rtl.protocol import image_words as frame_words
 
 #: Width of every spike-count word in the result packet (SPEC.md section 5).
 SPIKE_COUNT_BITS = 32

@@ -7,14 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from stepvit.rtl.frame import WordLayout
-
-#: The class word of the packet of a dropped frame.
-ERROR_CLASS = 0xFFFFFFFF
-
-
-def packet_words(num_classes: int, layers: int) -> int:
-    """Return the words of one result packet: logits, class, cycles, spike counts."""
-    return num_classes + 2 + layers
+from stepvit.rtl.protocol import ERROR_CLASS, packet_words
 
 
 class ResultPacker(wiring.Component):

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stepvit.host.errors import StepvitError
+from stepvit.model.export.errors import StepvitError
 
 #: Board parameters used when ``boards/<name>/board.yaml`` is missing (DESIGN.md section 8).
 BUILT_IN_BOARDS: dict[str, dict[str, Any]] = {
@@ -49,7 +49,7 @@ def board_parameters(name: str) -> dict[str, Any]:
 
     Reads ``boards/<name>/board.yaml`` when there is one, else the built-in table.
     """
-    from stepvit.host.boards import BOARDS_DIR, load_board
+    from stepvit.rtl.boards import BOARDS_DIR, load_board
 
     if (BOARDS_DIR / name / "board.yaml").is_file() or Path(name, "board.yaml").is_file():
         board = load_board(name)

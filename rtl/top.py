@@ -13,24 +13,24 @@ dropped frame (SPEC.md section 5) skips the core and still gets a packet.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from stepvit.host.export import Export
-from stepvit.host.registers import (
-    ACCEL_ID,
-    CONTROL_CLEAR_ERROR,
-    STATUS_BUSY,
-    STATUS_FRAME_ERROR,
-)
+from stepvit.model.export import Export
 from stepvit.rtl.axil import RegisterFile, axi_lite_signature
 from stepvit.rtl.core import StepvitCore
 from stepvit.rtl.frame import FrameReceiver
 from stepvit.rtl.interface import core_signature, image_words
-from stepvit.rtl.packer import ResultPacker, packet_words
+from stepvit.rtl.packer import ResultPacker
+from stepvit.rtl.protocol import (
+    ACCEL_ID,
+    CONTROL_CLEAR_ERROR,
+    STATUS_BUSY,
+    STATUS_FRAME_ERROR,
+    mask_register_values,
+    packet_words,
+)
 
 #: Verilog name of the top module.
 TOP_NAME = "stepvit_accel"
@@ -43,11 +43,6 @@ _AXIL_INFO = "xilinx.com:interface:aximm:1.0"
 def _bit_index(flag: int) -> int:
     """Return the bit position of a one-bit register flag such as ``STATUS_BUSY``."""
     return flag.bit_length() - 1
-
-
-def mask_register_values(mask_rows: Sequence[Sequence[int]]) -> list[int]:
-    """Return 0/1 mask rows ``[modules, T]`` as register values (bit t enables step t)."""
-    return [sum(int(bit) << step for step, bit in enumerate(row)) for row in mask_rows]
 
 
 def top_signature() -> wiring.Signature:

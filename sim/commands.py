@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stepvit.host.errors import StepvitError
+from stepvit.model.export.errors import StepvitError
 
 GOLDEN_VECTORS = "golden_vectors.npz"
 
@@ -80,7 +80,7 @@ def check_budget(simulation: Any, images: Any, budget: int | None, *,
     import numpy as np
 
     from stepvit.model.golden import GoldenModel
-    from stepvit.sim.packets import expected_packet, packet_mismatches, word_names
+    from stepvit.rtl.protocol import expected_packet, packet_mismatches, word_names
     from stepvit.sim.runner import SimulationFailed, decode_results
 
     export, lanes = simulation.export, simulation.lanes
@@ -134,7 +134,7 @@ def sim(args: argparse.Namespace) -> int:
         raise StepvitError(f"--lanes must be at least 1, got {args.lanes}")
     from tqdm import tqdm
 
-    from stepvit.host.export import load_export
+    from stepvit.model.export import load_export
     from stepvit.sim.runner import simulation_for
 
     export = load_export(args.export)

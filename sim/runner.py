@@ -16,12 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from stepvit.host.accelerator import pack_images
-from stepvit.host.errors import StepvitError
-from stepvit.host.export import Export, load_export
-from stepvit.host.registers import ACCEL_ID
-from stepvit.rtl.top import mask_register_values
-from stepvit.sim.packets import expected_packet, parse_packet
+from stepvit.model.export import Export, load_export
+from stepvit.model.export.errors import StepvitError
+from stepvit.rtl.protocol import (
+    ACCEL_ID,
+    expected_packet,
+    mask_register_values,
+    pack_images,
+    parse_packet,
+)
 from stepvit.sim.tb_accel import CONFIG_VARIABLE
 
 #: The cocotb test module and its tests.

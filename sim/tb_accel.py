@@ -30,13 +30,15 @@ from cocotbext.axi import (
     AxiStreamSource,
 )
 
-from stepvit.host.registers import (
+from stepvit.rtl.protocol import (
     CONTROL_CLEAR_ERROR,
+    ERROR_CLASS,
     STATUS_BUSY,
     STATUS_FRAME_ERROR,
     offset,
+    packet_mismatches,
+    word_names,
 )
-from stepvit.sim.packets import ERROR_CLASS, packet_mismatches, word_names
 
 #: Environment variable that names the configuration file.
 CONFIG_VARIABLE = "STEPVIT_SIM_CONFIG"

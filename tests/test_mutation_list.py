@@ -47,7 +47,7 @@ def test_only_failing_tests_kill_a_mutant() -> None:
 
 def test_the_runner_kills_a_real_bug_and_reports_a_harmless_change_as_surviving(
         tmp_path: Path) -> None:
-    target = "host/export.py"
+    target = "model/export/budgets.py"
     test = "tests/host/test_export_reader.py::test_budget_mask_keeps_the_first_active_steps"
     real = mutation.Mutant(
         name="budget", breaks="budget", file=target, tests=(test,),

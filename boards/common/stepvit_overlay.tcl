@@ -13,7 +13,7 @@ set out_dir $script_dir
 if {$argc > 0} { set verilog [file normalize [lindex $argv 0]] }
 if {$argc > 1} { set out_dir [file normalize [lindex $argv 1]] }
 
-# The ports stepvit_accel must have: model/SPEC.md section 5, rtl/top.py.
+# The ports stepvit_accel must have: model/export/SPEC.md section 5, rtl/top.py.
 set accel_ports {
     aclk aresetn
     s_axis_tdata s_axis_tvalid s_axis_tready s_axis_tlast

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stepvit.host.accelerator import pack_results, unpack_images
 from stepvit.host.backend_pynq import (
     ACCEL_NAME,
     DMA_HALTED,
@@ -35,14 +34,16 @@ from stepvit.host.backend_pynq import (
     DMA_SOFT_RESET,
     DMA_STATUS_OFFSET,
 )
-from stepvit.host.export import Export
-from stepvit.host.registers import (
+from stepvit.model.export import Export
+from stepvit.model.golden import GoldenModel
+from stepvit.rtl.protocol import (
     ACCEL_ID,
     CONTROL_CLEAR_ERROR,
     STATUS_FRAME_ERROR,
     offset,
+    pack_results,
+    unpack_images,
 )
-from stepvit.model.golden import GoldenModel
 
 #: Alignment the double's DMA demands: a 128-bit memory side (KV260, ZCU104) without DRE.
 DMA_ALIGN_BYTES = 16

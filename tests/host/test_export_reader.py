@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import yaml
 
-from stepvit.host.errors import ExportError, StepvitError
-from stepvit.host.export import config_hash_of, load_export, signed_bits, worst_case_bounds
+from stepvit.model.export import config_hash_of, load_export, signed_bits, worst_case_bounds
+from stepvit.model.export.errors import ExportError, StepvitError
 from stepvit.model.random_export import make_random_export
 
 TINY = dict(image_shape=[1, 4, 4], patch=2, dim=8, heads=2, depth=1, mlp_dim=16,
@@ -546,7 +546,10 @@ def test_budget_mask_keeps_the_first_active_steps(export_dir: Path) -> None:
     assert capped.budget_mask(None).tolist() == mask.tolist()
     with pytest.raises(StepvitError) as error:
         capped.budget_mask(0)
-    assert str(error.value) == "budget must be at least 1 time step, got 0"
+    assert str(error.value) == "budget 0 is outside 1..3 (this export has t_max = 3)"
+    with pytest.raises(StepvitError) as error:
+        capped.budget_mask(4)
+    assert str(error.value) == "budget 4 is outside 1..3 (this export has t_max = 3)"
 
 
 def test_config_hash_covers_the_name(export_dir: Path) -> None:

@@ -13,21 +13,22 @@ import time
 import numpy as np
 import pytest
 
-from stepvit.host.accelerator import (
-    check_images,
+from stepvit.host.accelerator import check_images, open_accelerator
+from stepvit.host.backend_pynq import DMA_MM2S_CONTROL, DMA_SOFT_RESET
+from stepvit.model.export import load_export
+from stepvit.model.export.errors import DeviceTimeout, StepvitError
+from stepvit.model.random_export import make_random_export
+from stepvit.rtl.protocol import (
+    STATUS_FRAME_ERROR,
     image_words,
-    open_accelerator,
+    mask_register_values,
+    offset,
     pack_images,
     pack_results,
     result_words,
     unpack_images,
     unpack_results,
 )
-from stepvit.host.backend_pynq import DMA_MM2S_CONTROL, DMA_SOFT_RESET, mask_register_value
-from stepvit.host.errors import DeviceTimeout, StepvitError
-from stepvit.host.export import load_export
-from stepvit.host.registers import STATUS_FRAME_ERROR, offset
-from stepvit.model.random_export import make_random_export
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,7 @@ def test_pynq_backend_writes_capped_masks(export, board, overlay_dir):
     with open_accelerator("pynq", export, overlay=overlay_dir) as accel:
         accel.set_budget(1)
         for index, row in enumerate(export.budget_mask(1)):
-            assert board.registers[offset(f"MASK{index}")] == mask_register_value(row)
+            assert board.registers[offset(f"MASK{index}")] == mask_register_values([row])[0]
             assert bin(board.registers[offset(f"MASK{index}")]).count("1") == 1
         accel.set_budget(None)
         assert np.array_equal(board.masks(), export.timestep_mask)

@@ -17,14 +17,14 @@ from stepvit.host.bench import (
     VectorsReference,
     count_mismatches,
     format_table,
-    load_golden_vectors,
     parse_budgets,
     run_bench,
 )
 from stepvit.host.cli import main
-from stepvit.host.errors import StepvitError
-from stepvit.host.export import load_export
-from stepvit.model.export_cli import write_golden_vectors
+from stepvit.model.export import load_export
+from stepvit.model.export.errors import StepvitError
+from stepvit.model.export.vectors import load_golden_vectors
+from stepvit.model.export_cli import write_golden_vectors_of
 from stepvit.model.golden import GoldenModel
 from stepvit.model.random_export import make_random_export
 
@@ -40,7 +40,7 @@ def export(tmp_path_factory: pytest.TempPathFactory):
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, size=(VECTOR_IMAGES, 1, 4, 4), dtype=np.uint8)
     labels = rng.integers(0, 3, size=VECTOR_IMAGES)
-    write_golden_vectors(directory / "golden_vectors.npz", GoldenModel(export),
+    write_golden_vectors_of(directory / "golden_vectors.npz", GoldenModel(export),
                          torch.from_numpy(images), torch.from_numpy(labels))
     return export
 

@@ -13,7 +13,7 @@ def failing_command(tmp_path, monkeypatch):
     (tmp_path / "fake_commands.py").write_text(
         textwrap.dedent(
             """
-            from stepvit.host.errors import StepvitError
+            from stepvit.model.export.errors import StepvitError
 
             def boom_arguments(parser):
                 parser.add_argument("--bug", action="store_true")

@@ -19,10 +19,10 @@ import pytest
 import yaml
 
 from stepvit.host.backend_pynq import ACCEL_NAME, DMA_NAME
-from stepvit.host.boards import BOARDS_DIR, board_names, load_board
 from stepvit.host.cli import main
-from stepvit.host.errors import StepvitError
+from stepvit.model.export.errors import StepvitError
 from stepvit.model.random_export import make_random_export
+from stepvit.rtl.boards import BOARDS_DIR, board_names, load_board
 
 BOARDS = ["kv260", "pynq-z2", "zcu104"]
 

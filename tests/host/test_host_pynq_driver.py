@@ -19,8 +19,8 @@ from pynq_double import FakeBoard
 from stepvit.host import backend_pynq
 from stepvit.host.accelerator import open_accelerator
 from stepvit.host.backend_pynq import DMA_MM2S_CONTROL, DMA_SOFT_RESET
-from stepvit.host.errors import DeviceTimeout, StepvitError
-from stepvit.host.export import load_export
+from stepvit.model.export import load_export
+from stepvit.model.export.errors import DeviceTimeout, StepvitError
 from stepvit.model.random_export import make_random_export
 
 TIMEOUT_S = 0.2

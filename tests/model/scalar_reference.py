@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stepvit.host.export import Export
+from stepvit.model.export import Export
 
 
 def reference_run(export: Export, image: np.ndarray,

@@ -11,9 +11,9 @@ import torch
 from scalar_reference import reference_run
 
 from stepvit.host.cli import main
-from stepvit.host.export import load_export
 from stepvit.model.config import validate_config
 from stepvit.model.data import load_dataset
+from stepvit.model.export import load_export
 from stepvit.model.golden import GoldenModel
 from stepvit.model.random_export import make_random_export
 from stepvit.model.train import train_run

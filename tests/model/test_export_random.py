@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stepvit.host.export import load_export
+from stepvit.model.export import load_export
 from stepvit.model.golden import GoldenModel
 from stepvit.model.random_export import make_random_export
 

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from stepvit.host.cli import main
-from stepvit.host.export import load_export
+from stepvit.model.export import load_export
 
 
 def test_random_export_follows_the_config(tmp_path: Path, capsys):

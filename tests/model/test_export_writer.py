@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stepvit.host.errors import StepvitError
-from stepvit.host.export import load_export
-from stepvit.model.export_writer import write_export
+from stepvit.model.export import load_export
+from stepvit.model.export.errors import StepvitError
+from stepvit.model.export.writer import write_export
 from stepvit.model.random_export import make_random_export
 
 TINY = dict(image_shape=[1, 4, 4], patch=2, dim=8, heads=2, depth=1, mlp_dim=16,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from stepvit.host.export import Export, load_export, signed_bits, worst_case_bounds
+from stepvit.model.export import Export, load_export, signed_bits, worst_case_bounds
 from stepvit.model.golden import GoldenModel, lif_step
 from stepvit.model.random_export import make_random_export
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from stepvit.host.errors import StepvitError
 from stepvit.model.data import augment, batches, digits_to_uint8, load_dataset
+from stepvit.model.export.errors import StepvitError
 
 
 def test_digits_split_and_pixels():

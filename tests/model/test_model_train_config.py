@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from stepvit.host.cli import main
-from stepvit.host.errors import StepvitError
 from stepvit.model.config import DEFAULT_CONFIG, DEFAULTS, load_config, validate_config
+from stepvit.model.export.errors import StepvitError
 
 
 def write(tmp_path, text):

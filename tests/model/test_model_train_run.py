@@ -5,10 +5,10 @@ import shutil
 import pytest
 import torch
 
-from stepvit.host.errors import StepvitError
 from stepvit.model import train as train_module
 from stepvit.model.config import validate_config
 from stepvit.model.data import batches, load_dataset
+from stepvit.model.export.errors import StepvitError
 from stepvit.model.network import SpikingViT
 from stepvit.model.train import (
     evaluate,

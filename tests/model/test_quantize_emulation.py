@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stepvit.host.export import Export, load_export
-from stepvit.model.export_writer import write_export
+from stepvit.model.export import Export, load_export
+from stepvit.model.export.writer import write_export
 from stepvit.model.finetune import IntegerEmulation, finetune
 from stepvit.model.golden import GoldenModel
 from stepvit.model.network import SpikingViT

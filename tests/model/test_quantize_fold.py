@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from stepvit.host.errors import StepvitError
-from stepvit.host.export import load_export
-from stepvit.model.export_writer import write_export
+from stepvit.model.export import load_export
+from stepvit.model.export.errors import StepvitError
+from stepvit.model.export.writer import write_export
 from stepvit.model.golden import GoldenModel
 from stepvit.model.network import SpikingViT
 from stepvit.model.quantize import (

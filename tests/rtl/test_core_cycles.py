@@ -3,8 +3,8 @@
 import pytest
 from sklearn.datasets import load_digits
 
-from stepvit.host.export import load_export
 from stepvit.model.data import digits_to_uint8
+from stepvit.model.export import load_export
 from stepvit.model.golden import GoldenModel
 from stepvit.model.random_export import make_random_export
 from stepvit.rtl.core_sim import simulate_core

@@ -6,8 +6,8 @@ from amaranth.hdl import Module
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
-from stepvit.host.accelerator import pack_images
 from stepvit.rtl.patch_loader import PatchLoader
+from stepvit.rtl.protocol import pack_images
 
 
 def patches_of(image, patch):

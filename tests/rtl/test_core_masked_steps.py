@@ -10,7 +10,7 @@ overhead: the sequencer only visits active steps, so the relation is equality, n
 import numpy as np
 import pytest
 
-from stepvit.host.export import load_export
+from stepvit.model.export import load_export
 from stepvit.model.random_export import make_random_export
 from stepvit.rtl.core_sim import simulate_core
 

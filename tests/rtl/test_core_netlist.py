@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from amaranth.back import verilog
 
-from stepvit.host.export import load_export
+from stepvit.model.export import load_export
 from stepvit.model.random_export import make_random_export
 from stepvit.rtl.core import StepvitCore
 from stepvit.rtl.synth import MULTIPLIER_CELLS

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stepvit.host.export import load_export
+from stepvit.model.export import load_export
 from stepvit.model.golden import GoldenModel
 from stepvit.model.random_export import make_random_export
 from stepvit.rtl.core_sim import simulate_core

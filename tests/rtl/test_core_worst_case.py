@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 import torch
 
-from stepvit.host.export import load_export
-from stepvit.model.export_writer import write_export
+from stepvit.model.export import load_export
+from stepvit.model.export.writer import write_export
 from stepvit.model.golden import GoldenModel, lif_step
 from stepvit.model.random_export import make_random_export
 from stepvit.rtl.core_sim import simulate_core

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from stepvit.host import cli
-from stepvit.host.errors import StepvitError
+from stepvit.model.export.errors import StepvitError
 from stepvit.model.random_export import make_random_export
 from stepvit.rtl import synth
 from stepvit.rtl.synth import (
@@ -69,7 +69,7 @@ def test_ultrascale_boards_use_the_xcup_family() -> None:
 
 
 def test_built_in_table_when_a_board_folder_is_missing(monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("stepvit.host.boards.BOARDS_DIR", tmp_path)
+    monkeypatch.setattr("stepvit.rtl.boards.BOARDS_DIR", tmp_path)
     board = board_parameters("pynq-z2")
     assert board["part"] == "xc7z020clg400-1"
     assert board["budget"] == {"lut_fraction": 0.7, "bram_fraction": 0.8}

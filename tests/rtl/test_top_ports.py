@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from stepvit.host import cli
-from stepvit.host.export import Export, load_export
+from stepvit.model.export import Export, load_export
 from stepvit.model.random_export import make_random_export
 from stepvit.rtl.core import StepvitCore
 from stepvit.rtl.generate import generate, memories_of

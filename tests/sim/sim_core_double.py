@@ -18,7 +18,7 @@ import numpy as np
 from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 
-from stepvit.host.export import Export
+from stepvit.model.export import Export
 from stepvit.rtl.interface import core_signature, image_words
 
 

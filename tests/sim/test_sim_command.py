@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from stepvit.host import cli
-from stepvit.host.accelerator import pack_images
-from stepvit.host.errors import StepvitError
+from stepvit.model.export.errors import StepvitError
 from stepvit.model.random_export import make_random_export
-from stepvit.sim import packets
+from stepvit.rtl import protocol
+from stepvit.rtl.protocol import pack_images
 from stepvit.sim.commands import parse_budgets
 
 
@@ -44,12 +44,12 @@ def test_sim_prints_cycles_and_efficiency(export_dir: Path, tmp_path: Path, caps
 
 def test_sim_exits_non_zero_on_a_mismatch(export_dir: Path, tmp_path: Path, capsys,
                                           monkeypatch) -> None:
-    real = packets.expected_packet
+    real = protocol.expected_packet
 
     def off_by_one(logits, predicted, spike_totals):
         return real([logits[0] + 1, *logits[1:]], predicted, spike_totals)
 
-    monkeypatch.setattr(packets, "expected_packet", off_by_one)
+    monkeypatch.setattr(protocol, "expected_packet", off_by_one)
     status = cli.main(["sim", str(export_dir), "--images", "2", "--lanes", "2",
                        "--build", str(tmp_path / "build")])
     report = json.loads(capsys.readouterr().out)
@@ -79,12 +79,12 @@ def test_bad_arguments_are_one_line(export_dir: Path, capsys) -> None:
 def test_image_frames_are_little_endian_and_zero_padded() -> None:
     images = np.arange(1, 6, dtype=np.uint8).reshape(1, 1, 1, 5)
     assert pack_images(images).tolist() == [[0x04030201, 0x00000005]]
-    assert packets.parse_packet([0xFFFFFFFF, 2, 0xFFFFFFFF, 17, 3, 4], 2) == {
+    assert protocol.parse_packet([0xFFFFFFFF, 2, 0xFFFFFFFF, 17, 3, 4], 2) == {
         "logits": [-1, 2], "predicted": -1, "cycles": 17, "spike_totals": [3, 4]}
 
 
 def test_missing_iverilog_is_a_clear_error(export_dir: Path, monkeypatch) -> None:
-    from stepvit.host.export import load_export
+    from stepvit.model.export import load_export
     from stepvit.sim import runner
 
     monkeypatch.setattr(runner.shutil, "which", lambda name: None)

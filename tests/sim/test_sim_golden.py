@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stepvit.host.errors import StepvitError
-from stepvit.host.export import Export, load_export
+from stepvit.model.export import Export, load_export
+from stepvit.model.export.errors import StepvitError
 from stepvit.model.random_export import make_random_export
 from stepvit.sim.runner import Simulation, SimulationFailed, golden_packets, simulate
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sim_core_double import CoreDouble, double_results
 
-from stepvit.host.export import load_export
+from stepvit.model.export import load_export
 from stepvit.model.random_export import make_random_export
-from stepvit.sim.packets import expected_packet
+from stepvit.rtl.protocol import expected_packet
 from stepvit.sim.runner import Simulation, SimulationFailed
 
 LANES = 4

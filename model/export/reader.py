@@ -3,7 +3,7 @@
 :func:`load_export` checks everything (files, key sets, shapes, dtypes, value ranges,
 bit widths against their worst-case bounds, the weights' checksum and the config hash)
 before it returns, so an :class:`Export` is either complete and valid or not made at all.
-A refusal is one :class:`~stepvit.host.errors.ExportError` line that names the field.
+A refusal is one :class:`~stepvit.model.export.errors.ExportError` line that names the field.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from stepvit.host.errors import ExportError, StepvitError
+from stepvit.model.export.budgets import budget_mask_of
+from stepvit.model.export.errors import ExportError
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.yaml"
@@ -219,30 +220,6 @@ def worst_case_bounds(manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -
     """
     return {key: max(sources.values())
             for key, sources in bounds_by_source(manifest, arrays).items()}
-
-
-def budget_mask_of(timestep_mask: np.ndarray, budget: int | None) -> np.ndarray:
-    """Return ``timestep_mask`` with each row keeping only its first ``budget`` set bits.
-
-    Parameters
-    ----------
-    timestep_mask : numpy.ndarray
-        0/1 array ``[modules, T]``.
-    budget : int or None
-        Active steps each module may keep (SPEC.md section 3); ``None`` keeps the mask.
-
-    Raises
-    ------
-    StepvitError
-        If ``budget`` is smaller than 1.
-    """
-    mask = np.asarray(timestep_mask, dtype=np.uint8)
-    if budget is None:
-        return mask.copy()
-    if int(budget) < 1:
-        raise StepvitError(f"budget must be at least 1 time step, got {budget}")
-    kept = np.cumsum(mask, axis=1) <= int(budget)
-    return (mask * kept).astype(np.uint8)
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from stepvit.host.errors import StepvitError
-from stepvit.host.export import (
+from stepvit.model.export import (
     MANIFEST_FILE,
     MAX_HARDWARE_BITS,
     SCHEMA_VERSION,
@@ -30,6 +29,7 @@ from stepvit.host.export import (
     signed_bits,
     worst_case_bounds,
 )
+from stepvit.model.export.errors import StepvitError
 
 #: The accuracy section of an export that was never trained.
 UNTRAINED_ACCURACY: dict[str, Any] = {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from stepvit.host.errors import StepvitError
+from stepvit.model.export.errors import StepvitError
 
 #: The ``boards/`` folder of the source tree (the package is installed in editable mode).
 BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"

@@ -1,0 +1,256 @@
+"""The accelerator's protocol: registers, image frames, result packets (``PROTOCOL.md``).
+
+One definition, numpy only, for the generator (``rtl/``), the simulation (``sim/``) and the
+host and its board (``host/``):
+
+- the AXI4-Lite register map (:data:`REGISTERS`, :func:`offset`) and the encoding of the
+  time-step masks in the ``MASK<i>`` registers (:func:`mask_register_values`);
+- the input frame: four pixels per little-endian 32-bit word (:func:`pack_images`);
+- the result packet: ``K`` logits, the class (:data:`ERROR_CLASS` for a dropped frame),
+  the cycles and one spike count per LIF layer (:func:`pack_results`,
+  :func:`unpack_results`, :func:`packet_mismatches`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stepvit.model.export import Export
+
+#: Value of the ``ID`` register: ASCII ``SVIT``.
+ACCEL_ID = 0x53564954
+
+
+@dataclass(frozen=True)
+class Register:
+    """One 32-bit register.
+
+    Attributes
+    ----------
+    name : str
+        Name used by the host and the generator.
+    offset : int
+        Byte offset on the AXI4-Lite port.
+    access : str
+        ``"r"`` (read only) or ``"rw"``.
+    doc : str
+        What the register holds.
+    """
+
+    name: str
+    offset: int
+    access: str
+    doc: str
+
+
+#: Bits of the ``STATUS`` register.
+STATUS_BUSY = 1 << 0
+STATUS_FRAME_ERROR = 1 << 1
+
+#: Bits of the ``CONTROL`` register.
+CONTROL_CLEAR_ERROR = 1 << 0
+
+REGISTERS: tuple[Register, ...] = (
+    Register("ID", 0x00, "r", "ACCEL_ID, 'SVIT'"),
+    Register("CONFIG_HASH", 0x04, "r", "the export's config_hash (32 bits)"),
+    Register("STATUS", 0x08, "r", "STATUS_BUSY | STATUS_FRAME_ERROR"),
+    Register("CONTROL", 0x0C, "rw", "write CONTROL_CLEAR_ERROR to clear frame_error"),
+    Register("CYCLES", 0x10, "r", "cycle count of the last image"),
+    Register("IMAGES", 0x14, "r", "images processed since reset"),
+    Register("T_MAX", 0x18, "r", "time steps of the design"),
+    Register("NUM_MODULES", 0x1C, "r", "number of mask registers (2L + 2)"),
+    Register("LANES", 0x20, "r", "parallel accumulator lanes"),
+)
+
+#: Mask register of module ``i`` (SPEC.md module order) is at ``MASK_BASE + 4 * i``:
+#: bit ``t`` enables time step ``t``. Reset value: the trained mask.
+MASK_BASE = 0x40
+
+
+def offset(name: str) -> int:
+    """Return the byte offset of the register called ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A register name from :data:`REGISTERS`, or ``MASK<i>`` for module ``i``'s mask.
+
+    Raises
+    ------
+    KeyError
+        If no register has that name.
+    """
+    if name.startswith("MASK") and name[4:].isdigit():
+        return MASK_BASE + 4 * int(name[4:])
+    for register in REGISTERS:
+        if register.name == name:
+            return register.offset
+    raise KeyError(f"no accelerator register named {name!r}")
+
+
+def mask_register_values(mask_rows: Sequence[Sequence[int]]) -> list[int]:
+    """Return 0/1 mask rows ``[modules, T]`` as register values (bit t enables step t)."""
+    return [sum(int(bit) << step for step, bit in enumerate(row)) for row in mask_rows]
+
+
+# --- frames and packets -----------------------------------------------------------------
+
+#: Class word of the result packet of a dropped frame.
+ERROR_CLASS = 0xFFFFFFFF
+
+
+def image_words(image_shape: tuple[int, ...] | list[int]) -> int:
+    """Return the 32-bit words of one image frame: four pixels a word, the last zero-padded."""
+    return -(-int(np.prod(image_shape)) // 4)
+
+
+def packet_words(num_classes: int, layers: int) -> int:
+    """Return the words of one result packet: logits, class, cycles, spike counts."""
+    return num_classes + 2 + layers
+
+
+def result_words(export: Export) -> int:
+    """Return the words of ``export``'s result packet: ``K + 2 + 7L + 2``."""
+    return packet_words(export.arch["num_classes"], len(export.layer_names()))
+
+
+def pack_images(images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Pack images into input frames: four pixels per little-endian 32-bit word.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        ``uint8 [B, C, H, W]``; pixels go in ``[C, H, W]`` raster order, byte 0 first.
+    out : numpy.ndarray, optional
+        ``uint32 [>= B, words]`` to fill (a DMA buffer); its first ``B`` rows are written.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint32 [B, words]`` (a view of ``out`` when given).
+    """
+    batch = images.shape[0]
+    pixels = images.reshape(batch, -1)
+    words = image_words(images.shape[1:])
+    padded = np.zeros((batch, 4 * words), dtype=np.uint8)
+    padded[:, : pixels.shape[1]] = pixels
+    frames = padded.view("<u4").astype(np.uint32, copy=False)
+    if out is None:
+        return frames
+    out[:batch] = frames
+    return out[:batch]
+
+
+def unpack_images(frames: np.ndarray, image_shape: tuple[int, ...] | list[int]) -> np.ndarray:
+    """Invert :func:`pack_images`: ``uint32 [B, words]`` frames to ``uint8 [B, C, H, W]``."""
+    pixels = int(np.prod(image_shape))
+    raw = np.ascontiguousarray(frames, dtype="<u4").view(np.uint8)
+    return raw[:, :pixels].reshape((frames.shape[0], *image_shape)).copy()
+
+
+def pack_results(logits: np.ndarray, predicted: np.ndarray, cycles: np.ndarray,
+                 spike_totals: np.ndarray) -> np.ndarray:
+    """Lay results out as result packets (``uint32 [B, K + 2 + layers]``), as the hardware does.
+
+    Logits are two's complement, so that :func:`unpack_results` sign-extends them back.
+    """
+    columns = [
+        np.asarray(logits, dtype=np.int64) & 0xFFFFFFFF,
+        (np.asarray(predicted, dtype=np.int64) & 0xFFFFFFFF)[:, None],
+        np.asarray(cycles, dtype=np.int64)[:, None],
+        np.asarray(spike_totals, dtype=np.int64),
+    ]
+    return np.concatenate(columns, axis=1).astype(np.uint32)
+
+
+def unpack_results(packets: np.ndarray, num_classes: int) -> tuple[np.ndarray, ...]:
+    """Split result packets into logits, predicted class, cycles and spike totals.
+
+    Parameters
+    ----------
+    packets : numpy.ndarray
+        ``uint32 [B, K + 2 + layers]``.
+    num_classes : int
+        ``K``.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``logits`` (int64, sign-extended from 32 bits), ``predicted`` (int64, ``-1`` for
+        a frame error), ``cycles`` (int64), ``spike_totals`` (int64), per image.
+    """
+    words = np.asarray(packets, dtype=np.uint32)
+    logits = words[:, :num_classes].view(np.int32).astype(np.int64)
+    class_word = words[:, num_classes].astype(np.int64)
+    predicted = np.where(class_word == ERROR_CLASS, -1, class_word)
+    cycles = words[:, num_classes + 1].astype(np.int64)
+    spike_totals = words[:, num_classes + 2:].astype(np.int64)
+    return logits, predicted, cycles, spike_totals
+
+
+def word_names(num_classes: int, layer_names: Sequence[str]) -> list[str]:
+    """Return a readable name for each word of a result packet."""
+    return (
+        [f"logit {k}" for k in range(num_classes)]
+        + ["class", "cycles"]
+        + [f"spike count {name}" for name in layer_names]
+    )
+
+
+def expected_packet(logits: Sequence[int], predicted: int, spike_totals: Sequence[int]) -> list:
+    """Return the packet words the golden model predicts; the cycle word is ``None``."""
+    return (
+        [int(value) & 0xFFFFFFFF for value in logits]
+        + [int(predicted), None]
+        + [int(value) & 0xFFFFFFFF for value in spike_totals]
+    )
+
+
+def parse_packet(words: Sequence[int], num_classes: int) -> dict[str, Any]:
+    """Return ``logits`` (signed), ``predicted``, ``cycles``, ``spike_totals`` of a packet."""
+    logits = [int(np.int32(np.uint32(word))) for word in words[:num_classes]]
+    predicted = int(words[num_classes])
+    return {
+        "logits": logits,
+        "predicted": -1 if predicted == ERROR_CLASS else predicted,
+        "cycles": int(words[num_classes + 1]),
+        "spike_totals": [int(word) for word in words[num_classes + 2 :]],
+    }
+
+
+def packet_mismatches(
+    image: int,
+    expected: Sequence[int | None],
+    words: Sequence[int],
+    word_cycles: Sequence[int],
+    names: Sequence[str],
+) -> list[str]:
+    """Return one message per word of a result packet that differs from ``expected``.
+
+    Parameters
+    ----------
+    image : int
+        Index of the image, for the messages.
+    expected : sequence of int or None
+        Expected words (``None``: not compared).
+    words, word_cycles : sequence of int
+        Received words and the simulation cycle at which each was accepted.
+    names : sequence of str
+        Name of each word (:func:`word_names`).
+    """
+    messages = []
+    if len(words) != len(expected):
+        messages.append(
+            f"image {image}: packet of {len(words)} words, expected {len(expected)}"
+        )
+    for index, (want, got) in enumerate(zip(expected, words)):
+        if want is not None and want != got:
+            messages.append(
+                f"image {image} word {index} ({names[index]}) at cycle {word_cycles[index]}: "
+                f"got {got:#010x}, expected {want:#010x}"
+            )
+    return messages
