@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from stepvit.model.lif import sigmoid_surrogate_spike
+from stepvit.model.lif import reset_membrane, sigmoid_surrogate_spike
 from stepvit.model.network import LinearBN, SpikingViT
+from stepvit.model.progress import progress_bar
 from stepvit.model.quantize import INT8_MAX, INT8_ROUNDING_LIMIT, MAX_SCALE
 
 
@@ -145,10 +145,7 @@ class IntegerEmulation(nn.Module):
             membrane = membranes.get(name, torch.zeros_like(current))
             charged = membrane - floor_ste(membrane / leak_divisor) + current
             spikes = sigmoid_surrogate_spike((charged - threshold) / threshold)
-            if reset == "hard":
-                membranes[name] = charged * (1.0 - spikes)
-            else:
-                membranes[name] = charged - spikes * threshold
+            membranes[name] = reset_membrane(charged, spikes, threshold, reset)
             return spikes
 
         def linear(key: str, inputs: torch.Tensor) -> torch.Tensor:
@@ -218,8 +215,8 @@ def finetune(
     generator = torch.Generator().manual_seed(seed)
     losses = []
     batches_per_epoch = -(-len(labels) // batch_size)
-    bar = tqdm(total=epochs * batches_per_epoch, desc="quantization-aware fine-tuning",
-               disable=not progress, unit="batch")
+    bar = progress_bar(total=epochs * batches_per_epoch, desc="quantization-aware fine-tuning",
+                       enabled=progress, unit="batch")
     for _ in range(epochs):
         order = torch.randperm(len(labels), generator=generator)
         total = 0.0

@@ -17,6 +17,7 @@ import torch
 from stepvit.model.export import Export, budget_mask_of
 from stepvit.model.export import worst_case_bounds as _bounds_of_arrays
 from stepvit.model.export.errors import StepvitError
+from stepvit.model.lif import reset_membrane
 
 #: Bits of one popcount word in the Q·Kᵀ form's work count.
 POPCOUNT_WORD_BITS = 32
@@ -32,21 +33,6 @@ def worst_case_bounds(export: Export) -> dict[str, int]:
     return _bounds_of_arrays(export.manifest, export.arrays)
 
 
-def reset_membrane(
-    charged: torch.Tensor, spikes: torch.Tensor, threshold: torch.Tensor, reset: str
-) -> torch.Tensor:
-    """Return the membrane after the reset that follows a spike.
-
-    ``hard``: a neuron that fired restarts at 0; ``soft``: it keeps ``H - threshold``.
-    Neurons that did not fire keep ``H``. The one place the reset rule is written.
-    """
-    if reset == "hard":
-        return torch.where(spikes, torch.zeros_like(charged), charged)
-    if reset == "soft":
-        return torch.where(spikes, charged - threshold, charged)
-    raise StepvitError(f"unknown reset rule {reset!r} (expected hard or soft)")
-
-
 def lif_step(
     membrane: torch.Tensor,
     current: torch.Tensor,
@@ -56,7 +42,8 @@ def lif_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Advance an integer LIF layer by one active step.
 
-    ``H = V - (V >> k) + I``; ``S = H >= threshold``; then :func:`reset_membrane`.
+    ``H = V - (V >> k) + I``; ``S = H >= threshold``; then
+    :func:`stepvit.model.lif.reset_membrane`, the one reset rule.
 
     Parameters
     ----------
@@ -77,8 +64,8 @@ def lif_step(
         The new membrane and the spikes (int64 0/1).
     """
     charged = membrane - (membrane >> leak_shift) + current
-    fired = charged >= threshold
-    return reset_membrane(charged, fired, threshold, reset), fired.to(torch.int64)
+    fired = (charged >= threshold).to(torch.int64)
+    return reset_membrane(charged, fired, threshold, reset), fired
 
 
 @dataclass(frozen=True, eq=False)

@@ -60,7 +60,11 @@ def sigmoid_surrogate_spike(x: torch.Tensor, alpha: float = SURROGATE_ALPHA) -> 
 
 def reset_membrane(charged: torch.Tensor, spikes: torch.Tensor, threshold: float,
                    rule: str) -> torch.Tensor:
-    """Return the membrane after the reset: the one reset rule of the float model.
+    """Return the membrane after the reset: the one reset rule on the model's side.
+
+    The float model, the quantization-aware emulation and the integer golden model all
+    call it (``spikes`` 0/1, float or int64; integer inputs give an integer membrane);
+    ``rtl/lif.py`` is its hardware twin, held to it by the bit-exact tests.
 
     Parameters
     ----------
@@ -74,7 +78,7 @@ def reset_membrane(charged: torch.Tensor, spikes: torch.Tensor, threshold: float
         ``"hard"``: back to zero where a spike fired; ``"soft"``: subtract the threshold.
     """
     if rule == "hard":
-        return charged * (1.0 - spikes)
+        return charged * (1 - spikes)
     if rule == "soft":
         return charged - spikes * threshold
     raise ValueError(f"reset rule must be one of {RESET_RULES}, got {rule!r}")
