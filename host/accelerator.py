@@ -6,8 +6,8 @@ batch of ``uint8`` images into an :class:`InferenceResult`. The backends live in
 generated Verilog) and ``backend_golden.py`` (the integer golden model); each imports its
 heavy package only when opened, so this module needs numpy and pyyaml alone.
 
-The stream formats (``model/export/SPEC.md`` section 5) are packed and unpacked here, once, for
-every backend that moves words.
+The stream formats (frames, packets, registers) are ``rtl/protocol.py``'s, the one
+definition the generator and the simulation use too (``rtl/PROTOCOL.md``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class InferenceResult:
         ``int64 [B]``: accelerator cycles per image (first input word accepted to first
         output word offered); ``None`` for a backend without a clock (golden).
     spike_totals : numpy.ndarray
-        ``int64 [B, layers]``: spikes per LIF layer in SPEC.md section 5 order.
+        ``int64 [B, layers]``: spikes per LIF layer in SPEC.md section 1 order.
     stage_seconds : dict of str to float
         Host wall time of each stage of :data:`STAGES` over the whole batch.
     """

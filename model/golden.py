@@ -3,7 +3,7 @@
 Everything here runs on ``torch.int64`` tensors, batched over images; there is no float in
 the integer path. :class:`GoldenModel` is built from a validated
 :class:`~stepvit.model.export.Export` and returns logits, the predicted class, the spike count
-of every LIF layer at every step (SPEC.md section 5 layer order) and the work it did.
+of every LIF layer at every step (SPEC.md section 1 layer order) and the work it did.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class GoldenResult:
         int64 ``[B]``: first index of the largest logit.
     spikes : dict of str to torch.Tensor
         Layer name -> int64 ``[B, T]``: spikes of that layer at each step, summed over
-        tokens and channels. Keys in SPEC.md section 5 order.
+        tokens and channels. Keys in SPEC.md section 1 order.
     work : dict of str to torch.Tensor
         int64 ``[B]`` each: ``ac_ops``, ``embed_ac_ops``, ``mac_ops``, ``dense_ac_ops``,
         ``popcount_words`` (the Q·Kᵀ form's 32-bit popcounts), ``active_steps`` (sum over
@@ -97,7 +97,7 @@ class GoldenResult:
 
     @property
     def layer_names(self) -> list[str]:
-        """LIF layer names in SPEC.md section 5 order."""
+        """LIF layer names in SPEC.md section 1 order."""
         return list(self.spikes)
 
     def layer_spike_totals(self) -> torch.Tensor:

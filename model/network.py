@@ -71,7 +71,7 @@ class Trace:
     logits : torch.Tensor
         ``[B, K]``.
     spikes : dict[str, torch.Tensor]
-        Layer name (SPEC.md section 5 order) -> ``[B, T]`` spike counts of each image at
+        Layer name (SPEC.md section 1 order) -> ``[B, T]`` spike counts of each image at
         each step, summed over tokens and channels.
     masks : torch.Tensor
         ``[2L + 2, T]`` the 0/1 time-step mask that was used (module order).
@@ -265,7 +265,7 @@ class SpikingViT(nn.Module):
         return names + ["head"]
 
     def layer_names(self) -> list[str]:
-        """Return the LIF layer names in SPEC.md section 5 order (the trace's keys)."""
+        """Return the LIF layer names in SPEC.md section 1 order (the trace's keys)."""
         names = ["embed"]
         for index in range(self.depth):
             names += [f"blocks.{index}.attn.{name}" for name in ("in", "q", "k", "v", "attn")]

@@ -29,7 +29,7 @@ class CoreRun:
     logits : list of int
     predicted : int
     spike_counts : list of int
-        Per LIF layer, SPEC.md section 5 order.
+        Per LIF layer, SPEC.md section 1 order.
     cycles : int
         Clock cycles from ``start`` to ``done``.
     """

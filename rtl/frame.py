@@ -1,4 +1,4 @@
-"""The input side of the accelerator: frame check and image buffer (SPEC.md section 5)."""
+"""The input side of the accelerator: frame check and image buffer (rtl/PROTOCOL.md)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from stepvit.model.export import Export
 from stepvit.rtl.protocol import image_words as frame_words
 
-#: Width of every spike-count word in the result packet (SPEC.md section 5).
+#: Width of every spike-count word in the result packet (rtl/PROTOCOL.md).
 SPIKE_COUNT_BITS = 32
 
 
@@ -35,7 +35,7 @@ def core_signature(export: Export) -> wiring.Signature:
         One-cycle pulse: ``logits``, ``predicted`` and ``spike_counts`` are valid and stay
         so until the next ``start``.
     img_addr : Out(range(image_words))
-        Word address into the top's image buffer (SPEC.md section 5 packing).
+        Word address into the top's image buffer (rtl/PROTOCOL.md).
     img_data : In(32)
         The word at the ``img_addr`` of the previous cycle (synchronous read).
     masks : In(ArrayLayout(unsigned(t_max), modules))
@@ -43,7 +43,7 @@ def core_signature(export: Export) -> wiring.Signature:
     logits : Out(ArrayLayout(signed(logit_bits), num_classes))
     predicted : Out(unsigned(8))
     spike_counts : Out(ArrayLayout(unsigned(32), layers))
-        Spike count per LIF layer in SPEC.md section 5 order.
+        Spike count per LIF layer in SPEC.md section 1 order.
     """
     t_max = export.t_max
     return wiring.Signature(

@@ -1,4 +1,4 @@
-"""The output side of the accelerator: one result packet per image (SPEC.md section 5)."""
+"""The output side of the accelerator: one result packet per image (rtl/PROTOCOL.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Copy one image from the top's image buffer into patch words: the embedding's bit planes.
 
-The image arrives in raster order, four pixels a 32-bit word (SPEC.md section 5); the
+The image arrives in raster order, four pixels a 32-bit word (rtl/PROTOCOL.md); the
 embedding wants, per token, its ``C·p·p`` pixels in ``(c, ky, kx)`` order (SPEC.md
 section 1). One pixel a cycle: counters follow the raster and give each pixel its token
 and its place in the patch, so no address is ever multiplied.

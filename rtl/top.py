@@ -8,7 +8,7 @@
 
 One image is in flight at a time: the input stream is ready while the top waits for an
 image, the core runs on a complete, checked frame, and the packer streams its result. A
-dropped frame (SPEC.md section 5) skips the core and still gets a packet.
+dropped frame (rtl/PROTOCOL.md) skips the core and still gets a packet.
 """
 
 from __future__ import annotations

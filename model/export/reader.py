@@ -59,7 +59,7 @@ BIT_WIDTH_KEYS = (
     "weight", "embed_current", "stream", "current", "attention", "membrane", "logit",
 )
 ACCURACY_KEYS = frozenset({"dataset", "split", "images", "float", "integer"})
-#: LIF layers of one block, in SPEC.md section 5 order.
+#: LIF layers of one block, in SPEC.md section 1 order.
 BLOCK_LAYERS = ("attn.in", "attn.q", "attn.k", "attn.v", "attn.attn", "mlp.in", "mlp.fc1")
 
 
@@ -72,7 +72,7 @@ def module_names_for(depth: int) -> list[str]:
 
 
 def layer_names_for(depth: int) -> list[str]:
-    """Return the LIF layer names, in SPEC.md section 5 spike-count order."""
+    """Return the LIF layer names, in SPEC.md section 1 spike-count order."""
     names = ["embed"]
     for block in range(depth):
         names += [f"blocks.{block}.{layer}" for layer in BLOCK_LAYERS]
@@ -282,7 +282,7 @@ class Export:
         return int(self.manifest["config_hash"], 16)
 
     def layer_names(self) -> list[str]:
-        """LIF layer names in SPEC.md section 5 spike-count order."""
+        """LIF layer names in SPEC.md section 1 spike-count order."""
         return layer_names_for(self.arch["depth"])
 
     def budget_mask(self, budget: int | None) -> np.ndarray:

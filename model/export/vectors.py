@@ -106,7 +106,7 @@ def write_golden_vectors(path: str | Path, images: np.ndarray, labels: np.ndarra
         ``1..T`` (budget ``T`` is the trained mask): the first axis of every output.
     outputs : dict of str to numpy.ndarray
         ``logits [T, n, K]``, ``predicted [T, n]``, ``spike_totals [T, n, layers]`` (SPEC.md
-        section 5 order) and the work ``ac_ops``, ``embed_ac_ops``, ``dense_ac_ops``
+        section 1 order) and the work ``ac_ops``, ``embed_ac_ops``, ``dense_ac_ops``
         ``[T, n]`` (a board has no golden model to count them).
     """
     missing = sorted(set(VECTOR_KEYS) - {"images", "labels", "budgets"} - set(outputs))
