@@ -60,3 +60,9 @@ def test_the_runner_kills_a_real_bug_and_reports_a_harmless_change_as_surviving(
     assert mutation.check_mutant(real, ROOT)[0] == "killed"
     assert mutation.check_mutant(harmless, ROOT)[0] == "survived"
     assert "int(budget) + 1" not in (ROOT / target).read_text()
+
+
+def test_the_readme_lists_every_mutant() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [mutant.name for mutant in mutation.load_mutants() if f"`{mutant.name}`" not in readme]
+    assert missing == [], "run `python tests/mutation/run.py --markdown` and update the README"

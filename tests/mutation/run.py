@@ -14,7 +14,7 @@ a list entry that no longer fits the code is a defect of the list, not a kill.
 
 Usage::
 
-    python tests/mutation/run.py [--only NAME ...] [--jobs N] [--list]
+    python tests/mutation/run.py [--only NAME ...] [--jobs N] [--list | --markdown]
 
 Exit status 0 when every selected mutant is killed, 1 otherwise, 2 on a bad list.
 """
@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)),
                         help="mutants checked at once (default: the number of CPUs)")
     parser.add_argument("--list", action="store_true", help="print the list and exit")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the list as the README's table and exit")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip running the named tests on the unmutated tree first")
     args = parser.parse_args(argv)
@@ -188,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no mutant named {', '.join(unknown)}", file=sys.stderr)
             return 2
         mutants = [mutant for mutant in mutants if mutant.name in args.only]
+    if args.markdown:
+        print("| mutant | planted in | the claim it breaks |\n|---|---|---|")
+        for mutant in mutants:
+            print(f"| `{mutant.name}` | `{mutant.file}` | {mutant.breaks} |")
+        return 0
     if args.list:
         for mutant in mutants:
             print(f"{mutant.name:40s} {mutant.file:28s} {mutant.breaks}")
