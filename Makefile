@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_TOOLS := $(shell command -v iverilog >/dev/null 2>&1 && command -v yosys >/dev/null 2>&1 \
                 && command -v tclsh >/dev/null 2>&1 || echo missing)
+FASHION_MNIST := $(shell [ -d /usr/share/datasets/fashion-mnist ] || echo missing)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install tools demo test test-fast test-slow mutants bench lint clean
+.PHONY: install tools data demo test test-fast test-slow mutants bench lint clean
 
-install: $(STAMP) tools
+install: $(STAMP) tools data
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,13 @@ ifeq ($(APT_TOOLS),missing)
 	# tests, which fail without it) from Debian's packages.
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog yosys tcl
+endif
+
+data:
+ifeq ($(FASHION_MNIST),missing)
+	# Fashion-MNIST's four IDX files, to /usr/share/datasets/fashion-mnist/ (30 MB).
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
 endif
 
 demo: install

@@ -16,7 +16,7 @@ import yaml
 from stepvit.model.export.errors import StepvitError
 
 #: The data sets :func:`stepvit.model.data.load_dataset` knows.
-DATASETS = ("digits", "cifar10", "cifar100")
+DATASETS = ("digits", "cifar10", "cifar100", "fashion-mnist", "mnist")
 
 #: The config packaged with stepvit that ``stepvit train`` uses by default.
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits.yaml"
@@ -25,7 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "name": "digits",
     "data": {
         "dataset": "digits",
-        "data_dir": "data",       # CIFAR folders live here; digits ships with scikit-learn
+        "data_dir": "data",       # CIFAR folders / IDX files live here; digits ships with
+                                  # scikit-learn, fashion-mnist also comes from Debian
         "augment": False,         # random crops (and flips) of the training batches
         "crop_padding": 4,        # crops are shifted by up to this many pixels
         "flip": True,             # horizontal flips (not for digits: a flipped 2 is no 2)

@@ -6,6 +6,12 @@
 - ``cifar10`` / ``cifar100``: the python pickle releases, read from a local folder
   (``<data_dir>/cifar-10-batches-py`` or ``<data_dir>/cifar-100-python``, or ``data_dir``
   itself); nothing is downloaded.
+- ``fashion-mnist`` / ``mnist``: the four original IDX files (gzip or plain), read from
+  ``data_dir`` or ``<data_dir>/<name>``; for fashion-mnist also from the folder of Debian's
+  package ``dataset-fashion-mnist`` (:data:`FASHION_MNIST_DIR`). 28x28, one channel, the
+  original 60,000 / 10,000 split. A file with a wrong magic, a size that does not match
+  its header, an image count that differs from its label count or a label out of range
+  is refused in one line that names the file.
 
 Training batches can be augmented with :func:`augment` (random crop with zero padding,
 horizontal flip; for CIFAR the usual padding 4 and flips).
@@ -13,7 +19,9 @@ horizontal flip; for CIFAR the usual padding 4 and flips).
 
 from __future__ import annotations
 
+import gzip
 import pickle
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,13 +53,46 @@ _CIFAR = {
 }
 
 
+#: Where Debian's ``dataset-fashion-mnist`` puts the four IDX files.
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+#: IDX magic numbers: two zero bytes, the type code 0x08 (unsigned byte), the rank.
+IDX_IMAGES_MAGIC = 0x00000803
+IDX_LABELS_MAGIC = 0x00000801
+
+_IDX = {
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                      "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    "mnist": [str(digit) for digit in range(10)],
+}
+_IDX_PREFIX = {"train": "train", "test": "t10k"}
+
+#: The data sets :func:`load_dataset` reads.
+KNOWN = ("digits", "cifar10", "cifar100", "fashion-mnist", "mnist")
+
+
+def _unknown(name: str) -> StepvitError:
+    return StepvitError(f"unknown data set {name!r} (known: {', '.join(KNOWN)})")
+
+
 def image_shape(name: str) -> tuple[int, int, int]:
     """Return ``(C, H, W)`` of the images of data set ``name``."""
     if name == "digits":
         return (1, 8, 8)
     if name in _CIFAR:
         return (3, 32, 32)
-    raise StepvitError(f"unknown data set {name!r} (known: digits, cifar10, cifar100)")
+    if name in _IDX:
+        return (1, 28, 28)
+    raise _unknown(name)
+
+
+def num_classes(name: str) -> int:
+    """Return the number of classes of data set ``name``."""
+    if name == "cifar100":
+        return 100
+    if name in KNOWN:
+        return 10
+    raise _unknown(name)
 
 
 def digits_to_uint8(values: np.ndarray) -> np.ndarray:
@@ -112,6 +153,81 @@ def _load_cifar(name: str, data_dir: Path, split: str
             class_names)
 
 
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """Return the uint8 array of the IDX file at ``path`` (gzip when its name ends .gz).
+
+    Raises
+    ------
+    StepvitError
+        If the file cannot be read, its magic is not ``magic``, or its size does not match
+        the dimensions in its header; the message names the file.
+    """
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+    except OSError as error:  # gzip.BadGzipFile and EOFError of a cut gzip stream too
+        raise StepvitError(f"cannot read {path}: {error.strerror or error}") from None
+    except (EOFError, zlib.error) as error:
+        raise StepvitError(f"cannot read {path}: truncated or damaged gzip ({error})") from None
+    rank = magic & 0xFF
+    header_size = 4 + 4 * rank
+    found = int.from_bytes(raw[:4], "big")
+    if len(raw) >= 4 and found != magic:
+        raise StepvitError(f"{path} is not an IDX file of rank {rank} (magic 0x{found:08x}, "
+                           f"expected 0x{magic:08x})")
+    if len(raw) < header_size:
+        raise StepvitError(f"{path} is not an IDX file: {len(raw)} bytes, shorter than its "
+                           f"header")
+    shape = tuple(int.from_bytes(raw[4 + 4 * axis:8 + 4 * axis], "big") for axis in range(rank))
+    expected = int(np.prod(shape, dtype=np.int64))
+    if len(raw) - header_size != expected:
+        raise StepvitError(f"{path} is truncated or padded: its header says "
+                           f"{'x'.join(map(str, shape))} = {expected} bytes of data, "
+                           f"it holds {len(raw) - header_size}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(shape)
+
+
+def _idx_file(folders: list[Path], stem: str) -> Path | None:
+    for folder in folders:
+        for name in (stem, f"{stem}.gz"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _load_idx(name: str, data_dir: Path, split: str
+              ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    folders = [data_dir, data_dir / name]
+    if name == "fashion-mnist":
+        folders.append(FASHION_MNIST_DIR)
+    prefix = _IDX_PREFIX[split]
+    stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    images_path, labels_path = (_idx_file(folders, stem) for stem in stems)
+    if images_path is None or labels_path is None:
+        how = ("sudo apt-get install dataset-fashion-mnist (or make install), or put "
+               if name == "fashion-mnist" else "put ")
+        raise StepvitError(
+            f"{name} not found in {', '.join(str(folder) for folder in folders)}: {how}"
+            f"the four IDX files ({stems[0]}[.gz], {stems[1]}[.gz] and their "
+            f"{'t10k' if split == 'train' else 'train'} twins) in data_dir")
+    images = read_idx(images_path, IDX_IMAGES_MAGIC)
+    labels = read_idx(labels_path, IDX_LABELS_MAGIC)
+    _, height, width = image_shape(name)
+    if images.shape[1:] != (height, width):
+        raise StepvitError(f"{images_path} holds {images.shape[1]}x{images.shape[2]} images, "
+                           f"{name} has {height}x{width}")
+    if len(images) != len(labels):
+        raise StepvitError(f"{labels_path} holds {len(labels)} labels for the "
+                           f"{len(images)} images of {images_path}")
+    class_names = _IDX[name]
+    if len(labels) and int(labels.max()) >= len(class_names):
+        raise StepvitError(f"{labels_path} holds label {int(labels.max())}, out of range for "
+                           f"the {len(class_names)} classes of {name}")
+    return (torch.from_numpy(images[:, None].copy()),
+            torch.from_numpy(labels.astype(np.int64)), list(class_names))
+
+
 def load_dataset(name: str, data_dir: str | Path, split: str
                  ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Return one split of a data set.
@@ -119,9 +235,9 @@ def load_dataset(name: str, data_dir: str | Path, split: str
     Parameters
     ----------
     name : str
-        ``"digits"``, ``"cifar10"`` or ``"cifar100"``.
+        One of :data:`KNOWN`.
     data_dir : str or Path
-        Folder holding the CIFAR folders (unused for digits).
+        Folder holding the CIFAR folders or the IDX files (unused for digits).
     split : str
         ``"train"`` or ``"test"``.
 
@@ -139,7 +255,9 @@ def load_dataset(name: str, data_dir: str | Path, split: str
         return _load_digits(split)
     if name in _CIFAR:
         return _load_cifar(name, Path(data_dir), split)
-    raise StepvitError(f"unknown data set {name!r} (known: digits, cifar10, cifar100)")
+    if name in _IDX:
+        return _load_idx(name, Path(data_dir), split)
+    raise _unknown(name)
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, *, padding: int = 4,
