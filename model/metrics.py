@@ -14,11 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from stepvit.model.data import batches
 from stepvit.model.export.energy import energy_estimate_uj
 from stepvit.model.network import SpikingViT
+from stepvit.model.progress import progress_bar
 
 
 def timestep_summary(mask: torch.Tensor, module_names: list[str]) -> dict[str, Any]:
@@ -132,9 +132,10 @@ def measure(model: SpikingViT, images: torch.Tensor, labels: torch.Tensor, *,
     ac_total = 0.0
     bits_total = 0.0
     used_mask = None
-    for batch_images, batch_labels in tqdm(batches(images, labels, batch_size),
-                                           total=-(-len(labels) // batch_size),
-                                           desc="measure", disable=not progress, leave=False):
+    for batch_images, batch_labels in progress_bar(batches(images, labels, batch_size),
+                                                   total=-(-len(labels) // batch_size),
+                                                   desc="measure", enabled=progress,
+                                                   leave=False):
         trace = model(batch_images.to(device), masks=masks, return_trace=True)
         correct += int((trace.logits.argmax(dim=1).cpu() == batch_labels).sum())
         for name, counts in trace.spikes.items():

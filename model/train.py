@@ -33,7 +33,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm import tqdm
 
 from stepvit.model.config import validate_config
 from stepvit.model.data import augment, batches, image_shape, load_dataset
@@ -41,6 +40,7 @@ from stepvit.model.export.errors import StepvitError
 from stepvit.model.metrics import measure, timestep_summary
 from stepvit.model.network import SpikingViT
 from stepvit.model.plots import plot_training
+from stepvit.model.progress import progress_bar
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
@@ -331,8 +331,9 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
     target = training["target_timesteps"]
     rank_batch = max(1, training["batch_size"] // context.world_size)
     batches_per_epoch = -(-(len(train_labels) // context.world_size) // rank_batch)
-    bar = tqdm(total=(epochs - start_epoch) * batches_per_epoch, desc=f"train {config['name']}",
-               disable=not (progress and context.is_main), unit="batch")
+    bar = progress_bar(total=(epochs - start_epoch) * batches_per_epoch,
+                       desc=f"train {config['name']}", enabled=progress and context.is_main,
+                       unit="batch")
     for epoch in range(start_epoch, epochs):
         epoch_started = time.perf_counter()
         model.train()
