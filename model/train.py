@@ -367,10 +367,11 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
             loss_sum += float(loss.detach()) * len(labels)
             correct += float((logits.argmax(dim=1) == labels).sum())
             seen += len(labels)
-            bar.update(1)
+            # drawn by update(), at most every mininterval (a refresh here would draw each batch)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}",
                             acc=f"{correct / seen:.3f}",
-                            steps=f"{steps_now:.2f}")
+                            steps=f"{steps_now:.2f}", refresh=False)
+            bar.update(1)
         for scheduler in schedulers.values():
             scheduler.step()
         if context.is_main:
