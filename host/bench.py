@@ -28,26 +28,6 @@ from stepvit.model.export.vectors import VECTOR_WORK_KEYS, GoldenVectors
 WORK_KEYS = ("ac_ops", "embed_ac_ops", "mac_ops", "dense_ac_ops")
 
 
-def parse_budgets(text: str | None, t_max: int) -> list[int]:
-    """Return the budgets of ``"1,2,4"`` (or ``1..t_max`` for ``None``), checked.
-
-    Raises
-    ------
-    StepvitError
-        For a value that is not an integer in ``1..t_max``.
-    """
-    if text is None:
-        return list(range(1, t_max + 1))
-    budgets = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item.isdigit() or not 1 <= int(item) <= t_max:
-            raise StepvitError(f"--budgets: expected integers in 1..{t_max} separated by "
-                               f"commas, got {item!r}")
-        budgets.append(int(item))
-    return budgets
-
-
 @dataclass
 class Reference:
     """Expected outputs for one budget.

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from stepvit.model.export.errors import StepvitError
 
@@ -31,12 +33,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("stepvit.host.demo", "the whole chain on the default data set"),
 }
 
+#: The options every command spells alike (``stepvit --help`` ends with it; so does the README).
+GRAMMAR = """\
+options every command spells alike:
+  --budget B     eval, sim, bench, run: a budget B, a list B1,B2, a range A-B, or all
+                 (alias --budgets). Default: all, every budget 1..t_max; budget t_max is
+                 the trained mask. A budget outside 1..t_max is refused.
+  --build DIR    rtl, sim, bench, demo: the build folder (synth reads it as BUILD).
+  --out DIR      always a folder: train, export, random-export, sim, bench, run, overlay.
+  --no-progress  train, export, eval, sim, bench, run, synth, demo: no progress output
+                 (off a terminal a bar writes one plain line every 30 s).
+A bad value, or a path that cannot be read or written, ends in one line
+`stepvit COMMAND: error: ...` and exit status 2."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser with every subcommand that its module provides."""
     parser = argparse.ArgumentParser(
         prog="stepvit",
         description="Train spiking ViTs that learn their time steps; run them on an FPGA.",
+        epilog=GRAMMAR,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
@@ -57,6 +74,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_paths(args: argparse.Namespace) -> list[Path]:
+    """Return the paths among the command's arguments, absolute (the folder itself excluded)."""
+    here = Path.cwd()
+    paths = []
+    for name, value in vars(args).items():
+        if name not in ("command", "func") and isinstance(value, (str, Path)) and str(value):
+            path = Path(os.path.abspath(value))
+            if path not in (here, Path(path.anchor)):
+                paths.append(path)
+    return paths
+
+
+def _user_path_error(error: OSError, args: argparse.Namespace) -> str | None:
+    """Return one line for an ``error`` on a path the user gave (or inside one), else ``None``.
+
+    An OSError on any other file is a bug and keeps its traceback.
+    """
+    paths = _user_paths(args)
+    for filename in (error.filename, error.filename2):
+        if filename is None:
+            continue
+        target = Path(os.path.abspath(os.fsdecode(filename)))
+        if any(target == path or path in target.parents for path in paths):
+            return f"{os.fsdecode(filename)}: {error.strerror or error}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``stepvit`` subcommand and return its exit status."""
     parser = build_parser()
@@ -65,6 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except StepvitError as error:
         print(f"stepvit {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        line = _user_path_error(error, args)
+        if line is None:
+            raise
+        print(f"stepvit {args.command}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"stepvit {args.command}: interrupted", file=sys.stderr)

@@ -14,6 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stepvit.model.export.options import (
+    add_budget_argument,
+    add_build_argument,
+    add_progress_argument,
+    input_folder,
+    output_folder,
+)
+
 #: Images the bench streams per budget unless told otherwise.
 DEFAULT_BENCH_IMAGES = 32
 
@@ -23,14 +31,14 @@ RANDOM_IMAGE_SEED = 0
 
 def _bench_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("export", type=Path, help="export directory (manifest.yaml, weights.npz)")
-    parser.add_argument("--budgets", default=None,
-                        help="time-step budgets, comma separated (default: 1..T)")
+    add_budget_argument(parser)
     parser.add_argument("--images", type=int, default=DEFAULT_BENCH_IMAGES,
                         help=f"test images streamed per budget (default {DEFAULT_BENCH_IMAGES})")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for bench.json and bench.png (default: beside the export)")
     parser.add_argument("--timeout", type=float, default=5.0,
                         help="pynq: seconds one image's DMA transfers may take (default 5)")
+    add_progress_argument(parser)
 
 
 def bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,8 +54,8 @@ def bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pynq: folder with stepvit.bit and stepvit.hwh")
     parser.add_argument("--data-dir", type=Path, default=Path("data"),
                         help="data folder for CIFAR test splits (default ./data)")
-    parser.add_argument("--build-dir", type=Path, default=None,
-                        help="sim: build folder (default build/sim/<hash>-lanes<P>)")
+    add_build_argument(parser, "sim: build folder (default build/sim/<hash>-lanes<P>)",
+                       old_spellings=("--build-dir",))
 
 
 def run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +78,18 @@ def overlay_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _default_out(export_path: Path, backend: str) -> Path:
     return export_path.resolve().parent / f"bench-{backend}"
+
+
+def _out_folder(args: argparse.Namespace, backend: str) -> Path:
+    """Return the bench's ``--out`` folder (or its default), created and writable."""
+    return output_folder(args.out or _default_out(args.export, backend), "--out")
+
+
+def _progress(args: argparse.Namespace) -> Any:
+    """Return the progress printer of a bench, or ``None`` with ``--no-progress``."""
+    from stepvit.host.bench import print_progress
+
+    return None if args.no_progress else print_progress
 
 
 def _test_split(export: Any, data_dir: Path) -> tuple[Any, Any] | None:
@@ -108,19 +128,16 @@ def bench(args: argparse.Namespace) -> int:
 def _host_bench(args: argparse.Namespace) -> int:
     """Bench the sim or golden backend against the golden model on the test split."""
     from stepvit.host.accelerator import open_accelerator
-    from stepvit.host.bench import (
-        GoldenReference,
-        format_table,
-        parse_budgets,
-        print_progress,
-        run_bench,
-    )
-    from stepvit.model.export import load_export
+    from stepvit.host.bench import GoldenReference, format_table, run_bench
+    from stepvit.model.export import load_export, parse_budgets
     from stepvit.rtl.boards import load_board
 
     export = load_export(args.export)
     board = load_board(args.board)
-    budgets = parse_budgets(args.budgets, export.t_max)
+    budgets = parse_budgets(args.budget, export.t_max)
+    out = _out_folder(args, args.backend)
+    if args.build is not None:
+        output_folder(args.build, "--build")
     split = _test_split(export, args.data_dir)
     labels = None
     if split is None:
@@ -133,45 +150,43 @@ def _host_bench(args: argparse.Namespace) -> int:
         reference = GoldenReference(export, test_images, test_labels)
         source = (f"the first {len(images)} {export.manifest['accuracy']['dataset']} test "
                   f"images; accuracy on all {len(test_images)}")
-    lanes = args.lanes
-    print_progress(f"bench: {export.path} on {args.backend}, {source}")
-    with open_accelerator(args.backend, export, lanes=lanes, build_dir=args.build_dir) as accel:
+    lanes, progress = args.lanes, _progress(args)
+    if progress:
+        progress(f"bench: {export.path} on {args.backend}, {source}")
+    with open_accelerator(args.backend, export, lanes=lanes, build_dir=args.build) as accel:
         rows = run_bench(accel, images, budgets, reference, clock_mhz=board.clock_mhz,
-                         lanes=lanes, labels=labels, progress=print_progress)
+                         lanes=lanes, labels=labels, progress=progress)
     report = _report(export, args.backend, board, lanes, source, rows)
-    return _finish(report, format_table(rows), args.out or _default_out(args.export,
-                                                                          args.backend))
+    return _finish(report, format_table(rows), out)
 
 
 def _board_bench(args: argparse.Namespace, board_name: str, overlay: Path,
                  backend_label: str) -> int:
     """Bench the pynq backend against the export's golden vectors."""
     from stepvit.host.accelerator import open_accelerator
-    from stepvit.host.bench import (
-        VectorsReference,
-        format_table,
-        parse_budgets,
-        print_progress,
-        run_bench,
-    )
-    from stepvit.model.export import load_export
+    from stepvit.host.bench import VectorsReference, format_table, run_bench
+    from stepvit.model.export import load_export, parse_budgets
     from stepvit.model.export.vectors import load_golden_vectors
     from stepvit.rtl.boards import load_board
 
+    input_folder(overlay, "--overlay")
     export = load_export(args.export)
     board = load_board(board_name)
-    budgets = parse_budgets(args.budgets, export.t_max)
+    budgets = parse_budgets(args.budget, export.t_max)
+    out = _out_folder(args, "pynq")
     vectors = load_golden_vectors(export)
     images, labels = vectors.images[:args.images], vectors.labels[:args.images]
     reference = VectorsReference(vectors, export)
     source = f"the {len(images)} images of {export.path}/golden_vectors.npz"
-    print_progress(f"{backend_label}: {export.path} on {board.name}, {source}")
+    progress = _progress(args)
+    if progress:
+        progress(f"{backend_label}: {export.path} on {board.name}, {source}")
     with open_accelerator("pynq", export, overlay=overlay, timeout_s=args.timeout) as accel:
         lanes = accel.read_register("LANES")
         rows = run_bench(accel, images, budgets, reference, clock_mhz=board.clock_mhz,
-                         lanes=lanes, labels=labels, progress=print_progress)
+                         lanes=lanes, labels=labels, progress=progress)
     report = _report(export, "pynq", board, lanes, source, rows)
-    return _finish(report, format_table(rows), args.out or _default_out(args.export, "pynq"))
+    return _finish(report, format_table(rows), out)
 
 
 def _report(export: Any, backend: str, board: Any, lanes: int | None, source: str,
@@ -232,8 +247,7 @@ def overlay(args: argparse.Namespace) -> int:
         from stepvit.rtl.generate import generate
     except ImportError as error:
         raise StepvitError(f"the Verilog generator needs the hw extras ({error})") from None
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out, "--out")
     rtl_report = generate(export, out, lanes=args.lanes)
     shutil.copy2(board.overlay_tcl, out / board.overlay_tcl.name)
     shutil.copy2(BOARDS_DIR / "common" / "stepvit_overlay.tcl", out / "stepvit_overlay.tcl")

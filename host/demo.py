@@ -16,6 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stepvit.model.export.options import (
+    add_build_argument,
+    add_progress_argument,
+    output_folder,
+)
+
 #: Test images per budget in the demo's benchmark: at about 10 k cycles an image, Icarus
 #: needs seconds per image, and the demo must end within 15 minutes on two cores.
 DEMO_BENCH_IMAGES = 8
@@ -29,8 +35,8 @@ def demo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training config (default: model/configs/digits.yaml)")
     parser.add_argument("--run", type=Path, default=Path("runs/digits"),
                         help="run folder (default runs/digits)")
-    parser.add_argument("--build", type=Path, default=Path("build/digits"),
-                        help="build folder for the Verilog and the reports (default build/digits)")
+    add_build_argument(parser, "build folder for the Verilog and the reports "
+                               "(default build/digits)")
     parser.add_argument("--board", default="pynq-z2", help="board for the clock and the "
                         "resource budget (default pynq-z2)")
     parser.add_argument("--lanes", type=int, default=8,
@@ -45,6 +51,7 @@ def demo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train and export again even if the run has them")
     parser.add_argument("--bench-only", action="store_true",
                         help="reuse (or make) the export and run the benchmark alone")
+    add_progress_argument(parser)
 
 
 def _step(name: str, argv: list[str], timings: dict[str, float]) -> None:
@@ -83,6 +90,8 @@ def _export_is_current(run: Path, export_dir: Path) -> bool:
 
 def demo(args: argparse.Namespace) -> int:
     """Run the whole chain on digits and say where the reports are."""
+    from stepvit.model.config import load_config
+    from stepvit.model.export import load_export
     from stepvit.model.export.errors import StepvitError
 
     if args.bench_images is None:
@@ -90,12 +99,16 @@ def demo(args: argparse.Namespace) -> int:
     for option in ("lanes", "sim_images", "bench_images"):
         if getattr(args, option) < 1:
             raise StepvitError(f"--{option.replace('_', '-')} must be at least 1")
+    if args.config is not None:
+        load_config(args.config)  # a bad config is the demo's own one-line error
     start = time.perf_counter()
     timings: dict[str, float] = {}
-    run, build = args.run, args.build
+    run = output_folder(args.run, "--run")
+    build = output_folder(args.build or Path("build/digits"), "--build")
     export_dir = run / "export"
     bench_dir = build / "bench"
     lanes = str(args.lanes)
+    quiet = ["--no-progress"] if args.no_progress else []
 
     if args.retrain or not (run / "metrics.json").is_file():
         train = ["train", "--out", str(run)]
@@ -103,22 +116,24 @@ def demo(args: argparse.Namespace) -> int:
             train += ["--config", str(args.config)]
         if args.retrain:
             train.append("--fresh")
-        _step("train", train, timings)
+        _step("train", train + quiet, timings)
     else:
         print(f"== train: reusing {run} (metrics.json exists; --retrain trains again)")
     if args.retrain or not _export_is_current(run, export_dir):
-        _step("export", ["export", str(run), "--out", str(export_dir)], timings)
+        _step("export", ["export", str(run), "--out", str(export_dir), *quiet], timings)
     else:
         print(f"== export: reusing {export_dir}")
     if not args.bench_only:
-        _step("rtl", ["rtl", str(export_dir), "--out", str(build), "--lanes", lanes], timings)
-        _step("sim", ["sim", str(export_dir), "--images", str(args.sim_images), "--lanes",
-                      lanes, "--out", str(build / "sim.json")], timings)
+        _step("rtl", ["rtl", str(export_dir), "--build", str(build), "--lanes", lanes], timings)
+        # the trained masks alone (budget t_max): the benchmark checks every budget
+        t_max = str(load_export(export_dir).t_max)
+        _step("sim", ["sim", str(export_dir), "--images", str(args.sim_images), "--budget",
+                      t_max, "--lanes", lanes, "--out", str(build), *quiet], timings)
     _step("bench", ["bench", str(export_dir), "--backend", "sim", "--images",
                     str(args.bench_images), "--lanes", lanes, "--board", args.board,
-                    "--out", str(bench_dir)], timings)
+                    "--out", str(bench_dir), *quiet], timings)
     if not args.bench_only:
-        _step("synth", ["synth", str(build), "--board", args.board], timings)
+        _step("synth", ["synth", str(build), "--board", args.board, *quiet], timings)
 
     summary: dict[str, Any] = {
         "run": str(run),
@@ -131,7 +146,6 @@ def demo(args: argparse.Namespace) -> int:
     if not args.bench_only:
         summary.update(verilog=str(build / "stepvit_accel.v"), sim=str(build / "sim.json"),
                        synth=str(build / f"synth_{args.board}.json"))
-    build.mkdir(parents=True, exist_ok=True)
     summary_path = build / ("bench_summary.json" if args.bench_only else "demo.json")
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\n== done in {summary['seconds']:.0f} s")

@@ -10,6 +10,11 @@ import argparse
 import json
 from pathlib import Path
 
+from stepvit.model.export.options import (
+    add_progress_argument,
+    output_folder,
+)
+
 # `stepvit export` and `stepvit eval` live with the quantizer; the CLI finds them here.
 from stepvit.model.export_cli import (  # noqa: F401
     eval,
@@ -44,7 +49,7 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
                             "run resumes anyway when that file exists)")
     start.add_argument("--fresh", action="store_true",
                        help="ignore OUT/checkpoint.pt and train from scratch")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(parser)
 
 
 def train(args: argparse.Namespace) -> int:
@@ -64,7 +69,7 @@ def train(args: argparse.Namespace) -> int:
         config["data"]["data_dir"] = str(args.data_dir)
     config = validate_config(config)
     suffix = "-fixed" if config["training"]["fixed_timesteps"] else ""
-    out_dir = args.out or Path("runs") / f"{config['name']}{suffix}"
+    out_dir = output_folder(args.out or Path("runs") / f"{config['name']}{suffix}", "--out")
     resume = "require" if args.resume else "fresh" if args.fresh else "auto"
     metrics = train_run(config, out_dir, resume=resume, progress=not args.no_progress)
     if metrics is not None:

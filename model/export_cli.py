@@ -11,6 +11,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from stepvit.model.export.options import (
+    add_budget_argument,
+    add_progress_argument,
+    input_folder,
+    output_folder,
+)
+
 #: Test images (and their outputs at every budget) kept in ``golden_vectors.npz``.
 GOLDEN_VECTOR_IMAGES = 32
 #: Images per golden-model batch.
@@ -33,15 +40,13 @@ def export_arguments(parser: argparse.ArgumentParser) -> None:
                              "use 2-3 when the integer accuracy drops)")
     parser.add_argument("--finetune-lr", type=float, default=3e-4,
                         help="learning rate of the fine-tuning (default: 3e-4)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(parser)
 
 
 def eval_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``stepvit eval``."""
     parser.add_argument("export", type=Path, help="export directory")
-    parser.add_argument("--budget", type=str, default=None,
-                        help="time-step budget B, or a comma list (1,2,4); default: the trained "
-                             "mask")
+    add_budget_argument(parser)
     parser.add_argument("--dataset", default=None,
                         help="data set (default: the one the export's accuracy names)")
     parser.add_argument("--data-dir", type=Path, default=Path("data"),
@@ -50,7 +55,7 @@ def eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="evaluate the first N test images (default: all)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (default: 1; 0: torch's default)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(parser)
 
 
 def _positive(value: int | None, option: str) -> int | None:
@@ -72,33 +77,17 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def parse_budgets(text: str | None) -> list[int | None]:
-    """Return the budgets of ``--budget`` (``None``: the trained mask)."""
-    from stepvit.model.export.errors import StepvitError
-
-    if text is None:
-        return [None]
-    budgets = []
-    for item in text.split(","):
-        try:
-            budget = int(item)
-        except ValueError:
-            raise StepvitError(f"--budget must be integers separated by commas, got {text!r}") \
-                from None
-        budgets.append(_positive(budget, "--budget"))
-    return budgets
-
-
 def integer_outputs(golden: Any, images: Any, *, budget: int | None = None,
                     progress: bool = False) -> dict[str, Any]:
     """Run the golden model over ``images`` in batches; return predictions and mean work."""
     import torch
-    from tqdm import tqdm
+
+    from stepvit.model.progress import progress_bar
 
     predicted, work_sums = [], {}
     starts = range(0, len(images), EVAL_BATCH)
-    for start in tqdm(starts, desc=f"golden (budget {budget})", disable=not progress,
-                      leave=False):
+    for start in progress_bar(starts, desc=f"golden (budget {budget})", enabled=progress,
+                              leave=False):
         result = golden.run(images[start:start + EVAL_BATCH], budget=budget)
         predicted.append(result.predicted)
         for key, values in result.work.items():
@@ -151,9 +140,10 @@ def export(args: argparse.Namespace) -> int:
     count = _positive(args.images, "--images")
     if args.finetune_epochs < 0 or args.finetune_lr <= 0:
         raise StepvitError("--finetune-epochs must be >= 0 and --finetune-lr > 0")
+    input_folder(args.run, "RUN")
+    out_dir = output_folder(args.out or Path(args.run) / "export", "--out")
     model, config, class_names = load_run(args.run)
     set_threads(config["training"].get("threads", 1))
-    out_dir = args.out or Path(args.run) / "export"
     dataset = config["data"]["dataset"]
     data_dir = args.data_dir or config["data"]["data_dir"]
     images, labels, _ = load_dataset(dataset, data_dir, "test")
@@ -195,17 +185,17 @@ def export(args: argparse.Namespace) -> int:
 def eval(args: argparse.Namespace) -> int:
     """Print the integer golden accuracy and work of an export as JSON, per budget."""
     from stepvit.model.data import load_dataset
-    from stepvit.model.export import load_export
+    from stepvit.model.export import load_export, parse_budgets
     from stepvit.model.export.energy import energy_estimate_uj
     from stepvit.model.export.errors import StepvitError
     from stepvit.model.golden import GoldenModel
 
-    budgets = parse_budgets(args.budget)
     count = _positive(args.images, "--images")
     if args.threads < 0:
         raise StepvitError(f"--threads must be >= 0, got {args.threads}")
-    set_threads(args.threads)
     exported = load_export(args.export)
+    budgets = parse_budgets(args.budget, exported.t_max)
+    set_threads(args.threads)
     dataset = args.dataset or exported.manifest["accuracy"]["dataset"]
     if dataset is None:
         raise StepvitError("the export names no data set (untrained): give --dataset")
@@ -253,6 +243,7 @@ def random_export(args: argparse.Namespace) -> int:
     from stepvit.model.random_export import make_random_export
 
     config = load_config(args.config)
+    output_folder(args.out, "--out")
     model, dataset = config["model"], config["data"]["dataset"]
     out = make_random_export(
         args.out,

@@ -186,7 +186,8 @@ def synthesize(build_dir: str | Path, board_name: str, *, timeout_s: float = 360
     build_dir = Path(build_dir)
     verilog = build_dir / VERILOG_FILE
     if not verilog.is_file():
-        raise StepvitError(f"{verilog} not found: run `stepvit rtl EXPORT --out {build_dir}` first")
+        raise StepvitError(f"{verilog} not found: run `stepvit rtl EXPORT --build {build_dir}` "
+                           f"first")
     # The RTLIL that the Verilog was written from, when it is newer: the same design.
     rtlil = build_dir / RTLIL_FILE
     newer = rtlil.is_file() and rtlil.stat().st_mtime >= verilog.stat().st_mtime

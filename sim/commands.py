@@ -12,56 +12,49 @@ from pathlib import Path
 from typing import Any
 
 from stepvit.model.export.errors import StepvitError
+from stepvit.model.export.options import (
+    add_budget_argument,
+    add_build_argument,
+    add_progress_argument,
+    output_folder,
+)
 
-GOLDEN_VECTORS = "golden_vectors.npz"
+#: The report's file name in the ``--out`` folder.
+SIM_REPORT = "sim.json"
 
 
 def sim_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``stepvit sim``."""
     parser.add_argument("export", help="export directory (manifest.yaml + weights.npz)")
     parser.add_argument("--images", type=int, default=8, help="test images to run (default 8)")
-    parser.add_argument("--budget", default=None,
-                        help="time-step budget B, a list such as 1,2,3, or 'all' for 1..T "
-                             "(default: the trained masks)")
+    add_budget_argument(parser)
     parser.add_argument("--lanes", type=int, default=8,
                         help="parallel accumulator lanes (default 8)")
     parser.add_argument("--backpressure", action="store_true",
                         help="random pauses on both streams (results must not change)")
-    parser.add_argument("--build", default=None,
-                        help="build folder (default build/sim/<config hash>-lanes<P>)")
-    parser.add_argument("--data-dir", default="data",
-                        help="folder of the CIFAR data sets (unused for digits)")
-    parser.add_argument("--out", default=None, help="also write the JSON to this file")
+    add_build_argument(parser, "build folder (default build/sim/<config hash>-lanes<P>)")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"),
+                        help="folder of the CIFAR data sets (default data; unused for digits)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"folder for {SIM_REPORT} (default: the build folder)")
+    add_progress_argument(parser)
 
 
-def parse_budgets(text: str | None, t_max: int) -> list[int | None]:
-    """Return the budgets named by ``--budget``: ``None`` (trained masks) or 1..T values."""
-    if text is None:
-        return [None]
-    if text == "all":
-        return list(range(1, t_max + 1))
-    try:
-        budgets = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise StepvitError(f"--budget: expected B, B1,B2,... or 'all', got {text!r}") from None
-    if not budgets or min(budgets) < 1:
-        raise StepvitError(f"--budget: budgets must be at least 1, got {text!r}")
-    return budgets
-
-
-def load_test_images(export: Any, count: int, data_dir: str) -> tuple[Any, str]:
+def load_test_images(export: Any, count: int, data_dir: str | Path) -> tuple[Any, str]:
     """Return the first ``count`` test images of the export's data set, and their source.
 
-    The export's ``golden_vectors.npz`` is used when present; an untrained export (no data
-    set in its manifest) gets reproducible random images.
+    The export's golden vectors (read and checked by ``load_golden_vectors``) are used when
+    the file is there and holds ``count`` images; an untrained export (no data set in its
+    manifest) gets reproducible random images.
     """
     import numpy as np
 
-    vectors = Path(export.path) / GOLDEN_VECTORS
-    if vectors.is_file():
-        with np.load(vectors) as stored:
-            if "images" in stored and len(stored["images"]) >= count:
-                return stored["images"][:count].astype(np.uint8), GOLDEN_VECTORS
+    from stepvit.model.export.vectors import VECTORS_FILE, load_golden_vectors
+
+    if (Path(export.path) / VECTORS_FILE).is_file():
+        vectors = load_golden_vectors(export)
+        if len(vectors.images) >= count:
+            return vectors.images[:count], VECTORS_FILE
     dataset = (export.manifest.get("accuracy") or {}).get("dataset")
     if not dataset:
         shape = (count, *export.arch["image_shape"])
@@ -132,17 +125,20 @@ def sim(args: argparse.Namespace) -> int:
         raise StepvitError(f"--images must be at least 1, got {args.images}")
     if args.lanes < 1:
         raise StepvitError(f"--lanes must be at least 1, got {args.lanes}")
-    from tqdm import tqdm
-
-    from stepvit.model.export import load_export
+    from stepvit.model.export import load_export, parse_budgets
+    from stepvit.model.progress import progress_bar
     from stepvit.sim.runner import simulation_for
 
     export = load_export(args.export)
     budgets = parse_budgets(args.budget, export.t_max)
+    if args.build is not None:
+        output_folder(args.build, "--build")
+    out = output_folder(args.out, "--out") if args.out is not None else None
     images, source = load_test_images(export, args.images, args.data_dir)
     simulation = simulation_for(export, lanes=args.lanes, build_dir=args.build)
     runs = [check_budget(simulation, images, budget, backpressure=args.backpressure)
-            for budget in tqdm(budgets, desc="budgets", unit="budget", leave=False)]
+            for budget in progress_bar(budgets, desc="budgets", unit="budget", leave=False,
+                                       enabled=not args.no_progress)]
     report = {
         "export": str(export.path),
         "config_hash": f"{export.config_hash:08x}",
@@ -153,7 +149,6 @@ def sim(args: argparse.Namespace) -> int:
         "runs": runs,
     }
     text = json.dumps(report, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    ((out or simulation.build_dir) / SIM_REPORT).write_text(text + "\n")
     print(text)
     return 1 if report["mismatches"] else 0

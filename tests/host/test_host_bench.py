@@ -17,7 +17,6 @@ from stepvit.host.bench import (
     VectorsReference,
     count_mismatches,
     format_table,
-    parse_budgets,
     run_bench,
 )
 from stepvit.host.cli import main
@@ -43,14 +42,6 @@ def export(tmp_path_factory: pytest.TempPathFactory):
     write_golden_vectors_of(directory / "golden_vectors.npz", GoldenModel(export),
                          torch.from_numpy(images), torch.from_numpy(labels))
     return export
-
-
-def test_parse_budgets():
-    assert parse_budgets(None, 4) == [1, 2, 3, 4]
-    assert parse_budgets("1, 3", 4) == [1, 3]
-    for bad in ("0", "5", "two", "1,,2"):
-        with pytest.raises(StepvitError, match="--budgets: expected integers in 1..4"):
-            parse_budgets(bad, 4)
 
 
 def test_count_mismatches_sees_one_changed_value():

@@ -58,8 +58,8 @@ def test_eval_reports_accuracy_and_work_per_budget(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--budget", "0"], "--budget must be >= 1"),
-        (["--budget", "two"], "--budget must be integers"),
+        (["--budget", "0"], "--budget 0 is outside 1..3"),
+        (["--budget", "two"], "--budget: expected a budget B, a list B1,B2, a range A-B, or all"),
         ([], "give --dataset"),
         (["--dataset", "cifar10", "--data-dir", "/nonexistent"],
          "cifar10 not found: put the python version of the data set"),

@@ -13,7 +13,6 @@ from stepvit.model.export.errors import StepvitError
 from stepvit.model.random_export import make_random_export
 from stepvit.rtl import protocol
 from stepvit.rtl.protocol import pack_images
-from stepvit.sim.commands import parse_budgets
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +23,12 @@ def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_sim_prints_cycles_and_efficiency(export_dir: Path, tmp_path: Path, capsys) -> None:
-    out = tmp_path / "sim.json"
+    out = tmp_path / "report"
     status = cli.main(["sim", str(export_dir), "--images", "3", "--budget", "1,3", "--lanes",
                        "2", "--build", str(tmp_path / "build"), "--out", str(out)])
     report = json.loads(capsys.readouterr().out)
     assert status == 0 and report["mismatches"] == 0
-    assert report == json.loads(out.read_text())
+    assert report == json.loads((out / "sim.json").read_text())
     assert report["images"] == 3 and report["lanes"] == 2 and report["image_source"] == "random"
     budget_one, budget_three = report["runs"]
     assert [budget_one["budget"], budget_three["budget"]] == [1, 3]
@@ -50,23 +49,14 @@ def test_sim_exits_non_zero_on_a_mismatch(export_dir: Path, tmp_path: Path, caps
         return real([logits[0] + 1, *logits[1:]], predicted, spike_totals)
 
     monkeypatch.setattr(protocol, "expected_packet", off_by_one)
-    status = cli.main(["sim", str(export_dir), "--images", "2", "--lanes", "2",
+    status = cli.main(["sim", str(export_dir), "--images", "2", "--budget", "3", "--lanes", "2",
                        "--build", str(tmp_path / "build")])
     report = json.loads(capsys.readouterr().out)
+    assert report == json.loads((tmp_path / "build" / "sim.json").read_text())
     assert status == 1
     assert report["mismatches"] == 2
     assert report["runs"][0]["mismatched_images"] == [0, 1]
     assert report["runs"][0]["failures"][0].startswith("image 0 word 0 (logit 0) at cycle")
-
-
-def test_budget_argument() -> None:
-    assert parse_budgets(None, 4) == [None]
-    assert parse_budgets("all", 4) == [1, 2, 3, 4]
-    assert parse_budgets("2,3", 4) == [2, 3]
-    with pytest.raises(StepvitError, match="budgets must be at least 1"):
-        parse_budgets("0", 4)
-    with pytest.raises(StepvitError, match="expected B, B1,B2,... or 'all'"):
-        parse_budgets("two", 4)
 
 
 def test_bad_arguments_are_one_line(export_dir: Path, capsys) -> None:
