@@ -114,12 +114,20 @@ def working_tree_files(root: Path) -> list[str]:
     return [name for name in listed.split("\0") if name and (root / name).is_file()]
 
 
-def make_copy(root: Path, destination: Path) -> Path:
-    """Copy the working tree to ``destination`` and return the folder to put on PYTHONPATH."""
-    for name in working_tree_files(root):
-        target = destination / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(root / name, target)
+def make_copy(root: Path, destination: Path, rev: str | None = None) -> Path:
+    """Copy the tree to ``destination``; return the folder to put on PYTHONPATH.
+
+    ``rev`` (a git revision) copies that commit instead of the working tree.
+    """
+    if rev is None:
+        for name in working_tree_files(root):
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / name, target)
+    else:
+        archive = subprocess.run(["git", "archive", rev], cwd=root, check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(destination)], input=archive, check=True)
     shim = destination / ".mutation-path" / "stepvit"
     shim.mkdir(parents=True)
     # stepvit.model, stepvit.rtl, ... are the copy's top-level folders, as pyproject maps them.
@@ -147,24 +155,25 @@ def verdict_of(returncode: int) -> str:
     return {1: "killed", 0: "survived"}.get(returncode, "error")
 
 
-def check_mutant(mutant: Mutant, root: Path) -> tuple[str, float, str]:
+def check_mutant(mutant: Mutant, root: Path, rev: str | None = None) -> tuple[str, float, str]:
     """Plant ``mutant`` in a fresh copy, run its tests; return (verdict, seconds, detail)."""
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as folder:
         copy = Path(folder)
-        python_path = make_copy(root, copy)
+        python_path = make_copy(root, copy, rev)
         target = copy / mutant.file
         target.write_text(mutant.mutate(target.read_text()))
         returncode, detail = run_tests(copy, python_path, mutant.tests)
     return verdict_of(returncode), time.monotonic() - start, detail
 
 
-def check_baseline(mutants: list[Mutant], root: Path) -> tuple[int, str]:
+def check_baseline(mutants: list[Mutant], root: Path,
+                   rev: str | None = None) -> tuple[int, str]:
     """Run every named test on an unmutated copy: a kill means nothing if they fail anyway."""
     tests = tuple(dict.fromkeys(test for mutant in mutants for test in mutant.tests))
     with tempfile.TemporaryDirectory(prefix="mutant-baseline-") as folder:
         copy = Path(folder)
-        return run_tests(copy, make_copy(root, copy), tests)
+        return run_tests(copy, make_copy(root, copy, rev), tests)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the list and exit")
     parser.add_argument("--markdown", action="store_true",
                         help="print the list as the README's table and exit")
+    parser.add_argument("--rev", default=None,
+                        help="check this git revision (e.g. HEAD) instead of the working tree")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip running the named tests on the unmutated tree first")
     args = parser.parse_args(argv)
@@ -204,14 +215,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.no_baseline:
         print("baseline: the named tests on the unmutated tree ...", flush=True)
-        returncode, detail = check_baseline(mutants, ROOT)
+        returncode, detail = check_baseline(mutants, ROOT, args.rev)
         if returncode != 0:
             print(f"error: the named tests fail without any mutant ({detail})", file=sys.stderr)
             return 1
         print(f"baseline: {detail}", flush=True)
     results: dict[str, tuple[str, float, str]] = {}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(check_mutant, mutant, ROOT): mutant for mutant in mutants}
+        futures = {pool.submit(check_mutant, mutant, ROOT, args.rev): mutant
+                   for mutant in mutants}
         for number, future in enumerate(futures, start=1):
             mutant = futures[future]
             results[mutant.name] = future.result()
