@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_TOOLS := $(shell command -v iverilog >/dev/null 2>&1 && command -v yosys >/dev/null 2>&1 \
-                && command -v tclsh >/dev/null 2>&1 || echo missing)
+                && command -v tclsh >/dev/null 2>&1 && [ -f /usr/include/lz4.h ] || echo missing)
 FASHION_MNIST := $(shell [ -d /usr/share/datasets/fashion-mnist ] || echo missing)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -23,10 +23,10 @@ $(STAMP): pyproject.toml
 
 tools:
 ifeq ($(APT_TOOLS),missing)
-	# Icarus Verilog (simulation), Yosys (resource reports) and tclsh (the overlay Tcl's
-	# tests, which fail without it) from Debian's packages.
+	# Icarus Verilog (simulation), Yosys (resource reports), tclsh (the overlay Tcl's
+	# tests, which fail without it) and lz4's headers (Verilator's FST traces) from Debian.
 	$(SUDO) apt-get update -qq
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog yosys tcl
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog yosys tcl liblz4-dev
 endif
 
 data:

