@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,38 @@ from stepvit.model.export.options import (
 
 #: The report's file name in the ``--out`` folder.
 SIM_REPORT = "sim.json"
+#: ``--simulator`` choices, the default first.
+SIMULATORS = ("verilator", "icarus")
+#: Reports of more images than this print without their per-image lists (sim.json has them).
+PRINTED_IMAGES = 64
+
+
+def image_count(text: str) -> int | None:
+    """Return ``--images`` as a count, or ``None`` for ``all`` (the whole test split)."""
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', got {text!r}") from None
 
 
 def sim_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``stepvit sim``."""
     parser.add_argument("export", help="export directory (manifest.yaml + weights.npz)")
-    parser.add_argument("--images", type=int, default=8, help="test images to run (default 8)")
+    parser.add_argument("--images", type=image_count, default=8,
+                        help="test images to run, or 'all' for the whole test split (default 8)")
     add_budget_argument(parser)
+    parser.add_argument("--simulator", choices=SIMULATORS, default=SIMULATORS[0],
+                        help="verilator (default: the C++ bulk path) or icarus (cocotb, the "
+                             "cross-check; slow)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="verilator: threads, one model each (default 1)")
+    parser.add_argument("--trace", type=Path, default=None, metavar="FILE.fst",
+                        help="verilator: write the waveform of one image (--trace-image) at "
+                             "the first budget")
+    parser.add_argument("--trace-image", type=int, default=0,
+                        help="the image --trace records (default 0)")
     parser.add_argument("--lanes", type=int, default=8,
                         help="parallel accumulator lanes (default 8)")
     parser.add_argument("--backpressure", action="store_true",
@@ -40,28 +66,34 @@ def sim_arguments(parser: argparse.ArgumentParser) -> None:
     add_progress_argument(parser)
 
 
-def load_test_images(export: Any, count: int, data_dir: str | Path) -> tuple[Any, str]:
+def load_test_images(export: Any, count: int | None,
+                     data_dir: str | Path) -> tuple[Any, str]:
     """Return the first ``count`` test images of the export's data set, and their source.
 
     The export's golden vectors (read and checked by ``load_golden_vectors``) are used when
     the file is there and holds ``count`` images; an untrained export (no data set in its
-    manifest) gets reproducible random images.
+    manifest) gets reproducible random images. ``count`` ``None`` is the whole test split.
     """
     import numpy as np
 
     from stepvit.model.export.vectors import VECTORS_FILE, load_golden_vectors
 
-    if (Path(export.path) / VECTORS_FILE).is_file():
+    dataset = (export.manifest.get("accuracy") or {}).get("dataset")
+    if count is None and not dataset:
+        raise StepvitError("--images all: the export names no data set (an untrained "
+                           "export); give a number of random images")
+    if count is not None and (Path(export.path) / VECTORS_FILE).is_file():
         vectors = load_golden_vectors(export)
         if len(vectors.images) >= count:
             return vectors.images[:count], VECTORS_FILE
-    dataset = (export.manifest.get("accuracy") or {}).get("dataset")
     if not dataset:
         shape = (count, *export.arch["image_shape"])
         return np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8), "random"
     from stepvit.model.data import load_dataset
 
     images, _, _ = load_dataset(dataset, data_dir, "test")
+    if count is None:
+        return images.numpy().astype(np.uint8), f"{dataset} test split"
     if len(images) < count:
         raise StepvitError(f"--images {count}: the {dataset} test split has {len(images)}")
     return images[:count].numpy().astype(np.uint8), f"{dataset} test split"
@@ -121,10 +153,16 @@ def check_budget(simulation: Any, images: Any, budget: int | None, *,
 
 def sim(args: argparse.Namespace) -> int:
     """Simulate the Verilog on test images against the golden model; non-zero on mismatch."""
-    if args.images < 1:
+    if args.images is not None and args.images < 1:
         raise StepvitError(f"--images must be at least 1, got {args.images}")
     if args.lanes < 1:
         raise StepvitError(f"--lanes must be at least 1, got {args.lanes}")
+    if args.jobs < 1:
+        raise StepvitError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.simulator == "icarus" and (args.jobs > 1 or args.trace is not None):
+        raise StepvitError("--jobs and --trace need --simulator verilator")
+    if args.simulator == "verilator" and args.backpressure:
+        raise StepvitError("--backpressure needs --simulator icarus (the cocotb testbench)")
     from stepvit.model.export import load_export, parse_budgets
     from stepvit.model.progress import progress_bar
     from stepvit.sim.runner import simulation_for
@@ -135,20 +173,47 @@ def sim(args: argparse.Namespace) -> int:
         output_folder(args.build, "--build")
     out = output_folder(args.out, "--out") if args.out is not None else None
     images, source = load_test_images(export, args.images, args.data_dir)
-    simulation = simulation_for(export, lanes=args.lanes, build_dir=args.build)
-    runs = [check_budget(simulation, images, budget, backpressure=args.backpressure)
+    if args.trace is not None and not 0 <= args.trace_image < len(images):
+        raise StepvitError(f"--trace-image {args.trace_image} is outside 0..{len(images) - 1}")
+    extra: dict[str, Any] = {"simulator": args.simulator}
+    if args.simulator == "verilator":
+        from stepvit.sim import bulk
+
+        simulation: Any = bulk.VerilatorSimulation(
+            export, args.build or default_build_dir(export, args.lanes), lanes=args.lanes,
+            trace=args.trace is not None)
+        extra.update(jobs=args.jobs, verilator_build_s=simulation.library.build_seconds,
+                     verilator_build_reused=simulation.library.reused)
+        check = partial(bulk.check_budget, jobs=args.jobs)
+    else:
+        simulation = simulation_for(export, lanes=args.lanes, build_dir=args.build)
+        check = partial(check_budget, backpressure=args.backpressure)
+    runs = [check(simulation, images, budget)
             for budget in progress_bar(budgets, desc="budgets", unit="budget", leave=False,
                                        enabled=not args.no_progress)]
+    if args.trace is not None:
+        extra["trace"] = str(simulation.trace_image(images[args.trace_image], budgets[0],
+                                                    args.trace))
     report = {
         "export": str(export.path),
         "config_hash": f"{export.config_hash:08x}",
         "lanes": args.lanes,
         "images": len(images),
         "image_source": source,
+        **extra,
         "mismatches": sum(run["mismatches"] for run in runs),
         "runs": runs,
     }
     text = json.dumps(report, indent=2)
     ((out or simulation.build_dir) / SIM_REPORT).write_text(text + "\n")
+    if len(images) > PRINTED_IMAGES:  # the per-image lists stay in sim.json
+        report["runs"] = [{key: value for key, value in run.items()
+                           if not isinstance(value, list) or key == "failures"} for run in runs]
+        text = json.dumps(report, indent=2)
     print(text)
     return 1 if report["mismatches"] else 0
+
+
+def default_build_dir(export: Any, lanes: int) -> Path:
+    """Return the default build folder of a design: ``build/sim/<config hash>-lanes<P>``."""
+    return Path("build") / "sim" / f"{export.config_hash:08x}-lanes{lanes}"

@@ -50,7 +50,7 @@ def test_sim_exits_non_zero_on_a_mismatch(export_dir: Path, tmp_path: Path, caps
 
     monkeypatch.setattr(protocol, "expected_packet", off_by_one)
     status = cli.main(["sim", str(export_dir), "--images", "2", "--budget", "3", "--lanes", "2",
-                       "--build", str(tmp_path / "build")])
+                       "--build", str(tmp_path / "build"), "--simulator", "icarus"])
     report = json.loads(capsys.readouterr().out)
     assert report == json.loads((tmp_path / "build" / "sim.json").read_text())
     assert status == 1

