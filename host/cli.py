@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("stepvit.model.commands", "quantize a run and write its export directory"),
     "eval": ("stepvit.model.commands", "integer golden accuracy and work of an export"),
     "random-export": ("stepvit.model.commands", "an untrained export of a config, for sizing"),
+    "sweep": ("stepvit.model.sweep", "learned time-step masks against fixed T, measured"),
     "rtl": ("stepvit.rtl.commands", "generate the accelerator's Verilog from an export"),
     "synth": ("stepvit.rtl.commands", "Yosys resource report of a generated design"),
     "sim": ("stepvit.sim.commands", "simulate the Verilog against the golden model"),
