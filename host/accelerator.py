@@ -165,13 +165,14 @@ class Accelerator(abc.ABC):
 
 def open_accelerator(backend: str, export: Export | str | Path, *,
                      overlay: str | Path | None = None, lanes: int = 8,
-                     build_dir: str | Path | None = None, timeout_s: float = 5.0) -> Accelerator:
+                     build_dir: str | Path | None = None, timeout_s: float = 5.0,
+                     simulator: str = "verilator", jobs: int = 1) -> Accelerator:
     """Open the accelerator of ``backend`` on ``export``.
 
     Parameters
     ----------
     backend : str
-        ``"pynq"`` (a board), ``"sim"`` (the Verilog under Icarus) or ``"golden"``.
+        ``"pynq"`` (a board), ``"sim"`` (the Verilog under Verilator or Icarus) or ``"golden"``.
     export : Export or path
         The export, or its directory.
     overlay : path, optional
@@ -183,6 +184,10 @@ def open_accelerator(backend: str, export: Export | str | Path, *,
         sim only: where the simulation builds (reused between calls).
     timeout_s : float
         pynq only: how long one image's DMA transfers may take before ``DeviceTimeout``.
+    simulator : str
+        sim only: ``"verilator"`` (the C++ bulk path) or ``"icarus"`` (cocotb).
+    jobs : int
+        sim with Verilator only: threads, one model each.
 
     Raises
     ------
@@ -198,7 +203,8 @@ def open_accelerator(backend: str, export: Export | str | Path, *,
     if backend == "sim":
         from stepvit.host.backend_sim import SimAccelerator
 
-        return SimAccelerator(export, lanes=lanes, build_dir=build_dir)
+        return SimAccelerator(export, lanes=lanes, build_dir=build_dir, simulator=simulator,
+                              jobs=jobs)
     if backend == "pynq":
         from stepvit.host.backend_pynq import PynqAccelerator
 

@@ -1,8 +1,11 @@
-"""The sim backend: the generated Verilog under Icarus, driven by cocotb (``sim/runner.py``).
+"""The sim backend: the generated Verilog under Verilator or Icarus.
 
-Cycle counts are exact; the host stages other than ``execute`` are the simulation
-runner's business, so only ``execute`` (the whole simulator run) is timed here.
-amaranth and cocotb are imported when the first batch runs.
+Verilator (``sim/bulk.py``, the default) runs the C++ bulk path; Icarus driven by cocotb
+(``sim/runner.py``) is the cross-check.
+
+Cycle counts are exact; the host stages other than ``execute`` are the simulation's
+business, so only ``execute`` (the whole simulator run) is timed here. amaranth, Verilator
+and cocotb are imported when the first batch runs.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from stepvit.host.accelerator import STAGES, Accelerator, InferenceResult
 from stepvit.model.export import Export
 from stepvit.model.export.errors import StepvitError
 
+#: The simulators, the default first.
+SIMULATORS = ("verilator", "icarus")
+
 
 class SimAccelerator(Accelerator):
     """The accelerator's Verilog, simulated one batch per simulator run.
@@ -28,22 +34,36 @@ class SimAccelerator(Accelerator):
         Parallel accumulator lanes of the generated design.
     build_dir : path, optional
         Where the design and the simulator build (reused between batches).
+    simulator : str
+        ``"verilator"`` (the C++ bulk path) or ``"icarus"`` (cocotb).
+    jobs : int
+        verilator only: threads, one model each.
     """
 
     name = "sim"
 
     def __init__(self, export: Export, *, lanes: int = 8,
-                 build_dir: str | Path | None = None) -> None:
+                 build_dir: str | Path | None = None, simulator: str = "verilator",
+                 jobs: int = 1) -> None:
         if lanes < 1:
             raise StepvitError(f"lanes must be at least 1, got {lanes}")
+        if simulator not in SIMULATORS:
+            raise StepvitError(f"unknown simulator {simulator!r} (known: {', '.join(SIMULATORS)})")
+        if jobs < 1:
+            raise StepvitError(f"jobs must be at least 1, got {jobs}")
         super().__init__(export)
         self.lanes = lanes
         self.build_dir = None if build_dir is None else Path(build_dir)
+        self.simulator = simulator
+        self.jobs = jobs
+        self._verilated = None
 
     def _apply_budget(self, budget: int | None) -> None:
         """Keep the budget: the simulation writes it to the mask registers at every run."""
 
     def _infer(self, images: np.ndarray) -> InferenceResult:
+        if self.simulator == "verilator":
+            return self._infer_verilator(images)
         from stepvit.sim.runner import simulate
 
         start = time.perf_counter()
@@ -59,6 +79,22 @@ class SimAccelerator(Accelerator):
             spike_totals=np.array([output["spike_totals"] for output in outputs], dtype=np.int64),
             stage_seconds=stage_seconds,
         )
+
+    def _infer_verilator(self, images: np.ndarray) -> InferenceResult:
+        from stepvit.rtl.protocol import unpack_results
+        from stepvit.sim.bulk import VerilatorSimulation
+
+        if self._verilated is None:
+            build_dir = self.build_dir or (Path("build") / "sim" /
+                                           f"{self.export.config_hash:08x}-lanes{self.lanes}")
+            self._verilated = VerilatorSimulation(self.export, build_dir, lanes=self.lanes)
+        run = self._verilated.run(images, self.budget, jobs=self.jobs)
+        logits, predicted, cycles, spike_totals = unpack_results(
+            run.packets, self.export.arch["num_classes"])
+        stage_seconds = dict.fromkeys(STAGES, 0.0)
+        stage_seconds["execute"] = run.seconds
+        return InferenceResult(logits=logits, predicted=predicted, cycles=cycles,
+                               spike_totals=spike_totals, stage_seconds=stage_seconds)
 
     def _release(self) -> None:
         """Nothing is held between simulator runs; the build folder stays for reuse."""

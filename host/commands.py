@@ -32,8 +32,9 @@ RANDOM_IMAGE_SEED = 0
 def _bench_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("export", type=Path, help="export directory (manifest.yaml, weights.npz)")
     add_budget_argument(parser)
-    parser.add_argument("--images", type=int, default=DEFAULT_BENCH_IMAGES,
-                        help=f"test images streamed per budget (default {DEFAULT_BENCH_IMAGES})")
+    parser.add_argument("--images", type=image_count, default=DEFAULT_BENCH_IMAGES,
+                        help=f"test images streamed per budget, or 'all' for every one "
+                             f"(default {DEFAULT_BENCH_IMAGES})")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for bench.json and bench.png (default: beside the export)")
     parser.add_argument("--timeout", type=float, default=5.0,
@@ -45,7 +46,12 @@ def bench_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``bench`` options to ``parser``."""
     _bench_common_arguments(parser)
     parser.add_argument("--backend", choices=("sim", "golden", "pynq"), default="sim",
-                        help="what runs the images (default: sim, the Verilog under Icarus)")
+                        help="what runs the images (default: sim, the Verilog under "
+                             "--simulator)")
+    parser.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator",
+                        help="sim: verilator (default, the C++ bulk path) or icarus (cocotb)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="sim with verilator: threads, one model each (default 1)")
     parser.add_argument("--lanes", type=int, default=8,
                         help="sim: accumulator lanes of the generated design (default 8)")
     parser.add_argument("--board", default="pynq-z2",
@@ -74,6 +80,16 @@ def overlay_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for the Verilog, the Vivado Tcl and the overlay")
     parser.add_argument("--lanes", type=int, default=8,
                         help="accumulator lanes of the generated design (default 8)")
+
+
+def image_count(text: str) -> int | None:
+    """Return ``--images`` as a count, or ``None`` for ``all``."""
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', got {text!r}") from None
 
 
 def _default_out(export_path: Path, backend: str) -> Path:
@@ -116,8 +132,10 @@ def bench(args: argparse.Namespace) -> int:
     """Benchmark an export per time-step budget on a backend; exit 1 on a golden mismatch."""
     from stepvit.model.export.errors import StepvitError
 
-    if args.images < 1:
+    if args.images is not None and args.images < 1:
         raise StepvitError(f"--images must be at least 1, got {args.images}")
+    if args.jobs < 1:
+        raise StepvitError(f"--jobs must be at least 1, got {args.jobs}")
     if args.backend == "pynq":
         if args.overlay is None:
             raise StepvitError("the pynq backend needs --overlay DIR (stepvit.bit, stepvit.hwh)")
@@ -130,6 +148,7 @@ def _host_bench(args: argparse.Namespace) -> int:
     from stepvit.host.accelerator import open_accelerator
     from stepvit.host.bench import GoldenReference, format_table, run_bench
     from stepvit.model.export import load_export, parse_budgets
+    from stepvit.model.export.errors import StepvitError
     from stepvit.rtl.boards import load_board
 
     export = load_export(args.export)
@@ -141,6 +160,9 @@ def _host_bench(args: argparse.Namespace) -> int:
     split = _test_split(export, args.data_dir)
     labels = None
     if split is None:
+        if args.images is None:
+            raise StepvitError("--images all: the export names no data set (an untrained "
+                               "export); give a number of random images")
         images = _random_images(export, args.images)
         reference = GoldenReference(export)
         source = f"{args.images} random images (untrained export: no data set, no accuracy)"
@@ -153,7 +175,8 @@ def _host_bench(args: argparse.Namespace) -> int:
     lanes, progress = args.lanes, _progress(args)
     if progress:
         progress(f"bench: {export.path} on {args.backend}, {source}")
-    with open_accelerator(args.backend, export, lanes=lanes, build_dir=args.build) as accel:
+    with open_accelerator(args.backend, export, lanes=lanes, build_dir=args.build,
+                          simulator=args.simulator, jobs=args.jobs) as accel:
         rows = run_bench(accel, images, budgets, reference, clock_mhz=board.clock_mhz,
                          lanes=lanes, labels=labels, progress=progress)
     report = _report(export, args.backend, board, lanes, source, rows)
@@ -228,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     """Run an export on a board through its overlay, checked against the golden vectors."""
     from stepvit.model.export.errors import StepvitError
 
-    if args.images < 1:
+    if args.images is not None and args.images < 1:
         raise StepvitError(f"--images must be at least 1, got {args.images}")
     return _board_bench(args, args.board, args.overlay, backend_label="run")
 

@@ -94,3 +94,19 @@ def test_images_all_streams_the_whole_test_split(monkeypatch) -> None:
     images, source = commands.load_test_images(Digits(), None, "data")
     assert source == "digits test split" and images.dtype == np.uint8
     assert len(images) == 360
+
+
+def test_the_bench_sim_backend_runs_on_verilator(export_dir: Path, build: Path,
+                                                 tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bench"
+    status = cli.main(["bench", str(export_dir), "--backend", "sim", "--images", "5",
+                       "--lanes", "2", "--jobs", "2", "--build", str(build), "--out", str(out),
+                       "--no-progress"])
+    assert status == 0, capsys.readouterr().err
+    report = json.loads((out / "bench.json").read_text())
+    assert [row["budget"] for row in report["rows"]] == [1, 2, 3]
+    assert all(row["mismatches"] == 0 and row["cycles_per_image"] > 0 for row in report["rows"])
+    assert cli.main(["bench", str(export_dir), "--images", "all"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "error: --images all: the export names no data set (an untrained export); give a "
+        "number of random images\n")
