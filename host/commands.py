@@ -67,8 +67,14 @@ def bench_arguments(parser: argparse.ArgumentParser) -> None:
 def run_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``run`` options to ``parser``."""
     parser.add_argument("--board", required=True, help="the board this runs on (pynq-z2, ...)")
-    parser.add_argument("--overlay", type=Path, required=True,
-                        help="folder with stepvit.bit and stepvit.hwh (from `stepvit overlay`)")
+    parser.add_argument("--overlay", type=Path, default=None,
+                        help="folder with stepvit.bit and stepvit.hwh (from `stepvit overlay`); "
+                             "with --emulate, a folder `stepvit overlay` wrote (its Verilog)")
+    parser.add_argument("--emulate", action="store_true",
+                        help="a virtual board: this driver against the Verilated RTL "
+                             "(default overlay: the export's own design)")
+    parser.add_argument("--lanes", type=int, default=8,
+                        help="--emulate: accumulator lanes of the export's design (default 8)")
     _bench_common_arguments(parser)
 
 
@@ -253,7 +259,30 @@ def run(args: argparse.Namespace) -> int:
 
     if args.images is not None and args.images < 1:
         raise StepvitError(f"--images must be at least 1, got {args.images}")
+    if args.emulate:
+        return _virtual_board_run(args)
+    if args.overlay is None:
+        raise StepvitError("run needs --overlay DIR (stepvit.bit, stepvit.hwh), or --emulate")
     return _board_bench(args, args.board, args.overlay, backend_label="run")
+
+
+def _virtual_board_run(args: argparse.Namespace) -> int:
+    """``run --emulate``: the pynq driver, unchanged, against the Verilated RTL."""
+    from stepvit.model.export import load_export
+    from stepvit.model.export.errors import StepvitError
+    from stepvit.sim.pynq_emulation import copied_overlay, emulated_overlay, emulated_pynq
+
+    export = load_export(args.export)
+    build = Path("build") / "emulate"
+    if args.overlay is None:
+        if args.lanes < 1:
+            raise StepvitError(f"--lanes must be at least 1, got {args.lanes}")
+        overlay = emulated_overlay(export, build / f"{export.config_hash:08x}-lanes{args.lanes}",
+                                   lanes=args.lanes)
+    else:
+        overlay = copied_overlay(args.overlay, build / f"overlay-{args.overlay.resolve().name}")
+    with emulated_pynq(build):
+        return _board_bench(args, args.board, overlay, backend_label="run (virtual board)")
 
 
 def overlay(args: argparse.Namespace) -> int:
