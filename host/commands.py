@@ -18,6 +18,7 @@ from stepvit.model.export.options import (
     add_budget_argument,
     add_build_argument,
     add_progress_argument,
+    image_count,
     input_folder,
     output_folder,
 )
@@ -86,16 +87,6 @@ def overlay_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for the Verilog, the Vivado Tcl and the overlay")
     parser.add_argument("--lanes", type=int, default=8,
                         help="accumulator lanes of the generated design (default 8)")
-
-
-def image_count(text: str) -> int | None:
-    """Return ``--images`` as a count, or ``None`` for ``all``."""
-    if text == "all":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'all', got {text!r}") from None
 
 
 def _default_out(export_path: Path, backend: str) -> Path:

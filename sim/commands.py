@@ -17,6 +17,7 @@ from stepvit.model.export.options import (
     add_budget_argument,
     add_build_argument,
     add_progress_argument,
+    image_count,
     output_folder,
 )
 
@@ -26,16 +27,6 @@ SIM_REPORT = "sim.json"
 SIMULATORS = ("verilator", "icarus")
 #: Reports of more images than this print without their per-image lists (sim.json has them).
 PRINTED_IMAGES = 64
-
-
-def image_count(text: str) -> int | None:
-    """Return ``--images`` as a count, or ``None`` for ``all`` (the whole test split)."""
-    if text == "all":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'all', got {text!r}") from None
 
 
 def sim_arguments(parser: argparse.ArgumentParser) -> None:

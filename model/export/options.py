@@ -48,6 +48,16 @@ def add_progress_argument(parser: argparse.ArgumentParser) -> None:
                              "writes one line every half minute)")
 
 
+def image_count(text: str) -> int | None:
+    """Return ``--images`` as a count, or ``None`` for ``all`` (the whole test split)."""
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', got {text!r}") from None
+
+
 def input_folder(path: str | Path, option: str) -> Path:
     """Return ``path`` if it is a folder; otherwise refuse it in one line."""
     path = Path(path)
