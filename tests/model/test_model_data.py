@@ -238,3 +238,13 @@ def test_idx_wrong_image_size_is_refused(tmp_path):
                    idx_bytes(0x803, (3, 8, 8), np.zeros((3, 8, 8))))
     with pytest.raises(StepvitError, match=re.escape(f"{path} holds 8x8 images, mnist has 28x28")):
         load_dataset("mnist", tmp_path, "test")
+
+
+def test_fashion_mnist_falls_back_to_the_debian_folder(tmp_path, monkeypatch):
+    debian = tmp_path / "usr-share-datasets-fashion-mnist"
+    arrays = write_fake_idx(debian)
+    monkeypatch.setattr(data_module, "FASHION_MNIST_DIR", debian)
+    images, _, _ = load_dataset("fashion-mnist", tmp_path / "data", "train")
+    assert np.array_equal(images[:, 0].numpy(), arrays["train"][0])
+    with pytest.raises(StepvitError, match="mnist not found"):  # mnist has no such folder
+        load_dataset("mnist", tmp_path / "data", "train")
