@@ -224,10 +224,6 @@ def eval(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Classes of each data set, for an untrained export of a config.
-DATASET_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
-
-
 def random_export_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``stepvit random-export``."""
     parser.add_argument("--config", type=Path, required=True,
@@ -239,7 +235,7 @@ def random_export_arguments(parser: argparse.ArgumentParser) -> None:
 def random_export(args: argparse.Namespace) -> int:
     """Write an untrained export of a config's architecture (for sizing hardware)."""
     from stepvit.model.config import load_config
-    from stepvit.model.data import image_shape
+    from stepvit.model.data import image_shape, num_classes
     from stepvit.model.random_export import make_random_export
 
     config = load_config(args.config)
@@ -253,7 +249,7 @@ def random_export(args: argparse.Namespace) -> int:
         heads=model["heads"],
         depth=model["depth"],
         mlp_dim=model["mlp_dim"],
-        num_classes=DATASET_CLASSES[dataset],
+        num_classes=num_classes(dataset),
         t_max=model["t_max"],
         seed=args.seed,
         leak_shift=model["leak_shift"],
