@@ -596,8 +596,18 @@ class StepvitCore(wiring.Component):
                         bits["stream"])),
                     memories.stream_write.en.eq(1),
                 ]
-            layer_count = Array(run.counts)[desc.layer]
-            m.d.sync += layer_count.eq(layer_count + sum(fired[lane] for lane in range(lanes)))
+        # The spike count is added a cycle later: membrane read, LIF and a wide count adder
+        # in one cycle were the design's longest path (rtl/timing.py). Nothing reads the
+        # counts before the argmax, cycles after the last LIF chunk.
+        fired_held = Signal(lanes)
+        count_layer = Signal.like(desc.layer)
+        count_valid = Signal()
+        m.d.sync += [fired_held.eq(fired), count_layer.eq(desc.layer),
+                     count_valid.eq(charged.valid)]
+        with m.If(count_valid):
+            layer_count = Array(run.counts)[count_layer]
+            m.d.sync += layer_count.eq(layer_count + sum(fired_held[lane]
+                                                          for lane in range(lanes)))
 
     def _write_spikes(self, m: Module, memories: CoreMemories, run: RunState,
                       fire: data.View, fired: Signal) -> None:
