@@ -43,7 +43,7 @@ def test_defaults_fill_what_a_file_leaves_out(tmp_path):
     ("model: {tmax: 4}\n", "unknown config key 'model.tmax'"),
     ("optimiser: {}\n", "unknown config key 'optimiser'"),
     ("model: 4\n", "'model' must be a mapping"),
-    ("data: {dataset: mnist}\n", "'data.dataset' must be one of"),
+    ("data: {dataset: imagenet}\n", "'data.dataset' must be one of"),
     ("model: {reset: half}\n", "'model.reset' must be 'hard' or 'soft'"),
     ("model: {dim: 30, heads: 4}\n", "'model.heads' \\(4\\) must divide"),
     ("training: {fixed_timesteps: 1}\n", "'training.fixed_timesteps' must be a bool"),
