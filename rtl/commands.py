@@ -26,22 +26,42 @@ def rtl_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("export", help="export directory (manifest.yaml + weights.npz)")
     add_build_argument(parser, "build folder for stepvit_accel.v and report.json",
                        required=True, old_spellings=("--out",))
-    parser.add_argument("--lanes", type=int, default=DEFAULT_LANES,
-                        help=f"parallel accumulator lanes (default {DEFAULT_LANES})")
+    parser.add_argument("--lanes", type=int, default=None,
+                        help=f"parallel accumulator lanes, up to the widest output row "
+                             f"(default: chosen for --board, else {DEFAULT_LANES})")
+    parser.add_argument("--board", default=None,
+                        help="pick the lanes of the fastest design whose estimated resources "
+                             "fit this board's budget (pynq-z2, kv260, zcu104 or a board "
+                             "folder); --lanes overrides")
 
 
 def rtl(args: argparse.Namespace) -> int:
     """Generate ``stepvit_accel.v`` and ``report.json`` for an export."""
-    if args.lanes < 1:
+    if args.lanes is not None and args.lanes < 1:
         raise StepvitError(f"--lanes must be at least 1, got {args.lanes}")
     from stepvit.model.export import load_export
     from stepvit.rtl.generate import VERILOG_FILE, generate
 
     export = load_export(args.export)
     build = output_folder(args.build, "--build")
-    report = generate(export, build, lanes=args.lanes)
+    lanes, chosen = args.lanes or DEFAULT_LANES, None
+    if args.board is not None:
+        from stepvit.rtl.sizing import choose_lanes, estimate
+        from stepvit.rtl.synth import board_parameters
+
+        board = board_parameters(args.board)
+        try:
+            best, _ = choose_lanes(export, board)
+        except ValueError as error:
+            raise StepvitError(str(error)) from None
+        lanes = args.lanes or best
+        chosen = {"board": board["name"], "fastest_fitting_lanes": best,
+                  "estimate": estimate(export, lanes, board).as_dict()}
+    report = generate(export, build, lanes=lanes)
     summary = {key: report[key] for key in
                ("name", "config_hash", "lanes", "image_words", "packet_words", "memory_bits")}
+    if chosen is not None:
+        summary["sizing"] = chosen
     print(json.dumps({"verilog": f"{build}/{VERILOG_FILE}", **summary}, indent=2))
     return 0
 

@@ -48,7 +48,7 @@ from stepvit.rtl.core_pipeline import (
     event_layout,
     fields_of,
 )
-from stepvit.rtl.core_plan import CorePlan, Operand, Sink, Source, WeightSource
+from stepvit.rtl.core_plan import CorePlan, Operand, Sink, Source, WalkMask, WeightSource
 from stepvit.rtl.interface import core_signature
 from stepvit.rtl.lif import LIFLanes
 from stepvit.rtl.patch_loader import PatchLoader
@@ -93,7 +93,8 @@ class StepvitCore(wiring.Component):
     export : Export
         The validated export: shapes, widths, weights (memory contents) and thresholds.
     lanes : int
-        Output channels computed in parallel; must divide the head width and the MLP width.
+        Output channels computed in parallel, at most the widest output row; a layer's
+        last chunk may be ragged and a chunk may span several heads.
 
     Members
     -------
@@ -146,13 +147,22 @@ class StepvitCore(wiring.Component):
         geometry = self.plan.geometry
         return _constants([t * geometry.tokens for t in range(geometry.t_max)])
 
-    def _segment_of(self, run: RunState, head: Value | int) -> Value:
-        """Return the bits of ``head``'s segment in a spike word (all bits outside KV passes)."""
+    def _walk_mask(self, run: RunState, chunk: Value | int,
+                   first_channel: Value | int) -> Value:
+        """Return the bits of a spike word that ``chunk`` walks (:class:`WalkMask`).
+
+        ``first_channel`` is the chunk's lane 0. Comparators, not a table: a table indexed
+        by the chunk would be one more memory.
+        """
         geometry = self.plan.geometry
-        segment_mask = _constants([((1 << geometry.head_dim) - 1) << (h * geometry.head_dim)
-                                   for h in range(geometry.heads)])
-        return Mux(run.descriptor.segment_chunks != 0, segment_mask[head],
-                   (1 << geometry.walk_bits) - 1)
+        lanes, head_dim = geometry.lanes, geometry.head_dim
+        mode = run.descriptor.walk_mask
+        heads_mask = Cat(*(
+            Mux(mode == WalkMask.HEAD, chunk == h,
+                (first_channel < (h + 1) * head_dim) & (first_channel + lanes > h * head_dim)
+                ).replicate(head_dim)
+            for h in range(geometry.heads)))
+        return Mux(mode == WalkMask.ALL, (1 << geometry.walk_bits) - 1, heads_mask)
 
     def _next_active_step(self, m: Module, run: RunState,
                           after: Signal | None) -> tuple[Signal, Signal]:
@@ -213,8 +223,7 @@ class StepvitCore(wiring.Component):
         step = Signal(range(max(geometry.t_max, 2)))
         group = Signal(range(max(geometry.tokens, geometry.dim, 2)))
         chunk = Signal(chunk_shape(self.plan))
-        segment = Signal(range(max(geometry.heads, 2)))
-        segment_chunk = Signal.like(chunk)
+        first_channel = Signal(range(geometry.walk_bits + geometry.lanes + 1))
         group_index = Signal(layout["group_index"].shape)
         weight_row = Signal(range(max(len(self.plan.weight_words), 2)))
         first_event, first_step = Signal(), Signal()
@@ -222,8 +231,8 @@ class StepvitCore(wiring.Component):
         value_word = Signal(geometry.dim)
         running, emit = Signal(), Signal()
         m.d.comb += emit.eq(running & (walker.any | ~run.descriptor.skip_empty))
-        return Walk(walker=walker, step=step, group=group, chunk=chunk, segment=segment,
-                    segment_chunk=segment_chunk, group_index=group_index,
+        return Walk(walker=walker, step=step, group=group, chunk=chunk,
+                    first_channel=first_channel, group_index=group_index,
                     weight_row=weight_row, first_event=first_event, first_step=first_step,
                     held_word=held_word, value_word=value_word, running=running, emit=emit,
                     group_end=walker.last | ~walker.any)
@@ -246,7 +255,8 @@ class StepvitCore(wiring.Component):
             event.has_weight.eq(walker.any),
             event.plane.eq(walker.index[:3]),
             event.chunk.eq(walk.chunk),
-            event.segment_chunk.eq(walk.segment_chunk),
+            event.head.eq(sum(walker.index >= h * head_dim
+                              for h in range(1, geometry.heads))),
             event.group_index.eq(walk.group_index),
             event.first_step.eq(walk.first_step),
             event.stream_zero.eq(run.stream_zero.bit_select(step, 1)),
@@ -259,7 +269,7 @@ class StepvitCore(wiring.Component):
             event.theta_address.eq(desc.theta_base + walk.chunk),
             event.value_segment.eq(_select(m, [
                 walk.value_word[h * head_dim:(h + 1) * head_dim]
-                for h in range(geometry.heads)], walk.segment)),
+                for h in range(geometry.heads)], walk.chunk)),
             memories.weight_read.addr.eq(walk.weight_row + Mux(
                 desc.bit_planes, walker.index >> 3, walker.index)),
             memories.kv_read.addr.eq(event.kv_address),
@@ -348,7 +358,7 @@ class StepvitCore(wiring.Component):
         desc = run.descriptor
         m.d.comb += [
             walk.walker.load.eq(1),
-            walk.walker.word.eq(prefetch.source_data & self._segment_of(run, 0)),
+            walk.walker.word.eq(prefetch.source_data & self._walk_mask(run, 0, 0)),
             prefetch.enable.eq(1),
             prefetch.address.eq(self._word_base()[prefetch.successor_step]
                                 + prefetch.successor_group),
@@ -360,7 +370,7 @@ class StepvitCore(wiring.Component):
             prefetch.step.eq(prefetch.successor_step),
             prefetch.group.eq(prefetch.successor_group),
             prefetch.valid.eq(prefetch.successor_valid),
-            walk.chunk.eq(0), walk.segment.eq(0), walk.segment_chunk.eq(0),
+            walk.chunk.eq(0), walk.first_channel.eq(0),
             walk.weight_row.eq(desc.weight_base), walk.first_event.eq(1),
         ]
         if first_of_pass:
@@ -391,15 +401,14 @@ class StepvitCore(wiring.Component):
             m.d.sync += walk.first_event.eq(0)
 
     def _next_chunk(self, m: Module, run: RunState, walk: Walk) -> None:
-        """Walk the held word again for the next output chunk (masked to its head segment)."""
+        """Walk the held word again for the next output chunk (masked to its heads)."""
         desc = run.descriptor
-        last_of_segment = walk.segment_chunk + 1 == desc.segment_chunks
-        next_segment = Mux(last_of_segment, walk.segment + 1, walk.segment)
+        lanes = self.plan.geometry.lanes
         m.d.comb += [walk.walker.load.eq(1),
-                     walk.walker.word.eq(walk.held_word & self._segment_of(run, next_segment))]
+                     walk.walker.word.eq(walk.held_word & self._walk_mask(
+                         run, walk.chunk + 1, walk.first_channel + lanes))]
         m.d.sync += [
-            walk.chunk.eq(walk.chunk + 1), walk.segment.eq(next_segment),
-            walk.segment_chunk.eq(Mux(last_of_segment, 0, walk.segment_chunk + 1)),
+            walk.chunk.eq(walk.chunk + 1), walk.first_channel.eq(walk.first_channel + lanes),
             walk.weight_row.eq(walk.weight_row + desc.input_len),
             walk.group_index.eq(walk.group_index + 1), walk.first_event.eq(1),
         ]
@@ -421,15 +430,12 @@ class StepvitCore(wiring.Component):
                     acc: data.View) -> ClosedChunk:
         """Add the event's weights (or KV values) in the lanes; hand a closed chunk on."""
         geometry = self.plan.geometry
-        lanes, attention_bits = geometry.lanes, geometry.bits["attention"]
+        lanes = geometry.lanes
         desc = run.descriptor
         m.submodules.lanes = lanes_unit = AccumulatorLanes(
             lanes=lanes, addend_bits=geometry.addend_bits, sum_bits=geometry.sum_bits)
         weight_values = _lanes_of(memories.weight_read.data, lanes, 8, is_signed=True)
-        chunk_bits = lanes * attention_bits
-        kv_chunk = _select(m, [memories.kv_read.data[i * chunk_bits:(i + 1) * chunk_bits]
-                               for i in range(geometry.head_dim // lanes)], acc.segment_chunk)
-        kv_values = _lanes_of(kv_chunk, lanes, attention_bits, is_signed=False)
+        kv_values = self._kv_lanes(m, memories, acc)
         plane = Mux(desc.bit_planes, acc.plane, 0)
         m.d.comb += [lanes_unit.valid.eq(acc.valid), lanes_unit.first.eq(acc.first)]
         for lane in range(lanes):
@@ -452,6 +458,25 @@ class StepvitCore(wiring.Component):
             memories.bias_read.addr.eq(acc.bias_address),
         ]
         return ClosedChunk(valid=sink_valid, event=sink, values=sink_sum)
+
+    def _kv_lanes(self, m: Module, memories: CoreMemories, acc: data.View) -> list[Value]:
+        """Return per lane what a Q bit adds in the Q·KV pass.
+
+        That is its KV row's value for the lane's channel when the channel is in the bit's
+        head, else 0.
+        """
+        geometry = self.plan.geometry
+        lanes, head_dim, bits = geometry.lanes, geometry.head_dim, geometry.bits["attention"]
+        row = _lanes_of(memories.kv_read.data, head_dim, bits, is_signed=False)
+        values = []
+        for lane in range(lanes):
+            options = []
+            for chunk in range(geometry.dim_chunks):
+                channel = chunk * lanes + lane
+                options.append(Mux(acc.head == channel // head_dim, row[channel % head_dim], 0)
+                               if channel < geometry.dim else Const(0, bits))
+            values.append(_select(m, options, acc.chunk) if len(options) > 1 else options[0])
+        return values
 
     def _add_value_to_kv(self, m: Module, memories: CoreMemories, run: RunState,
                          acc: data.View) -> None:
@@ -579,7 +604,7 @@ class StepvitCore(wiring.Component):
                 lif.threshold[lane].eq(theta_values[lane]),
             ]
         fired = Signal(lanes)
-        m.d.comb += fired.eq(lif.spikes)
+        m.d.comb += fired.eq(lif.spikes & self._channel_lanes(run, fire.chunk))
         with m.If(charged.valid):
             m.d.comb += [
                 memories.membrane_write.addr.eq(fire.group_index),
@@ -608,6 +633,23 @@ class StepvitCore(wiring.Component):
             layer_count = Array(run.counts)[count_layer]
             m.d.sync += layer_count.eq(layer_count + sum(fired_held[lane]
                                                           for lane in range(lanes)))
+
+    def _channel_lanes(self, run: RunState, chunk: Value) -> Value:
+        """Return the lanes of ``chunk`` that are channels of the layer.
+
+        A ragged last chunk has fewer: of the MLP's hidden layer when the pass writes it,
+        else of ``dim``.
+        """
+        geometry, lanes = self.plan.geometry, self.plan.geometry.lanes
+        desc = run.descriptor
+
+        def valid(width: int, chunks: int, index: Value) -> Value:
+            last = width - (chunks - 1) * lanes  # lanes of the last chunk
+            return Mux(index == chunks - 1, (1 << last) - 1, (1 << lanes) - 1)
+
+        return Mux(desc.target == Source.HIDDEN,
+                   valid(geometry.mlp_dim, geometry.mlp_chunks, desc.chunk_offset + chunk),
+                   valid(geometry.dim, geometry.dim_chunks, chunk))
 
     def _write_spikes(self, m: Module, memories: CoreMemories, run: RunState,
                       fire: data.View, fired: Signal) -> None:

@@ -30,7 +30,8 @@ class CoreMemories:
     buffer_write, buffer_read : dict of Source to WritePort, ReadPort
         The spike maps, one word per step and token; written a chunk (``lanes`` bits) at a time.
     buffer_widths : dict of Source to int
-        Bits of one spike-map word (the MLP width for the hidden layer, else the model width).
+        Bits of one spike-map word (the MLP width for the hidden layer, else the model width),
+        padded to whole chunks.
     current_write, current_read : WritePort, ReadPort
         The embedding current.
     membrane_write, membrane_read : WritePort, ReadPort
@@ -79,7 +80,8 @@ def add_core_memories(m: Module, plan: CorePlan) -> CoreMemories:
     spike_value_rom = memory("stream_spike", bits["stream"] * lanes, geometry.dim_chunks,
                              plan.stream_spike_words)
     patch_mem = memory("patches", 8 * geometry.patch_len, tokens)
-    buffer_widths = {source: (geometry.mlp_dim if source == Source.HIDDEN else dim)
+    buffer_widths = {source: (geometry.mlp_word_bits if source == Source.HIDDEN
+                              else geometry.dim_word_bits)
                      for source in SPIKE_BUFFERS}
     buffers = {source: memory(f"spikes_{source.name.lower()}", width, t_max * tokens)
                for source, width in buffer_widths.items()}

@@ -40,8 +40,10 @@ def event_layout(plan: CorePlan) -> data.StructLayout:
         It carries a spike (an empty chunk's single event only closes it).
     plane : 3
         The bit plane of the spike (the embedding's pixels).
-    chunk, segment_chunk, group_index : range
-        The output chunk, the chunk within a head's segment, and the group's running index.
+    chunk, group_index : range
+        The output chunk (a head in the KV pass) and the group's running index.
+    head : range
+        The head of the walked bit (the Q·KV pass adds its KV row to that head's lanes).
     first_step, stream_zero : 1
         The step is the pass's first; the stream of the step is all zero.
     word_address, stream_address, kv_address, bias_address, theta_address : range
@@ -55,7 +57,7 @@ def event_layout(plan: CorePlan) -> data.StructLayout:
     chunk = chunk_shape(plan)
     return data.StructLayout({
         "valid": 1, "first": 1, "last": 1, "has_weight": 1, "plane": 3,
-        "chunk": chunk, "segment_chunk": chunk,
+        "chunk": chunk, "head": range(max(geometry.heads, 2)),
         "group_index": range(max(tokens * max(geometry.dim_chunks, geometry.class_chunks),
                                  dim, 2)),
         "first_step": 1, "stream_zero": 1,
@@ -148,8 +150,10 @@ class Walk:
         Walks the set bits of the word, one a cycle.
     step, group : Signal
         The word (a step and a token, or an input channel of the KV pass).
-    chunk, segment, segment_chunk : Signal
-        The output chunk; the head segment and the chunk within it.
+    chunk : Signal
+        The output chunk (a head in the KV pass).
+    first_channel : Signal
+        The output channel of the chunk's lane 0 (``chunk * lanes``, kept by adding).
     group_index : Signal
         A running index of (group, chunk) within the step: the address of per-token data.
     weight_row : Signal
@@ -168,8 +172,7 @@ class Walk:
     step: Signal
     group: Signal
     chunk: Signal
-    segment: Signal
-    segment_chunk: Signal
+    first_channel: Signal
     group_index: Signal
     weight_row: Signal
     first_event: Signal

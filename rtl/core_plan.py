@@ -12,7 +12,9 @@ at step ``t`` depends only on its inputs at steps up to ``t``, so this order giv
 golden model's time-major results while keeping one layer's membranes at a time.
 
 Memory images (weights, biases, thresholds, spike values of the stream) are packed here,
-one word per chunk of ``lanes`` channels, lane 0 in the low bits.
+one word per chunk of ``lanes`` channels, lane 0 in the low bits. ``lanes`` need not divide
+any width: a layer's last chunk is ragged (its lanes past the layer's width get zero
+weights and biases, never fire and are not counted), and a chunk may span several heads.
 """
 
 from __future__ import annotations
@@ -53,6 +55,14 @@ class Operand(enum.Enum, shape=2):
     NONE = 0
     CURRENT = 1  # the embedding current of the token
     STREAM = 2  # the residual stream at this step
+
+
+class WalkMask(enum.Enum, shape=2):
+    """Which bits of the input spike word a chunk walks."""
+
+    ALL = 0
+    HEAD = 1  # the chunk is a head: its segment of the word (the KV pass)
+    CHUNK_HEADS = 2  # the segments of the heads the chunk's channels belong to (Q·KV)
 
 
 class Sink(enum.Enum, shape=3):
@@ -100,17 +110,15 @@ class CoreGeometry:
         Raises
         ------
         ValueError
-            If ``lanes`` is not a positive integer dividing the head width and the MLP width.
+            If ``lanes`` is not a positive integer at most the widest output row.
         """
         arch = export.arch
         head_dim = arch["dim"] // arch["heads"]
         if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
             raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
-        if head_dim % lanes or arch["mlp_dim"] % lanes:
-            raise ValueError(
-                f"lanes ({lanes}) must divide the head width ({head_dim}) and the MLP width "
-                f"({arch['mlp_dim']})"
-            )
+        widest = max(arch["dim"], arch["mlp_dim"], arch["num_classes"])
+        if lanes > widest:
+            raise ValueError(f"lanes ({lanes}) must be at most the widest output row ({widest})")
         channels, height, width = (int(v) for v in arch["image_shape"])
         neuron = export.neuron
         return cls(
@@ -133,13 +141,23 @@ class CoreGeometry:
 
     @property
     def dim_chunks(self) -> int:
-        """Chunks of ``lanes`` channels in ``dim``."""
-        return self.dim // self.lanes
+        """Chunks of ``lanes`` channels in ``dim`` (the last one ragged)."""
+        return -(-self.dim // self.lanes)
 
     @property
     def mlp_chunks(self) -> int:
-        """Chunks of ``lanes`` channels in ``mlp_dim``."""
-        return self.mlp_dim // self.lanes
+        """Chunks of ``lanes`` channels in ``mlp_dim`` (the last one ragged)."""
+        return -(-self.mlp_dim // self.lanes)
+
+    @property
+    def dim_word_bits(self) -> int:
+        """Bits of a spike word of ``dim`` channels, padded to whole chunks."""
+        return self.dim_chunks * self.lanes
+
+    @property
+    def mlp_word_bits(self) -> int:
+        """Bits of a spike word of the MLP's hidden layer, padded to whole chunks."""
+        return self.mlp_chunks * self.lanes
 
     @property
     def class_chunks(self) -> int:
@@ -149,7 +167,7 @@ class CoreGeometry:
     @property
     def walk_bits(self) -> int:
         """Widest spike word a pass walks."""
-        return max(self.dim, self.mlp_dim, 8 * self.patch_len)
+        return max(self.dim_word_bits, self.mlp_word_bits, 8 * self.patch_len)
 
     @property
     def bias_bits(self) -> int:
@@ -184,7 +202,7 @@ def pass_layout(geometry: CoreGeometry, rom_depth: int, bias_depth: int,
         "bit_planes": unsigned(1),
         "chunks": unsigned(max(most_chunks, 2).bit_length()),
         "chunk_offset": unsigned(max(geometry.mlp_chunks, 2).bit_length()),
-        "segment_chunks": unsigned(max(most_chunks, 2).bit_length()),
+        "walk_mask": WalkMask,
         "groups": unsigned(max(geometry.tokens, geometry.dim, 2).bit_length()),
         "module": unsigned(max(modules, 2).bit_length()),
         "once": unsigned(1),
@@ -207,6 +225,19 @@ def _pack(values: np.ndarray, bits: int) -> int:
     for lane, value in enumerate(values.tolist()):
         word |= (int(value) & ((1 << bits) - 1)) << (lane * bits)
     return word
+
+
+def _padded_rows(values: np.ndarray, lanes: int) -> np.ndarray:
+    """Return ``values`` (one row, or ``[rows, width]``) as rows of ``lanes``.
+
+    Each row is padded with zeros to whole chunks (the core masks a ragged chunk's spare
+    lanes).
+    """
+    rows = np.atleast_2d(values.astype(np.int64))
+    width = -(-rows.shape[1] // lanes) * lanes
+    padded = np.zeros((rows.shape[0], width), dtype=np.int64)
+    padded[:, :rows.shape[1]] = rows
+    return padded.reshape(-1, lanes)
 
 
 def _chunk_words(matrix: np.ndarray, lanes: int, bits: int) -> list[int]:
@@ -254,13 +285,13 @@ class CorePlan:
 
         def biases(key: str) -> int:
             base = len(self.bias_words)
-            values = arrays[key].astype(np.int64).reshape(-1, lanes)
+            values = _padded_rows(arrays[key], lanes)
             self.bias_words += [_pack(row, geometry.bias_bits) for row in values]
             return base
 
         def theta(layer: str) -> dict[str, int]:
             base = len(self.theta_words)
-            values = thresholds[layer].reshape(-1, lanes)
+            values = _padded_rows(thresholds[layer], lanes)
             self.theta_words += [_pack(row, geometry.bits["membrane"]) for row in values]
             return {"sink": Sink.LIF, "theta_base": base, "layer": layers.index(layer)}
 
@@ -286,9 +317,10 @@ class CorePlan:
                     **theta(f"{prefix}.attn.{name}"))
             add(module=attn, groups=geometry.dim, chunks=1, sink=Sink.KV_CLEAR)
             add(module=attn, source=Source.BUF2, value_source=Source.BUF3,
-                chunks=geometry.heads, segment_chunks=1, sink=Sink.KV_ADD, skip_empty=1)
+                chunks=geometry.heads, walk_mask=WalkMask.HEAD, sink=Sink.KV_ADD,
+                skip_empty=1)
             add(module=attn, source=Source.BUF1, weights=WeightSource.KV,
-                segment_chunks=geometry.head_dim // lanes, target=Source.BUF0,
+                walk_mask=WalkMask.CHUNK_HEADS, target=Source.BUF0,
                 **theta(f"{prefix}.attn.attn"))
             add(module=attn, source=Source.BUF0, weights=WeightSource.ROM,
                 weight_base=weights(f"{prefix}.attn.proj.weight"), input_len=geometry.dim,
@@ -333,7 +365,7 @@ class CorePlan:
             "biases": len(self.bias_words) * g.bias_bits * g.lanes,
             "thresholds": len(self.theta_words) * g.bits["membrane"] * g.lanes,
             "patches": g.tokens * 8 * g.patch_len,
-            "spike_maps": steps_tokens * (4 * g.dim + g.mlp_dim),
+            "spike_maps": steps_tokens * (4 * g.dim_word_bits + g.mlp_word_bits),
             "embed_current": g.tokens * g.dim * g.bits["embed_current"],
             "membranes": g.tokens * g.dim * g.bits["membrane"],
             "stream": steps_tokens * g.dim * g.bits["stream"],

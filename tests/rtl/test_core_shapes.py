@@ -10,17 +10,19 @@ from stepvit.rtl.core_sim import simulate_core
 
 
 def random_shape(rng):
-    """Return (make_random_export keywords, lanes): channels, patches, heads, widths, T vary."""
+    """Return (make_random_export keywords, lanes): channels, patches, heads, widths, T and
+    lanes vary."""
     patch = int(rng.choice([1, 2]))
     side = int(rng.choice([2, 4])) if patch == 2 else int(rng.choice([2, 3]))
-    heads, head_dim = int(rng.integers(1, 4)), int(rng.choice([2, 4]))
-    mlp_dim = int(rng.choice([head_dim, 2 * head_dim, 4 * head_dim]))
+    heads, head_dim = int(rng.integers(1, 4)), int(rng.choice([2, 3, 4]))
+    mlp_dim = int(rng.integers(2, 4 * head_dim + 1))
     channels = int(rng.integers(1, 4))
     shape = dict(image_shape=[channels, side, side], patch=patch, dim=heads * head_dim,
                  heads=heads, depth=int(rng.integers(1, 3)), mlp_dim=mlp_dim,
                  num_classes=int(rng.integers(1, 12)), t_max=int(rng.integers(1, 5)),
                  reset=str(rng.choice(["hard", "soft"])), leak_shift=int(rng.integers(0, 3)))
-    lanes = int(rng.choice([n for n in (1, 2, 4) if head_dim % n == 0 and mlp_dim % n == 0]))
+    # Any lane count up to the widest row: ragged chunks, chunks across heads.
+    lanes = int(rng.integers(1, max(shape["dim"], mlp_dim, shape["num_classes"]) + 1))
     return shape, lanes
 
 

@@ -125,10 +125,11 @@ def test_rtl_command_refuses_a_bad_export(tmp_path: Path, capsys: pytest.Capture
 
 def test_rtl_command_refuses_lanes_the_core_cannot_use(tiny_export: Export, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture) -> None:
-    assert cli.main(["rtl", str(tiny_export.path), "--out", str(tmp_path), "--lanes", "3"]) == 2
+    assert cli.main(["rtl", str(tiny_export.path), "--out", str(tmp_path), "--lanes", "17"]) == 2
     lines = command_lines(capsys.readouterr().err)
     assert len(lines) == 1
-    assert lines[0].startswith("stepvit rtl: error: cannot build the accelerator: lanes (3)")
+    assert lines[0] == ("stepvit rtl: error: cannot build the accelerator: lanes (17) must be "
+                        "at most the widest output row (16)")
 
 
 def test_generate_writes_into_a_new_folder(tiny_export: Export, tmp_path: Path) -> None:

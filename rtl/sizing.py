@@ -1,0 +1,135 @@
+"""Pick the lane count for a board: the fastest design whose estimated resources fit it.
+
+Both figures come from the plan, before any synthesis:
+
+- **speed**: the events of one image with every spike 1 and every step active
+  (:func:`dense_events`). The core issues one event a cycle, so this is the dense
+  reference's cycle count; sparse images scale down with it. Lanes past a head's width
+  stop paying in the attention (a Q bit adds one head's KV row), and a ragged last chunk
+  costs a whole event, so the fastest count is not always the largest.
+- **resources**: block RAM from the memories' shapes (:func:`memory_bram36`, the way Yosys
+  maps them), LUTs as a fixed part plus a part per lane (:data:`LUT_MODEL`, fitted to
+  ``stepvit synth`` on the Fashion-MNIST shape; see the README).
+
+``stepvit synth`` on the chosen design is the check: the estimate only picks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from stepvit.model.export import Export
+from stepvit.rtl.core_plan import CoreGeometry, CorePlan
+
+#: LUTs (logic + LUTRAM) of a design: ``fixed + per_lane * lanes``, fitted to Yosys's
+#: ``synth_xilinx -abc9`` on the Fashion-MNIST shape (README, 2026-11-30).
+LUT_MODEL = {"fixed": 4_850, "per_lane": 335}
+#: Shapes of one 18 Kb block RAM (width, depth), as Yosys's memory mapping uses them.
+BRAM18_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
+#: Memories this shallow go to distributed RAM (LUTs), as Yosys maps them.
+LUTRAM_DEPTH = 64
+#: Read-only memories this shallow become logic (their contents are constants).
+ROM_LOGIC_DEPTH = 128
+#: The memories that are read-only (initialised from the export).
+ROMS = ("weights", "biases", "thresholds")
+
+
+def memory_bram36(width: int, depth: int, *, rom: bool = False) -> float:
+    """Return the 36 Kb block RAMs of one ``width`` x ``depth`` memory (0 in LUTs)."""
+    if depth <= (ROM_LOGIC_DEPTH if rom else LUTRAM_DEPTH):
+        return 0.0
+    halves = min(-(-width // w) * -(-depth // d) for w, d in BRAM18_SHAPES)
+    return halves / 2
+
+
+def memory_shapes(plan: CorePlan) -> dict[str, tuple[int, int]]:
+    """Return ``name -> (width, depth)`` of the core's memories (rtl/core_memories.py)."""
+    g = plan.geometry
+    lanes, bits = g.lanes, g.bits
+    steps_tokens = g.t_max * g.tokens
+    return {
+        "weights": (8 * lanes, len(plan.weight_words)),
+        "biases": (g.bias_bits * lanes, len(plan.bias_words)),
+        "thresholds": (bits["membrane"] * lanes, len(plan.theta_words)),
+        "patches": (8 * g.patch_len, g.tokens),
+        **{f"spikes{i}": (g.dim_word_bits, steps_tokens) for i in range(4)},
+        "spikes_hidden": (g.mlp_word_bits, steps_tokens),
+        "embed_current": (bits["embed_current"] * lanes, g.tokens * g.dim_chunks),
+        "membranes": (bits["membrane"] * lanes, g.tokens * g.dim_chunks),
+        "stream": (bits["stream"] * lanes, steps_tokens * g.dim_chunks),
+        "kv": (bits["attention"] * g.head_dim, g.t_max * g.dim),
+    }
+
+
+def dense_events(geometry: CoreGeometry) -> int:
+    """Return the core's events for one image with every spike 1 and every step active."""
+    g = geometry
+    lanes, head_dim = g.lanes, g.head_dim
+    steps_tokens = g.t_max * g.tokens
+    dim_chunks, mlp_chunks = g.dim_chunks, g.mlp_chunks
+    # A Q bit of head h is walked once for every chunk holding one of h's channels.
+    chunks_of_head = [sum(1 for c in range(dim_chunks)
+                          if c * lanes < (h + 1) * head_dim and (c + 1) * lanes > h * head_dim)
+                      for h in range(g.heads)]
+    lif_only = steps_tokens * dim_chunks  # a pass whose chunks only charge and fire
+    block = (lif_only * 2  # attn.in, mlp.in
+             + steps_tokens * g.dim * dim_chunks * 4  # q, k, v, proj
+             + g.t_max * g.dim  # KV clear
+             + steps_tokens * g.dim  # KV add: one event per K bit
+             + steps_tokens * head_dim * sum(chunks_of_head)  # Q·KV
+             + steps_tokens * g.dim * mlp_chunks  # fc1
+             + steps_tokens * g.mlp_dim * dim_chunks)  # fc2
+    embed = g.tokens * 8 * g.patch_len * dim_chunks + lif_only
+    head = lif_only + steps_tokens * g.dim * g.class_chunks
+    return embed + g.depth * block + head
+
+
+@dataclass(frozen=True)
+class DesignEstimate:
+    """One lane count's estimate: its dense events, LUTs, block RAM and whether it fits."""
+
+    lanes: int
+    dense_events: int
+    lut: int
+    bram36: float
+    fits: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the estimate as a JSON-ready dict."""
+        return {"lanes": self.lanes, "dense_events": self.dense_events, "lut": self.lut,
+                "bram36": self.bram36, "fits": self.fits}
+
+
+def estimate(export: Export, lanes: int, board: dict[str, Any]) -> DesignEstimate:
+    """Return the estimate of ``export`` on ``lanes`` lanes against ``board``'s budget."""
+    plan = CorePlan(export, lanes=lanes)
+    bram36 = sum(memory_bram36(width, depth, rom=name in ROMS)
+                 for name, (width, depth) in memory_shapes(plan).items())
+    lut = LUT_MODEL["fixed"] + LUT_MODEL["per_lane"] * lanes
+    available, budget = board["resources"], board["budget"]
+    fits = (lut <= budget["lut_fraction"] * available["lut"]
+            and bram36 <= budget["bram_fraction"] * available["bram36"])
+    return DesignEstimate(lanes=lanes, dense_events=dense_events(plan.geometry), lut=lut,
+                          bram36=bram36, fits=fits)
+
+
+def choose_lanes(export: Export, board: dict[str, Any]) -> tuple[int, list[DesignEstimate]]:
+    """Return the fitting lane count with the fewest dense events, and every estimate.
+
+    Fewer lanes win a tie.
+
+    Raises
+    ------
+    ValueError
+        If no lane count fits (the memories alone are too large for the board).
+    """
+    arch = export.arch
+    widest = max(arch["dim"], arch["mlp_dim"], arch["num_classes"])
+    estimates = [estimate(export, lanes, board) for lanes in range(1, widest + 1)]
+    fitting = [e for e in estimates if e.fits]
+    if not fitting:
+        raise ValueError(f"no lane count fits the board {board['name']}: even one lane needs "
+                         f"{estimates[0].bram36:g} BRAM36 and {estimates[0].lut} LUTs")
+    best = min(fitting, key=lambda e: (e.dense_events, e.lanes))
+    return best.lanes, estimates

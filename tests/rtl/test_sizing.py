@@ -1,0 +1,64 @@
+"""Choosing the lanes for a board: block RAM from the memories' shapes, dense events."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stepvit.host import cli
+from stepvit.model.export import load_export
+from stepvit.model.random_export import make_random_export
+from stepvit.rtl.core_plan import CoreGeometry
+from stepvit.rtl.sizing import choose_lanes, dense_events, estimate, memory_bram36
+from stepvit.rtl.synth import board_parameters
+
+SHAPE = dict(image_shape=[1, 4, 4], patch=2, dim=8, heads=2, depth=1, mlp_dim=16,
+             num_classes=3, t_max=3)
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    return make_random_export(tmp_path_factory.mktemp("sizing"), seed=2, **SHAPE)
+
+
+def test_block_ram_of_a_memory() -> None:
+    assert memory_bram36(128, 4224) == 18.0  # 4 x 9 blocks of 36 x 512, two to a BRAM36
+    assert memory_bram36(64, 196) == 1.0
+    assert memory_bram36(128, 49) == 0.0  # distributed RAM
+    assert memory_bram36(336, 72, rom=True) == 0.0  # constants: logic
+    assert memory_bram36(336, 72) == 5.0
+
+
+def test_dense_events_fall_with_lanes_until_the_head_width(export_dir) -> None:
+    export = load_export(export_dir)
+    events = {lanes: dense_events(CoreGeometry.from_export(export, lanes=lanes))
+              for lanes in (1, 2, 3, 4, 8, 16)}
+    assert events[1] > events[2] > events[4] > events[8] > events[16]
+    assert events[3] > events[4]  # 3 lanes: ragged chunks cost whole events
+
+
+def test_the_fastest_fitting_design_is_chosen(export_dir) -> None:
+    export = load_export(export_dir)
+    board = board_parameters("pynq-z2")
+    lanes, estimates = choose_lanes(export, board)
+    assert [e.lanes for e in estimates] == list(range(1, 17))
+    best = min(e.dense_events for e in estimates if e.fits)
+    assert estimate(export, lanes, board).dense_events == best
+    assert all(e.lanes >= lanes for e in estimates if e.fits and e.dense_events == best)
+    tiny_board = {**board, "name": "tiny", "resources": {**board["resources"], "lut": 1000}}
+    with pytest.raises(ValueError, match=r"^no lane count fits the board tiny"):
+        choose_lanes(export, tiny_board)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_rtl_board_picks_the_lanes_and_lanes_overrides(export_dir, tmp_path, capsys) -> None:
+    assert cli.main(["rtl", str(export_dir), "--build", str(tmp_path / "a"),
+                     "--board", "pynq-z2"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["lanes"] == summary["sizing"]["fastest_fitting_lanes"] == 16
+    assert summary["sizing"]["estimate"]["fits"]
+    assert cli.main(["rtl", str(export_dir), "--build", str(tmp_path / "b"),
+                     "--board", "pynq-z2", "--lanes", "3"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["lanes"] == 3 and summary["sizing"]["fastest_fitting_lanes"] == 16
