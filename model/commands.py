@@ -54,19 +54,13 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def train(args: argparse.Namespace) -> int:
     """Train a network as the config says; write checkpoint, metrics and plot."""
-    from stepvit.model.config import DEFAULT_CONFIG, load_config, validate_config
-    from stepvit.model.export.errors import StepvitError
+    from stepvit.model.config import DEFAULT_CONFIG, load_config_with, validate_config
     from stepvit.model.train import train_run
 
-    config = load_config(args.config or DEFAULT_CONFIG)
+    config = load_config_with(args.config or DEFAULT_CONFIG, epochs=args.epochs,
+                              data_dir=args.data_dir)
     if args.fixed_timesteps:
         config["training"]["fixed_timesteps"] = True
-    if args.epochs is not None:
-        if args.epochs < 1:
-            raise StepvitError(f"--epochs must be >= 1, got {args.epochs}")
-        config["training"]["epochs"] = args.epochs
-    if args.data_dir is not None:
-        config["data"]["data_dir"] = str(args.data_dir)
     config = validate_config(config)
     suffix = "-fixed" if config["training"]["fixed_timesteps"] else ""
     out_dir = output_folder(args.out or Path("runs") / f"{config['name']}{suffix}", "--out")

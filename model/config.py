@@ -179,3 +179,22 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if loaded is None:
         raise StepvitError(f"config {path} is empty")
     return validate_config(loaded)
+
+
+def load_config_with(path: str | Path, *, epochs: int | None = None,
+                     data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Read the config at ``path`` with the command line's ``--epochs`` and ``--data-dir``.
+
+    Raises
+    ------
+    StepvitError
+        As :func:`load_config`, or when ``epochs`` is below 1.
+    """
+    config = load_config(path)
+    if epochs is not None:
+        if epochs < 1:
+            raise StepvitError(f"--epochs must be >= 1, got {epochs}")
+        config["training"]["epochs"] = epochs
+    if data_dir is not None:
+        config["data"]["data_dir"] = str(data_dir)
+    return validate_config(config)

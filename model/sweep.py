@@ -234,20 +234,14 @@ def sweep_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sweep(args: argparse.Namespace) -> int:
     """Train, export and measure learned and fixed arms; print and write the table."""
-    from stepvit.model.config import DEFAULT_CONFIG, load_config, validate_config
+    from stepvit.model.config import DEFAULT_CONFIG, load_config_with
 
-    config = load_config(args.config or DEFAULT_CONFIG)
-    if args.epochs is not None:
-        if args.epochs < 1:
-            raise StepvitError(f"--epochs must be >= 1, got {args.epochs}")
-        config["training"]["epochs"] = args.epochs
-    if args.data_dir is not None:
-        config["data"]["data_dir"] = str(args.data_dir)
+    config = load_config_with(args.config or DEFAULT_CONFIG, epochs=args.epochs,
+                              data_dir=args.data_dir)
     if args.images is not None and args.images < 1:
         raise StepvitError(f"--images must be >= 1, got {args.images}")
     if args.finetune_epochs < 0:
         raise StepvitError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
-    config = validate_config(config)
     out_dir = output_folder(args.out or Path("runs") / f"sweep-{config['name']}", "--out")
     rows = run_sweep(config, out_dir,
                      penalties=_numbers(args.penalties, "--penalties", float),

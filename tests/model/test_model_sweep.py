@@ -64,3 +64,17 @@ def test_sweep_trains_exports_measures_and_reuses(tmp_path):
     assert (tmp_path / "fixed-T2" / "checkpoint.pt").stat().st_mtime == stamp  # reused
     assert [row["integer_accuracy"] for row in again] == [row["integer_accuracy"]
                                                           for row in rows]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--epochs", "0", "--fixed", "1"], "--epochs must be >= 1, got 0"),
+    (["--penalties", "0.1,x"], "--penalties must be a comma-separated list of floats"),
+    (["--fixed", "2,-1"], "--fixed must not hold a negative value"),
+    ([], "give at least one of --penalties, --targets, --fixed"),
+])
+def test_bad_sweep_options_are_one_line(tmp_path, capsys, arguments, message):
+    from stepvit.host import cli
+
+    assert cli.main(["sweep", "--out", str(tmp_path / "sweep"), *arguments]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("stepvit sweep: error: ") and message in err and err.count("\n") == 1
