@@ -8,8 +8,10 @@ Both figures come from the plan, before any synthesis:
   stop paying in the attention (a Q bit adds one head's KV row), and a ragged last chunk
   costs a whole event, so the fastest count is not always the largest.
 - **resources**: block RAM from the memories' shapes (:func:`memory_bram36`, the way Yosys
-  maps them), LUTs as a fixed part plus a part per lane (:data:`LUT_MODEL`, fitted to
-  ``stepvit synth`` on the Fashion-MNIST shape; see the README).
+  maps them); LUTs as logic (a fixed part, a part per lane and a part per bit of the widest
+  spike word the walker holds: :data:`LUT_MODEL`, fitted to ``stepvit synth`` on the
+  Fashion-MNIST and CIFAR10-PYNQ shapes, see the README) plus the distributed RAM of the
+  shallow memories (:func:`memory_lutram_luts`).
 
 ``stepvit synth`` on the chosen design is the check: the estimate only picks.
 """
@@ -22,9 +24,10 @@ from typing import Any
 from stepvit.model.export import Export
 from stepvit.rtl.core_plan import CoreGeometry, CorePlan
 
-#: LUTs (logic + LUTRAM) of a design: ``fixed + per_lane * lanes``, fitted to Yosys's
-#: ``synth_xilinx -abc9`` on the Fashion-MNIST shape (README, 2026-11-30).
-LUT_MODEL = {"fixed": 4_850, "per_lane": 335}
+#: Logic LUTs of a design: ``fixed + per_lane * lanes + per_walk_bit * walk_bits``, fitted
+#: to Yosys's ``synth_xilinx -abc9`` (README, 2026-11-30: the Fashion-MNIST shape at 8, 16
+#: and 64 lanes, the CIFAR10-PYNQ shape at 96, each within 1 %).
+LUT_MODEL = {"fixed": 1_700, "per_lane": 270, "per_walk_bit": 27}
 #: Shapes of one 18 Kb block RAM (width, depth), as Yosys's memory mapping uses them.
 BRAM18_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
 #: Memories this shallow go to distributed RAM (LUTs), as Yosys maps them.
@@ -41,6 +44,13 @@ def memory_bram36(width: int, depth: int, *, rom: bool = False) -> float:
         return 0.0
     halves = min(-(-width // w) * -(-depth // d) for w, d in BRAM18_SHAPES)
     return halves / 2
+
+
+def memory_lutram_luts(width: int, depth: int, *, rom: bool = False) -> int:
+    """Return the LUTs of one memory in distributed RAM (RAM64M: 3 bits x 64 in 4 LUTs)."""
+    if rom or depth > LUTRAM_DEPTH:
+        return 0
+    return 4 * -(-width // 3) * -(-depth // 64)
 
 
 def memory_shapes(plan: CorePlan) -> dict[str, tuple[int, int]]:
@@ -104,9 +114,12 @@ class DesignEstimate:
 def estimate(export: Export, lanes: int, board: dict[str, Any]) -> DesignEstimate:
     """Return the estimate of ``export`` on ``lanes`` lanes against ``board``'s budget."""
     plan = CorePlan(export, lanes=lanes)
-    bram36 = sum(memory_bram36(width, depth, rom=name in ROMS)
-                 for name, (width, depth) in memory_shapes(plan).items())
-    lut = LUT_MODEL["fixed"] + LUT_MODEL["per_lane"] * lanes
+    shapes = memory_shapes(plan).items()
+    bram36 = sum(memory_bram36(width, depth, rom=name in ROMS) for name, (width, depth) in shapes)
+    lut = (LUT_MODEL["fixed"] + LUT_MODEL["per_lane"] * lanes
+           + LUT_MODEL["per_walk_bit"] * plan.geometry.walk_bits
+           + sum(memory_lutram_luts(width, depth, rom=name in ROMS)
+                 for name, (width, depth) in shapes))
     available, budget = board["resources"], board["budget"]
     fits = (lut <= budget["lut_fraction"] * available["lut"]
             and bram36 <= budget["bram_fraction"] * available["bram36"])
