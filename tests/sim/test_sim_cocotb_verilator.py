@@ -11,19 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stepvit.model.export import Export, load_export
+from stepvit.model.export import Export
 from stepvit.model.export.errors import StepvitError
-from stepvit.model.random_export import make_random_export
 from stepvit.sim.runner import Simulation, SimulationFailed, golden_packets
 
 SHAPE = (1, 4, 4)
-
-
-@pytest.fixture(scope="module")
-def export(tmp_path_factory: pytest.TempPathFactory) -> Export:
-    return load_export(make_random_export(
-        tmp_path_factory.mktemp("export"), image_shape=SHAPE, patch=2, dim=8, heads=2,
-        depth=1, mlp_dim=16, num_classes=3, t_max=3, seed=5))
 
 
 @pytest.fixture(scope="module")

