@@ -1,4 +1,4 @@
-"""Fixtures of the host tests: an overlay folder and the pynq test double in sys.modules."""
+"""Fixtures of the host tests: a tiny export and images, an overlay folder, the pynq double."""
 
 from __future__ import annotations
 
@@ -6,8 +6,28 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pynq_double import FakeBoard, fake_pynq_module
+
+from stepvit.model.export import Export, load_export
+from stepvit.model.random_export import make_random_export
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory) -> Export:
+    """A random export: 4x6 images, patch 2, dim 8, depth 1, 3 classes, T 3 (a module may
+    override it with its own)."""
+    return load_export(make_random_export(
+        tmp_path_factory.mktemp("export") / "tiny", image_shape=[1, 4, 6], patch=2, dim=8,
+        heads=2, depth=1, mlp_dim=16, num_classes=3, t_max=3, seed=5))
+
+
+@pytest.fixture
+def images(export: Export) -> np.ndarray:
+    """Five random images of the export's shape."""
+    return np.random.default_rng(0).integers(0, 256, size=(5, *export.arch["image_shape"]),
+                                             dtype=np.uint8)
 
 
 @pytest.fixture

@@ -15,9 +15,7 @@ import pytest
 
 from stepvit.host.accelerator import check_images, open_accelerator
 from stepvit.host.backend_pynq import DMA_MM2S_CONTROL, DMA_SOFT_RESET
-from stepvit.model.export import load_export
 from stepvit.model.export.errors import DeviceTimeout, StepvitError
-from stepvit.model.random_export import make_random_export
 from stepvit.rtl.protocol import (
     STATUS_FRAME_ERROR,
     image_words,
@@ -29,20 +27,6 @@ from stepvit.rtl.protocol import (
     unpack_images,
     unpack_results,
 )
-
-
-@pytest.fixture(scope="module")
-def export(tmp_path_factory: pytest.TempPathFactory):
-    directory = make_random_export(
-        tmp_path_factory.mktemp("export") / "tiny", image_shape=[1, 4, 6], patch=2, dim=8,
-        heads=2, depth=1, mlp_dim=16, num_classes=3, t_max=3, seed=5)
-    return load_export(directory)
-
-
-@pytest.fixture
-def images(export) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, size=(5, *export.arch["image_shape"]), dtype=np.uint8)
 
 
 def test_pack_images_is_four_little_endian_pixels_a_word():

@@ -19,25 +19,9 @@ from pynq_double import FakeBoard
 from stepvit.host import backend_pynq
 from stepvit.host.accelerator import open_accelerator
 from stepvit.host.backend_pynq import DMA_MM2S_CONTROL, DMA_SOFT_RESET
-from stepvit.model.export import load_export
 from stepvit.model.export.errors import DeviceTimeout, StepvitError
-from stepvit.model.random_export import make_random_export
 
 TIMEOUT_S = 0.2
-
-
-@pytest.fixture(scope="module")
-def export(tmp_path_factory: pytest.TempPathFactory):
-    directory = make_random_export(
-        tmp_path_factory.mktemp("export") / "tiny", image_shape=[1, 4, 6], patch=2, dim=8,
-        heads=2, depth=1, mlp_dim=16, num_classes=3, t_max=3, seed=5)
-    return load_export(directory)
-
-
-@pytest.fixture
-def images(export) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, size=(5, *export.arch["image_shape"]), dtype=np.uint8)
 
 
 @pytest.fixture
