@@ -64,5 +64,6 @@ def test_the_runner_kills_a_real_bug_and_reports_a_harmless_change_as_surviving(
 
 def test_the_readme_lists_every_mutant() -> None:
     readme = (ROOT / "README.md").read_text()
-    missing = [mutant.name for mutant in mutation.load_mutants() if f"`{mutant.name}`" not in readme]
+    missing = [mutant.name for mutant in mutation.load_mutants()
+               if f"`{mutant.name}`" not in readme]
     assert missing == [], "run `python tests/mutation/run.py --markdown` and update the README"
