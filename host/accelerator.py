@@ -45,6 +45,10 @@ class InferenceResult:
         ``int64 [B, layers]``: spikes per LIF layer in SPEC.md section 1 order.
     stage_seconds : dict of str to float
         Host wall time of each stage of :data:`STAGES` over the whole batch.
+    stream_cycles : int or None
+        Accelerator cycles of the whole batch when it was streamed back to back (first
+        image's first word to last image's first result word; images overlap, so this is
+        less than the sum of ``cycles``); ``None`` where the backend does not stream.
     """
 
     logits: np.ndarray
@@ -52,6 +56,7 @@ class InferenceResult:
     cycles: np.ndarray | None
     spike_totals: np.ndarray
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    stream_cycles: int | None = None
 
 
 def check_images(images: object, image_shape: tuple[int, ...] | list[int]) -> np.ndarray:

@@ -78,6 +78,7 @@ class SimAccelerator(Accelerator):
             cycles=np.array([output["cycles"] for output in outputs], dtype=np.int64),
             spike_totals=np.array([output["spike_totals"] for output in outputs], dtype=np.int64),
             stage_seconds=stage_seconds,
+            stream_cycles=outputs[-1]["offered_cycle"] - outputs[0]["first_word_cycle"],
         )
 
     def _infer_verilator(self, images: np.ndarray) -> InferenceResult:
@@ -94,7 +95,8 @@ class SimAccelerator(Accelerator):
         stage_seconds = dict.fromkeys(STAGES, 0.0)
         stage_seconds["execute"] = run.seconds
         return InferenceResult(logits=logits, predicted=predicted, cycles=cycles,
-                               spike_totals=spike_totals, stage_seconds=stage_seconds)
+                               spike_totals=spike_totals, stage_seconds=stage_seconds,
+                               stream_cycles=run.stream_cycles)
 
     def _release(self) -> None:
         """Nothing is held between simulator runs; the build folder stays for reuse."""

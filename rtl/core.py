@@ -113,8 +113,8 @@ class StepvitCore(wiring.Component):
         prefetch = self._prefetch(m, memories, run)
         walk = self._walk(m, run)
         events = self._issue_events(m, memories, run, walk)
-        loader = self._load_patches(m, memories)
-        self._control(m, run, walk, prefetch, loader)
+        start_bank = self._load_patches(m, memories)
+        self._control(m, run, walk, prefetch, start_bank)
         closed = self._accumulate(m, memories, run, events)
         charged = self._sum(m, memories, run, closed)
         self._fire(m, memories, run, charged)
@@ -140,7 +140,7 @@ class StepvitCore(wiring.Component):
             m.d.comb += self.spike_counts[i].eq(count)
         return RunState(masks=masks, descriptor=descriptor, pass_index=pass_index,
                         step_mask=step_mask, stream_zero=stream_zero, logits=logits,
-                        counts=counts)
+                        counts=counts, bank=Signal(name="run_bank"))
 
     def _word_base(self) -> Array:
         """Return the address of token 0 of each step in a spike map."""
@@ -190,8 +190,11 @@ class StepvitCore(wiring.Component):
 
         fetch_address = Signal(range(max(t_max * tokens, 2)))
         fetch_enable = Signal()
-        for port in (*memories.buffer_read.values(), memories.patch_read):
+        for port in memories.buffer_read.values():
             m.d.comb += [port.addr.eq(fetch_address), port.en.eq(fetch_enable)]
+        m.d.comb += [memories.patch_read.en.eq(fetch_enable),
+                     memories.patch_read.addr.eq(Mux(run.bank, fetch_address + tokens,
+                                                     fetch_address))]
         source_data = Signal(geometry.walk_bits)
         with m.Switch(desc.source):
             with m.Case(Source.PATCH):
@@ -277,23 +280,36 @@ class StepvitCore(wiring.Component):
         m.d.sync += accumulate.eq(event)
         return accumulate
 
-    def _load_patches(self, m: Module, memories: CoreMemories) -> PatchLoader:
-        """Add the pixel loader: image words in, patch bit planes out."""
+    def _load_patches(self, m: Module, memories: CoreMemories) -> Signal:
+        """Add the pixel loader (image words in, patch bit planes out) and its two banks.
+
+        ``load`` fills the bank after the last one loaded, independently of the run, so
+        the next image loads while this one computes. Returns the bank the next ``start``
+        computes from.
+        """
         geometry = self.plan.geometry
         m.submodules.loader = loader = PatchLoader(image_shape=geometry.image_shape,
                                                    patch=geometry.patch)
+        load_bank, start_bank = Signal(), Signal()
         patch_write = memories.patch_write
         m.d.comb += [
+            loader.start.eq(self.load), self.loaded.eq(loader.done),
             self.img_addr.eq(loader.img_addr), loader.img_data.eq(self.img_data),
-            patch_write.addr.eq(loader.patch_addr), patch_write.data.eq(loader.patch_data),
+            patch_write.addr.eq(Mux(load_bank, loader.patch_addr + geometry.tokens,
+                                    loader.patch_addr)),
+            patch_write.data.eq(loader.patch_data),
             patch_write.en.eq(loader.patch_enable),
         ]
-        return loader
+        with m.If(loader.done):
+            m.d.sync += load_bank.eq(~load_bank)
+        with m.If(self.start):
+            m.d.sync += start_bank.eq(~start_bank)
+        return start_bank
 
     # --- control FSM --------------------------------------------------------------------
     def _control(self, m: Module, run: RunState, walk: Walk, prefetch: Prefetch,
-                 loader: PatchLoader) -> None:
-        """Load the image, run every pass (prefetch, prime, walk, drain), take the argmax."""
+                 start_bank: Signal) -> None:
+        """Run every pass of a loaded image (prefetch, prime, walk, drain), take the argmax."""
         plan = self.plan
         layout = plan.layout()
         pass_rom = Array(Const(layout.const(p).as_value().value, layout.size)
@@ -305,11 +321,7 @@ class StepvitCore(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    self._start_run(m, run, loader)
-                    m.next = "LOAD"
-            with m.State("LOAD"):
-                with m.If(loader.done):
-                    m.d.sync += run.pass_index.eq(0)
+                    self._start_run(m, run, start_bank)
                     m.next = "NEXT"
             with m.State("PREFETCH"):
                 with m.If(prefetch.first_found):
@@ -340,14 +352,13 @@ class StepvitCore(wiring.Component):
             with m.State("ARGMAX"):
                 self._argmax_cycle(m, run, best, scan)
 
-    def _start_run(self, m: Module, run: RunState, loader: PatchLoader) -> None:
-        """Latch the masks, start the pixel loader, clear the counts, preset the logits."""
+    def _start_run(self, m: Module, run: RunState, start_bank: Signal) -> None:
+        """Latch the masks and the bank, clear the counts, preset the logits."""
         geometry = self.plan.geometry
         m.d.sync += [
-            run.masks.eq(self.masks), self.busy.eq(1),
-            run.stream_zero.eq(~self.masks[0]),
+            run.masks.eq(self.masks), self.busy.eq(1), run.bank.eq(start_bank),
+            run.stream_zero.eq(~self.masks[0]), run.pass_index.eq(0),
         ]
-        m.d.comb += loader.start.eq(1)
         m.d.sync += [count.eq(0) for count in run.counts]
         m.d.sync += [logit.eq(self.plan.head_bias[k] if k < geometry.num_classes else 0)
                      for k, logit in enumerate(run.logits)]

@@ -26,7 +26,9 @@ class CoreMemories:
     weight_read, bias_read, theta_read, spike_value_read : ReadPort
         The ROMs: weight words, biases, thresholds, the stream value of a spike.
     patch_write, patch_read : WritePort, ReadPort
-        The image as patch bit planes, one word per token.
+        The image as patch bit planes, one word per token, in two banks (``bank · N +
+        token``): the next image loads into one while the current one computes from the
+        other.
     buffer_write, buffer_read : dict of Source to WritePort, ReadPort
         The spike maps, one word per step and token; written a chunk (``lanes`` bits) at a time.
     buffer_widths : dict of Source to int
@@ -79,7 +81,7 @@ def add_core_memories(m: Module, plan: CorePlan) -> CoreMemories:
                        plan.theta_words)
     spike_value_rom = memory("stream_spike", bits["stream"] * lanes, geometry.dim_chunks,
                              plan.stream_spike_words)
-    patch_mem = memory("patches", 8 * geometry.patch_len, tokens)
+    patch_mem = memory("patches", 8 * geometry.patch_len, 2 * tokens)  # two banks
     buffer_widths = {source: (geometry.mlp_word_bits if source == Source.HIDDEN
                               else geometry.dim_word_bits)
                      for source in SPIKE_BUFFERS}

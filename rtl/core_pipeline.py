@@ -95,6 +95,8 @@ class RunState:
         ``class_chunks * lanes`` logits; the first ``num_classes`` are the outputs.
     counts : list of Signal
         Spikes per LIF layer.
+    bank : Signal
+        The patch bank the image was loaded into (latched at ``start``).
     """
 
     masks: Signal
@@ -104,6 +106,7 @@ class RunState:
     stream_zero: Signal
     logits: list[Signal]
     counts: list[Signal]
+    bank: Signal
 
 
 @dataclass(frozen=True)

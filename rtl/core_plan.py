@@ -364,7 +364,7 @@ class CorePlan:
             "weights": len(self.weight_words) * 8 * g.lanes,
             "biases": len(self.bias_words) * g.bias_bits * g.lanes,
             "thresholds": len(self.theta_words) * g.bits["membrane"] * g.lanes,
-            "patches": g.tokens * 8 * g.patch_len,
+            "patches": 2 * g.tokens * 8 * g.patch_len,  # two banks
             "spike_maps": steps_tokens * (4 * g.dim_word_bits + g.mlp_word_bits),
             "embed_current": g.tokens * g.dim * g.bits["embed_current"],
             "membranes": g.tokens * g.dim * g.bits["membrane"],

@@ -27,15 +27,23 @@ def core_signature(export: Export) -> wiring.Signature:
 
     Members
     -------
+    load : In(1)
+        One-cycle pulse: the image buffer holds a complete, checked frame; copy it into the
+        core's free patch bank (through ``img_addr``/``img_data``). The core has two banks,
+        so an image can be loaded while the one before it computes; the top pulses ``load``
+        only while a bank is free (at most one loaded image waits) and not while loading.
+    loaded : Out(1)
+        One-cycle pulse: the load is done; the image buffer may take the next frame.
     start : In(1)
-        One-cycle pulse: the image buffer holds a complete, checked frame.
+        One-cycle pulse: compute the oldest loaded image (the top pulses it only after a
+        ``loaded`` not yet started, and not while ``busy``).
     busy : Out(1)
         High from ``start`` until ``done``.
     done : Out(1)
         One-cycle pulse: ``logits``, ``predicted`` and ``spike_counts`` are valid and stay
         so until the next ``start``.
     img_addr : Out(range(image_words))
-        Word address into the top's image buffer (rtl/PROTOCOL.md).
+        Word address into the top's image buffer, while loading (rtl/PROTOCOL.md).
     img_data : In(32)
         The word at the ``img_addr`` of the previous cycle (synchronous read).
     masks : In(ArrayLayout(unsigned(t_max), modules))
@@ -48,6 +56,8 @@ def core_signature(export: Export) -> wiring.Signature:
     t_max = export.t_max
     return wiring.Signature(
         {
+            "load": In(1),
+            "loaded": Out(1),
             "start": In(1),
             "busy": Out(1),
             "done": Out(1),

@@ -6,14 +6,16 @@
                                                              ▲
     s_axil ─► RegisterFile (ID, hash, status, cycles, masks) ┘
 
-One image is in flight at a time: the input stream is ready while the top waits for an
-image, the core runs on a complete, checked frame, and the packer streams its result. A
-dropped frame (rtl/PROTOCOL.md) skips the core and still gets a packet.
+Images overlap: the input stream is ready whenever the image buffer is free, so the next
+frame streams in while the image before it loads into the core's second patch bank or
+computes; the core runs each complete, checked frame after the previous packet is sent,
+and the packer streams its result. A dropped frame (rtl/PROTOCOL.md) skips the core and
+still gets its packet, in order.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetSignal, Signal
+from amaranth.hdl import Array, ClockDomain, ClockSignal, Module, Mux, ResetSignal, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -38,6 +40,16 @@ TOP_NAME = "stepvit_accel"
 #: Vivado interface names of the ports, so the block design infers the AXI interfaces.
 _AXIS_INFO = "xilinx.com:interface:axis:1.0"
 _AXIL_INFO = "xilinx.com:interface:aximm:1.0"
+
+
+#: Images that can be in flight at once: one computing (or sending its packet), one
+#: waiting to start, one in the image buffer (streaming in, or loading).
+IMAGES_IN_FLIGHT = 3
+
+
+def _next_slot(slot: Signal) -> Value:
+    """Return the time-stamp slot after ``slot`` (a ring of :data:`IMAGES_IN_FLIGHT`)."""
+    return Mux(slot == IMAGES_IN_FLIGHT - 1, 0, slot + 1)
 
 
 def _bit_index(flag: int) -> int:
@@ -161,43 +173,64 @@ class StepvitAccel(wiring.Component):
             packer.spike_counts.eq(core.spike_counts),
         ]
 
-        # Cycles of an image: from its first word accepted to its first result word offered.
-        cycle_count = Signal(32)
-        in_flight = Signal()
-        frame_error = Signal()  # STATUS.frame_error: sticky until CONTROL clears it
+        # Images overlap: a frame streams into the image buffer while the image before it
+        # loads into the core's free patch bank or computes, so back-to-back images cost
+        # about the larger of their load and compute times, not the sum (rtl/PROTOCOL.md).
+        # Slots, oldest first: computing (or its packet sending), waiting (loaded, or a
+        # dropped frame's error packet to come), the image buffer (full or loading).
+        frame_full = Signal()  # the image buffer holds a frame not yet loaded
+        frame_bad = Signal()  # ... and it is a dropped frame (no load, an error packet)
+        loading = Signal()
+        waiting = Signal()  # the next image to start: loaded, or a dropped frame
+        waiting_bad = Signal()
+        computing = Signal()
+        sending = Signal()
         dropped = Signal()  # the packet being sent is that of a dropped frame
+        m.d.comb += receiver.enable.eq(~frame_full)
+        with m.If(receiver.frame_done):
+            m.d.sync += [frame_full.eq(1), frame_bad.eq(receiver.frame_error)]
+        with m.If(frame_full & ~loading & ~waiting):
+            with m.If(frame_bad):
+                m.d.sync += [frame_full.eq(0), waiting.eq(1), waiting_bad.eq(1)]
+            with m.Else():
+                m.d.comb += core.load.eq(1)
+                m.d.sync += loading.eq(1)
+        with m.If(core.loaded):
+            m.d.sync += [loading.eq(0), frame_full.eq(0), waiting.eq(1), waiting_bad.eq(0)]
+        with m.If(waiting & ~computing & ~sending):
+            m.d.sync += waiting.eq(0)
+            with m.If(waiting_bad):
+                m.d.comb += packer.send.eq(1)
+                m.d.sync += [sending.eq(1), dropped.eq(1)]
+            with m.Else():
+                m.d.comb += core.start.eq(1)
+                m.d.sync += computing.eq(1)
+        with m.If(core.done):
+            m.d.comb += packer.send.eq(1)
+            m.d.sync += [computing.eq(0), sending.eq(1), dropped.eq(0)]
+        m.d.comb += packer.error.eq(dropped)
+
+        # Cycles of an image: from its first word accepted to its first result word offered
+        # (the cycle after the packer's send), from a time stamp per image in flight.
+        now = Signal(32)
+        m.d.sync += now.eq(now + 1)
+        stamps = Array(Signal(32, name=f"stamp{i}") for i in range(IMAGES_IN_FLIGHT))
+        stamp_in = Signal(range(IMAGES_IN_FLIGHT))
+        stamp_out = Signal(range(IMAGES_IN_FLIGHT))
+        in_flight = Signal(range(IMAGES_IN_FLIGHT + 1))
+        packet_cycles = Signal(32)
         images = Signal(32)
         last_cycles = Signal(32)
-        m.d.comb += packer.cycles.eq(cycle_count)
+        frame_error = Signal()  # STATUS.frame_error: sticky until CONTROL clears it
+        m.d.comb += packer.cycles.eq(packet_cycles)
         with m.If(receiver.first_word):
-            m.d.sync += [cycle_count.eq(1), in_flight.eq(1)]
-        with m.Elif(in_flight & ~packer.words.valid):
-            m.d.sync += cycle_count.eq(cycle_count + 1)
-
-        with m.FSM():
-            with m.State("RECEIVE"):
-                m.d.comb += receiver.enable.eq(1)
-                with m.If(receiver.frame_done & receiver.frame_error):
-                    m.d.comb += packer.send.eq(1)
-                    m.d.sync += dropped.eq(1)
-                    m.next = "SEND"
-                with m.Elif(receiver.frame_done):
-                    m.d.comb += core.start.eq(1)
-                    m.d.sync += dropped.eq(0)
-                    m.next = "COMPUTE"
-            with m.State("COMPUTE"):
-                with m.If(core.done):
-                    m.d.comb += packer.send.eq(1)
-                    m.next = "SEND"
-            with m.State("SEND"):
-                with m.If(packer.sent):
-                    m.d.sync += [
-                        images.eq(images + 1),
-                        last_cycles.eq(cycle_count),
-                        in_flight.eq(0),
-                    ]
-                    m.next = "RECEIVE"
-        m.d.comb += packer.error.eq(dropped)
+            m.d.sync += [stamps[stamp_in].eq(now), stamp_in.eq(_next_slot(stamp_in))]
+        with m.If(packer.send):
+            m.d.sync += [packet_cycles.eq(now + 1 - stamps[stamp_out]),
+                         stamp_out.eq(_next_slot(stamp_out))]
+        m.d.sync += in_flight.eq(in_flight + receiver.first_word - packer.sent)
+        with m.If(packer.sent):
+            m.d.sync += [images.eq(images + 1), last_cycles.eq(packet_cycles), sending.eq(0)]
 
         with m.If(registers.control_written & registers.control[_bit_index(CONTROL_CLEAR_ERROR)]):
             m.d.sync += frame_error.eq(0)
@@ -207,7 +240,7 @@ class StepvitAccel(wiring.Component):
         m.d.comb += [
             registers.id.eq(ACCEL_ID),
             registers.config_hash.eq(export.config_hash),
-            registers.status[_bit_index(STATUS_BUSY)].eq(in_flight),
+            registers.status[_bit_index(STATUS_BUSY)].eq(in_flight != 0),
             registers.status[_bit_index(STATUS_FRAME_ERROR)].eq(frame_error),
             registers.cycles.eq(last_cycles),
             registers.images.eq(images),

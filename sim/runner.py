@@ -32,7 +32,8 @@ from stepvit.sim.tb_accel import CONFIG_VARIABLE
 
 #: The cocotb test module and its tests.
 TESTBENCH = "stepvit.sim.tb_accel"
-TESTS = ("stream_images", "register_file", "frame_errors", "reset_mid_image")
+TESTS = ("stream_images", "register_file", "frame_errors", "dropped_frames_between_good_ones",
+         "reset_mid_image")
 TIMESCALE = ("1ns", "1ps")
 #: The simulators the cocotb testbench runs on (Icarus is the cross-check of Verilator).
 SIMULATORS = ("icarus", "verilator")
@@ -283,6 +284,18 @@ def decode_results(results: dict[str, Any], num_classes: int) -> list[dict[str, 
     return [parse_packet(packet["words"], num_classes) for packet in results["packets"]]
 
 
+def stream_cycles_of(results: dict[str, Any]) -> int:
+    """Return the cycles of the testbench's stream.
+
+    That is from the first frame's first word in to the last packet's first word offered;
+    images overlap, so it is less than the sum of their cycles.
+    """
+    packets = [packet for packet in results["packets"] if "first_word_cycle" in packet]
+    if not packets:
+        return 0
+    return int(packets[-1]["offered_cycle"]) - int(packets[0]["first_word_cycle"])
+
+
 def check_images(images: Any, export: Export) -> np.ndarray:
     """Return ``images`` as uint8 ``[B, C, H, W]`` of the export's shape, or refuse them."""
     array = np.asarray(images)
@@ -326,7 +339,9 @@ def simulate(
     Returns
     -------
     list of dict
-        Per image: ``logits`` (list of int), ``predicted``, ``cycles``, ``spike_totals``.
+        Per image: ``logits`` (list of int), ``predicted``, ``cycles``, ``spike_totals``,
+        and the testbench's ``first_word_cycle`` and ``offered_cycle`` (the stream's cycles
+        are the last ``offered_cycle`` less the first ``first_word_cycle``).
     """
     export = export_dir if isinstance(export_dir, Export) else load_export(export_dir)
     images = check_images(images_uint8, export)
@@ -334,4 +349,8 @@ def simulate(
     mask_rows = None if budget is None else export.budget_mask(budget)
     config = simulation.config(images, mask_rows=mask_rows, backpressure=backpressure)
     results = simulation.run("stream_images", config)
-    return decode_results(results, export.arch["num_classes"])
+    outputs = decode_results(results, export.arch["num_classes"])
+    for output, packet in zip(outputs, results["packets"]):
+        output["first_word_cycle"] = packet.get("first_word_cycle")
+        output["offered_cycle"] = packet["offered_cycle"]
+    return outputs

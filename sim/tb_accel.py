@@ -293,6 +293,42 @@ async def frame_errors(dut: Any) -> None:
 
 
 @cocotb.test()
+async def dropped_frames_between_good_ones(dut: Any) -> None:
+    """Check that good and bad frames sent back to back get their packets in order.
+
+    The frames overlap in the accelerator (the next streams in while the one before it
+    computes), so a dropped frame's error packet must wait for the packet before it.
+    """
+    config = load_config()
+    bench = Bench(dut, config)
+    await bench.reset()
+    await bench.write_masks()
+    frames, expected = config["frames"], config["expected"]
+    good = [frames[i % len(frames)] for i in range(3)]
+    sent = [good[0], good[0][:-1], good[1], good[1] + [0x01020304] * 2, good[2]]
+    for frame in sent:
+        await bench.send(frame)
+    packets = await bench.wait_packets(len(sent))
+    class_word = config["num_classes"]
+    classes = [packet["words"][class_word] for packet in packets]
+    assert [word == ERROR_CLASS for word in classes] == [False, True, False, True, False], (
+        f"packet classes {[hex(word) for word in classes]}: the error packets are out of order"
+    )
+    names = word_names(config["num_classes"], config["layer_names"])
+    failures = []
+    for image, packet in zip((0, 1, 2), (packets[0], packets[2], packets[4])):
+        failures += packet_mismatches(image, expected[image % len(expected)], packet["words"],
+                                      packet["word_cycles"], names)
+    for position, packet in enumerate(packets):
+        measured = packet["offered_cycle"] - bench.recorder.frame_starts[position]
+        if packet["words"][class_word + 1] != measured:
+            failures.append(f"packet {position}: cycle word {packet['words'][class_word + 1]}, "
+                            f"measured {measured}")
+    assert not failures, _failure_report(failures)
+    assert await bench.read("IMAGES") == len(sent)
+
+
+@cocotb.test()
 async def reset_mid_image(dut: Any) -> None:
     """Check that a reset in the middle of a frame, or of a computation, leaves no trace."""
     config = load_config()

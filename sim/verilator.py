@@ -249,6 +249,17 @@ class FrameRun:
         """Return each image's cycles as the harness saw them (first word in to packet out)."""
         return (self.offered - self.frame_start).astype(np.int64)
 
+    @property
+    def stream_cycles(self) -> int:
+        """Return the cycles from the first frame's first word to the last packet's first word.
+
+        Images overlap in the accelerator, so this, not the sum of the images' cycles, is
+        what the stream took; per image it is the throughput figure.
+        """
+        if len(self.offered) == 0:
+            return 0
+        return int(self.offered[-1]) - int(self.frame_start[0])
+
 
 class VerilatedAccel:
     """One Verilated ``stepvit_accel`` behind the harness's C ABI.

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from stepvit.host.accelerator import InferenceResult, open_accelerator
+from stepvit.host.backend_golden import GoldenAccelerator
 from stepvit.host.bench import (
     GoldenReference,
     Reference,
@@ -76,6 +77,36 @@ def test_golden_bench_rows_follow_the_budget(export):
     assert row["lower_bound_cycles"] == pytest.approx(
         (row["ac_ops_per_image"] + row["embed_ac_ops_per_image"]) / 4)
     assert "budget" in format_table(rows).splitlines()[0]
+
+
+class ClockedGolden(GoldenAccelerator):
+    """The golden backend with made-up cycles: latencies 100, 150, ..., and a stream."""
+
+    stream: int | None = None
+
+    def _infer(self, images):
+        result = super()._infer(images)
+        result.cycles = 100 + 50 * np.arange(len(images), dtype=np.int64)
+        result.stream_cycles = self.stream
+        return result
+
+
+@pytest.mark.parametrize("stream", [None, 240])
+def test_bench_takes_the_stream_cycles_as_the_throughput(export, stream):
+    vectors = load_golden_vectors(export)
+    reference = GoldenReference(export, vectors.images, vectors.labels)
+    accel = ClockedGolden(export)
+    accel.stream = stream
+    (row,) = run_bench(accel, vectors.images[:4], [3], reference, clock_mhz=100.0, lanes=4)
+    latency = (100 + 150 + 200 + 250) / 4
+    # images overlap when streamed: the stream's cycles per image is the throughput; an
+    # image's own cycles are its latency
+    cycles = latency if stream is None else stream / 4
+    assert row["cycles_per_image"] == pytest.approx(cycles)
+    assert row["latency_cycles"] == pytest.approx(latency)
+    assert row["latency_us"] == pytest.approx(latency / 100.0)
+    assert row["images_per_s"] == pytest.approx(100e6 / cycles)
+    assert row["efficiency"] == pytest.approx(row["lower_bound_cycles"] / cycles)
 
 
 def test_golden_vectors_are_checked(export, tmp_path: Path):

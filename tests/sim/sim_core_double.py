@@ -1,7 +1,8 @@
 """A test double of the compute core, for testing the AXI top alone (never used by the product).
 
-It has the real core's signature and protocol (start, reads the image buffer through
-``img_addr``/``img_data`` with its one-cycle latency, a data-dependent run time, done) and
+It has the real core's signature and protocol (load reads the image buffer through
+``img_addr``/``img_data`` with its one-cycle latency, then loaded; start, a data-dependent
+run time, done; a load may overlap the run before it) and
 computes a simple function of the image and the masks that :func:`double_results`
 reproduces in Python:
 
@@ -9,7 +10,7 @@ reproduces in Python:
 - ``logits[k] = pixel_sum - 37 * k`` (wrapped to the logit width),
 - ``predicted = pixel_sum mod 256``,
 - ``spike_counts[i] = pixel_sum + (masks[i mod modules] << 16)``,
-- the run time after the last read is ``pixel_sum mod 8`` cycles.
+- the run time after start is ``pixel_sum mod 8`` cycles.
 """
 
 from __future__ import annotations
@@ -30,15 +31,15 @@ class CoreDouble(wiring.Component):
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
+        loaded_sum = Signal(32)  # the image loaded last (the real core's second bank)
         pixel_sum = Signal(32)
         masks = Signal.like(self.masks)
         delay = Signal(3)
-        m.d.sync += self.done.eq(0)
-        with m.FSM():
+        m.d.sync += [self.done.eq(0), self.loaded.eq(0)]
+        with m.FSM(name="load"):
             with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [pixel_sum.eq(0), masks.eq(self.masks), self.img_addr.eq(0),
-                                 self.busy.eq(1)]
+                with m.If(self.load):
+                    m.d.sync += [loaded_sum.eq(0), self.img_addr.eq(0)]
                     m.next = "READ"
             with m.State("READ"):
                 # img_data is the word at the previous cycle's address: one word of latency.
@@ -46,12 +47,19 @@ class CoreDouble(wiring.Component):
                 with m.If(self.img_addr == self._words - 1):
                     m.next = "LAST"
                 with m.If(self.img_addr != 0):
-                    m.d.sync += pixel_sum.eq(pixel_sum + sum(self.img_data.word_select(b, 8)
-                                                             for b in range(4)))
+                    m.d.sync += loaded_sum.eq(loaded_sum + sum(self.img_data.word_select(b, 8)
+                                                               for b in range(4)))
             with m.State("LAST"):
-                total = pixel_sum + sum(self.img_data.word_select(b, 8) for b in range(4))
-                m.d.sync += [pixel_sum.eq(total), delay.eq(total[:3])]
-                m.next = "WAIT"
+                m.d.sync += [loaded_sum.eq(loaded_sum + sum(self.img_data.word_select(b, 8)
+                                                            for b in range(4))),
+                             self.loaded.eq(1)]
+                m.next = "IDLE"
+        with m.FSM(name="compute"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [pixel_sum.eq(loaded_sum), delay.eq(loaded_sum[:3]),
+                                 masks.eq(self.masks), self.busy.eq(1)]
+                    m.next = "WAIT"
             with m.State("WAIT"):
                 m.d.sync += delay.eq(delay - 1)
                 with m.If(delay == 0):

@@ -92,6 +92,13 @@ def test_short_and_long_frames(simulation: Simulation, images: np.ndarray) -> No
     simulation.run("frame_errors", simulation.config(images, expected=expected))
 
 
+def test_dropped_frames_between_good_ones_keep_the_packet_order(
+        simulation: Simulation, images: np.ndarray) -> None:
+    expected = expected_packets(simulation, images, simulation.export.timestep_mask)
+    simulation.run("dropped_frames_between_good_ones",
+                   simulation.config(images, expected=expected))
+
+
 def test_reset_in_the_middle_of_an_image(simulation: Simulation, images: np.ndarray) -> None:
     expected = expected_packets(simulation, images, simulation.export.timestep_mask)
     simulation.run("reset_mid_image", simulation.config(images, expected=expected))

@@ -10,7 +10,7 @@ import pytest
 from stepvit.model.export import Export
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.golden import GoldenModel
-from stepvit.rtl.protocol import ACCEL_ID, mask_register_values
+from stepvit.rtl.protocol import ACCEL_ID, mask_register_values, pack_images
 from stepvit.sim.bulk import (
     VerilatorSimulation,
     check_budget,
@@ -47,7 +47,13 @@ def test_bit_exact_against_golden_at_every_budget(simulation: VerilatorSimulatio
     golden = golden_outputs(simulation.export, images, budget)
     assert report["predicted"] == golden.predicted.tolist()
     assert min(report["cycles_per_image"]) > 0
-    assert report["simulated_cycles"] >= sum(report["cycles_per_image"])
+    # images overlap: the stream takes less than its images' cycles summed, and at least
+    # the longest of them
+    stream = report["stream_cycles_per_image"] * len(images)
+    assert max(report["cycles_per_image"]) <= stream < sum(report["cycles_per_image"])
+    assert report["simulated_cycles"] >= stream
+    assert report["efficiency"] == pytest.approx(report["lower_bound_cycles"] * len(images)
+                                                 / stream)
 
 
 def test_the_packet_equals_the_golden_model_word_for_word(simulation: VerilatorSimulation,
@@ -66,8 +72,33 @@ def test_jobs_split_the_images_without_changing_a_word(simulation: VerilatorSimu
     one = simulation.run(images, 3, jobs=1)
     three = simulation.run(images, 3, jobs=3)
     assert three.jobs == 3
-    assert np.array_equal(one.packets, three.packets)
-    assert np.array_equal(one.measured_cycles, three.measured_cycles)
+    # an image's latency depends on the images queued before it in its job's stream: all
+    # words but the cycle word are the same
+    cycle_word = 3 + 1
+    keep = [word for word in range(one.packets.shape[1]) if word != cycle_word]
+    assert np.array_equal(one.packets[:, keep], three.packets[:, keep])
+    assert three.packets[:, cycle_word].tolist() == three.measured_cycles.tolist()
+
+
+def test_the_next_frame_streams_in_while_the_image_before_computes(
+        simulation: VerilatorSimulation, images: np.ndarray) -> None:
+    frames = pack_images(images)
+    with simulation.open() as accel:
+        run = accel.run_frames(frames, simulation.packet_words, simulation.timeout_cycles)
+    assert run.status == "done"
+    # each frame is taken before the result of the one before it leaves
+    assert all(run.frame_start[i + 1] < run.offered[i] for i in range(len(frames) - 1))
+    alone = []
+    for frame in frames:
+        with simulation.open() as accel:
+            single = accel.run_frames(frame[None], simulation.packet_words,
+                                      simulation.timeout_cycles)
+        alone.append(int(single.measured_cycles[0]))
+    # the stream costs less than the images one at a time, and each image's packet says
+    # its own latency, queueing included
+    assert run.stream_cycles < sum(alone)
+    assert run.measured_cycles[0] == alone[0]
+    assert np.all(run.measured_cycles[1:] >= np.array(alone[1:]))
 
 
 def test_the_library_is_built_once_per_verilog(simulation: VerilatorSimulation,
