@@ -38,9 +38,12 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML config (default: the packaged model/configs/digits.yaml)")
     parser.add_argument("--out", type=Path, default=None,
                         help="run folder (default: runs/NAME, or runs/NAME-fixed with "
-                             "--fixed-timesteps)")
+                             "--fixed-timesteps, runs/NAME-twin with --non-spiking)")
     parser.add_argument("--fixed-timesteps", action="store_true",
                         help="the baseline: every time step active in every module, no penalty")
+    parser.add_argument("--non-spiking", action="store_true",
+                        help="the non-spiking twin: every LIF layer a ReLU, one time step (a "
+                             "float baseline of the same shape and schedule; not exportable)")
     parser.add_argument("--epochs", type=int, default=None, help="override training.epochs")
     parser.add_argument("--data-dir", type=Path, default=None, help="override data.data_dir")
     start = parser.add_mutually_exclusive_group()
@@ -61,8 +64,12 @@ def train(args: argparse.Namespace) -> int:
                               data_dir=args.data_dir)
     if args.fixed_timesteps:
         config["training"]["fixed_timesteps"] = True
+    if args.non_spiking:
+        config["model"].update(neuron="relu", t_max=1)
+        config["training"]["fixed_timesteps"] = True
     config = validate_config(config)
-    suffix = "-fixed" if config["training"]["fixed_timesteps"] else ""
+    suffix = ("-twin" if config["model"]["neuron"] == "relu"
+              else "-fixed" if config["training"]["fixed_timesteps"] else "")
     out_dir = output_folder(args.out or Path("runs") / f"{config['name']}{suffix}", "--out")
     resume = "require" if args.resume else "fresh" if args.fresh else "auto"
     metrics = train_run(config, out_dir, resume=resume, progress=not args.no_progress)

@@ -41,6 +41,8 @@ DEFAULTS: dict[str, Any] = {
         "leak_shift": 1,
         "reset": "hard",
         "attn_shift": 3,
+        "neuron": "lif",          # "relu": the non-spiking twin (a float baseline of the
+                                  # same shape; `stepvit train --non-spiking`), not exportable
     },
     "training": {
         "epochs": 30,
@@ -79,6 +81,7 @@ _CHECKS: dict[str, tuple[type, float | None]] = {
     "model.leak_shift": (int, 1),
     "model.reset": (str, None),
     "model.attn_shift": (int, 0),
+    "model.neuron": (str, None),
     "training.epochs": (int, 1),
     "training.batch_size": (int, 1),
     "training.lr": (float, 0),
@@ -128,6 +131,10 @@ def _check_value(path: str, value: Any) -> Any:
     return value
 
 
+#: ``model.neuron``: LIF layers, or ReLUs in their place (the non-spiking twin).
+NEURONS = ("lif", "relu")
+
+
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Return a complete, checked copy of ``config`` (defaults filled in).
 
@@ -150,6 +157,9 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     if merged["model"]["reset"] not in ("hard", "soft"):
         raise StepvitError(
             f"config key 'model.reset' must be 'hard' or 'soft', got {merged['model']['reset']!r}")
+    if merged["model"]["neuron"] not in NEURONS:
+        raise StepvitError(
+            f"config key 'model.neuron' must be 'lif' or 'relu', got {merged['model']['neuron']!r}")
     if merged["model"]["dim"] % merged["model"]["heads"]:
         raise StepvitError(
             f"config key 'model.heads' ({merged['model']['heads']}) must divide "

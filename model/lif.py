@@ -106,6 +106,8 @@ class LIFNeuron(nn.Module):
         self.leak_shift = leak_shift
         self.reset_rule = reset
         self.threshold = threshold
+        #: False in the non-spiking twin: :meth:`run` is a ReLU of the current, no state.
+        self.spiking = True
 
     def extra_repr(self) -> str:  # noqa: D102
         return (f"leak_shift={self.leak_shift}, reset={self.reset_rule!r}, "
@@ -164,6 +166,8 @@ class LIFNeuron(nn.Module):
         masks : torch.Tensor
             ``[T]`` the module's time-step mask.
         """
+        if not self.spiking:
+            return torch.relu(currents)
         membrane = None
         spikes = []
         for step in range(currents.shape[0]):

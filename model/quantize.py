@@ -38,6 +38,7 @@ from torch import nn
 
 from stepvit.model.export import module_names_for
 from stepvit.model.export.errors import StepvitError
+from stepvit.model.lif import LIFNeuron
 from stepvit.model.network import LinearBN, SpikingViT
 
 #: Largest integer magnitude of an int8 weight.
@@ -180,6 +181,9 @@ def quantize(model: SpikingViT, class_names: list[str]) -> QuantizedNetwork:
         If a layer cannot be represented; the message names it.
     """
     model = model.eval()
+    if any(isinstance(module, LIFNeuron) and not module.spiking for module in model.modules()):
+        raise StepvitError("export: this run is the non-spiking twin (model.neuron: relu), a "
+                           "float baseline with no spikes to export")
     attention = model.blocks[0].attn if model.depth else None
     first_neuron = model.embed_neuron
     channels, height, width = model.image_shape

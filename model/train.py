@@ -37,6 +37,7 @@ from torch import nn
 from stepvit.model.config import validate_config
 from stepvit.model.data import augment, batches, image_shape, load_dataset
 from stepvit.model.export.errors import StepvitError
+from stepvit.model.lif import LIFNeuron
 from stepvit.model.metrics import measure, timestep_summary
 from stepvit.model.network import SpikingViT
 from stepvit.model.plots import plot_training
@@ -106,11 +107,16 @@ def build_model(config: dict[str, Any], shape: tuple[int, int, int],
                 num_classes: int) -> SpikingViT:
     """Return a new network for ``config`` (its ``model`` section and score_init)."""
     model_config = config["model"]
-    return SpikingViT(
+    model = SpikingViT(
         tuple(shape), model_config["patch"], model_config["dim"], model_config["heads"],
         model_config["depth"], model_config["mlp_dim"], num_classes, model_config["t_max"],
         leak_shift=model_config["leak_shift"], reset=model_config["reset"],
         attn_shift=model_config["attn_shift"], score_init=config["training"]["score_init"])
+    if model_config["neuron"] == "relu":
+        for module in model.modules():
+            if isinstance(module, LIFNeuron):
+                module.spiking = False
+    return model
 
 
 def fix_timesteps(model: SpikingViT) -> None:

@@ -140,7 +140,8 @@ class StepvitCore(wiring.Component):
             m.d.comb += self.spike_counts[i].eq(count)
         return RunState(masks=masks, descriptor=descriptor, pass_index=pass_index,
                         step_mask=step_mask, stream_zero=stream_zero, logits=logits,
-                        counts=counts, bank=Signal(name="run_bank"))
+                        counts=counts, bank=Signal(name="run_bank"),
+                        kv_restart=Signal(name="kv_restart"))
 
     def _word_base(self) -> Array:
         """Return the address of token 0 of each step in a spike map."""
@@ -265,8 +266,7 @@ class StepvitCore(wiring.Component):
             event.stream_zero.eq(run.stream_zero.bit_select(step, 1)),
             event.word_address.eq(self._word_base()[step] + walk.group),
             event.stream_address.eq(stream_base[step] + walk.group_index),
-            event.kv_address.eq(kv_base[step] + Mux(desc.sink == Sink.KV_CLEAR, walk.group,
-                                                    walker.index)),
+            event.kv_address.eq(kv_base[step] + walker.index),
             event.bias_address.eq(desc.bias_base + Mux(desc.bias_per_token,
                                                        walk.group_index, walk.chunk)),
             event.theta_address.eq(desc.theta_base + walk.chunk),
@@ -277,6 +277,18 @@ class StepvitCore(wiring.Component):
                 desc.bit_planes, walker.index >> 3, walker.index)),
             memories.kv_read.addr.eq(event.kv_address),
         ]
+        # A KV row reads as zero until its first add in the block's KV pass: one flag a
+        # row, all cleared as the pass begins (instead of a pass writing zeros), set by
+        # the add; the add one stage ahead is forwarded.
+        kv_written = Signal(geometry.t_max * dim, name="kv_written")
+        adding = accumulate.valid & accumulate.has_weight & (desc.sink == Sink.KV_ADD)
+        m.d.comb += event.kv_fresh.eq(
+            ~kv_written.bit_select(event.kv_address, 1)
+            & ~(adding & (accumulate.kv_address == event.kv_address)))
+        with m.If(adding):
+            m.d.sync += kv_written.bit_select(accumulate.kv_address, 1).eq(1)
+        with m.If(run.kv_restart):
+            m.d.sync += kv_written.eq(0)
         m.d.sync += accumulate.eq(event)
         return accumulate
 
@@ -324,6 +336,7 @@ class StepvitCore(wiring.Component):
                     self._start_run(m, run, start_bank)
                     m.next = "NEXT"
             with m.State("PREFETCH"):
+                m.d.comb += run.kv_restart.eq(run.descriptor.sink == Sink.KV_ADD)
                 with m.If(prefetch.first_found):
                     m.d.comb += [prefetch.enable.eq(1),
                                  prefetch.address.eq(self._word_base()[prefetch.first_active])]
@@ -478,7 +491,8 @@ class StepvitCore(wiring.Component):
         """
         geometry = self.plan.geometry
         lanes, head_dim, bits = geometry.lanes, geometry.head_dim, geometry.bits["attention"]
-        row = _lanes_of(memories.kv_read.data, head_dim, bits, is_signed=False)
+        row = _lanes_of(Mux(acc.kv_fresh, 0, memories.kv_read.data), head_dim, bits,
+                        is_signed=False)
         values = []
         for lane in range(lanes):
             options = []
@@ -496,8 +510,8 @@ class StepvitCore(wiring.Component):
         attention_bits = geometry.bits["attention"]
         kv_write = memories.kv_write
         with m.If(acc.valid & acc.has_weight & (run.descriptor.sink == Sink.KV_ADD)):
-            row = _lanes_of(memories.kv_read.data, geometry.head_dim, attention_bits,
-                            is_signed=False)
+            row = _lanes_of(Mux(acc.kv_fresh, 0, memories.kv_read.data), geometry.head_dim,
+                            attention_bits, is_signed=False)
             m.d.comb += [
                 kv_write.addr.eq(acc.kv_address),
                 kv_write.data.eq(Cat(*(
@@ -565,7 +579,7 @@ class StepvitCore(wiring.Component):
 
     def _store(self, m: Module, memories: CoreMemories, run: RunState, closed: ClosedChunk,
                totals: list[Signal]) -> None:
-        """Write a finished chunk to its sink: embedding current, stream, KV clear, logits."""
+        """Write a finished chunk to its sink: embedding current, stream, logits."""
         geometry = self.plan.geometry
         lanes, bits = geometry.lanes, geometry.bits
         sink = closed.event
@@ -584,9 +598,6 @@ class StepvitCore(wiring.Component):
                         memories.stream_write.data.eq(_lanes_word(totals, bits["stream"])),
                         memories.stream_write.en.eq(1),
                     ]
-                with m.Case(Sink.KV_CLEAR):
-                    m.d.comb += [memories.kv_write.addr.eq(sink.kv_address),
-                                 memories.kv_write.data.eq(0), memories.kv_write.en.eq(1)]
                 with m.Case(Sink.LOGITS):
                     for k, logit in enumerate(run.logits):
                         with m.If(sink.chunk == k // lanes):

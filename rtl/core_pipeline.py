@@ -51,6 +51,9 @@ def event_layout(plan: CorePlan) -> data.StructLayout:
         thresholds.
     value_segment : head_dim
         The V segment of the token (the KV pass).
+    kv_fresh : 1
+        The KV row has not been added to since its block's KV pass began: it reads as
+        zero (so no pass clears the KV memory).
     """
     geometry = plan.geometry
     t_max, tokens, dim = geometry.t_max, geometry.tokens, geometry.dim
@@ -67,6 +70,7 @@ def event_layout(plan: CorePlan) -> data.StructLayout:
         "bias_address": range(max(len(plan.bias_words), 2)),
         "theta_address": range(max(len(plan.theta_words), 2)),
         "value_segment": geometry.head_dim,
+        "kv_fresh": 1,
     })
 
 
@@ -97,6 +101,8 @@ class RunState:
         Spikes per LIF layer.
     bank : Signal
         The patch bank the image was loaded into (latched at ``start``).
+    kv_restart : Signal
+        Pulse: a KV pass begins; every KV row reads as zero again.
     """
 
     masks: Signal
@@ -107,6 +113,7 @@ class RunState:
     logits: list[Signal]
     counts: list[Signal]
     bank: Signal
+    kv_restart: Signal
 
 
 @dataclass(frozen=True)

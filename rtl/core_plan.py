@@ -71,7 +71,7 @@ class Sink(enum.Enum, shape=3):
     LIF = 0  # charge, fire, reset; write spikes
     STORE_CURRENT = 1  # the embedding current
     STORE_STREAM = 2  # a residual add: the stream gets operand + sum + bias
-    KV_CLEAR = 3  # zero one KV row
+    # 3 was KV_CLEAR: a KV row now reads as zero until its first add (``kv_fresh``)
     KV_ADD = 4  # (per event, not per chunk) KV row += the token's V segment
     LOGITS = 5  # logits of the chunk += sum
 
@@ -315,7 +315,6 @@ class CorePlan:
                     weight_base=weights(f"{prefix}.attn.{name}.weight"), input_len=geometry.dim,
                     use_bias=1, bias_base=biases(f"{prefix}.attn.{name}.bias"), target=target,
                     **theta(f"{prefix}.attn.{name}"))
-            add(module=attn, groups=geometry.dim, chunks=1, sink=Sink.KV_CLEAR)
             add(module=attn, source=Source.BUF2, value_source=Source.BUF3,
                 chunks=geometry.heads, walk_mask=WalkMask.HEAD, sink=Sink.KV_ADD,
                 skip_empty=1)
@@ -371,5 +370,6 @@ class CorePlan:
             "stream": steps_tokens * g.dim * g.bits["stream"],
             "stream_spike": g.dim * g.bits["stream"],
             "kv": g.t_max * g.dim * g.head_dim * g.bits["attention"],
-            "passes": len(self.passes) * self.layout().size,
+            # the pass table becomes a ROM as deep as the power of two its indices need
+            "passes": (1 << (len(self.passes) - 1).bit_length()) * self.layout().size,
         }

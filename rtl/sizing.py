@@ -85,7 +85,6 @@ def dense_events(geometry: CoreGeometry) -> int:
     lif_only = steps_tokens * dim_chunks  # a pass whose chunks only charge and fire
     block = (lif_only * 2  # attn.in, mlp.in
              + steps_tokens * g.dim * dim_chunks * 4  # q, k, v, proj
-             + g.t_max * g.dim  # KV clear
              + steps_tokens * g.dim  # KV add: one event per K bit
              + steps_tokens * head_dim * sum(chunks_of_head)  # Q·KV
              + steps_tokens * g.dim * mlp_chunks  # fc1

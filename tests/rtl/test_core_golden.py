@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from stepvit.model.export import load_export
+from stepvit.model.export.writer import write_export
 from stepvit.model.golden import GoldenModel
 from stepvit.model.random_export import make_random_export
 from stepvit.rtl.core import StepvitCore
@@ -121,3 +122,26 @@ def test_core_refuses_more_lanes_than_the_widest_row(tiny_export):
         CoreGeometry.from_export(tiny_export, lanes=17)
     with pytest.raises(ValueError, match=r"^lanes must be a positive integer, not 0$"):
         StepvitCore(tiny_export, lanes=0)
+
+
+def test_back_to_back_adds_to_one_kv_row_match_golden(tmp_path, images):
+    """K fires channel 0 alone at every token and step, in a one-head block: each KV add
+    hits the row the add before it wrote the cycle before (a KV row reads as zero only
+    until its first add)."""
+    shape = {**TINY, "heads": 1}
+    base = load_export(make_random_export(tmp_path / "base", seed=3, **shape))
+    arrays = {key: value.astype(np.int64) for key, value in base.arrays.items()}
+    thresholds = {key: np.asarray(value) for key, value in base.manifest["thresholds"].items()}
+    arrays["blocks.0.attn.k.weight"][:] = 0
+    bias = np.full(TINY["dim"], -100, dtype=np.int64)
+    bias[0] = int(thresholds["blocks.0.attn.k"][0])
+    arrays["blocks.0.attn.k.bias"] = bias
+    export = load_export(write_export(
+        tmp_path / "one-row", name="one-kv-row", architecture=base.manifest["architecture"],
+        t_max=base.t_max, neuron=base.manifest["neuron"],
+        timestep_mask=np.ones_like(base.timestep_mask), thresholds=thresholds, arrays=arrays))
+    masks = export.budget_mask(None)
+    runs, golden = check(export, images, masks, lanes=4)
+    k_layer = export.layer_names().index("blocks.0.attn.k")
+    assert golden.layer_spike_totals()[:, k_layer].tolist() == [TINY["t_max"] * 4] * 2
+    assert mismatches(runs, golden) == []

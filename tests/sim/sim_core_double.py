@@ -10,7 +10,8 @@ reproduces in Python:
 - ``logits[k] = pixel_sum - 37 * k`` (wrapped to the logit width),
 - ``predicted = pixel_sum mod 256``,
 - ``spike_counts[i] = pixel_sum + (masks[i mod modules] << 16)``,
-- the run time after start is ``pixel_sum mod 8`` cycles.
+- the run time after start is ``2 * words + pixel_sum mod 8`` cycles: longer than the
+  next frame takes to stream in, so images overlap as they do with the real core.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class CoreDouble(wiring.Component):
         loaded_sum = Signal(32)  # the image loaded last (the real core's second bank)
         pixel_sum = Signal(32)
         masks = Signal.like(self.masks)
-        delay = Signal(3)
+        delay = Signal(range(2 * self._words + 8))
         m.d.sync += [self.done.eq(0), self.loaded.eq(0)]
         with m.FSM(name="load"):
             with m.State("IDLE"):
@@ -57,7 +58,8 @@ class CoreDouble(wiring.Component):
         with m.FSM(name="compute"):
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [pixel_sum.eq(loaded_sum), delay.eq(loaded_sum[:3]),
+                    m.d.sync += [pixel_sum.eq(loaded_sum),
+                                 delay.eq(2 * self._words + loaded_sum[:3]),
                                  masks.eq(self.masks), self.busy.eq(1)]
                     m.next = "WAIT"
             with m.State("WAIT"):
