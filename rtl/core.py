@@ -103,6 +103,7 @@ class StepvitCore(wiring.Component):
 
     def __init__(self, export: Export, *, lanes: int) -> None:
         self.plan = CorePlan(export, lanes=lanes)
+        self._head_in_layer = export.layer_names().index("head.in")
         super().__init__(core_signature(export))
 
     def elaborate(self, platform: object) -> Module:
@@ -129,7 +130,15 @@ class StepvitCore(wiring.Component):
         pass_index = Signal(range(len(plan.passes) + 1))
         step_mask = Signal(geometry.t_max)
         module_mask = _select(m, [masks[i] for i in range(len(masks))], descriptor.module)
-        m.d.comb += step_mask.eq(Mux(descriptor.once, 1, module_mask))
+        # The head's counts have as many bit planes as its active steps times the tokens
+        # need (none when the head is masked throughout): a masked step costs no plane.
+        head_steps = sum(masks[len(masks) - 1][t] for t in range(geometry.t_max))
+        head_planes = _select(m, [Const((steps * geometry.tokens).bit_length(),
+                                        range(geometry.count_bits + 1))
+                                  for steps in range(geometry.t_max + 1)], head_steps)
+        m.d.comb += step_mask.eq(Mux(descriptor.once,
+                                     Mux(descriptor.count_planes, head_planes != 0, 1),
+                                     module_mask))
         stream_zero = Signal(geometry.t_max)
         logits = [Signal(signed(geometry.bits["logit"]), name=f"logit{k}")
                   for k in range(geometry.class_chunks * geometry.lanes)]
@@ -141,7 +150,10 @@ class StepvitCore(wiring.Component):
         return RunState(masks=masks, descriptor=descriptor, pass_index=pass_index,
                         step_mask=step_mask, stream_zero=stream_zero, logits=logits,
                         counts=counts, bank=Signal(name="run_bank"),
-                        kv_restart=Signal(name="kv_restart"))
+                        kv_restart=Signal(name="kv_restart"),
+                        head_counts=[Signal(geometry.count_bits, name=f"head_count{c}")
+                                     for c in range(geometry.dim_word_bits)],
+                        head_planes=head_planes)
 
     def _word_base(self) -> Array:
         """Return the address of token 0 of each step in a spike map."""
@@ -183,11 +195,11 @@ class StepvitCore(wiring.Component):
         t_max, tokens, dim = geometry.t_max, geometry.tokens, geometry.dim
         desc = run.descriptor
         fetch_step = Signal(range(max(t_max, 2)))
-        fetch_group = Signal(range(max(tokens, dim, 2)))
+        fetch_group = Signal(range(max(tokens, dim, geometry.count_bits, 2)))
         fetch_valid = Signal()
         first_found, first_active = self._next_active_step(m, run, None)
         following_found, following_step = self._next_active_step(m, run, fetch_step)
-        more_groups = fetch_group + 1 < desc.groups
+        more_groups = fetch_group + 1 < Mux(desc.count_planes, run.head_planes, desc.groups)
 
         fetch_address = Signal(range(max(t_max * tokens, 2)))
         fetch_enable = Signal()
@@ -196,10 +208,18 @@ class StepvitCore(wiring.Component):
         m.d.comb += [memories.patch_read.en.eq(fetch_enable),
                      memories.patch_read.addr.eq(Mux(run.bank, fetch_address + tokens,
                                                      fetch_address))]
+        count_plane = Signal(geometry.dim_word_bits)  # read a cycle late, as the memories
+        with m.If(fetch_enable):
+            m.d.sync += count_plane.eq(Cat(*(
+                count.bit_select(fetch_address[:max(1, (geometry.count_bits - 1).bit_length())],
+                                 1)
+                for count in run.head_counts)))
         source_data = Signal(geometry.walk_bits)
         with m.Switch(desc.source):
             with m.Case(Source.PATCH):
                 m.d.comb += source_data.eq(memories.patch_read.data)
+            with m.Case(Source.COUNTS):
+                m.d.comb += source_data.eq(count_plane)
             for source, port in memories.buffer_read.items():
                 with m.Case(source):
                     m.d.comb += source_data.eq(port.data)
@@ -225,7 +245,7 @@ class StepvitCore(wiring.Component):
         layout = event_layout(self.plan)
         m.submodules.walker = walker = SpikeWalker(width=geometry.walk_bits)
         step = Signal(range(max(geometry.t_max, 2)))
-        group = Signal(range(max(geometry.tokens, geometry.dim, 2)))
+        group = Signal(range(max(geometry.tokens, geometry.dim, geometry.count_bits, 2)))
         chunk = Signal(chunk_shape(self.plan))
         first_channel = Signal(range(geometry.walk_bits + geometry.lanes + 1))
         group_index = Signal(layout["group_index"].shape)
@@ -257,7 +277,7 @@ class StepvitCore(wiring.Component):
             event.first.eq(walk.first_event),
             event.last.eq(walk.group_end),
             event.has_weight.eq(walker.any),
-            event.plane.eq(walker.index[:3]),
+            event.plane.eq(Mux(desc.count_planes, walk.group, walker.index[:3])),
             event.chunk.eq(walk.chunk),
             event.head.eq(sum(walker.index >= h * head_dim
                               for h in range(1, geometry.heads))),
@@ -372,7 +392,7 @@ class StepvitCore(wiring.Component):
             run.masks.eq(self.masks), self.busy.eq(1), run.bank.eq(start_bank),
             run.stream_zero.eq(~self.masks[0]), run.pass_index.eq(0),
         ]
-        m.d.sync += [count.eq(0) for count in run.counts]
+        m.d.sync += [count.eq(0) for count in (*run.counts, *run.head_counts)]
         m.d.sync += [logit.eq(self.plan.head_bias[k] if k < geometry.num_classes else 0)
                      for k, logit in enumerate(run.logits)]
 
@@ -460,7 +480,7 @@ class StepvitCore(wiring.Component):
             lanes=lanes, addend_bits=geometry.addend_bits, sum_bits=geometry.sum_bits)
         weight_values = _lanes_of(memories.weight_read.data, lanes, 8, is_signed=True)
         kv_values = self._kv_lanes(m, memories, acc)
-        plane = Mux(desc.bit_planes, acc.plane, 0)
+        plane = Mux(desc.bit_planes | desc.count_planes, acc.plane, 0)
         m.d.comb += [lanes_unit.valid.eq(acc.valid), lanes_unit.first.eq(acc.first)]
         for lane in range(lanes):
             addend = Mux(desc.weights == WeightSource.KV, kv_values[lane],
@@ -648,13 +668,21 @@ class StepvitCore(wiring.Component):
         # counts before the argmax, cycles after the last LIF chunk.
         fired_held = Signal(lanes)
         count_layer = Signal.like(desc.layer)
+        count_chunk = Signal.like(fire.chunk)
         count_valid = Signal()
         m.d.sync += [fired_held.eq(fired), count_layer.eq(desc.layer),
-                     count_valid.eq(charged.valid)]
+                     count_chunk.eq(fire.chunk), count_valid.eq(charged.valid)]
         with m.If(count_valid):
             layer_count = Array(run.counts)[count_layer]
             m.d.sync += layer_count.eq(layer_count + sum(fired_held[lane]
                                                           for lane in range(lanes)))
+        # head.in also counts per channel: the head's input (its COUNTS pass)
+        with m.If(count_valid & (count_layer == self._head_in_layer)):
+            for chunk in range(geometry.dim_chunks):
+                with m.If(count_chunk == chunk):
+                    for lane in range(lanes):
+                        count = run.head_counts[chunk * lanes + lane]
+                        m.d.sync += count.eq(count + fired_held[lane])
 
     def _channel_lanes(self, run: RunState, chunk: Value) -> Value:
         """Return the lanes of ``chunk`` that are channels of the layer.

@@ -38,8 +38,8 @@ def event_layout(plan: CorePlan) -> data.StructLayout:
         An event; it starts a chunk's sum; it closes the chunk.
     has_weight : 1
         It carries a spike (an empty chunk's single event only closes it).
-    plane : 3
-        The bit plane of the spike (the embedding's pixels).
+    plane : 3 or more
+        The bit plane of the spike (the embedding's pixels, or the head's counts).
     chunk, group_index : range
         The output chunk (a head in the KV pass) and the group's running index.
     head : range
@@ -59,7 +59,8 @@ def event_layout(plan: CorePlan) -> data.StructLayout:
     t_max, tokens, dim = geometry.t_max, geometry.tokens, geometry.dim
     chunk = chunk_shape(plan)
     return data.StructLayout({
-        "valid": 1, "first": 1, "last": 1, "has_weight": 1, "plane": 3,
+        "valid": 1, "first": 1, "last": 1, "has_weight": 1,
+        "plane": max(3, (geometry.count_bits - 1).bit_length()),
         "chunk": chunk, "head": range(max(geometry.heads, 2)),
         "group_index": range(max(tokens * max(geometry.dim_chunks, geometry.class_chunks),
                                  dim, 2)),
@@ -103,6 +104,10 @@ class RunState:
         The patch bank the image was loaded into (latched at ``start``).
     kv_restart : Signal
         Pulse: a KV pass begins; every KV row reads as zero again.
+    head_counts : list of Signal
+        head.in's spikes per channel so far (``dim_word_bits`` of ``count_bits``).
+    head_planes : Signal
+        The bit planes the head's counts can have under the run's masks.
     """
 
     masks: Signal
@@ -114,6 +119,8 @@ class RunState:
     counts: list[Signal]
     bank: Signal
     kv_restart: Signal
+    head_counts: list[Signal]
+    head_planes: Signal
 
 
 @dataclass(frozen=True)

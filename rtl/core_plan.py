@@ -39,6 +39,7 @@ class Source(enum.Enum, shape=3):
     BUF2 = 4
     BUF3 = 5
     HIDDEN = 6  # the MLP's hidden layer, mlp_dim bits a word
+    COUNTS = 7  # bit plane b of the head.in spike counts per channel (the head's input)
 
 
 class WeightSource(enum.Enum, shape=2):
@@ -170,14 +171,22 @@ class CoreGeometry:
         return max(self.dim_word_bits, self.mlp_word_bits, 8 * self.patch_len)
 
     @property
+    def count_bits(self) -> int:
+        """Bits of a channel's head.in spike count over every step and token."""
+        return (self.t_max * self.tokens).bit_length()
+
+    @property
     def bias_bits(self) -> int:
         """Signed width of a bias in the bias memory."""
         return max(self.bits["current"], self.bits["embed_current"])
 
     @property
     def addend_bits(self) -> int:
-        """Signed width of one addend: an int8 weight shifted by up to 7 planes, or a KV count."""
-        return max(15, self.bits["attention"] + 1)
+        """Signed width of one addend: a shifted int8 weight, or a KV count.
+
+        A weight is shifted by up to 7 pixel planes, or by the count planes of the head.
+        """
+        return max(15, 7 + self.count_bits, self.bits["attention"] + 1)
 
     @property
     def sum_bits(self) -> int:
@@ -200,10 +209,12 @@ def pass_layout(geometry: CoreGeometry, rom_depth: int, bias_depth: int,
         "weight_base": unsigned(max(rom_depth, 2).bit_length()),
         "input_len": unsigned(max(geometry.walk_bits, 2).bit_length()),
         "bit_planes": unsigned(1),
+        "count_planes": unsigned(1),
         "chunks": unsigned(max(most_chunks, 2).bit_length()),
         "chunk_offset": unsigned(max(geometry.mlp_chunks, 2).bit_length()),
         "walk_mask": WalkMask,
-        "groups": unsigned(max(geometry.tokens, geometry.dim, 2).bit_length()),
+        "groups": unsigned(max(geometry.tokens, geometry.dim, geometry.count_bits,
+                               2).bit_length()),
         "module": unsigned(max(modules, 2).bit_length()),
         "once": unsigned(1),
         "use_bias": unsigned(1),
@@ -346,9 +357,14 @@ class CorePlan:
                 operand=Operand.STREAM, sink=Sink.STORE_STREAM)
         head = 2 * geometry.depth + 1
         add(module=head, operand=Operand.STREAM, target=Source.BUF0, **theta("head.in"))
-        add(module=head, source=Source.BUF0, weights=WeightSource.ROM,
-            weight_base=weights("head.weight"), input_len=geometry.dim,
-            chunks=geometry.class_chunks, sink=Sink.LOGITS, skip_empty=1)
+        # The head is linear in the spike counts: logits = bias + sum_c count_c * W[:, c].
+        # head.in counts its spikes per channel as it fires; the head then walks the counts'
+        # bit planes (W[:, c] << b for each set bit b of count_c), a few events a channel
+        # instead of one per spike.
+        add(module=head, source=Source.COUNTS, weights=WeightSource.ROM,
+            weight_base=weights("head.weight"), input_len=geometry.dim, once=1,
+            groups=geometry.count_bits, count_planes=1, chunks=geometry.class_chunks,
+            sink=Sink.LOGITS, skip_empty=1)
 
     def layout(self) -> data.StructLayout:
         """Return the pass descriptor layout sized for this plan's memories."""

@@ -90,7 +90,7 @@ def dense_events(geometry: CoreGeometry) -> int:
              + steps_tokens * g.dim * mlp_chunks  # fc1
              + steps_tokens * g.mlp_dim * dim_chunks)  # fc2
     embed = g.tokens * 8 * g.patch_len * dim_chunks + lif_only
-    head = lif_only + steps_tokens * g.dim * g.class_chunks
+    head = lif_only + g.count_bits * g.dim * g.class_chunks
     return embed + g.depth * block + head
 
 
