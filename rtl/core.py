@@ -205,9 +205,8 @@ class StepvitCore(wiring.Component):
         fetch_enable = Signal()
         for port in memories.buffer_read.values():
             m.d.comb += [port.addr.eq(fetch_address), port.en.eq(fetch_enable)]
-        m.d.comb += [memories.patch_read.en.eq(fetch_enable),
-                     memories.patch_read.addr.eq(Mux(run.bank, fetch_address + tokens,
-                                                     fetch_address))]
+        for port in memories.patch_read:
+            m.d.comb += [port.en.eq(fetch_enable), port.addr.eq(fetch_address)]
         count_plane = Signal(geometry.dim_word_bits)  # read a cycle late, as the memories
         with m.If(fetch_enable):
             m.d.sync += count_plane.eq(Cat(*(
@@ -217,7 +216,8 @@ class StepvitCore(wiring.Component):
         source_data = Signal(geometry.walk_bits)
         with m.Switch(desc.source):
             with m.Case(Source.PATCH):
-                m.d.comb += source_data.eq(memories.patch_read.data)
+                m.d.comb += source_data.eq(Mux(run.bank, memories.patch_read[1].data,
+                                               memories.patch_read[0].data))
             with m.Case(Source.COUNTS):
                 m.d.comb += source_data.eq(count_plane)
             for source, port in memories.buffer_read.items():
@@ -323,15 +323,13 @@ class StepvitCore(wiring.Component):
         m.submodules.loader = loader = PatchLoader(image_shape=geometry.image_shape,
                                                    patch=geometry.patch)
         load_bank, start_bank = Signal(), Signal()
-        patch_write = memories.patch_write
         m.d.comb += [
             loader.start.eq(self.load), self.loaded.eq(loader.done),
             self.img_addr.eq(loader.img_addr), loader.img_data.eq(self.img_data),
-            patch_write.addr.eq(Mux(load_bank, loader.patch_addr + geometry.tokens,
-                                    loader.patch_addr)),
-            patch_write.data.eq(loader.patch_data),
-            patch_write.en.eq(loader.patch_enable),
         ]
+        for bank, port in enumerate(memories.patch_write):
+            m.d.comb += [port.addr.eq(loader.patch_addr), port.data.eq(loader.patch_data),
+                         port.en.eq(Mux(load_bank == bank, loader.patch_enable, 0))]
         with m.If(loader.done):
             m.d.sync += load_bank.eq(~load_bank)
         with m.If(self.start):

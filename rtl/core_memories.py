@@ -25,10 +25,9 @@ class CoreMemories:
     ----------
     weight_read, bias_read, theta_read, spike_value_read : ReadPort
         The ROMs: weight words, biases, thresholds, the stream value of a spike.
-    patch_write, patch_read : WritePort, ReadPort
-        The image as patch bit planes, one word per token, in two banks (``bank · N +
-        token``): the next image loads into one while the current one computes from the
-        other.
+    patch_write, patch_read : tuple of WritePort, tuple of ReadPort
+        The image as patch bit planes, one word per token, in two banks (two memories):
+        the next image loads into one while the current one computes from the other.
     buffer_write, buffer_read : dict of Source to WritePort, ReadPort
         The spike maps, one word per step and token; written a chunk (``lanes`` bits) at a time.
     buffer_widths : dict of Source to int
@@ -48,8 +47,8 @@ class CoreMemories:
     bias_read: ReadPort
     theta_read: ReadPort
     spike_value_read: ReadPort
-    patch_write: WritePort
-    patch_read: ReadPort
+    patch_write: tuple[WritePort, WritePort]
+    patch_read: tuple[ReadPort, ReadPort]
     buffer_write: dict[Source, WritePort]
     buffer_read: dict[Source, ReadPort]
     buffer_widths: dict[Source, int]
@@ -81,7 +80,8 @@ def add_core_memories(m: Module, plan: CorePlan) -> CoreMemories:
                        plan.theta_words)
     spike_value_rom = memory("stream_spike", bits["stream"] * lanes, geometry.dim_chunks,
                              plan.stream_spike_words)
-    patch_mem = memory("patches", 8 * geometry.patch_len, 2 * tokens)  # two banks
+    # two banks, two memories: each as shallow as the tokens (distributed RAM up to 64)
+    patch_mems = [memory(f"patches{bank}", 8 * geometry.patch_len, tokens) for bank in (0, 1)]
     buffer_widths = {source: (geometry.mlp_word_bits if source == Source.HIDDEN
                               else geometry.dim_word_bits)
                      for source in SPIKE_BUFFERS}
@@ -101,8 +101,8 @@ def add_core_memories(m: Module, plan: CorePlan) -> CoreMemories:
         bias_read=bias_rom.read_port(),
         theta_read=theta_rom.read_port(),
         spike_value_read=spike_value_rom.read_port(),
-        patch_write=patch_mem.write_port(granularity=8),
-        patch_read=patch_mem.read_port(),
+        patch_write=tuple(mem.write_port(granularity=8) for mem in patch_mems),
+        patch_read=tuple(mem.read_port() for mem in patch_mems),
         buffer_write={s: mem.write_port(granularity=lanes) for s, mem in buffers.items()},
         buffer_read={s: mem.read_port() for s, mem in buffers.items()},
         buffer_widths=buffer_widths,

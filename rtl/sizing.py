@@ -62,7 +62,7 @@ def memory_shapes(plan: CorePlan) -> dict[str, tuple[int, int]]:
         "weights": (8 * lanes, len(plan.weight_words)),
         "biases": (g.bias_bits * lanes, len(plan.bias_words)),
         "thresholds": (bits["membrane"] * lanes, len(plan.theta_words)),
-        "patches": (8 * g.patch_len, 2 * g.tokens),
+        **{f"patches{bank}": (8 * g.patch_len, g.tokens) for bank in (0, 1)},
         **{f"spikes{i}": (g.dim_word_bits, steps_tokens) for i in range(4)},
         "spikes_hidden": (g.mlp_word_bits, steps_tokens),
         "embed_current": (bits["embed_current"] * lanes, g.tokens * g.dim_chunks),
