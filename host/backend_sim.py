@@ -64,7 +64,7 @@ class SimAccelerator(Accelerator):
     def _infer(self, images: np.ndarray) -> InferenceResult:
         if self.simulator == "verilator":
             return self._infer_verilator(images)
-        from stepvit.sim.runner import simulate
+        from stepvit.sim.runner import simulate, stream_cycles_of
 
         start = time.perf_counter()
         outputs = simulate(self.export, images, budget=self.budget, lanes=self.lanes,
@@ -78,7 +78,7 @@ class SimAccelerator(Accelerator):
             cycles=np.array([output["cycles"] for output in outputs], dtype=np.int64),
             spike_totals=np.array([output["spike_totals"] for output in outputs], dtype=np.int64),
             stage_seconds=stage_seconds,
-            stream_cycles=outputs[-1]["offered_cycle"] - outputs[0]["first_word_cycle"],
+            stream_cycles=stream_cycles_of(outputs),
         )
 
     def _infer_verilator(self, images: np.ndarray) -> InferenceResult:

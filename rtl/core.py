@@ -477,14 +477,17 @@ class StepvitCore(wiring.Component):
         m.submodules.lanes = lanes_unit = AccumulatorLanes(
             lanes=lanes, addend_bits=geometry.addend_bits, sum_bits=geometry.sum_bits)
         weight_values = _lanes_of(memories.weight_read.data, lanes, 8, is_signed=True)
-        kv_values = self._kv_lanes(m, memories, acc)
+        # The KV row as read: zero until its first add in the block's KV pass.
+        kv_row = _lanes_of(Mux(acc.kv_fresh, 0, memories.kv_read.data), geometry.head_dim,
+                           geometry.bits["attention"], is_signed=False)
+        kv_values = self._kv_lanes(m, kv_row, acc)
         plane = Mux(desc.bit_planes | desc.count_planes, acc.plane, 0)
         m.d.comb += [lanes_unit.valid.eq(acc.valid), lanes_unit.first.eq(acc.first)]
         for lane in range(lanes):
             addend = Mux(desc.weights == WeightSource.KV, kv_values[lane],
                          weight_values[lane] << plane)
             m.d.comb += lanes_unit.addend[lane].eq(Mux(acc.has_weight, addend, 0))
-        self._add_value_to_kv(m, memories, run, acc)
+        self._add_value_to_kv(m, memories, run, kv_row, acc)
 
         sink = Signal(fields_of(event_layout(self.plan), SUM_FIELDS), name="sink")
         sink_valid = Signal()
@@ -501,16 +504,14 @@ class StepvitCore(wiring.Component):
         ]
         return ClosedChunk(valid=sink_valid, event=sink, values=sink_sum)
 
-    def _kv_lanes(self, m: Module, memories: CoreMemories, acc: data.View) -> list[Value]:
+    def _kv_lanes(self, m: Module, row: list[Value], acc: data.View) -> list[Value]:
         """Return per lane what a Q bit adds in the Q·KV pass.
 
-        That is its KV row's value for the lane's channel when the channel is in the bit's
-        head, else 0.
+        That is its KV ``row``'s value for the lane's channel when the channel is in the
+        bit's head, else 0.
         """
         geometry = self.plan.geometry
         lanes, head_dim, bits = geometry.lanes, geometry.head_dim, geometry.bits["attention"]
-        row = _lanes_of(Mux(acc.kv_fresh, 0, memories.kv_read.data), head_dim, bits,
-                        is_signed=False)
         values = []
         for lane in range(lanes):
             options = []
@@ -522,14 +523,12 @@ class StepvitCore(wiring.Component):
         return values
 
     def _add_value_to_kv(self, m: Module, memories: CoreMemories, run: RunState,
-                         acc: data.View) -> None:
+                         row: list[Value], acc: data.View) -> None:
         """In the KV pass, add the token's V segment into the KV row (read-modify-write)."""
         geometry = self.plan.geometry
         attention_bits = geometry.bits["attention"]
         kv_write = memories.kv_write
         with m.If(acc.valid & acc.has_weight & (run.descriptor.sink == Sink.KV_ADD)):
-            row = _lanes_of(Mux(acc.kv_fresh, 0, memories.kv_read.data), geometry.head_dim,
-                            attention_bits, is_signed=False)
             m.d.comb += [
                 kv_write.addr.eq(acc.kv_address),
                 kv_write.data.eq(Cat(*(

@@ -356,7 +356,8 @@ class CorePlan:
                 use_bias=1, bias_base=biases(f"{prefix}.mlp.fc2.bias"),
                 operand=Operand.STREAM, sink=Sink.STORE_STREAM)
         head = 2 * geometry.depth + 1
-        add(module=head, operand=Operand.STREAM, target=Source.BUF0, **theta("head.in"))
+        # head.in writes no spike map: the head reads its per-channel counts (COUNTS)
+        add(module=head, operand=Operand.STREAM, **theta("head.in"))
         # The head is linear in the spike counts: logits = bias + sum_c count_c * W[:, c].
         # head.in counts its spikes per channel as it fires; the head then walks the counts'
         # bit planes (W[:, c] << b for each set bit b of count_c), a few events a channel

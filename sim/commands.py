@@ -122,7 +122,7 @@ def check_budget(simulation: Any, images: Any, budget: int | None, *,
     })
     decoded = decode_results(results, export.arch["num_classes"])
     cycles = [image["cycles"] for image in decoded]
-    stream = stream_cycles_of(results)
+    stream = stream_cycles_of(results["packets"])
     work = {key: np.asarray(value).tolist() for key, value in golden.work.items()}
     accumulates = [a + e for a, e in zip(work["ac_ops"], work["embed_ac_ops"])]
     lower_bound = [value / lanes for value in accumulates]

@@ -284,13 +284,13 @@ def decode_results(results: dict[str, Any], num_classes: int) -> list[dict[str, 
     return [parse_packet(packet["words"], num_classes) for packet in results["packets"]]
 
 
-def stream_cycles_of(results: dict[str, Any]) -> int:
-    """Return the cycles of the testbench's stream.
+def stream_cycles_of(packets: list[dict[str, Any]]) -> int:
+    """Return the cycles of the testbench's stream of ``packets`` (results or outputs).
 
     That is from the first frame's first word in to the last packet's first word offered;
     images overlap, so it is less than the sum of their cycles.
     """
-    packets = [packet for packet in results["packets"] if "first_word_cycle" in packet]
+    packets = [packet for packet in packets if packet.get("first_word_cycle") is not None]
     if not packets:
         return 0
     return int(packets[-1]["offered_cycle"]) - int(packets[0]["first_word_cycle"])
@@ -340,8 +340,8 @@ def simulate(
     -------
     list of dict
         Per image: ``logits`` (list of int), ``predicted``, ``cycles``, ``spike_totals``,
-        and the testbench's ``first_word_cycle`` and ``offered_cycle`` (the stream's cycles
-        are the last ``offered_cycle`` less the first ``first_word_cycle``).
+        and the testbench's ``first_word_cycle`` and ``offered_cycle`` (the stream's cycles:
+        :func:`stream_cycles_of`).
     """
     export = export_dir if isinstance(export_dir, Export) else load_export(export_dir)
     images = check_images(images_uint8, export)
