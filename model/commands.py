@@ -66,7 +66,7 @@ def train(args: argparse.Namespace) -> int:
         config["training"]["fixed_timesteps"] = True
     if args.non_spiking:
         config["model"].update(neuron="relu", t_max=1)
-        config["training"]["fixed_timesteps"] = True
+        config["training"].update(fixed_timesteps=True, qat_epochs=0)
     config = validate_config(config)
     suffix = ("-twin" if config["model"]["neuron"] == "relu"
               else "-fixed" if config["training"]["fixed_timesteps"] else "")
@@ -75,7 +75,8 @@ def train(args: argparse.Namespace) -> int:
     metrics = train_run(config, out_dir, resume=resume, progress=not args.no_progress)
     if metrics is not None:
         summary = {key: metrics[key] for key in (
-            "test_accuracy", "avg_timesteps", "timesteps_per_block", "ac_ops", "energy_uj",
-            "train_seconds")}
+            "test_accuracy", "float_forward_accuracy", "quantization_aware_epochs",
+            "avg_timesteps", "timesteps_per_block", "ac_ops", "energy_uj", "train_seconds")
+            if key in metrics}
         print(json.dumps({"run": str(out_dir), **summary}))
     return 0

@@ -59,6 +59,10 @@ DEFAULTS: dict[str, Any] = {
                                   # steps exceed this, and the mask freezes once within it
         "label_smoothing": 0.0,
         "fixed_timesteps": False,  # the baseline: every step active, no penalty
+        "qat_epochs": 0,          # > 0: then this many epochs through the integer emulation
+                                  # (quantization-aware), after which the run's model is
+                                  # the integer network its export computes
+        "qat_lr": 1e-4,
         "threads": 1,             # CPU threads per process; 0: torch's default. The tensors
                                   # are small: on a shared CPU one thread is fastest
     },
@@ -95,6 +99,8 @@ _CHECKS: dict[str, tuple[type, float | None]] = {
     "training.target_timesteps": (float, 0),
     "training.label_smoothing": (float, 0),
     "training.fixed_timesteps": (bool, None),
+    "training.qat_epochs": (int, 0),
+    "training.qat_lr": (float, 0),
     "training.threads": (int, 0),
 }
 
@@ -160,6 +166,10 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     if merged["model"]["neuron"] not in NEURONS:
         raise StepvitError(
             f"config key 'model.neuron' must be 'lif' or 'relu', got {merged['model']['neuron']!r}")
+    if merged["model"]["neuron"] != "lif" and merged["training"]["qat_epochs"]:
+        raise StepvitError(
+            "config key 'training.qat_epochs' needs 'model.neuron: lif' (the non-spiking "
+            "twin has no integer network)")
     if merged["model"]["dim"] % merged["model"]["heads"]:
         raise StepvitError(
             f"config key 'model.heads' ({merged['model']['heads']}) must divide "

@@ -135,7 +135,7 @@ def export(args: argparse.Namespace) -> int:
     from stepvit.model.finetune import finetune
     from stepvit.model.golden import GoldenModel
     from stepvit.model.quantize import quantize
-    from stepvit.model.train import load_run
+    from stepvit.model.train import load_run, reference_model
 
     count = _positive(args.images, "--images")
     if args.finetune_epochs < 0 or args.finetune_lr <= 0:
@@ -148,8 +148,12 @@ def export(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or config["data"]["data_dir"]
     images, labels, _ = load_dataset(dataset, data_dir, "test")
     images, labels = images[:count], labels[:count]
-    # the trained float model is the reference, also when the export is fine-tuned
-    floating = float_predictions(model, images)
+    # the trained model is the reference, also when the export is fine-tuned: after
+    # quantization-aware epochs that is its integer emulation, else the float network
+    reference = reference_model(args.run, model)
+    quantization_aware = reference is not model
+    floating = float_predictions(reference, images)
+    float_forward = float_predictions(model, images) if quantization_aware else floating
     if args.finetune_epochs:
         train_images, train_labels, _ = load_dataset(dataset, data_dir, "train")
         finetune(model, train_images, train_labels, epochs=args.finetune_epochs,
@@ -175,6 +179,11 @@ def export(args: argparse.Namespace) -> int:
         "config_hash": exported.manifest["config_hash"],
         **{f"{key}_accuracy": accuracy[key] for key in ("float", "integer")},
         "class_agreement": round(float((floating == integer).float().mean()), 6),
+        "reference": "integer emulation (quantization-aware run)" if quantization_aware
+                     else "float model",
+        **({"float_forward_accuracy": round(float((float_forward == labels).float().mean()), 6),
+            "float_forward_agreement": round(float((float_forward == integer).float().mean()), 6)}
+           if quantization_aware else {}),
         "images": accuracy["images"],
         "finetune_epochs": args.finetune_epochs,
         "bit_widths": exported.bit_widths,

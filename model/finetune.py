@@ -208,6 +208,7 @@ def finetune(
     """
     emulation = IntegerEmulation(model)
     model.eval()
+    device = next(model.parameters()).device
     parameters = [p for name, p in model.named_parameters() if name != "timestep_scores"]
     model.timestep_scores.requires_grad_(False)
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
@@ -222,7 +223,7 @@ def finetune(
         total = 0.0
         for start in range(0, len(labels), batch_size):
             chosen = order[start:start + batch_size]
-            loss = loss_function(emulation(images[chosen]), labels[chosen])
+            loss = loss_function(emulation(images[chosen].to(device)), labels[chosen].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

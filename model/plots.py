@@ -14,7 +14,8 @@ def plot_training(history: list[dict[str, float]], metrics: dict[str, Any],
     ----------
     history : list of dict
         One entry per epoch with ``epoch``, ``loss``, ``train_accuracy``,
-        ``test_accuracy`` and ``avg_timesteps``.
+        ``test_accuracy`` and ``avg_timesteps``; a quantization-aware epoch has
+        ``"quantization_aware": True`` and no ``train_accuracy`` (it is shaded).
     metrics : dict
         The run's metrics: ``timestep_mask``, ``timesteps_per_module``,
         ``timesteps_per_block``, ``t_max``, ``test_accuracy``, ``avg_timesteps``.
@@ -31,13 +32,20 @@ def plot_training(history: list[dict[str, float]], metrics: dict[str, Any],
     loss_axis, accuracy_axis, steps_axis, mask_axis = axes
     loss_axis.plot(epochs, [entry["loss"] for entry in history])
     loss_axis.set(title="training loss", xlabel="epoch")
-    accuracy_axis.plot(epochs, [entry["train_accuracy"] for entry in history], label="train")
+    trained = [entry for entry in history if "train_accuracy" in entry]
+    accuracy_axis.plot([entry["epoch"] for entry in trained],
+                       [entry["train_accuracy"] for entry in trained], label="train")
     accuracy_axis.plot(epochs, [entry["test_accuracy"] for entry in history], label="test")
     accuracy_axis.set(title="accuracy", xlabel="epoch")
-    accuracy_axis.legend()
     steps_axis.plot(epochs, [entry["avg_timesteps"] for entry in history])
     steps_axis.set(title="active time steps (mean over modules)", xlabel="epoch",
                    ylim=(0, metrics["t_max"] + 0.2))
+    aware = [entry["epoch"] for entry in history if entry.get("quantization_aware")]
+    if aware:
+        for axis in (loss_axis, accuracy_axis, steps_axis):
+            axis.axvspan(min(aware) - 0.5, max(aware) + 0.5, color="0.9",
+                         label="quantization-aware" if axis is accuracy_axis else None)
+    accuracy_axis.legend()
 
     mask = metrics["timestep_mask"]
     modules = list(metrics["timesteps_per_module"])

@@ -107,10 +107,11 @@ def _measure_export(run_dir: Path, images: Any, labels: Any, *, finetune_epochs:
     from stepvit.model.finetune import finetune
     from stepvit.model.golden import GoldenModel
     from stepvit.model.quantize import quantize
-    from stepvit.model.train import CHECKPOINT_NAME, load_run
+    from stepvit.model.train import CHECKPOINT_NAME, load_run, reference_model
 
     model, config, class_names = load_run(run_dir)
-    floating = float_predictions(model, images)
+    # a quantization-aware run's model is its integer emulation
+    floating = float_predictions(reference_model(run_dir, model), images)
     export_dir = run_dir / "export"
     manifest = export_dir / "manifest.yaml"
     stale = not manifest.is_file() or \

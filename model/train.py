@@ -5,7 +5,7 @@ the end ``metrics.json`` and ``training.png``. A run resumes from its ``checkpoi
 one is there (``resume="auto"``); ``resume="fresh"`` starts over; ``resume="require"``
 refuses to start without one. A checkpoint is:
 ``{"config", "state_dict", "epoch", "optimizer", "scheduler", "class_names",
-"image_shape", "history", "metrics"}``.
+"image_shape", "history", "metrics", "qat_epochs_done"}``.
 
 The mask's schedule: for ``penalty_warmup_epochs`` the network trains with ``lambda = 0``;
 then the penalty pushes the scores down (SGD, see :func:`_optimizers`) while the task loss
@@ -13,6 +13,14 @@ holds up the useful steps; in the last ``freeze_mask_epochs`` the mask is fixed 
 weights settle on it. With ``target_timesteps`` set, the penalty acts only while the
 mask's mean active steps exceed the target and the mask freezes once within it. At the
 end the BatchNorm statistics are recomputed with the final weights and mask.
+
+With ``qat_epochs`` set, the run then trains that many epochs through the integer
+emulation (:func:`stepvit.model.finetune.finetune`: BatchNorm statistics and mask frozen,
+AdamW at ``qat_lr``), as FINN's Brevitas models are trained: from then on the run's model
+*is* the integer network its export computes, its test accuracy is the emulation's, and
+the plain float forward of its weights is reported beside it (``float_forward_accuracy``).
+A checkpoint counts the quantization-aware epochs done (``qat_epochs_done``); a run that has
+done some cannot go back to float epochs.
 
 Several processes (``torchrun --nproc_per_node N``; ``WORLD_SIZE`` in the environment)
 train with ``DistributedDataParallel``: each rank takes every N-th image of the epoch's
@@ -37,6 +45,7 @@ from torch import nn
 from stepvit.model.config import validate_config
 from stepvit.model.data import augment, batches, image_shape, load_dataset
 from stepvit.model.export.errors import StepvitError
+from stepvit.model.finetune import IntegerEmulation, finetune
 from stepvit.model.lif import LIFNeuron
 from stepvit.model.metrics import measure, timestep_summary
 from stepvit.model.network import SpikingViT
@@ -196,6 +205,18 @@ def load_run(run_dir: str | Path) -> tuple[SpikingViT, dict[str, Any], list[str]
     return model, validate_config(checkpoint["config"]), list(checkpoint["class_names"])
 
 
+def reference_model(run_dir: str | Path, model: SpikingViT) -> nn.Module:
+    """Return the model a run's export is compared with.
+
+    After quantization-aware epochs that is ``model``'s integer emulation (the network the
+    run trained and reports); otherwise ``model`` itself, the float network.
+    """
+    checkpoint = read_checkpoint(Path(run_dir) / CHECKPOINT_NAME)
+    if int(checkpoint.get("qat_epochs_done", 0)):
+        return IntegerEmulation(model).eval()
+    return model
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, masks: torch.Tensor | None = None) -> float:
     """Return the accuracy of ``model`` over ``loader`` (an iterable of images, labels).
@@ -253,7 +274,8 @@ def _optimizers(model: SpikingViT, config: dict[str, Any]
 def _same_run(saved: dict[str, Any], wanted: dict[str, Any]) -> bool:
     """Whether two configs describe the same run (the epoch count may grow)."""
     def without_epochs(config: dict[str, Any]) -> dict[str, Any]:
-        return {**config, "training": {**config["training"], "epochs": None}}
+        return {**config, "training": {**config["training"], "epochs": None,
+                                       "qat_epochs": None, "qat_lr": None}}
     return without_epochs(saved) == without_epochs(wanted)
 
 
@@ -314,7 +336,7 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
     model.to(context.device)
     optimizers, schedulers = _optimizers(model, config)
     epochs = training["epochs"]
-    start_epoch = 0
+    start_epoch = qat_done = 0
     history: list[dict[str, float]] = []
 
     if checkpoint is not None:
@@ -328,6 +350,11 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
                                f"({str(error)[:120]})") from None
         start_epoch = int(checkpoint["epoch"])
         history = list(checkpoint.get("history", []))
+        qat_done = int(checkpoint.get("qat_epochs_done", 0))
+        if qat_done and start_epoch < epochs:
+            raise StepvitError(
+                f"{checkpoint_path} has {qat_done} quantization-aware epoch(s) after epoch "
+                f"{start_epoch}: it cannot train float epochs up to {epochs}; use --fresh")
 
     network = model
     if context.world_size > 1:
@@ -401,32 +428,75 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
     if not context.is_main:
         return None
 
-    finished = checkpoint is not None and checkpoint.get("metrics") is not None \
-        and start_epoch == epochs
-    if not finished:  # the final checkpoint of a run holds recalibrated statistics already
+    calibrated = checkpoint is not None and start_epoch == epochs \
+        and (checkpoint.get("metrics") is not None or qat_done > 0)
+    if not calibrated:  # a finished or quantization-aware checkpoint has its statistics
         recalibrate_batchnorm(model, train_images, 512, context.device)
+    qat_done = _quantization_aware_epochs(
+        model, config, train_images, train_labels, done=qat_done, history=history,
+        save=lambda done: _save_atomically(_checkpoint(
+            config, model, optimizers, schedulers, epochs, class_names, shape, history, None,
+            done), checkpoint_path), progress=progress)
     metrics = measure(model, test_images, test_labels, batch_size=512, progress=progress)
+    if qat_done:
+        metrics["float_forward_accuracy"] = metrics["test_accuracy"]
+        metrics["test_accuracy"] = evaluate(IntegerEmulation(model),
+                                            batches(test_images, test_labels, 512))
     metrics.update({
         "dataset": data["dataset"],
         "split": "test",
         "fixed_timesteps": fixed,
         "epochs": epochs,
         "world_size": context.world_size,
+        "quantization_aware_epochs": qat_done,
         "train_seconds": sum(entry["seconds"] for entry in history),
         "class_names": class_names,
     })
     out_dir.mkdir(parents=True, exist_ok=True)
     _save_atomically(_checkpoint(config, model, optimizers, schedulers, epochs, class_names,
-                                 shape, history, metrics), checkpoint_path)
+                                 shape, history, metrics, qat_done), checkpoint_path)
     (out_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
     plot_training(history, metrics, out_dir / PLOT_NAME)
     return metrics
 
 
+def _quantization_aware_epochs(model: SpikingViT, config: dict[str, Any],
+                               images: torch.Tensor, labels: torch.Tensor, *, done: int,
+                               history: list[dict[str, Any]], save: Any,
+                               progress: bool) -> int:
+    """Train the configured epochs through the integer emulation that ``done`` has not.
+
+    Each epoch is one :func:`~stepvit.model.finetune.finetune` call (a fresh AdamW at
+    ``qat_lr``), logged in ``history`` with ``"quantization_aware": True`` and saved.
+    Returns the quantization-aware epochs done.
+    """
+    training = config["training"]
+    data = config["data"]
+    test_images, test_labels, _ = load_dataset(data["dataset"], data["data_dir"], "test")
+    for epoch in range(done, training["qat_epochs"]):
+        started = time.perf_counter()
+        losses = finetune(model, images, labels, epochs=1, lr=training["qat_lr"],
+                          seed=training["seed"] * 1009 + epoch, progress=progress)
+        history.append({
+            "epoch": len(history) + 1,
+            "quantization_aware": True,
+            "loss": losses[0],
+            "test_accuracy": evaluate(IntegerEmulation(model),
+                                      batches(test_images, test_labels, 512)),
+            "avg_timesteps": timestep_summary(model.timestep_mask(),
+                                              model.module_names())["avg_timesteps"],
+            "seconds": time.perf_counter() - started,
+        })
+        done = epoch + 1
+        save(done)
+    return done
+
+
 def _checkpoint(config: dict[str, Any], model: SpikingViT,
                 optimizers: dict[str, torch.optim.Optimizer], schedulers: dict[str, Any],
                 epoch: int, class_names: list[str], shape: tuple[int, ...],
-                history: list[dict[str, float]], metrics: dict[str, Any] | None) -> dict[str, Any]:
+                history: list[dict[str, float]], metrics: dict[str, Any] | None,
+                qat_epochs_done: int = 0) -> dict[str, Any]:
     return {
         "config": config,
         "state_dict": {name: value.detach().cpu() for name, value in model.state_dict().items()},
@@ -437,4 +507,5 @@ def _checkpoint(config: dict[str, Any], model: SpikingViT,
         "image_shape": list(shape),
         "history": history,
         "metrics": metrics,
+        "qat_epochs_done": qat_epochs_done,
     }
