@@ -7,6 +7,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from stepvit.rtl.protocol import BATCH_BITS
+
 #: Payload of a 32-bit word stream with its end-of-packet flag (AXI4-Stream TDATA, TLAST).
 WordLayout = data.StructLayout({"data": 32, "last": 1})
 
@@ -14,9 +16,11 @@ WordLayout = data.StructLayout({"data": 32, "last": 1})
 class FrameReceiver(wiring.Component):
     """Check image frames and keep the last good one in a buffer that the core reads.
 
-    A frame is good when its TLAST comes on word ``image_words - 1``. A frame whose TLAST
-    comes early ends there; one whose TLAST is late is consumed up to its TLAST. Either is
-    reported with ``frame_error``.
+    Frames come in transfers of ``batch`` frames (0 or 1: one): TLAST ends a transfer. A
+    frame is good when it ends on word ``image_words - 1``, with TLAST if it is the
+    transfer's ``batch``-th frame, without (or with: a short last transfer) before that. A
+    frame whose TLAST comes early ends there; the ``batch``-th frame without TLAST on its
+    last word is consumed up to its TLAST. Either is reported with ``frame_error``.
 
     Parameters
     ----------
@@ -29,10 +33,14 @@ class FrameReceiver(wiring.Component):
         The input stream; ready only while ``enable`` is high.
     enable : In(1)
         Accept words (the top is waiting for an image).
+    batch : In(BATCH_BITS)
+        Frames per input transfer (the ``BATCH`` register; 0 reads as 1).
     first_word : Out(1)
         Pulse: the first word of a frame is accepted this cycle.
     frame_done : Out(1)
-        Pulse: the last word of a frame (its TLAST) is accepted this cycle.
+        Pulse: the last word of a frame is accepted this cycle.
+    frame_last : Out(1)
+        With ``frame_done``: the frame ended its transfer (its last word had TLAST).
     frame_error : Out(1)
         With ``frame_done``: the frame was too short or too long.
     read_addr : In(range(image_words))
@@ -49,8 +57,10 @@ class FrameReceiver(wiring.Component):
             {
                 "words": In(stream.Signature(WordLayout)),
                 "enable": In(1),
+                "batch": In(BATCH_BITS),
                 "first_word": Out(1),
                 "frame_done": Out(1),
+                "frame_last": Out(1),
                 "frame_error": Out(1),
                 "read_addr": In(range(max(image_words, 2))),
                 "read_data": Out(32),
@@ -68,13 +78,18 @@ class FrameReceiver(wiring.Component):
         overlong = Signal()  # past the last word of the frame: drop words up to TLAST
         accepted = Signal()
         at_last_word = word_index == self._image_words - 1
+        # frames of this transfer before the current one; more to come while below batch - 1
+        in_batch = Signal(BATCH_BITS)
+        more_in_batch = in_batch + 1 < self.batch
+        last = self.words.payload.last
 
         m.d.comb += [
             self.words.ready.eq(self.enable),
             accepted.eq(self.words.valid & self.words.ready),
             self.first_word.eq(accepted & (word_index == 0) & ~overlong),
-            self.frame_done.eq(accepted & self.words.payload.last),
-            self.frame_error.eq(overlong | ~at_last_word),
+            self.frame_done.eq(accepted & (last | (at_last_word & ~overlong & more_in_batch))),
+            self.frame_last.eq(last),
+            self.frame_error.eq(last & (overlong | ~at_last_word)),
             write_port.addr.eq(word_index),
             write_port.data.eq(self.words.payload.data),
             write_port.en.eq(accepted & ~overlong),
@@ -82,8 +97,10 @@ class FrameReceiver(wiring.Component):
             self.read_data.eq(read_port.data),
         ]
         with m.If(accepted):
-            with m.If(self.words.payload.last):
-                m.d.sync += [word_index.eq(0), overlong.eq(0)]
+            with m.If(last):
+                m.d.sync += [word_index.eq(0), overlong.eq(0), in_batch.eq(0)]
+            with m.Elif(at_last_word & ~overlong & more_in_batch):
+                m.d.sync += [word_index.eq(0), in_batch.eq(in_batch + 1)]
             with m.Elif(at_last_word):
                 m.d.sync += [word_index.eq(0), overlong.eq(1)]
             with m.Elif(~overlong):

@@ -14,7 +14,8 @@ class ResultPacker(wiring.Component):
     """Stream the result of one image: ``K`` logits, the class, the cycles, the spike counts.
 
     The packet of a dropped frame has the class word ``0xFFFFFFFF`` and zero logits and
-    spike counts. TLAST marks the last word of every packet.
+    spike counts. TLAST marks the last word of a packet whose ``end`` is high: that of an
+    image whose frame ended its input transfer (rtl/PROTOCOL.md, batches).
 
     Parameters
     ----------
@@ -31,6 +32,8 @@ class ResultPacker(wiring.Component):
         Pulse: start a packet (the inputs hold their values until ``sent``).
     error : In(1)
         The packet is the error packet of a dropped frame.
+    end : In(1)
+        The packet ends its output transfer: TLAST on its last word.
     logits : In(ArrayLayout(signed(logit_bits), num_classes))
     predicted : In(unsigned(8))
     cycles : In(32)
@@ -52,6 +55,7 @@ class ResultPacker(wiring.Component):
             {
                 "send": In(1),
                 "error": In(1),
+                "end": In(1),
                 "logits": In(data.ArrayLayout(signed(logit_bits), num_classes)),
                 "predicted": In(unsigned(8)),
                 "cycles": In(32),
@@ -85,7 +89,7 @@ class ResultPacker(wiring.Component):
         at_last = word_index == total - 1
         m.d.comb += [
             self.words.payload.data.eq(word),
-            self.words.payload.last.eq(at_last),
+            self.words.payload.last.eq(at_last & self.end),
             self.sent.eq(self.words.valid & self.words.ready & at_last),
         ]
         with m.If(self.error & is_class_word):

@@ -64,7 +64,11 @@ REGISTERS: tuple[Register, ...] = (
     Register("T_MAX", 0x18, "r", "time steps of the design"),
     Register("NUM_MODULES", 0x1C, "r", "number of mask registers (2L + 2)"),
     Register("LANES", 0x20, "r", "parallel accumulator lanes"),
+    Register("BATCH", 0x24, "rw", "frames per input transfer (0 or 1: one); its low 16 bits"),
 )
+
+#: Bits of ``BATCH`` that count: a batch holds at most ``2**BATCH_BITS - 1`` frames.
+BATCH_BITS = 16
 
 #: Mask register of module ``i`` (SPEC.md module order) is at ``MASK_BASE + 4 * i``:
 #: bit ``t`` enables time step ``t``. Reset value: the trained mask.

@@ -27,6 +27,7 @@ from stepvit.rtl.interface import core_signature, image_words
 from stepvit.rtl.packer import ResultPacker
 from stepvit.rtl.protocol import (
     ACCEL_ID,
+    BATCH_BITS,
     CONTROL_CLEAR_ERROR,
     STATUS_BUSY,
     STATUS_FRAME_ERROR,
@@ -186,19 +187,27 @@ class StepvitAccel(wiring.Component):
         computing = Signal()
         sending = Signal()
         dropped = Signal()  # the packet being sent is that of a dropped frame
-        m.d.comb += receiver.enable.eq(~frame_full)
+        # Batches: a packet ends its output transfer (TLAST) when its frame ended its input
+        # transfer, so B frames in one MM2S transfer answer as B packets in one S2MM one.
+        frame_end = Signal()
+        waiting_end = Signal()
+        m.d.comb += [receiver.enable.eq(~frame_full),
+                     receiver.batch.eq(registers.batch[:BATCH_BITS])]
         with m.If(receiver.frame_done):
-            m.d.sync += [frame_full.eq(1), frame_bad.eq(receiver.frame_error)]
+            m.d.sync += [frame_full.eq(1), frame_bad.eq(receiver.frame_error),
+                         frame_end.eq(receiver.frame_last)]
         with m.If(frame_full & ~loading & ~waiting):
             with m.If(frame_bad):
-                m.d.sync += [frame_full.eq(0), waiting.eq(1), waiting_bad.eq(1)]
+                m.d.sync += [frame_full.eq(0), waiting.eq(1), waiting_bad.eq(1),
+                             waiting_end.eq(frame_end)]
             with m.Else():
                 m.d.comb += core.load.eq(1)
                 m.d.sync += loading.eq(1)
         with m.If(core.loaded):
-            m.d.sync += [loading.eq(0), frame_full.eq(0), waiting.eq(1), waiting_bad.eq(0)]
+            m.d.sync += [loading.eq(0), frame_full.eq(0), waiting.eq(1), waiting_bad.eq(0),
+                         waiting_end.eq(frame_end)]
         with m.If(waiting & ~computing & ~sending):
-            m.d.sync += waiting.eq(0)
+            m.d.sync += [waiting.eq(0), packer.end.eq(waiting_end)]
             with m.If(waiting_bad):
                 m.d.comb += packer.send.eq(1)
                 m.d.sync += [sending.eq(1), dropped.eq(1)]

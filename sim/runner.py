@@ -33,7 +33,7 @@ from stepvit.sim.tb_accel import CONFIG_VARIABLE
 #: The cocotb test module and its tests.
 TESTBENCH = "stepvit.sim.tb_accel"
 TESTS = ("stream_images", "register_file", "frame_errors", "dropped_frames_between_good_ones",
-         "reset_mid_image")
+         "batches", "reset_mid_image")
 TIMESCALE = ("1ns", "1ps")
 #: The simulators the cocotb testbench runs on (Icarus is the cross-check of Verilator).
 SIMULATORS = ("icarus", "verilator")

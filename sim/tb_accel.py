@@ -65,15 +65,21 @@ class StreamRecorder:
     frame_starts : list of int
         Cycle at which the first word of each input frame was accepted.
     packets : list of dict
-        Each output packet: ``words``, ``word_cycles`` and ``offered_cycle`` (the cycle at
-        which its first word was offered).
+        Each output packet (``packet_words`` words): ``words``, ``word_cycles``,
+        ``offered_cycle`` (the cycle at which its first word was offered) and ``tlast``
+        (the TLAST of each word).
     cycle : int
         Rising edges seen so far.
+    frame_words : int or None
+        Set it to split input frames by length as well as by TLAST (batches: frames of one
+        transfer have no TLAST of their own).
     """
 
-    def __init__(self, dut: Any) -> None:
+    def __init__(self, dut: Any, packet_words: int) -> None:
         self.dut = dut
         self.cycle = 0
+        self.packet_words = packet_words
+        self.frame_words: int | None = None
         self.clear()
 
     def clear(self) -> None:
@@ -81,6 +87,7 @@ class StreamRecorder:
         self.frame_starts: list[int] = []
         self.packets: list[dict[str, Any]] = []
         self._in_frame = False
+        self._frame_count = 0
         self._open: dict[str, Any] | None = None
 
     async def run(self) -> None:
@@ -95,14 +102,19 @@ class StreamRecorder:
             if int(dut.s_axis_tvalid.value) and int(dut.s_axis_tready.value):
                 if not self._in_frame:
                     self.frame_starts.append(self.cycle)
-                self._in_frame = not int(dut.s_axis_tlast.value)
+                    self._frame_count = 0
+                self._frame_count += 1
+                self._in_frame = not int(dut.s_axis_tlast.value) and \
+                    self._frame_count != self.frame_words
             if int(dut.m_axis_tvalid.value):
                 if self._open is None:
-                    self._open = {"words": [], "word_cycles": [], "offered_cycle": self.cycle}
+                    self._open = {"words": [], "word_cycles": [], "tlast": [],
+                                  "offered_cycle": self.cycle}
                 if int(dut.m_axis_tready.value):
                     self._open["words"].append(int(dut.m_axis_tdata.value))
                     self._open["word_cycles"].append(self.cycle)
-                    if int(dut.m_axis_tlast.value):
+                    self._open["tlast"].append(int(dut.m_axis_tlast.value))
+                    if len(self._open["words"]) == self.packet_words:
                         self.packets.append(self._open)
                         self._open = None
 
@@ -121,7 +133,7 @@ class Bench:
             AxiStreamBus.from_prefix(dut, "m_axis"), dut.aclk, byte_lanes=1, **reset
         )
         self.registers = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.aclk, **reset)
-        self.recorder = StreamRecorder(dut)
+        self.recorder = StreamRecorder(dut, config["packet_words"])
         if config.get("backpressure"):
             self.source.set_pause_generator(random_pauses(config["seed"]))
             self.sink.set_pause_generator(random_pauses(config["seed"] + 1))
@@ -326,6 +338,67 @@ async def dropped_frames_between_good_ones(dut: Any) -> None:
                             f"measured {measured}")
     assert not failures, _failure_report(failures)
     assert await bench.read("IMAGES") == len(sent)
+
+
+@cocotb.test()
+async def batches(dut: Any) -> None:
+    """Check BATCH: B frames in one input transfer answer as B packets in one output transfer.
+
+    TLAST comes only on the transfer's last frame and on its packet's last word; a short
+    last transfer (TLAST on an earlier frame's end) is good; a transfer longer than B
+    frames drops its B-th frame with the rest of the transfer.
+    """
+    config = load_config()
+    bench = Bench(dut, config)
+    await bench.reset()
+    await bench.write_masks()
+    frames, expected = config["frames"], config["expected"]
+    words = len(frames[0])
+    bench.recorder.frame_words = words
+    names = word_names(config["num_classes"], config["layer_names"])
+    class_word = config["num_classes"]
+    failures: list[str] = []
+    await bench.write("BATCH", 3)
+    assert await bench.read("BATCH") == 3, "BATCH does not read back"
+    # a full batch of 3, then a short one of 2, then a full one again
+    transfers = [[0, 1, 2], [3, 4], [5, 0, 1]]
+    for transfer in transfers:
+        await bench.source.send(AxiStreamFrame(sum((frames[i] for i in transfer), [])))
+    order = [i for transfer in transfers for i in transfer]
+    packets = await bench.wait_packets(len(order))
+    ends = {sum(len(t) for t in transfers[:k + 1]) - 1 for k in range(len(transfers))}
+    for position, (image, packet) in enumerate(zip(order, packets)):
+        failures += packet_mismatches(image, expected[image], packet["words"],
+                                      packet["word_cycles"], names)
+        wanted = [0] * (config["packet_words"] - 1) + [int(position in ends)]
+        if packet["tlast"] != wanted:
+            failures.append(f"packet {position}: TLAST {packet['tlast']}, expected {wanted}")
+        measured = packet["offered_cycle"] - bench.recorder.frame_starts[position]
+        if packet["words"][class_word + 1] != measured:
+            failures.append(f"packet {position}: cycle word {packet['words'][class_word + 1]}, "
+                            f"measured {measured}")
+    assert not failures, _failure_report(failures)
+    assert not await bench.read("STATUS") & STATUS_FRAME_ERROR, "a good batch set frame_error"
+    # a transfer of 3 frames with BATCH 2: frame 1 lacks TLAST, so it and frame 2 are dropped
+    await bench.write("BATCH", 2)
+    before = len(bench.recorder.packets)
+    await bench.source.send(AxiStreamFrame(frames[0] + frames[1] + frames[2]))
+    packets = (await bench.wait_packets(before + 2))[before:]
+    assert packets[0]["words"][class_word] == expected[0][class_word], "frame 0 of the batch"
+    assert packets[0]["tlast"][-1] == 0, "the first packet of a batch of 2 ended the transfer"
+    assert packets[1]["words"][class_word] == ERROR_CLASS, (
+        f"overlong batch: class {packets[1]['words'][class_word]:#x}, expected the error class")
+    assert packets[1]["tlast"][-1] == 1, "the error packet did not end the transfer"
+    assert await bench.read("STATUS") & STATUS_FRAME_ERROR, "an overlong batch is not flagged"
+    await bench.write("CONTROL", CONTROL_CLEAR_ERROR)
+    # BATCH 0 is one frame per transfer again
+    await bench.write("BATCH", 0)
+    bench.recorder.frame_words = None
+    bench.config = {**config, "frames": frames[:2], "expected": expected[:2]}
+    bench.recorder.clear()
+    failures = await bench.run_frames()
+    assert not failures, "BATCH 0 after the batches: " + _failure_report(failures)
+    assert all(packet["tlast"][-1] for packet in bench.recorder.packets)
 
 
 @cocotb.test()

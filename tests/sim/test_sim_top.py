@@ -99,6 +99,11 @@ def test_dropped_frames_between_good_ones_keep_the_packet_order(
                    simulation.config(images, expected=expected))
 
 
+def test_batches_of_frames_in_one_transfer(simulation: Simulation, images: np.ndarray) -> None:
+    expected = expected_packets(simulation, images, simulation.export.timestep_mask)
+    simulation.run("batches", simulation.config(images, expected=expected))
+
+
 def test_reset_in_the_middle_of_an_image(simulation: Simulation, images: np.ndarray) -> None:
     expected = expected_packets(simulation, images, simulation.export.timestep_mask)
     simulation.run("reset_mid_image", simulation.config(images, expected=expected))
