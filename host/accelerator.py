@@ -171,7 +171,8 @@ class Accelerator(abc.ABC):
 def open_accelerator(backend: str, export: Export | str | Path, *,
                      overlay: str | Path | None = None, lanes: int = 8,
                      build_dir: str | Path | None = None, timeout_s: float = 5.0,
-                     simulator: str = "verilator", jobs: int = 1) -> Accelerator:
+                     simulator: str = "verilator", jobs: int = 1,
+                     max_batch: int = 64) -> Accelerator:
     """Open the accelerator of ``backend`` on ``export``.
 
     Parameters
@@ -188,11 +189,13 @@ def open_accelerator(backend: str, export: Export | str | Path, *,
     build_dir : path, optional
         sim only: where the simulation builds (reused between calls).
     timeout_s : float
-        pynq only: how long one image's DMA transfers may take before ``DeviceTimeout``.
+        pynq only: how long one batch's DMA transfers may take before ``DeviceTimeout``.
     simulator : str
         sim only: ``"verilator"`` (the C++ bulk path) or ``"icarus"`` (cocotb).
     jobs : int
         sim with Verilator only: threads, one model each.
+    max_batch : int
+        pynq only: images per DMA transfer (one MM2S and one S2MM transfer a batch).
 
     Raises
     ------
@@ -215,5 +218,5 @@ def open_accelerator(backend: str, export: Export | str | Path, *,
 
         if overlay is None:
             raise StepvitError("the pynq backend needs an overlay (--overlay DIR)")
-        return PynqAccelerator(export, overlay, timeout_s=timeout_s)
+        return PynqAccelerator(export, overlay, timeout_s=timeout_s, max_batch=max_batch)
     raise StepvitError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")

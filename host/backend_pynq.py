@@ -2,10 +2,14 @@
 
 The overlay (``boards/<board>/build_overlay.tcl``) holds the PS, an AXI DMA named
 :data:`DMA_NAME` (MM2S to ``s_axis``, S2MM from ``m_axis``, simple mode) and the
-accelerator named :data:`ACCEL_NAME`. Buffers are allocated once and reused; one image
-is one MM2S transfer (the DMA raises TLAST on its last word) and one S2MM transfer (the
-accelerator raises TLAST on the last word of its packet). Every wait polls the channel
-with a deadline of its own image, so a stuck stream ends in :class:`DeviceTimeout`.
+accelerator named :data:`ACCEL_NAME`. Buffers are allocated once and reused; a batch of
+up to ``max_batch`` images is one MM2S transfer of their frames back to back (the DMA
+raises TLAST on its last word; the accelerator's ``BATCH`` register says how many frames
+it holds) and one S2MM transfer of their packets (the accelerator raises TLAST on the last
+word of the batch's last packet), so a board pays the per-transfer cost once per batch.
+Every wait polls the channel with a deadline of its own batch, so a stuck stream ends in
+:class:`DeviceTimeout`; a result transfer that ends early (a dropped frame's error packet
+always carries TLAST) is reported with the images it covered.
 
 What the deadlines cover: a DMA that does not start (its stream clock stopped, or held in
 reset: pynq's own driver would spin on it forever) and a transfer that does not finish (a
@@ -33,6 +37,7 @@ from stepvit.model.export import Export
 from stepvit.model.export.errors import DeviceTimeout, StepvitError
 from stepvit.rtl.protocol import (
     ACCEL_ID,
+    BATCH_BITS,
     CONTROL_CLEAR_ERROR,
     STATUS_FRAME_ERROR,
     image_words,
@@ -50,9 +55,12 @@ ACCEL_NAME = "stepvit_accel_0"
 #: File name (without suffix) of the overlay's bitstream and hardware handoff.
 OVERLAY_NAME = "stepvit"
 
-#: Rows of the DMA buffers start 64 bytes apart or a multiple of it: the DMA (without its
-#: realignment engine) needs transfers aligned to its memory width, 128 bits at most here.
-ROW_ALIGN_WORDS = 16
+#: The most bytes one simple-mode transfer moves: the overlay sets the DMA's buffer length
+#: register to 26 bits (``c_sg_length_width``), its maximum.
+DMA_MAX_TRANSFER_BYTES = 2**26 - 1
+
+#: The S2MM channel's length register (PG021): bytes the last transfer received.
+DMA_S2MM_LENGTH = 0x58
 
 #: AXI DMA registers (PG021), simple mode: each channel's control (DMACR) and status
 #: (DMASR, at control + 4). DMACR bit 0 runs the channel, bit 2 soft-resets the whole DMA;
@@ -125,9 +133,9 @@ def dma_status_text(status: int) -> str:
     return f"DMASR 0x{status:08x}" + (f": {', '.join(errors)}" if errors else "")
 
 
-def aligned_words(words: int) -> int:
-    """Return ``words`` rounded up to a whole number of :data:`ROW_ALIGN_WORDS`."""
-    return -(-words // ROW_ALIGN_WORDS) * ROW_ALIGN_WORDS
+def image_label(first: int, count: int) -> str:
+    """Return how messages name ``count`` images from ``first``: "image 3", "images 0-63"."""
+    return f"image {first}" if count == 1 else f"images {first}-{first + count - 1}"
 
 
 class PynqAccelerator(Accelerator):
@@ -140,9 +148,10 @@ class PynqAccelerator(Accelerator):
     overlay : path
         The overlay's ``.bit``, or the folder with ``stepvit.bit`` and ``stepvit.hwh``.
     timeout_s : float
-        How long the DMA may take for one image before :class:`DeviceTimeout`.
+        How long the DMA may take for one batch before :class:`DeviceTimeout`.
     max_batch : int
-        Images the preallocated DMA buffers hold; larger batches go through in chunks.
+        Images per DMA transfer, which the preallocated buffers hold; more images go
+        through in batches of this size (1: one transfer per image).
 
     Raises
     ------
@@ -157,14 +166,18 @@ class PynqAccelerator(Accelerator):
                  max_batch: int = 64) -> None:
         if timeout_s <= 0:
             raise StepvitError(f"the DMA timeout must be positive, got {timeout_s} s")
-        if max_batch < 1:
-            raise StepvitError(f"max_batch must be at least 1, got {max_batch}")
+        frame_words = image_words(export.arch["image_shape"])
+        largest = min(2**BATCH_BITS - 1, DMA_MAX_TRANSFER_BYTES // (4 * frame_words))
+        if not 1 <= max_batch <= largest:
+            raise StepvitError(f"max_batch must be 1..{largest} (the BATCH register and the "
+                               f"DMA's longest transfer), got {max_batch}")
         super().__init__(export)
         self.timeout_s = timeout_s
         self.max_batch = max_batch
         self._frames: Any = None
         self._packets: Any = None
-        self._frame_words = image_words(export.arch["image_shape"])
+        self._batch_register: int | None = None
+        self._frame_words = frame_words
         self._packet_words = result_words(export)
         bitfile, _ = overlay_files(overlay)
         try:
@@ -191,10 +204,10 @@ class PynqAccelerator(Accelerator):
         self._accel = getattr(self._overlay, ACCEL_NAME)
         self._check_device()
         try:
-            self._frames = pynq.allocate(
-                shape=(max_batch, aligned_words(self._frame_words)), dtype=np.uint32)
-            self._packets = pynq.allocate(
-                shape=(max_batch, aligned_words(self._packet_words)), dtype=np.uint32)
+            # rows back to back: a batch is one contiguous transfer from the buffer's start
+            self._frames = pynq.allocate(shape=(max_batch, self._frame_words), dtype=np.uint32)
+            self._packets = pynq.allocate(shape=(max_batch, self._packet_words),
+                                          dtype=np.uint32)
         except RuntimeError as error:
             self._release()
             raise StepvitError(f"cannot allocate DMA buffers: {error}") from None
@@ -287,22 +300,31 @@ class PynqAccelerator(Accelerator):
             stage_seconds[stage] += now - clock
             clock = now
 
-        pack_images(chunk, out=self._frames[:, :self._frame_words])
+        pack_images(chunk, out=self._frames[:count])
         lap("pack")
         self._frames[:count].flush()
         lap("copy_in")
+        if self._batch_register != count:
+            self.write_register("BATCH", count)
+            self._batch_register = count
         send, recv = self._dma.sendchannel, self._dma.recvchannel
-        for row in range(count):
-            image = first + row
-            self._transfer(recv, S2MM, self._packets[row, :self._packet_words], image)
-            self._transfer(send, MM2S, self._frames[row, :self._frame_words], image)
-            deadline = time.monotonic() + self.timeout_s
-            self._wait(send, MM2S, image, deadline)
-            self._wait(recv, S2MM, image, deadline)
+        images = image_label(first, count)
+        self._transfer(recv, S2MM, self._packets[:count], images)
+        self._transfer(send, MM2S, self._frames[:count], images)
+        deadline = time.monotonic() + self.timeout_s
+        self._wait(recv, S2MM, images, deadline)
+        received = int(self._dma_registers.read(DMA_S2MM_LENGTH))
+        if received != 4 * self._packet_words * count:
+            self._abort()
+            raise StepvitError(
+                f"the accelerator ended the result transfer of {images} after {received} "
+                f"bytes, not {4 * self._packet_words * count}: a frame was dropped (its error "
+                f"packet ends the transfer); the DMA was reset and the buffers freed")
+        self._wait(send, MM2S, images, deadline)
         lap("execute")
         self._packets[:count].invalidate()
         lap("copy_out")
-        unpacked = unpack_results(np.array(self._packets[:count, :self._packet_words]),
+        unpacked = unpack_results(np.array(self._packets[:count]),
                                   self.export.arch["num_classes"])
         lap("unpack")
         if self.read_register("STATUS") & STATUS_FRAME_ERROR:
@@ -310,28 +332,28 @@ class PynqAccelerator(Accelerator):
             self.write_register("CONTROL", CONTROL_CLEAR_ERROR)
         return unpacked
 
-    def _transfer(self, channel: Any, direction: str, buffer: Any, image: int) -> None:
+    def _transfer(self, channel: Any, direction: str, buffer: Any, image: str) -> None:
         """Start one transfer; pynq refusing it (a halted channel) closes the accelerator."""
         try:
             channel.transfer(buffer)
         except (RuntimeError, ValueError) as error:
             status = dma_status_text(self._dma_status(direction))
             self._abort()
-            raise StepvitError(f"DMA {direction} refused image {image}: {error} ({status}); "
+            raise StepvitError(f"DMA {direction} refused {image}: {error} ({status}); "
                                f"the DMA was reset and the buffers freed") from None
 
-    def _wait(self, channel: Any, direction: str, image: int, deadline: float) -> None:
+    def _wait(self, channel: Any, direction: str, image: str, deadline: float) -> None:
         """Poll ``channel`` until idle; a DMA error or the deadline closes the accelerator."""
         while not channel.idle:
             if channel.error:
                 status = dma_status_text(self._dma_status(direction))
                 self._abort()
-                raise StepvitError(f"DMA {direction} reported an error on image {image} "
+                raise StepvitError(f"DMA {direction} reported an error on {image} "
                                    f"({status}); the DMA was reset and the buffers freed")
             if time.monotonic() > deadline:
                 self._abort()
                 raise DeviceTimeout(
-                    f"DMA {direction} did not finish image {image} within {self.timeout_s} s "
+                    f"DMA {direction} did not finish {image} within {self.timeout_s} s "
                     f"(a stream without TLAST or a stalled accelerator); the DMA was reset and "
                     f"the buffers freed: reload the overlay")
 

@@ -39,7 +39,10 @@ def _bench_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for bench.json and bench.png (default: beside the export)")
     parser.add_argument("--timeout", type=float, default=5.0,
-                        help="pynq: seconds one image's DMA transfers may take (default 5)")
+                        help="pynq: seconds one batch's DMA transfers may take (default 5)")
+    parser.add_argument("--dma-batch", type=int, default=64,
+                        help="pynq: images per DMA transfer, one MM2S and one S2MM transfer "
+                             "a batch (default 64; 1: one image at a time)")
     add_progress_argument(parser)
 
 
@@ -201,7 +204,8 @@ def _board_bench(args: argparse.Namespace, board_name: str, overlay: Path,
     progress = _progress(args)
     if progress:
         progress(f"{backend_label}: {export.path} on {board.name}, {source}")
-    with open_accelerator("pynq", export, overlay=overlay, timeout_s=args.timeout) as accel:
+    with open_accelerator("pynq", export, overlay=overlay, timeout_s=args.timeout,
+                          max_batch=args.dma_batch) as accel:
         lanes = accel.read_register("LANES")
         rows = run_bench(accel, images, budgets, reference, clock_mhz=board.clock_mhz,
                          lanes=lanes, labels=labels, progress=progress)

@@ -45,6 +45,8 @@ ACCEL_BASE = 0x43C0_0000
 MM2S_CONTROL, S2MM_CONTROL, STATUS_OFFSET = 0x00, 0x30, 0x04
 RUN, SOFT_RESET = 1 << 0, 1 << 2
 HALTED, IDLE = 1 << 0, 1 << 1
+#: The S2MM channel's length register (PG021): bytes its last transfer received.
+S2MM_LENGTH = 0x58
 #: Clock cycles one ``idle`` poll of a busy channel runs.
 CYCLES_PER_POLL = 20_000
 
@@ -94,7 +96,9 @@ class EmulatedBoard:
             self.halted[direction] = False
 
     def read_dma(self, address: int) -> int:
-        """Read a DMA status register: halted and idle."""
+        """Read a DMA status register (halted, idle) or the S2MM length register."""
+        if address == S2MM_LENGTH:
+            return 4 * self.recv["moved"] if self.recv is not None else 0
         direction = {MM2S_CONTROL + STATUS_OFFSET: "MM2S",
                      S2MM_CONTROL + STATUS_OFFSET: "S2MM"}.get(address)
         if direction is None:

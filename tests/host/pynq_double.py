@@ -5,8 +5,11 @@ It implements what ``host/backend_pynq.py`` uses of pynq (the same calls in 3.0,
 ``allocate`` buffers with ``flush``/``invalidate``/``freebuffer``, the AXI DMA's
 ``sendchannel``/``recvchannel`` with ``transfer``/``idle``/``error`` and the IP's
 ``read``/``write``) and answers each frame with the result packet that the golden model
-gives under the mask registers. Tests that compare its answers with the golden model
-compare the golden model with itself: they check the driver, not the hardware.
+gives under the mask registers; a transfer holds as many frames as the ``BATCH`` register
+says (one when it is 0), and a dropped frame's packet ends the S2MM transfer, whose
+length register then says so, as the accelerator's TLAST does. Tests that compare its
+answers with the golden model compare the golden model with itself: they check the
+driver, not the hardware.
 
 The DMA's registers (control, status) are modelled as far as the driver reads them, and
 its channels behave as pynq's do: ``transfer`` raises ``RuntimeError`` on a halted or busy
@@ -31,6 +34,7 @@ from stepvit.host.backend_pynq import (
     DMA_NAME,
     DMA_RUN,
     DMA_S2MM_CONTROL,
+    DMA_S2MM_LENGTH,
     DMA_SOFT_RESET,
     DMA_STATUS_OFFSET,
 )
@@ -40,6 +44,7 @@ from stepvit.rtl.protocol import (
     ACCEL_ID,
     CONTROL_CLEAR_ERROR,
     STATUS_FRAME_ERROR,
+    image_words,
     offset,
     pack_results,
     unpack_images,
@@ -114,11 +119,11 @@ class FakeBoard:
     seconds_per_image : float
         Time on :attr:`clock` that each image's transfers take.
     stalled_result : int or None
-        Index of the frame whose result never comes: its S2MM transfer never finishes.
+        Index of the transfer whose result never comes: its S2MM transfer never finishes.
     channel_error : tuple of (str, int) or None
-        ``("MM2S" or "S2MM", frame)``: that transfer ends in a decode error.
+        ``("MM2S" or "S2MM", transfer)``: that transfer ends in a decode error.
     refused_transfer : tuple of (str, int) or None
-        ``("MM2S" or "S2MM", frame)``: pynq refuses to start that transfer.
+        ``("MM2S" or "S2MM", transfer)``: pynq refuses to start that transfer.
     corrupt_logit : bool
         The accelerator adds one to the first logit of every packet.
     dropped_frames : set of int
@@ -170,7 +175,9 @@ class FakeBoard:
             self.dma_halted[direction] = not (value & DMA_RUN) or self.dma_stuck_halted
 
     def read_dma_register(self, address: int) -> int:
-        """Read a DMA status register (DMASR): halted, idle and the decode error bit."""
+        """Read a DMA status register (DMASR: halted, idle, decode error) or S2MM_LENGTH."""
+        if address == DMA_S2MM_LENGTH:
+            return self.dma.received_bytes if self.dma is not None else 0
         self.poll()
         direction = {DMA_MM2S_CONTROL + DMA_STATUS_OFFSET: "MM2S",
                      DMA_S2MM_CONTROL + DMA_STATUS_OFFSET: "S2MM"}[address]
@@ -187,6 +194,10 @@ class FakeBoard:
                 for index in range(len(self.export.module_names))]
         return np.array([[(row >> step) & 1 for step in range(self.export.t_max)]
                          for row in rows], dtype=np.uint8)
+
+    def batch(self) -> int:
+        """Frames per transfer: the BATCH register (0 reads as 1)."""
+        return max(1, self.registers.get(offset("BATCH"), 0))
 
     def compute(self, frame: np.ndarray) -> np.ndarray:
         """Return the result packet of one input frame."""
@@ -260,6 +271,8 @@ class FakeDMA:
         self.board = board
         self.sendchannel = FakeChannel(self, "MM2S")
         self.recvchannel = FakeChannel(self, "S2MM")
+        self.received_bytes = 0
+        self.transfers: list[tuple[int, int]] = []  # (frames sent, packets received)
         board.dma = self
 
     def channel(self, direction: str) -> FakeChannel:
@@ -269,8 +282,22 @@ class FakeDMA:
         send, recv = self.sendchannel, self.recvchannel
         if send.array is None or recv.array is None or send.frame != recv.frame:
             return
-        recv.array[:] = self.board.compute(np.asarray(send.array))
-        send.done_at = recv.done_at = self.board.clock.now + self.board.seconds_per_image
+        board = self.board
+        frames = np.asarray(send.array).reshape(-1, image_words(board.export.arch["image_shape"]))
+        packets = recv.array.reshape(len(frames), -1)
+        if len(frames) != board.batch() or packets.shape[0] != len(frames):
+            raise AssertionError(f"a transfer of {len(frames)} frames and {packets.shape[0]} "
+                                 f"packets with BATCH {board.batch()}")
+        received = 0
+        for frame, packet in zip(frames, packets):
+            dropped = board.frames_seen in board.dropped_frames
+            packet[:] = board.compute(frame)
+            received += 1
+            if dropped:  # its error packet carries TLAST: the S2MM transfer ends here
+                break
+        self.received_bytes = received * packets.shape[1] * 4
+        self.transfers.append((len(frames), received))
+        send.done_at = recv.done_at = board.clock.now + board.seconds_per_image * len(frames)
 
     def write(self, address: int, value: int) -> None:
         self.board.write_dma_register(address, value)
@@ -287,6 +314,7 @@ class FakeAccelerator:
             offset("T_MAX"): export.t_max,
             offset("NUM_MODULES"): len(export.module_names),
             offset("LANES"): 4,
+            offset("BATCH"): 0,
         })
         for index, row in enumerate(export.timestep_mask):
             board.registers[offset(f"MASK{index}")] = sum(

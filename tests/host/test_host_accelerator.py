@@ -173,7 +173,7 @@ def test_pynq_backend_times_out_on_a_dma_that_never_finishes(export, images, boa
     board.never_idle = True
     accel = open_accelerator("pynq", export, overlay=overlay_dir, timeout_s=0.2)
     start = time.monotonic()
-    with pytest.raises(DeviceTimeout, match="did not finish image 0 within 0.2 s"):
+    with pytest.raises(DeviceTimeout, match="did not finish images 0-4 within 0.2 s"):
         accel.infer(images)
     assert time.monotonic() - start < 2.0
     assert (DMA_MM2S_CONTROL, DMA_SOFT_RESET) in board.dma_control_writes
@@ -205,7 +205,7 @@ def test_real_pynq_off_board_fails_in_one_line(export, overlay_dir):
 
 def test_pynq_backend_reports_and_clears_a_dropped_frame(export, images, board, overlay_dir):
     board.dropped_frames = {1}
-    with open_accelerator("pynq", export, overlay=overlay_dir) as accel:
+    with open_accelerator("pynq", export, overlay=overlay_dir, max_batch=1) as accel:
         result = accel.infer(images)
         assert result.predicted[1] == -1
         assert board.registers[offset("STATUS")] & STATUS_FRAME_ERROR == 0
@@ -215,12 +215,36 @@ def test_pynq_backend_reports_and_clears_a_dropped_frame(export, images, board, 
     assert np.array_equal(again.predicted, expected.predicted)
 
 
-def test_pynq_buffers_keep_every_row_aligned(export, images, board, overlay_dir):
-    # 6 words a frame: unpadded rows would not start on 16-byte boundaries.
-    assert image_words(export.arch["image_shape"]) % 4 != 0
-    with open_accelerator("pynq", export, overlay=overlay_dir) as accel:
+def test_a_dropped_frame_inside_a_batch_ends_its_result_transfer(export, images, board,
+                                                                 overlay_dir):
+    """Its error packet carries TLAST: the S2MM transfer stops short, and the driver says so."""
+    board.dropped_frames = {1}
+    accel = open_accelerator("pynq", export, overlay=overlay_dir)
+    packet_bytes = 4 * accel._packet_words
+    with pytest.raises(StepvitError, match=(
+            rf"ended the result transfer of images 0-4 after {2 * packet_bytes} bytes, not "
+            rf"{5 * packet_bytes}: a frame was dropped")):
         accel.infer(images)
-    assert all(buffer.shape[1] * 4 % 64 == 0 for buffer in board.allocated)
+    assert all(buffer.freed for buffer in board.allocated)
+
+
+def test_pynq_buffers_hold_a_batch_back_to_back(export, images, board, overlay_dir):
+    # 6 words a frame: a batch's frames follow each other without padding
+    with open_accelerator("pynq", export, overlay=overlay_dir, max_batch=3) as accel:
+        result = accel.infer(images)
+    frame_words = image_words(export.arch["image_shape"])
+    assert [buffer.shape for buffer in board.allocated] == [
+        (3, frame_words), (3, accel._packet_words)]
+    assert board.dma.transfers == [(3, 3), (2, 2)]
+    expected = open_accelerator("golden", export).infer(images)
+    assert np.array_equal(result.predicted, expected.predicted)
+
+
+@pytest.mark.parametrize("max_batch", [0, 2**16])
+def test_pynq_backend_refuses_a_batch_the_hardware_cannot_take(export, board, overlay_dir,
+                                                               max_batch):
+    with pytest.raises(StepvitError, match=r"max_batch must be 1\.\.65535"):
+        open_accelerator("pynq", export, overlay=overlay_dir, max_batch=max_batch)
 
 
 def test_pynq_backend_refuses_a_timeout_that_cannot_pass(export, board, overlay_dir):

@@ -100,7 +100,8 @@ def test_a_result_that_stalls_at_image_2_times_out_naming_image_2(export, images
     """The image goes in (MM2S finishes) but its result never comes out (S2MM never does)."""
     board = virtual_time
     board.stalled_result = 2
-    accel = open_accelerator("pynq", export, overlay=overlay_dir, timeout_s=TIMEOUT_S)
+    accel = open_accelerator("pynq", export, overlay=overlay_dir, timeout_s=TIMEOUT_S,
+                             max_batch=1)
     with pytest.raises(DeviceTimeout, match=r"DMA S2MM \(result out\) did not finish image 2 "
                                             r"within 0.2 s"):
         accel.infer(images)
@@ -111,14 +112,16 @@ def test_a_result_that_stalls_at_image_2_times_out_naming_image_2(export, images
 @pytest.mark.parametrize("seconds_per_image", [0.15, 0.19])
 def test_every_image_has_its_own_deadline(export, images, virtual_time, overlay_dir,
                                           seconds_per_image: float):
-    """Five images of 0.15 s each take 0.75 s in all: each within 0.2 s, so no timeout.
+    """One image per transfer (``max_batch=1``): five images of 0.15 s each take 0.75 s in
+    all, each within 0.2 s, so no timeout.
 
     The results are compared with the golden model, which computed them: the golden model
     with itself.
     """
     board = virtual_time
     board.seconds_per_image = seconds_per_image
-    with open_accelerator("pynq", export, overlay=overlay_dir, timeout_s=TIMEOUT_S) as accel:
+    with open_accelerator("pynq", export, overlay=overlay_dir, timeout_s=TIMEOUT_S,
+                          max_batch=1) as accel:
         result = accel.infer(images)
     assert board.clock.now >= len(images) * seconds_per_image
     expected = open_accelerator("golden", export).infer(images)
@@ -128,8 +131,9 @@ def test_every_image_has_its_own_deadline(export, images, virtual_time, overlay_
 def test_an_image_slower_than_the_timeout_times_out(export, images, virtual_time, overlay_dir):
     board = virtual_time
     board.seconds_per_image = 0.25
-    accel = open_accelerator("pynq", export, overlay=overlay_dir, timeout_s=TIMEOUT_S)
-    with pytest.raises(DeviceTimeout, match=r"DMA MM2S \(image in\) did not finish image 0 "
+    accel = open_accelerator("pynq", export, overlay=overlay_dir, timeout_s=TIMEOUT_S,
+                             max_batch=1)
+    with pytest.raises(DeviceTimeout, match=r"DMA S2MM \(result out\) did not finish image 0 "
                                             r"within 0.2 s"):
         accel.infer(images)
     assert_reset_and_freed(board)
@@ -146,7 +150,8 @@ def test_a_channel_error_names_the_direction_and_image(export, images, virtual_t
     timeout: it is reported as it happens, with the status register decoded."""
     board = virtual_time
     board.channel_error = (channel, frame)
-    accel = open_accelerator("pynq", export, overlay=overlay_dir, timeout_s=TIMEOUT_S)
+    accel = open_accelerator("pynq", export, overlay=overlay_dir, timeout_s=TIMEOUT_S,
+                             max_batch=1)
     with pytest.raises(StepvitError, match=(
             rf"^DMA {direction} reported an error on image {frame} \(DMASR 0x00000041: "
             rf"DMADecErr \(no memory at the buffer's address: is the HP port connected\?\)\); "
@@ -163,9 +168,34 @@ def test_a_transfer_pynq_refuses_names_the_direction_and_image(export, images, v
     """pynq raises RuntimeError from transfer() on a halted channel: one line, DMA reset."""
     board = virtual_time
     board.refused_transfer = ("S2MM", 2)
-    accel = open_accelerator("pynq", export, overlay=overlay_dir, timeout_s=TIMEOUT_S)
+    accel = open_accelerator("pynq", export, overlay=overlay_dir, timeout_s=TIMEOUT_S,
+                             max_batch=1)
     with pytest.raises(StepvitError, match=(
             r"^DMA S2MM \(result out\) refused image 2: DMA channel not started \(DMASR "
             r"0x00000003\); the DMA was reset and the buffers freed$")):
+        accel.infer(images)
+    assert_reset_and_freed(board)
+
+
+def test_a_batch_has_one_deadline_and_one_transfer_each_way(export, images, virtual_time,
+                                                            overlay_dir):
+    """Five images in one batch: one MM2S and one S2MM transfer, BATCH 5, one deadline."""
+    board = virtual_time
+    board.seconds_per_image = 0.03  # 0.15 s for the batch: within 0.2 s
+    with open_accelerator("pynq", export, overlay=overlay_dir, timeout_s=TIMEOUT_S) as accel:
+        result = accel.infer(images)
+    assert board.dma.transfers == [(len(images), len(images))]
+    assert board.batch() == len(images)
+    expected = open_accelerator("golden", export).infer(images)
+    assert np.array_equal(result.logits, expected.logits)
+
+
+def test_a_batch_slower_than_the_timeout_names_its_images(export, images, virtual_time,
+                                                          overlay_dir):
+    board = virtual_time
+    board.seconds_per_image = 0.05  # 0.25 s for the batch of five
+    accel = open_accelerator("pynq", export, overlay=overlay_dir, timeout_s=TIMEOUT_S)
+    with pytest.raises(DeviceTimeout, match=r"DMA S2MM \(result out\) did not finish images "
+                                            r"0-4 within 0.2 s"):
         accel.infer(images)
     assert_reset_and_freed(board)
