@@ -151,6 +151,29 @@ class CoreGeometry:
         return -(-self.mlp_dim // self.lanes)
 
     @property
+    def parallel_heads(self) -> int:
+        """Heads the attention's KV and Q·KV passes walk side by side (1: one at a time).
+
+        Each head of a group has its own walker, KV memory and ``head_dim`` lanes, so the
+        group's heads must sit whole in one chunk at the same lanes in both passes: at
+        least two heads fit in the lanes, and the lanes are whole heads (or one chunk
+        holds every head).
+        """
+        fitting = min(self.lanes // self.head_dim, self.heads)
+        aligned = self.lanes % self.head_dim == 0 or self.lanes >= self.dim
+        return fitting if fitting >= 2 and aligned else 1
+
+    @property
+    def kv_chunks(self) -> int:
+        """Chunks of the KV pass: groups of ``parallel_heads`` heads (the last one ragged)."""
+        return -(-self.heads // self.parallel_heads)
+
+    @property
+    def kv_rows(self) -> int:
+        """Rows of one KV memory per step: the channels of the heads at one walker's slot."""
+        return self.kv_chunks * self.head_dim
+
+    @property
     def dim_word_bits(self) -> int:
         """Bits of a spike word of ``dim`` channels, padded to whole chunks."""
         return self.dim_chunks * self.lanes
@@ -327,7 +350,7 @@ class CorePlan:
                     use_bias=1, bias_base=biases(f"{prefix}.attn.{name}.bias"), target=target,
                     **theta(f"{prefix}.attn.{name}"))
             add(module=attn, source=Source.BUF2, value_source=Source.BUF3,
-                chunks=geometry.heads, walk_mask=WalkMask.HEAD, sink=Sink.KV_ADD,
+                chunks=geometry.kv_chunks, walk_mask=WalkMask.HEAD, sink=Sink.KV_ADD,
                 skip_empty=1)
             add(module=attn, source=Source.BUF1, weights=WeightSource.KV,
                 walk_mask=WalkMask.CHUNK_HEADS, target=Source.BUF0,
@@ -386,7 +409,8 @@ class CorePlan:
             "membranes": g.tokens * g.dim * g.bits["membrane"],
             "stream": steps_tokens * g.dim * g.bits["stream"],
             "stream_spike": g.dim * g.bits["stream"],
-            "kv": g.t_max * g.dim * g.head_dim * g.bits["attention"],
+            "kv": (g.parallel_heads * g.t_max * g.kv_rows * g.head_dim
+                   * g.bits["attention"]),
             # the pass table becomes a ROM as deep as the power of two its indices need
             "passes": (1 << (len(self.passes) - 1).bit_length()) * self.layout().size,
         }

@@ -68,7 +68,8 @@ def memory_shapes(plan: CorePlan) -> dict[str, tuple[int, int]]:
         "embed_current": (bits["embed_current"] * lanes, g.tokens * g.dim_chunks),
         "membranes": (bits["membrane"] * lanes, g.tokens * g.dim_chunks),
         "stream": (bits["stream"] * lanes, steps_tokens * g.dim_chunks),
-        "kv": (bits["attention"] * g.head_dim, g.t_max * g.dim),
+        **{f"kv{slot}": (bits["attention"] * g.head_dim, g.t_max * g.kv_rows)
+           for slot in range(g.parallel_heads)},
     }
 
 
@@ -78,15 +79,17 @@ def dense_events(geometry: CoreGeometry) -> int:
     lanes, head_dim = g.lanes, g.head_dim
     steps_tokens = g.t_max * g.tokens
     dim_chunks, mlp_chunks = g.dim_chunks, g.mlp_chunks
-    # A Q bit of head h is walked once for every chunk holding one of h's channels.
+    # A Q bit of head h is walked once for every chunk holding one of h's channels; with
+    # parallel heads, a chunk's heads are walked side by side (head_dim events a chunk).
     chunks_of_head = [sum(1 for c in range(dim_chunks)
                           if c * lanes < (h + 1) * head_dim and (c + 1) * lanes > h * head_dim)
                       for h in range(g.heads)]
+    q_kv_walks = dim_chunks if g.parallel_heads > 1 else sum(chunks_of_head)
     lif_only = steps_tokens * dim_chunks  # a pass whose chunks only charge and fire
     block = (lif_only * 2  # attn.in, mlp.in
              + steps_tokens * g.dim * dim_chunks * 4  # q, k, v, proj
-             + steps_tokens * g.dim  # KV add: one event per K bit
-             + steps_tokens * head_dim * sum(chunks_of_head)  # Q·KV
+             + steps_tokens * head_dim * g.kv_chunks  # KV add: the heads of a chunk together
+             + steps_tokens * head_dim * q_kv_walks  # Q·KV
              + steps_tokens * g.dim * mlp_chunks  # fc1
              + steps_tokens * g.mlp_dim * dim_chunks)  # fc2
     embed = g.tokens * 8 * g.patch_len * dim_chunks + lif_only
