@@ -23,14 +23,16 @@ SHAPE = dict(image_shape=[1, 4, 4], patch=2, dim=4 * HEAD_DIM, heads=4, depth=1,
 NEVER = -100  # a bias far below every threshold: the channel never fires
 
 
-def export_with_fixed_spikes(directory, base_seed, firing):
-    """Return a random export whose Q and K channels fire by ``firing`` alone.
+def export_with_fixed_spikes(directory, base_seed, firing, attn_shift=None):
+    """Return a random export whose Q and K (and V) channels fire by ``firing`` alone.
 
     ``firing[name]`` is the set of channels of ``blocks.0.attn.<name>`` that fire at every
     token and step (their weights are zero and their bias is their threshold); the others
-    never fire. V and the rest of the network stay random.
+    never fire. The rest of the network stays random; ``attn_shift`` sets the attention's
+    threshold (``2**attn_shift``), high enough for a KV count one short to show.
     """
-    base = load_export(make_random_export(directory / "base", seed=base_seed, **SHAPE))
+    base = load_export(make_random_export(directory / "base", seed=base_seed,
+                                          attn_shift=attn_shift, **SHAPE))
     arrays = {key: value.astype(np.int64) for key, value in base.arrays.items()}
     thresholds = {key: np.asarray(value) for key, value in base.manifest["thresholds"].items()}
     for name, channels in firing.items():
@@ -69,10 +71,13 @@ def mismatches(export, lanes, budget):
 
 @pytest.mark.parametrize("lanes", [2 * HEAD_DIM, 4 * HEAD_DIM])
 def test_unbalanced_heads_match_golden(tmp_path, lanes):
-    """Head 0 fires every K and Q channel, head 1 none, head 2 one, head 3 a random few:
-    the walkers of a chunk have 4, 0, 1 and some bits (walker 1 is empty throughout)."""
+    """Head 0 fires no K or Q channel, head 1 all, head 2 every K and V but no Q, head 3
+    two K and three Q: walker 0 is empty while another walks four bits, walkers end
+    apart, and head 2's attention is zero while its KV rows are not (a walker that adds
+    without a bit of its own makes it fire)."""
     export = export_with_fixed_spikes(tmp_path, 11, {
-        "k": {0, 1, 2, 3, 9, 12, 14}, "q": {0, 1, 2, 3, 10, 13, 15}})
+        "k": {4, 5, 6, 7, 8, 9, 10, 11, 13, 15}, "q": {4, 5, 6, 7, 12, 13, 15},
+        "v": {8, 9, 10, 11, 12, 14}}, attn_shift=1)
     assert CoreGeometry.from_export(export, lanes=lanes).parallel_heads == lanes // HEAD_DIM
     for budget in (None, 1):
         assert mismatches(export, lanes, budget) == [], f"lanes {lanes}, budget {budget}"
@@ -94,10 +99,13 @@ def test_each_walker_adds_into_its_own_heads_lanes(tmp_path, lanes):
 @pytest.mark.parametrize("lanes", [2 * HEAD_DIM, 4 * HEAD_DIM])
 def test_back_to_back_adds_in_each_kv_memory_match_golden(tmp_path, lanes):
     """K fires one channel of head 0 (its row 2) and one of head 1 (its row 1) at every
-    token: each walker adds to the row its own previous add wrote the cycle before, in
-    its own memory, while the other walker adds to another row of its memory."""
+    token: each walker adds to the row its own previous add wrote the cycle before (at 16
+    lanes; at 8 a cycle apart), in its own memory, while the other walker adds to another
+    row of its memory. V fires in both heads at every token, so each row counts the tokens,
+    and the threshold (4, the tokens) fires on the whole count, not on one short."""
     export = export_with_fixed_spikes(tmp_path, 13, {
-        "k": {2, HEAD_DIM + 1}, "q": set(range(SHAPE["dim"]))})
+        "k": {2, HEAD_DIM + 1}, "q": set(range(SHAPE["dim"])),
+        "v": set(range(2 * HEAD_DIM))}, attn_shift=2)
     assert mismatches(export, lanes, None) == [], f"lanes {lanes}"
 
 
