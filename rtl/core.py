@@ -9,10 +9,16 @@ reads are issued by the stage before it):
   a weight word (or a KV row). A chunk with no input spike is one event that only closes
   the chunk (its LIF still charges with the bias and leaks). Masked steps are skipped
   before they cost a cycle. The next spike word is prefetched, so chunks follow each other
-  without a bubble.
+  without a bubble. *Parallel heads*: when two or more whole heads fit in the lanes
+  (``CoreGeometry.parallel_heads``), the attention's KV and Q·KV passes walk the heads of
+  a chunk side by side, one walker each (walker 0 and ``head_walkers``); an event then
+  carries one bit per walker that has one left, and the chunk ends when every walker has
+  walked its last bit.
 - **accumulate**: the event's weights (``lanes`` of them, shifted by the bit plane in the
   embedding) are added by :class:`~stepvit.rtl.accumulator.AccumulatorLanes`; the KV pass
-  instead adds the token's V segment into a KV row here (read-modify-write).
+  instead adds the token's V segment into a KV row here (read-modify-write). With parallel
+  heads each walker has its own KV memory (its heads' rows) and its own ``head_dim`` lanes
+  of the chunk, which add only when that walker has a bit.
 - **sum**: a finished chunk gets its bias and operand (embedding current or residual
   stream) and is stored (embedding current, residual stream) or added into the logits,
   or goes on to
@@ -94,7 +100,8 @@ class StepvitCore(wiring.Component):
         The validated export: shapes, widths, weights (memory contents) and thresholds.
     lanes : int
         Output channels computed in parallel, at most the widest output row; a layer's
-        last chunk may be ragged and a chunk may span several heads.
+        last chunk may be ragged and a chunk may span several heads (walked one at a
+        time, or side by side when the lanes hold two or more whole heads).
 
     Members
     -------

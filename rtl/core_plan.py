@@ -7,7 +7,8 @@ list of *passes* (one per layer and per attention stage) that the sequencer in
 A pass runs layer-major, time-minor: for every active step ``t`` of its module (in order),
 for every group ``n`` (a token, or a KV row), for every chunk ``c`` of ``lanes`` output
 channels, it walks the set bits of the group's input spike word (restricted to one head's
-segment in the attention passes) and sends the finished chunk to its sink. A layer's LIF
+segment in the attention passes, or several heads' segments side by side: see
+:attr:`CoreGeometry.parallel_heads`) and sends the finished chunk to its sink. A layer's LIF
 at step ``t`` depends only on its inputs at steps up to ``t``, so this order gives the
 golden model's time-major results while keeping one layer's membranes at a time.
 
@@ -62,7 +63,7 @@ class WalkMask(enum.Enum, shape=2):
     """Which bits of the input spike word a chunk walks."""
 
     ALL = 0
-    HEAD = 1  # the chunk is a head: its segment of the word (the KV pass)
+    HEAD = 1  # the chunk is a head (or parallel_heads of them): its segments (the KV pass)
     CHUNK_HEADS = 2  # the segments of the heads the chunk's channels belong to (Q·KV)
 
 
