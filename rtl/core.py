@@ -329,7 +329,7 @@ class StepvitCore(wiring.Component):
         chunk, step = walk.chunk, walk.step
         kv_base = _constants([t * geometry.kv_rows for t in range(geometry.t_max)])
         chunk_rows = _constants([c * head_dim for c in range(geometry.kv_chunks)])
-        # walker 0's channel of head c * slots, less the rows of the heads in other slots
+        # walker 0's index is the channel c * slots * head_dim + i; its row is c * head_dim + i
         first_offset = _constants([c * (slots - 1) * head_dim for c in range(geometry.kv_chunks)])
         for slot in range(slots):
             if slot == 0:
@@ -560,8 +560,8 @@ class StepvitCore(wiring.Component):
         kv_values = self._kv_lanes(m, kv_rows, acc)
         plane = Mux(desc.bit_planes | desc.count_planes, acc.plane, 0)
         m.d.comb += [lanes_unit.valid.eq(acc.valid), lanes_unit.first.eq(acc.first)]
+        is_kv = desc.weights == WeightSource.KV
         for lane in range(lanes):
-            is_kv = desc.weights == WeightSource.KV
             addend = Mux(is_kv, kv_values[lane], weight_values[lane] << plane)
             # In the Q·KV pass a head's lanes add only when its own walker has a bit.
             slot = lane // head_dim if lane < slots * head_dim else 0
