@@ -9,10 +9,16 @@ reads are issued by the stage before it):
   a weight word (or a KV row). A chunk with no input spike is one event that only closes
   the chunk (its LIF still charges with the bias and leaks). Masked steps are skipped
   before they cost a cycle. The next spike word is prefetched, so chunks follow each other
-  without a bubble.
+  without a bubble. *Parallel heads*: when two or more whole heads fit in the lanes
+  (``CoreGeometry.parallel_heads``), the attention's KV and Q·KV passes walk the heads of
+  a chunk side by side, one walker each (walker 0 and ``head_walkers``); an event then
+  carries one bit per walker that has one left, and the chunk ends when every walker has
+  walked its last bit.
 - **accumulate**: the event's weights (``lanes`` of them, shifted by the bit plane in the
   embedding) are added by :class:`~stepvit.rtl.accumulator.AccumulatorLanes`; the KV pass
-  instead adds the token's V segment into a KV row here (read-modify-write).
+  instead adds the token's V segment into a KV row here (read-modify-write). With parallel
+  heads each walker has its own KV memory (its heads' rows) and its own ``head_dim`` lanes
+  of the chunk, which add only when that walker has a bit.
 - **sum**: a finished chunk gets its bias and operand (embedding current or residual
   stream) and is stored (embedding current, residual stream) or added into the logits,
   or goes on to
@@ -94,7 +100,8 @@ class StepvitCore(wiring.Component):
         The validated export: shapes, widths, weights (memory contents) and thresholds.
     lanes : int
         Output channels computed in parallel, at most the widest output row; a layer's
-        last chunk may be ragged and a chunk may span several heads.
+        last chunk may be ragged and a chunk may span several heads (walked one at a
+        time, or side by side when the lanes hold two or more whole heads).
 
     Members
     -------
@@ -170,6 +177,13 @@ class StepvitCore(wiring.Component):
         geometry = self.plan.geometry
         lanes, head_dim = geometry.lanes, geometry.head_dim
         mode = run.descriptor.walk_mask
+        slots = geometry.parallel_heads
+        if slots > 1:
+            # walker 0 walks the first head of the chunk's group (the others, its next heads)
+            first_heads = Cat(*(
+                (Value.cast(chunk) == h // slots if h % slots == 0 else Const(0))
+                .replicate(head_dim) for h in range(geometry.heads)))
+            return Mux(mode == WalkMask.ALL, (1 << geometry.walk_bits) - 1, first_heads)
         heads_mask = Cat(*(
             Mux(mode == WalkMask.HEAD, chunk == h,
                 (first_channel < (h + 1) * head_dim) & (first_channel + lanes > h * head_dim)
@@ -244,6 +258,11 @@ class StepvitCore(wiring.Component):
         geometry = self.plan.geometry
         layout = event_layout(self.plan)
         m.submodules.walker = walker = SpikeWalker(width=geometry.walk_bits)
+        head_walkers = tuple(SpikeWalker(width=geometry.head_dim)
+                             for _ in range(1, geometry.parallel_heads))
+        for slot, head_walker in enumerate(head_walkers, start=1):
+            m.submodules[f"head_walker{slot}"] = head_walker
+        walkers = (walker, *head_walkers)
         step = Signal(range(max(geometry.t_max, 2)))
         group = Signal(range(max(geometry.tokens, geometry.dim, geometry.count_bits, 2)))
         chunk = Signal(chunk_shape(self.plan))
@@ -254,29 +273,29 @@ class StepvitCore(wiring.Component):
         held_word = Signal(geometry.walk_bits)
         value_word = Signal(geometry.dim)
         running, emit = Signal(), Signal()
-        m.d.comb += emit.eq(running & (walker.any | ~run.descriptor.skip_empty))
-        return Walk(walker=walker, step=step, group=group, chunk=chunk,
-                    first_channel=first_channel, group_index=group_index,
+        any_bit = Cat(*(w.any for w in walkers)).any()
+        m.d.comb += emit.eq(running & (any_bit | ~run.descriptor.skip_empty))
+        return Walk(walker=walker, head_walkers=head_walkers, step=step, group=group,
+                    chunk=chunk, first_channel=first_channel, group_index=group_index,
                     weight_row=weight_row, first_event=first_event, first_step=first_step,
                     held_word=held_word, value_word=value_word, running=running, emit=emit,
-                    group_end=walker.last | ~walker.any)
+                    group_end=Cat(*(w.last | ~w.any for w in walkers)).all())
 
     def _issue_events(self, m: Module, memories: CoreMemories, run: RunState,
                       walk: Walk) -> data.View:
         """Drive this cycle's event, address its weight and KV reads, and register it."""
         geometry = self.plan.geometry
-        tokens, dim, head_dim = geometry.tokens, geometry.dim, geometry.head_dim
+        tokens, head_dim = geometry.tokens, geometry.head_dim
         desc, walker, step = run.descriptor, walk.walker, walk.step
         stream_base = _constants([t * tokens * geometry.dim_chunks
                                   for t in range(geometry.t_max)])
-        kv_base = _constants([t * dim for t in range(geometry.t_max)])
         event = Signal(event_layout(self.plan))
         accumulate = Signal(event_layout(self.plan), name="acc")
         m.d.comb += [
             event.valid.eq(walk.emit),
             event.first.eq(walk.first_event),
             event.last.eq(walk.group_end),
-            event.has_weight.eq(walker.any),
+            event.has_weight.eq(Cat(walker.any, *(w.any for w in walk.head_walkers))),
             event.plane.eq(Mux(desc.count_planes, walk.group, walker.index[:3])),
             event.chunk.eq(walk.chunk),
             event.head.eq(sum(walker.index >= h * head_dim
@@ -286,31 +305,60 @@ class StepvitCore(wiring.Component):
             event.stream_zero.eq(run.stream_zero.bit_select(step, 1)),
             event.word_address.eq(self._word_base()[step] + walk.group),
             event.stream_address.eq(stream_base[step] + walk.group_index),
-            event.kv_address.eq(kv_base[step] + walker.index),
             event.bias_address.eq(desc.bias_base + Mux(desc.bias_per_token,
                                                        walk.group_index, walk.chunk)),
             event.theta_address.eq(desc.theta_base + walk.chunk),
-            event.value_segment.eq(_select(m, [
-                walk.value_word[h * head_dim:(h + 1) * head_dim]
-                for h in range(geometry.heads)], walk.chunk)),
             memories.weight_read.addr.eq(walk.weight_row + Mux(
                 desc.bit_planes, walker.index >> 3, walker.index)),
-            memories.kv_read.addr.eq(event.kv_address),
         ]
-        # A KV row reads as zero until its first add in the block's KV pass: one flag a
-        # row, all cleared as the pass begins (instead of a pass writing zeros), set by
-        # the add; the add one stage ahead is forwarded.
-        kv_written = Signal(geometry.t_max * dim, name="kv_written")
-        adding = accumulate.valid & accumulate.has_weight & (desc.sink == Sink.KV_ADD)
-        m.d.comb += event.kv_fresh.eq(
-            ~kv_written.bit_select(event.kv_address, 1)
-            & ~(adding & (accumulate.kv_address == event.kv_address)))
-        with m.If(adding):
-            m.d.sync += kv_written.bit_select(accumulate.kv_address, 1).eq(1)
-        with m.If(run.kv_restart):
-            m.d.sync += kv_written.eq(0)
+        self._kv_events(m, memories, run, walk, event, accumulate)
         m.d.sync += accumulate.eq(event)
         return accumulate
+
+    def _kv_events(self, m: Module, memories: CoreMemories, run: RunState, walk: Walk,
+                   event: data.View, accumulate: data.View) -> None:
+        """Drive each walker's KV row, V segment and fresh flag, and read its KV memory.
+
+        Walker ``j`` of chunk ``c`` walks head ``h = c * parallel_heads + j``, whose rows
+        are rows ``c * head_dim ...`` of KV memory ``j`` (each step ``kv_rows`` of them).
+        Walker 0 walks the whole word, so its bit index is the channel ``h * head_dim + i``;
+        the other walkers walk the head's segment, so theirs is ``i``.
+        """
+        geometry = self.plan.geometry
+        head_dim, slots, heads = geometry.head_dim, geometry.parallel_heads, geometry.heads
+        chunk, step = walk.chunk, walk.step
+        kv_base = _constants([t * geometry.kv_rows for t in range(geometry.t_max)])
+        chunk_rows = _constants([c * head_dim for c in range(geometry.kv_chunks)])
+        # walker 0's index is the channel c * slots * head_dim + i; its row is c * head_dim + i
+        first_offset = _constants([c * (slots - 1) * head_dim for c in range(geometry.kv_chunks)])
+        for slot in range(slots):
+            if slot == 0:
+                row = kv_base[step] + walk.walker.index - (first_offset[chunk] if slots > 1
+                                                           else 0)
+            else:
+                row = kv_base[step] + chunk_rows[chunk] + walk.head_walkers[slot - 1].index
+            segments = [walk.value_word[h * head_dim:(h + 1) * head_dim]
+                        if (h := c * slots + slot) < heads else Const(0, head_dim)
+                        for c in range(geometry.kv_chunks)]
+            m.d.comb += [
+                event.kv_address[slot].eq(row),
+                event.value_segment[slot].eq(_select(m, segments, chunk)
+                                             if len(segments) > 1 else segments[0]),
+                memories.kv_read[slot].addr.eq(event.kv_address[slot]),
+            ]
+            # A KV row reads as zero until its first add in the block's KV pass: one flag a
+            # row, all cleared as the pass begins (instead of a pass writing zeros), set by
+            # the add; the add one stage ahead (to the same memory) is forwarded.
+            kv_written = Signal(geometry.t_max * geometry.kv_rows, name=f"kv_written{slot}")
+            adding = (accumulate.valid & accumulate.has_weight[slot]
+                      & (run.descriptor.sink == Sink.KV_ADD))
+            m.d.comb += event.kv_fresh[slot].eq(
+                ~kv_written.bit_select(event.kv_address[slot], 1)
+                & ~(adding & (accumulate.kv_address[slot] == event.kv_address[slot])))
+            with m.If(adding):
+                m.d.sync += kv_written.bit_select(accumulate.kv_address[slot], 1).eq(1)
+            with m.If(run.kv_restart):
+                m.d.sync += kv_written.eq(0)
 
     def _load_patches(self, m: Module, memories: CoreMemories) -> Signal:
         """Add the pixel loader (image words in, patch bit planes out) and its two banks.
@@ -401,6 +449,7 @@ class StepvitCore(wiring.Component):
         m.d.comb += [
             walk.walker.load.eq(1),
             walk.walker.word.eq(prefetch.source_data & self._walk_mask(run, 0, 0)),
+            *self._load_head_walkers(run, walk, prefetch.source_data, 0),
             prefetch.enable.eq(1),
             prefetch.address.eq(self._word_base()[prefetch.successor_step]
                                 + prefetch.successor_group),
@@ -428,7 +477,8 @@ class StepvitCore(wiring.Component):
                     drain: Signal) -> None:
         """Step the walker; at a chunk's end go on to the next chunk, word, or the drain."""
         desc = run.descriptor
-        m.d.comb += [walk.running.eq(1), walk.walker.step.eq(1)]
+        m.d.comb += [walk.running.eq(1), walk.walker.step.eq(1),
+                     *(walker.step.eq(1) for walker in walk.head_walkers)]
         with m.If(walk.group_end):
             with m.If(walk.chunk + 1 < desc.chunks):
                 self._next_chunk(m, run, walk)
@@ -448,12 +498,37 @@ class StepvitCore(wiring.Component):
         lanes = self.plan.geometry.lanes
         m.d.comb += [walk.walker.load.eq(1),
                      walk.walker.word.eq(walk.held_word & self._walk_mask(
-                         run, walk.chunk + 1, walk.first_channel + lanes))]
+                         run, walk.chunk + 1, walk.first_channel + lanes)),
+                     *self._load_head_walkers(run, walk, walk.held_word, walk.chunk + 1)]
         m.d.sync += [
             walk.chunk.eq(walk.chunk + 1), walk.first_channel.eq(walk.first_channel + lanes),
             walk.weight_row.eq(walk.weight_row + desc.input_len),
             walk.group_index.eq(walk.group_index + 1), walk.first_event.eq(1),
         ]
+
+    def _load_head_walkers(self, run: RunState, walk: Walk, word: Value,
+                           chunk: Value | int) -> list:
+        """Return the loads of walkers 1, 2, ...: each its head's segment of ``word``.
+
+        Walker ``j`` of ``chunk`` walks head ``chunk * parallel_heads + j``, in the KV and
+        Q·KV passes only (nothing in the others, and past the last head).
+        """
+        geometry = self.plan.geometry
+        head_dim, slots = geometry.head_dim, geometry.parallel_heads
+        in_heads = run.descriptor.walk_mask != WalkMask.ALL
+        statements = []
+        for slot, walker in enumerate(walk.head_walkers, start=1):
+            segments = {c: word[h * head_dim:(h + 1) * head_dim]
+                        for c in range(geometry.kv_chunks)
+                        if (h := c * slots + slot) < geometry.heads}
+            if isinstance(chunk, int):
+                segment = segments.get(chunk, Const(0, head_dim))
+            else:
+                segment = Const(0, head_dim)
+                for c, value in segments.items():
+                    segment = Mux(chunk == c, value, segment)
+            statements += [walker.load.eq(1), walker.word.eq(Mux(in_heads, segment, 0))]
+        return statements
 
     def _argmax_cycle(self, m: Module, run: RunState, best: Signal, scan: Signal) -> None:
         """Compare one logit with the best so far; after the last, report and go idle."""
@@ -476,18 +551,24 @@ class StepvitCore(wiring.Component):
         desc = run.descriptor
         m.submodules.lanes = lanes_unit = AccumulatorLanes(
             lanes=lanes, addend_bits=geometry.addend_bits, sum_bits=geometry.sum_bits)
+        head_dim, slots = geometry.head_dim, geometry.parallel_heads
         weight_values = _lanes_of(memories.weight_read.data, lanes, 8, is_signed=True)
-        # The KV row as read: zero until its first add in the block's KV pass.
-        kv_row = _lanes_of(Mux(acc.kv_fresh, 0, memories.kv_read.data), geometry.head_dim,
-                           geometry.bits["attention"], is_signed=False)
-        kv_values = self._kv_lanes(m, kv_row, acc)
+        # Each walker's KV row as read: zero until its first add in the block's KV pass.
+        kv_rows = [_lanes_of(Mux(acc.kv_fresh[slot], 0, port.data), head_dim,
+                             geometry.bits["attention"], is_signed=False)
+                   for slot, port in enumerate(memories.kv_read)]
+        kv_values = self._kv_lanes(m, kv_rows, acc)
         plane = Mux(desc.bit_planes | desc.count_planes, acc.plane, 0)
         m.d.comb += [lanes_unit.valid.eq(acc.valid), lanes_unit.first.eq(acc.first)]
+        is_kv = desc.weights == WeightSource.KV
         for lane in range(lanes):
-            addend = Mux(desc.weights == WeightSource.KV, kv_values[lane],
-                         weight_values[lane] << plane)
-            m.d.comb += lanes_unit.addend[lane].eq(Mux(acc.has_weight, addend, 0))
-        self._add_value_to_kv(m, memories, run, kv_row, acc)
+            addend = Mux(is_kv, kv_values[lane], weight_values[lane] << plane)
+            # In the Q·KV pass a head's lanes add only when its own walker has a bit.
+            slot = lane // head_dim if lane < slots * head_dim else 0
+            enable = Mux(is_kv, acc.has_weight[slot], acc.has_weight[0])
+            m.d.comb += lanes_unit.addend[lane].eq(Mux(enable, addend, 0))
+        for slot in range(slots):
+            self._add_value_to_kv(m, memories, run, kv_rows[slot], acc, slot)
 
         sink = Signal(fields_of(event_layout(self.plan), SUM_FIELDS), name="sink")
         sink_valid = Signal()
@@ -504,14 +585,20 @@ class StepvitCore(wiring.Component):
         ]
         return ClosedChunk(valid=sink_valid, event=sink, values=sink_sum)
 
-    def _kv_lanes(self, m: Module, row: list[Value], acc: data.View) -> list[Value]:
+    def _kv_lanes(self, m: Module, rows: list[list[Value]], acc: data.View) -> list[Value]:
         """Return per lane what a Q bit adds in the Q·KV pass.
 
-        That is its KV ``row``'s value for the lane's channel when the channel is in the
-        bit's head, else 0.
+        That is its KV row's value for the lane's channel when the channel is in the bit's
+        head, else 0. With parallel heads, the chunk's lanes are its heads' in order: lane
+        ``j * head_dim + i`` gets element ``i`` of walker ``j``'s row (``rows[j]``).
         """
         geometry = self.plan.geometry
         lanes, head_dim, bits = geometry.lanes, geometry.head_dim, geometry.bits["attention"]
+        slots = geometry.parallel_heads
+        if slots > 1:
+            return [rows[lane // head_dim][lane % head_dim] if lane < slots * head_dim
+                    else Const(0, bits) for lane in range(lanes)]
+        row = rows[0]
         values = []
         for lane in range(lanes):
             options = []
@@ -523,16 +610,16 @@ class StepvitCore(wiring.Component):
         return values
 
     def _add_value_to_kv(self, m: Module, memories: CoreMemories, run: RunState,
-                         row: list[Value], acc: data.View) -> None:
-        """In the KV pass, add the token's V segment into the KV row (read-modify-write)."""
+                         row: list[Value], acc: data.View, slot: int) -> None:
+        """In the KV pass, add walker ``slot``'s V segment into its KV row (read-modify-write)."""
         geometry = self.plan.geometry
         attention_bits = geometry.bits["attention"]
-        kv_write = memories.kv_write
-        with m.If(acc.valid & acc.has_weight & (run.descriptor.sink == Sink.KV_ADD)):
+        kv_write = memories.kv_write[slot]
+        with m.If(acc.valid & acc.has_weight[slot] & (run.descriptor.sink == Sink.KV_ADD)):
             m.d.comb += [
-                kv_write.addr.eq(acc.kv_address),
+                kv_write.addr.eq(acc.kv_address[slot]),
                 kv_write.data.eq(Cat(*(
-                    (value + acc.value_segment[j])[:attention_bits]
+                    (value + acc.value_segment[slot][j])[:attention_bits]
                     for j, value in enumerate(row)))),
                 kv_write.en.eq(1),
             ]

@@ -3,7 +3,9 @@
 All are ``lib.memory.Memory``: weights, biases, thresholds and the stream's spike values
 (ROMs from the export); the patches of the image; five spike maps (``[T·N]`` words); the
 embedding current (``[N, D]``); one layer's membranes (``[N, D]``); the residual stream for
-every step (``[T, N, D]``); the KV tables of every step.
+every step (``[T, N, D]``); the KV tables of every step, one memory per head walked side by
+side in the attention (``parallel_heads``), so that each head's walker reads and writes its
+own KV row in the same cycle.
 :meth:`~stepvit.rtl.core_plan.CorePlan.memory_bits` sums them.
 """
 
@@ -39,8 +41,10 @@ class CoreMemories:
         One layer's membranes; the read is transparent.
     stream_write, stream_read : WritePort, ReadPort
         The residual stream of every step; the read is transparent.
-    kv_write, kv_read : WritePort, ReadPort
-        The KV tables of every step; the read is transparent.
+    kv_write, kv_read : tuple of WritePort, tuple of ReadPort
+        The KV tables of every step, one memory per walker slot ``j`` of the parallel heads:
+        it holds the rows of heads ``j``, ``j + parallel_heads``, ... (``kv_rows`` a step);
+        the reads are transparent.
     """
 
     weight_read: ReadPort
@@ -58,15 +62,15 @@ class CoreMemories:
     membrane_read: ReadPort
     stream_write: WritePort
     stream_read: ReadPort
-    kv_write: WritePort
-    kv_read: ReadPort
+    kv_write: tuple[WritePort, ...]
+    kv_read: tuple[ReadPort, ...]
 
 
 def add_core_memories(m: Module, plan: CorePlan) -> CoreMemories:
     """Add the memories of ``plan`` to ``m`` as submodules and return their ports."""
     geometry = plan.geometry
     lanes, bits = geometry.lanes, geometry.bits
-    t_max, tokens, dim = geometry.t_max, geometry.tokens, geometry.dim
+    t_max, tokens = geometry.t_max, geometry.tokens
 
     def memory(name: str, width: int, depth: int, init: list[int] | None = None) -> Memory:
         mem = Memory(shape=unsigned(width), depth=max(depth, 2), init=init or [])
@@ -91,11 +95,12 @@ def add_core_memories(m: Module, plan: CorePlan) -> CoreMemories:
                          tokens * geometry.dim_chunks)
     membrane_mem = memory("membranes", bits["membrane"] * lanes, tokens * geometry.dim_chunks)
     stream_mem = memory("stream", bits["stream"] * lanes, t_max * tokens * geometry.dim_chunks)
-    kv_mem = memory("kv", bits["attention"] * geometry.head_dim, t_max * dim)
+    kv_mems = [memory(f"kv{slot}", bits["attention"] * geometry.head_dim,
+                      t_max * geometry.kv_rows) for slot in range(geometry.parallel_heads)]
 
     membrane_write = membrane_mem.write_port()
     stream_write = stream_mem.write_port()
-    kv_write = kv_mem.write_port()
+    kv_write = tuple(mem.write_port() for mem in kv_mems)
     return CoreMemories(
         weight_read=weight_rom.read_port(),
         bias_read=bias_rom.read_port(),
@@ -113,5 +118,6 @@ def add_core_memories(m: Module, plan: CorePlan) -> CoreMemories:
         stream_write=stream_write,
         stream_read=stream_mem.read_port(transparent_for=(stream_write,)),
         kv_write=kv_write,
-        kv_read=kv_mem.read_port(transparent_for=(kv_write,)),
+        kv_read=tuple(mem.read_port(transparent_for=(write,))
+                      for mem, write in zip(kv_mems, kv_write)),
     )

@@ -17,7 +17,7 @@ from stepvit.rtl.spike_walker import SpikeWalker
 
 #: Event fields the sum stage keeps from a chunk's last event.
 SUM_FIELDS = ("chunk", "group_index", "first_step", "stream_zero", "word_address",
-              "stream_address", "kv_address", "theta_address")
+              "stream_address", "theta_address")
 #: Event fields the fire stage keeps from the sum stage.
 FIRE_FIELDS = ("chunk", "group_index", "first_step", "word_address", "stream_address")
 
@@ -36,8 +36,9 @@ def event_layout(plan: CorePlan) -> data.StructLayout:
     -------
     valid, first, last : 1
         An event; it starts a chunk's sum; it closes the chunk.
-    has_weight : 1
-        It carries a spike (an empty chunk's single event only closes it).
+    has_weight : parallel_heads
+        Bit ``j``: walker ``j`` carries a spike (an empty chunk's single event only closes
+        it). Only walker 0 walks outside the attention's KV and Q·KV passes.
     plane : 3 or more
         The bit plane of the spike (the embedding's pixels, or the head's counts).
     chunk, group_index : range
@@ -46,20 +47,22 @@ def event_layout(plan: CorePlan) -> data.StructLayout:
         The head of the walked bit (the Q·KV pass adds its KV row to that head's lanes).
     first_step, stream_zero : 1
         The step is the pass's first; the stream of the step is all zero.
-    word_address, stream_address, kv_address, bias_address, theta_address : range
-        Addresses of the spike-map word, the stream chunk, the KV row, the bias and the
-        thresholds.
-    value_segment : head_dim
-        The V segment of the token (the KV pass).
-    kv_fresh : 1
-        The KV row has not been added to since its block's KV pass began: it reads as
-        zero (so no pass clears the KV memory).
+    word_address, stream_address, bias_address, theta_address : range
+        Addresses of the spike-map word, the stream chunk, the bias and the thresholds.
+    kv_address : parallel_heads x range
+        Per walker, its KV row in its own KV memory.
+    value_segment : parallel_heads x head_dim
+        Per walker, the V segment of the token in its head (the KV pass).
+    kv_fresh : parallel_heads
+        Per walker, its KV row has not been added to since its block's KV pass began: it
+        reads as zero (so no pass clears the KV memories).
     """
     geometry = plan.geometry
     t_max, tokens, dim = geometry.t_max, geometry.tokens, geometry.dim
     chunk = chunk_shape(plan)
+    slots = geometry.parallel_heads
     return data.StructLayout({
-        "valid": 1, "first": 1, "last": 1, "has_weight": 1,
+        "valid": 1, "first": 1, "last": 1, "has_weight": slots,
         "plane": max(3, (geometry.count_bits - 1).bit_length()),
         "chunk": chunk, "head": range(max(geometry.heads, 2)),
         "group_index": range(max(tokens * max(geometry.dim_chunks, geometry.class_chunks),
@@ -67,11 +70,11 @@ def event_layout(plan: CorePlan) -> data.StructLayout:
         "first_step": 1, "stream_zero": 1,
         "word_address": range(max(t_max * tokens, 2)),
         "stream_address": range(max(t_max * tokens * geometry.dim_chunks, 2)),
-        "kv_address": range(max(t_max * dim, 2)),
+        "kv_address": data.ArrayLayout(range(max(t_max * geometry.kv_rows, 2)), slots),
         "bias_address": range(max(len(plan.bias_words), 2)),
         "theta_address": range(max(len(plan.theta_words), 2)),
-        "value_segment": geometry.head_dim,
-        "kv_fresh": 1,
+        "value_segment": data.ArrayLayout(geometry.head_dim, slots),
+        "kv_fresh": slots,
     })
 
 
@@ -165,6 +168,10 @@ class Walk:
     ----------
     walker : SpikeWalker
         Walks the set bits of the word, one a cycle.
+    head_walkers : tuple of SpikeWalker
+        Walkers 1 to ``parallel_heads - 1``: in the KV and Q·KV passes, walker ``j`` walks
+        the segment of head ``chunk * parallel_heads + j`` (``head_dim`` bits) beside
+        walker 0, which walks head ``chunk * parallel_heads``; empty in the other passes.
     step, group : Signal
         The word (a step and a token, or an input channel of the KV pass).
     chunk : Signal
@@ -182,10 +189,11 @@ class Walk:
     running, emit : Signal
         The FSM is walking; an event leaves the walk stage this cycle.
     group_end : Value
-        This cycle's event closes the chunk.
+        This cycle's event closes the chunk: every walker is at its last bit or has none.
     """
 
     walker: SpikeWalker
+    head_walkers: tuple[SpikeWalker, ...]
     step: Signal
     group: Signal
     chunk: Signal

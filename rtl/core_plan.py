@@ -7,7 +7,8 @@ list of *passes* (one per layer and per attention stage) that the sequencer in
 A pass runs layer-major, time-minor: for every active step ``t`` of its module (in order),
 for every group ``n`` (a token, or a KV row), for every chunk ``c`` of ``lanes`` output
 channels, it walks the set bits of the group's input spike word (restricted to one head's
-segment in the attention passes) and sends the finished chunk to its sink. A layer's LIF
+segment in the attention passes, or several heads' segments side by side: see
+:attr:`CoreGeometry.parallel_heads`) and sends the finished chunk to its sink. A layer's LIF
 at step ``t`` depends only on its inputs at steps up to ``t``, so this order gives the
 golden model's time-major results while keeping one layer's membranes at a time.
 
@@ -62,7 +63,7 @@ class WalkMask(enum.Enum, shape=2):
     """Which bits of the input spike word a chunk walks."""
 
     ALL = 0
-    HEAD = 1  # the chunk is a head: its segment of the word (the KV pass)
+    HEAD = 1  # the chunk is a head (or parallel_heads of them): its segments (the KV pass)
     CHUNK_HEADS = 2  # the segments of the heads the chunk's channels belong to (Q·KV)
 
 
@@ -149,6 +150,29 @@ class CoreGeometry:
     def mlp_chunks(self) -> int:
         """Chunks of ``lanes`` channels in ``mlp_dim`` (the last one ragged)."""
         return -(-self.mlp_dim // self.lanes)
+
+    @property
+    def parallel_heads(self) -> int:
+        """Heads the attention's KV and Q·KV passes walk side by side (1: one at a time).
+
+        Each head of a group has its own walker, KV memory and ``head_dim`` lanes, so the
+        group's heads must sit whole in one chunk at the same lanes in both passes: at
+        least two heads fit in the lanes, and the lanes are whole heads (or one chunk
+        holds every head).
+        """
+        fitting = min(self.lanes // self.head_dim, self.heads)
+        aligned = self.lanes % self.head_dim == 0 or self.lanes >= self.dim
+        return fitting if fitting >= 2 and aligned else 1
+
+    @property
+    def kv_chunks(self) -> int:
+        """Chunks of the KV pass: groups of ``parallel_heads`` heads (the last one ragged)."""
+        return -(-self.heads // self.parallel_heads)
+
+    @property
+    def kv_rows(self) -> int:
+        """Rows of one KV memory per step: the channels of the heads at one walker's slot."""
+        return self.kv_chunks * self.head_dim
 
     @property
     def dim_word_bits(self) -> int:
@@ -327,7 +351,7 @@ class CorePlan:
                     use_bias=1, bias_base=biases(f"{prefix}.attn.{name}.bias"), target=target,
                     **theta(f"{prefix}.attn.{name}"))
             add(module=attn, source=Source.BUF2, value_source=Source.BUF3,
-                chunks=geometry.heads, walk_mask=WalkMask.HEAD, sink=Sink.KV_ADD,
+                chunks=geometry.kv_chunks, walk_mask=WalkMask.HEAD, sink=Sink.KV_ADD,
                 skip_empty=1)
             add(module=attn, source=Source.BUF1, weights=WeightSource.KV,
                 walk_mask=WalkMask.CHUNK_HEADS, target=Source.BUF0,
@@ -386,7 +410,8 @@ class CorePlan:
             "membranes": g.tokens * g.dim * g.bits["membrane"],
             "stream": steps_tokens * g.dim * g.bits["stream"],
             "stream_spike": g.dim * g.bits["stream"],
-            "kv": g.t_max * g.dim * g.head_dim * g.bits["attention"],
+            "kv": (g.parallel_heads * g.t_max * g.kv_rows * g.head_dim
+                   * g.bits["attention"]),
             # the pass table becomes a ROM as deep as the power of two its indices need
             "passes": (1 << (len(self.passes) - 1).bit_length()) * self.layout().size,
         }

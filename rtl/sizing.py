@@ -8,10 +8,11 @@ Both figures come from the plan, before any synthesis:
   stop paying in the attention (a Q bit adds one head's KV row), and a ragged last chunk
   costs a whole event, so the fastest count is not always the largest.
 - **resources**: block RAM from the memories' shapes (:func:`memory_bram36`, the way Yosys
-  maps them); LUTs as logic (a fixed part, a part per lane and a part per bit of the widest
-  spike word the walker holds: :data:`LUT_MODEL`, fitted to ``stepvit synth`` on the
-  Fashion-MNIST and CIFAR10-PYNQ shapes, see the README) plus the distributed RAM of the
-  shallow memories (:func:`memory_lutram_luts`).
+  maps them); LUTs as logic (a fixed part, a part per lane, a part per bit of the widest
+  spike word the walker holds and a part per lane of the heads walked beside the first in
+  the attention: :data:`LUT_MODEL`, fitted to ``stepvit synth`` on the Fashion-MNIST and
+  CIFAR10-PYNQ shapes, see the README) plus the distributed RAM of the shallow memories
+  (:func:`memory_lutram_luts`).
 
 ``stepvit synth`` on the chosen design is the check: the estimate only picks.
 """
@@ -26,12 +27,17 @@ from stepvit.rtl.core_plan import CoreGeometry, CorePlan
 
 #: Logic LUTs of a design: ``fixed + per_lane * lanes + per_walk_bit * walk_bits``, fitted
 #: to Yosys's ``synth_xilinx -abc9`` (README, 2026-11-30: the Fashion-MNIST shape at 8, 16
-#: and 64 lanes, the CIFAR10-PYNQ shape at 96, each within 1 %).
-LUT_MODEL = {"fixed": 1_700, "per_lane": 270, "per_walk_bit": 27}
+#: and 64 lanes, the CIFAR10-PYNQ shape at 96, each within 1 %), ``+ per_parallel_lane *
+#: (parallel_heads - 1) * head_dim`` for the walkers and KV adders of the heads walked
+#: beside the first (the Fashion-MNIST export at 64 lanes, 4 heads of 16: 609 LUTs more).
+LUT_MODEL = {"fixed": 1_700, "per_lane": 270, "per_walk_bit": 27, "per_parallel_lane": 13}
 #: Shapes of one 18 Kb block RAM (width, depth), as Yosys's memory mapping uses them.
 BRAM18_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
 #: Memories this shallow go to distributed RAM (LUTs), as Yosys maps them.
 LUTRAM_DEPTH = 64
+#: Distributed RAM cells as Yosys maps a memory of up to this depth, each 4 LUTs: (depth,
+#: bits of a write granule it holds): RAM32M (32 x 6), RAM64M (64 x 3).
+LUTRAM_CELLS = ((32, 6), (64, 3))
 #: Read-only memories this shallow become logic (their contents are constants).
 ROM_LOGIC_DEPTH = 128
 #: The memories that are read-only (initialised from the export).
@@ -46,11 +52,24 @@ def memory_bram36(width: int, depth: int, *, rom: bool = False) -> float:
     return halves / 2
 
 
-def memory_lutram_luts(width: int, depth: int, *, rom: bool = False) -> int:
-    """Return the LUTs of one memory in distributed RAM (RAM64M: 3 bits x 64 in 4 LUTs)."""
+def memory_lutram_luts(width: int, depth: int, *, rom: bool = False,
+                       granularity: int | None = None) -> int:
+    """Return the LUTs of one memory in distributed RAM (:data:`LUTRAM_CELLS`).
+
+    A memory written ``granularity`` bits at a time maps each granule to cells of its own.
+    """
     if rom or depth > LUTRAM_DEPTH:
         return 0
-    return 4 * -(-width // 3) * -(-depth // 64)
+    granule = granularity or width
+    cell_depth, cell_bits = next(cell for cell in LUTRAM_CELLS if depth <= cell[0])
+    return 4 * (width // granule) * -(-granule // cell_bits) * -(-depth // cell_depth)
+
+
+def memory_granularity(plan: CorePlan) -> dict[str, int]:
+    """Return the write granularity of the memories written in parts (rtl/core_memories.py)."""
+    lanes = plan.geometry.lanes
+    return {"patches0": 8, "patches1": 8, **{f"spikes{i}": lanes for i in range(4)},
+            "spikes_hidden": lanes}
 
 
 def memory_shapes(plan: CorePlan) -> dict[str, tuple[int, int]]:
@@ -68,7 +87,8 @@ def memory_shapes(plan: CorePlan) -> dict[str, tuple[int, int]]:
         "embed_current": (bits["embed_current"] * lanes, g.tokens * g.dim_chunks),
         "membranes": (bits["membrane"] * lanes, g.tokens * g.dim_chunks),
         "stream": (bits["stream"] * lanes, steps_tokens * g.dim_chunks),
-        "kv": (bits["attention"] * g.head_dim, g.t_max * g.dim),
+        **{f"kv{slot}": (bits["attention"] * g.head_dim, g.t_max * g.kv_rows)
+           for slot in range(g.parallel_heads)},
     }
 
 
@@ -78,15 +98,17 @@ def dense_events(geometry: CoreGeometry) -> int:
     lanes, head_dim = g.lanes, g.head_dim
     steps_tokens = g.t_max * g.tokens
     dim_chunks, mlp_chunks = g.dim_chunks, g.mlp_chunks
-    # A Q bit of head h is walked once for every chunk holding one of h's channels.
+    # A Q bit of head h is walked once for every chunk holding one of h's channels; with
+    # parallel heads, a chunk's heads are walked side by side (head_dim events a chunk).
     chunks_of_head = [sum(1 for c in range(dim_chunks)
                           if c * lanes < (h + 1) * head_dim and (c + 1) * lanes > h * head_dim)
                       for h in range(g.heads)]
+    q_kv_walks = dim_chunks if g.parallel_heads > 1 else sum(chunks_of_head)
     lif_only = steps_tokens * dim_chunks  # a pass whose chunks only charge and fire
     block = (lif_only * 2  # attn.in, mlp.in
              + steps_tokens * g.dim * dim_chunks * 4  # q, k, v, proj
-             + steps_tokens * g.dim  # KV add: one event per K bit
-             + steps_tokens * head_dim * sum(chunks_of_head)  # Q·KV
+             + steps_tokens * head_dim * g.kv_chunks  # KV add: the heads of a chunk together
+             + steps_tokens * head_dim * q_kv_walks  # Q·KV
              + steps_tokens * g.dim * mlp_chunks  # fc1
              + steps_tokens * g.mlp_dim * dim_chunks)  # fc2
     embed = g.tokens * 8 * g.patch_len * dim_chunks + lif_only
@@ -113,11 +135,15 @@ class DesignEstimate:
 def estimate(export: Export, lanes: int, board: dict[str, Any]) -> DesignEstimate:
     """Return the estimate of ``export`` on ``lanes`` lanes against ``board``'s budget."""
     plan = CorePlan(export, lanes=lanes)
+    geometry = plan.geometry
     shapes = memory_shapes(plan).items()
+    granularity = memory_granularity(plan)
     bram36 = sum(memory_bram36(width, depth, rom=name in ROMS) for name, (width, depth) in shapes)
     lut = (LUT_MODEL["fixed"] + LUT_MODEL["per_lane"] * lanes
-           + LUT_MODEL["per_walk_bit"] * plan.geometry.walk_bits
-           + sum(memory_lutram_luts(width, depth, rom=name in ROMS)
+           + LUT_MODEL["per_walk_bit"] * geometry.walk_bits
+           + LUT_MODEL["per_parallel_lane"] * (geometry.parallel_heads - 1) * geometry.head_dim
+           + sum(memory_lutram_luts(width, depth, rom=name in ROMS,
+                                    granularity=granularity.get(name))
                  for name, (width, depth) in shapes))
     available, budget = board["resources"], board["budget"]
     fits = (lut <= budget["lut_fraction"] * available["lut"]

@@ -17,10 +17,11 @@ from stepvit.rtl.core_sim import simulate_core
 SMALL = dict(image_shape=[1, 4, 4], patch=2, dim=8, heads=2, depth=2, mlp_dim=16,
              num_classes=3)
 MODULES = 2 * SMALL["depth"] + 2
-LANES = 2
+#: one head a cycle, and both heads side by side in the attention (parallel heads)
+LANES = (2, 8)
 
 
-def run_with_steps(directory, steps):
+def run_with_steps(directory, steps, lanes):
     """Simulate two images on an export whose every module has the mask row ``steps``.
 
     The mask is given, so the random generator draws the same weights, biases and
@@ -30,16 +31,17 @@ def run_with_steps(directory, steps):
     export = load_export(make_random_export(directory, seed=4, t_max=len(steps), mask=mask,
                                             **SMALL))
     images = np.random.default_rng(5).integers(0, 256, size=(2, 1, 4, 4), dtype=np.uint8)
-    return simulate_core(export, images, export.timestep_mask, lanes=LANES)
+    return simulate_core(export, images, export.timestep_mask, lanes=lanes)
 
 
 @pytest.mark.parametrize("masked", [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [0, 1, 1]],
                          ids=lambda steps: "".join(map(str, steps)))
-def test_a_masked_step_takes_exactly_the_cycles_of_an_absent_one(tmp_path, masked):
+@pytest.mark.parametrize("lanes", LANES)
+def test_a_masked_step_takes_exactly_the_cycles_of_an_absent_one(tmp_path, masked, lanes):
     """Cycles per image with ``T = 3`` and masked steps equal those of the active steps alone."""
     absent = [1] * sum(masked)
-    with_masked = run_with_steps(tmp_path / "masked", masked)
-    without = run_with_steps(tmp_path / "absent", absent)
+    with_masked = run_with_steps(tmp_path / "masked", masked, lanes)
+    without = run_with_steps(tmp_path / "absent", absent, lanes)
     for index, (frozen, short) in enumerate(zip(with_masked, without)):
         assert frozen.cycles == short.cycles, (
             f"image {index}: {frozen.cycles} cycles with mask {masked}, {short.cycles} with "

@@ -9,8 +9,15 @@ import pytest
 from stepvit.host import cli
 from stepvit.model.export import load_export
 from stepvit.model.random_export import make_random_export
-from stepvit.rtl.core_plan import CoreGeometry
-from stepvit.rtl.sizing import choose_lanes, dense_events, estimate, memory_bram36
+from stepvit.rtl.core_plan import CoreGeometry, CorePlan
+from stepvit.rtl.sizing import (
+    choose_lanes,
+    dense_events,
+    estimate,
+    memory_bram36,
+    memory_lutram_luts,
+    memory_shapes,
+)
 from stepvit.rtl.synth import board_parameters
 
 SHAPE = dict(image_shape=[1, 4, 4], patch=2, dim=8, heads=2, depth=1, mlp_dim=16,
@@ -28,6 +35,25 @@ def test_block_ram_of_a_memory() -> None:
     assert memory_bram36(128, 49) == 0.0  # distributed RAM
     assert memory_bram36(336, 72, rom=True) == 0.0  # constants: logic
     assert memory_bram36(336, 72) == 5.0
+
+
+def test_distributed_ram_as_yosys_maps_it() -> None:
+    # the Fashion-MNIST export at 64 lanes, cell for cell as Yosys mapped it (2026-11-30)
+    assert memory_lutram_luts(160, 64) == 4 * 54  # a KV memory: RAM64M, 3 bits each
+    assert memory_lutram_luts(23 * 64, 16) == 4 * 246  # membranes: RAM32M, 6 bits each
+    assert memory_lutram_luts(392, 16, granularity=8) == 4 * 49 * 2  # patches, bytewise
+    assert memory_lutram_luts(128, 64, granularity=64) == 4 * 2 * 22  # a hidden spike map
+    assert memory_lutram_luts(128, 65) == memory_lutram_luts(128, 16, rom=True) == 0
+
+
+def test_one_kv_memory_per_parallel_head(export_dir) -> None:
+    export = load_export(export_dir)
+    attention = export.bit_widths["attention"]
+    one_head = memory_shapes(CorePlan(export, lanes=4))
+    both = memory_shapes(CorePlan(export, lanes=8))
+    assert [name for name in one_head if name.startswith("kv")] == ["kv0"]
+    assert one_head["kv0"] == (4 * attention, 3 * 8)  # head_dim wide, T x dim rows
+    assert both["kv0"] == both["kv1"] == (4 * attention, 3 * 4)  # a head's rows each
 
 
 def test_dense_events_fall_with_lanes_until_the_head_width(export_dir) -> None:
