@@ -30,7 +30,14 @@ def plot_training(history: list[dict[str, float]], metrics: dict[str, Any],
     epochs = [entry["epoch"] for entry in history]
     figure, axes = plt.subplots(1, 4, figsize=(18, 4))
     loss_axis, accuracy_axis, steps_axis, mask_axis = axes
-    loss_axis.plot(epochs, [entry["loss"] for entry in history])
+    floating = [entry for entry in history if not entry.get("quantization_aware")]
+    loss_axis.plot([entry["epoch"] for entry in floating], [entry["loss"] for entry in floating])
+    aware_entries = [entry for entry in history if entry.get("quantization_aware")]
+    if aware_entries:  # plain cross-entropy on the emulation's logits: another loss
+        loss_axis.plot([entry["epoch"] for entry in aware_entries],
+                       [entry["loss"] for entry in aware_entries], "o",
+                       label="quantization-aware (plain cross-entropy)")
+        loss_axis.legend(loc="center right", fontsize="small")
     loss_axis.set(title="training loss", xlabel="epoch")
     trained = [entry for entry in history if "train_accuracy" in entry]
     accuracy_axis.plot([entry["epoch"] for entry in trained],
