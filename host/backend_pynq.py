@@ -314,12 +314,13 @@ class PynqAccelerator(Accelerator):
         deadline = time.monotonic() + self.timeout_s
         self._wait(recv, S2MM, images, deadline)
         received = int(self._dma_registers.read(DMA_S2MM_LENGTH))
-        if received != 4 * self._packet_words * count:
+        expected = 4 * self._packet_words * count
+        if received != expected:
             self._abort()
             raise StepvitError(
                 f"the accelerator ended the result transfer of {images} after {received} "
-                f"bytes, not {4 * self._packet_words * count}: a frame was dropped (its error "
-                f"packet ends the transfer); the DMA was reset and the buffers freed")
+                f"bytes, not {expected}: a frame was dropped (its error packet ends the "
+                f"transfer); the DMA was reset and the buffers freed")
         self._wait(send, MM2S, images, deadline)
         lap("execute")
         self._packets[:count].invalidate()

@@ -33,9 +33,9 @@ def plot_training(history: list[dict[str, float]], metrics: dict[str, Any],
     floating = [entry for entry in history if not entry.get("quantization_aware")]
     loss_axis.plot([entry["epoch"] for entry in floating], [entry["loss"] for entry in floating])
     aware_entries = [entry for entry in history if entry.get("quantization_aware")]
-    if aware_entries:  # plain cross-entropy on the emulation's logits: another loss
-        loss_axis.plot([entry["epoch"] for entry in aware_entries],
-                       [entry["loss"] for entry in aware_entries], "o",
+    aware = [entry["epoch"] for entry in aware_entries]
+    if aware:  # plain cross-entropy on the emulation's logits: another loss
+        loss_axis.plot(aware, [entry["loss"] for entry in aware_entries], "o",
                        label="quantization-aware (plain cross-entropy)")
         loss_axis.legend(loc="center right", fontsize="small")
     loss_axis.set(title="training loss", xlabel="epoch")
@@ -47,7 +47,6 @@ def plot_training(history: list[dict[str, float]], metrics: dict[str, Any],
     steps_axis.plot(epochs, [entry["avg_timesteps"] for entry in history])
     steps_axis.set(title="active time steps (mean over modules)", xlabel="epoch",
                    ylim=(0, metrics["t_max"] + 0.2))
-    aware = [entry["epoch"] for entry in history if entry.get("quantization_aware")]
     if aware:
         for axis in (loss_axis, accuracy_axis, steps_axis):
             axis.axvspan(min(aware) - 0.5, max(aware) + 0.5, color="0.9",

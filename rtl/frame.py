@@ -82,12 +82,14 @@ class FrameReceiver(wiring.Component):
         in_batch = Signal(BATCH_BITS)
         more_in_batch = in_batch + 1 < self.batch
         last = self.words.payload.last
+        # a frame of the transfer before its last one ends here, without TLAST
+        batch_frame_end = at_last_word & ~overlong & more_in_batch
 
         m.d.comb += [
             self.words.ready.eq(self.enable),
             accepted.eq(self.words.valid & self.words.ready),
             self.first_word.eq(accepted & (word_index == 0) & ~overlong),
-            self.frame_done.eq(accepted & (last | (at_last_word & ~overlong & more_in_batch))),
+            self.frame_done.eq(accepted & (last | batch_frame_end)),
             self.frame_last.eq(last),
             self.frame_error.eq(last & (overlong | ~at_last_word)),
             write_port.addr.eq(word_index),
@@ -99,7 +101,7 @@ class FrameReceiver(wiring.Component):
         with m.If(accepted):
             with m.If(last):
                 m.d.sync += [word_index.eq(0), overlong.eq(0), in_batch.eq(0)]
-            with m.Elif(at_last_word & ~overlong & more_in_batch):
+            with m.Elif(batch_frame_end):
                 m.d.sync += [word_index.eq(0), in_batch.eq(in_batch + 1)]
             with m.Elif(at_last_word):
                 m.d.sync += [word_index.eq(0), overlong.eq(1)]
