@@ -45,6 +45,7 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the non-spiking twin: every LIF layer a ReLU, one time step (a "
                              "float baseline of the same shape and schedule; not exportable)")
     parser.add_argument("--epochs", type=int, default=None, help="override training.epochs")
+    parser.add_argument("--seed", type=int, default=None, help="override training.seed")
     parser.add_argument("--data-dir", type=Path, default=None, help="override data.data_dir")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true",
@@ -61,7 +62,7 @@ def train(args: argparse.Namespace) -> int:
     from stepvit.model.train import train_run
 
     config = load_config_with(args.config or DEFAULT_CONFIG, epochs=args.epochs,
-                              data_dir=args.data_dir)
+                              data_dir=args.data_dir, seed=args.seed)
     if args.fixed_timesteps:
         config["training"]["fixed_timesteps"] = True
     if args.non_spiking:

@@ -202,19 +202,26 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 
 def load_config_with(path: str | Path, *, epochs: int | None = None,
-                     data_dir: str | Path | None = None) -> dict[str, Any]:
-    """Read the config at ``path`` with the command line's ``--epochs`` and ``--data-dir``.
+                     data_dir: str | Path | None = None,
+                     seed: int | None = None) -> dict[str, Any]:
+    """Read the config at ``path`` with the command line's overrides.
+
+    ``epochs``, ``data_dir`` and ``seed`` come from ``--epochs``, ``--data-dir``, ``--seed``.
 
     Raises
     ------
     StepvitError
-        As :func:`load_config`, or when ``epochs`` is below 1.
+        As :func:`load_config`, or when ``epochs`` is below 1 or ``seed`` below 0.
     """
     config = load_config(path)
     if epochs is not None:
         if epochs < 1:
             raise StepvitError(f"--epochs must be >= 1, got {epochs}")
         config["training"]["epochs"] = epochs
+    if seed is not None:
+        if seed < 0:
+            raise StepvitError(f"--seed must be >= 0, got {seed}")
+        config["training"]["seed"] = seed
     if data_dir is not None:
         config["data"]["data_dir"] = str(data_dir)
     return validate_config(config)

@@ -7,12 +7,14 @@ refuses to start without one. A checkpoint is:
 ``{"config", "state_dict", "epoch", "optimizer", "scheduler", "class_names",
 "image_shape", "history", "metrics", "qat_epochs_done"}``.
 
-The mask's schedule: for ``penalty_warmup_epochs`` the network trains with ``lambda = 0``;
-then the penalty pushes the scores down (SGD, see :func:`_optimizers`) while the task loss
-holds up the useful steps; in the last ``freeze_mask_epochs`` the mask is fixed and the
-weights settle on it. With ``target_timesteps`` set, the penalty acts only while the
-mask's mean active steps exceed the target and the mask freezes once within it. At the
-end the BatchNorm statistics are recomputed with the final weights and mask.
+The mask's schedule (:func:`mask_schedule`, one decision per batch): for
+``penalty_warmup_epochs`` the network trains with ``lambda = 0``; then the penalty pushes the
+scores down (SGD, see :func:`_optimizers`) while the task loss holds up the useful steps; in
+the last ``freeze_mask_epochs`` the mask is fixed and the weights settle on it. With
+``target_timesteps`` set, the mask freezes as soon as its mean active steps are within the
+target, and a mask still above it when the freeze window opens is cut to it
+(:func:`project_mask`): a finished run is always within its target. At the end the
+BatchNorm statistics are recomputed with the final weights and mask.
 
 With ``qat_epochs`` set, the run then trains that many epochs through the integer
 emulation (:func:`stepvit.model.finetune.finetune`: BatchNorm statistics and mask frozen,
@@ -34,7 +36,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +287,205 @@ def _save_atomically(payload: dict[str, Any], path: Path) -> None:
     os.replace(partial, path)
 
 
+@dataclass(frozen=True)
+class MaskStep:
+    """What one training batch does with the time-step scores.
+
+    Attributes
+    ----------
+    penalize : bool
+        The loss adds ``penalty * expected active steps``.
+    frozen : bool
+        The scores do not move (their gradient is dropped), so the mask is fixed.
+    """
+
+    penalize: bool
+    frozen: bool
+
+
+def mask_schedule(epoch: int, steps: float, training: dict[str, Any], *,
+                  frozen: bool) -> MaskStep:
+    """Return what a batch of ``epoch`` does with the mask, its mean active ``steps`` given.
+
+    The rule, in order: the fixed-T baseline never learns its mask; a mask once frozen
+    stays frozen; the last ``freeze_mask_epochs`` have it frozen; with a
+    ``target_timesteps``, the mask freezes as soon as it is within the target after the
+    warm-up (so the target is a ceiling the penalty reaches and the task loss cannot undo);
+    in the ``penalty_warmup_epochs`` the scores learn from the task loss alone; otherwise
+    they learn under the penalty. Where the freeze window starts above the target,
+    :func:`project_mask` cuts the mask to it, so a finished run is always within it.
+
+    Parameters
+    ----------
+    epoch : int
+        The epoch (0-based).
+    steps : float
+        The mask's mean active steps over modules before this batch.
+    training : dict
+        The config's ``training`` section.
+    frozen : bool
+        Whether the mask was frozen before this batch.
+    """
+    if training["fixed_timesteps"] or frozen:
+        return MaskStep(penalize=False, frozen=True)
+    target = training["target_timesteps"]
+    past_warmup = epoch >= training["penalty_warmup_epochs"]
+    if epoch >= training["epochs"] - training["freeze_mask_epochs"] \
+            or (target and past_warmup and steps <= target):
+        return MaskStep(penalize=False, frozen=True)
+    return MaskStep(penalize=past_warmup, frozen=False)
+
+
+@torch.no_grad()
+def project_mask(model: SpikingViT, target: float) -> None:
+    """Switch off the lowest-scored active steps until the mask is within ``target``.
+
+    The mean over modules of active steps ends at most ``target``; every module that has an
+    active step keeps at least one (its best-scored), so no module is cut out by this rule.
+    """
+    scores = model.timestep_scores
+    mask = scores > 0
+    budget = math.floor(target * mask.shape[0] + 1e-9)
+    while int(mask.sum()) > budget:
+        droppable = mask & (mask.sum(dim=1, keepdim=True) > 1)
+        if not droppable.any():
+            break
+        lowest = torch.where(droppable, scores, torch.full_like(scores, math.inf)).argmin()
+        row, step = divmod(int(lowest), scores.shape[1])
+        scores[row, step] = -abs(float(scores[row, step])) - 1.0
+        mask[row, step] = False
+
+
+@dataclass
+class _RunState:
+    """What a run carries from epoch to epoch (and through its checkpoint)."""
+
+    model: SpikingViT
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, Any]
+    class_names: list[str]
+    shape: tuple[int, ...]
+    start_epoch: int = 0
+    qat_done: int = 0
+    mask_frozen: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def checkpoint(self, config: dict[str, Any], epoch: int,
+                   metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Return the checkpoint of this state after ``epoch`` epochs."""
+        return {
+            "config": config,
+            "state_dict": {name: value.detach().cpu()
+                           for name, value in self.model.state_dict().items()},
+            "epoch": epoch,
+            "optimizer": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "scheduler": {name: sch.state_dict() for name, sch in self.schedulers.items()},
+            "class_names": list(self.class_names),
+            "image_shape": list(self.shape),
+            "history": self.history,
+            "metrics": metrics,
+            "qat_epochs_done": self.qat_done,
+            "mask_frozen": self.mask_frozen,
+        }
+
+
+def _saved_checkpoint(config: dict[str, Any], checkpoint_path: Path,
+                      resume: str) -> dict[str, Any] | None:
+    """Return the checkpoint to resume from (None to start fresh), refusing a foreign one."""
+    if resume not in ("auto", "require", "fresh"):
+        raise ValueError(f"resume must be 'auto', 'require' or 'fresh', got {resume!r}")
+    if resume == "require" and not checkpoint_path.is_file():
+        raise StepvitError(f"--resume: no checkpoint at {checkpoint_path}")
+    if resume == "fresh" or not checkpoint_path.is_file():
+        return None
+    checkpoint = read_checkpoint(checkpoint_path)
+    if not _same_run(validate_config(checkpoint["config"]), config):
+        raise StepvitError(f"{checkpoint_path} was trained with another config: "
+                           "use --fresh to start over or another --out")
+    return checkpoint
+
+
+def _new_state(config: dict[str, Any], shape: tuple[int, ...], class_names: list[str],
+               device: torch.device) -> _RunState:
+    model = build_model(config, shape, len(class_names))
+    if config["training"]["fixed_timesteps"]:
+        fix_timesteps(model)
+    model.to(device)
+    optimizers, schedulers = _optimizers(model, config)
+    return _RunState(model, optimizers, schedulers, class_names, shape)
+
+
+def _restore(state: _RunState, checkpoint: dict[str, Any], path: Path, epochs: int) -> None:
+    """Load ``checkpoint`` into ``state``: weights, optimizers, epoch, history, mask state."""
+    state.model.load_state_dict(_model_from_checkpoint(checkpoint, path).state_dict())
+    try:
+        for name, optimizer in state.optimizers.items():
+            optimizer.load_state_dict(checkpoint["optimizer"][name])
+            state.schedulers[name].load_state_dict(checkpoint["scheduler"][name])
+    except (ValueError, KeyError, RuntimeError, TypeError) as error:
+        raise StepvitError(f"checkpoint {path}: bad optimizer state "
+                           f"({str(error)[:120]})") from None
+    state.start_epoch = int(checkpoint["epoch"])
+    state.history = list(checkpoint.get("history", []))
+    state.qat_done = int(checkpoint.get("qat_epochs_done", 0))
+    state.mask_frozen = bool(checkpoint.get("mask_frozen", False))
+    if state.qat_done and state.start_epoch < epochs:
+        raise StepvitError(
+            f"{path} has {state.qat_done} quantization-aware epoch(s) after epoch "
+            f"{state.start_epoch}: it cannot train float epochs up to {epochs}; use --fresh")
+
+
+def train_one_epoch(state: _RunState, network: nn.Module, epoch: int,
+                    train: tuple[torch.Tensor, torch.Tensor], config: dict[str, Any],
+                    context: Distributed, bar: Any) -> dict[str, float]:
+    """Train one epoch on this rank's shard of ``train``; return its loss and accuracy.
+
+    Each batch asks :func:`mask_schedule` whether it penalizes the mask's steps and
+    whether the mask is frozen; the batch that freezes it first cuts it to the target.
+    """
+    training, data, model = config["training"], config["data"], state.model
+    loss_function = nn.CrossEntropyLoss(label_smoothing=training["label_smoothing"])
+    rank_batch = max(1, training["batch_size"] // context.world_size)
+    shard = rank_shard(len(train[1]), seed=training["seed"], epoch=epoch, rank=context.rank,
+                       world_size=context.world_size)
+    augment_generator = torch.Generator().manual_seed(
+        (training["seed"] * 100003 + epoch) * 64 + context.rank)
+    model.train()
+    loss_sum = correct = seen = 0.0
+    for images, labels in batches(*train, rank_batch, shard):
+        steps_now = mean_active_steps(model)
+        step = mask_schedule(epoch, steps_now, training, frozen=state.mask_frozen)
+        if step.frozen and not state.mask_frozen:
+            state.mask_frozen = True
+            if training["target_timesteps"]:
+                project_mask(model, training["target_timesteps"])
+        if data["augment"]:
+            images = augment(images, augment_generator, padding=data["crop_padding"],
+                             flip=data["flip"])
+        images, labels = images.to(context.device), labels.to(context.device)
+        logits = network(images)
+        loss = loss_function(logits, labels)
+        if step.penalize:
+            loss = loss + training["penalty"] * model.penalty()
+        for optimizer in state.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if step.frozen:
+            model.timestep_scores.grad = None  # optimizers skip a parameter without grad
+        for optimizer in state.optimizers.values():
+            optimizer.step()
+        loss_sum += float(loss.detach()) * len(labels)
+        correct += float((logits.argmax(dim=1) == labels).sum())
+        seen += len(labels)
+        # drawn by update(), at most every mininterval (a refresh here would draw each batch)
+        bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}",
+                        acc=f"{correct / seen:.3f}", steps=f"{steps_now:.2f}", refresh=False)
+        bar.update(1)
+    for scheduler in state.schedulers.values():
+        scheduler.step()
+    return {"loss": loss_sum / seen, "train_accuracy": correct / seen}
+
+
 def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "auto",
               progress: bool = True) -> dict[str, Any] | None:
     """Train the network of ``config`` into ``out_dir``; return its metrics.
@@ -306,120 +507,37 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
     dict or None
         The metrics written to ``metrics.json``; None on ranks other than 0.
     """
-    if resume not in ("auto", "require", "fresh"):
-        raise ValueError(f"resume must be 'auto', 'require' or 'fresh', got {resume!r}")
     config = validate_config(config)
-    training = config["training"]
+    training, data = config["training"], config["data"]
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT_NAME
-    checkpoint = None
-    if resume == "require" and not checkpoint_path.is_file():
-        raise StepvitError(f"--resume: no checkpoint at {checkpoint_path}")
-    if resume != "fresh" and checkpoint_path.is_file():
-        checkpoint = read_checkpoint(checkpoint_path)
-        if not _same_run(validate_config(checkpoint["config"]), config):
-            raise StepvitError(
-                f"{checkpoint_path} was trained with another config: "
-                "use --fresh to start over or another --out")
+    checkpoint = _saved_checkpoint(config, checkpoint_path, resume)
     context = _start_distributed(training["threads"])
     torch.manual_seed(training["seed"])
-
-    data = config["data"]
-    train_images, train_labels, class_names = load_dataset(data["dataset"], data["data_dir"],
-                                                           "train")
-    test_images, test_labels, _ = load_dataset(data["dataset"], data["data_dir"], "test")
-    shape = tuple(train_images.shape[1:])
-    model = build_model(config, shape, len(class_names))
-    fixed = training["fixed_timesteps"]
-    if fixed:
-        fix_timesteps(model)
-    model.to(context.device)
-    optimizers, schedulers = _optimizers(model, config)
+    train = load_dataset(data["dataset"], data["data_dir"], "train")
+    test = load_dataset(data["dataset"], data["data_dir"], "test")
+    state = _new_state(config, tuple(train[0].shape[1:]), train[2], context.device)
     epochs = training["epochs"]
-    start_epoch = qat_done = 0
-    history: list[dict[str, float]] = []
-
     if checkpoint is not None:
-        model.load_state_dict(_model_from_checkpoint(checkpoint, checkpoint_path).state_dict())
-        try:
-            for name, optimizer in optimizers.items():
-                optimizer.load_state_dict(checkpoint["optimizer"][name])
-                schedulers[name].load_state_dict(checkpoint["scheduler"][name])
-        except (ValueError, KeyError, RuntimeError, TypeError) as error:
-            raise StepvitError(f"checkpoint {checkpoint_path}: bad optimizer state "
-                               f"({str(error)[:120]})") from None
-        start_epoch = int(checkpoint["epoch"])
-        history = list(checkpoint.get("history", []))
-        qat_done = int(checkpoint.get("qat_epochs_done", 0))
-        if qat_done and start_epoch < epochs:
-            raise StepvitError(
-                f"{checkpoint_path} has {qat_done} quantization-aware epoch(s) after epoch "
-                f"{start_epoch}: it cannot train float epochs up to {epochs}; use --fresh")
-
-    network = model
+        _restore(state, checkpoint, checkpoint_path, epochs)
+    network: nn.Module = state.model
     if context.world_size > 1:
         network = nn.parallel.DistributedDataParallel(
-            model, device_ids=[context.device.index] if context.device.type == "cuda" else None)
-    loss_function = nn.CrossEntropyLoss(label_smoothing=training["label_smoothing"])
-    target = training["target_timesteps"]
+            state.model,
+            device_ids=[context.device.index] if context.device.type == "cuda" else None)
     rank_batch = max(1, training["batch_size"] // context.world_size)
-    batches_per_epoch = -(-(len(train_labels) // context.world_size) // rank_batch)
-    bar = progress_bar(total=(epochs - start_epoch) * batches_per_epoch,
+    batches_per_epoch = -(-(len(train[1]) // context.world_size) // rank_batch)
+    bar = progress_bar(total=(epochs - state.start_epoch) * batches_per_epoch,
                        desc=f"train {config['name']}", enabled=progress and context.is_main,
                        unit="batch")
-    for epoch in range(start_epoch, epochs):
-        epoch_started = time.perf_counter()
-        model.train()
-        shard = rank_shard(len(train_labels), seed=training["seed"], epoch=epoch,
-                           rank=context.rank, world_size=context.world_size)
-        augment_generator = torch.Generator().manual_seed(
-            (training["seed"] * 100003 + epoch) * 64 + context.rank)
-        loss_sum = correct = seen = 0.0
-        for images, labels in batches(train_images, train_labels, rank_batch, shard):
-            steps_now = mean_active_steps(model)
-            within_target = target == 0 or steps_now <= target
-            # The mask freezes in the last epochs, once it meets the target (if one is set).
-            mask_frozen = epoch >= epochs - training["freeze_mask_epochs"] and within_target
-            penalize = not (fixed or mask_frozen or epoch < training["penalty_warmup_epochs"]
-                            or (target and within_target))
-            if data["augment"]:
-                images = augment(images, augment_generator, padding=data["crop_padding"],
-                                 flip=data["flip"])
-            images, labels = images.to(context.device), labels.to(context.device)
-            logits = network(images)
-            loss = loss_function(logits, labels)
-            if penalize:
-                loss = loss + training["penalty"] * model.penalty()
-            for optimizer in optimizers.values():
-                optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if mask_frozen:
-                model.timestep_scores.grad = None  # optimizers skip a parameter without grad
-            for optimizer in optimizers.values():
-                optimizer.step()
-            loss_sum += float(loss.detach()) * len(labels)
-            correct += float((logits.argmax(dim=1) == labels).sum())
-            seen += len(labels)
-            # drawn by update(), at most every mininterval (a refresh here would draw each batch)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}",
-                            acc=f"{correct / seen:.3f}",
-                            steps=f"{steps_now:.2f}", refresh=False)
-            bar.update(1)
-        for scheduler in schedulers.values():
-            scheduler.step()
+    for epoch in range(state.start_epoch, epochs):
+        started = time.perf_counter()
+        logged = train_one_epoch(state, network, epoch, train[:2], config, context, bar)
         if context.is_main:
-            history.append({
-                "epoch": epoch + 1,
-                "loss": loss_sum / seen,
-                "train_accuracy": correct / seen,
-                "test_accuracy": evaluate(model, batches(test_images, test_labels, 512)),
-                "avg_timesteps": timestep_summary(model.timestep_mask(),
-                                                  model.module_names())["avg_timesteps"],
-                "seconds": time.perf_counter() - epoch_started,
-            })
+            state.history.append({"epoch": epoch + 1, **logged, **_epoch_report(
+                state, test[:2], started)})
             out_dir.mkdir(parents=True, exist_ok=True)
-            _save_atomically(_checkpoint(config, model, optimizers, schedulers, epoch + 1,
-                                         class_names, shape, history, None), checkpoint_path)
+            _save_atomically(state.checkpoint(config, epoch + 1), checkpoint_path)
         if context.world_size > 1:
             dist.barrier()
     bar.close()
@@ -427,37 +545,64 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
         dist.destroy_process_group()  # every rank is past the last barrier: rank 0 goes on alone
     if not context.is_main:
         return None
+    return _finish_run(state, config, checkpoint, train, test, out_dir, context, progress)
 
-    calibrated = checkpoint is not None and start_epoch == epochs \
-        and (checkpoint.get("metrics") is not None or qat_done > 0)
+
+def _epoch_report(state: _RunState, test: tuple[torch.Tensor, torch.Tensor],
+                  started: float) -> dict[str, Any]:
+    """Return an epoch's test accuracy, mask and duration for the run's history."""
+    model = state.model
+    return {
+        "test_accuracy": evaluate(model, batches(*test, 512)),
+        "avg_timesteps": mean_active_steps(model),
+        "mask": model.timestep_mask().tolist(),
+        "mask_frozen": state.mask_frozen,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _finish_run(state: _RunState, config: dict[str, Any], checkpoint: dict[str, Any] | None,
+                train: tuple, test: tuple, out_dir: Path, context: Distributed,
+                progress: bool) -> dict[str, Any]:
+    """Recalibrate, run the quantization-aware epochs, measure; write the run's files."""
+    training, epochs, model = config["training"], config["training"]["epochs"], state.model
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    calibrated = checkpoint is not None and state.start_epoch == epochs \
+        and (checkpoint.get("metrics") is not None or state.qat_done > 0)
     if not calibrated:  # a finished or quantization-aware checkpoint has its statistics
-        recalibrate_batchnorm(model, train_images, 512, context.device)
-    qat_done = _quantization_aware_epochs(
-        model, config, (train_images, train_labels), (test_images, test_labels),
-        done=qat_done, history=history,
-        save=lambda done: _save_atomically(_checkpoint(
-            config, model, optimizers, schedulers, epochs, class_names, shape, history, None,
-            done), checkpoint_path), progress=progress)
-    metrics = measure(model, test_images, test_labels, batch_size=512, progress=progress)
-    if qat_done:
+        recalibrate_batchnorm(model, train[0], 512, context.device)
+
+    def save(done: int) -> None:
+        state.qat_done = done
+        _save_atomically(state.checkpoint(config, epochs), checkpoint_path)
+
+    state.qat_done = _quantization_aware_epochs(
+        model, config, train[:2], test[:2], done=state.qat_done, history=state.history,
+        save=save, progress=progress)
+    metrics = measure(model, *test[:2], batch_size=512, progress=progress)
+    if state.qat_done:
         # the last epoch is quantization-aware and measured its emulation on the test split
         metrics["float_forward_accuracy"] = metrics["test_accuracy"]
-        metrics["test_accuracy"] = history[-1]["test_accuracy"]
+        metrics["test_accuracy"] = state.history[-1]["test_accuracy"]
+    frozen_at = next((entry["epoch"] for entry in state.history if entry.get("mask_frozen")),
+                     None)
     metrics.update({
-        "dataset": data["dataset"],
+        "dataset": config["data"]["dataset"],
         "split": "test",
-        "fixed_timesteps": fixed,
+        "fixed_timesteps": training["fixed_timesteps"],
+        "target_timesteps": training["target_timesteps"] or None,
+        "mask_frozen_in_epoch": frozen_at,
         "epochs": epochs,
+        "seed": training["seed"],
         "world_size": context.world_size,
-        "quantization_aware_epochs": qat_done,
-        "train_seconds": sum(entry["seconds"] for entry in history),
-        "class_names": class_names,
+        "quantization_aware_epochs": state.qat_done,
+        "train_seconds": sum(entry["seconds"] for entry in state.history),
+        "class_names": state.class_names,
     })
     out_dir.mkdir(parents=True, exist_ok=True)
-    _save_atomically(_checkpoint(config, model, optimizers, schedulers, epochs, class_names,
-                                 shape, history, metrics, qat_done), checkpoint_path)
+    _save_atomically(state.checkpoint(config, epochs, metrics), checkpoint_path)
     (out_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_training(history, metrics, out_dir / PLOT_NAME)
+    plot_training(state.history, metrics, out_dir / PLOT_NAME)
     return metrics
 
 
@@ -492,22 +637,3 @@ def _quantization_aware_epochs(model: SpikingViT, config: dict[str, Any],
         done = epoch + 1
         save(done)
     return done
-
-
-def _checkpoint(config: dict[str, Any], model: SpikingViT,
-                optimizers: dict[str, torch.optim.Optimizer], schedulers: dict[str, Any],
-                epoch: int, class_names: list[str], shape: tuple[int, ...],
-                history: list[dict[str, float]], metrics: dict[str, Any] | None,
-                qat_epochs_done: int = 0) -> dict[str, Any]:
-    return {
-        "config": config,
-        "state_dict": {name: value.detach().cpu() for name, value in model.state_dict().items()},
-        "epoch": epoch,
-        "optimizer": {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
-        "scheduler": {name: scheduler.state_dict() for name, scheduler in schedulers.items()},
-        "class_names": list(class_names),
-        "image_shape": list(shape),
-        "history": history,
-        "metrics": metrics,
-        "qat_epochs_done": qat_epochs_done,
-    }
