@@ -1,11 +1,12 @@
 """``stepvit sweep``: learned time-step masks against fixed-T baselines on one config.
 
-Every arm is a run folder of its own under ``OUT`` (``learned-p<penalty>``,
-``learned-t<target>``, ``fixed-T<T>``), trained with :func:`stepvit.model.train.train_run`
-(resumed when its checkpoint is there, skipped when its ``metrics.json`` is), then
-quantized into ``<run>/export`` (reused when newer than the checkpoint) and measured with
-the integer golden model on the test split. The arms share the config's schedule; they
-differ only in what they vary:
+Every arm is trained at every seed of ``--seeds`` (default: the config's), each in a run
+folder of its own, ``OUT/<arm>/seed<S>`` (arms ``learned-p<penalty>``, ``learned-t<target>``,
+``fixed-T<T>``), which holds the run's ``config.yaml``. A run is trained with
+:func:`stepvit.model.train.train_run` (resumed when its checkpoint is there, skipped when its
+``metrics.json`` is), quantized into ``<run>/export`` (reused when newer than the
+checkpoint) and measured with the integer golden model on the test split. The arms share
+the config's schedule; they differ only in what they vary:
 
 - ``--penalties P1,P2``: learned masks, penalty ``P`` and no step target (the penalty
   alone decides how many steps are kept);
@@ -13,8 +14,16 @@ differ only in what they vary:
   until the mean active steps reach ``S``, then the mask freezes);
 - ``--fixed T1,T2``: every step active in every module, ``t_max = T``.
 
-``OUT/sweep.json`` holds one row per arm; ``OUT/sweep.png`` plots integer accuracy against
-mean active steps and against accumulates per image, learned and fixed side by side.
+The runs are independent: ``--jobs N`` trains N at a time in processes of their own, and
+``--print-commands`` only writes the ``stepvit train`` and ``stepvit export`` command lines
+of the runs not yet finished (one line a run, to ``OUT/commands.txt`` and stdout), for a
+cluster's scheduler to run (a Slurm job array reads line ``$SLURM_ARRAY_TASK_ID``); a later
+``stepvit sweep --gather`` over the same folder measures whatever finished.
+
+``OUT/sweep.json`` holds one row per arm and seed, the spread of each arm over its seeds
+and the paired per-seed comparison of each learned arm with each fixed arm
+(:mod:`stepvit.model.sweep_stats`); ``OUT/sweep.png`` plots integer accuracy (mean, error
+bars one standard deviation) against mean active steps and accumulates per image.
 """
 
 from __future__ import annotations
@@ -22,15 +31,28 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shlex
+import subprocess
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from stepvit.model.export.budgets import parse_ranges
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.export.options import add_progress_argument, output_folder
+from stepvit.model.sweep_stats import format_summary, paired_comparisons, summarize_arms
 
 SWEEP_JSON = "sweep.json"
 SWEEP_PLOT = "sweep.png"
+COMMANDS_NAME = "commands.txt"
+RUN_CONFIG_NAME = "config.yaml"
+#: What ``--seeds`` accepts.
+SEEDS_GRAMMAR = "a seed S, a list S1,S2 or a range A-B"
 
 
 def _numbers(text: str | None, option: str, kind: type) -> list:
@@ -84,15 +106,107 @@ def sweep_arms(config: dict[str, Any], *, penalties: list[float], targets: list[
     return [(name, kind, validate_config(arm)) for name, kind, arm in arms]
 
 
-def _train(config: dict[str, Any], run_dir: Path, progress: bool) -> dict[str, Any]:
-    from stepvit.model.train import CHECKPOINT_NAME, METRICS_NAME, read_checkpoint, train_run
+def parse_seeds(text: str | None, default: int) -> list[int]:
+    """Return the seeds of ``--seeds`` (the budgets' grammar; ``None``: ``[default]``)."""
+    if text is None:
+        return [default]
+    return parse_ranges(str(text).strip(), option="--seeds", grammar=SEEDS_GRAMMAR,
+                        check=lambda seed: seed)
 
-    metrics_path = run_dir / METRICS_NAME
-    if metrics_path.is_file() and (run_dir / CHECKPOINT_NAME).is_file():
-        saved = read_checkpoint(run_dir / CHECKPOINT_NAME)
-        if saved["config"] == config and saved.get("metrics") is not None:
-            return json.loads(metrics_path.read_text())
-    return train_run(config, run_dir, resume="auto", progress=progress)
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One training of a sweep: an arm at a seed, in its own folder."""
+
+    arm: str
+    kind: str
+    seed: int
+    config: dict[str, Any]
+    folder: Path
+
+    def finished(self) -> bool:
+        """Whether the run's training finished with this run's config."""
+        from stepvit.model.train import CHECKPOINT_NAME, METRICS_NAME, read_checkpoint
+
+        if not (self.folder / METRICS_NAME).is_file():
+            return False
+        saved = read_checkpoint(self.folder / CHECKPOINT_NAME)
+        return saved["config"] == self.config and saved.get("metrics") is not None
+
+    def commands(self, finetune_epochs: int) -> list[list[str]]:
+        """Return the ``stepvit train`` and ``stepvit export`` commands of this run."""
+        export = ["stepvit", "export", str(self.folder), "--out", str(self.folder / "export"),
+                  "--no-progress"]
+        if finetune_epochs:
+            export += ["--finetune-epochs", str(finetune_epochs)]
+        return [["stepvit", "train", "--config", str(self.folder / RUN_CONFIG_NAME),
+                 "--out", str(self.folder), "--no-progress"], export]
+
+
+def sweep_runs(config: dict[str, Any], out_dir: Path, *, penalties: list[float],
+               targets: list[float], fixed: list[int], seeds: list[int]) -> list[SweepRun]:
+    """Return every run of the sweep (arms x seeds), each with its config written."""
+    from stepvit.model.config import validate_config
+
+    runs = []
+    for name, kind, arm in sweep_arms(config, penalties=penalties, targets=targets,
+                                      fixed=fixed):
+        for seed in seeds:
+            seeded = copy.deepcopy(arm)
+            seeded["training"]["seed"] = seed
+            folder = out_dir / name / f"seed{seed}"
+            runs.append(SweepRun(name, kind, seed, validate_config(seeded), folder))
+    for run in runs:
+        run.folder.mkdir(parents=True, exist_ok=True)
+        (run.folder / RUN_CONFIG_NAME).write_text(yaml.safe_dump(run.config, sort_keys=False))
+    return runs
+
+
+def command_lines(runs: list[SweepRun], finetune_epochs: int) -> list[str]:
+    """Return one shell line per run not yet finished: its training, then its export."""
+    return [" && ".join(shlex.join(command) for command in run.commands(finetune_epochs))
+            for run in runs if not run.finished()]
+
+
+def train_in_parallel(runs: list[SweepRun], jobs: int, finetune_epochs: int,
+                      log: Any = sys.stderr) -> None:
+    """Train and export the unfinished ``runs``, ``jobs`` processes at a time.
+
+    Each run is its own ``stepvit train`` and ``stepvit export`` process (as
+    :func:`command_lines` prints them), its output in ``<run>/train.log``.
+
+    Raises
+    ------
+    StepvitError
+        Naming the runs whose process failed, after every run has had its turn.
+    """
+    pending = [run for run in runs if not run.finished()]
+
+    def execute(run: SweepRun) -> tuple[SweepRun, int]:
+        with (run.folder / "train.log").open("w") as output:
+            for command in run.commands(finetune_epochs):
+                line = [sys.executable, "-m", "stepvit.host.cli", *command[1:]]
+                code = subprocess.run(line, stdout=output, stderr=subprocess.STDOUT).returncode
+                if code:
+                    return run, code
+        return run, 0
+
+    failed = []
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for done, (run, code) in enumerate(pool.map(execute, pending), start=1):
+            print(f"stepvit sweep: {done}/{len(pending)} {run.arm} seed {run.seed} "
+                  f"{'done' if code == 0 else f'failed ({code})'}", file=log, flush=True)
+            if code:
+                failed.append(f"{run.folder} (see its train.log)")
+    if failed:
+        raise StepvitError(f"{len(failed)} run(s) failed: {', '.join(failed)}")
+
+
+def _train(run: SweepRun, progress: bool) -> None:
+    from stepvit.model.train import train_run
+
+    if not run.finished():
+        train_run(run.config, run.folder, resume="auto", progress=progress)
 
 
 def _measure_export(run_dir: Path, images: Any, labels: Any, *, finetune_epochs: int,
@@ -139,77 +253,113 @@ def _measure_export(run_dir: Path, images: Any, labels: Any, *, finetune_epochs:
 
 
 def run_sweep(config: dict[str, Any], out_dir: Path, *, penalties: list[float],
-              targets: list[float], fixed: list[int], images: int | None = None,
-              finetune_epochs: int = 0, progress: bool = True) -> list[dict[str, Any]]:
-    """Train, export and measure every arm; write ``sweep.json`` and ``sweep.png``."""
+              targets: list[float], fixed: list[int], seeds: list[int] | None = None,
+              images: int | None = None, finetune_epochs: int = 0, jobs: int = 1,
+              gather: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train, export and measure every arm at every seed; write ``sweep.json`` and the plot.
+
+    With ``jobs`` above 1 the runs train in that many processes at once; with ``gather``
+    none trains, and the runs not finished are listed as ``missing``.
+
+    Returns
+    -------
+    dict
+        What ``sweep.json`` holds: ``rows`` (one per finished run), ``arms`` (spreads),
+        ``paired`` (learned against fixed, per seed) and ``missing`` (run folders).
+    """
     from stepvit.model.data import load_dataset
 
-    arms = sweep_arms(config, penalties=penalties, targets=targets, fixed=fixed)
+    runs = sweep_runs(config, out_dir, penalties=penalties, targets=targets, fixed=fixed,
+                      seeds=seeds if seeds is not None else [config["training"]["seed"]])
+    if jobs > 1 and not gather:
+        train_in_parallel(runs, jobs, finetune_epochs)
     data = config["data"]
     test_images, test_labels, _ = load_dataset(data["dataset"], data["data_dir"], "test")
     test_images, test_labels = test_images[:images], test_labels[:images]
-    rows = []
-    for name, kind, arm in arms:
+    rows, missing = [], []
+    for run in runs:
+        if gather and not run.finished():
+            missing.append(str(run.folder))
+            continue
         started = time.perf_counter()
-        metrics = _train(arm, out_dir / name, progress)
-        row = {"arm": name, "kind": kind, "t_max": arm["model"]["t_max"],
-               "penalty": None if kind == "fixed" else arm["training"]["penalty"],
-               "target_timesteps": arm["training"]["target_timesteps"] or None,
-               "train_seconds": round(metrics.get("train_seconds", 0.0), 1),
-               **_measure_export(out_dir / name, test_images, test_labels,
-                                 finetune_epochs=finetune_epochs, progress=progress),
-               "images": len(test_labels),
-               "seconds": round(time.perf_counter() - started, 1)}
-        rows.append(row)
-        write_sweep(rows, out_dir, config["name"])
-    return rows
+        _train(run, progress)
+        metrics = json.loads((run.folder / "metrics.json").read_text())
+        rows.append({"arm": run.arm, "kind": run.kind, "seed": run.seed,
+                     "t_max": run.config["model"]["t_max"],
+                     "penalty": None if run.kind == "fixed" else run.config["training"]["penalty"],
+                     "target_timesteps": run.config["training"]["target_timesteps"] or None,
+                     "train_seconds": round(metrics.get("train_seconds", 0.0), 1),
+                     **_measure_export(run.folder, test_images, test_labels,
+                                       finetune_epochs=finetune_epochs, progress=progress),
+                     "images": len(test_labels),
+                     "seconds": round(time.perf_counter() - started, 1)})
+        write_sweep(rows, out_dir, config["name"], missing)  # a stopped sweep keeps its rows
+    return write_sweep(rows, out_dir, config["name"], missing)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """Return the sweep's rows as a fixed-width text table."""
-    lines = [f"{'arm':<18}{'kind':<9}{'steps':>7}{'AC/img':>12}{'float':>9}{'integer':>9}"
-             f"{'agree':>9}{'train_s':>9}"]
+    """Return the sweep's rows (one per arm and seed) as a fixed-width text table."""
+    lines = [f"{'arm':<18}{'seed':>5} {'kind':<9}{'steps':>7}{'AC/img':>12}{'float':>9}"
+             f"{'integer':>9}{'agree':>9}{'train_s':>9}"]
     for row in rows:
-        lines.append(f"{row['arm']:<18}{row['kind']:<9}{row['avg_timesteps']:>7.2f}"
+        lines.append(f"{row['arm']:<18}{row['seed']:>5} {row['kind']:<9}"
+                     f"{row['avg_timesteps']:>7.2f}"
                      f"{row['ac_ops']:>12,.0f}{row['float_accuracy']:>9.4f}"
                      f"{row['integer_accuracy']:>9.4f}{row['agreement']:>9.4f}"
                      f"{row['train_seconds']:>9.0f}")
     return "\n".join(lines)
 
 
-def write_sweep(rows: list[dict[str, Any]], out_dir: Path, title: str) -> None:
-    """Write ``sweep.json`` and ``sweep.png`` (integer accuracy against steps and work)."""
+def write_sweep(rows: list[dict[str, Any]], out_dir: Path, title: str,
+                missing: list[str] | None = None) -> dict[str, Any]:
+    """Write ``sweep.json`` (rows, spreads, paired comparisons) and ``sweep.png``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = {"config": title, "rows": rows, "arms": summarize_arms(rows),
+              "paired": paired_comparisons(rows), "missing": list(missing or [])}
+    (out_dir / SWEEP_JSON).write_text(json.dumps(result, indent=2) + "\n")
+    plot_sweep(result["arms"], out_dir / SWEEP_PLOT, title)
+    return result
+
+
+def plot_sweep(arms: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Plot each arm's integer accuracy against its steps and work, ± one std over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / SWEEP_JSON).write_text(json.dumps({"config": title, "rows": rows}, indent=2)
-                                      + "\n")
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for kind, marker in (("learned", "o"), ("fixed", "s")):
-        chosen = sorted((row for row in rows if row["kind"] == kind),
-                        key=lambda row: row["avg_timesteps"])
+        chosen = sorted((arm for arm in arms if arm["kind"] == kind),
+                        key=lambda arm: arm["avg_timesteps"]["mean"])
         if not chosen:
             continue
+        accuracy = chosen_spread(chosen, "integer_accuracy", 100)
         for axis, key in zip(axes, ("avg_timesteps", "ac_ops")):
-            axis.plot([row[key] for row in chosen],
-                      [100 * row["integer_accuracy"] for row in chosen],
-                      marker=marker, label=f"{kind} masks" if kind == "learned" else "fixed T")
-            for row in chosen:
-                axis.annotate(row["arm"], (row[key], 100 * row["integer_accuracy"]),
+            where = chosen_spread(chosen, key, 1)
+            axis.errorbar(where[0], accuracy[0], xerr=where[1], yerr=accuracy[1],
+                          marker=marker, capsize=3,
+                          label="learned masks" if kind == "learned" else "fixed T")
+            for arm, x, y in zip(chosen, where[0], accuracy[0]):
+                axis.annotate(f"{arm['arm']} (n={arm['integer_accuracy']['n']})", (x, y),
                               fontsize=7, xytext=(3, 3), textcoords="offset points")
     axes[0].set_xlabel("mean active steps per module")
     axes[1].set_xlabel("accumulates per image")
     for axis in axes:
-        axis.set_ylabel("integer test accuracy (%)")
+        axis.set_ylabel("integer test accuracy (%), mean ± std over seeds")
         axis.grid(alpha=0.3)
         axis.legend()
     figure.suptitle(f"{title}: learned time-step masks against fixed T")
     figure.tight_layout()
-    figure.savefig(out_dir / SWEEP_PLOT, dpi=120)
+    figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def chosen_spread(arms: list[dict[str, Any]], key: str,
+                  scale: float) -> tuple[list[float], list[float]]:
+    """Return the means and standard deviations (0 for one seed) of ``key``, scaled."""
+    return ([scale * arm[key]["mean"] for arm in arms],
+            [scale * (arm[key]["std"] or 0.0) for arm in arms])
 
 
 def sweep_arguments(parser: argparse.ArgumentParser) -> None:
@@ -222,8 +372,19 @@ def sweep_arguments(parser: argparse.ArgumentParser) -> None:
                         help="learned-mask arms with these target mean steps")
     parser.add_argument("--fixed", default=None, metavar="T1,T2",
                         help="fixed-T baselines (every step active) at these T")
+    parser.add_argument("--seeds", default=None, metavar="S",
+                        help=f"train every arm at these seeds: {SEEDS_GRAMMAR} "
+                             "(default: the config's seed)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="sweep folder, one run folder per arm (default: runs/sweep-NAME)")
+                        help="sweep folder, OUT/ARM/seedS per run (default: runs/sweep-NAME)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained at once, each in its own process (default 1)")
+    work = parser.add_mutually_exclusive_group()
+    work.add_argument("--print-commands", action="store_true",
+                      help="train nothing: write the train/export command line of every "
+                           "unfinished run (one a line) to OUT/commands.txt and stdout")
+    work.add_argument("--gather", action="store_true",
+                      help="train nothing: measure the runs that finished, list the others")
     parser.add_argument("--epochs", type=int, default=None, help="override training.epochs")
     parser.add_argument("--data-dir", type=Path, default=None, help="override data.data_dir")
     parser.add_argument("--images", type=int, default=None,
@@ -243,13 +404,28 @@ def sweep(args: argparse.Namespace) -> int:
         raise StepvitError(f"--images must be >= 1, got {args.images}")
     if args.finetune_epochs < 0:
         raise StepvitError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
+    if args.jobs < 1:
+        raise StepvitError(f"--jobs must be >= 1, got {args.jobs}")
     out_dir = output_folder(args.out or Path("runs") / f"sweep-{config['name']}", "--out")
-    rows = run_sweep(config, out_dir,
-                     penalties=_numbers(args.penalties, "--penalties", float),
-                     targets=_numbers(args.targets, "--targets", float),
-                     fixed=_numbers(args.fixed, "--fixed", int),
-                     images=args.images, finetune_epochs=args.finetune_epochs,
-                     progress=not args.no_progress)
-    print(format_table(rows))
+    arms = {"penalties": _numbers(args.penalties, "--penalties", float),
+            "targets": _numbers(args.targets, "--targets", float),
+            "fixed": _numbers(args.fixed, "--fixed", int),
+            "seeds": parse_seeds(args.seeds, config["training"]["seed"])}
+    if args.print_commands:
+        lines = command_lines(sweep_runs(config, out_dir, **arms), args.finetune_epochs)
+        (out_dir / COMMANDS_NAME).write_text("".join(line + "\n" for line in lines))
+        print("\n".join(lines))
+        print(f"stepvit sweep: {len(lines)} command line(s) in {out_dir / COMMANDS_NAME}; "
+              f"then: stepvit sweep ... --out {out_dir} --gather", file=sys.stderr)
+        return 0
+    result = run_sweep(config, out_dir, **arms, images=args.images,
+                       finetune_epochs=args.finetune_epochs, jobs=args.jobs,
+                       gather=args.gather, progress=not args.no_progress)
+    print(format_table(result["rows"]))
+    print()
+    print(format_summary(result["arms"], result["paired"]))
+    if result["missing"]:
+        print(f"stepvit sweep: {len(result['missing'])} run(s) not finished: "
+              + ", ".join(result["missing"]), file=sys.stderr)
     print(f"stepvit sweep: {out_dir / SWEEP_JSON} and {out_dir / SWEEP_PLOT} written")
     return 0

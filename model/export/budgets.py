@@ -8,6 +8,8 @@ default and the messages are the same everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from stepvit.model.export.errors import StepvitError
@@ -48,19 +50,36 @@ def parse_budgets(text: str | None, t_max: int, *, option: str = "--budget") -> 
     text = DEFAULT_BUDGETS if text is None else str(text).strip()
     if text == "all":
         return list(range(1, t_max + 1))
-    budgets: list[int] = []
+    return parse_ranges(text, option=option, grammar=BUDGET_GRAMMAR,
+                        check=lambda budget: check_budget(budget, t_max, option=option))
+
+
+def parse_ranges(text: str, *, option: str, grammar: str,
+                 check: Callable[[int], int]) -> list[int]:
+    """Return the integers named by ``text`` (``"2"``, ``"1,3"``, ``"0-4"``, ``"1,3-4"``).
+
+    The order is the one given, without repeats; ``check`` sees each number and raises
+    for one out of range. Budgets and sweep seeds share this grammar.
+
+    Raises
+    ------
+    StepvitError
+        For anything but numbers, lists and ranges (the message quotes ``grammar``), or an
+        empty range.
+    """
+    numbers: list[int] = []
     for item in text.split(","):
         bounds = item.strip().split("-")
         if len(bounds) > 2 or not all(bound.strip().isdigit() for bound in bounds):
-            raise StepvitError(f"{option}: expected {BUDGET_GRAMMAR}, got {text!r}")
+            raise StepvitError(f"{option}: expected {grammar}, got {text!r}")
         first, last = int(bounds[0]), int(bounds[-1])
         if first > last:
             raise StepvitError(f"{option}: the range {item.strip()!r} is empty")
-        for budget in range(first, last + 1):
-            check_budget(budget, t_max, option=option)
-            if budget not in budgets:
-                budgets.append(budget)
-    return budgets
+        for number in range(first, last + 1):
+            check(number)
+            if number not in numbers:
+                numbers.append(number)
+    return numbers
 
 
 def budget_mask_of(timestep_mask: np.ndarray, budget: int | None) -> np.ndarray:

@@ -1,0 +1,88 @@
+"""The mask's schedule: what each batch does with the scores, and what a run guarantees."""
+
+import pytest
+import torch
+
+from stepvit.model.config import validate_config
+from stepvit.model.network import SpikingViT
+from stepvit.model.train import MaskStep, mask_schedule, project_mask, train_run
+
+LEARN, PENALIZE, FROZEN = (MaskStep(penalize=False, frozen=False),
+                           MaskStep(penalize=True, frozen=False),
+                           MaskStep(penalize=False, frozen=True))
+
+
+def training(**given):
+    return validate_config({"training": {"epochs": 10, "penalty_warmup_epochs": 2,
+                                         "freeze_mask_epochs": 3, **given}})["training"]
+
+
+@pytest.mark.parametrize("epoch, steps, frozen, given, expected", [
+    (0, 4.0, False, {}, LEARN),                        # warm-up: the task loss alone
+    (1, 1.0, False, {"target_timesteps": 2.0}, LEARN),  # the target counts after warm-up
+    (2, 4.0, False, {}, PENALIZE),
+    (6, 1.0, False, {}, PENALIZE),                     # no target: the penalty goes on
+    (6, 2.5, False, {"target_timesteps": 2.0}, PENALIZE),
+    (6, 2.0, False, {"target_timesteps": 2.0}, FROZEN),  # within the target: frozen
+    (7, 4.0, False, {}, FROZEN),                       # the freeze window
+    (7, 4.0, False, {"target_timesteps": 2.0}, FROZEN),
+    (3, 4.0, True, {}, FROZEN),                        # once frozen, frozen for good
+    (0, 4.0, False, {"fixed_timesteps": True}, FROZEN),
+])
+def test_the_rule_of_each_batch(epoch, steps, frozen, given, expected):
+    assert mask_schedule(epoch, steps, training(**given), frozen=frozen) == expected
+
+
+def model_with_scores(scores):
+    model = SpikingViT((1, 8, 8), 4, 8, 1, 1, 16, 10, 4)
+    with torch.no_grad():
+        model.timestep_scores.copy_(torch.tensor(scores))
+    return model
+
+
+def test_projection_drops_the_lowest_scores_and_keeps_a_step_per_module():
+    model = model_with_scores([[0.9, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8],
+                               [0.05, -1.0, -1.0, -1.0], [1.0, 1.0, 1.0, 1.0]])
+    project_mask(model, 1.5)  # 4 modules x 1.5 = 6 steps of the 13 active
+    # 0.2 to 0.7 go, then the first of the equal 1.0s; the module whose one step scores
+    # 0.05 keeps it, and so does the module left with 0.8 alone
+    assert model.timestep_mask().tolist() == [[1, 0, 0, 0], [0, 0, 0, 1],
+                                              [1, 0, 0, 0], [0, 1, 1, 1]]
+    assert (model.timestep_scores[model.timestep_mask() == 0] <= 0).all()
+    project_mask(model, 1.0)
+    assert model.timestep_mask().tolist() == [[1, 0, 0, 0], [0, 0, 0, 1],
+                                              [1, 0, 0, 0], [0, 0, 0, 1]]
+    project_mask(model, 0.5)  # below one step a module: every module keeps one
+    assert model.timestep_mask().sum(dim=1).tolist() == [1, 1, 1, 1]
+
+
+def small_config(seed, **given):
+    return validate_config({
+        "name": "schedule",
+        "model": {"dim": 8, "heads": 1, "depth": 1, "mlp_dim": 16, "t_max": 4, "patch": 4},
+        "training": {"epochs": 6, "batch_size": 128, "lr": 0.02, "seed": seed,
+                     "penalty_warmup_epochs": 1, "freeze_mask_epochs": 2, **given}})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_run_reaches_its_target_and_freezes_its_mask_when_the_config_says(tmp_path, seed):
+    # a strong penalty reaches the target inside the learning epochs: frozen there
+    reached = train_run(small_config(seed, penalty=2.0, score_lr=1.0, target_timesteps=2.0),
+                        tmp_path / "reached", progress=False)
+    history = torch.load(tmp_path / "reached" / "checkpoint.pt", weights_only=True)["history"]
+    assert reached["avg_timesteps"] <= 2.0
+    frozen_in = reached["mask_frozen_in_epoch"]
+    assert 2 <= frozen_in <= 4  # after the warm-up, before the freeze window
+    for entry in history:
+        assert entry["mask_frozen"] == (entry["epoch"] >= frozen_in)
+        if entry["epoch"] >= frozen_in:
+            assert entry["mask"] == reached["timestep_mask"]  # fixed from then on
+        if entry["epoch"] >= 2 and entry["epoch"] < frozen_in:
+            assert entry["avg_timesteps"] > 2.0  # the first epoch within the target froze
+    # no penalty: the target is reached by cutting the mask when the freeze window opens
+    cut = train_run(small_config(seed, penalty=0.0, target_timesteps=1.5),
+                    tmp_path / "cut", progress=False)
+    assert cut["avg_timesteps"] <= 1.5
+    assert cut["mask_frozen_in_epoch"] == 5
+    assert all(steps >= 1 for steps in cut["timesteps_per_module"].values())
