@@ -136,7 +136,7 @@ def measure(model: SpikingViT, images: torch.Tensor, labels: torch.Tensor, *,
                                                    total=-(-len(labels) // batch_size),
                                                    desc="measure", enabled=progress,
                                                    leave=False):
-        trace = model(batch_images.to(device), masks=masks, return_trace=True)
+        trace = model.trace(batch_images.to(device), masks=masks)
         correct += int((trace.logits.argmax(dim=1).cpu() == batch_labels).sum())
         for name, counts in trace.spikes.items():
             spike_totals[name] += float(counts.sum())
