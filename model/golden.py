@@ -74,6 +74,44 @@ def lif_step(
     return reset_membrane(charged, fired, threshold, reset), fired
 
 
+def ac_ops_of(spikes: dict[str, torch.Tensor], kv_pairs: dict[str, torch.Tensor], *,
+              depth: int, dim: int, head_dim: int, mlp_dim: int,
+              num_classes: int) -> torch.Tensor:
+    """Return the accumulates of each image ``[B]`` (SPEC.md section 3, "Work counted").
+
+    One accumulate per selected weight: for every linear layer, input spikes x out features;
+    attention ``Σ_{m,h} |K_mh|·|V_mh|`` (Kᵀ·V) plus ``Σ_{n,h} |Q_nh|·d`` (Q·KV); head spikes
+    x K. The golden model counts its integer run with it, :mod:`stepvit.model.metrics` the
+    float model's trace.
+
+    Parameters
+    ----------
+    spikes : dict of str to torch.Tensor
+        LIF layer -> ``[B, T]`` spikes at each step.
+    kv_pairs : dict of str to torch.Tensor
+        Attention module (``blocks.i.attn``) -> ``[B, T]`` Kᵀ·V accumulates at each step.
+    depth, dim, head_dim, mlp_dim, num_classes : int
+        The architecture (SPEC.md section 1).
+    """
+    total = spikes["head.in"].sum(dim=1) * num_classes
+    for block in range(depth):
+        attn, mlp = f"blocks.{block}.attn", f"blocks.{block}.mlp"
+        total = total + spikes[f"{attn}.in"].sum(dim=1) * 3 * dim
+        total = total + kv_pairs[attn].sum(dim=1) + spikes[f"{attn}.q"].sum(dim=1) * head_dim
+        total = total + spikes[f"{attn}.attn"].sum(dim=1) * dim
+        total = total + spikes[f"{mlp}.in"].sum(dim=1) * mlp_dim
+        total = total + spikes[f"{mlp}.fc1"].sum(dim=1) * dim
+    return total
+
+
+def dense_ac_ops_of(*, tokens: int, depth: int, dim: int, head_dim: int, mlp_dim: int,
+                    num_classes: int, t_max: int) -> int:
+    """Return the accumulates of one image with every spike 1 and every step of ``T`` active."""
+    n, d, m, hd = tokens, dim, mlp_dim, head_dim
+    per_block = 4 * n * d * d + 2 * n * d * hd + 2 * n * d * m
+    return t_max * (depth * per_block + n * d * num_classes)
+
+
 @dataclass(frozen=True, eq=False)
 class GoldenResult:
     """What the golden model computed for a batch of ``B`` images.
@@ -229,9 +267,9 @@ class GoldenModel:
 
     def dense_ac_ops(self) -> int:
         """Accumulates of one image with every spike 1 and every step of ``T`` active."""
-        n, d, m, hd = self.tokens, self.dim, self.mlp_dim, self.head_dim
-        per_block = 4 * n * d * d + 2 * n * d * hd + 2 * n * d * m
-        return self.t_max * (self.depth * per_block + n * d * self.num_classes)
+        return dense_ac_ops_of(tokens=self.tokens, depth=self.depth, dim=self.dim,
+                               head_dim=self.head_dim, mlp_dim=self.mlp_dim,
+                               num_classes=self.num_classes, t_max=self.t_max)
 
     def kv_accumulates(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Return ``[B]``: ``Σ_{m,h} |K_mh|·|V_mh|``, the accumulates of ``Kᵀ·V``, of one step."""
@@ -370,15 +408,6 @@ class GoldenModel:
         dict of str to torch.Tensor
             int64 ``[B]`` each, the keys of :attr:`GoldenResult.work`.
         """
-        spikes = {name: per_step.sum(dim=1) for name, per_step in state.spikes.items()}
-        ac_ops = spikes["head.in"] * self.num_classes
-        for block in range(self.depth):
-            attn, mlp = f"blocks.{block}.attn", f"blocks.{block}.mlp"
-            ac_ops = ac_ops + (3 * spikes[f"{attn}.in"] * self.dim
-                               + state.kv_pairs[attn].sum(dim=1)
-                               + spikes[f"{attn}.q"] * self.head_dim
-                               + spikes[f"{attn}.attn"] * self.dim)
-            ac_ops = ac_ops + spikes[f"{mlp}.in"] * self.mlp_dim + spikes[f"{mlp}.fc1"] * self.dim
         attention_steps = int(mask[1:-1:2].sum())
         words_per_popcount = -(-self.head_dim // POPCOUNT_WORD_BITS)
 
@@ -386,7 +415,9 @@ class GoldenModel:
             return torch.full((len(set_bits),), value, dtype=torch.int64)
 
         return {
-            "ac_ops": ac_ops,
+            "ac_ops": ac_ops_of(state.spikes, state.kv_pairs, depth=self.depth, dim=self.dim,
+                                head_dim=self.head_dim, mlp_dim=self.mlp_dim,
+                                num_classes=self.num_classes),
             "embed_ac_ops": set_bits * self.dim,
             "mac_ops": per_image(self.tokens * self.dim * self.image_shape[0] * self.patch**2),
             "dense_ac_ops": per_image(self.dense_ac_ops()),
