@@ -1,6 +1,7 @@
 """What a trained network does per image: accuracy, learned time steps, spikes, work, energy.
 
-Work is counted as SPEC.md section 3 ("Work counted") says, from the float model's spikes:
+Work is counted as SPEC.md section 3 ("Work counted") says, from the float model's spikes,
+with the golden model's formulas (:func:`stepvit.model.golden.ac_ops_of`):
 ``ac_ops`` = for every linear layer, active input spikes x out features; attention
 ``sum_{m,h} |K_mh| |V_mh|`` (Kᵀ·V) plus ``sum_{n,h} |Q_nh| d`` (Q·KV); head spikes x K.
 ``embed_ac_ops`` = set bits of the pixels x D (shift-and-add), ``mac_ops`` = ``N D C p p``
