@@ -159,6 +159,11 @@ def test_measure_reports_work_and_steps():
 def test_masks_of_wrong_shape_are_refused():
     with pytest.raises(ValueError, match="masks must have shape"):
         small_model()(images(), masks=torch.ones(6, 3))
+    model = small_model()
+    with pytest.raises(ValueError, match="masks must have shape"):
+        model.trace(images(), masks=torch.ones(6, 3))
+    # a refused trace takes its spike monitor with it
+    assert not any(layer._forward_hooks for layer in model.lif_layers().values())
 
 
 def step_by_step_reference(model, batch, masks):
