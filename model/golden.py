@@ -4,6 +4,12 @@ Everything here runs on ``torch.int64`` tensors, batched over images; there is n
 the integer path. :class:`GoldenModel` is built from a validated
 :class:`~stepvit.model.export.Export` and returns logits, the predicted class, the spike count
 of every LIF layer at every step (SPEC.md section 1 layer order) and the work it did.
+
+:meth:`GoldenModel.run` is the step loop of SPEC.md section 3: one method per module
+(``embed_step``, ``attention_step``, ``mlp_step``, ``head_step``), each the integer twin of
+that module's ``forward`` in :mod:`stepvit.model.network`, carries a :class:`BatchState`
+from step to step; the work is counted afterwards from what the run recorded
+(:meth:`GoldenModel.count_work`).
 """
 
 from __future__ import annotations
@@ -68,6 +74,44 @@ def lif_step(
     return reset_membrane(charged, fired, threshold, reset), fired
 
 
+def ac_ops_of(spikes: dict[str, torch.Tensor], kv_pairs: dict[str, torch.Tensor], *,
+              depth: int, dim: int, head_dim: int, mlp_dim: int,
+              num_classes: int) -> torch.Tensor:
+    """Return the accumulates of each image ``[B]`` (SPEC.md section 3, "Work counted").
+
+    One accumulate per selected weight: for every linear layer, input spikes x out features;
+    attention ``Σ_{m,h} |K_mh|·|V_mh|`` (Kᵀ·V) plus ``Σ_{n,h} |Q_nh|·d`` (Q·KV); head spikes
+    x K. The golden model counts its integer run with it, :mod:`stepvit.model.metrics` the
+    float model's trace.
+
+    Parameters
+    ----------
+    spikes : dict of str to torch.Tensor
+        LIF layer -> ``[B, T]`` spikes at each step.
+    kv_pairs : dict of str to torch.Tensor
+        Attention module (``blocks.i.attn``) -> ``[B, T]`` Kᵀ·V accumulates at each step.
+    depth, dim, head_dim, mlp_dim, num_classes : int
+        The architecture (SPEC.md section 1).
+    """
+    total = spikes["head.in"].sum(dim=1) * num_classes
+    for block in range(depth):
+        attn, mlp = f"blocks.{block}.attn", f"blocks.{block}.mlp"
+        total = total + spikes[f"{attn}.in"].sum(dim=1) * 3 * dim
+        total = total + kv_pairs[attn].sum(dim=1) + spikes[f"{attn}.q"].sum(dim=1) * head_dim
+        total = total + spikes[f"{attn}.attn"].sum(dim=1) * dim
+        total = total + spikes[f"{mlp}.in"].sum(dim=1) * mlp_dim
+        total = total + spikes[f"{mlp}.fc1"].sum(dim=1) * dim
+    return total
+
+
+def dense_ac_ops_of(*, tokens: int, depth: int, dim: int, head_dim: int, mlp_dim: int,
+                    num_classes: int, t_max: int) -> int:
+    """Return the accumulates of one image with every spike 1 and every step of ``T`` active."""
+    n, d, m, hd = tokens, dim, mlp_dim, head_dim
+    per_block = 4 * n * d * d + 2 * n * d * hd + 2 * n * d * m
+    return t_max * (depth * per_block + n * d * num_classes)
+
+
 @dataclass(frozen=True, eq=False)
 class GoldenResult:
     """What the golden model computed for a batch of ``B`` images.
@@ -103,6 +147,26 @@ class GoldenResult:
     def layer_spike_totals(self) -> torch.Tensor:
         """Return int64 ``[B, layers]``: spikes per layer over all steps (the hardware's words)."""
         return torch.stack([counts.sum(dim=1) for counts in self.spikes.values()], dim=1)
+
+
+@dataclass(eq=False)
+class BatchState:
+    """What a batch carries from one time step to the next, and what it has recorded.
+
+    Attributes
+    ----------
+    membranes : dict of str to torch.Tensor
+        LIF layer -> int64 ``[B, N, channels]``: its membrane ``V``.
+    spikes : dict of str to torch.Tensor
+        LIF layer -> int64 ``[B, T]``: the spikes it fired at each step.
+    kv_pairs : dict of str to torch.Tensor
+        Attention module (``blocks.i.attn``) -> int64 ``[B, T]``: the accumulates of its
+        ``Kᵀ·V`` at each step.
+    """
+
+    membranes: dict[str, torch.Tensor]
+    spikes: dict[str, torch.Tensor]
+    kv_pairs: dict[str, torch.Tensor]
 
 
 def as_image_tensor(images: Any, image_shape: list[int]) -> torch.Tensor:
@@ -203,9 +267,80 @@ class GoldenModel:
 
     def dense_ac_ops(self) -> int:
         """Accumulates of one image with every spike 1 and every step of ``T`` active."""
-        n, d, m, hd = self.tokens, self.dim, self.mlp_dim, self.head_dim
-        per_block = 4 * n * d * d + 2 * n * d * hd + 2 * n * d * m
-        return self.t_max * (self.depth * per_block + n * d * self.num_classes)
+        return dense_ac_ops_of(tokens=self.tokens, depth=self.depth, dim=self.dim,
+                               head_dim=self.head_dim, mlp_dim=self.mlp_dim,
+                               num_classes=self.num_classes, t_max=self.t_max)
+
+    def kv_accumulates(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Return ``[B]``: ``Σ_{m,h} |K_mh|·|V_mh|``, the accumulates of ``Kᵀ·V``, of one step."""
+        shape = (k.shape[0], self.tokens, self.heads, self.head_dim)
+        return (k.reshape(shape).sum(dim=3) * v.reshape(shape).sum(dim=3)).sum(dim=(1, 2))
+
+    def checked_mask(self, masks: np.ndarray | None) -> np.ndarray:
+        """Return ``masks`` (or the trained mask if None) as uint8, refusing a bad one.
+
+        Raises
+        ------
+        StepvitError
+            If ``masks`` is not 0/1 of shape ``[2L + 2, T]``.
+        """
+        base = self.export.timestep_mask if masks is None else np.asarray(masks, dtype=np.uint8)
+        expected_shape = (2 * self.depth + 2, self.t_max)
+        if base.shape != expected_shape or not np.isin(base, (0, 1)).all():
+            raise StepvitError(f"masks must be 0/1 with shape {list(expected_shape)}, "
+                               f"got shape {list(base.shape)}")
+        return base
+
+    def new_state(self, batch: int) -> BatchState:
+        """Return the state of ``batch`` images before the first step: every membrane 0."""
+        def zeros(*shape: int) -> torch.Tensor:
+            return torch.zeros(*shape, dtype=torch.int64)
+
+        return BatchState(
+            membranes={name: zeros(batch, self.tokens, len(self.thresholds[name]))
+                       for name in self.layer_names},
+            spikes={name: zeros(batch, self.t_max) for name in self.layer_names},
+            kv_pairs={f"blocks.{block}.attn": zeros(batch, self.t_max)
+                      for block in range(self.depth)},
+        )
+
+    def lif(self, state: BatchState, name: str, current: torch.Tensor,
+            step: int) -> torch.Tensor:
+        """Advance LIF layer ``name`` by one active step; record and return its spikes."""
+        state.membranes[name], fired = lif_step(
+            state.membranes[name], current, self.thresholds[name], self.leak_shift, self.reset
+        )
+        state.spikes[name][:, step] = fired.sum(dim=(1, 2))
+        return fired
+
+    def linear(self, name: str, inputs: torch.Tensor) -> torch.Tensor:
+        """Return ``inputs @ Wᵀ + b`` of layer ``name``."""
+        return inputs @ self.weights[f"{name}.weight"].T + self.weights[f"{name}.bias"]
+
+    def embed_step(self, state: BatchState, current: torch.Tensor, step: int) -> torch.Tensor:
+        """Run module ``embed`` for one step; return the stream ``X = E · S_e`` ``[B, N, D]``."""
+        return self.lif(state, "embed", current, step) * self.weights["stream_spike"]
+
+    def attention_step(self, state: BatchState, module: str, x: torch.Tensor,
+                       step: int) -> torch.Tensor:
+        """Run attention module ``module`` for one step; return what it adds to ``X``."""
+        s = self.lif(state, f"{module}.in", x, step)
+        q, k, v = (self.lif(state, f"{module}.{name}", self.linear(f"{module}.{name}", s), step)
+                   for name in ("q", "k", "v"))
+        state.kv_pairs[module][:, step] = self.kv_accumulates(k, v)
+        a = self.lif(state, f"{module}.attn", self.attention(q, k, v), step)
+        return self.linear(f"{module}.proj", a)
+
+    def mlp_step(self, state: BatchState, module: str, x: torch.Tensor,
+                 step: int) -> torch.Tensor:
+        """Run MLP module ``module`` for one step; return what it adds to ``X``."""
+        s = self.lif(state, f"{module}.in", x, step)
+        hidden = self.lif(state, f"{module}.fc1", self.linear(f"{module}.fc1", s), step)
+        return self.linear(f"{module}.fc2", hidden)
+
+    def head_step(self, state: BatchState, x: torch.Tensor, step: int) -> torch.Tensor:
+        """Run module ``head`` for one step; return its spikes per channel ``Σ_n S[n, c]``."""
+        return self.lif(state, "head.in", x, step).sum(dim=1)
 
     def run(
         self,
@@ -213,7 +348,7 @@ class GoldenModel:
         budget: int | None = None,
         masks: np.ndarray | None = None,
     ) -> GoldenResult:
-        """Run a batch of images through the integer network.
+        """Run a batch of images through the integer network, step by step (SPEC.md section 3).
 
         Parameters
         ----------
@@ -229,94 +364,65 @@ class GoldenModel:
         GoldenResult
         """
         pixels = as_image_tensor(images, self.image_shape)
-        base = self.export.timestep_mask if masks is None else np.asarray(masks, dtype=np.uint8)
-        expected_shape = (2 * self.depth + 2, self.t_max)
-        if base.shape != expected_shape or not np.isin(base, (0, 1)).all():
-            raise StepvitError(f"masks must be 0/1 with shape {list(expected_shape)}, "
-                               f"got shape {list(base.shape)}")
-        mask = budget_mask_of(base, budget)
+        mask = budget_mask_of(self.checked_mask(masks), budget)
         batch = pixels.shape[0]
-        w, thresholds = self.weights, self.thresholds
-        stream_spike = w["stream_spike"]
-
-        def lif(name: str, current: torch.Tensor, step: int) -> torch.Tensor:
-            membranes[name], fired = lif_step(
-                membranes[name], current, thresholds[name], self.leak_shift, self.reset
-            )
-            spikes[name][:, step] = fired.sum(dim=(1, 2))
-            return fired
-
-        def linear(name: str, inputs: torch.Tensor) -> torch.Tensor:
-            return inputs @ w[f"{name}.weight"].T + w[f"{name}.bias"]
-
-        def fired_count(spike_map: torch.Tensor) -> torch.Tensor:
-            return spike_map.sum(dim=tuple(range(1, spike_map.dim())))
-
         embed_current, set_bits = self.embed_current(pixels)
-        membranes = {
-            name: torch.zeros(batch, self.tokens, len(thresholds[name]), dtype=torch.int64)
-            for name in self.layer_names
-        }
-        spikes = {name: torch.zeros(batch, self.t_max, dtype=torch.int64)
-                  for name in self.layer_names}
-        ac_ops = torch.zeros(batch, dtype=torch.int64)
-        head_counts = torch.zeros(batch, self.dim, dtype=torch.int64)
-        attention_steps = 0
+        state = self.new_state(batch)
+        counts = torch.zeros(batch, self.dim, dtype=torch.int64)
         for step in range(self.t_max):
             if mask[0, step]:
-                stream = lif("embed", embed_current, step) * stream_spike
+                x = self.embed_step(state, embed_current, step)
             else:
-                stream = torch.zeros(batch, self.tokens, self.dim, dtype=torch.int64)
+                x = torch.zeros(batch, self.tokens, self.dim, dtype=torch.int64)
             for block in range(self.depth):
-                prefix = f"blocks.{block}"
                 if mask[1 + 2 * block, step]:
-                    attention_steps += 1
-                    s_in = lif(f"{prefix}.attn.in", stream, step)
-                    q, k, v = (
-                        lif(f"{prefix}.attn.{name}", linear(f"{prefix}.attn.{name}", s_in), step)
-                        for name in ("q", "k", "v")
-                    )
-                    attended = lif(f"{prefix}.attn.attn", self.attention(q, k, v), step)
-                    stream = stream + linear(f"{prefix}.attn.proj", attended)
-                    shape = (batch, self.tokens, self.heads, self.head_dim)
-                    k_per_head = k.reshape(shape).sum(dim=3)
-                    v_per_head = v.reshape(shape).sum(dim=3)
-                    ac_ops += (
-                        3 * fired_count(s_in) * self.dim
-                        + fired_count(k_per_head * v_per_head)
-                        + fired_count(q) * self.head_dim
-                        + fired_count(attended) * self.dim
-                    )
+                    x = x + self.attention_step(state, f"blocks.{block}.attn", x, step)
                 if mask[2 + 2 * block, step]:
-                    s_in = lif(f"{prefix}.mlp.in", stream, step)
-                    hidden = lif(f"{prefix}.mlp.fc1", linear(f"{prefix}.mlp.fc1", s_in), step)
-                    stream = stream + linear(f"{prefix}.mlp.fc2", hidden)
-                    ac_ops += fired_count(s_in) * self.mlp_dim + fired_count(hidden) * self.dim
+                    x = x + self.mlp_step(state, f"blocks.{block}.mlp", x, step)
             if mask[-1, step]:
-                head_spikes = lif("head.in", stream, step)
-                head_counts += head_spikes.sum(dim=1)
-                ac_ops += fired_count(head_spikes) * self.num_classes
-        logits = head_counts @ w["head.weight"].T + w["head.bias"]
-        channels = self.image_shape[0]
+                counts += self.head_step(state, x, step)
+        logits = counts @ self.weights["head.weight"].T + self.weights["head.bias"]
+        return GoldenResult(
+            logits=logits,
+            predicted=torch.argmax(logits, dim=1),
+            spikes=state.spikes,
+            work=self.count_work(state, mask, set_bits),
+            mask=mask,
+        )
+
+    def count_work(self, state: BatchState, mask: np.ndarray,
+                   set_bits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Return the work of each image (SPEC.md section 3, "Work counted").
+
+        Parameters
+        ----------
+        state : BatchState
+            The state after the last step: the spikes and Kᵀ·V accumulates it recorded.
+        mask : numpy.ndarray
+            The mask that ran.
+        set_bits : torch.Tensor
+            int64 ``[B]``: set bits of each image's pixels.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            int64 ``[B]`` each, the keys of :attr:`GoldenResult.work`.
+        """
+        attention_steps = int(mask[1:-1:2].sum())
         words_per_popcount = -(-self.head_dim // POPCOUNT_WORD_BITS)
 
         def per_image(value: int) -> torch.Tensor:
-            return torch.full((batch,), value, dtype=torch.int64)
+            return torch.full((len(set_bits),), value, dtype=torch.int64)
 
-        work = {
-            "ac_ops": ac_ops,
+        return {
+            "ac_ops": ac_ops_of(state.spikes, state.kv_pairs, depth=self.depth, dim=self.dim,
+                                head_dim=self.head_dim, mlp_dim=self.mlp_dim,
+                                num_classes=self.num_classes),
             "embed_ac_ops": set_bits * self.dim,
-            "mac_ops": per_image(self.tokens * self.dim * channels * self.patch**2),
+            "mac_ops": per_image(self.tokens * self.dim * self.image_shape[0] * self.patch**2),
             "dense_ac_ops": per_image(self.dense_ac_ops()),
             "popcount_words": per_image(
                 attention_steps * self.heads * self.tokens**2 * words_per_popcount
             ),
             "active_steps": per_image(int(mask.sum())),
         }
-        return GoldenResult(
-            logits=logits,
-            predicted=torch.argmax(logits, dim=1),
-            spikes=spikes,
-            work=work,
-            mask=mask,
-        )

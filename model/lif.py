@@ -1,4 +1,4 @@
-"""Leaky integrate-and-fire neurons, one time step at a time, with explicit state.
+"""Leaky integrate-and-fire neurons: a layer runs all time steps, one step at a time.
 
 A neuron step is charge -> fire -> reset (SPEC.md section 2):
 
@@ -18,8 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-#: Reset rules a LIF neuron understands.
-RESET_RULES = ("hard", "soft")
+from stepvit.model.export import RESET_RULES
 
 #: Steepness of the sigmoid surrogate gradient.
 SURROGATE_ALPHA = 4.0
@@ -85,10 +84,11 @@ def reset_membrane(charged: torch.Tensor, spikes: torch.Tensor, threshold: float
 
 
 class LIFNeuron(nn.Module):
-    """A layer of LIF neurons stepped one time step at a time.
+    """A layer of LIF neurons: multi-step, ``[T, B, ...]`` currents in, ``[T, B, ...]`` spikes out.
 
-    The neuron holds no state: the caller passes the membrane in and gets it back, so the
-    network's time loop shows every piece of state it carries.
+    The layer holds no state between calls: :meth:`forward` starts every image from a zero
+    membrane and carries it through the ``T`` steps of :meth:`step`, which takes the
+    membrane in and gives it back.
 
     Args:
         leak_shift: ``k`` in the leak ``v * (1 - 2^-k)`` (an arithmetic shift in hardware).
@@ -106,7 +106,7 @@ class LIFNeuron(nn.Module):
         self.leak_shift = leak_shift
         self.reset_rule = reset
         self.threshold = threshold
-        #: False in the non-spiking twin: :meth:`run` is a ReLU of the current, no state.
+        #: False in the non-spiking twin: :meth:`forward` is a ReLU of the current, no state.
         self.spiking = True
 
     def extra_repr(self) -> str:  # noqa: D102
@@ -125,8 +125,8 @@ class LIFNeuron(nn.Module):
         """Return ``v_t`` after the reset rule."""
         return reset_membrane(charged, spikes, self.threshold, self.reset_rule)
 
-    def forward(self, current: torch.Tensor, membrane: torch.Tensor | None,
-                active: torch.Tensor | float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, current: torch.Tensor, membrane: torch.Tensor | None,
+             active: torch.Tensor | float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Run one time step.
 
         Parameters
@@ -156,7 +156,7 @@ class LIFNeuron(nn.Module):
         updated = self.reset(charged, spikes)
         return spikes, active * updated + (1.0 - active) * membrane
 
-    def run(self, currents: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def forward(self, currents: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Run ``T`` steps from a zero membrane; return the would-be spikes ``[T, B, ...]``.
 
         Parameters
@@ -170,7 +170,7 @@ class LIFNeuron(nn.Module):
             return torch.relu(currents)
         membrane = None
         spikes = []
-        for step in range(currents.shape[0]):
-            fired, membrane = self(currents[step], membrane, masks[step])
+        for t in range(currents.shape[0]):
+            fired, membrane = self.step(currents[t], membrane, masks[t])
             spikes.append(fired)
         return torch.stack(spikes)

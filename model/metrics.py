@@ -1,6 +1,7 @@
 """What a trained network does per image: accuracy, learned time steps, spikes, work, energy.
 
-Work is counted as SPEC.md section 3 ("Work counted") says, from the float model's spikes:
+Work is counted as SPEC.md section 3 ("Work counted") says, from the float model's spikes,
+with the golden model's formulas (:func:`stepvit.model.golden.ac_ops_of`):
 ``ac_ops`` = for every linear layer, active input spikes x out features; attention
 ``sum_{m,h} |K_mh| |V_mh|`` (Kᵀ·V) plus ``sum_{n,h} |Q_nh| d`` (Q·KV); head spikes x K.
 ``embed_ac_ops`` = set bits of the pixels x D (shift-and-add), ``mac_ops`` = ``N D C p p``
@@ -17,6 +18,7 @@ import torch
 
 from stepvit.model.data import batches
 from stepvit.model.export.energy import energy_estimate_uj
+from stepvit.model.golden import ac_ops_of, dense_ac_ops_of
 from stepvit.model.network import SpikingViT
 from stepvit.model.progress import progress_bar
 
@@ -42,25 +44,28 @@ def timestep_summary(mask: torch.Tensor, module_names: list[str]) -> dict[str, A
     }
 
 
+def work_widths(model: SpikingViT) -> dict[str, int]:
+    """Return ``depth``, ``dim``, ``head_dim``, ``mlp_dim`` and ``num_classes`` of ``model``."""
+    dim = model.head.linear.in_features
+    return {
+        "depth": model.depth,
+        "dim": dim,
+        "head_dim": dim // model.blocks[0].attn.heads if model.depth else dim,
+        "mlp_dim": model.blocks[0].mlp.fc1.linear.out_features if model.depth else dim,
+        "num_classes": model.head.linear.out_features,
+    }
+
+
 def layer_widths(model: SpikingViT) -> dict[str, int]:
     """Return the number of neurons of each LIF layer (tokens x channels)."""
-    dim = model.head.linear.in_features
-    mlp_dim = model.blocks[0].mlp.fc1.linear.out_features if model.depth else dim
-    return {name: model.tokens * (mlp_dim if name.endswith("mlp.fc1") else dim)
+    widths = work_widths(model)
+    return {name: model.tokens * widths["mlp_dim" if name.endswith("mlp.fc1") else "dim"]
             for name in model.layer_names()}
 
 
 def dense_ac_ops(model: SpikingViT) -> int:
     """Return the accumulates of one image with every spike 1 and every step active."""
-    tokens, dim = model.tokens, model.head.linear.in_features
-    classes = model.head.linear.out_features
-    per_step = tokens * dim * classes
-    for block in model.blocks:
-        mlp_dim = block.mlp.fc1.linear.out_features
-        head_dim = dim // block.attn.heads
-        per_step += 4 * tokens * dim * dim + 2 * tokens * dim * head_dim
-        per_step += 2 * tokens * dim * mlp_dim
-    return per_step * model.t_max
+    return dense_ac_ops_of(tokens=model.tokens, t_max=model.t_max, **work_widths(model))
 
 
 def ac_ops_per_image(model: SpikingViT, spikes: dict[str, torch.Tensor],
@@ -76,19 +81,7 @@ def ac_ops_per_image(model: SpikingViT, spikes: dict[str, torch.Tensor],
     kv_pairs : dict
         Attention module -> ``[B, T]`` Kᵀ·V accumulates.
     """
-    dim = model.head.linear.in_features
-    classes = model.head.linear.out_features
-    total = spikes["head.in"].sum(dim=1) * classes
-    for index, block in enumerate(model.blocks):
-        attn, mlp = f"blocks.{index}.attn", f"blocks.{index}.mlp"
-        mlp_dim = block.mlp.fc1.linear.out_features
-        head_dim = dim // block.attn.heads
-        total = total + spikes[f"{attn}.in"].sum(dim=1) * 3 * dim
-        total = total + kv_pairs[attn].sum(dim=1) + spikes[f"{attn}.q"].sum(dim=1) * head_dim
-        total = total + spikes[f"{attn}.attn"].sum(dim=1) * dim
-        total = total + spikes[f"{mlp}.in"].sum(dim=1) * mlp_dim
-        total = total + spikes[f"{mlp}.fc1"].sum(dim=1) * dim
-    return total
+    return ac_ops_of(spikes, kv_pairs, **work_widths(model))
 
 
 def set_bits(images: torch.Tensor) -> torch.Tensor:
@@ -136,7 +129,7 @@ def measure(model: SpikingViT, images: torch.Tensor, labels: torch.Tensor, *,
                                                    total=-(-len(labels) // batch_size),
                                                    desc="measure", enabled=progress,
                                                    leave=False):
-        trace = model(batch_images.to(device), masks=masks, return_trace=True)
+        trace = model.trace(batch_images.to(device), masks=masks)
         correct += int((trace.logits.argmax(dim=1).cpu() == batch_labels).sum())
         for name, counts in trace.spikes.items():
             spike_totals[name] += float(counts.sum())

@@ -31,10 +31,14 @@ score needs the branch output); the zero factor makes it contribute nothing forw
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
+from stepvit.model.export import layer_names_for, module_names_for
+from stepvit.model.export.reader import ATTENTION_LAYERS, MLP_LAYERS
 from stepvit.model.lif import LIFNeuron
 
 
@@ -64,12 +68,12 @@ def straight_through_mask(scores: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Trace:
-    """What one forward pass did.
+    """What one forward pass did (:meth:`SpikingViT.trace`).
 
     Attributes
     ----------
     logits : torch.Tensor
-        ``[B, K]``.
+        ``[B, K]``, what :meth:`SpikingViT.forward` returned.
     spikes : dict[str, torch.Tensor]
         Layer name (SPEC.md section 1 order) -> ``[B, T]`` spike counts of each image at
         each step, summed over tokens and channels.
@@ -137,7 +141,12 @@ class PatchEmbedding(nn.Module):
 
 
 class SpikingAttention(nn.Module):
-    """Spiking self-attention (no softmax): LIF -> Q, K, V -> (Q Kᵀ) V · 2^-shift -> LIF -> proj."""
+    """Spiking self-attention (no softmax): LIF -> Q, K, V -> (Q Kᵀ) V · 2^-shift -> LIF -> proj.
+
+    Its LIF layers are ``neurons[name]`` for ``name`` in ``in, q, k, v, attn``. Inside the
+    module they pass on the spikes they would fire (``s_t'``), so at a masked step the branch
+    is what the step would add; the caller masks the branch.
+    """
 
     def __init__(self, dim: int, heads: int, *, attn_shift: int, leak_shift: int,
                  reset: str) -> None:
@@ -149,8 +158,7 @@ class SpikingAttention(nn.Module):
         self.v = LinearBN(dim, dim)
         self.proj = LinearBN(dim, dim)
         self.neurons = nn.ModuleDict({
-            name: LIFNeuron(leak_shift=leak_shift, reset=reset)
-            for name in ("in", "q", "k", "v", "attn")
+            name: LIFNeuron(leak_shift=leak_shift, reset=reset) for name in ATTENTION_LAYERS
         })
 
     def split_heads(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -158,40 +166,44 @@ class SpikingAttention(nn.Module):
         *leading, count, dim = tokens.shape
         return tokens.reshape(*leading, count, self.heads, dim // self.heads).transpose(-3, -2)
 
-    def forward(self, stream: torch.Tensor, masks: torch.Tensor
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Run all steps of the module on the stream ``[T, B, N, D]`` with mask ``[T]``.
+    def forward(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Return the branch ``BN(Linear_proj(a))`` of the stream ``x`` ``[T, B, N, D]``.
 
-        Returns the branch output ``proj(...)`` (not yet masked) and the spikes each LIF
-        layer fires where the module is active (layer -> ``[T, B, N, D]``; the caller masks
-        them).
+        ``masks`` ``[T]`` is the module's time-step mask: its LIFs are frozen where it is 0.
+        The branch is not masked yet (SPEC.md section 2, module ``blocks.i.attn``).
         """
-        spikes = {"in": self.neurons["in"].run(stream, masks)}
-        for name in ("q", "k", "v"):
-            spikes[name] = self.neurons[name].run(getattr(self, name)(spikes["in"]), masks)
-        q, k, v = (self.split_heads(spikes[name]) for name in ("q", "k", "v"))
-        mixed = (q @ k.transpose(-2, -1)) @ v * 2.0 ** -self.attn_shift
-        spikes["attn"] = self.neurons["attn"].run(mixed.transpose(-3, -2).flatten(-2), masks)
-        return self.proj(spikes["attn"]), spikes
+        s = self.neurons["in"](x, masks)
+        q, k, v = (self.split_heads(self.neurons[name](getattr(self, name)(s), masks))
+                   for name in ("q", "k", "v"))
+        y = (q @ k.transpose(-2, -1)) @ v * 2.0 ** -self.attn_shift
+        a = self.neurons["attn"](y.transpose(-3, -2).flatten(-2), masks)
+        return self.proj(a)
+
+    def kv_accumulates(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Return ``[B, T]``: ``sum over m, h of |K_mh| * |V_mh|`` of spikes ``[T, B, N, D]``.
+
+        The accumulates of ``Kᵀ·V`` (SPEC.md section 3, "Work counted").
+        """
+        key_counts, value_counts = (self.split_heads(spikes).sum(dim=-1) for spikes in (k, v))
+        return (key_counts * value_counts).sum(dim=(2, 3)).T
 
 
 class SpikingMLP(nn.Module):
-    """LIF -> fc1 (+BN) -> LIF -> fc2 (+BN)."""
+    """LIF -> fc1 (+BN) -> LIF -> fc2 (+BN); its LIF layers are ``neurons["in"]``, ``["fc1"]``."""
 
     def __init__(self, dim: int, mlp_dim: int, *, leak_shift: int, reset: str) -> None:
         super().__init__()
         self.fc1 = LinearBN(dim, mlp_dim)
         self.fc2 = LinearBN(mlp_dim, dim)
         self.neurons = nn.ModuleDict({
-            name: LIFNeuron(leak_shift=leak_shift, reset=reset) for name in ("in", "fc1")
+            name: LIFNeuron(leak_shift=leak_shift, reset=reset) for name in MLP_LAYERS
         })
 
-    def forward(self, stream: torch.Tensor, masks: torch.Tensor
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Run all steps (as :meth:`SpikingAttention.forward`); return ``fc2(...)``, spikes."""
-        spikes = {"in": self.neurons["in"].run(stream, masks)}
-        spikes["fc1"] = self.neurons["fc1"].run(self.fc1(spikes["in"]), masks)
-        return self.fc2(spikes["fc1"]), spikes
+    def forward(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Return the branch ``BN(fc2(h))`` of ``x`` (as :meth:`SpikingAttention.forward`)."""
+        s = self.neurons["in"](x, masks)
+        h = self.neurons["fc1"](self.fc1(s), masks)
+        return self.fc2(h)
 
 
 class SpikingBlock(nn.Module):
@@ -204,6 +216,14 @@ class SpikingBlock(nn.Module):
                                      leak_shift=leak_shift, reset=reset)
         self.mlp = SpikingMLP(dim, mlp_dim, leak_shift=leak_shift, reset=reset)
 
+    def forward(self, x: torch.Tensor, attn_masks: torch.Tensor,
+                mlp_masks: torch.Tensor) -> torch.Tensor:
+        """Return the stream ``[T, B, N, D]`` after the block; each mask is ``[T]``."""
+        # branch before mask: autograd then sums the mask's gradients in the order it always has
+        x = x + self.attn(x, attn_masks) * per_step(attn_masks)
+        x = x + self.mlp(x, mlp_masks) * per_step(mlp_masks)
+        return x
+
 
 class ClassifierHead(nn.Module):
     """LIF on the stream, spike counts over tokens and steps, linear classifier."""
@@ -212,6 +232,55 @@ class ClassifierHead(nn.Module):
         super().__init__()
         self.neuron = LIFNeuron(leak_shift=leak_shift, reset=reset)
         self.linear = nn.Linear(dim, num_classes, bias=True)
+
+    def forward(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Return the logits ``[B, K]`` of the stream ``x`` ``[T, B, N, D]``, mask ``[T]``."""
+        steps, _, tokens, _ = x.shape
+        s = self.neuron(x, masks) * per_step(masks)
+        counts = s.sum(dim=(0, 2))
+        return self.linear(counts / (tokens * steps))
+
+
+class SpikeMonitor:
+    """Records the spikes ``m_t * s_t'`` each LIF layer emits while the monitor is entered.
+
+    Forward hooks on the layers, as SpikingJelly's ``OutputMonitor``: the network's
+    ``forward`` runs unchanged. A layer's hook sees its inputs (currents, the module's mask)
+    and its would-be spikes.
+
+    Args:
+        layers: LIF layer name -> layer.
+        keep: names of the layers whose spike maps ``[T, B, N, F]`` are kept in :attr:`maps`
+            (every layer's counts are kept in :attr:`counts`).
+    """
+
+    def __init__(self, layers: dict[str, LIFNeuron], keep: set[str]) -> None:
+        self.layers = layers
+        self.keep = keep
+        #: Layer name -> ``[B, T]`` spikes of each image at each step.
+        self.counts: dict[str, torch.Tensor] = {}
+        #: Layer name (those in ``keep``) -> the emitted spikes ``[T, B, N, F]``.
+        self.maps: dict[str, torch.Tensor] = {}
+        self._handles: list[RemovableHandle] = []
+
+    def __enter__(self) -> SpikeMonitor:
+        self._handles = [layer.register_forward_hook(partial(self.record, name))
+                         for name, layer in self.layers.items()]
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def record(self, name: str, _layer: LIFNeuron, inputs: tuple[torch.Tensor, torch.Tensor],
+               would_be: torch.Tensor) -> None:
+        """Record the spikes layer ``name`` emitted (its hook)."""
+        _, masks = inputs
+        emitted = (per_step(masks) * would_be).detach()
+        self.counts[name] = emitted.flatten(2).sum(dim=2).T
+        if name in self.keep:
+            self.maps[name] = emitted
 
 
 class SpikingViT(nn.Module):
@@ -259,18 +328,18 @@ class SpikingViT(nn.Module):
 
     def module_names(self) -> list[str]:
         """Return the module names in mask-row order (SPEC.md section 1)."""
-        names = ["embed"]
-        for index in range(self.depth):
-            names += [f"blocks.{index}.attn", f"blocks.{index}.mlp"]
-        return names + ["head"]
+        return module_names_for(self.depth)
 
     def layer_names(self) -> list[str]:
         """Return the LIF layer names in SPEC.md section 1 order (the trace's keys)."""
-        names = ["embed"]
-        for index in range(self.depth):
-            names += [f"blocks.{index}.attn.{name}" for name in ("in", "q", "k", "v", "attn")]
-            names += [f"blocks.{index}.mlp.{name}" for name in ("in", "fc1")]
-        return names + ["head.in"]
+        return layer_names_for(self.depth)
+
+    def lif_layers(self) -> dict[str, LIFNeuron]:
+        """Return the LIF layers under their SPEC.md section 1 names, in that order."""
+        layers = [self.embed_neuron]
+        for block in self.blocks:
+            layers += [*block.attn.neurons.values(), *block.mlp.neurons.values()]
+        return dict(zip(self.layer_names(), [*layers, self.head.neuron], strict=True))
 
     def timestep_mask(self) -> torch.Tensor:
         """Return the trained 0/1 mask ``[2L + 2, T]`` (int64, no gradient)."""
@@ -280,9 +349,24 @@ class SpikingViT(nn.Module):
         """Return the expected active steps: mean over modules of ``sum_t sigmoid(score_t)``."""
         return torch.sigmoid(self.timestep_scores).sum(dim=1).mean()
 
-    def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None,
-                return_trace: bool = False) -> torch.Tensor | Trace:
-        """Classify images.
+    def step_masks(self, masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Return the ``[2L + 2, T]`` mask a pass runs with, in the scores' dtype.
+
+        ``masks`` if given (checked; no gradient reaches the scores then), else the trained
+        mask with its straight-through gradient.
+        """
+        if masks is None:
+            return straight_through_mask(self.timestep_scores)
+        expected = tuple(self.timestep_scores.shape)
+        if tuple(masks.shape) != expected:
+            raise ValueError(f"masks must have shape {expected}, got {tuple(masks.shape)}")
+        return masks.to(self.timestep_scores.dtype)
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Return the logits ``[B, K]`` of images (SPEC.md section 2).
+
+        Layer by layer over all steps: each layer depends only on earlier layers' spikes of
+        the same and earlier steps, so this is the step-by-step network of SPEC.md section 2.
 
         Parameters
         ----------
@@ -291,56 +375,30 @@ class SpikingViT(nn.Module):
         masks : torch.Tensor, optional
             ``[2L + 2, T]`` 0/1 mask to use instead of the trained one (for instance a
             budget-capped mask); no gradient reaches the scores then.
-        return_trace : bool
-            Return a :class:`Trace` (logits, per-layer spike counts, masks) instead of the
-            logits.
         """
-        if masks is None:
-            step_masks = straight_through_mask(self.timestep_scores)
-        else:
-            expected = tuple(self.timestep_scores.shape)
-            if tuple(masks.shape) != expected:
-                raise ValueError(f"masks must have shape {expected}, got {tuple(masks.shape)}")
-            step_masks = masks.to(self.timestep_scores.dtype)
-        embed_current = self.embed(images.to(self.timestep_scores.dtype) / 255.0)
-        spikes: dict[str, torch.Tensor] = {}
-        kv_pairs: dict[str, torch.Tensor] = {}
-
-        def emitted(name: str, would_be: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            fired = per_step(mask) * would_be
-            if return_trace:
-                spikes[name] = fired.detach().flatten(2).sum(dim=2).T
-            return fired
-
-        # Layer by layer over all steps: each layer depends only on earlier layers' spikes
-        # of the same and earlier steps, so this is the step-by-step network of SPEC 2.
-        would_be = self.embed_neuron.run(embed_current.expand(self.t_max, *embed_current.shape),
-                                         step_masks[0])
-        stream = emitted("embed", would_be, step_masks[0])
+        m = self.step_masks(masks)
+        current = self.embed(images.to(self.timestep_scores.dtype) / 255.0)
+        x = self.embed_neuron(current.expand(self.t_max, *current.shape), m[0]) * per_step(m[0])
         for index, block in enumerate(self.blocks):
-            for kind, module in (("attn", block.attn), ("mlp", block.mlp)):
-                mask = step_masks[1 + 2 * index + (kind == "mlp")]
-                branch, layer_spikes = module(stream, mask)
-                fired = {name: emitted(f"blocks.{index}.{kind}.{name}", value, mask)
-                         for name, value in layer_spikes.items()}
-                if return_trace and kind == "attn":
-                    key_counts, value_counts = (
-                        block.attn.split_heads(fired[name].detach()).sum(dim=-1)
-                        for name in ("k", "v"))
-                    kv_pairs[f"blocks.{index}.attn"] = (key_counts * value_counts).sum(
-                        dim=(2, 3)).T
-                stream = stream + per_step(mask) * branch
-        head_spikes = emitted("head.in", self.head.neuron.run(stream, step_masks[-1]),
-                              step_masks[-1])
-        counts = head_spikes.sum(dim=(0, 2))
-        logits = self.head.linear(counts / (self.tokens * self.t_max))
-        if not return_trace:
-            return logits
+            x = block(x, m[1 + 2 * index], m[2 + 2 * index])
+        return self.head(x, m[-1])
+
+    def trace(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> Trace:
+        """Run :meth:`forward` and return what it did: logits, spike counts and Kᵀ·V work.
+
+        Parameters are those of :meth:`forward`.
+        """
+        attention = [f"blocks.{index}.attn" for index in range(self.depth)]
+        keep = {f"{module}.{name}" for module in attention for name in ("k", "v")}
+        with SpikeMonitor(self.lif_layers(), keep) as monitor:
+            logits = self(images, masks)
         return Trace(
             logits=logits,
-            spikes={name: spikes[name] for name in self.layer_names()},
-            masks=step_masks.detach().to(torch.int64),
-            kv_pairs=kv_pairs,
+            spikes={name: monitor.counts[name] for name in self.layer_names()},
+            masks=self.step_masks(masks).detach().to(torch.int64),
+            kv_pairs={module: block.attn.kv_accumulates(monitor.maps[f"{module}.k"],
+                                                        monitor.maps[f"{module}.v"])
+                      for module, block in zip(attention, self.blocks)},
         )
 
 

@@ -164,6 +164,102 @@ def stream_units(writers: dict[str, np.ndarray]) -> np.ndarray:
     return units.astype(np.int64)
 
 
+def architecture_of(model: SpikingViT, class_names: list[str]) -> dict[str, Any]:
+    """Return the SPEC.md section 4 ``architecture`` of ``model``.
+
+    Raises
+    ------
+    StepvitError
+        If ``class_names`` does not name every class.
+    """
+    channels, height, width = model.image_shape
+    dim = model.embed.pos.shape[1]
+    num_classes = model.head.linear.out_features
+    if len(class_names) != num_classes:
+        raise StepvitError(f"export: {len(class_names)} class names for {num_classes} classes")
+    return {
+        "image_shape": [channels, height, width],
+        "patch": int(model.embed.conv.kernel_size[0]),
+        "tokens": int(model.tokens),
+        "dim": int(dim),
+        "heads": int(model.blocks[0].attn.heads) if model.depth else 1,
+        "depth": int(model.depth),
+        "mlp_dim": int(model.blocks[0].mlp.fc1.linear.out_features) if model.depth else dim,
+        "num_classes": int(num_classes),
+        "class_names": [str(name) for name in class_names],
+    }
+
+
+def quantize_embedding(model: SpikingViT, network: QuantizedNetwork) -> None:
+    """Quantize the embedding (pixels 0..255 in, threshold 1 out) into ``network``."""
+    weight, bias = fold_embedding(model)
+    scales = channel_scales(weight, maximum=float("inf"))
+    network.arrays["embed.weight"] = round_int(weight * scales[:, None])
+    network.arrays["embed.bias"] = round_int(bias * scales[None, :])
+    network.thresholds["embed"] = np.maximum(1, round_int(scales))
+    network.scales["embed"] = scales
+
+
+def quantize_blocks(model: SpikingViT,
+                    network: QuantizedNetwork) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Quantize every layer on spikes of the blocks into ``network``.
+
+    Returns the float ``(weight, bias)`` of each stream writer (``proj``, ``fc2``), which
+    :func:`quantize_stream` scales once every writer is known. A module with no active
+    step is folded to zeros.
+    """
+    active_steps = network.timestep_mask.sum(axis=1)
+    dim = network.architecture["dim"]
+    attn_shift = network.neuron["attn_shift"]
+
+    def folded(index: int, module: str, layer: LinearBN) -> tuple[np.ndarray, np.ndarray]:
+        weight, bias = fold_linear_bn(layer)
+        if active_steps[1 + 2 * index + (module == "mlp")] == 0:
+            return np.zeros_like(weight), np.zeros_like(bias)
+        return weight, bias
+
+    writers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for index, block in enumerate(model.blocks):
+        prefix = f"blocks.{index}"
+        for name in ("q", "k", "v"):
+            weight, bias = folded(index, "attn", getattr(block.attn, name))
+            quantize_spiking_layer(f"{prefix}.attn.{name}", weight, bias, network)
+        weight, bias = folded(index, "mlp", block.mlp.fc1)
+        quantize_spiking_layer(f"{prefix}.mlp.fc1", weight, bias, network)
+        writers[f"{prefix}.attn.proj"] = folded(index, "attn", block.attn.proj)
+        writers[f"{prefix}.mlp.fc2"] = folded(index, "mlp", block.mlp.fc2)
+        network.thresholds[f"{prefix}.attn.attn"] = np.full(dim, 2**attn_shift, dtype=np.int64)
+    return writers
+
+
+def quantize_stream(writers: dict[str, tuple[np.ndarray, np.ndarray]],
+                    network: QuantizedNetwork) -> None:
+    """Choose the stream units ``E_c``; quantize the writers and the stream LIFs' thresholds."""
+    dim, depth = network.architecture["dim"], network.architecture["depth"]
+    units = stream_units({name: weight for name, (weight, _) in writers.items()}) if writers \
+        else np.full(dim, INT8_MAX, dtype=np.int64)
+    network.arrays["stream_spike"] = units
+    network.scales["stream"] = units.astype(np.float64)
+    for name, (weight, bias) in writers.items():
+        network.arrays[f"{name}.weight"] = round_int(weight * units[:, None])
+        network.arrays[f"{name}.bias"] = round_int(bias * units)
+    for index in range(depth):
+        for name in ("attn.in", "mlp.in"):
+            network.thresholds[f"blocks.{index}.{name}"] = units.copy()
+    network.thresholds["head.in"] = units.copy()
+
+
+def quantize_head(model: SpikingViT, network: QuantizedNetwork) -> None:
+    """Quantize the head with one scale ``S`` (its bias times ``N * T``) into ``network``."""
+    weight = model.head.linear.weight.detach().double().numpy()
+    bias = model.head.linear.bias.detach().double().numpy()
+    largest = np.abs(weight).max()
+    scale = INT8_MAX / largest if largest > 0 else 1.0
+    network.arrays["head.weight"] = round_int(weight * scale)
+    network.arrays["head.bias"] = round_int(bias * scale * model.tokens * model.t_max)
+    network.scales["head"] = np.array([scale])
+
+
 @torch.no_grad()
 def quantize(model: SpikingViT, class_names: list[str]) -> QuantizedNetwork:
     """Return the integer network of a trained float ``model`` (in eval mode).
@@ -184,81 +280,17 @@ def quantize(model: SpikingViT, class_names: list[str]) -> QuantizedNetwork:
     if any(isinstance(module, LIFNeuron) and not module.spiking for module in model.modules()):
         raise StepvitError("export: this run is the non-spiking twin (model.neuron: relu), a "
                            "float baseline with no spikes to export")
-    attention = model.blocks[0].attn if model.depth else None
-    first_neuron = model.embed_neuron
-    channels, height, width = model.image_shape
-    dim = model.embed.pos.shape[1]
-    num_classes = model.head.linear.out_features
-    if len(class_names) != num_classes:
-        raise StepvitError(f"export: {len(class_names)} class names for {num_classes} classes")
-    patch = model.embed.conv.kernel_size[0]
-    architecture = {
-        "image_shape": [channels, height, width],
-        "patch": int(patch),
-        "tokens": int(model.tokens),
-        "dim": int(dim),
-        "heads": int(attention.heads) if attention is not None else 1,
-        "depth": int(model.depth),
-        "mlp_dim": int(model.blocks[0].mlp.fc1.linear.out_features) if model.depth else dim,
-        "num_classes": int(num_classes),
-        "class_names": [str(name) for name in class_names],
-    }
-    attn_shift = int(attention.attn_shift) if attention is not None else 0
     network = QuantizedNetwork(
-        architecture=architecture,
+        architecture=architecture_of(model, class_names),
         t_max=int(model.t_max),
-        neuron={"leak_shift": int(first_neuron.leak_shift), "reset": first_neuron.reset_rule,
-                "attn_shift": attn_shift},
+        neuron={"leak_shift": int(model.embed_neuron.leak_shift),
+                "reset": model.embed_neuron.reset_rule,
+                "attn_shift": int(model.blocks[0].attn.attn_shift) if model.depth else 0},
         timestep_mask=model.timestep_mask().numpy().astype(np.int64),
     )
     if network.timestep_mask.shape != (len(module_names_for(model.depth)), model.t_max):
         raise StepvitError(f"export: timestep_scores has shape {network.timestep_mask.shape}")
-
-    embed_weight, embed_bias = fold_embedding(model)
-    embed_scales = channel_scales(embed_weight, maximum=float("inf"))
-    network.arrays["embed.weight"] = round_int(embed_weight * embed_scales[:, None])
-    network.arrays["embed.bias"] = round_int(embed_bias * embed_scales[None, :])
-    network.thresholds["embed"] = np.maximum(1, round_int(embed_scales))
-    network.scales["embed"] = embed_scales
-
-    active_steps = network.timestep_mask.sum(axis=1)
-
-    def folded(index: int, module: str, layer: LinearBN) -> tuple[np.ndarray, np.ndarray]:
-        weight, bias = fold_linear_bn(layer)
-        module_row = 1 + 2 * index + (module == "mlp")
-        if active_steps[module_row] == 0:
-            return np.zeros_like(weight), np.zeros_like(bias)
-        return weight, bias
-
-    writers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for index, block in enumerate(model.blocks):
-        prefix = f"blocks.{index}"
-        for name in ("q", "k", "v"):
-            weight, bias = folded(index, "attn", getattr(block.attn, name))
-            quantize_spiking_layer(f"{prefix}.attn.{name}", weight, bias, network)
-        weight, bias = folded(index, "mlp", block.mlp.fc1)
-        quantize_spiking_layer(f"{prefix}.mlp.fc1", weight, bias, network)
-        writers[f"{prefix}.attn.proj"] = folded(index, "attn", block.attn.proj)
-        writers[f"{prefix}.mlp.fc2"] = folded(index, "mlp", block.mlp.fc2)
-        network.thresholds[f"{prefix}.attn.attn"] = np.full(dim, 2**attn_shift, dtype=np.int64)
-
-    units = stream_units({name: weight for name, (weight, _) in writers.items()}) if writers \
-        else np.full(dim, INT8_MAX, dtype=np.int64)
-    network.arrays["stream_spike"] = units
-    network.scales["stream"] = units.astype(np.float64)
-    for name, (weight, bias) in writers.items():
-        network.arrays[f"{name}.weight"] = round_int(weight * units[:, None])
-        network.arrays[f"{name}.bias"] = round_int(bias * units)
-    for index in range(model.depth):
-        for name in ("attn.in", "mlp.in"):
-            network.thresholds[f"blocks.{index}.{name}"] = units.copy()
-    network.thresholds["head.in"] = units.copy()
-
-    head_weight = model.head.linear.weight.detach().double().numpy()
-    head_bias = model.head.linear.bias.detach().double().numpy()
-    largest = np.abs(head_weight).max()
-    head_scale = INT8_MAX / largest if largest > 0 else 1.0
-    network.arrays["head.weight"] = round_int(head_weight * head_scale)
-    network.arrays["head.bias"] = round_int(head_bias * head_scale * model.tokens * model.t_max)
-    network.scales["head"] = np.array([head_scale])
+    quantize_embedding(model, network)
+    quantize_stream(quantize_blocks(model, network), network)
+    quantize_head(model, network)
     return network

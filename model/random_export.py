@@ -44,6 +44,76 @@ def _centred_layer(
     return weight, bias, np.maximum(1, np.round(spread)).astype(np.int64)
 
 
+def default_attn_shift(tokens: int, dim: int, heads: int) -> int:
+    """Return the shift that puts ``2**attn_shift`` near twice the typical ``Y = N·d·rate³``.
+
+    So that the attention layer neither stays silent nor saturates.
+    """
+    typical_attention = tokens * (dim // heads) * DEEP_SPIKE_RATE**3
+    return max(0, int(np.round(np.log2(typical_attention))) + 1)
+
+
+def random_embedding(rng: np.random.Generator, arrays: dict[str, np.ndarray],
+                     thresholds: dict[str, np.ndarray], *, patch_len: int, tokens: int,
+                     dim: int, weight_range: int) -> np.ndarray:
+    """Add the embedding and ``stream_spike``; return the stream's variance per channel."""
+    weight = rng.integers(-weight_range, weight_range + 1, size=(dim, patch_len))
+    spread = np.sqrt(PIXEL_VARIANCE * (weight.astype(np.float64) ** 2).sum(axis=1))
+    centre = -np.round(PIXEL_MEAN * weight.sum(axis=1)).astype(np.int64)
+    position = rng.integers(-1, 2, size=(tokens, dim)) * np.round(spread / 4).astype(np.int64)
+    arrays["embed.weight"] = weight
+    arrays["embed.bias"] = centre[None, :] + position
+    thresholds["embed"] = np.maximum(1, np.round(spread)).astype(np.int64)
+    stream_spike = rng.integers(weight_range, 3 * weight_range + 1, size=dim)
+    arrays["stream_spike"] = stream_spike
+    return ASSUMED_SPIKE_RATE * stream_spike.astype(np.float64) ** 2
+
+
+def random_block(rng: np.random.Generator, arrays: dict[str, np.ndarray],
+                 thresholds: dict[str, np.ndarray], prefix: str, stream_variance: np.ndarray,
+                 *, dim: int, mlp_dim: int, attn_shift: int, weight_range: int) -> np.ndarray:
+    """Add block ``prefix``; return the stream's variance after its two writers.
+
+    The stream's spread grows with every writer: it places the stream LIFs' thresholds.
+    """
+    thresholds[f"{prefix}.attn.in"] = np.maximum(1, np.round(np.sqrt(stream_variance)))
+    for layer in ("q", "k", "v"):
+        weight, bias, threshold = _centred_layer(rng, dim, dim, weight_range)
+        arrays[f"{prefix}.attn.{layer}.weight"] = weight
+        arrays[f"{prefix}.attn.{layer}.bias"] = bias
+        thresholds[f"{prefix}.attn.{layer}"] = threshold
+    thresholds[f"{prefix}.attn.attn"] = np.full(dim, 2**attn_shift)
+    for writer, in_features, stream_name in (
+        ("attn.proj", dim, "mlp.in"), ("mlp.fc2", mlp_dim, None)
+    ):
+        weight, bias, spread = _centred_layer(rng, dim, in_features, weight_range)
+        arrays[f"{prefix}.{writer}.weight"] = weight
+        arrays[f"{prefix}.{writer}.bias"] = bias
+        stream_variance = stream_variance + spread.astype(np.float64) ** 2
+        if stream_name is not None:
+            thresholds[f"{prefix}.{stream_name}"] = np.maximum(
+                1, np.round(np.sqrt(stream_variance))
+            )
+    weight, bias, threshold = _centred_layer(rng, mlp_dim, dim, weight_range)
+    arrays[f"{prefix}.mlp.fc1.weight"] = weight
+    arrays[f"{prefix}.mlp.fc1.bias"] = bias
+    thresholds[f"{prefix}.mlp.fc1"] = threshold
+    return stream_variance
+
+
+def random_head(rng: np.random.Generator, arrays: dict[str, np.ndarray],
+                thresholds: dict[str, np.ndarray], stream_variance: np.ndarray, *,
+                num_classes: int, dim: int, typical_count: float, weight_range: int) -> None:
+    """Add the head: its LIF placed by the stream's spread, its bias by ``typical_count``.
+
+    The bias centres the logits on the typical head count, so that the class depends on
+    the image.
+    """
+    thresholds["head.in"] = np.maximum(1, np.round(np.sqrt(stream_variance)))
+    arrays["head.weight"] = rng.integers(-weight_range, weight_range + 1, size=(num_classes, dim))
+    arrays["head.bias"] = -np.round(typical_count * arrays["head.weight"].sum(axis=1))
+
+
 def make_random_export(
     out_dir: str | Path,
     *,
@@ -80,9 +150,7 @@ def make_random_export(
     leak_shift, reset : int, str
         The ``neuron`` section.
     attn_shift : int, optional
-        The attention threshold's shift; by default the one that puts ``2**attn_shift``
-        near twice the typical ``Y = N·d·rate³``, so the attention layer neither stays
-        silent nor saturates.
+        The attention threshold's shift; by default :func:`default_attn_shift`.
     weight_range : int
         Weights are uniform in ``[-weight_range, weight_range]`` (at most 127).
     name : str
@@ -96,75 +164,27 @@ def make_random_export(
     rng = np.random.default_rng(seed)
     channels, height, width = (int(v) for v in image_shape)
     tokens = (height // patch) * (width // patch)
-    modules = module_names_for(depth)
     if attn_shift is None:
-        typical_attention = tokens * (dim // heads) * DEEP_SPIKE_RATE**3
-        attn_shift = max(0, int(np.round(np.log2(typical_attention))) + 1)
+        attn_shift = default_attn_shift(tokens, dim, heads)
     if mask is None:
-        mask = random_mask(rng, len(modules), t_max)
+        mask = random_mask(rng, len(module_names_for(depth)), t_max)
     arrays: dict[str, np.ndarray] = {}
     thresholds: dict[str, np.ndarray] = {}
-
-    embed_weight = rng.integers(-weight_range, weight_range + 1, size=(dim, channels * patch**2))
-    embed_spread = np.sqrt(PIXEL_VARIANCE * (embed_weight.astype(np.float64) ** 2).sum(axis=1))
-    centre = -np.round(PIXEL_MEAN * embed_weight.sum(axis=1)).astype(np.int64)
-    position = rng.integers(-1, 2, size=(tokens, dim)) * np.round(embed_spread / 4).astype(np.int64)
-    arrays["embed.weight"] = embed_weight
-    arrays["embed.bias"] = centre[None, :] + position
-    thresholds["embed"] = np.maximum(1, np.round(embed_spread)).astype(np.int64)
-    stream_spike = rng.integers(weight_range, 3 * weight_range + 1, size=dim)
-    arrays["stream_spike"] = stream_spike
-
-    # The stream's spread grows with every writer: track it to place the stream thresholds.
-    stream_variance = ASSUMED_SPIKE_RATE * stream_spike.astype(np.float64) ** 2
+    stream_variance = random_embedding(rng, arrays, thresholds, patch_len=channels * patch**2,
+                                       tokens=tokens, dim=dim, weight_range=weight_range)
     for block in range(depth):
-        prefix = f"blocks.{block}"
-        thresholds[f"{prefix}.attn.in"] = np.maximum(1, np.round(np.sqrt(stream_variance)))
-        for layer in ("q", "k", "v"):
-            weight, bias, threshold = _centred_layer(rng, dim, dim, weight_range)
-            arrays[f"{prefix}.attn.{layer}.weight"] = weight
-            arrays[f"{prefix}.attn.{layer}.bias"] = bias
-            thresholds[f"{prefix}.attn.{layer}"] = threshold
-        thresholds[f"{prefix}.attn.attn"] = np.full(dim, 2**attn_shift)
-        for writer, in_features, stream_name in (
-            ("attn.proj", dim, "mlp.in"), ("mlp.fc2", mlp_dim, None)
-        ):
-            weight, bias, spread = _centred_layer(rng, dim, in_features, weight_range)
-            arrays[f"{prefix}.{writer}.weight"] = weight
-            arrays[f"{prefix}.{writer}.bias"] = bias
-            stream_variance = stream_variance + spread.astype(np.float64) ** 2
-            if stream_name is not None:
-                thresholds[f"{prefix}.{stream_name}"] = np.maximum(
-                    1, np.round(np.sqrt(stream_variance))
-                )
-        weight, bias, threshold = _centred_layer(rng, mlp_dim, dim, weight_range)
-        arrays[f"{prefix}.mlp.fc1.weight"] = weight
-        arrays[f"{prefix}.mlp.fc1.bias"] = bias
-        thresholds[f"{prefix}.mlp.fc1"] = threshold
-    thresholds["head.in"] = np.maximum(1, np.round(np.sqrt(stream_variance)))
-    arrays["head.weight"] = rng.integers(-weight_range, weight_range + 1, size=(num_classes, dim))
-    # Centre the logits on the typical head count, so that the class depends on the image.
-    typical_count = tokens * int(np.asarray(mask)[-1].sum()) * DEEP_SPIKE_RATE
-    arrays["head.bias"] = -np.round(typical_count * arrays["head.weight"].sum(axis=1))
-
+        stream_variance = random_block(rng, arrays, thresholds, f"blocks.{block}",
+                                       stream_variance, dim=dim, mlp_dim=mlp_dim,
+                                       attn_shift=attn_shift, weight_range=weight_range)
+    random_head(rng, arrays, thresholds, stream_variance, num_classes=num_classes, dim=dim,
+                typical_count=tokens * int(np.asarray(mask)[-1].sum()) * DEEP_SPIKE_RATE,
+                weight_range=weight_range)
     architecture = {
-        "image_shape": [channels, height, width],
-        "patch": int(patch),
-        "tokens": tokens,
-        "dim": int(dim),
-        "heads": int(heads),
-        "depth": int(depth),
-        "mlp_dim": int(mlp_dim),
+        "image_shape": [channels, height, width], "patch": int(patch), "tokens": tokens,
+        "dim": int(dim), "heads": int(heads), "depth": int(depth), "mlp_dim": int(mlp_dim),
         "num_classes": int(num_classes),
         "class_names": [str(index) for index in range(num_classes)],
     }
-    return write_export(
-        out_dir,
-        name=name,
-        architecture=architecture,
-        t_max=t_max,
-        neuron={"leak_shift": int(leak_shift), "reset": reset, "attn_shift": int(attn_shift)},
-        timestep_mask=mask,
-        thresholds=thresholds,
-        arrays=arrays,
-    )
+    neuron = {"leak_shift": int(leak_shift), "reset": reset, "attn_shift": int(attn_shift)}
+    return write_export(out_dir, name=name, architecture=architecture, t_max=t_max,
+                        neuron=neuron, timestep_mask=mask, thresholds=thresholds, arrays=arrays)

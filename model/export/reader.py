@@ -59,8 +59,13 @@ BIT_WIDTH_KEYS = (
     "weight", "embed_current", "stream", "current", "attention", "membrane", "logit",
 )
 ACCURACY_KEYS = frozenset({"dataset", "split", "images", "float", "integer"})
+#: LIF layers of a block's attention module and of its MLP module, in SPEC.md section 1
+#: order: the one list the float network, the golden model and the export share.
+ATTENTION_LAYERS = ("in", "q", "k", "v", "attn")
+MLP_LAYERS = ("in", "fc1")
 #: LIF layers of one block, in SPEC.md section 1 order.
-BLOCK_LAYERS = ("attn.in", "attn.q", "attn.k", "attn.v", "attn.attn", "mlp.in", "mlp.fc1")
+BLOCK_LAYERS = (*(f"attn.{name}" for name in ATTENTION_LAYERS),
+                *(f"mlp.{name}" for name in MLP_LAYERS))
 
 
 def module_names_for(depth: int) -> list[str]:

@@ -57,6 +57,53 @@ def mask_summary(timestep_mask: np.ndarray, depth: int) -> dict[str, Any]:
     }
 
 
+def typed_arrays(architecture: dict[str, Any],
+                 arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Return every array the contract lists, cast to its SPEC dtype after a range check.
+
+    Raises
+    ------
+    StepvitError
+        If an array is missing or holds a value its dtype cannot.
+    """
+    typed: dict[str, np.ndarray] = {}
+    for key, (_, dtype) in array_shapes(architecture).items():
+        if key not in arrays:
+            raise StepvitError(f"export: array {key} is missing")
+        values = np.asarray(arrays[key])
+        info = np.iinfo(dtype)
+        if values.min() < info.min or values.max() > info.max:
+            raise StepvitError(
+                f"export: {key} holds values in [{values.min()}, {values.max()}], "
+                f"outside {dtype}"
+            )
+        typed[key] = values.astype(dtype)
+    return typed
+
+
+def bit_widths_of(manifest: dict[str, Any], typed: dict[str, np.ndarray]) -> dict[str, int]:
+    """Return the ``bit_widths`` section: each class's worst-case bound as a signed width.
+
+    Raises
+    ------
+    StepvitError
+        If a width exceeds what the hardware holds; names the layer with the largest bound.
+    """
+    bounds = worst_case_bounds(manifest, typed)
+    bit_widths = {key: signed_bits(bound) for key, bound in bounds.items()}
+    bit_widths["weight"] = 8
+    too_wide = {key: bits for key, bits in bit_widths.items() if bits > MAX_HARDWARE_BITS}
+    if too_wide:
+        key, bits = next(iter(too_wide.items()))
+        sources = bounds_by_source(manifest, typed)[key]
+        culprit = max(sources, key=sources.__getitem__)
+        raise StepvitError(
+            f"export: {culprit}: its {key} values need {bits} bits (worst case "
+            f"{bounds[key]}), more than the hardware's {MAX_HARDWARE_BITS}"
+        )
+    return bit_widths
+
+
 def write_export(
     out_dir: str | Path,
     *,
@@ -102,19 +149,7 @@ def write_export(
     StepvitError
         If a value does not fit its type or a derived width exceeds what the hardware holds.
     """
-    expected = array_shapes(architecture)
-    typed: dict[str, np.ndarray] = {}
-    for key, (_, dtype) in expected.items():
-        if key not in arrays:
-            raise StepvitError(f"export: array {key} is missing")
-        values = np.asarray(arrays[key])
-        info = np.iinfo(dtype)
-        if values.min() < info.min or values.max() > info.max:
-            raise StepvitError(
-                f"export: {key} holds values in [{values.min()}, {values.max()}], "
-                f"outside {dtype}"
-            )
-        typed[key] = values.astype(dtype)
+    typed = typed_arrays(architecture, arrays)
     mask = np.asarray(timestep_mask, dtype=np.int64)
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -128,20 +163,8 @@ def write_export(
         "thresholds": {layer: [int(v) for v in np.asarray(values).ravel()]
                        for layer, values in thresholds.items()},
     }
-    bounds = worst_case_bounds(manifest, typed)
-    bit_widths = {key: signed_bits(bound) for key, bound in bounds.items()}
-    bit_widths["weight"] = 8
-    too_wide = {key: bits for key, bits in bit_widths.items() if bits > MAX_HARDWARE_BITS}
-    if too_wide:
-        key, bits = next(iter(too_wide.items()))
-        sources = bounds_by_source(manifest, typed)[key]
-        culprit = max(sources, key=sources.__getitem__)
-        raise StepvitError(
-            f"export: {culprit}: its {key} values need {bits} bits (worst case "
-            f"{bounds[key]}), more than the hardware's {MAX_HARDWARE_BITS}"
-        )
+    manifest["bit_widths"] = bit_widths_of(manifest, typed)
     weights = npz_bytes(typed)
-    manifest["bit_widths"] = bit_widths
     manifest["accuracy"] = dict(accuracy) if accuracy is not None else dict(UNTRAINED_ACCURACY)
     manifest["weights_sha256"] = hashlib.sha256(weights).hexdigest()
     manifest["config_hash"] = f"{config_hash_of(manifest):08x}"

@@ -9,7 +9,7 @@ def run_steps(neuron, currents, actives=None):
     spikes, membranes = [], []
     for step, current in enumerate(currents):
         active = 1.0 if actives is None else actives[step]
-        spike, membrane = neuron(torch.tensor([current]), membrane, active)
+        spike, membrane = neuron.step(torch.tensor([current]), membrane, active)
         spikes.append(float(spike))
         membranes.append(float(membrane))
     return spikes, membranes

@@ -72,8 +72,8 @@ def test_masked_module_is_silent_and_saves_work():
     masked[2, 1:] = 0  # blocks.0.mlp only at step 0
     masked[5, 0] = 0   # head skips step 0
     with torch.no_grad():
-        full = model(images(), masks=all_active, return_trace=True)
-        cut = model(images(), masks=masked, return_trace=True)
+        full = model.trace(images(), masks=all_active)
+        cut = model.trace(images(), masks=masked)
     for layer in ("blocks.0.mlp.in", "blocks.0.mlp.fc1"):
         assert full.spikes[layer][:, 1:].sum() > 0
         assert cut.spikes[layer][:, 1:].sum() == 0
@@ -90,7 +90,7 @@ def test_masked_module_is_silent_and_saves_work():
 def test_fully_masked_network_emits_nothing():
     model = small_model().eval()
     with torch.no_grad():
-        trace = model(images(), masks=torch.zeros(6, 4), return_trace=True)
+        trace = model.trace(images(), masks=torch.zeros(6, 4))
     assert all(counts.sum() == 0 for counts in trace.spikes.values())
     assert ac_ops_per_image(model, trace.spikes, trace.kv_pairs).sum() == 0
     # only the head bias is left: every image gets the same logits
@@ -100,7 +100,7 @@ def test_fully_masked_network_emits_nothing():
 def test_ac_ops_match_a_count_by_hand():
     model = small_model(depth=1).eval()
     with torch.no_grad():
-        trace = model(images(2), return_trace=True)
+        trace = model.trace(images(2))
     spikes = {name: counts.sum(dim=1) for name, counts in trace.spikes.items()}
     dim, mlp_dim, head_dim, classes = 8, 16, 4, 10
     by_hand = (spikes["blocks.0.attn.in"] * 3 * dim + trace.kv_pairs["blocks.0.attn"].sum(1)
@@ -113,10 +113,22 @@ def test_ac_ops_match_a_count_by_hand():
     assert not torch.equal(ac_ops_per_image(model, corrupted, trace.kv_pairs), by_hand)
 
 
+def test_trace_records_the_forward_pass_without_changing_it():
+    model = small_model().eval()
+    with torch.no_grad():
+        logits = model(images(), masks=torch.ones(6, 4))
+        trace = model.trace(images(), masks=torch.ones(6, 4))
+    assert isinstance(logits, torch.Tensor) and torch.equal(trace.logits, logits)
+    assert list(trace.spikes) == model.layer_names()
+    assert list(trace.kv_pairs) == ["blocks.0.attn", "blocks.1.attn"]
+    # the monitor is gone once the trace is taken: a later forward records nothing
+    assert not any(layer._forward_hooks for layer in model.lif_layers().values())
+
+
 def test_kv_pairs_count_key_value_coincidences():
     model = small_model(depth=1).eval()
     with torch.no_grad():
-        trace = model(images(1), return_trace=True)
+        trace = model.trace(images(1))
     assert trace.kv_pairs["blocks.0.attn"].shape == (1, 4)
     assert (trace.kv_pairs["blocks.0.attn"] <= 16 * 2 * 4 * 4).all()
 
@@ -147,12 +159,17 @@ def test_measure_reports_work_and_steps():
 def test_masks_of_wrong_shape_are_refused():
     with pytest.raises(ValueError, match="masks must have shape"):
         small_model()(images(), masks=torch.ones(6, 3))
+    model = small_model()
+    with pytest.raises(ValueError, match="masks must have shape"):
+        model.trace(images(), masks=torch.ones(6, 3))
+    # a refused trace takes its spike monitor with it
+    assert not any(layer._forward_hooks for layer in model.lif_layers().values())
 
 
 def step_by_step_reference(model, batch, masks):
     """SPEC.md section 2 written as one loop over t, from the model's own layers."""
     def lif(neuron, key, current, active):
-        fired, membranes[key] = neuron(current, membranes.get(key), active)
+        fired, membranes[key] = neuron.step(current, membranes.get(key), active)
         counts[key] = counts.get(key, 0) + float((active * fired).sum())
         return active * fired
 
@@ -188,7 +205,7 @@ def test_layer_by_layer_equals_the_step_loop_of_the_spec():
     masks[:, 0] = 1.0
     batch = images()
     with torch.no_grad():
-        trace = model(batch, masks=masks, return_trace=True)
+        trace = model.trace(batch, masks=masks)
         logits, counts = step_by_step_reference(model, batch, masks)
     assert torch.allclose(trace.logits, logits, atol=1e-5)
     assert {name: float(value.sum()) for name, value in trace.spikes.items()} == counts

@@ -29,7 +29,7 @@ def test_the_twin_trains_with_relus_and_one_step(twin_run, capsys):
     assert neurons and not any(neuron.spiking for neuron in neurons)
     currents = torch.linspace(-2.0, 2.0, 9).reshape(1, 1, 9)
     # a ReLU, not spikes: graded values, no threshold
-    assert neurons[0].run(currents, torch.ones(1)).tolist() == torch.relu(currents).tolist()
+    assert neurons[0](currents, torch.ones(1)).tolist() == torch.relu(currents).tolist()
     metrics = json.loads((twin_run / "metrics.json").read_text())
     # it learns digits (10 classes: chance is 10 %)
     assert metrics["test_accuracy"] > 0.5
