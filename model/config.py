@@ -30,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
         "augment": False,         # random crops (and flips) of the training batches
         "crop_padding": 4,        # crops are shifted by up to this many pixels
         "flip": True,             # horizontal flips (not for digits: a flipped 2 is no 2)
+        "validation_fraction": 0.0,  # share of the training images held out for choices
+                                     # (the final mask); the test split is only reported
     },
     "model": {
         "patch": 2,
@@ -55,8 +57,8 @@ DEFAULTS: dict[str, Any] = {
         "penalty_warmup_epochs": 0,  # epochs trained with lambda = 0 before the penalty starts
         "score_init": 1.0,        # > 0: every step starts active
         "freeze_mask_epochs": 0,  # last epochs with the mask fixed: the weights settle on it
-        "target_timesteps": 0.0,  # > 0: the penalty acts only while the mask's mean active
-                                  # steps exceed this, and the mask freezes once within it
+        "target_timesteps": 0.0,  # > 0: the penalty acts until the mask's mean active
+                                  # steps are within this, then the mask freezes
         "label_smoothing": 0.0,
         "fixed_timesteps": False,  # the baseline: every step active, no penalty
         "qat_epochs": 0,          # > 0: then this many epochs through the integer emulation
@@ -76,6 +78,7 @@ _CHECKS: dict[str, tuple[type, float | None]] = {
     "data.augment": (bool, None),
     "data.crop_padding": (int, 0),
     "data.flip": (bool, None),
+    "data.validation_fraction": (float, 0),
     "model.patch": (int, 1),
     "model.dim": (int, 1),
     "model.heads": (int, 1),
@@ -156,6 +159,9 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         section, _, key = path.rpartition(".")
         holder = merged[section] if section else merged
         holder[key] = _check_value(path, holder[key])
+    if merged["data"]["validation_fraction"] >= 1:
+        raise StepvitError("config key 'data.validation_fraction' must be below 1, got "
+                           f"{merged['data']['validation_fraction']!r}")
     if merged["data"]["dataset"] not in DATASETS:
         raise StepvitError(
             f"config key 'data.dataset' must be one of {', '.join(DATASETS)}, "

@@ -260,6 +260,30 @@ def load_dataset(name: str, data_dir: str | Path, split: str
     raise _unknown(name)
 
 
+def hold_out(images: torch.Tensor, labels: torch.Tensor, fraction: float, *, seed: int
+             ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Split a training set into ``(train, validation)``, ``fraction`` of it held out.
+
+    The held-out images are drawn at random (one draw per ``seed``); the test split is
+    never used for a choice, this is what choices are made on. ``fraction`` 0 holds out
+    nothing (an empty validation split).
+
+    Raises
+    ------
+    StepvitError
+        If ``fraction`` is not in ``[0, 1)`` or would leave a split empty.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise StepvitError(f"validation fraction must be in [0, 1), got {fraction}")
+    count = round(len(labels) * fraction)
+    if fraction and not 0 < count < len(labels):
+        raise StepvitError(f"a validation fraction of {fraction} leaves {count} of "
+                           f"{len(labels)} training images out: one split would be empty")
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    held, kept = order[:count].sort().values, order[count:].sort().values
+    return (images[kept], labels[kept]), (images[held], labels[held])
+
+
 def augment(images: torch.Tensor, generator: torch.Generator, *, padding: int = 4,
             flip: bool = True) -> torch.Tensor:
     """Return a random crop (zero padding ``padding``) and maybe flip of each image.

@@ -45,7 +45,7 @@ import torch.distributed as dist
 from torch import nn
 
 from stepvit.model.config import validate_config
-from stepvit.model.data import augment, batches, image_shape, load_dataset
+from stepvit.model.data import augment, batches, hold_out, image_shape, load_dataset
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.finetune import IntegerEmulation, finetune
 from stepvit.model.lif import LIFNeuron
@@ -356,6 +356,56 @@ def project_mask(model: SpikingViT, target: float) -> None:
         mask[row, step] = False
 
 
+@torch.no_grad()
+def validation_loss(model: SpikingViT, validation: tuple[torch.Tensor, torch.Tensor],
+                    mask: torch.Tensor) -> float:
+    """Return the mean cross-entropy of ``model`` under ``mask`` on the validation split."""
+    was_training = model.training
+    model.eval()
+    device = model.timestep_scores.device
+    total = 0.0
+    for images, labels in batches(*validation, 512):
+        logits = model(images.to(device), masks=mask)
+        total += float(nn.functional.cross_entropy(logits, labels.to(device), reduction="sum"))
+    model.train(was_training)
+    return total / len(validation[1])
+
+
+@torch.no_grad()
+def choose_mask_on_validation(model: SpikingViT,
+                              validation: tuple[torch.Tensor, torch.Tensor], *,
+                              moves: int = 4) -> list[float]:
+    """Move active steps where the validation split says they serve best; set the scores.
+
+    Starting from the model's mask, each round tries every move of one active step to an
+    inactive one (the number of active steps, so the work, stays the same; a module keeps
+    at least one step if it had one) and makes the move that lowers the validation loss
+    most, for at most ``moves`` rounds. The scores near 0 that the penalty leaves decide
+    little: here the data decide. Returns the loss after each round (the first: before).
+    """
+    mask = model.timestep_mask()
+    losses = [validation_loss(model, validation, mask)]
+    for _ in range(moves):
+        best, best_loss = None, losses[-1]
+        for source in mask.nonzero().tolist():
+            if mask[source[0]].sum() == 1:
+                continue
+            for target in (mask == 0).nonzero().tolist():
+                candidate = mask.clone()
+                candidate[tuple(source)], candidate[tuple(target)] = 0, 1
+                loss = validation_loss(model, validation, candidate)
+                if loss < best_loss - 1e-9:
+                    best, best_loss = candidate, loss
+        if best is None:
+            break
+        mask = best
+        losses.append(best_loss)
+    scores = model.timestep_scores
+    scores.copy_(torch.where(mask.bool(), scores.abs().clamp(min=1e-3),
+                             -scores.abs().clamp(min=1e-3)))
+    return losses
+
+
 @dataclass
 class _RunState:
     """What a run carries from epoch to epoch (and through its checkpoint)."""
@@ -369,6 +419,8 @@ class _RunState:
     qat_done: int = 0
     mask_frozen: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None
+    mask_choice: list[float] = field(default_factory=list)
 
     def checkpoint(self, config: dict[str, Any], epoch: int,
                    metrics: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -386,6 +438,7 @@ class _RunState:
             "metrics": metrics,
             "qat_epochs_done": self.qat_done,
             "mask_frozen": self.mask_frozen,
+            "mask_choice": self.mask_choice,
         }
 
 
@@ -429,6 +482,7 @@ def _restore(state: _RunState, checkpoint: dict[str, Any], path: Path, epochs: i
     state.history = list(checkpoint.get("history", []))
     state.qat_done = int(checkpoint.get("qat_epochs_done", 0))
     state.mask_frozen = bool(checkpoint.get("mask_frozen", False))
+    state.mask_choice = list(checkpoint.get("mask_choice", []))
     if state.qat_done and state.start_epoch < epochs:
         raise StepvitError(
             f"{path} has {state.qat_done} quantization-aware epoch(s) after epoch "
@@ -441,7 +495,9 @@ def train_one_epoch(state: _RunState, network: nn.Module, epoch: int,
     """Train one epoch on this rank's shard of ``train``; return its loss and accuracy.
 
     Each batch asks :func:`mask_schedule` whether it penalizes the mask's steps and
-    whether the mask is frozen; the batch that freezes it first cuts it to the target.
+    whether the mask is frozen; the batch that freezes it first cuts it to the target and,
+    with a validation split, lets that split place the steps
+    (:func:`choose_mask_on_validation`).
     """
     training, data, model = config["training"], config["data"], state.model
     loss_function = nn.CrossEntropyLoss(label_smoothing=training["label_smoothing"])
@@ -459,6 +515,8 @@ def train_one_epoch(state: _RunState, network: nn.Module, epoch: int,
             state.mask_frozen = True
             if training["target_timesteps"]:
                 project_mask(model, training["target_timesteps"])
+            if state.validation is not None and not training["fixed_timesteps"]:
+                state.mask_choice = choose_mask_on_validation(model, state.validation)
         if data["augment"]:
             images = augment(images, augment_generator, padding=data["crop_padding"],
                              flip=data["flip"])
@@ -517,6 +575,10 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
     train = load_dataset(data["dataset"], data["data_dir"], "train")
     test = load_dataset(data["dataset"], data["data_dir"], "test")
     state = _new_state(config, tuple(train[0].shape[1:]), train[2], context.device)
+    if data["validation_fraction"]:
+        kept, state.validation = hold_out(*train[:2], data["validation_fraction"],
+                                          seed=training["seed"])
+        train = (*kept, train[2])
     epochs = training["epochs"]
     if checkpoint is not None:
         _restore(state, checkpoint, checkpoint_path, epochs)
@@ -592,6 +654,9 @@ def _finish_run(state: _RunState, config: dict[str, Any], checkpoint: dict[str, 
         "fixed_timesteps": training["fixed_timesteps"],
         "target_timesteps": training["target_timesteps"] or None,
         "mask_frozen_in_epoch": frozen_at,
+        "mask_choice_validation_losses": state.mask_choice,
+        "train_images": len(train[1]),
+        "validation_images": 0 if state.validation is None else len(state.validation[1]),
         "epochs": epochs,
         "seed": training["seed"],
         "world_size": context.world_size,
