@@ -3,9 +3,19 @@
 import pytest
 import torch
 
+from stepvit.model import train as train_module
 from stepvit.model.config import validate_config
+from stepvit.model.data import hold_out
+from stepvit.model.export.errors import StepvitError
 from stepvit.model.network import SpikingViT
-from stepvit.model.train import MaskStep, mask_schedule, project_mask, train_run
+from stepvit.model.train import (
+    MaskStep,
+    choose_mask_on_validation,
+    mask_schedule,
+    project_mask,
+    train_run,
+    validation_loss,
+)
 
 LEARN, PENALIZE, FROZEN = (MaskStep(penalize=False, frozen=False),
                            MaskStep(penalize=True, frozen=False),
@@ -56,9 +66,10 @@ def test_projection_drops_the_lowest_scores_and_keeps_a_step_per_module():
     assert model.timestep_mask().sum(dim=1).tolist() == [1, 1, 1, 1]
 
 
-def small_config(seed, **given):
+def small_config(seed, validation_fraction=0.0, **given):
     return validate_config({
         "name": "schedule",
+        "data": {"validation_fraction": validation_fraction},
         "model": {"dim": 8, "heads": 1, "depth": 1, "mlp_dim": 16, "t_max": 4, "patch": 4},
         "training": {"epochs": 6, "batch_size": 128, "lr": 0.02, "seed": seed,
                      "penalty_warmup_epochs": 1, "freeze_mask_epochs": 2, **given}})
@@ -67,11 +78,16 @@ def small_config(seed, **given):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_run_reaches_its_target_and_freezes_its_mask_when_the_config_says(tmp_path, seed):
-    # a strong penalty reaches the target inside the learning epochs: frozen there
-    reached = train_run(small_config(seed, penalty=2.0, score_lr=1.0, target_timesteps=2.0),
+    # a strong penalty reaches the target inside the learning epochs: frozen there, and the
+    # held-out images place the steps
+    reached = train_run(small_config(seed, penalty=2.0, score_lr=1.0, target_timesteps=2.0,
+                                     validation_fraction=0.1),
                         tmp_path / "reached", progress=False)
     history = torch.load(tmp_path / "reached" / "checkpoint.pt", weights_only=True)["history"]
     assert reached["avg_timesteps"] <= 2.0
+    assert (reached["train_images"], reached["validation_images"]) == (1293, 144)
+    losses = reached["mask_choice_validation_losses"]
+    assert losses and all(later < earlier for earlier, later in zip(losses, losses[1:]))
     frozen_in = reached["mask_frozen_in_epoch"]
     assert 2 <= frozen_in <= 4  # after the warm-up, before the freeze window
     for entry in history:
@@ -86,3 +102,62 @@ def test_a_run_reaches_its_target_and_freezes_its_mask_when_the_config_says(tmp_
     assert cut["avg_timesteps"] <= 1.5
     assert cut["mask_frozen_in_epoch"] == 5
     assert all(steps >= 1 for steps in cut["timesteps_per_module"].values())
+
+
+def test_the_validation_split_is_held_out_of_the_training_set():
+    images = torch.arange(100, dtype=torch.uint8).reshape(100, 1, 1, 1)
+    labels = torch.arange(100) % 10
+    (kept_images, kept_labels), (held_images, held_labels) = hold_out(
+        images, labels, 0.1, seed=3)
+    kept, held = kept_images.flatten().tolist(), held_images.flatten().tolist()
+    assert len(held) == 10 and len(kept) == 90 and not set(kept) & set(held)
+    assert kept_labels.tolist() == [value % 10 for value in kept]
+    assert held_labels.tolist() == [value % 10 for value in held]
+    assert hold_out(images, labels, 0.1, seed=3)[1][0].flatten().tolist() == held
+    assert hold_out(images, labels, 0.1, seed=4)[1][0].flatten().tolist() != held
+    assert len(hold_out(images, labels, 0.0, seed=3)[1][1]) == 0
+    with pytest.raises(StepvitError, match=r"validation fraction must be in \[0, 1\), got 1.5"):
+        hold_out(images, labels, 1.5, seed=0)
+    with pytest.raises(StepvitError, match="leaves 0 of 100 training images out"):
+        hold_out(images, labels, 0.001, seed=0)
+
+
+def test_the_validation_split_moves_steps_where_they_lower_its_loss(monkeypatch):
+    model = model_with_scores([[0.5, -0.5, -0.5, -0.5], [0.5, 0.5, 0.5, -0.5],
+                               [0.5, 0.01, -0.5, -0.5], [0.5, 0.5, -0.5, -0.5]])
+    wanted = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0]])
+    seen = []
+
+    def distance(model, validation, mask):  # a loss lowest at the wanted mask
+        seen.append(int(mask.sum()))
+        return float((mask - wanted).abs().sum())
+
+    monkeypatch.setattr(train_module, "validation_loss", distance)
+    losses = choose_mask_on_validation(model, (torch.zeros(1), torch.zeros(1)), moves=4)
+    assert model.timestep_mask().tolist() == wanted.tolist()
+    assert losses == [4.0, 2.0, 0.0]  # each move fixes two places; then none helps
+    assert set(seen) == {8}  # every candidate keeps the work: as many steps as before
+
+
+def test_a_move_never_empties_a_module(monkeypatch):
+    model = model_with_scores([[0.5, -0.5, -0.5, -0.5], [0.5, 0.5, -0.5, -0.5],
+                               [0.5, -0.5, -0.5, -0.5], [0.5, -0.5, -0.5, -0.5]])
+    monkeypatch.setattr(train_module, "validation_loss",
+                        lambda model, validation, mask: -float(mask[3].sum()))
+    choose_mask_on_validation(model, (torch.zeros(1), torch.zeros(1)), moves=4)
+    # only the second module can give a step: every other one has just one
+    assert model.timestep_mask().sum(dim=1).tolist() == [1, 1, 1, 2]
+
+
+def test_the_validation_loss_is_the_cross_entropy_under_the_mask():
+    torch.manual_seed(0)
+    model = model_with_scores(torch.ones(4, 4).tolist())
+    images = torch.randint(0, 256, (20, 1, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(20) % 10
+    mask = torch.tensor([[1, 1, 0, 0]] * 4)
+    model.eval()
+    with torch.no_grad():
+        expected = float(torch.nn.functional.cross_entropy(model(images, masks=mask), labels))
+    model.train()
+    assert validation_loss(model, (images, labels), mask) == pytest.approx(expected, rel=1e-6)
+    assert model.training
