@@ -9,7 +9,7 @@ APT_TOOLS := $(shell command -v iverilog >/dev/null 2>&1 && command -v yosys >/d
 FASHION_MNIST := $(shell [ -d /usr/share/datasets/fashion-mnist ] || echo missing)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install tools data demo test test-fast test-slow mutants bench lint clean
+.PHONY: install tools data demo test test-fast test-slow mutants docs bench lint clean
 
 install: $(STAMP) tools data
 
@@ -53,6 +53,10 @@ test-slow: install
 # The curated mutation list (tests/mutation/mutants.yaml): every planted bug must be caught.
 mutants: install
 	$(BIN)/python tests/mutation/run.py
+
+# The mutant table of docs/testing.md, written from tests/mutation/mutants.yaml.
+docs: $(STAMP)
+	$(BIN)/python tests/mutation/run.py --table
 
 bench: install
 	$(BIN)/stepvit demo --bench-only

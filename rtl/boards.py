@@ -1,7 +1,7 @@
 """The boards: one folder per board under ``boards/`` with a ``board.yaml`` and the Tcl.
 
 ``board.yaml`` holds the part, the Yosys family, the clock, the DMA width, the resources
-of DESIGN.md section 8 and the share of them the accelerator may use. This reader is the
+of docs/architecture.md (Boards) and the share of them the accelerator may use. This reader is the
 one place that knows the layout; it needs numpy-free Python and pyyaml only.
 """
 

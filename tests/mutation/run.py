@@ -14,7 +14,11 @@ a list entry that no longer fits the code is a defect of the list, not a kill.
 
 Usage::
 
-    python tests/mutation/run.py [--only NAME ...] [--jobs N] [--list | --markdown]
+    python tests/mutation/run.py [--only NAME ...] [--jobs N] [--list | --markdown | --table]
+
+``--table`` writes the list as a markdown table into ``docs/testing.md``, between the two
+marker comments there (``make docs`` runs it); ``tests/test_mutation_list.py`` fails while
+the table in the document differs from the list.
 
 Exit status 0 when every selected mutant is killed, 1 otherwise, 2 on a bad list.
 """
@@ -40,6 +44,10 @@ MUTANTS_FILE = Path(__file__).with_name("mutants.yaml")
 FIELDS = ("name", "breaks", "file", "search", "replace", "tests")
 #: Seconds one mutant's tests may run before the mutant counts as an error.
 TIMEOUT_S = 900
+#: The document that holds the generated table, and the comments that enclose the table.
+TABLE_DOC = ROOT / "docs" / "testing.md"
+TABLE_BEGIN = "<!-- mutant table: written by `python tests/mutation/run.py --table` -->"
+TABLE_END = "<!-- end of the mutant table -->"
 
 
 class MutantListError(Exception):
@@ -104,6 +112,30 @@ def load_mutants(path: Path = MUTANTS_FILE, root: Path = ROOT) -> list[Mutant]:
     if duplicated:
         raise MutantListError(f"{path.name}: duplicated names: {', '.join(duplicated)}")
     return mutants
+
+
+def markdown_table(mutants: list[Mutant]) -> str:
+    """Return the list as a markdown table: name, file and the claim each mutant breaks."""
+    # A bar inside a cell would end the cell: markdown reads an escaped one as text.
+    claims = [mutant.breaks.replace("|", "\\|") for mutant in mutants]
+    rows = [f"| `{mutant.name}` | `{mutant.file}` | {claim} |"
+            for mutant, claim in zip(mutants, claims)]
+    return "\n".join(["| mutant | planted in | the claim it breaks |", "|---|---|---|", *rows])
+
+
+def with_table(document: str, table: str) -> str:
+    """Return ``document`` with ``table`` in place of the text between the two markers.
+
+    Raises
+    ------
+    MutantListError
+        When ``document`` lacks the markers, holds either twice, or has them out of order.
+    """
+    begin, end = document.find(TABLE_BEGIN), document.find(TABLE_END)
+    if (document.count(TABLE_BEGIN), document.count(TABLE_END)) != (1, 1) or end < begin:
+        raise MutantListError(f"{TABLE_DOC.relative_to(ROOT)}: expected the marker "
+                              f"{TABLE_BEGIN!r} once, then {TABLE_END!r} once")
+    return f"{document[:begin + len(TABLE_BEGIN)]}\n{table}\n{document[end:]}"
 
 
 def working_tree_files(root: Path) -> list[str]:
@@ -184,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="mutants checked at once (default: the number of CPUs)")
     parser.add_argument("--list", action="store_true", help="print the list and exit")
     parser.add_argument("--markdown", action="store_true",
-                        help="print the list as the README's table and exit")
+                        help="print the list as a markdown table and exit")
+    parser.add_argument("--table", action="store_true",
+                        help="write the whole list's table into docs/testing.md and exit")
     parser.add_argument("--rev", default=None,
                         help="check this git revision (e.g. HEAD) instead of the working tree")
     parser.add_argument("--no-baseline", action="store_true",
@@ -195,6 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     except MutantListError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.table:
+        try:
+            document = with_table(TABLE_DOC.read_text(), markdown_table(mutants))
+        except (OSError, MutantListError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        TABLE_DOC.write_text(document)
+        print(f"{TABLE_DOC.relative_to(ROOT)}: the table of {len(mutants)} mutants written")
+        return 0
     if args.only:
         unknown = sorted(set(args.only) - {mutant.name for mutant in mutants})
         if unknown:
@@ -202,9 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         mutants = [mutant for mutant in mutants if mutant.name in args.only]
     if args.markdown:
-        print("| mutant | planted in | the claim it breaks |\n|---|---|---|")
-        for mutant in mutants:
-            print(f"| `{mutant.name}` | `{mutant.file}` | {mutant.breaks} |")
+        print(markdown_table(mutants))
         return 0
     if args.list:
         for mutant in mutants:

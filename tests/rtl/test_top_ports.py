@@ -18,7 +18,7 @@ from stepvit.rtl.top import StepvitAccel
 # The refusal tests build components that are never elaborated, on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
 
-#: Every port of stepvit_accel: direction and width (DESIGN.md section 5, Vivado naming).
+#: Every port of stepvit_accel: direction and width (Vivado naming; docs/architecture.md).
 EXPECTED_PORTS = {
     "aclk": ("input", 1), "aresetn": ("input", 1),
     "s_axis_tdata": ("input", 32), "s_axis_tvalid": ("input", 1),
