@@ -60,6 +60,9 @@ PLOT_NAME = "training.png"
 _CHECKPOINT_KEYS = ("config", "state_dict", "epoch", "optimizer", "class_names")
 #: Momentum of the SGD that trains the time-step scores.
 SCORE_MOMENTUM = 0.9
+#: Held-out images the mask's choice is measured on, at most: each candidate mask is one
+#: pass over them, and a choice tries about (active x inactive steps) candidates a round.
+MASK_CHOICE_IMAGES = 1024
 
 
 @dataclass(frozen=True)
@@ -380,9 +383,11 @@ def choose_mask_on_validation(model: SpikingViT,
     Starting from the model's mask, each round tries every move of one active step to an
     inactive one (the number of active steps, so the work, stays the same; a module keeps
     at least one step if it had one) and makes the move that lowers the validation loss
-    most, for at most ``moves`` rounds. The scores near 0 that the penalty leaves decide
-    little: here the data decide. Returns the loss after each round (the first: before).
+    most, for at most ``moves`` rounds, on the first :data:`MASK_CHOICE_IMAGES` images.
+    The scores near 0 that the penalty leaves decide little: here the data decide.
+    Returns the loss after each round (the first: before).
     """
+    validation = (validation[0][:MASK_CHOICE_IMAGES], validation[1][:MASK_CHOICE_IMAGES])
     mask = model.timestep_mask()
     losses = [validation_loss(model, validation, mask)]
     for _ in range(moves):
