@@ -8,13 +8,15 @@ refuses to start without one. A checkpoint is:
 "image_shape", "history", "metrics", "qat_epochs_done"}``.
 
 The mask's schedule (:func:`mask_schedule`, one decision per batch): for
-``penalty_warmup_epochs`` the network trains with ``lambda = 0``; then the penalty pushes the
-scores down (SGD, see :func:`_optimizers`) while the task loss holds up the useful steps; in
-the last ``freeze_mask_epochs`` the mask is fixed and the weights settle on it. With
-``target_timesteps`` set, the mask freezes as soon as its mean active steps are within the
-target, and a mask still above it when the freeze window opens is cut to it
-(:func:`project_mask`): a finished run is always within its target. At the end the
-BatchNorm statistics are recomputed with the final weights and mask.
+``penalty_warmup_epochs`` the weights train with every step active and the scores still;
+then the penalty pushes the scores down (SGD, see :func:`_optimizers`) while the task loss
+holds up the useful steps; in the last ``freeze_mask_epochs`` the mask is fixed and the
+weights settle on it. With ``target_timesteps`` set, the mask freezes as soon as its mean
+active steps are within the target, and a mask still above it when the freeze window
+opens is cut to it (:func:`project_mask`): a finished run is always within its target.
+With ``data.validation_fraction`` set, that share of the training images is held out, and
+when the mask freezes they choose where its steps go (:func:`choose_mask_on_validation`).
+At the end the BatchNorm statistics are recomputed with the final weights and mask.
 
 With ``qat_epochs`` set, the run then trains that many epochs through the integer
 emulation (:func:`stepvit.model.finetune.finetune`: BatchNorm statistics and mask frozen,
@@ -32,6 +34,7 @@ Rank 0 writes the files.
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import os
@@ -290,33 +293,29 @@ def _save_atomically(payload: dict[str, Any], path: Path) -> None:
     os.replace(partial, path)
 
 
-@dataclass(frozen=True)
-class MaskStep:
-    """What one training batch does with the time-step scores.
+class MaskPhase(enum.Enum):
+    """What one training batch does with the time-step scores (:func:`mask_schedule`)."""
 
-    Attributes
-    ----------
-    penalize : bool
-        The loss adds ``penalty * expected active steps``.
-    frozen : bool
-        The scores do not move (their gradient is dropped), so the mask is fixed.
-    """
-
-    penalize: bool
-    frozen: bool
+    #: The scores stay where they are (every step active at ``score_init > 0``) and no
+    #: penalty acts: the weights learn first, so the steps are judged by a trained network.
+    WARMUP = "warmup"
+    #: The penalty pushes the scores down; the task loss holds the useful steps up.
+    LEARN = "learn"
+    #: The mask is fixed for good: no penalty, the scores do not move.
+    FROZEN = "frozen"
 
 
 def mask_schedule(epoch: int, steps: float, training: dict[str, Any], *,
-                  frozen: bool) -> MaskStep:
+                  frozen: bool) -> MaskPhase:
     """Return what a batch of ``epoch`` does with the mask, its mean active ``steps`` given.
 
     The rule, in order: the fixed-T baseline never learns its mask; a mask once frozen
     stays frozen; the last ``freeze_mask_epochs`` have it frozen; with a
     ``target_timesteps``, the mask freezes as soon as it is within the target after the
-    warm-up (so the target is a ceiling the penalty reaches and the task loss cannot undo);
-    in the ``penalty_warmup_epochs`` the scores learn from the task loss alone; otherwise
-    they learn under the penalty. Where the freeze window starts above the target,
-    :func:`project_mask` cuts the mask to it, so a finished run is always within it.
+    warm-up (the target is a ceiling the penalty reaches and the task loss cannot undo);
+    the ``penalty_warmup_epochs`` train the weights alone; then the scores learn under the
+    penalty. Where the freeze window opens above the target, :func:`project_mask` cuts the
+    mask to it, so a finished run is always within it.
 
     Parameters
     ----------
@@ -330,13 +329,13 @@ def mask_schedule(epoch: int, steps: float, training: dict[str, Any], *,
         Whether the mask was frozen before this batch.
     """
     if training["fixed_timesteps"] or frozen:
-        return MaskStep(penalize=False, frozen=True)
+        return MaskPhase.FROZEN
     target = training["target_timesteps"]
     past_warmup = epoch >= training["penalty_warmup_epochs"]
     if epoch >= training["epochs"] - training["freeze_mask_epochs"] \
             or (target and past_warmup and steps <= target):
-        return MaskStep(penalize=False, frozen=True)
-    return MaskStep(penalize=past_warmup, frozen=False)
+        return MaskPhase.FROZEN
+    return MaskPhase.LEARN if past_warmup else MaskPhase.WARMUP
 
 
 @torch.no_grad()
@@ -499,8 +498,8 @@ def train_one_epoch(state: _RunState, network: nn.Module, epoch: int,
                     context: Distributed, bar: Any) -> dict[str, float]:
     """Train one epoch on this rank's shard of ``train``; return its loss and accuracy.
 
-    Each batch asks :func:`mask_schedule` whether it penalizes the mask's steps and
-    whether the mask is frozen; the batch that freezes it first cuts it to the target and,
+    Each batch asks :func:`mask_schedule` whether the scores wait, learn under the penalty
+    or are frozen; the batch that freezes them first cuts the mask to the target and,
     with a validation split, lets that split place the steps
     (:func:`choose_mask_on_validation`).
     """
@@ -515,8 +514,8 @@ def train_one_epoch(state: _RunState, network: nn.Module, epoch: int,
     loss_sum = correct = seen = 0.0
     for images, labels in batches(*train, rank_batch, shard):
         steps_now = mean_active_steps(model)
-        step = mask_schedule(epoch, steps_now, training, frozen=state.mask_frozen)
-        if step.frozen and not state.mask_frozen:
+        phase = mask_schedule(epoch, steps_now, training, frozen=state.mask_frozen)
+        if phase is MaskPhase.FROZEN and not state.mask_frozen:
             state.mask_frozen = True
             if training["target_timesteps"]:
                 project_mask(model, training["target_timesteps"])
@@ -528,12 +527,12 @@ def train_one_epoch(state: _RunState, network: nn.Module, epoch: int,
         images, labels = images.to(context.device), labels.to(context.device)
         logits = network(images)
         loss = loss_function(logits, labels)
-        if step.penalize:
+        if phase is MaskPhase.LEARN:
             loss = loss + training["penalty"] * model.penalty()
         for optimizer in state.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if step.frozen:
+        if phase is not MaskPhase.LEARN:
             model.timestep_scores.grad = None  # optimizers skip a parameter without grad
         for optimizer in state.optimizers.values():
             optimizer.step()

@@ -9,7 +9,7 @@ from stepvit.model.data import hold_out
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.network import SpikingViT
 from stepvit.model.train import (
-    MaskStep,
+    MaskPhase,
     choose_mask_on_validation,
     mask_schedule,
     project_mask,
@@ -17,9 +17,7 @@ from stepvit.model.train import (
     validation_loss,
 )
 
-LEARN, PENALIZE, FROZEN = (MaskStep(penalize=False, frozen=False),
-                           MaskStep(penalize=True, frozen=False),
-                           MaskStep(penalize=False, frozen=True))
+WARMUP, LEARN, FROZEN = MaskPhase.WARMUP, MaskPhase.LEARN, MaskPhase.FROZEN
 
 
 def training(**given):
@@ -28,11 +26,11 @@ def training(**given):
 
 
 @pytest.mark.parametrize("epoch, steps, frozen, given, expected", [
-    (0, 4.0, False, {}, LEARN),                        # warm-up: the task loss alone
-    (1, 1.0, False, {"target_timesteps": 2.0}, LEARN),  # the target counts after warm-up
-    (2, 4.0, False, {}, PENALIZE),
-    (6, 1.0, False, {}, PENALIZE),                     # no target: the penalty goes on
-    (6, 2.5, False, {"target_timesteps": 2.0}, PENALIZE),
+    (0, 4.0, False, {}, WARMUP),                       # warm-up: the weights alone
+    (1, 1.0, False, {"target_timesteps": 2.0}, WARMUP),  # the target counts after it
+    (2, 4.0, False, {}, LEARN),
+    (6, 1.0, False, {}, LEARN),                        # no target: the penalty goes on
+    (6, 2.5, False, {"target_timesteps": 2.0}, LEARN),
     (6, 2.0, False, {"target_timesteps": 2.0}, FROZEN),  # within the target: frozen
     (7, 4.0, False, {}, FROZEN),                       # the freeze window
     (7, 4.0, False, {"target_timesteps": 2.0}, FROZEN),
@@ -40,7 +38,19 @@ def training(**given):
     (0, 4.0, False, {"fixed_timesteps": True}, FROZEN),
 ])
 def test_the_rule_of_each_batch(epoch, steps, frozen, given, expected):
-    assert mask_schedule(epoch, steps, training(**given), frozen=frozen) == expected
+    assert mask_schedule(epoch, steps, training(**given), frozen=frozen) is expected
+
+
+@pytest.mark.slow
+def test_the_scores_wait_for_the_warmup(tmp_path):
+    # one warm-up epoch of two: the scores stay at their start (just above 0, where the task
+    # loss alone would push some below), then the penalty moves them
+    config = small_config(0, epochs=2, penalty=2.0, score_lr=1.0, freeze_mask_epochs=0,
+                          score_init=0.01)
+    train_run(config, tmp_path, progress=False)
+    history = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["history"]
+    assert history[0]["mask"] == [[1] * 4] * 4 and history[0]["avg_timesteps"] == 4.0
+    assert history[1]["avg_timesteps"] < 4.0
 
 
 def model_with_scores(scores):
