@@ -26,16 +26,13 @@ from stepvit.model.export.errors import StepvitError
 from stepvit.model.export.vectors import load_golden_vectors
 from stepvit.model.export_cli import write_golden_vectors_of
 from stepvit.model.golden import GoldenModel
-from stepvit.model.random_export import make_random_export
 
 VECTOR_IMAGES = 6
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory: pytest.TempPathFactory):
-    directory = make_random_export(
-        tmp_path_factory.mktemp("export") / "tiny", image_shape=[1, 4, 4], patch=2, dim=8,
-        heads=2, depth=1, mlp_dim=16, num_classes=3, t_max=3, seed=7)
+def export(tmp_path_factory: pytest.TempPathFactory, random_export):
+    directory = random_export(tmp_path_factory.mktemp("export") / "tiny", seed=7)
     export = load_export(directory)
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, size=(VECTOR_IMAGES, 1, 4, 4), dtype=np.uint8)
