@@ -48,7 +48,7 @@ def test_only_failing_tests_kill_a_mutant() -> None:
 def test_the_runner_kills_a_real_bug_and_reports_a_harmless_change_as_surviving(
         tmp_path: Path) -> None:
     target = "model/export/budgets.py"
-    test = "tests/host/test_export_reader.py::test_budget_mask_keeps_the_first_active_steps"
+    test = "tests/export/test_export_reader.py::test_budget_mask_keeps_the_first_active_steps"
     real = mutation.Mutant(
         name="budget", breaks="budget", file=target, tests=(test,),
         search="kept = np.cumsum(mask, axis=1) <= int(budget)",

@@ -11,16 +11,14 @@ import pytest
 from pynq_double import FakeBoard, fake_pynq_module
 
 from stepvit.model.export import Export, load_export
-from stepvit.model.random_export import make_random_export
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory: pytest.TempPathFactory) -> Export:
+def export(tmp_path_factory: pytest.TempPathFactory, random_export) -> Export:
     """A random export: 4x6 images, patch 2, dim 8, depth 1, 3 classes, T 3 (a module may
     override it with its own)."""
-    return load_export(make_random_export(
-        tmp_path_factory.mktemp("export") / "tiny", image_shape=[1, 4, 6], patch=2, dim=8,
-        heads=2, depth=1, mlp_dim=16, num_classes=3, t_max=3, seed=5))
+    return load_export(random_export(tmp_path_factory.mktemp("export") / "tiny",
+                                     image_shape=[1, 4, 6], seed=5))
 
 
 @pytest.fixture

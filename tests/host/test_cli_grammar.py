@@ -17,7 +17,6 @@ from stepvit.model.export import load_export, parse_budgets
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.export_cli import write_golden_vectors_of
 from stepvit.model.golden import GoldenModel
-from stepvit.model.random_export import make_random_export
 
 T_MAX = 3
 #: A folder no one can create.
@@ -27,11 +26,10 @@ BAD_BUDGETS = ("0", str(T_MAX + 1), "x", "3-1")
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def files(tmp_path_factory: pytest.TempPathFactory, random_export) -> dict[str, Path]:
     """An export with golden vectors, an (empty) run folder, an overlay folder, a config."""
     root = tmp_path_factory.mktemp("grammar")
-    export_dir = make_random_export(root / "export", image_shape=[1, 4, 4], patch=2, dim=8,
-                                    heads=2, depth=1, mlp_dim=16, num_classes=3, t_max=T_MAX)
+    export_dir = random_export(root / "export", t_max=T_MAX)
     images = np.random.default_rng(0).integers(0, 256, size=(2, 1, 4, 4), dtype=np.uint8)
     write_golden_vectors_of(export_dir / "golden_vectors.npz", GoldenModel(load_export(export_dir)),
                             torch.from_numpy(images), torch.zeros(2, dtype=torch.int64))
@@ -131,27 +129,6 @@ def test_a_path_left_untouched_by_a_refused_command(files, capsys) -> None:
     one_error_line(capsys, files, "bench", ["{export}", "--backend", "golden", "--budget", "0",
                                             "--out", "{missing}"])
     assert not files["missing"].exists()
-
-
-@pytest.mark.parametrize(("text", "budgets"), [
-    (None, [1, 2, 3, 4]), ("all", [1, 2, 3, 4]), ("2", [2]), ("1, 3", [1, 3]),
-    ("1-4", [1, 2, 3, 4]), ("4,1-2,2", [4, 1, 2]),
-])
-def test_the_budget_grammar(text: str | None, budgets: list[int]) -> None:
-    assert parse_budgets(text, 4) == budgets
-
-
-@pytest.mark.parametrize(("text", "message"), [
-    ("0", "--budget 0 is outside 1..4 (this export has t_max = 4)"),
-    ("5", "--budget 5 is outside 1..4 (this export has t_max = 4)"),
-    ("two", "--budget: expected a budget B, a list B1,B2, a range A-B, or all, got 'two'"),
-    ("1,,2", "--budget: expected a budget B, a list B1,B2, a range A-B, or all, got '1,,2'"),
-    ("3-1", "--budget: the range '3-1' is empty"),
-])
-def test_the_budget_grammar_refuses(text: str, message: str) -> None:
-    with pytest.raises(StepvitError) as refused:
-        parse_budgets(text, 4)
-    assert str(refused.value) == message
 
 
 def test_an_os_error_outside_the_users_paths_keeps_its_traceback(monkeypatch, tmp_path) -> None:

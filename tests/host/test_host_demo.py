@@ -12,7 +12,6 @@ import yaml
 from stepvit.host.cli import main
 from stepvit.host.demo import _export_is_current
 from stepvit.model.config import DEFAULT_CONFIG
-from stepvit.model.random_export import make_random_export
 
 
 def test_demo_refuses_bad_counts(capsys: pytest.CaptureFixture):
@@ -23,10 +22,9 @@ def test_demo_refuses_bad_counts(capsys: pytest.CaptureFixture):
                       "stepvit demo: error: --bench-images must be at least 1"]
 
 
-def test_export_is_reused_only_when_complete_valid_and_newer(tmp_path: Path):
+def test_export_is_reused_only_when_complete_valid_and_newer(tmp_path: Path, random_export):
     run = tmp_path / "run"
-    export_dir = make_random_export(run / "export", image_shape=[1, 4, 4], patch=2, dim=8,
-                                    heads=2, depth=1, mlp_dim=16, num_classes=3, t_max=2)
+    export_dir = random_export(run / "export", t_max=2)
     assert not _export_is_current(run, export_dir)  # no golden vectors
     (export_dir / "golden_vectors.npz").write_bytes(b"")
     assert _export_is_current(run, export_dir)

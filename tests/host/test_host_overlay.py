@@ -21,7 +21,6 @@ import yaml
 from stepvit.host.backend_pynq import ACCEL_NAME, DMA_NAME
 from stepvit.host.cli import main
 from stepvit.model.export.errors import StepvitError
-from stepvit.model.random_export import make_random_export
 from stepvit.rtl.boards import BOARDS_DIR, board_names, load_board
 
 BOARDS = ["kv260", "pynq-z2", "zcu104"]
@@ -103,10 +102,8 @@ def run_stubbed(tmp_path: Path, board: str, verilog: Path, *, wns: str = "0.512"
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_random_export(
-        tmp_path_factory.mktemp("export") / "tiny", image_shape=[1, 4, 4], patch=2, dim=8,
-        heads=2, depth=1, mlp_dim=16, num_classes=3, t_max=3, seed=2)
+def export_dir(tmp_path_factory: pytest.TempPathFactory, random_export) -> Path:
+    return random_export(tmp_path_factory.mktemp("export") / "tiny", seed=2)
 
 
 @pytest.fixture(scope="module")

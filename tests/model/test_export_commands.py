@@ -15,7 +15,6 @@ from stepvit.model.config import validate_config
 from stepvit.model.data import load_dataset
 from stepvit.model.export import load_export
 from stepvit.model.golden import GoldenModel
-from stepvit.model.random_export import make_random_export
 from stepvit.model.train import train_run
 
 #: Class agreement of the one-epoch run below (23 % accurate, 64 images): measured 0.875;
@@ -33,10 +32,9 @@ def run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict:
 
 
 def test_eval_reports_accuracy_and_work_per_budget(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], random_export
 ) -> None:
-    export_dir = make_random_export(tmp_path / "export", **DIGITS,
-                                    mask=np.ones((4, 3), dtype=np.int64))
+    export_dir = random_export(tmp_path / "export", **DIGITS, mask=np.ones((4, 3), dtype=np.int64))
     report = run_json(capsys, ["eval", str(export_dir), "--dataset", "digits", "--images", "40",
                                "--budget", "1,2,3", "--no-progress"])
     assert report["images"] == 40 and report["dataset"] == "digits"
@@ -66,9 +64,10 @@ def test_eval_reports_accuracy_and_work_per_budget(
     ],
 )
 def test_eval_refuses_bad_input_in_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str,
+    random_export
 ) -> None:
-    export_dir = make_random_export(tmp_path / "export", **DIGITS)
+    export_dir = random_export(tmp_path / "export", **DIGITS)
     assert main(["eval", str(export_dir), "--no-progress", *argv]) == 2
     error = capsys.readouterr().err
     assert error.startswith("stepvit eval: error: ") and error.count("\n") == 1

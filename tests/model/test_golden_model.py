@@ -12,7 +12,6 @@ from scalar_reference import reference_run
 from stepvit.model.export import Export, load_export
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.golden import GoldenModel, lif_step, worst_case_bounds
-from stepvit.model.random_export import make_random_export
 
 TINY = dict(image_shape=[1, 4, 4], patch=2, dim=4, heads=2, depth=1, mlp_dim=8,
             num_classes=3, t_max=3)
@@ -32,8 +31,8 @@ def with_arrays(export: Export, **changes: np.ndarray) -> Export:
 
 
 @pytest.fixture(scope="module")
-def digits_export(tmp_path_factory: pytest.TempPathFactory) -> Export:
-    return load_export(make_random_export(tmp_path_factory.mktemp("digits"), **DIGITS, seed=5))
+def digits_export(tmp_path_factory: pytest.TempPathFactory, random_export) -> Export:
+    return load_export(random_export(tmp_path_factory.mktemp("digits"), **DIGITS, seed=5))
 
 
 def test_lif_hard_reset_by_hand() -> None:
@@ -62,8 +61,9 @@ def test_lif_soft_reset_and_floor_leak_by_hand() -> None:
 
 
 @pytest.mark.parametrize("reset", ["hard", "soft"])
-def test_matches_the_scalar_reference_with_masks_and_budgets(tmp_path: Path, reset: str) -> None:
-    export = load_export(make_random_export(tmp_path, **TINY, seed=11, reset=reset))
+def test_matches_the_scalar_reference_with_masks_and_budgets(tmp_path: Path, reset: str,
+                                                            random_export) -> None:
+    export = load_export(random_export(tmp_path, **TINY, seed=11, reset=reset))
     images = random_images(4, TINY["image_shape"], seed=2)
     model = GoldenModel(export)
     mask = np.array([[1, 0, 1], [1, 1, 0], [0, 1, 1], [1, 0, 1]], dtype=np.uint8)
@@ -81,8 +81,8 @@ def test_matches_the_scalar_reference_with_masks_and_budgets(tmp_path: Path, res
     assert int(result.layer_spike_totals().sum()) > 0
 
 
-def test_the_scalar_comparison_sees_a_corrupted_threshold(tmp_path: Path) -> None:
-    export = load_export(make_random_export(tmp_path, **TINY, seed=11))
+def test_the_scalar_comparison_sees_a_corrupted_threshold(tmp_path: Path, random_export) -> None:
+    export = load_export(random_export(tmp_path, **TINY, seed=11))
     images = random_images(4, TINY["image_shape"], seed=2)
     result = GoldenModel(export).run(images)
     manifest = dict(export.manifest)

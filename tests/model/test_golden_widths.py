@@ -14,7 +14,6 @@ import torch
 
 from stepvit.model.export import Export, load_export, signed_bits, worst_case_bounds
 from stepvit.model.golden import GoldenModel, lif_step
-from stepvit.model.random_export import make_random_export
 
 DIGITS = dict(image_shape=[1, 8, 8], patch=2, dim=32, heads=2, depth=2, mlp_dim=64,
               num_classes=10, t_max=4)
@@ -23,8 +22,8 @@ LINEARS = ("attn.q", "attn.k", "attn.v", *WRITERS, "mlp.fc1")
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory: pytest.TempPathFactory) -> Export:
-    return load_export(make_random_export(tmp_path_factory.mktemp("w") / "e", **DIGITS, seed=3))
+def export(tmp_path_factory: pytest.TempPathFactory, random_export) -> Export:
+    return load_export(random_export(tmp_path_factory.mktemp("w") / "e", **DIGITS, seed=3))
 
 
 def fits(value: int, bits: int) -> bool:

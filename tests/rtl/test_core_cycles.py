@@ -6,7 +6,6 @@ from sklearn.datasets import load_digits
 from stepvit.model.data import digits_to_uint8
 from stepvit.model.export import load_export
 from stepvit.model.golden import GoldenModel
-from stepvit.model.random_export import make_random_export
 from stepvit.rtl.core_sim import simulate_core
 
 #: The efficiency target: measured cycles within this factor of (ac_ops + embed_ac_ops) / lanes.
@@ -15,8 +14,9 @@ MAX_CYCLES_OVER_BOUND = 1.5
 
 @pytest.mark.slow
 @pytest.mark.parametrize("budget", [None, 1])
-def test_digits_shaped_core_is_within_target_of_the_lower_bound(tmp_path, budget):
-    export = load_export(make_random_export(
+def test_digits_shaped_core_is_within_target_of_the_lower_bound(tmp_path, budget,
+                                                                random_export):
+    export = load_export(random_export(
         tmp_path, image_shape=[1, 8, 8], patch=2, dim=32, heads=2, depth=2, mlp_dim=64,
         num_classes=10, t_max=4, seed=3))
     images = digits_to_uint8(load_digits().images[-2:]).reshape(-1, 1, 8, 8)

@@ -9,7 +9,6 @@ import torch
 from stepvit.model.export import load_export
 from stepvit.model.export.writer import write_export
 from stepvit.model.golden import GoldenModel
-from stepvit.model.random_export import make_random_export
 from stepvit.rtl.core import StepvitCore
 from stepvit.rtl.core_plan import CoreGeometry
 from stepvit.rtl.core_sim import simulate_core
@@ -19,8 +18,8 @@ TINY = dict(image_shape=[1, 4, 4], patch=2, dim=8, heads=2, depth=1, mlp_dim=16,
 
 
 @pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory):
-    return load_export(make_random_export(tmp_path_factory.mktemp("tiny"), seed=1, **TINY))
+def tiny_export(tmp_path_factory, random_export):
+    return load_export(random_export(tmp_path_factory.mktemp("tiny"), seed=1, **TINY))
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +56,8 @@ def test_core_matches_golden(tiny_export, images, lanes, budget):
 
 
 @pytest.mark.parametrize("reset", ["hard", "soft"])
-def test_core_matches_golden_with_each_reset_and_leak(tmp_path, images, reset):
-    export = load_export(make_random_export(tmp_path, seed=5, reset=reset, leak_shift=2,
-                                            **TINY))
+def test_core_matches_golden_with_each_reset_and_leak(tmp_path, images, reset, random_export):
+    export = load_export(random_export(tmp_path, seed=5, reset=reset, leak_shift=2, **TINY))
     runs, golden = check(export, images, export.budget_mask(None), 2)
     assert mismatches(runs, golden) == []
 
@@ -71,8 +69,8 @@ def test_core_matches_golden_when_the_embedding_is_masked(tiny_export, images):
     assert mismatches(runs, golden) == []
 
 
-def test_core_with_two_blocks_and_wide_patches_matches_golden(tmp_path):
-    export = load_export(make_random_export(
+def test_core_with_two_blocks_and_wide_patches_matches_golden(tmp_path, random_export):
+    export = load_export(random_export(
         tmp_path, seed=2, image_shape=[3, 4, 4], patch=2, dim=8, heads=1, depth=2,
         mlp_dim=8, num_classes=5, t_max=2))
     pictures = np.random.default_rng(3).integers(0, 256, size=(1, 3, 4, 4), dtype=np.uint8)
@@ -124,12 +122,12 @@ def test_core_refuses_more_lanes_than_the_widest_row(tiny_export):
         StepvitCore(tiny_export, lanes=0)
 
 
-def test_back_to_back_adds_to_one_kv_row_match_golden(tmp_path, images):
+def test_back_to_back_adds_to_one_kv_row_match_golden(tmp_path, images, random_export):
     """K fires channel 0 alone at every token and step, in a one-head block: each KV add
     hits the row the add before it wrote the cycle before (a KV row reads as zero only
     until its first add)."""
     shape = {**TINY, "heads": 1}
-    base = load_export(make_random_export(tmp_path / "base", seed=3, **shape))
+    base = load_export(random_export(tmp_path / "base", seed=3, **shape))
     arrays = {key: value.astype(np.int64) for key, value in base.arrays.items()}
     thresholds = {key: np.asarray(value) for key, value in base.manifest["thresholds"].items()}
     arrays["blocks.0.attn.k.weight"][:] = 0

@@ -8,7 +8,6 @@ import pytest
 from amaranth.back import verilog
 
 from stepvit.model.export import load_export
-from stepvit.model.random_export import make_random_export
 from stepvit.rtl.core import StepvitCore
 from stepvit.rtl.synth import MULTIPLIER_CELLS
 
@@ -39,10 +38,9 @@ def test_the_check_sees_a_multiplier(tmp_path):
 
 
 @pytest.mark.parametrize("lanes", [1, 4])
-def test_core_has_no_multiplier(tmp_path, lanes):
-    export = load_export(make_random_export(
-        tmp_path / "export", image_shape=[3, 4, 4], patch=2, dim=12, heads=3, depth=1,
-        mlp_dim=24, num_classes=5, t_max=3, seed=4))
+def test_core_has_no_multiplier(tmp_path, lanes, random_export):
+    export = load_export(random_export(tmp_path / "export", image_shape=[3, 4, 4], dim=12,
+                                       heads=3, mlp_dim=24, num_classes=5, seed=4))
     core = StepvitCore(export, lanes=lanes)
     design = yosys_stat(verilog.convert(core, name="stepvit_core"), "stepvit_core", tmp_path)
     assert multiply_cells(design) == {}

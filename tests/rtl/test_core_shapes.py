@@ -5,7 +5,6 @@ import pytest
 
 from stepvit.model.export import load_export
 from stepvit.model.golden import GoldenModel
-from stepvit.model.random_export import make_random_export
 from stepvit.rtl.core_sim import simulate_core
 
 
@@ -28,10 +27,10 @@ def random_shape(rng):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(200, 212))
-def test_core_matches_golden_on_a_random_shape(tmp_path, seed):
+def test_core_matches_golden_on_a_random_shape(tmp_path, seed, random_export):
     rng = np.random.default_rng(seed)
     shape, lanes = random_shape(rng)
-    export = load_export(make_random_export(tmp_path, seed=seed, **shape))
+    export = load_export(random_export(tmp_path, seed=seed, **shape))
     images = rng.integers(0, 256, size=(2, *shape["image_shape"]), dtype=np.uint8)
     masks = export.budget_mask([None, 1, 2][seed % 3])
     golden = GoldenModel(export).run(images, masks=masks)

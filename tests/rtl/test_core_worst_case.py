@@ -30,7 +30,6 @@ import torch
 from stepvit.model.export import load_export
 from stepvit.model.export.writer import write_export
 from stepvit.model.golden import GoldenModel, lif_step
-from stepvit.model.random_export import make_random_export
 from stepvit.rtl.core_sim import simulate_core
 
 SMALL = dict(image_shape=[1, 4, 4], patch=2, dim=8, heads=2, depth=1, mlp_dim=16,
@@ -53,9 +52,9 @@ def rewrite(base, directory, arrays, thresholds):
 
 
 @pytest.fixture(scope="module")
-def worst_case_export(tmp_path_factory):
+def worst_case_export(tmp_path_factory, random_export):
     directory = tmp_path_factory.mktemp("worst")
-    base = load_export(make_random_export(
+    base = load_export(random_export(
         directory / "base", seed=7, leak_shift=31, attn_shift=3,
         mask=np.ones((2 * SMALL["depth"] + 2, SMALL["t_max"]), dtype=np.int64), **SMALL))
     arrays = {key: value.astype(np.int64) for key, value in base.arrays.items()}

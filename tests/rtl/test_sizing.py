@@ -8,7 +8,6 @@ import pytest
 
 from stepvit.host import cli
 from stepvit.model.export import load_export
-from stepvit.model.random_export import make_random_export
 from stepvit.rtl.core_plan import CoreGeometry, CorePlan
 from stepvit.rtl.sizing import (
     choose_lanes,
@@ -25,8 +24,8 @@ SHAPE = dict(image_shape=[1, 4, 4], patch=2, dim=8, heads=2, depth=1, mlp_dim=16
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    return make_random_export(tmp_path_factory.mktemp("sizing"), seed=2, **SHAPE)
+def export_dir(tmp_path_factory, random_export):
+    return random_export(tmp_path_factory.mktemp("sizing"), seed=2, **SHAPE)
 
 
 def test_block_ram_of_a_memory() -> None:

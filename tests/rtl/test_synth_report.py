@@ -10,7 +10,6 @@ import pytest
 
 from stepvit.host import cli
 from stepvit.model.export.errors import StepvitError
-from stepvit.model.random_export import make_random_export
 from stepvit.rtl import synth
 from stepvit.rtl.synth import (
     board_parameters,
@@ -91,9 +90,8 @@ def test_missing_design_is_a_clear_error(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("yosys") is None, reason="needs yosys")
-def test_yosys_report_of_a_tiny_design(tmp_path: Path, capsys) -> None:
-    export = make_random_export(tmp_path / "export", image_shape=(1, 4, 4), patch=2, dim=8,
-                                heads=2, depth=1, mlp_dim=16, num_classes=3, t_max=3, seed=3)
+def test_yosys_report_of_a_tiny_design(tmp_path: Path, capsys, random_export) -> None:
+    export = random_export(tmp_path / "export", seed=3)
     build = tmp_path / "build"
     assert cli.main(["rtl", str(export), "--out", str(build), "--lanes", "2"]) == 0
     assert cli.main(["synth", str(build), "--board", "pynq-z2"]) == 0

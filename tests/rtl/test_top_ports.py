@@ -10,7 +10,6 @@ import pytest
 
 from stepvit.host import cli
 from stepvit.model.export import Export, load_export
-from stepvit.model.random_export import make_random_export
 from stepvit.rtl.core import StepvitCore
 from stepvit.rtl.generate import generate, memories_of
 from stepvit.rtl.top import StepvitAccel
@@ -38,10 +37,8 @@ EXPECTED_PORTS = {
 
 
 @pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Export:
-    return load_export(make_random_export(
-        tmp_path_factory.mktemp("export"), image_shape=(1, 4, 4), patch=2, dim=8, heads=2,
-        depth=1, mlp_dim=16, num_classes=3, t_max=3, seed=2))
+def tiny_export(tmp_path_factory: pytest.TempPathFactory, random_export) -> Export:
+    return load_export(random_export(tmp_path_factory.mktemp("export"), seed=2))
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +102,11 @@ def test_memories_are_parsed_from_the_verilog() -> None:
     ]
 
 
-def test_refuses_bad_lanes_and_a_core_of_another_export(tiny_export: Export,
-                                                        tmp_path: Path) -> None:
+def test_refuses_bad_lanes_and_a_core_of_another_export(tiny_export: Export, tmp_path: Path,
+                                                        random_export) -> None:
     with pytest.raises(ValueError, match="lanes must be at least 1, not 0"):
         StepvitAccel(tiny_export, lanes=0)
-    other = load_export(make_random_export(
-        tmp_path, image_shape=(1, 4, 4), patch=2, dim=8, heads=2, depth=2, mlp_dim=16,
-        num_classes=3, t_max=3, seed=2))
+    other = load_export(random_export(tmp_path, depth=2, seed=2))
     with pytest.raises(ValueError, match="core does not have the core_signature"):
         StepvitAccel(tiny_export, lanes=4, core=StepvitCore(other, lanes=4))
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 import pytest
 
 from stepvit.model.export import Export, load_export
-from stepvit.model.random_export import make_random_export
 
 #: Image shape of the tiny export.
 SHAPE = (1, 4, 4)
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory: pytest.TempPathFactory) -> Export:
+def export(tmp_path_factory: pytest.TempPathFactory, random_export) -> Export:
     """A random export: 4x4 images, patch 2, dim 8, 2 heads, depth 1, MLP 16, 3 classes, T 3."""
-    return load_export(make_random_export(
-        tmp_path_factory.mktemp("export"), image_shape=list(SHAPE), patch=2, dim=8, heads=2,
-        depth=1, mlp_dim=16, num_classes=3, t_max=3, seed=5))
+    return load_export(random_export(tmp_path_factory.mktemp("export"), image_shape=SHAPE,
+                                     seed=5))

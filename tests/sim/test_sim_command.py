@@ -10,16 +10,13 @@ import pytest
 
 from stepvit.host import cli
 from stepvit.model.export.errors import StepvitError
-from stepvit.model.random_export import make_random_export
 from stepvit.rtl import protocol
 from stepvit.rtl.protocol import pack_images
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_random_export(
-        tmp_path_factory.mktemp("export"), image_shape=(1, 4, 4), patch=2, dim=8, heads=2,
-        depth=1, mlp_dim=16, num_classes=3, t_max=3, seed=6)
+def export_dir(tmp_path_factory: pytest.TempPathFactory, random_export) -> Path:
+    return random_export(tmp_path_factory.mktemp("export"), seed=6)
 
 
 def test_sim_prints_cycles_and_efficiency(export_dir: Path, tmp_path: Path, capsys) -> None:

