@@ -5,8 +5,8 @@ lanes, the board the lanes were picked for, the generator's fingerprint); ``sim`
 ``bench``, ``synth`` and ``overlay`` read it when given ``--build DIR``, take the design
 from it, and refuse a conflicting ``--lanes`` or another export in one line. A folder that
 holds nothing yet becomes the design's; a folder with files but no record (written before
-folders recorded their design) is refused. The standard library only: a board's Python
-imports it too.
+folders recorded their design) is refused. The standard library and ``rtl/boards.py``
+only: a board's Python imports it too.
 """
 
 from __future__ import annotations
