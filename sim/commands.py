@@ -164,11 +164,11 @@ def sim(args: argparse.Namespace) -> int:
     budgets = parse_budgets(args.budget, export.t_max)
     if args.build is not None:
         output_folder(args.build, "--build")
-    build, lanes = build_design(export, args.lanes, args.build)
     out = output_folder(args.out, "--out") if args.out is not None else None
     images, source = load_test_images(export, args.images, args.data_dir)
     if args.trace is not None and not 0 <= args.trace_image < len(images):
         raise StepvitError(f"--trace-image {args.trace_image} is outside 0..{len(images) - 1}")
+    build, lanes = build_design(export, args.lanes, args.build)
     extra: dict[str, Any] = {"simulator": args.simulator}
     if args.simulator == "verilator":
         from stepvit.sim import bulk
