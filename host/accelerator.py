@@ -21,6 +21,7 @@ import numpy as np
 
 from stepvit.model.export import Export, load_export
 from stepvit.model.export.errors import StepvitError
+from stepvit.rtl.protocol import check_images
 
 #: Host stages, in order, that every inference times (FINN's throughput test split).
 STAGES = ("pack", "copy_in", "execute", "copy_out", "unpack")
@@ -57,27 +58,6 @@ class InferenceResult:
     spike_totals: np.ndarray
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     stream_cycles: int | None = None
-
-
-def check_images(images: object, image_shape: tuple[int, ...] | list[int]) -> np.ndarray:
-    """Return ``images`` if it is a ``uint8`` batch ``[B, C, H, W]`` of ``image_shape``.
-
-    Raises
-    ------
-    StepvitError
-        If it is not a numpy array, not ``uint8``, or not of the export's image shape.
-    """
-    expected = tuple(int(size) for size in image_shape)
-    if not isinstance(images, np.ndarray):
-        raise StepvitError(f"images: expected a numpy uint8 array, got {type(images).__name__}")
-    if images.dtype != np.uint8:
-        raise StepvitError(f"images: expected dtype uint8, got {images.dtype}")
-    if images.ndim != 4 or tuple(images.shape[1:]) != expected:
-        wanted = "[B, " + ", ".join(str(size) for size in expected) + "]"
-        raise StepvitError(f"images: expected shape {wanted}, got {list(images.shape)}")
-    if images.shape[0] == 0:
-        raise StepvitError("images: the batch is empty")
-    return images
 
 
 class Accelerator(abc.ABC):
@@ -169,7 +149,7 @@ class Accelerator(abc.ABC):
 
 
 def open_accelerator(backend: str, export: Export | str | Path, *,
-                     overlay: str | Path | None = None, lanes: int = 8,
+                     overlay: str | Path | None = None, lanes: int | None = None,
                      build_dir: str | Path | None = None, timeout_s: float = 5.0,
                      simulator: str = "verilator", jobs: int = 1,
                      max_batch: int = 64) -> Accelerator:
@@ -184,8 +164,9 @@ def open_accelerator(backend: str, export: Export | str | Path, *,
     overlay : path, optional
         pynq only: the overlay's ``.bit`` file or the folder holding ``stepvit.bit`` and
         ``stepvit.hwh``.
-    lanes : int
-        sim only: accumulator lanes of the generated design.
+    lanes : int, optional
+        sim only: accumulator lanes of the generated design (default: ``build_dir``'s
+        recorded design, else :data:`~stepvit.rtl.build_folder.DEFAULT_LANES`).
     build_dir : path, optional
         sim only: where the simulation builds (reused between calls).
     timeout_s : float

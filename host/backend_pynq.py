@@ -1,6 +1,6 @@
 """The pynq backend: the accelerator on a PYNQ board, through an AXI DMA and AXI-Lite registers.
 
-The overlay (``boards/<board>/build_overlay.tcl``) holds the PS, an AXI DMA named
+The overlay (``boards/common/build_overlay.tcl``) holds the PS, an AXI DMA named
 :data:`DMA_NAME` (MM2S to ``s_axis``, S2MM from ``m_axis``, simple mode) and the
 accelerator named :data:`ACCEL_NAME`. Buffers are allocated once and reused; a batch of
 up to ``max_batch`` images is one MM2S transfer of their frames back to back (the DMA
@@ -227,7 +227,7 @@ class PynqAccelerator(Accelerator):
         if name not in self._overlay.ip_dict:
             found = ", ".join(sorted(self._overlay.ip_dict)) or "none"
             raise StepvitError(f"overlay has no IP named {name!r} (found: {found}); build it "
-                               f"with boards/<board>/build_overlay.tcl")
+                               f"with the build_overlay.tcl `stepvit overlay` lays out")
 
     def _dma_status(self, direction: str) -> int:
         return int(self._dma_registers.read(DMA_CONTROL[direction] + DMA_STATUS_OFFSET))

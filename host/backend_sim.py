@@ -18,9 +18,8 @@ import numpy as np
 from stepvit.host.accelerator import STAGES, Accelerator, InferenceResult
 from stepvit.model.export import Export
 from stepvit.model.export.errors import StepvitError
-
-#: The simulators, the default first.
-SIMULATORS = ("verilator", "icarus")
+from stepvit.rtl.build_folder import build_design, check_lanes
+from stepvit.sim.commands import SIMULATORS
 
 
 class SimAccelerator(Accelerator):
@@ -30,10 +29,13 @@ class SimAccelerator(Accelerator):
     ----------
     export : Export
         The export the design is generated from.
-    lanes : int
-        Parallel accumulator lanes of the generated design.
+    lanes : int, optional
+        Parallel accumulator lanes of the generated design: ``build_dir``'s recorded design,
+        else :data:`~stepvit.rtl.build_folder.DEFAULT_LANES`; another than the folder's is
+        refused.
     build_dir : path, optional
-        Where the design and the simulator build (reused between batches).
+        Where the design and the simulator build (reused between batches); default
+        ``build/sim/<config hash>-lanes<P>``.
     simulator : str
         ``"verilator"`` (the C++ bulk path) or ``"icarus"`` (cocotb).
     jobs : int
@@ -42,18 +44,16 @@ class SimAccelerator(Accelerator):
 
     name = "sim"
 
-    def __init__(self, export: Export, *, lanes: int = 8,
+    def __init__(self, export: Export, *, lanes: int | None = None,
                  build_dir: str | Path | None = None, simulator: str = "verilator",
                  jobs: int = 1) -> None:
-        if lanes < 1:
-            raise StepvitError(f"lanes must be at least 1, got {lanes}")
+        check_lanes(lanes, "lanes")
         if simulator not in SIMULATORS:
             raise StepvitError(f"unknown simulator {simulator!r} (known: {', '.join(SIMULATORS)})")
         if jobs < 1:
             raise StepvitError(f"jobs must be at least 1, got {jobs}")
         super().__init__(export)
-        self.lanes = lanes
-        self.build_dir = None if build_dir is None else Path(build_dir)
+        self.build_dir, self.lanes = build_design(export, lanes, build_dir)
         self.simulator = simulator
         self.jobs = jobs
         self._verilated = None
@@ -86,9 +86,7 @@ class SimAccelerator(Accelerator):
         from stepvit.sim.bulk import VerilatorSimulation
 
         if self._verilated is None:
-            build_dir = self.build_dir or (Path("build") / "sim" /
-                                           f"{self.export.config_hash:08x}-lanes{self.lanes}")
-            self._verilated = VerilatorSimulation(self.export, build_dir, lanes=self.lanes)
+            self._verilated = VerilatorSimulation(self.export, self.build_dir, lanes=self.lanes)
         run = self._verilated.run(images, self.budget, jobs=self.jobs)
         logits, predicted, cycles, spike_totals = unpack_results(
             run.packets, self.export.arch["num_classes"])

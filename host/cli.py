@@ -40,7 +40,9 @@ options every command spells alike:
   --budget B     eval, sim, bench, run: a budget B, a list B1,B2, a range A-B, or all
                  (alias --budgets). Default: all, every budget 1..t_max; budget t_max is
                  the trained mask. A budget outside 1..t_max is refused.
-  --build DIR    rtl, sim, bench, demo: the build folder (synth reads it as BUILD).
+  --build DIR    rtl, sim, bench, overlay, demo: the build folder (synth reads it as
+                 BUILD). rtl records the design in DIR/design.json; sim, bench, synth and
+                 overlay take it from there and refuse another --lanes or export.
   --out DIR      always a folder: train, export, random-export, sim, bench, run, overlay.
   --no-progress  train, export, eval, sim, bench, run, synth, demo: no progress output
                  (off a terminal a bar writes one plain line every 30 s).

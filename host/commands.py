@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,9 @@ from stepvit.model.export.options import (
     input_folder,
     output_folder,
 )
+from stepvit.rtl.boards import DEFAULT_BOARD
+from stepvit.rtl.build_folder import DEFAULT_LANES, add_lanes_argument, check_lanes
+from stepvit.sim.commands import SIMULATORS
 
 #: Images the bench streams per budget unless told otherwise.
 DEFAULT_BENCH_IMAGES = 32
@@ -52,19 +54,20 @@ def bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("sim", "golden", "pynq"), default="sim",
                         help="what runs the images (default: sim, the Verilog under "
                              "--simulator)")
-    parser.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator",
+    parser.add_argument("--simulator", choices=SIMULATORS, default=SIMULATORS[0],
                         help="sim: verilator (default, the C++ bulk path) or icarus (cocotb)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="sim with verilator: threads, one model each (default 1)")
-    parser.add_argument("--lanes", type=int, default=8,
-                        help="sim: accumulator lanes of the generated design (default 8)")
-    parser.add_argument("--board", default="pynq-z2",
-                        help="board whose clock turns cycles into µs (default pynq-z2)")
+    add_lanes_argument(parser, what="sim: accumulator lanes of the generated design")
+    parser.add_argument("--board", default=None,
+                        help=f"board whose clock turns cycles into µs (default: the one the "
+                             f"--build folder's design was sized for, else {DEFAULT_BOARD})")
     parser.add_argument("--overlay", type=Path, default=None,
                         help="pynq: folder with stepvit.bit and stepvit.hwh")
     parser.add_argument("--data-dir", type=Path, default=Path("data"),
                         help="data folder for CIFAR test splits (default ./data)")
-    add_build_argument(parser, "sim: build folder (default build/sim/<hash>-lanes<P>)",
+    add_build_argument(parser, "sim: build folder, the design `stepvit rtl` recorded there or "
+                               "a new one (default build/sim/<hash>-lanes<P>)",
                        old_spellings=("--build-dir",))
 
 
@@ -77,19 +80,21 @@ def run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--emulate", action="store_true",
                         help="a virtual board: this driver against the Verilated RTL "
                              "(default overlay: the export's own design)")
-    parser.add_argument("--lanes", type=int, default=8,
-                        help="--emulate: accumulator lanes of the export's design (default 8)")
+    add_lanes_argument(parser, str(DEFAULT_LANES),
+                       what="--emulate: accumulator lanes of the export's design")
     _bench_common_arguments(parser)
 
 
 def overlay_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``overlay`` options to ``parser``."""
     parser.add_argument("export", type=Path, help="export directory")
-    parser.add_argument("--board", required=True, help="board to build for (pynq-z2, kv260, ...)")
+    parser.add_argument("--board", default=None,
+                        help="board to build for (pynq-z2, kv260, ...; default: the one the "
+                             "--build folder's lanes were picked for)")
     parser.add_argument("--out", type=Path, required=True,
                         help="folder for the Verilog, the Vivado Tcl and the overlay")
-    parser.add_argument("--lanes", type=int, default=8,
-                        help="accumulator lanes of the generated design (default 8)")
+    add_build_argument(parser, "a folder `stepvit rtl` wrote: its design (lanes, board)")
+    add_lanes_argument(parser, what="accumulator lanes of the generated design")
 
 
 def _default_out(export_path: Path, backend: str) -> Path:
@@ -139,7 +144,8 @@ def bench(args: argparse.Namespace) -> int:
     if args.backend == "pynq":
         if args.overlay is None:
             raise StepvitError("the pynq backend needs --overlay DIR (stepvit.bit, stepvit.hwh)")
-        return _board_bench(args, args.board, args.overlay, backend_label="pynq")
+        return _board_bench(args, args.board or DEFAULT_BOARD, args.overlay,
+                            backend_label="pynq")
     return _host_bench(args)
 
 
@@ -150,9 +156,10 @@ def _host_bench(args: argparse.Namespace) -> int:
     from stepvit.model.export import load_export, parse_budgets
     from stepvit.model.export.errors import StepvitError
     from stepvit.rtl.boards import load_board
+    from stepvit.rtl.build_folder import board_for
 
     export = load_export(args.export)
-    board = load_board(args.board)
+    board = load_board(board_for(args.board, args.build))
     budgets = parse_budgets(args.budget, export.t_max)
     out = _out_folder(args, args.backend)
     if args.build is not None:
@@ -172,11 +179,12 @@ def _host_bench(args: argparse.Namespace) -> int:
         reference = GoldenReference(export, test_images, test_labels)
         source = (f"the first {len(images)} {export.manifest['accuracy']['dataset']} test "
                   f"images; accuracy on all {len(test_images)}")
-    lanes, progress = args.lanes, _progress(args)
+    progress = _progress(args)
     if progress:
         progress(f"bench: {export.path} on {args.backend}, {source}")
-    with open_accelerator(args.backend, export, lanes=lanes, build_dir=args.build,
+    with open_accelerator(args.backend, export, lanes=args.lanes, build_dir=args.build,
                           simulator=args.simulator, jobs=args.jobs) as accel:
+        lanes = accel.lanes if args.backend == "sim" else args.lanes or DEFAULT_LANES
         rows = run_bench(accel, images, budgets, reference, clock_mhz=board.clock_mhz,
                          lanes=lanes, labels=labels, progress=progress)
     report = _report(export, args.backend, board, lanes, source, rows)
@@ -264,16 +272,15 @@ def run(args: argparse.Namespace) -> int:
 def _virtual_board_run(args: argparse.Namespace) -> int:
     """``run --emulate``: the pynq driver, unchanged, against the Verilated RTL."""
     from stepvit.model.export import load_export
-    from stepvit.model.export.errors import StepvitError
+    from stepvit.rtl.build_folder import default_build_dir
     from stepvit.sim.pynq_emulation import copied_overlay, emulated_overlay, emulated_pynq
 
     export = load_export(args.export)
     build = Path("build") / "emulate"
     if args.overlay is None:
-        if args.lanes < 1:
-            raise StepvitError(f"--lanes must be at least 1, got {args.lanes}")
-        overlay = emulated_overlay(export, build / f"{export.config_hash:08x}-lanes{args.lanes}",
-                                   lanes=args.lanes)
+        check_lanes(args.lanes)
+        lanes = args.lanes or DEFAULT_LANES
+        overlay = emulated_overlay(export, default_build_dir(export, lanes, build), lanes=lanes)
     else:
         overlay = copied_overlay(args.overlay, build / f"overlay-{args.overlay.resolve().name}")
     with emulated_pynq(build):
@@ -284,36 +291,42 @@ def overlay(args: argparse.Namespace) -> int:
     """Lay out a board's Vivado project: the Verilog, the Tcl and what they were built from."""
     from stepvit.model.export import load_export
     from stepvit.model.export.errors import StepvitError
-    from stepvit.rtl.boards import BOARDS_DIR, load_board
+    from stepvit.rtl.boards import OVERLAY_TCL, lay_out_tcl, load_board
+    from stepvit.rtl.build_folder import held_design, record_design
 
-    board = load_board(args.board)
+    check_lanes(args.lanes)
     export = load_export(args.export)
-    if args.lanes < 1:
-        raise StepvitError(f"--lanes must be at least 1, got {args.lanes}")
+    lanes, board_name = args.lanes or DEFAULT_LANES, args.board
+    if args.build is not None:
+        design = held_design(input_folder(args.build, "--build"), export, args.lanes)
+        lanes, board_name = design["lanes"], args.board or design["board"]
+    if board_name is None:
+        raise StepvitError("overlay needs --board NAME (pynq-z2, kv260, ...) or a --build "
+                           "folder whose design names its board")
+    board = load_board(board_name)
     try:
         from stepvit.rtl.generate import generate
     except ImportError as error:
         raise StepvitError(f"the Verilog generator needs the hw extras ({error})") from None
     out = output_folder(args.out, "--out")
-    rtl_report = generate(export, out, lanes=args.lanes)
-    shutil.copy2(board.overlay_tcl, out / board.overlay_tcl.name)
-    shutil.copy2(BOARDS_DIR / "common" / "stepvit_overlay.tcl", out / "stepvit_overlay.tcl")
-    shutil.copy2(board.folder / "board.yaml", out / "board.yaml")
+    rtl_report = generate(export, out, lanes=lanes)
+    written = lay_out_tcl(board, out)
+    record_design(out, export, lanes, board.name)
     info = {
         "board": board.name,
         "part": board.part,
         "clock_mhz": board.clock_mhz,
         "export": str(export.path.resolve()),
         "config_hash": f"{export.config_hash:08x}",
-        "lanes": args.lanes,
+        "lanes": lanes,
         "verilog": "stepvit_accel.v",
         "rtl_report": rtl_report,
     }
     (out / "overlay.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-    print(f"{out}: stepvit_accel.v, {board.overlay_tcl.name}, stepvit_overlay.tcl, board.yaml, "
-          f"overlay.json (config hash {export.config_hash:08x}, {args.lanes} lanes)")
+    print(f"{out}: stepvit_accel.v, {', '.join(written)}, design.json, overlay.json (config "
+          f"hash {export.config_hash:08x}, {lanes} lanes)")
     print("where Vivado is installed, build stepvit.bit and stepvit.hwh with:")
-    print(f"  cd {out} && vivado -mode batch -source {board.overlay_tcl.name}")
+    print(f"  cd {out} && vivado -mode batch -source {OVERLAY_TCL}")
     print(f"then copy stepvit.bit and stepvit.hwh (into a folder {out.name}) and the export to "
           f"the board and run, in a root login shell (`sudo -i`; plain sudo drops XILINX_XRT):")
     print(f"  stepvit run --board {board.name} EXPORT --overlay {out.name}")

@@ -21,6 +21,8 @@ from stepvit.model.export.options import (
     add_progress_argument,
     output_folder,
 )
+from stepvit.rtl.boards import DEFAULT_BOARD
+from stepvit.rtl.build_folder import DEFAULT_LANES
 
 #: Test images per budget in the demo's benchmark: at about 10 k cycles an image, Icarus
 #: needs seconds per image, and the demo must end within 15 minutes on two cores.
@@ -37,10 +39,10 @@ def demo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run folder (default runs/digits)")
     add_build_argument(parser, "build folder for the Verilog and the reports "
                                "(default build/digits)")
-    parser.add_argument("--board", default="pynq-z2", help="board for the clock and the "
-                        "resource budget (default pynq-z2)")
-    parser.add_argument("--lanes", type=int, default=8,
-                        help="accumulator lanes of the design (default 8)")
+    parser.add_argument("--board", default=DEFAULT_BOARD, help=f"board for the clock and the "
+                        f"resource budget (default {DEFAULT_BOARD})")
+    parser.add_argument("--lanes", type=int, default=DEFAULT_LANES,
+                        help=f"accumulator lanes of the design (default {DEFAULT_LANES})")
     parser.add_argument("--sim-images", type=int, default=2,
                         help="test images checked bit for bit by `stepvit sim` (default 2; the "
                              "benchmark checks its own images at every budget too)")

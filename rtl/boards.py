@@ -3,10 +3,15 @@
 ``board.yaml`` holds the part, the Yosys family, the clock, the DMA width, the resources
 of docs/architecture.md (Boards) and the share of them the accelerator may use. This reader is the
 one place that knows the layout; it needs numpy-free Python and pyyaml only.
+
+The Vivado flow in ``boards/common`` is every board's: the board's values reach it as
+``board.tcl``, which :func:`lay_out_tcl` writes from ``board.yaml`` beside the flow.
 """
 
 from __future__ import annotations
 
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +22,23 @@ from stepvit.model.export.errors import StepvitError
 #: The ``boards/`` folder of the source tree (the package is installed in editable mode).
 BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
 
-#: Name of the Vivado batch script in every board folder.
+#: The board when a command is given none (and its build folder names none).
+DEFAULT_BOARD = "pynq-z2"
+
+#: The Vivado batch script, its shared flow and the board's values, as an overlay folder
+#: holds them (the first two from ``boards/common``, the third from :func:`board_tcl`).
 OVERLAY_TCL = "build_overlay.tcl"
+FLOW_TCL = "stepvit_overlay.tcl"
+BOARD_TCL = "board.tcl"
 
 _REQUIRED_KEYS = ("name", "part", "family", "clock_mhz", "dma_width", "resources", "budget", "ps")
 _RESOURCE_KEYS = ("lut", "ff", "bram36", "dsp")
 _FAMILIES = ("xc7", "xcup")
+#: The processing systems the flow knows, by their Vivado IP name.
+_PS_IPS = ("processing_system7", "zynq_ultra_ps_e")
+_PS_KEYS = ("ip", "board_part", "gp_port", "hp_port")
+# A value board.tcl sets: one Tcl word, nothing for Tcl to substitute.
+_TCL_WORD = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
 
 @dataclass(frozen=True)
@@ -60,11 +76,6 @@ class Board:
     resources: dict
     budget: dict
     ps: dict
-
-    @property
-    def overlay_tcl(self) -> Path:
-        """Return the path of the board's Vivado batch script."""
-        return self.folder / OVERLAY_TCL
 
 
 def board_names() -> list[str]:
@@ -114,6 +125,7 @@ def load_board(name_or_folder: str | Path) -> Board:
         value = fields["budget"].get(key)
         if not isinstance(value, (int, float)) or not 0 < value <= 1:
             raise StepvitError(f"{path}: budget.{key}: expected a number in (0, 1]")
+    _check_tcl_values(path, fields)
     return Board(
         name=str(fields["name"]),
         folder=folder,
@@ -125,3 +137,52 @@ def load_board(name_or_folder: str | Path) -> Board:
         budget=dict(fields["budget"]),
         ps=dict(fields["ps"]),
     )
+
+
+def _check_tcl_values(path: Path, fields: dict) -> None:
+    """Refuse the values board.tcl sets unless each is one plain Tcl word."""
+    if not isinstance(fields["dma_width"], int) or fields["dma_width"] <= 0:
+        raise StepvitError(f"{path}: dma_width: expected a positive integer")
+    if not isinstance(fields["ps"], dict):
+        raise StepvitError(f"{path}: ps: expected a mapping")
+    for key in _PS_KEYS:
+        if key not in fields["ps"]:
+            raise StepvitError(f"{path}: missing field 'ps.{key}'")
+    if fields["ps"]["ip"] not in _PS_IPS:
+        raise StepvitError(f"{path}: ps.ip: expected one of {_PS_IPS}, got {fields['ps']['ip']!r}")
+    for key, value in [("part", fields["part"]),
+                       *((f"ps.{key}", fields["ps"][key]) for key in _PS_KEYS)]:
+        if not _TCL_WORD.match(str(value)):
+            raise StepvitError(f"{path}: {key}: {value!r} is not a part or port name")
+
+
+def board_tcl(board: Board) -> str:
+    """Return ``board.tcl``: the board's values as the overlay flow reads them."""
+    values = {
+        "board_name": board.name,
+        "part": board.part,
+        "board_part": board.ps["board_part"],
+        "ps_ip": board.ps["ip"],
+        "gp_port": board.ps["gp_port"],
+        "hp_port": board.ps["hp_port"],
+        "clock_mhz": f"{board.clock_mhz:g}",
+        "dma_width": board.dma_width,
+    }
+    lines = [f"# The values of the {board.name} board.yaml for {OVERLAY_TCL}, written by "
+             f"`stepvit overlay`:", "# change board.yaml and lay the folder out again."]
+    return "\n".join([*lines, *(f"set {name} {value}" for name, value in values.items())]) + "\n"
+
+
+def lay_out_tcl(board: Board, folder: Path) -> list[str]:
+    """Put the overlay's Tcl in ``folder``: the flow, ``board.tcl`` and ``board.yaml``.
+
+    Returns
+    -------
+    list of str
+        The file names written.
+    """
+    for name in (OVERLAY_TCL, FLOW_TCL):
+        shutil.copy2(BOARDS_DIR / "common" / name, folder / name)
+    (folder / BOARD_TCL).write_text(board_tcl(board))
+    shutil.copy2(board.folder / "board.yaml", folder / "board.yaml")
+    return [OVERLAY_TCL, BOARD_TCL, FLOW_TCL, "board.yaml"]

@@ -17,8 +17,8 @@ from stepvit.model.export.options import (
     input_folder,
     output_folder,
 )
-
-DEFAULT_LANES = 8
+from stepvit.rtl.boards import DEFAULT_BOARD
+from stepvit.rtl.build_folder import DEFAULT_LANES, add_lanes_argument, check_lanes
 
 
 def rtl_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,9 +26,8 @@ def rtl_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("export", help="export directory (manifest.yaml + weights.npz)")
     add_build_argument(parser, "build folder for stepvit_accel.v and report.json",
                        required=True, old_spellings=("--out",))
-    parser.add_argument("--lanes", type=int, default=None,
-                        help=f"parallel accumulator lanes, up to the widest output row "
-                             f"(default: chosen for --board, else {DEFAULT_LANES})")
+    add_lanes_argument(parser, f"chosen for --board, else {DEFAULT_LANES}",
+                       what="parallel accumulator lanes, up to the widest output row")
     parser.add_argument("--board", default=None,
                         help="pick the lanes of the fastest design whose estimated resources "
                              "fit this board's budget (pynq-z2, kv260, zcu104 or a board "
@@ -36,10 +35,10 @@ def rtl_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def rtl(args: argparse.Namespace) -> int:
-    """Generate ``stepvit_accel.v`` and ``report.json`` for an export."""
-    if args.lanes is not None and args.lanes < 1:
-        raise StepvitError(f"--lanes must be at least 1, got {args.lanes}")
+    """Generate ``stepvit_accel.v`` and ``report.json`` for an export; record its design."""
+    check_lanes(args.lanes)
     from stepvit.model.export import load_export
+    from stepvit.rtl.build_folder import record_design
     from stepvit.rtl.generate import VERILOG_FILE, generate
 
     export = load_export(args.export)
@@ -58,6 +57,7 @@ def rtl(args: argparse.Namespace) -> int:
         chosen = {"board": board["name"], "fastest_fitting_lanes": best,
                   "estimate": estimate(export, lanes, board).as_dict()}
     report = generate(export, build, lanes=lanes)
+    record_design(build, export, lanes, None if chosen is None else chosen["board"])
     summary = {key: report[key] for key in
                ("name", "config_hash", "lanes", "image_words", "packet_words", "memory_bits")}
     if chosen is not None:
@@ -69,8 +69,9 @@ def rtl(args: argparse.Namespace) -> int:
 def synth_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``stepvit synth``."""
     parser.add_argument("build", metavar="BUILD", help="build folder written by `stepvit rtl`")
-    parser.add_argument("--board", default="pynq-z2",
-                        help="pynq-z2, kv260, zcu104 or a board folder (default pynq-z2)")
+    parser.add_argument("--board", default=None,
+                        help=f"pynq-z2, kv260, zcu104 or a board folder (default: the one the "
+                             f"design was sized for, else {DEFAULT_BOARD})")
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="longest Yosys may run, in seconds (default 3600)")
     add_progress_argument(parser)
@@ -78,13 +79,15 @@ def synth_arguments(parser: argparse.ArgumentParser) -> None:
 
 def synth(args: argparse.Namespace) -> int:
     """Run Yosys on a generated design and print its resources against the board."""
+    from stepvit.rtl.build_folder import board_for
     from stepvit.rtl.synth import format_table, synthesize
 
     input_folder(args.build, "BUILD")
+    board = board_for(args.board, args.build)
     if not args.no_progress:
-        print(f"synth: Yosys on {args.build} for {args.board} (minutes for a large design)",
+        print(f"synth: Yosys on {args.build} for {board} (minutes for a large design)",
               file=sys.stderr, flush=True)
-    report = synthesize(args.build, args.board, timeout_s=args.timeout)
+    report = synthesize(args.build, board, timeout_s=args.timeout)
     print(format_table(report))
     print(f"report: {args.build}/synth_{report['board']}.json")
     return 0

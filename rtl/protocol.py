@@ -5,7 +5,8 @@ host and its board (``host/``):
 
 - the AXI4-Lite register map (:data:`REGISTERS`, :func:`offset`) and the encoding of the
   time-step masks in the ``MASK<i>`` registers (:func:`mask_register_values`);
-- the input frame: four pixels per little-endian 32-bit word (:func:`pack_images`);
+- the input frame: four pixels per little-endian 32-bit word (:func:`pack_images`, of a
+  batch :func:`check_images` accepts);
 - the result packet: ``K`` logits, the class (:data:`ERROR_CLASS` for a dropped frame),
   the cycles and one spike count per LIF layer (:func:`pack_results`,
   :func:`unpack_results`, :func:`packet_mismatches`).
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from stepvit.model.export import Export
+from stepvit.model.export.errors import StepvitError
 
 #: Value of the ``ID`` register: ASCII ``SVIT``.
 ACCEL_ID = 0x53564954
@@ -120,6 +122,27 @@ def packet_words(num_classes: int, layers: int) -> int:
 def result_words(export: Export) -> int:
     """Return the words of ``export``'s result packet: ``K + 2 + 7L + 2``."""
     return packet_words(export.arch["num_classes"], len(export.layer_names()))
+
+
+def check_images(images: object, image_shape: Sequence[int]) -> np.ndarray:
+    """Return ``images`` if it is a ``uint8`` batch ``[B, C, H, W]`` of ``image_shape``.
+
+    Raises
+    ------
+    StepvitError
+        If it is not a numpy array, not ``uint8``, not of the image shape, or empty.
+    """
+    expected = tuple(int(size) for size in image_shape)
+    if not isinstance(images, np.ndarray):
+        raise StepvitError(f"images: expected a numpy uint8 array, got {type(images).__name__}")
+    if images.dtype != np.uint8:
+        raise StepvitError(f"images: expected dtype uint8, got {images.dtype}")
+    if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+        wanted = "[B, " + ", ".join(str(size) for size in expected) + "]"
+        raise StepvitError(f"images: expected shape {wanted}, got {list(images.shape)}")
+    if images.shape[0] == 0:
+        raise StepvitError("images: the batch is empty")
+    return images
 
 
 def pack_images(images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -27,17 +27,6 @@ from typing import Any
 
 from stepvit.model.export.errors import StepvitError
 
-#: Board parameters used when ``boards/<name>/board.yaml`` is missing (docs/architecture.md).
-BUILT_IN_BOARDS: dict[str, dict[str, Any]] = {
-    "pynq-z2": {"part": "xc7z020clg400-1", "family": "xc7",
-                "resources": {"lut": 53_200, "ff": 106_400, "bram36": 140, "dsp": 220}},
-    "kv260": {"part": "xck26-sfvc784-2LV-c", "family": "xcup",
-              "resources": {"lut": 117_120, "ff": 234_240, "bram36": 144, "dsp": 1_248}},
-    "zcu104": {"part": "xczu7ev-ffvc1156-2-e", "family": "xcup",
-               "resources": {"lut": 230_400, "ff": 460_800, "bram36": 312, "dsp": 1_728}},
-}
-DEFAULT_BUDGET = {"lut_fraction": 0.7, "bram_fraction": 0.8}
-
 #: LUTs that one distributed-RAM or shift-register cell occupies (UG474, UG574).
 LUTRAM_LUTS = {
     "RAM32X1S": 1, "RAM32X1D": 2, "RAM32M": 4, "RAM32M16": 8, "RAM64X1S": 1, "RAM64X1D": 2,
@@ -53,20 +42,15 @@ MULTIPLIER_CELLS = ("$mul", "$macc", "$alumacc", "$__soft_mul", "$__mul")
 
 
 def board_parameters(name: str) -> dict[str, Any]:
-    """Return ``part``, ``family``, ``resources`` and ``budget`` of the board ``name``.
+    """Return ``name``, ``part``, ``family``, ``resources`` and ``budget`` of a board.
 
-    Reads ``boards/<name>/board.yaml`` when there is one, else the built-in table.
+    ``name`` is a board of ``boards/`` or a board folder; its ``board.yaml`` gives them.
     """
-    from stepvit.rtl.boards import BOARDS_DIR, load_board
+    from stepvit.rtl.boards import load_board
 
-    if (BOARDS_DIR / name / "board.yaml").is_file() or Path(name, "board.yaml").is_file():
-        board = load_board(name)
-        return {"name": board.name, "part": board.part, "family": board.family,
-                "resources": dict(board.resources), "budget": dict(board.budget)}
-    if name not in BUILT_IN_BOARDS:
-        known = ", ".join(sorted(BUILT_IN_BOARDS))
-        raise StepvitError(f"unknown board {name!r} (known: {known})")
-    return {"name": name, **BUILT_IN_BOARDS[name], "budget": dict(DEFAULT_BUDGET)}
+    board = load_board(name)
+    return {"name": board.name, "part": board.part, "family": board.family,
+            "resources": dict(board.resources), "budget": dict(board.budget)}
 
 
 def count_resources(cells: dict[str, int]) -> dict[str, float]:
@@ -226,7 +210,13 @@ def synthesize(build_dir: str | Path, board_name: str, *, timeout_s: float = 360
         ``pynq-z2``, ``kv260``, ``zcu104`` or a board folder.
     timeout_s : float
         Longest Yosys may run.
+
+    Raises
+    ------
+    StepvitError
+        If the folder has no Verilog or no design record (``stepvit rtl`` writes both).
     """
+    from stepvit.rtl.build_folder import read_design
     from stepvit.rtl.generate import REPORT_FILE, RTLIL_FILE, VERILOG_FILE
     from stepvit.rtl.top import TOP_NAME
 
@@ -235,6 +225,7 @@ def synthesize(build_dir: str | Path, board_name: str, *, timeout_s: float = 360
     if not verilog.is_file():
         raise StepvitError(f"{verilog} not found: run `stepvit rtl EXPORT --build {build_dir}` "
                            f"first")
+    recorded = read_design(build_dir)
     # The RTLIL that the Verilog was written from, when it is newer: the same design.
     rtlil = build_dir / RTLIL_FILE
     newer = rtlil.is_file() and rtlil.stat().st_mtime >= verilog.stat().st_mtime
@@ -249,7 +240,8 @@ def synthesize(build_dir: str | Path, board_name: str, *, timeout_s: float = 360
         "board": board["name"],
         "part": board["part"],
         "family": board["family"],
-        "design": {key: design.get(key) for key in ("name", "config_hash", "lanes")},
+        "design": {"name": design.get("name"), "config_hash": recorded["config_hash"],
+                   "lanes": recorded["lanes"]},
         "synthesized": design_file.name,
         "used": used,
         "multiplier_cells": multipliers["variable"],

@@ -24,6 +24,7 @@ import numpy as np
 
 from stepvit.model.export import Export
 from stepvit.model.export.errors import StepvitError
+from stepvit.rtl.build_folder import design_of
 from stepvit.rtl.protocol import (
     mask_register_values,
     pack_images,
@@ -38,26 +39,15 @@ SOURCE_STAMP = "source.json"
 GOLDEN_BATCH = 500
 
 
-def generator_fingerprint() -> str:
-    """Return a hash of the generator's sources (``rtl/*.py``): new code, new Verilog."""
-    digest = hashlib.sha256()
-    for path in sorted((Path(__file__).parent.parent / "rtl").glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def generated_verilog(export: Export, folder: str | Path, *, lanes: int) -> Path:
     """Return ``folder/stepvit_accel.v`` for ``export`` at ``lanes``, generating it if stale."""
     from stepvit.rtl.generate import VERILOG_FILE, generate
 
     folder = Path(folder)
     source = {
-        "weights_sha256": export.manifest.get("weights_sha256"),
-        "config_hash": f"{export.config_hash:08x}",
+        **design_of(export, lanes),
         "manifest": hashlib.sha256(json.dumps(export.manifest, sort_keys=True,
                                               default=str).encode()).hexdigest(),
-        "lanes": lanes,
-        "generator": generator_fingerprint(),
     }
     stamp = folder / SOURCE_STAMP
     verilog = folder / VERILOG_FILE

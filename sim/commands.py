@@ -20,6 +20,7 @@ from stepvit.model.export.options import (
     image_count,
     output_folder,
 )
+from stepvit.rtl.build_folder import add_lanes_argument, build_design, check_lanes
 
 #: The report's file name in the ``--out`` folder.
 SIM_REPORT = "sim.json"
@@ -45,11 +46,11 @@ def sim_arguments(parser: argparse.ArgumentParser) -> None:
                              "the first budget")
     parser.add_argument("--trace-image", type=int, default=0,
                         help="the image --trace records (default 0)")
-    parser.add_argument("--lanes", type=int, default=8,
-                        help="parallel accumulator lanes (default 8)")
+    add_lanes_argument(parser)
     parser.add_argument("--backpressure", action="store_true",
                         help="random pauses on both streams (results must not change)")
-    add_build_argument(parser, "build folder (default build/sim/<config hash>-lanes<P>)")
+    add_build_argument(parser, "build folder: the design `stepvit rtl` recorded there, or a "
+                               "new one (default build/sim/<config hash>-lanes<P>)")
     parser.add_argument("--data-dir", type=Path, default=Path("data"),
                         help="folder of the CIFAR data sets (default data; unused for digits)")
     parser.add_argument("--out", type=Path, default=None,
@@ -148,8 +149,7 @@ def sim(args: argparse.Namespace) -> int:
     """Simulate the Verilog on test images against the golden model; non-zero on mismatch."""
     if args.images is not None and args.images < 1:
         raise StepvitError(f"--images must be at least 1, got {args.images}")
-    if args.lanes < 1:
-        raise StepvitError(f"--lanes must be at least 1, got {args.lanes}")
+    check_lanes(args.lanes)
     if args.jobs < 1:
         raise StepvitError(f"--jobs must be at least 1, got {args.jobs}")
     if args.simulator == "icarus" and (args.jobs > 1 or args.trace is not None):
@@ -168,18 +168,18 @@ def sim(args: argparse.Namespace) -> int:
     images, source = load_test_images(export, args.images, args.data_dir)
     if args.trace is not None and not 0 <= args.trace_image < len(images):
         raise StepvitError(f"--trace-image {args.trace_image} is outside 0..{len(images) - 1}")
+    build, lanes = build_design(export, args.lanes, args.build)
     extra: dict[str, Any] = {"simulator": args.simulator}
     if args.simulator == "verilator":
         from stepvit.sim import bulk
 
-        simulation: Any = bulk.VerilatorSimulation(
-            export, args.build or default_build_dir(export, args.lanes), lanes=args.lanes,
-            trace=args.trace is not None)
+        simulation: Any = bulk.VerilatorSimulation(export, build, lanes=lanes,
+                                                   trace=args.trace is not None)
         extra.update(jobs=args.jobs, verilator_build_s=simulation.library.build_seconds,
                      verilator_build_reused=simulation.library.reused)
         check = partial(bulk.check_budget, jobs=args.jobs)
     else:
-        simulation = simulation_for(export, lanes=args.lanes, build_dir=args.build)
+        simulation = simulation_for(export, lanes=lanes, build_dir=build)
         check = partial(check_budget, backpressure=args.backpressure)
     runs = [check(simulation, images, budget)
             for budget in progress_bar(budgets, desc="budgets", unit="budget", leave=False,
@@ -190,7 +190,7 @@ def sim(args: argparse.Namespace) -> int:
     report = {
         "export": str(export.path),
         "config_hash": f"{export.config_hash:08x}",
-        "lanes": args.lanes,
+        "lanes": lanes,
         "images": len(images),
         "image_source": source,
         **extra,
@@ -206,7 +206,3 @@ def sim(args: argparse.Namespace) -> int:
     print(text)
     return 1 if report["mismatches"] else 0
 
-
-def default_build_dir(export: Any, lanes: int) -> Path:
-    """Return the default build folder of a design: ``build/sim/<config hash>-lanes<P>``."""
-    return Path("build") / "sim" / f"{export.config_hash:08x}-lanes{lanes}"

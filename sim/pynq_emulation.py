@@ -33,6 +33,7 @@ from unittest import mock
 import numpy as np
 
 from stepvit.model.export import Export
+from stepvit.rtl.build_folder import DEFAULT_LANES
 from stepvit.sim.verilator import VerilatedAccel, build_library
 
 #: Block-design names of the overlay Tcl (``host/backend_pynq.py`` reads the same names).
@@ -251,7 +252,7 @@ def emulated_pynq_module(build_dir: str | Path, *, tlast: bool = True) -> types.
     return module
 
 
-def emulated_overlay(export: Export, folder: str | Path, *, lanes: int = 8) -> Path:
+def emulated_overlay(export: Export, folder: str | Path, *, lanes: int = DEFAULT_LANES) -> Path:
     """Write an overlay folder for ``export``: its Verilog and stand-in ``.bit``/``.hwh``."""
     from stepvit.sim.bulk import generated_verilog
 

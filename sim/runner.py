@@ -21,13 +21,16 @@ import numpy as np
 
 from stepvit.model.export import Export, load_export
 from stepvit.model.export.errors import StepvitError
+from stepvit.rtl.build_folder import build_design
 from stepvit.rtl.protocol import (
     ACCEL_ID,
+    check_images,
     expected_packet,
     mask_register_values,
     pack_images,
     parse_packet,
 )
+from stepvit.sim.commands import SIMULATORS
 from stepvit.sim.tb_accel import CONFIG_VARIABLE
 
 #: The cocotb test module and its tests.
@@ -35,8 +38,6 @@ TESTBENCH = "stepvit.sim.tb_accel"
 TESTS = ("stream_images", "register_file", "frame_errors", "dropped_frames_between_good_ones",
          "batches", "reset_mid_image")
 TIMESCALE = ("1ns", "1ps")
-#: The simulators the cocotb testbench runs on (Icarus is the cross-check of Verilator).
-SIMULATORS = ("icarus", "verilator")
 #: Verilator options for the cocotb build (the generated Verilog trips style lints only).
 VERILATOR_BUILD_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style"]
 
@@ -256,11 +257,14 @@ _SIMULATIONS: dict[tuple, Simulation] = {}
 
 
 def simulation_for(
-    export: Export, *, lanes: int, build_dir: str | Path | None = None
+    export: Export, *, lanes: int | None = None, build_dir: str | Path | None = None
 ) -> Simulation:
-    """Return a built :class:`Simulation` of ``export``, reusing one built in this process."""
-    if build_dir is None:
-        build_dir = Path("build") / "sim" / f"{export.config_hash:08x}-lanes{lanes}"
+    """Return a built :class:`Simulation` of ``export``, reusing one built in this process.
+
+    ``build_dir`` and ``lanes`` name the design as :func:`stepvit.rtl.build_folder.build_design`
+    reads them: the folder's recorded design, or a new one.
+    """
+    build_dir, lanes = build_design(export, lanes, build_dir)
     key = (str(Path(export.path).resolve()), export.manifest["weights_sha256"], lanes,
            str(Path(build_dir).resolve()))
     if key not in _SIMULATIONS:
@@ -296,26 +300,12 @@ def stream_cycles_of(packets: list[dict[str, Any]]) -> int:
     return int(packets[-1]["offered_cycle"]) - int(packets[0]["first_word_cycle"])
 
 
-def check_images(images: Any, export: Export) -> np.ndarray:
-    """Return ``images`` as uint8 ``[B, C, H, W]`` of the export's shape, or refuse them."""
-    array = np.asarray(images)
-    shape = tuple(export.arch["image_shape"])
-    if array.dtype != np.uint8:
-        raise StepvitError(f"images must be uint8, got {array.dtype}")
-    if array.ndim != 4 or array.shape[1:] != shape:
-        raise StepvitError(f"images must have shape [B, {', '.join(map(str, shape))}], "
-                           f"got {list(array.shape)}")
-    if len(array) == 0:
-        raise StepvitError("no images to simulate")
-    return array
-
-
 def simulate(
     export_dir: str | Path | Export,
     images_uint8: np.ndarray,
     *,
     budget: int | None = None,
-    lanes: int = 8,
+    lanes: int | None = None,
     build_dir: str | Path | None = None,
     backpressure: bool = False,
 ) -> list[dict[str, Any]]:
@@ -329,8 +319,9 @@ def simulate(
         ``uint8 [B, C, H, W]``.
     budget : int, optional
         Time-step budget written to the mask registers (SPEC.md section 3).
-    lanes : int
-        Parallel accumulator lanes of the design.
+    lanes : int, optional
+        Parallel accumulator lanes of the design: the build folder's, else
+        :data:`~stepvit.rtl.build_folder.DEFAULT_LANES`; another than the folder's is refused.
     build_dir : str or Path, optional
         Build folder; ``build/sim/<config hash>-lanes<P>`` if omitted.
     backpressure : bool
@@ -344,7 +335,7 @@ def simulate(
         :func:`stream_cycles_of`).
     """
     export = export_dir if isinstance(export_dir, Export) else load_export(export_dir)
-    images = check_images(images_uint8, export)
+    images = check_images(images_uint8, export.arch["image_shape"])
     simulation = simulation_for(export, lanes=lanes, build_dir=build_dir)
     mask_rows = None if budget is None else export.budget_mask(budget)
     config = simulation.config(images, mask_rows=mask_rows, backpressure=backpressure)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stepvit.model.export.errors import StepvitError
+from stepvit.rtl.build_folder import DEFAULT_LANES
 
 
 def compare(export_dir: str | Path, *, images: int, budget: int, lanes: int,
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=8, help="test images (default 8)")
     parser.add_argument("--budget", type=int, default=None,
                         help="time-step budget (default t_max, the trained mask)")
-    parser.add_argument("--lanes", type=int, default=8, help="lanes (default 8)")
+    parser.add_argument("--lanes", type=int, default=DEFAULT_LANES,
+                        help=f"lanes (default {DEFAULT_LANES})")
     parser.add_argument("--build", type=Path, default=Path("build") / "speed",
                         help="build folder (default build/speed)")
     args = parser.parse_args(argv)

@@ -3,8 +3,8 @@
 # reference on an AXI-Lite general-purpose port; then synthesis, implementation, bitstream,
 # and stepvit.bit + stepvit.hwh side by side (PYNQ's Overlay needs both, named alike).
 #
-# A board's build_overlay.tcl sets these variables, then sources this file:
-#   script_dir part board_part ps_kind (zynq7 | zynqmp) clock_mhz dma_width
+# build_overlay.tcl sets script_dir, sources board.tcl (written from the board's board.yaml:
+# part board_part ps_ip gp_port hp_port clock_mhz dma_width), then this file.
 # Arguments: [VERILOG [OUT_DIR]], by default stepvit_accel.v in script_dir and script_dir.
 # Cell names are the host driver's (host/backend_pynq.py): axi_dma_0, stepvit_accel_0.
 
@@ -84,8 +84,10 @@ update_compile_order -fileset sources_1
 create_bd_design stepvit
 
 # The processing system: fabric clock, a GP master for AXI-Lite, an HP slave for the DMA.
-if {$ps_kind eq "zynq7"} {
-    set ps [create_bd_cell -type ip -vlnv [latest_ip processing_system7] processing_system7_0]
+set ps [create_bd_cell -type ip -vlnv [latest_ip $ps_ip] ${ps_ip}_0]
+set gp_master $ps/$gp_port
+set hp_slave $ps/$hp_port
+if {$ps_ip eq "processing_system7"} {
     apply_bd_automation -rule xilinx.com:bd_rule:processing_system7 \
         -config [list make_external "FIXED_IO, DDR" apply_board_preset $have_board \
                      Master Disable Slave Disable] $ps
@@ -94,13 +96,10 @@ if {$ps_kind eq "zynq7"} {
         CONFIG.PCW_USE_S_AXI_HP0 {1} \
         CONFIG.PCW_S_AXI_HP0_DATA_WIDTH $dma_width \
         CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ $clock_mhz] $ps
-    set gp_master $ps/M_AXI_GP0
-    set hp_slave $ps/S_AXI_HP0
     set fabric_clock $ps/FCLK_CLK0
     set fabric_reset $ps/FCLK_RESET0_N
     set port_clocks [list $ps/M_AXI_GP0_ACLK $ps/S_AXI_HP0_ACLK]
-} elseif {$ps_kind eq "zynqmp"} {
-    set ps [create_bd_cell -type ip -vlnv [latest_ip zynq_ultra_ps_e] zynq_ultra_ps_e_0]
+} elseif {$ps_ip eq "zynq_ultra_ps_e"} {
     if {$have_board} {
         apply_bd_automation -rule xilinx.com:bd_rule:zynq_ultra_ps_e \
             -config {apply_board_preset "1"} $ps
@@ -112,13 +111,11 @@ if {$ps_kind eq "zynq7"} {
         CONFIG.PSU__USE__S_AXI_GP2 {1} \
         CONFIG.PSU__SAXIGP2__DATA_WIDTH $dma_width \
         CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ $clock_mhz] $ps
-    set gp_master $ps/M_AXI_HPM0_FPD
-    set hp_slave $ps/S_AXI_HP0_FPD
     set fabric_clock $ps/pl_clk0
     set fabric_reset $ps/pl_resetn0
     set port_clocks [list $ps/maxihpm0_fpd_aclk $ps/saxihp0_fpd_aclk]
 } else {
-    stepvit_fail "ps_kind must be zynq7 or zynqmp, not $ps_kind"
+    stepvit_fail "ps_ip must be processing_system7 or zynq_ultra_ps_e, not $ps_ip"
 }
 
 # One reset synchroniser for the fabric clock; every AXI block takes its peripheral reset.

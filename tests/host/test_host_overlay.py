@@ -20,8 +20,10 @@ import yaml
 
 from stepvit.host.backend_pynq import ACCEL_NAME, DMA_NAME
 from stepvit.host.cli import main
+from stepvit.model.export import load_export
 from stepvit.model.export.errors import StepvitError
-from stepvit.rtl.boards import BOARDS_DIR, board_names, load_board
+from stepvit.rtl.boards import BOARDS_DIR, Board, board_names, board_tcl, lay_out_tcl, load_board
+from stepvit.rtl.build_folder import record_design
 
 BOARDS = ["kv260", "pynq-z2", "zcu104"]
 
@@ -82,21 +84,23 @@ def tcl_ports() -> list[str]:
 
 
 def tcl_setting(board: str, name: str) -> str:
-    text = (BOARDS_DIR / board / "build_overlay.tcl").read_text()
+    text = board_tcl(load_board(board))
     return re.search(rf"^set {name} (\S+)$", text, re.M).group(1)
 
 
-def run_stubbed(tmp_path: Path, board: str, verilog: Path, *, wns: str = "0.512",
+def run_stubbed(tmp_path: Path, board: str | Board, verilog: Path, *, wns: str = "0.512",
                 whs: str = "0.031") -> tuple[subprocess.CompletedProcess, str, Path]:
-    """Run a board's Tcl under tclsh with Vivado stubbed; ``impl_1`` reports ``wns``/``whs``."""
+    """Run the Tcl laid out for a board under tclsh with Vivado stubbed; ``impl_1`` reports
+    ``wns``/``whs``."""
     tclsh = shutil.which("tclsh")
     if tclsh is None:
         pytest.fail("tclsh is not installed: `make tools` installs it (Debian package tcl)")
-    out, log = tmp_path / "overlay", tmp_path / "vivado.log"
+    out, log, scripts = tmp_path / "overlay", tmp_path / "vivado.log", tmp_path / "tcl"
+    scripts.mkdir(exist_ok=True)
+    lay_out_tcl(board if isinstance(board, Board) else load_board(board), scripts)
     stub = tmp_path / "stub.tcl"
     stub.write_text(VIVADO_STUB % {"log": log, "verilog": verilog, "out": out, "wns": wns,
-                                   "whs": whs,
-                                   "script": BOARDS_DIR / board / "build_overlay.tcl"})
+                                   "whs": whs, "script": scripts / "build_overlay.tcl"})
     process = subprocess.run([tclsh, str(stub)], capture_output=True, text=True, timeout=60)
     return process, log.read_text() if log.exists() else "", out
 
@@ -144,16 +148,69 @@ def test_board_tcl_settings_are_those_of_board_yaml(board: str):
     assert tcl_setting(board, "board_part") == described.ps["board_part"]
     assert float(tcl_setting(board, "clock_mhz")) == described.clock_mhz
     assert int(tcl_setting(board, "dma_width")) == described.dma_width
-    expected_kind = "zynq7" if described.ps["ip"] == "processing_system7" else "zynqmp"
-    assert tcl_setting(board, "ps_kind") == expected_kind
+    assert tcl_setting(board, "ps_ip") == described.ps["ip"]
+    assert tcl_setting(board, "gp_port") == described.ps["gp_port"]
+    assert tcl_setting(board, "hp_port") == described.ps["hp_port"]
+
+
+def changed_board(tmp_path: Path, **changes: object) -> Board:
+    """Return a copy of the pynq-z2 with ``changes`` to its board.yaml (``ps`` merged)."""
+    fields = yaml.safe_load((BOARDS_DIR / "pynq-z2" / "board.yaml").read_text())
+    fields.update({key: value for key, value in changes.items() if key != "ps"})
+    fields["ps"].update(changes.get("ps", {}))
+    folder = tmp_path / "my-board"
+    folder.mkdir()
+    (folder / "board.yaml").write_text(yaml.safe_dump(fields))
+    return load_board(folder)
+
+
+def test_the_tcl_takes_every_board_value_from_board_yaml(tmp_path: Path, overlay_dir: Path):
+    board = changed_board(tmp_path, part="xc7z010clg400-1", clock_mhz=125, dma_width=32,
+                          ps={"board_part": "example.com:other:part0:2.0",
+                              "gp_port": "M_AXI_GP1", "hp_port": "S_AXI_HP2"})
+    process, log, _ = run_stubbed(tmp_path, board, overlay_dir / "stepvit_accel.v")
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert re.search(r"^create_project stepvit_overlay \S+ -part xc7z010clg400-1 -force$", log,
+                     re.M)
+    assert "board files for example.com:other:part0:2.0 are not installed" in process.stdout
+    assert "CONFIG.PCW_S_AXI_HP0_DATA_WIDTH 32" in log
+    assert "CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ 125" in log
+    assert "CONFIG.c_m_axi_mm2s_data_width 32" in log
+    assert "Master /processing_system7_0/M_AXI_GP1" in log
+    assert "Slave /processing_system7_0/S_AXI_HP2" in log
+    assert "at 125 MHz" in process.stdout
+
+
+def test_the_tcl_refuses_a_folder_without_board_tcl(tmp_path: Path, overlay_dir: Path):
+    run_stubbed(tmp_path, "pynq-z2", overlay_dir / "stepvit_accel.v")
+    (tmp_path / "tcl" / "board.tcl").unlink()
+    process = subprocess.run([shutil.which("tclsh"), str(tmp_path / "stub.tcl")],
+                             capture_output=True, text=True, timeout=60)
+    assert process.returncode == 1
+    assert "board.tcl not found: lay the folder out with `stepvit overlay" in process.stdout
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("part", "xc7z020 clg400", "part: 'xc7z020 clg400' is not a part or port name"),
+    ("ps", {"ip": "microblaze"}, "ps.ip: expected one of"),
+    ("ps", {"hp_port": "S_AXI_HP0[1]"}, "ps.hp_port: 'S_AXI_HP0[1]' is not a part or port"),
+    ("dma_width", "64", "dma_width: expected a positive integer"),
+])
+def test_a_board_value_the_tcl_cannot_take_is_refused(tmp_path: Path, field: str,
+                                                       value: object, message: str):
+    with pytest.raises(StepvitError, match=re.escape(message)):
+        changed_board(tmp_path, **{field: value})
 
 
 def test_overlay_command_lays_out_the_vivado_folder(overlay_dir: Path, export_dir: Path):
-    for name in ("stepvit_accel.v", "build_overlay.tcl", "stepvit_overlay.tcl", "board.yaml",
-                 "overlay.json"):
+    for name in ("stepvit_accel.v", "build_overlay.tcl", "board.tcl", "stepvit_overlay.tcl",
+                 "board.yaml", "design.json", "overlay.json"):
         assert (overlay_dir / name).is_file(), name
     info = yaml.safe_load((overlay_dir / "overlay.json").read_text())
     assert info["part"] == "xc7z020clg400-1" and info["lanes"] == 2
+    design = yaml.safe_load((overlay_dir / "design.json").read_text())
+    assert (design["lanes"], design["board"]) == (2, "pynq-z2")
+    assert (overlay_dir / "board.tcl").read_text() == board_tcl(load_board("pynq-z2"))
 
 
 def test_tcl_expects_exactly_the_ports_the_generator_emits(overlay_dir: Path):
@@ -274,3 +331,35 @@ def test_overlay_command_refuses_an_unknown_board(export_dir: Path, tmp_path: Pa
                                                   capsys: pytest.CaptureFixture):
     assert main(["overlay", str(export_dir), "--board", "nope", "--out", str(tmp_path)]) == 2
     assert "stepvit overlay: error: unknown board 'nope'" in capsys.readouterr().err
+
+
+def test_overlay_takes_the_design_of_a_build_folder(export_dir: Path, tmp_path: Path):
+    """`stepvit rtl --board B --build DIR` sized the design; the overlay of DIR is that one."""
+    build = record_design(tmp_path / "build", load_export(export_dir), 4, "kv260")
+    out = tmp_path / "overlay"
+    assert main(["overlay", str(export_dir), "--build", str(tmp_path / "build"), "--out",
+                 str(out)]) == 0
+    info = yaml.safe_load((out / "overlay.json").read_text())
+    assert (info["lanes"], info["board"]) == (4, "kv260") == (build["lanes"], build["board"])
+    assert "set board_name kv260\n" in (out / "board.tcl").read_text()
+    assert yaml.safe_load((out / "design.json").read_text()) == build
+
+
+def test_overlay_refuses_a_conflicting_lanes_or_a_folder_without_a_record(
+        export_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    export = load_export(export_dir)
+    record_design(tmp_path / "build", export, 4, "kv260")
+    out = str(tmp_path / "overlay")
+    assert main(["overlay", str(export_dir), "--build", str(tmp_path / "build"), "--lanes", "2",
+                 "--out", out]) == 2
+    assert capsys.readouterr().err == (
+        f"stepvit overlay: error: {tmp_path / 'build'} holds a 4-lane design of export "
+        f"{export.config_hash:08x}; --lanes 2 conflicts (drop --lanes or use another --build)\n")
+    (tmp_path / "old").mkdir()
+    assert main(["overlay", str(export_dir), "--build", str(tmp_path / "old"), "--out",
+                 out]) == 2
+    assert "holds no design.json" in capsys.readouterr().err
+    assert main(["overlay", str(export_dir), "--out", out]) == 2
+    assert capsys.readouterr().err == (
+        "stepvit overlay: error: overlay needs --board NAME (pynq-z2, kv260, ...) or a --build "
+        "folder whose design names its board\n")

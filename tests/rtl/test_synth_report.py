@@ -7,10 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from stepvit.host import cli
 from stepvit.model.export.errors import StepvitError
 from stepvit.rtl import synth
+from stepvit.rtl.boards import BOARDS_DIR
+from stepvit.rtl.build_folder import DESIGN_FILE
 from stepvit.rtl.synth import (
     board_parameters,
     count_resources,
@@ -67,17 +70,27 @@ def test_ultrascale_boards_use_the_xcup_family() -> None:
     assert board_parameters("zcu104")["family"] == "xcup"
 
 
-def test_built_in_table_when_a_board_folder_is_missing(monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("stepvit.rtl.boards.BOARDS_DIR", tmp_path)
-    board = board_parameters("pynq-z2")
-    assert board["part"] == "xc7z020clg400-1"
+def test_the_board_values_are_those_of_board_yaml(tmp_path: Path) -> None:
+    fields = yaml.safe_load((BOARDS_DIR / "pynq-z2" / "board.yaml").read_text())
+    fields["resources"]["lut"] = 17_600
+    (tmp_path / "board.yaml").write_text(yaml.safe_dump(fields))
+    board = board_parameters(str(tmp_path))
+    assert board["part"] == "xc7z020clg400-1" and board["resources"]["lut"] == 17_600
     assert board["budget"] == {"lut_fraction": 0.7, "bram_fraction": 0.8}
     with pytest.raises(StepvitError, match="unknown board 'nexys'"):
         board_parameters("nexys")
 
 
+def a_design(folder: Path, board: str | None = None) -> Path:
+    """Write a stand-in design record into ``folder`` (as `stepvit rtl` would)."""
+    (folder / DESIGN_FILE).write_text(json.dumps({"config_hash": "0badc0de", "lanes": 2,
+                                                  "board": board}))
+    return folder
+
+
 def test_missing_yosys_is_a_clear_error(monkeypatch, tmp_path: Path) -> None:
     (tmp_path / "stepvit_accel.v").write_text("module stepvit_accel(); endmodule\n")
+    a_design(tmp_path)
     monkeypatch.setattr(synth.shutil, "which", lambda name, path=None: None)
     with pytest.raises(StepvitError, match="yosys not found on PATH"):
         synthesize(tmp_path, "pynq-z2")
@@ -88,20 +101,42 @@ def test_missing_design_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert "stepvit_accel.v not found: run `stepvit rtl" in capsys.readouterr().err
 
 
+def test_a_folder_without_its_design_record_is_refused(tmp_path: Path, capsys) -> None:
+    """A build folder from before `stepvit rtl` recorded its design: no guessing its lanes."""
+    (tmp_path / "stepvit_accel.v").write_text("module stepvit_accel(); endmodule\n")
+    assert cli.main(["synth", str(tmp_path), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"stepvit synth: error: {tmp_path} holds no design.json (a build folder from before "
+        f"folders recorded their design, or not one): re-run `stepvit rtl EXPORT --build "
+        f"{tmp_path}`\n")
+
+
+def test_synth_takes_the_board_the_design_was_sized_for(tmp_path: Path, capsys,
+                                                        monkeypatch) -> None:
+    (tmp_path / "stepvit_accel.v").write_text("module stepvit_accel(); endmodule\n")
+    monkeypatch.setattr(synth.shutil, "which", lambda name, path=None: None)
+    assert cli.main(["synth", str(a_design(tmp_path, "kv260"))]) == 2
+    assert f"synth: Yosys on {tmp_path} for kv260 " in capsys.readouterr().err
+    assert cli.main(["synth", str(a_design(tmp_path)), "--board", "zcu104"]) == 2
+    assert f"synth: Yosys on {tmp_path} for zcu104 " in capsys.readouterr().err
+    assert cli.main(["synth", str(a_design(tmp_path))]) == 2
+    assert f"synth: Yosys on {tmp_path} for pynq-z2 " in capsys.readouterr().err
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("yosys") is None, reason="needs yosys")
 def test_yosys_report_of_a_tiny_design(tmp_path: Path, capsys, random_export) -> None:
     export = random_export(tmp_path / "export", seed=3)
     build = tmp_path / "build"
     assert cli.main(["rtl", str(export), "--out", str(build), "--lanes", "2"]) == 0
-    assert cli.main(["synth", str(build), "--board", "pynq-z2"]) == 0
+    assert cli.main(["synth", str(build)]) == 0
     out = capsys.readouterr().out
     assert "fits the budget: yes" in out
     report = json.loads((build / "synth_pynq-z2.json").read_text())
     assert report["used"]["lut"] > 0 and report["used"]["ff"] > 0
     assert report["multiplier_cells"] == 0 and report["used"]["dsp"] == 0
     assert report["multiplier_free"]
-    assert report["design"]["lanes"] == 2
+    assert report["design"]["lanes"] == 2 and report["board"] == "pynq-z2"
     assert report["synthesized"] == "stepvit_accel.il"
     timing = report["timing"]
     assert timing["path_ps"] > 0 and timing["logic_levels"] > 0
@@ -117,7 +152,7 @@ def test_a_multiplier_is_found(tmp_path: Path) -> None:
         "module stepvit_accel(input [7:0] a, input [7:0] b, input [3:0] i,\n"
         "                     output [15:0] y, output [7:0] z);\n"
         "  assign y = a * b;\n  assign z = i * 3;\nendmodule\n")
-    report = synthesize(tmp_path, "pynq-z2")
+    report = synthesize(a_design(tmp_path), "pynq-z2")
     assert report["synthesized"] == "stepvit_accel.v"
     assert report["multiplier_cells"] == 1 and report["constant_multiply_cells"] == 1
     assert not report["multiplier_free"]

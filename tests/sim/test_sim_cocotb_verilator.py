@@ -69,6 +69,6 @@ def test_a_wrong_register_expectation_fails(simulation: Simulation,
 
 
 def test_an_unknown_simulator_is_refused(export: Export, tmp_path: Path) -> None:
-    with pytest.raises(StepvitError, match=r"^simulator must be one of icarus, verilator, "
+    with pytest.raises(StepvitError, match=r"^simulator must be one of verilator, icarus, "
                                            r"got 'xcelium'$"):
         Simulation(export, tmp_path, lanes=2, simulator="xcelium")

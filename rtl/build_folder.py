@@ -1,0 +1,163 @@
+"""What a build folder holds: ``design.json``, the record of the design built in it.
+
+``stepvit rtl`` writes the record (the export's config hash and weights checksum, the
+lanes, the board the lanes were picked for, the generator's fingerprint); ``sim``,
+``bench``, ``synth`` and ``overlay`` read it when given ``--build DIR``, take the design
+from it, and refuse a conflicting ``--lanes`` or another export in one line. A folder that
+holds nothing yet becomes the design's; a folder with files but no record (written before
+folders recorded their design) is refused. The standard library and ``rtl/boards.py``
+only: a board's Python imports it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stepvit.model.export.errors import StepvitError
+from stepvit.rtl.boards import DEFAULT_BOARD
+
+if TYPE_CHECKING:
+    from stepvit.model.export import Export
+
+#: Accumulator lanes of a design when neither ``--lanes`` nor a build folder says.
+DEFAULT_LANES = 8
+#: The record's file name in a build folder.
+DESIGN_FILE = "design.json"
+#: Where a design is built when no ``--build`` is given (``sim``, ``bench``).
+SIM_BUILDS = Path("build") / "sim"
+
+
+def generator_fingerprint() -> str:
+    """Return a hash of the generator's sources (``rtl/*.py``): new code, new Verilog."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def default_build_dir(export: Export, lanes: int, under: Path = SIM_BUILDS) -> Path:
+    """Return the folder of a design by default: ``under/<config hash>-lanes<P>``."""
+    return under / f"{export.config_hash:08x}-lanes{lanes}"
+
+
+def check_lanes(lanes: int | None, option: str = "--lanes") -> None:
+    """Refuse a lane count below one (``None``, not given, passes)."""
+    if lanes is not None and lanes < 1:
+        raise StepvitError(f"{option} must be at least 1, got {lanes}")
+
+
+def add_lanes_argument(parser: argparse.ArgumentParser,
+                       default: str = f"the --build folder's design, else {DEFAULT_LANES}",
+                       what: str = "parallel accumulator lanes") -> None:
+    """Add ``--lanes P``; not given, it is ``None`` and ``default`` says what stands in."""
+    parser.add_argument("--lanes", type=int, default=None, metavar="P",
+                        help=f"{what} (default: {default})")
+
+
+def design_of(export: Export, lanes: int, board: str | None = None) -> dict[str, Any]:
+    """Return the record of ``export``'s design at ``lanes`` (``board``: what picked them)."""
+    return {
+        "config_hash": f"{export.config_hash:08x}",
+        "weights_sha256": export.manifest.get("weights_sha256"),
+        "lanes": lanes,
+        "board": board,
+        "generator": generator_fingerprint(),
+    }
+
+
+def record_design(folder: str | Path, export: Export, lanes: int,
+                  board: str | None = None) -> dict[str, Any]:
+    """Write ``folder/design.json`` for ``export`` at ``lanes``; return the record."""
+    design = design_of(export, lanes, board)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DESIGN_FILE).write_text(json.dumps(design, indent=2) + "\n")
+    return design
+
+
+def read_design(folder: str | Path) -> dict[str, Any]:
+    """Return the record of the design in ``folder``.
+
+    Raises
+    ------
+    StepvitError
+        If the folder has no record, or one that cannot be read.
+    """
+    path = Path(folder) / DESIGN_FILE
+    if not path.is_file():
+        raise StepvitError(f"{folder} holds no {DESIGN_FILE} (a build folder from before "
+                           f"folders recorded their design, or not one): re-run `stepvit rtl "
+                           f"EXPORT --build {folder}`")
+    try:
+        design = json.loads(path.read_text())
+        int(design["lanes"]), str(design["config_hash"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise StepvitError(f"{path}: not a design record ({error}): re-run `stepvit rtl "
+                           f"EXPORT --build {folder}`") from None
+    return design
+
+
+def board_for(board: str | None, folder: str | Path | None) -> str:
+    """Return ``board`` if given, else the board ``folder``'s design was sized for, if any."""
+    if board is not None:
+        return board
+    if folder is not None and (Path(folder) / DESIGN_FILE).is_file():
+        board = read_design(folder).get("board")
+    return board or DEFAULT_BOARD  # a design sized for no board: the default's clock
+
+
+def held_design(folder: str | Path, export: Export, lanes: int | None) -> dict[str, Any]:
+    """Return the record of the design in ``folder``, which must be ``export``'s at ``lanes``.
+
+    Raises
+    ------
+    StepvitError
+        One line: no record, or a ``--lanes`` (``None``: not given) or an export other than
+        the folder's.
+    """
+    design = read_design(folder)
+    held = f"{folder} holds a {design['lanes']}-lane design of export {design['config_hash']}"
+    mine = design_of(export, design["lanes"])
+    if (design["config_hash"], design.get("weights_sha256")) != (mine["config_hash"],
+                                                                 mine["weights_sha256"]):
+        weights = "" if design["config_hash"] != mine["config_hash"] else " with other weights"
+        raise StepvitError(f"{held}; {export.path} is export {mine['config_hash']}{weights} "
+                           f"(use another --build)")
+    if lanes is not None and lanes != design["lanes"]:
+        raise StepvitError(f"{held}; --lanes {lanes} conflicts (drop --lanes or use another "
+                           f"--build)")
+    return design
+
+
+def design_in(folder: str | Path, export: Export, lanes: int | None) -> dict[str, Any]:
+    """Return the design a command builds or runs in ``folder``, recording it if new.
+
+    A folder with a record gives the design (:func:`held_design`). A missing or empty
+    folder becomes the design of ``export`` at ``lanes`` (:data:`DEFAULT_LANES` if
+    ``None``); a folder with files but no record is refused.
+    """
+    folder = Path(folder)
+    check_lanes(lanes)
+    if not (folder / DESIGN_FILE).exists() and not (folder.is_dir() and any(folder.iterdir())):
+        return record_design(folder, export, lanes or DEFAULT_LANES)
+    return held_design(folder, export, lanes)
+
+
+def build_design(export: Export, lanes: int | None, build_dir: str | Path | None,
+                 under: Path = SIM_BUILDS) -> tuple[Path, int]:
+    """Return the build folder and the lanes of a run: ``build_dir``'s design, or the default.
+
+    Without ``build_dir`` the folder is :func:`default_build_dir` at ``lanes`` (or
+    :data:`DEFAULT_LANES`); its name says its design, so it is recorded as that.
+    """
+    if build_dir is None:
+        check_lanes(lanes)
+        lanes = lanes or DEFAULT_LANES
+        folder = default_build_dir(export, lanes, under)
+        record_design(folder, export, lanes)
+        return folder, lanes
+    return Path(build_dir), int(design_in(build_dir, export, lanes)["lanes"])
