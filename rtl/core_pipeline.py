@@ -1,18 +1,18 @@
-"""What the stages of the compute core share: the run, the walk, the prefetch and the events.
+"""What the stages of the compute core share: the run, the walk, the fetched word, the events.
 
-:class:`~stepvit.rtl.core.StepvitCore` builds each stage in a method of its own; these
-records carry the signals one stage drives and another reads, so that no stage reaches
-into another's locals.
+The event layout (and the parts of it each later stage keeps), the records of the signals
+the walk's methods in :class:`~stepvit.rtl.core.StepvitCore` drive and read, and the small
+helpers every stage uses to unpack and pack a word of lanes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Signal, Value
+from amaranth.hdl import Array, Cat, Const, Module, Signal, Value
 from amaranth.lib import data
 
-from stepvit.rtl.core_plan import CorePlan
+from stepvit.rtl.core_plan import CoreGeometry, CorePlan
 from stepvit.rtl.spike_walker import SpikeWalker
 
 #: Event fields the sum stage keeps from a chunk's last event.
@@ -20,6 +20,45 @@ SUM_FIELDS = ("chunk", "group_index", "first_step", "stream_zero", "word_address
               "stream_address", "theta_address")
 #: Event fields the fire stage keeps from the sum stage.
 FIRE_FIELDS = ("chunk", "group_index", "first_step", "word_address", "stream_address")
+
+
+def select(m: Module, words: list[Value], index: Value) -> Signal:
+    """Return ``words[index]`` as a multiplexer (a dynamic ``word_select`` is a ``$mul``)."""
+    selected = Signal(max(len(word) for word in words))
+    with m.Switch(index):
+        for position, word in enumerate(words):
+            with m.Case(position):
+                m.d.comb += selected.eq(word)
+    return selected
+
+
+def lanes_of(word: Value, lanes: int, bits: int, *, is_signed: bool) -> list[Value]:
+    """Return the ``lanes`` fields of ``bits`` bits of a packed word, lane 0 lowest."""
+    fields = [word[lane * bits:(lane + 1) * bits] for lane in range(lanes)]
+    return [field.as_signed() for field in fields] if is_signed else fields
+
+
+def lanes_word(values: list[Value], width: int) -> Value:
+    """Return ``values`` packed ``width`` bits each, lane 0 lowest."""
+    return Cat(*(value.as_unsigned()[:width] for value in values))
+
+
+def constants(values: list[int]) -> Array:
+    """Return ``values`` as an array of constants, indexed by a multiplexer."""
+    return Array(Const(v, max(max(values), 1).bit_length()) for v in values)
+
+
+def current_bits(geometry: CoreGeometry) -> int:
+    """Return the signed width of a finished sum with its bias and operand."""
+    return max(geometry.sum_bits, geometry.bias_bits, geometry.bits["stream"],
+               geometry.bits["embed_current"]) + 2
+
+
+def check_plan(plan: object) -> CorePlan:
+    """Return ``plan``, or raise a one-line error when it is not a :class:`CorePlan`."""
+    if not isinstance(plan, CorePlan):
+        raise TypeError(f"plan must be a CorePlan, not {type(plan).__name__}")
+    return plan
 
 
 def chunk_shape(plan: CorePlan) -> range:
@@ -78,6 +117,28 @@ def event_layout(plan: CorePlan) -> data.StructLayout:
     })
 
 
+def fetched_layout(plan: CorePlan) -> data.StructLayout:
+    """Return the layout of the word the prefetch hands the walk.
+
+    Members
+    -------
+    valid : 1
+        There is a word (the pass has words left).
+    step, group : range
+        Its step and group (a token, an input channel of the KV pass, a count plane).
+    source, value : walk_bits, dim
+        The word of the pass's source, and of its value source (the KV pass's V spikes).
+    """
+    geometry = plan.geometry
+    return data.StructLayout({
+        "valid": 1,
+        "step": range(max(geometry.t_max, 2)),
+        "group": range(max(geometry.tokens, geometry.dim, geometry.count_bits, 2)),
+        "source": geometry.walk_bits,
+        "value": geometry.dim,
+    })
+
+
 def fields_of(layout: data.StructLayout, names: tuple[str, ...]) -> data.StructLayout:
     """Return the part of ``layout`` with the fields ``names``."""
     return data.StructLayout({name: layout[name].shape for name in names})
@@ -97,18 +158,14 @@ class RunState:
         Its index in the pass list.
     step_mask : Signal
         The steps the pass runs.
-    stream_zero : Signal
-        Bit ``t``: the residual stream of step ``t`` is all zero (the embedding is masked).
-    logits : list of Signal
-        ``class_chunks * lanes`` logits; the first ``num_classes`` are the outputs.
-    counts : list of Signal
-        Spikes per LIF layer.
+    logits : list of Value
+        ``class_chunks * lanes`` logits (the sum stage's); the first ``num_classes`` are the
+        outputs.
+    begin : Signal
+        Pulse: a run starts; the sum stage presets the logits, the fire stage clears the
+        counts.
     bank : Signal
         The patch bank the image was loaded into (latched at ``start``).
-    kv_restart : Signal
-        Pulse: a KV pass begins; every KV row reads as zero again.
-    head_counts : list of Signal
-        head.in's spikes per channel so far (``dim_word_bits`` of ``count_bits``).
     head_planes : Signal
         The bit planes the head's counts can have under the run's masks.
     """
@@ -117,47 +174,10 @@ class RunState:
     descriptor: data.View
     pass_index: Signal
     step_mask: Signal
-    stream_zero: Signal
-    logits: list[Signal]
-    counts: list[Signal]
+    logits: list[Value]
+    begin: Signal
     bank: Signal
-    kv_restart: Signal
-    head_counts: list[Signal]
     head_planes: Signal
-
-
-@dataclass(frozen=True)
-class Prefetch:
-    """The spike word read one word ahead of the walk, and the word after it.
-
-    Attributes
-    ----------
-    step, group : Signal
-        The word being fetched.
-    valid : Signal
-        There is one (the pass has words left).
-    address, enable : Signal
-        The read of the spike maps and the patches (driven by the control FSM).
-    source_data, value_data : Signal
-        The fetched word of the pass's source and of its value source (KV pass).
-    first_found, first_active : Signal
-        The pass has an active step; the first one.
-    successor_valid, successor_step, successor_group : Value
-        The word after the fetched one.
-    """
-
-    step: Signal
-    group: Signal
-    valid: Signal
-    address: Signal
-    enable: Signal
-    source_data: Signal
-    value_data: Signal
-    first_found: Signal
-    first_active: Signal
-    successor_valid: Value
-    successor_step: Value
-    successor_group: Value
 
 
 @dataclass(frozen=True)
@@ -207,22 +227,3 @@ class Walk:
     running: Signal
     emit: Signal
     group_end: Value
-
-
-@dataclass(frozen=True)
-class ClosedChunk:
-    """A finished chunk, handed from one stage to the next.
-
-    Attributes
-    ----------
-    valid : Signal
-        A chunk arrives this cycle.
-    event : View of fields_of(event_layout(...))
-        The fields of its last event that the stage needs.
-    values : indexable by lane
-        Its sums (to the sum stage) or its input currents (to the fire stage).
-    """
-
-    valid: Signal
-    event: data.View
-    values: object

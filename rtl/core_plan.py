@@ -301,95 +301,117 @@ class CorePlan:
 
     def __init__(self, export: Export, *, lanes: int) -> None:
         self.geometry = geometry = CoreGeometry.from_export(export, lanes=lanes)
-        arrays = export.arrays
-        thresholds = export.thresholds
+        self._arrays = export.arrays
+        self._thresholds = export.thresholds
+        self._layers = export.layer_names()
         self.weight_words: list[int] = []
         self.bias_words: list[int] = []
         self.theta_words: list[int] = []
         self.passes: list[dict[str, Any]] = []
         self.stream_spike_words = _chunk_words(
-            arrays["stream_spike"].astype(np.int64)[:, None], lanes, geometry.bits["stream"]
+            self._arrays["stream_spike"].astype(np.int64)[:, None], lanes,
+            geometry.bits["stream"]
         )
-        self.head_bias = [int(v) for v in arrays["head.bias"]]
-        layers = export.layer_names()
-
-        def weights(key: str) -> int:
-            base = len(self.weight_words)
-            self.weight_words += _chunk_words(arrays[key].astype(np.int64), lanes, 8)
-            return base
-
-        def biases(key: str) -> int:
-            base = len(self.bias_words)
-            values = _padded_rows(arrays[key], lanes)
-            self.bias_words += [_pack(row, geometry.bias_bits) for row in values]
-            return base
-
-        def theta(layer: str) -> dict[str, int]:
-            base = len(self.theta_words)
-            values = _padded_rows(thresholds[layer], lanes)
-            self.theta_words += [_pack(row, geometry.bits["membrane"]) for row in values]
-            return {"sink": Sink.LIF, "theta_base": base, "layer": layers.index(layer)}
-
-        def add(**fields: Any) -> None:
-            descriptor = {"groups": geometry.tokens, "chunks": geometry.dim_chunks}
-            descriptor.update(fields)
-            self.passes.append(descriptor)
-
-        add(source=Source.PATCH, weights=WeightSource.ROM,
-            weight_base=weights("embed.weight"), input_len=geometry.patch_len, bit_planes=1,
-            once=1, use_bias=1, bias_per_token=1, bias_base=biases("embed.bias"),
-            sink=Sink.STORE_CURRENT)
-        add(module=0, operand=Operand.CURRENT, to_stream=1, **theta("embed"))
+        self.head_bias = [int(v) for v in self._arrays["head.bias"]]
+        self._add(source=Source.PATCH, weights=WeightSource.ROM,
+                  weight_base=self._weights("embed.weight"), input_len=geometry.patch_len,
+                  bit_planes=1, once=1, use_bias=1, bias_per_token=1,
+                  bias_base=self._biases("embed.bias"), sink=Sink.STORE_CURRENT)
+        self._add(module=0, operand=Operand.CURRENT, to_stream=1, **self._theta("embed"))
         for block in range(geometry.depth):
-            prefix = f"blocks.{block}"
-            attn, mlp = 1 + 2 * block, 2 + 2 * block
-            add(module=attn, operand=Operand.STREAM, target=Source.BUF0,
-                **theta(f"{prefix}.attn.in"))
-            for name, target in (("q", Source.BUF1), ("k", Source.BUF2), ("v", Source.BUF3)):
-                add(module=attn, source=Source.BUF0, weights=WeightSource.ROM,
-                    weight_base=weights(f"{prefix}.attn.{name}.weight"), input_len=geometry.dim,
-                    use_bias=1, bias_base=biases(f"{prefix}.attn.{name}.bias"), target=target,
-                    **theta(f"{prefix}.attn.{name}"))
-            add(module=attn, source=Source.BUF2, value_source=Source.BUF3,
-                chunks=geometry.kv_chunks, walk_mask=WalkMask.HEAD, sink=Sink.KV_ADD,
-                skip_empty=1)
-            add(module=attn, source=Source.BUF1, weights=WeightSource.KV,
-                walk_mask=WalkMask.CHUNK_HEADS, target=Source.BUF0,
-                **theta(f"{prefix}.attn.attn"))
+            self._add_attention(block)
+            self._add_mlp(block)
+        self._add_head()
+
+    def _weights(self, key: str) -> int:
+        """Append the weight words of ``key``; return the address of the first."""
+        base = len(self.weight_words)
+        self.weight_words += _chunk_words(self._arrays[key].astype(np.int64),
+                                          self.geometry.lanes, 8)
+        return base
+
+    def _biases(self, key: str) -> int:
+        """Append the bias words of ``key``; return the address of the first."""
+        base = len(self.bias_words)
+        values = _padded_rows(self._arrays[key], self.geometry.lanes)
+        self.bias_words += [_pack(row, self.geometry.bias_bits) for row in values]
+        return base
+
+    def _theta(self, layer: str) -> dict[str, int]:
+        """Append the threshold words of LIF ``layer``; return its pass's LIF fields."""
+        base = len(self.theta_words)
+        values = _padded_rows(self._thresholds[layer], self.geometry.lanes)
+        self.theta_words += [_pack(row, self.geometry.bits["membrane"]) for row in values]
+        return {"sink": Sink.LIF, "theta_base": base, "layer": self._layers.index(layer)}
+
+    def _add(self, **fields: Any) -> None:
+        """Append a pass: ``fields`` over the defaults (every token, the model's chunks)."""
+        descriptor = {"groups": self.geometry.tokens, "chunks": self.geometry.dim_chunks}
+        descriptor.update(fields)
+        self.passes.append(descriptor)
+
+    def _add_attention(self, block: int) -> None:
+        """Append the passes of block ``block``'s attention."""
+        geometry, add = self.geometry, self._add
+        prefix, attn = f"blocks.{block}", 1 + 2 * block
+        add(module=attn, operand=Operand.STREAM, target=Source.BUF0,
+            **self._theta(f"{prefix}.attn.in"))
+        for name, target in (("q", Source.BUF1), ("k", Source.BUF2), ("v", Source.BUF3)):
             add(module=attn, source=Source.BUF0, weights=WeightSource.ROM,
-                weight_base=weights(f"{prefix}.attn.proj.weight"), input_len=geometry.dim,
-                use_bias=1, bias_base=biases(f"{prefix}.attn.proj.bias"),
-                operand=Operand.STREAM, sink=Sink.STORE_STREAM)
-            add(module=mlp, operand=Operand.STREAM, target=Source.BUF0,
-                **theta(f"{prefix}.mlp.in"))
-            fc1_weight = weights(f"{prefix}.mlp.fc1.weight")
-            fc1_bias = biases(f"{prefix}.mlp.fc1.bias")
-            fc1_lif = theta(f"{prefix}.mlp.fc1")
-            # fc1 in slices of `dim` output channels: a LIF channel needs only its own
-            # membrane, so the membranes of one slice (N·dim, not N·mlp_dim) are enough; each
-            # slice walks the same input spikes, so the accumulates are the same.
-            for first in range(0, geometry.mlp_chunks, geometry.dim_chunks):
-                add(module=mlp, source=Source.BUF0, weights=WeightSource.ROM,
-                    weight_base=fc1_weight + first * geometry.dim, input_len=geometry.dim,
-                    chunks=min(geometry.dim_chunks, geometry.mlp_chunks - first),
-                    chunk_offset=first, use_bias=1, bias_base=fc1_bias + first,
-                    target=Source.HIDDEN, sink=Sink.LIF, layer=fc1_lif["layer"],
-                    theta_base=fc1_lif["theta_base"] + first)
-            add(module=mlp, source=Source.HIDDEN, weights=WeightSource.ROM,
-                weight_base=weights(f"{prefix}.mlp.fc2.weight"), input_len=geometry.mlp_dim,
-                use_bias=1, bias_base=biases(f"{prefix}.mlp.fc2.bias"),
-                operand=Operand.STREAM, sink=Sink.STORE_STREAM)
+                weight_base=self._weights(f"{prefix}.attn.{name}.weight"),
+                input_len=geometry.dim, use_bias=1,
+                bias_base=self._biases(f"{prefix}.attn.{name}.bias"), target=target,
+                **self._theta(f"{prefix}.attn.{name}"))
+        add(module=attn, source=Source.BUF2, value_source=Source.BUF3,
+            chunks=geometry.kv_chunks, walk_mask=WalkMask.HEAD, sink=Sink.KV_ADD,
+            skip_empty=1)
+        add(module=attn, source=Source.BUF1, weights=WeightSource.KV,
+            walk_mask=WalkMask.CHUNK_HEADS, target=Source.BUF0,
+            **self._theta(f"{prefix}.attn.attn"))
+        add(module=attn, source=Source.BUF0, weights=WeightSource.ROM,
+            weight_base=self._weights(f"{prefix}.attn.proj.weight"), input_len=geometry.dim,
+            use_bias=1, bias_base=self._biases(f"{prefix}.attn.proj.bias"),
+            operand=Operand.STREAM, sink=Sink.STORE_STREAM)
+
+    def _add_mlp(self, block: int) -> None:
+        """Append the passes of block ``block``'s MLP."""
+        geometry, add = self.geometry, self._add
+        prefix, mlp = f"blocks.{block}", 2 + 2 * block
+        add(module=mlp, operand=Operand.STREAM, target=Source.BUF0,
+            **self._theta(f"{prefix}.mlp.in"))
+        fc1_weight = self._weights(f"{prefix}.mlp.fc1.weight")
+        fc1_bias = self._biases(f"{prefix}.mlp.fc1.bias")
+        fc1_lif = self._theta(f"{prefix}.mlp.fc1")
+        # fc1 in slices of `dim` output channels: a LIF channel needs only its own
+        # membrane, so the membranes of one slice (N·dim, not N·mlp_dim) are enough; each
+        # slice walks the same input spikes, so the accumulates are the same.
+        for first in range(0, geometry.mlp_chunks, geometry.dim_chunks):
+            add(module=mlp, source=Source.BUF0, weights=WeightSource.ROM,
+                weight_base=fc1_weight + first * geometry.dim, input_len=geometry.dim,
+                chunks=min(geometry.dim_chunks, geometry.mlp_chunks - first),
+                chunk_offset=first, use_bias=1, bias_base=fc1_bias + first,
+                target=Source.HIDDEN, sink=Sink.LIF, layer=fc1_lif["layer"],
+                theta_base=fc1_lif["theta_base"] + first)
+        add(module=mlp, source=Source.HIDDEN, weights=WeightSource.ROM,
+            weight_base=self._weights(f"{prefix}.mlp.fc2.weight"),
+            input_len=geometry.mlp_dim, use_bias=1,
+            bias_base=self._biases(f"{prefix}.mlp.fc2.bias"), operand=Operand.STREAM,
+            sink=Sink.STORE_STREAM)
+
+    def _add_head(self) -> None:
+        """Append the head's passes: head.in's LIF, then the logits from its counts."""
+        geometry = self.geometry
         head = 2 * geometry.depth + 1
         # head.in writes no spike map: the head reads its per-channel counts (COUNTS)
-        add(module=head, operand=Operand.STREAM, **theta("head.in"))
+        self._add(module=head, operand=Operand.STREAM, **self._theta("head.in"))
         # The head is linear in the spike counts: logits = bias + sum_c count_c * W[:, c].
         # head.in counts its spikes per channel as it fires; the head then walks the counts'
         # bit planes (W[:, c] << b for each set bit b of count_c), a few events a channel
         # instead of one per spike.
-        add(module=head, source=Source.COUNTS, weights=WeightSource.ROM,
-            weight_base=weights("head.weight"), input_len=geometry.dim, once=1,
-            groups=geometry.count_bits, count_planes=1, chunks=geometry.class_chunks,
-            sink=Sink.LOGITS, skip_empty=1)
+        self._add(module=head, source=Source.COUNTS, weights=WeightSource.ROM,
+                  weight_base=self._weights("head.weight"), input_len=geometry.dim, once=1,
+                  groups=geometry.count_bits, count_planes=1, chunks=geometry.class_chunks,
+                  sink=Sink.LOGITS, skip_empty=1)
 
     def layout(self) -> data.StructLayout:
         """Return the pass descriptor layout sized for this plan's memories."""

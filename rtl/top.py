@@ -10,12 +10,14 @@ Images overlap: the input stream is ready whenever the image buffer is free, so 
 frame streams in while the image before it loads into the core's second patch bank or
 computes; the core runs each complete, checked frame after the previous packet is sent,
 and the packer streams its result. A dropped frame (rtl/PROTOCOL.md) skips the core and
-still gets its packet, in order.
+still gets its packet, in order. :class:`~stepvit.rtl.scheduler.ImageScheduler` decides
+which image moves when; :class:`~stepvit.rtl.latency.LatencyStamps` times each image;
+:class:`StepvitAccel` only wires them.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, ClockDomain, ClockSignal, Module, Mux, ResetSignal, Signal, Value
+from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetSignal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -24,6 +26,7 @@ from stepvit.rtl.axil import RegisterFile, axi_lite_signature
 from stepvit.rtl.core import StepvitCore
 from stepvit.rtl.frame import FrameReceiver
 from stepvit.rtl.interface import core_signature, image_words
+from stepvit.rtl.latency import LatencyStamps
 from stepvit.rtl.packer import ResultPacker
 from stepvit.rtl.protocol import (
     ACCEL_ID,
@@ -34,6 +37,7 @@ from stepvit.rtl.protocol import (
     mask_register_values,
     packet_words,
 )
+from stepvit.rtl.scheduler import ImageScheduler
 
 #: Verilog name of the top module.
 TOP_NAME = "stepvit_accel"
@@ -46,11 +50,6 @@ _AXIL_INFO = "xilinx.com:interface:aximm:1.0"
 #: Images that can be in flight at once: one computing (or sending its packet), one
 #: waiting to start, one in the image buffer (streaming in, or loading).
 IMAGES_IN_FLIGHT = 3
-
-
-def _next_slot(slot: Signal) -> Value:
-    """Return the time-stamp slot after ``slot`` (a ring of :data:`IMAGES_IN_FLIGHT`)."""
-    return Mux(slot == IMAGES_IN_FLIGHT - 1, 0, slot + 1)
 
 
 def _bit_index(flag: int) -> int:
@@ -132,7 +131,7 @@ class StepvitAccel(wiring.Component):
             getattr(self, name).attrs["X_INTERFACE_INFO"] = info
 
     def elaborate(self, platform: object) -> Module:
-        """Build the top."""
+        """Wire the receiver, the core, the packer, the registers and the scheduler."""
         m = Module()
         export = self.export
         m.domains.sync = ClockDomain()
@@ -148,8 +147,56 @@ class StepvitAccel(wiring.Component):
         m.submodules.registers = registers = RegisterFile(
             mask_resets=mask_register_values(export.timestep_mask), mask_width=export.t_max
         )
+        m.submodules.scheduler = scheduler = ImageScheduler()
+        m.submodules.stamps = stamps = LatencyStamps(slots=IMAGES_IN_FLIGHT)
+        self._connect_axi(m, receiver, packer, registers)
 
-        # The AXI boundary.
+        # The core reads the image buffer and the live mask registers.
+        m.d.comb += [
+            receiver.read_addr.eq(core.img_addr),
+            core.img_data.eq(receiver.read_data),
+            core.masks.eq(registers.masks),
+            packer.logits.eq(core.logits),
+            packer.predicted.eq(core.predicted),
+            packer.spike_counts.eq(core.spike_counts),
+        ]
+        m.d.comb += [
+            receiver.enable.eq(scheduler.buffer_free),
+            receiver.batch.eq(registers.batch[:BATCH_BITS]),
+            scheduler.frame_done.eq(receiver.frame_done),
+            scheduler.frame_error.eq(receiver.frame_error),
+            scheduler.frame_last.eq(receiver.frame_last),
+            core.load.eq(scheduler.load),
+            scheduler.loaded.eq(core.loaded),
+            core.start.eq(scheduler.start),
+            scheduler.done.eq(core.done),
+            packer.send.eq(scheduler.send),
+            packer.error.eq(scheduler.error),
+            packer.end.eq(scheduler.end),
+            scheduler.sent.eq(packer.sent),
+            scheduler.clear_error.eq(
+                registers.control_written & registers.control[_bit_index(CONTROL_CLEAR_ERROR)]),
+            stamps.first_word.eq(receiver.first_word),
+            stamps.send.eq(scheduler.send),
+            stamps.sent.eq(packer.sent),
+            packer.cycles.eq(stamps.cycles),
+        ]
+        m.d.comb += [
+            registers.id.eq(ACCEL_ID),
+            registers.config_hash.eq(export.config_hash),
+            registers.status[_bit_index(STATUS_BUSY)].eq(stamps.busy),
+            registers.status[_bit_index(STATUS_FRAME_ERROR)].eq(scheduler.frame_error_seen),
+            registers.cycles.eq(stamps.last_cycles),
+            registers.images.eq(stamps.images),
+            registers.t_max.eq(export.t_max),
+            registers.num_modules.eq(len(export.module_names)),
+            registers.lanes.eq(self.lanes),
+        ]
+        return m
+
+    def _connect_axi(self, m: Module, receiver: FrameReceiver, packer: ResultPacker,
+                     registers: RegisterFile) -> None:
+        """Wire the flat AXI ports to the receiver's, the packer's and the registers' buses."""
         m.d.comb += [
             receiver.words.payload.data.eq(self.s_axis_tdata),
             receiver.words.payload.last.eq(self.s_axis_tlast),
@@ -163,98 +210,3 @@ class StepvitAccel(wiring.Component):
         for name, member in registers.bus.signature.members.items():
             port, inner = getattr(self, f"s_axil_{name}"), getattr(registers.bus, name)
             m.d.comb += inner.eq(port) if member.flow == In else port.eq(inner)
-
-        # The core reads the image buffer and the live mask registers.
-        m.d.comb += [
-            receiver.read_addr.eq(core.img_addr),
-            core.img_data.eq(receiver.read_data),
-            core.masks.eq(registers.masks),
-            packer.logits.eq(core.logits),
-            packer.predicted.eq(core.predicted),
-            packer.spike_counts.eq(core.spike_counts),
-        ]
-
-        # Images overlap: a frame streams into the image buffer while the image before it
-        # loads into the core's free patch bank or computes, so back-to-back images cost
-        # about the larger of their load and compute times, not the sum (rtl/PROTOCOL.md).
-        # Slots, oldest first: computing (or its packet sending), waiting (loaded, or a
-        # dropped frame's error packet to come), the image buffer (full or loading).
-        frame_full = Signal()  # the image buffer holds a frame not yet loaded
-        frame_bad = Signal()  # ... and it is a dropped frame (no load, an error packet)
-        loading = Signal()
-        waiting = Signal()  # the next image to start: loaded, or a dropped frame
-        waiting_bad = Signal()
-        computing = Signal()
-        sending = Signal()
-        dropped = Signal()  # the packet being sent is that of a dropped frame
-        # Batches: a packet ends its output transfer (TLAST) when its frame ended its input
-        # transfer, so B frames in one MM2S transfer answer as B packets in one S2MM one.
-        frame_end = Signal()
-        waiting_end = Signal()
-        m.d.comb += [receiver.enable.eq(~frame_full),
-                     receiver.batch.eq(registers.batch[:BATCH_BITS])]
-        with m.If(receiver.frame_done):
-            m.d.sync += [frame_full.eq(1), frame_bad.eq(receiver.frame_error),
-                         frame_end.eq(receiver.frame_last)]
-        with m.If(frame_full & ~loading & ~waiting):
-            with m.If(frame_bad):
-                m.d.sync += [frame_full.eq(0), waiting.eq(1), waiting_bad.eq(1),
-                             waiting_end.eq(frame_end)]
-            with m.Else():
-                m.d.comb += core.load.eq(1)
-                m.d.sync += loading.eq(1)
-        with m.If(core.loaded):
-            m.d.sync += [loading.eq(0), frame_full.eq(0), waiting.eq(1), waiting_bad.eq(0),
-                         waiting_end.eq(frame_end)]
-        with m.If(waiting & ~computing & ~sending):
-            m.d.sync += [waiting.eq(0), packer.end.eq(waiting_end)]
-            with m.If(waiting_bad):
-                m.d.comb += packer.send.eq(1)
-                m.d.sync += [sending.eq(1), dropped.eq(1)]
-            with m.Else():
-                m.d.comb += core.start.eq(1)
-                m.d.sync += computing.eq(1)
-        with m.If(core.done):
-            m.d.comb += packer.send.eq(1)
-            m.d.sync += [computing.eq(0), sending.eq(1), dropped.eq(0)]
-        m.d.comb += packer.error.eq(dropped)
-
-        # Cycles of an image: from its first word accepted to its first result word offered
-        # (the cycle after the packer's send), from a time stamp per image in flight.
-        now = Signal(32)
-        m.d.sync += now.eq(now + 1)
-        stamps = Array(Signal(32, name=f"stamp{i}") for i in range(IMAGES_IN_FLIGHT))
-        stamp_in = Signal(range(IMAGES_IN_FLIGHT))
-        stamp_out = Signal(range(IMAGES_IN_FLIGHT))
-        in_flight = Signal(range(IMAGES_IN_FLIGHT + 1))
-        packet_cycles = Signal(32)
-        images = Signal(32)
-        last_cycles = Signal(32)
-        frame_error = Signal()  # STATUS.frame_error: sticky until CONTROL clears it
-        m.d.comb += packer.cycles.eq(packet_cycles)
-        with m.If(receiver.first_word):
-            m.d.sync += [stamps[stamp_in].eq(now), stamp_in.eq(_next_slot(stamp_in))]
-        with m.If(packer.send):
-            m.d.sync += [packet_cycles.eq(now + 1 - stamps[stamp_out]),
-                         stamp_out.eq(_next_slot(stamp_out))]
-        m.d.sync += in_flight.eq(in_flight + receiver.first_word - packer.sent)
-        with m.If(packer.sent):
-            m.d.sync += [images.eq(images + 1), last_cycles.eq(packet_cycles), sending.eq(0)]
-
-        with m.If(registers.control_written & registers.control[_bit_index(CONTROL_CLEAR_ERROR)]):
-            m.d.sync += frame_error.eq(0)
-        with m.If(receiver.frame_done & receiver.frame_error):
-            m.d.sync += frame_error.eq(1)
-
-        m.d.comb += [
-            registers.id.eq(ACCEL_ID),
-            registers.config_hash.eq(export.config_hash),
-            registers.status[_bit_index(STATUS_BUSY)].eq(in_flight != 0),
-            registers.status[_bit_index(STATUS_FRAME_ERROR)].eq(frame_error),
-            registers.cycles.eq(last_cycles),
-            registers.images.eq(images),
-            registers.t_max.eq(export.t_max),
-            registers.num_modules.eq(len(export.module_names)),
-            registers.lanes.eq(self.lanes),
-        ]
-        return m

@@ -1,0 +1,143 @@
+"""The core's prefetch: the walk's next input word, read one word ahead of the walk.
+
+Within a pass the walk takes a word (a step and a group: a token, a KV row, or a bit plane
+of head.in's counts) in the cycle its walker finishes the one before, so the word is read
+the word before: the prefetch holds the word being read, finds the one after it (the next
+group, or the first group of the next active step: masked steps cost no cycle), and picks
+the pass's source among the spike maps, the patch banks and head.in's count planes.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from stepvit.rtl.core_pipeline import check_plan, constants, fetched_layout
+from stepvit.rtl.core_plan import CorePlan, Source
+
+
+class SpikeWordPrefetch(wiring.Component):
+    """Read the walk's next spike word (or patch, or count plane) one word ahead.
+
+    Parameters
+    ----------
+    plan : CorePlan
+        The core's plan: its geometry and pass layout.
+    spike_map_widths : dict of Source to int
+        Bits of a word of each spike map (as the core's memories hold them).
+
+    Members
+    -------
+    descriptor : In(plan.layout())
+        The pass being run (its source, value source, groups).
+    step_mask : In(t_max)
+        The steps the pass runs.
+    head_planes : In(range(count_bits + 1))
+        The bit planes of head.in's counts (the groups of the head's pass).
+    bank : In(1)
+        The patch bank of the image.
+    head_counts : In(ArrayLayout(unsigned(count_bits), dim_word_bits))
+        head.in's spikes per channel: the head's input.
+    first : In(1)
+        A pass starts: read its first word, if it has an active step.
+    found : Out(1)
+        The pass has an active step.
+    advance : In(1)
+        The walk takes the word read: read the one after it.
+    fetched : Out(fetched_layout(plan))
+        The word read (``valid``: there is one), its step and group, its source word and
+        its value word (the V spikes of the KV pass).
+    fetch_address, fetch_enable : Out
+        The read of the spike maps and the patches (a word per step and token).
+    spike_words : In(StructLayout of the spike maps)
+        The words read, by spike map (``buf0`` ... ``hidden``).
+    patch_words : In(ArrayLayout(unsigned(8 * patch_len), 2))
+        The words read from the two patch banks.
+    """
+
+    def __init__(self, *, plan: CorePlan, spike_map_widths: dict[Source, int]) -> None:
+        self._plan = check_plan(plan)
+        if not isinstance(spike_map_widths, dict) or not all(
+                isinstance(width, int) and width >= 1 for width in spike_map_widths.values()):
+            raise ValueError(f"spike_map_widths must map spike maps to positive widths, not "
+                             f"{spike_map_widths!r}")
+        self._sources = tuple(spike_map_widths)
+        geometry = plan.geometry
+        super().__init__({
+            "descriptor": In(plan.layout()),
+            "step_mask": In(geometry.t_max),
+            "head_planes": In(range(geometry.count_bits + 1)),
+            "bank": In(1),
+            "head_counts": In(data.ArrayLayout(unsigned(geometry.count_bits),
+                                               geometry.dim_word_bits)),
+            "first": In(1),
+            "found": Out(1),
+            "advance": In(1),
+            "fetched": Out(fetched_layout(plan)),
+            "fetch_address": Out(range(max(geometry.t_max * geometry.tokens, 2))),
+            "fetch_enable": Out(1),
+            "spike_words": In(data.StructLayout({
+                source.name.lower(): unsigned(width)
+                for source, width in spike_map_widths.items()})),
+            "patch_words": In(data.ArrayLayout(unsigned(8 * geometry.patch_len), 2)),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        """Build the word's position, its successor, the read and the source's word."""
+        m = Module()
+        geometry = self._plan.geometry
+        desc, fetched = self.descriptor, self.fetched
+        word_base = constants([t * geometry.tokens for t in range(geometry.t_max)])
+        first_found, first_active = self._next_active_step(m, None)
+        following_found, following_step = self._next_active_step(m, fetched.step)
+        more_groups = fetched.group + 1 < Mux(desc.count_planes, self.head_planes, desc.groups)
+        successor_step = Mux(more_groups, fetched.step, following_step)
+        successor_group = Mux(more_groups, fetched.group + 1, 0)
+        m.d.comb += self.found.eq(first_found)
+        with m.If(self.first & first_found):
+            m.d.comb += [self.fetch_enable.eq(1),
+                         self.fetch_address.eq(word_base[first_active])]
+            m.d.sync += [fetched.step.eq(first_active), fetched.group.eq(0)]
+        with m.If(self.advance):
+            m.d.comb += [self.fetch_enable.eq(1),
+                         self.fetch_address.eq(word_base[successor_step] + successor_group)]
+            m.d.sync += [fetched.step.eq(successor_step), fetched.group.eq(successor_group),
+                         fetched.valid.eq(Mux(more_groups, 1, following_found))]
+        self._words(m)
+        return m
+
+    def _next_active_step(self, m: Module, after: Signal | None) -> tuple[Signal, Signal]:
+        """Return (found, step): the first active step of the pass after ``after``."""
+        t_max = self._plan.geometry.t_max
+        found, step = Signal(), Signal(range(max(t_max, 2)))
+        for candidate in reversed(range(t_max)):
+            later = Const(1) if after is None else (after < candidate)
+            with m.If(self.step_mask[candidate] & later):
+                m.d.comb += [found.eq(1), step.eq(candidate)]
+        return found, step
+
+    def _words(self, m: Module) -> None:
+        """Drive the fetched source and value words from the pass's sources."""
+        geometry = self._plan.geometry
+        desc, fetched = self.descriptor, self.fetched
+        count_plane = Signal(geometry.dim_word_bits)  # read a cycle late, as the memories
+        plane = self.fetch_address[:max(1, (geometry.count_bits - 1).bit_length())]
+        with m.If(self.fetch_enable):
+            m.d.sync += count_plane.eq(Cat(*(
+                self.head_counts[c].bit_select(plane, 1)
+                for c in range(geometry.dim_word_bits))))
+        with m.Switch(desc.source):
+            with m.Case(Source.PATCH):
+                m.d.comb += fetched.source.eq(Mux(self.bank, self.patch_words[1],
+                                                  self.patch_words[0]))
+            with m.Case(Source.COUNTS):
+                m.d.comb += fetched.source.eq(count_plane)
+            for source in self._sources:
+                with m.Case(source):
+                    m.d.comb += fetched.source.eq(self.spike_words[source.name.lower()])
+        with m.Switch(desc.value_source):
+            for source in self._sources:
+                if source != Source.HIDDEN:
+                    with m.Case(source):
+                        m.d.comb += fetched.value.eq(self.spike_words[source.name.lower()])

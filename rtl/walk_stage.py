@@ -1,0 +1,317 @@
+"""The core's walk stage: the walk over each input word's set bits, and the events it issues.
+
+The first stage of :class:`~stepvit.rtl.core.StepvitCore`'s pipeline. Within a pass (the
+control FSM says when a pass restarts, primes and runs) it takes each input word (spike
+word, patch, or head.in's count plane) that :class:`~stepvit.rtl.prefetch.SpikeWordPrefetch`
+read ahead, walks its set bits with a :class:`~stepvit.rtl.spike_walker.SpikeWalker` for
+each output chunk (and, with parallel heads, one walker per head of the chunk), and issues
+one event a cycle: each set bit addresses a weight word (or a KV row). A chunk with no
+input spike is one event that only closes the chunk (its LIF still charges with the bias
+and leaks). Chunks and words follow each other without a bubble. It also keeps which
+steps' residual stream is still all zero, and which KV rows the block's KV pass has not
+added to yet.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from stepvit.rtl.core_pipeline import (
+    Walk,
+    check_plan,
+    chunk_shape,
+    constants,
+    event_layout,
+    fetched_layout,
+    select,
+)
+from stepvit.rtl.core_plan import CorePlan, Sink, WalkMask
+from stepvit.rtl.spike_walker import SpikeWalker
+
+
+class WalkStage(wiring.Component):
+    """Walk the set bits of each pass's spike words; issue one addressed event a cycle.
+
+    Parameters
+    ----------
+    plan : CorePlan
+        The core's plan: its geometry, pass layout and weight memory.
+
+    Members
+    -------
+    descriptor : In(plan.layout())
+        The pass being run.
+    begin, embedding_steps : In(1), In(t_max)
+        Pulse: a run starts, with the embedding active at these steps (the stream of the
+        others is all zero until a pass stores it).
+    restart : In(1)
+        The control FSM starts a pass (the KV pass forgets its rows).
+    prime : In(1)
+        The cycle after ``restart``: take the pass's first word.
+    run : In(1)
+        Walk: issue an event this cycle.
+    pass_done : Out(1)
+        This cycle's event is the pass's last.
+    fetched : In(fetched_layout(plan))
+        The next word, read ahead by :class:`~stepvit.rtl.prefetch.SpikeWordPrefetch`.
+    advance : Out(1)
+        The walk takes the word: read the one after it.
+    weight_address : Out(range(weight words))
+        The weight word of this cycle's event.
+    kv_address : Out(ArrayLayout(range, parallel_heads))
+        Each walker's KV row of this cycle's event (read for the accumulate stage).
+    event : Out(event_layout(plan))
+        The event issued in the cycle before (registered): the accumulate stage's input.
+    """
+
+    def __init__(self, *, plan: CorePlan) -> None:
+        self._plan = check_plan(plan)
+        geometry = plan.geometry
+        layout = event_layout(plan)
+        super().__init__({
+            "descriptor": In(plan.layout()),
+            "begin": In(1),
+            "embedding_steps": In(geometry.t_max),
+            "restart": In(1),
+            "prime": In(1),
+            "run": In(1),
+            "pass_done": Out(1),
+            "fetched": In(fetched_layout(plan)),
+            "advance": Out(1),
+            "weight_address": Out(range(max(len(plan.weight_words), 2))),
+            "kv_address": Out(data.ArrayLayout(layout["kv_address"].shape.elem_shape,
+                                               geometry.parallel_heads)),
+            "event": Out(layout),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        """Build the walkers, the event register and the pass's moves."""
+        m = Module()
+        stream_zero = Signal(self._plan.geometry.t_max)
+        kv_restart = Signal()
+        walk = self._walk(m)
+        self._issue_events(m, walk, stream_zero, kv_restart)
+        with m.If(self.begin):
+            m.d.sync += stream_zero.eq(~self.embedding_steps)
+        with m.If(self.restart):
+            m.d.comb += kv_restart.eq(self.descriptor.sink == Sink.KV_ADD)
+        with m.If(self.prime):
+            self._load_word(m, walk, stream_zero, first_of_pass=True)
+        with m.If(self.run):
+            self._walk_cycle(m, walk, stream_zero)
+        return m
+
+    def _word_base(self) -> Array:
+        """Return the address of token 0 of each step in a spike map."""
+        geometry = self._plan.geometry
+        return constants([t * geometry.tokens for t in range(geometry.t_max)])
+
+    def _walk_mask(self, chunk: Value | int, first_channel: Value | int) -> Value:
+        """Return the bits of a spike word that ``chunk`` walks (:class:`WalkMask`).
+
+        ``first_channel`` is the chunk's lane 0. Comparators, not a table: a table indexed
+        by the chunk would be one more memory.
+        """
+        geometry = self._plan.geometry
+        lanes, head_dim = geometry.lanes, geometry.head_dim
+        mode = self.descriptor.walk_mask
+        slots = geometry.parallel_heads
+        if slots > 1:
+            # walker 0 walks the first head of the chunk's group (the others, its next heads)
+            first_heads = Cat(*(
+                (Value.cast(chunk) == h // slots if h % slots == 0 else Const(0))
+                .replicate(head_dim) for h in range(geometry.heads)))
+            return Mux(mode == WalkMask.ALL, (1 << geometry.walk_bits) - 1, first_heads)
+        heads_mask = Cat(*(
+            Mux(mode == WalkMask.HEAD, chunk == h,
+                (first_channel < (h + 1) * head_dim) & (first_channel + lanes > h * head_dim)
+                ).replicate(head_dim)
+            for h in range(geometry.heads)))
+        return Mux(mode == WalkMask.ALL, (1 << geometry.walk_bits) - 1, heads_mask)
+
+    def _walk(self, m: Module) -> Walk:
+        """Make the walker and the position of the walk; an event leaves it when running."""
+        geometry = self._plan.geometry
+        layout = event_layout(self._plan)
+        m.submodules.walker = walker = SpikeWalker(width=geometry.walk_bits)
+        head_walkers = tuple(SpikeWalker(width=geometry.head_dim)
+                             for _ in range(1, geometry.parallel_heads))
+        for slot, head_walker in enumerate(head_walkers, start=1):
+            m.submodules[f"head_walker{slot}"] = head_walker
+        walkers = (walker, *head_walkers)
+        step = Signal(range(max(geometry.t_max, 2)))
+        group = Signal(range(max(geometry.tokens, geometry.dim, geometry.count_bits, 2)))
+        chunk = Signal(chunk_shape(self._plan))
+        first_channel = Signal(range(geometry.walk_bits + geometry.lanes + 1))
+        group_index = Signal(layout["group_index"].shape)
+        weight_row = Signal(range(max(len(self._plan.weight_words), 2)))
+        first_event, first_step = Signal(), Signal()
+        held_word = Signal(geometry.walk_bits)
+        value_word = Signal(geometry.dim)
+        running, emit = Signal(), Signal()
+        any_bit = Cat(*(w.any for w in walkers)).any()
+        m.d.comb += emit.eq(running & (any_bit | ~self.descriptor.skip_empty))
+        return Walk(walker=walker, head_walkers=head_walkers, step=step, group=group,
+                    chunk=chunk, first_channel=first_channel, group_index=group_index,
+                    weight_row=weight_row, first_event=first_event, first_step=first_step,
+                    held_word=held_word, value_word=value_word, running=running, emit=emit,
+                    group_end=Cat(*(w.last | ~w.any for w in walkers)).all())
+
+    def _issue_events(self, m: Module, walk: Walk, stream_zero: Signal,
+                      kv_restart: Signal) -> None:
+        """Drive this cycle's event, address its weight and KV reads, and register it."""
+        geometry = self._plan.geometry
+        tokens, head_dim = geometry.tokens, geometry.head_dim
+        desc, walker, step = self.descriptor, walk.walker, walk.step
+        stream_base = constants([t * tokens * geometry.dim_chunks
+                                  for t in range(geometry.t_max)])
+        event = Signal(event_layout(self._plan))
+        m.d.comb += [
+            event.valid.eq(walk.emit),
+            event.first.eq(walk.first_event),
+            event.last.eq(walk.group_end),
+            event.has_weight.eq(Cat(walker.any, *(w.any for w in walk.head_walkers))),
+            event.plane.eq(Mux(desc.count_planes, walk.group, walker.index[:3])),
+            event.chunk.eq(walk.chunk),
+            event.head.eq(sum(walker.index >= h * head_dim
+                              for h in range(1, geometry.heads))),
+            event.group_index.eq(walk.group_index),
+            event.first_step.eq(walk.first_step),
+            event.stream_zero.eq(stream_zero.bit_select(step, 1)),
+            event.word_address.eq(self._word_base()[step] + walk.group),
+            event.stream_address.eq(stream_base[step] + walk.group_index),
+            event.bias_address.eq(desc.bias_base + Mux(desc.bias_per_token,
+                                                       walk.group_index, walk.chunk)),
+            event.theta_address.eq(desc.theta_base + walk.chunk),
+            self.weight_address.eq(walk.weight_row + Mux(
+                desc.bit_planes, walker.index >> 3, walker.index)),
+        ]
+        self._kv_events(m, walk, event, kv_restart)
+        m.d.sync += self.event.eq(event)
+
+    def _kv_events(self, m: Module, walk: Walk, event: data.View, kv_restart: Signal) -> None:
+        """Drive each walker's KV row, V segment and fresh flag, and read its KV memory.
+
+        Walker ``j`` of chunk ``c`` walks head ``h = c * parallel_heads + j``, whose rows
+        are rows ``c * head_dim ...`` of KV memory ``j`` (each step ``kv_rows`` of them).
+        Walker 0 walks the whole word, so its bit index is the channel ``h * head_dim + i``;
+        the other walkers walk the head's segment, so theirs is ``i``.
+        """
+        geometry = self._plan.geometry
+        head_dim, slots, heads = geometry.head_dim, geometry.parallel_heads, geometry.heads
+        chunk, step, accumulate = walk.chunk, walk.step, self.event
+        kv_base = constants([t * geometry.kv_rows for t in range(geometry.t_max)])
+        chunk_rows = constants([c * head_dim for c in range(geometry.kv_chunks)])
+        # walker 0's index is the channel c * slots * head_dim + i; its row is c * head_dim + i
+        first_offset = constants([c * (slots - 1) * head_dim for c in range(geometry.kv_chunks)])
+        for slot in range(slots):
+            if slot == 0:
+                row = kv_base[step] + walk.walker.index - (first_offset[chunk] if slots > 1
+                                                           else 0)
+            else:
+                row = kv_base[step] + chunk_rows[chunk] + walk.head_walkers[slot - 1].index
+            segments = [walk.value_word[h * head_dim:(h + 1) * head_dim]
+                        if (h := c * slots + slot) < heads else Const(0, head_dim)
+                        for c in range(geometry.kv_chunks)]
+            m.d.comb += [
+                event.kv_address[slot].eq(row),
+                event.value_segment[slot].eq(select(m, segments, chunk)
+                                             if len(segments) > 1 else segments[0]),
+                self.kv_address[slot].eq(event.kv_address[slot]),
+            ]
+            # A KV row reads as zero until its first add in the block's KV pass: one flag a
+            # row, all cleared as the pass begins (instead of a pass writing zeros), set by
+            # the add; the add one stage ahead (to the same memory) is forwarded.
+            kv_written = Signal(geometry.t_max * geometry.kv_rows, name=f"kv_written{slot}")
+            adding = (accumulate.valid & accumulate.has_weight[slot]
+                      & (self.descriptor.sink == Sink.KV_ADD))
+            m.d.comb += event.kv_fresh[slot].eq(
+                ~kv_written.bit_select(event.kv_address[slot], 1)
+                & ~(adding & (accumulate.kv_address[slot] == event.kv_address[slot])))
+            with m.If(adding):
+                m.d.sync += kv_written.bit_select(accumulate.kv_address[slot], 1).eq(1)
+            with m.If(kv_restart):
+                m.d.sync += kv_written.eq(0)
+
+    def _load_word(self, m: Module, walk: Walk, stream_zero: Signal, *,
+                   first_of_pass: bool) -> None:
+        """Take the prefetched word as the current one and prefetch its successor."""
+        desc, fetched = self.descriptor, self.fetched
+        m.d.comb += [
+            walk.walker.load.eq(1),
+            walk.walker.word.eq(fetched.source & self._walk_mask(0, 0)),
+            *self._load_head_walkers(walk, fetched.source, 0),
+            self.advance.eq(1),
+        ]
+        new_step = fetched.step != walk.step
+        m.d.sync += [
+            walk.held_word.eq(fetched.source), walk.value_word.eq(fetched.value),
+            walk.step.eq(fetched.step), walk.group.eq(fetched.group),
+            walk.chunk.eq(0), walk.first_channel.eq(0),
+            walk.weight_row.eq(desc.weight_base), walk.first_event.eq(1),
+        ]
+        if first_of_pass:
+            m.d.sync += [walk.group_index.eq(0), walk.first_step.eq(1)]
+        else:
+            m.d.sync += walk.group_index.eq(Mux(new_step, 0, walk.group_index + 1))
+            with m.If(new_step):
+                m.d.sync += walk.first_step.eq(0)
+                with m.If(desc.sink == Sink.STORE_STREAM):
+                    m.d.sync += stream_zero.bit_select(walk.step, 1).eq(0)
+
+    def _walk_cycle(self, m: Module, walk: Walk, stream_zero: Signal) -> None:
+        """Step the walker; at a chunk's end go on to the next chunk, the next word, or end."""
+        desc = self.descriptor
+        m.d.comb += [walk.running.eq(1), walk.walker.step.eq(1),
+                     *(walker.step.eq(1) for walker in walk.head_walkers)]
+        with m.If(walk.group_end):
+            with m.If(walk.chunk + 1 < desc.chunks):
+                self._next_chunk(m, walk)
+            with m.Elif(self.fetched.valid):
+                self._load_word(m, walk, stream_zero, first_of_pass=False)
+            with m.Else():
+                with m.If(desc.sink == Sink.STORE_STREAM):
+                    m.d.sync += stream_zero.bit_select(walk.step, 1).eq(0)
+                m.d.comb += self.pass_done.eq(1)
+        with m.Elif(walk.emit):
+            m.d.sync += walk.first_event.eq(0)
+
+    def _next_chunk(self, m: Module, walk: Walk) -> None:
+        """Walk the held word again for the next output chunk (masked to its heads)."""
+        desc = self.descriptor
+        lanes = self._plan.geometry.lanes
+        m.d.comb += [walk.walker.load.eq(1),
+                     walk.walker.word.eq(walk.held_word & self._walk_mask(
+                         walk.chunk + 1, walk.first_channel + lanes)),
+                     *self._load_head_walkers(walk, walk.held_word, walk.chunk + 1)]
+        m.d.sync += [
+            walk.chunk.eq(walk.chunk + 1), walk.first_channel.eq(walk.first_channel + lanes),
+            walk.weight_row.eq(walk.weight_row + desc.input_len),
+            walk.group_index.eq(walk.group_index + 1), walk.first_event.eq(1),
+        ]
+
+    def _load_head_walkers(self, walk: Walk, word: Value, chunk: Value | int) -> list:
+        """Return the loads of walkers 1, 2, ...: each its head's segment of ``word``.
+
+        Walker ``j`` of ``chunk`` walks head ``chunk * parallel_heads + j``, in the KV and
+        Q·KV passes only (nothing in the others, and past the last head).
+        """
+        geometry = self._plan.geometry
+        head_dim, slots = geometry.head_dim, geometry.parallel_heads
+        in_heads = self.descriptor.walk_mask != WalkMask.ALL
+        statements = []
+        for slot, walker in enumerate(walk.head_walkers, start=1):
+            segments = {c: word[h * head_dim:(h + 1) * head_dim]
+                        for c in range(geometry.kv_chunks)
+                        if (h := c * slots + slot) < geometry.heads}
+            if isinstance(chunk, int):
+                segment = segments.get(chunk, Const(0, head_dim))
+            else:
+                segment = Const(0, head_dim)
+                for c, value in segments.items():
+                    segment = Mux(chunk == c, value, segment)
+            statements += [walker.load.eq(1), walker.word.eq(Mux(in_heads, segment, 0))]
+        return statements
+
