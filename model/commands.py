@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from stepvit.model.config import add_override_arguments
 from stepvit.model.export.options import (
     add_progress_argument,
     output_folder,
@@ -44,9 +45,7 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--non-spiking", action="store_true",
                         help="the non-spiking twin: every LIF layer a ReLU, one time step (a "
                              "float baseline of the same shape and schedule; not exportable)")
-    parser.add_argument("--epochs", type=int, default=None, help="override training.epochs")
-    parser.add_argument("--seed", type=int, default=None, help="override training.seed")
-    parser.add_argument("--data-dir", type=Path, default=None, help="override data.data_dir")
+    add_override_arguments(parser)
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true",
                        help="insist on resuming from OUT/checkpoint.pt (without this flag a "

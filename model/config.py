@@ -7,6 +7,7 @@ with one :class:`~stepvit.model.export.errors.StepvitError` line that names the 
 
 from __future__ import annotations
 
+import argparse
 import copy
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,14 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if loaded is None:
         raise StepvitError(f"config {path} is empty")
     return validate_config(loaded)
+
+
+def add_override_arguments(parser: argparse.ArgumentParser, *, seed: bool = True) -> None:
+    """Add the options that override a config: ``--epochs``, ``--seed`` and ``--data-dir``."""
+    parser.add_argument("--epochs", type=int, default=None, help="override training.epochs")
+    if seed:
+        parser.add_argument("--seed", type=int, default=None, help="override training.seed")
+    parser.add_argument("--data-dir", type=Path, default=None, help="override data.data_dir")
 
 
 def load_config_with(path: str | Path, *, epochs: int | None = None,

@@ -42,6 +42,7 @@ from typing import Any
 
 import yaml
 
+from stepvit.model.config import add_override_arguments
 from stepvit.model.export.budgets import parse_ranges
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.export.options import add_progress_argument, output_folder
@@ -385,8 +386,7 @@ def sweep_arguments(parser: argparse.ArgumentParser) -> None:
                            "unfinished run (one a line) to OUT/commands.txt and stdout")
     work.add_argument("--gather", action="store_true",
                       help="train nothing: measure the runs that finished, list the others")
-    parser.add_argument("--epochs", type=int, default=None, help="override training.epochs")
-    parser.add_argument("--data-dir", type=Path, default=None, help="override data.data_dir")
+    add_override_arguments(parser, seed=False)
     parser.add_argument("--images", type=int, default=None,
                         help="test images to measure (default: the whole test split)")
     parser.add_argument("--finetune-epochs", type=int, default=0,
