@@ -352,8 +352,8 @@ def project_mask(model: SpikingViT, target: float) -> None:
         droppable = mask & (mask.sum(dim=1, keepdim=True) > 1)
         if not droppable.any():
             break
-        lowest = torch.where(droppable, scores, torch.full_like(scores, math.inf)).argmin()
-        row, step = divmod(int(lowest), scores.shape[1])
+        candidates = droppable.nonzero()  # row-major: equal scores go in index order
+        row, step = candidates[int(scores[droppable].argmin())].tolist()
         scores[row, step] = -abs(float(scores[row, step])) - 1.0
         mask[row, step] = False
 
@@ -517,7 +517,7 @@ def train_one_epoch(state: _RunState, network: nn.Module, epoch: int,
         phase = mask_schedule(epoch, steps_now, training, frozen=state.mask_frozen)
         if phase is MaskPhase.FROZEN and not state.mask_frozen:
             state.mask_frozen = True
-            if training["target_timesteps"]:
+            if training["target_timesteps"] and not training["fixed_timesteps"]:
                 project_mask(model, training["target_timesteps"])
             if state.validation is not None and not training["fixed_timesteps"]:
                 state.mask_choice = choose_mask_on_validation(model, state.validation)
@@ -656,7 +656,8 @@ def _finish_run(state: _RunState, config: dict[str, Any], checkpoint: dict[str, 
         "dataset": config["data"]["dataset"],
         "split": "test",
         "fixed_timesteps": training["fixed_timesteps"],
-        "target_timesteps": training["target_timesteps"] or None,
+        "target_timesteps": None if training["fixed_timesteps"]
+        else training["target_timesteps"] or None,
         "mask_frozen_in_epoch": frozen_at,
         "mask_choice_validation_losses": state.mask_choice,
         "train_images": len(train[1]),

@@ -76,6 +76,23 @@ def test_projection_drops_the_lowest_scores_and_keeps_a_step_per_module():
     assert model.timestep_mask().sum(dim=1).tolist() == [1, 1, 1, 1]
 
 
+def test_projection_of_infinite_scores_ends():
+    model = model_with_scores([[float("inf")] * 4] * 4)
+    project_mask(model, 2.0)  # all tied: they go in index order, each module keeps one
+    assert model.timestep_mask().tolist() == [[0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 1, 1],
+                                              [1, 1, 1, 1]]
+
+
+def test_a_fixed_t_run_keeps_every_step_whatever_the_target(tmp_path):
+    # `stepvit train --fixed-timesteps` on a config with a step target: the baseline
+    metrics = train_run(small_config(0, validation_fraction=0.1, epochs=1,
+                                     penalty_warmup_epochs=0, freeze_mask_epochs=0,
+                                     fixed_timesteps=True, target_timesteps=2.0),
+                        tmp_path, progress=False)
+    assert metrics["avg_timesteps"] == 4.0 and metrics["target_timesteps"] is None
+    assert metrics["mask_choice_validation_losses"] == []
+
+
 def small_config(seed, validation_fraction=0.0, **given):
     return validate_config({
         "name": "schedule",
