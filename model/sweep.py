@@ -347,7 +347,7 @@ def plot_sweep(arms: list[dict[str, Any]], path: Path, title: str) -> None:
     axes[0].set_xlabel("mean active steps per module")
     axes[1].set_xlabel("accumulates per image")
     for axis in axes:
-        axis.set_ylabel("integer test accuracy (%), mean ± std over seeds")
+        axis.set_ylabel("integer accuracy (%), mean ± std")
         axis.grid(alpha=0.3)
         axis.legend()
     figure.suptitle(f"{title}: learned time-step masks against fixed T")
