@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from stepvit.model.export.errors import StepvitError
+from stepvit.model.export.reader import RESET_RULES
 
 #: The data sets :func:`stepvit.model.data.load_dataset` knows.
 DATASETS = ("digits", "cifar10", "cifar100", "fashion-mnist", "mnist")
@@ -167,7 +168,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         raise StepvitError(
             f"config key 'data.dataset' must be one of {', '.join(DATASETS)}, "
             f"got {merged['data']['dataset']!r}")
-    if merged["model"]["reset"] not in ("hard", "soft"):
+    if merged["model"]["reset"] not in RESET_RULES:
         raise StepvitError(
             f"config key 'model.reset' must be 'hard' or 'soft', got {merged['model']['reset']!r}")
     if merged["model"]["neuron"] not in NEURONS:

@@ -11,7 +11,7 @@ from amaranth.hdl import Module, Mux, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-RESET_RULES = ("hard", "soft")
+from stepvit.model.export import RESET_RULES
 
 
 class LIFLanes(wiring.Component):
