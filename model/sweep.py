@@ -203,13 +203,6 @@ def train_in_parallel(runs: list[SweepRun], jobs: int, finetune_epochs: int,
         raise StepvitError(f"{len(failed)} run(s) failed: {', '.join(failed)}")
 
 
-def _train(run: SweepRun, progress: bool) -> None:
-    from stepvit.model.train import train_run
-
-    if not run.finished():
-        train_run(run.config, run.folder, resume="auto", progress=progress)
-
-
 def _measure_export(run_dir: Path, images: Any, labels: Any, *, finetune_epochs: int,
                     progress: bool) -> dict[str, Any]:
     """Export ``run_dir`` (unless its export is newer than the checkpoint); return its row."""
@@ -269,6 +262,7 @@ def run_sweep(config: dict[str, Any], out_dir: Path, *, penalties: list[float],
         ``paired`` (learned against fixed, per seed) and ``missing`` (run folders).
     """
     from stepvit.model.data import load_dataset
+    from stepvit.model.train import train_run
 
     runs = sweep_runs(config, out_dir, penalties=penalties, targets=targets, fixed=fixed,
                       seeds=seeds if seeds is not None else [config["training"]["seed"]])
@@ -279,11 +273,12 @@ def run_sweep(config: dict[str, Any], out_dir: Path, *, penalties: list[float],
     test_images, test_labels = test_images[:images], test_labels[:images]
     rows, missing = [], []
     for run in runs:
-        if gather and not run.finished():
-            missing.append(str(run.folder))
-            continue
         started = time.perf_counter()
-        _train(run, progress)
+        if not run.finished():  # one checkpoint read a run
+            if gather:
+                missing.append(str(run.folder))
+                continue
+            train_run(run.config, run.folder, resume="auto", progress=progress)
         metrics = json.loads((run.folder / "metrics.json").read_text())
         rows.append({"arm": run.arm, "kind": run.kind, "seed": run.seed,
                      "t_max": run.config["model"]["t_max"],

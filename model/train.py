@@ -39,6 +39,8 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,7 @@ from stepvit.model.data import augment, batches, hold_out, image_shape, load_dat
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.finetune import IntegerEmulation, finetune
 from stepvit.model.lif import LIFNeuron
-from stepvit.model.metrics import measure, timestep_summary
+from stepvit.model.metrics import measure
 from stepvit.model.network import SpikingViT
 from stepvit.model.plots import plot_training
 from stepvit.model.progress import progress_bar
@@ -143,6 +145,17 @@ def fix_timesteps(model: SpikingViT) -> None:
     model.timestep_scores.requires_grad_(False)
 
 
+@contextmanager
+def _in_mode(model: nn.Module, *, training: bool) -> Iterator[None]:
+    """Put ``model`` in training or eval mode for a block; restore its mode afterwards."""
+    was_training = model.training
+    model.train(training)
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(model: SpikingViT, images: torch.Tensor, batch_size: int,
                           device: torch.device) -> None:
@@ -157,11 +170,9 @@ def recalibrate_batchnorm(model: SpikingViT, images: torch.Tensor, batch_size: i
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # cumulative average over the batches of this pass
-    was_training = model.training
-    model.train()
-    for batch_images, _ in batches(images, torch.zeros(len(images)), batch_size):
-        model(batch_images.to(device))
-    model.train(was_training)
+    with _in_mode(model, training=True):
+        for batch_images, _ in batches(images, torch.zeros(len(images)), batch_size):
+            model(batch_images.to(device))
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
 
@@ -232,15 +243,13 @@ def evaluate(model: nn.Module, loader, masks: torch.Tensor | None = None) -> flo
     ``masks`` (``[2L + 2, T]``, 0/1) replaces the trained time-step mask, e.g. a
     budget-capped one. The model's train/eval mode is restored afterwards.
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     correct = total = 0
-    for images, labels in loader:
-        logits = model(images.to(device), masks=masks)
-        correct += int((logits.argmax(dim=1).cpu() == labels.cpu()).sum())
-        total += len(labels)
-    model.train(was_training)
+    with _in_mode(model, training=False):
+        for images, labels in loader:
+            logits = model(images.to(device), masks=masks)
+            correct += int((logits.argmax(dim=1).cpu() == labels.cpu()).sum())
+            total += len(labels)
     if total == 0:
         raise StepvitError("evaluate: the loader yielded no images")
     return correct / total
@@ -362,14 +371,13 @@ def project_mask(model: SpikingViT, target: float) -> None:
 def validation_loss(model: SpikingViT, validation: tuple[torch.Tensor, torch.Tensor],
                     mask: torch.Tensor) -> float:
     """Return the mean cross-entropy of ``model`` under ``mask`` on the validation split."""
-    was_training = model.training
-    model.eval()
     device = model.timestep_scores.device
     total = 0.0
-    for images, labels in batches(*validation, 512):
-        logits = model(images.to(device), masks=mask)
-        total += float(nn.functional.cross_entropy(logits, labels.to(device), reduction="sum"))
-    model.train(was_training)
+    with _in_mode(model, training=False):
+        for images, labels in batches(*validation, 512):
+            logits = model(images.to(device), masks=mask)
+            total += float(nn.functional.cross_entropy(logits, labels.to(device),
+                                                       reduction="sum"))
     return total / len(validation[1])
 
 
@@ -517,10 +525,11 @@ def train_one_epoch(state: _RunState, network: nn.Module, epoch: int,
         phase = mask_schedule(epoch, steps_now, training, frozen=state.mask_frozen)
         if phase is MaskPhase.FROZEN and not state.mask_frozen:
             state.mask_frozen = True
-            if training["target_timesteps"] and not training["fixed_timesteps"]:
-                project_mask(model, training["target_timesteps"])
-            if state.validation is not None and not training["fixed_timesteps"]:
-                state.mask_choice = choose_mask_on_validation(model, state.validation)
+            if not training["fixed_timesteps"]:  # a fixed-T baseline keeps every step
+                if training["target_timesteps"]:
+                    project_mask(model, training["target_timesteps"])
+                if state.validation is not None:
+                    state.mask_choice = choose_mask_on_validation(model, state.validation)
         if data["augment"]:
             images = augment(images, augment_generator, padding=data["crop_padding"],
                              flip=data["flip"])
@@ -700,8 +709,7 @@ def _quantization_aware_epochs(model: SpikingViT, config: dict[str, Any],
             "loss": losses[0],
             "test_accuracy": evaluate(IntegerEmulation(model),
                                       batches(test_images, test_labels, 512)),
-            "avg_timesteps": timestep_summary(model.timestep_mask(),
-                                              model.module_names())["avg_timesteps"],
+            "avg_timesteps": mean_active_steps(model),
             "seconds": time.perf_counter() - started,
         })
         done = epoch + 1
