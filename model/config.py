@@ -16,6 +16,7 @@ import yaml
 
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.export.reader import RESET_RULES
+from stepvit.model.export.stem import POOL_KEYS, STAGE_KEYS, STEM_KEYS, check_stem, complete_stem
 
 #: The data sets :func:`stepvit.model.data.load_dataset` knows.
 DATASETS = ("digits", "cifar10", "cifar100", "fashion-mnist", "mnist")
@@ -47,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
         "attn_shift": 3,
         "neuron": "lif",          # "relu": the non-spiking twin (a float baseline of the
                                   # same shape; `stepvit train --non-spiking`), not exportable
+        "stem": None,             # a convolutional stem (Spikformer's SPS) in place of the
+                                  # linear patch embedding: {stages: [...], pool, rpe}
+                                  # (model/export/stem.py); patch is not used then
     },
     "training": {
         "epochs": 30,
@@ -178,11 +182,55 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         raise StepvitError(
             "config key 'training.qat_epochs' needs 'model.neuron: lif' (the non-spiking "
             "twin has no integer network)")
+    if merged["model"]["stem"] is not None:
+        merged["model"]["stem"] = _checked_stem(merged["model"]["stem"], merged["model"]["dim"])
     if merged["model"]["dim"] % merged["model"]["heads"]:
         raise StepvitError(
             f"config key 'model.heads' ({merged['model']['heads']}) must divide "
             f"'model.dim' ({merged['model']['dim']})")
     return merged
+
+
+def _checked_stem(stem: Any, dim: int) -> dict[str, Any]:
+    """Return the ``model.stem`` config complete and checked.
+
+    Its geometry is checked later, against the data set's image size.
+    """
+    where = "model.stem"
+    if not isinstance(stem, dict) or not set(stem) <= set(STEM_KEYS) or "stages" not in stem:
+        raise StepvitError(f"config key {where!r} must be a mapping with 'stages' and "
+                           f"optionally 'pool', 'rpe', got {stem!r}")
+    stages = stem["stages"]
+    if not isinstance(stages, list) or not stages:
+        raise StepvitError(f"config key '{where}.stages' must be a non-empty list of stages")
+    for index, stage in enumerate(stages):
+        if (not isinstance(stage, dict) or "channels" not in stage
+                or not set(stage) <= set(STAGE_KEYS)):
+            raise StepvitError(
+                f"config key '{where}.stages[{index}]' must be a mapping with 'channels' and "
+                f"optionally {', '.join(repr(k) for k in STAGE_KEYS[1:])}, got {stage!r}")
+        for key, value in stage.items():
+            if key != "pool" and (not isinstance(value, int) or isinstance(value, bool)):
+                raise StepvitError(f"config key '{where}.stages[{index}].{key}' must be an "
+                                   f"int, got {value!r}")
+    pool = stem.get("pool") or {}
+    if not isinstance(pool, dict) or not set(pool) <= set(POOL_KEYS):
+        raise StepvitError(f"config key '{where}.pool' must be a mapping of "
+                           f"{', '.join(POOL_KEYS)}, got {pool!r}")
+    try:
+        completed = complete_stem(stem)
+    except (TypeError, ValueError):
+        raise StepvitError(f"config key {where!r} holds a value that is not a number: "
+                           f"{stem!r}") from None
+    # the geometry depends on the image size: checked here on a large image, at build time
+    # on the data set's
+    problem = check_stem({**completed, "rpe": stem.get("rpe", False)}, (1, 4096, 4096), where)
+    if problem:
+        raise StepvitError(f"config key {problem}")
+    if completed["stages"][-1]["channels"] != dim:
+        raise StepvitError(f"config key '{where}.stages' must end with 'model.dim' ({dim}) "
+                           f"channels, got {completed['stages'][-1]['channels']}")
+    return completed
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from stepvit.model.data import batches
 from stepvit.model.export.energy import energy_estimate_uj
+from stepvit.model.export.stem import StemStage, stem_stages
 from stepvit.model.golden import ac_ops_of, dense_ac_ops_of
 from stepvit.model.network import SpikingViT
 from stepvit.model.progress import progress_bar
@@ -34,8 +36,10 @@ def timestep_summary(mask: torch.Tensor, module_names: list[str]) -> dict[str, A
         ``avg_timesteps`` (mean over modules of active steps).
     """
     mask = mask.to(torch.int64).cpu()
-    depth = (len(module_names) - 2) // 2
-    per_block = [int((mask[1 + 2 * index] | mask[2 + 2 * index]).sum()) for index in range(depth)]
+    row = {name: index for index, name in enumerate(module_names)}
+    depth = sum(name.endswith(".attn") for name in module_names)
+    per_block = [int((mask[row[f"blocks.{index}.attn"]] | mask[row[f"blocks.{index}.mlp"]]).sum())
+                 for index in range(depth)]
     return {
         "timestep_mask": mask.tolist(),
         "timesteps_per_module": {name: int(row.sum()) for name, row in zip(module_names, mask)},
@@ -59,13 +63,54 @@ def work_widths(model: SpikingViT) -> dict[str, int]:
 def layer_widths(model: SpikingViT) -> dict[str, int]:
     """Return the number of neurons of each LIF layer (tokens x channels)."""
     widths = work_widths(model)
-    return {name: model.tokens * widths["mlp_dim" if name.endswith("mlp.fc1") else "dim"]
+    stem = {stage.name: int(np.prod(stage.lif_shape)) for stage in stem_stages_of(model)}
+    return {name: stem[name] if name in stem
+            else model.tokens * widths["mlp_dim" if name.endswith("mlp.fc1") else "dim"]
             for name in model.layer_names()}
 
 
+def stem_stages_of(model: SpikingViT) -> list[StemStage]:
+    """Return the shapes of the model's stem modules (none without a stem)."""
+    if model.stem_config is None:
+        return []
+    return stem_stages(model.image_shape, model.stem_config)
+
+
+def first_layer_work(model: SpikingViT) -> tuple[int, np.ndarray]:
+    """Return the first layer's ``mac_ops`` (float view) and its accumulates per set bit.
+
+    The first layer sees the image: the patch embedding (``N D C p p`` MACs; a set bit of a
+    pixel adds a weight column of ``D``) or the stem's first conv (``H' W' Cout C k k``; a
+    set bit at ``(y, x)`` adds ``Cout`` weights at each of the ``reach[y, x]`` positions).
+    The second value is ``[H, W]``: accumulates per set bit of a pixel at each position.
+    """
+    stages = stem_stages_of(model)
+    if not stages:
+        dim = model.head.linear.in_features
+        channels, height, width = model.image_shape
+        patch = model.embed.conv.kernel_size[0]
+        return model.tokens * dim * channels * patch * patch, np.full((height, width), dim)
+    first = stages[0]
+    out_channels, out_h, out_w = first.conv_shape
+    mac_ops = out_h * out_w * out_channels * first.in_shape[0] * first.kernel ** 2
+    return mac_ops, first.reach() * out_channels
+
+
+def set_bits_map(images: torch.Tensor) -> torch.Tensor:
+    """Return ``[B, H, W]``: the set bits of the uint8 pixels at each position (channels summed)."""
+    pixels = images.to(torch.int64)
+    return sum(((pixels >> bit) & 1) for bit in range(8)).sum(dim=1)
+
+
 def dense_ac_ops(model: SpikingViT) -> int:
-    """Return the accumulates of one image with every spike 1 and every step active."""
-    return dense_ac_ops_of(tokens=model.tokens, t_max=model.t_max, **work_widths(model))
+    """Return the accumulates of one image with every spike 1 and every step active.
+
+    With a stem, its convolutions on spikes count too (every input position spiking).
+    """
+    stem = sum(int(stage.reach().sum()) * stage.in_shape[0] * stage.conv_shape[0]
+               for stage in stem_stages_of(model)[1:])
+    return (dense_ac_ops_of(tokens=model.tokens, t_max=model.t_max, **work_widths(model))
+            + model.t_max * stem)
 
 
 def ac_ops_per_image(model: SpikingViT, spikes: dict[str, torch.Tensor],
@@ -82,12 +127,6 @@ def ac_ops_per_image(model: SpikingViT, spikes: dict[str, torch.Tensor],
         Attention module -> ``[B, T]`` Kᵀ·V accumulates.
     """
     return ac_ops_of(spikes, kv_pairs, **work_widths(model))
-
-
-def set_bits(images: torch.Tensor) -> torch.Tensor:
-    """Return the number of set bits of the uint8 pixels of each image ``[B]``."""
-    pixels = images.to(torch.int64).flatten(1)
-    return sum(((pixels >> bit) & 1).sum(dim=1) for bit in range(8))
 
 
 @torch.no_grad()
@@ -123,7 +162,10 @@ def measure(model: SpikingViT, images: torch.Tensor, labels: torch.Tensor, *,
     correct = 0
     spike_totals = {name: 0.0 for name in model.layer_names()}
     ac_total = 0.0
+    stem_total = 0.0
     bits_total = 0.0
+    mac_ops, per_bit = first_layer_work(model)
+    per_bit = torch.from_numpy(per_bit).to(torch.float64)
     used_mask = None
     for batch_images, batch_labels in progress_bar(batches(images, labels, batch_size),
                                                    total=-(-len(labels) // batch_size),
@@ -134,16 +176,13 @@ def measure(model: SpikingViT, images: torch.Tensor, labels: torch.Tensor, *,
         for name, counts in trace.spikes.items():
             spike_totals[name] += float(counts.sum())
         ac_total += float(ac_ops_per_image(model, trace.spikes, trace.kv_pairs).sum())
-        bits_total += float(set_bits(batch_images).sum())
+        stem_total += float(trace.stem_ac_ops.sum())
+        bits_total += float((set_bits_map(batch_images).to(torch.float64) * per_bit).sum())
         used_mask = trace.masks
     model.train(was_training)
     count = len(labels)
     widths = layer_widths(model)
-    dim = model.head.linear.in_features
-    channels, _, _ = model.image_shape
-    patch = model.embed.conv.kernel_size[0]
-    mac_ops = model.tokens * dim * channels * patch * patch
-    ac_ops = ac_total / count
+    ac_ops = (ac_total + stem_total) / count
     results: dict[str, Any] = {"test_accuracy": correct / count, "images": count,
                                "t_max": model.t_max}
     results.update(timestep_summary(used_mask, model.module_names()))
@@ -151,7 +190,8 @@ def measure(model: SpikingViT, images: torch.Tensor, labels: torch.Tensor, *,
     results["spike_rate"] = {name: total / (count * widths[name] * model.t_max)
                              for name, total in spike_totals.items()}
     results["ac_ops"] = ac_ops
-    results["embed_ac_ops"] = bits_total / count * dim
+    results["stem_ac_ops"] = stem_total / count
+    results["embed_ac_ops"] = bits_total / count
     results["mac_ops"] = mac_ops
     results["dense_ac_ops"] = dense_ac_ops(model)
     results["energy_uj"] = energy_estimate_uj(mac_ops, ac_ops)

@@ -35,10 +35,12 @@ from functools import partial
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.hooks import RemovableHandle
 
 from stepvit.model.export import layer_names_for, module_names_for
 from stepvit.model.export.reader import ATTENTION_LAYERS, MLP_LAYERS
+from stepvit.model.export.stem import StemStage, complete_stem, stem_stages
 from stepvit.model.lif import LIFNeuron
 
 
@@ -82,12 +84,17 @@ class Trace:
     kv_pairs : dict[str, torch.Tensor]
         Attention module name (``blocks.i.attn``) -> ``[B, T]`` the accumulates of its
         ``Kᵀ·V``: ``sum over tokens m and heads h of |K_mh| * |V_mh|`` (SPEC.md section 3).
+    stem_ac_ops : torch.Tensor
+        ``[B, T]`` the accumulates of the stem's convolutions on spikes (every stage but
+        the first, and the RPE: input spikes x positions reached x out channels, SPEC.md
+        section 6); zeros without a stem.
     """
 
     logits: torch.Tensor
     spikes: dict[str, torch.Tensor]
     masks: torch.Tensor
     kv_pairs: dict[str, torch.Tensor]
+    stem_ac_ops: torch.Tensor
 
 
 class LinearBN(nn.Module):
@@ -108,9 +115,12 @@ class LinearBN(nn.Module):
         return self.bn(flat.transpose(1, 2)).transpose(1, 2).reshape(*leading, count, -1)
 
 
-def per_step(mask: torch.Tensor) -> torch.Tensor:
-    """Return a ``[T]`` mask shaped ``[T, 1, 1, 1]`` to scale ``[T, B, N, F]`` tensors."""
-    return mask.reshape(-1, 1, 1, 1)
+def per_step(mask: torch.Tensor, ndim: int = 4) -> torch.Tensor:
+    """Return a ``[T]`` mask shaped ``[T, 1, 1, 1]`` to scale ``[T, B, N, F]`` tensors.
+
+    ``ndim``: the rank of the tensors it scales (5 for the stem's ``[T, B, C, H, W]``).
+    """
+    return mask.reshape(-1, *([1] * (ndim - 1)))
 
 
 class PatchEmbedding(nn.Module):
@@ -138,6 +148,113 @@ class PatchEmbedding(nn.Module):
         """Return the embedding current ``[B, N, D]`` of images in 0..1."""
         features = self.conv(images).flatten(2)  # [B, D, N], tokens in row-major patch order
         return self.bn(features).transpose(1, 2) + self.pos
+
+
+class ConvStage(nn.Module):
+    """One stem module: conv k x k (no bias) -> BN -> [max-pool] -> LIF -> [max-pool].
+
+    Its input is ``[T, B, C, H, W]`` spikes, or (``direct``, stage 0) the image
+    ``[B, C, H, W]``, whose current is computed once and is the same at every step. Its
+    output is the spikes it emits, ``m_t * s_t'`` (pooled when the pool is after the LIF):
+    a stage is a module of its own, so its mask applies where the spikes leave it.
+
+    Args:
+        stage: the stage's shapes (:func:`~stepvit.model.export.stem.stem_stages`).
+        pool: ``{kernel, stride, padding}`` of the max-pool.
+        direct: the input is the image (stage 0, direct encoding).
+        leak_shift, reset: the LIF layer's.
+    """
+
+    def __init__(self, stage: StemStage, pool: dict[str, int], *, direct: bool,
+                 leak_shift: int, reset: str) -> None:
+        super().__init__()
+        self.place = stage.pool
+        self.direct = direct
+        self.pool_geometry = dict(pool)
+        self.conv = nn.Conv2d(stage.in_shape[0], stage.conv_shape[0], stage.kernel,
+                              stride=stage.stride, padding=stage.padding, bias=False)
+        self.bn = nn.BatchNorm2d(stage.conv_shape[0])
+        self.neuron = LIFNeuron(leak_shift=leak_shift, reset=reset)
+        self.register_buffer("reach", torch.from_numpy(stage.reach()).float(), persistent=False)
+
+    def accumulates(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Return ``[B, T]``: input spikes ``[T, B, C, H, W]`` x positions reached x out channels.
+
+        What the accelerator's event-driven convolution does: every input spike adds its
+        ``Cout`` weights to each output position its window reaches (SPEC.md section 5).
+        """
+        return ((inputs * self.reach).sum(dim=(-3, -2, -1)) * self.conv.out_channels).T
+
+    def pool(self, maps: torch.Tensor) -> torch.Tensor:
+        """Return the max-pool of ``[..., C, H, W]`` (on spikes: an OR over the window)."""
+        leading = maps.shape[:-3]
+        pooled = F.max_pool2d(maps.reshape(-1, *maps.shape[-3:]), self.pool_geometry["kernel"],
+                              self.pool_geometry["stride"], self.pool_geometry["padding"])
+        return pooled.reshape(*leading, *pooled.shape[-3:])
+
+    def current(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Return ``BN(conv(inputs))`` of ``[..., C, H, W]``, pooled if before the LIF."""
+        leading = inputs.shape[:-3]
+        out = self.bn(self.conv(inputs.reshape(-1, *inputs.shape[-3:])))
+        out = out.reshape(*leading, *out.shape[-3:])
+        return self.pool(out) if self.place == "before" else out
+
+    def forward(self, inputs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Return the emitted spikes ``[T, B, C', H', W']``; ``masks`` is the stage's ``[T]``."""
+        current = self.current(inputs)
+        if self.direct:
+            current = current.expand(masks.shape[0], *current.shape)
+        spikes = self.neuron(current, masks) * per_step(masks, 5)
+        return self.pool(spikes) if self.place == "after" else spikes
+
+
+class SpikingStem(nn.Module):
+    """Spikformer's spiking patch splitting: conv stages, then the RPE, as tokens.
+
+    The tokens are the last stage's spikes plus (with the RPE) the RPE's spikes, so a
+    token value is 0, 1 or 2; positions in row-major order (SPEC.md section 5).
+
+    Args:
+        image_shape: ``(C, H, W)``.
+        stem: the ``model.stem`` config (:func:`~stepvit.model.export.stem.complete_stem`).
+        leak_shift, reset: the LIF layers'.
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], stem: dict, *, leak_shift: int,
+                 reset: str) -> None:
+        super().__init__()
+        self.config = complete_stem(stem)
+        shapes = stem_stages(image_shape, self.config)
+        neuron = {"leak_shift": leak_shift, "reset": reset}
+        count = len(self.config["stages"])
+        self.stages = nn.ModuleList(
+            ConvStage(stage, self.config["pool"], direct=index == 0, **neuron)
+            for index, stage in enumerate(shapes[:count]))
+        self.rpe = (ConvStage(shapes[-1], self.config["pool"], direct=False, **neuron)
+                    if self.config["rpe"] else None)
+        self.names = [stage.name for stage in shapes]
+        self.tokens = shapes[-1].out_shape[1] * shapes[-1].out_shape[2]
+
+    def modules_in_order(self) -> list[ConvStage]:
+        """Return the stem's modules (stages, then the RPE) in mask-row order."""
+        return [*self.stages, *([self.rpe] if self.rpe is not None else [])]
+
+    def spiking_stages(self) -> list[ConvStage]:
+        """Return the modules whose convolution takes spikes (all but the first stage)."""
+        return self.modules_in_order()[1:]
+
+    def neurons(self) -> list[LIFNeuron]:
+        """Return the stem's LIF layers in module order."""
+        return [module.neuron for module in self.modules_in_order()]
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Return the token stream ``[T, B, N, D]`` of images in 0..1; ``masks`` ``[S, T]``."""
+        x = images
+        for index, stage in enumerate(self.stages):
+            x = stage(x, masks[index])
+        if self.rpe is not None:
+            x = x + self.rpe(x, masks[len(self.stages)])
+        return x.flatten(-2).transpose(-2, -1)
 
 
 class SpikingAttention(nn.Module):
@@ -277,7 +394,7 @@ class SpikeMonitor:
                would_be: torch.Tensor) -> None:
         """Record the spikes layer ``name`` emitted (its hook)."""
         _, masks = inputs
-        emitted = (per_step(masks) * would_be).detach()
+        emitted = (per_step(masks, would_be.dim()) * would_be).detach()
         self.counts[name] = emitted.flatten(2).sum(dim=2).T
         if name in self.keep:
             self.maps[name] = emitted
@@ -299,44 +416,59 @@ class SpikingViT(nn.Module):
         reset: ``"hard"`` or ``"soft"``.
         attn_shift: attention output scale ``2^-attn_shift``.
         score_init: initial value of every time-step score (> 0: all steps start active).
+        stem: the convolutional stem (``model.stem`` of a config, SPEC.md section 5) in place
+            of the linear patch embedding (then ``patch`` is not used); None: no stem.
     """
 
     def __init__(self, image_shape: tuple[int, int, int], patch: int, dim: int, heads: int,
                  depth: int, mlp_dim: int, num_classes: int, t_max: int, leak_shift: int = 1,
-                 reset: str = "hard", attn_shift: int = 3, score_init: float = 1.0) -> None:
+                 reset: str = "hard", attn_shift: int = 3, score_init: float = 1.0,
+                 stem: dict | None = None) -> None:
         super().__init__()
         channels, height, width = image_shape
-        if patch < 1 or height % patch or width % patch:
+        if stem is None and (patch < 1 or height % patch or width % patch):
             raise ValueError(f"patch {patch} must divide the image size {height}x{width}")
         if heads < 1 or dim % heads:
             raise ValueError(f"heads {heads} must divide dim {dim}")
         if t_max < 1:
             raise ValueError(f"t_max must be >= 1, got {t_max}")
         self.image_shape = (channels, height, width)
-        self.tokens = (height // patch) * (width // patch)
         self.depth = depth
         self.t_max = t_max
         neuron = {"leak_shift": leak_shift, "reset": reset}
-        self.embed = PatchEmbedding(self.image_shape, patch, dim)
-        self.embed_neuron = LIFNeuron(**neuron)
+        #: The architecture's stem (complete), or None: the linear patch embedding.
+        self.stem_config = complete_stem(stem) if stem else None
+        if self.stem_config is not None:
+            last = self.stem_config["stages"][-1]["channels"]
+            if last != dim:
+                raise ValueError(f"the stem's last stage has {last} channels, the width is {dim}")
+            self.stem = SpikingStem(self.image_shape, self.stem_config, **neuron)
+            self.tokens = self.stem.tokens
+        else:
+            self.tokens = (height // patch) * (width // patch)
+            self.embed = PatchEmbedding(self.image_shape, patch, dim)
+            self.embed_neuron = LIFNeuron(**neuron)
         self.blocks = nn.ModuleList(
             SpikingBlock(dim, heads, mlp_dim, attn_shift=attn_shift, **neuron)
             for _ in range(depth)
         )
         self.head = ClassifierHead(dim, num_classes, **neuron)
-        self.timestep_scores = nn.Parameter(torch.full((2 * depth + 2, t_max), float(score_init)))
+        #: Mask rows before the first block's: the stem's modules, or ``embed``.
+        self.stem_modules = len(self.module_names()) - 2 * depth - 1
+        self.timestep_scores = nn.Parameter(
+            torch.full((self.stem_modules + 2 * depth + 1, t_max), float(score_init)))
 
     def module_names(self) -> list[str]:
         """Return the module names in mask-row order (SPEC.md section 1)."""
-        return module_names_for(self.depth)
+        return module_names_for(self.depth, self.stem_config)
 
     def layer_names(self) -> list[str]:
         """Return the LIF layer names in SPEC.md section 1 order (the trace's keys)."""
-        return layer_names_for(self.depth)
+        return layer_names_for(self.depth, self.stem_config)
 
     def lif_layers(self) -> dict[str, LIFNeuron]:
         """Return the LIF layers under their SPEC.md section 1 names, in that order."""
-        layers = [self.embed_neuron]
+        layers = self.stem.neurons() if self.stem_config else [self.embed_neuron]
         for block in self.blocks:
             layers += [*block.attn.neurons.values(), *block.mlp.neurons.values()]
         return dict(zip(self.layer_names(), [*layers, self.head.neuron], strict=True))
@@ -377,10 +509,16 @@ class SpikingViT(nn.Module):
             budget-capped mask); no gradient reaches the scores then.
         """
         m = self.step_masks(masks)
-        current = self.embed(images.to(self.timestep_scores.dtype) / 255.0)
-        x = self.embed_neuron(current.expand(self.t_max, *current.shape), m[0]) * per_step(m[0])
+        pixels = images.to(self.timestep_scores.dtype) / 255.0
+        if self.stem_config is not None:
+            x = self.stem(pixels, m[:self.stem_modules])
+        else:
+            current = self.embed(pixels)
+            x = self.embed_neuron(current.expand(self.t_max, *current.shape), m[0])
+            x = x * per_step(m[0])
+        first = self.stem_modules
         for index, block in enumerate(self.blocks):
-            x = block(x, m[1 + 2 * index], m[2 + 2 * index])
+            x = block(x, m[first + 2 * index], m[first + 1 + 2 * index])
         return self.head(x, m[-1])
 
     def trace(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> Trace:
@@ -390,8 +528,19 @@ class SpikingViT(nn.Module):
         """
         attention = [f"blocks.{index}.attn" for index in range(self.depth)]
         keep = {f"{module}.{name}" for module in attention for name in ("k", "v")}
-        with SpikeMonitor(self.lif_layers(), keep) as monitor:
-            logits = self(images, masks)
+        stem_work = torch.zeros(images.shape[0], self.t_max)
+        handles = []
+        if self.stem_config is not None:
+            def count(stage: ConvStage, inputs: tuple[torch.Tensor, ...], _: torch.Tensor) -> None:
+                nonlocal stem_work
+                stem_work = stem_work + stage.accumulates(inputs[0].detach()).cpu()
+            handles = [stage.register_forward_hook(count) for stage in self.stem.spiking_stages()]
+        try:
+            with SpikeMonitor(self.lif_layers(), keep) as monitor:
+                logits = self(images, masks)
+        finally:
+            for handle in handles:
+                handle.remove()
         return Trace(
             logits=logits,
             spikes={name: monitor.counts[name] for name in self.layer_names()},
@@ -399,6 +548,7 @@ class SpikingViT(nn.Module):
             kv_pairs={module: block.attn.kv_accumulates(monitor.maps[f"{module}.k"],
                                                         monitor.maps[f"{module}.v"])
                       for module, block in zip(attention, self.blocks)},
+            stem_ac_ops=stem_work,
         )
 
 

@@ -126,11 +126,16 @@ def build_model(config: dict[str, Any], shape: tuple[int, int, int],
                 num_classes: int) -> SpikingViT:
     """Return a new network for ``config`` (its ``model`` section and score_init)."""
     model_config = config["model"]
-    model = SpikingViT(
-        tuple(shape), model_config["patch"], model_config["dim"], model_config["heads"],
-        model_config["depth"], model_config["mlp_dim"], num_classes, model_config["t_max"],
-        leak_shift=model_config["leak_shift"], reset=model_config["reset"],
-        attn_shift=model_config["attn_shift"], score_init=config["training"]["score_init"])
+    try:
+        model = SpikingViT(
+            tuple(shape), model_config["patch"], model_config["dim"], model_config["heads"],
+            model_config["depth"], model_config["mlp_dim"], num_classes, model_config["t_max"],
+            leak_shift=model_config["leak_shift"], reset=model_config["reset"],
+            attn_shift=model_config["attn_shift"], score_init=config["training"]["score_init"],
+            stem=model_config["stem"])
+    except ValueError as error:
+        raise StepvitError(f"config 'model' does not fit images of shape {tuple(shape)}: "
+                           f"{error}") from None
     if model_config["neuron"] == "relu":
         for module in model.modules():
             if isinstance(module, LIFNeuron):

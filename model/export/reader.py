@@ -22,6 +22,7 @@ import yaml
 
 from stepvit.model.export.budgets import budget_mask_of
 from stepvit.model.export.errors import ExportError
+from stepvit.model.export.stem import stem_names
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.yaml"
@@ -68,17 +69,21 @@ BLOCK_LAYERS = (*(f"attn.{name}" for name in ATTENTION_LAYERS),
                 *(f"mlp.{name}" for name in MLP_LAYERS))
 
 
-def module_names_for(depth: int) -> list[str]:
-    """Return the module names, in mask-row order, of a network of ``depth`` blocks."""
-    names = ["embed"]
+def module_names_for(depth: int, stem: dict[str, Any] | None = None) -> list[str]:
+    """Return the module names, in mask-row order, of a network of ``depth`` blocks.
+
+    ``stem``: the architecture's convolutional stem (its stages ``stem.i`` and ``stem.rpe``
+    take the place of ``embed``), or None for the linear patch embedding.
+    """
+    names = stem_names(stem)
     for block in range(depth):
         names += [f"blocks.{block}.attn", f"blocks.{block}.mlp"]
     return names + ["head"]
 
 
-def layer_names_for(depth: int) -> list[str]:
-    """Return the LIF layer names, in SPEC.md section 1 spike-count order."""
-    names = ["embed"]
+def layer_names_for(depth: int, stem: dict[str, Any] | None = None) -> list[str]:
+    """Return the LIF layer names, in SPEC.md section 1 spike-count order (``stem`` as above)."""
+    names = stem_names(stem)
     for block in range(depth):
         names += [f"blocks.{block}.{layer}" for layer in BLOCK_LAYERS]
     return names + ["head.in"]
