@@ -1,0 +1,230 @@
+"""The stem engine: the convolutional stem (SPEC.md section 5) of one image, pass by pass.
+
+A sequencer walks the plan's passes (:class:`~stepvit.rtl.stem_plan.StemPlan`) like spikes:
+at ``start`` it loads the vector of the passes whose mask gate holds, and a priority encoder
+gives the current one, so a masked module's passes cost no cycle at all. Each pass is run
+by its module's :class:`~stepvit.rtl.stem_unit.StemModuleUnit`; the tokens pass, run here,
+reads the last stage's and the RPE's spike words and emits ``X = E·(S_last + R)`` for every
+token and chunk of the step (two selected adds of ``E``: no multiplier), in place of the
+embedding's stream of the core.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from stepvit.rtl.spike_walker import SpikeWalker
+from stepvit.rtl.stem_conv import PLANES
+from stepvit.rtl.stem_plan import PASS_KINDS, StemPlan
+from stepvit.rtl.stem_unit import StemModuleUnit
+
+#: Width of a stem layer's spike count in ``counts``.
+COUNT_BITS = 32
+
+
+class StemEngine(wiring.Component):
+    """The stem of one export: pixels in, the stream's tokens of every step out.
+
+    Parameters
+    ----------
+    plan : StemPlan
+        The stem and its lanes.
+    arrays : dict of str to numpy.ndarray
+        The export's ``stem.*.weight``, ``stem.*.bias`` and ``stream_spike``.
+    thresholds : dict of str to numpy.ndarray
+        The export's thresholds (``stem.i``, ``stem.rpe``).
+    bits : dict of str to int
+        The export's bit widths.
+    leak_shift : int
+        The LIF's leak shift.
+    reset : str
+        ``"hard"`` or ``"soft"``.
+
+    Members
+    -------
+    pixel_valid, pixel_address, pixel_data : In
+        Write the ``C`` pixels of one position (channel ``c`` in byte ``c``).
+    start : In(1)
+        Begin an image with the masks in ``mask`` (ignored while busy).
+    mask : In(modules · T)
+        The stem modules' mask rows, bit ``module · T + t``.
+    busy : Out(1)
+        An image is in progress.
+    token_valid, token_step, token_index, token_chunk, token_data : Out
+        One chunk of the stream ``X`` at one step and token.
+    counts : Out(ArrayLayout(unsigned(32), modules))
+        Each stem layer's spikes over the image so far (before any OR-pool).
+    """
+
+    def __init__(self, plan: StemPlan, *, arrays: dict[str, np.ndarray],
+                 thresholds: dict[str, np.ndarray], bits: dict[str, int], leak_shift: int,
+                 reset: str) -> None:
+        self._plan = plan
+        self._units = []
+        for index, stage in enumerate(plan.stages):
+            self._units.append(StemModuleUnit(
+                plan, index, weight=arrays[f"{stage.name}.weight"],
+                bias=arrays[f"{stage.name}.bias"], threshold=thresholds[stage.name],
+                current_bits=bits["embed_current" if index == 0 else "current"],
+                membrane_bits=bits["membrane"], leak_shift=leak_shift, reset=reset))
+        self._stream_spike = np.asarray(arrays["stream_spike"], dtype=np.int64)
+        self._stream_bits = bits["stream"]
+        channels, height, width = plan.stages[0].in_shape
+        tokens_shape = plan.stages[plan.last_stage].out_shape
+        self._token_chunks = -(-tokens_shape[0] // plan.lanes)
+        self._tokens = tokens_shape[1] * tokens_shape[2]
+        modules = len(plan.stages)
+        super().__init__({
+            "pixel_valid": In(1),
+            "pixel_address": In(range(max(height * width, 2))),
+            "pixel_data": In(PLANES * channels),
+            "start": In(1),
+            "mask": In(modules * plan.t_max),
+            "busy": Out(1),
+            "token_valid": Out(1),
+            "token_step": Out(range(max(plan.t_max, 2))),
+            "token_index": Out(range(max(self._tokens, 2))),
+            "token_chunk": Out(range(max(self._token_chunks, 2))),
+            "token_data": Out(data.ArrayLayout(signed(self._stream_bits), plan.lanes)),
+            "counts": Out(data.ArrayLayout(unsigned(COUNT_BITS), modules)),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        """Build the units, the pixel memory, the pass sequencer and the tokens loop."""
+        m = Module()
+        plan = self._plan
+        passes = plan.passes()
+        for index, unit in enumerate(self._units):
+            m.submodules[f"module{index}"] = unit
+        _, height, width = plan.stages[0].in_shape
+        pixels = Memory(shape=unsigned(len(self.pixel_data)), depth=max(height * width, 2),
+                        init=[])
+        m.submodules.pixels = pixels
+        pixel_write, pixel_read = pixels.write_port(), pixels.read_port()
+        m.d.comb += [pixel_write.addr.eq(self.pixel_address),
+                     pixel_write.data.eq(self.pixel_data), pixel_write.en.eq(self.pixel_valid),
+                     pixel_read.addr.eq(self._units[0].in_address),
+                     self._units[0].in_data.eq(pixel_read.data)]
+
+        m.submodules.sequencer = sequencer = SpikeWalker(width=len(passes))
+        held = Signal(len(self.mask))
+        gates = [self._gate(stem_pass, self.mask) for stem_pass in passes]
+        with m.If(self.start & ~sequencer.any):
+            m.d.comb += [sequencer.load.eq(1), sequencer.word.eq(Cat(*gates))]
+            m.d.sync += [held.eq(self.mask)] + [count.eq(0) for count in self.counts]
+        current = sequencer.index
+        kind = _table([PASS_KINDS.index(p.kind) for p in passes], current)
+        module = _table([max(p.module, 0) for p in passes], current)
+        step = _table([max(p.step, 0) for p in passes], current)
+        is_tokens = sequencer.any & (kind == PASS_KINDS.index("tokens"))
+        pass_done = Signal()
+        m.d.comb += [self.busy.eq(sequencer.any), sequencer.step.eq(pass_done)]
+        # the tokens loop first: a scatter's reads of the same maps override its addresses
+        tokens_done = self._tokens_loop(m, is_tokens, step, held)
+        with m.If(is_tokens):
+            m.d.comb += pass_done.eq(tokens_done)
+        self._drive_units(m, sequencer.any, kind, module, pass_done)
+        return m
+
+    def _gate(self, stem_pass, mask: Signal):
+        """Return the pass's gate as logic on the mask bits (1 for the tokens)."""
+        t_max = self._plan.t_max
+        if stem_pass.any_step:
+            return mask[stem_pass.module * t_max:(stem_pass.module + 1) * t_max].any()
+        gate = Const(1, 1)
+        for module, step in stem_pass.gate:
+            gate = gate & mask[module * t_max + step]
+        return gate
+
+    def _drive_units(self, m: Module, running: Signal, kind, module, pass_done: Signal) -> None:
+        """Start each unit's passes, route the input maps, count the spikes and the dones."""
+        plan = self._plan
+        touched = Signal(len(self._units))
+        with m.If(self.start & ~running):
+            m.d.sync += touched.eq(0)
+        for index, unit in enumerate(self._units):
+            mine = running & (module == index) & (kind != PASS_KINDS.index("tokens"))
+            m.d.comb += [
+                unit.go_clear.eq(mine & (kind == PASS_KINDS.index("clear"))),
+                unit.go_scatter.eq(mine & (kind == PASS_KINDS.index("scatter"))),
+                unit.go_fire.eq(mine & (kind == PASS_KINDS.index("fire"))),
+                unit.go_pool.eq(mine & (kind == PASS_KINDS.index("pool"))),
+                unit.fresh.eq(~touched[index]),
+            ]
+            with m.If(mine & unit.done):
+                m.d.comb += pass_done.eq(1)
+                with m.If(unit.go_fire):
+                    m.d.sync += touched[index].eq(1)
+            with m.If(unit.fired_valid):
+                m.d.sync += self.counts[index].eq(self.counts[index] + unit.fired)
+            if index > 0:
+                source = self._units[plan.source(index)]
+                m.d.comb += unit.in_data.eq(source.map_data)
+                with m.If(unit.go_scatter):
+                    m.d.comb += source.map_address.eq(unit.in_address)
+
+    def _tokens_loop(self, m: Module, go: Signal, step, held: Signal) -> Signal:
+        """Emit ``X = E·(S_last + R)``, a chunk a cycle; return the pass's done."""
+        plan, lanes, t_max = self._plan, self._plan.lanes, self._plan.t_max
+        last = self._units[plan.last_stage]
+        rpe = self._units[-1] if plan.has_rpe else None
+        token = Signal(range(max(self._tokens, 2)))
+        chunk = Signal(range(max(self._token_chunks, 2)))
+        done, issued = Signal(), Signal()
+        m.d.comb += last.map_address.eq(token)
+        if rpe is not None:
+            m.d.comb += rpe.map_address.eq(token)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(go):
+                    m.next = "TOKENS"
+            with m.State("TOKENS"):
+                m.d.sync += [issued.eq(1), self.token_index.eq(token),
+                             self.token_chunk.eq(chunk), self.token_step.eq(step),
+                             chunk.eq(Mux(chunk == self._token_chunks - 1, 0, chunk + 1))]
+                with m.If(chunk == self._token_chunks - 1):
+                    m.d.sync += token.eq(token + 1)
+                    with m.If(token == self._tokens - 1):
+                        m.d.sync += token.eq(0)
+                        m.next = "TAIL"
+            with m.State("TAIL"):
+                m.d.sync += issued.eq(0)
+                m.d.comb += done.eq(1)
+                m.next = "IDLE"
+        # the masks of the last stage and the RPE at this step: a masked one hands on zeros
+        last_on = held.bit_select(plan.last_stage * t_max + self.token_step, 1)
+        rpe_on = held.bit_select((len(plan.stages) - 1) * t_max + self.token_step, 1)
+        value = _stream_table(self._stream_spike, lanes, self._stream_bits, self.token_chunk)
+        spikes = last.map_data.word_select(self.token_chunk, lanes)
+        echoes = (rpe.map_data.word_select(self.token_chunk, lanes) if rpe is not None
+                  else Const(0, lanes))
+        m.d.comb += self.token_valid.eq(issued)
+        for lane in range(lanes):
+            m.d.comb += self.token_data[lane].eq(
+                Mux(spikes[lane] & last_on, value[lane], 0)
+                + Mux(echoes[lane] & rpe_on & plan.has_rpe, value[lane], 0))
+        return done
+
+
+def _table(values: list[int], index: Signal):
+    """Return ``values[index]`` as a constant table."""
+    bits = max(max(values, default=0).bit_length(), 1)
+    return Array(Const(v, unsigned(bits)) for v in values)[index]
+
+
+def _stream_table(values: np.ndarray, lanes: int, bits: int, chunk: Signal) -> data.View:
+    """Return chunk ``chunk`` of the stream spike values ``E`` (zero past the width)."""
+    padded = np.zeros(-(-len(values) // lanes) * lanes, dtype=np.int64)
+    padded[:len(values)] = values
+    words = [sum((int(v) & ((1 << bits) - 1)) << (bits * lane)
+                 for lane, v in enumerate(padded[start:start + lanes]))
+             for start in range(0, len(padded), lanes)]
+    return data.View(data.ArrayLayout(signed(bits), lanes),
+                     Array(Const(word, unsigned(bits * lanes)) for word in words)[chunk])
+
+
+__all__ = ["COUNT_BITS", "StemEngine"]

@@ -1,0 +1,212 @@
+"""The stem engine's schedule, worked out at generation time (numpy only).
+
+The stem (SPEC.md section 5) runs as a list of *passes*, like the core: per image, stage 0's
+clear and scatter (its current, from the pixels' bit planes, once); then for each step ``t``
+and each module (stages, then the RPE) its passes, then the tokens of step ``t``:
+
+- ``clear``: zero the module's conv banks (``depth`` cycles: every bank at once);
+- ``scatter``: walk the input map, one event per (input spike, chunk of ``lanes`` outputs),
+  each updating every conv output it reaches (:class:`~stepvit.rtl.stem_conv.StemConvBanks`);
+- ``fire``: per LIF position and chunk, the pool window's maximum current plus the bias
+  into the LIFs (one a cycle);
+- ``pool``: for a stage that pools after its LIF, the OR of each window's spike words
+  (one word read a cycle);
+- ``tokens``: ``X = E·(S_last + R)`` for every token and chunk, into the stream.
+
+Each pass has a *gate*, a condition on the time-step masks: a module's passes run only at
+its active steps, a scatter only when its input module was active too (a masked module
+hands on zeros, so the next one sees no event: its fire still adds the bias), and stage 0's
+per-image passes only when stage 0 has an active step. The sequencer skips a pass whose
+gate is false in no cycle at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stepvit.model.export import Export
+from stepvit.model.export.stem import StemStage, stem_stages
+from stepvit.rtl.stem_banks import bank_modulus
+
+#: What a pass does (the sequencer's kind codes).
+PASS_KINDS = ("clear", "scatter", "fire", "pool", "tokens")
+#: Every pass costs one start cycle besides its loop; a loop that writes one cycle after
+#: it reads (fire, pool, tokens) adds one more.
+START_CYCLES = 1
+
+
+@dataclass(frozen=True)
+class StemPass:
+    """One pass of the stem engine.
+
+    ``kind`` is one of :data:`PASS_KINDS`; ``module`` an index into the stem's modules (-1
+    for the tokens); ``step`` its time step (-1: once per image). ``gate`` is a tuple of
+    ``(module, step)`` mask bits that must all be set; ``any_step``
+    makes it instead "module has any active step" (stage 0's per-image passes).
+    """
+
+    kind: str
+    module: int
+    step: int
+    gate: tuple[tuple[int, int], ...]
+    any_step: bool = False
+
+    def enabled(self, mask: np.ndarray) -> bool:
+        """Return whether the pass runs under the 0/1 mask ``[modules, T]``."""
+        if self.any_step:
+            return bool(np.asarray(mask)[self.module].any())
+        return all(bool(mask[module, step]) for module, step in self.gate)
+
+
+@dataclass(frozen=True)
+class StemPlan:
+    """The stem engine of one export at ``lanes`` output channels per event.
+
+    Attributes
+    ----------
+    stages : list of StemStage
+        The stem's modules in order (the RPE last, if on).
+    lanes : int
+        Output channels an event (or a fire, or a token word) handles at once.
+    pool : tuple of int
+        ``(kernel, stride, padding)`` of every pooled stage.
+    t_max : int
+        Steps.
+    """
+
+    stages: list[StemStage]
+    lanes: int
+    pool: tuple[int, int, int]
+    t_max: int
+
+    @classmethod
+    def of(cls, image_shape: Any, stem: dict[str, Any], *, lanes: int,
+           t_max: int) -> StemPlan:
+        """Return the plan of ``stem`` on images of ``image_shape``.
+
+        Raises
+        ------
+        ValueError
+            If ``lanes`` is not a positive integer.
+        """
+        if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
+            raise ValueError(f"stem lanes must be a positive integer, not {lanes!r}")
+        pool = stem["pool"]
+        return cls(stem_stages(image_shape, stem), lanes,
+                   (int(pool["kernel"]), int(pool["stride"]), int(pool["padding"])), t_max)
+
+    @classmethod
+    def from_export(cls, export: Export, *, lanes: int) -> StemPlan:
+        """Return the plan of ``export``'s stem (an export with ``architecture.stem``)."""
+        return cls.of(export.arch["image_shape"], export.arch["stem"], lanes=lanes,
+                      t_max=export.t_max)
+
+    @property
+    def has_rpe(self) -> bool:
+        """The last module is the RPE."""
+        return self.stages[-1].name == "stem.rpe"
+
+    @property
+    def last_stage(self) -> int:
+        """Index of the last conv stage (whose spikes are the tokens)."""
+        return len(self.stages) - 1 - int(self.has_rpe)
+
+    def chunks(self, index: int) -> int:
+        """Chunks of ``lanes`` output channels of module ``index``."""
+        return -(-self.stages[index].conv_shape[0] // self.lanes)
+
+    def source(self, index: int) -> int:
+        """Return the module whose spikes module ``index`` walks (-1: the pixels)."""
+        return self.last_stage if self.stages[index].name == "stem.rpe" else index - 1
+
+    def window_pool(self, index: int) -> tuple[int, int, int]:
+        """Return the pool its fire reads through (the stem's if before the LIF, else 1x1)."""
+        return self.pool if self.stages[index].pool == "before" else (1, 1, 0)
+
+    def bank_depth(self, index: int) -> int:
+        """Words of one of module ``index``'s ``m²`` conv banks."""
+        stage = self.stages[index]
+        modulus = bank_modulus(stage.kernel, stage.stride, self.window_pool(index)[0])
+        blocks = [-(-size // modulus) for size in stage.conv_shape[1:]]
+        return blocks[0] * blocks[1] * self.chunks(index)
+
+    def passes(self) -> list[StemPass]:
+        """Return the passes in order (SPEC.md section 5's order of work)."""
+        result = [StemPass("clear", 0, -1, (), any_step=True),
+                  StemPass("scatter", 0, -1, (), any_step=True)]
+        for step in range(self.t_max):
+            for index, stage in enumerate(self.stages):
+                own = ((index, step),)
+                if index > 0:
+                    result.append(StemPass("clear", index, step, own))
+                    result.append(StemPass("scatter", index, step,
+                                           own + ((self.source(index), step),)))
+                result.append(StemPass("fire", index, step, own))
+                if stage.pool == "after":
+                    result.append(StemPass("pool", index, step, own))
+            result.append(StemPass("tokens", -1, step, ()))
+        return result
+
+    def pass_cycles(self, stem_pass: StemPass, input_bits: np.ndarray | None = None) -> int:
+        """Return the cycles of one enabled pass.
+
+        ``input_bits``: for a scatter, the set bits of each input word (``[positions]``;
+        for stage 0 the set bits of each pixel position's bytes).
+        """
+        if stem_pass.kind == "tokens":
+            channels, height, width = self.stages[self.last_stage].out_shape
+            return START_CYCLES + height * width * -(-channels // self.lanes) + 1
+        index = stem_pass.module
+        stage = self.stages[index]
+        if stem_pass.kind == "clear":
+            return START_CYCLES + self.bank_depth(index)
+        if stem_pass.kind == "fire":
+            return START_CYCLES + int(np.prod(stage.lif_shape[1:])) * self.chunks(index) + 1
+        if stem_pass.kind == "pool":
+            return START_CYCLES + int(np.prod(stage.out_shape[1:])) * self.pool[0] ** 2 + 1
+        events = np.maximum(np.asarray(input_bits) * self.chunks(index), 1)
+        return START_CYCLES + 1 + int(events.sum())
+
+    def image_cycles(self, mask: np.ndarray, pixels: np.ndarray,
+                     spike_maps: dict[tuple[int, int], np.ndarray]) -> int:
+        """Return one image's cycles: the sum over its enabled passes.
+
+        Parameters
+        ----------
+        mask : numpy.ndarray
+            0/1 ``[modules, T]``, the stem's rows (stages, then the RPE).
+        pixels : numpy.ndarray
+            uint8 ``[C, H, W]``.
+        spike_maps : dict
+            ``(module, step)`` to that module's emitted spikes ``[C, H, W]`` (0/1) at an
+            active step.
+        """
+        total = 0
+        for stem_pass in self.passes():
+            if not stem_pass.enabled(mask):
+                continue
+            bits = None
+            if stem_pass.kind == "scatter":
+                if stem_pass.module == 0:
+                    bits = np.unpackbits(np.asarray(pixels, dtype=np.uint8)[..., None],
+                                         axis=-1).sum(axis=(0, 3))
+                else:
+                    source = spike_maps[(self.source(stem_pass.module), stem_pass.step)]
+                    bits = np.asarray(source).sum(axis=0)
+            total += self.pass_cycles(stem_pass, bits)
+        return total
+
+    def accumulate_lower_bound(self, work: int) -> float:
+        """Cycles no engine of this parallelism beats: ``work`` accumulates over ``k²·lanes``.
+
+        An event adds at most ``lanes`` weights at each of the up to ``k²`` (``m²`` banks)
+        positions it reaches.
+        """
+        widest = max(bank_modulus(s.kernel, s.stride) ** 2 for s in self.stages)
+        return work / (widest * self.lanes)
+
+
+__all__ = ["PASS_KINDS", "StemPass", "StemPlan"]

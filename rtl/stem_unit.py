@@ -1,0 +1,326 @@
+"""One stem module in hardware: its conv banks, membranes, LIFs, spike maps and pass loops.
+
+The engine (:mod:`stepvit.rtl.stem_engine`) holds one unit per stem module and says which
+pass runs (``go_*``, held for the whole pass); the unit answers ``done`` in the pass's last
+cycle. Each pass begins with one cycle in ``IDLE`` (its first read), as
+:meth:`~stepvit.rtl.stem_plan.StemPlan.pass_cycles` counts:
+
+- *clear*: every bank's address ``a`` zeroed at cycle ``a``;
+- *scatter*: the input map's words walked in order, the next word read while this one walks,
+  so a word costs its set bits times the chunks (one cycle when it has none);
+- *fire*: per LIF position and chunk, the pool window's maximum (one read of every bank)
+  plus the bias into the LIFs, whose spikes are written into the LIF map a cycle later;
+- *pool* (a stage that pools after its LIF): each window's spike words read one a cycle and
+  ORed into the emitted map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory, ReadPort, WritePort
+from amaranth.lib.wiring import In, Out
+
+from stepvit.model.export.stem import conv_out
+from stepvit.rtl.lif import LIFLanes
+from stepvit.rtl.spike_walker import SpikeWalker
+from stepvit.rtl.stem_conv import PLANES, StemConvBanks
+from stepvit.rtl.stem_plan import StemPlan
+
+
+class StemModuleUnit(wiring.Component):
+    """Stem module ``index`` of ``plan``: the hardware of its passes.
+
+    Parameters
+    ----------
+    plan : StemPlan
+        The stem.
+    index : int
+        The module (stage 0 walks pixel bit planes; the others walk spikes).
+    weight, bias, threshold : numpy.ndarray
+        ``[Cout, Cin, k, k]`` int8, ``[Cout]`` and ``[Cout]`` (the export's).
+    current_bits, membrane_bits : int
+        Signed widths of its currents and membranes (the export's proven widths).
+    leak_shift : int
+        The LIF's leak shift.
+    reset : str
+        ``"hard"`` or ``"soft"``.
+
+    Members
+    -------
+    go_clear, go_scatter, go_fire, go_pool : In(1)
+        The pass that runs now (at most one, held until ``done``).
+    fresh : In(1)
+        Its membranes read as 0 (its first active step of the image).
+    done : Out(1)
+        The last cycle of the pass.
+    in_address : Out, in_data : In
+        The input map's read port (one word a position: ``8·C`` pixel bits, or ``Cin``
+        spikes), data a cycle after the address.
+    map_address : In, map_data : Out
+        The read port of the spikes it emits (``chunks·lanes`` bits a position).
+    fired_valid : Out(1), fired : Out
+        The spikes of one LIF chunk, to count.
+    """
+
+    def __init__(self, plan: StemPlan, index: int, *, weight: np.ndarray, bias: np.ndarray,
+                 threshold: np.ndarray, current_bits: int, membrane_bits: int,
+                 leak_shift: int, reset: str) -> None:
+        stage = plan.stages[index]
+        self._plan, self._index, self._stage = plan, index, stage
+        self._weight = np.asarray(weight, dtype=np.int64)
+        lanes, chunks = plan.lanes, plan.chunks(index)
+        padded = chunks * lanes
+        self._bias = np.zeros(padded, dtype=np.int64)
+        self._bias[:len(bias)] = bias
+        # spare lanes get zero current and a threshold no membrane reaches: they never fire
+        self._threshold = np.full(padded, (1 << (membrane_bits - 1)) - 1, dtype=np.int64)
+        self._threshold[:len(threshold)] = threshold
+        self._bits = (current_bits, membrane_bits)
+        self._neuron = (leak_shift, reset)
+        in_channels, in_h, in_w = stage.in_shape
+        self._in_bits = PLANES * in_channels if index == 0 else in_channels
+        out_positions = int(np.prod(stage.out_shape[1:]))
+        super().__init__({
+            "go_clear": In(1), "go_scatter": In(1), "go_fire": In(1), "go_pool": In(1),
+            "fresh": In(1),
+            "done": Out(1),
+            "in_address": Out(range(max(in_h * in_w, 2))),
+            "in_data": In(self._in_bits),
+            "map_address": In(range(max(out_positions, 2))),
+            "map_data": Out(padded),
+            "fired_valid": Out(1),
+            "fired": Out(range(lanes + 1)),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        """Build the conv banks, the LIF map (and pooled map), the membranes and the loops."""
+        m = Module()
+        plan, index, stage = self._plan, self._index, self._stage
+        m.submodules.conv = conv = StemConvBanks(
+            weight=self._weight, in_size=stage.in_shape[1:], stride=stage.stride,
+            padding=stage.padding, pool=plan.window_pool(index), lanes=plan.lanes,
+            sum_bits=self._bits[0])
+        width = plan.chunks(index) * plan.lanes
+        lif_positions = int(np.prod(stage.lif_shape[1:]))
+        lif_map = Memory(shape=unsigned(width), depth=max(lif_positions, 2), init=[])
+        m.submodules.lif_map = lif_map
+        lif_write = lif_map.write_port(granularity=plan.lanes)
+        lif_read = lif_map.read_port()
+        if stage.pool == "after":
+            out_map = Memory(shape=unsigned(width), depth=max(int(np.prod(stage.out_shape[1:])), 2),
+                             init=[])
+            m.submodules.out_map = out_map
+            out_write, map_read = out_map.write_port(), out_map.read_port()
+        else:
+            out_write, map_read = None, lif_read
+        m.d.comb += [map_read.addr.eq(self.map_address), self.map_data.eq(map_read.data)]
+
+        idle = Signal()
+        loops = [self._clear_loop(m, conv), self._scatter_loop(m, conv, idle),
+                 self._fire_loop(m, conv, lif_write)]
+        if out_write is not None:
+            loops.append(self._pool_loop(m, lif_read, out_write))
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.go_clear):
+                    m.next = "CLEAR"
+                with m.Elif(self.go_scatter):
+                    m.next = "LOAD"
+                with m.Elif(self.go_fire):
+                    m.next = "FIRE"
+                if out_write is not None:
+                    with m.Elif(self.go_pool):
+                        m.next = "POOL"
+            for states in loops:
+                states()
+        m.d.comb += idle.eq(fsm.ongoing("IDLE"))
+        return m
+
+    def _clear_loop(self, m: Module, conv: StemConvBanks) -> Callable[[], None]:
+        """Zero every bank's address ``a`` at cycle ``a``."""
+        address = Signal(range(max(conv.depth, 2)))
+
+        def states() -> None:
+            with m.State("CLEAR"):
+                m.d.comb += [conv.clear_valid.eq(1), conv.clear_address.eq(address)]
+                m.d.sync += address.eq(address + 1)
+                with m.If(address == conv.depth - 1):
+                    m.d.comb += self.done.eq(1)
+                    m.d.sync += address.eq(0)
+                    m.next = "IDLE"
+        return states
+
+    def _scatter_loop(self, m: Module, conv: StemConvBanks, idle: Signal) -> Callable[[], None]:
+        """Walk the input words (the next one read while this one walks) into events."""
+        _, height, width = self._stage.in_shape
+        chunks = self._plan.chunks(self._index)
+        m.submodules.walker = walker = SpikeWalker(width=self._in_bits)
+        position = Signal(range(max(height * width, 2)))
+        y, x = Signal(range(max(height, 2))), Signal(range(max(width, 2)))
+        chunk = Signal(range(max(chunks, 2)))
+        planes = PLANES if self._index == 0 else 1
+        word_done = Signal()
+        # bit i of a pixel word is plane i % 8 of channel i // 8; a spike word's bit is a channel
+        m.d.comb += [
+            # a word ending now is followed by position + 1, whose successor is read next
+            self.in_address.eq(Mux(idle, 0, position + 1 + word_done)),
+            walker.word.eq(self.in_data),
+            conv.event_y.eq(y), conv.event_x.eq(x), conv.event_chunk.eq(chunk),
+            conv.event_channel.eq(_lookup([i // planes for i in range(self._in_bits)],
+                                          walker.index)),
+            conv.event_plane.eq(_lookup([i % planes for i in range(self._in_bits)],
+                                        walker.index)),
+        ]
+
+        def states() -> None:
+            with m.State("LOAD"):
+                m.d.comb += walker.load.eq(1)
+                m.next = "WALK"
+            with m.State("WALK"):
+                m.d.comb += [conv.event_valid.eq(walker.any), word_done.eq(~walker.any)]
+                with m.If(walker.any):
+                    m.d.sync += chunk.eq(Mux(chunk == chunks - 1, 0, chunk + 1))
+                    with m.If(chunk == chunks - 1):
+                        m.d.comb += [walker.step.eq(1), word_done.eq(walker.last)]
+                with m.If(word_done):
+                    with m.If(position == height * width - 1):
+                        m.d.comb += self.done.eq(1)
+                        m.d.sync += [position.eq(0), y.eq(0), x.eq(0)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.comb += walker.load.eq(1)
+                        m.d.sync += [position.eq(position + 1),
+                                     x.eq(Mux(x == width - 1, 0, x + 1)),
+                                     y.eq(Mux(x == width - 1, y + 1, y))]
+        return states
+
+    def _fire_loop(self, m: Module, conv: StemConvBanks,
+                   lif_write: WritePort) -> Callable[[], None]:
+        """Window maxima plus bias into the LIFs, one chunk a cycle; write a cycle later."""
+        plan, stage = self._plan, self._stage
+        lanes, chunks = plan.lanes, plan.chunks(self._index)
+        current_bits, membrane_bits = self._bits
+        _, height, width = stage.lif_shape
+        positions = height * width
+        membranes = Memory(shape=data.ArrayLayout(signed(membrane_bits), lanes),
+                           depth=max(positions * chunks, 2), init=[])
+        m.submodules.membranes = membranes
+        membrane_write = membranes.write_port()
+        membrane_read = membranes.read_port()
+        address = Signal(range(max(positions * chunks, 2)))
+        y, x = Signal(range(max(height, 2))), Signal(range(max(width, 2)))
+        chunk = Signal(range(max(chunks, 2)))
+        position = Signal(range(max(positions, 2)))
+        written = Signal.like(address)
+        written_chunk = Signal.like(chunk)
+        written_position = Signal.like(position)
+        m.d.comb += [conv.window_y.eq(y), conv.window_x.eq(x), conv.window_chunk.eq(chunk),
+                     membrane_read.addr.eq(address)]
+
+        def states() -> None:
+            with m.State("FIRE"):
+                m.d.comb += conv.window_valid.eq(1)
+                m.d.sync += [address.eq(address + 1), written.eq(address), written_chunk.eq(chunk),
+                             written_position.eq(position),
+                             chunk.eq(Mux(chunk == chunks - 1, 0, chunk + 1))]
+                with m.If(chunk == chunks - 1):
+                    m.d.sync += [position.eq(position + 1), x.eq(Mux(x == width - 1, 0, x + 1)),
+                                 y.eq(Mux(x == width - 1, y + 1, y))]
+                with m.If(address == positions * chunks - 1):
+                    m.d.sync += [address.eq(0), position.eq(0), x.eq(0), y.eq(0), chunk.eq(0)]
+                    m.next = "FIRE_TAIL"
+            with m.State("FIRE_TAIL"):
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
+
+        m.submodules.lif = lif = LIFLanes(lanes=lanes, membrane_bits=membrane_bits,
+                                          current_bits=current_bits,
+                                          leak_shift=self._neuron[0], reset=self._neuron[1])
+        bias = _chunk_table(self._bias, lanes, current_bits, written_chunk)
+        threshold = _chunk_table(self._threshold, lanes, membrane_bits, written_chunk)
+        for lane in range(lanes):
+            m.d.comb += [
+                lif.current[lane].eq(conv.window_max[lane] + bias[lane]),
+                lif.membrane[lane].eq(Mux(self.fresh, 0, membrane_read.data[lane])),
+                lif.threshold[lane].eq(threshold[lane]),
+            ]
+        m.d.comb += [
+            membrane_write.addr.eq(written), membrane_write.data.eq(lif.next_membrane),
+            membrane_write.en.eq(conv.window_done),
+            lif_write.addr.eq(written_position),
+            lif_write.data.eq(lif.spikes.replicate(chunks)),
+            lif_write.en.eq(Mux(conv.window_done, Const(1, chunks) << written_chunk, 0)),
+            self.fired_valid.eq(conv.window_done),
+            self.fired.eq(sum(lif.spikes[lane] for lane in range(lanes))),
+        ]
+        return states
+
+    def _pool_loop(self, m: Module, lif_read: ReadPort,
+                   out_write: WritePort) -> Callable[[], None]:
+        """OR-pool the LIF map into the emitted map: each window's words read one a cycle."""
+        stage, (kernel, stride, padding) = self._stage, self._plan.pool
+        _, height, width = stage.lif_shape
+        out_h, out_w = (conv_out(size, kernel, stride, padding) for size in (height, width))
+        valid, address = [], []
+        for oy in range(out_h):
+            for ox in range(out_w):
+                for dy in range(kernel):
+                    for dx in range(kernel):
+                        y, x = oy * stride - padding + dy, ox * stride - padding + dx
+                        inside = 0 <= y < height and 0 <= x < width
+                        valid.append(int(inside))
+                        address.append(y * width + x if inside else 0)
+        window = kernel * kernel
+        step = Signal(range(max(len(valid), 2)))
+        issued, taken, first, last = Signal(), Signal(), Signal(), Signal()
+        output = Signal(range(max(out_h * out_w, 2)))
+        held = Signal(len(out_write.data))
+        m.d.comb += lif_read.addr.eq(_lookup(address, step))
+        m.d.sync += issued.eq(0)
+
+        def states() -> None:
+            with m.State("POOL"):
+                m.d.sync += [issued.eq(1), taken.eq(_lookup(valid, step)),
+                             first.eq(_lookup([int(i % window == 0) for i in range(len(valid))],
+                                              step)),
+                             last.eq(_lookup([int(i % window == window - 1)
+                                              for i in range(len(valid))], step)),
+                             output.eq(_lookup([i // window for i in range(len(valid))], step)),
+                             step.eq(step + 1)]
+                with m.If(step == len(valid) - 1):
+                    m.d.sync += step.eq(0)
+                    m.next = "POOL_TAIL"
+            with m.State("POOL_TAIL"):
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
+        merged = Mux(first, 0, held) | Mux(taken, lif_read.data, 0)
+        with m.If(issued):
+            m.d.sync += held.eq(merged)
+        m.d.comb += [out_write.addr.eq(output), out_write.data.eq(merged),
+                     out_write.en.eq(issued & last)]
+        return states
+
+
+def _lookup(values: list[int], index: Signal):
+    """Return ``values[index]`` as a constant table (logic, no memory)."""
+    bits = max(max(values, default=0).bit_length(), 1)
+    return Array(Const(v, unsigned(bits)) for v in values)[index]
+
+
+def _chunk_table(values: np.ndarray, lanes: int, bits: int, chunk: Signal) -> data.View:
+    """Return the ``lanes`` signed values of chunk ``chunk`` as a view of a constant table."""
+    layout = data.ArrayLayout(signed(bits), lanes)
+    words = []
+    for start in range(0, len(values), lanes):
+        word = 0
+        for lane, value in enumerate(values[start:start + lanes]):
+            word |= (int(value) & ((1 << bits) - 1)) << (bits * lane)
+        words.append(Const(word, unsigned(bits * lanes)))
+    return data.View(layout, Array(words)[chunk])
+
+
+__all__ = ["StemModuleUnit"]
