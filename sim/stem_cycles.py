@@ -1,0 +1,124 @@
+"""The stem engine's cycles per image from the golden model's spike maps (no simulation).
+
+The plan's cycle model (:meth:`~stepvit.rtl.stem_plan.StemPlan.image_cycles`) is exact: the
+tests hold the engine's simulated cycles to it. So the cycles of many images at every
+budget come from the golden model alone, against the accumulate lower bound of the engine's
+parallelism (``k²·lanes`` accumulates a cycle)::
+
+    python -m stepvit.sim.stem_cycles EXPORT --lanes 16 --images 256 \
+        [--dataset fashion-mnist --data-dir DIR] [--all-steps]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import numpy as np
+import torch
+
+from stepvit.model.data import load_dataset
+from stepvit.model.export import StepvitError, budget_mask_of, load_export
+from stepvit.model.golden import GoldenModel
+from stepvit.rtl.stem_plan import StemPlan
+
+
+def stem_maps(golden: GoldenModel, images: np.ndarray, mask: np.ndarray
+              ) -> tuple[list[dict[tuple[int, int], np.ndarray]], np.ndarray]:
+    """Return each image's emitted spike maps per ``(module, step)`` and its stem accumulates.
+
+    Runs the golden model's own stem functions (``stem_current``, ``lif``, ``stem_module``)
+    in the order of its ``stem_step``, keeping what each active module hands on.
+    """
+    pixels = torch.from_numpy(np.asarray(images).astype(np.int64))
+    first_current, first_work = golden.stem_current(pixels)
+    state = golden.new_state(len(pixels))
+    last = len(golden.stem) - 1 - int(golden.stem[-1].name == "stem.rpe")
+    maps: dict[tuple[int, int], torch.Tensor] = {}
+    for step in range(golden.t_max):
+        for index, stage in enumerate(golden.stem):
+            if not mask[index, step]:
+                continue
+            if index == 0:
+                fired = golden.lif(state, stage.name, first_current, step)
+                emitted = golden.pooled(fired) if stage.pool == "after" else fired
+            else:
+                source = last if stage.name == "stem.rpe" else index - 1
+                inputs = maps.get((source, step), torch.zeros(len(pixels), *stage.in_shape,
+                                                              dtype=torch.int64))
+                emitted = golden.stem_module(state, index, inputs, step)
+            maps[(index, step)] = emitted
+    work = (first_work + state.stem_ac_ops.sum(dim=1)).numpy()
+    per_image = [{key: value[i].numpy() for key, value in maps.items()}
+                 for i in range(len(pixels))]
+    return per_image, work
+
+
+def stem_cycles(export_dir: str, *, lanes: int, images: np.ndarray,
+                budgets: list[int] | None = None, mask: np.ndarray | None = None
+                ) -> list[dict[str, Any]]:
+    """Return per budget the stem engine's mean cycles, its lower bound and their ratio.
+
+    Parameters
+    ----------
+    export_dir : str
+        An export with a stem.
+    lanes : int
+        The engine's lanes.
+    images : numpy.ndarray
+        uint8 ``[B, C, H, W]``.
+    budgets : list of int, optional
+        Budgets (default ``1..T``).
+    mask : numpy.ndarray, optional
+        A full ``[modules, T]`` mask to run instead of the trained one (budgets cap it).
+
+    Raises
+    ------
+    StepvitError
+        If the export has no stem.
+    """
+    export = load_export(export_dir)
+    if not export.arch.get("stem"):
+        raise StepvitError(f"{export_dir}: the export has no convolutional stem")
+    golden = GoldenModel(export)
+    plan = StemPlan.from_export(export, lanes=lanes)
+    rows = len(plan.stages)
+    base = export.timestep_mask if mask is None else np.asarray(mask)
+    rows_out = []
+    for budget in budgets or list(range(1, export.t_max + 1)):
+        capped = budget_mask_of(base, budget)
+        maps, work = stem_maps(golden, images, capped)
+        cycles = np.array([plan.image_cycles(capped[:rows], image, image_maps)
+                           for image, image_maps in zip(images, maps)])
+        bound = plan.accumulate_lower_bound(float(work.mean()))
+        rows_out.append({"budget": budget, "cycles": float(cycles.mean()),
+                         "accumulates": float(work.mean()), "lower_bound": bound,
+                         "ratio": float(cycles.mean()) / bound if bound else None})
+    return rows_out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the stem's cycles per budget as JSON lines."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("export")
+    parser.add_argument("--lanes", type=int, required=True)
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--dataset", help="a data set name (its test split); else random images")
+    parser.add_argument("--data-dir", default=".", help="where the data set's files are")
+    parser.add_argument("--all-steps", action="store_true",
+                        help="every module active at every step (the dense mask)")
+    args = parser.parse_args(argv)
+    export = load_export(args.export)
+    if args.dataset:
+        images = load_dataset(args.dataset, args.data_dir, "test")[0][:args.images].numpy()
+    else:
+        images = np.random.default_rng(0).integers(
+            0, 256, size=(args.images, *export.arch["image_shape"]), dtype=np.uint8)
+    mask = np.ones_like(export.timestep_mask) if args.all_steps else None
+    for row in stem_cycles(args.export, lanes=args.lanes, images=images, mask=mask):
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
