@@ -112,9 +112,13 @@ class CoreGeometry:
         Raises
         ------
         ValueError
-            If ``lanes`` is not a positive integer at most the widest output row.
+            If ``lanes`` is not a positive integer at most the widest output row, or the
+            export has a convolutional stem.
         """
         arch = export.arch
+        if arch.get("stem"):
+            raise ValueError("the core does not take a convolutional stem yet (the stem "
+                             "engine, rtl/stem_engine.py, runs alone)")
         head_dim = arch["dim"] // arch["heads"]
         if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
             raise ValueError(f"lanes must be a positive integer, not {lanes!r}")

@@ -8,6 +8,7 @@ from amaranth.sim import Simulator
 from stepvit.model.export import budget_mask_of, load_export
 from stepvit.model.golden import GoldenModel
 from stepvit.model.random_export import make_random_export
+from stepvit.rtl.core_plan import CoreGeometry
 from stepvit.rtl.stem_engine import StemEngine
 from stepvit.rtl.stem_plan import StemPlan
 from stepvit.sim.stem_cycles import stem_maps
@@ -120,3 +121,9 @@ def test_stem_engine_matches_golden_at_budgets_one_and_full(tmp_path, index):
         assert got_counts == counts, index
         maps, _ = stem_maps(golden, image[None], mask)
         assert cycles == plan.image_cycles(mask[:rows], image, maps[0]), index
+
+
+def test_the_core_refuses_a_stem_export_in_one_line(tmp_path):
+    export, _ = stem_export(tmp_path, 3)
+    with pytest.raises(ValueError, match=r"^the core does not take a convolutional stem yet"):
+        CoreGeometry.from_export(export, lanes=4)

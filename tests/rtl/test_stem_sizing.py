@@ -1,0 +1,31 @@
+"""The stem's sizing lists exactly the memories the stem engine elaborates."""
+
+import pytest
+from amaranth.hdl import Fragment, Shape
+from test_stem_engine import STEMS, stem_export
+
+from stepvit.rtl.sizing import memory_bram36
+from stepvit.rtl.stem_engine import StemEngine
+from stepvit.rtl.stem_plan import StemPlan
+from stepvit.rtl.stem_sizing import stem_bram36, stem_memories
+
+
+def elaborated_memories(fragment):
+    """Yield ``(width, depth)`` of every memory under ``fragment``."""
+    for sub, _, _ in fragment.subfragments:
+        yield from elaborated_memories(sub)
+    if type(fragment).__name__ == "MemoryInstance":
+        yield Shape.cast(fragment._data.shape).width, fragment._data.depth
+
+
+@pytest.mark.parametrize("index", range(len(STEMS)))
+def test_stem_memories_are_the_engines(tmp_path, index):
+    export, lanes = stem_export(tmp_path, index)
+    plan = StemPlan.from_export(export, lanes=lanes)
+    engine = StemEngine(plan, arrays=export.arrays, thresholds=export.thresholds,
+                        bits=export.bit_widths, leak_shift=1, reset="hard")
+    got = sorted(elaborated_memories(Fragment.get(engine, None)))
+    memories = stem_memories(plan, export.bit_widths)
+    assert got == sorted((m.width, max(m.depth, 2)) for m in memories.values())
+    assert stem_bram36(plan, export.bit_widths) == sum(
+        memory_bram36(m.width, m.depth, rom=m.rom) for m in memories.values())
