@@ -86,8 +86,8 @@ class Trace:
         ``Kᵀ·V``: ``sum over tokens m and heads h of |K_mh| * |V_mh|`` (SPEC.md section 3).
     stem_ac_ops : torch.Tensor
         ``[B, T]`` the accumulates of the stem's convolutions on spikes (every stage but
-        the first, and the RPE: input spikes x positions reached x out channels, SPEC.md
-        section 6); zeros without a stem.
+        the first, and the RPE, at their active steps: input spikes x positions reached x out
+        channels, SPEC.md section 5); zeros without a stem.
     """
 
     logits: torch.Tensor
@@ -177,13 +177,15 @@ class ConvStage(nn.Module):
         self.neuron = LIFNeuron(leak_shift=leak_shift, reset=reset)
         self.register_buffer("reach", torch.from_numpy(stage.reach()).float(), persistent=False)
 
-    def accumulates(self, inputs: torch.Tensor) -> torch.Tensor:
+    def accumulates(self, inputs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Return ``[B, T]``: input spikes ``[T, B, C, H, W]`` x positions reached x out channels.
 
         What the accelerator's event-driven convolution does: every input spike adds its
         ``Cout`` weights to each output position its window reaches (SPEC.md section 5).
+        At a step where the stage's mask ``[T]`` is 0 the stage is skipped: no work.
         """
-        return ((inputs * self.reach).sum(dim=(-3, -2, -1)) * self.conv.out_channels).T
+        reached = (inputs * self.reach).sum(dim=(-3, -2, -1)) * per_step(masks, 2)
+        return (reached * self.conv.out_channels).T
 
     def pool(self, maps: torch.Tensor) -> torch.Tensor:
         """Return the max-pool of ``[..., C, H, W]`` (on spikes: an OR over the window)."""
@@ -533,7 +535,7 @@ class SpikingViT(nn.Module):
         if self.stem_config is not None:
             def count(stage: ConvStage, inputs: tuple[torch.Tensor, ...], _: torch.Tensor) -> None:
                 nonlocal stem_work
-                stem_work = stem_work + stage.accumulates(inputs[0].detach()).cpu()
+                stem_work = stem_work + stage.accumulates(*(x.detach() for x in inputs)).cpu()
             handles = [stage.register_forward_hook(count) for stage in self.stem.spiking_stages()]
         try:
             with SpikeMonitor(self.lif_layers(), keep) as monitor:
