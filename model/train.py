@@ -170,7 +170,8 @@ def recalibrate_batchnorm(model: SpikingViT, images: torch.Tensor, batch_size: i
     weights and earlier masks. One pass in training mode, with the final weights and
     mask, gives the statistics that inference (and the quantizer's BN folding) should use.
     """
-    norms = [module for module in model.modules() if isinstance(module, nn.BatchNorm1d)]
+    norms = [module for module in model.modules()
+             if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d))]  # the stem's are 2-d
     momenta = [norm.momentum for norm in norms]
     for norm in norms:
         norm.reset_running_stats()
