@@ -1,20 +1,24 @@
 """The convolutional stem of the float network (SPEC.md section 5): config, shapes, masks, work."""
 
+import json
 import random
 from functools import partial
 from math import prod
 
 import pytest
 import torch
+import yaml
 from scalar_reference import reference_stem
 
+from stepvit.host import cli
 from stepvit.model.config import validate_config
+from stepvit.model.data import batches, load_dataset
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.golden import dense_ac_ops_of
 from stepvit.model.lif import LIFNeuron
 from stepvit.model.metrics import ac_ops_per_image, layer_widths, measure, work_widths
 from stepvit.model.network import SpikingViT
-from stepvit.model.train import build_model
+from stepvit.model.train import build_model, evaluate, load_run, recalibrate_batchnorm, train_run
 
 POOL = (3, 2, 1)  # the default max-pool: kernel, stride, padding
 
@@ -393,3 +397,59 @@ def test_the_twin_turns_every_stem_lif_into_a_relu():
     expected = (last + rpe).flatten(-2).transpose(-2, -1)
     assert torch.allclose(tokens[0], expected)
     assert not set(tokens.unique().tolist()) <= {0.0, 1.0, 2.0}  # graded values, no spikes
+
+
+# --- training ---
+
+def test_recalibration_recomputes_the_stems_batchnorm_too():
+    model = stem_model()
+    images = random_images((1, 9, 7), 20, seed=11)
+    recalibrate_batchnorm(model, images, 512, torch.device("cpu"))
+    first = model.stem.stages[0]
+    with torch.no_grad():  # stage 0's current is computed once per image: one BN batch
+        expected = first.conv(images.float() / 255.0).mean(dim=(0, 2, 3))
+    assert torch.allclose(first.bn.running_mean, expected, atol=1e-6)
+    assert not model.training
+
+
+def stem_run_config(**training):
+    return validate_config({
+        "name": "stem",
+        "model": {"dim": 8, "heads": 1, "depth": 1, "mlp_dim": 16, "t_max": 4, "reset": "soft",
+                  "stem": {"stages": [{"channels": 4, "pool": "before"},
+                                      {"channels": 8, "pool": "after"}], "rpe": True}},
+        "training": {"epochs": 1, "batch_size": 128, "lr": 0.02, **training}})
+
+
+def test_a_stem_network_trains_end_to_end_within_its_step_target(tmp_path):
+    # 8x8 digits -> 4x4 -> 2x2 = 4 tokens; one epoch learns the scores under the penalty,
+    # the next is the freeze window: the mask is cut to the target, every module keeping a step
+    metrics = train_run(stem_run_config(epochs=2, penalty_warmup_epochs=0, freeze_mask_epochs=1,
+                                        penalty=0.05, score_lr=1.0, target_timesteps=2.0),
+                        tmp_path, progress=False)
+    steps = metrics["timesteps_per_module"]
+    assert list(steps)[:3] == ["stem.0", "stem.1", "stem.rpe"] and len(steps) == 6
+    assert metrics["avg_timesteps"] <= 2.0 and min(steps.values()) >= 1
+    assert metrics["mask_frozen_in_epoch"] == 2
+    assert metrics["stem_ac_ops"] > 0 and metrics["ac_ops"] > metrics["stem_ac_ops"]
+    assert metrics["spike_rate"]["stem.0"] > 0
+    model, config, _ = load_run(tmp_path)
+    assert config["model"]["stem"]["stages"][1]["pool"] == "after"
+    assert model.timestep_mask().sum(dim=1).tolist() == list(steps.values())
+    # the stem's scores learned (they all started at score_init 1.0)
+    assert (model.timestep_scores[:3] != 1.0).all()
+    images, labels, _ = load_dataset("digits", "", "test")
+    assert evaluate(model, batches(images, labels, 512)) == pytest.approx(
+        metrics["test_accuracy"])
+
+
+def test_the_non_spiking_twin_of_a_stem_config_trains(tmp_path):
+    config = tmp_path / "stem.yaml"
+    config.write_text(yaml.safe_dump(stem_run_config()))
+    assert cli.main(["train", "--non-spiking", "--config", str(config), "--out",
+                     str(tmp_path / "twin"), "--no-progress"]) == 0
+    model, config, _ = load_run(tmp_path / "twin")
+    assert config["model"]["neuron"] == "relu" and config["model"]["stem"] is not None
+    assert not any(neuron.spiking for neuron in model.stem.neurons())
+    metrics = json.loads((tmp_path / "twin" / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.2
