@@ -250,14 +250,16 @@ def test_a_masked_stage_step_freezes_its_lif_and_its_successor_sees_nothing():
 
 
 def module_specs(model):
-    """The stem's weights, geometry and inference BatchNorm as the scalar reference takes them."""
+    """The scalar reference's view of the stem: weights, inference BN, the config's geometry."""
+    geometry = [*model.stem_config["stages"]]
+    if model.stem_config["rpe"]:
+        geometry.append({"stride": 1, "padding": 1, "pool": "none"})
     specs = []
-    for stage in model.stem.modules_in_order():
+    for stage, shape in zip(model.stem.modules_in_order(), geometry, strict=True):
         bn = stage.bn
         specs.append({
-            "weight": stage.conv.weight.tolist(), "stride": stage.conv.stride[0],
-            "padding": stage.conv.padding[0], "pool": stage.place,
-            "rpe": stage is model.stem.rpe,
+            "weight": stage.conv.weight.tolist(), "stride": shape["stride"],
+            "padding": shape["padding"], "pool": shape["pool"], "rpe": stage is model.stem.rpe,
             "bn": {"mean": bn.running_mean.tolist(), "var": bn.running_var.tolist(),
                    "gamma": bn.weight.tolist(), "beta": bn.bias.tolist(), "eps": bn.eps}})
     return specs
@@ -266,11 +268,17 @@ def module_specs(model):
 @pytest.mark.parametrize(("image_shape", "stages", "rpe", "reset"), [
     ((2, 5, 4), [{"channels": 3, "pool": "before"},
                  {"channels": 4, "stride": 2, "pool": "after"}], True, "hard"),
+    ((1, 7, 6), [{"channels": 3, "pool": "after"},
+                 {"channels": 4, "pool": "before"}], True, "soft"),
     ((1, 6, 5), [{"channels": 2, "kernel": 1, "padding": 0, "pool": "after"},
                  {"channels": 3, "kernel": 3, "padding": 0}], False, "soft"),
 ])
 def test_the_stem_is_the_specs_float_network(image_shape, stages, rpe, reset):
     model = stem_model(image_shape, stages, rpe, t_max=4, reset=reset).double()
+    with torch.no_grad():  # currents mostly below the threshold: the LIFs' dynamics matter
+        for module in model.stem.modules_in_order():
+            module.bn.weight.mul_(0.4)
+            module.bn.bias.add_(0.3)
     images = random_images(image_shape, 3, seed=5)
     modules = len(model.stem.names)
     masks = (torch.rand(modules, 4, generator=torch.Generator().manual_seed(3)) > 0.3).double()
@@ -278,7 +286,6 @@ def test_the_stem_is_the_specs_float_network(image_shape, stages, rpe, reset):
     with torch.no_grad():
         tokens = model.stem(images.double() / 255.0, masks)
     specs = module_specs(model)
-    assert any(spec["pool"] == "before" for spec in specs) or stages[0]["pool"] == "after"
     for index, image in enumerate(images.tolist()):
         reference = reference_stem(specs, image, masks.tolist(), pool=model.stem.config["pool"],
                                    leak_shift=1, reset=reset)
