@@ -22,6 +22,7 @@ from stepvit.host.accelerator import STAGES, Accelerator, InferenceResult
 from stepvit.model.export import Export
 from stepvit.model.export.energy import energy_estimate_uj
 from stepvit.model.export.errors import StepvitError
+from stepvit.model.export.stem import first_layer_macs
 from stepvit.model.export.vectors import VECTOR_WORK_KEYS, GoldenVectors
 
 #: Work counts the bench reports, per image (golden ``work`` names).
@@ -256,10 +257,8 @@ class VectorsReference:
 
     def __init__(self, vectors: GoldenVectors, export: Export) -> None:
         self._vectors = vectors
-        channels = export.arch["image_shape"][0]
-        # The embedding's MACs in the float view are fixed per image: N·D·C·p·p.
-        self._mac_ops = (export.arch["tokens"] * export.arch["dim"] * channels
-                         * export.arch["patch"] ** 2)
+        # the first layer's MACs in the float view are fixed per image
+        self._mac_ops = first_layer_macs(export.arch)
 
     def expected(self, budget: int, images: np.ndarray) -> Reference:
         """Return the stored outputs at ``budget`` of the first ``len(images)`` vectors."""

@@ -263,6 +263,7 @@ def random_export(args: argparse.Namespace) -> int:
         seed=args.seed,
         leak_shift=model["leak_shift"],
         reset=model["reset"],
+        stem=model["stem"],
         name=f"{config['name']}-untrained",
     )
     print(f"untrained export of {args.config} written to {out} (random weights, no accuracy)")

@@ -23,6 +23,7 @@ import torch
 from stepvit.model.export import Export, budget_mask_of
 from stepvit.model.export import worst_case_bounds as _bounds_of_arrays
 from stepvit.model.export.errors import StepvitError
+from stepvit.model.export.stem import StemStage, first_layer_macs, stem_stages
 from stepvit.model.lif import reset_membrane
 
 #: Bits of one popcount word in the Q·Kᵀ form's work count.
@@ -162,11 +163,54 @@ class BatchState:
     kv_pairs : dict of str to torch.Tensor
         Attention module (``blocks.i.attn``) -> int64 ``[B, T]``: the accumulates of its
         ``Kᵀ·V`` at each step.
+    stem_ac_ops : torch.Tensor
+        int64 ``[B, T]``: the accumulates of the stem's convolutions on spikes at each step
+        (SPEC.md section 5); zeros without a stem.
     """
 
     membranes: dict[str, torch.Tensor]
     spikes: dict[str, torch.Tensor]
     kv_pairs: dict[str, torch.Tensor]
+    stem_ac_ops: torch.Tensor
+
+
+def conv2d_int(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *,
+               stride: int, padding: int) -> torch.Tensor:
+    """Return the zero-padded integer convolution of ``[B, C, H, W]`` (int64, exact).
+
+    One weight slice ``W[:, :, ky, kx]`` per kernel offset, added over the input shifted
+    by that offset: the sum of selected weights a spike (or a pixel bit) scatters.
+    """
+    batch, _, height, width = inputs.shape
+    out_channels, _, kernel, _ = weight.shape
+    out_h = (height + 2 * padding - kernel) // stride + 1
+    out_w = (width + 2 * padding - kernel) // stride + 1
+    padded = torch.nn.functional.pad(inputs, (padding,) * 4)
+    out = torch.zeros(batch, out_channels, out_h, out_w, dtype=torch.int64)
+    for ky in range(kernel):
+        for kx in range(kernel):
+            window = padded[:, :, ky:ky + stride * (out_h - 1) + 1:stride,
+                            kx:kx + stride * (out_w - 1) + 1:stride]
+            out += torch.einsum("oc,bchw->bohw", weight[:, :, ky, kx], window)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+def max_pool_int(maps: torch.Tensor, *, kernel: int, stride: int, padding: int) -> torch.Tensor:
+    """Return the max-pool of int64 ``[B, C, H, W]``; the padding is never a candidate.
+
+    On 0/1 spikes it is the OR over the window.
+    """
+    _, _, height, width = maps.shape
+    out_h = (height + 2 * padding - kernel) // stride + 1
+    out_w = (width + 2 * padding - kernel) // stride + 1
+    lowest = torch.iinfo(torch.int64).min
+    padded = torch.nn.functional.pad(maps, (padding,) * 4, value=lowest)
+    out = torch.full((*maps.shape[:2], out_h, out_w), lowest, dtype=torch.int64)
+    for ky in range(kernel):
+        for kx in range(kernel):
+            out = torch.maximum(out, padded[:, :, ky:ky + stride * (out_h - 1) + 1:stride,
+                                            kx:kx + stride * (out_w - 1) + 1:stride])
+    return out
 
 
 def as_image_tensor(images: Any, image_shape: list[int]) -> torch.Tensor:
@@ -228,6 +272,13 @@ class GoldenModel:
         self.thresholds = {name: torch.from_numpy(values)
                            for name, values in export.thresholds.items()}
         self.layer_names = export.layer_names()
+        self.module_names = export.module_names
+        #: The stem's modules (stages, then the RPE); empty without a stem.
+        self.stem: list[StemStage] = stem_stages(self.image_shape, arch["stem"]) \
+            if arch.get("stem") else []
+        self.pool = dict(arch["stem"]["pool"]) if self.stem else {}
+        #: Mask row of the first block's attention module.
+        self.first_block_row = len(self.module_names) - 2 * self.depth - 1
 
     def patches(self, images: torch.Tensor) -> torch.Tensor:
         """Return ``[B, N, C·p·p]`` patch vectors (row-major patches, ``(c, ky, kx)`` inside)."""
@@ -266,10 +317,16 @@ class GoldenModel:
         return out.reshape(batch, self.tokens, self.dim)
 
     def dense_ac_ops(self) -> int:
-        """Accumulates of one image with every spike 1 and every step of ``T`` active."""
+        """Accumulates of one image with every spike 1 and every step of ``T`` active.
+
+        With a stem, its convolutions on spikes count too (every input position spiking).
+        """
+        stem = sum(int(stage.reach().sum()) * stage.in_shape[0] * stage.conv_shape[0]
+                   for stage in self.stem[1:])
         return dense_ac_ops_of(tokens=self.tokens, depth=self.depth, dim=self.dim,
                                head_dim=self.head_dim, mlp_dim=self.mlp_dim,
-                               num_classes=self.num_classes, t_max=self.t_max)
+                               num_classes=self.num_classes, t_max=self.t_max) \
+            + self.t_max * stem
 
     def kv_accumulates(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Return ``[B]``: ``Σ_{m,h} |K_mh|·|V_mh|``, the accumulates of ``Kᵀ·V``, of one step."""
@@ -285,7 +342,7 @@ class GoldenModel:
             If ``masks`` is not 0/1 of shape ``[2L + 2, T]``.
         """
         base = self.export.timestep_mask if masks is None else np.asarray(masks, dtype=np.uint8)
-        expected_shape = (2 * self.depth + 2, self.t_max)
+        expected_shape = (len(self.module_names), self.t_max)
         if base.shape != expected_shape or not np.isin(base, (0, 1)).all():
             raise StepvitError(f"masks must be 0/1 with shape {list(expected_shape)}, "
                                f"got shape {list(base.shape)}")
@@ -296,26 +353,98 @@ class GoldenModel:
         def zeros(*shape: int) -> torch.Tensor:
             return torch.zeros(*shape, dtype=torch.int64)
 
+        shapes = {stage.name: stage.lif_shape for stage in self.stem}
         return BatchState(
-            membranes={name: zeros(batch, self.tokens, len(self.thresholds[name]))
+            membranes={name: zeros(batch, *shapes[name]) if name in shapes
+                       else zeros(batch, self.tokens, len(self.thresholds[name]))
                        for name in self.layer_names},
             spikes={name: zeros(batch, self.t_max) for name in self.layer_names},
             kv_pairs={f"blocks.{block}.attn": zeros(batch, self.t_max)
                       for block in range(self.depth)},
+            stem_ac_ops=zeros(batch, self.t_max),
         )
 
     def lif(self, state: BatchState, name: str, current: torch.Tensor,
             step: int) -> torch.Tensor:
-        """Advance LIF layer ``name`` by one active step; record and return its spikes."""
+        """Advance LIF layer ``name`` by one active step; record and return its spikes.
+
+        Token layers are ``[B, N, channels]``; the stem's maps ``[B, C, H, W]`` (its
+        thresholds per channel, the first axis after the batch).
+        """
+        threshold = self.thresholds[name]
+        if current.dim() == 4:
+            threshold = threshold.view(-1, 1, 1)
         state.membranes[name], fired = lif_step(
-            state.membranes[name], current, self.thresholds[name], self.leak_shift, self.reset
+            state.membranes[name], current, threshold, self.leak_shift, self.reset
         )
-        state.spikes[name][:, step] = fired.sum(dim=(1, 2))
+        state.spikes[name][:, step] = fired.flatten(1).sum(dim=1)
         return fired
 
     def linear(self, name: str, inputs: torch.Tensor) -> torch.Tensor:
         """Return ``inputs @ Wᵀ + b`` of layer ``name``."""
         return inputs @ self.weights[f"{name}.weight"].T + self.weights[f"{name}.bias"]
+
+    def pooled(self, maps: torch.Tensor) -> torch.Tensor:
+        """Return the stem's max-pool of ``[B, C, H, W]`` (an OR on spikes)."""
+        return max_pool_int(maps, **self.pool)
+
+    def stem_conv(self, stage: StemStage, inputs: torch.Tensor) -> torch.Tensor:
+        """Return stem module ``stage``'s current from its inputs (pooled if before its LIF)."""
+        current = conv2d_int(inputs, self.weights[f"{stage.name}.weight"],
+                             self.weights[f"{stage.name}.bias"], stride=stage.stride,
+                             padding=stage.padding)
+        return self.pooled(current) if stage.pool == "before" else current
+
+    def stem_current(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return stage 0's current ``[B, C0, ...]`` and its accumulates per image (SPEC §5).
+
+        Shift-and-add over the 8 bit planes, once per image; each set bit at ``(y, x)``
+        adds ``Cout`` weights at each of the ``reach[y, x]`` positions it feeds.
+        """
+        first = self.stem[0]
+        weight = self.weights[f"{first.name}.weight"]
+        current = torch.zeros(images.shape[0], *first.conv_shape, dtype=torch.int64)
+        bits = torch.zeros(images.shape[0], *images.shape[2:], dtype=torch.int64)
+        for bit in range(8):
+            plane = (images >> bit) & 1
+            current += conv2d_int(plane, weight, None, stride=first.stride,
+                                  padding=first.padding) << bit
+            bits += plane.sum(dim=1)
+        current += self.weights[f"{first.name}.bias"].view(1, -1, 1, 1)
+        reach = torch.from_numpy(first.reach())
+        accumulates = (bits * reach).sum(dim=(1, 2)) * first.conv_shape[0]
+        return (self.pooled(current) if first.pool == "before" else current), accumulates
+
+    def stem_module(self, state: BatchState, index: int, inputs: torch.Tensor,
+                    step: int) -> torch.Tensor:
+        """Run stem module ``index`` (not stage 0) for one step; return the spikes it emits."""
+        stage = self.stem[index]
+        state.stem_ac_ops[:, step] += (inputs * torch.from_numpy(stage.reach())).sum(
+            dim=(1, 2, 3)) * stage.conv_shape[0]
+        fired = self.lif(state, stage.name, self.stem_conv(stage, inputs), step)
+        return self.pooled(fired) if stage.pool == "after" else fired
+
+    def stem_step(self, state: BatchState, mask: np.ndarray, first_current: torch.Tensor,
+                  step: int) -> torch.Tensor:
+        """Run the stem for one step; return the stream ``X = E · (S_last + R)`` ``[B, N, D]``.
+
+        A masked module hands on zeros (SPEC.md section 5).
+        """
+        stages = len(self.stem) - (self.stem[-1].name == "stem.rpe")
+        spikes = None
+        for index, stage in enumerate(self.stem[:stages]):
+            if not mask[index, step]:
+                spikes = torch.zeros(first_current.shape[0], *stage.out_shape,
+                                     dtype=torch.int64)
+            elif index == 0:
+                fired = self.lif(state, stage.name, first_current, step)
+                spikes = self.pooled(fired) if stage.pool == "after" else fired
+            else:
+                spikes = self.stem_module(state, index, spikes, step)
+        tokens = spikes
+        if stages < len(self.stem) and mask[stages, step]:
+            tokens = spikes + self.stem_module(state, stages, spikes, step)
+        return tokens.flatten(2).transpose(1, 2) * self.weights["stream_spike"]
 
     def embed_step(self, state: BatchState, current: torch.Tensor, step: int) -> torch.Tensor:
         """Run module ``embed`` for one step; return the stream ``X = E · S_e`` ``[B, N, D]``."""
@@ -366,18 +495,25 @@ class GoldenModel:
         pixels = as_image_tensor(images, self.image_shape)
         mask = budget_mask_of(self.checked_mask(masks), budget)
         batch = pixels.shape[0]
-        embed_current, set_bits = self.embed_current(pixels)
+        if self.stem:
+            embed_current, first_work = self.stem_current(pixels)
+        else:
+            embed_current, set_bits = self.embed_current(pixels)
+            first_work = set_bits * self.dim
         state = self.new_state(batch)
         counts = torch.zeros(batch, self.dim, dtype=torch.int64)
+        first = self.first_block_row
         for step in range(self.t_max):
-            if mask[0, step]:
+            if self.stem:
+                x = self.stem_step(state, mask, embed_current, step)
+            elif mask[0, step]:
                 x = self.embed_step(state, embed_current, step)
             else:
                 x = torch.zeros(batch, self.tokens, self.dim, dtype=torch.int64)
             for block in range(self.depth):
-                if mask[1 + 2 * block, step]:
+                if mask[first + 2 * block, step]:
                     x = x + self.attention_step(state, f"blocks.{block}.attn", x, step)
-                if mask[2 + 2 * block, step]:
+                if mask[first + 1 + 2 * block, step]:
                     x = x + self.mlp_step(state, f"blocks.{block}.mlp", x, step)
             if mask[-1, step]:
                 counts += self.head_step(state, x, step)
@@ -386,12 +522,12 @@ class GoldenModel:
             logits=logits,
             predicted=torch.argmax(logits, dim=1),
             spikes=state.spikes,
-            work=self.count_work(state, mask, set_bits),
+            work=self.count_work(state, mask, first_work),
             mask=mask,
         )
 
     def count_work(self, state: BatchState, mask: np.ndarray,
-                   set_bits: torch.Tensor) -> dict[str, torch.Tensor]:
+                   first_work: torch.Tensor) -> dict[str, torch.Tensor]:
         """Return the work of each image (SPEC.md section 3, "Work counted").
 
         Parameters
@@ -400,26 +536,31 @@ class GoldenModel:
             The state after the last step: the spikes and Kᵀ·V accumulates it recorded.
         mask : numpy.ndarray
             The mask that ran.
-        set_bits : torch.Tensor
-            int64 ``[B]``: set bits of each image's pixels.
+        first_work : torch.Tensor
+            int64 ``[B]``: the first layer's accumulates (``embed_ac_ops``): set pixel bits
+            times ``D``, or with a stem the set bits times the positions they reach.
 
         Returns
         -------
         dict of str to torch.Tensor
-            int64 ``[B]`` each, the keys of :attr:`GoldenResult.work`.
+            int64 ``[B]`` each, the keys of :attr:`GoldenResult.work` (``stem_ac_ops`` too
+            with a stem).
         """
-        attention_steps = int(mask[1:-1:2].sum())
+        attention_steps = int(mask[self.first_block_row:-1:2].sum())
         words_per_popcount = -(-self.head_dim // POPCOUNT_WORD_BITS)
 
         def per_image(value: int) -> torch.Tensor:
-            return torch.full((len(set_bits),), value, dtype=torch.int64)
+            return torch.full((len(first_work),), value, dtype=torch.int64)
 
-        return {
-            "ac_ops": ac_ops_of(state.spikes, state.kv_pairs, depth=self.depth, dim=self.dim,
+        transformer = ac_ops_of(state.spikes, state.kv_pairs, depth=self.depth, dim=self.dim,
                                 head_dim=self.head_dim, mlp_dim=self.mlp_dim,
-                                num_classes=self.num_classes),
-            "embed_ac_ops": set_bits * self.dim,
-            "mac_ops": per_image(self.tokens * self.dim * self.image_shape[0] * self.patch**2),
+                                num_classes=self.num_classes)
+        stem = {"stem_ac_ops": state.stem_ac_ops.sum(dim=1)} if self.stem else {}
+        return {
+            "ac_ops": transformer + state.stem_ac_ops.sum(dim=1),
+            **stem,
+            "embed_ac_ops": first_work,
+            "mac_ops": per_image(first_layer_macs(self.export.arch)),
             "dense_ac_ops": per_image(self.dense_ac_ops()),
             "popcount_words": per_image(
                 attention_steps * self.heads * self.tokens**2 * words_per_popcount

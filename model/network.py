@@ -475,9 +475,26 @@ class SpikingViT(nn.Module):
             layers += [*block.attn.neurons.values(), *block.mlp.neurons.values()]
         return dict(zip(self.layer_names(), [*layers, self.head.neuron], strict=True))
 
+    def nested(self, mask: torch.Tensor) -> torch.Tensor:
+        """Return a learned mask with the stem's rows nested.
+
+        A stem module runs a step only if the module before it runs it too.
+
+        The stem is a chain within a step (stage ``i`` takes stage ``i - 1``'s spikes of the
+        same step, with no residual around it), so a stage step whose input stage is masked
+        would only integrate its bias: the learned mask never asks for one. Nesting is what
+        the scores are read as; a mask given to :meth:`forward` runs as it is.
+        """
+        if self.stem_config is None:
+            return mask
+        rows = [mask[0]]
+        for row in range(1, self.stem_modules):
+            rows.append(rows[-1] * mask[row])
+        return torch.cat([torch.stack(rows), mask[self.stem_modules:]])
+
     def timestep_mask(self) -> torch.Tensor:
-        """Return the trained 0/1 mask ``[2L + 2, T]`` (int64, no gradient)."""
-        return (self.timestep_scores.detach() > 0).to(torch.int64)
+        """Return the trained 0/1 mask ``[S + 2L + 1, T]`` (int64, no gradient)."""
+        return self.nested((self.timestep_scores.detach() > 0).to(torch.int64))
 
     def penalty(self) -> torch.Tensor:
         """Return the expected active steps: mean over modules of ``sum_t sigmoid(score_t)``."""
@@ -490,7 +507,7 @@ class SpikingViT(nn.Module):
         mask with its straight-through gradient.
         """
         if masks is None:
-            return straight_through_mask(self.timestep_scores)
+            return self.nested(straight_through_mask(self.timestep_scores))
         expected = tuple(self.timestep_scores.shape)
         if tuple(masks.shape) != expected:
             raise ValueError(f"masks must have shape {expected}, got {tuple(masks.shape)}")

@@ -39,7 +39,7 @@ from torch import nn
 from stepvit.model.export import module_names_for
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.lif import LIFNeuron
-from stepvit.model.network import LinearBN, SpikingViT
+from stepvit.model.network import ConvStage, LinearBN, SpikingViT
 
 #: Largest integer magnitude of an int8 weight.
 INT8_MAX = 127
@@ -117,6 +117,17 @@ def fold_embedding(model: SpikingViT) -> tuple[np.ndarray, np.ndarray]:
     return weight, bias
 
 
+def fold_conv_bn(stage: ConvStage) -> tuple[np.ndarray, np.ndarray]:
+    """Return the float ``(weight [Cout, Cin, k, k], bias [Cout])`` of a stem stage's conv + BN.
+
+    Stage 0 (``stage.direct``) takes pixels 0..255: the ``1/255`` of its float input is
+    folded into its weights.
+    """
+    gain, shift = bn_factors(stage.bn)
+    weight = stage.conv.weight.detach().double().numpy() * gain[:, None, None, None]
+    return (weight / 255.0 if stage.direct else weight), shift
+
+
 def round_int(values: np.ndarray) -> np.ndarray:
     """Round half away from zero, to int64 (``np.round`` rounds half to even)."""
     return (np.sign(values) * np.floor(np.abs(values) + 0.5)).astype(np.int64)
@@ -125,7 +136,8 @@ def round_int(values: np.ndarray) -> np.ndarray:
 def channel_scales(weight: np.ndarray, maximum: float = MAX_SCALE) -> np.ndarray:
     """Return ``127 / max_j |W[o, j]|`` per output channel, at most ``maximum``."""
     largest = np.abs(weight).max(axis=1)
-    scales = np.full(largest.shape, maximum)
+    # an all-zero row (a module that never runs) needs a finite scale, whatever the limit
+    scales = np.full(largest.shape, min(maximum, MAX_SCALE))
     nonzero = largest > 0
     scales[nonzero] = np.minimum(INT8_MAX / largest[nonzero], maximum)
     return scales
@@ -173,13 +185,15 @@ def architecture_of(model: SpikingViT, class_names: list[str]) -> dict[str, Any]
         If ``class_names`` does not name every class.
     """
     channels, height, width = model.image_shape
-    dim = model.embed.pos.shape[1]
+    dim = model.head.linear.in_features
     num_classes = model.head.linear.out_features
     if len(class_names) != num_classes:
         raise StepvitError(f"export: {len(class_names)} class names for {num_classes} classes")
+    stem = {} if model.stem_config is None else {"stem": model.stem_config}
     return {
         "image_shape": [channels, height, width],
-        "patch": int(model.embed.conv.kernel_size[0]),
+        "patch": None if stem else int(model.embed.conv.kernel_size[0]),
+        **stem,
         "tokens": int(model.tokens),
         "dim": int(dim),
         "heads": int(model.blocks[0].attn.heads) if model.depth else 1,
@@ -200,6 +214,26 @@ def quantize_embedding(model: SpikingViT, network: QuantizedNetwork) -> None:
     network.scales["embed"] = scales
 
 
+def quantize_stem(model: SpikingViT, network: QuantizedNetwork) -> None:
+    """Quantize the stem's stages and RPE (SPEC.md section 5) into ``network``.
+
+    Each is a layer feeding a LIF of threshold 1: stage 0 on pixels (no scale limit, as the
+    embedding), the others on spikes. A module with no active step is folded to zeros.
+    """
+    active_steps = network.timestep_mask.sum(axis=1)
+    for row, (name, stage) in enumerate(zip(model.stem.names, model.stem.modules_in_order(),
+                                            strict=True)):
+        weight, bias = fold_conv_bn(stage)
+        if active_steps[row] == 0:
+            weight, bias = np.zeros_like(weight), np.zeros_like(bias)
+        flat = weight.reshape(weight.shape[0], -1)
+        scales = channel_scales(flat, maximum=float("inf") if stage.direct else MAX_SCALE)
+        network.arrays[f"{name}.weight"] = round_int(weight * scales[:, None, None, None])
+        network.arrays[f"{name}.bias"] = round_int(bias * scales)
+        network.thresholds[name] = np.maximum(1, round_int(scales))
+        network.scales[name] = scales
+
+
 def quantize_blocks(model: SpikingViT,
                     network: QuantizedNetwork) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Quantize every layer on spikes of the blocks into ``network``.
@@ -214,7 +248,7 @@ def quantize_blocks(model: SpikingViT,
 
     def folded(index: int, module: str, layer: LinearBN) -> tuple[np.ndarray, np.ndarray]:
         weight, bias = fold_linear_bn(layer)
-        if active_steps[1 + 2 * index + (module == "mlp")] == 0:
+        if active_steps[model.stem_modules + 2 * index + (module == "mlp")] == 0:
             return np.zeros_like(weight), np.zeros_like(bias)
         return weight, bias
 
@@ -280,17 +314,22 @@ def quantize(model: SpikingViT, class_names: list[str]) -> QuantizedNetwork:
     if any(isinstance(module, LIFNeuron) and not module.spiking for module in model.modules()):
         raise StepvitError("export: this run is the non-spiking twin (model.neuron: relu), a "
                            "float baseline with no spikes to export")
+    first_neuron = next(iter(model.lif_layers().values()))
     network = QuantizedNetwork(
         architecture=architecture_of(model, class_names),
         t_max=int(model.t_max),
-        neuron={"leak_shift": int(model.embed_neuron.leak_shift),
-                "reset": model.embed_neuron.reset_rule,
+        neuron={"leak_shift": int(first_neuron.leak_shift),
+                "reset": first_neuron.reset_rule,
                 "attn_shift": int(model.blocks[0].attn.attn_shift) if model.depth else 0},
         timestep_mask=model.timestep_mask().numpy().astype(np.int64),
     )
-    if network.timestep_mask.shape != (len(module_names_for(model.depth)), model.t_max):
+    modules = module_names_for(model.depth, model.stem_config)
+    if network.timestep_mask.shape != (len(modules), model.t_max):
         raise StepvitError(f"export: timestep_scores has shape {network.timestep_mask.shape}")
-    quantize_embedding(model, network)
+    if model.stem_config is not None:
+        quantize_stem(model, network)
+    else:
+        quantize_embedding(model, network)
     quantize_stream(quantize_blocks(model, network), network)
     quantize_head(model, network)
     return network

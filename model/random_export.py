@@ -2,9 +2,10 @@
 
 The weights are uniform int8 in ``[-weight_range, weight_range]``; biases centre each
 current near zero and thresholds sit at about one standard deviation of the current
-(estimated from the weights and an assumed input spike rate), so that with random images
-every layer spikes, without saturating. The masks are random with at least one active
-step per module, unless given.
+(estimated from the weights and an assumed input spike rate; a stem is calibrated on random
+images instead), so that with random images every layer spikes, without saturating. The
+masks are random with at least one active step per module (and one step where every stem
+module is active, so that the image reaches the tokens), unless given.
 """
 
 from __future__ import annotations
@@ -13,14 +14,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from stepvit.model.export import module_names_for
+from stepvit.model.export.errors import StepvitError
+from stepvit.model.export.stem import complete_stem, stem_stages, stem_tokens
 from stepvit.model.export.writer import write_export
 
 #: Spike rate assumed when the biases and thresholds are set.
 ASSUMED_SPIKE_RATE = 0.25
 #: Spike rate of the layers after a thresholded linear layer (q, k, v, head input).
 DEEP_SPIKE_RATE = 0.15
+#: Share of a stem module's currents at or above its threshold on random images.
+STEM_SPIKE_RATE = 0.2
+#: Random images a stem is calibrated on.
+STEM_CALIBRATION_IMAGES = 4
 #: Mean and variance of a uniform random pixel in 0..255.
 PIXEL_MEAN = 127.5
 PIXEL_VARIANCE = (256**2 - 1) / 12
@@ -67,6 +75,48 @@ def random_embedding(rng: np.random.Generator, arrays: dict[str, np.ndarray],
     stream_spike = rng.integers(weight_range, 3 * weight_range + 1, size=dim)
     arrays["stream_spike"] = stream_spike
     return ASSUMED_SPIKE_RATE * stream_spike.astype(np.float64) ** 2
+
+
+def random_stem(rng: np.random.Generator, arrays: dict[str, np.ndarray],
+                thresholds: dict[str, np.ndarray], *, image_shape: Sequence[int],
+                stem: dict, weight_range: int) -> np.ndarray:
+    """Add the stem's stages, RPE and ``stream_spike``; return the stream's variance.
+
+    Each module is calibrated on :data:`STEM_CALIBRATION_IMAGES` uniform random images, in
+    order, from the spikes the module before it fires at the first step: its threshold is
+    the spread of its current over positions and images, per channel, and its bias puts
+    :data:`STEM_SPIKE_RATE` of them at or above it, so every stage spikes and its spikes
+    depend on the image.
+    """
+    from stepvit.model.golden import conv2d_int, max_pool_int
+
+    pool = stem["pool"]
+    inputs = torch.from_numpy(rng.integers(0, 256, size=(STEM_CALIBRATION_IMAGES,
+                                                         *image_shape)))
+    tokens = None
+    for stage in stem_stages(image_shape, stem):
+        weight = rng.integers(-weight_range, weight_range + 1, size=stage.weight_shape)
+        stage_inputs = tokens if stage.name == "stem.rpe" else inputs
+        current = conv2d_int(stage_inputs, torch.from_numpy(weight), None, stride=stage.stride,
+                             padding=stage.padding)
+        if stage.pool == "before":
+            current = max_pool_int(current, **pool)
+        per_channel = current.transpose(0, 1).flatten(1).double()
+        threshold = np.maximum(1, np.round(per_channel.std(dim=1).numpy())).astype(np.int64)
+        level = torch.quantile(per_channel, 1 - STEM_SPIKE_RATE, dim=1).numpy()
+        bias = np.round(threshold - level).astype(np.int64)
+        arrays[f"{stage.name}.weight"] = weight
+        arrays[f"{stage.name}.bias"] = bias
+        thresholds[stage.name] = threshold
+        fired = (current + torch.from_numpy(bias - threshold).view(1, -1, 1, 1) >= 0).long()
+        spikes = max_pool_int(fired, **pool) if stage.pool == "after" else fired
+        if stage.name != "stem.rpe":
+            inputs = tokens = spikes
+    dim = stem["stages"][-1]["channels"]
+    stream_spike = rng.integers(weight_range, 3 * weight_range + 1, size=dim)
+    arrays["stream_spike"] = stream_spike
+    token_spikes = 2 if stem["rpe"] else 1
+    return token_spikes * ASSUMED_SPIKE_RATE * stream_spike.astype(np.float64) ** 2
 
 
 def random_block(rng: np.random.Generator, arrays: dict[str, np.ndarray],
@@ -131,6 +181,7 @@ def make_random_export(
     reset: str = "hard",
     attn_shift: int | None = None,
     weight_range: int = 40,
+    stem: dict | None = None,
     name: str = "random",
 ) -> Path:
     """Write a valid untrained export with random integer weights into ``out_dir``.
@@ -146,13 +197,17 @@ def make_random_export(
     seed : int
         Seed of the random generator; the same seed gives the same export.
     mask : numpy.ndarray, optional
-        0/1 ``[2 * depth + 2, t_max]``; random (every module active at least once) if omitted.
+        0/1 ``[modules, t_max]`` (module order of SPEC.md section 1, the stem's modules
+        first when there is one); random (every module active at least once) if omitted.
     leak_shift, reset : int, str
         The ``neuron`` section.
     attn_shift : int, optional
         The attention threshold's shift; by default :func:`default_attn_shift`.
     weight_range : int
         Weights are uniform in ``[-weight_range, weight_range]`` (at most 127).
+    stem : dict, optional
+        A convolutional stem (SPEC.md section 5) in place of the patch embedding; ``patch``
+        is not used then, and ``dim`` must be its last stage's channels.
     name : str
         The export's name.
 
@@ -163,15 +218,31 @@ def make_random_export(
     """
     rng = np.random.default_rng(seed)
     channels, height, width = (int(v) for v in image_shape)
-    tokens = (height // patch) * (width // patch)
+    stem = complete_stem(stem) if stem else None
+    if stem is not None:
+        try:
+            tokens, last = stem_tokens(image_shape, stem)
+        except ValueError as error:
+            raise StepvitError(f"random export: {error}") from None
+        if last != dim:
+            raise StepvitError(f"random export: the stem ends with {last} channels, dim is {dim}")
+    else:
+        tokens = (height // patch) * (width // patch)
     if attn_shift is None:
         attn_shift = default_attn_shift(tokens, dim, heads)
     if mask is None:
-        mask = random_mask(rng, len(module_names_for(depth)), t_max)
+        mask = random_mask(rng, len(module_names_for(depth, stem)), t_max)
+        if stem is not None:
+            mask[:len(module_names_for(0, stem)) - 1, rng.integers(0, t_max)] = 1
     arrays: dict[str, np.ndarray] = {}
     thresholds: dict[str, np.ndarray] = {}
-    stream_variance = random_embedding(rng, arrays, thresholds, patch_len=channels * patch**2,
-                                       tokens=tokens, dim=dim, weight_range=weight_range)
+    if stem is not None:
+        stream_variance = random_stem(rng, arrays, thresholds, image_shape=image_shape,
+                                      stem=stem, weight_range=weight_range)
+    else:
+        stream_variance = random_embedding(rng, arrays, thresholds,
+                                           patch_len=channels * patch**2, tokens=tokens,
+                                           dim=dim, weight_range=weight_range)
     for block in range(depth):
         stream_variance = random_block(rng, arrays, thresholds, f"blocks.{block}",
                                        stream_variance, dim=dim, mlp_dim=mlp_dim,
@@ -180,7 +251,10 @@ def make_random_export(
                 typical_count=tokens * int(np.asarray(mask)[-1].sum()) * DEEP_SPIKE_RATE,
                 weight_range=weight_range)
     architecture = {
-        "image_shape": [channels, height, width], "patch": int(patch), "tokens": tokens,
+        "image_shape": [channels, height, width],
+        "patch": None if stem else int(patch),
+        **({"stem": stem} if stem else {}),
+        "tokens": tokens,
         "dim": int(dim), "heads": int(heads), "depth": int(depth), "mlp_dim": int(mlp_dim),
         "num_classes": int(num_classes),
         "class_names": [str(index) for index in range(num_classes)],

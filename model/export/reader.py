@@ -22,9 +22,13 @@ import yaml
 
 from stepvit.model.export.budgets import budget_mask_of
 from stepvit.model.export.errors import ExportError
-from stepvit.model.export.stem import stem_names
+from stepvit.model.export.stem import check_stem, stem_names, stem_stages, stem_tokens
 
 SCHEMA_VERSION = 1
+#: The version of an export with a convolutional stem (SPEC.md section 5).
+STEM_SCHEMA_VERSION = 2
+#: The versions this reader knows.
+KNOWN_SCHEMA_VERSIONS = (SCHEMA_VERSION, STEM_SCHEMA_VERSION)
 MANIFEST_FILE = "manifest.yaml"
 WEIGHTS_FILE = "weights.npz"
 
@@ -91,14 +95,17 @@ def layer_names_for(depth: int, stem: dict[str, Any] | None = None) -> list[str]
 
 def array_shapes(arch: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
     """Return ``key -> (shape, dtype)`` of every array ``weights.npz`` must hold."""
-    channels = arch["image_shape"][0]
-    patch_len = channels * arch["patch"] ** 2
     dim, mlp_dim, tokens = arch["dim"], arch["mlp_dim"], arch["tokens"]
-    shapes: dict[str, tuple[tuple[int, ...], str]] = {
-        "embed.weight": ((dim, patch_len), "int8"),
-        "embed.bias": ((tokens, dim), "int32"),
-        "stream_spike": ((dim,), "int32"),
-    }
+    shapes: dict[str, tuple[tuple[int, ...], str]] = {}
+    if arch.get("stem"):
+        for stage in stem_stages(arch["image_shape"], arch["stem"]):
+            shapes[f"{stage.name}.weight"] = (stage.weight_shape, "int8")
+            shapes[f"{stage.name}.bias"] = ((stage.conv_shape[0],), "int32")
+    else:
+        patch_len = arch["image_shape"][0] * arch["patch"] ** 2
+        shapes["embed.weight"] = ((dim, patch_len), "int8")
+        shapes["embed.bias"] = ((tokens, dim), "int32")
+    shapes["stream_spike"] = ((dim,), "int32")
     for block in range(arch["depth"]):
         for name in ("q", "k", "v", "proj"):
             shapes[f"blocks.{block}.attn.{name}.weight"] = ((dim, dim), "int8")
@@ -114,10 +121,18 @@ def array_shapes(arch: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]
 
 def threshold_widths(arch: dict[str, Any]) -> dict[str, int]:
     """Return ``layer name -> number of channels`` of every threshold list."""
-    widths = {}
-    for name in layer_names_for(arch["depth"]):
-        widths[name] = arch["mlp_dim"] if name.endswith("mlp.fc1") else arch["dim"]
+    widths = {stage.name: stage.conv_shape[0]
+              for stage in stem_stages(arch["image_shape"], arch["stem"])} \
+        if arch.get("stem") else {}
+    for name in layer_names_for(arch["depth"], arch.get("stem")):
+        if name not in widths:
+            widths[name] = arch["mlp_dim"] if name.endswith("mlp.fc1") else arch["dim"]
     return widths
+
+
+def schema_version_of(arch: dict[str, Any]) -> int:
+    """Return the schema version an export of ``arch`` has: 2 with a stem, else 1."""
+    return STEM_SCHEMA_VERSION if arch.get("stem") else SCHEMA_VERSION
 
 
 def config_hash_of(manifest: dict[str, Any]) -> int:
@@ -157,7 +172,11 @@ def bounds_by_source(manifest: dict[str, Any],
       ``|I_o| <= sum_j |W[o, j]| + |b_o|``.
     - ``stream``: the stream is rebuilt at every step from ``E * S_embed`` and every
       writer (``proj``, ``fc2`` of each block) adds at most once, so
-      ``|X_c| <= E_c + sum over writers of (sum_j |W[c, j]| + |b_c|)``.
+      ``|X_c| <= E_c + sum over writers of (sum_j |W[c, j]| + |b_c|)``; with a stem's RPE a
+      token is up to two spikes, ``2 E_c`` (SPEC.md section 5).
+    - A stem (SPEC.md section 5): stage 0's current is ``embed_current``,
+      ``255 * sum |W_0[o]| + |B_0[o]|`` (a max-pool only picks one of them); every other
+      stem conv is a ``current``, ``sum |W[o]| + |B[o]|``.
     - ``attention``: ``KV[h, i, j] <= N`` and ``Y[n, h, j] = sum_i Q * KV <= N * d``.
     - ``membrane``: ``|V - (V >> k)| <= |V|`` for every ``k >= 0`` and a reset never
       increases ``|V|``, so ``|H_t| <= |V_{t-1}| + |I_t| <= T * max|I|`` of the layer;
@@ -182,12 +201,25 @@ def bounds_by_source(manifest: dict[str, Any],
     t_max = manifest["t_max"]
     depth, tokens = arch["depth"], arch["tokens"]
     head_dim = arch["dim"] // arch["heads"]
-    embed_bound = int(
-        (255 * _abs_row_sums(arrays["embed.weight"])[None, :]
-         + np.abs(arrays["embed.bias"].astype(np.int64))).max()
-    )
-    stream_per_channel = arrays["stream_spike"].astype(np.int64).copy()
     currents: dict[str, int] = {}
+    stem = arch.get("stem")
+    if stem:
+        names = stem_names(stem)
+        per_channel = {name: _abs_row_sums(arrays[f"{name}.weight"].reshape(
+            arrays[f"{name}.weight"].shape[0], -1)) + np.abs(arrays[f"{name}.bias"].astype(
+                np.int64)) for name in names[1:]}
+        currents.update({name: int(bound.max()) for name, bound in per_channel.items()})
+        first = arrays[f"{names[0]}.weight"]
+        embed_bound = int((255 * _abs_row_sums(first.reshape(first.shape[0], -1))
+                           + np.abs(arrays[f"{names[0]}.bias"].astype(np.int64))).max())
+    else:
+        embed_bound = int(
+            (255 * _abs_row_sums(arrays["embed.weight"])[None, :]
+             + np.abs(arrays["embed.bias"].astype(np.int64))).max()
+        )
+    # a token is S_last + S_rpe: up to two stream spikes with the RPE
+    token_spikes = 2 if stem and stem["rpe"] else 1
+    stream_per_channel = token_spikes * arrays["stream_spike"].astype(np.int64)
     for block in range(depth):
         for name in ("attn.q", "attn.k", "attn.v", "attn.proj", "mlp.fc1", "mlp.fc2"):
             prefix = f"blocks.{block}.{name}"
@@ -200,7 +232,8 @@ def bounds_by_source(manifest: dict[str, Any],
     stream_bound = int(stream_per_channel.max())
     attention_bound = tokens * head_dim
     threshold_max = max(max(values) for values in manifest["thresholds"].values())
-    membrane = {"embed": t_max * embed_bound, "stream": t_max * stream_bound,
+    first_name = stem_names(stem)[0]
+    membrane = {first_name: t_max * embed_bound, "stream": t_max * stream_bound,
                 "attention": t_max * attention_bound, "thresholds": threshold_max}
     membrane.update({name: t_max * bound for name, bound in currents.items()})
     logit_bound = int(
@@ -209,7 +242,7 @@ def bounds_by_source(manifest: dict[str, Any],
     )
     return {
         "weight": {"weights": 127},
-        "embed_current": {"embed": embed_bound},
+        "embed_current": {first_name: embed_bound},
         "stream": {"stream": stream_bound},
         "current": currents or {"none": 0},
         "attention": {"attention": attention_bound},
@@ -293,7 +326,12 @@ class Export:
 
     def layer_names(self) -> list[str]:
         """LIF layer names in SPEC.md section 1 spike-count order."""
-        return layer_names_for(self.arch["depth"])
+        return layer_names_for(self.arch["depth"], self.arch.get("stem"))
+
+    @property
+    def schema_version(self) -> int:
+        """1 for the linear patch embedding, 2 with a convolutional stem."""
+        return int(self.manifest["schema_version"])
 
     def budget_mask(self, budget: int | None) -> np.ndarray:
         """Return the trained mask capped to the first ``budget`` active steps per module."""
@@ -332,23 +370,28 @@ def _require_int(value: Any, where: str, minimum: int | None = None,
     return value
 
 
-def _check_architecture(arch: Any) -> None:
+def _check_architecture(arch: Any, version: int) -> None:
     where = f"{MANIFEST_FILE}: architecture"
-    _require_keys(arch, ARCHITECTURE_KEYS, where)
+    stem = version == STEM_SCHEMA_VERSION
+    _require_keys(arch, ARCHITECTURE_KEYS | {"stem"} if stem else ARCHITECTURE_KEYS, where)
     shape = arch["image_shape"]
     if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v) and v >= 1
                                                                for v in shape)):
         raise _fail(f"{where}.image_shape",
                     f"expected 3 positive integers [C, H, W], got {shape!r}")
-    for key in ("patch", "dim", "heads", "depth", "mlp_dim", "num_classes", "tokens"):
+    for key in ("dim", "heads", "depth", "mlp_dim", "num_classes", "tokens"):
         _require_int(arch[key], f"{where}.{key}", minimum=1)
-    _, height, width = shape
-    patch = arch["patch"]
-    if height % patch or width % patch:
-        raise _fail(f"{where}.patch", f"{patch} does not divide the image {height}x{width}")
-    tokens = (height // patch) * (width // patch)
+    if stem:
+        tokens, what = _check_stem_architecture(arch, where), "stem"
+    else:
+        _require_int(arch["patch"], f"{where}.patch", minimum=1)
+        _, height, width = shape
+        patch = arch["patch"]
+        if height % patch or width % patch:
+            raise _fail(f"{where}.patch", f"{patch} does not divide the image {height}x{width}")
+        tokens, what = (height // patch) * (width // patch), "patch"
     if arch["tokens"] != tokens:
-        raise _fail(f"{where}.tokens", f"expected {tokens} for this image and patch, "
+        raise _fail(f"{where}.tokens", f"expected {tokens} for this image and {what}, "
                     f"got {arch['tokens']}")
     if arch["dim"] % arch["heads"]:
         raise _fail(f"{where}.heads", f"{arch['heads']} does not divide dim {arch['dim']}")
@@ -358,6 +401,20 @@ def _check_architecture(arch: Any) -> None:
     if len(names) != arch["num_classes"]:
         raise _fail(f"{where}.class_names",
                     f"expected {arch['num_classes']} names, got {len(names)}")
+
+
+def _check_stem_architecture(arch: dict[str, Any], where: str) -> int:
+    """Check a schema-2 architecture's stem; return its token count."""
+    if arch["patch"] is not None:
+        raise _fail(f"{where}.patch", f"expected null with a stem, got {arch['patch']!r}")
+    problem = check_stem(arch["stem"], arch["image_shape"], f"{where}.stem")
+    if problem:
+        raise ExportError(problem)
+    tokens, channels = stem_tokens(arch["image_shape"], arch["stem"])
+    if channels != arch["dim"]:
+        raise _fail(f"{where}.stem", f"the last stage has {channels} channels, dim is "
+                    f"{arch['dim']}")
+    return tokens
 
 
 def _check_neuron(neuron: Any) -> None:
@@ -373,7 +430,7 @@ def _check_neuron(neuron: Any) -> None:
 def _check_masks(manifest: dict[str, Any]) -> None:
     arch = manifest["architecture"]
     t_max = manifest["t_max"]
-    modules = module_names_for(arch["depth"])
+    modules = module_names_for(arch["depth"], arch.get("stem"))
     if manifest["modules"] != modules:
         raise _fail(f"{MANIFEST_FILE}: modules", f"expected {modules}, got {manifest['modules']}")
     mask = manifest["timestep_mask"]
@@ -393,8 +450,10 @@ def _check_masks(manifest: dict[str, Any]) -> None:
         if manifest["timesteps_per_module"][name] != count:
             raise _fail(f"{where}.{name}", f"the mask has {count} active steps, "
                         f"got {manifest['timesteps_per_module'][name]!r}")
+    first = len(modules) - 2 * arch["depth"] - 1
     per_block = [
-        sum(1 for attn, mlp in zip(mask[1 + 2 * block], mask[2 + 2 * block]) if attn or mlp)
+        sum(1 for attn, mlp in zip(mask[first + 2 * block], mask[first + 1 + 2 * block])
+            if attn or mlp)
         for block in range(arch["depth"])
     ]
     if manifest["timesteps_per_block"] != per_block:
@@ -462,15 +521,17 @@ def check_manifest(manifest: Any) -> None:
     """
     if not isinstance(manifest, dict):
         raise _fail(MANIFEST_FILE, "expected a mapping at the top level")
-    if "schema_version" in manifest and (not _is_int(manifest["schema_version"])
-                                         or manifest["schema_version"] != SCHEMA_VERSION):
+    if "schema_version" in manifest and (
+            not _is_int(manifest["schema_version"])
+            or manifest["schema_version"] not in KNOWN_SCHEMA_VERSIONS):
+        known = " and ".join(str(version) for version in KNOWN_SCHEMA_VERSIONS)
         raise _fail(f"{MANIFEST_FILE}: schema_version",
                     f"unknown version {manifest['schema_version']!r} (this reader knows "
-                    f"{SCHEMA_VERSION})")
+                    f"{known}: a newer stepvit wrote it?)")
     _require_keys(manifest, MANIFEST_KEYS, MANIFEST_FILE)
     if not isinstance(manifest["name"], str) or not manifest["name"]:
         raise _fail(f"{MANIFEST_FILE}: name", "expected a non-empty string")
-    _check_architecture(manifest["architecture"])
+    _check_architecture(manifest["architecture"], manifest["schema_version"])
     _require_int(manifest["t_max"], f"{MANIFEST_FILE}: t_max", minimum=1, maximum=32)
     _check_neuron(manifest["neuron"])
     _check_masks(manifest)
@@ -528,11 +589,15 @@ def check_arrays(manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> Non
                         f"value {values[index]} at {list(map(int, index))} is outside "
                         f"[{low}, {limit - 1}] (bit_widths.{width_name} = {widths[width_name]})")
 
-    check_fits("embed.bias", "embed_current")
+    stem = manifest["architecture"].get("stem")
+    first = stem_names(stem)[0]
+    check_fits(f"{first}.bias" if stem else "embed.bias", "embed_current")
     check_fits("stream_spike", "stream", minimum=1)
     check_fits("head.bias", "logit")
     for key in expected:
-        if key.startswith("blocks.") and key.endswith(".bias"):
+        if (key.startswith("blocks.") or (key.startswith("stem.")
+                                          and not key.startswith(f"{first}."))) \
+                and key.endswith(".bias"):
             check_fits(key, "current")
     bounds = worst_case_bounds(manifest, arrays)
     for name, bound in bounds.items():

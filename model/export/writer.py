@@ -19,7 +19,6 @@ import yaml
 from stepvit.model.export import (
     MANIFEST_FILE,
     MAX_HARDWARE_BITS,
-    SCHEMA_VERSION,
     WEIGHTS_FILE,
     array_shapes,
     bounds_by_source,
@@ -30,6 +29,7 @@ from stepvit.model.export import (
     worst_case_bounds,
 )
 from stepvit.model.export.errors import StepvitError
+from stepvit.model.export.reader import schema_version_of
 
 #: The accuracy section of an export that was never trained.
 UNTRAINED_ACCURACY: dict[str, Any] = {
@@ -44,12 +44,15 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def mask_summary(timestep_mask: np.ndarray, depth: int) -> dict[str, Any]:
+def mask_summary(timestep_mask: np.ndarray, depth: int,
+                 stem: dict[str, Any] | None = None) -> dict[str, Any]:
     """Return ``timesteps_per_module``, ``timesteps_per_block`` and ``avg_timesteps``."""
     mask = np.asarray(timestep_mask, dtype=np.int64)
-    names = module_names_for(depth)
+    names = module_names_for(depth, stem)
     per_module = {name: int(row.sum()) for name, row in zip(names, mask)}
-    per_block = [int((mask[1 + 2 * block] | mask[2 + 2 * block]).sum()) for block in range(depth)]
+    first = len(names) - 2 * depth - 1
+    per_block = [int((mask[first + 2 * block] | mask[first + 1 + 2 * block]).sum())
+                 for block in range(depth)]
     return {
         "timesteps_per_module": per_module,
         "timesteps_per_block": per_block,
@@ -90,7 +93,9 @@ def bit_widths_of(manifest: dict[str, Any], typed: dict[str, np.ndarray]) -> dic
         If a width exceeds what the hardware holds; names the layer with the largest bound.
     """
     bounds = worst_case_bounds(manifest, typed)
-    bit_widths = {key: signed_bits(bound) for key, bound in bounds.items()}
+    # two bits at least: a class whose values are all 0 (a module that never runs) still
+    # has a register
+    bit_widths = {key: max(2, signed_bits(bound)) for key, bound in bounds.items()}
     bit_widths["weight"] = 8
     too_wide = {key: bits for key, bits in bit_widths.items() if bits > MAX_HARDWARE_BITS}
     if too_wide:
@@ -131,7 +136,7 @@ def write_export(
     neuron : dict
         ``leak_shift``, ``reset`` and ``attn_shift``.
     timestep_mask : numpy.ndarray
-        0/1 ``[2L + 2, T]`` in module order.
+        0/1 ``[S + 2L + 1, T]`` in module order (``S`` stem modules, 1 without a stem).
     thresholds : dict of str to numpy.ndarray
         Integer threshold per channel of every LIF layer.
     arrays : dict of str to numpy.ndarray
@@ -151,15 +156,16 @@ def write_export(
     """
     typed = typed_arrays(architecture, arrays)
     mask = np.asarray(timestep_mask, dtype=np.int64)
+    stem = architecture.get("stem")
     manifest: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": schema_version_of(architecture),
         "name": name,
         "architecture": architecture,
         "t_max": int(t_max),
         "neuron": dict(neuron),
-        "modules": module_names_for(architecture["depth"]),
+        "modules": module_names_for(architecture["depth"], stem),
         "timestep_mask": mask.tolist(),
-        **mask_summary(mask, architecture["depth"]),
+        **mask_summary(mask, architecture["depth"], stem),
         "thresholds": {layer: [int(v) for v in np.asarray(values).ravel()]
                        for layer, values in thresholds.items()},
     }

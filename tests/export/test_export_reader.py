@@ -238,10 +238,14 @@ def outside_its_width(name: str, key: str, index: tuple[int, ...], width_name: s
 
 CHECKS = [
     # check_manifest: the top level
-    check("schema-version-unknown", put(MANIFEST, "schema_version", value=2),
-          "manifest.yaml: schema_version: unknown version 2 (this reader knows 1)"),
+    check("schema-version-unknown", put(MANIFEST, "schema_version", value=3),
+          "manifest.yaml: schema_version: unknown version 3 (this reader knows 1 and 2: a "
+          "newer stepvit wrote it?)"),
     check("schema-version-not-an-integer", put(MANIFEST, "schema_version", value=True),
-          "manifest.yaml: schema_version: unknown version True (this reader knows 1)"),
+          "manifest.yaml: schema_version: unknown version True (this reader knows 1 and 2: a "
+          "newer stepvit wrote it?)"),
+    check("schema-version-2-without-a-stem", put(MANIFEST, "schema_version", value=2),
+          "manifest.yaml: architecture.stem: missing"),
     check("manifest-key-missing", drop(MANIFEST, "thresholds"),
           "manifest.yaml: thresholds: missing"),
     check("manifest-key-unexpected", put(MANIFEST, "comment", value="x"),
