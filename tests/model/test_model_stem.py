@@ -134,14 +134,20 @@ def test_a_good_stem_is_completed_with_its_defaults():
     assert validate_config({})["model"]["stem"] is None  # the digits default keeps its patches
 
 
-def test_a_stem_that_leaves_no_pixel_of_the_images_is_refused_at_build_time():
-    config = validate_config({"model": {"dim": 8, "heads": 2, "stem": {"stages": [
-        {"channels": 4, "kernel": 5, "padding": 0}, {"channels": 8, "kernel": 5, "padding": 0}]}}})
+def test_a_stem_that_leaves_no_pixel_of_the_images_is_refused_at_build_time(tmp_path, capsys):
+    given = {"model": {"dim": 8, "heads": 2, "stem": {"stages": [
+        {"channels": 4, "kernel": 5, "padding": 0}, {"channels": 8, "kernel": 5, "padding": 0}]}}}
+    config = validate_config(given)
     assert build_model(config, (1, 9, 9), 10).tokens == 1  # 9 -> 5 -> 1
     with pytest.raises(StepvitError, match=r"does not fit images of shape \(1, 8, 8\): stem "
                                            r"stage 1 leaves no pixel of a 4x4 input") as caught:
         build_model(config, (1, 8, 8), 10)
     assert "\n" not in str(caught.value)
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(given))  # the digits are 8x8
+    assert cli.main(["train", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "stem stage 1 leaves no pixel" in lines[0]
 
 
 # --- shapes, names and token values over random stems ---
