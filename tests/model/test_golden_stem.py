@@ -269,3 +269,21 @@ def test_stem_random_export_refuses_a_stem_that_does_not_fit(tmp_path: Path,
     with pytest.raises(StepvitError, match="leaves no pixel"):
         random_export(tmp_path, **shape_args((1, 2, 2), stem))
     assert complete_stem(stem)["rpe"] is False
+
+
+def test_the_papers_network_runs_through_the_golden_model(tmp_path: Path) -> None:
+    """A random export of spikformer-4-384.yaml (its SPS stem included) is valid, fits the
+    hardware's 32-bit registers, and the golden model runs it at budgets 1 and full."""
+    from stepvit.host.cli import main
+
+    config = Path(__file__).parents[2] / "model" / "configs" / "spikformer-4-384.yaml"
+    assert main(["random-export", "--config", str(config), "--out", str(tmp_path)]) == 0
+    export = load_export(tmp_path)
+    assert export.schema_version == 2 and export.arch["tokens"] == 64
+    assert max(export.bit_widths.values()) <= 32
+    golden = GoldenModel(export)
+    image = np.random.default_rng(0).integers(0, 256, size=(1, 3, 32, 32), dtype=np.uint8)
+    low, full = golden.run(image, budget=1), golden.run(image)
+    assert list(low.spikes) == export.layer_names()
+    assert int(low.work["ac_ops"][0]) < int(full.work["ac_ops"][0])
+    assert int(full.work["stem_ac_ops"][0]) > 0
