@@ -22,10 +22,13 @@ from stepvit.host.accelerator import STAGES, Accelerator, InferenceResult
 from stepvit.model.export import Export
 from stepvit.model.export.energy import energy_estimate_uj
 from stepvit.model.export.errors import StepvitError
+from stepvit.model.export.stem import first_layer_macs
 from stepvit.model.export.vectors import VECTOR_WORK_KEYS, GoldenVectors
 
-#: Work counts the bench reports, per image (golden ``work`` names).
-WORK_KEYS = ("ac_ops", "embed_ac_ops", "mac_ops", "dense_ac_ops")
+#: Work counts the bench reports, per image (golden ``work`` names; ``stem_ac_ops``, the
+#: part of ``ac_ops`` in a convolutional stem, where the export has one and the golden model
+#: is the reference).
+WORK_KEYS = ("ac_ops", "embed_ac_ops", "mac_ops", "dense_ac_ops", "stem_ac_ops")
 
 
 @dataclass
@@ -112,20 +115,26 @@ def bench_budget(accel: Accelerator, images: np.ndarray, budget: int,
         "host_images_per_s": count / host_seconds if host_seconds > 0 else None,
         "cycles_per_image": None,
         "latency_us": None,
+        "idle_latency_us": None,
         "images_per_s": None,
     }
     if result.cycles is not None:
         # Streamed back to back, images overlap: the stream's cycles per image is the
         # throughput; an image's own cycles (its latency) include waits behind the others.
+        # The first image waits behind none: its latency is that of an idle accelerator.
         latency = float(result.cycles.mean())
         cycles = result.stream_cycles / count if result.stream_cycles else latency
+        idle = int(result.cycles[0])
         row.update(cycles_per_image=cycles, latency_cycles=latency,
                    cycles_min=int(result.cycles.min()), cycles_max=int(result.cycles.max()),
-                   latency_us=latency / clock_mhz,
+                   latency_us=latency / clock_mhz, idle_latency_cycles=idle,
+                   idle_latency_us=idle / clock_mhz,
                    images_per_s=clock_mhz * 1e6 / cycles if cycles > 0 else None)
     work = {key: float(values.mean()) for key, values in (expected.work or {}).items()
             if key in WORK_KEYS}
     row.update({f"{key}_per_image": value for key, value in work.items()})
+    if "stem_ac_ops" in work:
+        row["transformer_ac_ops_per_image"] = work["ac_ops"] - work["stem_ac_ops"]
     if "ac_ops" in work and "mac_ops" in work:
         row["energy_uj"] = energy_estimate_uj(work["mac_ops"], work["ac_ops"])
     if lanes and "ac_ops" in work and "embed_ac_ops" in work:
@@ -161,14 +170,14 @@ def _cell(value: Any, spec: str) -> str:
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """Return the benchmark as a plain-text table, then the host stages per image."""
     header = (f"{'budget':>6} {'steps':>5} {'accuracy':>8} {'dev_acc':>7} {'cycles':>9} "
-              f"{'lat_us':>8} "
+              f"{'lat_us':>8} {'idle_us':>8} "
               f"{'img/s':>9} {'AC/img':>9} {'E_uJ':>7} {'effic':>6} {'mismatch':>8}")
     lines = [header]
     for row in rows:
         lines.append(
             f"{row['budget']:>6} {row['active_steps']:>5.2f} {_cell(row['accuracy'], '8.4f')} "
             f"{_cell(row['device_accuracy'], '7.4f')} {_cell(row['cycles_per_image'], '9.1f')} "
-            f"{_cell(row['latency_us'], '8.2f')} "
+            f"{_cell(row['latency_us'], '8.2f')} {_cell(row['idle_latency_us'], '8.2f')} "
             f"{_cell(row['images_per_s'], '9.0f')} "
             f"{_cell(row.get('ac_ops_per_image'), '9.0f')} "
             f"{_cell(row.get('energy_uj'), '7.3f')} {_cell(row.get('efficiency'), '6.3f')} "
@@ -256,10 +265,8 @@ class VectorsReference:
 
     def __init__(self, vectors: GoldenVectors, export: Export) -> None:
         self._vectors = vectors
-        channels = export.arch["image_shape"][0]
-        # The embedding's MACs in the float view are fixed per image: N·D·C·p·p.
-        self._mac_ops = (export.arch["tokens"] * export.arch["dim"] * channels
-                         * export.arch["patch"] ** 2)
+        # the first layer's MACs in the float view are fixed per image
+        self._mac_ops = first_layer_macs(export.arch)
 
     def expected(self, budget: int, images: np.ndarray) -> Reference:
         """Return the stored outputs at ``budget`` of the first ``len(images)`` vectors."""

@@ -52,13 +52,23 @@ def plot_bench(report: dict[str, Any], path: str | Path) -> Path | None:
     left.grid(alpha=0.3)
     if all(row["latency_us"] is not None for row in rows):
         latency_axis = left.twinx()
-        latency_axis.plot(budgets, [row["latency_us"] for row in rows], "s--", color="tab:red")
+        latency_axis.plot(budgets, [row["latency_us"] for row in rows], "s--", color="tab:red",
+                          label="loaded (behind the images in flight)")
+        latency_axis.plot(budgets, [row["idle_latency_us"] for row in rows], "^:",
+                          color="tab:orange", label="one image, idle accelerator")
+        latency_axis.legend(loc="lower right", fontsize="small")
         latency_axis.set_ylim(bottom=0)
         latency_axis.set_ylabel(f"latency (µs at {report['clock_mhz']:g} MHz)", color="tab:red")
     left.set_title(f"{report['backend']} backend: accuracy and latency")
-    if all("ac_ops_per_image" in row for row in rows):
+    if all("stem_ac_ops_per_image" in row for row in rows):
+        stem = [row["stem_ac_ops_per_image"] for row in rows]
+        right.bar(budgets, stem, color="tab:olive", label="stem accumulates")
+        right.bar(budgets, [row["transformer_ac_ops_per_image"] for row in rows], bottom=stem,
+                  color="tab:green", label="transformer accumulates")
+    elif all("ac_ops_per_image" in row for row in rows):
         right.bar(budgets, [row["ac_ops_per_image"] for row in rows], color="tab:green",
                   label="accumulates")
+    if all("ac_ops_per_image" in row for row in rows):
         if "dense_ac_ops_per_image" in rows[0]:
             right.axhline(rows[0]["dense_ac_ops_per_image"], color="gray", linestyle=":",
                           label="dense (every step, every spike)")

@@ -16,9 +16,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from stepvit.model.export.stem import stem_stages
 from stepvit.model.lif import reset_membrane, sigmoid_surrogate_spike
-from stepvit.model.network import LinearBN, SpikingViT
+from stepvit.model.network import ConvStage, LinearBN, SpikingViT
 from stepvit.model.progress import progress_bar
 from stepvit.model.quantize import INT8_MAX, INT8_ROUNDING_LIMIT, MAX_SCALE
 
@@ -46,11 +48,21 @@ def folded_linear(layer: LinearBN) -> tuple[torch.Tensor, torch.Tensor]:
     return layer.linear.weight * gain[:, None], shift
 
 
+def folded_conv(stage: ConvStage) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the differentiable folded ``(weight [Cout, Cin, k, k], bias)`` of a stem stage.
+
+    Stage 0 takes pixels 0..255: the ``1/255`` of its float input is folded in.
+    """
+    gain, shift = folded_bn(stage.bn)
+    weight = stage.conv.weight * gain[:, None, None, None]
+    return (weight / 255.0 if stage.direct else weight), shift
+
+
 def row_scales(weight: torch.Tensor, maximum: float) -> torch.Tensor:
     """Return the quantizer's per-row scale ``min(127 / max|W|, maximum)`` (no gradient)."""
     largest = weight.detach().abs().amax(dim=1)
     return torch.where(largest > 0, torch.clamp(INT8_MAX / largest, max=maximum),
-                       torch.full_like(largest, maximum))
+                       torch.full_like(largest, min(maximum, MAX_SCALE)))
 
 
 class IntegerEmulation(nn.Module):
@@ -69,17 +81,20 @@ class IntegerEmulation(nn.Module):
         model = self.model
         mask = model.timestep_mask()
         layers: dict[str, Any] = {}
-        gain, shift = folded_bn(model.embed.bn)
-        conv = model.embed.conv
-        weight = conv.weight.reshape(conv.out_channels, -1) * gain[:, None] / 255.0
-        bias = (conv.bias * gain + shift)[None, :] + model.embed.pos
-        scales = row_scales(weight, float("inf"))
-        layers["embed"] = (round_ste(weight * scales[:, None]), round_ste(bias * scales),
-                           torch.clamp(round_ste(scales).detach(), min=1))
+        if model.stem_config is not None:
+            layers.update(self.stem_layers(mask))
+        else:
+            gain, shift = folded_bn(model.embed.bn)
+            conv = model.embed.conv
+            weight = conv.weight.reshape(conv.out_channels, -1) * gain[:, None] / 255.0
+            bias = (conv.bias * gain + shift)[None, :] + model.embed.pos
+            scales = row_scales(weight, float("inf"))
+            layers["embed"] = (round_ste(weight * scales[:, None]), round_ste(bias * scales),
+                               torch.clamp(round_ste(scales).detach(), min=1))
         writers = {}
         for index, block in enumerate(model.blocks):
             for module, names in (("attn", ("q", "k", "v", "proj")), ("mlp", ("fc1", "fc2"))):
-                alive = bool(mask[1 + 2 * index + (module == "mlp")].any())
+                alive = bool(mask[model.stem_modules + 2 * index + (module == "mlp")].any())
                 for name in names:
                     weight, bias = folded_linear(getattr(getattr(block, module), name))
                     if not alive:
@@ -110,6 +125,57 @@ class IntegerEmulation(nn.Module):
                           count_scale)
         return layers
 
+    def stem_layers(self, mask: torch.Tensor) -> dict[str, Any]:
+        """Return the stem modules' integer weights, biases and thresholds, as the quantizer."""
+        layers = {}
+        for row, (name, stage) in enumerate(zip(self.model.stem.names,
+                                                self.model.stem.modules_in_order(), strict=True)):
+            weight, bias = folded_conv(stage)
+            if not bool(mask[row].any()):
+                weight, bias = weight * 0, bias * 0
+            scales = row_scales(weight.reshape(weight.shape[0], -1),
+                                float("inf") if stage.direct else MAX_SCALE)
+            layers[name] = (round_ste(weight * scales[:, None, None, None]),
+                            round_ste(bias * scales),
+                            torch.clamp(round_ste(scales).detach(), min=1))
+        return layers
+
+    def stem_stream(self, images: torch.Tensor, layers: dict[str, Any], mask: list[list[int]],
+                    lif: Any) -> list[torch.Tensor]:
+        """Return the stream ``E · (S_last + R)`` ``[B, N, D]`` at every step (SPEC.md §5)."""
+        stem = self.model.stem
+        units = layers["stream_spike"]
+
+        def conv(stage: ConvStage, name: str, inputs: torch.Tensor) -> torch.Tensor:
+            weight, bias, _ = layers[name]
+            current = F.conv2d(inputs, weight, bias, stride=stage.conv.stride,
+                               padding=stage.conv.padding)
+            return stage.pool(current) if stage.place == "before" else current
+
+        def emit(stage: ConvStage, name: str, current: torch.Tensor) -> torch.Tensor:
+            threshold = layers[name][2].view(-1, 1, 1)
+            fired = lif(name, current, threshold)
+            return stage.pool(fired) if stage.place == "after" else fired
+
+        first_current = conv(stem.stages[0], stem.names[0], images)
+        shapes = [shape.out_shape for shape in stem_stages(self.model.image_shape,
+                                                           self.model.stem_config)]
+        streams = []
+        for step in range(self.model.t_max):
+            spikes = first_current
+            for row, stage in enumerate(stem.stages):
+                if not mask[row][step]:  # a masked stage hands on zeros
+                    spikes = first_current.new_zeros(images.shape[0], *shapes[row])
+                    continue
+                current = first_current if row == 0 else conv(stage, stem.names[row], spikes)
+                spikes = emit(stage, stem.names[row], current)
+            tokens = spikes
+            rows = len(stem.stages)
+            if stem.rpe is not None and mask[rows][step]:
+                tokens = spikes + emit(stem.rpe, "stem.rpe", conv(stem.rpe, "stem.rpe", spikes))
+            streams.append(tokens.flatten(2).transpose(1, 2) * units)
+        return streams
+
     def forward(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
         """Return the integer logits divided by the head's scale (float-model units)."""
         logits, count_scale = self.integer_logits(images, masks)
@@ -127,18 +193,13 @@ class IntegerEmulation(nn.Module):
             0/1 ``[2L + 2, T]``; the trained mask by default.
         """
         model = self.model
-        dtype = model.embed.pos.dtype
+        dtype = model.timestep_scores.dtype
         mask = (model.timestep_mask() if masks is None else masks).tolist()
         layers = self.integer_layers()
-        first = model.embed_neuron
+        first = next(iter(model.lif_layers().values()))
         leak_divisor = 2.0 ** first.leak_shift
         reset = first.reset_rule
         batch, channels, height, width = images.shape
-        p = model.embed.conv.kernel_size[0]
-        patches = images.to(dtype).reshape(batch, channels, height // p, p, width // p, p)
-        patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(batch, model.tokens, -1)
-        weight, bias, threshold = layers["embed"]
-        embed_current = patches @ weight.T + bias
         membranes: dict[str, torch.Tensor] = {}
 
         def lif(name: str, current: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
@@ -154,15 +215,26 @@ class IntegerEmulation(nn.Module):
 
         units = layers["stream_spike"]
         dim = units.shape[0]
-        counts = embed_current.new_zeros(batch, dim)
+        if model.stem_config is not None:
+            streams = self.stem_stream(images.to(dtype), layers, mask, lif)
+        else:
+            p = model.embed.conv.kernel_size[0]
+            patches = images.to(dtype).reshape(batch, channels, height // p, p, width // p, p)
+            patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(batch, model.tokens, -1)
+            weight, bias, threshold = layers["embed"]
+            embed_current = patches @ weight.T + bias
+        counts = units.new_zeros(batch, dim)
+        first_block = model.stem_modules
         for step in range(model.t_max):
-            if mask[0][step]:
+            if model.stem_config is not None:
+                stream = streams[step]
+            elif mask[0][step]:
                 stream = lif("embed", embed_current, threshold) * units
             else:
                 stream = embed_current.new_zeros(batch, model.tokens, dim)
             for index, block in enumerate(model.blocks):
                 prefix = f"blocks.{index}"
-                if mask[1 + 2 * index][step]:
+                if mask[first_block + 2 * index][step]:
                     spikes = lif(f"{prefix}.attn.in", stream, units)
                     q, k, v = (
                         block.attn.split_heads(lif(f"{prefix}.attn.{name}",
@@ -174,7 +246,7 @@ class IntegerEmulation(nn.Module):
                     attended = lif(f"{prefix}.attn.attn", mixed,
                                    torch.full_like(units, 2.0**block.attn.attn_shift))
                     stream = stream + linear(f"{prefix}.attn.proj", attended)
-                if mask[2 + 2 * index][step]:
+                if mask[first_block + 1 + 2 * index][step]:
                     spikes = lif(f"{prefix}.mlp.in", stream, units)
                     hidden = lif(f"{prefix}.mlp.fc1", linear(f"{prefix}.mlp.fc1", spikes),
                                  layers[f"{prefix}.mlp.fc1"][2])

@@ -23,7 +23,7 @@ import torch
 from stepvit.model.export import Export, budget_mask_of
 from stepvit.model.export import worst_case_bounds as _bounds_of_arrays
 from stepvit.model.export.errors import StepvitError
-from stepvit.model.export.stem import StemStage, stem_stages
+from stepvit.model.export.stem import StemStage, first_layer_macs, stem_stages
 from stepvit.model.lif import reset_membrane
 
 #: Bits of one popcount word in the Q·Kᵀ form's work count.
@@ -328,13 +328,6 @@ class GoldenModel:
                                num_classes=self.num_classes, t_max=self.t_max) \
             + self.t_max * stem
 
-    def first_layer_macs(self) -> int:
-        """Return the first layer's multiply-accumulates in the float view (``mac_ops``)."""
-        if self.stem:
-            out_channels, out_h, out_w = self.stem[0].conv_shape
-            return out_h * out_w * out_channels * self.image_shape[0] * self.stem[0].kernel ** 2
-        return self.tokens * self.dim * self.image_shape[0] * self.patch ** 2
-
     def kv_accumulates(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Return ``[B]``: ``Σ_{m,h} |K_mh|·|V_mh|``, the accumulates of ``Kᵀ·V``, of one step."""
         shape = (k.shape[0], self.tokens, self.heads, self.head_dim)
@@ -567,7 +560,7 @@ class GoldenModel:
             "ac_ops": transformer + state.stem_ac_ops.sum(dim=1),
             **stem,
             "embed_ac_ops": first_work,
-            "mac_ops": per_image(self.first_layer_macs()),
+            "mac_ops": per_image(first_layer_macs(self.export.arch)),
             "dense_ac_ops": per_image(self.dense_ac_ops()),
             "popcount_words": per_image(
                 attention_steps * self.heads * self.tokens**2 * words_per_popcount

@@ -19,7 +19,7 @@ import torch
 
 from stepvit.model.data import batches
 from stepvit.model.export.energy import energy_estimate_uj
-from stepvit.model.export.stem import StemStage, stem_stages
+from stepvit.model.export.stem import StemStage, first_layer_macs, stem_stages
 from stepvit.model.golden import ac_ops_of, dense_ac_ops_of
 from stepvit.model.network import SpikingViT
 from stepvit.model.progress import progress_bar
@@ -90,10 +90,9 @@ def first_layer_work(model: SpikingViT) -> tuple[int, np.ndarray]:
         channels, height, width = model.image_shape
         patch = model.embed.conv.kernel_size[0]
         return model.tokens * dim * channels * patch * patch, np.full((height, width), dim)
-    first = stages[0]
-    out_channels, out_h, out_w = first.conv_shape
-    mac_ops = out_h * out_w * out_channels * first.in_shape[0] * first.kernel ** 2
-    return mac_ops, first.reach() * out_channels
+    mac_ops = first_layer_macs({"image_shape": list(model.image_shape),
+                                "stem": model.stem_config})
+    return mac_ops, stages[0].reach() * stages[0].conv_shape[0]
 
 
 def set_bits_map(images: torch.Tensor) -> torch.Tensor:

@@ -86,8 +86,8 @@ class Trace:
         ``Kᵀ·V``: ``sum over tokens m and heads h of |K_mh| * |V_mh|`` (SPEC.md section 3).
     stem_ac_ops : torch.Tensor
         ``[B, T]`` the accumulates of the stem's convolutions on spikes (every stage but
-        the first, and the RPE: input spikes x positions reached x out channels, SPEC.md
-        section 6); zeros without a stem.
+        the first, and the RPE, at their active steps: input spikes x positions reached x out
+        channels, SPEC.md section 5); zeros without a stem.
     """
 
     logits: torch.Tensor
@@ -177,13 +177,15 @@ class ConvStage(nn.Module):
         self.neuron = LIFNeuron(leak_shift=leak_shift, reset=reset)
         self.register_buffer("reach", torch.from_numpy(stage.reach()).float(), persistent=False)
 
-    def accumulates(self, inputs: torch.Tensor) -> torch.Tensor:
+    def accumulates(self, inputs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Return ``[B, T]``: input spikes ``[T, B, C, H, W]`` x positions reached x out channels.
 
         What the accelerator's event-driven convolution does: every input spike adds its
         ``Cout`` weights to each output position its window reaches (SPEC.md section 5).
+        At a step where the stage's mask ``[T]`` is 0 the stage is skipped: no work.
         """
-        return ((inputs * self.reach).sum(dim=(-3, -2, -1)) * self.conv.out_channels).T
+        reached = (inputs * self.reach).sum(dim=(-3, -2, -1)) * per_step(masks, 2)
+        return (reached * self.conv.out_channels).T
 
     def pool(self, maps: torch.Tensor) -> torch.Tensor:
         """Return the max-pool of ``[..., C, H, W]`` (on spikes: an OR over the window)."""
@@ -473,9 +475,26 @@ class SpikingViT(nn.Module):
             layers += [*block.attn.neurons.values(), *block.mlp.neurons.values()]
         return dict(zip(self.layer_names(), [*layers, self.head.neuron], strict=True))
 
+    def nested(self, mask: torch.Tensor) -> torch.Tensor:
+        """Return a learned mask with the stem's rows nested.
+
+        A stem module runs a step only if the module before it runs it too.
+
+        The stem is a chain within a step (stage ``i`` takes stage ``i - 1``'s spikes of the
+        same step, with no residual around it), so a stage step whose input stage is masked
+        would only integrate its bias: the learned mask never asks for one. Nesting is what
+        the scores are read as; a mask given to :meth:`forward` runs as it is.
+        """
+        if self.stem_config is None:
+            return mask
+        rows = [mask[0]]
+        for row in range(1, self.stem_modules):
+            rows.append(rows[-1] * mask[row])
+        return torch.cat([torch.stack(rows), mask[self.stem_modules:]])
+
     def timestep_mask(self) -> torch.Tensor:
-        """Return the trained 0/1 mask ``[2L + 2, T]`` (int64, no gradient)."""
-        return (self.timestep_scores.detach() > 0).to(torch.int64)
+        """Return the trained 0/1 mask ``[S + 2L + 1, T]`` (int64, no gradient)."""
+        return self.nested((self.timestep_scores.detach() > 0).to(torch.int64))
 
     def penalty(self) -> torch.Tensor:
         """Return the expected active steps: mean over modules of ``sum_t sigmoid(score_t)``."""
@@ -488,7 +507,7 @@ class SpikingViT(nn.Module):
         mask with its straight-through gradient.
         """
         if masks is None:
-            return straight_through_mask(self.timestep_scores)
+            return self.nested(straight_through_mask(self.timestep_scores))
         expected = tuple(self.timestep_scores.shape)
         if tuple(masks.shape) != expected:
             raise ValueError(f"masks must have shape {expected}, got {tuple(masks.shape)}")
@@ -533,7 +552,7 @@ class SpikingViT(nn.Module):
         if self.stem_config is not None:
             def count(stage: ConvStage, inputs: tuple[torch.Tensor, ...], _: torch.Tensor) -> None:
                 nonlocal stem_work
-                stem_work = stem_work + stage.accumulates(inputs[0].detach()).cpu()
+                stem_work = stem_work + stage.accumulates(*(x.detach() for x in inputs)).cpu()
             handles = [stage.register_forward_hook(count) for stage in self.stem.spiking_stages()]
         try:
             with SpikeMonitor(self.lif_layers(), keep) as monitor:

@@ -136,7 +136,8 @@ def round_int(values: np.ndarray) -> np.ndarray:
 def channel_scales(weight: np.ndarray, maximum: float = MAX_SCALE) -> np.ndarray:
     """Return ``127 / max_j |W[o, j]|`` per output channel, at most ``maximum``."""
     largest = np.abs(weight).max(axis=1)
-    scales = np.full(largest.shape, maximum)
+    # an all-zero row (a module that never runs) needs a finite scale, whatever the limit
+    scales = np.full(largest.shape, min(maximum, MAX_SCALE))
     nonzero = largest > 0
     scales[nonzero] = np.minimum(INT8_MAX / largest[nonzero], maximum)
     return scales

@@ -170,7 +170,8 @@ def recalibrate_batchnorm(model: SpikingViT, images: torch.Tensor, batch_size: i
     weights and earlier masks. One pass in training mode, with the final weights and
     mask, gives the statistics that inference (and the quantizer's BN folding) should use.
     """
-    norms = [module for module in model.modules() if isinstance(module, nn.BatchNorm1d)]
+    norms = [module for module in model.modules()
+             if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d))]  # the stem's are 2-d
     momenta = [norm.momentum for norm in norms]
     for norm in norms:
         norm.reset_running_stats()
@@ -360,16 +361,44 @@ def project_mask(model: SpikingViT, target: float) -> None:
     active step keeps at least one (its best-scored), so no module is cut out by this rule.
     """
     scores = model.timestep_scores
+    _silence_unreachable(model)
     mask = scores > 0
     budget = math.floor(target * mask.shape[0] + 1e-9)
     while int(mask.sum()) > budget:
-        droppable = mask & (mask.sum(dim=1, keepdim=True) > 1)
+        droppable = mask & (mask.sum(dim=1, keepdim=True) > 1) & _keeps_every_module(model)
         if not droppable.any():
             break
         candidates = droppable.nonzero()  # row-major: equal scores go in index order
         row, step = candidates[int(scores[droppable].argmin())].tolist()
         scores[row, step] = -abs(float(scores[row, step])) - 1.0
-        mask[row, step] = False
+        _silence_unreachable(model)
+        mask = scores > 0
+
+
+def _silence_unreachable(model: SpikingViT) -> None:
+    """Turn off the scores of the steps the stem's nesting leaves off.
+
+    The scores then read as the mask that runs.
+    """
+    scores = model.timestep_scores
+    unreachable = (scores > 0) & (model.timestep_mask() == 0)
+    scores[unreachable] = -scores[unreachable].abs() - 1.0
+
+
+def _keeps_every_module(model: SpikingViT) -> torch.Tensor:
+    """Return ``[modules, T]``: whether switching that step off leaves every module a step.
+
+    Only the stem can lose more than the step itself (its rows nest, :meth:`SpikingViT.nested`).
+    """
+    active = model.timestep_mask().bool()
+    keeps = torch.ones_like(active)
+    for row in range(model.stem_modules if model.stem_config is not None else 0):
+        for step in active[row].nonzero().flatten().tolist():
+            trial = active.clone()
+            trial[row, step] = False
+            if not model.nested(trial.to(torch.int64)).any(dim=1)[active.any(dim=1)].all():
+                keeps[row, step] = False
+    return keeps
 
 
 @torch.no_grad()

@@ -198,9 +198,23 @@ def check_stem(stem: Any, image_shape: tuple[int, int, int] | list[int], where: 
     return None
 
 
+def first_layer_macs(arch: dict[str, Any]) -> int:
+    """Return the first layer's multiply-accumulates per image in the float view (``mac_ops``).
+
+    The patch embedding's ``N·D·C·p·p``, or the stem's first conv, ``H'·W'·Cout·C·k²``
+    (computed once per image: direct encoding).
+    """
+    channels = arch["image_shape"][0]
+    if arch.get("stem"):
+        first = stem_stages(arch["image_shape"], arch["stem"])[0]
+        out_channels, out_h, out_w = first.conv_shape
+        return out_h * out_w * out_channels * channels * first.kernel ** 2
+    return arch["tokens"] * arch["dim"] * channels * arch["patch"] ** 2
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 __all__ = ["DEFAULT_POOL", "POOL_PLACES", "StemStage", "check_stem", "complete_stem",
-           "conv_out", "stem_names", "stem_stages", "stem_tokens"]
+           "conv_out", "first_layer_macs", "stem_names", "stem_stages", "stem_tokens"]

@@ -93,7 +93,9 @@ def bit_widths_of(manifest: dict[str, Any], typed: dict[str, np.ndarray]) -> dic
         If a width exceeds what the hardware holds; names the layer with the largest bound.
     """
     bounds = worst_case_bounds(manifest, typed)
-    bit_widths = {key: signed_bits(bound) for key, bound in bounds.items()}
+    # two bits at least: a class whose values are all 0 (a module that never runs) still
+    # has a register
+    bit_widths = {key: max(2, signed_bits(bound)) for key, bound in bounds.items()}
     bit_widths["weight"] = 8
     too_wide = {key: bits for key, bits in bit_widths.items() if bits > MAX_HARDWARE_BITS}
     if too_wide:

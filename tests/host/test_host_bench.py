@@ -102,6 +102,9 @@ def test_bench_takes_the_stream_cycles_as_the_throughput(export, stream):
     assert row["cycles_per_image"] == pytest.approx(cycles)
     assert row["latency_cycles"] == pytest.approx(latency)
     assert row["latency_us"] == pytest.approx(latency / 100.0)
+    # the first image waits behind none: the latency of one image on an idle accelerator
+    assert row["idle_latency_cycles"] == 100
+    assert row["idle_latency_us"] == pytest.approx(1.0)
     assert row["images_per_s"] == pytest.approx(100e6 / cycles)
     assert row["efficiency"] == pytest.approx(row["lower_bound_cycles"] / cycles)
 
@@ -185,3 +188,24 @@ def test_plot_is_skipped_with_a_note_without_matplotlib(tmp_path: Path, monkeypa
     assert plot_bench(report, tmp_path / "bench.png") is None
     assert not (tmp_path / "bench.png").exists()
     assert "matplotlib is not installed" in capsys.readouterr().err
+
+
+def test_bench_splits_a_stems_accumulates_from_the_transformers(tmp_path: Path,
+                                                                random_export) -> None:
+    """With a convolutional stem the rows give its accumulates and the transformer's apart,
+    and the two make the whole (the golden model's count, SPEC.md section 5)."""
+    stem = {"stages": [{"channels": 4, "pool": "before"}, {"channels": 8}], "rpe": True}
+    export = load_export(random_export(tmp_path / "stem", seed=2, image_shape=[1, 6, 6],
+                                       dim=8, stem=stem))
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 1, 6, 6), dtype=np.uint8)
+    reference = GoldenReference(export, images, np.zeros(3, dtype=np.int64))
+    rows = run_bench(GoldenAccelerator(export), images, [1, 3], reference, clock_mhz=100.0,
+                     lanes=4)
+    golden = GoldenModel(export)
+    for row in rows:
+        work = golden.run(images, budget=row["budget"]).work
+        stem_ac = float(work["stem_ac_ops"].double().mean())
+        assert row["stem_ac_ops_per_image"] == pytest.approx(stem_ac)
+        assert row["stem_ac_ops_per_image"] > 0
+        assert row["transformer_ac_ops_per_image"] + row["stem_ac_ops_per_image"] == \
+            pytest.approx(row["ac_ops_per_image"])

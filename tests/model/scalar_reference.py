@@ -1,4 +1,4 @@
-"""SPEC §3 as scalar Python loops: an independent reference for the golden model's tests."""
+"""SPEC §3 and §5 as scalar Python loops: independent references for the model's tests."""
 
 from __future__ import annotations
 
@@ -97,3 +97,106 @@ def reference_run(export: Export, image: np.ndarray,
     logits = [sum(c * wc for c, wc in zip(counts, row)) + b
               for row, b in zip(w["head.weight"], w["head.bias"])]
     return logits, spikes, ac_ops
+
+
+def conv_scalar(maps: list, weight: list, stride: int, padding: int) -> list:
+    """``[Cout][H'][W']``: a zero-padded ``k x k`` convolution of ``[C][H][W]``, no bias."""
+    height, width, kernel = len(maps[0]), len(maps[0][0]), len(weight[0][0])
+    out_h = (height + 2 * padding - kernel) // stride + 1
+    out_w = (width + 2 * padding - kernel) // stride + 1
+
+    def at(o: int, oy: int, ox: int) -> float:
+        total = 0.0
+        for c, channel in enumerate(maps):
+            for ky in range(kernel):
+                for kx in range(kernel):
+                    y, x = oy * stride - padding + ky, ox * stride - padding + kx
+                    if 0 <= y < height and 0 <= x < width:
+                        total += weight[o][c][ky][kx] * channel[y][x]
+        return total
+
+    return [[[at(o, oy, ox) for ox in range(out_w)] for oy in range(out_h)]
+            for o in range(len(weight))]
+
+
+def max_pool_scalar(maps: list, kernel: int, stride: int, padding: int) -> list:
+    """Max-pool of ``[C][H][W]`` over the window's positions inside the map (no padding value)."""
+    height, width = len(maps[0]), len(maps[0][0])
+    out_h = (height + 2 * padding - kernel) // stride + 1
+    out_w = (width + 2 * padding - kernel) // stride + 1
+    return [[[max(channel[y][x]
+                  for y in range(oy * stride - padding, oy * stride - padding + kernel)
+                  for x in range(ox * stride - padding, ox * stride - padding + kernel)
+                  if 0 <= y < height and 0 <= x < width)
+              for ox in range(out_w)] for oy in range(out_h)] for channel in maps]
+
+
+def batch_norm_scalar(maps: list, bn: dict) -> list:
+    """Inference BatchNorm of ``[C][H][W]``: ``(v - mean) / sqrt(var + eps) * gamma + beta``."""
+    return [[[(v - bn["mean"][c]) / (bn["var"][c] + bn["eps"]) ** 0.5 * bn["gamma"][c]
+              + bn["beta"][c] for v in row] for row in channel] for c, channel in enumerate(maps)]
+
+
+def reference_stem(modules: list[dict], image: list, masks: list, *, pool: dict,
+                   leak_shift: int, reset: str) -> list:
+    """SPEC §5's float stem as scalar loops: the tokens ``[T][N][D]`` of one image.
+
+    ``modules``: per stem module in mask-row order (stages, then the RPE), its ``weight``
+    ``[Cout][Cin][k][k]``, ``stride``, ``padding``, ``pool`` (none, before, after), ``rpe``
+    (bool) and ``bn`` (``mean``, ``var``, ``gamma``, ``beta``, ``eps``); ``image``
+    ``[C][H][W]`` pixels 0..255; ``masks`` the stem's mask rows ``[S][T]``.
+    """
+    geometry = (pool["kernel"], pool["stride"], pool["padding"])
+    membranes: list = [None] * len(modules)
+    constant = None
+    tokens = []
+    for step in range(len(masks[0])):
+        spikes = [[[value / 255.0 for value in row] for row in channel] for channel in image]
+        last = None
+        for index, module in enumerate(modules):
+            source = last if module["rpe"] else spikes
+            if index == 0 and constant is not None:
+                current = constant  # direct encoding: the image's current, once per image
+            else:
+                current = batch_norm_scalar(conv_scalar(source, module["weight"],
+                                                        module["stride"], module["padding"]),
+                                            module["bn"])
+                if module["pool"] == "before":
+                    current = max_pool_scalar(current, *geometry)
+                if index == 0:
+                    constant = current
+            fired = _lif_maps(current, membranes, index, bool(masks[index][step]),
+                              leak_shift, reset)
+            if module["pool"] == "after":
+                fired = max_pool_scalar(fired, *geometry)
+            if module["rpe"]:
+                spikes = [[[a + b for a, b in zip(ra, rb)] for ra, rb in zip(ca, cb)]
+                          for ca, cb in zip(last, fired)]
+            else:
+                spikes = last = fired
+        tokens.append([[spikes[c][y][x] for c in range(len(spikes))]
+                       for y in range(len(spikes[0])) for x in range(len(spikes[0][0]))])
+    return tokens
+
+
+def _lif_maps(current: list, membranes: list, index: int, active: bool, leak_shift: int,
+              reset: str) -> list:
+    """One float LIF step (threshold 1) of a ``[C][H][W]`` layer; frozen when not active."""
+    if membranes[index] is None:
+        membranes[index] = [[[0.0] * len(row) for row in channel] for channel in current]
+    out = []
+    for channel, held in zip(current, membranes[index]):
+        out_channel = []
+        for row, held_row in zip(channel, held):
+            out_row = []
+            for x, value in enumerate(row):
+                if not active:  # frozen: the membrane is kept, nothing fires
+                    out_row.append(0.0)
+                    continue
+                charged = held_row[x] * (1.0 - 2.0 ** -leak_shift) + value
+                fired = charged >= 1.0
+                held_row[x] = (0.0 if reset == "hard" else charged - 1.0) if fired else charged
+                out_row.append(float(fired))
+            out_channel.append(out_row)
+        out.append(out_channel)
+    return out
