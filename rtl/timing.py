@@ -88,6 +88,8 @@ def _arcs_from(timing: CellTiming, pin: str, bit: int, outputs: dict[str, list[A
     found: dict[tuple[str, int], int] = {}
     for key in ((pin, bit), (pin, None)):
         for (target, target_bit), delay in timing.arcs.get(key, {}).items():
+            if target not in outputs:
+                continue  # an output the netlist leaves unconnected drives nothing
             bits = range(len(outputs.get(target, []))) if target_bit is None else [target_bit]
             for index in bits:
                 found[(target, index)] = max(found.get((target, index), 0), delay)

@@ -95,6 +95,18 @@ def test_bit_arcs_follow_the_carry_chain(library) -> None:
     assert longest_path(netlist, library)["path_ps"] == 303 + 340
 
 
+def test_an_unconnected_output_ends_no_path(library) -> None:
+    # Yosys leaves a cell's unused outputs out of its connections: this CARRY2 has none,
+    # and its bit arcs into the missing CO must not stop the analysis.
+    netlist = _netlist({
+        "a": _cell("FDRE", {"C": [1], "D": [9], "CE": ["1"], "R": ["0"]}, {"Q": [2]}),
+        "c": _cell("CARRY2", {"CI": [2], "S": [2, 2]}, {}),
+        "l": _cell("LUT2", {"I0": [2], "I1": [2]}, {"O": [3]}),
+        "b": _cell("FDRE", {"C": [1], "D": [3], "CE": ["1"], "R": ["0"]}, {"Q": [9]}),
+    })
+    assert longest_path(netlist, library)["path_ps"] == 303 + 238
+
+
 @pytest.mark.skipif(not Path("/usr/share/yosys/xilinx/cells_sim.v").is_file(),
                     reason="needs Yosys's Xilinx library")
 def test_reads_yosys_xilinx_library() -> None:
