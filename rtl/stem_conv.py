@@ -12,7 +12,8 @@ The weights sit in ``k²`` ROMs, one per kernel tap, all read at the same word (
 chunk); each bank takes its tap's row through a ``k²``-way multiplexer.
 
 The same banks answer a *window read*: the per-lane maximum of the conv currents inside one
-max-pool window (the padding never a candidate), a whole window in one cycle; a pool of
+max-pool window (the padding never a candidate), a whole window a cycle (its result two
+cycles later: the bank read, then a registered tree of compares); a pool of
 kernel 1 reads one position (a stage that does not pool before its LIF). A *clear* zeroes
 one address of every bank, so ``depth`` cycles clear the whole map for the next step.
 """
@@ -61,7 +62,7 @@ class StemConvBanks(wiring.Component):
     window_valid, window_y, window_x, window_chunk : In
         Read the pool window at pooled position ``(y, x)`` of one chunk (not with an event).
     window_done : Out(1)
-        The window read of the cycle before is in ``window_max``.
+        The window read of two cycles before is in ``window_max``.
     window_max : Out(ArrayLayout(signed(sum_bits), lanes))
         Per lane, the largest current in that window.
     clear_valid, clear_address : In
@@ -143,7 +144,9 @@ class StemConvBanks(wiring.Component):
             m.d.comb += rom.addr.eq(rom_base + self.event_chunk)
 
         written = Signal()
-        m.d.sync += [written.eq(self.event_valid), self.window_done.eq(self.window_valid)]
+        window_read = Signal()
+        m.d.sync += [written.eq(self.event_valid), window_read.eq(self.window_valid),
+                     self.window_done.eq(window_read)]
         plane = Signal(range(PLANES))
         m.d.sync += plane.eq(self.event_plane)
         candidates = []
@@ -198,13 +201,20 @@ class StemConvBanks(wiring.Component):
         return candidate, read.data
 
     def _window_max(self, m: Module, candidates: list[tuple]) -> None:
-        """Drive ``window_max``: per lane the largest current among the window's banks."""
-        lowest = -(1 << (self._sum_bits - 1))
+        """Register ``window_max``: per lane the largest current among the window's banks.
+
+        A balanced tree of compares (``log2(m²)`` deep, not ``m²``), registered, so the
+        bank read and the LIF after it are not one long path.
+        """
         for lane in range(self._lanes):
-            best = Const(lowest, signed(self._sum_bits))
-            for in_window, value in candidates:
-                best = Mux(in_window & (value[lane] > best), value[lane], best)
-            m.d.comb += self.window_max[lane].eq(best)
+            level = [(in_window, value[lane]) for in_window, value in candidates]
+            while len(level) > 1:
+                pairs = []
+                for (left_in, left), (right_in, right) in zip(level[::2], level[1::2]):
+                    take_left = left_in & (~right_in | (left > right))
+                    pairs.append((left_in | right_in, Mux(take_left, left, right)))
+                level = pairs + level[len(pairs) * 2:]
+            m.d.sync += self.window_max[lane].eq(level[0][1])
 
 
 def _table(values: Sequence[int] | np.ndarray, index: Signal):
