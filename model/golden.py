@@ -493,7 +493,7 @@ class GoldenModel:
         GoldenResult
         """
         pixels = as_image_tensor(images, self.image_shape)
-        mask = budget_mask_of(self.checked_mask(masks), budget)
+        mask = budget_mask_of(self.checked_mask(masks), budget, self.export.stem_modules)
         batch = pixels.shape[0]
         if self.stem:
             embed_current, first_work = self.stem_current(pixels)

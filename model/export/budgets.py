@@ -82,8 +82,13 @@ def parse_ranges(text: str, *, option: str, grammar: str,
     return numbers
 
 
-def budget_mask_of(timestep_mask: np.ndarray, budget: int | None) -> np.ndarray:
+def budget_mask_of(timestep_mask: np.ndarray, budget: int | None,
+                   stem_modules: int = 0) -> np.ndarray:
     """Return ``timestep_mask`` with each row keeping only its first ``budget`` set bits.
+
+    With a convolutional stem, a cap that drops steps leaves each stem module only the steps
+    the module before it kept (SPEC.md section 5): the stem is a chain within a step, and a
+    stage whose input stage was cut at a step would integrate nothing but its bias there.
 
     Parameters
     ----------
@@ -91,6 +96,8 @@ def budget_mask_of(timestep_mask: np.ndarray, budget: int | None) -> np.ndarray:
         0/1 array ``[modules, T]``.
     budget : int or None
         Active steps each module may keep (SPEC.md section 3); ``None`` keeps the mask.
+    stem_modules : int
+        The stem's modules (its first rows), 0 without a stem.
 
     Raises
     ------
@@ -102,4 +109,8 @@ def budget_mask_of(timestep_mask: np.ndarray, budget: int | None) -> np.ndarray:
         return mask.copy()
     budget = check_budget(budget, mask.shape[1])
     kept = np.cumsum(mask, axis=1) <= int(budget)
-    return (mask * kept).astype(np.uint8)
+    capped = (mask * kept).astype(np.uint8)
+    if budget < mask.shape[1]:
+        for row in range(1, stem_modules):
+            capped[row] &= capped[row - 1]
+    return capped

@@ -335,7 +335,13 @@ class Export:
 
     def budget_mask(self, budget: int | None) -> np.ndarray:
         """Return the trained mask capped to the first ``budget`` active steps per module."""
-        return budget_mask_of(self.timestep_mask, budget)
+        return budget_mask_of(self.timestep_mask, budget, self.stem_modules)
+
+    @property
+    def stem_modules(self) -> int:
+        """Mask rows of the convolutional stem (SPEC.md section 5); 0 without one."""
+        stem = self.arch.get("stem")
+        return len(stem_names(stem)) if stem else 0
 
 
 def _fail(where: str, message: str) -> ExportError:

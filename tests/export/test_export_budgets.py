@@ -3,9 +3,10 @@ the one line it refuses with."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from stepvit.model.export import parse_budgets
+from stepvit.model.export import budget_mask_of, parse_budgets
 from stepvit.model.export.errors import StepvitError
 
 
@@ -28,3 +29,19 @@ def test_the_budget_grammar_refuses(text: str, message: str) -> None:
     with pytest.raises(StepvitError) as refused:
         parse_budgets(text, 4)
     assert str(refused.value) == message
+
+
+def test_a_budget_keeps_a_stems_rows_nested() -> None:
+    """SPEC.md section 5: after the cap, a stem module keeps only the steps the module before
+    it kept; the rows after the stem, and a budget that drops nothing, are left alone."""
+    mask = np.array([[1, 1, 1, 0],    # stem.0
+                     [0, 1, 1, 0],    # stem.1
+                     [1, 1, 1, 1],    # stem.rpe
+                     [0, 1, 1, 1]])   # blocks.0.attn
+    assert budget_mask_of(mask, 1, stem_modules=3).tolist() == [
+        [1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0]]
+    assert budget_mask_of(mask, 2, stem_modules=3).tolist() == [
+        [1, 1, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0], [0, 1, 1, 0]]
+    assert budget_mask_of(mask, 4, stem_modules=3).tolist() == mask.tolist()
+    assert budget_mask_of(mask, 1).tolist() == [
+        [1, 0, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0]]
