@@ -6,6 +6,7 @@ import torch
 from amaranth.sim import Simulator
 
 from stepvit.model.export import budget_mask_of, load_export
+from stepvit.model.export.stem import complete_stem, stem_stages
 from stepvit.model.golden import GoldenModel
 from stepvit.model.random_export import make_random_export
 from stepvit.rtl.core_plan import CoreGeometry
@@ -28,14 +29,38 @@ STEMS = [
 ]
 
 
-def stem_export(tmp_path, index):
-    image_shape, stem, lanes = STEMS[index]
+def stem_export(tmp_path, index, shape=None):
+    image_shape, stem, lanes = shape or STEMS[index]
     dim = stem["stages"][-1]["channels"]
     export = load_export(make_random_export(
         tmp_path / f"stem{index}", image_shape=image_shape, patch=1, dim=dim, heads=1, depth=1,
         mlp_dim=4, num_classes=3, t_max=3, seed=index, stem=stem,
         reset="soft" if index % 2 else "hard"))
     return export, lanes
+
+
+def drawn_stem(seed):
+    """Draw a stem that leaves a pixel: 1 or 3 input channels, odd or even sizes, 1-3 stages
+    of random channels, kernels, strides, paddings and pool places, a random pool, the RPE
+    on or off, and a lane count that may leave a ragged chunk."""
+    rng = np.random.default_rng(1000 + seed)
+    while True:
+        image_shape = (int(rng.choice([1, 3])), int(rng.integers(5, 10)), int(rng.integers(5, 10)))
+        stages = []
+        for _ in range(int(rng.integers(1, 4))):
+            kernel = int(rng.integers(1, 4))
+            stages.append({"channels": int(rng.integers(1, 6)), "kernel": kernel,
+                           "stride": int(rng.integers(1, 3)),
+                           "padding": int(rng.integers(0, kernel)),
+                           "pool": str(rng.choice(["none", "before", "after"]))})
+        pool = [(3, 2, 1), (2, 2, 0), (3, 1, 1)][int(rng.integers(0, 3))]
+        stem = complete_stem({"stages": stages, "rpe": bool(rng.integers(0, 2)),
+                              "pool": dict(zip(("kernel", "stride", "padding"), pool))})
+        try:
+            stem_stages(image_shape, stem)
+        except ValueError:
+            continue
+        return image_shape, stem, int(rng.integers(1, stages[-1]["channels"] + 1))
 
 
 def golden_stem(golden, image, mask):
@@ -99,16 +124,14 @@ def simulate_engine(engine, plan, runs):
     return results
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("index", range(len(STEMS)))
-def test_stem_engine_matches_golden_at_budgets_one_and_full(tmp_path, index):
-    export, lanes = stem_export(tmp_path, index)
+def check_engine_against_golden(export, lanes, seed):
+    """Two images (budget 1, then the full mask) through one simulation: X, counts, cycles."""
     golden = GoldenModel(export)
     plan = StemPlan.from_export(export, lanes=lanes)
     engine = StemEngine(plan, arrays=export.arrays, thresholds=export.thresholds,
                         bits=export.bit_widths, leak_shift=int(export.neuron["leak_shift"]),
                         reset=export.neuron["reset"])
-    rng = np.random.default_rng(index)
+    rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(2, *export.arch["image_shape"]), dtype=np.uint8)
     images[rng.random(images.shape) < 0.4] = 0
     rows = len(plan.stages)
@@ -117,10 +140,22 @@ def test_stem_engine_matches_golden_at_budgets_one_and_full(tmp_path, index):
     results = simulate_engine(engine, plan, runs)
     for image, mask, (got, got_counts, cycles) in zip(images, masks, results):
         expected, counts = golden_stem(golden, image, mask)
-        assert np.array_equal(got, expected), index
-        assert got_counts == counts, index
+        assert np.array_equal(got, expected), seed
+        assert got_counts == counts, seed
         maps, _ = stem_maps(golden, image[None], mask)
-        assert cycles == plan.image_cycles(mask[:rows], image, maps[0]), index
+        assert cycles == plan.image_cycles(mask[:rows], image, maps[0]), seed
+
+
+@pytest.mark.parametrize("index", range(len(STEMS)))
+def test_stem_engine_matches_golden_at_budgets_one_and_full(tmp_path, index):
+    export, lanes = stem_export(tmp_path, index)
+    check_engine_against_golden(export, lanes, index)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_stem_engine_matches_golden_on_drawn_stems(tmp_path, seed):
+    export, lanes = stem_export(tmp_path, seed, drawn_stem(seed))
+    check_engine_against_golden(export, lanes, seed)
 
 
 def test_the_core_refuses_a_stem_export_in_one_line(tmp_path):
