@@ -12,8 +12,8 @@ The weights sit in ``k²`` ROMs, one per kernel tap, all read at the same word (
 chunk); each bank takes its tap's row through a ``k²``-way multiplexer.
 
 The same banks answer a *window read*: the per-lane maximum of the conv currents inside one
-max-pool window (the padding never a candidate), a whole window a cycle (its result two
-cycles later: the bank read, then a registered tree of compares); a pool of
+max-pool window (the padding never a candidate), a whole window a cycle (its result three
+cycles later: the bank read, its words registered, then a registered tree of compares); a pool of
 kernel 1 reads one position (a stage that does not pool before its LIF). A *clear* zeroes
 one address of every bank, so ``depth`` cycles clear the whole map for the next step.
 """
@@ -62,7 +62,7 @@ class StemConvBanks(wiring.Component):
     window_valid, window_y, window_x, window_chunk : In
         Read the pool window at pooled position ``(y, x)`` of one chunk (not with an event).
     window_done : Out(1)
-        The window read of two cycles before is in ``window_max``.
+        The window read of three cycles before is in ``window_max``.
     window_max : Out(ArrayLayout(signed(sum_bits), lanes))
         Per lane, the largest current in that window.
     clear_valid, clear_address : In
@@ -144,9 +144,9 @@ class StemConvBanks(wiring.Component):
             m.d.comb += rom.addr.eq(rom_base + self.event_chunk)
 
         written = Signal()
-        window_read = Signal()
+        window_read, window_held = Signal(), Signal()
         m.d.sync += [written.eq(self.event_valid), window_read.eq(self.window_valid),
-                     self.window_done.eq(window_read)]
+                     window_held.eq(window_read), self.window_done.eq(window_held)]
         plane = Signal(range(PLANES))
         m.d.sync += plane.eq(self.event_plane)
         candidates = []
@@ -198,7 +198,11 @@ class StemConvBanks(wiring.Component):
                 m.d.comb += write.data[lane].eq(read.data[lane] + addend)
         with m.Else():
             m.d.comb += [write.addr.eq(self.clear_address), write.en.eq(self.clear_valid)]
-        return candidate, read.data
+        # the window's words are registered before its compare tree: two short paths
+        held_candidate = Signal(name=f"held_window{bank_row}_{bank_col}")
+        held = Signal.like(read.data, name=f"held{bank_row}_{bank_col}")
+        m.d.sync += [held_candidate.eq(candidate), held.eq(read.data)]
+        return held_candidate, held
 
     def _window_max(self, m: Module, candidates: list[tuple]) -> None:
         """Register ``window_max``: per lane the largest current among the window's banks.

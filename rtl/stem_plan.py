@@ -34,8 +34,8 @@ from stepvit.rtl.stem_banks import bank_modulus
 #: What a pass does (the sequencer's kind codes).
 PASS_KINDS = ("clear", "scatter", "fire", "pool", "tokens")
 #: Every pass costs one start cycle besides its loop; a loop that writes after it reads
-#: adds the cycles between: two for a fire (the window's compare tree is registered), one
-#: for an OR-pool and the tokens.
+#: adds the cycles between: three for a fire (the window's words and its compare tree are
+#: registered), one for an OR-pool and the tokens.
 START_CYCLES = 1
 
 
@@ -165,7 +165,7 @@ class StemPlan:
         if stem_pass.kind == "clear":
             return START_CYCLES + self.bank_depth(index)
         if stem_pass.kind == "fire":
-            return START_CYCLES + int(np.prod(stage.lif_shape[1:])) * self.chunks(index) + 2
+            return START_CYCLES + int(np.prod(stage.lif_shape[1:])) * self.chunks(index) + 3
         if stem_pass.kind == "pool":
             return START_CYCLES + int(np.prod(stage.out_shape[1:])) * self.pool[0] ** 2 + 1
         events = np.maximum(np.asarray(input_bits) * self.chunks(index), 1)

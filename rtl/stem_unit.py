@@ -9,8 +9,8 @@ cycle. Each pass begins with one cycle in ``IDLE`` (its first read), as
 - *scatter*: the input map's words walked in order, the next word read while this one walks,
   so a word costs its set bits times the chunks (one cycle when it has none);
 - *fire*: per LIF position and chunk, the pool window's maximum (one read of every bank,
-  then a registered tree of compares) plus the bias into the LIFs, whose spikes are written
-  into the LIF map two cycles after the read;
+  its words registered, then a registered tree of compares) plus the bias into the LIFs,
+  whose spikes are written into the LIF map three cycles after the read;
 - *pool* (a stage that pools after its LIF): each window's spike words read one a cycle and
   ORed into the emitted map.
 """
@@ -201,10 +201,10 @@ class StemModuleUnit(wiring.Component):
 
     def _fire_loop(self, m: Module, conv: StemConvBanks,
                    lif_write: WritePort) -> Callable[[], None]:
-        """Window maxima plus bias into the LIFs, one chunk a cycle, written two cycles later.
+        """Window maxima plus bias into the LIFs, one chunk a cycle, written three cycles later.
 
-        A window's maximum comes two cycles after its read (:class:`StemConvBanks`); the
-        membrane is read one cycle after, so both meet the LIFs in the same cycle.
+        A window's maximum comes three cycles after its read (:class:`StemConvBanks`); the
+        membrane is read two cycles after, so both meet the LIFs in the same cycle.
         """
         plan, stage = self._plan, self._stage
         lanes, chunks = plan.lanes, plan.chunks(self._index)
@@ -220,19 +220,21 @@ class StemModuleUnit(wiring.Component):
         y, x = Signal(range(max(height, 2))), Signal(range(max(width, 2)))
         chunk = Signal(range(max(chunks, 2)))
         position = Signal(range(max(positions, 2)))
-        read, written = Signal.like(address), Signal.like(address)
-        read_chunk, written_chunk = Signal.like(chunk), Signal.like(chunk)
-        read_position, written_position = Signal.like(position), Signal.like(position)
-        m.d.sync += [written.eq(read), written_chunk.eq(read_chunk),
-                     written_position.eq(read_position)]
+        issued, read, written = (Signal.like(address) for _ in range(3))
+        issued_chunk, read_chunk, written_chunk = (Signal.like(chunk) for _ in range(3))
+        issued_position, read_position, written_position = (Signal.like(position)
+                                                             for _ in range(3))
+        m.d.sync += [read.eq(issued), read_chunk.eq(issued_chunk),
+                     read_position.eq(issued_position), written.eq(read),
+                     written_chunk.eq(read_chunk), written_position.eq(read_position)]
         m.d.comb += [conv.window_y.eq(y), conv.window_x.eq(x), conv.window_chunk.eq(chunk),
                      membrane_read.addr.eq(read)]
 
         def states() -> None:
             with m.State("FIRE"):
                 m.d.comb += conv.window_valid.eq(1)
-                m.d.sync += [address.eq(address + 1), read.eq(address), read_chunk.eq(chunk),
-                             read_position.eq(position),
+                m.d.sync += [address.eq(address + 1), issued.eq(address),
+                             issued_chunk.eq(chunk), issued_position.eq(position),
                              chunk.eq(Mux(chunk == chunks - 1, 0, chunk + 1))]
                 with m.If(chunk == chunks - 1):
                     m.d.sync += [position.eq(position + 1), x.eq(Mux(x == width - 1, 0, x + 1)),
@@ -241,6 +243,8 @@ class StemModuleUnit(wiring.Component):
                     m.d.sync += [address.eq(0), position.eq(0), x.eq(0), y.eq(0), chunk.eq(0)]
                     m.next = "FIRE_DRAIN"
             with m.State("FIRE_DRAIN"):
+                m.next = "FIRE_DRAIN2"
+            with m.State("FIRE_DRAIN2"):
                 m.next = "FIRE_TAIL"
             with m.State("FIRE_TAIL"):
                 m.d.comb += self.done.eq(1)

@@ -72,7 +72,7 @@ def simulate(dut, events, chunks, pooled_size, *, clear_after=False):
                     ctx.set(dut.window_chunk, chunk)
                     await ctx.tick()
                     ctx.set(dut.window_valid, 0)
-                    await ctx.tick()
+                    await ctx.tick().repeat(2)
                     await ctx.delay(1e-8)
                     assert ctx.get(dut.window_done) == 1
                     for lane in range(lanes):
