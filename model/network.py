@@ -478,19 +478,22 @@ class SpikingViT(nn.Module):
     def nested(self, mask: torch.Tensor) -> torch.Tensor:
         """Return a learned mask with the stem's rows nested.
 
-        A stem module runs a step only if the module before it runs it too.
+        A stem module runs a step only if the module before it runs it too, and every block
+        module and the head only where the stem hands on tokens (its last module runs).
 
         The stem is a chain within a step (stage ``i`` takes stage ``i - 1``'s spikes of the
         same step, with no residual around it), so a stage step whose input stage is masked
-        would only integrate its bias: the learned mask never asks for one. Nesting is what
-        the scores are read as; a mask given to :meth:`forward` runs as it is.
+        would only integrate its bias; and the residual stream is rebuilt at every step
+        from the tokens, so a block at a step without them sees an empty stream. The
+        learned mask never asks for either. Nesting is what the scores are read as; a mask
+        given to :meth:`forward` runs as it is.
         """
         if self.stem_config is None:
             return mask
         rows = [mask[0]]
         for row in range(1, self.stem_modules):
             rows.append(rows[-1] * mask[row])
-        return torch.cat([torch.stack(rows), mask[self.stem_modules:]])
+        return torch.cat([torch.stack(rows), mask[self.stem_modules:] * rows[-1]])
 
     def timestep_mask(self) -> torch.Tensor:
         """Return the trained 0/1 mask ``[S + 2L + 1, T]`` (int64, no gradient)."""

@@ -87,8 +87,9 @@ def budget_mask_of(timestep_mask: np.ndarray, budget: int | None,
     """Return ``timestep_mask`` with each row keeping only its first ``budget`` set bits.
 
     With a convolutional stem, a cap that drops steps leaves each stem module only the steps
-    the module before it kept (SPEC.md section 5): the stem is a chain within a step, and a
-    stage whose input stage was cut at a step would integrate nothing but its bias there.
+    the module before it kept, and the modules after the stem only the steps where it still
+    hands on tokens (SPEC.md section 5): the stem is a chain within a step, and the stream
+    is rebuilt from its tokens at every step.
 
     Parameters
     ----------
@@ -110,7 +111,8 @@ def budget_mask_of(timestep_mask: np.ndarray, budget: int | None,
     budget = check_budget(budget, mask.shape[1])
     kept = np.cumsum(mask, axis=1) <= int(budget)
     capped = (mask * kept).astype(np.uint8)
-    if budget < mask.shape[1]:
+    if budget < mask.shape[1] and stem_modules:
         for row in range(1, stem_modules):
             capped[row] &= capped[row - 1]
+        capped[stem_modules:] &= capped[stem_modules - 1]
     return capped
