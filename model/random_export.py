@@ -164,24 +164,33 @@ def random_head(rng: np.random.Generator, arrays: dict[str, np.ndarray],
     arrays["head.bias"] = -np.round(typical_count * arrays["head.weight"].sum(axis=1))
 
 
+def _default_mask(rng: np.random.Generator, depth: int, t_max: int,
+                  stem: dict | None) -> np.ndarray:
+    """Return a random mask; with a stem, one step where every stem module is active."""
+    mask = random_mask(rng, len(module_names_for(depth, stem)), t_max)
+    if stem is not None:
+        mask[:len(module_names_for(0, stem)) - 1, rng.integers(0, t_max)] = 1
+    return mask
+
+
+def _tokens_of(image_shape: Sequence[int], patch: int, dim: int, stem: dict | None) -> int:
+    """Return the token count of the patch embedding or of ``stem``, refusing a bad stem."""
+    if stem is None:
+        return (int(image_shape[1]) // patch) * (int(image_shape[2]) // patch)
+    try:
+        tokens, last = stem_tokens(image_shape, stem)
+    except ValueError as error:
+        raise StepvitError(f"random export: {error}") from None
+    if last != dim:
+        raise StepvitError(f"random export: the stem ends with {last} channels, dim is {dim}")
+    return tokens
+
+
 def make_random_export(
-    out_dir: str | Path,
-    *,
-    image_shape: Sequence[int],
-    patch: int,
-    dim: int,
-    heads: int,
-    depth: int,
-    mlp_dim: int,
-    num_classes: int,
-    t_max: int,
-    seed: int = 0,
-    mask: np.ndarray | None = None,
-    leak_shift: int = 1,
-    reset: str = "hard",
-    attn_shift: int | None = None,
-    weight_range: int = 40,
-    stem: dict | None = None,
+    out_dir: str | Path, *, image_shape: Sequence[int], patch: int, dim: int, heads: int,
+    depth: int, mlp_dim: int, num_classes: int, t_max: int, seed: int = 0,
+    mask: np.ndarray | None = None, leak_shift: int = 1, reset: str = "hard",
+    attn_shift: int | None = None, weight_range: int = 40, stem: dict | None = None,
     name: str = "random",
 ) -> Path:
     """Write a valid untrained export with random integer weights into ``out_dir``.
@@ -206,8 +215,8 @@ def make_random_export(
     weight_range : int
         Weights are uniform in ``[-weight_range, weight_range]`` (at most 127).
     stem : dict, optional
-        A convolutional stem (SPEC.md section 5) in place of the patch embedding; ``patch``
-        is not used then, and ``dim`` must be its last stage's channels.
+        A convolutional stem (SPEC.md section 5) in place of the patch embedding (``patch``
+        unused; ``dim`` its last stage's channels).
     name : str
         The export's name.
 
@@ -219,21 +228,9 @@ def make_random_export(
     rng = np.random.default_rng(seed)
     channels, height, width = (int(v) for v in image_shape)
     stem = complete_stem(stem) if stem else None
-    if stem is not None:
-        try:
-            tokens, last = stem_tokens(image_shape, stem)
-        except ValueError as error:
-            raise StepvitError(f"random export: {error}") from None
-        if last != dim:
-            raise StepvitError(f"random export: the stem ends with {last} channels, dim is {dim}")
-    else:
-        tokens = (height // patch) * (width // patch)
-    if attn_shift is None:
-        attn_shift = default_attn_shift(tokens, dim, heads)
-    if mask is None:
-        mask = random_mask(rng, len(module_names_for(depth, stem)), t_max)
-        if stem is not None:
-            mask[:len(module_names_for(0, stem)) - 1, rng.integers(0, t_max)] = 1
+    tokens = _tokens_of(image_shape, patch, dim, stem)
+    attn_shift = default_attn_shift(tokens, dim, heads) if attn_shift is None else attn_shift
+    mask = _default_mask(rng, depth, t_max, stem) if mask is None else mask
     arrays: dict[str, np.ndarray] = {}
     thresholds: dict[str, np.ndarray] = {}
     if stem is not None:
@@ -247,17 +244,14 @@ def make_random_export(
         stream_variance = random_block(rng, arrays, thresholds, f"blocks.{block}",
                                        stream_variance, dim=dim, mlp_dim=mlp_dim,
                                        attn_shift=attn_shift, weight_range=weight_range)
+    typical_count = tokens * int(np.asarray(mask)[-1].sum()) * DEEP_SPIKE_RATE
     random_head(rng, arrays, thresholds, stream_variance, num_classes=num_classes, dim=dim,
-                typical_count=tokens * int(np.asarray(mask)[-1].sum()) * DEEP_SPIKE_RATE,
-                weight_range=weight_range)
+                typical_count=typical_count, weight_range=weight_range)
     architecture = {
-        "image_shape": [channels, height, width],
-        "patch": None if stem else int(patch),
-        **({"stem": stem} if stem else {}),
-        "tokens": tokens,
+        "image_shape": [channels, height, width], "patch": None if stem else int(patch),
+        **({"stem": stem} if stem else {}), "tokens": tokens,
         "dim": int(dim), "heads": int(heads), "depth": int(depth), "mlp_dim": int(mlp_dim),
-        "num_classes": int(num_classes),
-        "class_names": [str(index) for index in range(num_classes)],
+        "num_classes": int(num_classes), "class_names": [str(i) for i in range(num_classes)],
     }
     neuron = {"leak_shift": int(leak_shift), "reset": reset, "attn_shift": int(attn_shift)}
     return write_export(out_dir, name=name, architecture=architecture, t_max=t_max,

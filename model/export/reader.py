@@ -201,22 +201,8 @@ def bounds_by_source(manifest: dict[str, Any],
     t_max = manifest["t_max"]
     depth, tokens = arch["depth"], arch["tokens"]
     head_dim = arch["dim"] // arch["heads"]
-    currents: dict[str, int] = {}
     stem = arch.get("stem")
-    if stem:
-        names = stem_names(stem)
-        per_channel = {name: _abs_row_sums(arrays[f"{name}.weight"].reshape(
-            arrays[f"{name}.weight"].shape[0], -1)) + np.abs(arrays[f"{name}.bias"].astype(
-                np.int64)) for name in names[1:]}
-        currents.update({name: int(bound.max()) for name, bound in per_channel.items()})
-        first = arrays[f"{names[0]}.weight"]
-        embed_bound = int((255 * _abs_row_sums(first.reshape(first.shape[0], -1))
-                           + np.abs(arrays[f"{names[0]}.bias"].astype(np.int64))).max())
-    else:
-        embed_bound = int(
-            (255 * _abs_row_sums(arrays["embed.weight"])[None, :]
-             + np.abs(arrays["embed.bias"].astype(np.int64))).max()
-        )
+    embed_bound, currents = _first_layer_bounds(stem, arrays)
     # a token is S_last + S_rpe: up to two stream spikes with the RPE
     token_spikes = 2 if stem and stem["rpe"] else 1
     stream_per_channel = token_spikes * arrays["stream_spike"].astype(np.int64)
@@ -249,6 +235,27 @@ def bounds_by_source(manifest: dict[str, Any],
         "membrane": membrane,
         "logit": {"head": logit_bound},
     }
+
+
+def _first_layer_bounds(stem: dict[str, Any] | None,
+                        arrays: dict[str, np.ndarray]) -> tuple[int, dict[str, int]]:
+    """Return the bound of the first layer's current and those of the stem's other convs.
+
+    The first layer sees pixels (``255 * sum |W| + |B|``): the patch embedding, or the stem's
+    stage 0; every other stem module sees spikes (``sum |W| + |B|``).
+    """
+    if not stem:
+        return int((255 * _abs_row_sums(arrays["embed.weight"])[None, :]
+                     + np.abs(arrays["embed.bias"].astype(np.int64))).max()), {}
+
+    def per_channel(name: str, scale: int) -> np.ndarray:
+        weight = arrays[f"{name}.weight"]
+        return scale * _abs_row_sums(weight.reshape(weight.shape[0], -1)) + np.abs(
+            arrays[f"{name}.bias"].astype(np.int64))
+
+    names = stem_names(stem)
+    currents = {name: int(per_channel(name, 1).max()) for name in names[1:]}
+    return int(per_channel(names[0], 255).max()), currents
 
 
 def worst_case_bounds(manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, int]:
