@@ -65,6 +65,17 @@ def row_scales(weight: torch.Tensor, maximum: float) -> torch.Tensor:
                        torch.full_like(largest, min(maximum, MAX_SCALE)))
 
 
+def integer_layer(weight: torch.Tensor, bias: torch.Tensor,
+                  maximum: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return a layer's rounded ``(weight, bias, threshold)`` as the quantizer makes them.
+
+    ``weight`` is ``[out, ...]``; its per-output scale is at most ``maximum``.
+    """
+    scales = row_scales(weight.reshape(weight.shape[0], -1), maximum)
+    return (round_ste(weight * scales.view(-1, *([1] * (weight.dim() - 1)))),
+            round_ste(bias * scales), torch.clamp(round_ste(scales).detach(), min=1))
+
+
 class IntegerEmulation(nn.Module):
     """The integer network of a float model, differentiable with straight-through rounding.
 
@@ -88,9 +99,7 @@ class IntegerEmulation(nn.Module):
             conv = model.embed.conv
             weight = conv.weight.reshape(conv.out_channels, -1) * gain[:, None] / 255.0
             bias = (conv.bias * gain + shift)[None, :] + model.embed.pos
-            scales = row_scales(weight, float("inf"))
-            layers["embed"] = (round_ste(weight * scales[:, None]), round_ste(bias * scales),
-                               torch.clamp(round_ste(scales).detach(), min=1))
+            layers["embed"] = integer_layer(weight, bias, float("inf"))
         writers = {}
         for index, block in enumerate(model.blocks):
             for module, names in (("attn", ("q", "k", "v", "proj")), ("mlp", ("fc1", "fc2"))):
@@ -103,9 +112,7 @@ class IntegerEmulation(nn.Module):
                     if name in ("proj", "fc2"):
                         writers[key] = (weight, bias)
                         continue
-                    scales = row_scales(weight, MAX_SCALE)
-                    layers[key] = (round_ste(weight * scales[:, None]), round_ste(bias * scales),
-                                   torch.clamp(round_ste(scales).detach(), min=1))
+                    layers[key] = integer_layer(weight, bias, MAX_SCALE)
         largest = torch.stack([w.detach().abs().amax(dim=1) for w, _ in writers.values()]).amax(0)
         units = torch.where(
             largest > 0,
@@ -133,11 +140,8 @@ class IntegerEmulation(nn.Module):
             weight, bias = folded_conv(stage)
             if not bool(mask[row].any()):
                 weight, bias = weight * 0, bias * 0
-            scales = row_scales(weight.reshape(weight.shape[0], -1),
-                                float("inf") if stage.direct else MAX_SCALE)
-            layers[name] = (round_ste(weight * scales[:, None, None, None]),
-                            round_ste(bias * scales),
-                            torch.clamp(round_ste(scales).detach(), min=1))
+            layers[name] = integer_layer(weight, bias,
+                                         float("inf") if stage.direct else MAX_SCALE)
         return layers
 
     def stem_stream(self, images: torch.Tensor, layers: dict[str, Any], mask: list[list[int]],

@@ -23,7 +23,12 @@ import torch
 from stepvit.model.export import Export, budget_mask_of
 from stepvit.model.export import worst_case_bounds as _bounds_of_arrays
 from stepvit.model.export.errors import StepvitError
-from stepvit.model.export.stem import StemStage, first_layer_macs, stem_stages
+from stepvit.model.export.stem import (
+    StemStage,
+    dense_stem_ac_ops,
+    first_layer_macs,
+    stem_stages,
+)
 from stepvit.model.lif import reset_membrane
 
 #: Bits of one popcount word in the Q·Kᵀ form's work count.
@@ -277,6 +282,8 @@ class GoldenModel:
         self.stem: list[StemStage] = stem_stages(self.image_shape, arch["stem"]) \
             if arch.get("stem") else []
         self.pool = dict(arch["stem"]["pool"]) if self.stem else {}
+        #: Stem module -> ``[H, W]``: the conv outputs each input position reaches.
+        self.reach = {stage.name: torch.from_numpy(stage.reach()) for stage in self.stem}
         #: Mask row of the first block's attention module.
         self.first_block_row = len(self.module_names) - 2 * self.depth - 1
 
@@ -321,12 +328,10 @@ class GoldenModel:
 
         With a stem, its convolutions on spikes count too (every input position spiking).
         """
-        stem = sum(int(stage.reach().sum()) * stage.in_shape[0] * stage.conv_shape[0]
-                   for stage in self.stem[1:])
         return dense_ac_ops_of(tokens=self.tokens, depth=self.depth, dim=self.dim,
                                head_dim=self.head_dim, mlp_dim=self.mlp_dim,
                                num_classes=self.num_classes, t_max=self.t_max) \
-            + self.t_max * stem
+            + self.t_max * dense_stem_ac_ops(self.stem)
 
     def kv_accumulates(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Return ``[B]``: ``Σ_{m,h} |K_mh|·|V_mh|``, the accumulates of ``Kᵀ·V``, of one step."""
@@ -411,15 +416,14 @@ class GoldenModel:
                                   padding=first.padding) << bit
             bits += plane.sum(dim=1)
         current += self.weights[f"{first.name}.bias"].view(1, -1, 1, 1)
-        reach = torch.from_numpy(first.reach())
-        accumulates = (bits * reach).sum(dim=(1, 2)) * first.conv_shape[0]
+        accumulates = (bits * self.reach[first.name]).sum(dim=(1, 2)) * first.conv_shape[0]
         return (self.pooled(current) if first.pool == "before" else current), accumulates
 
     def stem_module(self, state: BatchState, index: int, inputs: torch.Tensor,
                     step: int) -> torch.Tensor:
         """Run stem module ``index`` (not stage 0) for one step; return the spikes it emits."""
         stage = self.stem[index]
-        state.stem_ac_ops[:, step] += (inputs * torch.from_numpy(stage.reach())).sum(
+        state.stem_ac_ops[:, step] += (inputs * self.reach[stage.name]).sum(
             dim=(1, 2, 3)) * stage.conv_shape[0]
         fired = self.lif(state, stage.name, self.stem_conv(stage, inputs), step)
         return self.pooled(fired) if stage.pool == "after" else fired

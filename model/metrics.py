@@ -19,7 +19,12 @@ import torch
 
 from stepvit.model.data import batches
 from stepvit.model.export.energy import energy_estimate_uj
-from stepvit.model.export.stem import StemStage, first_layer_macs, stem_stages
+from stepvit.model.export.stem import (
+    StemStage,
+    dense_stem_ac_ops,
+    first_layer_macs,
+    stem_stages,
+)
 from stepvit.model.golden import ac_ops_of, dense_ac_ops_of
 from stepvit.model.network import SpikingViT
 from stepvit.model.progress import progress_bar
@@ -85,13 +90,13 @@ def first_layer_work(model: SpikingViT) -> tuple[int, np.ndarray]:
     The second value is ``[H, W]``: accumulates per set bit of a pixel at each position.
     """
     stages = stem_stages_of(model)
+    dim = model.head.linear.in_features
+    mac_ops = first_layer_macs({
+        "image_shape": list(model.image_shape), "tokens": model.tokens, "dim": dim,
+        "patch": None if stages else model.embed.conv.kernel_size[0],
+        "stem": model.stem_config})
     if not stages:
-        dim = model.head.linear.in_features
-        channels, height, width = model.image_shape
-        patch = model.embed.conv.kernel_size[0]
-        return model.tokens * dim * channels * patch * patch, np.full((height, width), dim)
-    mac_ops = first_layer_macs({"image_shape": list(model.image_shape),
-                                "stem": model.stem_config})
+        return mac_ops, np.full(model.image_shape[1:], dim)
     return mac_ops, stages[0].reach() * stages[0].conv_shape[0]
 
 
@@ -106,10 +111,8 @@ def dense_ac_ops(model: SpikingViT) -> int:
 
     With a stem, its convolutions on spikes count too (every input position spiking).
     """
-    stem = sum(int(stage.reach().sum()) * stage.in_shape[0] * stage.conv_shape[0]
-               for stage in stem_stages_of(model)[1:])
     return (dense_ac_ops_of(tokens=model.tokens, t_max=model.t_max, **work_widths(model))
-            + model.t_max * stem)
+            + model.t_max * dense_stem_ac_ops(stem_stages_of(model)))
 
 
 def ac_ops_per_image(model: SpikingViT, spikes: dict[str, torch.Tensor],

@@ -144,10 +144,14 @@ def channel_scales(weight: np.ndarray, maximum: float = MAX_SCALE) -> np.ndarray
 
 
 def quantize_spiking_layer(name: str, weight: np.ndarray, bias: np.ndarray,
-                           network: QuantizedNetwork) -> None:
-    """Quantize a layer whose inputs are spikes and whose output feeds a LIF of threshold 1."""
-    scales = channel_scales(weight)
-    network.arrays[f"{name}.weight"] = round_int(weight * scales[:, None])
+                           network: QuantizedNetwork, maximum: float = MAX_SCALE) -> None:
+    """Quantize a layer whose output feeds a LIF of threshold 1 (its weight ``[out, ...]``).
+
+    Its inputs are spikes, or pixels for a stem's stage 0 (``maximum`` inf, as the embedding).
+    """
+    scales = channel_scales(weight.reshape(weight.shape[0], -1), maximum)
+    network.arrays[f"{name}.weight"] = round_int(
+        weight * scales.reshape(-1, *([1] * (weight.ndim - 1))))
     network.arrays[f"{name}.bias"] = round_int(bias * scales)
     network.thresholds[name] = np.maximum(1, round_int(scales))
     network.scales[name] = scales
@@ -226,12 +230,8 @@ def quantize_stem(model: SpikingViT, network: QuantizedNetwork) -> None:
         weight, bias = fold_conv_bn(stage)
         if active_steps[row] == 0:
             weight, bias = np.zeros_like(weight), np.zeros_like(bias)
-        flat = weight.reshape(weight.shape[0], -1)
-        scales = channel_scales(flat, maximum=float("inf") if stage.direct else MAX_SCALE)
-        network.arrays[f"{name}.weight"] = round_int(weight * scales[:, None, None, None])
-        network.arrays[f"{name}.bias"] = round_int(bias * scales)
-        network.thresholds[name] = np.maximum(1, round_int(scales))
-        network.scales[name] = scales
+        quantize_spiking_layer(name, weight, bias, network,
+                               maximum=float("inf") if stage.direct else MAX_SCALE)
 
 
 def quantize_blocks(model: SpikingViT,

@@ -20,6 +20,7 @@ from stepvit.model.export import module_names_for
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.export.stem import complete_stem, stem_stages, stem_tokens
 from stepvit.model.export.writer import write_export
+from stepvit.model.golden import conv2d_int, max_pool_int
 
 #: Spike rate assumed when the biases and thresholds are set.
 ASSUMED_SPIKE_RATE = 0.25
@@ -88,8 +89,6 @@ def random_stem(rng: np.random.Generator, arrays: dict[str, np.ndarray],
     :data:`STEM_SPIKE_RATE` of them at or above it, so every stage spikes and its spikes
     depend on the image.
     """
-    from stepvit.model.golden import conv2d_int, max_pool_int
-
     pool = stem["pool"]
     inputs = torch.from_numpy(rng.integers(0, 256, size=(STEM_CALIBRATION_IMAGES,
                                                          *image_shape)))

@@ -212,9 +212,19 @@ def first_layer_macs(arch: dict[str, Any]) -> int:
     return arch["tokens"] * arch["dim"] * channels * arch["patch"] ** 2
 
 
+def dense_stem_ac_ops(stages: list[StemStage]) -> int:
+    """Return one step's accumulates of the stem's convs on spikes with every input spiking.
+
+    Every module but stage 0 (which sees pixels): ``sum of reach x Cin x Cout``.
+    """
+    return sum(int(stage.reach().sum()) * stage.in_shape[0] * stage.conv_shape[0]
+               for stage in stages[1:])
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 __all__ = ["DEFAULT_POOL", "POOL_PLACES", "StemStage", "check_stem", "complete_stem",
-           "conv_out", "first_layer_macs", "stem_names", "stem_stages", "stem_tokens"]
+           "conv_out", "dense_stem_ac_ops", "first_layer_macs", "stem_names", "stem_stages",
+           "stem_tokens"]
