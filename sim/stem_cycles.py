@@ -87,7 +87,7 @@ def stem_cycles(export_dir: str, *, lanes: int, images: np.ndarray,
     base = export.timestep_mask if mask is None else np.asarray(mask)
     rows_out = []
     for budget in budgets or list(range(1, export.t_max + 1)):
-        capped = budget_mask_of(base, budget)
+        capped = budget_mask_of(base, budget, export.stem_modules)
         maps, work = stem_maps(golden, images, capped)
         cycles = np.array([plan.image_cycles(capped[:rows], image, image_maps)
                            for image, image_maps in zip(images, maps)])
