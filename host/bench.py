@@ -22,7 +22,7 @@ from stepvit.host.accelerator import STAGES, Accelerator, InferenceResult
 from stepvit.model.export import Export
 from stepvit.model.export.energy import energy_estimate_uj
 from stepvit.model.export.errors import StepvitError
-from stepvit.model.export.stem import first_layer_macs
+from stepvit.model.export.stem import accumulate_lower_bound, first_layer_macs
 from stepvit.model.export.vectors import VECTOR_WORK_KEYS, GoldenVectors
 
 #: Work counts the bench reports, per image (golden ``work`` names; ``stem_ac_ops``, the
@@ -138,7 +138,7 @@ def bench_budget(accel: Accelerator, images: np.ndarray, budget: int,
     if "ac_ops" in work and "mac_ops" in work:
         row["energy_uj"] = energy_estimate_uj(work["mac_ops"], work["ac_ops"])
     if lanes and "ac_ops" in work and "embed_ac_ops" in work:
-        row["lower_bound_cycles"] = (work["ac_ops"] + work["embed_ac_ops"]) / lanes
+        row["lower_bound_cycles"] = accumulate_lower_bound(accel.export.arch, work, lanes)
         if row["cycles_per_image"]:
             row["efficiency"] = row["lower_bound_cycles"] / row["cycles_per_image"]
     if lanes and "dense_ac_ops" in work:

@@ -53,6 +53,9 @@ from stepvit.rtl.fire_stage import FireStage
 from stepvit.rtl.interface import core_signature
 from stepvit.rtl.patch_loader import PatchLoader
 from stepvit.rtl.prefetch import SpikeWordPrefetch
+from stepvit.rtl.stem_engine import StemEngine
+from stepvit.rtl.stem_loader import StemPixelLoader
+from stepvit.rtl.stem_plan import StemPlan
 from stepvit.rtl.sum_stage import SumStage
 from stepvit.rtl.walk_stage import WalkStage
 
@@ -81,6 +84,9 @@ class StepvitCore(wiring.Component):
     def __init__(self, export: Export, *, lanes: int) -> None:
         self.plan = CorePlan(export, lanes=lanes)
         self._head_in_layer = export.layer_names().index("head.in")
+        self._stem_plan = (StemPlan.from_export(export, lanes=lanes)
+                           if self.plan.geometry.stem_modules else None)
+        self._export = export
         super().__init__(core_signature(export))
 
     def elaborate(self, platform: object) -> Module:
@@ -95,13 +101,17 @@ class StepvitCore(wiring.Component):
             plan=self.plan, spike_map_widths=memories.buffer_widths)
         m.submodules.walk = walk = WalkStage(plan=self.plan)
         run = self._run_state(m, sums, fire)
-        start_bank = self._load_patches(m, memories)
-        self._control(m, run, prefetch, walk, start_bank)
+        if self._stem_plan is None:
+            stem = None
+            start_bank = self._load_patches(m, memories)
+        else:
+            stem, start_bank = self._load_stem(m, run)
+        self._control(m, run, prefetch, walk, start_bank, stem)
         self._connect_prefetch(m, memories, run, prefetch, fire)
         self._connect_walk(m, memories, run, prefetch, walk)
         self._connect_accumulate(m, memories, run, walk, accumulate)
         self._connect_sums(m, memories, run, accumulate, sums)
-        self._connect_fire(m, memories, run, sums, fire)
+        self._connect_fire(m, memories, run, sums, fire, stem)
         return m
 
     # --- run state ---------------------------------------------------------------------
@@ -125,7 +135,8 @@ class StepvitCore(wiring.Component):
         logits = [sums.logits[k] for k in range(geometry.class_chunks * geometry.lanes)]
         for k in range(geometry.num_classes):
             m.d.comb += self.logits[k].eq(logits[k])
-        for i in range(len(self.spike_counts)):
+        # the stem's layers count in the stem engine (``_load_stem``)
+        for i in range(geometry.stem_modules, len(self.spike_counts)):
             m.d.comb += self.spike_counts[i].eq(fire.counts[i])
         return RunState(masks=masks, descriptor=descriptor, pass_index=pass_index,
                         step_mask=step_mask, logits=logits, begin=Signal(name="run_begin"),
@@ -155,10 +166,42 @@ class StepvitCore(wiring.Component):
             m.d.sync += start_bank.eq(~start_bank)
         return start_bank
 
+    def _load_stem(self, m: Module, run: RunState) -> tuple[StemEngine, Signal]:
+        """Add the stem engine and its pixel loader; count the stem's spikes.
+
+        The loader fills the engine's pixel bank after the last one loaded, independently
+        of the run, as the patch loader does. Returns the engine and the bank the next
+        ``start`` computes from.
+        """
+        export, geometry = self._export, self.plan.geometry
+        m.submodules.stem = stem = StemEngine(
+            self._stem_plan, arrays=export.arrays, thresholds=export.thresholds,
+            bits=export.bit_widths, leak_shift=geometry.leak_shift, reset=geometry.reset)
+        m.submodules.loader = loader = StemPixelLoader(image_shape=geometry.image_shape)
+        load_bank, start_bank = Signal(), Signal()
+        m.d.comb += [
+            loader.start.eq(self.load), self.loaded.eq(loader.done),
+            self.img_addr.eq(loader.img_addr), loader.img_data.eq(self.img_data),
+            stem.pixel_valid.eq(loader.pixel_valid), stem.pixel_bank.eq(load_bank),
+            stem.pixel_address.eq(loader.pixel_address), stem.pixel_data.eq(loader.pixel_data),
+            stem.bank.eq(start_bank),
+            stem.mask.eq(self.masks.as_value()[:geometry.stem_modules * geometry.t_max]),
+        ]
+        for i in range(geometry.stem_modules):
+            m.d.comb += self.spike_counts[i].eq(stem.counts[i])
+        with m.If(loader.done):
+            m.d.sync += load_bank.eq(~load_bank)
+        with m.If(self.start):
+            m.d.sync += start_bank.eq(~start_bank)
+        return stem, start_bank
+
     # --- control FSM --------------------------------------------------------------------
     def _control(self, m: Module, run: RunState, prefetch: SpikeWordPrefetch, walk: WalkStage,
-                 start_bank: Signal) -> None:
-        """Run every pass of a loaded image (prefetch, prime, walk, drain), take the argmax."""
+                 start_bank: Signal, stem: StemEngine | None) -> None:
+        """Run every pass of a loaded image (prefetch, prime, walk, drain), take the argmax.
+
+        With a stem, the stem engine runs first and writes the stream of every step.
+        """
         plan = self.plan
         layout = plan.layout()
         pass_rom = Array(Const(layout.const(p).as_value().value, layout.size)
@@ -171,7 +214,15 @@ class StepvitCore(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     self._start_run(m, run, start_bank)
-                    m.next = "NEXT"
+                    if stem is None:
+                        m.next = "NEXT"
+                    else:
+                        m.d.comb += stem.start.eq(1)
+                        m.next = "STEM"
+            if stem is not None:
+                with m.State("STEM"):
+                    with m.If(~stem.busy):
+                        m.next = "NEXT"
             with m.State("PREFETCH"):
                 m.d.comb += [prefetch.first.eq(1), walk.restart.eq(1)]
                 with m.If(prefetch.found):
@@ -245,7 +296,8 @@ class StepvitCore(wiring.Component):
         m.d.comb += [
             walk.descriptor.eq(run.descriptor),
             walk.begin.eq(run.begin),
-            walk.embedding_steps.eq(self.masks[0]),
+            # the stem writes the stream at every step; the embedding at its active ones
+            walk.embedding_steps.eq(-1 if self._stem_plan else self.masks[0]),
             walk.fetched.eq(prefetch.fetched),
             prefetch.advance.eq(walk.advance),
             memories.weight_read.addr.eq(walk.weight_address),
@@ -288,11 +340,12 @@ class StepvitCore(wiring.Component):
         _drive_write(m, memories.current_write, sums.current_write)
 
     def _connect_fire(self, m: Module, memories: CoreMemories, run: RunState, sums: SumStage,
-                      fire: FireStage) -> None:
+                      fire: FireStage, stem: StemEngine | None) -> None:
         """Feed the fire stage the charged chunks and their reads; give it its writes.
 
         The residual stream is written by the sum stage (a stored chunk) or by the fire
-        stage (the embedding's spikes), never both in one pass.
+        stage (the embedding's spikes), never both in one pass, or by the stem engine's
+        tokens before the first pass.
         """
         desc, lanes = run.descriptor, self.plan.geometry.lanes
         m.d.comb += [
@@ -310,6 +363,8 @@ class StepvitCore(wiring.Component):
             _drive_write(m, memories.stream_write, fire.stream_write)
         with m.Else():
             _drive_write(m, memories.stream_write, sums.stream_write)
+        if stem is not None:
+            self._write_tokens(m, memories, run, stem)
         # The fired chunk goes into the target spike map (the chunk's lanes of the word).
         for source, port in memories.buffer_write.items():
             with m.If(fire.spike_write & (desc.target == source)):
@@ -319,6 +374,20 @@ class StepvitCore(wiring.Component):
                     port.data.eq(Cat(*([fire.spikes] * chunks))),
                     port.en.eq(1 << fire.spike_chunk),
                 ]
+
+    def _write_tokens(self, m: Module, memories: CoreMemories, run: RunState,
+                      stem: StemEngine) -> None:
+        """Write the stem engine's tokens into the stream (no pass writes it meanwhile)."""
+        address = Signal.like(memories.stream_write.addr)
+        # the tokens come step by step, token by token, chunk by chunk: the stream's order
+        with m.If(run.begin):
+            m.d.sync += address.eq(0)
+        with m.Elif(stem.token_valid):
+            m.d.sync += address.eq(address + 1)
+        with m.If(stem.token_valid):
+            m.d.comb += [memories.stream_write.addr.eq(address),
+                         memories.stream_write.data.eq(stem.token_data.as_value()),
+                         memories.stream_write.en.eq(1)]
 
 
 def _drive_write(m: Module, port: WritePort, source: object) -> None:

@@ -29,7 +29,8 @@ class CoreMemories:
         The ROMs: weight words, biases, thresholds, the stream value of a spike.
     patch_write, patch_read : tuple of WritePort, tuple of ReadPort
         The image as patch bit planes, one word per token, in two banks (two memories):
-        the next image loads into one while the current one computes from the other.
+        the next image loads into one while the current one computes from the other (no
+        bank with a convolutional stem).
     buffer_write, buffer_read : dict of Source to WritePort, ReadPort
         The spike maps, one word per step and token; written a chunk (``lanes`` bits) at a time.
     buffer_widths : dict of Source to int
@@ -51,8 +52,8 @@ class CoreMemories:
     bias_read: ReadPort
     theta_read: ReadPort
     spike_value_read: ReadPort
-    patch_write: tuple[WritePort, WritePort]
-    patch_read: tuple[ReadPort, ReadPort]
+    patch_write: tuple[WritePort, ...]
+    patch_read: tuple[ReadPort, ...]
     buffer_write: dict[Source, WritePort]
     buffer_read: dict[Source, ReadPort]
     buffer_widths: dict[Source, int]
@@ -85,14 +86,16 @@ def add_core_memories(m: Module, plan: CorePlan) -> CoreMemories:
     spike_value_rom = memory("stream_spike", bits["stream"] * lanes, geometry.dim_chunks,
                              plan.stream_spike_words)
     # two banks, two memories: each as shallow as the tokens (distributed RAM up to 64)
-    patch_mems = [memory(f"patches{bank}", 8 * geometry.patch_len, tokens) for bank in (0, 1)]
+    # (none with a convolutional stem: the stem engine keeps the pixels)
+    patch_mems = [memory(f"patches{bank}", 8 * geometry.patch_len, tokens)
+                  for bank in (0, 1) if geometry.patch_len]
     buffer_widths = {source: (geometry.mlp_word_bits if source == Source.HIDDEN
                               else geometry.dim_word_bits)
                      for source in SPIKE_BUFFERS}
     buffers = {source: memory(f"spikes_{source.name.lower()}", width, t_max * tokens)
                for source, width in buffer_widths.items()}
     current_mem = memory("embed_current", bits["embed_current"] * lanes,
-                         tokens * geometry.dim_chunks)
+                         0 if geometry.stem_modules else tokens * geometry.dim_chunks)
     membrane_mem = memory("membranes", bits["membrane"] * lanes, tokens * geometry.dim_chunks)
     stream_mem = memory("stream", bits["stream"] * lanes, t_max * tokens * geometry.dim_chunks)
     kv_mems = [memory(f"kv{slot}", bits["attention"] * geometry.head_dim,

@@ -104,6 +104,7 @@ class CoreGeometry:
     bits: dict[str, int]
     leak_shift: int
     reset: str
+    stem_modules: int = 0
 
     @classmethod
     def from_export(cls, export: Export, *, lanes: int) -> CoreGeometry:
@@ -112,13 +113,13 @@ class CoreGeometry:
         Raises
         ------
         ValueError
-            If ``lanes`` is not a positive integer at most the widest output row, or the
-            export has a convolutional stem.
+            If ``lanes`` is not a positive integer at most the widest output row.
         """
         arch = export.arch
-        if arch.get("stem"):
-            raise ValueError("the core does not take a convolutional stem yet (the stem "
-                             "engine, rtl/stem_engine.py, runs alone)")
+        # with a convolutional stem the stem engine makes the tokens: no patch embedding
+        stem_modules = len(export.module_names) - 2 * int(arch["depth"]) - 1 if arch.get(
+            "stem") else 0
+        patch = 0 if stem_modules else int(arch["patch"])
         head_dim = arch["dim"] // arch["heads"]
         if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
             raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
@@ -137,13 +138,24 @@ class CoreGeometry:
             depth=int(arch["depth"]),
             num_classes=int(arch["num_classes"]),
             t_max=export.t_max,
-            patch_len=channels * int(arch["patch"]) ** 2,
+            patch_len=channels * patch ** 2,
             image_shape=(channels, height, width),
-            patch=int(arch["patch"]),
+            patch=patch,
             bits=export.bit_widths,
             leak_shift=int(neuron["leak_shift"]),
             reset=str(neuron["reset"]),
+            stem_modules=stem_modules,
         )
+
+    @property
+    def first_block_module(self) -> int:
+        """Mask row of block 0's attention: after the embedding, or the stem's modules."""
+        return self.stem_modules or 1
+
+    @property
+    def modules(self) -> int:
+        """Mask rows: the embedding (or the stem's modules), two per block, the head."""
+        return self.first_block_module + 2 * self.depth + 1
 
     @property
     def dim_chunks(self) -> int:
@@ -205,7 +217,9 @@ class CoreGeometry:
 
     @property
     def bias_bits(self) -> int:
-        """Signed width of a bias in the bias memory."""
+        """Signed width of a bias in the bias memory (the stem's are the stem engine's)."""
+        if self.stem_modules:
+            return self.bits["current"]
         return max(self.bits["current"], self.bits["embed_current"])
 
     @property
@@ -226,10 +240,10 @@ class CoreGeometry:
 def pass_layout(geometry: CoreGeometry, rom_depth: int, bias_depth: int,
                 theta_depth: int) -> data.StructLayout:
     """Return the layout of one pass descriptor of ``geometry``."""
-    modules = 2 * geometry.depth + 2
+    modules = geometry.modules
     most_chunks = max(geometry.dim_chunks, geometry.mlp_chunks, geometry.class_chunks,
                       geometry.heads)
-    layers = 7 * geometry.depth + 2
+    layers = geometry.first_block_module + 7 * geometry.depth + 1
     return data.StructLayout({
         "source": Source,
         "value_source": Source,
@@ -317,15 +331,21 @@ class CorePlan:
             geometry.bits["stream"]
         )
         self.head_bias = [int(v) for v in self._arrays["head.bias"]]
+        if not geometry.stem_modules:
+            self._add_embedding()
+        for block in range(geometry.depth):
+            self._add_attention(block)
+            self._add_mlp(block)
+        self._add_head()
+
+    def _add_embedding(self) -> None:
+        """Append the embedding's passes: its current once, then its LIF into the stream."""
+        geometry = self.geometry
         self._add(source=Source.PATCH, weights=WeightSource.ROM,
                   weight_base=self._weights("embed.weight"), input_len=geometry.patch_len,
                   bit_planes=1, once=1, use_bias=1, bias_per_token=1,
                   bias_base=self._biases("embed.bias"), sink=Sink.STORE_CURRENT)
         self._add(module=0, operand=Operand.CURRENT, to_stream=1, **self._theta("embed"))
-        for block in range(geometry.depth):
-            self._add_attention(block)
-            self._add_mlp(block)
-        self._add_head()
 
     def _weights(self, key: str) -> int:
         """Append the weight words of ``key``; return the address of the first."""
@@ -357,7 +377,7 @@ class CorePlan:
     def _add_attention(self, block: int) -> None:
         """Append the passes of block ``block``'s attention."""
         geometry, add = self.geometry, self._add
-        prefix, attn = f"blocks.{block}", 1 + 2 * block
+        prefix, attn = f"blocks.{block}", geometry.first_block_module + 2 * block
         add(module=attn, operand=Operand.STREAM, target=Source.BUF0,
             **self._theta(f"{prefix}.attn.in"))
         for name, target in (("q", Source.BUF1), ("k", Source.BUF2), ("v", Source.BUF3)):
@@ -380,7 +400,7 @@ class CorePlan:
     def _add_mlp(self, block: int) -> None:
         """Append the passes of block ``block``'s MLP."""
         geometry, add = self.geometry, self._add
-        prefix, mlp = f"blocks.{block}", 2 + 2 * block
+        prefix, mlp = f"blocks.{block}", geometry.first_block_module + 1 + 2 * block
         add(module=mlp, operand=Operand.STREAM, target=Source.BUF0,
             **self._theta(f"{prefix}.mlp.in"))
         fc1_weight = self._weights(f"{prefix}.mlp.fc1.weight")
@@ -405,7 +425,7 @@ class CorePlan:
     def _add_head(self) -> None:
         """Append the head's passes: head.in's LIF, then the logits from its counts."""
         geometry = self.geometry
-        head = 2 * geometry.depth + 1
+        head = geometry.modules - 1
         # head.in writes no spike map: the head reads its per-channel counts (COUNTS)
         self._add(module=head, operand=Operand.STREAM, **self._theta("head.in"))
         # The head is linear in the spike counts: logits = bias + sum_c count_c * W[:, c].
@@ -430,9 +450,9 @@ class CorePlan:
             "weights": len(self.weight_words) * 8 * g.lanes,
             "biases": len(self.bias_words) * g.bias_bits * g.lanes,
             "thresholds": len(self.theta_words) * g.bits["membrane"] * g.lanes,
-            "patches": 2 * g.tokens * 8 * g.patch_len,  # two banks
+            "patches": 2 * g.tokens * 8 * g.patch_len,  # two banks (none with a stem)
             "spike_maps": steps_tokens * (4 * g.dim_word_bits + g.mlp_word_bits),
-            "embed_current": g.tokens * g.dim * g.bits["embed_current"],
+            "embed_current": 0 if g.stem_modules else g.tokens * g.dim * g.bits["embed_current"],
             "membranes": g.tokens * g.dim * g.bits["membrane"],
             "stream": steps_tokens * g.dim * g.bits["stream"],
             "stream_spike": g.dim * g.bits["stream"],

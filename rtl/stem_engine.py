@@ -46,10 +46,12 @@ class StemEngine(wiring.Component):
 
     Members
     -------
-    pixel_valid, pixel_address, pixel_data : In
-        Write the ``C`` pixels of one position (channel ``c`` in byte ``c``).
-    start : In(1)
-        Begin an image with the masks in ``mask`` (ignored while busy).
+    pixel_valid, pixel_bank, pixel_address, pixel_data : In
+        Write pixels of one position into pixel bank ``pixel_bank``: channel ``c`` in byte
+        ``c``, written where bit ``c`` of ``pixel_valid`` is set.
+    start, bank : In(1)
+        Begin an image from pixel bank ``bank`` with the masks in ``mask`` (ignored while
+        busy). Two banks: the next image's pixels load while this one computes.
     mask : In(modules · T)
         The stem modules' mask rows, bit ``module · T + t``.
     busy : Out(1)
@@ -79,10 +81,12 @@ class StemEngine(wiring.Component):
         self._tokens = tokens_shape[1] * tokens_shape[2]
         modules = len(plan.stages)
         super().__init__({
-            "pixel_valid": In(1),
+            "pixel_valid": In(channels),
+            "pixel_bank": In(1),
             "pixel_address": In(range(max(height * width, 2))),
             "pixel_data": In(PLANES * channels),
             "start": In(1),
+            "bank": In(1),
             "mask": In(modules * plan.t_max),
             "busy": Out(1),
             "token_valid": Out(1),
@@ -101,13 +105,15 @@ class StemEngine(wiring.Component):
         for index, unit in enumerate(self._units):
             m.submodules[f"module{index}"] = unit
         _, height, width = plan.stages[0].in_shape
-        pixels = Memory(shape=unsigned(len(self.pixel_data)), depth=max(height * width, 2),
-                        init=[])
+        positions = height * width
+        pixels = Memory(shape=unsigned(len(self.pixel_data)), depth=2 * positions, init=[])
         m.submodules.pixels = pixels
-        pixel_write, pixel_read = pixels.write_port(), pixels.read_port()
-        m.d.comb += [pixel_write.addr.eq(self.pixel_address),
+        pixel_write = pixels.write_port(granularity=PLANES)
+        pixel_read = pixels.read_port()
+        bank = Signal()
+        m.d.comb += [pixel_write.addr.eq(Mux(self.pixel_bank, positions, 0) + self.pixel_address),
                      pixel_write.data.eq(self.pixel_data), pixel_write.en.eq(self.pixel_valid),
-                     pixel_read.addr.eq(self._units[0].in_address),
+                     pixel_read.addr.eq(Mux(bank, positions, 0) + self._units[0].in_address),
                      self._units[0].in_data.eq(pixel_read.data)]
 
         m.submodules.sequencer = sequencer = SpikeWalker(width=len(passes))
@@ -115,7 +121,8 @@ class StemEngine(wiring.Component):
         gates = [self._gate(stem_pass, self.mask) for stem_pass in passes]
         with m.If(self.start & ~sequencer.any):
             m.d.comb += [sequencer.load.eq(1), sequencer.word.eq(Cat(*gates))]
-            m.d.sync += [held.eq(self.mask)] + [count.eq(0) for count in self.counts]
+            m.d.sync += [held.eq(self.mask), bank.eq(self.bank)] + [
+                count.eq(0) for count in self.counts]
         current = sequencer.index
         kind = _table([PASS_KINDS.index(p.kind) for p in passes], current)
         module = _table([max(p.module, 0) for p in passes], current)

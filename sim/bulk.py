@@ -24,6 +24,7 @@ import numpy as np
 
 from stepvit.model.export import Export
 from stepvit.model.export.errors import StepvitError
+from stepvit.model.export.stem import accumulate_lower_bound
 from stepvit.rtl.build_folder import design_of
 from stepvit.rtl.protocol import (
     mask_register_values,
@@ -339,7 +340,7 @@ def check_budget(simulation: VerilatorSimulation, images: np.ndarray, budget: in
                                      run.measured_cycles)
     cycles = run.measured_cycles.tolist()
     accumulates = (golden.work["ac_ops"] + golden.work["embed_ac_ops"]).tolist()
-    lower_bound = [value / lanes for value in accumulates]
+    lower_bound = accumulate_lower_bound(export.arch, golden.work, lanes).tolist()
     return {
         "budget": budget,
         "images": len(images),

@@ -96,6 +96,7 @@ def check_budget(simulation: Any, images: Any, budget: int | None, *,
     """Simulate ``images`` at one budget and compare every packet with the golden model."""
     import numpy as np
 
+    from stepvit.model.export.stem import accumulate_lower_bound
     from stepvit.model.golden import GoldenModel
     from stepvit.rtl.protocol import expected_packet, packet_mismatches, word_names
     from stepvit.sim.runner import SimulationFailed, decode_results, stream_cycles_of
@@ -126,7 +127,7 @@ def check_budget(simulation: Any, images: Any, budget: int | None, *,
     stream = stream_cycles_of(results["packets"])
     work = {key: np.asarray(value).tolist() for key, value in golden.work.items()}
     accumulates = [a + e for a, e in zip(work["ac_ops"], work["embed_ac_ops"])]
-    lower_bound = [value / lanes for value in accumulates]
+    lower_bound = accumulate_lower_bound(export.arch, golden.work, lanes).tolist()
     return {
         "budget": budget,
         "images": len(images),

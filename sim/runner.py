@@ -21,6 +21,7 @@ import numpy as np
 
 from stepvit.model.export import Export, load_export
 from stepvit.model.export.errors import StepvitError
+from stepvit.model.export.stem import dense_stem_ac_ops, first_layer_macs, stem_stages
 from stepvit.rtl.build_folder import build_design
 from stepvit.rtl.protocol import (
     ACCEL_ID,
@@ -86,10 +87,15 @@ def cycle_limit(export: Export, lanes: int) -> int:
     """
     arch = export.arch
     channels, height, width = arch["image_shape"]
-    tokens = (height // arch["patch"]) * (width // arch["patch"])
+    tokens = int(arch["tokens"])
     dim, mlp, depth = arch["dim"], arch["mlp_dim"], arch["depth"]
     per_step = tokens * depth * (4 * dim * dim + 2 * dim * mlp + 2 * dim * dim) + tokens * dim
-    embed = tokens * dim * channels * arch["patch"] ** 2 * 8
+    embed = first_layer_macs(arch) * 8  # every pixel bit plane
+    if arch.get("stem"):
+        # every spike of every stem module, and each conv output cleared and fired
+        stages = stem_stages(arch["image_shape"], arch["stem"])
+        embed += export.t_max * (dense_stem_ac_ops(stages)
+                                 + sum(int(np.prod(stage.conv_shape)) for stage in stages))
     dense = export.t_max * per_step + embed + arch["num_classes"] * dim
     return 4 * dense // lanes + 20 * -(-channels * height * width // 4) + 10_000
 

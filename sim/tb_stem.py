@@ -22,19 +22,22 @@ CONFIG_VARIABLE = "STEPVIT_SIM_CONFIG"
 CLOCK_NS = 10
 
 
-async def _load_pixels(dut, words: list[int]) -> None:
-    """Write one image's pixel words, one position a cycle."""
+async def _load_pixels(dut, words: list[int], bank: int) -> None:
+    """Write one image's pixel words into pixel bank ``bank``, one position a cycle."""
+    every_channel = (1 << len(dut.pixel_valid)) - 1
+    dut.pixel_bank.value = bank
     for address, word in enumerate(words):
-        dut.pixel_valid.value = 1
+        dut.pixel_valid.value = every_channel
         dut.pixel_address.value = address
         dut.pixel_data.value = word
         await RisingEdge(dut.clk)
     dut.pixel_valid.value = 0
 
 
-async def _run_image(dut, mask: int, timeout: int) -> dict:
-    """Start one image and collect its tokens until the engine is idle; return them."""
+async def _run_image(dut, mask: int, bank: int, timeout: int) -> dict:
+    """Start one image from pixel bank ``bank``; collect its tokens until the engine is idle."""
     dut.mask.value = mask
+    dut.bank.value = bank
     dut.start.value = 1
     await RisingEdge(dut.clk)
     dut.start.value = 0
@@ -66,7 +69,7 @@ async def stem_images(dut) -> None:
     dut.rst.value = 0
     await RisingEdge(dut.clk)
     results = []
-    for words, mask in zip(config["images"], config["masks"]):
-        await _load_pixels(dut, words)
-        results.append(await _run_image(dut, mask, config["timeout_cycles"]))
+    for index, (words, mask) in enumerate(zip(config["images"], config["masks"])):
+        await _load_pixels(dut, words, index % 2)
+        results.append(await _run_image(dut, mask, index % 2, config["timeout_cycles"]))
     Path(config["results"]).write_text(json.dumps(results))

@@ -221,10 +221,28 @@ def dense_stem_ac_ops(stages: list[StemStage]) -> int:
                for stage in stages[1:])
 
 
+def accumulate_lower_bound(arch: dict[str, Any], work: dict[str, Any], lanes: int) -> Any:
+    """Return the cycles no accelerator of ``lanes`` lanes beats, from golden ``work``.
+
+    The core adds ``lanes`` weights an event, so the transformer's accumulates count
+    ``1 / lanes`` cycle each. The stem engine's event adds ``lanes`` weights at each of the
+    up to ``ceil(k/s)²`` outputs a spike reaches, so the stem's (``embed_ac_ops`` and
+    ``stem_ac_ops``) count ``1 / (ceil(k/s)²·lanes)`` at the widest stage's reach. Works on
+    numbers or arrays of the golden model's per-image work.
+    """
+    if not arch.get("stem"):
+        return (work["ac_ops"] + work["embed_ac_ops"]) / lanes
+    reach = max(-(-stage.kernel // stage.stride) ** 2
+                for stage in stem_stages(arch["image_shape"], arch["stem"]))
+    stem = work["embed_ac_ops"] + work["stem_ac_ops"]
+    return (work["ac_ops"] - work["stem_ac_ops"]) / lanes + stem / (reach * lanes)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-__all__ = ["DEFAULT_POOL", "POOL_PLACES", "StemStage", "check_stem", "complete_stem",
+__all__ = ["DEFAULT_POOL", "POOL_PLACES", "StemStage", "accumulate_lower_bound", "check_stem",
+           "complete_stem",
            "conv_out", "dense_stem_ac_ops", "first_layer_macs", "stem_names", "stem_stages",
            "stem_tokens"]

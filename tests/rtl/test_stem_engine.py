@@ -81,19 +81,21 @@ def simulate_engine(engine, plan, runs):
     chunks = -(-tokens_shape[0] // plan.lanes)
     results = []
 
-    async def load(ctx, image):
+    async def load(ctx, image, bank):
         channels, height, width = image.shape
+        ctx.set(engine.pixel_bank, bank)
         for position in range(height * width):
             word = sum(int(image[c].flat[position]) << (8 * c) for c in range(channels))
-            ctx.set(engine.pixel_valid, 1)
+            ctx.set(engine.pixel_valid, (1 << channels) - 1)
             ctx.set(engine.pixel_address, position)
             ctx.set(engine.pixel_data, word)
             await ctx.tick()
         ctx.set(engine.pixel_valid, 0)
 
     async def testbench(ctx):
-        for image, mask in runs:
-            await load(ctx, image)
+        for index, (image, mask) in enumerate(runs):
+            await load(ctx, image, index % 2)
+            ctx.set(engine.bank, index % 2)
             stream = np.zeros(shape, dtype=np.int64)
             seen = np.zeros(shape[:2] + (chunks,), dtype=np.int64)
             ctx.set(engine.mask, sum(int(bit) << i for i, bit in enumerate(mask.flatten())))
