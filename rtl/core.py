@@ -152,19 +152,27 @@ class StepvitCore(wiring.Component):
         geometry = self.plan.geometry
         m.submodules.loader = loader = PatchLoader(image_shape=geometry.image_shape,
                                                    patch=geometry.patch)
+        load_bank, start_bank = self._banks(m, loader)
+        for bank, port in enumerate(memories.patch_write):
+            m.d.comb += [port.addr.eq(loader.patch_addr), port.data.eq(loader.patch_data),
+                         port.en.eq(Mux(load_bank == bank, loader.patch_enable, 0))]
+        return start_bank
+
+    def _banks(self, m: Module, loader: PatchLoader | StemPixelLoader) -> tuple[Signal, Signal]:
+        """Connect ``loader`` to the image buffer; return the banks it loads and starts from.
+
+        Two banks: the next image loads into one while the one before computes from the other.
+        """
         load_bank, start_bank = Signal(), Signal()
         m.d.comb += [
             loader.start.eq(self.load), self.loaded.eq(loader.done),
             self.img_addr.eq(loader.img_addr), loader.img_data.eq(self.img_data),
         ]
-        for bank, port in enumerate(memories.patch_write):
-            m.d.comb += [port.addr.eq(loader.patch_addr), port.data.eq(loader.patch_data),
-                         port.en.eq(Mux(load_bank == bank, loader.patch_enable, 0))]
         with m.If(loader.done):
             m.d.sync += load_bank.eq(~load_bank)
         with m.If(self.start):
             m.d.sync += start_bank.eq(~start_bank)
-        return start_bank
+        return load_bank, start_bank
 
     def _load_stem(self, m: Module, run: RunState) -> tuple[StemEngine, Signal]:
         """Add the stem engine and its pixel loader; count the stem's spikes.
@@ -178,10 +186,8 @@ class StepvitCore(wiring.Component):
             self._stem_plan, arrays=export.arrays, thresholds=export.thresholds,
             bits=export.bit_widths, leak_shift=geometry.leak_shift, reset=geometry.reset)
         m.submodules.loader = loader = StemPixelLoader(image_shape=geometry.image_shape)
-        load_bank, start_bank = Signal(), Signal()
+        load_bank, start_bank = self._banks(m, loader)
         m.d.comb += [
-            loader.start.eq(self.load), self.loaded.eq(loader.done),
-            self.img_addr.eq(loader.img_addr), loader.img_data.eq(self.img_data),
             stem.pixel_valid.eq(loader.pixel_valid), stem.pixel_bank.eq(load_bank),
             stem.pixel_address.eq(loader.pixel_address), stem.pixel_data.eq(loader.pixel_data),
             stem.bank.eq(start_bank),
@@ -189,10 +195,6 @@ class StepvitCore(wiring.Component):
         ]
         for i in range(geometry.stem_modules):
             m.d.comb += self.spike_counts[i].eq(stem.counts[i])
-        with m.If(loader.done):
-            m.d.sync += load_bank.eq(~load_bank)
-        with m.If(self.start):
-            m.d.sync += start_bank.eq(~start_bank)
         return stem, start_bank
 
     # --- control FSM --------------------------------------------------------------------

@@ -7,6 +7,8 @@ Both figures come from the plan, before any synthesis:
   reference's cycle count; sparse images scale down with it. Lanes past a head's width
   stop paying in the attention (a Q bit adds one head's KV row), and a ragged last chunk
   costs a whole event, so the fastest count is not always the largest.
+- **a convolutional stem** adds the stem engine's dense cycles, block RAM and LUTs
+  (:mod:`stepvit.rtl.stem_sizing`): it runs before the blocks, on as many lanes.
 - **resources**: block RAM from the memories' shapes (:func:`memory_bram36`, the way Yosys
   maps them); LUTs as logic (a fixed part, a part per lane, a part per bit of the widest
   spike word the walker holds and a part per lane of the heads walked beside the first in
@@ -81,10 +83,11 @@ def memory_shapes(plan: CorePlan) -> dict[str, tuple[int, int]]:
         "weights": (8 * lanes, len(plan.weight_words)),
         "biases": (g.bias_bits * lanes, len(plan.bias_words)),
         "thresholds": (bits["membrane"] * lanes, len(plan.theta_words)),
-        **{f"patches{bank}": (8 * g.patch_len, g.tokens) for bank in (0, 1)},
+        **{f"patches{bank}": (8 * g.patch_len, g.tokens) for bank in (0, 1) if g.patch_len},
         **{f"spikes{i}": (g.dim_word_bits, steps_tokens) for i in range(4)},
         "spikes_hidden": (g.mlp_word_bits, steps_tokens),
-        "embed_current": (bits["embed_current"] * lanes, g.tokens * g.dim_chunks),
+        "embed_current": (bits["embed_current"] * lanes,
+                          2 if g.stem_modules else g.tokens * g.dim_chunks),
         "membranes": (bits["membrane"] * lanes, g.tokens * g.dim_chunks),
         "stream": (bits["stream"] * lanes, steps_tokens * g.dim_chunks),
         **{f"kv{slot}": (bits["attention"] * g.head_dim, g.t_max * g.kv_rows)
@@ -145,10 +148,26 @@ def estimate(export: Export, lanes: int, board: dict[str, Any]) -> DesignEstimat
            + sum(memory_lutram_luts(width, depth, rom=name in ROMS,
                                     granularity=granularity.get(name))
                  for name, (width, depth) in shapes))
+    events = dense_events(geometry)
+    if geometry.stem_modules:
+        # (imported here: the stem's sizing builds on this module's memory rules)
+        from stepvit.rtl.stem_plan import StemPlan
+        from stepvit.rtl.stem_sizing import (
+            stem_bram36,
+            stem_dense_events,
+            stem_logic_luts,
+            stem_lutram_luts,
+        )
+
+        # the stem engine runs before the blocks, on as many lanes
+        stem = StemPlan.from_export(export, lanes=lanes)
+        bram36 += stem_bram36(stem, geometry.bits)
+        lut += stem_logic_luts(stem, geometry.bits) + stem_lutram_luts(stem, geometry.bits)
+        events += stem_dense_events(stem)
     available, budget = board["resources"], board["budget"]
     fits = (lut <= budget["lut_fraction"] * available["lut"]
             and bram36 <= budget["bram_fraction"] * available["bram36"])
-    return DesignEstimate(lanes=lanes, dense_events=dense_events(plan.geometry), lut=lut,
+    return DesignEstimate(lanes=lanes, dense_events=events, lut=lut,
                           bram36=bram36, fits=fits)
 
 

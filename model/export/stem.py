@@ -232,7 +232,7 @@ def accumulate_lower_bound(arch: dict[str, Any], work: dict[str, Any], lanes: in
     """
     if not arch.get("stem"):
         return (work["ac_ops"] + work["embed_ac_ops"]) / lanes
-    reach = max(-(-stage.kernel // stage.stride) ** 2
+    reach = max((-(-stage.kernel // stage.stride)) ** 2
                 for stage in stem_stages(arch["image_shape"], arch["stem"]))
     stem = work["embed_ac_ops"] + work["stem_ac_ops"]
     return (work["ac_ops"] - work["stem_ac_ops"]) / lanes + stem / (reach * lanes)

@@ -14,6 +14,7 @@ from stepvit.host import cli
 from stepvit.model.config import DEFAULT_CONFIG, load_config, validate_config
 from stepvit.model.data import batches, load_dataset
 from stepvit.model.export.errors import StepvitError
+from stepvit.model.export.stem import accumulate_lower_bound, complete_stem
 from stepvit.model.golden import dense_ac_ops_of
 from stepvit.model.lif import LIFNeuron
 from stepvit.model.metrics import ac_ops_per_image, layer_widths, measure, work_widths
@@ -491,3 +492,18 @@ def test_the_spikformer_config_is_the_papers_network_with_its_parameter_count():
     assert (model.depth, model.blocks[0].attn.heads) == (4, 12)
     count = sum(parameter.numel() for parameter in model.parameters())
     assert abs(count - 9.32e6) <= 0.01 * 9.32e6, count
+
+
+def test_the_accumulate_lower_bound_counts_a_stem_event_at_its_widest_reach():
+    arch = {"image_shape": [1, 8, 8], "dim": 4, "tokens": 16, "patch": None,
+            "stem": complete_stem({"stages": [
+                {"channels": 2, "kernel": 3, "stride": 2, "padding": 1},   # reach 2x2
+                {"channels": 4, "kernel": 3, "stride": 1, "padding": 1}]})}  # reach 3x3
+    work = {"ac_ops": 900 + 270, "stem_ac_ops": 270, "embed_ac_ops": 90}
+    # the transformer's accumulates one a lane, the stem's nine a lane (3x3 reach)
+    assert accumulate_lower_bound(arch, work, 5) == pytest.approx(900 / 5 + 360 / (9 * 5))
+    arch["stem"] = complete_stem({"stages": [{"channels": 4, "kernel": 3, "stride": 2,
+                                              "padding": 1}]})
+    assert accumulate_lower_bound(arch, work, 5) == pytest.approx(900 / 5 + 360 / (4 * 5))
+    plain = {"image_shape": [1, 8, 8], "patch": 4}
+    assert accumulate_lower_bound(plain, work, 5) == pytest.approx((1170 + 90) / 5)

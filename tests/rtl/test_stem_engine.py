@@ -9,7 +9,6 @@ from stepvit.model.export import budget_mask_of, load_export
 from stepvit.model.export.stem import complete_stem, stem_stages
 from stepvit.model.golden import GoldenModel
 from stepvit.model.random_export import make_random_export
-from stepvit.rtl.core_plan import CoreGeometry
 from stepvit.rtl.stem_engine import StemEngine
 from stepvit.rtl.stem_plan import StemPlan
 from stepvit.sim.stem_cycles import stem_maps
@@ -159,8 +158,3 @@ def test_stem_engine_matches_golden_on_drawn_stems(tmp_path, seed):
     export, lanes = stem_export(tmp_path, seed, drawn_stem(seed))
     check_engine_against_golden(export, lanes, seed)
 
-
-def test_the_core_refuses_a_stem_export_in_one_line(tmp_path):
-    export, _ = stem_export(tmp_path, 3)
-    with pytest.raises(ValueError, match=r"^the core does not take a convolutional stem yet"):
-        CoreGeometry.from_export(export, lanes=4)
