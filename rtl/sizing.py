@@ -89,7 +89,8 @@ def memory_shapes(plan: CorePlan) -> dict[str, tuple[int, int]]:
         "embed_current": (bits["embed_current"] * lanes,
                           2 if g.stem_modules else g.tokens * g.dim_chunks),
         "membranes": (bits["membrane"] * lanes, g.tokens * g.dim_chunks),
-        "stream": (bits["stream"] * lanes, steps_tokens * g.dim_chunks),
+        **{name: (bits["stream"] * lanes, steps_tokens * g.dim_chunks)
+           for name in (("stream0", "stream1") if g.stem_modules else ("stream",))},
         **{f"kv{slot}": (bits["attention"] * g.head_dim, g.t_max * g.kv_rows)
            for slot in range(g.parallel_heads)},
     }
