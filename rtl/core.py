@@ -74,16 +74,19 @@ class StepvitCore(wiring.Component):
         Output channels computed in parallel, at most the widest output row; a layer's
         last chunk may be ragged and a chunk may span several heads (walked one at a
         time, or side by side when the lanes hold two or more whole heads).
+    stem_lanes : int, optional
+        Output channels the stem engine computes per event (default ``lanes``); only with
+        a convolutional stem.
 
     Members
     -------
     See :func:`stepvit.rtl.interface.core_signature`.
     """
 
-    def __init__(self, export: Export, *, lanes: int) -> None:
+    def __init__(self, export: Export, *, lanes: int, stem_lanes: int | None = None) -> None:
         self.plan = CorePlan(export, lanes=lanes)
         self._head_in_layer = export.layer_names().index("head.in")
-        self._stem_plan = (StemPlan.from_export(export, lanes=lanes)
+        self._stem_plan = (StemPlan.from_export(export, lanes=stem_lanes or lanes)
                            if self.plan.geometry.stem_modules else None)
         self._export = export
         super().__init__(core_signature(export))
@@ -173,7 +176,7 @@ class StepvitCore(wiring.Component):
         """
         geometry = self.plan.geometry
         m.submodules.stem = stem = StemFront(
-            self._export, self._stem_plan,
+            self._export, self._stem_plan, token_lanes=geometry.lanes,
             stream_words=geometry.t_max * geometry.tokens * geometry.dim_chunks)
         m.d.comb += [
             stem.load.eq(self.load), self.loaded.eq(stem.loaded),

@@ -36,7 +36,9 @@ class StemFront(wiring.Component):
     export : Export
         The export (its stem's weights, thresholds and widths).
     plan : StemPlan
-        The stem at the core's lanes.
+        The stem at its lanes.
+    token_lanes : int
+        The core's lanes: channels of one stream word.
     stream_words : int
         Words of one stream buffer (``T · tokens · chunks``).
 
@@ -59,13 +61,15 @@ class StemFront(wiring.Component):
         The spike counts of the image taken last, per stem layer.
     """
 
-    def __init__(self, export: Export, plan: StemPlan, *, stream_words: int) -> None:
+    def __init__(self, export: Export, plan: StemPlan, *, token_lanes: int,
+                 stream_words: int) -> None:
         self._export, self._plan = export, plan
         channels, height, width = (int(v) for v in export.arch["image_shape"])
         modules = len(plan.stages)
         self._engine = StemEngine(
             plan, arrays=export.arrays, thresholds=export.thresholds, bits=export.bit_widths,
-            leak_shift=int(export.neuron["leak_shift"]), reset=str(export.neuron["reset"]))
+            leak_shift=int(export.neuron["leak_shift"]), reset=str(export.neuron["reset"]),
+            token_lanes=token_lanes)
         super().__init__({
             "load": In(1),
             "loaded": Out(1),
