@@ -124,8 +124,9 @@ class VerilatorSimulation:
         self.export = export
         self.lanes = lanes
         self.build_dir = Path(build_dir).resolve()
+        self.stem_lanes = stem_lanes_of(self.build_dir)
         self.verilog = generated_verilog(export, self.build_dir / "rtl", lanes=lanes,
-                                         stem_lanes=stem_lanes_of(self.build_dir))
+                                         stem_lanes=self.stem_lanes)
         self.library: BuiltLibrary = build_library(self.verilog, self.build_dir / "verilator",
                                                    trace=trace)
         self.packet_words = result_words(export)
@@ -342,7 +343,8 @@ def check_budget(simulation: VerilatorSimulation, images: np.ndarray, budget: in
                                      run.measured_cycles)
     cycles = run.measured_cycles.tolist()
     accumulates = (golden.work["ac_ops"] + golden.work["embed_ac_ops"]).tolist()
-    lower_bound = accumulate_lower_bound(export.arch, golden.work, lanes).tolist()
+    lower_bound = accumulate_lower_bound(export.arch, golden.work, lanes,
+                                         simulation.stem_lanes).tolist()
     return {
         "budget": budget,
         "images": len(images),

@@ -508,5 +508,8 @@ def test_the_accumulate_lower_bound_counts_a_stem_event_at_its_widest_reach():
     arch["stem"] = complete_stem({"stages": [{"channels": 4, "kernel": 3, "stride": 2,
                                               "padding": 1}]})
     assert accumulate_lower_bound(arch, work, 5) == pytest.approx(9270 / (4 * 5))
+    # a stem engine of other lanes than the core's
+    assert accumulate_lower_bound(arch, work, 5, 2) == pytest.approx(9270 / (4 * 2))
+    assert accumulate_lower_bound(arch, work, 50, 200) == pytest.approx(900 / 50)
     plain = {"image_shape": [1, 8, 8], "patch": 4}
     assert accumulate_lower_bound(plain, work, 5) == pytest.approx((1170 + 9000) / 5)
