@@ -23,7 +23,7 @@ from stepvit.model.export import Export
 from stepvit.model.export.energy import energy_estimate_uj
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.export.stem import accumulate_lower_bound, first_layer_macs
-from stepvit.model.export.vectors import VECTOR_WORK_KEYS, GoldenVectors
+from stepvit.model.export.vectors import STEM_WORK_KEY, VECTOR_WORK_KEYS, GoldenVectors
 
 #: Work counts the bench reports, per image (golden ``work`` names; ``stem_ac_ops``, the
 #: part of ``ac_ops`` in a convolutional stem, where the export has one and the golden model
@@ -140,7 +140,9 @@ def bench_budget(accel: Accelerator, images: np.ndarray, budget: int,
         row["transformer_ac_ops_per_image"] = work["ac_ops"] - work["stem_ac_ops"]
     if "ac_ops" in work and "mac_ops" in work:
         row["energy_uj"] = energy_estimate_uj(work["mac_ops"], work["ac_ops"])
-    if lanes and "ac_ops" in work and "embed_ac_ops" in work:
+    # (a stem export's vectors written before they kept the stem's part give no bound)
+    stem_known = "stem_ac_ops" in work or not accel.export.arch.get("stem")
+    if lanes and "ac_ops" in work and "embed_ac_ops" in work and stem_known:
         row["lower_bound_cycles"] = accumulate_lower_bound(accel.export.arch, work, lanes,
                                                            stem_lanes)
         if row["cycles_per_image"]:
@@ -284,7 +286,8 @@ class VectorsReference:
             raise StepvitError("the images are not the golden vectors' first images")
         index = vectors.budgets.index(budget)
         outputs = {key: values[index, :count] for key, values in vectors.outputs.items()}
-        work = {key: outputs[key] for key in VECTOR_WORK_KEYS}
+        work = {key: outputs[key] for key in (*VECTOR_WORK_KEYS, STEM_WORK_KEY)
+                if key in outputs}
         work["mac_ops"] = np.full(count, self._mac_ops, dtype=np.int64)
         return Reference(outputs["logits"], outputs["predicted"], outputs["spike_totals"], work)
 

@@ -113,7 +113,11 @@ def write_golden_vectors_of(path: Path, golden: Any, images: Any, labels: Any) -
     """Run the golden model at every budget on ``images`` and write ``golden_vectors.npz``."""
     import numpy as np
 
-    from stepvit.model.export.vectors import VECTOR_WORK_KEYS, write_golden_vectors
+    from stepvit.model.export.vectors import (
+        STEM_WORK_KEY,
+        VECTOR_WORK_KEYS,
+        write_golden_vectors,
+    )
 
     budgets = list(range(1, golden.t_max + 1))
     results = [golden.run(images, budget=budget) for budget in budgets]
@@ -121,7 +125,8 @@ def write_golden_vectors_of(path: Path, golden: Any, images: Any, labels: Any) -
         "logits": np.stack([r.logits.numpy() for r in results]),
         "predicted": np.stack([r.predicted.numpy() for r in results]),
         "spike_totals": np.stack([r.layer_spike_totals().numpy() for r in results]),
-        **{key: np.stack([r.work[key].numpy() for r in results]) for key in VECTOR_WORK_KEYS},
+        **{key: np.stack([r.work[key].numpy() for r in results]) for key in
+           (*VECTOR_WORK_KEYS, STEM_WORK_KEY) if key in results[0].work},
     }
     write_golden_vectors(path, images.numpy(), labels.numpy(), budgets, outputs)
 

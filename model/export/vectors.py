@@ -23,6 +23,9 @@ VECTOR_KEYS = {"images": 4, "labels": 1, "budgets": 1, "logits": 3, "predicted":
                "spike_totals": 3, "ac_ops": 2, "embed_ac_ops": 2, "dense_ac_ops": 2}
 #: The work counts among them, ``[T, n]`` each.
 VECTOR_WORK_KEYS = ("ac_ops", "embed_ac_ops", "dense_ac_ops")
+#: A work count only an export with a convolutional stem has (the stem's part of ``ac_ops``,
+#: ``[T, n]``); vectors written before it was kept lack it.
+STEM_WORK_KEY = "stem_ac_ops"
 
 
 @dataclass
@@ -39,7 +42,8 @@ class GoldenVectors:
         The budgets of the first axis of the output arrays.
     outputs : dict of str to numpy.ndarray
         ``logits [T, n, K]``, ``predicted [T, n]``, ``spike_totals [T, n, layers]``,
-        ``ac_ops``, ``embed_ac_ops`` and ``dense_ac_ops`` ``[T, n]``.
+        ``ac_ops``, ``embed_ac_ops`` and ``dense_ac_ops`` ``[T, n]``, and ``stem_ac_ops``
+        where the vectors have it.
     """
 
     images: np.ndarray
@@ -76,16 +80,17 @@ def load_golden_vectors(export: Export) -> GoldenVectors:
         "logits": (len(budgets), count, export.arch["num_classes"]),
         "predicted": (len(budgets), count),
         "spike_totals": (len(budgets), count, len(export.layer_names())),
-        **{key: (len(budgets), count) for key in VECTOR_WORK_KEYS},
+        **{key: (len(budgets), count) for key in (*VECTOR_WORK_KEYS, STEM_WORK_KEY)},
     }
     for key, shape in expected.items():
-        if tuple(arrays[key].shape) != shape:
+        if key in arrays and tuple(arrays[key].shape) != shape:
             raise StepvitError(f"{path.name}: {key}: expected shape {list(shape)}, "
                                f"got {list(arrays[key].shape)}")
     if images.dtype != np.uint8:
         raise StepvitError(f"{path.name}: images: expected uint8, got {images.dtype}")
     outputs = {key: arrays[key].astype(np.int64) for key in
-               ("logits", "predicted", "spike_totals", *VECTOR_WORK_KEYS)}
+               ("logits", "predicted", "spike_totals", *VECTOR_WORK_KEYS, STEM_WORK_KEY)
+               if key in arrays}
     return GoldenVectors(images=images, labels=arrays["labels"].astype(np.int64),
                          budgets=budgets, outputs=outputs)
 
@@ -107,7 +112,8 @@ def write_golden_vectors(path: str | Path, images: np.ndarray, labels: np.ndarra
     outputs : dict of str to numpy.ndarray
         ``logits [T, n, K]``, ``predicted [T, n]``, ``spike_totals [T, n, layers]`` (SPEC.md
         section 1 order) and the work ``ac_ops``, ``embed_ac_ops``, ``dense_ac_ops``
-        ``[T, n]`` (a board has no golden model to count them).
+        ``[T, n]`` (a board has no golden model to count them), and ``stem_ac_ops`` for an
+        export with a convolutional stem.
     """
     missing = sorted(set(VECTOR_KEYS) - {"images", "labels", "budgets"} - set(outputs))
     if missing:

@@ -11,6 +11,7 @@ import pytest
 from stepvit.model.export import Export, load_export
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.export.vectors import (
+    STEM_WORK_KEY,
     VECTOR_WORK_KEYS,
     VECTORS_FILE,
     load_golden_vectors,
@@ -84,4 +85,21 @@ def test_a_key_that_does_not_fit_the_export_is_refused(export, tmp_path: Path, k
     arrays[key] = change(arrays[key])
     np.savez(folder / VECTORS_FILE, **arrays)
     with pytest.raises(StepvitError, match=rf"^{VECTORS_FILE}: {message}$"):
+        load_golden_vectors(load_export(folder))
+
+
+def test_a_stem_exports_vectors_keep_the_stems_work(export, tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    folder.mkdir()
+    for name in ("manifest.yaml", "weights.npz"):
+        (folder / name).write_bytes((export.path / name).read_bytes())
+    arrays = dict(np.load(export.path / VECTORS_FILE))
+    arrays[STEM_WORK_KEY] = arrays["ac_ops"] // 2
+    np.savez(folder / VECTORS_FILE, **arrays)
+    vectors = load_golden_vectors(load_export(folder))
+    np.testing.assert_array_equal(vectors.outputs[STEM_WORK_KEY], arrays["ac_ops"] // 2)
+    assert STEM_WORK_KEY not in load_golden_vectors(export).outputs
+    arrays[STEM_WORK_KEY] = arrays[STEM_WORK_KEY][:2]
+    np.savez(folder / VECTORS_FILE, **arrays)
+    with pytest.raises(StepvitError, match=r"stem_ac_ops: expected shape \[3, 6\], got \[2, 6\]"):
         load_golden_vectors(load_export(folder))

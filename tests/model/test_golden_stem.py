@@ -287,3 +287,18 @@ def test_the_papers_network_runs_through_the_golden_model(tmp_path: Path) -> Non
     assert list(low.spikes) == export.layer_names()
     assert int(low.work["ac_ops"][0]) < int(full.work["ac_ops"][0])
     assert int(full.work["stem_ac_ops"][0]) > 0
+
+
+def test_the_golden_vectors_keep_the_stems_work(stem_export, tmp_path):
+    from stepvit.model.export.vectors import STEM_WORK_KEY, load_golden_vectors
+    from stepvit.model.export_cli import write_golden_vectors_of
+
+    golden = GoldenModel(stem_export)
+    images = torch.from_numpy(images_for(stem_export, 3))
+    write_golden_vectors_of(Path(stem_export.path) / "golden_vectors.npz", golden, images,
+                            torch.zeros(3, dtype=torch.int64))
+    vectors = load_golden_vectors(stem_export)
+    for index, budget in enumerate(vectors.budgets):
+        expected = golden.run(images, budget=budget).work[STEM_WORK_KEY].numpy()
+        np.testing.assert_array_equal(vectors.outputs[STEM_WORK_KEY][index], expected)
+    assert vectors.outputs[STEM_WORK_KEY].sum() > 0
