@@ -88,19 +88,18 @@ def stem_logic_luts(plan: StemPlan, bits: dict[str, int]) -> int:
 def stem_dense_events(plan: StemPlan) -> int:
     """Return the stem engine's cycles for one image with every input bit 1, every step on.
 
-    Stage 0 walks every pixel bit plane once per image and keeps its pooled current, a
-    later module every input spike of every step, each once per chunk of its outputs; each
-    module clears its part of the banks and fires every LIF position a chunk a cycle at every
-    step.
+    Stage 0 walks every pixel bit plane once per image, a later module every input spike
+    of every step, each once per chunk of its outputs; each module clears its part of the
+    shared banks (stage 0 once per image) and fires every LIF position a chunk a cycle at
+    every step.
     """
     channels, height, width = plan.stages[0].in_shape
-    events = (height * width * channels * PLANES + int(np.prod(plan.stages[0].lif_shape[1:])))
-    events *= plan.chunks(0)
+    events = height * width * channels * PLANES * plan.chunks(0) + plan.bank_depth(0)
     for index, stage in enumerate(plan.stages):
         lif_positions = int(np.prod(stage.lif_shape[1:]))
-        per_step = plan.bank_depth(index) + lif_positions * plan.chunks(index)
+        per_step = lif_positions * plan.chunks(index)
         if index > 0:
-            per_step += int(np.prod(stage.in_shape)) * plan.chunks(index)
+            per_step += plan.bank_depth(index) + int(np.prod(stage.in_shape)) * plan.chunks(index)
         events += plan.t_max * per_step
     return events
 
