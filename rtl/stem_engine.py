@@ -185,12 +185,16 @@ class StemEngine(wiring.Component):
                 with m.If(unit.go_scatter):
                     m.d.comb += source.map_address.eq(unit.in_address)
 
-    def _share_datapath(self, m: Module, module) -> None:
+    def _share_datapath(self, m: Module, pass_module) -> None:
         """Give the conv banks and the LIF lanes the inputs of the running module's unit.
 
         The banks' results go to every unit; each takes them only in its own pass.
         """
         conv, lif, units = self._conv, self._lif, self._units
+        # registered: the pass's priority encoder is not in front of the datapath's selects;
+        # a pass's first cycle, a unit's IDLE, drives nothing into the datapath
+        module = Signal.like(pass_module, name="datapath_module")
+        m.d.sync += module.eq(pass_module)
         m.d.comb += conv.module.eq(module)
         for name in ("event_valid", "event_y", "event_x", "event_channel", "event_chunk",
                      "event_plane", "window_valid", "window_y", "window_x", "window_chunk",

@@ -16,7 +16,7 @@ with one cycle in ``IDLE`` (its first read), as
   its words registered, then a registered tree of compares) plus the bias into the LIFs,
   whose spikes are written into the LIF map three cycles after the read. Stage 0's first
   fire of the image also writes the maxima into its kept current, which its later fires
-  read (at the same time as the membranes) in place of the banks;
+  read (a cycle early, registered) in place of the banks;
 - *pool* (a stage that pools after its LIF): each window's spike words read one a cycle and
   ORed into the emitted map.
 """
@@ -228,8 +228,8 @@ class StemModuleUnit(wiring.Component):
         """Window maxima plus bias into the LIFs, one chunk a cycle, written three cycles later.
 
         A window's maximum comes three cycles after its read (:class:`StemConvBanks`); the
-        membrane (and stage 0's kept current) is read two cycles after, so they meet the
-        LIFs in the same cycle.
+        membrane (and stage 0's kept current) is read a cycle after it and registered, so
+        they meet the LIFs in the same cycle, no block RAM's output in front of them.
         """
         plan, stage = self._plan, self._stage
         lanes, chunks = plan.lanes, plan.chunks(self._index)
@@ -252,8 +252,10 @@ class StemModuleUnit(wiring.Component):
         m.d.sync += [read.eq(issued), read_chunk.eq(issued_chunk),
                      read_position.eq(issued_position), written.eq(read),
                      written_chunk.eq(read_chunk), written_position.eq(read_position)]
+        membrane = Signal.like(membrane_read.data, name="membrane_held")
+        m.d.sync += membrane.eq(membrane_read.data)
         m.d.comb += [self.window_y.eq(y), self.window_x.eq(x), self.window_chunk.eq(chunk),
-                     membrane_read.addr.eq(read)]
+                     membrane_read.addr.eq(issued)]
 
         def states() -> None:
             with m.State("FIRE"):
@@ -276,7 +278,7 @@ class StemModuleUnit(wiring.Component):
                 m.next = "IDLE"
 
         if self._index == 0:
-            self._keep(m, positions * chunks, (read, written))
+            self._keep(m, positions * chunks, (issued, written))
         # the banks' results are every module's: this unit's fire takes them only in its pass
         fired = self.window_done & self.go_fire
         bias = _chunk_table(self._bias, lanes, sum_bits, written_chunk)
@@ -284,7 +286,7 @@ class StemModuleUnit(wiring.Component):
         for lane in range(lanes):
             m.d.comb += [
                 self.lif_bias[lane].eq(bias[lane]),
-                self.lif_membrane[lane].eq(Mux(self.fresh, 0, membrane_read.data[lane])),
+                self.lif_membrane[lane].eq(Mux(self.fresh, 0, membrane[lane])),
                 self.lif_threshold[lane].eq(threshold[lane]),
             ]
         m.d.comb += [
@@ -305,18 +307,19 @@ class StemModuleUnit(wiring.Component):
         modules' between its steps: so it is kept here, at the pooled size (a quarter of
         the banks' words for a pool of stride 2), rather than in banks of its own.
         """
-        read, written = pipeline
+        issued, written = pipeline
         current_bits, _, _ = self._bits
         kept = Memory(shape=data.ArrayLayout(signed(current_bits), self._plan.lanes),
                       depth=max(depth, 2), init=[])
         m.submodules.kept = kept
         kept_write, kept_read = kept.write_port(), kept.read_port()
-        m.d.comb += [kept_write.addr.eq(written), kept_read.addr.eq(read),
+        held = Signal.like(kept_read.data, name="kept_held")
+        m.d.sync += held.eq(kept_read.data)
+        m.d.comb += [kept_write.addr.eq(written), kept_read.addr.eq(issued),
                      kept_write.en.eq(self.window_done & self.go_fire & self.fresh)]
         for lane in range(self._plan.lanes):
             m.d.comb += [kept_write.data[lane].eq(self.window_max[lane]),
-                         self.kept[lane].eq(Mux(self.fresh, self.window_max[lane],
-                                                kept_read.data[lane]))]
+                         self.kept[lane].eq(Mux(self.fresh, self.window_max[lane], held[lane]))]
 
     def _pool_loop(self, m: Module, lif_read: ReadPort,
                    out_write: WritePort) -> Callable[[], None]:
