@@ -76,7 +76,8 @@ def active_steps(export: Export, budget: int) -> float:
 
 def bench_budget(accel: Accelerator, images: np.ndarray, budget: int,
                  reference: ReferenceSource, *, clock_mhz: float, lanes: int | None,
-                 labels: np.ndarray | None = None) -> dict[str, Any]:
+                 labels: np.ndarray | None = None,
+                 stem_lanes: int | None = None) -> dict[str, Any]:
     """Run ``images`` at ``budget`` and return one row of the benchmark.
 
     Parameters
@@ -95,6 +96,8 @@ def bench_budget(accel: Accelerator, images: np.ndarray, budget: int,
         Accumulator lanes of the design (for the cycle lower bound), where known.
     labels : numpy.ndarray, optional
         Labels of ``images``: the row then has the accelerator's own accuracy on them.
+    stem_lanes : int, optional
+        The stem engine's lanes where they differ from ``lanes`` (a convolutional stem).
     """
     accel.set_budget(budget)
     result = accel.infer(images)
@@ -138,7 +141,8 @@ def bench_budget(accel: Accelerator, images: np.ndarray, budget: int,
     if "ac_ops" in work and "mac_ops" in work:
         row["energy_uj"] = energy_estimate_uj(work["mac_ops"], work["ac_ops"])
     if lanes and "ac_ops" in work and "embed_ac_ops" in work:
-        row["lower_bound_cycles"] = accumulate_lower_bound(accel.export.arch, work, lanes)
+        row["lower_bound_cycles"] = accumulate_lower_bound(accel.export.arch, work, lanes,
+                                                           stem_lanes)
         if row["cycles_per_image"]:
             row["efficiency"] = row["lower_bound_cycles"] / row["cycles_per_image"]
     if lanes and "dense_ac_ops" in work:
@@ -149,14 +153,15 @@ def bench_budget(accel: Accelerator, images: np.ndarray, budget: int,
 def run_bench(accel: Accelerator, images: np.ndarray, budgets: Sequence[int],
               reference: ReferenceSource, *, clock_mhz: float, lanes: int | None,
               labels: np.ndarray | None = None,
-              progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+              progress: Callable[[str], None] | None = None,
+              stem_lanes: int | None = None) -> list[dict[str, Any]]:
     """Return one benchmark row per budget (see :func:`bench_budget`)."""
     rows = []
     for budget in budgets:
         if progress is not None:
             progress(f"budget {budget}: {images.shape[0]} images on {accel.name}")
         rows.append(bench_budget(accel, images, budget, reference, clock_mhz=clock_mhz,
-                                 lanes=lanes, labels=labels))
+                                 lanes=lanes, labels=labels, stem_lanes=stem_lanes))
     return rows
 
 

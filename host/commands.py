@@ -22,7 +22,12 @@ from stepvit.model.export.options import (
     output_folder,
 )
 from stepvit.rtl.boards import DEFAULT_BOARD
-from stepvit.rtl.build_folder import DEFAULT_LANES, add_lanes_argument, check_lanes
+from stepvit.rtl.build_folder import (
+    DEFAULT_LANES,
+    add_lanes_argument,
+    check_lanes,
+    stem_lanes_of,
+)
 from stepvit.sim.commands import SIMULATORS
 
 #: Images the bench streams per budget unless told otherwise.
@@ -185,8 +190,9 @@ def _host_bench(args: argparse.Namespace) -> int:
     with open_accelerator(args.backend, export, lanes=args.lanes, build_dir=args.build,
                           simulator=args.simulator, jobs=args.jobs) as accel:
         lanes = accel.lanes if args.backend == "sim" else args.lanes or DEFAULT_LANES
+        stem_lanes = stem_lanes_of(accel.build_dir) if args.backend == "sim" else None
         rows = run_bench(accel, images, budgets, reference, clock_mhz=board.clock_mhz,
-                         lanes=lanes, labels=labels, progress=progress)
+                         lanes=lanes, labels=labels, progress=progress, stem_lanes=stem_lanes)
     report = _report(export, args.backend, board, lanes, source, rows)
     return _finish(report, format_table(rows), out)
 

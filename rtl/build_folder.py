@@ -58,21 +58,28 @@ def add_lanes_argument(parser: argparse.ArgumentParser,
                         help=f"{what} (default: {default})")
 
 
-def design_of(export: Export, lanes: int, board: str | None = None) -> dict[str, Any]:
-    """Return the record of ``export``'s design at ``lanes`` (``board``: what picked them)."""
-    return {
+def design_of(export: Export, lanes: int, board: str | None = None,
+              stem_lanes: int | None = None) -> dict[str, Any]:
+    """Return the record of ``export``'s design at ``lanes`` (``board``: what picked them).
+
+    ``stem_lanes``: the stem engine's lanes, recorded only where they differ from ``lanes``.
+    """
+    design = {
         "config_hash": f"{export.config_hash:08x}",
         "weights_sha256": export.manifest.get("weights_sha256"),
         "lanes": lanes,
         "board": board,
         "generator": generator_fingerprint(),
     }
+    if export.arch.get("stem") and stem_lanes not in (None, lanes):
+        design["stem_lanes"] = stem_lanes
+    return design
 
 
 def record_design(folder: str | Path, export: Export, lanes: int,
-                  board: str | None = None) -> dict[str, Any]:
+                  board: str | None = None, stem_lanes: int | None = None) -> dict[str, Any]:
     """Write ``folder/design.json`` for ``export`` at ``lanes``; return the record."""
-    design = design_of(export, lanes, board)
+    design = design_of(export, lanes, board, stem_lanes)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DESIGN_FILE).write_text(json.dumps(design, indent=2) + "\n")
@@ -99,6 +106,12 @@ def read_design(folder: str | Path) -> dict[str, Any]:
         raise StepvitError(f"{path}: not a design record ({error}): re-run `stepvit rtl "
                            f"EXPORT --build {folder}`") from None
     return design
+
+
+def stem_lanes_of(folder: str | Path) -> int | None:
+    """Return the stem lanes ``folder``'s design records (``None``: the core's lanes)."""
+    path = Path(folder) / DESIGN_FILE
+    return read_design(folder).get("stem_lanes") if path.is_file() else None
 
 
 def board_for(board: str | None, folder: str | Path | None) -> str:

@@ -32,18 +32,24 @@ def rtl_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pick the lanes of the fastest design whose estimated resources "
                              "fit this board's budget (pynq-z2, kv260, zcu104 or a board "
                              "folder); --lanes overrides")
+    parser.add_argument("--stem-lanes", type=int, default=None, metavar="Q",
+                        help="the stem engine's lanes, for an export with a convolutional "
+                             "stem (default: chosen with --board, else --lanes)")
 
 
 def rtl(args: argparse.Namespace) -> int:
     """Generate ``stepvit_accel.v`` and ``report.json`` for an export; record its design."""
     check_lanes(args.lanes)
+    check_lanes(args.stem_lanes, "--stem-lanes")
     from stepvit.model.export import load_export
     from stepvit.rtl.build_folder import record_design
     from stepvit.rtl.generate import VERILOG_FILE, generate
 
     export = load_export(args.export)
+    if args.stem_lanes is not None and not export.arch.get("stem"):
+        raise StepvitError(f"--stem-lanes: {args.export} has no convolutional stem")
     build = output_folder(args.build, "--build")
-    lanes, chosen = args.lanes or DEFAULT_LANES, None
+    lanes, stem_lanes, chosen = args.lanes or DEFAULT_LANES, args.stem_lanes, None
     if args.board is not None:
         from stepvit.rtl.sizing import choose_lanes, estimate
         from stepvit.rtl.synth import board_parameters
@@ -53,13 +59,18 @@ def rtl(args: argparse.Namespace) -> int:
             best, _ = choose_lanes(export, board)
         except ValueError as error:
             raise StepvitError(str(error)) from None
-        lanes = args.lanes or best
-        chosen = {"board": board["name"], "fastest_fitting_lanes": best,
-                  "estimate": estimate(export, lanes, board).as_dict()}
-    report = generate(export, build, lanes=lanes)
-    record_design(build, export, lanes, None if chosen is None else chosen["board"])
+        if args.lanes is None and stem_lanes is None:
+            stem_lanes = best.stem_lanes
+        lanes = args.lanes or best.lanes
+        chosen = {"board": board["name"], "fastest_fitting_lanes": best.lanes,
+                  "fastest_fitting_stem_lanes": best.stem_lanes,
+                  "estimate": estimate(export, lanes, board, stem_lanes=stem_lanes).as_dict()}
+    report = generate(export, build, lanes=lanes, stem_lanes=stem_lanes)
+    record_design(build, export, lanes, None if chosen is None else chosen["board"],
+                  stem_lanes=stem_lanes)
     summary = {key: report[key] for key in
-               ("name", "config_hash", "lanes", "image_words", "packet_words", "memory_bits")}
+               ("name", "config_hash", "lanes", "stem_lanes", "image_words", "packet_words",
+                "memory_bits")}
     if chosen is not None:
         summary["sizing"] = chosen
     print(json.dumps({"verilog": f"{build}/{VERILOG_FILE}", **summary}, indent=2))

@@ -40,7 +40,7 @@ connections of the stages to the memories and to each other (``_connect_prefetch
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.memory import WritePort
 
@@ -53,8 +53,7 @@ from stepvit.rtl.fire_stage import FireStage
 from stepvit.rtl.interface import core_signature
 from stepvit.rtl.patch_loader import PatchLoader
 from stepvit.rtl.prefetch import SpikeWordPrefetch
-from stepvit.rtl.stem_engine import StemEngine
-from stepvit.rtl.stem_loader import StemPixelLoader
+from stepvit.rtl.stem_front import StemFront
 from stepvit.rtl.stem_plan import StemPlan
 from stepvit.rtl.sum_stage import SumStage
 from stepvit.rtl.walk_stage import WalkStage
@@ -75,16 +74,19 @@ class StepvitCore(wiring.Component):
         Output channels computed in parallel, at most the widest output row; a layer's
         last chunk may be ragged and a chunk may span several heads (walked one at a
         time, or side by side when the lanes hold two or more whole heads).
+    stem_lanes : int, optional
+        Output channels the stem engine computes per event (default ``lanes``); only with
+        a convolutional stem.
 
     Members
     -------
     See :func:`stepvit.rtl.interface.core_signature`.
     """
 
-    def __init__(self, export: Export, *, lanes: int) -> None:
+    def __init__(self, export: Export, *, lanes: int, stem_lanes: int | None = None) -> None:
         self.plan = CorePlan(export, lanes=lanes)
         self._head_in_layer = export.layer_names().index("head.in")
-        self._stem_plan = (StemPlan.from_export(export, lanes=lanes)
+        self._stem_plan = (StemPlan.from_export(export, lanes=stem_lanes or lanes)
                            if self.plan.geometry.stem_modules else None)
         self._export = export
         super().__init__(core_signature(export))
@@ -105,12 +107,12 @@ class StepvitCore(wiring.Component):
             stem = None
             start_bank = self._load_patches(m, memories)
         else:
-            stem, start_bank = self._load_stem(m, run)
+            stem, start_bank = self._load_stem(m, memories), Const(0)
         self._control(m, run, prefetch, walk, start_bank, stem)
         self._connect_prefetch(m, memories, run, prefetch, fire)
         self._connect_walk(m, memories, run, prefetch, walk)
         self._connect_accumulate(m, memories, run, walk, accumulate)
-        self._connect_sums(m, memories, run, accumulate, sums)
+        self._connect_sums(m, memories, run, accumulate, sums, stem)
         self._connect_fire(m, memories, run, sums, fire, stem)
         return m
 
@@ -152,57 +154,46 @@ class StepvitCore(wiring.Component):
         geometry = self.plan.geometry
         m.submodules.loader = loader = PatchLoader(image_shape=geometry.image_shape,
                                                    patch=geometry.patch)
-        load_bank, start_bank = self._banks(m, loader)
-        for bank, port in enumerate(memories.patch_write):
-            m.d.comb += [port.addr.eq(loader.patch_addr), port.data.eq(loader.patch_data),
-                         port.en.eq(Mux(load_bank == bank, loader.patch_enable, 0))]
-        return start_bank
-
-    def _banks(self, m: Module, loader: PatchLoader | StemPixelLoader) -> tuple[Signal, Signal]:
-        """Connect ``loader`` to the image buffer; return the banks it loads and starts from.
-
-        Two banks: the next image loads into one while the one before computes from the other.
-        """
         load_bank, start_bank = Signal(), Signal()
         m.d.comb += [
             loader.start.eq(self.load), self.loaded.eq(loader.done),
             self.img_addr.eq(loader.img_addr), loader.img_data.eq(self.img_data),
         ]
+        for bank, port in enumerate(memories.patch_write):
+            m.d.comb += [port.addr.eq(loader.patch_addr), port.data.eq(loader.patch_data),
+                         port.en.eq(Mux(load_bank == bank, loader.patch_enable, 0))]
         with m.If(loader.done):
             m.d.sync += load_bank.eq(~load_bank)
         with m.If(self.start):
             m.d.sync += start_bank.eq(~start_bank)
-        return load_bank, start_bank
+        return start_bank
 
-    def _load_stem(self, m: Module, run: RunState) -> tuple[StemEngine, Signal]:
-        """Add the stem engine and its pixel loader; count the stem's spikes.
+    def _load_stem(self, m: Module, memories: CoreMemories) -> StemFront:
+        """Add the stem's front (loader, engine, hand-off); take its tokens and spike counts.
 
-        The loader fills the engine's pixel bank after the last one loaded, independently
-        of the run, as the patch loader does. Returns the engine and the bank the next
-        ``start`` computes from.
+        The front writes each image's stream into the buffer the blocks do not use, so the
+        stem of the next image overlaps the blocks of this one.
         """
-        export, geometry = self._export, self.plan.geometry
-        m.submodules.stem = stem = StemEngine(
-            self._stem_plan, arrays=export.arrays, thresholds=export.thresholds,
-            bits=export.bit_widths, leak_shift=geometry.leak_shift, reset=geometry.reset)
-        m.submodules.loader = loader = StemPixelLoader(image_shape=geometry.image_shape)
-        load_bank, start_bank = self._banks(m, loader)
+        geometry = self.plan.geometry
+        m.submodules.stem = stem = StemFront(
+            self._export, self._stem_plan, token_lanes=geometry.lanes,
+            stream_words=geometry.t_max * geometry.tokens * geometry.dim_chunks)
         m.d.comb += [
-            stem.pixel_valid.eq(loader.pixel_valid), stem.pixel_bank.eq(load_bank),
-            stem.pixel_address.eq(loader.pixel_address), stem.pixel_data.eq(loader.pixel_data),
-            stem.bank.eq(start_bank),
+            stem.load.eq(self.load), self.loaded.eq(stem.loaded),
+            self.img_addr.eq(stem.img_addr), stem.img_data.eq(self.img_data),
             stem.mask.eq(self.masks.as_value()[:geometry.stem_modules * geometry.t_max]),
         ]
         for i in range(geometry.stem_modules):
             m.d.comb += self.spike_counts[i].eq(stem.counts[i])
-        return stem, start_bank
+        return stem
 
     # --- control FSM --------------------------------------------------------------------
     def _control(self, m: Module, run: RunState, prefetch: SpikeWordPrefetch, walk: WalkStage,
-                 start_bank: Signal, stem: StemEngine | None) -> None:
+                 start_bank: Value, stem: StemFront | None) -> None:
         """Run every pass of a loaded image (prefetch, prime, walk, drain), take the argmax.
 
-        With a stem, the stem engine runs first and writes the stream of every step.
+        With a stem, the image's stream comes from the stem's front: the run waits until it
+        is ready and takes it.
         """
         plan = self.plan
         layout = plan.layout()
@@ -219,11 +210,11 @@ class StepvitCore(wiring.Component):
                     if stem is None:
                         m.next = "NEXT"
                     else:
-                        m.d.comb += stem.start.eq(1)
                         m.next = "STEM"
             if stem is not None:
                 with m.State("STEM"):
-                    with m.If(~stem.busy):
+                    with m.If(stem.ready):
+                        m.d.comb += stem.take.eq(1)
                         m.next = "NEXT"
             with m.State("PREFETCH"):
                 m.d.comb += [prefetch.first.eq(1), walk.restart.eq(1)]
@@ -315,7 +306,7 @@ class StepvitCore(wiring.Component):
             accumulate.event.eq(walk.event),
             accumulate.weights.eq(memories.weight_read.data),
             memories.current_read.addr.eq(accumulate.current_address),
-            memories.stream_read.addr.eq(accumulate.stream_address),
+            *(port.addr.eq(accumulate.stream_address) for port in memories.stream_reads),
             memories.bias_read.addr.eq(accumulate.bias_address),
         ]
         for slot, (read, write) in enumerate(zip(memories.kv_read, memories.kv_write)):
@@ -323,7 +314,8 @@ class StepvitCore(wiring.Component):
             _drive_write(m, write, accumulate.kv_write[slot])
 
     def _connect_sums(self, m: Module, memories: CoreMemories, run: RunState,
-                      accumulate: AccumulateStage, sums: SumStage) -> None:
+                      accumulate: AccumulateStage, sums: SumStage,
+                      stem: StemFront | None) -> None:
         """Feed the sum stage the closed chunks and their reads; give it the current's writes."""
         lanes = self.plan.geometry.lanes
         m.d.comb += [
@@ -334,7 +326,9 @@ class StepvitCore(wiring.Component):
             *(sums.sums[lane].eq(accumulate.sums[lane]) for lane in range(lanes)),
             sums.bias.eq(memories.bias_read.data),
             sums.current.eq(memories.current_read.data),
-            sums.stream.eq(memories.stream_read.data),
+            # the blocks' stream buffer (with a stem, the one its front handed on last)
+            sums.stream.eq(memories.stream_reads[0].data if stem is None else Mux(
+                stem.buffer, memories.stream_reads[1].data, memories.stream_reads[0].data)),
             memories.membrane_read.addr.eq(sums.membrane_address),
             memories.theta_read.addr.eq(sums.theta_address),
             memories.spike_value_read.addr.eq(sums.spike_value_address),
@@ -342,7 +336,7 @@ class StepvitCore(wiring.Component):
         _drive_write(m, memories.current_write, sums.current_write)
 
     def _connect_fire(self, m: Module, memories: CoreMemories, run: RunState, sums: SumStage,
-                      fire: FireStage, stem: StemEngine | None) -> None:
+                      fire: FireStage, stem: StemFront | None) -> None:
         """Feed the fire stage the charged chunks and their reads; give it its writes.
 
         The residual stream is written by the sum stage (a stored chunk) or by the fire
@@ -361,12 +355,18 @@ class StepvitCore(wiring.Component):
             fire.spike_value.eq(memories.spike_value_read.data),
         ]
         _drive_write(m, memories.membrane_write, fire.membrane_write)
-        with m.If(fire.stream_write.en):
-            _drive_write(m, memories.stream_write, fire.stream_write)
-        with m.Else():
-            _drive_write(m, memories.stream_write, sums.stream_write)
-        if stem is not None:
-            self._write_tokens(m, memories, run, stem)
+        for buffer, port in enumerate(memories.stream_writes):
+            with m.If(fire.stream_write.en):
+                _drive_write(m, port, fire.stream_write)
+            with m.Else():
+                _drive_write(m, port, sums.stream_write)
+            if stem is not None:
+                # the blocks write their buffer; the stem's tokens the other one
+                with m.If(stem.token_valid & (stem.token_buffer == buffer)):
+                    m.d.comb += [port.addr.eq(stem.token_address),
+                                 port.data.eq(stem.token_data), port.en.eq(1)]
+                with m.Elif(stem.buffer != buffer):
+                    m.d.comb += port.en.eq(0)
         # The fired chunk goes into the target spike map (the chunk's lanes of the word).
         for source, port in memories.buffer_write.items():
             with m.If(fire.spike_write & (desc.target == source)):
@@ -376,20 +376,6 @@ class StepvitCore(wiring.Component):
                     port.data.eq(Cat(*([fire.spikes] * chunks))),
                     port.en.eq(1 << fire.spike_chunk),
                 ]
-
-    def _write_tokens(self, m: Module, memories: CoreMemories, run: RunState,
-                      stem: StemEngine) -> None:
-        """Write the stem engine's tokens into the stream (no pass writes it meanwhile)."""
-        address = Signal.like(memories.stream_write.addr)
-        # the tokens come step by step, token by token, chunk by chunk: the stream's order
-        with m.If(run.begin):
-            m.d.sync += address.eq(0)
-        with m.Elif(stem.token_valid):
-            m.d.sync += address.eq(address + 1)
-        with m.If(stem.token_valid):
-            m.d.comb += [memories.stream_write.addr.eq(address),
-                         memories.stream_write.data.eq(stem.token_data.as_value()),
-                         memories.stream_write.en.eq(1)]
 
 
 def _drive_write(m: Module, port: WritePort, source: object) -> None:

@@ -40,8 +40,9 @@ class CoreMemories:
         The embedding current.
     membrane_write, membrane_read : WritePort, ReadPort
         One layer's membranes; the read is transparent.
-    stream_write, stream_read : WritePort, ReadPort
-        The residual stream of every step; the read is transparent.
+    stream_writes, stream_reads : tuple of WritePort, tuple of ReadPort
+        The residual stream of every step; the reads are transparent. Two buffers with a
+        convolutional stem (the stem writes one image's while the blocks update another's).
     kv_write, kv_read : tuple of WritePort, tuple of ReadPort
         The KV tables of every step, one memory per walker slot ``j`` of the parallel heads:
         it holds the rows of heads ``j``, ``j + parallel_heads``, ... (``kv_rows`` a step);
@@ -61,8 +62,8 @@ class CoreMemories:
     current_read: ReadPort
     membrane_write: WritePort
     membrane_read: ReadPort
-    stream_write: WritePort
-    stream_read: ReadPort
+    stream_writes: tuple[WritePort, ...]
+    stream_reads: tuple[ReadPort, ...]
     kv_write: tuple[WritePort, ...]
     kv_read: tuple[ReadPort, ...]
 
@@ -97,12 +98,15 @@ def add_core_memories(m: Module, plan: CorePlan) -> CoreMemories:
     current_mem = memory("embed_current", bits["embed_current"] * lanes,
                          0 if geometry.stem_modules else tokens * geometry.dim_chunks)
     membrane_mem = memory("membranes", bits["membrane"] * lanes, tokens * geometry.dim_chunks)
-    stream_mem = memory("stream", bits["stream"] * lanes, t_max * tokens * geometry.dim_chunks)
+    # two buffers with a stem: it writes the next image's while the blocks update this one's
+    stream_mems = [memory(f"stream{buffer}" if geometry.stem_modules else "stream",
+                          bits["stream"] * lanes, t_max * tokens * geometry.dim_chunks)
+                   for buffer in range(2 if geometry.stem_modules else 1)]
     kv_mems = [memory(f"kv{slot}", bits["attention"] * geometry.head_dim,
                       t_max * geometry.kv_rows) for slot in range(geometry.parallel_heads)]
 
     membrane_write = membrane_mem.write_port()
-    stream_write = stream_mem.write_port()
+    stream_writes = tuple(mem.write_port() for mem in stream_mems)
     kv_write = tuple(mem.write_port() for mem in kv_mems)
     return CoreMemories(
         weight_read=weight_rom.read_port(),
@@ -118,8 +122,9 @@ def add_core_memories(m: Module, plan: CorePlan) -> CoreMemories:
         current_read=current_mem.read_port(),
         membrane_write=membrane_write,
         membrane_read=membrane_mem.read_port(transparent_for=(membrane_write,)),
-        stream_write=stream_write,
-        stream_read=stream_mem.read_port(transparent_for=(stream_write,)),
+        stream_writes=stream_writes,
+        stream_reads=tuple(mem.read_port(transparent_for=(write,))
+                           for mem, write in zip(stream_mems, stream_writes)),
         kv_write=kv_write,
         kv_read=tuple(mem.read_port(transparent_for=(write,))
                       for mem, write in zip(kv_mems, kv_write)),

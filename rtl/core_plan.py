@@ -454,7 +454,8 @@ class CorePlan:
             "spike_maps": steps_tokens * (4 * g.dim_word_bits + g.mlp_word_bits),
             "embed_current": 0 if g.stem_modules else g.tokens * g.dim * g.bits["embed_current"],
             "membranes": g.tokens * g.dim * g.bits["membrane"],
-            "stream": steps_tokens * g.dim * g.bits["stream"],
+            # two buffers with a stem (rtl/stem_front.py)
+            "stream": (2 if g.stem_modules else 1) * steps_tokens * g.dim * g.bits["stream"],
             "stream_spike": g.dim * g.bits["stream"],
             "kv": (g.parallel_heads * g.t_max * g.kv_rows * g.head_dim
                    * g.bits["attention"]),

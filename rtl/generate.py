@@ -68,6 +68,7 @@ def generate(
     lanes: int,
     core: wiring.Component | None = None,
     with_rtlil: bool = True,
+    stem_lanes: int | None = None,
 ) -> dict[str, Any]:
     """Generate ``stepvit_accel.v``, ``stepvit_accel.il`` and ``report.json`` in ``out_dir``.
 
@@ -83,6 +84,8 @@ def generate(
         A stand-in for the core (tests only; see :class:`StepvitAccel`).
     with_rtlil : bool
         Also write the RTLIL (for ``stepvit synth``; a simulation needs only the Verilog).
+    stem_lanes : int, optional
+        The stem engine's lanes (an export with a convolutional stem; default ``lanes``).
 
     Returns
     -------
@@ -97,7 +100,7 @@ def generate(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        design = StepvitAccel(export, lanes=lanes, core=core)
+        design = StepvitAccel(export, lanes=lanes, core=core, stem_lanes=stem_lanes)
     except ValueError as error:  # a parameter the design refuses, such as the lane count
         raise StepvitError(f"cannot build the accelerator: {error}") from None
     verilog_text = to_verilog(design)
@@ -114,6 +117,7 @@ def generate(
         "name": export.manifest.get("name"),
         "config_hash": f"{export.config_hash:08x}",
         "lanes": lanes,
+        "stem_lanes": (stem_lanes or lanes) if arch.get("stem") else None,
         "parameters": {
             "image_shape": list(arch["image_shape"]),
             "patch": arch["patch"],

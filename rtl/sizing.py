@@ -89,7 +89,8 @@ def memory_shapes(plan: CorePlan) -> dict[str, tuple[int, int]]:
         "embed_current": (bits["embed_current"] * lanes,
                           2 if g.stem_modules else g.tokens * g.dim_chunks),
         "membranes": (bits["membrane"] * lanes, g.tokens * g.dim_chunks),
-        "stream": (bits["stream"] * lanes, steps_tokens * g.dim_chunks),
+        **{name: (bits["stream"] * lanes, steps_tokens * g.dim_chunks)
+           for name in (("stream0", "stream1") if g.stem_modules else ("stream",))},
         **{f"kv{slot}": (bits["attention"] * g.head_dim, g.t_max * g.kv_rows)
            for slot in range(g.parallel_heads)},
     }
@@ -121,22 +122,27 @@ def dense_events(geometry: CoreGeometry) -> int:
 
 @dataclass(frozen=True)
 class DesignEstimate:
-    """One lane count's estimate: its dense events, LUTs, block RAM and whether it fits."""
+    """One design's estimate: its dense events, LUTs, block RAM and whether it fits.
+
+    ``stem_lanes`` is the stem engine's lanes (``None`` without a convolutional stem).
+    """
 
     lanes: int
     dense_events: int
     lut: int
     bram36: float
     fits: bool
+    stem_lanes: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the estimate as a JSON-ready dict."""
-        return {"lanes": self.lanes, "dense_events": self.dense_events, "lut": self.lut,
-                "bram36": self.bram36, "fits": self.fits}
+        return {"lanes": self.lanes, "stem_lanes": self.stem_lanes,
+                "dense_events": self.dense_events, "lut": self.lut, "bram36": self.bram36,
+                "fits": self.fits}
 
 
-def estimate(export: Export, lanes: int, board: dict[str, Any]) -> DesignEstimate:
-    """Return the estimate of ``export`` on ``lanes`` lanes against ``board``'s budget."""
+def core_resources(export: Export, lanes: int) -> tuple[int, int, float]:
+    """Return the core's dense events, LUTs and block RAM on ``lanes`` lanes."""
     plan = CorePlan(export, lanes=lanes)
     geometry = plan.geometry
     shapes = memory_shapes(plan).items()
@@ -148,33 +154,58 @@ def estimate(export: Export, lanes: int, board: dict[str, Any]) -> DesignEstimat
            + sum(memory_lutram_luts(width, depth, rom=name in ROMS,
                                     granularity=granularity.get(name))
                  for name, (width, depth) in shapes))
-    events = dense_events(geometry)
-    if geometry.stem_modules:
-        # (imported here: the stem's sizing builds on this module's memory rules)
-        from stepvit.rtl.stem_plan import StemPlan
-        from stepvit.rtl.stem_sizing import (
-            stem_bram36,
-            stem_dense_events,
-            stem_logic_luts,
-            stem_lutram_luts,
-        )
+    return dense_events(geometry), lut, bram36
 
-        # the stem engine runs before the blocks, on as many lanes
-        stem = StemPlan.from_export(export, lanes=lanes)
-        bram36 += stem_bram36(stem, geometry.bits)
-        lut += stem_logic_luts(stem, geometry.bits) + stem_lutram_luts(stem, geometry.bits)
-        events += stem_dense_events(stem)
+
+def stem_resources(export: Export, lanes: int) -> tuple[int, int, float]:
+    """Return the stem engine's dense events, LUTs and block RAM on ``lanes`` lanes."""
+    # (imported here: the stem's sizing builds on this module's memory rules)
+    from stepvit.rtl.stem_plan import StemPlan
+    from stepvit.rtl.stem_sizing import (
+        stem_bram36,
+        stem_dense_events,
+        stem_logic_luts,
+        stem_lutram_luts,
+    )
+
+    plan, bits = StemPlan.from_export(export, lanes=lanes), export.bit_widths
+    return (stem_dense_events(plan), stem_logic_luts(plan, bits) + stem_lutram_luts(plan, bits),
+            stem_bram36(plan, bits))
+
+
+def _combine(lanes: int, core: tuple[int, int, float], stem_lanes: int | None,
+             stem: tuple[int, int, float] | None, board: dict[str, Any]) -> DesignEstimate:
+    """Return the estimate of a core and (if any) a stem engine beside it on ``board``."""
+    events, lut, bram36 = core
+    if stem is not None:
+        # the stem of one image overlaps the blocks of the image before: the slower counts
+        events, lut, bram36 = max(events, stem[0]), lut + stem[1], bram36 + stem[2]
     available, budget = board["resources"], board["budget"]
     fits = (lut <= budget["lut_fraction"] * available["lut"]
             and bram36 <= budget["bram_fraction"] * available["bram36"])
-    return DesignEstimate(lanes=lanes, dense_events=events, lut=lut,
-                          bram36=bram36, fits=fits)
+    return DesignEstimate(lanes=lanes, dense_events=events, lut=lut, bram36=bram36, fits=fits,
+                          stem_lanes=stem_lanes)
 
 
-def choose_lanes(export: Export, board: dict[str, Any]) -> tuple[int, list[DesignEstimate]]:
-    """Return the fitting lane count with the fewest dense events, and every estimate.
+def estimate(export: Export, lanes: int, board: dict[str, Any], *,
+             stem_lanes: int | None = None) -> DesignEstimate:
+    """Return the estimate of ``export`` on ``lanes`` lanes against ``board``'s budget.
 
-    Fewer lanes win a tie.
+    With a convolutional stem, its engine has ``stem_lanes`` lanes (default ``lanes``).
+    """
+    if not export.arch.get("stem"):
+        return _combine(lanes, core_resources(export, lanes), None, None, board)
+    stem_lanes = stem_lanes or lanes
+    return _combine(lanes, core_resources(export, lanes), stem_lanes,
+                    stem_resources(export, stem_lanes), board)
+
+
+def choose_lanes(export: Export,
+                 board: dict[str, Any]) -> tuple[DesignEstimate, list[DesignEstimate]]:
+    """Return the fitting design with the fewest dense events, and every estimate.
+
+    With a convolutional stem every pair of core and stem lanes is weighed (the slower of
+    the two sets the pace). Fewer lanes win a tie.
 
     Raises
     ------
@@ -183,10 +214,20 @@ def choose_lanes(export: Export, board: dict[str, Any]) -> tuple[int, list[Desig
     """
     arch = export.arch
     widest = max(arch["dim"], arch["mlp_dim"], arch["num_classes"])
-    estimates = [estimate(export, lanes, board) for lanes in range(1, widest + 1)]
+    cores = {lanes: core_resources(export, lanes) for lanes in range(1, widest + 1)}
+    if arch.get("stem"):
+        from stepvit.model.export.stem import stem_stages
+
+        widest_stem = max(stage.conv_shape[0]
+                          for stage in stem_stages(arch["image_shape"], arch["stem"]))
+        stems = {lanes: stem_resources(export, lanes) for lanes in range(1, widest_stem + 1)}
+        estimates = [_combine(lanes, core, stem_lanes, stem, board)
+                     for lanes, core in cores.items() for stem_lanes, stem in stems.items()]
+    else:
+        estimates = [_combine(lanes, core, None, None, board) for lanes, core in cores.items()]
     fitting = [e for e in estimates if e.fits]
     if not fitting:
         raise ValueError(f"no lane count fits the board {board['name']}: even one lane needs "
                          f"{estimates[0].bram36:g} BRAM36 and {estimates[0].lut} LUTs")
-    best = min(fitting, key=lambda e: (e.dense_events, e.lanes))
-    return best.lanes, estimates
+    best = min(fitting, key=lambda e: (e.dense_events, e.lanes + (e.stem_lanes or 0)))
+    return best, estimates

@@ -46,6 +46,9 @@ class StemEngine(wiring.Component):
         The LIF's leak shift.
     reset : str
         ``"hard"`` or ``"soft"``.
+    token_lanes : int, optional
+        Channels of one token word (the core's lanes; default the stem's): the stem's conv
+        lanes and the core's need not be the same.
 
     Members
     -------
@@ -67,8 +70,9 @@ class StemEngine(wiring.Component):
 
     def __init__(self, plan: StemPlan, *, arrays: dict[str, np.ndarray],
                  thresholds: dict[str, np.ndarray], bits: dict[str, int], leak_shift: int,
-                 reset: str) -> None:
+                 reset: str, token_lanes: int | None = None) -> None:
         self._plan = plan
+        self._token_lanes = token_lanes or plan.lanes
         self._units = []
         sum_bits = shared_sum_bits(bits)
         for index, stage in enumerate(plan.stages):
@@ -86,7 +90,7 @@ class StemEngine(wiring.Component):
         self._stream_bits = bits["stream"]
         channels, height, width = plan.stages[0].in_shape
         tokens_shape = plan.stages[plan.last_stage].out_shape
-        self._token_chunks = -(-tokens_shape[0] // plan.lanes)
+        self._token_chunks = -(-tokens_shape[0] // self._token_lanes)
         self._tokens = tokens_shape[1] * tokens_shape[2]
         modules = len(plan.stages)
         super().__init__({
@@ -102,7 +106,7 @@ class StemEngine(wiring.Component):
             "token_step": Out(range(max(plan.t_max, 2))),
             "token_index": Out(range(max(self._tokens, 2))),
             "token_chunk": Out(range(max(self._token_chunks, 2))),
-            "token_data": Out(data.ArrayLayout(signed(self._stream_bits), plan.lanes)),
+            "token_data": Out(data.ArrayLayout(signed(self._stream_bits), self._token_lanes)),
             "counts": Out(data.ArrayLayout(unsigned(COUNT_BITS), modules)),
         })
 
@@ -215,7 +219,7 @@ class StemEngine(wiring.Component):
 
     def _tokens_loop(self, m: Module, go: Signal, step, held: Signal) -> Signal:
         """Emit ``X = E·(S_last + R)``, a chunk a cycle; return the pass's done."""
-        plan, lanes, t_max = self._plan, self._plan.lanes, self._plan.t_max
+        plan, lanes, t_max = self._plan, self._token_lanes, self._plan.t_max
         last = self._units[plan.last_stage]
         rpe = self._units[-1] if plan.has_rpe else None
         token = Signal(range(max(self._tokens, 2)))
@@ -245,9 +249,11 @@ class StemEngine(wiring.Component):
         last_on = held.bit_select(plan.last_stage * t_max + self.token_step, 1)
         rpe_on = held.bit_select((len(plan.stages) - 1) * t_max + self.token_step, 1)
         value = _stream_table(self._stream_spike, lanes, self._stream_bits, self.token_chunk)
-        spikes = last.map_data.word_select(self.token_chunk, lanes)
-        echoes = (rpe.map_data.word_select(self.token_chunk, lanes) if rpe is not None
-                  else Const(0, lanes))
+        # the maps' words padded to whole token chunks (the stem's chunks may be other)
+        padding = Const(0, self._token_chunks * lanes)
+        spikes = Cat(last.map_data, padding).word_select(self.token_chunk, lanes)
+        echoes = (Cat(rpe.map_data, padding).word_select(self.token_chunk, lanes)
+                  if rpe is not None else Const(0, lanes))
         m.d.comb += self.token_valid.eq(issued)
         for lane in range(lanes):
             m.d.comb += self.token_data[lane].eq(

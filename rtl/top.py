@@ -88,6 +88,8 @@ class StepvitAccel(wiring.Component):
     core : wiring.Component, optional
         A component with :func:`stepvit.rtl.interface.core_signature` to use instead of
         ``StepvitCore(export, lanes=lanes)``; for testing the top alone.
+    stem_lanes : int, optional
+        The stem engine's lanes (a convolutional stem only; default ``lanes``).
 
     Members
     -------
@@ -97,11 +99,12 @@ class StepvitAccel(wiring.Component):
         Image words in, result words out, registers (see :func:`top_signature`).
     """
 
-    def __init__(self, export: Export, *, lanes: int, core: wiring.Component | None = None) -> None:
+    def __init__(self, export: Export, *, lanes: int, core: wiring.Component | None = None,
+                 stem_lanes: int | None = None) -> None:
         if lanes < 1:
             raise ValueError(f"lanes must be at least 1, not {lanes}")
         if core is None:
-            core = StepvitCore(export, lanes=lanes)
+            core = StepvitCore(export, lanes=lanes, stem_lanes=stem_lanes)
         if core.signature != core_signature(export):
             raise ValueError("core does not have the core_signature of this export")
         self.export = export

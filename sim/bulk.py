@@ -25,7 +25,7 @@ import numpy as np
 from stepvit.model.export import Export
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.export.stem import accumulate_lower_bound
-from stepvit.rtl.build_folder import design_of
+from stepvit.rtl.build_folder import design_of, stem_lanes_of
 from stepvit.rtl.protocol import (
     mask_register_values,
     pack_images,
@@ -40,13 +40,14 @@ SOURCE_STAMP = "source.json"
 GOLDEN_BATCH = 500
 
 
-def generated_verilog(export: Export, folder: str | Path, *, lanes: int) -> Path:
+def generated_verilog(export: Export, folder: str | Path, *, lanes: int,
+                      stem_lanes: int | None = None) -> Path:
     """Return ``folder/stepvit_accel.v`` for ``export`` at ``lanes``, generating it if stale."""
     from stepvit.rtl.generate import VERILOG_FILE, generate
 
     folder = Path(folder)
     source = {
-        **design_of(export, lanes),
+        **design_of(export, lanes, stem_lanes=stem_lanes),
         "manifest": hashlib.sha256(json.dumps(export.manifest, sort_keys=True,
                                               default=str).encode()).hexdigest(),
     }
@@ -54,7 +55,7 @@ def generated_verilog(export: Export, folder: str | Path, *, lanes: int) -> Path
     verilog = folder / VERILOG_FILE
     if verilog.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == source:
         return verilog
-    generate(export, folder, lanes=lanes, with_rtlil=False)
+    generate(export, folder, lanes=lanes, with_rtlil=False, stem_lanes=stem_lanes)
     stamp.write_text(json.dumps(source, indent=2) + "\n")
     return verilog
 
@@ -123,7 +124,9 @@ class VerilatorSimulation:
         self.export = export
         self.lanes = lanes
         self.build_dir = Path(build_dir).resolve()
-        self.verilog = generated_verilog(export, self.build_dir / "rtl", lanes=lanes)
+        self.stem_lanes = stem_lanes_of(self.build_dir)
+        self.verilog = generated_verilog(export, self.build_dir / "rtl", lanes=lanes,
+                                         stem_lanes=self.stem_lanes)
         self.library: BuiltLibrary = build_library(self.verilog, self.build_dir / "verilator",
                                                    trace=trace)
         self.packet_words = result_words(export)
@@ -340,7 +343,8 @@ def check_budget(simulation: VerilatorSimulation, images: np.ndarray, budget: in
                                      run.measured_cycles)
     cycles = run.measured_cycles.tolist()
     accumulates = (golden.work["ac_ops"] + golden.work["embed_ac_ops"]).tolist()
-    lower_bound = accumulate_lower_bound(export.arch, golden.work, lanes).tolist()
+    lower_bound = accumulate_lower_bound(export.arch, golden.work, lanes,
+                                         simulation.stem_lanes).tolist()
     return {
         "budget": budget,
         "images": len(images),

@@ -98,6 +98,7 @@ def check_budget(simulation: Any, images: Any, budget: int | None, *,
 
     from stepvit.model.export.stem import accumulate_lower_bound
     from stepvit.model.golden import GoldenModel
+    from stepvit.rtl.build_folder import stem_lanes_of
     from stepvit.rtl.protocol import expected_packet, packet_mismatches, word_names
     from stepvit.sim.runner import SimulationFailed, decode_results, stream_cycles_of
 
@@ -127,7 +128,8 @@ def check_budget(simulation: Any, images: Any, budget: int | None, *,
     stream = stream_cycles_of(results["packets"])
     work = {key: np.asarray(value).tolist() for key, value in golden.work.items()}
     accumulates = [a + e for a, e in zip(work["ac_ops"], work["embed_ac_ops"])]
-    lower_bound = accumulate_lower_bound(export.arch, golden.work, lanes).tolist()
+    lower_bound = accumulate_lower_bound(export.arch, golden.work, lanes,
+                                         stem_lanes_of(simulation.build_dir)).tolist()
     return {
         "budget": budget,
         "images": len(images),

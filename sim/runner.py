@@ -22,7 +22,7 @@ import numpy as np
 from stepvit.model.export import Export, load_export
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.export.stem import dense_stem_ac_ops, first_layer_macs, stem_stages
-from stepvit.rtl.build_folder import build_design
+from stepvit.rtl.build_folder import build_design, stem_lanes_of
 from stepvit.rtl.protocol import (
     ACCEL_ID,
     check_images,
@@ -136,7 +136,7 @@ class Simulation:
         self.lanes = lanes
         self.build_dir = Path(build_dir).resolve()
         report = generate(export, self.build_dir / "rtl", lanes=lanes, core=core,
-                          with_rtlil=False)
+                          with_rtlil=False, stem_lanes=stem_lanes_of(self.build_dir))
         self.packet_words = report["packet_words"]
         self.runner = get_runner(simulator)
         # Amaranth writes Verilog-2005; as SystemVerilog (the runner's -g2012) Icarus gives

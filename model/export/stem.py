@@ -221,21 +221,25 @@ def dense_stem_ac_ops(stages: list[StemStage]) -> int:
                for stage in stages[1:])
 
 
-def accumulate_lower_bound(arch: dict[str, Any], work: dict[str, Any], lanes: int) -> Any:
+def accumulate_lower_bound(arch: dict[str, Any], work: dict[str, Any], lanes: int,
+                           stem_lanes: int | None = None) -> Any:
     """Return the cycles no accelerator of ``lanes`` lanes beats, from golden ``work``.
 
     The core adds ``lanes`` weights an event, so the transformer's accumulates count
     ``1 / lanes`` cycle each. The stem engine's event adds ``lanes`` weights at each of the
     up to ``ceil(k/s)²`` outputs a spike reaches, so the stem's (``embed_ac_ops`` and
-    ``stem_ac_ops``) count ``1 / (ceil(k/s)²·lanes)`` at the widest stage's reach. Works on
-    numbers or arrays of the golden model's per-image work.
+    ``stem_ac_ops``) count ``1 / (ceil(k/s)²·lanes)`` at the widest stage's reach. The stem
+    of one image runs while the blocks compute the image before, so back to back the bound
+    is the larger of the two. The stem engine has ``stem_lanes`` lanes (default ``lanes``).
+    Works on numbers or arrays of the golden model's per-image work.
     """
     if not arch.get("stem"):
         return (work["ac_ops"] + work["embed_ac_ops"]) / lanes
     reach = max((-(-stage.kernel // stage.stride)) ** 2
                 for stage in stem_stages(arch["image_shape"], arch["stem"]))
     stem = work["embed_ac_ops"] + work["stem_ac_ops"]
-    return (work["ac_ops"] - work["stem_ac_ops"]) / lanes + stem / (reach * lanes)
+    return np.maximum((work["ac_ops"] - work["stem_ac_ops"]) / lanes,
+                      stem / (reach * (stem_lanes or lanes)))
 
 
 def _is_int(value: Any) -> bool:

@@ -500,10 +500,16 @@ def test_the_accumulate_lower_bound_counts_a_stem_event_at_its_widest_reach():
                 {"channels": 2, "kernel": 3, "stride": 2, "padding": 1},   # reach 2x2
                 {"channels": 4, "kernel": 3, "stride": 1, "padding": 1}]})}  # reach 3x3
     work = {"ac_ops": 900 + 270, "stem_ac_ops": 270, "embed_ac_ops": 90}
-    # the transformer's accumulates one a lane, the stem's nine a lane (3x3 reach)
-    assert accumulate_lower_bound(arch, work, 5) == pytest.approx(900 / 5 + 360 / (9 * 5))
+    # the transformer's accumulates one a lane, the stem's nine a lane (3x3 reach); the two
+    # overlap, so the larger counts
+    assert accumulate_lower_bound(arch, work, 5) == pytest.approx(900 / 5)
+    work["embed_ac_ops"] = 9000
+    assert accumulate_lower_bound(arch, work, 5) == pytest.approx(9270 / (9 * 5))
     arch["stem"] = complete_stem({"stages": [{"channels": 4, "kernel": 3, "stride": 2,
                                               "padding": 1}]})
-    assert accumulate_lower_bound(arch, work, 5) == pytest.approx(900 / 5 + 360 / (4 * 5))
+    assert accumulate_lower_bound(arch, work, 5) == pytest.approx(9270 / (4 * 5))
+    # a stem engine of other lanes than the core's
+    assert accumulate_lower_bound(arch, work, 5, 2) == pytest.approx(9270 / (4 * 2))
+    assert accumulate_lower_bound(arch, work, 50, 200) == pytest.approx(900 / 50)
     plain = {"image_shape": [1, 8, 8], "patch": 4}
-    assert accumulate_lower_bound(plain, work, 5) == pytest.approx((1170 + 90) / 5)
+    assert accumulate_lower_bound(plain, work, 5) == pytest.approx((1170 + 9000) / 5)

@@ -29,9 +29,9 @@ def images_of(export, seed, count=2):
     return images
 
 
-def check_core(export, lanes, seed):
+def check_core(export, lanes, seed, stem_lanes=None):
     """Run two images at budget 1 and two with the trained mask; return the mismatches."""
-    core = StepvitCore(export, lanes=lanes)
+    core = StepvitCore(export, lanes=lanes, stem_lanes=stem_lanes)
     lines = []
     for budget in (1, None):
         images = images_of(export, seed + (budget or 0))
@@ -46,6 +46,13 @@ def check_core(export, lanes, seed):
 def test_core_with_a_stem_matches_golden(tmp_path, index):
     export, lanes = stem_export(tmp_path, index)
     assert check_core(export, lanes, index) == []
+
+
+@pytest.mark.parametrize(("lanes", "stem_lanes"), [(4, 1), (1, 3), (3, 2)])
+def test_the_stem_and_the_blocks_may_have_other_lanes(tmp_path, lanes, stem_lanes):
+    # stem 0 has 4 channels: token words of 4, 1 and 3 lanes from conv chunks of 1, 3, 2
+    export, _ = stem_export(tmp_path, 0)
+    assert check_core(export, lanes, lanes, stem_lanes) == []
 
 
 @pytest.mark.slow

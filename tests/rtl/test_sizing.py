@@ -8,6 +8,7 @@ import pytest
 
 from stepvit.host import cli
 from stepvit.model.export import load_export
+from stepvit.rtl import sizing
 from stepvit.rtl.core_plan import CoreGeometry, CorePlan
 from stepvit.rtl.sizing import (
     choose_lanes,
@@ -66,8 +67,10 @@ def test_dense_events_fall_with_lanes_until_the_head_width(export_dir) -> None:
 def test_the_fastest_fitting_design_is_chosen(export_dir) -> None:
     export = load_export(export_dir)
     board = board_parameters("pynq-z2")
-    lanes, estimates = choose_lanes(export, board)
+    chosen, estimates = choose_lanes(export, board)
+    lanes = chosen.lanes
     assert [e.lanes for e in estimates] == list(range(1, 17))
+    assert chosen.stem_lanes is None
     best = min(e.dense_events for e in estimates if e.fits)
     assert estimate(export, lanes, board).dense_events == best
     assert all(e.lanes >= lanes for e in estimates if e.fits and e.dense_events == best)
@@ -87,3 +90,21 @@ def test_rtl_board_picks_the_lanes_and_lanes_overrides(export_dir, tmp_path, cap
                      "--board", "pynq-z2", "--lanes", "3"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["lanes"] == 3 and summary["sizing"]["fastest_fitting_lanes"] == 16
+
+
+def test_a_stem_design_weighs_every_pair_of_core_and_stem_lanes(tmp_path) -> None:
+    from test_stem_engine import stem_export
+
+    export, _ = stem_export(tmp_path, 0)  # stem of 3 then 4 channels, dim 4, mlp 4
+    board = board_parameters("pynq-z2")
+    chosen, estimates = choose_lanes(export, board)
+    assert {(e.lanes, e.stem_lanes) for e in estimates} == {
+        (lanes, stem) for lanes in range(1, 5) for stem in range(1, 5)}
+    fastest = min(e.dense_events for e in estimates if e.fits)
+    assert chosen.dense_events == fastest
+    # the slower of the core and the stem sets the pace (they overlap)
+    pair = estimate(export, 2, board, stem_lanes=3)
+    assert pair.stem_lanes == 3
+    assert pair.dense_events == max(sizing.core_resources(export, 2)[0],
+                                    sizing.stem_resources(export, 3)[0])
+    assert pair.lut == sizing.core_resources(export, 2)[1] + sizing.stem_resources(export, 3)[1]

@@ -1,0 +1,127 @@
+"""The core's front with a convolutional stem: pixels in, each image's stream of every step out.
+
+The stem engine (:class:`~stepvit.rtl.stem_engine.StemEngine`) starts an image as soon as
+it is loaded, while the blocks still compute the image before: the two overlap, so back to
+back an image costs about the longer of its stem and its blocks, not their sum. Two pixel
+banks (the next image loads while the stem reads the other) and two stream buffers (the
+stem writes one while the blocks read and update the other) make that possible:
+
+- ``loaded`` marks an image *pending*; the engine launches it when it is idle and no
+  finished image waits (``ready`` low), into the stream buffer the blocks do not use;
+- when the engine goes idle the image is *ready*; the core's control *takes* it when it
+  starts that image (``take``): the blocks run on its buffer, the stem's next image goes
+  into the other, and its layers' spike counts are latched for the image's packet.
+
+The engine samples the stem's mask rows when it launches an image (the host writes masks
+while no image is in flight, rtl/PROTOCOL.md).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from stepvit.model.export import Export
+from stepvit.rtl.stem_engine import COUNT_BITS, StemEngine
+from stepvit.rtl.stem_loader import StemPixelLoader
+from stepvit.rtl.stem_plan import StemPlan
+
+
+class StemFront(wiring.Component):
+    """The stem engine, its pixel loader and the hand-off of each image to the blocks.
+
+    Parameters
+    ----------
+    export : Export
+        The export (its stem's weights, thresholds and widths).
+    plan : StemPlan
+        The stem at its lanes.
+    token_lanes : int
+        The core's lanes: channels of one stream word.
+    stream_words : int
+        Words of one stream buffer (``T · tokens · chunks``).
+
+    Members
+    -------
+    load, loaded, img_addr, img_data
+        As the core's (:func:`stepvit.rtl.interface.core_signature`).
+    mask : In(stem modules · T)
+        The stem's live mask rows, bit ``module · T + t``.
+    take : In(1)
+        The core starts the ready image (only while ``ready``).
+    ready : Out(1)
+        An image's stream is complete in buffer ``write_buffer`` and not yet taken.
+    buffer : Out(1)
+        The stream buffer of the image taken last (the blocks' buffer).
+    token_valid, token_buffer, token_address, token_data : Out
+        A stream word the stem writes: buffer, address (step, token, chunk in order) and the
+        ``lanes`` stream values.
+    counts : Out(ArrayLayout(unsigned(32), stem modules))
+        The spike counts of the image taken last, per stem layer.
+    """
+
+    def __init__(self, export: Export, plan: StemPlan, *, token_lanes: int,
+                 stream_words: int) -> None:
+        self._export, self._plan = export, plan
+        channels, height, width = (int(v) for v in export.arch["image_shape"])
+        modules = len(plan.stages)
+        self._engine = StemEngine(
+            plan, arrays=export.arrays, thresholds=export.thresholds, bits=export.bit_widths,
+            leak_shift=int(export.neuron["leak_shift"]), reset=str(export.neuron["reset"]),
+            token_lanes=token_lanes)
+        super().__init__({
+            "load": In(1),
+            "loaded": Out(1),
+            "img_addr": Out(range(max(-(-channels * height * width // 4), 2))),
+            "img_data": In(32),
+            "mask": In(modules * plan.t_max),
+            "take": In(1),
+            "ready": Out(1),
+            "buffer": Out(1),
+            "token_valid": Out(1),
+            "token_buffer": Out(1),
+            "token_address": Out(range(max(stream_words, 2))),
+            "token_data": Out(len(self._engine.token_data.as_value())),
+            "counts": Out(data.ArrayLayout(unsigned(COUNT_BITS), modules)),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        """Build the loader, the engine and the launch / ready / take hand-off."""
+        m = Module()
+        m.submodules.engine = engine = self._engine
+        m.submodules.loader = loader = StemPixelLoader(
+            image_shape=tuple(self._export.arch["image_shape"]))
+        load_bank, run_bank = Signal(), Signal()
+        pending, running = Signal(), Signal()
+        launch = pending & ~running & ~self.ready
+        m.d.comb += [
+            loader.start.eq(self.load), self.loaded.eq(loader.done),
+            self.img_addr.eq(loader.img_addr), loader.img_data.eq(self.img_data),
+            engine.pixel_valid.eq(loader.pixel_valid), engine.pixel_bank.eq(load_bank),
+            engine.pixel_address.eq(loader.pixel_address),
+            engine.pixel_data.eq(loader.pixel_data),
+            engine.mask.eq(self.mask), engine.bank.eq(run_bank), engine.start.eq(launch),
+            self.token_valid.eq(engine.token_valid), self.token_buffer.eq(~self.buffer),
+            self.token_data.eq(engine.token_data.as_value()),
+        ]
+        with m.If(loader.done):
+            m.d.sync += load_bank.eq(~load_bank)
+        with m.If(launch):
+            # the engine is busy from the next cycle: its sequencer loads the tokens passes
+            m.d.sync += [running.eq(1), pending.eq(0), run_bank.eq(~run_bank),
+                         self.token_address.eq(0)]
+        with m.Elif(engine.token_valid):
+            m.d.sync += self.token_address.eq(self.token_address + 1)
+        with m.If(loader.done):
+            m.d.sync += pending.eq(1)
+        with m.If(running & ~engine.busy):
+            m.d.sync += [running.eq(0), self.ready.eq(1)]
+        with m.If(self.take):
+            m.d.sync += [self.ready.eq(0), self.buffer.eq(~self.buffer),
+                         *(self.counts[i].eq(engine.counts[i])
+                           for i in range(len(self._plan.stages)))]
+        return m
+
+
+__all__ = ["StemFront"]
