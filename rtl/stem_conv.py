@@ -8,14 +8,19 @@ multiplier) and, the next cycle, writes them back: up to ``k²·lanes`` accumula
 one event a cycle, with no conflict. The bank reads are transparent, so an event that
 follows one at the same position (another input channel there) sees the sum just written.
 
-The weights sit in ``k²`` ROMs, one per kernel tap, all read at the same word (input channel,
-chunk); each bank takes its tap's row through a ``k²``-way multiplexer.
+The weights sit in ``k²`` ROMs, one per kernel tap, all read at the same word (module,
+input channel, chunk); each bank takes its tap's row through a ``k²``-way multiplexer.
+
+Every stem module's conv goes through the same banks, one module's pass at a time: the
+``module`` input selects its tables and its words of the ROMs, so the adders, multiplexers
+and compare tree are paid once (the banks as deep as the deepest module's part).
 
 The same banks answer a *window read*: the per-lane maximum of the conv currents inside one
 max-pool window (the padding never a candidate), a whole window a cycle (its result three
 cycles later: the bank read, its words registered, then a registered tree of compares); a pool of
 kernel 1 reads one position (a stage that does not pool before its LIF). A *clear* zeroes
-one address of every bank, so ``depth`` cycles clear the whole map for the next step.
+one address of every bank, so a module's ``depth`` cycles clear its whole map for its next
+pass.
 """
 
 from __future__ import annotations
@@ -103,9 +108,9 @@ class StemConvBanks(wiring.Component):
         self._chunks = [-(-c.weight.shape[0] // lanes) for c in self._convs]
         self._conv = [tuple(conv_out(size, c.weight.shape[2], c.stride, c.padding)
                             for size in c.in_size) for c in self._convs]
-        self.depths = [-(-h // self._modulus) * -(-w // self._modulus) * chunks
-                       for (h, w), chunks in zip(self._conv, self._chunks)]
-        self.depth = max(self.depths)
+        depths = [-(-h // self._modulus) * -(-w // self._modulus) * chunks
+                  for (h, w), chunks in zip(self._conv, self._chunks)]
+        self.depth = max(depths)
         pooled = [tuple(conv_out(size, *c.pool) for size in conv)
                   for c, conv in zip(self._convs, self._conv)]
 
