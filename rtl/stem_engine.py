@@ -158,7 +158,7 @@ class StemEngine(wiring.Component):
         gate = Const(1, 1)
         for module, step in stem_pass.gate:
             gate = gate & mask[module * t_max + step]
-        for module, step in stem_pass.clear:
+        for module, step in stem_pass.masked:
             gate = gate & ~mask[module * t_max + step]
         return gate
 

@@ -22,7 +22,7 @@ Each pass has a *gate*, a condition on the time-step masks: a module's passes ru
 its active steps, a scatter only when its input module was active too (a masked module
 hands on zeros, so the next one sees no event: its fire still adds the bias), and stage 0's
 clear and scatter only at its first active step (their gate also holds bits that must be
-clear: stage 0's earlier steps). The sequencer skips a pass whose
+0: stage 0's earlier steps). The sequencer skips a pass whose
 gate is false in no cycle at all.
 """
 
@@ -51,7 +51,7 @@ class StemPass:
 
     ``kind`` is one of :data:`PASS_KINDS`; ``module`` an index into the stem's modules (-1
     for the tokens); ``step`` its time step. ``gate`` is a tuple of ``(module, step)`` mask
-    bits that must all be set, ``clear`` one of bits that must all be clear (stage 0's
+    bits that must all be set, ``masked`` one of bits that must all be 0 (stage 0's
     steps before the one of its clear and scatter).
     """
 
@@ -59,12 +59,12 @@ class StemPass:
     module: int
     step: int
     gate: tuple[tuple[int, int], ...]
-    clear: tuple[tuple[int, int], ...] = ()
+    masked: tuple[tuple[int, int], ...] = ()
 
     def enabled(self, mask: np.ndarray) -> bool:
         """Return whether the pass runs under the 0/1 mask ``[modules, T]``."""
         return (all(bool(mask[module, step]) for module, step in self.gate)
-                and not any(bool(mask[module, step]) for module, step in self.clear))
+                and not any(bool(mask[module, step]) for module, step in self.masked))
 
 
 @dataclass(frozen=True)
