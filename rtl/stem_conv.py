@@ -8,37 +8,44 @@ multiplier) and, the next cycle, writes them back: up to ``k²·lanes`` accumula
 one event a cycle, with no conflict. The bank reads are transparent, so an event that
 follows one at the same position (another input channel there) sees the sum just written.
 
-The weights sit in ``k²`` ROMs, one per kernel tap, all read at the same word (input channel,
-chunk); each bank takes its tap's row through a ``k²``-way multiplexer.
+The weights sit in ``k²`` ROMs, one per kernel tap, all read at the same word (module,
+input channel, chunk); each bank takes its tap's row through a ``k²``-way multiplexer.
+
+Every stem module's conv goes through the same banks, one module's pass at a time: the
+``module`` input selects its tables and its words of the ROMs, so the adders, multiplexers
+and compare tree are paid once (the banks as deep as the deepest module's part).
 
 The same banks answer a *window read*: the per-lane maximum of the conv currents inside one
 max-pool window (the padding never a candidate), a whole window a cycle (its result three
 cycles later: the bank read, its words registered, then a registered tree of compares); a pool of
 kernel 1 reads one position (a stage that does not pool before its LIF). A *clear* zeroes
-one address of every bank, so ``depth`` cycles clear the whole map for the next step.
+one address of every bank, so a module's ``depth`` cycles clear its whole map for its next
+pass.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from stepvit.model.export.stem import conv_out
-from stepvit.rtl.stem_banks import bank_modulus, scatter_tables, window_tables
+from stepvit.rtl.stem_banks import AxisTables, bank_modulus, scatter_tables, window_tables
 
 #: Bit planes of a pixel (stage 0 walks them; a spike is plane 0).
 PLANES = 8
 
 
-class StemConvBanks(wiring.Component):
-    """One stem conv's currents in ``m x m`` banks, fed by spike events, read by pool windows.
+@dataclass(frozen=True)
+class StemConv:
+    """One stem module's conv, as the shared banks see it.
 
-    Parameters
+    Attributes
     ----------
     weight : numpy.ndarray
         ``[Cout, Cin, k, k]`` integers in int8's range.
@@ -49,13 +56,35 @@ class StemConvBanks(wiring.Component):
     pool : tuple of int
         ``(kernel, stride, padding)`` of the max-pool the window read applies
         (``(1, 1, 0)``: no pool before the LIF).
+    """
+
+    weight: np.ndarray
+    in_size: tuple[int, int]
+    stride: int
+    padding: int
+    pool: tuple[int, int, int]
+
+
+class StemConvBanks(wiring.Component):
+    """The stem modules' conv currents in one set of ``m x m`` banks, one module at a time.
+
+    Every module's scatter, window read and clear go through the same banks, adders, tap
+    multiplexers and compare tree; ``module`` selects its tables and its words of the tap
+    ROMs (each ROM holds every module's words of its tap, one module after the other).
+
+    Parameters
+    ----------
+    convs : sequence of StemConv
+        The modules' convs (``module`` indexes them).
     lanes : int
         Output channels an event updates per reached position.
     sum_bits : int
-        Signed width of a current (the export proves the sums fit).
+        Signed width of a current (the export proves the sums fit; the widest module's).
 
     Members
     -------
+    module : In
+        The module whose pass runs (held through the pass and its writes).
     event_valid, event_y, event_x, event_channel, event_chunk, event_plane : In
         One input event: its position, input channel, output chunk and bit plane (the
         weights are added shifted left by it).
@@ -69,37 +98,36 @@ class StemConvBanks(wiring.Component):
         Zero this address of every bank (never in the cycle after an event).
     """
 
-    def __init__(self, *, weight: np.ndarray, in_size: tuple[int, int], stride: int,
-                 padding: int, pool: tuple[int, int, int], lanes: int, sum_bits: int) -> None:
-        weight = np.asarray(weight, dtype=np.int64)
-        if weight.ndim != 4 or weight.shape[2] != weight.shape[3]:
-            raise ValueError(f"weight must be [Cout, Cin, k, k], not {list(weight.shape)}")
-        if weight.size and (weight.min() < -128 or weight.max() > 127):
-            raise ValueError("weight must hold int8 values")
+    def __init__(self, convs: Sequence[StemConv], *, lanes: int, sum_bits: int) -> None:
         if not isinstance(lanes, int) or lanes < 1:
             raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
-        self._weight = weight
-        kernel = weight.shape[2]
-        self._geometry = (tuple(in_size), kernel, stride, padding, tuple(pool))
-        self._modulus = bank_modulus(kernel, stride, pool[0])
-        self._conv = tuple(conv_out(size, kernel, stride, padding) for size in in_size)
-        self._pooled = tuple(conv_out(size, *pool) for size in self._conv)
+        self._convs = [_checked(conv) for conv in convs]
+        self._modulus = max(bank_modulus(c.weight.shape[2], c.stride, c.pool[0])
+                            for c in self._convs)
         self._lanes, self._sum_bits = lanes, sum_bits
-        self._chunks = -(-weight.shape[0] // lanes)
-        blocks = tuple(-(-size // self._modulus) for size in self._conv)
-        self.depth = blocks[0] * blocks[1] * self._chunks
-        height, width = in_size
+        self._chunks = [-(-c.weight.shape[0] // lanes) for c in self._convs]
+        self._conv = [tuple(conv_out(size, c.weight.shape[2], c.stride, c.padding)
+                            for size in c.in_size) for c in self._convs]
+        depths = [-(-h // self._modulus) * -(-w // self._modulus) * chunks
+                  for (h, w), chunks in zip(self._conv, self._chunks)]
+        self.depth = max(depths)
+        pooled = [tuple(conv_out(size, *c.pool) for size in conv)
+                  for c, conv in zip(self._convs, self._conv)]
+
+        def widest(values) -> range:
+            return range(max(max(values), 2))
         super().__init__({
+            "module": In(range(max(len(self._convs), 2))),
             "event_valid": In(1),
-            "event_y": In(range(max(height, 2))),
-            "event_x": In(range(max(width, 2))),
-            "event_channel": In(range(max(weight.shape[1], 2))),
-            "event_chunk": In(range(max(self._chunks, 2))),
+            "event_y": In(widest(c.in_size[0] for c in self._convs)),
+            "event_x": In(widest(c.in_size[1] for c in self._convs)),
+            "event_channel": In(widest(c.weight.shape[1] for c in self._convs)),
+            "event_chunk": In(widest(self._chunks)),
             "event_plane": In(range(PLANES)),
             "window_valid": In(1),
-            "window_y": In(range(max(self._pooled[0], 2))),
-            "window_x": In(range(max(self._pooled[1], 2))),
-            "window_chunk": In(range(max(self._chunks, 2))),
+            "window_y": In(widest(size[0] for size in pooled)),
+            "window_x": In(widest(size[1] for size in pooled)),
+            "window_chunk": In(widest(self._chunks)),
             "window_done": Out(1),
             "window_max": Out(data.ArrayLayout(signed(sum_bits), lanes)),
             "clear_valid": In(1),
@@ -108,38 +136,48 @@ class StemConvBanks(wiring.Component):
 
     @property
     def modulus(self) -> int:
-        """``m``: bank rows and bank columns (``m²`` banks)."""
+        """``m``: bank rows and bank columns (``m²`` banks), the largest any module needs."""
         return self._modulus
 
+    @property
+    def taps(self) -> int:
+        """Tap ROMs: the largest kernel's ``k²``."""
+        return max(c.weight.shape[2] ** 2 for c in self._convs)
+
     def tap_words(self) -> list[list[int]]:
-        """Return each kernel tap's ROM: word ``channel·chunks + chunk``, lane 0 in the low byte."""
-        cout, cin, kernel, _ = self._weight.shape
-        padded = np.zeros((self._chunks * self._lanes, cin, kernel, kernel), dtype=np.int64)
-        padded[:cout] = self._weight
-        lanes = padded.reshape(self._chunks, self._lanes, cin, kernel, kernel) & 0xFF
-        shifts = 8 * np.arange(self._lanes)
-        return [[sum(int(byte) << int(shift)
-                     for byte, shift in zip(lanes[chunk, :, channel, ky, kx], shifts))
-                 for channel in range(cin) for chunk in range(self._chunks)]
-                for ky in range(kernel) for kx in range(kernel)]
+        """Return each tap ROM: every module's words ``channel·chunks + chunk`` in turn.
+
+        Lane 0 sits in the low byte; a module with a smaller kernel has zeros past its taps.
+        """
+        roms: list[list[int]] = [[] for _ in range(self.taps)]
+        for conv, chunks in zip(self._convs, self._chunks):
+            cout, cin, kernel, _ = conv.weight.shape
+            padded = np.zeros((chunks * self._lanes, cin, kernel, kernel), dtype=np.int64)
+            padded[:cout] = conv.weight
+            lanes = padded.reshape(chunks, self._lanes, cin, kernel, kernel) & 0xFF
+            shifts = 8 * np.arange(self._lanes)
+            for tap, rom in enumerate(roms):
+                ky, kx = divmod(tap, kernel)
+                rom.extend(sum(int(byte) << int(shift)
+                               for byte, shift in zip(lanes[chunk, :, channel, ky, kx], shifts))
+                           if tap < kernel * kernel else 0
+                           for channel in range(cin) for chunk in range(chunks))
+        return roms
 
     def elaborate(self, platform: object) -> Module:
         """Build the tap ROMs, the banks, the event and window addressing and the adders."""
         m = Module()
-        (height, width), kernel, stride, padding, pool = self._geometry
-        modulus, chunks = self._modulus, self._chunks
-        row_span = -(-self._conv[1] // modulus) * chunks
-        reach = (scatter_tables(height, kernel, stride, padding, modulus),
-                 scatter_tables(width, kernel, stride, padding, modulus))
-        windows = (window_tables(self._conv[0], *pool, modulus),
-                   window_tables(self._conv[1], *pool, modulus))
+        modulus = self._modulus
         roms = []
         for index, words in enumerate(self.tap_words()):
             rom = Memory(shape=unsigned(8 * self._lanes), depth=max(len(words), 2), init=words)
             m.submodules[f"tap{index}"] = rom
             roms.append(rom.read_port())
-        rom_base = _table([channel * chunks for channel in range(self._weight.shape[1])],
-                          self.event_channel)
+        bases, base = [], 0
+        for conv, chunks in zip(self._convs, self._chunks):
+            bases.append([base + channel * chunks for channel in range(conv.weight.shape[1])])
+            base += conv.weight.shape[1] * chunks
+        rom_base = self._select(bases, self.event_channel)
         for rom in roms:
             m.d.comb += rom.addr.eq(rom_base + self.event_chunk)
 
@@ -149,43 +187,66 @@ class StemConvBanks(wiring.Component):
                      window_held.eq(window_read), self.window_done.eq(window_held)]
         plane = Signal(range(PLANES))
         m.d.sync += plane.eq(self.event_plane)
+        tables = self._axis_tables()
         candidates = []
         for bank_row in range(modulus):
             for bank_col in range(modulus):
-                candidates.append(self._bank(m, (bank_row, bank_col), reach, windows,
-                                             row_span, roms, (written, plane)))
+                candidates.append(self._bank(m, (bank_row, bank_col), tables, roms,
+                                             (written, plane)))
         self._window_max(m, candidates)
         return m
 
-    def _bank(self, m: Module, bank: tuple[int, int], reach: Sequence, windows: Sequence,
-              row_span: int, roms: list, pipeline: tuple[Signal, Signal]) -> tuple:
+    def _axis_tables(self) -> list[tuple[AxisTables, AxisTables, AxisTables, AxisTables]]:
+        """Return per module its scatter rows and columns, then its window rows and columns."""
+        tables = []
+        for conv, size in zip(self._convs, self._conv):
+            kernel = conv.weight.shape[2]
+            tables.append(tuple(
+                scatter_tables(conv.in_size[axis], kernel, conv.stride, conv.padding,
+                               self._modulus) for axis in (0, 1))
+                + tuple(window_tables(size[axis], *conv.pool, self._modulus) for axis in (0, 1)))
+        return tables
+
+    def _select(self, per_module: Sequence[Sequence[int]], index: Signal):
+        """Return ``per_module[module][index]``: one constant table of every module's values."""
+        return _table([v for values in per_module
+                       for v in list(values) + [0] * ((1 << len(index)) - len(values))],
+                      Cat(index, self.module))
+
+    def _bank(self, m: Module, bank: tuple[int, int], tables: Sequence, roms: list,
+              pipeline: tuple[Signal, Signal]) -> tuple:
         """Add one bank: its addresses, its read-add-write and its window candidate."""
         bank_row, bank_col = bank
-        kernel, chunks = self._weight.shape[2], self._chunks
         layout = data.ArrayLayout(signed(self._sum_bits), self._lanes)
         mem = Memory(shape=layout, depth=max(self.depth, 2), init=[])
         m.submodules[f"bank{bank_row}_{bank_col}"] = mem
         write = mem.write_port()
         read = mem.read_port(transparent_for=(write,))
-        rows, cols = reach
-        hit = (_table(rows.valid[:, bank_row], self.event_y)
-               & _table(cols.valid[:, bank_col], self.event_x))
-        event_address = (_table(rows.block[:, bank_row] * row_span, self.event_y)
-                         + _table(cols.block[:, bank_col] * chunks, self.event_x)
+        spans = [-(-w // self._modulus) * chunks
+                 for (_, w), chunks in zip(self._conv, self._chunks)]
+        kernels = [conv.weight.shape[2] for conv in self._convs]
+
+        def pick(axis: int, field: str, position: Signal, scale: Sequence[int], line: int):
+            return self._select([getattr(t[axis], field)[:, line] * s
+                                 for t, s in zip(tables, scale)], position)
+        ones = [1] * len(tables)
+        hit = pick(0, "valid", self.event_y, ones, bank_row) & pick(
+            1, "valid", self.event_x, ones, bank_col)
+        event_address = (pick(0, "block", self.event_y, spans, bank_row)
+                         + pick(1, "block", self.event_x, self._chunks, bank_col)
                          + self.event_chunk)
-        tap = (_table(rows.tap[:, bank_row] * kernel, self.event_y)
-               + _table(cols.tap[:, bank_col], self.event_x))
-        window_rows, window_cols = windows
-        in_window = (_table(window_rows.valid[:, bank_row], self.window_y)
-                     & _table(window_cols.valid[:, bank_col], self.window_x))
-        window_address = (_table(window_rows.block[:, bank_row] * row_span, self.window_y)
-                          + _table(window_cols.block[:, bank_col] * chunks, self.window_x)
+        tap = (pick(0, "tap", self.event_y, kernels, bank_row)
+               + pick(1, "tap", self.event_x, ones, bank_col))
+        in_window = pick(2, "valid", self.window_y, ones, bank_row) & pick(
+            3, "valid", self.window_x, ones, bank_col)
+        window_address = (pick(2, "block", self.window_y, spans, bank_row)
+                          + pick(3, "block", self.window_x, self._chunks, bank_col)
                           + self.window_chunk)
         m.d.comb += read.addr.eq(Mux(self.event_valid, event_address, window_address))
 
         written, plane = pipeline
         write_hit = Signal(name=f"hit{bank_row}_{bank_col}")
-        write_tap = Signal(range(max(kernel * kernel, 2)), name=f"tap{bank_row}_{bank_col}")
+        write_tap = Signal(range(max(self.taps, 2)), name=f"tap{bank_row}_{bank_col}")
         address = Signal.like(read.addr, name=f"address{bank_row}_{bank_col}")
         candidate = Signal(name=f"window{bank_row}_{bank_col}")
         m.d.sync += [write_hit.eq(self.event_valid & hit), write_tap.eq(tap),
@@ -221,6 +282,21 @@ class StemConvBanks(wiring.Component):
             m.d.sync += self.window_max[lane].eq(level[0][1])
 
 
+def shared_sum_bits(bits: dict[str, int]) -> int:
+    """Return the signed width of the shared banks' currents: the widest module's."""
+    return max(bits["embed_current"], bits["current"])
+
+
+def _checked(conv: StemConv) -> StemConv:
+    """Return ``conv`` with an int64 weight; raise unless it is ``[Cout, Cin, k, k]`` int8."""
+    weight = np.asarray(conv.weight, dtype=np.int64)
+    if weight.ndim != 4 or weight.shape[2] != weight.shape[3]:
+        raise ValueError(f"weight must be [Cout, Cin, k, k], not {list(weight.shape)}")
+    if weight.size and (weight.min() < -128 or weight.max() > 127):
+        raise ValueError("weight must hold int8 values")
+    return StemConv(weight, tuple(conv.in_size), conv.stride, conv.padding, tuple(conv.pool))
+
+
 def _table(values: Sequence[int] | np.ndarray, index: Signal):
     """Return ``values[index]`` as a constant lookup (a small ROM of logic)."""
     values = [int(v) for v in values]
@@ -228,4 +304,4 @@ def _table(values: Sequence[int] | np.ndarray, index: Signal):
     return Array(Const(v, unsigned(width)) for v in values)[index]
 
 
-__all__ = ["PLANES", "StemConvBanks"]
+__all__ = ["PLANES", "StemConv", "StemConvBanks", "shared_sum_bits"]

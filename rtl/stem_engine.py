@@ -3,7 +3,9 @@
 A sequencer walks the plan's passes (:class:`~stepvit.rtl.stem_plan.StemPlan`) like spikes:
 at ``start`` it loads the vector of the passes whose mask gate holds, and a priority encoder
 gives the current one, so a masked module's passes cost no cycle at all. Each pass is run
-by its module's :class:`~stepvit.rtl.stem_unit.StemModuleUnit`; the tokens pass, run here,
+by its module's :class:`~stepvit.rtl.stem_unit.StemModuleUnit` through the one datapath
+they share, the conv banks (:class:`~stepvit.rtl.stem_conv.StemConvBanks`) and the LIF
+lanes, which take the inputs of the running module; the tokens pass, run here,
 reads the last stage's and the RPE's spike words and emits ``X = E·(S_last + R)`` for every
 token and chunk of the step (two selected adds of ``E``: no multiplier), in place of the
 embedding's stream of the core.
@@ -17,8 +19,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from stepvit.rtl.lif import LIFLanes
 from stepvit.rtl.spike_walker import SpikeWalker
-from stepvit.rtl.stem_conv import PLANES
+from stepvit.rtl.stem_conv import PLANES, StemConv, StemConvBanks, shared_sum_bits
 from stepvit.rtl.stem_plan import PASS_KINDS, StemPlan
 from stepvit.rtl.stem_unit import StemModuleUnit
 
@@ -71,12 +74,18 @@ class StemEngine(wiring.Component):
         self._plan = plan
         self._token_lanes = token_lanes or plan.lanes
         self._units = []
+        sum_bits = shared_sum_bits(bits)
         for index, stage in enumerate(plan.stages):
             self._units.append(StemModuleUnit(
-                plan, index, weight=arrays[f"{stage.name}.weight"],
-                bias=arrays[f"{stage.name}.bias"], threshold=thresholds[stage.name],
+                plan, index, bias=arrays[f"{stage.name}.bias"], threshold=thresholds[stage.name],
                 current_bits=bits["embed_current" if index == 0 else "current"],
-                membrane_bits=bits["membrane"], leak_shift=leak_shift, reset=reset))
+                membrane_bits=bits["membrane"], sum_bits=sum_bits))
+        self._conv = StemConvBanks(
+            [StemConv(arrays[f"{stage.name}.weight"], stage.in_shape[1:], stage.stride,
+                      stage.padding, plan.window_pool(index))
+             for index, stage in enumerate(plan.stages)], lanes=plan.lanes, sum_bits=sum_bits)
+        self._lif = LIFLanes(lanes=plan.lanes, membrane_bits=bits["membrane"],
+                             current_bits=sum_bits, leak_shift=leak_shift, reset=reset)
         self._stream_spike = np.asarray(arrays["stream_spike"], dtype=np.int64)
         self._stream_bits = bits["stream"]
         channels, height, width = plan.stages[0].in_shape
@@ -108,6 +117,7 @@ class StemEngine(wiring.Component):
         passes = plan.passes()
         for index, unit in enumerate(self._units):
             m.submodules[f"module{index}"] = unit
+        m.submodules.conv, m.submodules.lif = self._conv, self._lif
         _, height, width = plan.stages[0].in_shape
         positions = height * width
         pixels = Memory(shape=unsigned(len(self.pixel_data)), depth=2 * positions, init=[])
@@ -139,16 +149,17 @@ class StemEngine(wiring.Component):
         with m.If(is_tokens):
             m.d.comb += pass_done.eq(tokens_done)
         self._drive_units(m, sequencer.any, kind, module, pass_done)
+        self._share_datapath(m, module)
         return m
 
     def _gate(self, stem_pass, mask: Signal):
         """Return the pass's gate as logic on the mask bits (1 for the tokens)."""
         t_max = self._plan.t_max
-        if stem_pass.any_step:
-            return mask[stem_pass.module * t_max:(stem_pass.module + 1) * t_max].any()
         gate = Const(1, 1)
         for module, step in stem_pass.gate:
             gate = gate & mask[module * t_max + step]
+        for module, step in stem_pass.masked:
+            gate = gate & ~mask[module * t_max + step]
         return gate
 
     def _drive_units(self, m: Module, running: Signal, kind, module, pass_done: Signal) -> None:
@@ -177,6 +188,34 @@ class StemEngine(wiring.Component):
                 m.d.comb += unit.in_data.eq(source.map_data)
                 with m.If(unit.go_scatter):
                     m.d.comb += source.map_address.eq(unit.in_address)
+
+    def _share_datapath(self, m: Module, pass_module) -> None:
+        """Give the conv banks and the LIF lanes the inputs of the running module's unit.
+
+        The banks' results go to every unit; each takes them only in its own pass.
+        """
+        conv, lif, units = self._conv, self._lif, self._units
+        # registered: the pass's priority encoder is not in front of the datapath's selects;
+        # a pass's first cycle, a unit's IDLE, drives nothing into the datapath
+        module = Signal.like(pass_module, name="datapath_module")
+        m.d.sync += module.eq(pass_module)
+        m.d.comb += conv.module.eq(module)
+        for name in ("event_valid", "event_y", "event_x", "event_channel", "event_chunk",
+                     "event_plane", "window_valid", "window_y", "window_x", "window_chunk",
+                     "clear_valid", "clear_address"):
+            m.d.comb += getattr(conv, name).eq(Array(getattr(u, name) for u in units)[module])
+        m.d.comb += units[0].window_max.eq(conv.window_max)
+        for unit in units:
+            m.d.comb += [unit.window_done.eq(conv.window_done), unit.lif_spikes.eq(lif.spikes),
+                         unit.lif_next_membrane.eq(lif.next_membrane)]
+        for lane in range(self._plan.lanes):
+            # stage 0's current after its first fire is its kept one, the others' the banks'
+            window = Mux(module == 0, units[0].kept[lane], conv.window_max[lane])
+            m.d.comb += [
+                lif.current[lane].eq(window + Array(u.lif_bias[lane] for u in units)[module]),
+                lif.membrane[lane].eq(Array(u.lif_membrane[lane] for u in units)[module]),
+                lif.threshold[lane].eq(Array(u.lif_threshold[lane] for u in units)[module]),
+            ]
 
     def _tokens_loop(self, m: Module, go: Signal, step, held: Signal) -> Signal:
         """Emit ``X = E·(S_last + R)``, a chunk a cycle; return the pass's done."""

@@ -1,14 +1,19 @@
 """The stem engine's schedule, worked out at generation time (numpy only).
 
-The stem (SPEC.md section 5) runs as a list of *passes*, like the core: per image, stage 0's
-clear and scatter (its current, from the pixels' bit planes, once); then for each step ``t``
-and each module (stages, then the RPE) its passes, then the tokens of step ``t``:
+The stem (SPEC.md section 5) runs as a list of *passes*, like the core: for each step ``t``
+and each module (stages, then the RPE) its passes, then the tokens of step ``t``. Every
+module's passes go through one set of conv banks, one module at a time. Stage 0's current
+comes from the image alone: it is cleared and scattered (from the pixels' bit planes) once,
+at its first active step, and its first fire keeps the pooled current it reads in a memory
+of its own, which its later fires read in place of the banks (so the other modules' passes
+may use them in between):
 
-- ``clear``: zero the module's conv banks (``depth`` cycles: every bank at once);
+- ``clear``: zero the module's part of the conv banks (its ``depth`` cycles: every bank at
+  once);
 - ``scatter``: walk the input map, one event per (input spike, chunk of ``lanes`` outputs),
   each updating every conv output it reaches (:class:`~stepvit.rtl.stem_conv.StemConvBanks`);
-- ``fire``: per LIF position and chunk, the pool window's maximum current plus the bias
-  into the LIFs (one a cycle);
+- ``fire``: per LIF position and chunk, the pool window's maximum current (for stage 0
+  after its first fire, the kept one) plus the bias into the LIFs (one a cycle);
 - ``pool``: for a stage that pools after its LIF, the OR of each window's spike words
   (one word read a cycle);
 - ``tokens``: ``X = E·(S_last + R)`` for every token and chunk, into the stream.
@@ -16,7 +21,8 @@ and each module (stages, then the RPE) its passes, then the tokens of step ``t``
 Each pass has a *gate*, a condition on the time-step masks: a module's passes run only at
 its active steps, a scatter only when its input module was active too (a masked module
 hands on zeros, so the next one sees no event: its fire still adds the bias), and stage 0's
-per-image passes only when stage 0 has an active step. The sequencer skips a pass whose
+clear and scatter only at its first active step (their gate also holds bits that must be
+0: stage 0's earlier steps). The sequencer skips a pass whose
 gate is false in no cycle at all.
 """
 
@@ -44,22 +50,21 @@ class StemPass:
     """One pass of the stem engine.
 
     ``kind`` is one of :data:`PASS_KINDS`; ``module`` an index into the stem's modules (-1
-    for the tokens); ``step`` its time step (-1: once per image). ``gate`` is a tuple of
-    ``(module, step)`` mask bits that must all be set; ``any_step``
-    makes it instead "module has any active step" (stage 0's per-image passes).
+    for the tokens); ``step`` its time step. ``gate`` is a tuple of ``(module, step)`` mask
+    bits that must all be set, ``masked`` one of bits that must all be 0 (stage 0's
+    steps before the one of its clear and scatter).
     """
 
     kind: str
     module: int
     step: int
     gate: tuple[tuple[int, int], ...]
-    any_step: bool = False
+    masked: tuple[tuple[int, int], ...] = ()
 
     def enabled(self, mask: np.ndarray) -> bool:
         """Return whether the pass runs under the 0/1 mask ``[modules, T]``."""
-        if self.any_step:
-            return bool(np.asarray(mask)[self.module].any())
-        return all(bool(mask[module, step]) for module, step in self.gate)
+        return (all(bool(mask[module, step]) for module, step in self.gate)
+                and not any(bool(mask[module, step]) for module, step in self.masked))
 
 
 @dataclass(frozen=True)
@@ -127,21 +132,29 @@ class StemPlan:
         """Return the pool its fire reads through (the stem's if before the LIF, else 1x1)."""
         return self.pool if self.stages[index].pool == "before" else (1, 1, 0)
 
+    @property
+    def modulus(self) -> int:
+        """``m`` of the shared conv banks: the largest any module's reach or window needs."""
+        return max(bank_modulus(stage.kernel, stage.stride, self.window_pool(index)[0])
+                   for index, stage in enumerate(self.stages))
+
     def bank_depth(self, index: int) -> int:
-        """Words of one of module ``index``'s ``m²`` conv banks."""
-        stage = self.stages[index]
-        modulus = bank_modulus(stage.kernel, stage.stride, self.window_pool(index)[0])
-        blocks = [-(-size // modulus) for size in stage.conv_shape[1:]]
+        """Words of the shared ``m²`` conv banks that module ``index`` uses."""
+        blocks = [-(-size // self.modulus) for size in self.stages[index].conv_shape[1:]]
         return blocks[0] * blocks[1] * self.chunks(index)
 
     def passes(self) -> list[StemPass]:
         """Return the passes in order (SPEC.md section 5's order of work)."""
-        result = [StemPass("clear", 0, -1, (), any_step=True),
-                  StemPass("scatter", 0, -1, (), any_step=True)]
+        result = []
         for step in range(self.t_max):
             for index, stage in enumerate(self.stages):
                 own = ((index, step),)
-                if index > 0:
+                if index == 0:
+                    # the image's current, once: at stage 0's first active step
+                    first = tuple((0, before) for before in range(step))
+                    result.append(StemPass("clear", 0, step, own, first))
+                    result.append(StemPass("scatter", 0, step, own, first))
+                else:
                     result.append(StemPass("clear", index, step, own))
                     result.append(StemPass("scatter", index, step,
                                            own + ((self.source(index), step),)))
@@ -164,7 +177,7 @@ class StemPlan:
         stage = self.stages[index]
         if stem_pass.kind == "clear":
             return START_CYCLES + self.bank_depth(index)
-        if stem_pass.kind == "fire":
+        if stem_pass.kind in ("keep", "fire"):
             return START_CYCLES + int(np.prod(stage.lif_shape[1:])) * self.chunks(index) + 3
         if stem_pass.kind == "pool":
             return START_CYCLES + int(np.prod(stage.out_shape[1:])) * self.pool[0] ** 2 + 1

@@ -3,7 +3,8 @@
 The same rules as the core's estimate (:mod:`stepvit.rtl.sizing`): a memory's block RAM
 as Yosys maps it, shallow memories in distributed RAM, shallow ROMs as logic. The shapes
 mirror :mod:`stepvit.rtl.stem_unit`, :mod:`stepvit.rtl.stem_conv` and
-:mod:`stepvit.rtl.stem_engine`, one entry per memory.
+:mod:`stepvit.rtl.stem_engine`, one entry per memory: the shared conv's tap ROMs and banks
+once, each module's membranes and spike maps, and stage 0's kept current.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stepvit.rtl.sizing import memory_bram36, memory_lutram_luts
-from stepvit.rtl.stem_banks import bank_modulus
-from stepvit.rtl.stem_conv import PLANES
+from stepvit.rtl.stem_conv import PLANES, shared_sum_bits
 from stepvit.rtl.stem_plan import StemPlan
 
 
@@ -46,17 +46,21 @@ def stem_memories(plan: StemPlan, bits: dict[str, int]) -> dict[str, StemMemory]
     # two pixel banks in one memory, written a byte (a channel) at a time
     memories = {"pixels": StemMemory(PLANES * channels, 2 * height * width,
                                      granularity=PLANES)}
+    # the shared conv: every module's words of a tap in one ROM, one set of banks
+    taps = max(stage.kernel ** 2 for stage in plan.stages)
+    words = sum(stage.in_shape[0] * plan.chunks(index) for index, stage in enumerate(plan.stages))
+    for tap in range(taps):
+        memories[f"tap{tap}"] = StemMemory(8 * lanes, words, rom=True)
+    depth = max(plan.bank_depth(index) for index in range(len(plan.stages)))
+    for bank in range(plan.modulus ** 2):
+        memories[f"bank{bank}"] = StemMemory(shared_sum_bits(bits) * lanes, depth)
     for index, stage in enumerate(plan.stages):
         chunks = plan.chunks(index)
         name = stage.name.replace(".", "")
-        current = bits["embed_current" if index == 0 else "current"]
-        modulus = bank_modulus(stage.kernel, stage.stride, plan.window_pool(index)[0])
-        for tap in range(stage.kernel ** 2):
-            memories[f"{name}_tap{tap}"] = StemMemory(8 * lanes, stage.in_shape[0] * chunks,
-                                                      rom=True)
-        for bank in range(modulus ** 2):
-            memories[f"{name}_bank{bank}"] = StemMemory(current * lanes, plan.bank_depth(index))
         lif_positions = int(np.prod(stage.lif_shape[1:]))
+        if index == 0:
+            memories[f"{name}_kept"] = StemMemory(bits["embed_current"] * lanes,
+                                                  lif_positions * chunks)
         memories[f"{name}_membranes"] = StemMemory(bits["membrane"] * lanes,
                                                    lif_positions * chunks)
         memories[f"{name}_lif_map"] = StemMemory(chunks * lanes, lif_positions,
@@ -67,21 +71,18 @@ def stem_memories(plan: StemPlan, bits: dict[str, int]) -> dict[str, StemMemory]
     return memories
 
 
-#: Logic LUTs of the stem engine per bank lane bit: every module has ``m²`` banks of
-#: ``lanes`` adders as wide as its current, each with its ``k²``-way tap multiplexer, and
-#: its window tree and LIFs. Fitted to one synthesis, Yosys ``synth_xilinx`` of the
-#: Fashion-MNIST stem at 16 lanes (73,473 logic LUTs, docs/accelerator.md); the logic
-#: grows with the modules, the lanes and the widths alike.
-STEM_LUT_PER_BANK_BIT = 8.1
+#: Logic LUTs of the stem engine per bank lane bit: one datapath of ``m²`` banks of
+#: ``lanes`` adders as wide as the widest current, each with its tap multiplexer, the
+#: window tree and the LIFs, shared by every module. Fitted to one synthesis, Yosys
+#: ``synth_xilinx`` of the Fashion-MNIST stem at 16 lanes (24,960 logic LUTs for 9 banks of
+#: 16 lanes of 18 bits, docs/accelerator.md); the modules' own loops and the selection of
+#: their constants are in the fit.
+STEM_LUT_PER_BANK_BIT = 9.63
 
 
 def stem_logic_luts(plan: StemPlan, bits: dict[str, int]) -> int:
     """Return the stem engine's logic LUTs (:data:`STEM_LUT_PER_BANK_BIT`), no RAM."""
-    bank_bits = 0
-    for index, stage in enumerate(plan.stages):
-        modulus = bank_modulus(stage.kernel, stage.stride, plan.window_pool(index)[0])
-        current = bits["embed_current" if index == 0 else "current"]
-        bank_bits += modulus ** 2 * plan.lanes * current
+    bank_bits = plan.modulus ** 2 * plan.lanes * shared_sum_bits(bits)
     return round(STEM_LUT_PER_BANK_BIT * bank_bits)
 
 
@@ -89,16 +90,17 @@ def stem_dense_events(plan: StemPlan) -> int:
     """Return the stem engine's cycles for one image with every input bit 1, every step on.
 
     Stage 0 walks every pixel bit plane once per image, a later module every input spike
-    of every step, each once per chunk of its outputs; each module clears its banks and
-    fires every LIF position a chunk a cycle at every step.
+    of every step, each once per chunk of its outputs; each module clears its part of the
+    shared banks (stage 0 once per image) and fires every LIF position a chunk a cycle at
+    every step.
     """
     channels, height, width = plan.stages[0].in_shape
-    events = height * width * channels * PLANES * plan.chunks(0)
+    events = height * width * channels * PLANES * plan.chunks(0) + plan.bank_depth(0)
     for index, stage in enumerate(plan.stages):
         lif_positions = int(np.prod(stage.lif_shape[1:]))
-        per_step = plan.bank_depth(index) + lif_positions * plan.chunks(index)
+        per_step = lif_positions * plan.chunks(index)
         if index > 0:
-            per_step += int(np.prod(stage.in_shape)) * plan.chunks(index)
+            per_step += plan.bank_depth(index) + int(np.prod(stage.in_shape)) * plan.chunks(index)
         events += plan.t_max * per_step
     return events
 

@@ -1,8 +1,12 @@
-"""One stem module in hardware: its conv banks, membranes, LIFs, spike maps and pass loops.
+"""One stem module in hardware: its membranes, spike maps and pass loops.
 
 The engine (:mod:`stepvit.rtl.stem_engine`) holds one unit per stem module and says which
 pass runs (``go_*``, held for the whole pass); the unit answers ``done`` in the pass's last
-cycle. Each pass begins with one cycle in ``IDLE`` (its first read), as
+cycle. The conv banks (:class:`~stepvit.rtl.stem_conv.StemConvBanks`) and the LIF lanes are
+the engine's, one set for every module: a unit drives their inputs from its loops and the
+engine passes on those of the module whose pass runs. What persists is the unit's own: its
+membranes across steps, its spike maps (and for stage 0 its kept current). Each pass begins
+with one cycle in ``IDLE`` (its first read), as
 :meth:`~stepvit.rtl.stem_plan.StemPlan.pass_cycles` counts:
 
 - *clear*: every bank's address ``a`` zeroed at cycle ``a``;
@@ -10,7 +14,9 @@ cycle. Each pass begins with one cycle in ``IDLE`` (its first read), as
   so a word costs its set bits times the chunks (one cycle when it has none);
 - *fire*: per LIF position and chunk, the pool window's maximum (one read of every bank,
   its words registered, then a registered tree of compares) plus the bias into the LIFs,
-  whose spikes are written into the LIF map three cycles after the read;
+  whose spikes are written into the LIF map three cycles after the read. Stage 0's first
+  fire of the image also writes the maxima into its kept current, which its later fires
+  read (a cycle early, registered) in place of the banks;
 - *pool* (a stage that pools after its LIF): each window's spike words read one a cycle and
   ORed into the emitted map.
 """
@@ -26,29 +32,27 @@ from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
 from stepvit.model.export.stem import conv_out
-from stepvit.rtl.lif import LIFLanes
 from stepvit.rtl.spike_walker import SpikeWalker
-from stepvit.rtl.stem_conv import PLANES, StemConvBanks
+from stepvit.rtl.stem_conv import PLANES
 from stepvit.rtl.stem_plan import StemPlan
 
 
 class StemModuleUnit(wiring.Component):
-    """Stem module ``index`` of ``plan``: the hardware of its passes.
+    """Stem module ``index`` of ``plan``: its state and the loops of its passes.
 
     Parameters
     ----------
     plan : StemPlan
         The stem.
     index : int
-        The module (stage 0 walks pixel bit planes; the others walk spikes).
-    weight, bias, threshold : numpy.ndarray
-        ``[Cout, Cin, k, k]`` int8, ``[Cout]`` and ``[Cout]`` (the export's).
+        The module (stage 0 walks pixel bit planes and keeps its current; the others walk
+        spikes).
+    bias, threshold : numpy.ndarray
+        ``[Cout]`` and ``[Cout]`` (the export's).
     current_bits, membrane_bits : int
         Signed widths of its currents and membranes (the export's proven widths).
-    leak_shift : int
-        The LIF's leak shift.
-    reset : str
-        ``"hard"`` or ``"soft"``.
+    sum_bits : int
+        Signed width of the shared banks' currents and of ``lif_bias``.
 
     Members
     -------
@@ -65,14 +69,25 @@ class StemModuleUnit(wiring.Component):
         The read port of the spikes it emits (``chunks·lanes`` bits a position).
     fired_valid : Out(1), fired : Out
         The spikes of one LIF chunk, to count.
+    event_*, window_valid, window_y, window_x, window_chunk, clear_* : Out
+        Its drive of the shared conv banks' inputs of the same names.
+    window_done : In(1)
+        The shared banks' window result is valid (any module's: a unit takes it only in
+        its own pass).
+    lif_membrane, lif_threshold, lif_bias : Out
+        The shared LIFs' inputs for the chunk whose window result arrives now (the current
+        is the window's maximum, or stage 0's ``kept``, plus ``lif_bias``).
+    lif_spikes, lif_next_membrane : In
+        The shared LIFs' outputs.
+    window_max : In, kept : Out
+        Stage 0 only: the window result, and the current of its fire (the window result in
+        its first fire of the image, which keeps it; the kept one after).
     """
 
-    def __init__(self, plan: StemPlan, index: int, *, weight: np.ndarray, bias: np.ndarray,
-                 threshold: np.ndarray, current_bits: int, membrane_bits: int,
-                 leak_shift: int, reset: str) -> None:
+    def __init__(self, plan: StemPlan, index: int, *, bias: np.ndarray, threshold: np.ndarray,
+                 current_bits: int, membrane_bits: int, sum_bits: int) -> None:
         stage = plan.stages[index]
         self._plan, self._index, self._stage = plan, index, stage
-        self._weight = np.asarray(weight, dtype=np.int64)
         lanes, chunks = plan.lanes, plan.chunks(index)
         padded = chunks * lanes
         self._bias = np.zeros(padded, dtype=np.int64)
@@ -80,12 +95,14 @@ class StemModuleUnit(wiring.Component):
         # spare lanes get zero current and a threshold no membrane reaches: they never fire
         self._threshold = np.full(padded, (1 << (membrane_bits - 1)) - 1, dtype=np.int64)
         self._threshold[:len(threshold)] = threshold
-        self._bits = (current_bits, membrane_bits)
-        self._neuron = (leak_shift, reset)
+        self._bits = (current_bits, membrane_bits, sum_bits)
         in_channels, in_h, in_w = stage.in_shape
         self._in_bits = PLANES * in_channels if index == 0 else in_channels
         out_positions = int(np.prod(stage.out_shape[1:]))
-        super().__init__({
+        _, lif_h, lif_w = stage.lif_shape
+        sums = data.ArrayLayout(signed(sum_bits), lanes)
+        membranes = data.ArrayLayout(signed(membrane_bits), lanes)
+        members = {
             "go_clear": In(1), "go_scatter": In(1), "go_fire": In(1), "go_pool": In(1),
             "fresh": In(1),
             "done": Out(1),
@@ -95,17 +112,25 @@ class StemModuleUnit(wiring.Component):
             "map_data": Out(padded),
             "fired_valid": Out(1),
             "fired": Out(range(lanes + 1)),
-        })
+            "event_valid": Out(1), "event_y": Out(range(max(in_h, 2))),
+            "event_x": Out(range(max(in_w, 2))), "event_channel": Out(range(max(in_channels, 2))),
+            "event_chunk": Out(range(max(chunks, 2))), "event_plane": Out(range(PLANES)),
+            "window_valid": Out(1), "window_y": Out(range(max(lif_h, 2))),
+            "window_x": Out(range(max(lif_w, 2))), "window_chunk": Out(range(max(chunks, 2))),
+            "window_done": In(1),
+            "clear_valid": Out(1), "clear_address": Out(range(max(plan.bank_depth(index), 2))),
+            "lif_membrane": Out(membranes), "lif_threshold": Out(membranes),
+            "lif_bias": Out(sums), "lif_spikes": In(lanes), "lif_next_membrane": In(membranes),
+        }
+        if index == 0:
+            members.update({"window_max": In(sums), "kept": Out(sums)})
+        super().__init__(members)
 
     def elaborate(self, platform: object) -> Module:
-        """Build the conv banks, the LIF map (and pooled map), the membranes and the loops."""
+        """Build the LIF map (and pooled map), the membranes and the loops."""
         m = Module()
-        plan, index, stage = self._plan, self._index, self._stage
-        m.submodules.conv = conv = StemConvBanks(
-            weight=self._weight, in_size=stage.in_shape[1:], stride=stage.stride,
-            padding=stage.padding, pool=plan.window_pool(index), lanes=plan.lanes,
-            sum_bits=self._bits[0])
-        width = plan.chunks(index) * plan.lanes
+        plan, stage = self._plan, self._stage
+        width = plan.chunks(self._index) * plan.lanes
         lif_positions = int(np.prod(stage.lif_shape[1:]))
         lif_map = Memory(shape=unsigned(width), depth=max(lif_positions, 2), init=[])
         m.submodules.lif_map = lif_map
@@ -121,8 +146,7 @@ class StemModuleUnit(wiring.Component):
         m.d.comb += [map_read.addr.eq(self.map_address), self.map_data.eq(map_read.data)]
 
         idle = Signal()
-        loops = [self._clear_loop(m, conv), self._scatter_loop(m, conv, idle),
-                 self._fire_loop(m, conv, lif_write)]
+        loops = [self._clear_loop(m), self._scatter_loop(m, idle), self._fire_loop(m, lif_write)]
         if out_write is not None:
             loops.append(self._pool_loop(m, lif_read, out_write))
         with m.FSM() as fsm:
@@ -141,21 +165,22 @@ class StemModuleUnit(wiring.Component):
         m.d.comb += idle.eq(fsm.ongoing("IDLE"))
         return m
 
-    def _clear_loop(self, m: Module, conv: StemConvBanks) -> Callable[[], None]:
-        """Zero every bank's address ``a`` at cycle ``a``."""
-        address = Signal(range(max(conv.depth, 2)))
+    def _clear_loop(self, m: Module) -> Callable[[], None]:
+        """Zero every bank's address ``a`` at cycle ``a``, over the part this module uses."""
+        depth = self._plan.bank_depth(self._index)
+        address = Signal(range(max(depth, 2)))
 
         def states() -> None:
             with m.State("CLEAR"):
-                m.d.comb += [conv.clear_valid.eq(1), conv.clear_address.eq(address)]
+                m.d.comb += [self.clear_valid.eq(1), self.clear_address.eq(address)]
                 m.d.sync += address.eq(address + 1)
-                with m.If(address == conv.depth - 1):
+                with m.If(address == depth - 1):
                     m.d.comb += self.done.eq(1)
                     m.d.sync += address.eq(0)
                     m.next = "IDLE"
         return states
 
-    def _scatter_loop(self, m: Module, conv: StemConvBanks, idle: Signal) -> Callable[[], None]:
+    def _scatter_loop(self, m: Module, idle: Signal) -> Callable[[], None]:
         """Walk the input words (the next one read while this one walks) into events."""
         _, height, width = self._stage.in_shape
         chunks = self._plan.chunks(self._index)
@@ -170,10 +195,10 @@ class StemModuleUnit(wiring.Component):
             # a word ending now is followed by position + 1, whose successor is read next
             self.in_address.eq(Mux(idle, 0, position + 1 + word_done)),
             walker.word.eq(self.in_data),
-            conv.event_y.eq(y), conv.event_x.eq(x), conv.event_chunk.eq(chunk),
-            conv.event_channel.eq(_lookup([i // planes for i in range(self._in_bits)],
+            self.event_y.eq(y), self.event_x.eq(x), self.event_chunk.eq(chunk),
+            self.event_channel.eq(_lookup([i // planes for i in range(self._in_bits)],
                                           walker.index)),
-            conv.event_plane.eq(_lookup([i % planes for i in range(self._in_bits)],
+            self.event_plane.eq(_lookup([i % planes for i in range(self._in_bits)],
                                         walker.index)),
         ]
 
@@ -182,7 +207,7 @@ class StemModuleUnit(wiring.Component):
                 m.d.comb += walker.load.eq(1)
                 m.next = "WALK"
             with m.State("WALK"):
-                m.d.comb += [conv.event_valid.eq(walker.any), word_done.eq(~walker.any)]
+                m.d.comb += [self.event_valid.eq(walker.any), word_done.eq(~walker.any)]
                 with m.If(walker.any):
                     m.d.sync += chunk.eq(Mux(chunk == chunks - 1, 0, chunk + 1))
                     with m.If(chunk == chunks - 1):
@@ -199,16 +224,16 @@ class StemModuleUnit(wiring.Component):
                                      y.eq(Mux(x == width - 1, y + 1, y))]
         return states
 
-    def _fire_loop(self, m: Module, conv: StemConvBanks,
-                   lif_write: WritePort) -> Callable[[], None]:
+    def _fire_loop(self, m: Module, lif_write: WritePort) -> Callable[[], None]:
         """Window maxima plus bias into the LIFs, one chunk a cycle, written three cycles later.
 
         A window's maximum comes three cycles after its read (:class:`StemConvBanks`); the
-        membrane is read two cycles after, so both meet the LIFs in the same cycle.
+        membrane (and stage 0's kept current) is read a cycle after it and registered, so
+        they meet the LIFs in the same cycle, no block RAM's output in front of them.
         """
         plan, stage = self._plan, self._stage
         lanes, chunks = plan.lanes, plan.chunks(self._index)
-        current_bits, membrane_bits = self._bits
+        _, membrane_bits, sum_bits = self._bits
         _, height, width = stage.lif_shape
         positions = height * width
         membranes = Memory(shape=data.ArrayLayout(signed(membrane_bits), lanes),
@@ -227,12 +252,14 @@ class StemModuleUnit(wiring.Component):
         m.d.sync += [read.eq(issued), read_chunk.eq(issued_chunk),
                      read_position.eq(issued_position), written.eq(read),
                      written_chunk.eq(read_chunk), written_position.eq(read_position)]
-        m.d.comb += [conv.window_y.eq(y), conv.window_x.eq(x), conv.window_chunk.eq(chunk),
-                     membrane_read.addr.eq(read)]
+        membrane = Signal.like(membrane_read.data, name="membrane_held")
+        m.d.sync += membrane.eq(membrane_read.data)
+        m.d.comb += [self.window_y.eq(y), self.window_x.eq(x), self.window_chunk.eq(chunk),
+                     membrane_read.addr.eq(issued)]
 
         def states() -> None:
             with m.State("FIRE"):
-                m.d.comb += conv.window_valid.eq(1)
+                m.d.comb += self.window_valid.eq(1)
                 m.d.sync += [address.eq(address + 1), issued.eq(address),
                              issued_chunk.eq(chunk), issued_position.eq(position),
                              chunk.eq(Mux(chunk == chunks - 1, 0, chunk + 1))]
@@ -250,27 +277,49 @@ class StemModuleUnit(wiring.Component):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
 
-        m.submodules.lif = lif = LIFLanes(lanes=lanes, membrane_bits=membrane_bits,
-                                          current_bits=current_bits,
-                                          leak_shift=self._neuron[0], reset=self._neuron[1])
-        bias = _chunk_table(self._bias, lanes, current_bits, written_chunk)
+        if self._index == 0:
+            self._keep(m, positions * chunks, (issued, written))
+        # the banks' results are every module's: this unit's fire takes them only in its pass
+        fired = self.window_done & self.go_fire
+        bias = _chunk_table(self._bias, lanes, sum_bits, written_chunk)
         threshold = _chunk_table(self._threshold, lanes, membrane_bits, written_chunk)
         for lane in range(lanes):
             m.d.comb += [
-                lif.current[lane].eq(conv.window_max[lane] + bias[lane]),
-                lif.membrane[lane].eq(Mux(self.fresh, 0, membrane_read.data[lane])),
-                lif.threshold[lane].eq(threshold[lane]),
+                self.lif_bias[lane].eq(bias[lane]),
+                self.lif_membrane[lane].eq(Mux(self.fresh, 0, membrane[lane])),
+                self.lif_threshold[lane].eq(threshold[lane]),
             ]
         m.d.comb += [
-            membrane_write.addr.eq(written), membrane_write.data.eq(lif.next_membrane),
-            membrane_write.en.eq(conv.window_done),
+            membrane_write.addr.eq(written), membrane_write.data.eq(self.lif_next_membrane),
+            membrane_write.en.eq(fired),
             lif_write.addr.eq(written_position),
-            lif_write.data.eq(lif.spikes.replicate(chunks)),
-            lif_write.en.eq(Mux(conv.window_done, Const(1, chunks) << written_chunk, 0)),
-            self.fired_valid.eq(conv.window_done),
-            self.fired.eq(sum(lif.spikes[lane] for lane in range(lanes))),
+            lif_write.data.eq(self.lif_spikes.replicate(chunks)),
+            lif_write.en.eq(Mux(fired, Const(1, chunks) << written_chunk, 0)),
+            self.fired_valid.eq(fired),
+            self.fired.eq(sum(self.lif_spikes[lane] for lane in range(lanes))),
         ]
         return states
+
+    def _keep(self, m: Module, depth: int, pipeline: tuple[Signal, Signal]) -> None:
+        """Stage 0's kept current: its first fire writes the window maxima, the later read them.
+
+        Its current is the image's, the same at every step, and the banks are the other
+        modules' between its steps: so it is kept here, at the pooled size (a quarter of
+        the banks' words for a pool of stride 2), rather than in banks of its own.
+        """
+        issued, written = pipeline
+        current_bits, _, _ = self._bits
+        kept = Memory(shape=data.ArrayLayout(signed(current_bits), self._plan.lanes),
+                      depth=max(depth, 2), init=[])
+        m.submodules.kept = kept
+        kept_write, kept_read = kept.write_port(), kept.read_port()
+        held = Signal.like(kept_read.data, name="kept_held")
+        m.d.sync += held.eq(kept_read.data)
+        m.d.comb += [kept_write.addr.eq(written), kept_read.addr.eq(issued),
+                     kept_write.en.eq(self.window_done & self.go_fire & self.fresh)]
+        for lane in range(self._plan.lanes):
+            m.d.comb += [kept_write.data[lane].eq(self.window_max[lane]),
+                         self.kept[lane].eq(Mux(self.fresh, self.window_max[lane], held[lane]))]
 
     def _pool_loop(self, m: Module, lif_read: ReadPort,
                    out_write: WritePort) -> Callable[[], None]:

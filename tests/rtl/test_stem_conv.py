@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 
 from stepvit.model.export.stem import conv_out
 from stepvit.rtl.stem_banks import bank_modulus, scatter_tables, window_tables
-from stepvit.rtl.stem_conv import StemConvBanks
+from stepvit.rtl.stem_conv import StemConv, StemConvBanks
 
 
 def reference_currents(weight, in_size, stride, padding, events):
@@ -42,47 +42,69 @@ def reference_pool(currents, pool):
 
 def simulate(dut, events, chunks, pooled_size, *, clear_after=False):
     """Feed the events back to back, read every window; return [Cout-padded, py, px]."""
+    return simulate_modules(dut, [(0, events, chunks, pooled_size)], clear_after=clear_after)[0]
+
+
+def simulate_modules(dut, cases, *, clear_after=False):
+    """Run ``(module, events, chunks, pooled_size)`` cases one after the other on the banks.
+
+    Each case clears the banks first (after its events instead with ``clear_after``), as a
+    module's clear pass does; returns each case's windows [Cout-padded, py, px].
+    """
     lanes = len(dut.window_max)
-    result = np.zeros((chunks * lanes, *pooled_size), dtype=np.int64)
+    results = [np.zeros((chunks * lanes, *size), dtype=np.int64) for _, _, chunks, size in cases]
+
+    async def clear(ctx):
+        ctx.set(dut.clear_valid, 1)
+        for address in range(dut.depth):
+            ctx.set(dut.clear_address, address)
+            await ctx.tick()
+        ctx.set(dut.clear_valid, 0)
 
     async def testbench(ctx):
-        for y, x, channel, plane in events:
-            for chunk in range(chunks):
-                ctx.set(dut.event_valid, 1)
-                ctx.set(dut.event_y, y)
-                ctx.set(dut.event_x, x)
-                ctx.set(dut.event_channel, channel)
-                ctx.set(dut.event_chunk, chunk)
-                ctx.set(dut.event_plane, plane)
-                await ctx.tick()
-        ctx.set(dut.event_valid, 0)
-        if clear_after:
-            await ctx.tick()
-            ctx.set(dut.clear_valid, 1)
-            for address in range(dut.depth):
-                ctx.set(dut.clear_address, address)
-                await ctx.tick()
-            ctx.set(dut.clear_valid, 0)
-        for py in range(pooled_size[0]):
-            for px in range(pooled_size[1]):
+        for (module, events, chunks, pooled_size), result in zip(cases, results):
+            ctx.set(dut.module, module)
+            if not clear_after:
+                await clear(ctx)
+            for y, x, channel, plane in events:
                 for chunk in range(chunks):
-                    ctx.set(dut.window_valid, 1)
-                    ctx.set(dut.window_y, py)
-                    ctx.set(dut.window_x, px)
-                    ctx.set(dut.window_chunk, chunk)
+                    ctx.set(dut.event_valid, 1)
+                    ctx.set(dut.event_y, y)
+                    ctx.set(dut.event_x, x)
+                    ctx.set(dut.event_channel, channel)
+                    ctx.set(dut.event_chunk, chunk)
+                    ctx.set(dut.event_plane, plane)
                     await ctx.tick()
-                    ctx.set(dut.window_valid, 0)
-                    await ctx.tick().repeat(2)
-                    await ctx.delay(1e-8)
-                    assert ctx.get(dut.window_done) == 1
-                    for lane in range(lanes):
-                        result[chunk * lanes + lane, py, px] = ctx.get(dut.window_max[lane])
+            ctx.set(dut.event_valid, 0)
+            if clear_after:
+                await ctx.tick()
+                await clear(ctx)
+            await read_windows(ctx, dut, chunks, pooled_size, result)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(testbench)
     sim.run()
-    return result
+    return results
+
+
+async def read_windows(ctx, dut, chunks, pooled_size, result):
+    """Read every pool window of every chunk into ``result``, one read at a time."""
+    lanes = len(dut.window_max)
+    for py in range(pooled_size[0]):
+        for px in range(pooled_size[1]):
+            for chunk in range(chunks):
+                ctx.set(dut.window_valid, 1)
+                ctx.set(dut.window_y, py)
+                ctx.set(dut.window_x, px)
+                ctx.set(dut.window_chunk, chunk)
+                await ctx.tick()
+                ctx.set(dut.window_valid, 0)
+                await ctx.tick().repeat(2)
+                await ctx.delay(1e-8)
+                assert ctx.get(dut.window_done) == 1
+                for lane in range(lanes):
+                    result[chunk * lanes + lane, py, px] = ctx.get(dut.window_max[lane])
 
 
 def random_case(seed):
@@ -106,25 +128,53 @@ def random_case(seed):
     return weight, in_size, stride, padding, pool, lanes, events
 
 
+def fitted_pool(weight, in_size, stride, padding, pool):
+    """Return ``pool``, or no pool where its window would leave no output."""
+    conv_size = tuple(conv_out(size, weight.shape[2], stride, padding) for size in in_size)
+    return pool if min(conv_out(size, *pool) for size in conv_size) >= 1 else (1, 1, 0)
+
+
+def pooled_of(conv):
+    """Return the pooled ``(H, W)`` a window read of ``conv`` walks."""
+    return tuple(conv_out(conv_out(size, conv.weight.shape[2], conv.stride, conv.padding),
+                          *conv.pool) for size in conv.in_size)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_scatter_and_window_read_match_the_conv_and_its_pool(seed):
     weight, in_size, stride, padding, pool, lanes, events = random_case(seed)
-    conv_size = tuple(conv_out(size, weight.shape[2], stride, padding) for size in in_size)
-    if min(conv_out(size, *pool) for size in conv_size) < 1:
-        pool = (1, 1, 0)
-    dut = StemConvBanks(weight=weight, in_size=in_size, stride=stride, padding=padding,
-                        pool=pool, lanes=lanes, sum_bits=20)
+    conv = StemConv(weight, in_size, stride, padding,
+                    fitted_pool(weight, in_size, stride, padding, pool))
+    dut = StemConvBanks([conv], lanes=lanes, sum_bits=20)
     chunks = -(-weight.shape[0] // lanes)
-    pooled_size = tuple(conv_out(size, *pool) for size in conv_size)
-    got = simulate(dut, events, chunks, pooled_size)
-    expected = reference_pool(reference_currents(weight, in_size, stride, padding, events), pool)
-    assert np.array_equal(got[:weight.shape[0]], expected), (seed, pool, stride, padding)
+    got = simulate(dut, events, chunks, pooled_of(conv))
+    expected = reference_pool(reference_currents(weight, in_size, stride, padding, events),
+                              conv.pool)
+    assert np.array_equal(got[:weight.shape[0]], expected), (seed, conv.pool, stride, padding)
+
+
+def test_modules_share_the_banks_each_with_its_own_tables_and_taps():
+    cases = [random_case(seed) for seed in (1, 2, 4)]
+    convs = [StemConv(weight, in_size, stride, padding,
+                      fitted_pool(weight, in_size, stride, padding, pool))
+             for weight, in_size, stride, padding, pool, _, _ in cases]
+    dut = StemConvBanks(convs, lanes=2, sum_bits=20)
+    chunks = [-(-conv.weight.shape[0] // 2) for conv in convs]
+    # each module in turn, then the first again: nothing of the others' passes is left
+    order = [0, 1, 2, 0]
+    got = simulate_modules(dut, [(module, cases[module][6], chunks[module],
+                                  pooled_of(convs[module])) for module in order])
+    assert len({(c.weight.shape, c.in_size, c.stride) for c in convs}) == len(convs)
+    for module, result in zip(order, got):
+        weight, in_size, stride, padding, _, _, events = cases[module]
+        expected = reference_pool(reference_currents(weight, in_size, stride, padding, events),
+                                  convs[module].pool)
+        assert np.array_equal(result[:weight.shape[0]], expected), module
 
 
 def test_stride_one_kernel_three_reaches_nine_banks_in_one_event():
     weight = np.arange(9).reshape(1, 1, 3, 3) - 4
-    dut = StemConvBanks(weight=weight, in_size=(5, 5), stride=1, padding=1, pool=(1, 1, 0),
-                        lanes=1, sum_bits=12)
+    dut = StemConvBanks([StemConv(weight, (5, 5), 1, 1, (1, 1, 0))], lanes=1, sum_bits=12)
     got = simulate(dut, [(2, 2, 0, 0)], 1, (5, 5))
     expected = reference_currents(weight, (5, 5), 1, 1, [(2, 2, 0, 0)])
     assert dut.modulus == 3
@@ -134,8 +184,7 @@ def test_stride_one_kernel_three_reaches_nine_banks_in_one_event():
 
 def test_clear_zeroes_every_bank():
     weight = np.ones((2, 1, 3, 3), dtype=np.int64)
-    dut = StemConvBanks(weight=weight, in_size=(4, 4), stride=1, padding=1, pool=(1, 1, 0),
-                        lanes=2, sum_bits=12)
+    dut = StemConvBanks([StemConv(weight, (4, 4), 1, 1, (1, 1, 0))], lanes=2, sum_bits=12)
     events = [(y, x, 0, 3) for y in range(4) for x in range(4)]
     got = simulate(dut, events, 1, (4, 4), clear_after=True)
     assert not got.any()
@@ -160,12 +209,11 @@ def test_tables_put_a_spikes_reach_in_distinct_banks():
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_refuses_bad_weights_and_lanes():
     with pytest.raises(ValueError, match=r"^weight must be \[Cout, Cin, k, k\], not \[2, 3\]$"):
-        StemConvBanks(weight=np.zeros((2, 3)), in_size=(4, 4), stride=1, padding=0,
-                      pool=(1, 1, 0), lanes=1, sum_bits=8)
+        StemConvBanks([StemConv(np.zeros((2, 3)), (4, 4), 1, 0, (1, 1, 0))], lanes=1, sum_bits=8)
     with pytest.raises(ValueError, match="^weight must hold int8 values$"):
-        StemConvBanks(weight=np.full((1, 1, 1, 1), 200), in_size=(4, 4), stride=1, padding=0,
-                      pool=(1, 1, 0), lanes=1, sum_bits=8)
+        StemConvBanks([StemConv(np.full((1, 1, 1, 1), 200), (4, 4), 1, 0, (1, 1, 0))],
+                      lanes=1, sum_bits=8)
     with pytest.raises(ValueError, match="^lanes must be a positive integer, not 0$"):
-        StemConvBanks(weight=np.zeros((1, 1, 1, 1)), in_size=(4, 4), stride=1, padding=0,
-                      pool=(1, 1, 0), lanes=0, sum_bits=8)
+        StemConvBanks([StemConv(np.zeros((1, 1, 1, 1)), (4, 4), 1, 0, (1, 1, 0))],
+                      lanes=0, sum_bits=8)
     gc.collect()  # the refused objects warn as they go: here, where the warning is ignored

@@ -125,8 +125,9 @@ def simulate_engine(engine, plan, runs):
     return results
 
 
-def check_engine_against_golden(export, lanes, seed):
-    """Two images (budget 1, then the full mask) through one simulation: X, counts, cycles."""
+def check_engine_against_golden(export, lanes, seed, masks=None):
+    """Two images (budget 1, then the full mask; or ``masks``) through one simulation: X,
+    counts, cycles."""
     golden = GoldenModel(export)
     plan = StemPlan.from_export(export, lanes=lanes)
     engine = StemEngine(plan, arrays=export.arrays, thresholds=export.thresholds,
@@ -136,7 +137,8 @@ def check_engine_against_golden(export, lanes, seed):
     images = rng.integers(0, 256, size=(2, *export.arch["image_shape"]), dtype=np.uint8)
     images[rng.random(images.shape) < 0.4] = 0
     rows = len(plan.stages)
-    masks = [budget_mask_of(export.timestep_mask, budget) for budget in (1, None)]
+    if masks is None:
+        masks = [budget_mask_of(export.timestep_mask, budget) for budget in (1, None)]
     runs = [(image, mask[:rows]) for image, mask in zip(images, masks)]
     results = simulate_engine(engine, plan, runs)
     for image, mask, (got, got_counts, cycles) in zip(images, masks, results):
@@ -158,3 +160,33 @@ def test_stem_engine_matches_golden_on_drawn_stems(tmp_path, seed):
     export, lanes = stem_export(tmp_path, seed, drawn_stem(seed))
     check_engine_against_golden(export, lanes, seed)
 
+
+
+def late_stage_0_mask(export, rows, first):
+    """The export's mask with every stem module on, but stage 0 only from step ``first``."""
+    mask = np.array(export.timestep_mask, dtype=np.int64)
+    mask[:rows] = 1
+    mask[0, :first] = 0
+    return mask
+
+
+def test_stage_0_is_cleared_and_scattered_once_at_its_first_active_step(tmp_path):
+    export, lanes = stem_export(tmp_path, 0)
+    plan = StemPlan.from_export(export, lanes=lanes)
+    rows = len(plan.stages)
+    for first in range(plan.t_max + 1):
+        mask = late_stage_0_mask(export, rows, first)[:rows]
+        runs = [(p.kind, p.step) for p in plan.passes()
+                if p.module == 0 and p.kind in ("clear", "scatter") and p.enabled(mask)]
+        expected = [("clear", first), ("scatter", first)] if first < plan.t_max else []
+        assert runs == expected, first
+
+
+def test_stem_engine_keeps_stage_0s_current_while_the_others_use_the_banks(tmp_path):
+    # the other modules clear, scatter and fire in the shared banks before stage 0's first
+    # step and between its steps: its later fires must read the current it kept
+    export, lanes = stem_export(tmp_path, 0)
+    rows = len(StemPlan.from_export(export, lanes=lanes).stages)
+    assert export.t_max >= 3
+    check_engine_against_golden(export, lanes, 7, masks=[late_stage_0_mask(export, rows, 1),
+                                                         late_stage_0_mask(export, rows, 0)])

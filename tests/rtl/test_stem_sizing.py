@@ -1,13 +1,23 @@
-"""The stem's sizing lists exactly the memories the stem engine elaborates."""
+"""The stem's sizing lists exactly the memories the stem engine elaborates, its dense events
+are the plan's, its logic is one datapath's."""
 
+import dataclasses
+
+import numpy as np
 import pytest
 from amaranth.hdl import Fragment, Shape
 from test_stem_engine import STEMS, stem_export
 
 from stepvit.rtl.sizing import memory_bram36
+from stepvit.rtl.stem_conv import PLANES
 from stepvit.rtl.stem_engine import StemEngine
-from stepvit.rtl.stem_plan import StemPlan
-from stepvit.rtl.stem_sizing import stem_bram36, stem_memories
+from stepvit.rtl.stem_plan import START_CYCLES, StemPlan
+from stepvit.rtl.stem_sizing import (
+    stem_bram36,
+    stem_dense_events,
+    stem_logic_luts,
+    stem_memories,
+)
 
 
 def elaborated_memories(fragment):
@@ -29,3 +39,33 @@ def test_stem_memories_are_the_engines(tmp_path, index):
     assert got == sorted((m.width, max(m.depth, 2)) for m in memories.values())
     assert stem_bram36(plan, export.bit_widths) == sum(
         memory_bram36(m.width, m.depth, rom=m.rom) for m in memories.values())
+
+
+@pytest.mark.parametrize("index", range(len(STEMS)))
+def test_stem_dense_events_are_the_plans_loops_with_every_bit_on(tmp_path, index):
+    export, lanes = stem_export(tmp_path, index)
+    plan = StemPlan.from_export(export, lanes=lanes)
+    mask = np.ones((len(plan.stages), plan.t_max), dtype=np.int64)
+    # each loop's cycles without its start, the empty scatter's read and a fire's drain
+    extra = {"clear": START_CYCLES, "scatter": START_CYCLES + 1, "fire": START_CYCLES + 3}
+    loops = 0
+    for stem_pass in plan.passes():
+        if stem_pass.kind not in extra or not stem_pass.enabled(mask):
+            continue
+        channels, height, width = plan.stages[stem_pass.module].in_shape
+        bits = np.full(height * width, channels * (PLANES if stem_pass.module == 0 else 1))
+        loops += plan.pass_cycles(stem_pass, bits) - extra[stem_pass.kind]
+    assert stem_dense_events(plan) == loops
+
+
+@pytest.mark.parametrize("index", range(len(STEMS)))
+def test_stem_logic_is_paid_once_whatever_the_modules(tmp_path, index):
+    export, lanes = stem_export(tmp_path, index)
+    plan = StemPlan.from_export(export, lanes=lanes)
+    logic = stem_logic_luts(plan, export.bit_widths)
+    # twice the modules share the same banks; twice the lanes double them
+    doubled = dataclasses.replace(plan, stages=plan.stages + plan.stages)
+    assert stem_logic_luts(doubled, export.bit_widths) == logic
+    wider = dataclasses.replace(plan, lanes=2 * lanes)
+    assert abs(stem_logic_luts(wider, export.bit_widths) - 2 * logic) <= 1
+    assert logic > 0
