@@ -32,6 +32,7 @@ from stepvit.rtl.protocol import (
     result_words,
     unpack_results,
 )
+from stepvit.sim.stem_cycles import stem_split
 from stepvit.sim.verilator import BuiltLibrary, VerilatedAccel, build_library
 
 #: The stamp beside the generated Verilog: what it was generated from.
@@ -333,7 +334,8 @@ def check_budget(simulation: VerilatorSimulation, images: np.ndarray, budget: in
     first differing layer and logit of each), each image's cycles (its latency), the
     stream's cycles per image (the throughput: images overlap), accumulates, the lower
     bound, the efficiency (lower bound over the stream's cycles per image), the dense
-    reference, and the simulation's speed.
+    reference, and the simulation's speed; with a convolutional stem, the stem's and the
+    blocks' parts (:func:`stepvit.sim.stem_cycles.stem_split`).
     """
     export, lanes = simulation.export, simulation.lanes
     if golden is None:
@@ -366,4 +368,6 @@ def check_budget(simulation: VerilatorSimulation, images: np.ndarray, budget: in
         "wall_s": run.seconds,
         "cycles_per_second": run.cycles_per_second,
         "jobs": run.jobs,
+        **(stem_split(export, images, budget, golden.work, lanes=lanes,
+                      stem_lanes=simulation.stem_lanes) if export.arch.get("stem") else {}),
     }

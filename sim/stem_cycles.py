@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from stepvit.model.data import load_dataset
-from stepvit.model.export import StepvitError, budget_mask_of, load_export
+from stepvit.model.export import Export, StepvitError, budget_mask_of, load_export
 from stepvit.model.golden import GoldenModel
 from stepvit.rtl.stem_plan import StemPlan
 
@@ -53,6 +53,34 @@ def stem_maps(golden: GoldenModel, images: np.ndarray, mask: np.ndarray
     per_image = [{key: value[i].numpy() for key, value in maps.items()}
                  for i in range(len(pixels))]
     return per_image, work
+
+
+def stem_split(export: Export, images: np.ndarray, budget: int | None,
+               work: dict[str, np.ndarray], *, lanes: int, stem_lanes: int | None = None,
+               batch: int = 500) -> dict[str, float]:
+    """Return the stem's and the blocks' parts of an image's cycles at ``budget``, per image.
+
+    ``stem_cycles_per_image``: the stem engine's cycles by its exact model (the cycles it is
+    busy; it overlaps the blocks of the image before); ``stem_lower_bound_cycles`` and
+    ``blocks_lower_bound_cycles``: the accumulate bounds of the two parts from the golden
+    ``work`` of ``images`` (the stem's over ``ceil(k/s)²`` times its lanes, the blocks' over
+    the core's). The stem runs through the golden model ``batch`` images at a time.
+    """
+    golden = GoldenModel(export)
+    plan = StemPlan.from_export(export, lanes=stem_lanes or lanes)
+    mask = export.budget_mask(budget)
+    rows = len(plan.stages)
+    cycles = []
+    for first in range(0, len(images), batch):
+        chunk = images[first:first + batch]
+        maps, _ = stem_maps(golden, chunk, mask)
+        cycles += [plan.image_cycles(mask[:rows], image, image_maps)
+                   for image, image_maps in zip(chunk, maps)]
+    stem_work = np.asarray(work["embed_ac_ops"]) + np.asarray(work["stem_ac_ops"])
+    blocks_work = np.asarray(work["ac_ops"]) - np.asarray(work["stem_ac_ops"])
+    return {"stem_cycles_per_image": float(np.mean(cycles)),
+            "stem_lower_bound_cycles": plan.accumulate_lower_bound(float(stem_work.mean())),
+            "blocks_lower_bound_cycles": float(blocks_work.mean()) / lanes}
 
 
 def stem_cycles(export_dir: str, *, lanes: int, images: np.ndarray,
