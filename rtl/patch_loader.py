@@ -13,6 +13,16 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 
+def image_buffer_members(pixels: int) -> dict[str, In | Out]:
+    """Return a loader's members on the image buffer's side, for images of ``pixels`` bytes."""
+    return {
+        "start": In(1),
+        "done": Out(1),
+        "img_addr": Out(range(max(-(-pixels // 4), 2))),
+        "img_data": In(32),
+    }
+
+
 class PatchLoader(wiring.Component):
     """Write the patches of one image, one pixel a cycle, as byte writes of patch words.
 
@@ -52,10 +62,7 @@ class PatchLoader(wiring.Component):
         self._patch_len = channels * patch * patch
         pixels = channels * height * width
         super().__init__({
-            "start": In(1),
-            "done": Out(1),
-            "img_addr": Out(range(max(-(-pixels // 4), 2))),
-            "img_data": In(32),
+            **image_buffer_members(pixels),
             "patch_addr": Out(range(max(self._tokens, 2))),
             "patch_data": Out(8 * self._patch_len),
             "patch_enable": Out(self._patch_len),

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
+
+from stepvit.rtl.patch_loader import image_buffer_members
 
 
 class StemPixelLoader(wiring.Component):
@@ -24,14 +26,8 @@ class StemPixelLoader(wiring.Component):
 
     Members
     -------
-    start : In(1)
-        Begin reading the image at word 0.
-    done : Out(1)
-        One-cycle pulse with the last pixel's write.
-    img_addr : Out(range(words))
-        Image buffer word address.
-    img_data : In(32)
-        The word at the previous cycle's ``img_addr``.
+    start, done, img_addr, img_data
+        The image buffer's side, as :class:`~stepvit.rtl.patch_loader.PatchLoader`'s.
     pixel_valid : Out(C)
         One-hot: the channel (byte) written this cycle (none when idle).
     pixel_address : Out(range(H·W))
@@ -45,10 +41,7 @@ class StemPixelLoader(wiring.Component):
         channels, height, width = self._shape
         pixels = channels * height * width
         super().__init__({
-            "start": In(1),
-            "done": Out(1),
-            "img_addr": Out(range(max(-(-pixels // 4), 2))),
-            "img_data": In(32),
+            **image_buffer_members(pixels),
             "pixel_valid": Out(channels),
             "pixel_address": Out(range(max(height * width, 2))),
             "pixel_data": Out(8 * channels),
