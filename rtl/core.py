@@ -107,7 +107,7 @@ class StepvitCore(wiring.Component):
             stem = None
             start_bank = self._load_patches(m, memories)
         else:
-            stem, start_bank = self._load_stem(m, memories), Const(0)
+            stem, start_bank = self._load_stem(m), Const(0)
         self._control(m, run, prefetch, walk, start_bank, stem)
         self._connect_prefetch(m, memories, run, prefetch, fire)
         self._connect_walk(m, memories, run, prefetch, walk)
@@ -168,7 +168,7 @@ class StepvitCore(wiring.Component):
             m.d.sync += start_bank.eq(~start_bank)
         return start_bank
 
-    def _load_stem(self, m: Module, memories: CoreMemories) -> StemFront:
+    def _load_stem(self, m: Module) -> StemFront:
         """Add the stem's front (loader, engine, hand-off); take its tokens and spike counts.
 
         The front writes each image's stream into the buffer the blocks do not use, so the
