@@ -117,8 +117,7 @@ class CoreGeometry:
         """
         arch = export.arch
         # with a convolutional stem the stem engine makes the tokens: no patch embedding
-        stem_modules = len(export.module_names) - 2 * int(arch["depth"]) - 1 if arch.get(
-            "stem") else 0
+        stem_modules = export.stem_modules
         patch = 0 if stem_modules else int(arch["patch"])
         head_dim = arch["dim"] // arch["heads"]
         if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:

@@ -7,8 +7,9 @@ Both figures come from the plan, before any synthesis:
   reference's cycle count; sparse images scale down with it. Lanes past a head's width
   stop paying in the attention (a Q bit adds one head's KV row), and a ragged last chunk
   costs a whole event, so the fastest count is not always the largest.
-- **a convolutional stem** adds the stem engine's dense cycles, block RAM and LUTs
-  (:mod:`stepvit.rtl.stem_sizing`): it runs before the blocks, on as many lanes.
+- **a convolutional stem** adds the stem engine's block RAM and LUTs
+  (:mod:`stepvit.rtl.stem_sizing`); it overlaps the blocks, so the slower of its dense
+  cycles and the core's sets the speed, and its lanes may differ from the core's.
 - **resources**: block RAM from the memories' shapes (:func:`memory_bram36`, the way Yosys
   maps them); LUTs as logic (a fixed part, a part per lane, a part per bit of the widest
   spike word the walker holds and a part per lane of the heads walked beside the first in

@@ -23,6 +23,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from stepvit.model.export import Export
+from stepvit.rtl.interface import image_words
 from stepvit.rtl.stem_engine import COUNT_BITS, StemEngine
 from stepvit.rtl.stem_loader import StemPixelLoader
 from stepvit.rtl.stem_plan import StemPlan
@@ -51,7 +52,7 @@ class StemFront(wiring.Component):
     take : In(1)
         The core starts the ready image (only while ``ready``).
     ready : Out(1)
-        An image's stream is complete in buffer ``write_buffer`` and not yet taken.
+        An image's stream is complete in buffer ``token_buffer`` and not yet taken.
     buffer : Out(1)
         The stream buffer of the image taken last (the blocks' buffer).
     token_valid, token_buffer, token_address, token_data : Out
@@ -64,7 +65,6 @@ class StemFront(wiring.Component):
     def __init__(self, export: Export, plan: StemPlan, *, token_lanes: int,
                  stream_words: int) -> None:
         self._export, self._plan = export, plan
-        channels, height, width = (int(v) for v in export.arch["image_shape"])
         modules = len(plan.stages)
         self._engine = StemEngine(
             plan, arrays=export.arrays, thresholds=export.thresholds, bits=export.bit_widths,
@@ -73,7 +73,7 @@ class StemFront(wiring.Component):
         super().__init__({
             "load": In(1),
             "loaded": Out(1),
-            "img_addr": Out(range(max(-(-channels * height * width // 4), 2))),
+            "img_addr": Out(range(max(image_words(export), 2))),
             "img_data": In(32),
             "mask": In(modules * plan.t_max),
             "take": In(1),

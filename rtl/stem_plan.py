@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from stepvit.model.export import Export
-from stepvit.model.export.stem import StemStage, stem_stages
+from stepvit.model.export.stem import StemStage, stem_stages, widest_reach
 from stepvit.rtl.stem_banks import bank_modulus
 
 #: What a pass does (the sequencer's kind codes).
@@ -177,7 +177,7 @@ class StemPlan:
         stage = self.stages[index]
         if stem_pass.kind == "clear":
             return START_CYCLES + self.bank_depth(index)
-        if stem_pass.kind in ("keep", "fire"):
+        if stem_pass.kind == "fire":
             return START_CYCLES + int(np.prod(stage.lif_shape[1:])) * self.chunks(index) + 3
         if stem_pass.kind == "pool":
             return START_CYCLES + int(np.prod(stage.out_shape[1:])) * self.pool[0] ** 2 + 1
@@ -219,8 +219,7 @@ class StemPlan:
         An event adds at most ``lanes`` weights at each of the up to ``k²`` (``m²`` banks)
         positions it reaches.
         """
-        widest = max(bank_modulus(s.kernel, s.stride) ** 2 for s in self.stages)
-        return work / (widest * self.lanes)
+        return work / (widest_reach(self.stages) * self.lanes)
 
 
 __all__ = ["PASS_KINDS", "StemPass", "StemPlan"]

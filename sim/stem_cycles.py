@@ -20,6 +20,7 @@ import torch
 
 from stepvit.model.data import load_dataset
 from stepvit.model.export import Export, StepvitError, budget_mask_of, load_export
+from stepvit.model.export.stem import lower_bound_parts
 from stepvit.model.golden import GoldenModel
 from stepvit.rtl.stem_plan import StemPlan
 
@@ -76,11 +77,10 @@ def stem_split(export: Export, images: np.ndarray, budget: int | None,
         maps, _ = stem_maps(golden, chunk, mask)
         cycles += [plan.image_cycles(mask[:rows], image, image_maps)
                    for image, image_maps in zip(chunk, maps)]
-    stem_work = np.asarray(work["embed_ac_ops"]) + np.asarray(work["stem_ac_ops"])
-    blocks_work = np.asarray(work["ac_ops"]) - np.asarray(work["stem_ac_ops"])
+    blocks, stem = lower_bound_parts(export.arch, work, lanes, stem_lanes)
     return {"stem_cycles_per_image": float(np.mean(cycles)),
-            "stem_lower_bound_cycles": plan.accumulate_lower_bound(float(stem_work.mean())),
-            "blocks_lower_bound_cycles": float(blocks_work.mean()) / lanes}
+            "stem_lower_bound_cycles": float(stem.mean()),
+            "blocks_lower_bound_cycles": float(blocks.mean())}
 
 
 def stem_cycles(export_dir: str, *, lanes: int, images: np.ndarray,

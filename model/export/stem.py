@@ -221,6 +221,24 @@ def dense_stem_ac_ops(stages: list[StemStage]) -> int:
                for stage in stages[1:])
 
 
+def widest_reach(stages: list[StemStage]) -> int:
+    """Return the most conv outputs one input spike reaches in any stage: ``ceil(k/s)²``."""
+    return max((-(-stage.kernel // stage.stride)) ** 2 for stage in stages)
+
+
+def lower_bound_parts(arch: dict[str, Any], work: dict[str, Any], lanes: int,
+                      stem_lanes: int | None = None) -> tuple[Any, Any]:
+    """Return the blocks' and the stem's cycle bounds of a stem export's golden ``work``.
+
+    The blocks' accumulates over the core's ``lanes``; the stem's (``embed_ac_ops`` and
+    ``stem_ac_ops``) over :func:`widest_reach` times ``stem_lanes`` (default ``lanes``).
+    """
+    reach = widest_reach(stem_stages(arch["image_shape"], arch["stem"]))
+    stem = work["embed_ac_ops"] + work["stem_ac_ops"]
+    return ((work["ac_ops"] - work["stem_ac_ops"]) / lanes,
+            stem / (reach * (stem_lanes or lanes)))
+
+
 def accumulate_lower_bound(arch: dict[str, Any], work: dict[str, Any], lanes: int,
                            stem_lanes: int | None = None) -> Any:
     """Return the cycles no accelerator of ``lanes`` lanes beats, from golden ``work``.
@@ -235,11 +253,7 @@ def accumulate_lower_bound(arch: dict[str, Any], work: dict[str, Any], lanes: in
     """
     if not arch.get("stem"):
         return (work["ac_ops"] + work["embed_ac_ops"]) / lanes
-    reach = max((-(-stage.kernel // stage.stride)) ** 2
-                for stage in stem_stages(arch["image_shape"], arch["stem"]))
-    stem = work["embed_ac_ops"] + work["stem_ac_ops"]
-    return np.maximum((work["ac_ops"] - work["stem_ac_ops"]) / lanes,
-                      stem / (reach * (stem_lanes or lanes)))
+    return np.maximum(*lower_bound_parts(arch, work, lanes, stem_lanes))
 
 
 def _is_int(value: Any) -> bool:
@@ -248,5 +262,5 @@ def _is_int(value: Any) -> bool:
 
 __all__ = ["DEFAULT_POOL", "POOL_PLACES", "StemStage", "accumulate_lower_bound", "check_stem",
            "complete_stem",
-           "conv_out", "dense_stem_ac_ops", "first_layer_macs", "stem_names", "stem_stages",
-           "stem_tokens"]
+           "conv_out", "dense_stem_ac_ops", "first_layer_macs", "lower_bound_parts", "stem_names",
+           "stem_stages", "stem_tokens", "widest_reach"]
