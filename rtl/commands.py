@@ -51,20 +51,28 @@ def rtl(args: argparse.Namespace) -> int:
     build = output_folder(args.build, "--build")
     lanes, stem_lanes, chosen = args.lanes or DEFAULT_LANES, args.stem_lanes, None
     if args.board is not None:
+        from stepvit.rtl.pace import sample_pace
         from stepvit.rtl.sizing import choose_lanes, estimate
         from stepvit.rtl.synth import board_parameters
 
         board = board_parameters(args.board)
+        pace = sample_pace(export)
         try:
-            best, _ = choose_lanes(export, board)
+            best, estimates = choose_lanes(export, board, pace)
         except ValueError as error:
             raise StepvitError(str(error)) from None
         if args.lanes is None and stem_lanes is None:
             stem_lanes = best.stem_lanes
         lanes = args.lanes or best.lanes
+        if export.arch.get("stem"):
+            stem_lanes = stem_lanes or lanes
+        built = next((e for e in estimates if (e.lanes, e.stem_lanes) == (lanes, stem_lanes)),
+                     None) or estimate(export, lanes, board, stem_lanes=stem_lanes)
         chosen = {"board": board["name"], "fastest_fitting_lanes": best.lanes,
                   "fastest_fitting_stem_lanes": best.stem_lanes,
-                  "estimate": estimate(export, lanes, board, stem_lanes=stem_lanes).as_dict()}
+                  "ranked_by": ("dense events" if pace is None else
+                                f"cycles on the export's {pace.images} golden-vector images"),
+                  "estimate": built.as_dict()}
     report = generate(export, build, lanes=lanes, stem_lanes=stem_lanes)
     record_design(build, export, lanes, None if chosen is None else chosen["board"],
                   stem_lanes=stem_lanes)

@@ -4,12 +4,14 @@ Both figures come from the plan, before any synthesis:
 
 - **speed**: the events of one image with every spike 1 and every step active
   (:func:`dense_events`). The core issues one event a cycle, so this is the dense
-  reference's cycle count; sparse images scale down with it. Lanes past a head's width
-  stop paying in the attention (a Q bit adds one head's KV row), and a ragged last chunk
-  costs a whole event, so the fastest count is not always the largest.
+  reference's cycle count. Lanes past a head's width stop paying in the attention (a Q bit
+  adds one head's KV row), and a ragged last chunk costs a whole event, so the fastest
+  count is not always the largest. Where the export ships golden vectors, the picker ranks
+  by the cycles on those images instead (:mod:`stepvit.rtl.pace`): the dense events scaled
+  by the blocks' activity, and the stem engine's exact cycles.
 - **a convolutional stem** adds the stem engine's block RAM and LUTs
-  (:mod:`stepvit.rtl.stem_sizing`); it overlaps the blocks, so the slower of its dense
-  cycles and the core's sets the speed, and its lanes may differ from the core's.
+  (:mod:`stepvit.rtl.stem_sizing`); it overlaps the blocks, so the slower of its cycles
+  and the core's sets the speed, and its lanes may differ from the core's.
 - **resources**: block RAM from the memories' shapes (:func:`memory_bram36`, the way Yosys
   maps them); LUTs as logic (a fixed part, a part per lane, a part per bit of the widest
   spike word the walker holds and a part per lane of the heads walked beside the first in
@@ -27,6 +29,7 @@ from typing import Any
 
 from stepvit.model.export import Export
 from stepvit.rtl.core_plan import CoreGeometry, CorePlan
+from stepvit.rtl.pace import SamplePace
 
 #: Logic LUTs of a design: ``fixed + per_lane * lanes + per_walk_bit * walk_bits``, fitted
 #: to Yosys's ``synth_xilinx -abc9`` (docs/results/: the Fashion-MNIST shape at 8, 16
@@ -125,7 +128,9 @@ def dense_events(geometry: CoreGeometry) -> int:
 class DesignEstimate:
     """One design's estimate: its dense events, LUTs, block RAM and whether it fits.
 
-    ``stem_lanes`` is the stem engine's lanes (``None`` without a convolutional stem).
+    ``stem_lanes`` is the stem engine's lanes (``None`` without a convolutional stem);
+    ``sample_cycles`` the cycles per image on the export's golden-vector images
+    (:mod:`stepvit.rtl.pace`), ``None`` where the picker had no images.
     """
 
     lanes: int
@@ -134,12 +139,15 @@ class DesignEstimate:
     bram36: float
     fits: bool
     stem_lanes: int | None = None
+    sample_cycles: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the estimate as a JSON-ready dict."""
         return {"lanes": self.lanes, "stem_lanes": self.stem_lanes,
-                "dense_events": self.dense_events, "lut": self.lut, "bram36": self.bram36,
-                "fits": self.fits}
+                "dense_events": self.dense_events,
+                "sample_cycles": (None if self.sample_cycles is None
+                                  else round(self.sample_cycles, 1)),
+                "lut": self.lut, "bram36": self.bram36, "fits": self.fits}
 
 
 def core_resources(export: Export, lanes: int) -> tuple[int, int, float]:
@@ -175,8 +183,12 @@ def stem_resources(export: Export, lanes: int) -> tuple[int, int, float]:
 
 
 def _combine(lanes: int, core: tuple[int, int, float], stem_lanes: int | None,
-             stem: tuple[int, int, float] | None, board: dict[str, Any]) -> DesignEstimate:
-    """Return the estimate of a core and (if any) a stem engine beside it on ``board``."""
+             stem: tuple[int, int, float] | None, board: dict[str, Any],
+             cycles: tuple[float, float | None] | None = None) -> DesignEstimate:
+    """Return the estimate of a core and (if any) a stem engine beside it on ``board``.
+
+    ``cycles``: the core's and the stem's cycles on sample images, if known.
+    """
     events, lut, bram36 = core
     if stem is not None:
         # the stem of one image overlaps the blocks of the image before: the slower counts
@@ -184,8 +196,9 @@ def _combine(lanes: int, core: tuple[int, int, float], stem_lanes: int | None,
     available, budget = board["resources"], board["budget"]
     fits = (lut <= budget["lut_fraction"] * available["lut"]
             and bram36 <= budget["bram_fraction"] * available["bram36"])
+    sample = None if cycles is None else max(c for c in cycles if c is not None)
     return DesignEstimate(lanes=lanes, dense_events=events, lut=lut, bram36=bram36, fits=fits,
-                          stem_lanes=stem_lanes)
+                          stem_lanes=stem_lanes, sample_cycles=sample)
 
 
 def estimate(export: Export, lanes: int, board: dict[str, Any], *,
@@ -201,12 +214,14 @@ def estimate(export: Export, lanes: int, board: dict[str, Any], *,
                     stem_resources(export, stem_lanes), board)
 
 
-def choose_lanes(export: Export,
-                 board: dict[str, Any]) -> tuple[DesignEstimate, list[DesignEstimate]]:
-    """Return the fitting design with the fewest dense events, and every estimate.
+def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None = None
+                 ) -> tuple[DesignEstimate, list[DesignEstimate]]:
+    """Return the fastest fitting design, and every estimate.
 
-    With a convolutional stem every pair of core and stem lanes is weighed (the slower of
-    the two sets the pace). Fewer lanes win a tie.
+    Fastest: the fewest cycles on sample images where ``pace`` gives them
+    (:func:`stepvit.rtl.pace.sample_pace`), else the fewest dense events. With a
+    convolutional stem every pair of core and stem lanes is weighed (the slower of the two
+    sets the pace). Fewer lanes win a tie.
 
     Raises
     ------
@@ -222,13 +237,21 @@ def choose_lanes(export: Export,
         widest_stem = max(stage.conv_shape[0]
                           for stage in stem_stages(arch["image_shape"], arch["stem"]))
         stems = {lanes: stem_resources(export, lanes) for lanes in range(1, widest_stem + 1)}
-        estimates = [_combine(lanes, core, stem_lanes, stem, board)
-                     for lanes, core in cores.items() for stem_lanes, stem in stems.items()]
     else:
-        estimates = [_combine(lanes, core, None, None, board) for lanes, core in cores.items()]
+        stems = {None: None}
+
+    def cycles(lanes: int, stem_lanes: int | None) -> tuple[float, float | None] | None:
+        if pace is None:
+            return None
+        core = pace.core_cycles(cores[lanes][0], cores[1][0])
+        return core, None if stem_lanes is None else pace.stem_cycles[stem_lanes]
+
+    estimates = [_combine(lanes, core, stem_lanes, stem, board, cycles(lanes, stem_lanes))
+                 for lanes, core in cores.items() for stem_lanes, stem in stems.items()]
     fitting = [e for e in estimates if e.fits]
     if not fitting:
         raise ValueError(f"no lane count fits the board {board['name']}: even one lane needs "
                          f"{estimates[0].bram36:g} BRAM36 and {estimates[0].lut} LUTs")
-    best = min(fitting, key=lambda e: (e.dense_events, e.lanes + (e.stem_lanes or 0)))
+    best = min(fitting, key=lambda e: (e.dense_events if e.sample_cycles is None
+                                       else e.sample_cycles, e.lanes + (e.stem_lanes or 0)))
     return best, estimates

@@ -108,3 +108,69 @@ def test_a_stem_design_weighs_every_pair_of_core_and_stem_lanes(tmp_path) -> Non
     assert pair.dense_events == max(sizing.core_resources(export, 2)[0],
                                     sizing.stem_resources(export, 3)[0])
     assert pair.lut == sizing.core_resources(export, 2)[1] + sizing.stem_resources(export, 3)[1]
+
+
+def with_golden_vectors(export, images=5, seed=0):
+    """Write golden vectors of random images into ``export``, as `stepvit export` does."""
+    import numpy as np
+    import torch
+
+    from stepvit.model.export_cli import write_golden_vectors_of
+    from stepvit.model.golden import GoldenModel
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (images, *export.arch["image_shape"]),
+                                                  dtype=np.uint8)
+    write_golden_vectors_of(export.path / "golden_vectors.npz", GoldenModel(export),
+                            torch.from_numpy(pixels), torch.zeros(images, dtype=torch.int64))
+    return export
+
+
+def test_with_sample_images_the_picker_ranks_by_their_cycles(tmp_path) -> None:
+    from test_stem_engine import stem_export
+
+    from stepvit.rtl.pace import SamplePace, sample_pace
+
+    export = with_golden_vectors(stem_export(tmp_path, 0)[0])
+    board = board_parameters("pynq-z2")
+    pace = sample_pace(export)
+    assert pace is not None and pace.images > 0 and pace.core_work > 0
+    assert sorted(pace.stem_cycles) == [1, 2, 3, 4]
+    chosen, estimates = choose_lanes(export, board, pace)
+    assert chosen.sample_cycles == min(e.sample_cycles for e in estimates if e.fits)
+    pair = next(e for e in estimates if (e.lanes, e.stem_lanes) == (2, 3))
+    core = pace.core_cycles(sizing.core_resources(export, 2)[0],
+                            sizing.core_resources(export, 1)[0])
+    assert pair.sample_cycles == max(core, pace.stem_cycles[3])
+    # a stem that the images keep busy is given more lanes than the dense model gives it
+    slow_stem = SamplePace(pace.images, 1.0, {lanes: 1e6 / lanes for lanes in range(1, 5)})
+    assert choose_lanes(export, board, slow_stem)[0].stem_lanes == 4
+    idle_stem = SamplePace(pace.images, pace.core_work, {lanes: 0.0 for lanes in range(1, 5)})
+    assert choose_lanes(export, board, idle_stem)[0].stem_lanes == 1
+
+
+def test_the_stem_pace_is_the_engines_exact_cycle_model(tmp_path) -> None:
+    from test_stem_engine import stem_export
+
+    from stepvit.model.export.vectors import load_golden_vectors
+    from stepvit.rtl.pace import sample_pace
+    from stepvit.sim.stem_cycles import stem_cycles
+
+    export = with_golden_vectors(stem_export(tmp_path, 1)[0], seed=1)
+    images = load_golden_vectors(export).images
+    pace = sample_pace(export, stem_lanes=range(2, 4))
+    for lanes in (2, 3):
+        full = stem_cycles(str(export.path), lanes=lanes, images=images,
+                           budgets=[export.t_max])[0]
+        assert pace.stem_cycles[lanes] == pytest.approx(full["cycles"])
+
+
+def test_without_golden_vectors_the_picker_keeps_dense_events(export_dir, tmp_path) -> None:
+    import shutil
+
+    from stepvit.rtl.pace import sample_pace
+
+    bare = tmp_path / "bare"
+    shutil.copytree(export_dir, bare)
+    (bare / "golden_vectors.npz").unlink(missing_ok=True)
+    assert sample_pace(load_export(bare)) is None
+    assert sample_pace(with_golden_vectors(load_export(bare))) is not None
