@@ -88,11 +88,14 @@ def sample_pace(export: Export, stem_lanes: range | None = None) -> SamplePace |
         widest = max(stage.conv_shape[0] for stage in
                      StemPlan.from_export(export, lanes=1).stages)
         stem_lanes = range(1, widest + 1)
+    # an image's passes and their inputs' bits do not depend on the lanes
+    profiles = [StemPlan.from_export(export, lanes=1).input_profile(mask[:rows], image,
+                                                                    image_maps)
+                for image, image_maps in zip(vectors.images, maps)]
     stem = {}
     for lanes in stem_lanes:
         plan = StemPlan.from_export(export, lanes=lanes)
-        stem[lanes] = float(np.mean([plan.image_cycles(mask[:rows], image, image_maps)
-                                     for image, image_maps in zip(vectors.images, maps)]))
+        stem[lanes] = float(np.mean([plan.profile_cycles(profile) for profile in profiles]))
     return SamplePace(len(vectors.images), float((work["ac_ops"] - work["stem_ac_ops"]).mean()),
                       stem)
 

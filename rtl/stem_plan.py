@@ -181,8 +181,16 @@ class StemPlan:
             return START_CYCLES + int(np.prod(stage.lif_shape[1:])) * self.chunks(index) + 3
         if stem_pass.kind == "pool":
             return START_CYCLES + int(np.prod(stage.out_shape[1:])) * self.pool[0] ** 2 + 1
-        events = np.maximum(np.asarray(input_bits) * self.chunks(index), 1)
-        return START_CYCLES + 1 + int(events.sum())
+        bits = np.asarray(input_bits)
+        return self.scatter_cycles(index, int(bits.sum()), int((bits == 0).sum()))
+
+    def scatter_cycles(self, index: int, set_bits: int, empty: int) -> int:
+        """Return the cycles of module ``index``'s scatter over an input.
+
+        ``set_bits`` set bits and ``empty`` positions with none: an event per set bit and
+        chunk, a cycle per empty position, and the start.
+        """
+        return START_CYCLES + 1 + set_bits * self.chunks(index) + empty
 
     def image_cycles(self, mask: np.ndarray, pixels: np.ndarray,
                      spike_maps: dict[tuple[int, int], np.ndarray]) -> int:
@@ -198,11 +206,21 @@ class StemPlan:
             ``(module, step)`` to that module's emitted spikes ``[C, H, W]`` (0/1) at an
             active step.
         """
-        total = 0
+        return self.profile_cycles(self.input_profile(mask, pixels, spike_maps))
+
+    def input_profile(self, mask: np.ndarray, pixels: np.ndarray,
+                      spike_maps: dict[tuple[int, int], np.ndarray]
+                      ) -> list[tuple[StemPass, int, int]]:
+        """Return one image's enabled passes, each with its input's set bits and empty positions.
+
+        Both are 0 but for a scatter. That is all the cycles need of the image, at any lanes
+        (the arguments are :meth:`image_cycles`'s).
+        """
+        profile = []
         for stem_pass in self.passes():
             if not stem_pass.enabled(mask):
                 continue
-            bits = None
+            set_bits = empty = 0
             if stem_pass.kind == "scatter":
                 if stem_pass.module == 0:
                     bits = np.unpackbits(np.asarray(pixels, dtype=np.uint8)[..., None],
@@ -210,8 +228,15 @@ class StemPlan:
                 else:
                     source = spike_maps[(self.source(stem_pass.module), stem_pass.step)]
                     bits = np.asarray(source).sum(axis=0)
-            total += self.pass_cycles(stem_pass, bits)
-        return total
+                set_bits, empty = int(bits.sum()), int((bits == 0).sum())
+            profile.append((stem_pass, set_bits, empty))
+        return profile
+
+    def profile_cycles(self, profile: list[tuple[StemPass, int, int]]) -> int:
+        """Return the cycles of an image's :meth:`input_profile` at this plan's lanes."""
+        return sum(self.scatter_cycles(stem_pass.module, set_bits, empty)
+                   if stem_pass.kind == "scatter" else self.pass_cycles(stem_pass)
+                   for stem_pass, set_bits, empty in profile)
 
     def accumulate_lower_bound(self, work: int) -> float:
         """Cycles no engine of this parallelism beats: ``work`` accumulates over ``k²·lanes``.
