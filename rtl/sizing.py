@@ -166,8 +166,19 @@ def core_resources(export: Export, lanes: int) -> tuple[int, int, float]:
     return dense_events(geometry), lut, bram36
 
 
+#: LUTs a stem design adds besides the stem engine's own (:mod:`stepvit.rtl.stem_sizing`,
+#: fitted to the engine alone): its pixel loader, the front's two stream buffers and the
+#: hand-off to the core. Fitted to ``stepvit synth`` of the Fashion-MNIST stem export on the
+#: PYNQ-Z2 at 32 + 10 and 32 + 11 lanes (35,354 and 36,846 LUTs, against 32,031 and 33,646
+#: without it), each within 0.5 % with it (docs/results/2026-12-05-stem-accelerator.md).
+STEM_INTEGRATION_LUTS = 3_300
+
+
 def stem_resources(export: Export, lanes: int) -> tuple[int, int, float]:
-    """Return the stem engine's dense events, LUTs and block RAM on ``lanes`` lanes."""
+    """Return the stem engine's dense events, LUTs and block RAM on ``lanes`` lanes.
+
+    The LUTs include the stem's integration beside the core (:data:`STEM_INTEGRATION_LUTS`).
+    """
     # (imported here: the stem's sizing builds on this module's memory rules)
     from stepvit.rtl.stem_plan import StemPlan
     from stepvit.rtl.stem_sizing import (
@@ -178,7 +189,8 @@ def stem_resources(export: Export, lanes: int) -> tuple[int, int, float]:
     )
 
     plan, bits = StemPlan.from_export(export, lanes=lanes), export.bit_widths
-    return (stem_dense_events(plan), stem_logic_luts(plan, bits) + stem_lutram_luts(plan, bits),
+    return (stem_dense_events(plan),
+            STEM_INTEGRATION_LUTS + stem_logic_luts(plan, bits) + stem_lutram_luts(plan, bits),
             stem_bram36(plan, bits))
 
 
