@@ -521,6 +521,71 @@ class GoldenModel:
                     x = x + self.mlp_step(state, f"blocks.{block}.mlp", x, step)
             if mask[-1, step]:
                 counts += self.head_step(state, x, step)
+        return self.result(state, mask, counts, first_work)
+
+    def run_module_major(self, images: Any, budget: int | None = None,
+                         masks: np.ndarray | None = None) -> GoldenResult:
+        """Run as :meth:`run` does, but one module at a time over all its steps.
+
+        The order of a design that streams each module's weights from DDR once for every
+        step (docs/ddr-dataflow.md). A module's state is its own LIFs' membranes, and at a
+        step it reads only what the modules before it emitted at that step, so the result
+        is :meth:`run`'s, bit for bit (tests/model/test_golden_schedule.py holds the two to
+        each other). The arguments are :meth:`run`'s.
+        """
+        pixels = as_image_tensor(images, self.image_shape)
+        mask = budget_mask_of(self.checked_mask(masks), budget, self.export.stem_modules)
+        batch, steps = pixels.shape[0], range(self.t_max)
+        state = self.new_state(batch)
+        if self.stem:
+            first_current, first_work = self.stem_current(pixels)
+            xs = self._stem_module_major(state, mask, first_current)
+        else:
+            embed_current, set_bits = self.embed_current(pixels)
+            first_work = set_bits * self.dim
+            xs = [self.embed_step(state, embed_current, step) if mask[0, step]
+                  else torch.zeros(batch, self.tokens, self.dim, dtype=torch.int64)
+                  for step in steps]
+        row = self.first_block_row
+        for block in range(self.depth):
+            for name, module_step in (("attn", self.attention_step), ("mlp", self.mlp_step)):
+                for step in steps:
+                    if mask[row, step]:
+                        xs[step] = xs[step] + module_step(state, f"blocks.{block}.{name}",
+                                                          xs[step], step)
+                row += 1
+        counts = torch.zeros(batch, self.dim, dtype=torch.int64)
+        for step in steps:
+            if mask[-1, step]:
+                counts += self.head_step(state, xs[step], step)
+        return self.result(state, mask, counts, first_work)
+
+    def _stem_module_major(self, state: BatchState, mask: np.ndarray,
+                           first_current: torch.Tensor) -> list[torch.Tensor]:
+        """Run the stem one module at a time over all steps; return each step's stream."""
+        stages = len(self.stem) - (self.stem[-1].name == "stem.rpe")
+        maps: list[torch.Tensor] = []
+        for index, stage in enumerate(self.stem[:stages]):
+            emitted = []
+            for step in range(self.t_max):
+                if not mask[index, step]:
+                    emitted.append(torch.zeros(first_current.shape[0], *stage.out_shape,
+                                               dtype=torch.int64))
+                elif index == 0:
+                    fired = self.lif(state, stage.name, first_current, step)
+                    emitted.append(self.pooled(fired) if stage.pool == "after" else fired)
+                else:
+                    emitted.append(self.stem_module(state, index, maps[step], step))
+            maps = emitted
+        tokens = list(maps)
+        for step in range(self.t_max):
+            if stages < len(self.stem) and mask[stages, step]:
+                tokens[step] = maps[step] + self.stem_module(state, stages, maps[step], step)
+        return [t.flatten(2).transpose(1, 2) * self.weights["stream_spike"] for t in tokens]
+
+    def result(self, state: BatchState, mask: np.ndarray, counts: torch.Tensor,
+               first_work: torch.Tensor) -> GoldenResult:
+        """Return the result of a run: the head's logits from its spike ``counts``."""
         logits = counts @ self.weights["head.weight"].T + self.weights["head.bias"]
         return GoldenResult(
             logits=logits,
