@@ -72,6 +72,10 @@ class LayerWork:
         Its module (its time-step mask row).
     source : str or None
         The LIF layer whose spikes it reads (None: the pixels or the stream ``X``).
+    mixes : bool
+        Every output channel reads every input channel (a conv or a linear layer): a tile
+        of output channels reads all the inputs. Otherwise (a LIF alone, the attention,
+        per head) a tile reads its own channels.
     once : bool
         Computed once per image, not per step (stage 0's current from the pixels).
     """
@@ -89,6 +93,7 @@ class LayerWork:
     int8: int = 0
     module: str = ""
     source: str | None = None
+    mixes: bool = True
     once: bool = False
 
 
@@ -121,7 +126,7 @@ def layer_works(arch: dict[str, Any], stream_bits: int = 15) -> list[LayerWork]:
     for block in range(arch["depth"]):
         attn, ffn = f"blocks.{block}.attn", f"blocks.{block}.mlp"
         layers.append(LayerWork(f"{attn}.in", "core", CHANNEL_BYTES * dim, values, 0, values,
-                                stream_bits, 1, values, dim, module=attn))
+                                stream_bits, 1, values, dim, module=attn, mixes=False))
         for name in ("q", "k", "v"):
             layers.append(LayerWork(f"{attn}.{name}", "core", dim * dim + CHANNEL_BYTES * dim,
                                     values, dim, values, 1, 1, values, dim, int8=dim * dim,
@@ -130,12 +135,12 @@ def layer_works(arch: dict[str, Any], stream_bits: int = 15) -> list[LayerWork]:
         # Q·(KᵀV): a Q spike adds a head's row of KᵀV; KᵀV adds a K spike's V row
         layers.append(LayerWork(f"{attn}.attn", "core", CHANNEL_BYTES * dim, 3 * values,
                                 head_dim / 3, values, 1, 1, values, dim, module=attn,
-                                source=f"{attn}.q"))
+                                source=f"{attn}.q", mixes=False))
         layers.append(LayerWork(f"{attn}.proj", "core", dim * dim + dim * 4, values, dim, 0,
                                 1, stream_bits, values, dim, int8=dim * dim, module=attn,
                                 source=f"{attn}.attn"))
         layers.append(LayerWork(f"{ffn}.in", "core", CHANNEL_BYTES * dim, values, 0, values,
-                                stream_bits, 1, values, dim, module=ffn))
+                                stream_bits, 1, values, dim, module=ffn, mixes=False))
         layers.append(LayerWork(f"{ffn}.fc1", "core", dim * mlp + CHANNEL_BYTES * mlp,
                                 values, mlp, tokens * mlp, 1, 1, tokens * mlp, mlp,
                                 int8=dim * mlp, module=ffn, source=f"{ffn}.in"))
@@ -145,7 +150,7 @@ def layer_works(arch: dict[str, Any], stream_bits: int = 15) -> list[LayerWork]:
     classes = arch["num_classes"]
     layers.append(LayerWork("head", "core", CHANNEL_BYTES * dim + dim * classes + 4 * classes,
                             values, 0, values, stream_bits, 0, 0, dim, int8=dim * classes,
-                            module="head"))
+                            module="head", mixes=False))
     return layers
 
 
@@ -174,7 +179,8 @@ def layer_cycles(layer: LayerWork, *, batch: int, lanes: int, stem_lanes: int, r
 
     ``steps``: its active steps; ``spike_rate``: the share of its input's bits set at an
     active step (for stage 0 or the embedding, of the pixels' bit-plane bits). The batch's
-    inputs are read once when they fit ``input_buffer`` bytes on chip, else once per tile.
+    inputs are read once when they fit ``input_buffer`` bytes on chip, else, for a layer
+    that mixes its channels, once per tile.
     """
     rate = spike_rate if layer.in_bits == 1 or layer.once else 1.0
     runs = 1 if layer.once else steps
@@ -186,7 +192,7 @@ def layer_cycles(layer: LayerWork, *, batch: int, lanes: int, stem_lanes: int, r
     # what the layer reads and writes per image: its inputs (stream values, spike maps or
     # the pixels) and its outputs (spikes, or the stream it adds to, read and written)
     read_bits = layer.inputs if layer.once else layer.inputs * layer.in_bits * runs
-    if batch * read_bits / 8 > input_buffer:
+    if layer.mixes and batch * read_bits / 8 > input_buffer:
         read_bits *= math.ceil(layer.channels / width)  # again for every tile
     moved = read_bits + layer.out_values * layer.out_bits * steps * (2 if layer.out_bits > 1
                                                                      else 1)
@@ -311,14 +317,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=int, default=40)
     parser.add_argument("--input-buffer", type=int, default=65_536)
     args = parser.parse_args(argv)
-    arch, measured = architecture_of(args.source), None
+    arch, measured, stream_bits = architecture_of(args.source), None, 15
     if Path(args.source).is_dir():
-        measured = golden_rates(*export_images(args.source, args.images))
+        export, images = export_images(args.source, args.images)
+        measured, stream_bits = golden_rates(export, images), export.bit_widths["stream"]
     for batch in (int(b) for b in args.batch.split(",")):
         result = plan(arch, batch=batch, lanes=args.lanes, stem_lanes=args.stem_lanes,
                       steps=args.steps, spike_rate=args.spike_rate,
                       bytes_per_cycle=args.bytes_per_cycle, latency=args.latency,
-                      input_buffer=args.input_buffer, measured=measured)
+                      input_buffer=args.input_buffer, stream_bits=stream_bits,
+                      measured=measured)
         result.pop("layers")
         print(json.dumps({key: round(value, 1) if isinstance(value, float) else value
                           for key, value in result.items()}))

@@ -88,3 +88,23 @@ def test_at_the_golden_models_rates_the_plan_counts_its_accumulates(export) -> N
     blind = plan(export.arch, batch=1, lanes=4, spike_rate=0.9, pixel_rate=0.9)
     assert sum(layer["accumulates"] for layer in blind["layers"]) != pytest.approx(golden,
                                                                                    rel=0.15)
+
+
+def test_a_stage_pooled_after_its_lif_hands_on_its_pooled_map(tmp_path, random_export) -> None:
+    from stepvit.model.golden import GoldenModel
+    from stepvit.rtl.ddr_plan import golden_rates
+
+    export = load_export(random_export(
+        tmp_path, seed=2, image_shape=[1, 8, 8], patch=1, dim=8, heads=2, depth=1,
+        mlp_dim=8, num_classes=3, t_max=2, stem=STEM, mask=np.ones((6, 2), dtype=np.uint8)))
+    images = np.random.default_rng(2).integers(0, 256, (6, 1, 8, 8), dtype=np.uint8)
+    rates, steps = golden_rates(export, images)
+    assert steps["stem.1"] == 2.0
+    spikes = GoldenModel(export).run(images).spikes["stem.1"]
+    lif_rate = float(spikes.sum()) / (6 * 8 * 8 * 8 * 2)  # 8 channels of 8x8, 2 steps
+    assert 0 < lif_rate < 1
+    # every LIF position lies in at most 4 of the 16 pool windows (3x3, stride 2): the
+    # pooled map's share of ones is at least the LIF's, and more where windows overlap
+    assert rates["stem.1"] > lif_rate
+    assert rates["stem.0"] == pytest.approx(float(GoldenModel(export).run(images)
+                                                  .spikes["stem.0"].sum()) / (6 * 4 * 64 * 2))
