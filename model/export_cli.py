@@ -128,7 +128,23 @@ def write_golden_vectors_of(path: Path, golden: Any, images: Any, labels: Any) -
         **{key: np.stack([r.work[key].numpy() for r in results]) for key in
            (*VECTOR_WORK_KEYS, STEM_WORK_KEY) if key in results[0].work},
     }
+    if golden.stem:
+        outputs.update(stem_map_counts(golden, images, results[-1].mask))
     write_golden_vectors(path, images.numpy(), labels.numpy(), budgets, outputs)
+
+
+def stem_map_counts(golden: Any, images: Any, mask: Any) -> dict[str, Any]:
+    """Return the stem's map counts of the golden vectors (``STEM_MAP_KEYS``) at ``mask``."""
+    import numpy as np
+
+    maps, _ = golden.stem_emitted(images, mask)
+    shape = (len(images), len(golden.stem), golden.t_max)
+    bits, empty = np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64)
+    for (module, step), emitted in maps.items():
+        words = emitted.sum(dim=1)  # the set bits of each position's word
+        bits[:, module, step] = words.sum(dim=(1, 2)).numpy()
+        empty[:, module, step] = (words == 0).sum(dim=(1, 2)).numpy()
+    return {"stem_map_bits": bits, "stem_map_empty": empty}
 
 
 def export(args: argparse.Namespace) -> int:

@@ -583,6 +583,35 @@ class GoldenModel:
                 tokens[step] = maps[step] + self.stem_module(state, stages, maps[step], step)
         return [t.flatten(2).transpose(1, 2) * self.weights["stream_spike"] for t in tokens]
 
+    def stem_emitted(self, images: Any, mask: np.ndarray
+                     ) -> tuple[dict[tuple[int, int], torch.Tensor], torch.Tensor]:
+        """Return the spike maps each stem module hands on, and the stem's accumulates.
+
+        ``maps[(module, step)]`` is ``[B, C, H, W]`` at each active step of the module (the
+        pooled map of a stage that pools after its LIF); the accumulates are per image
+        (``embed_ac_ops + stem_ac_ops``). The order is :meth:`stem_step`'s, its functions
+        too; ``mask`` is a full ``[modules, T]`` 0/1 mask (budgets already applied).
+        """
+        pixels = as_image_tensor(images, self.image_shape)
+        first_current, first_work = self.stem_current(pixels)
+        state = self.new_state(len(pixels))
+        last = len(self.stem) - 1 - int(self.stem[-1].name == "stem.rpe")
+        maps: dict[tuple[int, int], torch.Tensor] = {}
+        for step in range(self.t_max):
+            for index, stage in enumerate(self.stem):
+                if not mask[index, step]:
+                    continue
+                if index == 0:
+                    fired = self.lif(state, stage.name, first_current, step)
+                    emitted = self.pooled(fired) if stage.pool == "after" else fired
+                else:
+                    source = last if stage.name == "stem.rpe" else index - 1
+                    inputs = maps.get((source, step), torch.zeros(
+                        len(pixels), *stage.in_shape, dtype=torch.int64))
+                    emitted = self.stem_module(state, index, inputs, step)
+                maps[(index, step)] = emitted
+        return maps, first_work + state.stem_ac_ops.sum(dim=1)
+
     def result(self, state: BatchState, mask: np.ndarray, counts: torch.Tensor,
                first_work: torch.Tensor) -> GoldenResult:
         """Return the result of a run: the head's logits from its spike ``counts``."""

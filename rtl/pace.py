@@ -4,17 +4,19 @@ Dense events (:func:`stepvit.rtl.sizing.dense_events`) are the worst case: every
 1. Real images are sparse, and not equally so everywhere: on the Fashion-MNIST stem export
 the stem engine and the blocks trade places as the bottleneck once activity counts (at 32
 core lanes the dense model calls the core the slower part; on test images the stem at 10
-lanes is 15 % slower than the blocks' bound). So the picker ranks the designs that fit by
-the cycles they would spend on the images the export ships (``golden_vectors.npz``), at the
-trained mask:
+lanes is 15 % slower than the blocks). So the picker ranks the designs that fit by the
+cycles they would spend on the images the export ships (``golden_vectors.npz``), at the
+trained mask, from what the vectors keep (numpy only, no golden model):
 
 - **the core**: its dense events at those lanes, times the blocks' activity (their
   accumulates on the images over the dense events at one lane). Ragged chunks and the
   fixed passes cost what they cost densely; the accumulates scale with the spikes.
-- **the stem engine**: its exact cycle model (:meth:`StemPlan.image_cycles`, which the
-  tests hold the engine to) on the golden model's spike maps of the images.
+- **the stem engine**: its exact cycle model (:meth:`StemPlan.profile_cycles`, which the
+  tests hold the engine to) on the set bits and empty positions of each map the stem's
+  modules hand on (the vectors' ``stem_map_bits`` and ``stem_map_empty``).
 
 The slower of the two sets the pace (the stem overlaps the blocks of the image before).
+Vectors without these keys (an export of before them) leave the picker on dense events.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from stepvit.model.export import Export, StepvitError
-from stepvit.model.export.vectors import load_golden_vectors
+from stepvit.model.export.vectors import STEM_MAP_KEYS, STEM_WORK_KEY, load_golden_vectors
+from stepvit.rtl.stem_plan import StemPlan
 
 
 @dataclass(frozen=True)
@@ -69,35 +72,32 @@ def sample_pace(export: Export, stem_lanes: range | None = None) -> SamplePace |
         vectors = load_golden_vectors(export)
     except StepvitError:
         return None
-    # (torch only here: the picker without vectors needs no golden model)
-    from stepvit.model.golden import GoldenModel
-
-    golden = GoldenModel(export)
-    result = golden.run(vectors.images)
-    work = {key: value.numpy() for key, value in result.work.items()}
+    full = vectors.budgets.index(export.t_max) if export.t_max in vectors.budgets else None
+    work = vectors.outputs
+    if full is None:
+        return None
     if not export.arch.get("stem"):
         return SamplePace(len(vectors.images),
-                          float((work["ac_ops"] + work["embed_ac_ops"]).mean()), {})
-    from stepvit.rtl.stem_plan import StemPlan
-    from stepvit.sim.stem_cycles import stem_maps
-
+                          float((work["ac_ops"][full] + work["embed_ac_ops"][full]).mean()), {})
+    if STEM_WORK_KEY not in work or any(key not in work for key in STEM_MAP_KEYS):
+        return None
     rows = export.stem_modules
-    mask = export.budget_mask(None)
-    maps, _ = stem_maps(golden, vectors.images, mask)
-    if stem_lanes is None:
-        widest = max(stage.conv_shape[0] for stage in
-                     StemPlan.from_export(export, lanes=1).stages)
-        stem_lanes = range(1, widest + 1)
+    mask = export.budget_mask(None)[:rows]
+    bits, empty = (work[key] for key in STEM_MAP_KEYS)
+    plan = StemPlan.from_export(export, lanes=1)
     # an image's passes and their inputs' bits do not depend on the lanes
-    profiles = [StemPlan.from_export(export, lanes=1).input_profile(mask[:rows], image,
-                                                                    image_maps)
-                for image, image_maps in zip(vectors.images, maps)]
+    profiles = [plan.profile_of_counts(
+        mask, image, {(module, step): (int(bits[n, module, step]), int(empty[n, module, step]))
+                      for module in range(rows) for step in range(export.t_max)})
+        for n, image in enumerate(vectors.images)]
+    if stem_lanes is None:
+        stem_lanes = range(1, max(stage.conv_shape[0] for stage in plan.stages) + 1)
     stem = {}
     for lanes in stem_lanes:
-        plan = StemPlan.from_export(export, lanes=lanes)
-        stem[lanes] = float(np.mean([plan.profile_cycles(profile) for profile in profiles]))
-    return SamplePace(len(vectors.images), float((work["ac_ops"] - work["stem_ac_ops"]).mean()),
-                      stem)
+        lane_plan = StemPlan.from_export(export, lanes=lanes)
+        stem[lanes] = float(np.mean([lane_plan.profile_cycles(p) for p in profiles]))
+    return SamplePace(len(vectors.images),
+                      float((work["ac_ops"][full] - work[STEM_WORK_KEY][full]).mean()), stem)
 
 
 __all__ = ["SamplePace", "sample_pace"]

@@ -216,6 +216,20 @@ class StemPlan:
         Both are 0 but for a scatter. That is all the cycles need of the image, at any lanes
         (the arguments are :meth:`image_cycles`'s).
         """
+        counts = {}
+        for key, spikes in spike_maps.items():
+            words = np.asarray(spikes).sum(axis=0)
+            counts[key] = (int(words.sum()), int((words == 0).sum()))
+        return self.profile_of_counts(mask, pixels, counts)
+
+    def profile_of_counts(self, mask: np.ndarray, pixels: np.ndarray,
+                          counts: dict[tuple[int, int], tuple[int, int]]
+                          ) -> list[tuple[StemPass, int, int]]:
+        """Return :meth:`input_profile` from each emitted map's ``(set bits, empty positions)``.
+
+        ``counts[(module, step)]`` for every active step of every module (the golden
+        vectors keep them: ``STEM_MAP_KEYS``); stage 0's input comes from ``pixels``.
+        """
         profile = []
         for stem_pass in self.passes():
             if not stem_pass.enabled(mask):
@@ -225,10 +239,9 @@ class StemPlan:
                 if stem_pass.module == 0:
                     bits = np.unpackbits(np.asarray(pixels, dtype=np.uint8)[..., None],
                                          axis=-1).sum(axis=(0, 3))
+                    set_bits, empty = int(bits.sum()), int((bits == 0).sum())
                 else:
-                    source = spike_maps[(self.source(stem_pass.module), stem_pass.step)]
-                    bits = np.asarray(source).sum(axis=0)
-                set_bits, empty = int(bits.sum()), int((bits == 0).sum())
+                    set_bits, empty = counts[(self.source(stem_pass.module), stem_pass.step)]
             profile.append((stem_pass, set_bits, empty))
         return profile
 

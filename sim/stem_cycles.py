@@ -16,7 +16,6 @@ import json
 from typing import Any
 
 import numpy as np
-import torch
 
 from stepvit.model.data import load_dataset
 from stepvit.model.export import Export, StepvitError, budget_mask_of, load_export
@@ -29,31 +28,12 @@ def stem_maps(golden: GoldenModel, images: np.ndarray, mask: np.ndarray
               ) -> tuple[list[dict[tuple[int, int], np.ndarray]], np.ndarray]:
     """Return each image's emitted spike maps per ``(module, step)`` and its stem accumulates.
 
-    Runs the golden model's own stem functions (``stem_current``, ``lif``, ``stem_module``)
-    in the order of its ``stem_step``, keeping what each active module hands on.
+    :meth:`GoldenModel.stem_emitted`, split by image.
     """
-    pixels = torch.from_numpy(np.asarray(images).astype(np.int64))
-    first_current, first_work = golden.stem_current(pixels)
-    state = golden.new_state(len(pixels))
-    last = len(golden.stem) - 1 - int(golden.stem[-1].name == "stem.rpe")
-    maps: dict[tuple[int, int], torch.Tensor] = {}
-    for step in range(golden.t_max):
-        for index, stage in enumerate(golden.stem):
-            if not mask[index, step]:
-                continue
-            if index == 0:
-                fired = golden.lif(state, stage.name, first_current, step)
-                emitted = golden.pooled(fired) if stage.pool == "after" else fired
-            else:
-                source = last if stage.name == "stem.rpe" else index - 1
-                inputs = maps.get((source, step), torch.zeros(len(pixels), *stage.in_shape,
-                                                              dtype=torch.int64))
-                emitted = golden.stem_module(state, index, inputs, step)
-            maps[(index, step)] = emitted
-    work = (first_work + state.stem_ac_ops.sum(dim=1)).numpy()
+    maps, work = golden.stem_emitted(np.asarray(images), mask)
     per_image = [{key: value[i].numpy() for key, value in maps.items()}
-                 for i in range(len(pixels))]
-    return per_image, work
+                 for i in range(len(images))]
+    return per_image, work.numpy()
 
 
 def stem_split(export: Export, images: np.ndarray, budget: int | None,

@@ -26,6 +26,11 @@ VECTOR_WORK_KEYS = ("ac_ops", "embed_ac_ops", "dense_ac_ops")
 #: A work count only an export with a convolutional stem has (the stem's part of ``ac_ops``,
 #: ``[T, n]``); vectors written before it was kept lack it.
 STEM_WORK_KEY = "stem_ac_ops"
+#: Optional keys of a stem export: per image, stem module and step, the set bits and the
+#: positions with none of the spike map each module hands on at the trained mask (``[n,
+#: stem modules, T]``, 0 at inactive steps), from which the stem engine's cycle model counts
+#: an image's cycles without the golden model (rtl/pace.py, the board picker).
+STEM_MAP_KEYS = ("stem_map_bits", "stem_map_empty")
 
 
 @dataclass
@@ -43,7 +48,7 @@ class GoldenVectors:
     outputs : dict of str to numpy.ndarray
         ``logits [T, n, K]``, ``predicted [T, n]``, ``spike_totals [T, n, layers]``,
         ``ac_ops``, ``embed_ac_ops`` and ``dense_ac_ops`` ``[T, n]``, and ``stem_ac_ops``
-        where the vectors have it.
+        and :data:`STEM_MAP_KEYS` where the vectors have them.
     """
 
     images: np.ndarray
@@ -81,6 +86,7 @@ def load_golden_vectors(export: Export) -> GoldenVectors:
         "predicted": (len(budgets), count),
         "spike_totals": (len(budgets), count, len(export.layer_names())),
         **{key: (len(budgets), count) for key in (*VECTOR_WORK_KEYS, STEM_WORK_KEY)},
+        **{key: (count, export.stem_modules, export.t_max) for key in STEM_MAP_KEYS},
     }
     for key, shape in expected.items():
         if key in arrays and tuple(arrays[key].shape) != shape:
@@ -89,8 +95,8 @@ def load_golden_vectors(export: Export) -> GoldenVectors:
     if images.dtype != np.uint8:
         raise StepvitError(f"{path.name}: images: expected uint8, got {images.dtype}")
     outputs = {key: arrays[key].astype(np.int64) for key in
-               ("logits", "predicted", "spike_totals", *VECTOR_WORK_KEYS, STEM_WORK_KEY)
-               if key in arrays}
+               ("logits", "predicted", "spike_totals", *VECTOR_WORK_KEYS, STEM_WORK_KEY,
+                *STEM_MAP_KEYS) if key in arrays}
     return GoldenVectors(images=images, labels=arrays["labels"].astype(np.int64),
                          budgets=budgets, outputs=outputs)
 
@@ -112,8 +118,8 @@ def write_golden_vectors(path: str | Path, images: np.ndarray, labels: np.ndarra
     outputs : dict of str to numpy.ndarray
         ``logits [T, n, K]``, ``predicted [T, n]``, ``spike_totals [T, n, layers]`` (SPEC.md
         section 1 order) and the work ``ac_ops``, ``embed_ac_ops``, ``dense_ac_ops``
-        ``[T, n]`` (a board has no golden model to count them), and ``stem_ac_ops`` for an
-        export with a convolutional stem.
+        ``[T, n]`` (a board has no golden model to count them), and ``stem_ac_ops`` and
+        :data:`STEM_MAP_KEYS` for an export with a convolutional stem.
     """
     missing = sorted(set(VECTOR_KEYS) - {"images", "labels", "budgets"} - set(outputs))
     if missing:

@@ -174,3 +174,22 @@ def test_without_golden_vectors_the_picker_keeps_dense_events(export_dir, tmp_pa
     (bare / "golden_vectors.npz").unlink(missing_ok=True)
     assert sample_pace(load_export(bare)) is None
     assert sample_pace(with_golden_vectors(load_export(bare))) is not None
+
+
+def test_stem_vectors_without_their_map_counts_leave_the_picker_on_dense_events(
+        tmp_path) -> None:
+    import numpy as np
+    from test_stem_engine import stem_export
+
+    from stepvit.model.export.vectors import STEM_MAP_KEYS
+    from stepvit.rtl.pace import sample_pace
+
+    export = with_golden_vectors(stem_export(tmp_path, 0)[0])
+    assert sample_pace(export) is not None
+    path = export.path / "golden_vectors.npz"
+    with np.load(path) as archive:
+        kept = {key: archive[key] for key in archive.files if key not in STEM_MAP_KEYS}
+    np.savez(path, **kept)  # the vectors of an export written before the counts
+    assert sample_pace(load_export(export.path)) is None
+    board = board_parameters("pynq-z2")
+    assert choose_lanes(export, board, None)[0].sample_cycles is None

@@ -7,7 +7,7 @@ import pytest
 
 from stepvit.model.export import load_export
 from stepvit.model.export.stem import complete_stem
-from stepvit.rtl.ddr_plan import architecture_of, layer_works, plan
+from stepvit.sim.ddr_plan import architecture_of, layer_works, plan
 
 STEM = complete_stem({"stages": [{"channels": 4}, {"channels": 8, "pool": "after"}],
                       "rpe": True})
@@ -72,7 +72,7 @@ def test_a_bad_batch_is_refused(export) -> None:
 
 def test_at_the_golden_models_rates_the_plan_counts_its_accumulates(export) -> None:
     from stepvit.model.golden import GoldenModel
-    from stepvit.rtl.ddr_plan import golden_rates
+    from stepvit.sim.ddr_plan import golden_rates
 
     images = np.random.default_rng(1).integers(0, 256, (6, *export.arch["image_shape"]),
                                                dtype=np.uint8)
@@ -92,7 +92,7 @@ def test_at_the_golden_models_rates_the_plan_counts_its_accumulates(export) -> N
 
 def test_a_stage_pooled_after_its_lif_hands_on_its_pooled_map(tmp_path, random_export) -> None:
     from stepvit.model.golden import GoldenModel
-    from stepvit.rtl.ddr_plan import golden_rates
+    from stepvit.sim.ddr_plan import golden_rates
 
     export = load_export(random_export(
         tmp_path, seed=2, image_shape=[1, 8, 8], patch=1, dim=8, heads=2, depth=1,
