@@ -314,10 +314,14 @@ class CorePlan:
         Initial contents of the weight, bias, threshold and stream-spike memories.
     head_bias : list of int
         Initial value of the logits.
+
+    With ``contents=False`` the memories' words are zeros (only their counts are right):
+    the plan of a board's sizing, which needs the memories' shapes, not their contents.
     """
 
-    def __init__(self, export: Export, *, lanes: int) -> None:
+    def __init__(self, export: Export, *, lanes: int, contents: bool = True) -> None:
         self.geometry = geometry = CoreGeometry.from_export(export, lanes=lanes)
+        self._contents = contents
         self._arrays = export.arrays
         self._thresholds = export.thresholds
         self._layers = export.layer_names()
@@ -349,22 +353,27 @@ class CorePlan:
     def _weights(self, key: str) -> int:
         """Append the weight words of ``key``; return the address of the first."""
         base = len(self.weight_words)
-        self.weight_words += _chunk_words(self._arrays[key].astype(np.int64),
-                                          self.geometry.lanes, 8)
+        matrix, lanes = self._arrays[key], self.geometry.lanes
+        if self._contents:
+            self.weight_words += _chunk_words(matrix.astype(np.int64), lanes, 8)
+        else:
+            self.weight_words += [0] * (-(-matrix.shape[0] // lanes) * matrix.shape[1])
         return base
 
     def _biases(self, key: str) -> int:
         """Append the bias words of ``key``; return the address of the first."""
         base = len(self.bias_words)
         values = _padded_rows(self._arrays[key], self.geometry.lanes)
-        self.bias_words += [_pack(row, self.geometry.bias_bits) for row in values]
+        self.bias_words += ([_pack(row, self.geometry.bias_bits) for row in values]
+                            if self._contents else [0] * len(values))
         return base
 
     def _theta(self, layer: str) -> dict[str, int]:
         """Append the threshold words of LIF ``layer``; return its pass's LIF fields."""
         base = len(self.theta_words)
         values = _padded_rows(self._thresholds[layer], self.geometry.lanes)
-        self.theta_words += [_pack(row, self.geometry.bits["membrane"]) for row in values]
+        self.theta_words += ([_pack(row, self.geometry.bits["membrane"]) for row in values]
+                             if self._contents else [0] * len(values))
         return {"sink": Sink.LIF, "theta_base": base, "layer": self._layers.index(layer)}
 
     def _add(self, **fields: Any) -> None:

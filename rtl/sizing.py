@@ -152,7 +152,7 @@ class DesignEstimate:
 
 def core_resources(export: Export, lanes: int) -> tuple[int, int, float]:
     """Return the core's dense events, LUTs and block RAM on ``lanes`` lanes."""
-    plan = CorePlan(export, lanes=lanes)
+    plan = CorePlan(export, lanes=lanes, contents=False)
     geometry = plan.geometry
     shapes = memory_shapes(plan).items()
     granularity = memory_granularity(plan)

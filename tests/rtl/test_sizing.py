@@ -193,3 +193,12 @@ def test_stem_vectors_without_their_map_counts_leave_the_picker_on_dense_events(
     assert sample_pace(load_export(export.path)) is None
     board = board_parameters("pynq-z2")
     assert choose_lanes(export, board, None)[0].sample_cycles is None
+
+
+@pytest.mark.parametrize("lanes", [1, 3, 8, 16])
+def test_the_sizing_plan_without_contents_has_the_memories_shapes(export_dir, lanes) -> None:
+    export = load_export(export_dir)
+    full, light = CorePlan(export, lanes=lanes), CorePlan(export, lanes=lanes, contents=False)
+    assert memory_shapes(light) == memory_shapes(full)
+    assert light.passes == full.passes
+    assert any(full.weight_words) and not any(light.weight_words)
