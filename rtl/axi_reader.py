@@ -1,0 +1,165 @@
+"""An AXI4 read master that copies a run of words from DDR into an on-chip memory.
+
+The first part of the weights-from-DDR design (docs/ddr-dataflow.md): a layer's weight tile
+is a run of words at a byte address; this reads it over the AXI read channels (``ar*``,
+``r*``) and writes each word into a memory port as its last beat arrives. Built alone and
+tested against a memory model with latency and a bandwidth (tests/rtl/test_axi_reader.py);
+not yet part of ``stepvit_accel``.
+
+- **Bursts**: INCR bursts of at most ``max_burst`` beats (16 on the Zynq-7000's AXI3 HP
+  ports, up to 256 on AXI4), never across a 4 KB boundary (the AXI rule).
+- **Requests run ahead**: every burst is requested as soon as the previous request is
+  accepted, without waiting for its data, so the memory's latency is paid once per run,
+  not once per burst. The data returns in order (one ID); ``rready`` stays high while the
+  run lasts, since a beat goes straight into the word being assembled.
+- **Words**: ``word_width`` bits, a whole number of beats; the first beat is the word's low
+  bits (little-endian, as the host lays the bytes out).
+- **Errors**: a beat whose ``rresp`` is not OKAY sets ``error`` until the next ``start``;
+  the run still completes (every requested beat is taken), so the bus is left clean.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+#: AXI burst type INCR.
+BURST_INCR = 0b01
+#: AXI bursts may not cross a 4 KB boundary.
+BOUNDARY = 4096
+
+
+class AxiBurstReader(wiring.Component):
+    """Read ``words`` words from byte address ``base`` into a memory, over AXI read bursts.
+
+    Parameters
+    ----------
+    data_width : int
+        Bits of an AXI beat (64 for a Zynq-7000 HP port, 128 for a Zynq UltraScale+ one).
+    word_width : int
+        Bits of a memory word: a whole number of beats.
+    depth : int
+        Words the memory holds (the most a run reads).
+    max_burst : int
+        Beats a burst may have (16 for AXI3, up to 256 for AXI4).
+    addr_width : int
+        Bits of a byte address.
+
+    Members
+    -------
+    start : In(1)
+        Pulse (while not ``busy``): read ``words`` words from ``base``.
+    base : In(addr_width)
+        The run's first byte, aligned to a beat.
+    words : In(range(depth + 1))
+        The run's words.
+    busy : Out(1)
+        A run is under way.
+    error : Out(1)
+        A beat of the last run came back with an error response.
+    arvalid, arready, araddr, arlen, arsize, arburst : the read address channel
+    rvalid, rready, rdata, rresp, rlast : the read data channel
+    write_en, write_addr, write_data : Out
+        The memory's write port: word ``write_addr`` of the run.
+    """
+
+    def __init__(self, *, data_width: int = 64, word_width: int = 64, depth: int = 1024,
+                 max_burst: int = 16, addr_width: int = 32) -> None:
+        if data_width not in (32, 64, 128, 256, 512, 1024):
+            raise ValueError(f"data_width must be an AXI width (32-1024 bits), not {data_width}")
+        if word_width < data_width or word_width % data_width:
+            raise ValueError(f"word_width ({word_width}) must be a whole number of "
+                             f"{data_width}-bit beats")
+        if not 1 <= max_burst <= 256:
+            raise ValueError(f"max_burst must be 1-256 beats, not {max_burst}")
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, not {depth}")
+        self._data_width, self._word_width = data_width, word_width
+        self._depth, self._max_burst = depth, max_burst
+        self._beat_bytes = data_width // 8
+        super().__init__({
+            "start": In(1),
+            "base": In(addr_width),
+            "words": In(range(depth + 1)),
+            "busy": Out(1),
+            "error": Out(1),
+            "arvalid": Out(1),
+            "arready": In(1),
+            "araddr": Out(addr_width),
+            "arlen": Out(8),
+            "arsize": Out(3),
+            "arburst": Out(2),
+            "rvalid": In(1),
+            "rready": Out(1),
+            "rdata": In(data_width),
+            "rresp": In(2),
+            "rlast": In(1),
+            "write_en": Out(1),
+            "write_addr": Out(range(max(depth, 2))),
+            "write_data": Out(word_width),
+        })
+
+    @property
+    def beats_per_word(self) -> int:
+        """Beats that make one word."""
+        return self._word_width // self._data_width
+
+    def elaborate(self, platform: object) -> Module:
+        """Build the request side (bursts ahead) and the data side (words from beats)."""
+        m = Module()
+        per_word = self.beats_per_word
+        total = self._depth * per_word
+        to_request = Signal(range(total + 1))  # beats not yet requested
+        to_receive = Signal(range(total + 1))  # beats requested or not, not yet received
+        address = Signal.like(self.araddr)
+        m.d.comb += [self.arsize.eq(self._beat_bytes.bit_length() - 1),
+                     self.arburst.eq(BURST_INCR), self.araddr.eq(address),
+                     self.busy.eq(to_receive != 0), self.rready.eq(to_receive != 0)]
+
+        # the burst: as long as allowed, left, and up to the next 4 KB boundary
+        boundary = Signal(range(BOUNDARY // self._beat_bytes + 1))
+        m.d.comb += boundary.eq((BOUNDARY - address[:12]) >> (self._beat_bytes.bit_length() - 1))
+
+        length = Signal(range(self._max_burst + 1))
+        allowed = Mux(to_request < self._max_burst, to_request, self._max_burst)
+        m.d.comb += length.eq(Mux(boundary < allowed, boundary, allowed))
+        m.d.comb += self.arlen.eq(length - 1)
+        pending = Signal()  # a request is on the channel, waiting for arready
+        m.d.comb += self.arvalid.eq(pending)
+        shift = self._beat_bytes.bit_length() - 1
+        with m.If(pending & self.arready):
+            m.d.sync += [address.eq(address + (length << shift)),
+                         to_request.eq(to_request - length),
+                         pending.eq(to_request != length)]
+
+        # the data: beats into the word register, a word written as its last beat arrives
+        word = Signal(self._word_width)
+        beat = Signal(range(max(per_word, 2)))
+        index = Signal.like(self.write_addr)
+        assembled = Signal.like(word)
+        if per_word == 1:
+            m.d.comb += assembled.eq(self.rdata)
+        else:
+            m.d.comb += assembled.eq(
+                (word >> self._data_width) | (self.rdata << (self._word_width - self._data_width)))
+        m.d.comb += [self.write_data.eq(assembled), self.write_addr.eq(index)]
+        with m.If(self.rvalid & self.rready):
+            m.d.sync += [to_receive.eq(to_receive - 1), word.eq(assembled)]
+            with m.If(self.rresp != 0):
+                m.d.sync += self.error.eq(1)
+            with m.If(beat == per_word - 1):
+                m.d.comb += self.write_en.eq(1)
+                m.d.sync += [beat.eq(0), index.eq(index + 1)]
+            with m.Else():
+                m.d.sync += beat.eq(beat + 1)
+
+        with m.If(self.start & ~self.busy):
+            beats = self.words * per_word
+            m.d.sync += [address.eq(self.base), to_request.eq(beats), to_receive.eq(beats),
+                         pending.eq(self.words != 0), index.eq(0), beat.eq(0),
+                         self.error.eq(0)]
+        return m
+
+
+__all__ = ["AxiBurstReader", "BOUNDARY", "BURST_INCR"]
