@@ -30,6 +30,25 @@ BURST_INCR = 0b01
 BOUNDARY = 4096
 
 
+def check_shape(data_width: int, word_width: int, depth: int, max_burst: int) -> None:
+    """Refuse a reader's shape that AXI or the word assembly cannot have.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter.
+    """
+    if data_width not in (32, 64, 128, 256, 512, 1024):
+        raise ValueError(f"data_width must be an AXI width (32-1024 bits), not {data_width}")
+    if word_width < data_width or word_width % data_width:
+        raise ValueError(f"word_width ({word_width}) must be a whole number of "
+                         f"{data_width}-bit beats")
+    if not 1 <= max_burst <= 256:
+        raise ValueError(f"max_burst must be 1-256 beats, not {max_burst}")
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1, not {depth}")
+
+
 class AxiBurstReader(wiring.Component):
     """Read ``words`` words from byte address ``base`` into a memory, over AXI read bursts.
 
@@ -66,15 +85,7 @@ class AxiBurstReader(wiring.Component):
 
     def __init__(self, *, data_width: int = 64, word_width: int = 64, depth: int = 1024,
                  max_burst: int = 16, addr_width: int = 32) -> None:
-        if data_width not in (32, 64, 128, 256, 512, 1024):
-            raise ValueError(f"data_width must be an AXI width (32-1024 bits), not {data_width}")
-        if word_width < data_width or word_width % data_width:
-            raise ValueError(f"word_width ({word_width}) must be a whole number of "
-                             f"{data_width}-bit beats")
-        if not 1 <= max_burst <= 256:
-            raise ValueError(f"max_burst must be 1-256 beats, not {max_burst}")
-        if depth < 1:
-            raise ValueError(f"depth must be at least 1, not {depth}")
+        check_shape(data_width, word_width, depth, max_burst)
         self._data_width, self._word_width = data_width, word_width
         self._depth, self._max_burst = depth, max_burst
         self._beat_bytes = data_width // 8
@@ -162,4 +173,4 @@ class AxiBurstReader(wiring.Component):
         return m
 
 
-__all__ = ["AxiBurstReader", "BOUNDARY", "BURST_INCR"]
+__all__ = ["AxiBurstReader", "BOUNDARY", "BURST_INCR", "check_shape"]

@@ -1,0 +1,108 @@
+"""Two banks of a weight tile: one read by the compute while the other fills from DDR.
+
+The second part of the weights-from-DDR design (docs/ddr-dataflow.md), after
+:class:`~stepvit.rtl.axi_reader.AxiBurstReader`: the tile a layer computes with sits in one
+bank while the reader fetches the next tile into the other, so a fetch costs nothing when
+the compute of a tile takes longer than its transfer. Built alone and tested against the
+DDR model of ``tests/rtl/test_axi_reader.py``; not yet part of ``stepvit_accel``.
+
+The protocol: ``fetch`` (with ``base`` and ``words``) fills the bank the compute does not
+read; ``filled`` says that bank holds a whole tile; ``swap`` (when ``filled``) hands it to
+the compute, which reads word ``read_addr`` of its bank as ``read_data`` a cycle later,
+and frees the other bank for the next ``fetch``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from stepvit.rtl.axi_reader import AxiBurstReader, check_shape
+
+
+class TileBuffer(wiring.Component):
+    """Double-buffered tiles of ``depth`` words, filled over AXI, read by the compute.
+
+    Parameters
+    ----------
+    data_width, word_width, depth, max_burst, addr_width : int
+        As :class:`~stepvit.rtl.axi_reader.AxiBurstReader`'s (``depth``: words a bank holds).
+
+    Members
+    -------
+    fetch : In(1)
+        Pulse: fill the free bank with ``words`` words from byte address ``base`` (only
+        while not ``fetching`` and not ``filled``).
+    base, words : In
+        The tile's run in DDR.
+    fetching : Out(1)
+        A fetch is under way.
+    filled : Out(1)
+        The free bank holds a tile the compute has not taken.
+    swap : In(1)
+        Pulse (when ``filled``): the compute takes the filled bank.
+    read_addr : In(range(depth))
+        The word of its bank the compute reads; ``read_data`` has it a cycle later.
+    read_data : Out(word_width)
+    error : Out(1)
+        The last fetch met an error response.
+    axi : the reader's ``ar*`` and ``r*`` ports, by the same names
+    """
+
+    def __init__(self, *, data_width: int = 64, word_width: int = 64, depth: int = 1024,
+                 max_burst: int = 16, addr_width: int = 32) -> None:
+        check_shape(data_width, word_width, depth, max_burst)
+        self._reader = AxiBurstReader(data_width=data_width, word_width=word_width,
+                                      depth=depth, max_burst=max_burst,
+                                      addr_width=addr_width)
+        self._depth, self._word_width = depth, word_width
+        reader = self._reader.signature.members
+        super().__init__({
+            "fetch": In(1),
+            "base": In(addr_width),
+            "words": In(range(depth + 1)),
+            "fetching": Out(1),
+            "filled": Out(1),
+            "swap": In(1),
+            "read_addr": In(range(max(depth, 2))),
+            "read_data": Out(word_width),
+            "error": Out(1),
+            **{name: reader[name] for name in
+               ("arvalid", "arready", "araddr", "arlen", "arsize", "arburst",
+                "rvalid", "rready", "rdata", "rresp", "rlast")},
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        """Build the two banks (one memory, bank 1 after bank 0), the reader and the swap."""
+        m = Module()
+        m.submodules.reader = reader = self._reader
+        for name in ("arvalid", "araddr", "arlen", "arsize", "arburst", "rready"):
+            m.d.comb += getattr(self, name).eq(getattr(reader, name))
+        for name in ("arready", "rvalid", "rdata", "rresp", "rlast", "base", "words"):
+            m.d.comb += getattr(reader, name).eq(getattr(self, name))
+        banks = Memory(shape=self._word_width, depth=2 * self._depth, init=[])
+        m.submodules.banks = banks
+        write, read = banks.write_port(), banks.read_port()
+        computing = Signal()  # the bank the compute reads; the other one fills
+        started = Signal()
+        depth = self._depth
+        m.d.comb += [write.addr.eq(Mux(computing, 0, depth) + reader.write_addr),
+                     write.data.eq(reader.write_data), write.en.eq(reader.write_en),
+                     read.addr.eq(Mux(computing, depth, 0) + self.read_addr),
+                     self.read_data.eq(read.data),
+                     self.fetching.eq(started), self.error.eq(reader.error)]
+        # a fetch counts as under way until its bank is marked filled (the cycle after the
+        # reader's last beat), so no second fetch can start into the same bank
+        m.d.comb += reader.start.eq(self.fetch & ~started & ~self.filled)
+        with m.If(reader.start):
+            m.d.sync += started.eq(1)
+        with m.Elif(started & ~reader.busy):
+            m.d.sync += [started.eq(0), self.filled.eq(1)]
+        with m.If(self.swap & self.filled):
+            m.d.sync += [computing.eq(~computing), self.filled.eq(0)]
+        return m
+
+
+__all__ = ["TileBuffer"]
