@@ -163,8 +163,7 @@ def run_yosys(design: Path, family: str, work_dir: Path, *, top: str,
         ``rtl_cells`` (after ``proc``), ``multipliers`` (:func:`multiplier_cells`),
         ``mapped_cells`` (after ``synth_xilinx``), ``timing`` (the longest
         register-to-register path, :func:`stepvit.rtl.timing.longest_path`), ``yosys``
-        (which one, whether it mapped with ``-abc9``, and the error that made it map
-        again without, if ``-abc9`` failed) and ``seconds``.
+        (which one, and whether it mapped with ``-abc9``) and ``seconds``.
 
     Raises
     ------
@@ -180,42 +179,33 @@ def run_yosys(design: Path, family: str, work_dir: Path, *, top: str,
     log = work_dir / "yosys.log"
     selection = " ".join(f"t:{cell}" for cell in MULTIPLIER_CELLS)
 
-    def script(abc9: bool) -> str:
-        return (
-            f"{'read_rtlil' if design.suffix == '.il' else 'read_verilog'} {design.name}; "
-            f"hierarchy -top {top}; proc; flatten; opt_expr; opt_clean; "
-            f"tee -q -o {before.name} stat -json; tee -q -o {multipliers.name} dump {selection}; "
-            f"synth_xilinx -family {family} -top {top} -flatten -noiopad"
-            f"{' -abc9' if abc9 else ''}; "
-            f"tee -q -o {after.name} stat -json; write_json {netlist.name}"
-        )
-
+    script = (
+        f"{'read_rtlil' if design.suffix == '.il' else 'read_verilog'} {design.name}; "
+        f"hierarchy -top {top}; proc; flatten; opt_expr; opt_clean; "
+        f"tee -q -o {before.name} stat -json; tee -q -o {multipliers.name} dump {selection}; "
+        f"synth_xilinx -family {family} -top {top} -flatten -noiopad"
+        f"{' -abc9' if yosys['abc9'] else ''}; "
+        f"tee -q -o {after.name} stat -json; write_json {netlist.name}"
+    )
     started = time.monotonic()
     # Relative names in the design's folder: the WebAssembly Yosys sees only that folder.
     work_dir = work_dir.resolve()
     if design.resolve().parent != work_dir:
         shutil.copy(design, work_dir / design.name)
-    abc9, abc9_error = yosys["abc9"], None
-    while True:
-        try:
-            result = subprocess.run([*yosys["command"], "-q", "-l", log.name, "-p", script(abc9)],
-                                    capture_output=True, text=True, timeout=timeout_s,
-                                    cwd=work_dir)
-        except subprocess.TimeoutExpired:
-            raise StepvitError(f"yosys ran past {timeout_s:.0f} s on {design} "
-                               f"(log: {log})") from None
-        if result.returncode == 0:
-            break
-        error = _yosys_error(log, result)
-        if not abc9:
-            raise StepvitError(f"yosys failed on {design}: {error} (log: {log})")
-        # -abc9 has asserted inside Yosys on designs that map without it: map again
-        abc9, abc9_error = False, error
+    try:
+        result = subprocess.run([*yosys["command"], "-q", "-l", log.name, "-p", script],
+                                capture_output=True, text=True, timeout=timeout_s,
+                                cwd=work_dir)
+    except subprocess.TimeoutExpired:
+        raise StepvitError(f"yosys ran past {timeout_s:.0f} s on {design} (log: {log})") from None
+    if result.returncode != 0:
+        raise StepvitError(f"yosys failed on {design}: {_yosys_error(log, result)} "
+                           f"(log: {log})")
     timing = longest_path_of_file(netlist, yosys["library"])
     netlist.unlink()
     return {"rtl_cells": _cells_of(before), "mapped_cells": _cells_of(after),
             "multipliers": multiplier_cells(multipliers.read_text()), "timing": timing,
-            "yosys": {"name": yosys["name"], "abc9": abc9, "abc9_error": abc9_error},
+            "yosys": {"name": yosys["name"], "abc9": yosys["abc9"]},
             "seconds": round(time.monotonic() - started, 1)}
 
 
@@ -283,8 +273,6 @@ def synthesize(build_dir: str | Path, board_name: str, *, timeout_s: float = 360
 def _timing_summary(timing: dict[str, Any], yosys: dict[str, Any]) -> dict[str, Any]:
     """Return the longest path with the clock it suggests and what the estimate leaves out."""
     mapping = "synth_xilinx -abc9" if yosys["abc9"] else "synth_xilinx (no -abc9)"
-    if yosys.get("abc9_error"):
-        mapping += f", mapped again without -abc9, which failed: {yosys['abc9_error']}"
     return {
         **timing,
         "estimate": (f"{yosys['name']} {mapping}; cell delays of Yosys's 7-series library "

@@ -158,39 +158,6 @@ def test_a_multiplier_is_found(tmp_path: Path) -> None:
     assert not report["multiplier_free"]
 
 
-FAKE_ABC9_FAILURE = """
-import subprocess, sys
-args = sys.argv[1:]
-real, rest = args[:args.index("--")], args[args.index("--") + 1:]
-script = rest[rest.index("-p") + 1]
-if "-abc9" in script:
-    open(rest[rest.index("-l") + 1], "w").write(
-        "...\\nERROR: Assert `count_id(wire->name) == 0' failed in rtlil.cc:2872.\\n")
-    sys.exit(1)
-sys.exit(subprocess.run([*real, *rest]).returncode)
-"""
-
-
-@pytest.mark.skipif(shutil.which("yosys") is None, reason="needs yosys")
-def test_when_abc9_fails_yosys_maps_again_without_it(tmp_path: Path, monkeypatch) -> None:
-    import sys
-
-    real = synth.find_yosys()
-    fake = tmp_path / "fake_yosys.py"
-    fake.write_text(FAKE_ABC9_FAILURE)
-    monkeypatch.setattr(synth, "find_yosys", lambda: {
-        **real, "name": "yosys-with-a-failing-abc9", "abc9": True,
-        "command": [sys.executable, str(fake), *real["command"], "--"]})
-    (tmp_path / "stepvit_accel.v").write_text(
-        "module stepvit_accel(input clk, input [7:0] a, output reg [7:0] y);\n"
-        "  always @(posedge clk) y <= y + a;\nendmodule\n")
-    report = synthesize(a_design(tmp_path), "pynq-z2")
-    assert report["yosys"]["abc9"] is False
-    assert report["yosys"]["abc9_error"].startswith("ERROR: Assert `count_id")
-    assert "mapped again without -abc9" in report["timing"]["estimate"]
-    assert report["used"]["lut"] > 0 and report["used"]["ff"] >= 8
-
-
 def test_a_yosys_failure_names_the_error_line_of_its_log(tmp_path: Path, monkeypatch) -> None:
     import sys
 
