@@ -371,7 +371,12 @@ def architecture_of(source: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from stepvit.model.export import StepvitError
+
+    try:
+        main()
+    except StepvitError as error:
+        raise SystemExit(f"ddr_plan: error: {error}") from None
 
 
 __all__ = ["CHANNEL_BYTES", "LayerCycles", "LayerWork", "architecture_of", "golden_rates",
