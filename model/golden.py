@@ -428,23 +428,37 @@ class GoldenModel:
         fired = self.lif(state, stage.name, self.stem_conv(stage, inputs), step)
         return self.pooled(fired) if stage.pool == "after" else fired
 
+    @property
+    def stem_conv_stages(self) -> int:
+        """The stem's conv stages (its modules but the RPE)."""
+        return len(self.stem) - int(self.stem[-1].name == "stem.rpe")
+
+    def stem_emit(self, state: BatchState, index: int, first_current: torch.Tensor,
+                  inputs: torch.Tensor | None, step: int) -> torch.Tensor:
+        """Run stem module ``index`` at ``step``; return the spikes it hands on.
+
+        Stage 0 fires on ``first_current`` (pooled after its LIF if it pools there); a
+        later module convolves ``inputs``, the spikes of the module it reads.
+        """
+        if index == 0:
+            fired = self.lif(state, self.stem[0].name, first_current, step)
+            return self.pooled(fired) if self.stem[0].pool == "after" else fired
+        return self.stem_module(state, index, inputs, step)
+
     def stem_step(self, state: BatchState, mask: np.ndarray, first_current: torch.Tensor,
                   step: int) -> torch.Tensor:
         """Run the stem for one step; return the stream ``X = E · (S_last + R)`` ``[B, N, D]``.
 
         A masked module hands on zeros (SPEC.md section 5).
         """
-        stages = len(self.stem) - (self.stem[-1].name == "stem.rpe")
+        stages = self.stem_conv_stages
         spikes = None
         for index, stage in enumerate(self.stem[:stages]):
             if not mask[index, step]:
                 spikes = torch.zeros(first_current.shape[0], *stage.out_shape,
                                      dtype=torch.int64)
-            elif index == 0:
-                fired = self.lif(state, stage.name, first_current, step)
-                spikes = self.pooled(fired) if stage.pool == "after" else fired
             else:
-                spikes = self.stem_module(state, index, spikes, step)
+                spikes = self.stem_emit(state, index, first_current, spikes, step)
         tokens = spikes
         if stages < len(self.stem) and mask[stages, step]:
             tokens = spikes + self.stem_module(state, stages, spikes, step)
@@ -563,20 +577,14 @@ class GoldenModel:
     def _stem_module_major(self, state: BatchState, mask: np.ndarray,
                            first_current: torch.Tensor) -> list[torch.Tensor]:
         """Run the stem one module at a time over all steps; return each step's stream."""
-        stages = len(self.stem) - (self.stem[-1].name == "stem.rpe")
+        stages = self.stem_conv_stages
         maps: list[torch.Tensor] = []
         for index, stage in enumerate(self.stem[:stages]):
-            emitted = []
-            for step in range(self.t_max):
-                if not mask[index, step]:
-                    emitted.append(torch.zeros(first_current.shape[0], *stage.out_shape,
-                                               dtype=torch.int64))
-                elif index == 0:
-                    fired = self.lif(state, stage.name, first_current, step)
-                    emitted.append(self.pooled(fired) if stage.pool == "after" else fired)
-                else:
-                    emitted.append(self.stem_module(state, index, maps[step], step))
-            maps = emitted
+            maps = [self.stem_emit(state, index, first_current, maps[step] if index else None,
+                                   step) if mask[index, step]
+                    else torch.zeros(first_current.shape[0], *stage.out_shape,
+                                     dtype=torch.int64)
+                    for step in range(self.t_max)]
         tokens = list(maps)
         for step in range(self.t_max):
             if stages < len(self.stem) and mask[stages, step]:
@@ -595,21 +603,18 @@ class GoldenModel:
         pixels = as_image_tensor(images, self.image_shape)
         first_current, first_work = self.stem_current(pixels)
         state = self.new_state(len(pixels))
-        last = len(self.stem) - 1 - int(self.stem[-1].name == "stem.rpe")
+        last = self.stem_conv_stages - 1
         maps: dict[tuple[int, int], torch.Tensor] = {}
         for step in range(self.t_max):
             for index, stage in enumerate(self.stem):
                 if not mask[index, step]:
                     continue
-                if index == 0:
-                    fired = self.lif(state, stage.name, first_current, step)
-                    emitted = self.pooled(fired) if stage.pool == "after" else fired
-                else:
+                inputs = None
+                if index:
                     source = last if stage.name == "stem.rpe" else index - 1
                     inputs = maps.get((source, step), torch.zeros(
                         len(pixels), *stage.in_shape, dtype=torch.int64))
-                    emitted = self.stem_module(state, index, inputs, step)
-                maps[(index, step)] = emitted
+                maps[(index, step)] = self.stem_emit(state, index, first_current, inputs, step)
         return maps, first_work + state.stem_ac_ops.sum(dim=1)
 
     def result(self, state: BatchState, mask: np.ndarray, counts: torch.Tensor,
