@@ -137,13 +137,13 @@ def stem_map_counts(golden: Any, images: Any, mask: Any) -> dict[str, Any]:
     """Return the stem's map counts of the golden vectors (``STEM_MAP_KEYS``) at ``mask``."""
     import numpy as np
 
+    from stepvit.model.export.stem import word_counts
+
     maps, _ = golden.stem_emitted(images, mask)
     shape = (len(images), len(golden.stem), golden.t_max)
     bits, empty = np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64)
     for (module, step), emitted in maps.items():
-        words = emitted.sum(dim=1)  # the set bits of each position's word
-        bits[:, module, step] = words.sum(dim=(1, 2)).numpy()
-        empty[:, module, step] = (words == 0).sum(dim=(1, 2)).numpy()
+        bits[:, module, step], empty[:, module, step] = word_counts(emitted.sum(dim=1).numpy())
     return {"stem_map_bits": bits, "stem_map_empty": empty}
 
 

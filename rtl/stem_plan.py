@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from stepvit.model.export import Export
-from stepvit.model.export.stem import StemStage, stem_stages, widest_reach
+from stepvit.model.export.stem import StemStage, stem_stages, widest_reach, word_counts
 from stepvit.rtl.stem_banks import bank_modulus
 
 #: What a pass does (the sequencer's kind codes).
@@ -216,10 +216,8 @@ class StemPlan:
         Both are 0 but for a scatter. That is all the cycles need of the image, at any lanes
         (the arguments are :meth:`image_cycles`'s).
         """
-        counts = {}
-        for key, spikes in spike_maps.items():
-            words = np.asarray(spikes).sum(axis=0)
-            counts[key] = (int(words.sum()), int((words == 0).sum()))
+        counts = {key: tuple(int(n) for n in word_counts(np.asarray(spikes).sum(axis=0)))
+                  for key, spikes in spike_maps.items()}
         return self.profile_of_counts(mask, pixels, counts)
 
     def profile_of_counts(self, mask: np.ndarray, pixels: np.ndarray,
@@ -239,7 +237,7 @@ class StemPlan:
                 if stem_pass.module == 0:
                     bits = np.unpackbits(np.asarray(pixels, dtype=np.uint8)[..., None],
                                          axis=-1).sum(axis=(0, 3))
-                    set_bits, empty = int(bits.sum()), int((bits == 0).sum())
+                    set_bits, empty = (int(n) for n in word_counts(bits))
                 else:
                     set_bits, empty = counts[(self.source(stem_pass.module), stem_pass.step)]
             profile.append((stem_pass, set_bits, empty))

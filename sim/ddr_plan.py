@@ -281,13 +281,10 @@ def golden_rates(export: Any, images: Any, budget: int | None = None
               for name, counts in result.spikes.items()}
     if export.arch.get("stem"):
         # a stage that pools after its LIF hands on the OR of each window
-        from stepvit.sim.stem_cycles import stem_maps
-
-        maps, _ = stem_maps(golden, images, result.mask)
+        maps, _ = golden.stem_emitted(images, result.mask)
         for index, stage in enumerate(golden.stem):
-            emitted = [image_maps[(index, step)] for image_maps in maps
-                       for step in range(golden.t_max) if (index, step) in image_maps]
-            totals[stage.name] = (float(sum(m.sum() for m in emitted)),
+            totals[stage.name] = (float(sum(float(emitted.sum()) for (module, _), emitted
+                                            in maps.items() if module == index)),
                                   int(np.prod(stage.out_shape)))
     rates = {"pixels": float(np.unpackbits(np.asarray(images, dtype=np.uint8)).mean())}
     for name, (spikes, positions) in totals.items():

@@ -221,6 +221,17 @@ def dense_stem_ac_ops(stages: list[StemStage]) -> int:
                for stage in stages[1:])
 
 
+def word_counts(words: Any) -> tuple[Any, Any]:
+    """Return the set bits and the empty positions of a map's words ``[..., H, W]``.
+
+    ``words`` holds each position's set bits over the channels (a stem map summed over its
+    channel axis, or a pixel's bit planes). The golden vectors' ``stem_map_bits`` and
+    ``stem_map_empty`` are these of each map a stem module hands on (section 5), and the
+    stem engine walks a word per position: an event per set bit, a cycle per empty word.
+    """
+    return words.sum(axis=(-2, -1)), (words == 0).sum(axis=(-2, -1))
+
+
 def widest_reach(stages: list[StemStage]) -> int:
     """Return the most conv outputs one input spike reaches in any stage: ``ceil(k/s)²``."""
     return max((-(-stage.kernel // stage.stride)) ** 2 for stage in stages)
@@ -263,4 +274,4 @@ def _is_int(value: Any) -> bool:
 __all__ = ["DEFAULT_POOL", "POOL_PLACES", "StemStage", "accumulate_lower_bound", "check_stem",
            "complete_stem",
            "conv_out", "dense_stem_ac_ops", "first_layer_macs", "lower_bound_parts", "stem_names",
-           "stem_stages", "stem_tokens", "widest_reach"]
+           "stem_stages", "stem_tokens", "widest_reach", "word_counts"]
