@@ -72,10 +72,9 @@ def sample_pace(export: Export, stem_lanes: range | None = None) -> SamplePace |
         vectors = load_golden_vectors(export)
     except StepvitError:
         return None
-    full = vectors.budgets.index(export.t_max) if export.t_max in vectors.budgets else None
-    work = vectors.outputs
-    if full is None:
+    if export.t_max not in vectors.budgets:
         return None
+    full, work = vectors.budgets.index(export.t_max), vectors.outputs
     if not export.arch.get("stem"):
         return SamplePace(len(vectors.images),
                           float((work["ac_ops"][full] + work["embed_ac_ops"][full]).mean()), {})
