@@ -1,7 +1,9 @@
 """The boards: one folder per board under ``boards/`` with a ``board.yaml`` and the Tcl.
 
 ``board.yaml`` holds the part, the Yosys family, the clock, the DMA width, the resources
-of docs/architecture.md (Boards) and the share of them the accelerator may use. This reader is the
+of docs/architecture.md (Boards), the share of them the accelerator may use and the figures
+of the accelerator's memory port (``ddr``: :class:`DdrFigures`, which the DDR planning model
+and the simulated AXI memory take). This reader is the
 one place that knows the layout; it needs numpy-free Python and pyyaml only.
 
 The Vivado flow in ``boards/common`` is every board's: the board's values reach it as
@@ -31,14 +33,48 @@ OVERLAY_TCL = "build_overlay.tcl"
 FLOW_TCL = "stepvit_overlay.tcl"
 BOARD_TCL = "board.tcl"
 
-_REQUIRED_KEYS = ("name", "part", "family", "clock_mhz", "dma_width", "resources", "budget", "ps")
+_REQUIRED_KEYS = ("name", "part", "family", "clock_mhz", "dma_width", "resources", "budget", "ps",
+                  "ddr")
 _RESOURCE_KEYS = ("lut", "ff", "bram36", "dsp")
 _FAMILIES = ("xc7", "xcup")
 #: The processing systems the flow knows, by their Vivado IP name.
 _PS_IPS = ("processing_system7", "zynq_ultra_ps_e")
 _PS_KEYS = ("ip", "board_part", "gp_port", "hp_port")
+_DDR_KEYS = ("data_width", "max_burst", "bytes_per_cycle", "latency_cycles")
+#: The data widths an AXI master may have, in bits.
+_AXI_WIDTHS = (32, 64, 128, 256, 512, 1024)
+#: The most beats an AXI INCR burst may have (AXI4; AXI3 allows 16).
+_AXI_MAX_BURST = 256
 # A value board.tcl sets: one Tcl word, nothing for Tcl to substitute.
 _TCL_WORD = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+@dataclass(frozen=True)
+class DdrFigures:
+    """The accelerator's memory port, as ``board.yaml``'s ``ddr`` section gives it.
+
+    Attributes
+    ----------
+    data_width : int
+        Bits of the accelerator's AXI master (an AXI beat).
+    max_burst : int
+        Beats an INCR burst may have (16 on AXI3, up to 256 on AXI4).
+    bytes_per_cycle : float
+        Bytes the port moves per accelerator cycle at the board's ``clock_mhz``, on average
+        (at most a beat a cycle).
+    latency_cycles : int
+        Accelerator cycles from a read address accepted to the read's first beat.
+    """
+
+    data_width: int
+    max_burst: int
+    bytes_per_cycle: float
+    latency_cycles: int
+
+    @property
+    def beat_bytes(self) -> int:
+        """Bytes of one beat."""
+        return self.data_width // 8
 
 
 @dataclass(frozen=True)
@@ -65,6 +101,8 @@ class Board:
         ``lut_fraction`` and ``bram_fraction``: the share the accelerator may use.
     ps : dict
         The processing system: ``ip``, ``board_part``, ``gp_port``, ``hp_port``.
+    ddr : DdrFigures
+        The accelerator's memory port: width, burst, bandwidth and latency.
     """
 
     name: str
@@ -76,6 +114,7 @@ class Board:
     resources: dict
     budget: dict
     ps: dict
+    ddr: DdrFigures
 
 
 def board_names() -> list[str]:
@@ -126,6 +165,7 @@ def load_board(name_or_folder: str | Path) -> Board:
         if not isinstance(value, (int, float)) or not 0 < value <= 1:
             raise StepvitError(f"{path}: budget.{key}: expected a number in (0, 1]")
     _check_tcl_values(path, fields)
+    ddr = ddr_figures(path, fields["ddr"])
     return Board(
         name=str(fields["name"]),
         folder=folder,
@@ -136,7 +176,51 @@ def load_board(name_or_folder: str | Path) -> Board:
         resources=dict(fields["resources"]),
         budget=dict(fields["budget"]),
         ps=dict(fields["ps"]),
+        ddr=ddr,
     )
+
+
+def _is_number(value: object) -> bool:
+    """Whether ``value`` is an int or a float, not a bool (YAML's ``true`` is not a figure)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_integer(value: object) -> bool:
+    """Whether ``value`` is an int, not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def ddr_figures(path: Path, ddr: object) -> DdrFigures:
+    """Check ``board.yaml``'s ``ddr`` section and return its figures.
+
+    Raises
+    ------
+    StepvitError
+        Naming the file and the field that is missing or bad.
+    """
+    if not isinstance(ddr, dict):
+        raise StepvitError(f"{path}: ddr: expected a mapping")
+    for key in _DDR_KEYS:
+        if key not in ddr:
+            raise StepvitError(f"{path}: missing field 'ddr.{key}'")
+    width = ddr["data_width"]
+    if not _is_integer(width) or width not in _AXI_WIDTHS:
+        raise StepvitError(f"{path}: ddr.data_width: expected an AXI data width "
+                           f"{_AXI_WIDTHS} in bits, got {width!r}")
+    burst = ddr["max_burst"]
+    if not _is_integer(burst) or not 1 <= burst <= _AXI_MAX_BURST:
+        raise StepvitError(f"{path}: ddr.max_burst: expected an integer of 1-{_AXI_MAX_BURST} "
+                           f"beats, got {burst!r}")
+    rate = ddr["bytes_per_cycle"]
+    if not _is_number(rate) or not 0 < rate <= width // 8:
+        raise StepvitError(f"{path}: ddr.bytes_per_cycle: expected a positive number of at "
+                           f"most a beat ({width // 8} bytes), got {rate!r}")
+    latency = ddr["latency_cycles"]
+    if not _is_integer(latency) or latency < 1:
+        raise StepvitError(f"{path}: ddr.latency_cycles: expected a positive integer, "
+                           f"got {latency!r}")
+    return DdrFigures(data_width=width, max_burst=burst, bytes_per_cycle=float(rate),
+                      latency_cycles=latency)
 
 
 def _check_tcl_values(path: Path, fields: dict) -> None:
