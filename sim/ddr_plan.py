@@ -34,6 +34,10 @@ from typing import Any
 
 from stepvit.model.export.stem import complete_stem, stem_stages, widest_reach
 
+#: The memory figures without a board or a flag: the PYNQ-Z2's (boards/pynq-z2/board.yaml,
+#: whose ``ddr`` section says which are assumed).
+DEFAULT_BYTES_PER_CYCLE = 8.0
+DEFAULT_LATENCY = 40
 #: Bytes per output channel besides the weights: an int32 bias and an int32 threshold.
 CHANNEL_BYTES = 8
 
@@ -205,8 +209,8 @@ def layer_cycles(layer: LayerWork, *, batch: int, lanes: int, stem_lanes: int, r
 
 def plan(arch: dict[str, Any], *, batch: int, lanes: int, stem_lanes: int | None = None,
          steps: float = 2.0, spike_rate: float = 0.25, pixel_rate: float = 0.5,
-         bytes_per_cycle: float = 8.0, latency: int = 40, input_buffer: int = 65_536,
-         stream_bits: int = 15,
+         bytes_per_cycle: float = DEFAULT_BYTES_PER_CYCLE, latency: int = DEFAULT_LATENCY,
+         input_buffer: int = 65_536, stream_bits: int = 15,
          measured: tuple[dict[str, float], dict[str, float]] | None = None) -> dict[str, Any]:
     """Return the cycles per image of ``arch`` at ``batch`` images, compute and stall apart.
 
@@ -297,6 +301,9 @@ def golden_rates(export: Any, images: Any, budget: int | None = None
 def main(argv: list[str] | None = None) -> None:
     """Print the plan of a config's or an export's network per batch, as JSON lines.
 
+    The memory figures are ``--bytes-per-cycle`` and ``--latency`` where given, else those
+    of ``--board`` (its ``board.yaml``'s ``ddr`` section), else the PYNQ-Z2's defaults.
+
     For an export the spike rates and active steps come from its golden model on its
     golden-vector images (else ``--images`` random ones); for a config, ``--spike-rate``
     and ``--steps`` stand for every layer.
@@ -310,10 +317,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spike-rate", type=float, default=0.25)
     parser.add_argument("--images", type=int, default=4,
                         help="random images for an export without golden vectors")
-    parser.add_argument("--bytes-per-cycle", type=float, default=8.0)
-    parser.add_argument("--latency", type=int, default=40)
+    parser.add_argument("--board", default=None,
+                        help="take --bytes-per-cycle and --latency from the board.yaml "
+                             "ddr figures of this board (a flag given still overrides)")
+    parser.add_argument("--bytes-per-cycle", type=float, default=None,
+                        help=f"default: the board's, else {DEFAULT_BYTES_PER_CYCLE:g}")
+    parser.add_argument("--latency", type=int, default=None,
+                        help=f"default: the board's, else {DEFAULT_LATENCY}")
     parser.add_argument("--input-buffer", type=int, default=65_536)
     args = parser.parse_args(argv)
+    bytes_per_cycle, latency = memory_figures(args.board, args.bytes_per_cycle, args.latency)
     arch, measured, stream_bits = architecture_of(args.source), None, 15
     if Path(args.source).is_dir():
         export, images = export_images(args.source, args.images)
@@ -321,12 +334,39 @@ def main(argv: list[str] | None = None) -> None:
     for batch in (int(b) for b in args.batch.split(",")):
         result = plan(arch, batch=batch, lanes=args.lanes, stem_lanes=args.stem_lanes,
                       steps=args.steps, spike_rate=args.spike_rate,
-                      bytes_per_cycle=args.bytes_per_cycle, latency=args.latency,
+                      bytes_per_cycle=bytes_per_cycle, latency=latency,
                       input_buffer=args.input_buffer, stream_bits=stream_bits,
                       measured=measured)
         result.pop("layers")
+        result.update(bytes_per_cycle=bytes_per_cycle, latency=latency)
         print(json.dumps({key: round(value, 1) if isinstance(value, float) else value
                           for key, value in result.items()}))
+
+
+def memory_figures(board: str | None, bytes_per_cycle: float | None,
+                   latency: int | None) -> tuple[float, int]:
+    """Return the bytes a cycle and the latency: the flags', else the board's, else defaults.
+
+    Parameters
+    ----------
+    board : str or None
+        A board name or folder (``board.yaml``'s ``ddr`` section), or none.
+    bytes_per_cycle, latency : float or None, int or None
+        The flags' values, ``None`` where not given.
+
+    Raises
+    ------
+    StepvitError
+        If the board is unknown or its ``ddr`` figures are bad.
+    """
+    if board is not None:
+        from stepvit.rtl.boards import load_board
+
+        ddr = load_board(board).ddr
+        bytes_per_cycle = ddr.bytes_per_cycle if bytes_per_cycle is None else bytes_per_cycle
+        latency = ddr.latency_cycles if latency is None else latency
+    return (DEFAULT_BYTES_PER_CYCLE if bytes_per_cycle is None else bytes_per_cycle,
+            DEFAULT_LATENCY if latency is None else latency)
 
 
 def export_images(folder: str, count: int) -> tuple[Any, Any]:
@@ -376,5 +416,6 @@ if __name__ == "__main__":
         raise SystemExit(f"ddr_plan: error: {error}") from None
 
 
-__all__ = ["CHANNEL_BYTES", "LayerCycles", "LayerWork", "architecture_of", "golden_rates",
-           "layer_cycles", "layer_works", "plan", "stem_source"]
+__all__ = ["CHANNEL_BYTES", "DEFAULT_BYTES_PER_CYCLE", "DEFAULT_LATENCY", "LayerCycles",
+           "LayerWork", "architecture_of", "golden_rates", "layer_cycles", "layer_works",
+           "memory_figures", "plan", "stem_source"]

@@ -108,3 +108,45 @@ def test_a_stage_pooled_after_its_lif_hands_on_its_pooled_map(tmp_path, random_e
     assert rates["stem.1"] > lif_rate
     assert rates["stem.0"] == pytest.approx(float(GoldenModel(export).run(images)
                                                   .spikes["stem.0"].sum()) / (6 * 4 * 64 * 2))
+
+
+CONFIG = "model/configs/spikformer-4-384.yaml"
+
+
+def planned(capsys, *arguments: str) -> dict:
+    """Run ``python -m stepvit.sim.ddr_plan`` on Spikformer-4-384 at batch 1; its JSON line."""
+    import json
+    from pathlib import Path
+
+    from stepvit.sim.ddr_plan import main
+
+    main([str(Path(__file__).resolve().parents[2] / CONFIG), "--batch", "1", *arguments])
+    return json.loads(capsys.readouterr().out)
+
+
+def test_the_memory_figures_come_from_the_board_unless_a_flag_gives_them(
+        capsys, tmp_path) -> None:
+    import yaml
+
+    from stepvit.rtl.boards import BOARDS_DIR, load_board
+
+    kv260 = load_board("kv260").ddr
+    on_kv260 = planned(capsys, "--board", "kv260")
+    assert (on_kv260["bytes_per_cycle"], on_kv260["latency"]) == (kv260.bytes_per_cycle,
+                                                                  kv260.latency_cycles)
+    assert planned(capsys, "--board", "kv260", "--latency", "7")["latency"] == 7
+    assert planned(capsys, "--board", "kv260", "--bytes-per-cycle", "2")["bytes_per_cycle"] == 2
+    # a board whose port moves less: the plan's stall grows with the board's figure
+    fields = yaml.safe_load((BOARDS_DIR / "pynq-z2" / "board.yaml").read_text())
+    fields["ddr"]["bytes_per_cycle"] = 0.5
+    (tmp_path / "board.yaml").write_text(yaml.safe_dump(fields))
+    slow = planned(capsys, "--board", str(tmp_path))
+    assert slow["bytes_per_cycle"] == 0.5
+    assert slow["stall"] > planned(capsys, "--board", "pynq-z2")["stall"]
+
+
+def test_an_unknown_board_is_refused(capsys) -> None:
+    from stepvit.model.export import StepvitError
+
+    with pytest.raises(StepvitError, match="unknown board 'nexys'"):
+        planned(capsys, "--board", "nexys")
