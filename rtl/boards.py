@@ -33,8 +33,7 @@ OVERLAY_TCL = "build_overlay.tcl"
 FLOW_TCL = "stepvit_overlay.tcl"
 BOARD_TCL = "board.tcl"
 
-_REQUIRED_KEYS = ("name", "part", "family", "clock_mhz", "dma_width", "resources", "budget", "ps",
-                  "ddr")
+_REQUIRED_KEYS = ("name", "part", "family", "clock_mhz", "dma_width", "resources", "budget", "ps")
 _RESOURCE_KEYS = ("lut", "ff", "bram36", "dsp")
 _FAMILIES = ("xc7", "xcup")
 #: The processing systems the flow knows, by their Vivado IP name.
@@ -101,8 +100,10 @@ class Board:
         ``lut_fraction`` and ``bram_fraction``: the share the accelerator may use.
     ps : dict
         The processing system: ``ip``, ``board_part``, ``gp_port``, ``hp_port``.
-    ddr : DdrFigures
-        The accelerator's memory port: width, burst, bandwidth and latency.
+    ddr : DdrFigures or None
+        The accelerator's memory port: width, burst, bandwidth and latency; None for a
+        ``board.yaml`` without a ``ddr`` section (an overlay folder's copy made before it
+        existed): only what plans or simulates the memory needs it (:meth:`memory`).
     """
 
     name: str
@@ -114,7 +115,21 @@ class Board:
     resources: dict
     budget: dict
     ps: dict
-    ddr: DdrFigures
+    ddr: DdrFigures | None
+
+    def memory(self) -> DdrFigures:
+        """The ``ddr`` figures; a clear refusal where ``board.yaml`` has none.
+
+        Raises
+        ------
+        StepvitError
+            The board file has no ``ddr`` section.
+        """
+        if self.ddr is None:
+            raise StepvitError(f"{self.folder / "board.yaml"}: no 'ddr' section (the memory "
+                               f"port's data_width, max_burst, bytes_per_cycle, "
+                               f"latency_cycles): copy one from boards/pynq-z2/board.yaml")
+        return self.ddr
 
 
 def board_names() -> list[str]:
@@ -165,7 +180,7 @@ def load_board(name_or_folder: str | Path) -> Board:
         if not isinstance(value, (int, float)) or not 0 < value <= 1:
             raise StepvitError(f"{path}: budget.{key}: expected a number in (0, 1]")
     _check_tcl_values(path, fields)
-    ddr = ddr_figures(path, fields["ddr"])
+    ddr = ddr_figures(path, fields["ddr"]) if "ddr" in fields else None
     return Board(
         name=str(fields["name"]),
         folder=folder,

@@ -362,7 +362,7 @@ def memory_figures(board: str | None, bytes_per_cycle: float | None,
     if board is not None:
         from stepvit.rtl.boards import load_board
 
-        ddr = load_board(board).ddr
+        ddr = load_board(board).memory()
         bytes_per_cycle = ddr.bytes_per_cycle if bytes_per_cycle is None else bytes_per_cycle
         latency = ddr.latency_cycles if latency is None else latency
     return (DEFAULT_BYTES_PER_CYCLE if bytes_per_cycle is None else bytes_per_cycle,
