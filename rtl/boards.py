@@ -118,7 +118,7 @@ class Board:
     ddr: DdrFigures | None
 
     def memory(self) -> DdrFigures:
-        """The ``ddr`` figures; a clear refusal where ``board.yaml`` has none.
+        """Return the ``ddr`` figures; refuse clearly where ``board.yaml`` has none.
 
         Raises
         ------
@@ -126,7 +126,7 @@ class Board:
             The board file has no ``ddr`` section.
         """
         if self.ddr is None:
-            raise StepvitError(f"{self.folder / "board.yaml"}: no 'ddr' section (the memory "
+            raise StepvitError(f"{self.folder / 'board.yaml'}: no 'ddr' section (the memory "
                                f"port's data_width, max_burst, bytes_per_cycle, "
                                f"latency_cycles): copy one from boards/pynq-z2/board.yaml")
         return self.ddr
