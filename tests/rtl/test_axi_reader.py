@@ -2,58 +2,12 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from ddr_model import DdrModel, expected_words
 
 from stepvit.rtl.axi_reader import BOUNDARY, BURST_INCR, AxiBurstReader
-
-
-class DdrModel:
-    """A byte memory behind AXI read channels: each burst's beats start ``latency`` cycles
-    after its request is taken and follow one per ``interval`` cycles, in order;
-    ``arready`` drops at random; ``bad`` byte addresses answer SLVERR."""
-
-    def __init__(self, memory: np.ndarray, beat_bytes: int, *, latency: int, interval: int,
-                 seed: int, bad: tuple[int, ...] = ()) -> None:
-        self.memory, self.beat_bytes = memory, beat_bytes
-        self.latency, self.interval = latency, interval
-        self.rng = np.random.default_rng(seed)
-        self.bad = bad
-        self.beats: deque[tuple[int, int, bool]] = deque()  # (due cycle, address, last)
-        self.bursts: list[tuple[int, int, int, int]] = []  # (address, arlen, arsize, burst)
-        self.next_free = 0
-
-    def beat_data(self, address: int) -> int:
-        chunk = self.memory[address:address + self.beat_bytes]
-        return int.from_bytes(chunk.tobytes(), "little")
-
-    def cycle(self, ctx, port, cycle: int) -> None:
-        """Drive ``port``'s AXI read channels for one cycle (before the clock edge)."""
-        arready = int(self.rng.random() < 0.7)
-        ctx.set(port.arready, arready)
-        due = self.beats and self.beats[0][0] <= cycle
-        if due and self.rng.random() >= 0.1:
-            _, address, last = self.beats[0]
-            ctx.set(port.rvalid, 1)
-            ctx.set(port.rdata, self.beat_data(address))
-            ctx.set(port.rlast, int(last))
-            ctx.set(port.rresp, 0b10 if address in self.bad else 0)
-        else:
-            ctx.set(port.rvalid, 0)
-        if ctx.get(port.arvalid) and arready:
-            address, length = ctx.get(port.araddr), ctx.get(port.arlen) + 1
-            self.bursts.append((address, length - 1, ctx.get(port.arsize),
-                                ctx.get(port.arburst)))
-            start = max(cycle + self.latency, self.next_free)
-            for i in range(length):
-                self.beats.append((start + i * self.interval,
-                                   address + i * self.beat_bytes, i == length - 1))
-            self.next_free = start + length * self.interval
-        if ctx.get(port.rvalid) and ctx.get(port.rready):
-            self.beats.popleft()
 
 
 def run_reader(reader: AxiBurstReader, ddr: DdrModel, runs: list[tuple[int, int]]):
@@ -84,11 +38,6 @@ def run_reader(reader: AxiBurstReader, ddr: DdrModel, runs: list[tuple[int, int]
     sim.add_testbench(testbench)
     sim.run()
     return results
-
-
-def expected_words(memory: np.ndarray, base: int, words: int, word_bytes: int) -> list:
-    return [int.from_bytes(memory[base + i * word_bytes:base + (i + 1) * word_bytes].tobytes(),
-                           "little") for i in range(words)]
 
 
 @pytest.mark.parametrize("data_width, word_width, max_burst, base, words", [

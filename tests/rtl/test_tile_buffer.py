@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from test_axi_reader import DdrModel, expected_words
+from ddr_model import DdrModel, expected_words
 
 from stepvit.rtl.tile_buffer import TileBuffer
 
