@@ -3,9 +3,10 @@
 - ``stepvit.model.export`` (the export contract) imports nothing of stepvit but itself;
 - ``model/`` imports ``model/``; ``rtl/`` imports the contract and ``rtl/``; ``sim/``
   imports ``model/`` and ``rtl/``; nothing imports ``host/`` but ``host/`` itself;
-- the contract, ``rtl/protocol.py``, ``rtl/boards.py``, ``stepvit.model`` itself and every
-  module of ``host/`` import on a board's Python: numpy and pyyaml, no torch, amaranth,
-  cocotb, scikit-learn, matplotlib, tqdm (nor pynq, which a board has but a host may not).
+- the contract, ``rtl/protocol.py``, ``rtl/boards.py``, ``rtl/weight_image.py``,
+  ``stepvit.model`` itself and every module of ``host/`` import on a board's Python: numpy
+  and pyyaml, no torch, amaranth, cocotb, scikit-learn, matplotlib, tqdm (nor pynq, which a
+  board has but a host may not).
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def test_imports_on_a_boards_python(group: str) -> None:
     modules = {
         "contract": ["stepvit.model", "stepvit.model.export",
                      *modules_of("stepvit.model.export", ROOT / "model" / "export")],
-        "protocol": ["stepvit.rtl.protocol", "stepvit.rtl.boards"],
+        "protocol": ["stepvit.rtl.protocol", "stepvit.rtl.boards",
+                     "stepvit.rtl.weight_image"],
         "host": modules_of("stepvit.host", ROOT / "host"),
     }[group]
     assert len(modules) >= 2
