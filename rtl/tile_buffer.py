@@ -4,7 +4,7 @@ The second part of the weights-from-DDR design (docs/ddr-dataflow.md), after
 :class:`~stepvit.rtl.axi_reader.AxiBurstReader`: the tile a layer computes with sits in one
 bank while the reader fetches the next tile into the other, so a fetch costs nothing when
 the compute of a tile takes longer than its transfer. Built alone and tested against the
-DDR model of ``tests/rtl/test_axi_reader.py``; not yet part of ``stepvit_accel``.
+DDR model of ``tests/rtl/ddr_model.py``; not yet part of ``stepvit_accel``.
 
 The protocol: ``fetch`` (with ``base`` and ``words``) fills the bank the compute does not
 read; ``filled`` says that bank holds a whole tile; ``swap`` (when ``filled``) hands it to
