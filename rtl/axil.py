@@ -15,7 +15,7 @@ from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from stepvit.rtl.protocol import MASK_BASE, REGISTERS
+from stepvit.rtl.protocol import MASK_BASE, REGISTERS, Register
 
 #: Width of the byte address on the ``s_axil`` port: one 4 KiB page.
 ADDRESS_BITS = 12
@@ -70,20 +70,24 @@ class RegisterFile(wiring.Component):
         Reset value of each mask register (bit ``t`` enables step ``t``), module order.
     mask_width : int
         Bits per mask register (the design's ``t_max``).
+    registers : sequence of Register
+        The registers besides the masks (default :data:`~stepvit.rtl.protocol.REGISTERS`;
+        ``registers_for("ddr")`` adds the weight load's).
 
     Members
     -------
     bus : In(axi_lite_signature())
         The AXI4-Lite port.
     <register> : In(32) or Out(32)
-        One per entry of ``REGISTERS``: read-only ones are inputs, read-write ones outputs.
+        One per entry of ``registers``: read-only ones are inputs, read-write ones outputs.
     <register>_written : Out(1)
         One-cycle pulse after a write to a read-write register.
     masks : Out(ArrayLayout(unsigned(mask_width), len(mask_resets)))
         The mask registers.
     """
 
-    def __init__(self, *, mask_resets: Sequence[int], mask_width: int) -> None:
+    def __init__(self, *, mask_resets: Sequence[int], mask_width: int,
+                 registers: Sequence[Register] = REGISTERS) -> None:
         if mask_width < 1 or mask_width > 32:
             raise ValueError(f"mask_width must be 1..32, not {mask_width}")
         if not mask_resets:
@@ -94,8 +98,9 @@ class RegisterFile(wiring.Component):
         if MASK_BASE + 4 * len(mask_resets) > 2**ADDRESS_BITS:
             raise ValueError(f"{len(mask_resets)} mask registers do not fit the address space")
         self._mask_resets = [int(reset) for reset in mask_resets]
+        self._registers = tuple(registers)
         members = {"bus": In(axi_lite_signature())}
-        for register in REGISTERS:
+        for register in self._registers:
             name = register.name.lower()
             if register.access == "r":
                 members[name] = In(32)
@@ -112,9 +117,9 @@ class RegisterFile(wiring.Component):
         m = Module()
         bus = self.bus
         writable = [(r.offset, getattr(self, r.name.lower()))
-                    for r in REGISTERS if r.access == "rw"]
+                    for r in self._registers if r.access == "rw"]
         written = {r.offset: getattr(self, f"{r.name.lower()}_written")
-                   for r in REGISTERS if r.access == "rw"}
+                   for r in self._registers if r.access == "rw"}
         mask_offsets = [(MASK_BASE + 4 * index, self.masks[index])
                         for index in range(len(self._mask_resets))]
         word_address = Signal(ADDRESS_BITS - 2)
@@ -147,7 +152,7 @@ class RegisterFile(wiring.Component):
                             m.d.sync += written[offset].eq(1)
 
         # Read channel: one read in flight, answered the cycle after its address.
-        readable = [(r.offset, getattr(self, r.name.lower())) for r in REGISTERS]
+        readable = [(r.offset, getattr(self, r.name.lower())) for r in self._registers]
         m.d.comb += bus.arready.eq(~bus.rvalid)
         with m.If(bus.rvalid & bus.rready):
             m.d.sync += bus.rvalid.eq(0)

@@ -49,14 +49,17 @@ from stepvit.rtl.accumulate_stage import AccumulateStage
 from stepvit.rtl.core_memories import CoreMemories, add_core_memories
 from stepvit.rtl.core_pipeline import RunState, select
 from stepvit.rtl.core_plan import CorePlan
+from stepvit.rtl.design_image import HEAD_BIAS, check_ddr_export, image_memories
 from stepvit.rtl.fire_stage import FireStage
 from stepvit.rtl.interface import core_signature
 from stepvit.rtl.patch_loader import PatchLoader
 from stepvit.rtl.prefetch import SpikeWordPrefetch
+from stepvit.rtl.protocol import registers_for
 from stepvit.rtl.stem_front import StemFront
 from stepvit.rtl.stem_plan import StemPlan
 from stepvit.rtl.sum_stage import SumStage
 from stepvit.rtl.walk_stage import WalkStage
+from stepvit.rtl.weight_loader import connect_write_port
 
 #: Cycles after the last event of a pass until everything is written (the accumulate, sum
 #: and fire stages); the next pass's descriptor is loaded in the cycle after.
@@ -77,26 +80,41 @@ class StepvitCore(wiring.Component):
     stem_lanes : int, optional
         Output channels the stem engine computes per event (default ``lanes``); only with
         a convolutional stem.
+    weights : str
+        ``"rom"``: the parameter memories are ROMs holding the export's values; ``"ddr"``:
+        RAMs with no contents (and the head's biases a register) written through the
+        ``parameters`` input by a weight loader, so the core depends only on the export's
+        shape (not with a convolutional stem).
 
     Members
     -------
     See :func:`stepvit.rtl.interface.core_signature`.
     """
 
-    def __init__(self, export: Export, *, lanes: int, stem_lanes: int | None = None) -> None:
-        self.plan = CorePlan(export, lanes=lanes)
+    def __init__(self, export: Export, *, lanes: int, stem_lanes: int | None = None,
+                 weights: str = "rom") -> None:
+        registers_for(weights)  # refuses a mode that is not one
+        self.weights = weights
+        if weights == "ddr":
+            check_ddr_export(export)
+        # a ddr core must not depend on the export's values: its plan has none
+        self.plan = CorePlan(export, lanes=lanes, contents=weights == "rom")
+        self.parameter_memories = image_memories(self.plan) if weights == "ddr" else None
         self._head_in_layer = export.layer_names().index("head.in")
         self._stem_plan = (StemPlan.from_export(export, lanes=stem_lanes or lanes)
                            if self.plan.geometry.stem_modules else None)
         self._export = export
-        super().__init__(core_signature(export))
+        super().__init__(core_signature(export, self.parameter_memories))
 
     def elaborate(self, platform: object) -> Module:
         """Build the memories and the stages, and wire them to the run and its control FSM."""
         m = Module()
-        memories = add_core_memories(m, self.plan)
+        ddr = self.weights == "ddr"
+        memories = add_core_memories(m, self.plan, writable=ddr)
         m.submodules.accumulate = accumulate = AccumulateStage(plan=self.plan)
-        m.submodules.sums = sums = SumStage(plan=self.plan)
+        m.submodules.sums = sums = SumStage(plan=self.plan, head_bias_input=ddr)
+        if ddr:
+            self._connect_parameters(m, memories, sums)
         m.submodules.fire = fire = FireStage(plan=self.plan, layers=len(self.spike_counts),
                                              head_in_layer=self._head_in_layer)
         m.submodules.prefetch = prefetch = SpikeWordPrefetch(
@@ -115,6 +133,16 @@ class StepvitCore(wiring.Component):
         self._connect_sums(m, memories, run, accumulate, sums, stem)
         self._connect_fire(m, memories, run, sums, fire, stem)
         return m
+
+    def _connect_parameters(self, m: Module, memories: CoreMemories, sums: SumStage) -> None:
+        """Drive the parameter RAMs' write ports and the head's bias register from the loader."""
+        for name, port in memories.parameter_writes.items():
+            connect_write_port(m, getattr(self.parameters, name), port)
+        head_bias = getattr(self.parameters, HEAD_BIAS)
+        held = Signal(len(head_bias.write_data), name="head_bias")
+        with m.If(head_bias.write_en):
+            m.d.sync += held.eq(head_bias.write_data)
+        m.d.comb += sums.head_bias.as_value().eq(held)
 
     # --- run state ---------------------------------------------------------------------
     def _run_state(self, m: Module, sums: SumStage, fire: FireStage) -> RunState:

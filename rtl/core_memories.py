@@ -1,11 +1,12 @@
 """The compute core's memories and the ports its pipeline stages use.
 
 All are ``lib.memory.Memory``: weights, biases, thresholds and the stream's spike values
-(ROMs from the export); the patches of the image; five spike maps (``[T·N]`` words); the
-embedding current (``[N, D]``); one layer's membranes (``[N, D]``); the residual stream for
-every step (``[T, N, D]``); the KV tables of every step, one memory per head walked side by
-side in the attention (``parallel_heads``), so that each head's walker reads and writes its
-own KV row in the same cycle.
+(ROMs from the export; RAMs the weight loader fills in a ``weights="ddr"`` design); the
+patches of the image; five spike maps (``[T·N]`` words); the embedding current
+(``[N, D]``); one layer's membranes (``[N, D]``); the residual stream for every step
+(``[T, N, D]``); the KV tables of every step, one memory per head walked side by side in
+the attention (``parallel_heads``), so that each head's walker reads and writes its own KV
+row in the same cycle.
 :meth:`~stepvit.rtl.core_plan.CorePlan.memory_bits` sums them.
 """
 
@@ -47,6 +48,9 @@ class CoreMemories:
         The KV tables of every step, one memory per walker slot ``j`` of the parallel heads:
         it holds the rows of heads ``j``, ``j + parallel_heads``, ... (``kv_rows`` a step);
         the reads are transparent.
+    parameter_writes : dict of str to WritePort, optional
+        ``writable=True`` only: the write ports of the four parameter memories (RAMs with no
+        initial contents), by their weight-image names (``rtl/design_image.py``).
     """
 
     weight_read: ReadPort
@@ -66,10 +70,16 @@ class CoreMemories:
     stream_reads: tuple[ReadPort, ...]
     kv_write: tuple[WritePort, ...]
     kv_read: tuple[ReadPort, ...]
+    parameter_writes: dict[str, WritePort] | None = None
 
 
-def add_core_memories(m: Module, plan: CorePlan) -> CoreMemories:
-    """Add the memories of ``plan`` to ``m`` as submodules and return their ports."""
+def add_core_memories(m: Module, plan: CorePlan, *, writable: bool = False) -> CoreMemories:
+    """Add the memories of ``plan`` to ``m`` as submodules and return their ports.
+
+    With ``writable`` the weights, biases, thresholds and spike values are RAMs with no
+    initial contents and a write port each (``weights="ddr"``: the weight loader fills
+    them); otherwise ROMs initialised from the plan.
+    """
     geometry = plan.geometry
     lanes, bits = geometry.lanes, geometry.bits
     t_max, tokens = geometry.t_max, geometry.tokens
@@ -79,13 +89,19 @@ def add_core_memories(m: Module, plan: CorePlan) -> CoreMemories:
         m.submodules[name] = mem
         return mem
 
-    weight_rom = memory("weights", 8 * lanes, len(plan.weight_words), plan.weight_words)
+    def init(words: list[int]) -> list[int] | None:
+        return None if writable else words
+
+    weight_rom = memory("weights", 8 * lanes, len(plan.weight_words), init(plan.weight_words))
     bias_rom = memory("biases", geometry.bias_bits * lanes, len(plan.bias_words),
-                      plan.bias_words)
+                      init(plan.bias_words))
     theta_rom = memory("thresholds", bits["membrane"] * lanes, len(plan.theta_words),
-                       plan.theta_words)
+                       init(plan.theta_words))
     spike_value_rom = memory("stream_spike", bits["stream"] * lanes, geometry.dim_chunks,
-                             plan.stream_spike_words)
+                             init(plan.stream_spike_words))
+    parameter_writes = ({name: mem.write_port() for name, mem in (
+        ("weights", weight_rom), ("biases", bias_rom), ("thresholds", theta_rom),
+        ("stream_spike", spike_value_rom))} if writable else None)
     # two banks, two memories: each as shallow as the tokens (distributed RAM up to 64)
     # (none with a convolutional stem: the stem engine keeps the pixels)
     patch_mems = [memory(f"patches{bank}", 8 * geometry.patch_len, tokens)
@@ -128,4 +144,5 @@ def add_core_memories(m: Module, plan: CorePlan) -> CoreMemories:
         kv_write=kv_write,
         kv_read=tuple(mem.read_port(transparent_for=(write,))
                       for mem, write in zip(kv_mems, kv_write)),
+        parameter_writes=parameter_writes,
     )

@@ -315,8 +315,9 @@ class CorePlan:
     head_bias : list of int
         Initial value of the logits.
 
-    With ``contents=False`` the memories' words are zeros (only their counts are right):
-    the plan of a board's sizing, which needs the memories' shapes, not their contents.
+    With ``contents=False`` the memories' words and ``head_bias`` are zeros (only their
+    counts are right): the plan of a board's sizing, which needs the memories' shapes, not
+    their contents, and of a ``weights="ddr"`` core, which must not depend on the values.
     """
 
     def __init__(self, export: Export, *, lanes: int, contents: bool = True) -> None:
@@ -334,6 +335,9 @@ class CorePlan:
             geometry.bits["stream"]
         )
         self.head_bias = [int(v) for v in self._arrays["head.bias"]]
+        if not contents:
+            self.stream_spike_words = [0] * len(self.stream_spike_words)
+            self.head_bias = [0] * len(self.head_bias)
         if not geometry.stem_modules:
             self._add_embedding()
         for block in range(geometry.depth):

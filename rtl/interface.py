@@ -6,12 +6,16 @@ the core owns the network. They meet here, so that each can be built and tested 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from stepvit.model.export import Export
 from stepvit.rtl.protocol import image_words as frame_words
+from stepvit.rtl.weight_image import ImageMemory
+from stepvit.rtl.weight_loader import write_signature
 
 #: Width of every spike-count word in the result packet (rtl/PROTOCOL.md).
 SPIKE_COUNT_BITS = 32
@@ -22,8 +26,23 @@ def image_words(export: Export) -> int:
     return frame_words(export.arch["image_shape"])
 
 
-def core_signature(export: Export) -> wiring.Signature:
+def parameters_signature(memories: Sequence[ImageMemory]) -> wiring.Signature:
+    """Return the write sides of parameter memories, as the weight loader drives them.
+
+    One member per memory, named by it, with ``write_en``, ``write_addr`` and
+    ``write_data`` (:func:`~stepvit.rtl.weight_loader.write_signature`): the loader's
+    ``writes`` member has this signature.
+    """
+    return wiring.Signature({memory.name: Out(write_signature(memory)) for memory in memories})
+
+
+def core_signature(export: Export,
+                   parameters: Sequence[ImageMemory] | None = None) -> wiring.Signature:
     """Return the core's signature for ``export`` (from the core's point of view).
+
+    ``parameters``: a ``weights="ddr"`` core's parameter memories
+    (:func:`~stepvit.rtl.design_image.image_memories`); it then has a ``parameters`` input
+    that the weight loader drives.
 
     Members
     -------
@@ -52,8 +71,12 @@ def core_signature(export: Export) -> wiring.Signature:
     predicted : Out(unsigned(8))
     spike_counts : Out(ArrayLayout(unsigned(32), layers))
         Spike count per LIF layer in SPEC.md section 1 order.
+    parameters : In(parameters_signature(parameters))
+        With ``parameters`` only: the memories' write sides, driven by the weight loader.
     """
     t_max = export.t_max
+    extra = ({} if parameters is None
+             else {"parameters": In(parameters_signature(parameters))})
     return wiring.Signature(
         {
             "load": In(1),
@@ -73,5 +96,6 @@ def core_signature(export: Export) -> wiring.Signature:
             "spike_counts": Out(
                 data.ArrayLayout(unsigned(SPIKE_COUNT_BITS), len(export.layer_names()))
             ),
+            **extra,
         }
     )

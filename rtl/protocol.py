@@ -53,8 +53,19 @@ class Register:
 STATUS_BUSY = 1 << 0
 STATUS_FRAME_ERROR = 1 << 1
 
+#: Bits of ``STATUS`` in a design that loads its parameters from DDR (``weights="ddr"``;
+#: always 0 in a ``rom`` design): the last load completed without an error response (the
+#: core takes frames only then); a beat of the last load came back with an error response;
+#: a load is under way.
+STATUS_WEIGHTS_LOADED = 1 << 2
+STATUS_WEIGHTS_ERROR = 1 << 3
+STATUS_WEIGHTS_LOADING = 1 << 4
+
 #: Bits of the ``CONTROL`` register.
 CONTROL_CLEAR_ERROR = 1 << 0
+#: ``weights="ddr"`` only: start loading the weight image at ``WEIGHTS_ADDR`` (ignored while
+#: a load is under way; a ``rom`` design ignores it).
+CONTROL_LOAD_WEIGHTS = 1 << 1
 
 REGISTERS: tuple[Register, ...] = (
     Register("ID", 0x00, "r", "ACCEL_ID, 'SVIT'"),
@@ -69,11 +80,43 @@ REGISTERS: tuple[Register, ...] = (
     Register("BATCH", 0x24, "rw", "frames per input transfer (0 or 1: one); its low 16 bits"),
 )
 
+#: The registers a design that loads its parameters from DDR (``weights="ddr"``) adds, at
+#: offsets no ``rom`` design uses (a ``rom`` design answers them with SLVERR). In such a
+#: design ``CONFIG_HASH`` holds the export's *shape hash* (``shape_hash_of``), not its
+#: config hash: the bitstream serves every export of that shape.
+DDR_REGISTERS: tuple[Register, ...] = (
+    Register("WEIGHTS_ADDR", 0x28, "rw",
+             "byte address of the weight image in DDR (32 bits, a multiple of a beat)"),
+    Register("WEIGHTS_CHECKSUM_LO", 0x2C, "r",
+             "image_checksum of the last load's bytes, low 32 bits (A)"),
+    Register("WEIGHTS_CHECKSUM_HI", 0x30, "r",
+             "image_checksum of the last load's bytes, high 32 bits (B)"),
+)
+
+#: Where a design keeps its parameters: ``rom`` (baked into the bitstream from one export)
+#: or ``ddr`` (RAMs filled from a weight image in DDR: one bitstream per shape).
+WEIGHT_MODES = ("rom", "ddr")
+
+
+def registers_for(weights: str) -> tuple[Register, ...]:
+    """Return the registers of a design whose parameters are ``weights`` (``rom``/``ddr``).
+
+    Raises
+    ------
+    ValueError
+        For a mode not in :data:`WEIGHT_MODES`.
+    """
+    if weights not in WEIGHT_MODES:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHT_MODES)}, not {weights!r}")
+    return REGISTERS + (DDR_REGISTERS if weights == "ddr" else ())
+
+
 #: Bits of ``BATCH`` that count: a batch holds at most ``2**BATCH_BITS - 1`` frames.
 BATCH_BITS = 16
 
 #: Mask register of module ``i`` (SPEC.md module order) is at ``MASK_BASE + 4 * i``:
-#: bit ``t`` enables time step ``t``. Reset value: the trained mask.
+#: bit ``t`` enables time step ``t``. Reset value: the trained mask (``weights="ddr"``:
+#: every step active; the host writes the export's mask).
 MASK_BASE = 0x40
 
 
@@ -83,7 +126,8 @@ def offset(name: str) -> int:
     Parameters
     ----------
     name : str
-        A register name from :data:`REGISTERS`, or ``MASK<i>`` for module ``i``'s mask.
+        A register name from :data:`REGISTERS` or :data:`DDR_REGISTERS`, or ``MASK<i>``
+        for module ``i``'s mask.
 
     Raises
     ------
@@ -92,7 +136,7 @@ def offset(name: str) -> int:
     """
     if name.startswith("MASK") and name[4:].isdigit():
         return MASK_BASE + 4 * int(name[4:])
-    for register in REGISTERS:
+    for register in REGISTERS + DDR_REGISTERS:
         if register.name == name:
             return register.offset
     raise KeyError(f"no accelerator register named {name!r}")

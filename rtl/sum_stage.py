@@ -34,6 +34,9 @@ class SumStage(wiring.Component):
     ----------
     plan : CorePlan
         The core's plan: its geometry, pass layout and the head's biases.
+    head_bias_input : bool
+        Take the head's biases from the ``head_bias`` input (a register the weight loader
+        fills, ``weights="ddr"``) instead of the plan's constants.
 
     Members
     -------
@@ -51,6 +54,8 @@ class SumStage(wiring.Component):
         The biases, the embedding current and the residual stream, as read for the chunk.
     current_write, stream_write : In(WritePort.Signature)
         A chunk stored to the embedding current, or to the residual stream.
+    head_bias : In(ArrayLayout(signed(logit_bits), num_classes))
+        With ``head_bias_input`` only: the head's biases.
     logits : Out(ArrayLayout(signed(logit_bits), class_chunks * lanes))
         The head's biases plus every chunk of the LOGITS sink since ``preset``.
     membrane_address, theta_address, spike_value_address : Out
@@ -63,8 +68,9 @@ class SumStage(wiring.Component):
         ... and these input currents.
     """
 
-    def __init__(self, *, plan: CorePlan) -> None:
+    def __init__(self, *, plan: CorePlan, head_bias_input: bool = False) -> None:
         self._plan = check_plan(plan)
+        self._head_bias_input = head_bias_input
         geometry = plan.geometry
         lanes, bits = geometry.lanes, geometry.bits
         fields = fields_of(event_layout(plan), SUM_FIELDS)
@@ -94,6 +100,8 @@ class SumStage(wiring.Component):
             "fire_valid": Out(1),
             "fire_event": Out(fields_of(event_layout(plan), FIRE_FIELDS)),
             "fire_current": Out(data.ArrayLayout(signed(current_bits(geometry)), lanes)),
+            **({"head_bias": In(data.ArrayLayout(signed(bits["logit"]), geometry.num_classes))}
+               if head_bias_input else {}),
         })
 
     def elaborate(self, platform: object) -> Module:
@@ -150,7 +158,8 @@ class SumStage(wiring.Component):
                   for k in range(geometry.class_chunks * lanes)]
         m.d.comb += [self.logits[k].eq(logit) for k, logit in enumerate(logits)]
         with m.If(self.preset):
-            m.d.sync += [logit.eq(self._plan.head_bias[k] if k < geometry.num_classes else 0)
+            head_bias = (self.head_bias if self._head_bias_input else self._plan.head_bias)
+            m.d.sync += [logit.eq(head_bias[k] if k < geometry.num_classes else 0)
                          for k, logit in enumerate(logits)]
         with m.If(self.valid):
             with m.Switch(self.descriptor.sink):

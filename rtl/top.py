@@ -17,13 +17,15 @@ which image moves when; :class:`~stepvit.rtl.latency.LatencyStamps` times each i
 
 from __future__ import annotations
 
-from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetSignal
+from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from stepvit.model.export import Export
 from stepvit.rtl.axil import RegisterFile, axi_lite_signature
 from stepvit.rtl.core import StepvitCore
+from stepvit.rtl.core_plan import CorePlan
+from stepvit.rtl.design_image import check_ddr_export, image_memories
 from stepvit.rtl.frame import FrameReceiver
 from stepvit.rtl.interface import core_signature, image_words
 from stepvit.rtl.latency import LatencyStamps
@@ -32,12 +34,19 @@ from stepvit.rtl.protocol import (
     ACCEL_ID,
     BATCH_BITS,
     CONTROL_CLEAR_ERROR,
+    CONTROL_LOAD_WEIGHTS,
     STATUS_BUSY,
     STATUS_FRAME_ERROR,
+    STATUS_WEIGHTS_ERROR,
+    STATUS_WEIGHTS_LOADED,
+    STATUS_WEIGHTS_LOADING,
     mask_register_values,
     packet_words,
+    registers_for,
 )
 from stepvit.rtl.scheduler import ImageScheduler
+from stepvit.rtl.weight_image import CHECKSUM_WORD_BITS
+from stepvit.rtl.weight_loader import AXI_READ_MEMBERS, WeightLoader
 
 #: Verilog name of the top module.
 TOP_NAME = "stepvit_accel"
@@ -57,8 +66,22 @@ def _bit_index(flag: int) -> int:
     return flag.bit_length() - 1
 
 
-def top_signature() -> wiring.Signature:
-    """Return the flat, Vivado-named port list of ``stepvit_accel``."""
+#: The AXI4 read master's ports of a ``weights="ddr"`` design, ``m_axi_<name>``: the read
+#: address and read data channels only (the loader never writes), Vivado's names.
+AXI_MASTER_PORTS = AXI_READ_MEMBERS
+#: The AXI4 read master's defaults: the PYNQ-Z2's HP port (64-bit, AXI3 bursts of 16).
+DEFAULT_DATA_WIDTH = 64
+DEFAULT_MAX_BURST = 16
+#: Bits of the weight image's byte address (one ``WEIGHTS_ADDR`` register).
+WEIGHTS_ADDR_BITS = 32
+
+
+def top_signature(loader: WeightLoader | None = None) -> wiring.Signature:
+    """Return the flat, Vivado-named port list of ``stepvit_accel``.
+
+    With ``loader`` (a ``weights="ddr"`` design) the list gains its AXI4 read channels as
+    ``m_axi_*`` (master side).
+    """
     members: dict[str, wiring.Member] = {
         "aclk": In(1),
         "aresetn": In(1),
@@ -73,6 +96,9 @@ def top_signature() -> wiring.Signature:
     }
     for name, member in axi_lite_signature().flip().members.items():
         members[f"s_axil_{name}"] = member
+    if loader is not None:
+        for name in AXI_MASTER_PORTS:
+            members[f"m_axi_{name}"] = loader.signature.members[name]
     return wiring.Signature(members)
 
 
@@ -90,6 +116,16 @@ class StepvitAccel(wiring.Component):
         ``StepvitCore(export, lanes=lanes)``; for testing the top alone.
     stem_lanes : int, optional
         The stem engine's lanes (a convolutional stem only; default ``lanes``).
+    weights : str
+        ``"rom"`` (default): the parameters are baked into on-chip ROMs. ``"ddr"``: they
+        are RAMs a :class:`~stepvit.rtl.weight_loader.WeightLoader` fills from a weight
+        image in DDR (``rtl/design_image.py``) through the ``m_axi_*`` read channels; the
+        design depends only on the export's shape (``CONFIG_HASH`` reads its shape hash),
+        its masks reset to every step active, and frames wait (``s_axis_tready`` low) until
+        a load has completed without an error response (rtl/PROTOCOL.md).
+    data_width, max_burst : int
+        ``"ddr"`` only: the AXI master's bits a beat and beats a burst (a board's ``ddr``
+        figures; default the PYNQ-Z2's HP port, 64 and 16).
 
     Members
     -------
@@ -97,29 +133,43 @@ class StepvitAccel(wiring.Component):
         Clock and active-low synchronous reset.
     s_axis_* , m_axis_*, s_axil_*
         Image words in, result words out, registers (see :func:`top_signature`).
+    m_axi_*
+        ``"ddr"`` only: the weight loader's AXI4 read address and read data channels.
     """
 
     def __init__(self, export: Export, *, lanes: int, core: wiring.Component | None = None,
-                 stem_lanes: int | None = None) -> None:
+                 stem_lanes: int | None = None, weights: str = "rom",
+                 data_width: int = DEFAULT_DATA_WIDTH,
+                 max_burst: int = DEFAULT_MAX_BURST) -> None:
         if lanes < 1:
             raise ValueError(f"lanes must be at least 1, not {lanes}")
+        self.registers = registers_for(weights)
+        self.weights = weights
+        self.loader = None
+        parameters = None
+        if weights == "ddr":
+            check_ddr_export(export)
+            parameters = image_memories(CorePlan(export, lanes=lanes, contents=False))
+            self.loader = WeightLoader(parameters, data_width=data_width, max_burst=max_burst,
+                                       addr_width=WEIGHTS_ADDR_BITS)
         if core is None:
-            core = StepvitCore(export, lanes=lanes, stem_lanes=stem_lanes)
-        if core.signature != core_signature(export):
+            core = StepvitCore(export, lanes=lanes, stem_lanes=stem_lanes, weights=weights)
+        if core.signature != core_signature(export, parameters):
             raise ValueError("core does not have the core_signature of this export")
         self.export = export
         self.lanes = lanes
         self.core = core
         self.image_words = image_words(export)
         self.packet_words = packet_words(export.arch["num_classes"], len(export.layer_names()))
-        super().__init__(top_signature())
+        super().__init__(top_signature(self.loader))
         self._annotate_interfaces()
 
     def _annotate_interfaces(self) -> None:
         """Attach Vivado's ``X_INTERFACE_INFO`` attributes to the ports."""
         self.aclk.attrs["X_INTERFACE_INFO"] = "xilinx.com:signal:clock:1.0 aclk CLK"
+        buses = "s_axis:m_axis:s_axil" + (":m_axi" if self.loader is not None else "")
         self.aclk.attrs["X_INTERFACE_PARAMETER"] = (
-            "ASSOCIATED_BUSIF s_axis:m_axis:s_axil, ASSOCIATED_RESET aresetn"
+            f"ASSOCIATED_BUSIF {buses}, ASSOCIATED_RESET aresetn"
         )
         self.aresetn.attrs["X_INTERFACE_INFO"] = "xilinx.com:signal:reset:1.0 aresetn RST"
         self.aresetn.attrs["X_INTERFACE_PARAMETER"] = "POLARITY ACTIVE_LOW"
@@ -127,7 +177,7 @@ class StepvitAccel(wiring.Component):
             bus, _, field = name.rpartition("_")
             if bus in ("s_axis", "m_axis"):
                 info = f"{_AXIS_INFO} {bus} {field.upper()}"
-            elif bus == "s_axil":
+            elif bus in ("s_axil", "m_axi"):
                 info = f"{_AXIL_INFO} {bus} {field.upper()}"
             else:
                 continue
@@ -147,9 +197,18 @@ class StepvitAccel(wiring.Component):
             logit_bits=export.bit_widths["logit"],
             layers=len(export.layer_names()),
         )
-        m.submodules.registers = registers = RegisterFile(
-            mask_resets=mask_register_values(export.timestep_mask), mask_width=export.t_max
-        )
+        ddr = self.loader is not None
+        # a ddr design serves every export of its shape: its masks reset to every step
+        # active, and the host writes the export's
+        mask_resets = ([(1 << export.t_max) - 1] * len(export.module_names) if ddr
+                       else mask_register_values(export.timestep_mask))
+        if ddr:
+            m.submodules.registers = registers = RegisterFile(
+                mask_resets=mask_resets, mask_width=export.t_max, registers=self.registers)
+        else:
+            m.submodules.registers = registers = RegisterFile(
+                mask_resets=mask_resets, mask_width=export.t_max
+            )
         m.submodules.scheduler = scheduler = ImageScheduler()
         m.submodules.stamps = stamps = LatencyStamps(slots=IMAGES_IN_FLIGHT)
         self._connect_axi(m, receiver, packer, registers)
@@ -163,8 +222,11 @@ class StepvitAccel(wiring.Component):
             packer.predicted.eq(core.predicted),
             packer.spike_counts.eq(core.spike_counts),
         ]
+        weights_ready = self._connect_loader(m, registers) if ddr else None
         m.d.comb += [
-            receiver.enable.eq(scheduler.buffer_free),
+            # ddr: frames wait in the input stream until the parameters are loaded
+            receiver.enable.eq(scheduler.buffer_free if weights_ready is None
+                               else scheduler.buffer_free & weights_ready),
             receiver.batch.eq(registers.batch[:BATCH_BITS]),
             scheduler.frame_done.eq(receiver.frame_done),
             scheduler.frame_error.eq(receiver.frame_error),
@@ -186,7 +248,7 @@ class StepvitAccel(wiring.Component):
         ]
         m.d.comb += [
             registers.id.eq(ACCEL_ID),
-            registers.config_hash.eq(export.config_hash),
+            registers.config_hash.eq(export.shape_hash if ddr else export.config_hash),
             registers.status[_bit_index(STATUS_BUSY)].eq(stamps.busy),
             registers.status[_bit_index(STATUS_FRAME_ERROR)].eq(scheduler.frame_error_seen),
             registers.cycles.eq(stamps.last_cycles),
@@ -196,6 +258,32 @@ class StepvitAccel(wiring.Component):
             registers.lanes.eq(self.lanes),
         ]
         return m
+
+    def _connect_loader(self, m: Module, registers: RegisterFile) -> Signal:
+        """Add the weight loader: its AXI ports, registers and memories; return "loaded".
+
+        ``CONTROL_LOAD_WEIGHTS`` starts a load from ``WEIGHTS_ADDR``; ``STATUS`` shows it
+        loading, loaded (no error response) or failed; ``WEIGHTS_CHECKSUM_*`` its checksum.
+        """
+        m.submodules.weight_loader = loader = self.loader
+        wiring.connect(m, loader.writes, self.core.parameters)
+        for name in AXI_MASTER_PORTS:
+            port, inner = getattr(self, f"m_axi_{name}"), getattr(loader, name)
+            flow = loader.signature.members[name].flow
+            m.d.comb += inner.eq(port) if flow == In else port.eq(inner)
+        loaded = Signal(name="weights_loaded")
+        m.d.comb += [
+            loader.base.eq(registers.weights_addr),
+            loader.start.eq(registers.control_written
+                            & registers.control[_bit_index(CONTROL_LOAD_WEIGHTS)]),
+            loaded.eq(loader.done & ~loader.error),
+            registers.status[_bit_index(STATUS_WEIGHTS_LOADED)].eq(loaded),
+            registers.status[_bit_index(STATUS_WEIGHTS_ERROR)].eq(loader.error),
+            registers.status[_bit_index(STATUS_WEIGHTS_LOADING)].eq(loader.busy),
+            registers.weights_checksum_lo.eq(loader.checksum[:CHECKSUM_WORD_BITS]),
+            registers.weights_checksum_hi.eq(loader.checksum[CHECKSUM_WORD_BITS:]),
+        ]
+        return loaded
 
     def _connect_axi(self, m: Module, receiver: FrameReceiver, packer: ResultPacker,
                      registers: RegisterFile) -> None:

@@ -37,6 +37,7 @@ from stepvit.model.export.reader import (
     layer_names_for,
     load_export,
     module_names_for,
+    shape_hash_of,
     signed_bits,
     threshold_widths,
     worst_case_bounds,
@@ -47,6 +48,6 @@ __all__ = [
     "WEIGHTS_FILE", "DeviceTimeout", "Export", "ExportError", "StepvitError", "array_shapes",
     "bounds_by_source", "budget_mask_of", "check_arrays", "check_budget", "check_manifest",
     "config_hash_of", "energy_estimate_uj", "layer_names_for", "load_export",
-    "module_names_for", "parse_budgets", "signed_bits", "threshold_widths",
+    "module_names_for", "parse_budgets", "shape_hash_of", "signed_bits", "threshold_widths",
     "worst_case_bounds",
 ]

@@ -150,6 +150,34 @@ def config_hash_of(manifest: dict[str, Any]) -> int:
     return int(hashlib.sha256(canonical.encode()).hexdigest()[:8], 16)
 
 
+#: The manifest fields a design that loads its parameters from DDR depends on (SPEC.md
+#: section 4, ``shape_hash``): the architecture less its ``class_names``, the neuron's rules
+#: less ``attn_shift`` (it reaches the hardware only as the thresholds of ``attn.attn``).
+SHAPE_FIELDS = ("schema_version", "architecture", "t_max", "neuron", "modules", "bit_widths")
+#: Fields of ``architecture`` and ``neuron`` left out of the shape (values, not shape).
+SHAPE_EXCLUDED = {"architecture": ("class_names",), "neuron": ("attn_shift",)}
+
+
+def shape_hash_of(manifest: dict[str, Any]) -> int:
+    """Return the 32-bit shape hash of ``manifest``: what one ``weights="ddr"`` design serves.
+
+    It is the first 32 bits of the sha256 of the canonical JSON (sorted keys, no spaces) of
+    the fields :data:`SHAPE_FIELDS` (``architecture`` without ``class_names``, ``neuron``
+    without ``attn_shift``). It leaves out everything a weight image carries or the host
+    writes: ``name``, the trained mask and its summaries, ``thresholds``, ``accuracy``,
+    ``weights_sha256`` and ``config_hash``. Two exports with one shape hash have the same
+    ``weights="ddr"`` accelerator, byte for byte; its ``CONFIG_HASH`` register holds it.
+    """
+    hashed = {}
+    for key in SHAPE_FIELDS:
+        value = manifest[key]
+        if key in SHAPE_EXCLUDED:
+            value = {k: v for k, v in value.items() if k not in SHAPE_EXCLUDED[key]}
+        hashed[key] = value
+    canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
+    return int(hashlib.sha256(canonical.encode()).hexdigest()[:8], 16)
+
+
 def signed_bits(bound: int) -> int:
     """Return the fewest bits of a signed integer that holds every value in ``[-bound, bound]``."""
     return int(bound).bit_length() + 1
@@ -330,6 +358,11 @@ class Export:
     def config_hash(self) -> int:
         """The 32-bit config hash."""
         return int(self.manifest["config_hash"], 16)
+
+    @property
+    def shape_hash(self) -> int:
+        """The 32-bit shape hash (:func:`shape_hash_of`): one ``weights="ddr"`` design's."""
+        return shape_hash_of(self.manifest)
 
     def layer_names(self) -> list[str]:
         """LIF layer names in SPEC.md section 1 spike-count order."""
