@@ -19,6 +19,7 @@ from stepvit.model.export.options import (
 )
 from stepvit.rtl.boards import DEFAULT_BOARD
 from stepvit.rtl.build_folder import DEFAULT_LANES, add_lanes_argument, check_lanes
+from stepvit.rtl.protocol import WEIGHT_MODES
 
 
 def rtl_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +33,10 @@ def rtl_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pick the lanes of the fastest design whose estimated resources "
                              "fit this board's budget (pynq-z2, kv260, zcu104 or a board "
                              "folder); --lanes overrides")
+    parser.add_argument("--weights", default="rom", metavar="MODE",
+                        help="where the parameters live: rom (baked into the bitstream, the "
+                             "default) or ddr (RAMs loaded from a weight image in DDR over an "
+                             "AXI4 read master: one bitstream per shape; writes weights.img)")
     parser.add_argument("--stem-lanes", type=int, default=None, metavar="Q",
                         help="the stem engine's lanes, for an export with a convolutional "
                              "stem (default: chosen with --board, else --lanes)")
@@ -41,6 +46,9 @@ def rtl(args: argparse.Namespace) -> int:
     """Generate ``stepvit_accel.v`` and ``report.json`` for an export; record its design."""
     check_lanes(args.lanes)
     check_lanes(args.stem_lanes, "--stem-lanes")
+    if args.weights not in WEIGHT_MODES:
+        raise StepvitError(f"--weights: expected one of {', '.join(WEIGHT_MODES)}, "
+                           f"got {args.weights!r}")
     from stepvit.model.export import load_export
     from stepvit.rtl.build_folder import record_design
     from stepvit.rtl.generate import VERILOG_FILE, generate
@@ -50,6 +58,16 @@ def rtl(args: argparse.Namespace) -> int:
         raise StepvitError(f"--stem-lanes: {args.export} has no convolutional stem")
     build = output_folder(args.build, "--build")
     lanes, stem_lanes, chosen = args.lanes or DEFAULT_LANES, args.stem_lanes, None
+    axi: dict[str, int] = {}
+    if args.weights == "ddr":
+        if export.arch.get("stem"):
+            raise StepvitError(f"--weights ddr: {args.export} has a convolutional stem, "
+                               f"whose parameters cannot be loaded from DDR yet")
+        if args.board is not None:
+            from stepvit.rtl.boards import load_board
+
+            ddr = load_board(args.board).memory()
+            axi = {"data_width": ddr.data_width, "max_burst": ddr.max_burst}
     if args.board is not None:
         from stepvit.rtl.pace import sample_pace
         from stepvit.rtl.sizing import choose_lanes, estimate
@@ -73,12 +91,17 @@ def rtl(args: argparse.Namespace) -> int:
                   "ranked_by": ("dense events" if pace is None else
                                 f"cycles on the export's {pace.images} golden-vector images"),
                   "estimate": built.as_dict()}
-    report = generate(export, build, lanes=lanes, stem_lanes=stem_lanes)
+    report = generate(export, build, lanes=lanes, stem_lanes=stem_lanes,
+                      weights=args.weights, **axi)
     record_design(build, export, lanes, None if chosen is None else chosen["board"],
                   stem_lanes=stem_lanes)
     summary = {key: report[key] for key in
                ("name", "config_hash", "lanes", "stem_lanes", "image_words", "packet_words",
                 "memory_bits")}
+    if args.weights == "ddr":
+        summary.update(weights="ddr", shape_hash=report["shape_hash"],
+                       weight_image=report["weight_image"]["file"],
+                       weight_image_checksum=report["weight_image"]["checksum"])
     if chosen is not None:
         summary["sizing"] = chosen
     print(json.dumps({"verilog": f"{build}/{VERILOG_FILE}", **summary}, indent=2))

@@ -13,7 +13,10 @@ from amaranth.lib import wiring
 
 from stepvit.model.export import Export
 from stepvit.model.export.errors import StepvitError
-from stepvit.rtl.top import TOP_NAME, StepvitAccel
+from stepvit.rtl.design_image import design_image
+from stepvit.rtl.protocol import WEIGHT_MODES
+from stepvit.rtl.top import DEFAULT_DATA_WIDTH, DEFAULT_MAX_BURST, TOP_NAME, StepvitAccel
+from stepvit.rtl.weight_image import image_layout
 
 #: File names inside a build folder.
 VERILOG_FILE = f"{TOP_NAME}.v"
@@ -21,6 +24,8 @@ VERILOG_FILE = f"{TOP_NAME}.v"
 #: seconds where its Verilog frontend takes many minutes over large weight memories.
 RTLIL_FILE = f"{TOP_NAME}.il"
 REPORT_FILE = "report.json"
+#: A ``weights="ddr"`` design's weight image of the export it was generated with.
+WEIGHT_IMAGE_FILE = "weights.img"
 
 # A Verilog memory: ``reg [W-1:0] name [D-1:0];`` (Amaranth writes each as one array).
 _MEMORY_DECLARATION = re.compile(
@@ -61,6 +66,29 @@ def port_list(design: StepvitAccel) -> list[dict[str, Any]]:
     ]
 
 
+def write_weight_image(export: Export, out_dir: Path, *, lanes: int,
+                       data_width: int) -> dict[str, Any]:
+    """Write ``export``'s weight image into ``out_dir``; return its description.
+
+    The description: the file, its bytes, its checksum (16 hex digits, what the design's
+    ``WEIGHTS_CHECKSUM_HI``/``LO`` read after a good load), the AXI data width and each
+    memory's name, width, depth and byte offset, in the image's order.
+    """
+    image = design_image(export, lanes=lanes, data_width=data_width)
+    (out_dir / WEIGHT_IMAGE_FILE).write_bytes(image.image)
+    layout = image_layout(image.memories, data_width)
+    return {
+        "file": WEIGHT_IMAGE_FILE,
+        "bytes": len(image.image),
+        "checksum": f"{image.checksum:016x}",
+        "data_width": data_width,
+        "config_hash": f"{export.config_hash:08x}",
+        "memories": [{"name": region.memory.name, "width": region.memory.width,
+                      "depth": region.memory.depth, "offset": region.offset}
+                     for region in layout.regions],
+    }
+
+
 def generate(
     export: Export,
     out_dir: str | Path,
@@ -69,6 +97,9 @@ def generate(
     core: wiring.Component | None = None,
     with_rtlil: bool = True,
     stem_lanes: int | None = None,
+    weights: str = "rom",
+    data_width: int = DEFAULT_DATA_WIDTH,
+    max_burst: int = DEFAULT_MAX_BURST,
 ) -> dict[str, Any]:
     """Generate ``stepvit_accel.v``, ``stepvit_accel.il`` and ``report.json`` in ``out_dir``.
 
@@ -86,6 +117,12 @@ def generate(
         Also write the RTLIL (for ``stepvit synth``; a simulation needs only the Verilog).
     stem_lanes : int, optional
         The stem engine's lanes (an export with a convolutional stem; default ``lanes``).
+    weights : str
+        ``"rom"`` (parameters baked in) or ``"ddr"`` (loaded from a weight image: the
+        Verilog depends only on the export's shape; the export's image is written as
+        ``weights.img`` and described in the report's ``weight_image``).
+    data_width, max_burst : int
+        ``"ddr"`` only: the AXI read master's beat width and longest burst.
 
     Returns
     -------
@@ -99,8 +136,11 @@ def generate(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if weights not in WEIGHT_MODES:
+        raise StepvitError(f"weights must be one of {', '.join(WEIGHT_MODES)}, not {weights!r}")
     try:
-        design = StepvitAccel(export, lanes=lanes, core=core, stem_lanes=stem_lanes)
+        design = StepvitAccel(export, lanes=lanes, core=core, stem_lanes=stem_lanes,
+                              weights=weights, data_width=data_width, max_burst=max_burst)
     except ValueError as error:  # a parameter the design refuses, such as the lane count
         raise StepvitError(f"cannot build the accelerator: {error}") from None
     verilog_text = to_verilog(design)
@@ -135,5 +175,10 @@ def generate(
         "memories": memories,
         "memory_bits": sum(memory["bits"] for memory in memories),
     }
+    if weights == "ddr":
+        report["weights"] = "ddr"
+        report["shape_hash"] = f"{export.shape_hash:08x}"
+        report["weight_image"] = write_weight_image(export, out_dir, lanes=lanes,
+                                                    data_width=data_width)
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report
