@@ -13,7 +13,7 @@ from amaranth.lib import wiring
 
 from stepvit.model.export import Export
 from stepvit.model.export.errors import StepvitError
-from stepvit.rtl.design_image import design_image
+from stepvit.rtl.design_image import check_ddr_export, design_image
 from stepvit.rtl.protocol import WEIGHT_MODES
 from stepvit.rtl.top import DEFAULT_DATA_WIDTH, DEFAULT_MAX_BURST, TOP_NAME, StepvitAccel
 from stepvit.rtl.weight_image import image_layout
@@ -139,6 +139,8 @@ def generate(
     if weights not in WEIGHT_MODES:
         raise StepvitError(f"weights must be one of {', '.join(WEIGHT_MODES)}, not {weights!r}")
     try:
+        if weights == "ddr":
+            check_ddr_export(export)  # before the design exists (Amaranth tracks its use)
         design = StepvitAccel(export, lanes=lanes, core=core, stem_lanes=stem_lanes,
                               weights=weights, data_width=data_width, max_burst=max_burst)
     except ValueError as error:  # a parameter the design refuses, such as the lane count

