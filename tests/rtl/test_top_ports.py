@@ -131,3 +131,41 @@ def test_generate_writes_into_a_new_folder(tiny_export: Export, tmp_path: Path) 
     report = generate(tiny_export, tmp_path / "a" / "b", lanes=2)
     assert (tmp_path / "a" / "b" / "stepvit_accel.v").is_file()
     assert report["lanes"] == 2
+
+
+#: The AXI4 read master a ``--weights ddr`` design adds: the read channels only.
+DDR_PORTS = {
+    "m_axi_arvalid": ("output", 1), "m_axi_arready": ("input", 1),
+    "m_axi_araddr": ("output", 32), "m_axi_arlen": ("output", 8),
+    "m_axi_arsize": ("output", 3), "m_axi_arburst": ("output", 2),
+    "m_axi_rvalid": ("input", 1), "m_axi_rready": ("output", 1),
+    "m_axi_rresp": ("input", 2), "m_axi_rlast": ("input", 1),
+}
+
+
+@pytest.mark.parametrize(("board", "data_width"), [(None, 64), ("kv260", 128)])
+def test_rtl_weights_ddr_adds_the_read_master_and_writes_the_image(
+        tiny_export: Export, tmp_path: Path, board: str | None, data_width: int) -> None:
+    from stepvit.rtl.design_image import design_image
+
+    command = ["rtl", str(tiny_export.path), "--build", str(tmp_path), "--lanes", "4",
+               "--weights", "ddr"]
+    assert cli.main(command + (["--board", board] if board else [])) == 0
+    ports = verilog_ports((tmp_path / "stepvit_accel.v").read_text(), "stepvit_accel")
+    assert ports == {**EXPECTED_PORTS, **DDR_PORTS, "m_axi_rdata": ("input", data_width)}
+    report = json.loads((tmp_path / "report.json").read_text())
+    image = design_image(tiny_export, lanes=4, data_width=data_width)
+    assert (tmp_path / "weights.img").read_bytes() == image.image
+    assert report["weight_image"]["checksum"] == f"{image.checksum:016x}"
+    assert report["shape_hash"] == f"{tiny_export.shape_hash:08x}"
+    assert [m["name"] for m in report["weight_image"]["memories"]] == [
+        "weights", "biases", "thresholds", "stream_spike", "head_bias"]
+
+
+def test_rtl_command_refuses_an_unknown_weights_mode(tiny_export: Export, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["rtl", str(tiny_export.path), "--build", str(tmp_path), "--lanes", "4",
+                     "--weights", "foo"]) == 2
+    lines = command_lines(capsys.readouterr().err)
+    assert lines == ["stepvit rtl: error: --weights: expected one of rom, ddr, got 'foo'"]
+    assert not (tmp_path / "stepvit_accel.v").exists()
