@@ -49,7 +49,7 @@ from stepvit.rtl.accumulate_stage import AccumulateStage
 from stepvit.rtl.core_memories import CoreMemories, add_core_memories
 from stepvit.rtl.core_pipeline import RunState, select
 from stepvit.rtl.core_plan import CorePlan
-from stepvit.rtl.design_image import HEAD_BIAS, check_ddr_export, image_memories
+from stepvit.rtl.design_image import HEAD_BIAS, image_memories
 from stepvit.rtl.fire_stage import FireStage
 from stepvit.rtl.interface import core_signature
 from stepvit.rtl.patch_loader import PatchLoader
@@ -84,7 +84,7 @@ class StepvitCore(wiring.Component):
         ``"rom"``: the parameter memories are ROMs holding the export's values; ``"ddr"``:
         RAMs with no contents (and the head's biases a register) written through the
         ``parameters`` input by a weight loader, so the core depends only on the export's
-        shape (not with a convolutional stem).
+        shape (a convolutional stem's parameters too: ``rtl/design_image.py``).
 
     Members
     -------
@@ -95,14 +95,13 @@ class StepvitCore(wiring.Component):
                  weights: str = "rom") -> None:
         registers_for(weights)  # refuses a mode that is not one
         self.weights = weights
-        if weights == "ddr":
-            check_ddr_export(export)
         # a ddr core must not depend on the export's values: its plan has none
         self.plan = CorePlan(export, lanes=lanes, contents=weights == "rom")
-        self.parameter_memories = image_memories(self.plan) if weights == "ddr" else None
         self._head_in_layer = export.layer_names().index("head.in")
         self._stem_plan = (StemPlan.from_export(export, lanes=stem_lanes or lanes)
                            if self.plan.geometry.stem_modules else None)
+        self.parameter_memories = (image_memories(self.plan, self._stem_plan)
+                                   if weights == "ddr" else None)
         self._export = export
         super().__init__(core_signature(export, self.parameter_memories))
 
@@ -126,6 +125,8 @@ class StepvitCore(wiring.Component):
             start_bank = self._load_patches(m, memories)
         else:
             stem, start_bank = self._load_stem(m), Const(0)
+            if ddr:
+                self._connect_stem_parameters(m, stem)
         self._control(m, run, prefetch, walk, start_bank, stem)
         self._connect_prefetch(m, memories, run, prefetch, fire)
         self._connect_walk(m, memories, run, prefetch, walk)
@@ -143,6 +144,14 @@ class StepvitCore(wiring.Component):
         with m.If(head_bias.write_en):
             m.d.sync += held.eq(head_bias.write_data)
         m.d.comb += sums.head_bias.as_value().eq(held)
+
+    def _connect_stem_parameters(self, m: Module, stem: StemFront) -> None:
+        """Drive the stem engine's parameter RAMs from the loader.
+
+        Its copy of the spike values is written by the core's ``stream_spike`` port too.
+        """
+        for name, port in stem.parameter_writes.items():
+            connect_write_port(m, getattr(self.parameters, name), port)
 
     # --- run state ---------------------------------------------------------------------
     def _run_state(self, m: Module, sums: SumStage, fire: FireStage) -> RunState:
@@ -205,7 +214,8 @@ class StepvitCore(wiring.Component):
         geometry = self.plan.geometry
         m.submodules.stem = stem = StemFront(
             self._export, self._stem_plan, token_lanes=geometry.lanes,
-            stream_words=geometry.t_max * geometry.tokens * geometry.dim_chunks)
+            stream_words=geometry.t_max * geometry.tokens * geometry.dim_chunks,
+            writable=self.weights == "ddr")
         m.d.comb += [
             stem.load.eq(self.load), self.loaded.eq(stem.loaded),
             self.img_addr.eq(stem.img_addr), stem.img_data.eq(self.img_data),

@@ -13,7 +13,7 @@ from amaranth.lib import wiring
 
 from stepvit.model.export import Export
 from stepvit.model.export.errors import StepvitError
-from stepvit.rtl.design_image import check_ddr_export, design_image
+from stepvit.rtl.design_image import design_image
 from stepvit.rtl.protocol import WEIGHT_MODES
 from stepvit.rtl.top import DEFAULT_DATA_WIDTH, DEFAULT_MAX_BURST, TOP_NAME, StepvitAccel
 from stepvit.rtl.weight_image import image_layout
@@ -66,15 +66,15 @@ def port_list(design: StepvitAccel) -> list[dict[str, Any]]:
     ]
 
 
-def write_weight_image(export: Export, out_dir: Path, *, lanes: int,
-                       data_width: int) -> dict[str, Any]:
+def write_weight_image(export: Export, out_dir: Path, *, lanes: int, data_width: int,
+                       stem_lanes: int | None = None) -> dict[str, Any]:
     """Write ``export``'s weight image into ``out_dir``; return its description.
 
     The description: the file, its bytes, its checksum (16 hex digits, what the design's
     ``WEIGHTS_CHECKSUM_HI``/``LO`` read after a good load), the AXI data width and each
     memory's name, width, depth and byte offset, in the image's order.
     """
-    image = design_image(export, lanes=lanes, data_width=data_width)
+    image = design_image(export, lanes=lanes, data_width=data_width, stem_lanes=stem_lanes)
     (out_dir / WEIGHT_IMAGE_FILE).write_bytes(image.image)
     layout = image_layout(image.memories, data_width)
     return {
@@ -139,8 +139,6 @@ def generate(
     if weights not in WEIGHT_MODES:
         raise StepvitError(f"weights must be one of {', '.join(WEIGHT_MODES)}, not {weights!r}")
     try:
-        if weights == "ddr":
-            check_ddr_export(export)  # before the design exists (Amaranth tracks its use)
         design = StepvitAccel(export, lanes=lanes, core=core, stem_lanes=stem_lanes,
                               weights=weights, data_width=data_width, max_burst=max_burst)
     except ValueError as error:  # a parameter the design refuses, such as the lane count
@@ -181,6 +179,7 @@ def generate(
         report["weights"] = "ddr"
         report["shape_hash"] = f"{export.shape_hash:08x}"
         report["weight_image"] = write_weight_image(export, out_dir, lanes=lanes,
-                                                    data_width=data_width)
+                                                    data_width=data_width,
+                                                    stem_lanes=stem_lanes)
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report

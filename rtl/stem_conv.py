@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
-from amaranth.lib.memory import Memory
+from amaranth.lib.memory import Memory, WritePort
 from amaranth.lib.wiring import In, Out
 
 from stepvit.model.export.stem import conv_out
@@ -80,6 +80,10 @@ class StemConvBanks(wiring.Component):
         Output channels an event updates per reached position.
     sum_bits : int
         Signed width of a current (the export proves the sums fit; the widest module's).
+    writable : bool
+        The tap memories are RAMs with no contents (only the weights' shapes are used), each
+        with a write port in :attr:`tap_writes` (a ``weights="ddr"`` design: the weight
+        loader fills them with :meth:`tap_words`); otherwise ROMs of the weights.
 
     Members
     -------
@@ -98,10 +102,12 @@ class StemConvBanks(wiring.Component):
         Zero this address of every bank (never in the cycle after an event).
     """
 
-    def __init__(self, convs: Sequence[StemConv], *, lanes: int, sum_bits: int) -> None:
+    def __init__(self, convs: Sequence[StemConv], *, lanes: int, sum_bits: int,
+                 writable: bool = False) -> None:
         if not isinstance(lanes, int) or lanes < 1:
             raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
         self._convs = [_checked(conv) for conv in convs]
+        self._writable = writable
         self._modulus = max(bank_modulus(c.weight.shape[2], c.stride, c.pool[0])
                             for c in self._convs)
         self._lanes, self._sum_bits = lanes, sum_bits
@@ -133,6 +139,14 @@ class StemConvBanks(wiring.Component):
             "clear_valid": In(1),
             "clear_address": In(range(max(self.depth, 2))),
         })
+        #: ``writable`` only: the tap RAMs (built here so that their write ports exist
+        #: before the design is elaborated) and their write ports, tap ``i`` at index ``i``.
+        self.tap_rams: list[Memory] = []
+        self.tap_writes: list[WritePort] = []
+        if writable:
+            self.tap_rams = [Memory(shape=unsigned(8 * lanes), depth=max(self.tap_depth, 2),
+                                    init=[]) for _ in range(self.taps)]
+            self.tap_writes = [ram.write_port() for ram in self.tap_rams]
 
     @property
     def modulus(self) -> int:
@@ -144,35 +158,35 @@ class StemConvBanks(wiring.Component):
         """Tap ROMs: the largest kernel's ``k²``."""
         return max(c.weight.shape[2] ** 2 for c in self._convs)
 
+    @property
+    def tap_depth(self) -> int:
+        """Words of each tap memory: every module's input channels times its chunks."""
+        return sum(conv.weight.shape[1] * chunks
+                   for conv, chunks in zip(self._convs, self._chunks))
+
     def tap_words(self) -> list[list[int]]:
         """Return each tap ROM: every module's words ``channel·chunks + chunk`` in turn.
 
-        Lane 0 sits in the low byte; a module with a smaller kernel has zeros past its taps.
+        Lane 0 sits in the low byte; a module with a smaller kernel has zeros past its taps
+        (:func:`tap_words`).
         """
-        roms: list[list[int]] = [[] for _ in range(self.taps)]
-        for conv, chunks in zip(self._convs, self._chunks):
-            cout, cin, kernel, _ = conv.weight.shape
-            padded = np.zeros((chunks * self._lanes, cin, kernel, kernel), dtype=np.int64)
-            padded[:cout] = conv.weight
-            lanes = padded.reshape(chunks, self._lanes, cin, kernel, kernel) & 0xFF
-            shifts = 8 * np.arange(self._lanes)
-            for tap, rom in enumerate(roms):
-                ky, kx = divmod(tap, kernel)
-                rom.extend(sum(int(byte) << int(shift)
-                               for byte, shift in zip(lanes[chunk, :, channel, ky, kx], shifts))
-                           if tap < kernel * kernel else 0
-                           for channel in range(cin) for chunk in range(chunks))
-        return roms
+        return tap_words([conv.weight for conv in self._convs], self._lanes)
 
     def elaborate(self, platform: object) -> Module:
         """Build the tap ROMs, the banks, the event and window addressing and the adders."""
         m = Module()
         modulus = self._modulus
         roms = []
-        for index, words in enumerate(self.tap_words()):
-            rom = Memory(shape=unsigned(8 * self._lanes), depth=max(len(words), 2), init=words)
-            m.submodules[f"tap{index}"] = rom
-            roms.append(rom.read_port())
+        if self._writable:
+            for index, ram in enumerate(self.tap_rams):
+                m.submodules[f"tap{index}"] = ram
+                roms.append(ram.read_port())
+        else:
+            for index, words in enumerate(self.tap_words()):
+                rom = Memory(shape=unsigned(8 * self._lanes), depth=max(len(words), 2),
+                             init=words)
+                m.submodules[f"tap{index}"] = rom
+                roms.append(rom.read_port())
         bases, base = [], 0
         for conv, chunks in zip(self._convs, self._chunks):
             bases.append([base + channel * chunks for channel in range(conv.weight.shape[1])])
@@ -282,6 +296,31 @@ class StemConvBanks(wiring.Component):
             m.d.sync += self.window_max[lane].eq(level[0][1])
 
 
+def tap_words(weights: Sequence[np.ndarray], lanes: int) -> list[list[int]]:
+    """Return the words of each tap memory of modules of ``weights`` (``[Cout, Cin, k, k]``).
+
+    One memory per tap of the largest kernel; in each, every module's words
+    ``channel·chunks + chunk`` in turn, ``lanes`` output channels a word, lane 0 in the low
+    byte; a module with a smaller kernel has zeros past its taps.
+    """
+    weights = [np.asarray(weight, dtype=np.int64) for weight in weights]
+    roms: list[list[int]] = [[] for _ in range(max(w.shape[2] ** 2 for w in weights))]
+    for weight in weights:
+        cout, cin, kernel, _ = weight.shape
+        chunks = -(-cout // lanes)
+        padded = np.zeros((chunks * lanes, cin, kernel, kernel), dtype=np.int64)
+        padded[:cout] = weight
+        bytes_ = padded.reshape(chunks, lanes, cin, kernel, kernel) & 0xFF
+        shifts = 8 * np.arange(lanes)
+        for tap, rom in enumerate(roms):
+            ky, kx = divmod(tap, kernel)
+            rom.extend(sum(int(byte) << int(shift)
+                           for byte, shift in zip(bytes_[chunk, :, channel, ky, kx], shifts))
+                       if tap < kernel * kernel else 0
+                       for channel in range(cin) for chunk in range(chunks))
+    return roms
+
+
 def shared_sum_bits(bits: dict[str, int]) -> int:
     """Return the signed width of the shared banks' currents: the widest module's."""
     return max(bits["embed_current"], bits["current"])
@@ -304,4 +343,4 @@ def _table(values: Sequence[int] | np.ndarray, index: Signal):
     return Array(Const(v, unsigned(width)) for v in values)[index]
 
 
-__all__ = ["PLANES", "StemConv", "StemConvBanks", "shared_sum_bits"]
+__all__ = ["PLANES", "StemConv", "StemConvBanks", "shared_sum_bits", "tap_words"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
-from amaranth.lib.memory import Memory
+from amaranth.lib.memory import Memory, WritePort
 from amaranth.lib.wiring import In, Out
 
 from stepvit.rtl.lif import LIFLanes
@@ -27,6 +27,13 @@ from stepvit.rtl.stem_unit import StemModuleUnit
 
 #: Width of a stem layer's spike count in ``counts``.
 COUNT_BITS = 32
+#: Weight-image names of a ``weights="ddr"`` engine's RAMs: the tap weights (one memory a
+#: kernel tap, ``stem_tap0`` ..), every module's biases and every module's thresholds; the
+#: spike values are the core's ``stream_spike`` words, the same name.
+STEM_TAP_PREFIX = "stem_tap"
+STEM_BIASES = "stem_biases"
+STEM_THRESHOLDS = "stem_thresholds"
+STREAM_SPIKE = "stream_spike"
 
 
 class StemEngine(wiring.Component):
@@ -49,6 +56,14 @@ class StemEngine(wiring.Component):
     token_lanes : int, optional
         Channels of one token word (the core's lanes; default the stem's): the stem's conv
         lanes and the core's need not be the same.
+    writable : bool
+        A ``weights="ddr"`` engine: no value of ``arrays`` or ``thresholds`` is used (only
+        the weights' shapes); the tap weights, the biases and thresholds of every module
+        and the spike values ``E`` sit in RAMs with no contents, whose write ports
+        :attr:`parameter_writes` names (:func:`stepvit.rtl.design_image.stem_memories`).
+        The biases and thresholds are two RAMs of every module's chunks, module ``i``'s
+        from :func:`lif_bases` ``[i]``, read asynchronously (the tables' timing);
+        ``E`` a copy of the core's ``stream_spike`` memory, written by the same port.
 
     Members
     -------
@@ -70,20 +85,28 @@ class StemEngine(wiring.Component):
 
     def __init__(self, plan: StemPlan, *, arrays: dict[str, np.ndarray],
                  thresholds: dict[str, np.ndarray], bits: dict[str, int], leak_shift: int,
-                 reset: str, token_lanes: int | None = None) -> None:
+                 reset: str, token_lanes: int | None = None, writable: bool = False) -> None:
         self._plan = plan
         self._token_lanes = token_lanes or plan.lanes
+        self._writable = writable
         self._units = []
         sum_bits = shared_sum_bits(bits)
         for index, stage in enumerate(plan.stages):
             self._units.append(StemModuleUnit(
-                plan, index, bias=arrays[f"{stage.name}.bias"], threshold=thresholds[stage.name],
+                plan, index, bias=None if writable else arrays[f"{stage.name}.bias"],
+                threshold=None if writable else thresholds[stage.name],
                 current_bits=bits["embed_current" if index == 0 else "current"],
                 membrane_bits=bits["membrane"], sum_bits=sum_bits))
+
+        def weight(name: str) -> np.ndarray:
+            # a ddr engine must not depend on the values: their shape only
+            values = arrays[f"{name}.weight"]
+            return np.zeros(np.shape(values), dtype=np.int64) if writable else values
         self._conv = StemConvBanks(
-            [StemConv(arrays[f"{stage.name}.weight"], stage.in_shape[1:], stage.stride,
+            [StemConv(weight(stage.name), stage.in_shape[1:], stage.stride,
                       stage.padding, plan.window_pool(index))
-             for index, stage in enumerate(plan.stages)], lanes=plan.lanes, sum_bits=sum_bits)
+             for index, stage in enumerate(plan.stages)], lanes=plan.lanes, sum_bits=sum_bits,
+            writable=writable)
         self._lif = LIFLanes(lanes=plan.lanes, membrane_bits=bits["membrane"],
                              current_bits=sum_bits, leak_shift=leak_shift, reset=reset)
         self._stream_spike = np.asarray(arrays["stream_spike"], dtype=np.int64)
@@ -92,6 +115,24 @@ class StemEngine(wiring.Component):
         tokens_shape = plan.stages[plan.last_stage].out_shape
         self._token_chunks = -(-tokens_shape[0] // self._token_lanes)
         self._tokens = tokens_shape[1] * tokens_shape[2]
+        #: ``writable`` only: each parameter RAM's write port, by its weight-image name.
+        self.parameter_writes: dict[str, WritePort] = {}
+        if writable:
+            self._stream_spike = np.zeros_like(self._stream_spike)
+            self._lif_rams = {
+                STEM_BIASES: Memory(shape=unsigned(sum_bits * plan.lanes),
+                                    depth=max(lif_depth(plan), 2), init=[]),
+                STEM_THRESHOLDS: Memory(shape=unsigned(bits["membrane"] * plan.lanes),
+                                        depth=max(lif_depth(plan), 2), init=[]),
+            }
+            self._stream_ram = Memory(shape=unsigned(self._stream_bits * self._token_lanes),
+                                      depth=max(self._token_chunks, 2), init=[])
+            self.parameter_writes = {
+                **{tap_memory_name(tap): port
+                   for tap, port in enumerate(self._conv.tap_writes)},
+                **{name: ram.write_port() for name, ram in self._lif_rams.items()},
+                STREAM_SPIKE: self._stream_ram.write_port(),
+            }
         modules = len(plan.stages)
         super().__init__({
             "pixel_valid": In(channels),
@@ -208,6 +249,9 @@ class StemEngine(wiring.Component):
         for unit in units:
             m.d.comb += [unit.window_done.eq(conv.window_done), unit.lif_spikes.eq(lif.spikes),
                          unit.lif_next_membrane.eq(lif.next_membrane)]
+        if self._writable:
+            self._share_lif_rams(m, module)
+            return
         for lane in range(self._plan.lanes):
             # stage 0's current after its first fire is its kept one, the others' the banks'
             window = Mux(module == 0, units[0].kept[lane], conv.window_max[lane])
@@ -215,6 +259,34 @@ class StemEngine(wiring.Component):
                 lif.current[lane].eq(window + Array(u.lif_bias[lane] for u in units)[module]),
                 lif.membrane[lane].eq(Array(u.lif_membrane[lane] for u in units)[module]),
                 lif.threshold[lane].eq(Array(u.lif_threshold[lane] for u in units)[module]),
+            ]
+
+    def _share_lif_rams(self, m: Module, module: Signal) -> None:
+        """Feed the LIF lanes with the biases and thresholds RAMs' words of the running unit.
+
+        Both are read asynchronously at the module's first word plus the chunk the unit
+        fires, in the cycle the constant tables would answer.
+        """
+        units, lanes = self._units, self._plan.lanes
+        bases = lif_bases(self._plan)
+        address = Array(base + unit.lif_chunk for base, unit in zip(bases, units))[module]
+        words = {}
+        for name, ram in self._lif_rams.items():
+            m.submodules[name] = ram
+            port = ram.read_port(domain="comb")
+            m.d.comb += port.addr.eq(address)
+            words[name] = port.data
+        sum_bits = len(self._conv.window_max[0])
+        biases = data.View(data.ArrayLayout(signed(sum_bits), lanes), words[STEM_BIASES])
+        membrane_bits = len(self._lif.threshold[0])
+        thresholds = data.View(data.ArrayLayout(signed(membrane_bits), lanes),
+                               words[STEM_THRESHOLDS])
+        for lane in range(lanes):
+            window = Mux(module == 0, units[0].kept[lane], self._conv.window_max[lane])
+            m.d.comb += [
+                self._lif.current[lane].eq(window + biases[lane]),
+                self._lif.membrane[lane].eq(Array(u.lif_membrane[lane] for u in units)[module]),
+                self._lif.threshold[lane].eq(thresholds[lane]),
             ]
 
     def _tokens_loop(self, m: Module, go: Signal, step, held: Signal) -> Signal:
@@ -248,7 +320,14 @@ class StemEngine(wiring.Component):
         # the masks of the last stage and the RPE at this step: a masked one hands on zeros
         last_on = held.bit_select(plan.last_stage * t_max + self.token_step, 1)
         rpe_on = held.bit_select((len(plan.stages) - 1) * t_max + self.token_step, 1)
-        value = _stream_table(self._stream_spike, lanes, self._stream_bits, self.token_chunk)
+        if self._writable:
+            m.submodules.stream_spike = self._stream_ram
+            port = self._stream_ram.read_port(domain="comb")
+            m.d.comb += port.addr.eq(self.token_chunk)
+            value = data.View(data.ArrayLayout(signed(self._stream_bits), lanes), port.data)
+        else:
+            value = _stream_table(self._stream_spike, lanes, self._stream_bits,
+                                  self.token_chunk)
         # the maps' words padded to whole token chunks (the stem's chunks may be other)
         padding = Const(0, self._token_chunks * lanes)
         spikes = Cat(last.map_data, padding).word_select(self.token_chunk, lanes)
@@ -262,21 +341,47 @@ class StemEngine(wiring.Component):
         return done
 
 
+def tap_memory_name(tap: int) -> str:
+    """Return the weight-image name of the stem's tap memory ``tap``."""
+    return f"{STEM_TAP_PREFIX}{tap}"
+
+
+def lif_depth(plan: StemPlan) -> int:
+    """Return the words of the stem's biases (and thresholds) RAM: every module's chunks."""
+    return sum(plan.chunks(index) for index in range(len(plan.stages)))
+
+
+def lif_bases(plan: StemPlan) -> list[int]:
+    """Return each module's first word in the biases and thresholds RAMs (modules in order)."""
+    return [sum(plan.chunks(before) for before in range(index))
+            for index in range(len(plan.stages))]
+
+
 def _table(values: list[int], index: Signal):
     """Return ``values[index]`` as a constant table."""
     bits = max(max(values, default=0).bit_length(), 1)
     return Array(Const(v, unsigned(bits)) for v in values)[index]
 
 
-def _stream_table(values: np.ndarray, lanes: int, bits: int, chunk: Signal) -> data.View:
-    """Return chunk ``chunk`` of the stream spike values ``E`` (zero past the width)."""
+def stream_words(values: np.ndarray, lanes: int, bits: int) -> list[int]:
+    """Return the stream spike values ``E``, ``lanes`` a word (zero past the width).
+
+    Lane 0 in the low bits, two's complement: the core's ``stream_spike`` words
+    (``CorePlan.stream_spike_words``) at the core's lanes.
+    """
     padded = np.zeros(-(-len(values) // lanes) * lanes, dtype=np.int64)
     padded[:len(values)] = values
-    words = [sum((int(v) & ((1 << bits) - 1)) << (bits * lane)
-                 for lane, v in enumerate(padded[start:start + lanes]))
-             for start in range(0, len(padded), lanes)]
+    return [sum((int(v) & ((1 << bits) - 1)) << (bits * lane)
+                for lane, v in enumerate(padded[start:start + lanes]))
+            for start in range(0, len(padded), lanes)]
+
+
+def _stream_table(values: np.ndarray, lanes: int, bits: int, chunk: Signal) -> data.View:
+    """Return chunk ``chunk`` of the stream spike values ``E`` (zero past the width)."""
+    words = stream_words(values, lanes, bits)
     return data.View(data.ArrayLayout(signed(bits), lanes),
                      Array(Const(word, unsigned(bits * lanes)) for word in words)[chunk])
 
 
-__all__ = ["COUNT_BITS", "StemEngine"]
+__all__ = ["COUNT_BITS", "STEM_BIASES", "STEM_TAP_PREFIX", "STEM_THRESHOLDS", "STREAM_SPIKE",
+           "StemEngine", "lif_bases", "lif_depth", "stream_words", "tap_memory_name"]

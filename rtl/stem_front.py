@@ -42,6 +42,9 @@ class StemFront(wiring.Component):
         The core's lanes: channels of one stream word.
     stream_words : int
         Words of one stream buffer (``T · tokens · chunks``).
+    writable : bool
+        A ``weights="ddr"`` front: the engine's parameters are RAMs the weight loader fills
+        (no value of the export is used); their write ports are :attr:`parameter_writes`.
 
     Members
     -------
@@ -63,13 +66,15 @@ class StemFront(wiring.Component):
     """
 
     def __init__(self, export: Export, plan: StemPlan, *, token_lanes: int,
-                 stream_words: int) -> None:
+                 stream_words: int, writable: bool = False) -> None:
         self._export, self._plan = export, plan
         modules = len(plan.stages)
         self._engine = StemEngine(
             plan, arrays=export.arrays, thresholds=export.thresholds, bits=export.bit_widths,
             leak_shift=int(export.neuron["leak_shift"]), reset=str(export.neuron["reset"]),
-            token_lanes=token_lanes)
+            token_lanes=token_lanes, writable=writable)
+        #: ``writable`` only: the engine's parameter RAMs' write ports by image name.
+        self.parameter_writes = self._engine.parameter_writes
         super().__init__({
             "load": In(1),
             "loaded": Out(1),

@@ -47,8 +47,10 @@ class StemModuleUnit(wiring.Component):
     index : int
         The module (stage 0 walks pixel bit planes and keeps its current; the others walk
         spikes).
-    bias, threshold : numpy.ndarray
-        ``[Cout]`` and ``[Cout]`` (the export's).
+    bias, threshold : numpy.ndarray or None
+        ``[Cout]`` and ``[Cout]`` (the export's), constant tables of the unit; ``None``
+        (a ``weights="ddr"`` design): the engine reads them from RAMs the weight loader
+        fills, at the chunk the unit gives in ``lif_chunk``.
     current_bits, membrane_bits : int
         Signed widths of its currents and membranes (the export's proven widths).
     sum_bits : int
@@ -79,22 +81,25 @@ class StemModuleUnit(wiring.Component):
         is the window's maximum, or stage 0's ``kept``, plus ``lif_bias``).
     lif_spikes, lif_next_membrane : In
         The shared LIFs' outputs.
+    lif_chunk : Out
+        Without tables only (``bias=None``): the chunk whose window result arrives now, in
+        place of ``lif_bias`` and ``lif_threshold``.
     window_max : In, kept : Out
         Stage 0 only: the window result, and the current of its fire (the window result in
         its first fire of the image, which keeps it; the kept one after).
     """
 
-    def __init__(self, plan: StemPlan, index: int, *, bias: np.ndarray, threshold: np.ndarray,
-                 current_bits: int, membrane_bits: int, sum_bits: int) -> None:
+    def __init__(self, plan: StemPlan, index: int, *, bias: np.ndarray | None,
+                 threshold: np.ndarray | None, current_bits: int, membrane_bits: int,
+                 sum_bits: int) -> None:
         stage = plan.stages[index]
         self._plan, self._index, self._stage = plan, index, stage
         lanes, chunks = plan.lanes, plan.chunks(index)
         padded = chunks * lanes
-        self._bias = np.zeros(padded, dtype=np.int64)
-        self._bias[:len(bias)] = bias
-        # spare lanes get zero current and a threshold no membrane reaches: they never fire
-        self._threshold = np.full(padded, (1 << (membrane_bits - 1)) - 1, dtype=np.int64)
-        self._threshold[:len(threshold)] = threshold
+        self._tables = bias is not None
+        if self._tables:
+            self._bias, self._threshold = padded_lif_values(plan, index, bias, threshold,
+                                                            membrane_bits)
         self._bits = (current_bits, membrane_bits, sum_bits)
         in_channels, in_h, in_w = stage.in_shape
         self._in_bits = PLANES * in_channels if index == 0 else in_channels
@@ -122,6 +127,10 @@ class StemModuleUnit(wiring.Component):
             "lif_membrane": Out(membranes), "lif_threshold": Out(membranes),
             "lif_bias": Out(sums), "lif_spikes": In(lanes), "lif_next_membrane": In(membranes),
         }
+        if not self._tables:
+            for name in ("lif_bias", "lif_threshold"):
+                del members[name]
+            members["lif_chunk"] = Out(range(max(chunks, 2)))
         if index == 0:
             members.update({"window_max": In(sums), "kept": Out(sums)})
         super().__init__(members)
@@ -281,14 +290,19 @@ class StemModuleUnit(wiring.Component):
             self._keep(m, positions * chunks, (issued, written))
         # the banks' results are every module's: this unit's fire takes them only in its pass
         fired = self.window_done & self.go_fire
-        bias = _chunk_table(self._bias, lanes, sum_bits, written_chunk)
-        threshold = _chunk_table(self._threshold, lanes, membrane_bits, written_chunk)
-        for lane in range(lanes):
-            m.d.comb += [
-                self.lif_bias[lane].eq(bias[lane]),
-                self.lif_membrane[lane].eq(Mux(self.fresh, 0, membrane[lane])),
-                self.lif_threshold[lane].eq(threshold[lane]),
-            ]
+        if self._tables:
+            bias = _chunk_table(self._bias, lanes, sum_bits, written_chunk)
+            threshold = _chunk_table(self._threshold, lanes, membrane_bits, written_chunk)
+            for lane in range(lanes):
+                m.d.comb += [
+                    self.lif_bias[lane].eq(bias[lane]),
+                    self.lif_membrane[lane].eq(Mux(self.fresh, 0, membrane[lane])),
+                    self.lif_threshold[lane].eq(threshold[lane]),
+                ]
+        else:
+            m.d.comb += self.lif_chunk.eq(written_chunk)
+            for lane in range(lanes):
+                m.d.comb += self.lif_membrane[lane].eq(Mux(self.fresh, 0, membrane[lane]))
         m.d.comb += [
             membrane_write.addr.eq(written), membrane_write.data.eq(self.lif_next_membrane),
             membrane_write.en.eq(fired),
@@ -373,16 +387,37 @@ def _lookup(values: list[int], index: Signal):
     return Array(Const(v, unsigned(bits)) for v in values)[index]
 
 
-def _chunk_table(values: np.ndarray, lanes: int, bits: int, chunk: Signal) -> data.View:
-    """Return the ``lanes`` signed values of chunk ``chunk`` as a view of a constant table."""
-    layout = data.ArrayLayout(signed(bits), lanes)
+def padded_lif_values(plan: StemPlan, index: int, bias: np.ndarray, threshold: np.ndarray,
+                      membrane_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return module ``index``'s biases and thresholds padded to whole chunks of lanes.
+
+    A spare lane gets zero bias and a threshold no membrane reaches (the largest
+    ``membrane_bits`` value): it never fires.
+    """
+    padded = plan.chunks(index) * plan.lanes
+    biases = np.zeros(padded, dtype=np.int64)
+    biases[:len(bias)] = bias
+    thresholds = np.full(padded, (1 << (membrane_bits - 1)) - 1, dtype=np.int64)
+    thresholds[:len(threshold)] = threshold
+    return biases, thresholds
+
+
+def chunk_words(values: np.ndarray, lanes: int, bits: int) -> list[int]:
+    """Return ``values`` packed ``lanes`` a word, lane 0 in the low bits, two's complement."""
     words = []
     for start in range(0, len(values), lanes):
         word = 0
         for lane, value in enumerate(values[start:start + lanes]):
             word |= (int(value) & ((1 << bits) - 1)) << (bits * lane)
-        words.append(Const(word, unsigned(bits * lanes)))
+        words.append(word)
+    return words
+
+
+def _chunk_table(values: np.ndarray, lanes: int, bits: int, chunk: Signal) -> data.View:
+    """Return the ``lanes`` signed values of chunk ``chunk`` as a view of a constant table."""
+    layout = data.ArrayLayout(signed(bits), lanes)
+    words = [Const(word, unsigned(bits * lanes)) for word in chunk_words(values, lanes, bits)]
     return data.View(layout, Array(words)[chunk])
 
 
-__all__ = ["StemModuleUnit"]
+__all__ = ["StemModuleUnit", "chunk_words", "padded_lif_values"]

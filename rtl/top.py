@@ -25,7 +25,7 @@ from stepvit.model.export import Export
 from stepvit.rtl.axil import RegisterFile, axi_lite_signature
 from stepvit.rtl.core import StepvitCore
 from stepvit.rtl.core_plan import CorePlan
-from stepvit.rtl.design_image import check_ddr_export, image_memories
+from stepvit.rtl.design_image import image_memories, stem_plan_of
 from stepvit.rtl.frame import FrameReceiver
 from stepvit.rtl.interface import core_signature, image_words
 from stepvit.rtl.latency import LatencyStamps
@@ -148,8 +148,9 @@ class StepvitAccel(wiring.Component):
         self.loader = None
         parameters = None
         if weights == "ddr":
-            check_ddr_export(export)
-            parameters = image_memories(CorePlan(export, lanes=lanes, contents=False))
+            parameters = image_memories(
+                CorePlan(export, lanes=lanes, contents=False),
+                stem_plan_of(export, lanes=lanes, stem_lanes=stem_lanes))
             self.loader = WeightLoader(parameters, data_width=data_width, max_burst=max_burst,
                                        addr_width=WEIGHTS_ADDR_BITS)
         if core is None:

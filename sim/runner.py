@@ -266,7 +266,8 @@ class Simulation:
         if export.shape_hash != self.export.shape_hash:
             raise StepvitError(f"export {export.path} has shape hash {export.shape_hash:08x}; "
                                f"the design's is {self.export.shape_hash:08x}")
-        image = design_image(export, lanes=self.lanes, data_width=self.data_width)
+        image = design_image(export, lanes=self.lanes, data_width=self.data_width,
+                             stem_lanes=stem_lanes_of(self.build_dir))
         if expected is None:
             expected = golden_packets(export, images, mask_rows)
         config = self.config(images, expected=expected, mask_rows=mask_rows)
