@@ -89,18 +89,6 @@ def test_the_image_holds_what_the_roms_would(exports: list[Export]) -> None:
             for k in range(export.arch["num_classes"])] == plan.head_bias
 
 
-def test_a_stem_export_is_refused(random_export, tmp_path: Path) -> None:
-    from stepvit.model.export.errors import StepvitError
-    from stepvit.rtl.generate import generate
-
-    stem = {"stages": [{"channels": 4, "pool": "before"}, {"channels": 4},
-                       {"channels": 8, "pool": "after"}], "rpe": True}
-    export = load_export(random_export(tmp_path / "stem", image_shape=[1, 9, 9], dim=8,
-                                       stem=stem))
-    with pytest.raises(StepvitError, match="convolutional stem"):
-        generate(export, tmp_path / "build", lanes=LANES, weights="ddr")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("budget", [1, None])
 def test_ddr_is_bit_exact_in_the_rom_designs_cycles(

@@ -1,0 +1,150 @@
+"""A design with a convolutional stem that loads its parameters from DDR, under Icarus.
+
+The stem engine's tap weights, biases, thresholds and spike values come from the same weight
+image as the core's (``rtl/design_image.py``). Two random stem exports of one shape (the
+tiny network with a three-stage stem and an RPE on 9x9 images, seeds 0 and 2: picked, as in
+``test_sim_ddr.py``, because their proven ``bit_widths`` are equal; seeds 0-11 give three
+sets of widths, seeds 0, 2, 6, 7 and 8 share one) have byte-identical ddr Verilog and
+different images; the design computes the golden model's outputs bit for bit in the rom
+design's cycles; one byte flipped in DDR is caught; the same build loaded with the other
+export's image computes that export's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stepvit.model.export import Export, load_export
+from stepvit.rtl.core_plan import CorePlan
+from stepvit.rtl.design_image import design_image, image_contents, stem_plan_of
+from stepvit.rtl.generate import to_verilog
+from stepvit.rtl.stem_engine import STEM_BIASES, STEM_THRESHOLDS, stream_words
+from stepvit.rtl.top import StepvitAccel
+from stepvit.rtl.weight_image import unpack_image
+from stepvit.sim.runner import Simulation, SimulationFailed, golden_packets
+
+SHAPE = (1, 9, 9)
+#: A stem of every kind of stage: pooled before its LIF, plain, pooled after, and the RPE.
+STEM = {"stages": [{"channels": 4, "pool": "before"}, {"channels": 4},
+                   {"channels": 8, "pool": "after"}], "rpe": True}
+#: Two seeds of the stem export whose proven bit widths are equal: one shape, two models.
+SEEDS = (0, 2)
+LANES = 4
+#: Stem lanes other than the core's: the stem's words are not the core's width.
+STEM_LANES = 3
+IMAGES = 2
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory, random_export) -> list[Export]:
+    folder = tmp_path_factory.mktemp("stem_exports")
+    return [load_export(random_export(folder / f"seed{seed}", image_shape=list(SHAPE), dim=8,
+                                      stem=STEM, seed=seed))
+            for seed in SEEDS]
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 256, (IMAGES, *SHAPE), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def ddr_simulation(exports: list[Export], tmp_path_factory: pytest.TempPathFactory) -> Simulation:
+    return Simulation(exports[0], tmp_path_factory.mktemp("ddr_stem"), lanes=LANES,
+                      weights="ddr")
+
+
+def test_the_stem_ddr_verilog_depends_only_on_the_shape(exports: list[Export]) -> None:
+    first, second = exports
+    assert first.bit_widths == second.bit_widths
+    assert first.shape_hash == second.shape_hash
+    assert first.config_hash != second.config_hash
+    ddr = [to_verilog(StepvitAccel(export, lanes=LANES, stem_lanes=STEM_LANES, weights="ddr"))
+           for export in exports]
+    assert ddr[0] == ddr[1]
+    images = [design_image(export, lanes=LANES, stem_lanes=STEM_LANES) for export in exports]
+    assert images[0].image != images[1].image
+    assert images[0].checksum != images[1].checksum
+    # the stem's own memories differ too, not only the core's
+    names = [memory.name for memory in images[0].memories]
+    stem_words = [dict(zip(names, image.contents)) for image in images]
+    assert all(stem_words[0][name] != stem_words[1][name]
+               for name in ("stem_tap0", STEM_BIASES, STEM_THRESHOLDS))
+
+
+def test_the_image_holds_the_stems_tables(exports: list[Export]) -> None:
+    export = exports[0]
+    image = design_image(export, lanes=LANES, stem_lanes=STEM_LANES)
+    unpacked = unpack_image(image.memories, image.image, image.data_width)
+    plan = CorePlan(export, lanes=LANES)
+    stem = stem_plan_of(export, lanes=LANES, stem_lanes=STEM_LANES)
+    assert unpacked == image_contents(plan, stem, export)
+    names = [memory.name for memory in image.memories]
+    assert names[:5] == ["weights", "biases", "thresholds", "stream_spike", "head_bias"]
+    assert names[5:] == [f"stem_tap{tap}" for tap in range(9)] + [STEM_BIASES,
+                                                                  STEM_THRESHOLDS]
+    # the stem's spike values are the core's stream_spike words (the stem's tokens are
+    # the core's lanes wide): one region serves both memories
+    assert stream_words(np.asarray(export.arrays["stream_spike"]), LANES,
+                        export.bit_widths["stream"]) == plan.stream_spike_words
+    # a stem bias word holds the module's biases, lane 0 in the low bits
+    contents = dict(zip(names, unpacked))
+    sum_bits = max(export.bit_widths["embed_current"], export.bit_widths["current"])
+    first = contents[STEM_BIASES][0]
+    lanes = [(first >> (lane * sum_bits)) & ((1 << sum_bits) - 1) for lane in range(STEM_LANES)]
+    signed = [value - (1 << sum_bits) if value >> (sum_bits - 1) else value for value in lanes]
+    assert signed == [int(v) for v in export.arrays["stem.0.bias"][:STEM_LANES]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("budget", [1, None])
+def test_stem_ddr_is_bit_exact_in_the_rom_designs_cycles(
+        ddr_simulation: Simulation, exports: list[Export], images: np.ndarray,
+        budget: int | None, tmp_path: Path) -> None:
+    export = exports[0]
+    mask_rows = export.budget_mask(budget)
+    results = ddr_simulation.run("ddr_weights",
+                                 ddr_simulation.ddr_config(export, images, mask_rows))
+    assert not results["failures"]
+    assert len(results["packets"]) == IMAGES
+    image = design_image(export, lanes=LANES)
+    assert results["beats"] == len(image.image) // (image.data_width // 8)
+    rom = Simulation(export, tmp_path / "rom", lanes=LANES)
+    expected = golden_packets(export, images, mask_rows)
+    rom_results = rom.run("stream_images",
+                          rom.config(images, expected=expected, mask_rows=mask_rows))
+    cycle_word = export.arch["num_classes"] + 1
+    assert ([packet["words"][cycle_word] for packet in results["packets"]]
+            == [packet["words"][cycle_word] for packet in rom_results["packets"]])
+
+
+@pytest.mark.slow
+def test_a_flipped_stem_byte_in_ddr_is_caught(ddr_simulation: Simulation,
+                                              exports: list[Export],
+                                              images: np.ndarray) -> None:
+    export = exports[0]
+    image = design_image(export, lanes=LANES)
+    flip = len(image.image) - image.data_width // 8  # inside the stem's thresholds
+    with pytest.raises(SimulationFailed) as failure:
+        ddr_simulation.run("ddr_weights", ddr_simulation.ddr_config(
+            export, images[:1], export.timestep_mask, flip=flip))
+    assert failure.value.results["checksum"] != image.checksum
+    assert failure.value.failures[0].startswith("WEIGHTS_CHECKSUM")
+
+
+@pytest.mark.slow
+def test_the_same_stem_build_computes_another_exports_image(
+        ddr_simulation: Simulation, exports: list[Export], images: np.ndarray) -> None:
+    verilog = (ddr_simulation.build_dir / "rtl" / "stepvit_accel.v").read_bytes()
+    export = exports[1]
+    results = ddr_simulation.run("ddr_weights",
+                                 ddr_simulation.ddr_config(export, images, export.timestep_mask))
+    assert not results["failures"]
+    assert results["checksum"] == design_image(export, lanes=LANES).checksum
+    assert (ddr_simulation.build_dir / "rtl" / "stepvit_accel.v").read_bytes() == verilog
+    # the two exports' golden outputs differ, so the run proved its own image was used
+    assert golden_packets(exports[0], images, exports[0].timestep_mask) != \
+        golden_packets(exports[1], images, exports[1].timestep_mask)
