@@ -60,9 +60,6 @@ def rtl(args: argparse.Namespace) -> int:
     lanes, stem_lanes, chosen = args.lanes or DEFAULT_LANES, args.stem_lanes, None
     axi: dict[str, int] = {}
     if args.weights == "ddr":
-        if export.arch.get("stem"):
-            raise StepvitError(f"--weights ddr: {args.export} has a convolutional stem, "
-                               f"whose parameters cannot be loaded from DDR yet")
         if args.board is not None:
             from stepvit.rtl.boards import load_board
 

@@ -12,6 +12,7 @@ export's image computes that export's.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,21 @@ def test_the_image_holds_the_stems_tables(exports: list[Export]) -> None:
     lanes = [(first >> (lane * sum_bits)) & ((1 << sum_bits) - 1) for lane in range(STEM_LANES)]
     signed = [value - (1 << sum_bits) if value >> (sum_bits - 1) else value for value in lanes]
     assert signed == [int(v) for v in export.arrays["stem.0.bias"][:STEM_LANES]]
+
+
+def test_rtl_weights_ddr_writes_a_stem_exports_image(exports: list[Export],
+                                                      tmp_path: Path) -> None:
+    from stepvit.host import cli
+
+    export = exports[0]
+    assert cli.main(["rtl", str(export.path), "--build", str(tmp_path), "--lanes", str(LANES),
+                     "--stem-lanes", str(STEM_LANES), "--weights", "ddr"]) == 0
+    image = design_image(export, lanes=LANES, stem_lanes=STEM_LANES)
+    assert (tmp_path / "weights.img").read_bytes() == image.image
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["weight_image"]["checksum"] == f"{image.checksum:016x}"
+    assert [m["name"] for m in report["weight_image"]["memories"]][5:] == [
+        f"stem_tap{tap}" for tap in range(9)] + [STEM_BIASES, STEM_THRESHOLDS]
 
 
 @pytest.mark.slow
