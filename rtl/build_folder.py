@@ -49,8 +49,11 @@ def export_image_name(lanes: int, data_width: int) -> str:
 
 
 def export_image_path(export_dir: str | Path, lanes: int, data_width: int) -> Path:
-    """Return where ``stepvit rtl --weights ddr`` writes an export's image, and the host
-    reads it: ``EXPORT/weights-lanes<P>-axi<W>.img``."""
+    """Return where an export's image for a ddr design's layout lives.
+
+    ``stepvit rtl --weights ddr`` writes it there and the host reads it from there:
+    ``EXPORT/weights-lanes<P>-axi<W>.img``.
+    """
     return Path(export_dir) / export_image_name(lanes, data_width)
 
 
@@ -187,8 +190,7 @@ def held_design(folder: str | Path, export: Export, lanes: int | None) -> dict[s
 
 
 def check_ddr_shape(folder: str | Path, design: dict[str, Any], export: Export) -> None:
-    """Refuse ``export`` for the ddr design recorded in ``folder`` unless its shape is the
-    design's: one line naming both shape hashes.
+    """Refuse ``export`` for the ddr design in ``folder`` unless its shape is the design's.
 
     Raises
     ------

@@ -91,9 +91,10 @@ def write_weight_image(export: Export, out_dir: Path, *, lanes: int,
 
 
 def copy_export_image(export: Export, out_dir: Path, *, lanes: int, data_width: int) -> Path:
-    """Copy the build's ``weights.img`` (``export``'s) into the export's folder, named by its
-    layout (:func:`~stepvit.rtl.build_folder.export_image_path`): what the host loads on a
-    board. Returns the copy's path.
+    """Copy the build's ``weights.img`` (``export``'s) into the export's folder.
+
+    Named by its layout (:func:`~stepvit.rtl.build_folder.export_image_path`): what the
+    host loads on a board. Returns the copy's path.
 
     Raises
     ------
@@ -111,8 +112,9 @@ def copy_export_image(export: Export, out_dir: Path, *, lanes: int, data_width: 
 
 def reuse_ddr_build(export: Export, out_dir: str | Path, *, lanes: int,
                     data_width: int) -> dict[str, Any]:
-    """Point the ddr build in ``out_dir`` at ``export`` (of the build's shape): keep its
-    Verilog, write ``export``'s image, and rewrite ``report.json``'s export fields.
+    """Point the ddr build in ``out_dir`` at ``export``, an export of the build's shape.
+
+    Keeps the Verilog, writes ``export``'s image and rewrites ``report.json``'s export fields.
 
     The Verilog of a ``weights="ddr"`` design depends only on the shape, the lanes and the
     AXI figures, which the caller has checked; returns the updated report.
