@@ -169,17 +169,13 @@ def held_design(folder: str | Path, export: Export, lanes: int | None) -> dict[s
         the folder's.
     """
     design = read_design(folder)
-    if design.get("weights") == "ddr":
-        check_ddr_shape(folder, design, export)
-        held = f"{folder} holds a {design['lanes']}-lane ddr design of shape {design['shape_hash']}"
-        if lanes is not None and lanes != design["lanes"]:
-            raise StepvitError(f"{held}; --lanes {lanes} conflicts (drop --lanes or use "
-                               f"another --build)")
-        return design
     held = f"{folder} holds a {design['lanes']}-lane design of export {design['config_hash']}"
     mine = design_of(export, design["lanes"])
-    if (design["config_hash"], design.get("weights_sha256")) != (mine["config_hash"],
-                                                                 mine["weights_sha256"]):
+    if design.get("weights") == "ddr":  # any export of the design's shape
+        check_ddr_shape(folder, design, export)
+        held = f"{folder} holds a {design['lanes']}-lane ddr design of shape {design['shape_hash']}"
+    elif (design["config_hash"], design.get("weights_sha256")) != (mine["config_hash"],
+                                                                   mine["weights_sha256"]):
         weights = "" if design["config_hash"] != mine["config_hash"] else " with other weights"
         raise StepvitError(f"{held}; {export.path} is export {mine['config_hash']}{weights} "
                            f"(use another --build)")

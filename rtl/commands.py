@@ -139,8 +139,8 @@ def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
     """
     from stepvit.rtl.build_folder import (
         DESIGN_FILE,
-        check_ddr_shape,
         generator_fingerprint,
+        held_design,
         read_design,
     )
     from stepvit.rtl.generate import REPORT_FILE, VERILOG_FILE
@@ -150,11 +150,8 @@ def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
     design = read_design(build)
     if design.get("weights") != "ddr":
         return None
-    check_ddr_shape(build, design, export)
+    held_design(build, export, lanes)  # the shape, then --lanes
     held = f"{build} holds a {design['lanes']}-lane ddr design of shape {design['shape_hash']}"
-    if lanes is not None and lanes != design["lanes"]:
-        raise StepvitError(f"{held}; --lanes {lanes} conflicts (drop --lanes or use another "
-                           f"--build)")
     figures = {key: design.get(key) for key in axi}
     if figures != axi:
         raise StepvitError(f"{held} with an AXI master of {figures['data_width']} bits, bursts "
