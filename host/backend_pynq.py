@@ -184,7 +184,9 @@ class PynqAccelerator(Accelerator):
     Parameters
     ----------
     export : Export
-        The export the overlay was built from (its config hash is checked).
+        The export the overlay was built from (its config hash is checked), or, on a ddr
+        overlay, any export of the overlay's shape (its shape hash is checked and its
+        weight image loaded).
     overlay : path
         The overlay's ``.bit``, or the folder with ``stepvit.bit`` and ``stepvit.hwh``.
     timeout_s : float
@@ -197,7 +199,11 @@ class PynqAccelerator(Accelerator):
     ------
     StepvitError
         If the files are missing, pynq is missing or finds no device, the overlay lacks
-        the DMA or the accelerator, or the accelerator's ID or config hash do not match.
+        the DMA or the accelerator, or the accelerator's ID or config hash do not match;
+        on a ddr overlay also another shape, a missing weight image, a load that ended in
+        an AXI error response or a checksum other than the image's.
+    DeviceTimeout
+        On a ddr overlay, a weight load that does not finish within ``timeout_s``.
     """
 
     name = "pynq"
