@@ -18,6 +18,15 @@ a register whose AXI-Lite slave has no clock, which stalls the bus and with it t
 DMA is checked first, and the accelerator shares its clock and reset in the overlay, so a
 DMA that starts says the accelerator's registers are safe to read.
 
+A ``weights="ddr"`` overlay (its ``overlay.json`` beside the ``.bit`` says ``weights: ddr``)
+serves every export of one shape: ``CONFIG_HASH`` holds the shape hash, and opening an
+export loads its weight image (``EXPORT/weights-lanes<P>-axi<W>.img``, which ``stepvit rtl
+--weights ddr`` writes; the image needs the generator's plan, so it is made off the board)
+into a ``pynq.allocate`` buffer, writes its address to ``WEIGHTS_ADDR``, starts the load
+(``CONTROL_LOAD_WEIGHTS``), polls ``STATUS`` with a deadline, compares the accelerator's
+checksum with the file's (``image_checksum``) and writes the export's masks (the design
+resets them to every step active). Swapping a model is opening another export of the shape.
+
 pynq is imported when the backend is opened: off a board it is either missing or finds
 no device, and both end in one clear :class:`StepvitError`; so does a board process
 without root or without the PYNQ environment (``XILINX_XRT``), which ``sudo`` drops.
@@ -25,6 +34,7 @@ without root or without the PYNQ environment (``XILINX_XRT``), which ``sudo`` dr
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -35,11 +45,16 @@ import numpy as np
 from stepvit.host.accelerator import STAGES, Accelerator, InferenceResult
 from stepvit.model.export import Export
 from stepvit.model.export.errors import DeviceTimeout, StepvitError
+from stepvit.rtl.build_folder import export_image_path
 from stepvit.rtl.protocol import (
     ACCEL_ID,
     BATCH_BITS,
     CONTROL_CLEAR_ERROR,
+    CONTROL_LOAD_WEIGHTS,
     STATUS_FRAME_ERROR,
+    STATUS_WEIGHTS_ERROR,
+    STATUS_WEIGHTS_LOADED,
+    STATUS_WEIGHTS_LOADING,
     image_words,
     mask_register_values,
     offset,
@@ -47,6 +62,7 @@ from stepvit.rtl.protocol import (
     result_words,
     unpack_results,
 )
+from stepvit.rtl.weight_image import image_checksum
 
 #: Block-design cell names that the overlay Tcl gives the DMA and the accelerator.
 DMA_NAME = "axi_dma_0"
@@ -54,6 +70,9 @@ ACCEL_NAME = "stepvit_accel_0"
 
 #: File name (without suffix) of the overlay's bitstream and hardware handoff.
 OVERLAY_NAME = "stepvit"
+#: The overlay's description, beside its ``.bit`` (``stepvit overlay`` writes it): a
+#: ``weights: ddr`` overlay loads each export's weight image; without it, a rom overlay.
+OVERLAY_DESCRIPTION = "overlay.json"
 
 #: The most bytes one simple-mode transfer moves: the overlay sets the DMA's buffer length
 #: register to 26 bits (``c_sg_length_width``), its maximum.
@@ -113,6 +132,27 @@ def overlay_files(overlay: str | Path) -> tuple[Path, Path]:
     return bitfile, hwh
 
 
+def overlay_description(bitfile: str | Path) -> dict[str, Any]:
+    """Return the ``overlay.json`` beside ``bitfile`` (``{}`` if there is none: a rom overlay).
+
+    Raises
+    ------
+    StepvitError
+        If the file cannot be read, or says ``weights: ddr`` without its AXI data width.
+    """
+    path = Path(bitfile).with_name(OVERLAY_DESCRIPTION)
+    if not path.is_file():
+        return {}
+    try:
+        description = json.loads(path.read_text())
+        if description.get("weights", "rom") == "ddr":
+            int(description["data_width"])
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise StepvitError(f"{path}: not an overlay description ({error!r}): copy the one "
+                           f"`stepvit overlay` wrote beside stepvit.bit") from None
+    return description
+
+
 def missing_board_environment() -> list[str]:
     """Return what pynq needs on a board that this process lacks: root, ``XILINX_XRT``.
 
@@ -144,7 +184,9 @@ class PynqAccelerator(Accelerator):
     Parameters
     ----------
     export : Export
-        The export the overlay was built from (its config hash is checked).
+        The export the overlay was built from (its config hash is checked), or, on a ddr
+        overlay, any export of the overlay's shape (its shape hash is checked and its
+        weight image loaded).
     overlay : path
         The overlay's ``.bit``, or the folder with ``stepvit.bit`` and ``stepvit.hwh``.
     timeout_s : float
@@ -157,7 +199,11 @@ class PynqAccelerator(Accelerator):
     ------
     StepvitError
         If the files are missing, pynq is missing or finds no device, the overlay lacks
-        the DMA or the accelerator, or the accelerator's ID or config hash do not match.
+        the DMA or the accelerator, or the accelerator's ID or config hash do not match;
+        on a ddr overlay also another shape, a missing weight image, a load that ended in
+        an AXI error response or a checksum other than the image's.
+    DeviceTimeout
+        On a ddr overlay, a weight load that does not finish within ``timeout_s``.
     """
 
     name = "pynq"
@@ -179,7 +225,11 @@ class PynqAccelerator(Accelerator):
         self._batch_register: int | None = None
         self._frame_words = frame_words
         self._packet_words = result_words(export)
+        self._weights: Any = None
         bitfile, _ = overlay_files(overlay)
+        self.description = overlay_description(bitfile)
+        #: ``"ddr"``: the overlay loads the export's weight image; ``"rom"``: it holds them.
+        self.weights = "ddr" if self.description.get("weights") == "ddr" else "rom"
         try:
             import pynq
         except ImportError:
@@ -214,6 +264,70 @@ class PynqAccelerator(Accelerator):
         except BaseException:
             self._release()
             raise
+        if self.weights == "ddr":
+            try:
+                self._load_weights(pynq)
+            except BaseException:
+                self._release()
+                raise
+
+    def weight_image_path(self) -> Path:
+        """Return the export's weight image for this ddr overlay's layout (lanes, data width)."""
+        return export_image_path(self.export.path, self.read_register("LANES"),
+                                 int(self.description["data_width"]))
+
+    def _load_weights(self, pynq: Any) -> None:
+        """Load the export's weight image into a ddr overlay; then write the export's masks.
+
+        Raises
+        ------
+        StepvitError
+            A missing image, a load that ended in an AXI error response, or a checksum
+            other than the file's.
+        DeviceTimeout
+            A load that does not finish within the timeout.
+        """
+        path = self.weight_image_path()
+        if not path.is_file():
+            raise StepvitError(
+                f"{path} is missing: a ddr overlay loads the export's weight image; make it "
+                f"with `stepvit rtl {self.export.path} --build BUILD --weights ddr`, BUILD the "
+                f"overlay's ddr build ({self.read_register('LANES')} lanes, "
+                f"{self.description['data_width']}-bit AXI), and copy it beside the export")
+        image = path.read_bytes()
+        expected = image_checksum(image)
+        try:
+            self._weights = pynq.allocate(shape=(len(image),), dtype=np.uint8)
+        except RuntimeError as error:
+            raise StepvitError(f"cannot allocate the weight image's buffer: {error}") from None
+        self._weights[:] = np.frombuffer(image, dtype=np.uint8)
+        self._weights.flush()
+        address = int(self._weights.physical_address)
+        self.write_register("WEIGHTS_ADDR", address)
+        self.write_register("CONTROL", CONTROL_LOAD_WEIGHTS)
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            status = self.read_register("STATUS")
+            if status & STATUS_WEIGHTS_ERROR and not status & STATUS_WEIGHTS_LOADING:
+                raise StepvitError(
+                    f"the weight load of {path.name} from 0x{address:08x} ended in an AXI "
+                    f"error response (STATUS 0x{status:x}): the accelerator's m_axi port "
+                    f"cannot read that DDR (is it connected to an HP port?)")
+            if status & STATUS_WEIGHTS_LOADED and not status & STATUS_WEIGHTS_LOADING:
+                break
+            if time.monotonic() > deadline:
+                raise DeviceTimeout(
+                    f"the weight load of {path.name} ({len(image)} bytes from 0x{address:08x}) "
+                    f"did not finish within {self.timeout_s} s (STATUS 0x{status:x}): the "
+                    f"accelerator's m_axi port gets no answer; check the overlay's HP port")
+        loaded = (self.read_register("WEIGHTS_CHECKSUM_HI") << 32
+                  | self.read_register("WEIGHTS_CHECKSUM_LO"))
+        if loaded != expected:
+            raise StepvitError(
+                f"the accelerator's checksum of the loaded weights is 0x{loaded:016x}, "
+                f"{path} has 0x{expected:016x}: the image was corrupted on its way to the "
+                f"accelerator; open the export again to reload it")
+        self._apply_budget(self.budget)  # the design reset its masks to every step active
 
     def read_register(self, name: str) -> int:
         """Return the accelerator register called ``name`` (``rtl/protocol.py``)."""
@@ -259,7 +373,19 @@ class PynqAccelerator(Accelerator):
             raise StepvitError(f"{ACCEL_NAME} is not a stepvit accelerator: ID register reads "
                                f"0x{accel_id:08x}, expected 0x{ACCEL_ID:08x}")
         config_hash = self.read_register("CONFIG_HASH")
-        if config_hash != self.export.config_hash:
+        if self.weights == "ddr":
+            if config_hash != self.export.shape_hash:
+                raise StepvitError(
+                    f"the ddr overlay was built for shape hash 0x{config_hash:08x}, but the "
+                    f"export {self.export.path} has shape hash 0x{self.export.shape_hash:08x}: "
+                    f"build an overlay for that shape (stepvit rtl EXPORT --build B --weights "
+                    f"ddr, then stepvit overlay EXPORT --build B)")
+        elif config_hash == self.export.shape_hash != self.export.config_hash:
+            raise StepvitError(
+                f"the overlay's CONFIG_HASH 0x{config_hash:08x} is the export's shape hash: a "
+                f"ddr overlay, but no {OVERLAY_DESCRIPTION} saying so beside its .bit; copy "
+                f"the one `stepvit overlay` wrote")
+        elif config_hash != self.export.config_hash:
             raise StepvitError(
                 f"the overlay was built for config hash 0x{config_hash:08x}, but the export "
                 f"{self.export.path} has 0x{self.export.config_hash:08x}: rebuild the overlay "
@@ -364,8 +490,9 @@ class PynqAccelerator(Accelerator):
         self.close()
 
     def _release(self) -> None:
-        for buffer in (self._frames, self._packets):
+        for buffer in (self._frames, self._packets, self._weights):
             if buffer is not None:
                 buffer.freebuffer()
         self._frames = None
         self._packets = None
+        self._weights = None

@@ -295,10 +295,11 @@ def _virtual_board_run(args: argparse.Namespace) -> int:
 
 def overlay(args: argparse.Namespace) -> int:
     """Lay out a board's Vivado project: the Verilog, the Tcl and what they were built from."""
+    from stepvit.host.backend_pynq import OVERLAY_DESCRIPTION
     from stepvit.model.export import load_export
     from stepvit.model.export.errors import StepvitError
     from stepvit.rtl.boards import OVERLAY_TCL, lay_out_tcl, load_board
-    from stepvit.rtl.build_folder import held_design, record_design
+    from stepvit.rtl.build_folder import export_image_name, held_design, record_design
 
     check_lanes(args.lanes)
     export = load_export(args.export)
@@ -314,10 +315,27 @@ def overlay(args: argparse.Namespace) -> int:
         from stepvit.rtl.generate import generate
     except ImportError as error:
         raise StepvitError(f"the Verilog generator needs the hw extras ({error})") from None
+    ddr = None
+    if args.build is not None and design.get("weights") == "ddr":
+        # One bitstream per shape: the overlay serves every export of the build's shape.
+        figures = board.memory()
+        ddr = {"data_width": figures.data_width, "max_burst": figures.max_burst}
+        held = {key: design.get(key) for key in ddr}
+        if held != ddr:
+            raise StepvitError(f"{args.build} holds a ddr design with a {held['data_width']}-bit "
+                               f"AXI master (bursts of {held['max_burst']}); {board.name} has "
+                               f"{ddr['data_width']} and {ddr['max_burst']}: build it with "
+                               f"`stepvit rtl EXPORT --weights ddr --board {board.name}`")
     out = output_folder(args.out, "--out")
-    rtl_report = generate(export, out, lanes=lanes)
+    if ddr is None:
+        rtl_report = generate(export, out, lanes=lanes)
+    else:
+        from stepvit.rtl.generate import copy_export_image
+
+        rtl_report = generate(export, out, lanes=lanes, weights="ddr", **ddr)
+        copy_export_image(export, out, lanes=lanes, data_width=ddr["data_width"])
     written = lay_out_tcl(board, out)
-    record_design(out, export, lanes, board.name)
+    record_design(out, export, lanes, board.name, ddr=ddr)
     info = {
         "board": board.name,
         "part": board.part,
@@ -326,14 +344,25 @@ def overlay(args: argparse.Namespace) -> int:
         "config_hash": f"{export.config_hash:08x}",
         "lanes": lanes,
         "verilog": "stepvit_accel.v",
+        "weights": "rom" if ddr is None else "ddr",
         "rtl_report": rtl_report,
     }
-    (out / "overlay.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-    print(f"{out}: stepvit_accel.v, {', '.join(written)}, design.json, overlay.json (config "
-          f"hash {export.config_hash:08x}, {lanes} lanes)")
+    if ddr is not None:
+        info.update(shape_hash=f"{export.shape_hash:08x}", data_width=ddr["data_width"],
+                    weight_image=export_image_name(lanes, ddr["data_width"]))
+    (out / OVERLAY_DESCRIPTION).write_text(json.dumps(info, indent=2, default=str) + "\n")
+    if ddr is None:
+        print(f"{out}: stepvit_accel.v, {', '.join(written)}, design.json, overlay.json "
+              f"(config hash {export.config_hash:08x}, {lanes} lanes)")
+    else:
+        print(f"{out}: stepvit_accel.v, {', '.join(written)}, design.json, overlay.json (a ddr "
+              f"overlay of shape hash {export.shape_hash:08x}, {lanes} lanes: every export of "
+              f"the shape runs on it with its {info['weight_image']} beside it)")
     print("where Vivado is installed, build stepvit.bit and stepvit.hwh with:")
     print(f"  cd {out} && vivado -mode batch -source {OVERLAY_TCL}")
-    print(f"then copy stepvit.bit and stepvit.hwh (into a folder {out.name}) and the export to "
+    files = "stepvit.bit and stepvit.hwh" if ddr is None else (
+        "stepvit.bit, stepvit.hwh and overlay.json")
+    print(f"then copy {files} (into a folder {out.name}) and the export to "
           f"the board and run, in a root login shell (`sudo -i`; plain sudo drops XILINX_XRT):")
     print(f"  stepvit run --board {board.name} EXPORT --overlay {out.name}")
     return 0

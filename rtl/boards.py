@@ -255,8 +255,18 @@ def _check_tcl_values(path: Path, fields: dict) -> None:
             raise StepvitError(f"{path}: {key}: {value!r} is not a part or port name")
 
 
+#: The PS port a ``weights="ddr"`` accelerator's ``m_axi`` read master reaches DDR through,
+#: per PS kind: a second high-performance port beside the DMA's ``hp_port`` (HP0), so the
+#: weight loads and the frames do not share one port.
+DDR_PORTS = {"processing_system7": "S_AXI_HP1", "zynq_ultra_ps_e": "S_AXI_HP1_FPD"}
+
+
 def board_tcl(board: Board) -> str:
-    """Return ``board.tcl``: the board's values as the overlay flow reads them."""
+    """Return ``board.tcl``: the board's values as the overlay flow reads them.
+
+    With a ``ddr`` section it also sets ``ddr_port`` (:data:`DDR_PORTS`) and ``ddr_width``
+    (``ddr.data_width``), which the flow uses when the accelerator has ``m_axi_*`` ports.
+    """
     values = {
         "board_name": board.name,
         "part": board.part,
@@ -267,6 +277,8 @@ def board_tcl(board: Board) -> str:
         "clock_mhz": f"{board.clock_mhz:g}",
         "dma_width": board.dma_width,
     }
+    if board.ddr is not None:
+        values.update(ddr_port=DDR_PORTS[board.ps["ip"]], ddr_width=board.ddr.data_width)
     lines = [f"# The values of the {board.name} board.yaml for {OVERLAY_TCL}, written by "
              f"`stepvit overlay`:", "# change board.yaml and lay the folder out again."]
     return "\n".join([*lines, *(f"set {name} {value}" for name, value in values.items())]) + "\n"

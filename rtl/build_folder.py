@@ -7,6 +7,13 @@ from it, and refuse a conflicting ``--lanes`` or another export in one line. A f
 holds nothing yet becomes the design's; a folder with files but no record (written before
 folders recorded their design) is refused. The standard library and ``rtl/boards.py``
 only: a board's Python imports it too.
+
+A ``weights="ddr"`` design is keyed by the export's *shape hash*, not its config hash: its
+Verilog serves every export of that shape, so the record says ``weights: ddr`` with the
+shape hash, the AXI read master's data width and burst, and any export of the shape is
+the folder's (:func:`held_design`). Each export's weight image for such a design lives in
+the export's own folder, named by the layout it was packed for
+(:func:`export_image_path`): that is the file the host loads on a board.
 """
 
 from __future__ import annotations
@@ -29,6 +36,25 @@ DEFAULT_LANES = 8
 DESIGN_FILE = "design.json"
 #: Where a design is built when no ``--build`` is given (``sim``, ``bench``).
 SIM_BUILDS = Path("build") / "sim"
+
+
+def export_image_name(lanes: int, data_width: int) -> str:
+    """Return the file name of an export's weight image for a ddr design's layout.
+
+    The image's bytes depend on the export, the lanes (the memories' widths and depths)
+    and the AXI data width (the beats): the name carries the last two, so an image packed
+    for another design's layout is never taken for this one's.
+    """
+    return f"weights-lanes{lanes}-axi{data_width}.img"
+
+
+def export_image_path(export_dir: str | Path, lanes: int, data_width: int) -> Path:
+    """Return where an export's image for a ddr design's layout lives.
+
+    ``stepvit rtl --weights ddr`` writes it there and the host reads it from there:
+    ``EXPORT/weights-lanes<P>-axi<W>.img``.
+    """
+    return Path(export_dir) / export_image_name(lanes, data_width)
 
 
 def generator_fingerprint() -> str:
@@ -59,10 +85,13 @@ def add_lanes_argument(parser: argparse.ArgumentParser,
 
 
 def design_of(export: Export, lanes: int, board: str | None = None,
-              stem_lanes: int | None = None) -> dict[str, Any]:
+              stem_lanes: int | None = None, *, ddr: dict[str, int] | None = None
+              ) -> dict[str, Any]:
     """Return the record of ``export``'s design at ``lanes`` (``board``: what picked them).
 
     ``stem_lanes``: the stem engine's lanes, recorded only where they differ from ``lanes``.
+    ``ddr``: a ``weights="ddr"`` design's AXI figures (``data_width``, ``max_burst``); the
+    record then also says ``weights: ddr`` and the shape hash.
     """
     design = {
         "config_hash": f"{export.config_hash:08x}",
@@ -73,13 +102,20 @@ def design_of(export: Export, lanes: int, board: str | None = None,
     }
     if export.arch.get("stem") and stem_lanes not in (None, lanes):
         design["stem_lanes"] = stem_lanes
+    if ddr is not None:
+        design.update(weights="ddr", shape_hash=f"{export.shape_hash:08x}",
+                      data_width=int(ddr["data_width"]), max_burst=int(ddr["max_burst"]))
     return design
 
 
 def record_design(folder: str | Path, export: Export, lanes: int,
-                  board: str | None = None, stem_lanes: int | None = None) -> dict[str, Any]:
-    """Write ``folder/design.json`` for ``export`` at ``lanes``; return the record."""
-    design = design_of(export, lanes, board, stem_lanes)
+                  board: str | None = None, stem_lanes: int | None = None, *,
+                  ddr: dict[str, int] | None = None) -> dict[str, Any]:
+    """Write ``folder/design.json`` for ``export`` at ``lanes``; return the record.
+
+    ``ddr``: a ``weights="ddr"`` design's AXI figures (see :func:`design_of`).
+    """
+    design = design_of(export, lanes, board, stem_lanes, ddr=ddr)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DESIGN_FILE).write_text(json.dumps(design, indent=2) + "\n")
@@ -135,8 +171,11 @@ def held_design(folder: str | Path, export: Export, lanes: int | None) -> dict[s
     design = read_design(folder)
     held = f"{folder} holds a {design['lanes']}-lane design of export {design['config_hash']}"
     mine = design_of(export, design["lanes"])
-    if (design["config_hash"], design.get("weights_sha256")) != (mine["config_hash"],
-                                                                 mine["weights_sha256"]):
+    if design.get("weights") == "ddr":  # any export of the design's shape
+        check_ddr_shape(folder, design, export)
+        held = f"{folder} holds a {design['lanes']}-lane ddr design of shape {design['shape_hash']}"
+    elif (design["config_hash"], design.get("weights_sha256")) != (mine["config_hash"],
+                                                                   mine["weights_sha256"]):
         weights = "" if design["config_hash"] != mine["config_hash"] else " with other weights"
         raise StepvitError(f"{held}; {export.path} is export {mine['config_hash']}{weights} "
                            f"(use another --build)")
@@ -144,6 +183,21 @@ def held_design(folder: str | Path, export: Export, lanes: int | None) -> dict[s
         raise StepvitError(f"{held}; --lanes {lanes} conflicts (drop --lanes or use another "
                            f"--build)")
     return design
+
+
+def check_ddr_shape(folder: str | Path, design: dict[str, Any], export: Export) -> None:
+    """Refuse ``export`` for the ddr design in ``folder`` unless its shape is the design's.
+
+    Raises
+    ------
+    StepvitError
+        If the shape hashes differ.
+    """
+    mine = f"{export.shape_hash:08x}"
+    if design.get("shape_hash") != mine:
+        raise StepvitError(f"{folder} holds a ddr design of shape hash {design.get('shape_hash')}"
+                           f"; {export.path} has shape hash {mine} (one bitstream per shape: "
+                           f"use another --build for that shape)")
 
 
 def design_in(folder: str | Path, export: Export, lanes: int | None) -> dict[str, Any]:
@@ -157,7 +211,12 @@ def design_in(folder: str | Path, export: Export, lanes: int | None) -> dict[str
     check_lanes(lanes)
     if not (folder / DESIGN_FILE).exists() and not (folder.is_dir() and any(folder.iterdir())):
         return record_design(folder, export, lanes or DEFAULT_LANES)
-    return held_design(folder, export, lanes)
+    design = held_design(folder, export, lanes)
+    if design.get("weights") == "ddr":
+        raise StepvitError(f"{folder} holds a ddr design (weights from DDR), which this command "
+                           f"would overwrite with a rom one: use another --build (a ddr design "
+                           f"runs on the virtual board: stepvit run --emulate --overlay)")
+    return design
 
 
 def build_design(export: Export, lanes: int | None, build_dir: str | Path | None,

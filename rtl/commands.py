@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.export.options import (
@@ -20,6 +22,9 @@ from stepvit.model.export.options import (
 from stepvit.rtl.boards import DEFAULT_BOARD
 from stepvit.rtl.build_folder import DEFAULT_LANES, add_lanes_argument, check_lanes
 from stepvit.rtl.protocol import WEIGHT_MODES
+
+if TYPE_CHECKING:
+    from stepvit.model.export import Export
 
 
 def rtl_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,20 +56,24 @@ def rtl(args: argparse.Namespace) -> int:
                            f"got {args.weights!r}")
     from stepvit.model.export import load_export
     from stepvit.rtl.build_folder import record_design
-    from stepvit.rtl.generate import VERILOG_FILE, generate
+    from stepvit.rtl.generate import VERILOG_FILE, copy_export_image, generate
+    from stepvit.rtl.top import DEFAULT_DATA_WIDTH, DEFAULT_MAX_BURST
 
     export = load_export(args.export)
     if args.stem_lanes is not None and not export.arch.get("stem"):
         raise StepvitError(f"--stem-lanes: {args.export} has no convolutional stem")
     build = output_folder(args.build, "--build")
     lanes, stem_lanes, chosen = args.lanes or DEFAULT_LANES, args.stem_lanes, None
-    axi: dict[str, int] = {}
+    axi = {"data_width": DEFAULT_DATA_WIDTH, "max_burst": DEFAULT_MAX_BURST}
     if args.weights == "ddr":
         if args.board is not None:
             from stepvit.rtl.boards import load_board
 
             ddr = load_board(args.board).memory()
             axi = {"data_width": ddr.data_width, "max_burst": ddr.max_burst}
+        held = ddr_design_to_reuse(build, export, args.lanes, axi)
+        if held is not None:
+            return _reuse_ddr_build(build, export, held)
     if args.board is not None:
         from stepvit.rtl.pace import sample_pace
         from stepvit.rtl.sizing import choose_lanes, estimate
@@ -88,20 +97,85 @@ def rtl(args: argparse.Namespace) -> int:
                   "ranked_by": ("dense events" if pace is None else
                                 f"cycles on the export's {pace.images} golden-vector images"),
                   "estimate": built.as_dict()}
+    ddr = axi if args.weights == "ddr" else None
     report = generate(export, build, lanes=lanes, stem_lanes=stem_lanes,
-                      weights=args.weights, **axi)
+                      weights=args.weights, **(ddr or {}))
     record_design(build, export, lanes, None if chosen is None else chosen["board"],
-                  stem_lanes=stem_lanes)
+                  stem_lanes=stem_lanes, ddr=ddr)
+    copy = None
+    if ddr is not None:
+        copy = copy_export_image(export, build, lanes=lanes, data_width=ddr["data_width"])
     summary = {key: report[key] for key in
                ("name", "config_hash", "lanes", "stem_lanes", "image_words", "packet_words",
                 "memory_bits")}
     if args.weights == "ddr":
         summary.update(weights="ddr", shape_hash=report["shape_hash"],
                        weight_image=report["weight_image"]["file"],
-                       weight_image_checksum=report["weight_image"]["checksum"])
+                       weight_image_checksum=report["weight_image"]["checksum"],
+                       export_weight_image=str(copy))
     if chosen is not None:
         summary["sizing"] = chosen
     print(json.dumps({"verilog": f"{build}/{VERILOG_FILE}", **summary}, indent=2))
+    return 0
+
+
+def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
+                        axi: dict[str, int]) -> dict[str, Any] | None:
+    """Return the ddr design in ``build`` that ``export`` reuses, or ``None`` to generate.
+
+    A folder holding a ddr design of another shape is refused; one of ``export``'s shape
+    is reused (its Verilog serves every export of the shape) when its lanes and AXI figures
+    are those asked for and the generator has not changed since; otherwise (no ddr design,
+    new generator code) the design is generated.
+
+    Raises
+    ------
+    StepvitError
+        One line: another shape (both shape hashes), or ``--lanes`` or the board's AXI
+        figures other than the held design's.
+    """
+    from stepvit.rtl.build_folder import (
+        DESIGN_FILE,
+        generator_fingerprint,
+        held_design,
+        read_design,
+    )
+    from stepvit.rtl.generate import REPORT_FILE, VERILOG_FILE
+
+    if not (build / DESIGN_FILE).is_file():
+        return None
+    design = read_design(build)
+    if design.get("weights") != "ddr":
+        return None
+    held_design(build, export, lanes)  # the shape, then --lanes
+    held = f"{build} holds a {design['lanes']}-lane ddr design of shape {design['shape_hash']}"
+    figures = {key: design.get(key) for key in axi}
+    if figures != axi:
+        raise StepvitError(f"{held} with an AXI master of {figures['data_width']} bits, bursts "
+                           f"of {figures['max_burst']}; --board asks for {axi['data_width']} "
+                           f"and {axi['max_burst']} (use another --build)")
+    if (design.get("generator") != generator_fingerprint()
+            or not all((build / name).is_file() for name in (VERILOG_FILE, REPORT_FILE))):
+        return None
+    return design
+
+
+def _reuse_ddr_build(build: Path, export: Export, design: dict[str, Any]) -> int:
+    """Point ``build``'s ddr design at ``export``: its image, report and record."""
+    from stepvit.rtl.build_folder import record_design
+    from stepvit.rtl.generate import VERILOG_FILE, copy_export_image, reuse_ddr_build
+
+    lanes, data_width = int(design["lanes"]), int(design["data_width"])
+    report = reuse_ddr_build(export, build, lanes=lanes, data_width=data_width)
+    record_design(build, export, lanes, design.get("board"),
+                  ddr={"data_width": data_width, "max_burst": int(design["max_burst"])})
+    copy = copy_export_image(export, build, lanes=lanes, data_width=data_width)
+    print(json.dumps({"verilog": f"{build}/{VERILOG_FILE}", "reused": True,
+                      "name": report["name"], "config_hash": report["config_hash"],
+                      "lanes": lanes, "weights": "ddr", "shape_hash": design["shape_hash"],
+                      "weight_image": report["weight_image"]["file"],
+                      "weight_image_checksum": report["weight_image"]["checksum"],
+                      "export_weight_image": str(copy)}, indent=2))
     return 0
 
 

@@ -13,6 +13,7 @@ from amaranth.lib import wiring
 
 from stepvit.model.export import Export
 from stepvit.model.export.errors import StepvitError
+from stepvit.rtl.build_folder import export_image_path
 from stepvit.rtl.design_image import design_image
 from stepvit.rtl.protocol import WEIGHT_MODES
 from stepvit.rtl.top import DEFAULT_DATA_WIDTH, DEFAULT_MAX_BURST, TOP_NAME, StepvitAccel
@@ -87,6 +88,45 @@ def write_weight_image(export: Export, out_dir: Path, *, lanes: int, data_width:
                       "depth": region.memory.depth, "offset": region.offset}
                      for region in layout.regions],
     }
+
+
+def copy_export_image(export: Export, out_dir: Path, *, lanes: int, data_width: int) -> Path:
+    """Copy the build's ``weights.img`` (``export``'s) into the export's folder.
+
+    Named by its layout (:func:`~stepvit.rtl.build_folder.export_image_path`): what the
+    host loads on a board. Returns the copy's path.
+
+    Raises
+    ------
+    StepvitError
+        If the export's folder cannot be written.
+    """
+    copy = export_image_path(export.path, lanes, data_width)
+    try:
+        copy.write_bytes((Path(out_dir) / WEIGHT_IMAGE_FILE).read_bytes())
+    except OSError as error:
+        raise StepvitError(f"cannot write the export's weight image {copy}: "
+                           f"{error.strerror or error}") from None
+    return copy
+
+
+def reuse_ddr_build(export: Export, out_dir: str | Path, *, lanes: int,
+                    data_width: int) -> dict[str, Any]:
+    """Point the ddr build in ``out_dir`` at ``export``, an export of the build's shape.
+
+    Keeps the Verilog, writes ``export``'s image and rewrites ``report.json``'s export fields.
+
+    The Verilog of a ``weights="ddr"`` design depends only on the shape, the lanes and the
+    AXI figures, which the caller has checked; returns the updated report.
+    """
+    out_dir = Path(out_dir)
+    report = json.loads((out_dir / REPORT_FILE).read_text())
+    report.update(export=str(export.path), name=export.manifest.get("name"),
+                  config_hash=f"{export.config_hash:08x}",
+                  weight_image=write_weight_image(export, out_dir, lanes=lanes,
+                                                  data_width=data_width))
+    (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 def generate(

@@ -12,6 +12,15 @@ runs the clock for up to :data:`CYCLES_PER_POLL` cycles, moving the MM2S buffer 
 until its TLAST. So the config-hash check reads the design's own register, and a stream
 that never ends runs into the driver's own deadline.
 
+A weights-from-DDR overlay (``stepvit overlay`` of a ``--weights ddr`` build: its Verilog has
+``m_axi_*`` and its ``overlay.json`` says ``weights: ddr``) runs too: every ``allocate``
+buffer has a ``physical_address`` and is mapped into the harness's emulated DDR
+(``sim/harness``), which answers the accelerator's read bursts with the board's
+``ddr`` figures (the overlay's board, else the PYNQ-Z2's: first beat ``latency_cycles``
+after the address, then a beat as often as ``bytes_per_cycle`` allows). So the driver's
+load of an export's weight image, its checksum and a model swap run as on a board; the
+clock runs only while the driver waits (each register access is a few cycles).
+
 The "bitstream" is the folder of the ``.bit``: its ``stepvit_accel.v`` (``stepvit overlay``
 writes one there; :func:`emulated_overlay` writes one for an export) is Verilated on
 first load, cached by its hash. :func:`emulated_pynq` puts the module in
@@ -52,8 +61,20 @@ S2MM_LENGTH = 0x58
 CYCLES_PER_POLL = 20_000
 
 
+#: Physical address of the emulated board's first ``allocate`` buffer.
+BUFFER_BASE = 0x1000_0000
+#: ``allocate`` buffers start at page boundaries, as the CMA allocator's do.
+PAGE_BYTES = 4096
+
+
 class EmulatedBuffer(np.ndarray):
     """A ``pynq.allocate`` buffer: host memory with the cache calls as no-ops."""
+
+    def __array_finalize__(self, obj: object) -> None:
+        base = getattr(obj, "physical_address", 0)
+        if base and isinstance(obj, np.ndarray) and self.size:
+            base += self.__array_interface__["data"][0] - obj.__array_interface__["data"][0]
+        self.physical_address = base
 
     def flush(self) -> None:
         """Write the cache back (nothing to do: the emulated DMA reads host memory)."""
@@ -77,9 +98,12 @@ class EmulatedBoard:
         TLAST, which the accelerator waits on forever).
     """
 
-    def __init__(self, library: Path, *, tlast: bool = True) -> None:
+    def __init__(self, library: Path, *, tlast: bool = True,
+                 ddr_timing: tuple[int, int] = (40, 1)) -> None:
         self.accel = VerilatedAccel(library)
         self.accel.reset()
+        if self.accel.ddr_width:
+            self.accel.ddr_timing(*ddr_timing)
         self.tlast = tlast
         self.halted = {"MM2S": True, "S2MM": True}
         self.send: dict[str, Any] | None = None
@@ -207,7 +231,8 @@ def emulated_pynq_module(build_dir: str | Path, *, tlast: bool = True) -> types.
     """
     module = types.ModuleType("pynq")
     module.__doc__ = "The virtual board's pynq (stepvit.sim.pynq_emulation)."
-    state: dict[str, EmulatedBoard] = {}
+    state: dict[str, Any] = {"buffers": [], "next_address": BUFFER_BASE}
+    module.emulation = state  # tests read the board (its DDR counters) from here
 
     class Overlay:
         """An overlay whose bitstream is the ``stepvit_accel.v`` beside the ``.bit``."""
@@ -217,7 +242,12 @@ def emulated_pynq_module(build_dir: str | Path, *, tlast: bool = True) -> types.
             if not verilog.is_file():
                 raise RuntimeError(f"the virtual board needs the overlay's Verilog, {verilog}")
             library = build_library(verilog, Path(build_dir) / "verilator")
-            state["board"] = EmulatedBoard(library.path, tlast=tlast)
+            board = EmulatedBoard(library.path, tlast=tlast,
+                                  ddr_timing=ddr_timing_of(Path(bitfile).parent))
+            state["board"] = board
+            if board.accel.ddr_width:
+                for buffer in state["buffers"]:
+                    board.accel.map_memory(buffer.physical_address, buffer)
             self.ip_dict = {DMA_NAME: {"phys_addr": DMA_BASE, "addr_range": 0x10000},
                             ACCEL_NAME: {"phys_addr": ACCEL_BASE, "addr_range": 0x10000}}
 
@@ -244,12 +274,39 @@ def emulated_pynq_module(build_dir: str | Path, *, tlast: bool = True) -> types.
             state["board"].write_dma(offset, value)
 
     def allocate(shape: Any, dtype: Any = "u4", **_: Any) -> EmulatedBuffer:
-        return np.zeros(shape, dtype=dtype).view(EmulatedBuffer)
+        buffer = np.zeros(shape, dtype=dtype).view(EmulatedBuffer)
+        buffer.physical_address = state["next_address"]
+        state["next_address"] += -(-max(buffer.nbytes, 1) // PAGE_BYTES) * PAGE_BYTES
+        state["buffers"].append(buffer)
+        board = state.get("board")
+        if board is not None and board.accel.ddr_width:
+            board.accel.map_memory(buffer.physical_address, buffer)
+        return buffer
 
     module.Overlay = Overlay
     module.MMIO = MMIO
     module.allocate = allocate
     return module
+
+
+def ddr_timing_of(overlay: Path) -> tuple[int, int]:
+    """Return the emulated DDR's (first-beat latency, cycles a beat) for an overlay folder.
+
+    From the ``ddr`` figures of the board its ``overlay.json`` names, else of the board the
+    simulated DDR takes by default (the PYNQ-Z2's).
+    """
+    import json
+    import math
+
+    from stepvit.rtl.boards import load_board
+    from stepvit.sim.runner import DEFAULT_DDR_BOARD
+
+    description = overlay / "overlay.json"
+    info = json.loads(description.read_text()) if description.is_file() else {}
+    board = load_board(info.get("board") or DEFAULT_DDR_BOARD)
+    figures = board.memory()
+    beat_bytes = int(info.get("data_width") or figures.data_width) // 8
+    return figures.latency_cycles, max(1, math.ceil(beat_bytes / figures.bytes_per_cycle))
 
 
 def emulated_overlay(export: Export, folder: str | Path, *, lanes: int = DEFAULT_LANES) -> Path:
@@ -280,6 +337,9 @@ def copied_overlay(overlay: str | Path, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(verilog, folder / "stepvit_accel.v")
+    description = Path(overlay) / "overlay.json"
+    if description.is_file():  # a ddr overlay says so there, as on a board
+        shutil.copyfile(description, folder / "overlay.json")
     (folder / "stepvit.bit").write_text(f"virtual board: {verilog}\n")
     (folder / "stepvit.hwh").write_text("<virtual-board/>\n")
     return folder

@@ -20,6 +20,7 @@ import ctypes
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -50,6 +51,14 @@ VERILATOR_FLAGS = (
 LZ4_HEADER = "/usr/include/lz4.h"
 #: Cycles an AXI4-Lite access may take before it counts as unanswered.
 REGISTER_CYCLES = 1000
+#: The read master a weights-from-DDR design has: its data port and width.
+_DDR_RDATA = re.compile(r"^\s*input\s+\[(\d+):0\]\s+m_axi_rdata\s*;", re.MULTILINE)
+
+
+def ddr_width_of(verilog_text: str) -> int:
+    """Return the bits of ``m_axi_rdata`` in ``verilog_text`` (0: a design without it)."""
+    match = _DDR_RDATA.search(verilog_text)
+    return int(match.group(1)) + 1 if match else 0
 
 
 def verilator_root() -> Path:
@@ -154,9 +163,13 @@ def build_library(verilog: str | Path, cache_dir: str | Path, *, trace: bool = F
         environment = verilator_environment()
         objects = folder / "obj"
         shutil.rmtree(objects, ignore_errors=True)
+        ddr_width = ddr_width_of(verilog.read_text())
+        # A weights-from-DDR design: the harness drives m_axi_* from its emulated DDR.
+        ddr_flags = (["-CFLAGS", "-DSTEPVIT_DDR", "-CFLAGS", f"-DSTEPVIT_DDR_WIDTH={ddr_width}"]
+                     if ddr_width else [])
         command = [
             str(verilator_root() / "bin" / "verilator"), *VERILATOR_FLAGS,
-            *(["--trace-fst"] if trace else []),
+            *(["--trace-fst"] if trace else []), *ddr_flags,
             "-j", str(max(1, jobs)), "--Mdir", str(objects),
             "-CFLAGS", "-fPIC", "-LDFLAGS", "-shared", "-o", LIBRARY_FILE,
             "-MAKEFLAGS", MAKE_SETTINGS,
@@ -209,6 +222,11 @@ def load_library(path: str | Path) -> ctypes.CDLL:
         "sv_run_frames": (ctypes.c_int, [ctypes.c_void_p, _u32_p, ctypes.c_int, ctypes.c_int,
                                          _u32_p, ctypes.c_int, _u64_p, _u64_p, ctypes.c_uint64,
                                          _int_p]),
+        "sv_ddr_width": (ctypes.c_int, []),
+        "sv_ddr_map": (None, [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p,
+                              ctypes.c_uint64]),
+        "sv_ddr_timing": (None, [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]),
+        "sv_ddr_stats": (None, [ctypes.c_void_p, _u64_p]),
     }
     for name, (restype, argtypes) in signatures.items():
         function = getattr(library, name)
@@ -276,6 +294,7 @@ class VerilatedAccel:
         self._lib = load_library(library)
         if trace is not None and not self._lib.sv_can_trace():
             raise StepvitError(f"{library} was built without tracing; build with trace=True")
+        self._mapped: list[np.ndarray] = []
         self._handle = self._lib.sv_open(None if trace is None else str(trace).encode())
         if not self._handle:
             raise StepvitError(f"{library}: the harness could not open a model")
@@ -394,6 +413,37 @@ class VerilatedAccel:
             timeout_cycles, ctypes.byref(status))
         return FrameRun(packets[:received], frame_start[:received], offered[:received],
                         ("done", "timeout", "bad packet")[status.value])
+
+    @property
+    def ddr_width(self) -> int:
+        """Bits of a beat of the emulated DDR behind ``m_axi_*`` (0: a design without it)."""
+        return int(self._lib.sv_ddr_width())
+
+    def map_memory(self, address: int, buffer: np.ndarray) -> None:
+        """Serve ``m_axi_*`` reads of ``buffer.nbytes`` bytes from ``address`` with ``buffer``.
+
+        The caller keeps ``buffer`` (C-contiguous) alive while the model runs; a beat outside
+        every mapped buffer is answered SLVERR.
+        """
+        if not buffer.flags.c_contiguous:
+            raise ValueError("a mapped buffer must be C-contiguous")
+        self._mapped.append(buffer)
+        self._lib.sv_ddr_map(self._require(), address, buffer.ctypes.data, buffer.nbytes)
+
+    def ddr_timing(self, latency_cycles: int, beat_interval: int) -> None:
+        """Set the emulated DDR's first-beat latency and the cycles between beats."""
+        self._lib.sv_ddr_timing(self._require(), latency_cycles, beat_interval)
+
+    def ddr_stats(self) -> dict[str, int]:
+        """Return the emulated DDR's counters.
+
+        ``requests``, ``beats``, ``error_beats`` (answered SLVERR), and the cycles of the
+        first request and of the last beat.
+        """
+        out = np.zeros(5, dtype=np.uint64)
+        self._lib.sv_ddr_stats(self._require(), _pointer(out, ctypes.c_uint64))
+        return dict(zip(("requests", "beats", "error_beats", "first_request_cycle",
+                         "last_beat_cycle"), (int(value) for value in out)))
 
     def close(self) -> None:
         """Finish the model (and its trace file); calling it again does nothing."""

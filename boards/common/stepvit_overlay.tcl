@@ -2,9 +2,12 @@
 # AXI DMA (MM2S -> s_axis, S2MM <- m_axis, simple mode) and stepvit_accel as an RTL module
 # reference on an AXI-Lite general-purpose port; then synthesis, implementation, bitstream,
 # and stepvit.bit + stepvit.hwh side by side (PYNQ's Overlay needs both, named alike).
+# A weights-from-DDR accelerator (stepvit rtl --weights ddr: m_axi_* read ports) also gets
+# its m_axi master on a second HP port, ddr_port, ddr_width bits wide.
 #
 # build_overlay.tcl sets script_dir, sources board.tcl (written from the board's board.yaml:
-# part board_part ps_ip gp_port hp_port clock_mhz dma_width), then this file.
+# part board_part ps_ip gp_port hp_port clock_mhz dma_width, and ddr_port ddr_width where
+# board.yaml has a ddr section), then this file.
 # Arguments: [VERILOG [OUT_DIR]], by default stepvit_accel.v in script_dir and script_dir.
 # Cell names are the host driver's (host/backend_pynq.py): axi_dma_0, stepvit_accel_0.
 
@@ -21,6 +24,12 @@ set accel_ports {
     s_axil_awaddr s_axil_awvalid s_axil_awready s_axil_wdata s_axil_wstrb s_axil_wvalid
     s_axil_wready s_axil_bresp s_axil_bvalid s_axil_bready s_axil_araddr s_axil_arvalid
     s_axil_arready s_axil_rdata s_axil_rresp s_axil_rvalid s_axil_rready
+}
+# The read master a weights-from-DDR accelerator adds (rtl/top.py, rtl/PROTOCOL.md): all of
+# them when m_axi_araddr is there, none otherwise.
+set accel_ddr_ports {
+    m_axi_arvalid m_axi_arready m_axi_araddr m_axi_arlen m_axi_arsize m_axi_arburst
+    m_axi_rdata m_axi_rvalid m_axi_rready m_axi_rresp m_axi_rlast
 }
 
 proc stepvit_fail {message} {
@@ -68,6 +77,18 @@ foreach port $accel_ports {
         stepvit_fail "stepvit_accel in $verilog has no port $port"
     }
 }
+set accel_ddr [regexp {(input|output)[^;]*\mm_axi_araddr\M} $accel_text]
+if {$accel_ddr} {
+    foreach port $accel_ddr_ports {
+        if {![regexp "(input|output)\[^;\]*\\m$port\\M" $accel_text]} {
+            stepvit_fail "stepvit_accel in $verilog has m_axi_araddr but no port $port"
+        }
+    }
+    if {![info exists ddr_port] || ![info exists ddr_width]} {
+        stepvit_fail "stepvit_accel reads its weights from DDR (m_axi_*), but board.tcl sets no\
+            ddr_port and ddr_width: add a ddr section to board.yaml and lay the folder out again"
+    }
+}
 
 set project_dir [file join $out_dir vivado]
 create_project stepvit_overlay $project_dir -part $part -force
@@ -99,6 +120,14 @@ if {$ps_ip eq "processing_system7"} {
     set fabric_clock $ps/FCLK_CLK0
     set fabric_reset $ps/FCLK_RESET0_N
     set port_clocks [list $ps/M_AXI_GP0_ACLK $ps/S_AXI_HP0_ACLK]
+    if {$accel_ddr} {
+        # The second HP port (ddr_port, S_AXI_HP1) for the accelerator's weight loads.
+        set hp [string map {S_AXI_ {}} $ddr_port]
+        set_property -dict [list \
+            CONFIG.PCW_USE_S_AXI_$hp {1} \
+            CONFIG.PCW_S_AXI_${hp}_DATA_WIDTH $ddr_width] $ps
+        lappend port_clocks $ps/${ddr_port}_ACLK
+    }
 } elseif {$ps_ip eq "zynq_ultra_ps_e"} {
     if {$have_board} {
         apply_bd_automation -rule xilinx.com:bd_rule:zynq_ultra_ps_e \
@@ -114,6 +143,18 @@ if {$ps_ip eq "processing_system7"} {
     set fabric_clock $ps/pl_clk0
     set fabric_reset $ps/pl_resetn0
     set port_clocks [list $ps/maxihpm0_fpd_aclk $ps/saxihp0_fpd_aclk]
+    if {$accel_ddr} {
+        # The second HP port (ddr_port, S_AXI_HPn_FPD: the PS's slave S_AXI_GP(n+2)) for the
+        # accelerator's weight loads.
+        if {![regexp {^S_AXI_HP(\d)_FPD$} $ddr_port -> hp]} {
+            stepvit_fail "ddr_port must be S_AXI_HP<n>_FPD on zynq_ultra_ps_e, not $ddr_port"
+        }
+        set gp [expr {$hp + 2}]
+        set_property -dict [list \
+            CONFIG.PSU__USE__S_AXI_GP$gp {1} \
+            CONFIG.PSU__SAXIGP${gp}__DATA_WIDTH $ddr_width] $ps
+        lappend port_clocks $ps/saxihp${hp}_fpd_aclk
+    }
 } else {
     stepvit_fail "ps_ip must be processing_system7 or zynq_ultra_ps_e, not $ps_ip"
 }
@@ -137,7 +178,7 @@ set_property -dict [list \
 # The accelerator: the generated Verilog as a module reference. Its X_INTERFACE_INFO
 # attributes make Vivado infer s_axis, m_axis (AXI4-Stream) and s_axil (AXI4-Lite).
 set accel [create_bd_cell -type module -reference stepvit_accel stepvit_accel_0]
-foreach interface {s_axis m_axis s_axil} {
+foreach interface [concat {s_axis m_axis s_axil} [expr {$accel_ddr ? {m_axi} : {}}]] {
     if {[llength [get_bd_intf_pins -quiet $accel/$interface]] == 0} {
         stepvit_fail "Vivado did not infer interface $interface on stepvit_accel"
     }
@@ -169,6 +210,14 @@ foreach master [list $dma/M_AXI_MM2S $dma/M_AXI_S2MM] {
     apply_bd_automation -rule xilinx.com:bd_rule:axi4 \
         -config [list Slave [bd_path $hp_slave] Clk_master Auto Clk_slave Auto Clk_xbar Auto] \
         [get_bd_intf_pins $master]
+}
+
+# The accelerator's weight reads to the second HP port (its own address space: DDR).
+if {$accel_ddr} {
+    apply_bd_automation -rule xilinx.com:bd_rule:axi4 \
+        -config [list Slave [bd_path $ps/$ddr_port] Clk_master Auto Clk_slave Auto \
+                     Clk_xbar Auto] \
+        [get_bd_intf_pins $accel/m_axi]
 }
 
 assign_bd_address

@@ -3,7 +3,10 @@
 // (keyed by the Verilog's hash) and loaded with ctypes; see sim/verilator.py for the
 // Python side and the meaning of every argument.
 #include <cstdint>
+#include <cstring>
+#include <deque>
 #include <memory>
+#include <vector>
 
 #include "Vstepvit_accel.h"
 #include "verilated.h"
@@ -13,6 +16,20 @@
 
 namespace {
 
+// A host buffer the emulated DDR maps at a physical address (sv_ddr_map).
+struct Region {
+    uint64_t base;
+    uint8_t* data;
+    uint64_t size;
+};
+
+// One accepted read burst: its next beat's address, the beats left, the first beat's cycle.
+struct Burst {
+    uint64_t address;
+    uint32_t beats;
+    uint64_t ready_at;
+};
+
 struct Harness {
     std::unique_ptr<VerilatedContext> context;
     std::unique_ptr<Vstepvit_accel> top;
@@ -20,11 +37,93 @@ struct Harness {
     std::unique_ptr<VerilatedFstC> trace;
 #endif
     uint64_t cycle = 0;
+    // The emulated DDR behind m_axi_* (a weights-from-DDR design only): the mapped
+    // buffers, the bursts in flight, a first beat `latency` cycles after its address is
+    // accepted and then a beat every `beat_interval` cycles; counters for sv_ddr_stats.
+    std::vector<Region> regions;
+    std::deque<Burst> bursts;
+    uint64_t latency = 40;
+    uint64_t beat_interval = 1;
+    uint64_t next_beat_at = 0;
+    bool ar_fire = false, r_fire = false, r_error = false;
+    uint64_t ar_address = 0;
+    uint32_t ar_beats = 0;
+    uint64_t stats[5] = {0, 0, 0, 0, 0};  // requests, beats, error beats, first AR, last R
 };
+
+#ifdef STEPVIT_DDR
+constexpr unsigned DDR_BYTES = STEPVIT_DDR_WIDTH / 8;
+
+// Copy one beat at `address` from the mapped buffers into `beat`; false if unmapped.
+bool ddr_read(Harness* h, uint64_t address, uint8_t* beat) {
+    for (const Region& region : h->regions) {
+        if (address >= region.base && address + DDR_BYTES <= region.base + region.size) {
+            std::memcpy(beat, region.data + (address - region.base), DDR_BYTES);
+            return true;
+        }
+    }
+    std::memset(beat, 0, DDR_BYTES);
+    return false;
+}
+
+// Drive the read channels for this cycle and settle, so that the design's outputs answer
+// them; the handshakes seen now are the edge's, taken by ddr_after_edge.
+void ddr_before_edge(Harness* h) {
+    Vstepvit_accel* top = h->top.get();
+    bool arready = h->bursts.size() < 8;
+    const Burst* head = h->bursts.empty() ? nullptr : &h->bursts.front();
+    bool rvalid = head != nullptr && h->cycle >= head->ready_at && h->cycle >= h->next_beat_at;
+    uint8_t beat[DDR_BYTES];
+    std::memset(beat, 0, DDR_BYTES);
+    bool mapped = rvalid ? ddr_read(h, head->address, beat) : true;
+    top->m_axi_arready = arready;
+    top->m_axi_rvalid = rvalid;
+#if STEPVIT_DDR_WIDTH > 64
+    for (unsigned word = 0; word < DDR_BYTES / 4; ++word) {
+        uint32_t value;
+        std::memcpy(&value, beat + 4 * word, 4);
+        top->m_axi_rdata[word] = value;
+    }
+#else
+    uint64_t value = 0;
+    std::memcpy(&value, beat, DDR_BYTES);
+    top->m_axi_rdata = value;
+#endif
+    top->m_axi_rresp = mapped ? 0 : 2;  // SLVERR for a beat outside every mapped buffer
+    top->m_axi_rlast = rvalid && head->beats == 1;
+    top->eval();
+    h->ar_fire = arready && top->m_axi_arvalid;
+    h->ar_address = top->m_axi_araddr;
+    h->ar_beats = static_cast<uint32_t>(top->m_axi_arlen) + 1;
+    h->r_fire = rvalid && top->m_axi_rready;
+    h->r_error = !mapped;
+}
+
+// Take the edge's handshakes: a new burst, or one beat of the burst at the head.
+void ddr_after_edge(Harness* h) {
+    uint64_t edge = h->cycle - 1;
+    if (h->ar_fire) {
+        h->bursts.push_back(Burst{h->ar_address, h->ar_beats, edge + h->latency});
+        if (h->stats[0]++ == 0) h->stats[3] = edge;
+    }
+    if (h->r_fire) {
+        Burst& head = h->bursts.front();
+        head.address += DDR_BYTES;
+        h->next_beat_at = edge + h->beat_interval;
+        h->stats[1]++;
+        if (h->r_error) h->stats[2]++;
+        h->stats[4] = edge;
+        if (--head.beats == 0) h->bursts.pop_front();
+    }
+}
+#endif
 
 // One clock cycle with the inputs already set: settle, then a rising and a falling edge.
 inline void tick(Harness* h) {
     Vstepvit_accel* top = h->top.get();
+#ifdef STEPVIT_DDR
+    ddr_before_edge(h);
+#endif
     top->aclk = 1;
     h->context->timeInc(5);
     top->eval();
@@ -38,6 +137,9 @@ inline void tick(Harness* h) {
     if (h->trace) h->trace->dump(h->context->time());
 #endif
     ++h->cycle;
+#ifdef STEPVIT_DDR
+    ddr_after_edge(h);
+#endif
 }
 
 void idle_inputs(Vstepvit_accel* top) {
@@ -266,6 +368,35 @@ int sv_run_frames(void* handle, const uint32_t* frames, int n_frames, int frame_
     }
     idle_inputs(top);
     return done;
+}
+
+// Whether this library drives m_axi_* (a weights-from-DDR design): 0 or the beat's bits.
+int sv_ddr_width(void) {
+#ifdef STEPVIT_DDR
+    return STEPVIT_DDR_WIDTH;
+#else
+    return 0;
+#endif
+}
+
+// Map `size` bytes at `data` (host memory the caller keeps alive) at physical `base`.
+void sv_ddr_map(void* handle, uint64_t base, void* data, uint64_t size) {
+    static_cast<Harness*>(handle)->regions.push_back(
+        Region{base, static_cast<uint8_t*>(data), size});
+}
+
+// The memory's timing: the first beat of a burst `latency` cycles after its address, then
+// a beat every `beat_interval` cycles.
+void sv_ddr_timing(void* handle, uint64_t latency, uint64_t beat_interval) {
+    auto* h = static_cast<Harness*>(handle);
+    h->latency = latency;
+    h->beat_interval = beat_interval < 1 ? 1 : beat_interval;
+}
+
+// Counters: read requests, beats, beats answered SLVERR, first request's cycle, last
+// beat's cycle.
+void sv_ddr_stats(void* handle, uint64_t* out) {
+    std::memcpy(out, static_cast<Harness*>(handle)->stats, sizeof(uint64_t) * 5);
 }
 
 }  // extern "C"

@@ -11,6 +11,11 @@ length register then says so, as the accelerator's TLAST does. Tests that compar
 answers with the golden model compare the golden model with itself: they check the
 driver, not the hardware.
 
+With ``weights="ddr"`` it is a ddr overlay: ``CONFIG_HASH`` reads the shape hash, the masks
+reset to every step active, ``CONTROL_LOAD_WEIGHTS`` reads the ``allocate`` buffer at
+``WEIGHTS_ADDR`` (every buffer has a ``physical_address``) and checksums it, and a frame
+before a completed load fails the test (the accelerator would hold it).
+
 The DMA's registers (control, status) are modelled as far as the driver reads them, and
 its channels behave as pynq's do: ``transfer`` raises ``RuntimeError`` on a halted or busy
 channel, creating the DMA driver starts both channels and waits while they are halted.
@@ -43,18 +48,26 @@ from stepvit.model.golden import GoldenModel
 from stepvit.rtl.protocol import (
     ACCEL_ID,
     CONTROL_CLEAR_ERROR,
+    CONTROL_LOAD_WEIGHTS,
     STATUS_FRAME_ERROR,
+    STATUS_WEIGHTS_ERROR,
+    STATUS_WEIGHTS_LOADED,
+    STATUS_WEIGHTS_LOADING,
     image_words,
     offset,
     pack_results,
     unpack_images,
 )
+from stepvit.rtl.weight_image import image_checksum
 
 #: Alignment the double's DMA demands: a 128-bit memory side (KV260, ZCU104) without DRE.
 DMA_ALIGN_BYTES = 16
 
 #: Where the double's DMA sits in the address map.
 DMA_BASE = 0x4040_0000
+
+#: Physical address of the double's first ``allocate`` buffer; each next one is a MiB on.
+BUFFER_BASE = 0x1800_0000
 
 #: DMASR bits the double reports: idle, and the decode error of an unmapped address.
 DMA_IDLE = 1 << 1
@@ -87,6 +100,7 @@ class FakeBuffer(np.ndarray):
 
     def __array_finalize__(self, obj: object) -> None:
         self.freed = getattr(obj, "freed", False)
+        self.physical_address = getattr(obj, "physical_address", 0)
 
     def flush(self) -> None:
         """Nothing to write back: host and device share this memory."""
@@ -107,7 +121,8 @@ class FakeBoard:
     export : Export
         The export the "bitstream" was built from (the golden model runs it).
     config_hash : int
-        What the CONFIG_HASH register reads.
+        What the CONFIG_HASH register reads (the export's config hash, or its shape hash
+        with ``weights="ddr"``).
     no_device : bool
         ``Overlay`` raises ``RuntimeError: No Devices Found``, as pynq does off-board.
     load_error : Exception or None
@@ -129,6 +144,18 @@ class FakeBoard:
     dropped_frames : set of int
         Indices (counted from the first frame) of frames the accelerator drops: their
         packet has class 0xFFFFFFFF and STATUS.frame_error is set until CONTROL clears it.
+    weights : str
+        ``"rom"`` or ``"ddr"`` (a ddr overlay: see the module's docstring).
+    load_response_error : bool
+        ddr: a weight load ends with STATUS_WEIGHTS_ERROR (an AXI error response).
+    load_never_ends : bool
+        ddr: a weight load stays STATUS_WEIGHTS_LOADING.
+    checksum_flip : int
+        ddr: XORed into the checksum the accelerator reports (a corrupted transfer).
+    loads : list of bytes
+        ddr: the images the accelerator loaded, in order.
+    accesses : list of tuple
+        Every accelerator register access: ``("r", offset)`` or ``("w", offset, value)``.
     """
 
     export: Export
@@ -143,6 +170,12 @@ class FakeBoard:
     stalled_result: int | None = None
     channel_error: tuple[str, int] | None = None
     refused_transfer: tuple[str, int] | None = None
+    weights: str = "rom"
+    load_response_error: bool = False
+    load_never_ends: bool = False
+    checksum_flip: int = 0
+    loads: list = field(default_factory=list)
+    accesses: list = field(default_factory=list)
     frames_seen: int = 0
     polls: int = 0
     allocated: list = field(default_factory=list)
@@ -153,8 +186,29 @@ class FakeBoard:
     dma: FakeDMA | None = None
 
     def __post_init__(self) -> None:
-        self.config_hash = self.export.config_hash
+        self.config_hash = (self.export.shape_hash if self.weights == "ddr"
+                            else self.export.config_hash)
         self.golden = GoldenModel(self.export)
+
+    def load_weights(self) -> None:
+        """Start a weight load from WEIGHTS_ADDR: read the buffer there and checksum it."""
+        address = self.registers.get(offset("WEIGHTS_ADDR"), 0)
+        buffers = [b for b in self.allocated if b.physical_address == address and not b.freed]
+        if len(buffers) != 1:
+            raise AssertionError(f"WEIGHTS_ADDR 0x{address:x} is no allocate buffer's address")
+        image = buffers[0].tobytes()
+        self.loads.append(image)
+        checksum = image_checksum(image) ^ self.checksum_flip
+        self.registers[offset("WEIGHTS_CHECKSUM_LO")] = checksum & 0xFFFF_FFFF
+        self.registers[offset("WEIGHTS_CHECKSUM_HI")] = checksum >> 32
+        status = self.registers[offset("STATUS")] & STATUS_FRAME_ERROR
+        if self.load_never_ends:
+            status |= STATUS_WEIGHTS_LOADING
+        elif self.load_response_error:
+            status |= STATUS_WEIGHTS_ERROR
+        else:
+            status |= STATUS_WEIGHTS_LOADED
+        self.registers[offset("STATUS")] = status
 
     def poll(self) -> None:
         """Count one status poll; past :data:`MAX_POLLS` the driver is spinning forever."""
@@ -201,6 +255,9 @@ class FakeBoard:
 
     def compute(self, frame: np.ndarray) -> np.ndarray:
         """Return the result packet of one input frame."""
+        if self.weights == "ddr" and not self.registers[offset("STATUS")] & STATUS_WEIGHTS_LOADED:
+            raise AssertionError("a frame before a completed weight load: the accelerator "
+                                 "would hold it forever")
         images = unpack_images(frame[None], self.export.arch["image_shape"])
         result = self.golden.run(images, masks=self.masks())
         logits = result.logits.numpy().copy()
@@ -317,15 +374,27 @@ class FakeAccelerator:
             offset("BATCH"): 0,
         })
         for index, row in enumerate(export.timestep_mask):
-            board.registers[offset(f"MASK{index}")] = sum(
-                1 << step for step, active in enumerate(row) if active)
+            board.registers[offset(f"MASK{index}")] = (
+                2**export.t_max - 1 if board.weights == "ddr"  # a ddr design's reset
+                else sum(1 << step for step, active in enumerate(row) if active))
+        if board.weights == "ddr":
+            board.registers.update({offset("WEIGHTS_ADDR"): 0,
+                                    offset("WEIGHTS_CHECKSUM_LO"): 0,
+                                    offset("WEIGHTS_CHECKSUM_HI"): 0})
 
     def read(self, address: int) -> int:
+        self.board.accesses.append(("r", address))
         return self.board.registers[address]
 
     def write(self, address: int, value: int) -> None:
+        self.board.accesses.append(("w", address, value))
         if address == offset("CONTROL") and value & CONTROL_CLEAR_ERROR:
             self.board.registers[offset("STATUS")] &= ~STATUS_FRAME_ERROR
+        if address == offset("CONTROL") and value & CONTROL_LOAD_WEIGHTS:
+            if self.board.weights != "ddr":
+                raise AssertionError("CONTROL_LOAD_WEIGHTS written to a rom overlay")
+            self.board.load_weights()
+            return
         self.board.registers[address] = value
 
 
@@ -368,6 +437,7 @@ def fake_pynq_module(board: FakeBoard) -> types.ModuleType:
     def allocate(shape: tuple[int, ...], dtype: object = "u4") -> FakeBuffer:
         buffer = np.zeros(shape, dtype=dtype).view(FakeBuffer)
         buffer.freed = False
+        buffer.physical_address = BUFFER_BASE + 0x10_0000 * len(board.allocated)
         board.allocated.append(buffer)
         return buffer
 

@@ -1,0 +1,202 @@
+"""The pynq driver on a ddr overlay (one bitstream per shape), on the pynq double.
+
+The double (``pynq_double.py``, ``weights="ddr"``) reads ``CONFIG_HASH`` as the shape
+hash, resets the masks to every step active, checksums the ``allocate`` buffer at
+``WEIGHTS_ADDR`` when told to load and fails a test that sends a frame before a load.
+Checked: the register sequence of a load, the export's masks written after it (results
+equal the golden model's only then: the golden model with itself, a driver check), a
+swap to another export of the shape, and the refusals: another shape, a missing image, a
+checksum other than the file's, an AXI error response, a load that never ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pynq_double import BUFFER_BASE, FakeBoard, fake_pynq_module
+
+from stepvit.host import backend_pynq
+from stepvit.host.accelerator import open_accelerator
+from stepvit.model.export import Export, load_export
+from stepvit.model.export.errors import DeviceTimeout, StepvitError
+from stepvit.rtl.build_folder import export_image_path
+from stepvit.rtl.protocol import CONTROL_LOAD_WEIGHTS, mask_register_values, offset
+from stepvit.rtl.weight_image import image_checksum
+
+LANES = 4  # what the double's LANES register reads
+DATA_WIDTH = 64
+TIMEOUT_S = 0.2
+
+
+def write_image(export: Export, content: bytes | None = None) -> Path:
+    """Write an image for ``export`` where the driver looks (the double checksums whatever
+    bytes it holds; a real one comes from ``stepvit rtl --weights ddr``)."""
+    path = export_image_path(export.path, LANES, DATA_WIDTH)
+    if content is None:
+        rng = np.random.default_rng(export.config_hash)
+        content = rng.integers(0, 256, 1848, dtype=np.uint8).tobytes()
+    path.write_bytes(content)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory, random_export) -> dict[str, Export]:
+    """Seeds 0 and 2 of the tiny network (one shape) and seed 0 on 4x6 images (another)."""
+    folder = tmp_path_factory.mktemp("ddr-exports")
+    made = {"a": dict(seed=0), "b": dict(seed=2), "other": dict(seed=0, image_shape=[1, 4, 6])}
+    loaded = {name: load_export(random_export(folder / name, **{"image_shape": [1, 4, 4],
+                                                                **changes}))
+              for name, changes in made.items()}
+    for export in loaded.values():
+        write_image(export)
+    return loaded
+
+
+@pytest.fixture
+def export(exports: dict[str, Export]) -> Export:
+    return exports["a"]
+
+
+@pytest.fixture
+def ddr_overlay(tmp_path: Path) -> Path:
+    """An overlay folder with a stand-in .bit/.hwh and an overlay.json saying ``ddr``."""
+    (tmp_path / "stepvit.bit").write_bytes(b"bitstream")
+    (tmp_path / "stepvit.hwh").write_text("<hwh/>")
+    (tmp_path / "overlay.json").write_text(json.dumps({"weights": "ddr",
+                                                       "data_width": DATA_WIDTH}))
+    return tmp_path
+
+
+@pytest.fixture
+def ddr_board(export: Export, monkeypatch: pytest.MonkeyPatch) -> FakeBoard:
+    """The double as a ddr overlay built for ``export``'s shape, on the virtual clock."""
+    fake = FakeBoard(export, weights="ddr")
+    monkeypatch.setitem(sys.modules, "pynq", fake_pynq_module(fake))
+    monkeypatch.setenv("XILINX_XRT", "/usr")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(backend_pynq, "time", fake.clock)
+    return fake
+
+
+def images_of(export: Export, count: int = 3) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (count, *export.arch["image_shape"]),
+                                             dtype=np.uint8)
+
+
+def writes(board: FakeBoard) -> list[tuple[str, int]]:
+    names = {offset(name): name for name in ("WEIGHTS_ADDR", "CONTROL", "BATCH")}
+    names.update({offset(f"MASK{i}"): f"MASK{i}" for i in range(8)})
+    return [(names.get(access[1], hex(access[1])), access[2])
+            for access in board.accesses if access[0] == "w"]
+
+
+def test_opening_an_export_loads_its_image_then_writes_its_masks(export, ddr_board, ddr_overlay):
+    board = ddr_board
+    image = export_image_path(export.path, LANES, DATA_WIDTH).read_bytes()
+    with open_accelerator("pynq", export, overlay=ddr_overlay, timeout_s=TIMEOUT_S) as accel:
+        assert accel.weights == "ddr"
+        weights_buffer = board.allocated[-1]
+        assert weights_buffer.physical_address == BUFFER_BASE + 2 * 0x10_0000
+        masks = mask_register_values(export.timestep_mask)
+        assert writes(board) == [("WEIGHTS_ADDR", weights_buffer.physical_address),
+                                 ("CONTROL", CONTROL_LOAD_WEIGHTS),
+                                 *((f"MASK{i}", value) for i, value in enumerate(masks))]
+        assert board.loads == [image]
+        reads = [access[1] for access in board.accesses if access[0] == "r"]
+        assert offset("WEIGHTS_CHECKSUM_LO") in reads and offset("WEIGHTS_CHECKSUM_HI") in reads
+        assert any(value != 2**export.t_max - 1 for value in masks)  # the mask matters
+        result = accel.infer(images_of(export))
+    expected = open_accelerator("golden", export).infer(images_of(export))
+    assert np.array_equal(result.logits, expected.logits)
+    assert all(buffer.freed for buffer in board.allocated)
+
+
+def test_a_swap_loads_the_other_exports_image_on_the_same_overlay(exports, ddr_board,
+                                                                 ddr_overlay):
+    board = ddr_board
+    for name in ("a", "b", "a"):
+        export = exports[name]
+        with open_accelerator("pynq", export, overlay=ddr_overlay, timeout_s=TIMEOUT_S):
+            pass
+        assert board.loads[-1] == export_image_path(export.path, LANES, DATA_WIDTH).read_bytes()
+        masks = mask_register_values(export.timestep_mask)
+        assert [board.registers[offset(f"MASK{i}")] for i in range(len(masks))] == masks
+    assert len(board.loads) == 3 and board.loads[0] != board.loads[1]
+
+
+def test_an_export_of_another_shape_is_refused(exports, ddr_board, ddr_overlay):
+    export, other = exports["a"], exports["other"]
+    with pytest.raises(StepvitError) as error:
+        open_accelerator("pynq", other, overlay=ddr_overlay, timeout_s=TIMEOUT_S)
+    assert str(error.value) == (
+        f"the ddr overlay was built for shape hash 0x{export.shape_hash:08x}, but the export "
+        f"{other.path} has shape hash 0x{other.shape_hash:08x}: build an overlay for that "
+        f"shape (stepvit rtl EXPORT --build B --weights ddr, then stepvit overlay EXPORT "
+        f"--build B)")
+    assert not ddr_board.loads and not ddr_board.allocated
+
+
+def test_a_missing_image_is_refused_with_the_command_that_makes_it(export, ddr_board,
+                                                                   ddr_overlay):
+    path = export_image_path(export.path, LANES, DATA_WIDTH)
+    saved = path.read_bytes()
+    path.unlink()
+    try:
+        with pytest.raises(StepvitError) as error:
+            open_accelerator("pynq", export, overlay=ddr_overlay, timeout_s=TIMEOUT_S)
+    finally:
+        path.write_bytes(saved)
+    message = str(error.value)
+    assert message.startswith(f"{path} is missing: a ddr overlay loads the export's weight "
+                              f"image; make it with `stepvit rtl {export.path} --build BUILD "
+                              f"--weights ddr`, BUILD the overlay's ddr build (4 lanes, "
+                              f"64-bit AXI)")
+    assert "\n" not in message
+    assert not ddr_board.loads
+    assert all(buffer.freed for buffer in ddr_board.allocated)
+
+
+def test_a_checksum_other_than_the_files_is_refused(export, ddr_board, ddr_overlay):
+    ddr_board.checksum_flip = 1 << 40
+    expected = image_checksum(export_image_path(export.path, LANES, DATA_WIDTH).read_bytes())
+    with pytest.raises(StepvitError, match=(
+            rf"checksum of the loaded weights is 0x{expected ^ 1 << 40:016x}, .* has "
+            rf"0x{expected:016x}: the image was corrupted")):
+        open_accelerator("pynq", export, overlay=ddr_overlay, timeout_s=TIMEOUT_S)
+    assert all(buffer.freed for buffer in ddr_board.allocated)
+
+
+def test_an_axi_error_response_is_refused(export, ddr_board, ddr_overlay):
+    ddr_board.load_response_error = True
+    with pytest.raises(StepvitError, match=r"ended in an AXI error response \(STATUS 0x8\): "
+                                           r"the accelerator's m_axi port cannot read"):
+        open_accelerator("pynq", export, overlay=ddr_overlay, timeout_s=TIMEOUT_S)
+
+
+def test_a_load_that_never_ends_times_out(export, ddr_board, ddr_overlay):
+    ddr_board.load_never_ends = True
+    with pytest.raises(DeviceTimeout, match=r"did not finish within 0.2 s \(STATUS 0x10\)"):
+        open_accelerator("pynq", export, overlay=ddr_overlay, timeout_s=TIMEOUT_S)
+    assert all(buffer.freed for buffer in ddr_board.allocated)
+
+
+def test_a_ddr_overlay_without_its_description_is_named(export, ddr_board, overlay_dir):
+    """overlay.json not copied: the CONFIG_HASH is the shape hash, which the message says."""
+    with pytest.raises(StepvitError, match=r"is the export's shape hash: a ddr overlay, but no "
+                                           r"overlay.json saying so beside its .bit"):
+        open_accelerator("pynq", export, overlay=overlay_dir, timeout_s=TIMEOUT_S)
+
+
+def test_a_rom_overlay_loads_nothing(export, board, overlay_dir):
+    """The rom path as before: no weight registers touched, the masks only on a budget."""
+    with open_accelerator("pynq", export, overlay=overlay_dir) as accel:
+        assert accel.weights == "rom"
+        accel.infer(images_of(export, 1))
+    assert not board.loads
+    assert not [access for access in board.accesses
+                if access[0] == "w" and access[1] in (offset("WEIGHTS_ADDR"), offset("CONTROL"))]
