@@ -43,6 +43,11 @@ def test_export_is_reused_only_when_complete_valid_and_newer(tmp_path: Path, ran
 def test_demo_runs_the_whole_chain_on_a_tiny_model(tmp_path: Path, capsys):
     config = yaml.safe_load(Path(DEFAULT_CONFIG).read_text())
     config["model"].update(dim=8, heads=2, depth=1, mlp_dim=16, t_max=2)
+    stem = config["model"].get("stem")
+    if stem:  # the default's stem, narrowed to the tiny width: stage channels 4, ..., 8
+        stem["stages"][-1]["channels"] = 8
+        for stage in stem["stages"][:-1]:
+            stage["channels"] = 4
     config["training"]["epochs"] = 1
     config_path = tmp_path / "tiny.yaml"
     config_path.write_text(yaml.safe_dump(config))
