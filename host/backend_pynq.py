@@ -278,8 +278,10 @@ class PynqAccelerator(Accelerator):
             key: int(value) for key, value in widths.items()}
 
     def weight_image_path(self) -> Path:
-        """Return the export's weight image for this ddr overlay's layout (lanes, data width,
-        bit widths)."""
+        """Return the export's weight image for this ddr overlay's layout.
+
+        The layout: the lanes, the AXI data width and the overlay's bit widths.
+        """
         return export_image_path(self.export.path, self.read_register("LANES"),
                                  int(self.description["data_width"]),
                                  image_widths(self.export.bit_widths, self.design_widths()))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stepvit.model.export import Export, design_widths, load_export, widths_fit
+from stepvit.model.export import design_widths, load_export, widths_fit
 from stepvit.rtl.design_image import design_image
 from stepvit.sim.runner import Simulation, golden_packets
 
