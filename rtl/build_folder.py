@@ -10,8 +10,9 @@ only: a board's Python imports it too.
 
 A ``weights="ddr"`` design is keyed by the export's *shape hash*, not its config hash: its
 Verilog serves every export of that shape, so the record says ``weights: ddr`` with the
-shape hash, the AXI read master's data width and burst, and any export of the shape is
-the folder's (:func:`held_design`). Each export's weight image for such a design lives in
+shape hash, the AXI read master's data width and burst and the design's bit widths, and
+any export of the shape whose widths fit in the design's is the folder's
+(:func:`held_design`). Each export's weight image for such a design lives in
 the export's own folder, named by the layout it was packed for
 (:func:`export_image_path`): that is the file the host loads on a board.
 """
