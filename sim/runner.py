@@ -262,7 +262,8 @@ class Simulation:
         Raises
         ------
         StepvitError
-            For a ``rom`` design, or an export whose shape is not the design's.
+            For a ``rom`` design, or an export whose shape is not the design's or whose
+            widths do not fit its widths.
         """
         from stepvit.rtl.design_image import design_image
 
@@ -271,9 +272,15 @@ class Simulation:
         if export.shape_hash != self.export.shape_hash:
             raise StepvitError(f"export {export.path} has shape hash {export.shape_hash:08x}; "
                                f"the design's is {self.export.shape_hash:08x}")
+        from stepvit.model.export import widths_fit
+
+        widths = self.widths or self.export.bit_widths
+        beyond = widths_fit(export.bit_widths, widths)
+        if beyond:
+            raise StepvitError(f"export {export.path}'s widths do not fit the design's: "
+                               f"{', '.join(beyond)}")
         image = design_image(export, lanes=self.lanes, data_width=self.data_width,
-                             stem_lanes=stem_lanes_of(self.build_dir),
-                             widths=self.widths or self.export.bit_widths)
+                             stem_lanes=stem_lanes_of(self.build_dir), widths=widths)
         if expected is None:
             expected = golden_packets(export, images, mask_rows)
         config = self.config(images, expected=expected, mask_rows=mask_rows)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from stepvit.model.export import design_widths, load_export, widths_fit
+from stepvit.model.export.errors import StepvitError
 from stepvit.rtl.design_image import design_image
 from stepvit.sim.runner import Simulation, golden_packets
 
@@ -46,3 +47,14 @@ def test_a_margin_of_one_runs_the_wider_export_bit_exact_in_its_rom_cycles(
     ddr_cycles = [packet["words"][cycle_word] for packet in results["packets"]]
     assert ddr_cycles == [packet["words"][cycle_word] for packet in rom_results["packets"]]
     print(f"widths {widths}; seed {WIDE} per-image cycles {ddr_cycles}")
+
+
+@pytest.mark.slow
+def test_a_design_without_margin_refuses_the_wider_export(tmp_path: Path,
+                                                          random_export) -> None:
+    narrow, wide = (load_export(random_export(tmp_path / f"seed{seed}", image_shape=SHAPE,
+                                              seed=seed)) for seed in (NARROW, WIDE))
+    ddr = Simulation(narrow, tmp_path / "ddr", lanes=LANES, weights="ddr")
+    images = np.zeros((1, *SHAPE), dtype=np.uint8)
+    with pytest.raises(StepvitError, match="membrane 19 > 18, logit 13 > 12"):
+        ddr.ddr_config(wide, images, wide.budget_mask(None))
