@@ -43,9 +43,9 @@ from typing import Any
 import numpy as np
 
 from stepvit.host.accelerator import STAGES, Accelerator, InferenceResult
-from stepvit.model.export import Export
+from stepvit.model.export import Export, widths_fit
 from stepvit.model.export.errors import DeviceTimeout, StepvitError
-from stepvit.rtl.build_folder import export_image_path
+from stepvit.rtl.build_folder import export_image_path, image_widths
 from stepvit.rtl.protocol import (
     ACCEL_ID,
     BATCH_BITS,
@@ -271,10 +271,20 @@ class PynqAccelerator(Accelerator):
                 self._release()
                 raise
 
+    def design_widths(self) -> dict[str, int]:
+        """Return this ddr overlay's bit widths (``overlay.json``; the export's if absent)."""
+        widths = self.description.get("bit_widths")
+        return self.export.bit_widths if widths is None else {
+            key: int(value) for key, value in widths.items()}
+
     def weight_image_path(self) -> Path:
-        """Return the export's weight image for this ddr overlay's layout (lanes, data width)."""
+        """Return the export's weight image for this ddr overlay's layout.
+
+        The layout: the lanes, the AXI data width and the overlay's bit widths.
+        """
         return export_image_path(self.export.path, self.read_register("LANES"),
-                                 int(self.description["data_width"]))
+                                 int(self.description["data_width"]),
+                                 image_widths(self.export.bit_widths, self.design_widths()))
 
     def _load_weights(self, pynq: Any) -> None:
         """Load the export's weight image into a ddr overlay; then write the export's masks.
@@ -380,6 +390,12 @@ class PynqAccelerator(Accelerator):
                     f"export {self.export.path} has shape hash 0x{self.export.shape_hash:08x}: "
                     f"build an overlay for that shape (stepvit rtl EXPORT --build B --weights "
                     f"ddr, then stepvit overlay EXPORT --build B)")
+            beyond = widths_fit(self.export.bit_widths, self.design_widths())
+            if beyond:
+                raise StepvitError(
+                    f"the ddr overlay's bit widths do not hold the export {self.export.path}'s: "
+                    f"{', '.join(beyond)}; build the overlay with a larger --width-margin "
+                    f"(stepvit rtl EXPORT --build B --weights ddr --width-margin N)")
         elif config_hash == self.export.shape_hash != self.export.config_hash:
             raise StepvitError(
                 f"the overlay's CONFIG_HASH 0x{config_hash:08x} is the export's shape hash: a "

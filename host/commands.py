@@ -299,7 +299,12 @@ def overlay(args: argparse.Namespace) -> int:
     from stepvit.model.export import load_export
     from stepvit.model.export.errors import StepvitError
     from stepvit.rtl.boards import OVERLAY_TCL, lay_out_tcl, load_board
-    from stepvit.rtl.build_folder import export_image_name, held_design, record_design
+    from stepvit.rtl.build_folder import (
+        export_image_name,
+        held_design,
+        image_widths,
+        record_design,
+    )
 
     check_lanes(args.lanes)
     export = load_export(args.export)
@@ -315,7 +320,7 @@ def overlay(args: argparse.Namespace) -> int:
         from stepvit.rtl.generate import generate
     except ImportError as error:
         raise StepvitError(f"the Verilog generator needs the hw extras ({error})") from None
-    ddr = None
+    ddr, widths = None, None
     if args.build is not None and design.get("weights") == "ddr":
         # One bitstream per shape: the overlay serves every export of the build's shape.
         figures = board.memory()
@@ -326,16 +331,17 @@ def overlay(args: argparse.Namespace) -> int:
                                f"AXI master (bursts of {held['max_burst']}); {board.name} has "
                                f"{ddr['data_width']} and {ddr['max_burst']}: build it with "
                                f"`stepvit rtl EXPORT --weights ddr --board {board.name}`")
+        widths = {key: int(value) for key, value in design["bit_widths"].items()}
     out = output_folder(args.out, "--out")
     if ddr is None:
         rtl_report = generate(export, out, lanes=lanes)
     else:
         from stepvit.rtl.generate import copy_export_image
 
-        rtl_report = generate(export, out, lanes=lanes, weights="ddr", **ddr)
-        copy_export_image(export, out, lanes=lanes, data_width=ddr["data_width"])
+        rtl_report = generate(export, out, lanes=lanes, weights="ddr", widths=widths, **ddr)
+        copy_export_image(export, out, lanes=lanes, data_width=ddr["data_width"], widths=widths)
     written = lay_out_tcl(board, out)
-    record_design(out, export, lanes, board.name, ddr=ddr)
+    record_design(out, export, lanes, board.name, ddr=ddr, widths=widths)
     info = {
         "board": board.name,
         "part": board.part,
@@ -349,7 +355,9 @@ def overlay(args: argparse.Namespace) -> int:
     }
     if ddr is not None:
         info.update(shape_hash=f"{export.shape_hash:08x}", data_width=ddr["data_width"],
-                    weight_image=export_image_name(lanes, ddr["data_width"]))
+                    bit_widths=widths,
+                    weight_image=export_image_name(lanes, ddr["data_width"],
+                                                   image_widths(export.bit_widths, widths)))
     (out / OVERLAY_DESCRIPTION).write_text(json.dumps(info, indent=2, default=str) + "\n")
     if ddr is None:
         print(f"{out}: stepvit_accel.v, {', '.join(written)}, design.json, overlay.json "

@@ -10,8 +10,9 @@ only: a board's Python imports it too.
 
 A ``weights="ddr"`` design is keyed by the export's *shape hash*, not its config hash: its
 Verilog serves every export of that shape, so the record says ``weights: ddr`` with the
-shape hash, the AXI read master's data width and burst, and any export of the shape is
-the folder's (:func:`held_design`). Each export's weight image for such a design lives in
+shape hash, the AXI read master's data width and burst and the design's bit widths, and
+any export of the shape whose widths fit in the design's is the folder's
+(:func:`held_design`). Each export's weight image for such a design lives in
 the export's own folder, named by the layout it was packed for
 (:func:`export_image_path`): that is the file the host loads on a board.
 """
@@ -38,23 +39,38 @@ DESIGN_FILE = "design.json"
 SIM_BUILDS = Path("build") / "sim"
 
 
-def export_image_name(lanes: int, data_width: int) -> str:
+def image_widths(export_widths: dict[str, int],
+                 widths: dict[str, int] | None) -> dict[str, int] | None:
+    """Return a design's ``widths`` where they are not the export's, else ``None``.
+
+    What names an export's image besides its layout (:func:`export_image_name`).
+    """
+    return None if widths is None or dict(widths) == dict(export_widths) else dict(widths)
+
+
+def export_image_name(lanes: int, data_width: int, widths: dict[str, int] | None = None) -> str:
     """Return the file name of an export's weight image for a ddr design's layout.
 
-    The image's bytes depend on the export, the lanes (the memories' widths and depths)
-    and the AXI data width (the beats): the name carries the last two, so an image packed
-    for another design's layout is never taken for this one's.
+    The image's bytes depend on the export, the lanes (the memories' widths and depths),
+    the AXI data width (the beats) and the design's bit widths: the name carries the lanes,
+    the data width and, given ``widths`` (a design's widths other than the export's: see
+    :func:`image_widths`), those widths in key order, so an image packed for another
+    design's layout is never taken for this one's.
     """
-    return f"weights-lanes{lanes}-axi{data_width}.img"
+    tag = "" if widths is None else "-bits" + ".".join(
+        f"{key}{widths[key]}" for key in sorted(widths) if key != "weight")
+    return f"weights-lanes{lanes}-axi{data_width}{tag}.img"
 
 
-def export_image_path(export_dir: str | Path, lanes: int, data_width: int) -> Path:
+def export_image_path(export_dir: str | Path, lanes: int, data_width: int,
+                      widths: dict[str, int] | None = None) -> Path:
     """Return where an export's image for a ddr design's layout lives.
 
     ``stepvit rtl --weights ddr`` writes it there and the host reads it from there:
-    ``EXPORT/weights-lanes<P>-axi<W>.img``.
+    ``EXPORT/weights-lanes<P>-axi<W>.img`` (with ``-bits...`` for a design whose widths
+    are not the export's).
     """
-    return Path(export_dir) / export_image_name(lanes, data_width)
+    return Path(export_dir) / export_image_name(lanes, data_width, widths)
 
 
 def generator_fingerprint() -> str:
@@ -85,13 +101,14 @@ def add_lanes_argument(parser: argparse.ArgumentParser,
 
 
 def design_of(export: Export, lanes: int, board: str | None = None,
-              stem_lanes: int | None = None, *, ddr: dict[str, int] | None = None
-              ) -> dict[str, Any]:
+              stem_lanes: int | None = None, *, ddr: dict[str, int] | None = None,
+              widths: dict[str, int] | None = None) -> dict[str, Any]:
     """Return the record of ``export``'s design at ``lanes`` (``board``: what picked them).
 
     ``stem_lanes``: the stem engine's lanes, recorded only where they differ from ``lanes``.
     ``ddr``: a ``weights="ddr"`` design's AXI figures (``data_width``, ``max_burst``); the
-    record then also says ``weights: ddr`` and the shape hash.
+    record then also says ``weights: ddr``, the shape hash and the design's bit ``widths``
+    (default the export's).
     """
     design = {
         "config_hash": f"{export.config_hash:08x}",
@@ -104,18 +121,21 @@ def design_of(export: Export, lanes: int, board: str | None = None,
         design["stem_lanes"] = stem_lanes
     if ddr is not None:
         design.update(weights="ddr", shape_hash=f"{export.shape_hash:08x}",
-                      data_width=int(ddr["data_width"]), max_burst=int(ddr["max_burst"]))
+                      data_width=int(ddr["data_width"]), max_burst=int(ddr["max_burst"]),
+                      bit_widths=dict(widths or export.bit_widths))
     return design
 
 
 def record_design(folder: str | Path, export: Export, lanes: int,
                   board: str | None = None, stem_lanes: int | None = None, *,
-                  ddr: dict[str, int] | None = None) -> dict[str, Any]:
+                  ddr: dict[str, int] | None = None,
+                  widths: dict[str, int] | None = None) -> dict[str, Any]:
     """Write ``folder/design.json`` for ``export`` at ``lanes``; return the record.
 
-    ``ddr``: a ``weights="ddr"`` design's AXI figures (see :func:`design_of`).
+    ``ddr``, ``widths``: a ``weights="ddr"`` design's AXI figures and bit widths (see
+    :func:`design_of`).
     """
-    design = design_of(export, lanes, board, stem_lanes, ddr=ddr)
+    design = design_of(export, lanes, board, stem_lanes, ddr=ddr, widths=widths)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DESIGN_FILE).write_text(json.dumps(design, indent=2) + "\n")
@@ -186,18 +206,29 @@ def held_design(folder: str | Path, export: Export, lanes: int | None) -> dict[s
 
 
 def check_ddr_shape(folder: str | Path, design: dict[str, Any], export: Export) -> None:
-    """Refuse ``export`` for the ddr design in ``folder`` unless its shape is the design's.
+    """Refuse ``export`` for the ddr design in ``folder`` unless it serves the export.
+
+    The shape hashes must be equal and the export's bit widths must fit in the design's
+    (``widths_fit`` of the contract; a record without widths has the export's shape's
+    widths of before they were recorded, so it is refused for want of them).
 
     Raises
     ------
     StepvitError
-        If the shape hashes differ.
+        One line: the shape hashes differ, or the widths that do not fit.
     """
+    from stepvit.model.export.reader import widths_fit
+
     mine = f"{export.shape_hash:08x}"
     if design.get("shape_hash") != mine:
         raise StepvitError(f"{folder} holds a ddr design of shape hash {design.get('shape_hash')}"
                            f"; {export.path} has shape hash {mine} (one bitstream per shape: "
                            f"use another --build for that shape)")
+    beyond = widths_fit(export.bit_widths, design.get("bit_widths") or {})
+    if beyond:
+        raise StepvitError(f"{folder} holds a ddr design whose bit widths do not hold "
+                           f"{export.path}'s: {', '.join(beyond)} (rebuild it with a larger "
+                           f"--width-margin, or use another --build)")
 
 
 def design_in(folder: str | Path, export: Export, lanes: int | None) -> dict[str, Any]:

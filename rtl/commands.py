@@ -42,6 +42,11 @@ def rtl_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the parameters live: rom (baked into the bitstream, the "
                              "default) or ddr (RAMs loaded from a weight image in DDR over an "
                              "AXI4 read master: one bitstream per shape; writes weights.img)")
+    parser.add_argument("--width-margin", type=int, default=None, metavar="N",
+                        help="ddr only: build every datapath width but the weights' N bits "
+                             "wider than the export's, so the design also serves retrained "
+                             "exports of the shape whose widths exceed these by up to N bits "
+                             "(default 0: the export's widths)")
     parser.add_argument("--stem-lanes", type=int, default=None, metavar="Q",
                         help="the stem engine's lanes, for an export with a convolutional "
                              "stem (default: chosen with --board, else --lanes)")
@@ -54,7 +59,10 @@ def rtl(args: argparse.Namespace) -> int:
     if args.weights not in WEIGHT_MODES:
         raise StepvitError(f"--weights: expected one of {', '.join(WEIGHT_MODES)}, "
                            f"got {args.weights!r}")
-    from stepvit.model.export import load_export
+    if args.width_margin is not None and args.weights != "ddr":
+        raise StepvitError("--width-margin: a rom design holds its export's values at their "
+                           "own widths; the option is for --weights ddr")
+    from stepvit.model.export import design_widths, load_export
     from stepvit.rtl.build_folder import record_design
     from stepvit.rtl.generate import VERILOG_FILE, copy_export_image, generate
     from stepvit.rtl.top import DEFAULT_DATA_WIDTH, DEFAULT_MAX_BURST
@@ -65,13 +73,19 @@ def rtl(args: argparse.Namespace) -> int:
     build = output_folder(args.build, "--build")
     lanes, stem_lanes, chosen = args.lanes or DEFAULT_LANES, args.stem_lanes, None
     axi = {"data_width": DEFAULT_DATA_WIDTH, "max_burst": DEFAULT_MAX_BURST}
+    widths = None
     if args.weights == "ddr":
+        try:
+            widths = design_widths(export.bit_widths, args.width_margin or 0)
+        except ValueError as error:
+            raise StepvitError(f"--width-margin: {error}") from None
         if args.board is not None:
             from stepvit.rtl.boards import load_board
 
             ddr = load_board(args.board).memory()
             axi = {"data_width": ddr.data_width, "max_burst": ddr.max_burst}
-        held = ddr_design_to_reuse(build, export, args.lanes, axi)
+        held = ddr_design_to_reuse(build, export, args.lanes, axi,
+                                   None if args.width_margin is None else widths)
         if held is not None:
             return _reuse_ddr_build(build, export, held)
     if args.board is not None:
@@ -99,17 +113,18 @@ def rtl(args: argparse.Namespace) -> int:
                   "estimate": built.as_dict()}
     ddr = axi if args.weights == "ddr" else None
     report = generate(export, build, lanes=lanes, stem_lanes=stem_lanes,
-                      weights=args.weights, **(ddr or {}))
+                      weights=args.weights, widths=widths, **(ddr or {}))
     record_design(build, export, lanes, None if chosen is None else chosen["board"],
-                  stem_lanes=stem_lanes, ddr=ddr)
+                  stem_lanes=stem_lanes, ddr=ddr, widths=widths)
     copy = None
     if ddr is not None:
-        copy = copy_export_image(export, build, lanes=lanes, data_width=ddr["data_width"])
+        copy = copy_export_image(export, build, lanes=lanes, data_width=ddr["data_width"],
+                                 widths=widths)
     summary = {key: report[key] for key in
                ("name", "config_hash", "lanes", "stem_lanes", "image_words", "packet_words",
                 "memory_bits")}
     if args.weights == "ddr":
-        summary.update(weights="ddr", shape_hash=report["shape_hash"],
+        summary.update(weights="ddr", shape_hash=report["shape_hash"], bit_widths=widths,
                        weight_image=report["weight_image"]["file"],
                        weight_image_checksum=report["weight_image"]["checksum"],
                        export_weight_image=str(copy))
@@ -120,19 +135,23 @@ def rtl(args: argparse.Namespace) -> int:
 
 
 def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
-                        axi: dict[str, int]) -> dict[str, Any] | None:
+                        axi: dict[str, int], widths: dict[str, int] | None = None
+                        ) -> dict[str, Any] | None:
     """Return the ddr design in ``build`` that ``export`` reuses, or ``None`` to generate.
 
-    A folder holding a ddr design of another shape is refused; one of ``export``'s shape
-    is reused (its Verilog serves every export of the shape) when its lanes and AXI figures
-    are those asked for and the generator has not changed since; otherwise (no ddr design,
-    new generator code) the design is generated.
+    A folder holding a ddr design of another shape, or of widths ``export``'s do not fit
+    in, is refused; one of ``export``'s shape is reused (its Verilog serves every export
+    of the shape whose widths fit) when its lanes, AXI figures and widths (``widths``, the
+    ones ``--width-margin`` asks for; ``None``: not asked, any that fit) are those asked
+    for and the generator has not changed since; otherwise (no ddr design, new generator
+    code) the design is generated.
 
     Raises
     ------
     StepvitError
-        One line: another shape (both shape hashes), or ``--lanes`` or the board's AXI
-        figures other than the held design's.
+        One line: another shape (both shape hashes), widths that do not fit, or
+        ``--lanes``, the board's AXI figures or ``--width-margin``'s widths other than the
+        held design's.
     """
     from stepvit.rtl.build_folder import (
         DESIGN_FILE,
@@ -147,8 +166,11 @@ def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
     design = read_design(build)
     if design.get("weights") != "ddr":
         return None
-    held_design(build, export, lanes)  # the shape, then --lanes
+    held_design(build, export, lanes)  # the shape and the widths, then --lanes
     held = f"{build} holds a {design['lanes']}-lane ddr design of shape {design['shape_hash']}"
+    if widths is not None and design.get("bit_widths") != widths:
+        raise StepvitError(f"{held} at bit widths {design.get('bit_widths')}; --width-margin "
+                           f"asks for {widths} (drop --width-margin or use another --build)")
     figures = {key: design.get(key) for key in axi}
     if figures != axi:
         raise StepvitError(f"{held} with an AXI master of {figures['data_width']} bits, bursts "
@@ -166,13 +188,16 @@ def _reuse_ddr_build(build: Path, export: Export, design: dict[str, Any]) -> int
     from stepvit.rtl.generate import VERILOG_FILE, copy_export_image, reuse_ddr_build
 
     lanes, data_width = int(design["lanes"]), int(design["data_width"])
-    report = reuse_ddr_build(export, build, lanes=lanes, data_width=data_width)
+    widths = {key: int(value) for key, value in design["bit_widths"].items()}
+    report = reuse_ddr_build(export, build, lanes=lanes, data_width=data_width, widths=widths)
     record_design(build, export, lanes, design.get("board"),
-                  ddr={"data_width": data_width, "max_burst": int(design["max_burst"])})
-    copy = copy_export_image(export, build, lanes=lanes, data_width=data_width)
+                  ddr={"data_width": data_width, "max_burst": int(design["max_burst"])},
+                  widths=widths)
+    copy = copy_export_image(export, build, lanes=lanes, data_width=data_width, widths=widths)
     print(json.dumps({"verilog": f"{build}/{VERILOG_FILE}", "reused": True,
                       "name": report["name"], "config_hash": report["config_hash"],
                       "lanes": lanes, "weights": "ddr", "shape_hash": design["shape_hash"],
+                      "bit_widths": widths,
                       "weight_image": report["weight_image"]["file"],
                       "weight_image_checksum": report["weight_image"]["checksum"],
                       "export_weight_image": str(copy)}, indent=2))

@@ -157,17 +157,21 @@ class DesignImage:
 
 
 def design_image(export: Export, *, lanes: int, data_width: int = 64,
-                 stem_lanes: int | None = None) -> DesignImage:
+                 stem_lanes: int | None = None,
+                 widths: dict[str, int] | None = None) -> DesignImage:
     """Return ``export``'s weight image for a ``ddr`` design of ``lanes`` lanes.
 
     ``stem_lanes``: the stem engine's lanes (an export with a convolutional stem; default
-    ``lanes``).
+    ``lanes``). ``widths``: the design's bit widths (default the export's): the memories'
+    words, hence the image, are packed at the design's widths.
 
     Raises
     ------
     ValueError
-        For a lane count the core refuses, or a data width AXI has not.
+        For a lane count the core refuses, a data width AXI has not, or widths the
+        export's do not fit in.
     """
+    export = export.at_widths(widths)
     plan = CorePlan(export, lanes=lanes)
     stem = stem_plan_of(export, lanes=lanes, stem_lanes=stem_lanes)
     memories = image_memories(plan, stem)

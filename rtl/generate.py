@@ -13,7 +13,7 @@ from amaranth.lib import wiring
 
 from stepvit.model.export import Export
 from stepvit.model.export.errors import StepvitError
-from stepvit.rtl.build_folder import export_image_path
+from stepvit.rtl.build_folder import export_image_path, image_widths
 from stepvit.rtl.design_image import design_image
 from stepvit.rtl.protocol import WEIGHT_MODES
 from stepvit.rtl.top import DEFAULT_DATA_WIDTH, DEFAULT_MAX_BURST, TOP_NAME, StepvitAccel
@@ -68,14 +68,17 @@ def port_list(design: StepvitAccel) -> list[dict[str, Any]]:
 
 
 def write_weight_image(export: Export, out_dir: Path, *, lanes: int, data_width: int,
-                       stem_lanes: int | None = None) -> dict[str, Any]:
+                       stem_lanes: int | None = None,
+                       widths: dict[str, int] | None = None) -> dict[str, Any]:
     """Write ``export``'s weight image into ``out_dir``; return its description.
 
     The description: the file, its bytes, its checksum (16 hex digits, what the design's
     ``WEIGHTS_CHECKSUM_HI``/``LO`` read after a good load), the AXI data width and each
-    memory's name, width, depth and byte offset, in the image's order.
+    memory's name, width, depth and byte offset, in the image's order. ``widths``: the
+    design's bit widths the image is packed at (default the export's).
     """
-    image = design_image(export, lanes=lanes, data_width=data_width, stem_lanes=stem_lanes)
+    image = design_image(export, lanes=lanes, data_width=data_width, stem_lanes=stem_lanes,
+                         widths=widths)
     (out_dir / WEIGHT_IMAGE_FILE).write_bytes(image.image)
     layout = image_layout(image.memories, data_width)
     return {
@@ -90,18 +93,21 @@ def write_weight_image(export: Export, out_dir: Path, *, lanes: int, data_width:
     }
 
 
-def copy_export_image(export: Export, out_dir: Path, *, lanes: int, data_width: int) -> Path:
+def copy_export_image(export: Export, out_dir: Path, *, lanes: int, data_width: int,
+                      widths: dict[str, int] | None = None) -> Path:
     """Copy the build's ``weights.img`` (``export``'s) into the export's folder.
 
-    Named by its layout (:func:`~stepvit.rtl.build_folder.export_image_path`): what the
-    host loads on a board. Returns the copy's path.
+    Named by its layout (:func:`~stepvit.rtl.build_folder.export_image_path`; ``widths``,
+    the design's bit widths, name it too where they are not the export's): what the host
+    loads on a board. Returns the copy's path.
 
     Raises
     ------
     StepvitError
         If the export's folder cannot be written.
     """
-    copy = export_image_path(export.path, lanes, data_width)
+    copy = export_image_path(export.path, lanes, data_width,
+                             image_widths(export.bit_widths, widths))
     try:
         copy.write_bytes((Path(out_dir) / WEIGHT_IMAGE_FILE).read_bytes())
     except OSError as error:
@@ -111,20 +117,22 @@ def copy_export_image(export: Export, out_dir: Path, *, lanes: int, data_width: 
 
 
 def reuse_ddr_build(export: Export, out_dir: str | Path, *, lanes: int,
-                    data_width: int) -> dict[str, Any]:
+                    data_width: int, widths: dict[str, int] | None = None) -> dict[str, Any]:
     """Point the ddr build in ``out_dir`` at ``export``, an export of the build's shape.
 
-    Keeps the Verilog, writes ``export``'s image and rewrites ``report.json``'s export fields.
+    Keeps the Verilog, writes ``export``'s image (packed at the design's ``widths``) and
+    rewrites ``report.json``'s export fields.
 
-    The Verilog of a ``weights="ddr"`` design depends only on the shape, the lanes and the
-    AXI figures, which the caller has checked; returns the updated report.
+    The Verilog of a ``weights="ddr"`` design depends only on the shape, its widths, the
+    lanes and the AXI figures, which the caller has checked (the export's widths fit the
+    design's); returns the updated report.
     """
     out_dir = Path(out_dir)
     report = json.loads((out_dir / REPORT_FILE).read_text())
     report.update(export=str(export.path), name=export.manifest.get("name"),
                   config_hash=f"{export.config_hash:08x}",
                   weight_image=write_weight_image(export, out_dir, lanes=lanes,
-                                                  data_width=data_width))
+                                                  data_width=data_width, widths=widths))
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -140,6 +148,7 @@ def generate(
     weights: str = "rom",
     data_width: int = DEFAULT_DATA_WIDTH,
     max_burst: int = DEFAULT_MAX_BURST,
+    widths: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Generate ``stepvit_accel.v``, ``stepvit_accel.il`` and ``report.json`` in ``out_dir``.
 
@@ -163,6 +172,10 @@ def generate(
         ``weights.img`` and described in the report's ``weight_image``).
     data_width, max_burst : int
         ``"ddr"`` only: the AXI read master's beat width and longest burst.
+    widths : dict of str to int, optional
+        ``"ddr"`` only: the design's bit widths (default the export's; see
+        :func:`~stepvit.model.export.design_widths`), recorded as the report's
+        ``parameters.bit_widths``.
 
     Returns
     -------
@@ -180,7 +193,8 @@ def generate(
         raise StepvitError(f"weights must be one of {', '.join(WEIGHT_MODES)}, not {weights!r}")
     try:
         design = StepvitAccel(export, lanes=lanes, core=core, stem_lanes=stem_lanes,
-                              weights=weights, data_width=data_width, max_burst=max_burst)
+                              weights=weights, data_width=data_width, max_burst=max_burst,
+                              widths=widths)
     except ValueError as error:  # a parameter the design refuses, such as the lane count
         raise StepvitError(f"cannot build the accelerator: {error}") from None
     verilog_text = to_verilog(design)
@@ -207,7 +221,7 @@ def generate(
             "mlp_dim": arch["mlp_dim"],
             "num_classes": arch["num_classes"],
             "t_max": export.t_max,
-            "bit_widths": export.bit_widths,
+            "bit_widths": design.export.bit_widths,  # the design's
         },
         "image_words": design.image_words,
         "packet_words": design.packet_words,
@@ -220,6 +234,6 @@ def generate(
         report["shape_hash"] = f"{export.shape_hash:08x}"
         report["weight_image"] = write_weight_image(export, out_dir, lanes=lanes,
                                                     data_width=data_width,
-                                                    stem_lanes=stem_lanes)
+                                                    stem_lanes=stem_lanes, widths=widths)
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report

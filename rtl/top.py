@@ -126,6 +126,11 @@ class StepvitAccel(wiring.Component):
     data_width, max_burst : int
         ``"ddr"`` only: the AXI master's bits a beat and beats a burst (a board's ``ddr``
         figures; default the PYNQ-Z2's HP port, 64 and 16).
+    widths : dict of str to int, optional
+        ``"ddr"`` only: the design's bit widths (default the export's), each at least the
+        export's (:func:`~stepvit.model.export.design_widths`); the datapath, the parameter
+        memories and the logit port take them, so the design serves every export of the
+        shape whose widths fit (:func:`~stepvit.model.export.widths_fit`).
 
     Members
     -------
@@ -140,9 +145,13 @@ class StepvitAccel(wiring.Component):
     def __init__(self, export: Export, *, lanes: int, core: wiring.Component | None = None,
                  stem_lanes: int | None = None, weights: str = "rom",
                  data_width: int = DEFAULT_DATA_WIDTH,
-                 max_burst: int = DEFAULT_MAX_BURST) -> None:
+                 max_burst: int = DEFAULT_MAX_BURST,
+                 widths: dict[str, int] | None = None) -> None:
         if lanes < 1:
             raise ValueError(f"lanes must be at least 1, not {lanes}")
+        if widths is not None and weights != "ddr":
+            raise ValueError("a design's own widths are for weights='ddr' only")
+        export = export.at_widths(widths)  # the datapath, the memories and the ports
         self.registers = registers_for(weights)
         self.weights = weights
         self.loader = None

@@ -125,11 +125,16 @@ class Simulation:
     board : str
         ``"ddr"`` only: the board whose ``ddr`` figures give the AXI master's width and
         burst and the simulated DDR's latency and bandwidth.
+    widths : dict of str to int, optional
+        ``"ddr"`` only: the design's bit widths (default the export's; see
+        :func:`~stepvit.model.export.design_widths`): it then runs every export of the
+        shape whose widths fit.
     """
 
     def __init__(
         self, export: Export, build_dir: str | Path, *, lanes: int, core: Any = None,
         simulator: str = "icarus", weights: str = "rom", board: str = DEFAULT_DDR_BOARD,
+        widths: dict[str, int] | None = None,
     ) -> None:
         from cocotb_tools.runner import get_runner
 
@@ -145,7 +150,7 @@ class Simulation:
         self.export = export
         self.lanes = lanes
         self.build_dir = Path(build_dir).resolve()
-        self.weights, self.board = weights, board
+        self.weights, self.board, self.widths = weights, board, widths
         axi: dict[str, int] = {}
         if weights == "ddr":
             from stepvit.rtl.boards import load_board
@@ -155,7 +160,7 @@ class Simulation:
         self.data_width = axi.get("data_width")
         report = generate(export, self.build_dir / "rtl", lanes=lanes, core=core,
                           with_rtlil=False, stem_lanes=stem_lanes_of(self.build_dir),
-                          weights=weights, **axi)
+                          weights=weights, widths=widths, **axi)
         self.packet_words = report["packet_words"]
         self.runner = get_runner(simulator)
         # Amaranth writes Verilog-2005; as SystemVerilog (the runner's -g2012) Icarus gives
@@ -257,7 +262,8 @@ class Simulation:
         Raises
         ------
         StepvitError
-            For a ``rom`` design, or an export whose shape is not the design's.
+            For a ``rom`` design, or an export whose shape is not the design's or whose
+            widths do not fit its widths.
         """
         from stepvit.rtl.design_image import design_image
 
@@ -266,8 +272,15 @@ class Simulation:
         if export.shape_hash != self.export.shape_hash:
             raise StepvitError(f"export {export.path} has shape hash {export.shape_hash:08x}; "
                                f"the design's is {self.export.shape_hash:08x}")
+        from stepvit.model.export import widths_fit
+
+        widths = self.widths or self.export.bit_widths
+        beyond = widths_fit(export.bit_widths, widths)
+        if beyond:
+            raise StepvitError(f"export {export.path}'s widths do not fit the design's: "
+                               f"{', '.join(beyond)}")
         image = design_image(export, lanes=self.lanes, data_width=self.data_width,
-                             stem_lanes=stem_lanes_of(self.build_dir))
+                             stem_lanes=stem_lanes_of(self.build_dir), widths=widths)
         if expected is None:
             expected = golden_packets(export, images, mask_rows)
         config = self.config(images, expected=expected, mask_rows=mask_rows)

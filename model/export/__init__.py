@@ -34,12 +34,14 @@ from stepvit.model.export.reader import (
     check_arrays,
     check_manifest,
     config_hash_of,
+    design_widths,
     layer_names_for,
     load_export,
     module_names_for,
     shape_hash_of,
     signed_bits,
     threshold_widths,
+    widths_fit,
     worst_case_bounds,
 )
 
@@ -47,7 +49,7 @@ __all__ = [
     "BUDGET_GRAMMAR", "MANIFEST_FILE", "MAX_HARDWARE_BITS", "RESET_RULES", "SCHEMA_VERSION",
     "WEIGHTS_FILE", "DeviceTimeout", "Export", "ExportError", "StepvitError", "array_shapes",
     "bounds_by_source", "budget_mask_of", "check_arrays", "check_budget", "check_manifest",
-    "config_hash_of", "energy_estimate_uj", "layer_names_for", "load_export",
+    "config_hash_of", "design_widths", "energy_estimate_uj", "layer_names_for", "load_export",
     "module_names_for", "parse_budgets", "shape_hash_of", "signed_bits", "threshold_widths",
-    "worst_case_bounds",
+    "widths_fit", "worst_case_bounds",
 ]

@@ -13,7 +13,7 @@ import io
 import json
 import re
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +153,9 @@ def config_hash_of(manifest: dict[str, Any]) -> int:
 #: The manifest fields a design that loads its parameters from DDR depends on (SPEC.md
 #: section 4, ``shape_hash``): the architecture less its ``class_names``, the neuron's rules
 #: less ``attn_shift`` (it reaches the hardware only as the thresholds of ``attn.attn``).
-SHAPE_FIELDS = ("schema_version", "architecture", "t_max", "neuron", "modules", "bit_widths")
+#: The ``bit_widths`` are not among them: a design's widths are a separate record, and it
+#: serves every export whose widths fit in them (:func:`widths_fit`).
+SHAPE_FIELDS = ("schema_version", "architecture", "t_max", "neuron", "modules")
 #: Fields of ``architecture`` and ``neuron`` left out of the shape (values, not shape).
 SHAPE_EXCLUDED = {"architecture": ("class_names",), "neuron": ("attn_shift",)}
 
@@ -165,8 +167,10 @@ def shape_hash_of(manifest: dict[str, Any]) -> int:
     the fields :data:`SHAPE_FIELDS` (``architecture`` without ``class_names``, ``neuron``
     without ``attn_shift``). It leaves out everything a weight image carries or the host
     writes: ``name``, the trained mask and its summaries, ``thresholds``, ``accuracy``,
-    ``weights_sha256`` and ``config_hash``. Two exports with one shape hash have the same
-    ``weights="ddr"`` accelerator, byte for byte; its ``CONFIG_HASH`` register holds it.
+    ``weights_sha256`` and ``config_hash``; and the ``bit_widths``, which a design takes
+    with a margin (:func:`design_widths`) and checks apart (:func:`widths_fit`). Two exports
+    with one shape hash have the same ``weights="ddr"`` accelerator at the same widths, byte
+    for byte; its ``CONFIG_HASH`` register holds the hash.
     """
     hashed = {}
     for key in SHAPE_FIELDS:
@@ -176,6 +180,40 @@ def shape_hash_of(manifest: dict[str, Any]) -> int:
         hashed[key] = value
     canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
     return int(hashlib.sha256(canonical.encode()).hexdigest()[:8], 16)
+
+
+def design_widths(export_widths: dict[str, int], margin: int = 0) -> dict[str, int]:
+    """Return a design's datapath widths: every width but ``weight`` ``margin`` bits wider.
+
+    A datapath wider than an export's proven widths computes the same integers (the bounds
+    are proven, nothing wraps), so a design built with a margin serves the exports of its
+    shape whose widths exceed the one it was built from by up to ``margin`` bits.
+
+    Raises
+    ------
+    ValueError
+        For a negative margin, or a width beyond :data:`MAX_HARDWARE_BITS`.
+    """
+    if not isinstance(margin, int) or isinstance(margin, bool) or margin < 0:
+        raise ValueError(f"the width margin must be a non-negative integer, not {margin!r}")
+    widths = {key: int(value) + (0 if key == "weight" else margin)
+              for key, value in export_widths.items()}
+    wide = [f"{key} {value}" for key, value in widths.items() if value > MAX_HARDWARE_BITS]
+    if wide:
+        raise ValueError(f"a width margin of {margin} makes {', '.join(wide)} bits, beyond "
+                         f"the hardware's {MAX_HARDWARE_BITS}")
+    return widths
+
+
+def widths_fit(export_widths: dict[str, int], design_widths: dict[str, int]) -> list[str]:
+    """Return the widths ``export_widths`` needs beyond ``design_widths``, as ``"key a > b"``.
+
+    Empty: the design's datapath holds every value of the export (SPEC.md section 4). A
+    width the design does not record counts as not fitting.
+    """
+    return [f"{key} {value} > {design_widths.get(key, 0)}"
+            for key, value in export_widths.items()
+            if int(value) > int(design_widths.get(key, 0))]
 
 
 def signed_bits(bound: int) -> int:
@@ -358,6 +396,25 @@ class Export:
     def config_hash(self) -> int:
         """The 32-bit config hash."""
         return int(self.manifest["config_hash"], 16)
+
+    def at_widths(self, widths: dict[str, int] | None) -> Export:
+        """Return this export seen at a design's ``widths`` (``None``: itself).
+
+        The copy's ``bit_widths`` are ``widths``, which must fit the export's
+        (:func:`widths_fit`): what a design's plan, datapath and image are built from.
+
+        Raises
+        ------
+        ValueError
+            If a width of the export does not fit in ``widths``.
+        """
+        if widths is None or dict(widths) == self.bit_widths:
+            return self
+        beyond = widths_fit(self.bit_widths, widths)
+        if beyond or set(widths) != set(self.bit_widths):
+            raise ValueError(f"export {self.path}'s widths do not fit the design's: "
+                             f"{', '.join(beyond) or sorted(widths)}")
+        return replace(self, manifest={**self.manifest, "bit_widths": dict(widths)})
 
     @property
     def shape_hash(self) -> int:

@@ -200,3 +200,44 @@ def test_a_rom_overlay_loads_nothing(export, board, overlay_dir):
     assert not board.loads
     assert not [access for access in board.accesses
                 if access[0] == "w" and access[1] in (offset("WEIGHTS_ADDR"), offset("CONTROL"))]
+
+
+@pytest.fixture(scope="module")
+def width_pair(tmp_path_factory: pytest.TempPathFactory, random_export) -> tuple[Export, Export]:
+    """Seeds 1 and 4 of the tiny network: one shape, seed 4's membrane and logit 1 bit wider."""
+    folder = tmp_path_factory.mktemp("width-exports")
+    return tuple(load_export(random_export(folder / f"seed{seed}", image_shape=[1, 4, 4],
+                                           seed=seed))
+                 for seed in (1, 4))
+
+
+@pytest.mark.parametrize("margin", [0, 1])
+def test_an_export_whose_widths_do_not_fit_the_overlays_is_refused(
+        width_pair, margin: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stepvit.model.export import design_widths
+    from stepvit.rtl.build_folder import image_widths
+
+    narrow, wide = width_pair
+    fake = FakeBoard(narrow, weights="ddr")
+    monkeypatch.setitem(sys.modules, "pynq", fake_pynq_module(fake))
+    monkeypatch.setenv("XILINX_XRT", "/usr")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(backend_pynq, "time", fake.clock)
+    widths = design_widths(narrow.bit_widths, margin)
+    (tmp_path / "stepvit.bit").write_bytes(b"bitstream")
+    (tmp_path / "stepvit.hwh").write_text("<hwh/>")
+    (tmp_path / "overlay.json").write_text(json.dumps({"weights": "ddr", "data_width": DATA_WIDTH,
+                                                       "bit_widths": widths}))
+    export_image_path(wide.path, LANES, DATA_WIDTH,
+                      image_widths(wide.bit_widths, widths)).write_bytes(bytes(64))
+    if margin == 0:
+        with pytest.raises(StepvitError) as error:
+            open_accelerator("pynq", wide, overlay=tmp_path, timeout_s=TIMEOUT_S)
+        message = str(error.value)
+        assert "\n" not in message
+        assert "membrane 19 > 18, logit 13 > 12" in message and "--width-margin" in message
+        assert fake.loads == []
+    else:
+        with open_accelerator("pynq", wide, overlay=tmp_path, timeout_s=TIMEOUT_S) as accel:
+            assert accel.weights == "ddr"
+        assert fake.loads == [bytes(64)]

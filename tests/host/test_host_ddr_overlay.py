@@ -128,3 +128,22 @@ def test_overlay_of_a_ddr_build_says_so(export_dir: Path, tmp_path: Path,
                  "--out", str(tmp_path / "kv")]) == 2
     assert "holds a ddr design with a 64-bit AXI master (bursts of 16); kv260 has 128" in (
         capsys.readouterr().err)
+
+
+def test_overlay_of_a_ddr_build_with_a_margin_records_the_designs_widths(
+        export_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    from stepvit.model.export import design_widths
+    from stepvit.rtl.build_folder import image_widths
+
+    export = load_export(export_dir)
+    build, out = tmp_path / "build", tmp_path / "overlay"
+    assert main(["rtl", str(export_dir), "--build", str(build), "--lanes", str(LANES),
+                 "--weights", "ddr", "--board", "pynq-z2", "--width-margin", "1"]) == 0
+    assert main(["overlay", str(export_dir), "--build", str(build), "--out", str(out)]) == 0
+    widths = design_widths(export.bit_widths, 1)
+    info = json.loads((out / "overlay.json").read_text())
+    assert info["bit_widths"] == widths
+    assert info["weight_image"] == export_image_path(
+        export_dir, LANES, 64, image_widths(export.bit_widths, widths)).name
+    assert (export_dir / info["weight_image"]).is_file()
+    assert (out / "stepvit_accel.v").read_text() == (build / "stepvit_accel.v").read_text()

@@ -1,8 +1,10 @@
 """A design that loads its parameters from DDR (``weights="ddr"``), under Icarus.
 
 Two random exports of one shape (the tiny network, seeds 0 and 2: picked because their
-proven ``bit_widths`` are equal, which the shape includes; seeds 0-11 give four sets of
-widths) have byte-identical ddr Verilog and different images; the design loads an image
+proven ``bit_widths`` are equal, so that a design at the export's widths serves both;
+seeds 0-11 give four sets of widths, all of one shape hash, which leaves the widths out:
+tests/sim/test_sim_ddr_widths.py runs a wider one on a design with a margin) have
+byte-identical ddr Verilog and different images; the design loads an image
 from a simulated DDR with the PYNQ-Z2's figures, checks its checksum and computes the
 golden model's outputs bit for bit, in the rom design's cycles; one byte flipped in DDR
 is caught; the same build loaded with the other export's image computes that export's.
@@ -62,15 +64,19 @@ def test_the_ddr_verilog_depends_only_on_the_shape(exports: list[Export]) -> Non
     assert images[0].checksum != images[1].checksum
 
 
-def test_the_shape_hash_follows_the_widths_not_the_values(exports: list[Export]) -> None:
+def test_the_shape_hash_follows_the_architecture_not_the_widths_or_values(
+        exports: list[Export]) -> None:
     manifest = dict(exports[0].manifest)
     wider = {**manifest, "bit_widths": {**manifest["bit_widths"], "logit": 30}}
     other_mask = {**manifest, "timestep_mask": [[1, 0, 0]] * len(manifest["modules"]),
                   "weights_sha256": "0" * 64, "name": "other", "thresholds": {}}
+    deeper = {**manifest, "t_max": manifest["t_max"] + 1}
     from stepvit.model.export import shape_hash_of
 
-    assert shape_hash_of(wider) != shape_hash_of(manifest)
+    # the widths are the design's separate record (widths_fit), not its shape
+    assert shape_hash_of(wider) == shape_hash_of(manifest)
     assert shape_hash_of(other_mask) == shape_hash_of(manifest)
+    assert shape_hash_of(deeper) != shape_hash_of(manifest)
 
 
 def test_the_image_holds_what_the_roms_would(exports: list[Export]) -> None:
