@@ -308,10 +308,11 @@ def overlay(args: argparse.Namespace) -> int:
 
     check_lanes(args.lanes)
     export = load_export(args.export)
-    lanes, board_name = args.lanes or DEFAULT_LANES, args.board
+    lanes, board_name, stem_lanes = args.lanes or DEFAULT_LANES, args.board, None
     if args.build is not None:
         design = held_design(input_folder(args.build, "--build"), export, args.lanes)
         lanes, board_name = design["lanes"], args.board or design["board"]
+        stem_lanes = design.get("stem_lanes")  # the build's stem engine, as sized
     if board_name is None:
         raise StepvitError("overlay needs --board NAME (pynq-z2, kv260, ...) or a --build "
                            "folder whose design names its board")
@@ -334,14 +335,15 @@ def overlay(args: argparse.Namespace) -> int:
         widths = {key: int(value) for key, value in design["bit_widths"].items()}
     out = output_folder(args.out, "--out")
     if ddr is None:
-        rtl_report = generate(export, out, lanes=lanes)
+        rtl_report = generate(export, out, lanes=lanes, stem_lanes=stem_lanes)
     else:
         from stepvit.rtl.generate import copy_export_image
 
-        rtl_report = generate(export, out, lanes=lanes, weights="ddr", widths=widths, **ddr)
+        rtl_report = generate(export, out, lanes=lanes, stem_lanes=stem_lanes, weights="ddr",
+                              widths=widths, **ddr)
         copy_export_image(export, out, lanes=lanes, data_width=ddr["data_width"], widths=widths)
     written = lay_out_tcl(board, out)
-    record_design(out, export, lanes, board.name, ddr=ddr, widths=widths)
+    record_design(out, export, lanes, board.name, stem_lanes, ddr=ddr, widths=widths)
     info = {
         "board": board.name,
         "part": board.part,

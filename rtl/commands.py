@@ -189,8 +189,10 @@ def _reuse_ddr_build(build: Path, export: Export, design: dict[str, Any]) -> int
 
     lanes, data_width = int(design["lanes"]), int(design["data_width"])
     widths = {key: int(value) for key, value in design["bit_widths"].items()}
-    report = reuse_ddr_build(export, build, lanes=lanes, data_width=data_width, widths=widths)
-    record_design(build, export, lanes, design.get("board"),
+    stem_lanes = design.get("stem_lanes")  # recorded only where they differ from the lanes
+    report = reuse_ddr_build(export, build, lanes=lanes, data_width=data_width, widths=widths,
+                             stem_lanes=stem_lanes)
+    record_design(build, export, lanes, design.get("board"), stem_lanes,
                   ddr={"data_width": data_width, "max_burst": int(design["max_burst"])},
                   widths=widths)
     copy = copy_export_image(export, build, lanes=lanes, data_width=data_width, widths=widths)

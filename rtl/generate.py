@@ -117,11 +117,12 @@ def copy_export_image(export: Export, out_dir: Path, *, lanes: int, data_width: 
 
 
 def reuse_ddr_build(export: Export, out_dir: str | Path, *, lanes: int,
-                    data_width: int, widths: dict[str, int] | None = None) -> dict[str, Any]:
+                    data_width: int, widths: dict[str, int] | None = None,
+                    stem_lanes: int | None = None) -> dict[str, Any]:
     """Point the ddr build in ``out_dir`` at ``export``, an export of the build's shape.
 
-    Keeps the Verilog, writes ``export``'s image (packed at the design's ``widths``) and
-    rewrites ``report.json``'s export fields.
+    Keeps the Verilog, writes ``export``'s image (packed at the design's ``widths`` and
+    ``stem_lanes``) and rewrites ``report.json``'s export fields.
 
     The Verilog of a ``weights="ddr"`` design depends only on the shape, its widths, the
     lanes and the AXI figures, which the caller has checked (the export's widths fit the
@@ -132,7 +133,8 @@ def reuse_ddr_build(export: Export, out_dir: str | Path, *, lanes: int,
     report.update(export=str(export.path), name=export.manifest.get("name"),
                   config_hash=f"{export.config_hash:08x}",
                   weight_image=write_weight_image(export, out_dir, lanes=lanes,
-                                                  data_width=data_width, widths=widths))
+                                                  data_width=data_width,
+                                                  stem_lanes=stem_lanes, widths=widths))
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report
 

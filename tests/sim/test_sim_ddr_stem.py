@@ -115,6 +115,27 @@ def test_rtl_weights_ddr_writes_a_stem_exports_image(exports: list[Export],
         f"stem_tap{tap}" for tap in range(9)] + [STEM_BIASES, STEM_THRESHOLDS]
 
 
+def test_reusing_and_laying_out_a_stem_build_keep_its_stem_lanes(exports: list[Export],
+                                                                 tmp_path: Path) -> None:
+    """Another export of the shape is packed, and the overlay generated, at the build's
+    stem lanes, not the core's (the image's tap words are ``8·stem_lanes`` bits)."""
+    from stepvit.host import cli
+
+    build = tmp_path / "build"
+    assert cli.main(["rtl", str(exports[0].path), "--build", str(build), "--lanes", str(LANES),
+                     "--stem-lanes", str(STEM_LANES), "--weights", "ddr"]) == 0
+    assert cli.main(["rtl", str(exports[1].path), "--build", str(build), "--weights",
+                     "ddr"]) == 0
+    image = design_image(exports[1], lanes=LANES, stem_lanes=STEM_LANES)
+    assert (build / "weights.img").read_bytes() == image.image
+    assert json.loads((build / "design.json").read_text())["stem_lanes"] == STEM_LANES
+    overlay = tmp_path / "overlay"
+    assert cli.main(["overlay", str(exports[1].path), "--build", str(build), "--board",
+                     "pynq-z2", "--out", str(overlay)]) == 0
+    assert (overlay / "stepvit_accel.v").read_text() == (build / "stepvit_accel.v").read_text()
+    assert json.loads((overlay / "design.json").read_text())["stem_lanes"] == STEM_LANES
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("budget", [1, None])
 def test_stem_ddr_is_bit_exact_in_the_rom_designs_cycles(
