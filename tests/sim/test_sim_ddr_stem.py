@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ddr_checks import assert_bit_exact_in_rom_cycles
 
 from stepvit.model.export import Export, load_export
 from stepvit.rtl.core_plan import CorePlan
@@ -141,21 +142,8 @@ def test_reusing_and_laying_out_a_stem_build_keep_its_stem_lanes(exports: list[E
 def test_stem_ddr_is_bit_exact_in_the_rom_designs_cycles(
         ddr_simulation: Simulation, exports: list[Export], images: np.ndarray,
         budget: int | None, tmp_path: Path) -> None:
-    export = exports[0]
-    mask_rows = export.budget_mask(budget)
-    results = ddr_simulation.run("ddr_weights",
-                                 ddr_simulation.ddr_config(export, images, mask_rows))
-    assert not results["failures"]
-    assert len(results["packets"]) == IMAGES
-    image = design_image(export, lanes=LANES)
-    assert results["beats"] == len(image.image) // (image.data_width // 8)
-    rom = Simulation(export, tmp_path / "rom", lanes=LANES)
-    expected = golden_packets(export, images, mask_rows)
-    rom_results = rom.run("stream_images",
-                          rom.config(images, expected=expected, mask_rows=mask_rows))
-    cycle_word = export.arch["num_classes"] + 1
-    assert ([packet["words"][cycle_word] for packet in results["packets"]]
-            == [packet["words"][cycle_word] for packet in rom_results["packets"]])
+    assert_bit_exact_in_rom_cycles(ddr_simulation, exports[0], images, budget, LANES,
+                                   tmp_path / "rom")
 
 
 @pytest.mark.slow
