@@ -34,6 +34,7 @@ RECIPE_TIMEOUT_S = 900
 
 
 @pytest.mark.slow
+@pytest.mark.recipe  # minutes of training: `make test-recipe`, not `make test`
 @pytest.mark.timeout(RECIPE_TIMEOUT_S)
 def test_the_digits_recipe_is_within_its_target_and_its_export_keeps_its_accuracy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
