@@ -58,8 +58,9 @@ from stepvit.rtl.protocol import registers_for
 from stepvit.rtl.stem_front import StemFront
 from stepvit.rtl.stem_plan import StemPlan
 from stepvit.rtl.sum_stage import SumStage
+from stepvit.rtl.tile_buffer import TileBuffer, weight_tiles
 from stepvit.rtl.walk_stage import WalkStage
-from stepvit.rtl.weight_loader import connect_write_port
+from stepvit.rtl.weight_loader import AXI_READ_MEMBERS, connect_write_port
 
 #: Cycles after the last event of a pass until everything is written (the accumulate, sum
 #: and fire stages); the next pass's descriptor is loaded in the cycle after.
@@ -85,6 +86,14 @@ class StepvitCore(wiring.Component):
         RAMs with no contents (and the head's biases a register) written through the
         ``parameters`` input by a weight loader, so the core depends only on the export's
         shape (a convolutional stem's parameters too: ``rtl/design_image.py``).
+    stream_weights : bool
+        ``"ddr"`` only: keep no weight memory; stream each weight pass's words (its
+        *tile*) from the weights region of the image in DDR into a double-buffered
+        :class:`~stepvit.rtl.tile_buffer.TileBuffer` while the pass before computes, and
+        wait at a pass whose tile has not arrived (``weight_stalls`` counts those cycles).
+        The loader still reads the whole image (its checksum covers the weights).
+    data_width, max_burst : int
+        ``stream_weights`` only: the AXI beat's bits and the longest burst (the loader's).
 
     Members
     -------
@@ -92,9 +101,13 @@ class StepvitCore(wiring.Component):
     """
 
     def __init__(self, export: Export, *, lanes: int, stem_lanes: int | None = None,
-                 weights: str = "rom") -> None:
+                 weights: str = "rom", stream_weights: bool = False, data_width: int = 64,
+                 max_burst: int = 16) -> None:
         registers_for(weights)  # refuses a mode that is not one
+        if stream_weights and weights != "ddr":
+            raise ValueError("stream_weights needs weights='ddr'")
         self.weights = weights
+        self.stream_weights = stream_weights
         # a ddr core must not depend on the export's values: its plan has none
         self.plan = CorePlan(export, lanes=lanes, contents=weights == "rom")
         self._head_in_layer = export.layer_names().index("head.in")
@@ -103,13 +116,23 @@ class StepvitCore(wiring.Component):
         self.parameter_memories = (image_memories(self.plan, self._stem_plan)
                                    if weights == "ddr" else None)
         self._export = export
-        super().__init__(core_signature(export, self.parameter_memories))
+        self.tiles = None
+        if stream_weights:
+            self.tiles = weight_tiles(self.plan, self.parameter_memories, data_width)
+            self._tile_buffer = TileBuffer(
+                data_width=data_width, word_width=self.tiles.word_bytes * 8,
+                depth=max(self.tiles.depth, 1), max_burst=max_burst)
+        tile_axi = (None if self.tiles is None else
+                    {name: self._tile_buffer.signature.members[name]
+                     for name in AXI_READ_MEMBERS})
+        super().__init__(core_signature(export, self.parameter_memories, tile_axi))
 
     def elaborate(self, platform: object) -> Module:
         """Build the memories and the stages, and wire them to the run and its control FSM."""
         m = Module()
         ddr = self.weights == "ddr"
-        memories = add_core_memories(m, self.plan, writable=ddr)
+        memories = add_core_memories(m, self.plan, writable=ddr, streamed=self.stream_weights)
+        tiles = self._add_tiles(m) if self.stream_weights else None
         m.submodules.accumulate = accumulate = AccumulateStage(plan=self.plan)
         m.submodules.sums = sums = SumStage(plan=self.plan, head_bias_input=ddr)
         if ddr:
@@ -127,10 +150,10 @@ class StepvitCore(wiring.Component):
             stem, start_bank = self._load_stem(m), Const(0)
             if ddr:
                 self._connect_stem_parameters(m, stem)
-        self._control(m, run, prefetch, walk, start_bank, stem)
+        self._control(m, run, prefetch, walk, start_bank, stem, tiles)
         self._connect_prefetch(m, memories, run, prefetch, fire)
-        self._connect_walk(m, memories, run, prefetch, walk)
-        self._connect_accumulate(m, memories, run, walk, accumulate)
+        self._connect_walk(m, memories, run, prefetch, walk, tiles)
+        self._connect_accumulate(m, memories, run, walk, accumulate, tiles)
         self._connect_sums(m, memories, run, accumulate, sums, stem)
         self._connect_fire(m, memories, run, sums, fire, stem)
         return m
@@ -152,6 +175,38 @@ class StepvitCore(wiring.Component):
         """
         for name, port in stem.parameter_writes.items():
             connect_write_port(m, getattr(self.parameters, name), port)
+
+    def _add_tiles(self, m: Module) -> TileBuffer:
+        """Add the tile buffer and the fetch of the tiles, in pass order, round and round.
+
+        While ``tiles_enable`` is high the buffer fetches the next tile whenever its free
+        bank is empty (the one after the tile the core computes with); low, it stops after
+        the fetch under way and the next tile is the first again.
+        """
+        tiles = self.tiles
+        m.submodules.tiles = buffer = self._tile_buffer
+        for name in AXI_READ_MEMBERS:
+            port, inner = getattr(self, f"tile_{name}"), getattr(buffer, name)
+            flow = buffer.signature.members[name].flow
+            m.d.comb += inner.eq(port) if flow == wiring.In else port.eq(inner)
+        count = len(tiles.offsets)
+        next_tile = Signal(range(max(count, 2)))
+        offsets = Array(Const(offset, 32) for offset in tiles.offsets)
+        words = Array(Const(words, range(tiles.depth + 1)) for words in tiles.words)
+        fetch = Signal()
+        m.d.comb += [
+            buffer.base.eq(self.weights_base + offsets[next_tile]),
+            buffer.words.eq(words[next_tile]),
+            fetch.eq(self.tiles_enable & ~buffer.fetching & ~buffer.filled),
+            buffer.fetch.eq(fetch),
+            buffer.clear.eq(~self.tiles_enable),
+            self.tiles_idle.eq(~buffer.fetching),
+        ]
+        with m.If(~self.tiles_enable):
+            m.d.sync += next_tile.eq(0)
+        with m.Elif(fetch):
+            m.d.sync += next_tile.eq(Mux(next_tile == count - 1, 0, next_tile + 1))
+        return buffer
 
     # --- run state ---------------------------------------------------------------------
     def _run_state(self, m: Module, sums: SumStage, fire: FireStage) -> RunState:
@@ -227,11 +282,13 @@ class StepvitCore(wiring.Component):
 
     # --- control FSM --------------------------------------------------------------------
     def _control(self, m: Module, run: RunState, prefetch: SpikeWordPrefetch, walk: WalkStage,
-                 start_bank: Value, stem: StemFront | None) -> None:
+                 start_bank: Value, stem: StemFront | None, tiles: TileBuffer | None) -> None:
         """Run every pass of a loaded image (prefetch, prime, walk, drain), take the argmax.
 
         With a stem, the image's stream comes from the stem's front: the run waits until it
-        is ready and takes it.
+        is ready and takes it. With streamed weights, a pass that reads weights first takes
+        its tile from the tile buffer (at once if it has arrived, else waiting in ``TILE``),
+        whether or not its module is active (the tiles arrive in pass order).
         """
         plan = self.plan
         layout = plan.layout()
@@ -279,7 +336,24 @@ class StepvitCore(wiring.Component):
                     m.next = "ARGMAX"
                 with m.Else():
                     m.d.sync += run.descriptor.eq(pass_rom[run.pass_index])
-                    m.next = "PREFETCH"
+                    if tiles is None:
+                        m.next = "PREFETCH"
+                    else:
+                        tile_passes = Const(sum(1 << p for p in self.tiles.passes),
+                                            len(plan.passes))
+                        has_tile = tile_passes.bit_select(run.pass_index, 1)
+                        with m.If(has_tile & ~tiles.filled):
+                            m.next = "TILE"
+                        with m.Else():
+                            m.d.comb += tiles.swap.eq(has_tile)
+                            m.next = "PREFETCH"
+            if tiles is not None:
+                with m.State("TILE"):
+                    with m.If(tiles.filled):
+                        m.d.comb += tiles.swap.eq(1)
+                        m.next = "PREFETCH"
+                    with m.Else():
+                        m.d.sync += self.weight_stalls.eq(self.weight_stalls + 1)
             with m.State("ARGMAX"):
                 self._argmax_cycle(m, run, best, scan)
 
@@ -322,8 +396,13 @@ class StepvitCore(wiring.Component):
                          prefetch.patch_words[bank].eq(port.data)]
 
     def _connect_walk(self, m: Module, memories: CoreMemories, run: RunState,
-                      prefetch: SpikeWordPrefetch, walk: WalkStage) -> None:
-        """Give the walk stage the run and the prefetched words; address its reads."""
+                      prefetch: SpikeWordPrefetch, walk: WalkStage,
+                      tiles: TileBuffer | None) -> None:
+        """Give the walk stage the run and the prefetched words; address its reads.
+
+        With streamed weights the weight word is read from the pass's tile: its address less
+        the pass's first word.
+        """
         m.d.comb += [
             walk.descriptor.eq(run.descriptor),
             walk.begin.eq(run.begin),
@@ -331,18 +410,25 @@ class StepvitCore(wiring.Component):
             walk.embedding_steps.eq(-1 if self._stem_plan else self.masks[0]),
             walk.fetched.eq(prefetch.fetched),
             prefetch.advance.eq(walk.advance),
-            memories.weight_read.addr.eq(walk.weight_address),
         ]
+        if tiles is None:
+            m.d.comb += memories.weight_read.addr.eq(walk.weight_address)
+        else:
+            m.d.comb += tiles.read_addr.eq(walk.weight_address - run.descriptor.weight_base)
         for slot, port in enumerate(memories.kv_read):
             m.d.comb += port.addr.eq(walk.kv_address[slot])
 
     def _connect_accumulate(self, m: Module, memories: CoreMemories, run: RunState,
-                            walk: WalkStage, accumulate: AccumulateStage) -> None:
+                            walk: WalkStage, accumulate: AccumulateStage,
+                            tiles: TileBuffer | None) -> None:
         """Feed the accumulate stage the walk's events and their reads; give it the KV writes."""
+        lanes = self.plan.geometry.lanes
+        weights = (memories.weight_read.data if tiles is None
+                   else tiles.read_data[:8 * lanes])
         m.d.comb += [
             accumulate.descriptor.eq(run.descriptor),
             accumulate.event.eq(walk.event),
-            accumulate.weights.eq(memories.weight_read.data),
+            accumulate.weights.eq(weights),
             memories.current_read.addr.eq(accumulate.current_address),
             *(port.addr.eq(accumulate.stream_address) for port in memories.stream_reads),
             memories.bias_read.addr.eq(accumulate.bias_address),

@@ -27,7 +27,9 @@ class CoreMemories:
     Attributes
     ----------
     weight_read, bias_read, theta_read, spike_value_read : ReadPort
-        The ROMs: weight words, biases, thresholds, the stream value of a spike.
+        The ROMs: weight words, biases, thresholds, the stream value of a spike
+        (``weight_read`` is ``None`` in a core that streams its weights: its tiles are a
+        :class:`~stepvit.rtl.tile_buffer.TileBuffer`).
     patch_write, patch_read : tuple of WritePort, tuple of ReadPort
         The image as patch bit planes, one word per token, in two banks (two memories):
         the next image loads into one while the current one computes from the other (no
@@ -53,7 +55,7 @@ class CoreMemories:
         initial contents), by their weight-image names (``rtl/design_image.py``).
     """
 
-    weight_read: ReadPort
+    weight_read: ReadPort | None
     bias_read: ReadPort
     theta_read: ReadPort
     spike_value_read: ReadPort
@@ -73,12 +75,14 @@ class CoreMemories:
     parameter_writes: dict[str, WritePort] | None = None
 
 
-def add_core_memories(m: Module, plan: CorePlan, *, writable: bool = False) -> CoreMemories:
+def add_core_memories(m: Module, plan: CorePlan, *, writable: bool = False,
+                      streamed: bool = False) -> CoreMemories:
     """Add the memories of ``plan`` to ``m`` as submodules and return their ports.
 
     With ``writable`` the weights, biases, thresholds and spike values are RAMs with no
     initial contents and a write port each (``weights="ddr"``: the weight loader fills
-    them); otherwise ROMs initialised from the plan.
+    them); otherwise ROMs initialised from the plan. With ``streamed`` (and ``writable``)
+    there is no weight memory: the core streams its weights through a tile buffer.
     """
     geometry = plan.geometry
     lanes, bits = geometry.lanes, geometry.bits
@@ -92,7 +96,8 @@ def add_core_memories(m: Module, plan: CorePlan, *, writable: bool = False) -> C
     def init(words: list[int]) -> list[int] | None:
         return None if writable else words
 
-    weight_rom = memory("weights", 8 * lanes, len(plan.weight_words), init(plan.weight_words))
+    weight_rom = (None if streamed else
+                  memory("weights", 8 * lanes, len(plan.weight_words), init(plan.weight_words)))
     bias_rom = memory("biases", geometry.bias_bits * lanes, len(plan.bias_words),
                       init(plan.bias_words))
     theta_rom = memory("thresholds", bits["membrane"] * lanes, len(plan.theta_words),
@@ -101,7 +106,7 @@ def add_core_memories(m: Module, plan: CorePlan, *, writable: bool = False) -> C
                              init(plan.stream_spike_words))
     parameter_writes = ({name: mem.write_port() for name, mem in (
         ("weights", weight_rom), ("biases", bias_rom), ("thresholds", theta_rom),
-        ("stream_spike", spike_value_rom))} if writable else None)
+        ("stream_spike", spike_value_rom)) if mem is not None} if writable else None)
     # two banks, two memories: each as shallow as the tokens (distributed RAM up to 64)
     # (none with a convolutional stem: the stem engine keeps the pixels)
     patch_mems = [memory(f"patches{bank}", 8 * geometry.patch_len, tokens)
@@ -125,7 +130,7 @@ def add_core_memories(m: Module, plan: CorePlan, *, writable: bool = False) -> C
     stream_writes = tuple(mem.write_port() for mem in stream_mems)
     kv_write = tuple(mem.write_port() for mem in kv_mems)
     return CoreMemories(
-        weight_read=weight_rom.read_port(),
+        weight_read=None if weight_rom is None else weight_rom.read_port(),
         bias_read=bias_rom.read_port(),
         theta_read=theta_rom.read_port(),
         spike_value_read=spike_value_rom.read_port(),

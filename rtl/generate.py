@@ -151,6 +151,7 @@ def generate(
     data_width: int = DEFAULT_DATA_WIDTH,
     max_burst: int = DEFAULT_MAX_BURST,
     widths: dict[str, int] | None = None,
+    stream_weights: bool = False,
 ) -> dict[str, Any]:
     """Generate ``stepvit_accel.v``, ``stepvit_accel.il`` and ``report.json`` in ``out_dir``.
 
@@ -178,6 +179,10 @@ def generate(
         ``"ddr"`` only: the design's bit widths (default the export's; see
         :func:`~stepvit.model.export.design_widths`), recorded as the report's
         ``parameters.bit_widths``.
+    stream_weights : bool
+        ``"ddr"`` only: the core streams each pass's weights from the image during compute
+        (:class:`~stepvit.rtl.top.StepvitAccel`); the report's ``weight_tiles`` gives the
+        tiles' count, the largest's words and the bytes an image reads.
 
     Returns
     -------
@@ -196,7 +201,7 @@ def generate(
     try:
         design = StepvitAccel(export, lanes=lanes, core=core, stem_lanes=stem_lanes,
                               weights=weights, data_width=data_width, max_burst=max_burst,
-                              widths=widths)
+                              widths=widths, stream_weights=stream_weights)
     except ValueError as error:  # a parameter the design refuses, such as the lane count
         raise StepvitError(f"cannot build the accelerator: {error}") from None
     verilog_text = to_verilog(design)
@@ -237,5 +242,10 @@ def generate(
         report["weight_image"] = write_weight_image(export, out_dir, lanes=lanes,
                                                     data_width=data_width,
                                                     stem_lanes=stem_lanes, widths=widths)
+        if stream_weights:
+            tiles = design.core.tiles
+            report["weight_tiles"] = {"tiles": len(tiles.words), "depth": tiles.depth,
+                                      "word_bytes": tiles.word_bytes,
+                                      "bytes_per_image": tiles.bytes_per_image}
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -37,12 +37,16 @@ def parameters_signature(memories: Sequence[ImageMemory]) -> wiring.Signature:
 
 
 def core_signature(export: Export,
-                   parameters: Sequence[ImageMemory] | None = None) -> wiring.Signature:
+                   parameters: Sequence[ImageMemory] | None = None,
+                   tile_axi: dict[str, wiring.Member] | None = None) -> wiring.Signature:
     """Return the core's signature for ``export`` (from the core's point of view).
 
     ``parameters``: a ``weights="ddr"`` core's parameter memories
     (:func:`~stepvit.rtl.design_image.image_memories`); it then has a ``parameters`` input
-    that the weight loader drives.
+    that the weight loader drives. ``tile_axi``: a core that streams its weights
+    (``stream_weights=True``): the AXI read members of its tile buffer, by name, which the
+    core has as ``tile_<name>``, with ``weights_base``, ``tiles_enable``, ``tiles_idle``
+    and ``weight_stalls``.
 
     Members
     -------
@@ -73,10 +77,25 @@ def core_signature(export: Export,
         Spike count per LIF layer in SPEC.md section 1 order.
     parameters : In(parameters_signature(parameters))
         With ``parameters`` only: the memories' write sides, driven by the weight loader.
+    weights_base : In(32)
+        With ``tile_axi`` only: the weight image's byte address (its weights region is
+        where the tiles are read from).
+    tiles_enable : In(1)
+        With ``tile_axi`` only: the image is loaded; fetch tiles (low: stop after the
+        fetch under way and start again from the first tile).
+    tiles_idle : Out(1)
+        With ``tile_axi`` only: no tile fetch is under way (the AXI port may change hands).
+    weight_stalls : Out(32)
+        With ``tile_axi`` only: cycles the core has waited for a tile since reset (wraps).
+    tile_* : the tile buffer's AXI read channels (``tile_axi``).
     """
     t_max = export.t_max
     extra = ({} if parameters is None
              else {"parameters": In(parameters_signature(parameters))})
+    if tile_axi is not None:
+        extra.update({"weights_base": In(32), "tiles_enable": In(1), "tiles_idle": Out(1),
+                      "weight_stalls": Out(32)})
+        extra.update({f"tile_{name}": member for name, member in tile_axi.items()})
     return wiring.Signature(
         {
             "load": In(1),

@@ -91,6 +91,9 @@ DDR_REGISTERS: tuple[Register, ...] = (
              "image_checksum of the last load's bytes, low 32 bits (A)"),
     Register("WEIGHTS_CHECKSUM_HI", 0x30, "r",
              "image_checksum of the last load's bytes, high 32 bits (B)"),
+    Register("WEIGHT_STALLS", 0x34, "r",
+             "cycles the core waited for a weight tile since reset (wraps; 0 in a design "
+             "that keeps its weights on chip)"),
 )
 
 #: Where a design keeps its parameters: ``rom`` (baked into the bitstream from one export)

@@ -4,7 +4,8 @@ The second part of the weights-from-DDR design (docs/ddr-dataflow.md), after
 :class:`~stepvit.rtl.axi_reader.AxiBurstReader`: the tile a layer computes with sits in one
 bank while the reader fetches the next tile into the other, so a fetch costs nothing when
 the compute of a tile takes longer than its transfer. Built alone and tested against the
-DDR model of ``tests/rtl/ddr_model.py``; not yet part of ``stepvit_accel``.
+DDR model of ``tests/rtl/ddr_model.py``; the core's weight tiles in a design that streams
+its weights (``StepvitCore(stream_weights=True)``).
 
 The protocol: ``fetch`` (with ``base`` and ``words``) fills the bank the compute does not
 read; ``filled`` says that bank holds a whole tile; ``swap`` (when ``filled``) hands it to
@@ -14,12 +15,79 @@ and frees the other bank for the next ``fetch``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from stepvit.rtl.axi_reader import AxiBurstReader, check_shape
+from stepvit.rtl.core_plan import CorePlan, WeightSource
+from stepvit.rtl.weight_image import ImageMemory, image_layout
+
+
+@dataclass(frozen=True)
+class WeightTiles:
+    """The weight tiles of a core that streams its weights, in the order its passes use them.
+
+    A tile is the weight words one pass reads (its chunks' words, contiguous in the plan's
+    weight memory and so in the weight image's ``weights`` region).
+
+    Attributes
+    ----------
+    passes : tuple of int
+        The index of each tile's pass.
+    offsets : tuple of int
+        Each tile's byte offset in the weight image.
+    words : tuple of int
+        Each tile's words.
+    word_bytes : int
+        Bytes of one word in the image (whole beats).
+    """
+
+    passes: tuple[int, ...]
+    offsets: tuple[int, ...]
+    words: tuple[int, ...]
+    word_bytes: int
+
+    @property
+    def depth(self) -> int:
+        """Words of the largest tile: what one bank of the buffer holds."""
+        return max(self.words, default=0)
+
+    @property
+    def bytes_per_image(self) -> int:
+        """Bytes an image's run reads from DDR: every tile once."""
+        return sum(self.words) * self.word_bytes
+
+
+def weight_tiles(plan: CorePlan, memories: Sequence[ImageMemory],
+                 data_width: int) -> WeightTiles:
+    """Return the tiles of ``plan``'s weight passes in an image of ``memories``.
+
+    Parameters
+    ----------
+    plan : CorePlan
+        The core's plan (its passes and their weights' first words).
+    memories : sequence of ImageMemory
+        The design's image memories (:func:`~stepvit.rtl.design_image.image_memories`),
+        which hold the ``weights`` region.
+    data_width : int
+        Bits of an AXI beat.
+    """
+    region = next(r for r in image_layout(memories, data_width).regions
+                  if r.memory.name == "weights")
+    passes, offsets, words = [], [], []
+    for index, descriptor in enumerate(plan.passes):
+        if descriptor.get("weights", WeightSource.NONE) != WeightSource.ROM:
+            continue
+        passes.append(index)
+        offsets.append(region.offset + descriptor["weight_base"] * region.word_bytes)
+        words.append(descriptor["chunks"] * descriptor["input_len"])
+    return WeightTiles(passes=tuple(passes), offsets=tuple(offsets), words=tuple(words),
+                       word_bytes=region.word_bytes)
 
 
 class TileBuffer(wiring.Component):
@@ -48,6 +116,9 @@ class TileBuffer(wiring.Component):
     read_data : Out(word_width)
     error : Out(1)
         The last fetch met an error response.
+    clear : In(1)
+        Pulse (only while not ``fetching``): forget the filled bank, so the next ``fetch``
+        starts a new sequence of tiles (a new weight image).
     axi : the reader's ``ar*`` and ``r*`` ports, by the same names
     """
 
@@ -69,6 +140,7 @@ class TileBuffer(wiring.Component):
             "read_addr": In(range(max(depth, 2))),
             "read_data": Out(word_width),
             "error": Out(1),
+            "clear": In(1),
             **{name: reader[name] for name in
                ("arvalid", "arready", "araddr", "arlen", "arsize", "arburst",
                 "rvalid", "rready", "rdata", "rresp", "rlast")},
@@ -102,7 +174,9 @@ class TileBuffer(wiring.Component):
             m.d.sync += [started.eq(0), self.filled.eq(1)]
         with m.If(self.swap & self.filled):
             m.d.sync += [computing.eq(~computing), self.filled.eq(0)]
+        with m.If(self.clear & ~started):
+            m.d.sync += self.filled.eq(0)
         return m
 
 
-__all__ = ["TileBuffer"]
+__all__ = ["TileBuffer", "WeightTiles", "weight_tiles"]

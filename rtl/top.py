@@ -17,7 +17,7 @@ which image moves when; :class:`~stepvit.rtl.latency.LatencyStamps` times each i
 
 from __future__ import annotations
 
-from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetSignal, Signal
+from amaranth.hdl import ClockDomain, ClockSignal, Module, Mux, ResetSignal, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -131,6 +131,11 @@ class StepvitAccel(wiring.Component):
         export's (:func:`~stepvit.model.export.design_widths`); the datapath, the parameter
         memories and the logit port take them, so the design serves every export of the
         shape whose widths fit (:func:`~stepvit.model.export.widths_fit`).
+    stream_weights : bool
+        ``"ddr"`` only: the core keeps no weight memory and streams each pass's weights
+        from the loaded image during compute (``StepvitCore(stream_weights=True)``); the
+        loader and the core's tile buffer share ``m_axi`` (the loader while loading, the
+        tiles after), and ``WEIGHT_STALLS`` reads the cycles the core waited for a tile.
 
     Members
     -------
@@ -146,7 +151,7 @@ class StepvitAccel(wiring.Component):
                  stem_lanes: int | None = None, weights: str = "rom",
                  data_width: int = DEFAULT_DATA_WIDTH,
                  max_burst: int = DEFAULT_MAX_BURST,
-                 widths: dict[str, int] | None = None) -> None:
+                 widths: dict[str, int] | None = None, stream_weights: bool = False) -> None:
         if lanes < 1:
             raise ValueError(f"lanes must be at least 1, not {lanes}")
         if widths is not None and weights != "ddr":
@@ -162,9 +167,16 @@ class StepvitAccel(wiring.Component):
                 stem_plan_of(export, lanes=lanes, stem_lanes=stem_lanes))
             self.loader = WeightLoader(parameters, data_width=data_width, max_burst=max_burst,
                                        addr_width=WEIGHTS_ADDR_BITS)
+        if stream_weights and weights != "ddr":
+            raise ValueError("stream_weights needs weights='ddr'")
+        self.stream_weights = stream_weights
         if core is None:
-            core = StepvitCore(export, lanes=lanes, stem_lanes=stem_lanes, weights=weights)
-        if core.signature != core_signature(export, parameters):
+            core = StepvitCore(export, lanes=lanes, stem_lanes=stem_lanes, weights=weights,
+                               stream_weights=stream_weights, data_width=data_width,
+                               max_burst=max_burst)
+        tile_axi = ({name: self.loader.signature.members[name] for name in AXI_READ_MEMBERS}
+                    if stream_weights else None)
+        if core.signature != core_signature(export, parameters, tile_axi):
             raise ValueError("core does not have the core_signature of this export")
         self.export = export
         self.lanes = lanes
@@ -277,23 +289,66 @@ class StepvitAccel(wiring.Component):
         """
         m.submodules.weight_loader = loader = self.loader
         wiring.connect(m, loader.writes, self.core.parameters)
-        for name in AXI_MASTER_PORTS:
-            port, inner = getattr(self, f"m_axi_{name}"), getattr(loader, name)
-            flow = loader.signature.members[name].flow
-            m.d.comb += inner.eq(port) if flow == In else port.eq(inner)
+        load = registers.control_written & registers.control[_bit_index(CONTROL_LOAD_WEIGHTS)]
         loaded = Signal(name="weights_loaded")
+        loading = loader.busy
+        m.d.comb += loaded.eq(loader.done & ~loader.error)
+        if self.stream_weights:
+            load, waiting = self._share_axi(m, loader, load, loaded)
+            loading = loading | waiting
+            m.d.comb += [self.core.weights_base.eq(registers.weights_addr),
+                         registers.weight_stalls.eq(self.core.weight_stalls)]
+        else:
+            for name in AXI_MASTER_PORTS:
+                port, inner = getattr(self, f"m_axi_{name}"), getattr(loader, name)
+                flow = loader.signature.members[name].flow
+                m.d.comb += inner.eq(port) if flow == In else port.eq(inner)
         m.d.comb += [
             loader.base.eq(registers.weights_addr),
-            loader.start.eq(registers.control_written
-                            & registers.control[_bit_index(CONTROL_LOAD_WEIGHTS)]),
-            loaded.eq(loader.done & ~loader.error),
+            loader.start.eq(load),
             registers.status[_bit_index(STATUS_WEIGHTS_LOADED)].eq(loaded),
             registers.status[_bit_index(STATUS_WEIGHTS_ERROR)].eq(loader.error),
-            registers.status[_bit_index(STATUS_WEIGHTS_LOADING)].eq(loader.busy),
+            registers.status[_bit_index(STATUS_WEIGHTS_LOADING)].eq(loading),
             registers.weights_checksum_lo.eq(loader.checksum[:CHECKSUM_WORD_BITS]),
             registers.weights_checksum_hi.eq(loader.checksum[CHECKSUM_WORD_BITS:]),
         ]
         return loaded
+
+    def _share_axi(self, m: Module, loader: WeightLoader, request: Value,
+                   loaded: Signal) -> tuple[Signal, Signal]:
+        """Give ``m_axi`` to the core's tiles or to the loader.
+
+        A load asked for (``request``) waits until no tile fetch is under way: the core's
+        ``tiles_enable`` falls with the request (the loaded image is no longer whole), the
+        tile buffer ends the fetch it has begun, and only then the loader takes the port.
+        The tiles hold it while the image is loaded and no load is asked for, and while a
+        fetch is under way. Returns the load's start and "a load waits for the port".
+        """
+        core = self.core
+        pending = Signal(name="load_pending")
+        start = Signal(name="load_start")
+        asked = pending | request
+        m.d.comb += [
+            core.tiles_enable.eq(loaded & ~asked),
+            start.eq(asked & core.tiles_idle),
+        ]
+        with m.If(start):
+            m.d.sync += pending.eq(0)
+        with m.Elif(request):
+            m.d.sync += pending.eq(1)
+        tiles_own = Signal(name="tiles_own_axi")
+        m.d.comb += tiles_own.eq(~core.tiles_idle | core.tiles_enable)
+        for name in AXI_MASTER_PORTS:
+            port = getattr(self, f"m_axi_{name}")
+            inner, tile = getattr(loader, name), getattr(core, f"tile_{name}")
+            if loader.signature.members[name].flow == In:  # from the memory to the master
+                if name in ("arready", "rvalid"):
+                    m.d.comb += [inner.eq(port & ~tiles_own), tile.eq(port & tiles_own)]
+                else:
+                    m.d.comb += [inner.eq(port), tile.eq(port)]
+            else:
+                m.d.comb += port.eq(Mux(tiles_own, tile, inner))
+        return start, pending
 
     def _connect_axi(self, m: Module, receiver: FrameReceiver, packer: ResultPacker,
                      registers: RegisterFile) -> None:

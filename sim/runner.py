@@ -129,12 +129,16 @@ class Simulation:
         ``"ddr"`` only: the design's bit widths (default the export's; see
         :func:`~stepvit.model.export.design_widths`): it then runs every export of the
         shape whose widths fit.
+    stream_weights : bool
+        ``"ddr"`` only: the core streams its weights from the simulated DDR during compute
+        (the ``ddr_weights`` test's results then count the cycles it waited for them,
+        ``weight_stalls``).
     """
 
     def __init__(
         self, export: Export, build_dir: str | Path, *, lanes: int, core: Any = None,
         simulator: str = "icarus", weights: str = "rom", board: str = DEFAULT_DDR_BOARD,
-        widths: dict[str, int] | None = None,
+        widths: dict[str, int] | None = None, stream_weights: bool = False,
     ) -> None:
         from cocotb_tools.runner import get_runner
 
@@ -160,7 +164,8 @@ class Simulation:
         self.data_width = axi.get("data_width")
         report = generate(export, self.build_dir / "rtl", lanes=lanes, core=core,
                           with_rtlil=False, stem_lanes=stem_lanes_of(self.build_dir),
-                          weights=weights, widths=widths, **axi)
+                          weights=weights, widths=widths, stream_weights=stream_weights,
+                          **axi)
         self.packet_words = report["packet_words"]
         self.runner = get_runner(simulator)
         # Amaranth writes Verilog-2005; as SystemVerilog (the runner's -g2012) Icarus gives
