@@ -50,6 +50,9 @@ class InferenceResult:
         Accelerator cycles of the whole batch when it was streamed back to back (first
         image's first word to last image's first result word; images overlap, so this is
         less than the sum of ``cycles``); ``None`` where the backend does not stream.
+    weight_stall_cycles : int or None
+        Cycles the core waited for weight tiles over the whole batch (``WEIGHT_STALLS``'s
+        rise), on a design that streams its weights from DDR; ``None`` elsewhere.
     """
 
     logits: np.ndarray
@@ -58,6 +61,7 @@ class InferenceResult:
     spike_totals: np.ndarray
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     stream_cycles: int | None = None
+    weight_stall_cycles: int | None = None
 
 
 class Accelerator(abc.ABC):

@@ -133,6 +133,9 @@ def bench_budget(accel: Accelerator, images: np.ndarray, budget: int,
                    latency_us=latency / clock_mhz, idle_latency_cycles=idle,
                    idle_latency_us=idle / clock_mhz,
                    images_per_s=clock_mhz * 1e6 / cycles if cycles > 0 else None)
+    if result.weight_stall_cycles is not None:
+        # the core's waits for weight tiles (a design that streams its weights from DDR)
+        row["weight_stall_cycles_per_image"] = result.weight_stall_cycles / count
     work = {key: float(values.mean()) for key, values in (expected.work or {}).items()
             if key in WORK_KEYS}
     row.update({f"{key}_per_image": value for key, value in work.items()})
@@ -178,7 +181,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """Return the benchmark as a plain-text table, then the host stages per image."""
     header = (f"{'budget':>6} {'steps':>5} {'accuracy':>8} {'dev_acc':>7} {'cycles':>9} "
               f"{'lat_us':>8} {'idle_us':>8} "
-              f"{'img/s':>9} {'AC/img':>9} {'E_uJ':>7} {'effic':>6} {'mismatch':>8}")
+              f"{'img/s':>9} {'stall':>8} {'AC/img':>9} {'E_uJ':>7} {'effic':>6} "
+              f"{'mismatch':>8}")
     lines = [header]
     for row in rows:
         lines.append(
@@ -186,6 +190,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             f"{_cell(row['device_accuracy'], '7.4f')} {_cell(row['cycles_per_image'], '9.1f')} "
             f"{_cell(row['latency_us'], '8.2f')} {_cell(row['idle_latency_us'], '8.2f')} "
             f"{_cell(row['images_per_s'], '9.0f')} "
+            f"{_cell(row.get('weight_stall_cycles_per_image'), '8.1f')} "
             f"{_cell(row.get('ac_ops_per_image'), '9.0f')} "
             f"{_cell(row.get('energy_uj'), '7.3f')} {_cell(row.get('efficiency'), '6.3f')} "
             f"{row['mismatches']:>8}")

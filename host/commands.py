@@ -333,6 +333,7 @@ def overlay(args: argparse.Namespace) -> int:
                                f"{ddr['data_width']} and {ddr['max_burst']}: build it with "
                                f"`stepvit rtl EXPORT --weights ddr --board {board.name}`")
         widths = {key: int(value) for key, value in design["bit_widths"].items()}
+    stream = ddr is not None and bool(design.get("stream_weights"))
     out = output_folder(args.out, "--out")
     if ddr is None:
         rtl_report = generate(export, out, lanes=lanes, stem_lanes=stem_lanes)
@@ -340,10 +341,11 @@ def overlay(args: argparse.Namespace) -> int:
         from stepvit.rtl.generate import copy_export_image
 
         rtl_report = generate(export, out, lanes=lanes, stem_lanes=stem_lanes, weights="ddr",
-                              widths=widths, **ddr)
+                              widths=widths, stream_weights=stream, **ddr)
         copy_export_image(export, out, lanes=lanes, data_width=ddr["data_width"], widths=widths)
     written = lay_out_tcl(board, out)
-    record_design(out, export, lanes, board.name, stem_lanes, ddr=ddr, widths=widths)
+    record_design(out, export, lanes, board.name, stem_lanes, ddr=ddr, widths=widths,
+                  stream_weights=stream)
     info = {
         "board": board.name,
         "part": board.part,
@@ -357,7 +359,7 @@ def overlay(args: argparse.Namespace) -> int:
     }
     if ddr is not None:
         info.update(shape_hash=f"{export.shape_hash:08x}", data_width=ddr["data_width"],
-                    bit_widths=widths,
+                    bit_widths=widths, stream_weights=stream,
                     weight_image=export_image_name(lanes, ddr["data_width"],
                                                    image_widths(export.bit_widths, widths)))
     (out / OVERLAY_DESCRIPTION).write_text(json.dumps(info, indent=2, default=str) + "\n")

@@ -47,6 +47,11 @@ def rtl_arguments(parser: argparse.ArgumentParser) -> None:
                              "wider than the export's, so the design also serves retrained "
                              "exports of the shape whose widths exceed these by up to N bits "
                              "(default 0: the export's widths)")
+    parser.add_argument("--stream-weights", action="store_true", default=None,
+                        help="ddr only: keep no weight memory on chip; the core streams each "
+                             "layer's weights from the loaded image in DDR into a "
+                             "double-buffered tile while the layer before computes (default: "
+                             "the --build folder's ddr design's choice, else off)")
     parser.add_argument("--stem-lanes", type=int, default=None, metavar="Q",
                         help="the stem engine's lanes, for an export with a convolutional "
                              "stem (default: chosen with --board, else --lanes)")
@@ -62,6 +67,9 @@ def rtl(args: argparse.Namespace) -> int:
     if args.width_margin is not None and args.weights != "ddr":
         raise StepvitError("--width-margin: a rom design holds its export's values at their "
                            "own widths; the option is for --weights ddr")
+    if args.stream_weights and args.weights != "ddr":
+        raise StepvitError("--stream-weights: a rom design holds its weights on chip; the "
+                           "option is for --weights ddr")
     from stepvit.model.export import design_widths, load_export
     from stepvit.rtl.build_folder import record_design
     from stepvit.rtl.generate import VERILOG_FILE, copy_export_image, generate
@@ -85,7 +93,8 @@ def rtl(args: argparse.Namespace) -> int:
             ddr = load_board(args.board).memory()
             axi = {"data_width": ddr.data_width, "max_burst": ddr.max_burst}
         held = ddr_design_to_reuse(build, export, args.lanes, axi,
-                                   None if args.width_margin is None else widths)
+                                   None if args.width_margin is None else widths,
+                                   args.stream_weights)
         if held is not None:
             return _reuse_ddr_build(build, export, held)
     if args.board is not None:
@@ -112,10 +121,12 @@ def rtl(args: argparse.Namespace) -> int:
                                 f"cycles on the export's {pace.images} golden-vector images"),
                   "estimate": built.as_dict()}
     ddr = axi if args.weights == "ddr" else None
+    stream = bool(args.stream_weights)
     report = generate(export, build, lanes=lanes, stem_lanes=stem_lanes,
-                      weights=args.weights, widths=widths, **(ddr or {}))
+                      weights=args.weights, widths=widths, stream_weights=stream,
+                      **(ddr or {}))
     record_design(build, export, lanes, None if chosen is None else chosen["board"],
-                  stem_lanes=stem_lanes, ddr=ddr, widths=widths)
+                  stem_lanes=stem_lanes, ddr=ddr, widths=widths, stream_weights=stream)
     copy = None
     if ddr is not None:
         copy = copy_export_image(export, build, lanes=lanes, data_width=ddr["data_width"],
@@ -128,6 +139,8 @@ def rtl(args: argparse.Namespace) -> int:
                        weight_image=report["weight_image"]["file"],
                        weight_image_checksum=report["weight_image"]["checksum"],
                        export_weight_image=str(copy))
+        if stream:
+            summary["weight_tiles"] = report["weight_tiles"]
     if chosen is not None:
         summary["sizing"] = chosen
     print(json.dumps({"verilog": f"{build}/{VERILOG_FILE}", **summary}, indent=2))
@@ -135,16 +148,17 @@ def rtl(args: argparse.Namespace) -> int:
 
 
 def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
-                        axi: dict[str, int], widths: dict[str, int] | None = None
-                        ) -> dict[str, Any] | None:
+                        axi: dict[str, int], widths: dict[str, int] | None = None,
+                        stream_weights: bool | None = None) -> dict[str, Any] | None:
     """Return the ddr design in ``build`` that ``export`` reuses, or ``None`` to generate.
 
     A folder holding a ddr design of another shape, or of widths ``export``'s do not fit
     in, is refused; one of ``export``'s shape is reused (its Verilog serves every export
     of the shape whose widths fit) when its lanes, AXI figures and widths (``widths``, the
-    ones ``--width-margin`` asks for; ``None``: not asked, any that fit) are those asked
-    for and the generator has not changed since; otherwise (no ddr design, new generator
-    code) the design is generated.
+    ones ``--width-margin`` asks for; ``None``: not asked, any that fit) and its streaming
+    of the weights (``stream_weights``; ``None``: not asked, either) are those asked for and
+    the generator has not changed since; otherwise (no ddr design, new generator code) the
+    design is generated.
 
     Raises
     ------
@@ -171,6 +185,9 @@ def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
     if widths is not None and design.get("bit_widths") != widths:
         raise StepvitError(f"{held} at bit widths {design.get('bit_widths')}; --width-margin "
                            f"asks for {widths} (drop --width-margin or use another --build)")
+    if stream_weights and not design.get("stream_weights"):
+        raise StepvitError(f"{held} that holds its weights on chip; --stream-weights asks for "
+                           f"one that streams them (use another --build)")
     figures = {key: design.get(key) for key in axi}
     if figures != axi:
         raise StepvitError(f"{held} with an AXI master of {figures['data_width']} bits, bursts "
@@ -194,7 +211,7 @@ def _reuse_ddr_build(build: Path, export: Export, design: dict[str, Any]) -> int
                              stem_lanes=stem_lanes)
     record_design(build, export, lanes, design.get("board"), stem_lanes,
                   ddr={"data_width": data_width, "max_burst": int(design["max_burst"])},
-                  widths=widths)
+                  widths=widths, stream_weights=bool(design.get("stream_weights")))
     copy = copy_export_image(export, build, lanes=lanes, data_width=data_width, widths=widths)
     print(json.dumps({"verilog": f"{build}/{VERILOG_FILE}", "reused": True,
                       "name": report["name"], "config_hash": report["config_hash"],

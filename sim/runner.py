@@ -238,6 +238,7 @@ class Simulation:
         *,
         expected: list | None = None,
         flip: int | None = None,
+        flip_after_load: int | None = None,
         address: int = DEFAULT_IMAGE_ADDRESS,
     ) -> dict[str, Any]:
         """Return a ``ddr_weights`` configuration: load ``export``'s image, then stream.
@@ -261,6 +262,9 @@ class Simulation:
             Expected packet words per image; the golden model's for ``export`` if omitted.
         flip : int, optional
             A byte of the image inverted in the simulated DDR before the load.
+        flip_after_load : int, optional
+            A byte of the image inverted once the load has completed (a design that streams
+            its weights reads the weights region again as it computes).
         address : int
             Byte address of the image in the simulated DDR (a multiple of a beat).
 
@@ -291,7 +295,8 @@ class Simulation:
         config = self.config(images, expected=expected, mask_rows=mask_rows)
         config["registers"]["CONFIG_HASH"] = export.shape_hash
         config["ddr"] = {"board": self.board, "image": image.image.hex(), "address": address,
-                         "checksum": image.checksum, "flip": flip}
+                         "checksum": image.checksum, "flip": flip,
+                         "flip_after_load": flip_after_load}
         return config
 
     def run(self, test: str, config: dict[str, Any]) -> dict[str, Any]:

@@ -481,6 +481,8 @@ async def ddr_weights(dut: Any) -> None:
         if bench.recorder.cycle - started > limit:
             raise AssertionError(f"no load after {limit} cycles (STATUS {status:#x}, "
                                  f"{ddr.counters.beats} beats served)")
+    if figures.get("flip_after_load") is not None:
+        ddr.memory[address + figures["flip_after_load"]] ^= 0xFF
     checksum = (await bench.read("WEIGHTS_CHECKSUM_HI")) << 32 | \
         await bench.read("WEIGHTS_CHECKSUM_LO")
     if checksum != figures["checksum"]:
