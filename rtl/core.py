@@ -58,7 +58,7 @@ from stepvit.rtl.protocol import registers_for
 from stepvit.rtl.stem_front import StemFront
 from stepvit.rtl.stem_plan import StemPlan
 from stepvit.rtl.sum_stage import SumStage
-from stepvit.rtl.tile_buffer import TileBuffer, weight_tiles
+from stepvit.rtl.tile_buffer import TileBuffer, TileFetch, weight_tiles
 from stepvit.rtl.walk_stage import WalkStage
 from stepvit.rtl.weight_loader import AXI_READ_MEMBERS, connect_write_port
 
@@ -176,37 +176,58 @@ class StepvitCore(wiring.Component):
         for name, port in stem.parameter_writes.items():
             connect_write_port(m, getattr(self.parameters, name), port)
 
-    def _add_tiles(self, m: Module) -> TileBuffer:
+    def _add_tiles(self, m: Module) -> TileFetch:
         """Add the tile buffer and the fetch of the tiles, in pass order, round and round.
 
-        While ``tiles_enable`` is high the buffer fetches the next tile whenever its free
-        bank is empty (the one after the tile the core computes with); low, it stops after
-        the fetch under way and the next tile is the first again.
+        While ``tiles_enable`` is high the buffer fetches the next tile the masks need
+        whenever its free bank is empty (the one after the tile the core computes with); a
+        tile whose pass the live masks leave out (its module masked at every step; the
+        embedding's is always needed) is skipped, so it costs no traffic. The fetch is a
+        prediction: the core takes the filled bank only if its tag is the tile its pass
+        wants, and otherwise discards it and seeks that tile (:meth:`_control`), so a
+        wrong prediction (the masks changed since the fetch) costs cycles, never a wrong
+        result. Low ``tiles_enable`` stops the fetch after the one under way; the next tile
+        is the first again.
         """
-        tiles = self.tiles
+        tiles, plan = self.tiles, self.plan
         m.submodules.tiles = buffer = self._tile_buffer
         for name in AXI_READ_MEMBERS:
             port, inner = getattr(self, f"tile_{name}"), getattr(buffer, name)
             flow = buffer.signature.members[name].flow
             m.d.comb += inner.eq(port) if flow == wiring.In else port.eq(inner)
         count = len(tiles.offsets)
-        next_tile = Signal(range(max(count, 2)))
+        tile_range = range(max(count, 2))
+        next_tile, tag = Signal(tile_range), Signal(tile_range)
+        seek, seek_tile, force = Signal(), Signal(tile_range), Signal()
         offsets = Array(Const(offset, 32) for offset in tiles.offsets)
         words = Array(Const(words, range(tiles.depth + 1)) for words in tiles.words)
-        fetch = Signal()
+        # which tiles the live masks need: the embedding's always; others if their
+        # module runs at some step
+        needed = Cat(*(Const(1) if descriptor.get("once") and not descriptor.get("count_planes")
+                       else self.masks[descriptor.get("module", 0)].any()
+                       for descriptor in (plan.passes[p] for p in tiles.passes)))
+        can_fetch, fetch = Signal(), Signal()
         m.d.comb += [
             buffer.base.eq(self.weights_base + offsets[next_tile]),
             buffer.words.eq(words[next_tile]),
-            fetch.eq(self.tiles_enable & ~buffer.fetching & ~buffer.filled),
+            can_fetch.eq(self.tiles_enable & ~buffer.fetching & ~buffer.filled & ~seek),
+            fetch.eq(can_fetch & (needed.bit_select(next_tile, 1) | force)),
             buffer.fetch.eq(fetch),
-            buffer.clear.eq(~self.tiles_enable),
             self.tiles_idle.eq(~buffer.fetching),
         ]
+        following = Mux(next_tile == count - 1, 0, next_tile + 1)
         with m.If(~self.tiles_enable):
-            m.d.sync += next_tile.eq(0)
+            m.d.sync += [next_tile.eq(0), force.eq(0)]
+        with m.Elif(seek):
+            m.d.sync += [next_tile.eq(seek_tile), force.eq(1)]
         with m.Elif(fetch):
-            m.d.sync += next_tile.eq(Mux(next_tile == count - 1, 0, next_tile + 1))
-        return buffer
+            m.d.sync += [next_tile.eq(following), tag.eq(next_tile), force.eq(0)]
+        with m.Elif(can_fetch):  # a tile the masks leave out
+            m.d.sync += next_tile.eq(following)
+        discard = Signal()
+        m.d.comb += buffer.clear.eq(~self.tiles_enable | discard)
+        return TileFetch(buffer=buffer, tag=tag, next_tile=next_tile, seek=seek,
+                         seek_tile=seek_tile, discard=discard)
 
     # --- run state ---------------------------------------------------------------------
     def _run_state(self, m: Module, sums: SumStage, fire: FireStage) -> RunState:
@@ -282,13 +303,13 @@ class StepvitCore(wiring.Component):
 
     # --- control FSM --------------------------------------------------------------------
     def _control(self, m: Module, run: RunState, prefetch: SpikeWordPrefetch, walk: WalkStage,
-                 start_bank: Value, stem: StemFront | None, tiles: TileBuffer | None) -> None:
+                 start_bank: Value, stem: StemFront | None, tiles: TileFetch | None) -> None:
         """Run every pass of a loaded image (prefetch, prime, walk, drain), take the argmax.
 
         With a stem, the image's stream comes from the stem's front: the run waits until it
-        is ready and takes it. With streamed weights, a pass that reads weights first takes
-        its tile from the tile buffer (at once if it has arrived, else waiting in ``TILE``),
-        whether or not its module is active (the tiles arrive in pass order).
+        is ready and takes it. With streamed weights, a pass that runs and reads weights
+        first takes its tile from the tile buffer (at once if it has arrived, else waiting
+        in ``TILE``: :meth:`_take_tile`); a pass the masks skip takes none.
         """
         plan = self.plan
         layout = plan.layout()
@@ -314,7 +335,10 @@ class StepvitCore(wiring.Component):
             with m.State("PREFETCH"):
                 m.d.comb += [prefetch.first.eq(1), walk.restart.eq(1)]
                 with m.If(prefetch.found):
-                    m.next = "PRIME"
+                    if tiles is None:
+                        m.next = "PRIME"
+                    else:
+                        self._take_tile(m, run, tiles, waiting=False)
                 with m.Else():
                     m.d.sync += run.pass_index.eq(run.pass_index + 1)
                     m.next = "NEXT"
@@ -336,26 +360,40 @@ class StepvitCore(wiring.Component):
                     m.next = "ARGMAX"
                 with m.Else():
                     m.d.sync += run.descriptor.eq(pass_rom[run.pass_index])
-                    if tiles is None:
-                        m.next = "PREFETCH"
-                    else:
-                        tile_passes = Const(sum(1 << p for p in self.tiles.passes),
-                                            len(plan.passes))
-                        has_tile = tile_passes.bit_select(run.pass_index, 1)
-                        with m.If(has_tile & ~tiles.filled):
-                            m.next = "TILE"
-                        with m.Else():
-                            m.d.comb += tiles.swap.eq(has_tile)
-                            m.next = "PREFETCH"
+                    m.next = "PREFETCH"
             if tiles is not None:
                 with m.State("TILE"):
-                    with m.If(tiles.filled):
-                        m.d.comb += tiles.swap.eq(1)
-                        m.next = "PREFETCH"
-                    with m.Else():
-                        m.d.sync += self.weight_stalls.eq(self.weight_stalls + 1)
+                    self._take_tile(m, run, tiles, waiting=True)
             with m.State("ARGMAX"):
                 self._argmax_cycle(m, run, best, scan)
+
+    def _take_tile(self, m: Module, run: RunState, tiles: TileFetch, *, waiting: bool) -> None:
+        """Go on to ``PRIME`` with the pass's tile (a pass without one: at once), or wait.
+
+        The filled bank is the pass's tile if its tag is the pass's tile index: the core
+        swaps it in. Otherwise it waits in ``TILE`` (counting ``weight_stalls``): for the
+        fetch under way; or, with no fetch under way, it discards a filled bank of another
+        tile and seeks its own.
+        """
+        plan = self.plan
+        tile_of = {p: index for index, p in enumerate(self.tiles.passes)}
+        has_tile = Const(sum(1 << p for p in tile_of), len(plan.passes)).bit_select(
+            run.pass_index, 1)
+        wanted = Array(Const(tile_of.get(p, 0), len(tiles.tag))
+                       for p in range(len(plan.passes)))[run.pass_index]
+        buffer = tiles.buffer
+        ready = buffer.filled & (tiles.tag == wanted)
+        with m.If(~has_tile | ready):
+            m.d.comb += buffer.swap.eq(has_tile)
+            m.next = "PRIME"
+        with m.Else():
+            m.next = "TILE"
+            if waiting:
+                m.d.sync += self.weight_stalls.eq(self.weight_stalls + 1)
+                # (a fetcher already on its way to the wanted tile is left to fetch it)
+                with m.If(~buffer.fetching & (buffer.filled | (tiles.next_tile != wanted))):
+                    m.d.comb += [tiles.discard.eq(1), tiles.seek.eq(1),
+                                 tiles.seek_tile.eq(wanted)]
 
     def _start_run(self, m: Module, run: RunState, start_bank: Signal) -> None:
         """Latch the masks and the bank; the stages clear the counts and preset the logits."""
@@ -397,7 +435,7 @@ class StepvitCore(wiring.Component):
 
     def _connect_walk(self, m: Module, memories: CoreMemories, run: RunState,
                       prefetch: SpikeWordPrefetch, walk: WalkStage,
-                      tiles: TileBuffer | None) -> None:
+                      tiles: TileFetch | None) -> None:
         """Give the walk stage the run and the prefetched words; address its reads.
 
         With streamed weights the weight word is read from the pass's tile: its address less
@@ -414,17 +452,17 @@ class StepvitCore(wiring.Component):
         if tiles is None:
             m.d.comb += memories.weight_read.addr.eq(walk.weight_address)
         else:
-            m.d.comb += tiles.read_addr.eq(walk.weight_address - run.descriptor.weight_base)
+            m.d.comb += tiles.buffer.read_addr.eq(walk.weight_address - run.descriptor.weight_base)
         for slot, port in enumerate(memories.kv_read):
             m.d.comb += port.addr.eq(walk.kv_address[slot])
 
     def _connect_accumulate(self, m: Module, memories: CoreMemories, run: RunState,
                             walk: WalkStage, accumulate: AccumulateStage,
-                            tiles: TileBuffer | None) -> None:
+                            tiles: TileFetch | None) -> None:
         """Feed the accumulate stage the walk's events and their reads; give it the KV writes."""
         lanes = self.plan.geometry.lanes
         weights = (memories.weight_read.data if tiles is None
-                   else tiles.read_data[:8 * lanes])
+                   else tiles.buffer.read_data[:8 * lanes])
         m.d.comb += [
             accumulate.descriptor.eq(run.descriptor),
             accumulate.event.eq(walk.event),

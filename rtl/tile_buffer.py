@@ -63,6 +63,31 @@ class WeightTiles:
         return sum(self.words) * self.word_bytes
 
 
+@dataclass(frozen=True)
+class TileFetch:
+    """The core's handles on its tile buffer and the fetch in front of it.
+
+    Attributes
+    ----------
+    buffer : TileBuffer
+    tag : Signal
+        The tile index of the bank being filled, or filled.
+    next_tile : Signal
+        The tile the fetch considers next.
+    seek, seek_tile : Signal
+        Driven by the core: make ``seek_tile`` the next tile fetched, whatever the masks say.
+    discard : Signal
+        Driven by the core: forget the filled bank (a tile the core does not want).
+    """
+
+    buffer: TileBuffer
+    tag: Signal
+    next_tile: Signal
+    seek: Signal
+    seek_tile: Signal
+    discard: Signal
+
+
 def weight_tiles(plan: CorePlan, memories: Sequence[ImageMemory],
                  data_width: int) -> WeightTiles:
     """Return the tiles of ``plan``'s weight passes in an image of ``memories``.
@@ -179,4 +204,4 @@ class TileBuffer(wiring.Component):
         return m
 
 
-__all__ = ["TileBuffer", "WeightTiles", "weight_tiles"]
+__all__ = ["TileBuffer", "TileFetch", "WeightTiles", "weight_tiles"]

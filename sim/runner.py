@@ -239,6 +239,7 @@ class Simulation:
         expected: list | None = None,
         flip: int | None = None,
         flip_after_load: int | None = None,
+        late_masks: bool = False,
         address: int = DEFAULT_IMAGE_ADDRESS,
     ) -> dict[str, Any]:
         """Return a ``ddr_weights`` configuration: load ``export``'s image, then stream.
@@ -265,6 +266,9 @@ class Simulation:
         flip_after_load : int, optional
             A byte of the image inverted once the load has completed (a design that streams
             its weights reads the weights region again as it computes).
+        late_masks : bool
+            Write the masks and send the frames only after the load (a design that streams
+            its weights has then fetched tiles ahead under the masks of before).
         address : int
             Byte address of the image in the simulated DDR (a multiple of a beat).
 
@@ -296,7 +300,7 @@ class Simulation:
         config["registers"]["CONFIG_HASH"] = export.shape_hash
         config["ddr"] = {"board": self.board, "image": image.image.hex(), "address": address,
                          "checksum": image.checksum, "flip": flip,
-                         "flip_after_load": flip_after_load}
+                         "flip_after_load": flip_after_load, "late_masks": late_masks}
         return config
 
     def run(self, test: str, config: dict[str, Any]) -> dict[str, Any]:

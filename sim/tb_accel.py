@@ -468,10 +468,12 @@ async def ddr_weights(dut: Any) -> None:
                 for index in range(len(config["trained_masks"]))
                 if (value := await bench.read(f"MASK{index}")) != every_step]
     await bench.write("WEIGHTS_ADDR", address)
-    await bench.write_masks()
+    late = bool(figures.get("late_masks"))
     frames = config["frames"]
-    for frame in frames:  # queued now: they must wait for the load
-        await bench.send(frame)
+    if not late:
+        await bench.write_masks()
+        for frame in frames:  # queued now: they must wait for the load
+            await bench.send(frame)
     cocotb.start_soon(watch())
     await bench.write("CONTROL", CONTROL_LOAD_WEIGHTS)
     limit = LOAD_CYCLES_PER_BEAT * len(image) // ddr.beat_bytes + LOAD_CYCLES_SLACK
@@ -483,6 +485,10 @@ async def ddr_weights(dut: Any) -> None:
                                  f"{ddr.counters.beats} beats served)")
     if figures.get("flip_after_load") is not None:
         ddr.memory[address + figures["flip_after_load"]] ^= 0xFF
+    if late:  # the masks change after the load, once tiles have been fetched ahead
+        await bench.write_masks()
+        for frame in frames:
+            await bench.send(frame)
     checksum = (await bench.read("WEIGHTS_CHECKSUM_HI")) << 32 | \
         await bench.read("WEIGHTS_CHECKSUM_LO")
     if checksum != figures["checksum"]:

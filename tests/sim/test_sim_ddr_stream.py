@@ -129,3 +129,51 @@ def test_the_same_streaming_build_computes_another_exports_image(
     assert results["checksum"] == design_image(export, lanes=LANES).checksum
     assert golden_packets(exports[0], images, exports[0].timestep_mask) != \
         golden_packets(exports[1], images, exports[1].timestep_mask)
+
+
+#: A convolutional stem (tests/sim/test_sim_ddr_stem.py's): its export's first weight tile
+#: is block 0's q, which a mask can leave out (a patch embedding's tile is always needed).
+STEM_SHAPE = (1, 9, 9)
+STEM = {"stages": [{"channels": 4, "pool": "before"}, {"channels": 4},
+                   {"channels": 8, "pool": "after"}], "rpe": True}
+
+
+@pytest.fixture(scope="module")
+def stem_export(tmp_path_factory: pytest.TempPathFactory, random_export) -> Export:
+    return load_export(random_export(tmp_path_factory.mktemp("stem_export"),
+                                     image_shape=list(STEM_SHAPE), dim=8, stem=STEM, seed=0))
+
+
+@pytest.mark.slow
+def test_a_masked_module_costs_no_weight_traffic_and_a_stale_prediction_no_result(
+        stem_export: Export, tmp_path: Path) -> None:
+    """A stem export with block 0's attention masked at every step: its four tiles are
+    never fetched for an image. The masks are written after the load, so the tile fetched
+    ahead (block 0's q, the first) was chosen under the reset masks (every step active):
+    the core discards it and seeks its own, and every packet is still the golden model's."""
+    export = stem_export
+    count = 3  # images: a masked tile fetched once per image would show twice
+    images = np.random.default_rng(1).integers(0, 256, (count, *STEM_SHAPE), dtype=np.uint8)
+    mask_rows = np.array(export.budget_mask(None))
+    attention = export.stem_modules  # block 0's attention, after the stem's modules
+    mask_rows[attention] = 0
+    core = StepvitAccel(export, lanes=LANES, weights="ddr", stream_weights=True).core
+    tiles = core.tiles
+    attention_tiles = [k for k, p in enumerate(tiles.passes)
+                       if core.plan.passes[p].get("module") == attention]
+    assert attention_tiles[:4] == [0, 1, 2, 3]  # q, k, v, proj: the first tiles
+    simulation = Simulation(export, tmp_path / "stream-stem", lanes=LANES, weights="ddr",
+                            stream_weights=True)
+    results = simulation.run("ddr_weights", simulation.ddr_config(
+        export, images, mask_rows, late_masks=True))
+    assert not results["failures"]
+    image = design_image(export, lanes=LANES)
+    beat = image.data_width // 8
+    used = sum(words for k, words in enumerate(tiles.words) if k not in attention_tiles)
+    per_image = used * tiles.word_bytes // beat
+    # the load, tile 0 fetched ahead under the old masks, the used tiles of each image and
+    # perhaps the next image's first used tile
+    ahead = tiles.words[0] * tiles.word_bytes // beat
+    least = len(image.image) // beat + ahead + count * per_image
+    first_used = next(k for k in range(len(tiles.words)) if k not in attention_tiles)
+    assert least <= results["beats"] <= least + tiles.words[first_used] * tiles.word_bytes // beat
