@@ -85,6 +85,9 @@ class StepvitCore(wiring.Component):
         RAMs with no contents (and the head's biases a register) written through the
         ``parameters`` input by a weight loader, so the core depends only on the export's
         shape (a convolutional stem's parameters too: ``rtl/design_image.py``).
+    tile_words : int, optional
+        The most weight words one pass may read: longer weight passes are split
+        (:class:`~stepvit.rtl.core_plan.CorePlan`); ``None`` (default): no limit.
 
     Members
     -------
@@ -92,11 +95,12 @@ class StepvitCore(wiring.Component):
     """
 
     def __init__(self, export: Export, *, lanes: int, stem_lanes: int | None = None,
-                 weights: str = "rom") -> None:
+                 weights: str = "rom", tile_words: int | None = None) -> None:
         registers_for(weights)  # refuses a mode that is not one
         self.weights = weights
         # a ddr core must not depend on the export's values: its plan has none
-        self.plan = CorePlan(export, lanes=lanes, contents=weights == "rom")
+        self.plan = CorePlan(export, lanes=lanes, contents=weights == "rom",
+                             tile_words=tile_words)
         self._head_in_layer = export.layer_names().index("head.in")
         self._stem_plan = (StemPlan.from_export(export, lanes=stem_lanes or lanes)
                            if self.plan.geometry.stem_modules else None)
