@@ -86,6 +86,7 @@ class StepvitCore(wiring.Component):
         RAMs with no contents (and the head's biases a register) written through the
         ``parameters`` input by a weight loader, so the core depends only on the export's
         shape (a convolutional stem's parameters too: ``rtl/design_image.py``).
+<<<<<<< HEAD
     stream_weights : bool
         ``"ddr"`` only: keep no weight memory; stream each weight pass's words (its
         *tile*) from the weights region of the image in DDR into a double-buffered
@@ -94,6 +95,11 @@ class StepvitCore(wiring.Component):
         The loader still reads the whole image (its checksum covers the weights).
     data_width, max_burst : int
         ``stream_weights`` only: the AXI beat's bits and the longest burst (the loader's).
+=======
+    tile_words : int, optional
+        The most weight words one pass may read: longer weight passes are split
+        (:class:`~stepvit.rtl.core_plan.CorePlan`); ``None`` (default): no limit.
+>>>>>>> tiles
 
     Members
     -------
@@ -101,15 +107,20 @@ class StepvitCore(wiring.Component):
     """
 
     def __init__(self, export: Export, *, lanes: int, stem_lanes: int | None = None,
+<<<<<<< HEAD
                  weights: str = "rom", stream_weights: bool = False, data_width: int = 64,
                  max_burst: int = 16) -> None:
+=======
+                 weights: str = "rom", tile_words: int | None = None) -> None:
+>>>>>>> tiles
         registers_for(weights)  # refuses a mode that is not one
         if stream_weights and weights != "ddr":
             raise ValueError("stream_weights needs weights='ddr'")
         self.weights = weights
         self.stream_weights = stream_weights
         # a ddr core must not depend on the export's values: its plan has none
-        self.plan = CorePlan(export, lanes=lanes, contents=weights == "rom")
+        self.plan = CorePlan(export, lanes=lanes, contents=weights == "rom",
+                             tile_words=tile_words)
         self._head_in_layer = export.layer_names().index("head.in")
         self._stem_plan = (StemPlan.from_export(export, lanes=stem_lanes or lanes)
                            if self.plan.geometry.stem_modules else None)

@@ -237,9 +237,14 @@ class CoreGeometry:
 
 
 def pass_layout(geometry: CoreGeometry, rom_depth: int, bias_depth: int,
-                theta_depth: int) -> data.StructLayout:
-    """Return the layout of one pass descriptor of ``geometry``."""
+                theta_depth: int, *, split: bool = False) -> data.StructLayout:
+    """Return the layout of one pass descriptor of ``geometry``.
+
+    With ``split`` (a plan whose weight passes are split into tiles: :class:`CorePlan`)
+    ``chunk_offset`` also holds the first chunk of a slice of the head's logits.
+    """
     modules = geometry.modules
+    offset_chunks = max(geometry.mlp_chunks, geometry.class_chunks if split else 0, 2)
     most_chunks = max(geometry.dim_chunks, geometry.mlp_chunks, geometry.class_chunks,
                       geometry.heads)
     layers = geometry.first_block_module + 7 * geometry.depth + 1
@@ -252,7 +257,7 @@ def pass_layout(geometry: CoreGeometry, rom_depth: int, bias_depth: int,
         "bit_planes": unsigned(1),
         "count_planes": unsigned(1),
         "chunks": unsigned(max(most_chunks, 2).bit_length()),
-        "chunk_offset": unsigned(max(geometry.mlp_chunks, 2).bit_length()),
+        "chunk_offset": unsigned(offset_chunks.bit_length()),
         "walk_mask": WalkMask,
         "groups": unsigned(max(geometry.tokens, geometry.dim, geometry.count_bits,
                                2).bit_length()),
@@ -314,13 +319,45 @@ class CorePlan:
         Initial contents of the weight, bias, threshold and stream-spike memories.
     head_bias : list of int
         Initial value of the logits.
+    tile_words : int or None
+        The most weight words one pass may read (``None``: no limit), as given.
+    split : bool
+        Some weight pass is split into several (by ``tile_words``): the core then keeps the
+        true chunk of each slice (``chunk_offset + chunk``) in its addresses.
+    tiles : list of (int, int) or None
+        One entry per pass: ``None`` for a pass that reads no weight word (LIF of the
+        stream, KV, Q·KV), else ``(first_word, words)``: its ``weight_base`` and its
+        ``chunks * input_len`` words, ``weight_words[first_word:first_word + words]``,
+        the words the pass reads (a tile of a design that streams its weights).
+    tile_depth : int
+        The most words of any tile (0 when no pass reads weights).
 
     With ``contents=False`` the memories' words and ``head_bias`` are zeros (only their
     counts are right): the plan of a board's sizing, which needs the memories' shapes, not
     their contents, and of a ``weights="ddr"`` core, which must not depend on the values.
+
+    With ``tile_words`` an int, every pass that reads weights (the embedding, q, k, v,
+    proj, each slice of fc1, fc2, the head) is split into consecutive passes, each a
+    contiguous run of its chunks as long as fits ``chunks * input_len <= tile_words``
+    (at least one chunk): a slice keeps the pass's fields but its chunks, and offsets its
+    ``weight_base``, ``chunk_offset`` and its threshold and (per chunk) bias bases by its
+    first chunk. Per-token biases and the stream are addressed by the slice's true chunk.
+
+    Raises
+    ------
+    ValueError
+        If ``tile_words`` is not a positive integer or ``None``, or one chunk of a layer
+        needs more weight words than ``tile_words``.
     """
 
-    def __init__(self, export: Export, *, lanes: int, contents: bool = True) -> None:
+    def __init__(self, export: Export, *, lanes: int, contents: bool = True,
+                 tile_words: int | None = None) -> None:
+        if tile_words is not None and (not isinstance(tile_words, int)
+                                       or isinstance(tile_words, bool) or tile_words < 1):
+            raise ValueError(f"tile_words must be a positive integer or None, "
+                             f"not {tile_words!r}")
+        self.tile_words = tile_words
+        self.split = False
         self.geometry = geometry = CoreGeometry.from_export(export, lanes=lanes)
         self._contents = contents
         self._arrays = export.arrays
@@ -348,10 +385,11 @@ class CorePlan:
     def _add_embedding(self) -> None:
         """Append the embedding's passes: its current once, then its LIF into the stream."""
         geometry = self.geometry
-        self._add(source=Source.PATCH, weights=WeightSource.ROM,
-                  weight_base=self._weights("embed.weight"), input_len=geometry.patch_len,
-                  bit_planes=1, once=1, use_bias=1, bias_per_token=1,
-                  bias_base=self._biases("embed.bias"), sink=Sink.STORE_CURRENT)
+        self._add_weighted("embed", source=Source.PATCH, weights=WeightSource.ROM,
+                           weight_base=self._weights("embed.weight"),
+                           input_len=geometry.patch_len, bit_planes=1, once=1, use_bias=1,
+                           bias_per_token=1, bias_base=self._biases("embed.bias"),
+                           sink=Sink.STORE_CURRENT)
         self._add(module=0, operand=Operand.CURRENT, to_stream=1, **self._theta("embed"))
 
     def _weights(self, key: str) -> int:
@@ -386,6 +424,48 @@ class CorePlan:
         descriptor.update(fields)
         self.passes.append(descriptor)
 
+    def _add_weighted(self, name: str, /, **fields: Any) -> None:
+        """Append a pass that reads weights: in slices of at most ``tile_words`` words.
+
+        ``fields`` are the whole pass's (as for :meth:`_add`); ``name`` (the layer's) names
+        it in the refusal of a chunk that needs more words than a tile holds.
+        """
+        descriptor = {"groups": self.geometry.tokens, "chunks": self.geometry.dim_chunks}
+        descriptor.update(fields)
+        chunks, input_len = descriptor["chunks"], descriptor["input_len"]
+        if self.tile_words is None:
+            self.passes.append(descriptor)
+            return
+        if input_len > self.tile_words:
+            raise ValueError(f"one chunk of {name} needs {input_len} weight words, more "
+                             f"than tile_words ({self.tile_words})")
+        per_slice = self.tile_words // input_len
+        if per_slice >= chunks:
+            self.passes.append(descriptor)
+            return
+        self.split = True
+        for first in range(0, chunks, per_slice):
+            piece = dict(descriptor)
+            piece.update(chunks=min(per_slice, chunks - first),
+                         chunk_offset=descriptor.get("chunk_offset", 0) + first,
+                         weight_base=descriptor["weight_base"] + first * input_len)
+            if "theta_base" in descriptor:
+                piece["theta_base"] = descriptor["theta_base"] + first
+            if descriptor.get("use_bias") and not descriptor.get("bias_per_token"):
+                piece["bias_base"] = descriptor["bias_base"] + first
+            self.passes.append(piece)
+
+    @property
+    def tiles(self) -> list[tuple[int, int] | None]:
+        """Per pass, ``(first_word, words)`` of the weights it reads, or ``None``."""
+        return [(p["weight_base"], p["chunks"] * p["input_len"])
+                if p.get("weights") == WeightSource.ROM else None for p in self.passes]
+
+    @property
+    def tile_depth(self) -> int:
+        """The most weight words any one pass reads (0 when none reads any)."""
+        return max((tile[1] for tile in self.tiles if tile is not None), default=0)
+
     def _add_attention(self, block: int) -> None:
         """Append the passes of block ``block``'s attention."""
         geometry, add = self.geometry, self._add
@@ -393,7 +473,8 @@ class CorePlan:
         add(module=attn, operand=Operand.STREAM, target=Source.BUF0,
             **self._theta(f"{prefix}.attn.in"))
         for name, target in (("q", Source.BUF1), ("k", Source.BUF2), ("v", Source.BUF3)):
-            add(module=attn, source=Source.BUF0, weights=WeightSource.ROM,
+            self._add_weighted(
+                f"{prefix}.attn.{name}", module=attn, source=Source.BUF0, weights=WeightSource.ROM,
                 weight_base=self._weights(f"{prefix}.attn.{name}.weight"),
                 input_len=geometry.dim, use_bias=1,
                 bias_base=self._biases(f"{prefix}.attn.{name}.bias"), target=target,
@@ -404,7 +485,8 @@ class CorePlan:
         add(module=attn, source=Source.BUF1, weights=WeightSource.KV,
             walk_mask=WalkMask.CHUNK_HEADS, target=Source.BUF0,
             **self._theta(f"{prefix}.attn.attn"))
-        add(module=attn, source=Source.BUF0, weights=WeightSource.ROM,
+        self._add_weighted(
+            f"{prefix}.attn.proj", module=attn, source=Source.BUF0, weights=WeightSource.ROM,
             weight_base=self._weights(f"{prefix}.attn.proj.weight"), input_len=geometry.dim,
             use_bias=1, bias_base=self._biases(f"{prefix}.attn.proj.bias"),
             operand=Operand.STREAM, sink=Sink.STORE_STREAM)
@@ -422,13 +504,15 @@ class CorePlan:
         # membrane, so the membranes of one slice (N·dim, not N·mlp_dim) are enough; each
         # slice walks the same input spikes, so the accumulates are the same.
         for first in range(0, geometry.mlp_chunks, geometry.dim_chunks):
-            add(module=mlp, source=Source.BUF0, weights=WeightSource.ROM,
+            self._add_weighted(
+                f"{prefix}.mlp.fc1", module=mlp, source=Source.BUF0, weights=WeightSource.ROM,
                 weight_base=fc1_weight + first * geometry.dim, input_len=geometry.dim,
                 chunks=min(geometry.dim_chunks, geometry.mlp_chunks - first),
                 chunk_offset=first, use_bias=1, bias_base=fc1_bias + first,
                 target=Source.HIDDEN, sink=Sink.LIF, layer=fc1_lif["layer"],
                 theta_base=fc1_lif["theta_base"] + first)
-        add(module=mlp, source=Source.HIDDEN, weights=WeightSource.ROM,
+        self._add_weighted(
+            f"{prefix}.mlp.fc2", module=mlp, source=Source.HIDDEN, weights=WeightSource.ROM,
             weight_base=self._weights(f"{prefix}.mlp.fc2.weight"),
             input_len=geometry.mlp_dim, use_bias=1,
             bias_base=self._biases(f"{prefix}.mlp.fc2.bias"), operand=Operand.STREAM,
@@ -444,15 +528,16 @@ class CorePlan:
         # head.in counts its spikes per channel as it fires; the head then walks the counts'
         # bit planes (W[:, c] << b for each set bit b of count_c), a few events a channel
         # instead of one per spike.
-        self._add(module=head, source=Source.COUNTS, weights=WeightSource.ROM,
-                  weight_base=self._weights("head.weight"), input_len=geometry.dim, once=1,
-                  groups=geometry.count_bits, count_planes=1, chunks=geometry.class_chunks,
-                  sink=Sink.LOGITS, skip_empty=1)
+        self._add_weighted("head", module=head, source=Source.COUNTS,
+                           weights=WeightSource.ROM, weight_base=self._weights("head.weight"),
+                           input_len=geometry.dim, once=1, groups=geometry.count_bits,
+                           count_planes=1, chunks=geometry.class_chunks, sink=Sink.LOGITS,
+                           skip_empty=1)
 
     def layout(self) -> data.StructLayout:
         """Return the pass descriptor layout sized for this plan's memories."""
         return pass_layout(self.geometry, len(self.weight_words), len(self.bias_words),
-                           len(self.theta_words))
+                           len(self.theta_words), split=self.split)
 
     def memory_bits(self) -> dict[str, int]:
         """Return the bits of every memory of the core, by name (the sum is what must fit)."""

@@ -185,7 +185,8 @@ class FireStage(wiring.Component):
         """Return the lanes of ``chunk`` that are channels of the layer.
 
         A ragged last chunk has fewer: of the MLP's hidden layer when the pass writes it,
-        else of ``dim``.
+        else of ``dim``. ``chunk`` is the pass's: a slice of a layer (fc1's, or any with
+        split passes) starts at its ``chunk_offset``.
         """
         geometry, lanes = self._plan.geometry, self._plan.geometry.lanes
         desc = self.descriptor
@@ -196,4 +197,5 @@ class FireStage(wiring.Component):
 
         return Mux(desc.target == Source.HIDDEN,
                    valid(geometry.mlp_dim, geometry.mlp_chunks, desc.chunk_offset + chunk),
-                   valid(geometry.dim, geometry.dim_chunks, chunk))
+                   valid(geometry.dim, geometry.dim_chunks,
+                         desc.chunk_offset + chunk if self._plan.split else chunk))

@@ -176,6 +176,9 @@ class SumStage(wiring.Component):
                         self.stream_write.en.eq(1),
                     ]
                 with m.Case(Sink.LOGITS):
+                    # a slice of the head's chunks (split passes) starts at its chunk_offset
+                    chunk = (self.descriptor.chunk_offset + sink.chunk if self._plan.split
+                             else sink.chunk)
                     for k, logit in enumerate(logits):
-                        with m.If(sink.chunk == k // lanes):
+                        with m.If(chunk == k // lanes):
                             m.d.sync += logit.eq(logit + self.sums[k % lanes])

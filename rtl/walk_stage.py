@@ -253,13 +253,54 @@ class WalkStage(wiring.Component):
             walk.weight_row.eq(desc.weight_base), walk.first_event.eq(1),
         ]
         if first_of_pass:
-            m.d.sync += [walk.group_index.eq(0), walk.first_step.eq(1)]
+            m.d.sync += [walk.group_index.eq(self._first_index()), walk.first_step.eq(1)]
         else:
-            m.d.sync += walk.group_index.eq(Mux(new_step, 0, walk.group_index + 1))
+            m.d.sync += walk.group_index.eq(Mux(new_step, self._first_index(),
+                                                walk.group_index + self._word_stride()))
             with m.If(new_step):
                 m.d.sync += walk.first_step.eq(0)
-                with m.If(desc.sink == Sink.STORE_STREAM):
+                with m.If(self._completes_stream()):
                     m.d.sync += stream_zero.bit_select(walk.step, 1).eq(0)
+
+    def _completes_stream(self) -> Value:
+        """Return whether the pass's stores complete the stream of a step it walks.
+
+        After a storing pass (proj, fc2) a step's stream is no longer all zero
+        (``stream_zero``). Of a layer split into slices (:attr:`CorePlan.split`) only the
+        last slice completes it: until then the chunks past the slice's still hold the last
+        image's values, so the slices before it must read them as zero.
+        """
+        desc = self.descriptor
+        stores = desc.sink == Sink.STORE_STREAM
+        if not self._plan.split:
+            return stores
+        last_chunk = desc.chunk_offset + desc.chunks == self._plan.geometry.dim_chunks
+        return stores & last_chunk
+
+    def _first_index(self) -> Value | int:
+        """Return the group index of a step's first chunk.
+
+        In a plan with split passes (:attr:`CorePlan.split`) a pass that stores (the
+        embedding's current, the stream, the logits) counts the true index
+        ``token * dim_chunks + chunk_offset + chunk``, the address of per-token data (the
+        stream, the embedding's current and biases); a LIF pass counts its own chunks (its
+        membranes: a slice's are its own), as every pass does in a plan without.
+        """
+        if not self._plan.split:
+            return 0
+        desc = self.descriptor
+        return Mux(desc.sink == Sink.LIF, 0, desc.chunk_offset)
+
+    def _word_stride(self) -> Value | int:
+        """Return what the group index adds from a word's last chunk to the next's first.
+
+        The chunks of the dim the slice skips (``dim_chunks - chunks``) and one, in a
+        storing pass of a plan with split passes (:meth:`_first_index`); else one.
+        """
+        if not self._plan.split:
+            return 1
+        desc = self.descriptor
+        return Mux(desc.sink == Sink.LIF, 1, self._plan.geometry.dim_chunks + 1 - desc.chunks)
 
     def _walk_cycle(self, m: Module, walk: Walk, stream_zero: Signal) -> None:
         """Step the walker; at a chunk's end go on to the next chunk, the next word, or end."""
@@ -272,7 +313,7 @@ class WalkStage(wiring.Component):
             with m.Elif(self.fetched.valid):
                 self._load_word(m, walk, stream_zero, first_of_pass=False)
             with m.Else():
-                with m.If(desc.sink == Sink.STORE_STREAM):
+                with m.If(self._completes_stream()):
                     m.d.sync += stream_zero.bit_select(walk.step, 1).eq(0)
                 m.d.comb += self.pass_done.eq(1)
         with m.Elif(walk.emit):
