@@ -341,11 +341,13 @@ def overlay(args: argparse.Namespace) -> int:
         from stepvit.rtl.generate import copy_export_image
 
         rtl_report = generate(export, out, lanes=lanes, stem_lanes=stem_lanes, weights="ddr",
-                              widths=widths, stream_weights=stream, **ddr)
+                              widths=widths, stream_weights=stream,
+                              tile_words=design.get("tile_words") if stream else None, **ddr)
         copy_export_image(export, out, lanes=lanes, data_width=ddr["data_width"], widths=widths)
     written = lay_out_tcl(board, out)
     record_design(out, export, lanes, board.name, stem_lanes, ddr=ddr, widths=widths,
-                  stream_weights=stream)
+                  stream_weights=stream,
+                  tile_words=design.get("tile_words") if stream else None)
     info = {
         "board": board.name,
         "part": board.part,

@@ -103,14 +103,15 @@ def add_lanes_argument(parser: argparse.ArgumentParser,
 def design_of(export: Export, lanes: int, board: str | None = None,
               stem_lanes: int | None = None, *, ddr: dict[str, int] | None = None,
               widths: dict[str, int] | None = None,
-              stream_weights: bool = False) -> dict[str, Any]:
+              stream_weights: bool = False, tile_words: int | None = None) -> dict[str, Any]:
     """Return the record of ``export``'s design at ``lanes`` (``board``: what picked them).
 
     ``stem_lanes``: the stem engine's lanes, recorded only where they differ from ``lanes``.
     ``ddr``: a ``weights="ddr"`` design's AXI figures (``data_width``, ``max_burst``); the
     record then also says ``weights: ddr``, the shape hash and the design's bit ``widths``
     (default the export's); ``stream_weights``: the core streams its weights during
-    compute (recorded as ``stream_weights: true``, only then).
+    compute (recorded as ``stream_weights: true``, only then), ``tile_words`` the most
+    words of its tiles (recorded where given).
     """
     design = {
         "config_hash": f"{export.config_hash:08x}",
@@ -127,6 +128,8 @@ def design_of(export: Export, lanes: int, board: str | None = None,
                       bit_widths=dict(widths or export.bit_widths))
         if stream_weights:
             design["stream_weights"] = True
+            if tile_words is not None:
+                design["tile_words"] = int(tile_words)
     return design
 
 
@@ -134,14 +137,16 @@ def record_design(folder: str | Path, export: Export, lanes: int,
                   board: str | None = None, stem_lanes: int | None = None, *,
                   ddr: dict[str, int] | None = None,
                   widths: dict[str, int] | None = None,
-                  stream_weights: bool = False) -> dict[str, Any]:
+                  stream_weights: bool = False,
+                  tile_words: int | None = None) -> dict[str, Any]:
     """Write ``folder/design.json`` for ``export`` at ``lanes``; return the record.
 
-    ``ddr``, ``widths``, ``stream_weights``: a ``weights="ddr"`` design's AXI figures, bit
-    widths and whether it streams its weights (see :func:`design_of`).
+    ``ddr``, ``widths``, ``stream_weights``, ``tile_words``: a ``weights="ddr"`` design's
+    AXI figures, bit widths, whether it streams its weights and its tiles' most words (see
+    :func:`design_of`).
     """
     design = design_of(export, lanes, board, stem_lanes, ddr=ddr, widths=widths,
-                       stream_weights=stream_weights)
+                       stream_weights=stream_weights, tile_words=tile_words)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DESIGN_FILE).write_text(json.dumps(design, indent=2) + "\n")

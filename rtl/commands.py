@@ -52,6 +52,11 @@ def rtl_arguments(parser: argparse.ArgumentParser) -> None:
                              "layer's weights from the loaded image in DDR into a "
                              "double-buffered tile while the layer before computes (default: "
                              "the --build folder's ddr design's choice, else off)")
+    parser.add_argument("--tile-words", type=int, default=None, metavar="N",
+                        help="with --stream-weights: the most weight words of one tile (a "
+                             "layer's weights are fetched in slices of output channels that "
+                             "fit; each of the two tile banks holds N words of 8 x lanes bits; "
+                             "default: a whole layer's words)")
     parser.add_argument("--stem-lanes", type=int, default=None, metavar="Q",
                         help="the stem engine's lanes, for an export with a convolutional "
                              "stem (default: chosen with --board, else --lanes)")
@@ -70,6 +75,9 @@ def rtl(args: argparse.Namespace) -> int:
     if args.stream_weights and args.weights != "ddr":
         raise StepvitError("--stream-weights: a rom design holds its weights on chip; the "
                            "option is for --weights ddr")
+    if args.tile_words is not None and not args.stream_weights:
+        raise StepvitError("--tile-words: the size of a streamed weight tile; the option is "
+                           "for --weights ddr --stream-weights")
     from stepvit.model.export import design_widths, load_export
     from stepvit.rtl.build_folder import record_design
     from stepvit.rtl.generate import VERILOG_FILE, copy_export_image, generate
@@ -124,9 +132,10 @@ def rtl(args: argparse.Namespace) -> int:
     stream = bool(args.stream_weights)
     report = generate(export, build, lanes=lanes, stem_lanes=stem_lanes,
                       weights=args.weights, widths=widths, stream_weights=stream,
-                      **(ddr or {}))
+                      tile_words=args.tile_words, **(ddr or {}))
     record_design(build, export, lanes, None if chosen is None else chosen["board"],
-                  stem_lanes=stem_lanes, ddr=ddr, widths=widths, stream_weights=stream)
+                  stem_lanes=stem_lanes, ddr=ddr, widths=widths, stream_weights=stream,
+                  tile_words=args.tile_words)
     copy = None
     if ddr is not None:
         copy = copy_export_image(export, build, lanes=lanes, data_width=ddr["data_width"],
@@ -211,7 +220,8 @@ def _reuse_ddr_build(build: Path, export: Export, design: dict[str, Any]) -> int
                              stem_lanes=stem_lanes)
     record_design(build, export, lanes, design.get("board"), stem_lanes,
                   ddr={"data_width": data_width, "max_burst": int(design["max_burst"])},
-                  widths=widths, stream_weights=bool(design.get("stream_weights")))
+                  widths=widths, stream_weights=bool(design.get("stream_weights")),
+                  tile_words=design.get("tile_words"))
     copy = copy_export_image(export, build, lanes=lanes, data_width=data_width, widths=widths)
     print(json.dumps({"verilog": f"{build}/{VERILOG_FILE}", "reused": True,
                       "name": report["name"], "config_hash": report["config_hash"],

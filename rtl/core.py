@@ -86,7 +86,11 @@ class StepvitCore(wiring.Component):
         RAMs with no contents (and the head's biases a register) written through the
         ``parameters`` input by a weight loader, so the core depends only on the export's
         shape (a convolutional stem's parameters too: ``rtl/design_image.py``).
-<<<<<<< HEAD
+    tile_words : int, optional
+        The most weight words one pass may read: longer weight passes are split
+        (:class:`~stepvit.rtl.core_plan.CorePlan`); ``None`` (default): no limit. With
+        ``stream_weights``, the words of a tile: each bank of the tile buffer holds the
+        largest.
     stream_weights : bool
         ``"ddr"`` only: keep no weight memory; stream each weight pass's words (its
         *tile*) from the weights region of the image in DDR into a double-buffered
@@ -95,11 +99,6 @@ class StepvitCore(wiring.Component):
         The loader still reads the whole image (its checksum covers the weights).
     data_width, max_burst : int
         ``stream_weights`` only: the AXI beat's bits and the longest burst (the loader's).
-=======
-    tile_words : int, optional
-        The most weight words one pass may read: longer weight passes are split
-        (:class:`~stepvit.rtl.core_plan.CorePlan`); ``None`` (default): no limit.
->>>>>>> tiles
 
     Members
     -------
@@ -107,12 +106,9 @@ class StepvitCore(wiring.Component):
     """
 
     def __init__(self, export: Export, *, lanes: int, stem_lanes: int | None = None,
-<<<<<<< HEAD
-                 weights: str = "rom", stream_weights: bool = False, data_width: int = 64,
+                 weights: str = "rom", tile_words: int | None = None,
+                 stream_weights: bool = False, data_width: int = 64,
                  max_burst: int = 16) -> None:
-=======
-                 weights: str = "rom", tile_words: int | None = None) -> None:
->>>>>>> tiles
         registers_for(weights)  # refuses a mode that is not one
         if stream_weights and weights != "ddr":
             raise ValueError("stream_weights needs weights='ddr'")

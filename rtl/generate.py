@@ -152,6 +152,7 @@ def generate(
     max_burst: int = DEFAULT_MAX_BURST,
     widths: dict[str, int] | None = None,
     stream_weights: bool = False,
+    tile_words: int | None = None,
 ) -> dict[str, Any]:
     """Generate ``stepvit_accel.v``, ``stepvit_accel.il`` and ``report.json`` in ``out_dir``.
 
@@ -183,6 +184,8 @@ def generate(
         ``"ddr"`` only: the core streams each pass's weights from the image during compute
         (:class:`~stepvit.rtl.top.StepvitAccel`); the report's ``weight_tiles`` gives the
         tiles' count, the largest's words and the bytes an image reads.
+    tile_words : int, optional
+        ``stream_weights`` only: the most words of one tile (longer weight passes are split).
 
     Returns
     -------
@@ -201,7 +204,8 @@ def generate(
     try:
         design = StepvitAccel(export, lanes=lanes, core=core, stem_lanes=stem_lanes,
                               weights=weights, data_width=data_width, max_burst=max_burst,
-                              widths=widths, stream_weights=stream_weights)
+                              widths=widths, stream_weights=stream_weights,
+                              tile_words=tile_words)
     except ValueError as error:  # a parameter the design refuses, such as the lane count
         raise StepvitError(f"cannot build the accelerator: {error}") from None
     verilog_text = to_verilog(design)
@@ -244,7 +248,8 @@ def generate(
                                                     stem_lanes=stem_lanes, widths=widths)
         if stream_weights:
             tiles = design.core.tiles
-            report["weight_tiles"] = {"tiles": len(tiles.words), "depth": tiles.depth,
+            report["weight_tiles"] = {"tiles": len(tiles.words), "tile_words": tile_words,
+                                      "depth": tiles.depth,
                                       "word_bytes": tiles.word_bytes,
                                       "bytes_per_image": tiles.bytes_per_image}
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")

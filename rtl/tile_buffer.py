@@ -24,7 +24,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from stepvit.rtl.axi_reader import AxiBurstReader, check_shape
-from stepvit.rtl.core_plan import CorePlan, WeightSource
+from stepvit.rtl.core_plan import CorePlan
 from stepvit.rtl.weight_image import ImageMemory, image_layout
 
 
@@ -104,13 +104,10 @@ def weight_tiles(plan: CorePlan, memories: Sequence[ImageMemory],
     """
     region = next(r for r in image_layout(memories, data_width).regions
                   if r.memory.name == "weights")
-    passes, offsets, words = [], [], []
-    for index, descriptor in enumerate(plan.passes):
-        if descriptor.get("weights", WeightSource.NONE) != WeightSource.ROM:
-            continue
-        passes.append(index)
-        offsets.append(region.offset + descriptor["weight_base"] * region.word_bytes)
-        words.append(descriptor["chunks"] * descriptor["input_len"])
+    held = [(index, tile) for index, tile in enumerate(plan.tiles) if tile is not None]
+    passes = [index for index, _ in held]
+    offsets = [region.offset + first * region.word_bytes for _, (first, _) in held]
+    words = [count for _, (_, count) in held]
     return WeightTiles(passes=tuple(passes), offsets=tuple(offsets), words=tuple(words),
                        word_bytes=region.word_bytes)
 

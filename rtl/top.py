@@ -136,6 +136,9 @@ class StepvitAccel(wiring.Component):
         from the loaded image during compute (``StepvitCore(stream_weights=True)``); the
         loader and the core's tile buffer share ``m_axi`` (the loader while loading, the
         tiles after), and ``WEIGHT_STALLS`` reads the cycles the core waited for a tile.
+    tile_words : int, optional
+        ``stream_weights`` only: the most weight words of one tile (longer weight passes are
+        split, :class:`~stepvit.rtl.core_plan.CorePlan`); default: a pass's words.
 
     Members
     -------
@@ -151,7 +154,8 @@ class StepvitAccel(wiring.Component):
                  stem_lanes: int | None = None, weights: str = "rom",
                  data_width: int = DEFAULT_DATA_WIDTH,
                  max_burst: int = DEFAULT_MAX_BURST,
-                 widths: dict[str, int] | None = None, stream_weights: bool = False) -> None:
+                 widths: dict[str, int] | None = None, stream_weights: bool = False,
+                 tile_words: int | None = None) -> None:
         if lanes < 1:
             raise ValueError(f"lanes must be at least 1, not {lanes}")
         if widths is not None and weights != "ddr":
@@ -169,11 +173,13 @@ class StepvitAccel(wiring.Component):
                                        addr_width=WEIGHTS_ADDR_BITS)
         if stream_weights and weights != "ddr":
             raise ValueError("stream_weights needs weights='ddr'")
+        if tile_words is not None and not stream_weights:
+            raise ValueError("tile_words is for stream_weights only")
         self.stream_weights = stream_weights
         if core is None:
             core = StepvitCore(export, lanes=lanes, stem_lanes=stem_lanes, weights=weights,
                                stream_weights=stream_weights, data_width=data_width,
-                               max_burst=max_burst)
+                               max_burst=max_burst, tile_words=tile_words)
         tile_axi = ({name: self.loader.signature.members[name] for name in AXI_READ_MEMBERS}
                     if stream_weights else None)
         if core.signature != core_signature(export, parameters, tile_axi):

@@ -133,12 +133,15 @@ class Simulation:
         ``"ddr"`` only: the core streams its weights from the simulated DDR during compute
         (the ``ddr_weights`` test's results then count the cycles it waited for them,
         ``weight_stalls``).
+    tile_words : int, optional
+        ``stream_weights`` only: the most words of one weight tile.
     """
 
     def __init__(
         self, export: Export, build_dir: str | Path, *, lanes: int, core: Any = None,
         simulator: str = "icarus", weights: str = "rom", board: str = DEFAULT_DDR_BOARD,
         widths: dict[str, int] | None = None, stream_weights: bool = False,
+        tile_words: int | None = None,
     ) -> None:
         from cocotb_tools.runner import get_runner
 
@@ -165,7 +168,7 @@ class Simulation:
         report = generate(export, self.build_dir / "rtl", lanes=lanes, core=core,
                           with_rtlil=False, stem_lanes=stem_lanes_of(self.build_dir),
                           weights=weights, widths=widths, stream_weights=stream_weights,
-                          **axi)
+                          tile_words=tile_words, **axi)
         self.packet_words = report["packet_words"]
         self.runner = get_runner(simulator)
         # Amaranth writes Verilog-2005; as SystemVerilog (the runner's -g2012) Icarus gives

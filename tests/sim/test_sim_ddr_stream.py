@@ -177,3 +177,22 @@ def test_a_masked_module_costs_no_weight_traffic_and_a_stale_prediction_no_resul
     least = len(image.image) // beat + ahead + count * per_image
     first_used = next(k for k in range(len(tiles.words)) if k not in attention_tiles)
     assert least <= results["beats"] <= least + tiles.words[first_used] * tiles.word_bytes // beat
+
+
+@pytest.mark.slow
+def test_split_tiles_are_bit_exact_and_smaller(exports: list[Export], images: np.ndarray,
+                                               tmp_path: Path) -> None:
+    """``tile_words`` 16: fc2's 16-input chunks one a tile, the 8-input layers' two; the
+    banks hold 16 words rather than the largest layer's 32."""
+    export = exports[0]
+    whole = StepvitAccel(export, lanes=LANES, weights="ddr", stream_weights=True).core.tiles
+    split = StepvitAccel(export, lanes=LANES, weights="ddr", stream_weights=True,
+                         tile_words=16).core.tiles
+    assert (whole.depth, split.depth) == (32, 16)
+    assert sum(split.words) == sum(whole.words) and len(split.words) > len(whole.words)
+    simulation = Simulation(export, tmp_path / "split", lanes=LANES, weights="ddr",
+                            stream_weights=True, tile_words=16)
+    for budget in (1, None):
+        results = simulation.run("ddr_weights", simulation.ddr_config(
+            export, images, export.budget_mask(budget)))
+        assert not results["failures"]
