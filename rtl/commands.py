@@ -112,8 +112,10 @@ def rtl(args: argparse.Namespace) -> int:
 
         board = board_parameters(args.board)
         pace = sample_pace(export)
+        streamed = ({"stream_data_width": axi["data_width"], "tile_words": args.tile_words}
+                    if args.stream_weights else {})
         try:
-            best, estimates = choose_lanes(export, board, pace)
+            best, estimates = choose_lanes(export, board, pace, **streamed)
         except ValueError as error:
             raise StepvitError(str(error)) from None
         if args.lanes is None and stem_lanes is None:
@@ -122,7 +124,7 @@ def rtl(args: argparse.Namespace) -> int:
         if export.arch.get("stem"):
             stem_lanes = stem_lanes or lanes
         built = next((e for e in estimates if (e.lanes, e.stem_lanes) == (lanes, stem_lanes)),
-                     None) or estimate(export, lanes, board, stem_lanes=stem_lanes)
+                     None) or estimate(export, lanes, board, stem_lanes=stem_lanes, **streamed)
         chosen = {"board": board["name"], "fastest_fitting_lanes": best.lanes,
                   "fastest_fitting_stem_lanes": best.stem_lanes,
                   "ranked_by": ("dense events" if pace is None else

@@ -78,13 +78,24 @@ def memory_granularity(plan: CorePlan) -> dict[str, int]:
             "spikes_hidden": lanes}
 
 
-def memory_shapes(plan: CorePlan) -> dict[str, tuple[int, int]]:
-    """Return ``name -> (width, depth)`` of the core's memories (rtl/core_memories.py)."""
+def memory_shapes(plan: CorePlan, *, stream_data_width: int | None = None
+                  ) -> dict[str, tuple[int, int]]:
+    """Return ``name -> (width, depth)`` of the core's memories (rtl/core_memories.py).
+
+    ``stream_data_width``: a core that streams its weights over AXI beats of this many bits
+    (``stream_weights``): no weight memory, but the tile buffer's two banks of the plan's
+    largest tile, each word the weight word padded to whole beats (``tile_banks``).
+    """
     g = plan.geometry
     lanes, bits = g.lanes, g.bits
     steps_tokens = g.t_max * g.tokens
+    if stream_data_width is None:
+        weights = {"weights": (8 * lanes, len(plan.weight_words))}
+    else:
+        word = -(-8 * lanes // stream_data_width) * stream_data_width
+        weights = {"tile_banks": (word, 2 * plan.tile_depth)}
     return {
-        "weights": (8 * lanes, len(plan.weight_words)),
+        **weights,
         "biases": (g.bias_bits * lanes, len(plan.bias_words)),
         "thresholds": (bits["membrane"] * lanes, len(plan.theta_words)),
         **{f"patches{bank}": (8 * g.patch_len, g.tokens) for bank in (0, 1) if g.patch_len},
@@ -150,11 +161,17 @@ class DesignEstimate:
                 "lut": self.lut, "bram36": self.bram36, "fits": self.fits}
 
 
-def core_resources(export: Export, lanes: int) -> tuple[int, int, float]:
-    """Return the core's dense events, LUTs and block RAM on ``lanes`` lanes."""
-    plan = CorePlan(export, lanes=lanes, contents=False)
+def core_resources(export: Export, lanes: int, *, stream_data_width: int | None = None,
+                   tile_words: int | None = None) -> tuple[int, int, float]:
+    """Return the core's dense events, LUTs and block RAM on ``lanes`` lanes.
+
+    ``stream_data_width``, ``tile_words``: a core that streams its weights
+    (:func:`memory_shapes`) in tiles of at most ``tile_words`` words; its tile fetch adds
+    :data:`STREAM_LUTS`.
+    """
+    plan = CorePlan(export, lanes=lanes, contents=False, tile_words=tile_words)
     geometry = plan.geometry
-    shapes = memory_shapes(plan).items()
+    shapes = memory_shapes(plan, stream_data_width=stream_data_width).items()
     granularity = memory_granularity(plan)
     bram36 = sum(memory_bram36(width, depth, rom=name in ROMS) for name, (width, depth) in shapes)
     lut = (LUT_MODEL["fixed"] + LUT_MODEL["per_lane"] * lanes
@@ -162,9 +179,16 @@ def core_resources(export: Export, lanes: int) -> tuple[int, int, float]:
            + LUT_MODEL["per_parallel_lane"] * (geometry.parallel_heads - 1) * geometry.head_dim
            + sum(memory_lutram_luts(width, depth, rom=name in ROMS,
                                     granularity=granularity.get(name))
-                 for name, (width, depth) in shapes))
+                 for name, (width, depth) in shapes)
+           + (STREAM_LUTS if stream_data_width is not None else 0))
     return dense_events(geometry), lut, bram36
 
+
+#: LUTs a core that streams its weights adds (its AXI reader, the tile table and tags,
+#: the sharing of ``m_axi`` with the loader): measured by ``stepvit synth`` of the digits
+#: default's 32 + 8 lane ddr design with and without ``--stream-weights``
+#: (docs/ddr-dataflow.md).
+STREAM_LUTS = 0
 
 #: LUTs a stem design adds besides the stem engine's own (:mod:`stepvit.rtl.stem_sizing`,
 #: fitted to the engine alone): its pixel loader, the front's two stream buffers and the
@@ -214,26 +238,32 @@ def _combine(lanes: int, core: tuple[int, int, float], stem_lanes: int | None,
 
 
 def estimate(export: Export, lanes: int, board: dict[str, Any], *,
-             stem_lanes: int | None = None) -> DesignEstimate:
+             stem_lanes: int | None = None, stream_data_width: int | None = None,
+             tile_words: int | None = None) -> DesignEstimate:
     """Return the estimate of ``export`` on ``lanes`` lanes against ``board``'s budget.
 
     With a convolutional stem, its engine has ``stem_lanes`` lanes (default ``lanes``).
+    ``stream_data_width``, ``tile_words``: a core that streams its weights
+    (:func:`core_resources`).
     """
+    core = core_resources(export, lanes, stream_data_width=stream_data_width,
+                          tile_words=tile_words)
     if not export.arch.get("stem"):
-        return _combine(lanes, core_resources(export, lanes), None, None, board)
+        return _combine(lanes, core, None, None, board)
     stem_lanes = stem_lanes or lanes
-    return _combine(lanes, core_resources(export, lanes), stem_lanes,
-                    stem_resources(export, stem_lanes), board)
+    return _combine(lanes, core, stem_lanes, stem_resources(export, stem_lanes), board)
 
 
-def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None = None
+def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None = None, *,
+                 stream_data_width: int | None = None, tile_words: int | None = None
                  ) -> tuple[DesignEstimate, list[DesignEstimate]]:
     """Return the fastest fitting design, and every estimate.
 
     Fastest: the fewest cycles on sample images where ``pace`` gives them
     (:func:`stepvit.rtl.pace.sample_pace`), else the fewest dense events. With a
     convolutional stem every pair of core and stem lanes is weighed (the slower of the two
-    sets the pace). Fewer lanes win a tie.
+    sets the pace). Fewer lanes win a tie. ``stream_data_width``, ``tile_words``: a core
+    that streams its weights (:func:`core_resources`).
 
     Raises
     ------
@@ -242,7 +272,10 @@ def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None 
     """
     arch = export.arch
     widest = max(arch["dim"], arch["mlp_dim"], arch["num_classes"])
-    cores = {lanes: core_resources(export, lanes) for lanes in range(1, widest + 1)}
+    # (a chunk's words are its layer's inputs at any lanes: a tile_words too small for one
+    # is refused by the plan, with the layer named)
+    cores = {lanes: core_resources(export, lanes, stream_data_width=stream_data_width,
+                                   tile_words=tile_words) for lanes in range(1, widest + 1)}
     if arch.get("stem"):
         from stepvit.model.export.stem import stem_stages
 

@@ -202,3 +202,29 @@ def test_the_sizing_plan_without_contents_has_the_memories_shapes(export_dir, la
     assert memory_shapes(light) == memory_shapes(full)
     assert light.passes == full.passes
     assert any(full.weight_words) and not any(light.weight_words)
+
+
+def test_a_core_that_streams_its_weights_sizes_two_tile_banks_not_the_weights(
+        tmp_path, random_export) -> None:
+    """A wider network (dim 64, mlp 256, two blocks): its weights are 120 KB, its largest
+    tile 8 KB at 32 lanes; the streamed core's block RAM counts the two banks of the tile
+    buffer in their place (words padded to whole 64-bit beats)."""
+    export = load_export(random_export(tmp_path, seed=0, image_shape=[1, 16, 16], patch=4,
+                                       dim=64, heads=4, depth=2, mlp_dim=256, num_classes=10,
+                                       t_max=4))
+    plan = CorePlan(export, lanes=32, contents=False)
+    streamed_plan = CorePlan(export, lanes=32, contents=False, tile_words=256)
+    held = memory_shapes(plan)
+    streamed = memory_shapes(streamed_plan, stream_data_width=64)
+    assert "weights" in held and "weights" not in streamed
+    assert streamed["tile_banks"] == (256, 2 * streamed_plan.tile_depth)
+    assert streamed_plan.tile_depth == 256  # fc2: 256 inputs, one chunk a tile
+    assert {k: v for k, v in streamed.items() if k != "tile_banks"} == \
+        {k: v for k, v in held.items() if k != "weights"}
+    _, held_lut, held_bram = sizing.core_resources(export, 32)
+    _, streamed_lut, streamed_bram = sizing.core_resources(
+        export, 32, stream_data_width=64, tile_words=256)
+    assert streamed_bram < held_bram
+    assert streamed_lut == held_lut + sizing.STREAM_LUTS
+    with pytest.raises(ValueError, match="needs 256 weight words, more than tile_words"):
+        sizing.core_resources(export, 32, stream_data_width=64, tile_words=255)
