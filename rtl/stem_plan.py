@@ -197,19 +197,19 @@ class StemPlan:
         for index, stage in enumerate(self.stages):
             for chunk in range(self.chunks(index)):
                 for step in range(self.t_max):
-                    own = ((index, step),)
+                    this = ((index, step),)
                     if index == 0:
                         # chunk c's current, once: at stage 0's first active step
-                        first = tuple((0, before) for before in range(step))
-                        result.append(StemPass("clear", 0, step, own, first, chunk))
-                        result.append(StemPass("scatter", 0, step, own, first, chunk))
+                        earlier = tuple((0, before) for before in range(step))
+                        result.append(StemPass("clear", 0, step, this, earlier, chunk))
+                        result.append(StemPass("scatter", 0, step, this, earlier, chunk))
                     else:
-                        result.append(StemPass("clear", index, step, own, (), chunk))
+                        result.append(StemPass("clear", index, step, this, (), chunk))
                         result.append(StemPass("scatter", index, step,
-                                               own + ((self.source(index), step),), (), chunk))
-                    result.append(StemPass("fire", index, step, own, (), chunk))
+                                               this + ((self.source(index), step),), (), chunk))
+                    result.append(StemPass("fire", index, step, this, (), chunk))
                     if stage.pool == "after":
-                        result.append(StemPass("pool", index, step, own, (), chunk))
+                        result.append(StemPass("pool", index, step, this, (), chunk))
         result.extend(StemPass("tokens", -1, step, ()) for step in range(self.t_max))
         return result
 
