@@ -81,6 +81,10 @@ class StepvitCore(wiring.Component):
     stem_lanes : int, optional
         Output channels the stem engine computes per event (default ``lanes``); only with
         a convolutional stem.
+    stem_chunk_major : bool
+        Run the stem module by module, chunk by chunk, every step inside
+        (:class:`~stepvit.rtl.stem_plan.StemPlan`): one chunk's conv banks and membranes;
+        default ``False`` (step by step).
     weights : str
         ``"rom"``: the parameter memories are ROMs holding the export's values; ``"ddr"``:
         RAMs with no contents (and the head's biases a register) written through the
@@ -106,19 +110,24 @@ class StepvitCore(wiring.Component):
     """
 
     def __init__(self, export: Export, *, lanes: int, stem_lanes: int | None = None,
-                 weights: str = "rom", tile_words: int | None = None,
-                 stream_weights: bool = False, data_width: int = 64,
+                 stem_chunk_major: bool = False, weights: str = "rom",
+                 tile_words: int | None = None, stream_weights: bool = False,
+                 data_width: int = 64,
                  max_burst: int = 16) -> None:
         registers_for(weights)  # refuses a mode that is not one
         if stream_weights and weights != "ddr":
             raise ValueError("stream_weights needs weights='ddr'")
+        if stem_chunk_major and weights != "rom":
+            # the weight image's tap words are step-major (design_image.stem_plan_of)
+            raise ValueError("stem_chunk_major needs weights='rom' (for now)")
         self.weights = weights
         self.stream_weights = stream_weights
         # a ddr core must not depend on the export's values: its plan has none
         self.plan = CorePlan(export, lanes=lanes, contents=weights == "rom",
                              tile_words=tile_words)
         self._head_in_layer = export.layer_names().index("head.in")
-        self._stem_plan = (StemPlan.from_export(export, lanes=stem_lanes or lanes)
+        self._stem_plan = (StemPlan.from_export(export, lanes=stem_lanes or lanes,
+                                                chunk_major=stem_chunk_major)
                            if self.plan.geometry.stem_modules else None)
         self.parameter_memories = (image_memories(self.plan, self._stem_plan)
                                    if weights == "ddr" else None)

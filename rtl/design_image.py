@@ -77,7 +77,7 @@ def stem_contents(stem: StemPlan, export: Export) -> list[list[int]]:
     bits = export.bit_widths
     sum_bits = shared_sum_bits(bits)
     taps = tap_words([export.arrays[f"{stage.name}.weight"] for stage in stem.stages],
-                     stem.lanes)
+                     stem.lanes, chunk_major=stem.chunk_major)
     biases, thresholds = [], []
     for index, stage in enumerate(stem.stages):
         bias, threshold = padded_lif_values(stem, index, export.arrays[f"{stage.name}.bias"],

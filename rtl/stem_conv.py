@@ -15,6 +15,11 @@ Every stem module's conv goes through the same banks, one module's pass at a tim
 ``module`` input selects its tables and its words of the ROMs, so the adders, multiplexers
 and compare tree are paid once (the banks as deep as the deepest module's part).
 
+*Chunk-major* (a pass of one chunk of one module, :class:`~stepvit.rtl.stem_plan.StemPlan`):
+the banks hold one chunk's currents (the chunk is no part of a bank address), and each
+tap memory holds a ``(module, chunk)``'s words ``channel`` contiguous, the chunks of a
+module one after the other, so that the words a pass reads are one run.
+
 The same banks answer a *window read*: the per-lane maximum of the conv currents inside one
 max-pool window (the padding never a candidate), a whole window a cycle (its result three
 cycles later: the bank read, its words registered, then a registered tree of compares); a pool of
@@ -84,6 +89,9 @@ class StemConvBanks(wiring.Component):
         The tap memories are RAMs with no contents (only the weights' shapes are used), each
         with a write port in :attr:`tap_writes` (a ``weights="ddr"`` design: the weight
         loader fills them with :meth:`tap_words`); otherwise ROMs of the weights.
+    chunk_major : bool
+        Banks of one chunk's currents (``event_chunk`` and ``window_chunk`` only select the
+        tap words) and tap words ``chunk·Cin + channel`` in each module's run.
 
     Members
     -------
@@ -103,19 +111,22 @@ class StemConvBanks(wiring.Component):
     """
 
     def __init__(self, convs: Sequence[StemConv], *, lanes: int, sum_bits: int,
-                 writable: bool = False) -> None:
+                 writable: bool = False, chunk_major: bool = False) -> None:
         if not isinstance(lanes, int) or lanes < 1:
             raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
         self._convs = [_checked(conv) for conv in convs]
         self._writable = writable
+        self._chunk_major = chunk_major
         self._modulus = max(bank_modulus(c.weight.shape[2], c.stride, c.pool[0])
                             for c in self._convs)
         self._lanes, self._sum_bits = lanes, sum_bits
         self._chunks = [-(-c.weight.shape[0] // lanes) for c in self._convs]
         self._conv = [tuple(conv_out(size, c.weight.shape[2], c.stride, c.padding)
                             for size in c.in_size) for c in self._convs]
+        # the chunks one bank address spans: every chunk, or one if chunk-major
+        self._bank_chunks = [1] * len(self._chunks) if chunk_major else self._chunks
         depths = [-(-h // self._modulus) * -(-w // self._modulus) * chunks
-                  for (h, w), chunks in zip(self._conv, self._chunks)]
+                  for (h, w), chunks in zip(self._conv, self._bank_chunks)]
         self.depth = max(depths)
         pooled = [tuple(conv_out(size, *c.pool) for size in conv)
                   for c, conv in zip(self._convs, self._conv)]
@@ -167,10 +178,11 @@ class StemConvBanks(wiring.Component):
     def tap_words(self) -> list[list[int]]:
         """Return each tap ROM: every module's words ``channel·chunks + chunk`` in turn.
 
-        Lane 0 sits in the low byte; a module with a smaller kernel has zeros past its taps
-        (:func:`tap_words`).
+        (``chunk·Cin + channel`` if chunk-major.) Lane 0 sits in the low byte; a module
+        with a smaller kernel has zeros past its taps (:func:`tap_words`).
         """
-        return tap_words([conv.weight for conv in self._convs], self._lanes)
+        return tap_words([conv.weight for conv in self._convs], self._lanes,
+                         chunk_major=self._chunk_major)
 
     def elaborate(self, platform: object) -> Module:
         """Build the tap ROMs, the banks, the event and window addressing and the adders."""
@@ -187,13 +199,20 @@ class StemConvBanks(wiring.Component):
                              init=words)
                 m.submodules[f"tap{index}"] = rom
                 roms.append(rom.read_port())
-        bases, base = [], 0
-        for conv, chunks in zip(self._convs, self._chunks):
-            bases.append([base + channel * chunks for channel in range(conv.weight.shape[1])])
-            base += conv.weight.shape[1] * chunks
-        rom_base = self._select(bases, self.event_channel)
-        for rom in roms:
-            m.d.comb += rom.addr.eq(rom_base + self.event_chunk)
+        if self._chunk_major:
+            # a (module, chunk)'s first word, a table: the channel is added (no multiplier)
+            m.d.comb += [rom.addr.eq(self._select(tile_bases(
+                [conv.weight.shape[1] for conv in self._convs], self._chunks),
+                self.event_chunk) + self.event_channel) for rom in roms]
+        else:
+            bases, base = [], 0
+            for conv, chunks in zip(self._convs, self._chunks):
+                bases.append([base + channel * chunks
+                              for channel in range(conv.weight.shape[1])])
+                base += conv.weight.shape[1] * chunks
+            rom_base = self._select(bases, self.event_channel)
+            for rom in roms:
+                m.d.comb += rom.addr.eq(rom_base + self.event_chunk)
 
         written = Signal()
         window_read, window_held = Signal(), Signal()
@@ -237,7 +256,7 @@ class StemConvBanks(wiring.Component):
         write = mem.write_port()
         read = mem.read_port(transparent_for=(write,))
         spans = [-(-w // self._modulus) * chunks
-                 for (_, w), chunks in zip(self._conv, self._chunks)]
+                 for (_, w), chunks in zip(self._conv, self._bank_chunks)]
         kernels = [conv.weight.shape[2] for conv in self._convs]
 
         def pick(axis: int, field: str, position: Signal, scale: Sequence[int], line: int):
@@ -247,15 +266,17 @@ class StemConvBanks(wiring.Component):
         hit = pick(0, "valid", self.event_y, ones, bank_row) & pick(
             1, "valid", self.event_x, ones, bank_col)
         event_address = (pick(0, "block", self.event_y, spans, bank_row)
-                         + pick(1, "block", self.event_x, self._chunks, bank_col)
-                         + self.event_chunk)
+                         + pick(1, "block", self.event_x, self._bank_chunks, bank_col))
+        if not self._chunk_major:
+            event_address = event_address + self.event_chunk
         tap = (pick(0, "tap", self.event_y, kernels, bank_row)
                + pick(1, "tap", self.event_x, ones, bank_col))
         in_window = pick(2, "valid", self.window_y, ones, bank_row) & pick(
             3, "valid", self.window_x, ones, bank_col)
         window_address = (pick(2, "block", self.window_y, spans, bank_row)
-                          + pick(3, "block", self.window_x, self._chunks, bank_col)
-                          + self.window_chunk)
+                          + pick(3, "block", self.window_x, self._bank_chunks, bank_col))
+        if not self._chunk_major:
+            window_address = window_address + self.window_chunk
         m.d.comb += read.addr.eq(Mux(self.event_valid, event_address, window_address))
 
         written, plane = pipeline
@@ -296,12 +317,15 @@ class StemConvBanks(wiring.Component):
             m.d.sync += self.window_max[lane].eq(level[0][1])
 
 
-def tap_words(weights: Sequence[np.ndarray], lanes: int) -> list[list[int]]:
+def tap_words(weights: Sequence[np.ndarray], lanes: int, *,
+              chunk_major: bool = False) -> list[list[int]]:
     """Return the words of each tap memory of modules of ``weights`` (``[Cout, Cin, k, k]``).
 
     One memory per tap of the largest kernel; in each, every module's words
-    ``channel·chunks + chunk`` in turn, ``lanes`` output channels a word, lane 0 in the low
-    byte; a module with a smaller kernel has zeros past its taps.
+    ``channel·chunks + chunk`` in turn (``chunk_major``: ``chunk·Cin + channel``, so a
+    ``(module, chunk)``'s words are one run from :func:`tile_bases`), ``lanes`` output
+    channels a word, lane 0 in the low byte; a module with a smaller kernel has zeros past
+    its taps.
     """
     weights = [np.asarray(weight, dtype=np.int64) for weight in weights]
     roms: list[list[int]] = [[] for _ in range(max(w.shape[2] ** 2 for w in weights))]
@@ -314,11 +338,28 @@ def tap_words(weights: Sequence[np.ndarray], lanes: int) -> list[list[int]]:
         shifts = 8 * np.arange(lanes)
         for tap, rom in enumerate(roms):
             ky, kx = divmod(tap, kernel)
+            order = ([(channel, chunk) for chunk in range(chunks) for channel in range(cin)]
+                     if chunk_major else
+                     [(channel, chunk) for channel in range(cin) for chunk in range(chunks)])
             rom.extend(sum(int(byte) << int(shift)
                            for byte, shift in zip(bytes_[chunk, :, channel, ky, kx], shifts))
                        if tap < kernel * kernel else 0
-                       for channel in range(cin) for chunk in range(chunks))
+                       for channel, chunk in order)
     return roms
+
+
+def tile_bases(in_channels: Sequence[int], chunks: Sequence[int]) -> list[list[int]]:
+    """Return each module's chunks' first words in chunk-major tap memories.
+
+    Module ``i`` (``in_channels[i]`` inputs, ``chunks[i]`` chunks) holds its chunk ``c``'s
+    words at ``tile_bases(...)[i][c]`` onwards, ``in_channels[i]`` of them, after every
+    earlier module's.
+    """
+    bases, base = [], 0
+    for cin, count in zip(in_channels, chunks):
+        bases.append([base + chunk * cin for chunk in range(count)])
+        base += cin * count
+    return bases
 
 
 def shared_sum_bits(bits: dict[str, int]) -> int:
@@ -343,4 +384,4 @@ def _table(values: Sequence[int] | np.ndarray, index: Signal):
     return Array(Const(v, unsigned(width)) for v in values)[index]
 
 
-__all__ = ["PLANES", "StemConv", "StemConvBanks", "shared_sum_bits", "tap_words"]
+__all__ = ["PLANES", "StemConv", "StemConvBanks", "shared_sum_bits", "tap_words", "tile_bases"]

@@ -9,6 +9,10 @@ lanes, which take the inputs of the running module; the tokens pass, run here,
 reads the last stage's and the RPE's spike words and emits ``X = E·(S_last + R)`` for every
 token and chunk of the step (two selected adds of ``E``: no multiplier), in place of the
 embedding's stream of the core.
+
+A chunk-major plan (``StemPlan(chunk_major=True)``) gives each pass a chunk as well: the
+sequencer's table says it, every unit reads it (and the pass's step, the step of its maps),
+and a unit's membranes read as 0 at the first fire of each of its chunks.
 """
 
 from __future__ import annotations
@@ -106,7 +110,7 @@ class StemEngine(wiring.Component):
             [StemConv(weight(stage.name), stage.in_shape[1:], stage.stride,
                       stage.padding, plan.window_pool(index))
              for index, stage in enumerate(plan.stages)], lanes=plan.lanes, sum_bits=sum_bits,
-            writable=writable)
+            writable=writable, chunk_major=plan.chunk_major)
         self._lif = LIFLanes(lanes=plan.lanes, membrane_bits=bits["membrane"],
                              current_bits=sum_bits, leak_shift=leak_shift, reset=reset)
         self._stream_spike = np.asarray(arrays["stream_spike"], dtype=np.int64)
@@ -189,7 +193,12 @@ class StemEngine(wiring.Component):
         tokens_done = self._tokens_loop(m, is_tokens, step, held)
         with m.If(is_tokens):
             m.d.comb += pass_done.eq(tokens_done)
-        self._drive_units(m, sequencer.any, kind, module, pass_done)
+        chunk = None
+        if plan.chunk_major:
+            chunk = _table([p.chunk for p in passes], current)
+            for unit in self._units:
+                m.d.comb += [unit.chunk.eq(chunk), unit.map_step.eq(step)]
+        self._drive_units(m, sequencer.any, kind, module, pass_done, chunk)
         self._share_datapath(m, module)
         return m
 
@@ -203,12 +212,20 @@ class StemEngine(wiring.Component):
             gate = gate & ~mask[module * t_max + step]
         return gate
 
-    def _drive_units(self, m: Module, running: Signal, kind, module, pass_done: Signal) -> None:
-        """Start each unit's passes, route the input maps, count the spikes and the dones."""
+    def _drive_units(self, m: Module, running: Signal, kind, module, pass_done: Signal,
+                     chunk=None) -> None:
+        """Start each unit's passes, route the input maps, count the spikes and the dones.
+
+        ``chunk`` (chunk-major): the pass's chunk; a unit is fresh until the first fire of
+        each of its chunks (a chunk's passes are consecutive).
+        """
         plan = self._plan
         touched = Signal(len(self._units))
         with m.If(self.start & ~running):
             m.d.sync += touched.eq(0)
+        if chunk is not None:
+            # the chunk of the unit's last fire: its membranes are that chunk's
+            fired_chunk = Signal.like(chunk, name="fired_chunk")
         for index, unit in enumerate(self._units):
             mine = running & (module == index) & (kind != PASS_KINDS.index("tokens"))
             m.d.comb += [
@@ -216,12 +233,17 @@ class StemEngine(wiring.Component):
                 unit.go_scatter.eq(mine & (kind == PASS_KINDS.index("scatter"))),
                 unit.go_fire.eq(mine & (kind == PASS_KINDS.index("fire"))),
                 unit.go_pool.eq(mine & (kind == PASS_KINDS.index("pool"))),
-                unit.fresh.eq(~touched[index]),
             ]
+            if chunk is None:
+                m.d.comb += unit.fresh.eq(~touched[index])
+            else:
+                m.d.comb += unit.fresh.eq(~touched[index] | (fired_chunk != chunk))
             with m.If(mine & unit.done):
                 m.d.comb += pass_done.eq(1)
                 with m.If(unit.go_fire):
                     m.d.sync += touched[index].eq(1)
+                    if chunk is not None:
+                        m.d.sync += fired_chunk.eq(chunk)
             with m.If(unit.fired_valid):
                 m.d.sync += self.counts[index].eq(self.counts[index] + unit.fired)
             if index > 0:
@@ -245,7 +267,8 @@ class StemEngine(wiring.Component):
                      "event_plane", "window_valid", "window_y", "window_x", "window_chunk",
                      "clear_valid", "clear_address"):
             m.d.comb += getattr(conv, name).eq(Array(getattr(u, name) for u in units)[module])
-        m.d.comb += units[0].window_max.eq(conv.window_max)
+        if not self._plan.chunk_major:
+            m.d.comb += units[0].window_max.eq(conv.window_max)
         for unit in units:
             m.d.comb += [unit.window_done.eq(conv.window_done), unit.lif_spikes.eq(lif.spikes),
                          unit.lif_next_membrane.eq(lif.next_membrane)]
@@ -254,12 +277,22 @@ class StemEngine(wiring.Component):
             return
         for lane in range(self._plan.lanes):
             # stage 0's current after its first fire is its kept one, the others' the banks'
-            window = Mux(module == 0, units[0].kept[lane], conv.window_max[lane])
+            window = self._window(module, lane)
             m.d.comb += [
                 lif.current[lane].eq(window + Array(u.lif_bias[lane] for u in units)[module]),
                 lif.membrane[lane].eq(Array(u.lif_membrane[lane] for u in units)[module]),
                 lif.threshold[lane].eq(Array(u.lif_threshold[lane] for u in units)[module]),
             ]
+
+    def _window(self, module: Signal, lane: int):
+        """Return the current of ``lane`` into the LIFs (before the bias).
+
+        Stage 0's kept one in a step-major plan; chunk-major, the banks' always (stage 0's
+        chunk stays in them).
+        """
+        if self._plan.chunk_major:
+            return self._conv.window_max[lane]
+        return Mux(module == 0, self._units[0].kept[lane], self._conv.window_max[lane])
 
     def _share_lif_rams(self, m: Module, module: Signal) -> None:
         """Feed the LIF lanes with the biases and thresholds RAMs' words of the running unit.
@@ -282,7 +315,7 @@ class StemEngine(wiring.Component):
         thresholds = data.View(data.ArrayLayout(signed(membrane_bits), lanes),
                                words[STEM_THRESHOLDS])
         for lane in range(lanes):
-            window = Mux(module == 0, units[0].kept[lane], self._conv.window_max[lane])
+            window = self._window(module, lane)
             m.d.comb += [
                 self._lif.current[lane].eq(window + biases[lane]),
                 self._lif.membrane[lane].eq(Array(u.lif_membrane[lane] for u in units)[module]),

@@ -24,6 +24,20 @@ hands on zeros, so the next one sees no event: its fire still adds the bias), an
 clear and scatter only at its first active step (their gate also holds bits that must be
 0: stage 0's earlier steps). The sequencer skips a pass whose
 gate is false in no cycle at all.
+
+A *chunk-major* plan (``chunk_major=True``) runs the same work module by module, and within
+a module chunk by chunk of ``lanes`` output channels, every step inside: for each module,
+for each chunk ``c``, for each step ``t`` the clear, scatter, fire and pool of chunk ``c``
+alone; then the tokens of every step. It is exact (a LIF channel depends only on its own
+inputs at steps up to ``t``: the golden model's ``run_module_major``), and it needs the
+conv banks and the membranes of one chunk only (a chunk's membranes persist across its
+steps, the next chunk's start at 0), the tap words of one ``(module, chunk)`` at a time
+(contiguous in the tap memories, :func:`~stepvit.rtl.stem_conv.tap_words`), but each
+module's emitted map of every step (the next module reads them later). Stage 0's clear and
+scatter run once per chunk (at its first active step, the same gate); no other module uses
+the banks between that chunk's fires, so the banks keep its current. Each pass's loops
+handle its one chunk: a clear of one chunk's words, a scatter of one event per input bit,
+a fire of one word per LIF position.
 """
 
 from __future__ import annotations
@@ -52,7 +66,8 @@ class StemPass:
     ``kind`` is one of :data:`PASS_KINDS`; ``module`` an index into the stem's modules (-1
     for the tokens); ``step`` its time step. ``gate`` is a tuple of ``(module, step)`` mask
     bits that must all be set, ``masked`` one of bits that must all be 0 (stage 0's
-    steps before the one of its clear and scatter).
+    steps before the one of its clear and scatter). ``chunk``: a chunk-major plan's chunk
+    of the module's outputs (0 in a step-major plan, whose passes handle every chunk).
     """
 
     kind: str
@@ -60,6 +75,7 @@ class StemPass:
     step: int
     gate: tuple[tuple[int, int], ...]
     masked: tuple[tuple[int, int], ...] = ()
+    chunk: int = 0
 
     def enabled(self, mask: np.ndarray) -> bool:
         """Return whether the pass runs under the 0/1 mask ``[modules, T]``."""
@@ -81,16 +97,20 @@ class StemPlan:
         ``(kernel, stride, padding)`` of every pooled stage.
     t_max : int
         Steps.
+    chunk_major : bool
+        Module by module, chunk by chunk, every step inside (see the module's docstring);
+        ``False``: step by step, every module's chunks in each pass.
     """
 
     stages: list[StemStage]
     lanes: int
     pool: tuple[int, int, int]
     t_max: int
+    chunk_major: bool = False
 
     @classmethod
     def of(cls, image_shape: Any, stem: dict[str, Any], *, lanes: int,
-           t_max: int) -> StemPlan:
+           t_max: int, chunk_major: bool = False) -> StemPlan:
         """Return the plan of ``stem`` on images of ``image_shape``.
 
         Raises
@@ -102,13 +122,14 @@ class StemPlan:
             raise ValueError(f"stem lanes must be a positive integer, not {lanes!r}")
         pool = stem["pool"]
         return cls(stem_stages(image_shape, stem), lanes,
-                   (int(pool["kernel"]), int(pool["stride"]), int(pool["padding"])), t_max)
+                   (int(pool["kernel"]), int(pool["stride"]), int(pool["padding"])), t_max,
+                   bool(chunk_major))
 
     @classmethod
-    def from_export(cls, export: Export, *, lanes: int) -> StemPlan:
+    def from_export(cls, export: Export, *, lanes: int, chunk_major: bool = False) -> StemPlan:
         """Return the plan of ``export``'s stem (an export with ``architecture.stem``)."""
         return cls.of(export.arch["image_shape"], export.arch["stem"], lanes=lanes,
-                      t_max=export.t_max)
+                      t_max=export.t_max, chunk_major=chunk_major)
 
     @property
     def has_rpe(self) -> bool:
@@ -123,6 +144,10 @@ class StemPlan:
     def chunks(self, index: int) -> int:
         """Chunks of ``lanes`` output channels of module ``index``."""
         return -(-self.stages[index].conv_shape[0] // self.lanes)
+
+    def pass_chunks(self, index: int) -> int:
+        """Chunks of module ``index`` that one of its passes handles (1 if chunk-major)."""
+        return 1 if self.chunk_major else self.chunks(index)
 
     def source(self, index: int) -> int:
         """Return the module whose spikes module ``index`` walks (-1: the pixels)."""
@@ -139,12 +164,14 @@ class StemPlan:
                    for index, stage in enumerate(self.stages))
 
     def bank_depth(self, index: int) -> int:
-        """Words of the shared ``m²`` conv banks that module ``index`` uses."""
+        """Words of the shared ``m²`` conv banks that module ``index`` uses (one pass's chunks)."""
         blocks = [-(-size // self.modulus) for size in self.stages[index].conv_shape[1:]]
-        return blocks[0] * blocks[1] * self.chunks(index)
+        return blocks[0] * blocks[1] * self.pass_chunks(index)
 
     def passes(self) -> list[StemPass]:
-        """Return the passes in order (SPEC.md section 5's order of work)."""
+        """Return the passes in order (SPEC.md section 5's order of work, or chunk-major)."""
+        if self.chunk_major:
+            return self._chunk_major_passes()
         result = []
         for step in range(self.t_max):
             for index, stage in enumerate(self.stages):
@@ -164,6 +191,28 @@ class StemPlan:
             result.append(StemPass("tokens", -1, step, ()))
         return result
 
+    def _chunk_major_passes(self) -> list[StemPass]:
+        """Return the passes module by module, chunk by chunk, step by step; then the tokens."""
+        result = []
+        for index, stage in enumerate(self.stages):
+            for chunk in range(self.chunks(index)):
+                for step in range(self.t_max):
+                    this = ((index, step),)
+                    if index == 0:
+                        # chunk c's current, once: at stage 0's first active step
+                        earlier = tuple((0, before) for before in range(step))
+                        result.append(StemPass("clear", 0, step, this, earlier, chunk))
+                        result.append(StemPass("scatter", 0, step, this, earlier, chunk))
+                    else:
+                        result.append(StemPass("clear", index, step, this, (), chunk))
+                        result.append(StemPass("scatter", index, step,
+                                               this + ((self.source(index), step),), (), chunk))
+                    result.append(StemPass("fire", index, step, this, (), chunk))
+                    if stage.pool == "after":
+                        result.append(StemPass("pool", index, step, this, (), chunk))
+        result.extend(StemPass("tokens", -1, step, ()) for step in range(self.t_max))
+        return result
+
     def pass_cycles(self, stem_pass: StemPass, input_bits: np.ndarray | None = None) -> int:
         """Return the cycles of one enabled pass.
 
@@ -178,7 +227,7 @@ class StemPlan:
         if stem_pass.kind == "clear":
             return START_CYCLES + self.bank_depth(index)
         if stem_pass.kind == "fire":
-            return START_CYCLES + int(np.prod(stage.lif_shape[1:])) * self.chunks(index) + 3
+            return START_CYCLES + int(np.prod(stage.lif_shape[1:])) * self.pass_chunks(index) + 3
         if stem_pass.kind == "pool":
             return START_CYCLES + int(np.prod(stage.out_shape[1:])) * self.pool[0] ** 2 + 1
         bits = np.asarray(input_bits)
@@ -188,9 +237,10 @@ class StemPlan:
         """Return the cycles of module ``index``'s scatter over an input.
 
         ``set_bits`` set bits and ``empty`` positions with none: an event per set bit and
-        chunk, a cycle per empty position, and the start.
+        chunk of the pass (every chunk, or one if chunk-major), a cycle per empty position,
+        and the start.
         """
-        return START_CYCLES + 1 + set_bits * self.chunks(index) + empty
+        return START_CYCLES + 1 + set_bits * self.pass_chunks(index) + empty
 
     def image_cycles(self, mask: np.ndarray, pixels: np.ndarray,
                      spike_maps: dict[tuple[int, int], np.ndarray]) -> int:

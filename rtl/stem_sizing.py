@@ -4,7 +4,9 @@ The same rules as the core's estimate (:mod:`stepvit.rtl.sizing`): a memory's bl
 as Yosys maps it, shallow memories in distributed RAM, shallow ROMs as logic. The shapes
 mirror :mod:`stepvit.rtl.stem_unit`, :mod:`stepvit.rtl.stem_conv` and
 :mod:`stepvit.rtl.stem_engine`, one entry per memory: the shared conv's tap ROMs and banks
-once, each module's membranes and spike maps, and stage 0's kept current.
+once, each module's membranes and spike maps, and stage 0's kept current. A chunk-major
+plan's banks and membranes are one chunk's, its emitted maps every step's (``T`` times one
+step's), a pooled stage's LIF map one chunk's of one step, and stage 0 keeps no current.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ def stem_memories(plan: StemPlan, bits: dict[str, int]) -> dict[str, StemMemory]
     depth = max(plan.bank_depth(index) for index in range(len(plan.stages)))
     for bank in range(plan.modulus ** 2):
         memories[f"bank{bank}"] = StemMemory(shared_sum_bits(bits) * lanes, depth)
+    if plan.chunk_major:
+        memories.update(_chunk_major_module_memories(plan, bits))
+        return memories
     for index, stage in enumerate(plan.stages):
         chunks = plan.chunks(index)
         name = stage.name.replace(".", "")
@@ -68,6 +73,24 @@ def stem_memories(plan: StemPlan, bits: dict[str, int]) -> dict[str, StemMemory]
         if stage.pool == "after":
             memories[f"{name}_out_map"] = StemMemory(chunks * lanes,
                                                      int(np.prod(stage.out_shape[1:])))
+    return memories
+
+
+def _chunk_major_module_memories(plan: StemPlan, bits: dict[str, int]
+                                 ) -> dict[str, StemMemory]:
+    """Return each module's memories in a chunk-major plan (:mod:`stepvit.rtl.stem_unit`)."""
+    memories = {}
+    lanes = plan.lanes
+    for index, stage in enumerate(plan.stages):
+        chunks = plan.chunks(index)
+        name = stage.name.replace(".", "")
+        lif_positions = int(np.prod(stage.lif_shape[1:]))
+        out_positions = int(np.prod(stage.out_shape[1:]))
+        memories[f"{name}_membranes"] = StemMemory(bits["membrane"] * lanes, lif_positions)
+        if stage.pool == "after":
+            memories[f"{name}_lif_map"] = StemMemory(lanes, lif_positions)
+        memories[f"{name}_out_map"] = StemMemory(chunks * lanes, plan.t_max * out_positions,
+                                                 granularity=lanes)
     return memories
 
 
@@ -92,15 +115,19 @@ def stem_dense_events(plan: StemPlan) -> int:
     Stage 0 walks every pixel bit plane once per image, a later module every input spike
     of every step, each once per chunk of its outputs; each module clears its part of the
     shared banks (stage 0 once per image) and fires every LIF position a chunk a cycle at
-    every step.
+    every step. A chunk-major plan does the same work, but clears each chunk's words apart
+    (the same words in all).
     """
+    def cleared(index: int) -> int:
+        # the words a step's clears of module ``index`` zero, over all its passes
+        return plan.bank_depth(index) * plan.chunks(index) // plan.pass_chunks(index)
     channels, height, width = plan.stages[0].in_shape
-    events = height * width * channels * PLANES * plan.chunks(0) + plan.bank_depth(0)
+    events = height * width * channels * PLANES * plan.chunks(0) + cleared(0)
     for index, stage in enumerate(plan.stages):
         lif_positions = int(np.prod(stage.lif_shape[1:]))
         per_step = lif_positions * plan.chunks(index)
         if index > 0:
-            per_step += plan.bank_depth(index) + int(np.prod(stage.in_shape)) * plan.chunks(index)
+            per_step += cleared(index) + int(np.prod(stage.in_shape)) * plan.chunks(index)
         events += plan.t_max * per_step
     return events
 

@@ -19,6 +19,16 @@ with one cycle in ``IDLE`` (its first read), as
   read (a cycle early, registered) in place of the banks;
 - *pool* (a stage that pools after its LIF): each window's spike words read one a cycle and
   ORed into the emitted map.
+
+In a chunk-major plan (:class:`~stepvit.rtl.stem_plan.StemPlan`) each pass handles the one
+chunk ``chunk`` says at step ``map_step``: the clear zeroes one chunk's words, the scatter
+makes one event per input bit, the fire reads and writes one chunk's membranes (one word a
+LIF position, kept across the chunk's steps) and writes that chunk's lanes of the emitted
+map at its step. The emitted map holds every step (``T`` times one step's positions, step
+``t`` from ``t·positions``), read at ``map_step``; a stage that pools after its LIF keeps
+one chunk's LIF map of one step, ``lanes`` bits wide, which its pool ORs into that chunk's
+lanes of the emitted map. Stage 0 keeps no current of its own: its chunk's current stays
+in the banks, which no other module uses between that chunk's fires.
 """
 
 from __future__ import annotations
@@ -85,8 +95,11 @@ class StemModuleUnit(wiring.Component):
         Without tables only (``bias=None``): the chunk whose window result arrives now, in
         place of ``lif_bias`` and ``lif_threshold``.
     window_max : In, kept : Out
-        Stage 0 only: the window result, and the current of its fire (the window result in
-        its first fire of the image, which keeps it; the kept one after).
+        Stage 0 only, step-major only: the window result, and the current of its fire (the
+        window result in its first fire of the image, which keeps it; the kept one after).
+    chunk, map_step : In
+        Chunk-major only: the chunk of the running pass, and the step of the running pass
+        (the emitted map's step that ``map_address`` reads and a fire or pool writes).
     """
 
     def __init__(self, plan: StemPlan, index: int, *, bias: np.ndarray | None,
@@ -94,6 +107,7 @@ class StemModuleUnit(wiring.Component):
                  sum_bits: int) -> None:
         stage = plan.stages[index]
         self._plan, self._index, self._stage = plan, index, stage
+        self._chunk_major = plan.chunk_major
         lanes, chunks = plan.lanes, plan.chunks(index)
         padded = chunks * lanes
         self._tables = bias is not None
@@ -131,7 +145,10 @@ class StemModuleUnit(wiring.Component):
             for name in ("lif_bias", "lif_threshold"):
                 del members[name]
             members["lif_chunk"] = Out(range(max(chunks, 2)))
-        if index == 0:
+        if self._chunk_major:
+            members.update({"chunk": In(range(max(chunks, 2))),
+                            "map_step": In(range(max(plan.t_max, 2)))})
+        elif index == 0:
             members.update({"window_max": In(sums), "kept": Out(sums)})
         super().__init__(members)
 
@@ -141,6 +158,8 @@ class StemModuleUnit(wiring.Component):
         plan, stage = self._plan, self._stage
         width = plan.chunks(self._index) * plan.lanes
         lif_positions = int(np.prod(stage.lif_shape[1:]))
+        if self._chunk_major:
+            return self._elaborate_chunk_major(m, width, lif_positions)
         lif_map = Memory(shape=unsigned(width), depth=max(lif_positions, 2), init=[])
         m.submodules.lif_map = lif_map
         lif_write = lif_map.write_port(granularity=plan.lanes)
@@ -174,6 +193,47 @@ class StemModuleUnit(wiring.Component):
         m.d.comb += idle.eq(fsm.ongoing("IDLE"))
         return m
 
+    def _elaborate_chunk_major(self, m: Module, width: int, lif_positions: int) -> Module:
+        """Build the maps of every step (one chunk's LIF map of one step if pooled after)."""
+        plan, stage = self._plan, self._stage
+        out_positions = int(np.prod(stage.out_shape[1:]))
+        pooled = stage.pool == "after"
+        # the emitted map: every step, step t from t·positions (a table: no multiplier)
+        out_map = Memory(shape=unsigned(width), depth=max(plan.t_max * out_positions, 2),
+                         init=[])
+        m.submodules.out_map = out_map
+        out_write = out_map.write_port(granularity=plan.lanes)
+        map_read = out_map.read_port()
+        step_base = _lookup([step * out_positions for step in range(plan.t_max)], self.map_step)
+        m.d.comb += [map_read.addr.eq(step_base + self.map_address),
+                     self.map_data.eq(map_read.data)]
+        if pooled:
+            lif_map = Memory(shape=unsigned(plan.lanes), depth=max(lif_positions, 2), init=[])
+            m.submodules.lif_map = lif_map
+            lif_write, lif_read = lif_map.write_port(), lif_map.read_port()
+        else:
+            lif_write, lif_read = out_write, None
+        idle = Signal()
+        loops = [self._clear_loop(m), self._scatter_loop(m, idle),
+                 self._fire_loop(m, lif_write, step_base if not pooled else None)]
+        if pooled:
+            loops.append(self._pool_loop(m, lif_read, out_write, step_base))
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.go_clear):
+                    m.next = "CLEAR"
+                with m.Elif(self.go_scatter):
+                    m.next = "LOAD"
+                with m.Elif(self.go_fire):
+                    m.next = "FIRE"
+                if pooled:
+                    with m.Elif(self.go_pool):
+                        m.next = "POOL"
+            for states in loops:
+                states()
+        m.d.comb += idle.eq(fsm.ongoing("IDLE"))
+        return m
+
     def _clear_loop(self, m: Module) -> Callable[[], None]:
         """Zero every bank's address ``a`` at cycle ``a``, over the part this module uses."""
         depth = self._plan.bank_depth(self._index)
@@ -192,7 +252,7 @@ class StemModuleUnit(wiring.Component):
     def _scatter_loop(self, m: Module, idle: Signal) -> Callable[[], None]:
         """Walk the input words (the next one read while this one walks) into events."""
         _, height, width = self._stage.in_shape
-        chunks = self._plan.chunks(self._index)
+        chunks = self._plan.pass_chunks(self._index)
         m.submodules.walker = walker = SpikeWalker(width=self._in_bits)
         position = Signal(range(max(height * width, 2)))
         y, x = Signal(range(max(height, 2))), Signal(range(max(width, 2)))
@@ -204,7 +264,8 @@ class StemModuleUnit(wiring.Component):
             # a word ending now is followed by position + 1, whose successor is read next
             self.in_address.eq(Mux(idle, 0, position + 1 + word_done)),
             walker.word.eq(self.in_data),
-            self.event_y.eq(y), self.event_x.eq(x), self.event_chunk.eq(chunk),
+            self.event_y.eq(y), self.event_x.eq(x),
+            self.event_chunk.eq(self.chunk if self._chunk_major else chunk),
             self.event_channel.eq(_lookup([i // planes for i in range(self._in_bits)],
                                           walker.index)),
             self.event_plane.eq(_lookup([i % planes for i in range(self._in_bits)],
@@ -233,15 +294,19 @@ class StemModuleUnit(wiring.Component):
                                      y.eq(Mux(x == width - 1, y + 1, y))]
         return states
 
-    def _fire_loop(self, m: Module, lif_write: WritePort) -> Callable[[], None]:
+    def _fire_loop(self, m: Module, lif_write: WritePort,
+                   step_base=None) -> Callable[[], None]:
         """Window maxima plus bias into the LIFs, one chunk a cycle, written three cycles later.
 
         A window's maximum comes three cycles after its read (:class:`StemConvBanks`); the
         membrane (and stage 0's kept current) is read a cycle after it and registered, so
         they meet the LIFs in the same cycle, no block RAM's output in front of them.
+        Chunk-major: one word a position, of the pass's chunk; the spikes go to that
+        chunk's lanes of ``lif_write`` (at ``step_base`` plus the position if given, the
+        emitted map of every step; else a pooled stage's LIF map of one chunk).
         """
         plan, stage = self._plan, self._stage
-        lanes, chunks = plan.lanes, plan.chunks(self._index)
+        lanes, chunks = plan.lanes, plan.pass_chunks(self._index)
         _, membrane_bits, sum_bits = self._bits
         _, height, width = stage.lif_shape
         positions = height * width
@@ -263,7 +328,8 @@ class StemModuleUnit(wiring.Component):
                      written_chunk.eq(read_chunk), written_position.eq(read_position)]
         membrane = Signal.like(membrane_read.data, name="membrane_held")
         m.d.sync += membrane.eq(membrane_read.data)
-        m.d.comb += [self.window_y.eq(y), self.window_x.eq(x), self.window_chunk.eq(chunk),
+        m.d.comb += [self.window_y.eq(y), self.window_x.eq(x),
+                     self.window_chunk.eq(self.chunk if self._chunk_major else chunk),
                      membrane_read.addr.eq(issued)]
 
         def states() -> None:
@@ -286,8 +352,11 @@ class StemModuleUnit(wiring.Component):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
 
-        if self._index == 0:
+        if self._index == 0 and not self._chunk_major:
             self._keep(m, positions * chunks, (issued, written))
+        if self._chunk_major:
+            # the pass's chunk, held through the pass: its tables and lanes
+            written_chunk = self.chunk
         # the banks' results are every module's: this unit's fire takes them only in its pass
         fired = self.window_done & self.go_fire
         if self._tables:
@@ -303,12 +372,26 @@ class StemModuleUnit(wiring.Component):
             m.d.comb += self.lif_chunk.eq(written_chunk)
             for lane in range(lanes):
                 m.d.comb += self.lif_membrane[lane].eq(Mux(self.fresh, 0, membrane[lane]))
+        if self._chunk_major:
+            all_chunks = plan.chunks(self._index)
+            pooled = step_base is None
+            spikes = [
+                lif_write.addr.eq(written_position if pooled
+                                  else step_base + written_position),
+                lif_write.data.eq(self.lif_spikes.replicate(1 if pooled else all_chunks)),
+                lif_write.en.eq(fired if pooled
+                                else Mux(fired, Const(1, all_chunks) << written_chunk, 0)),
+            ]
+        else:
+            spikes = [
+                lif_write.addr.eq(written_position),
+                lif_write.data.eq(self.lif_spikes.replicate(chunks)),
+                lif_write.en.eq(Mux(fired, Const(1, chunks) << written_chunk, 0)),
+            ]
         m.d.comb += [
             membrane_write.addr.eq(written), membrane_write.data.eq(self.lif_next_membrane),
             membrane_write.en.eq(fired),
-            lif_write.addr.eq(written_position),
-            lif_write.data.eq(self.lif_spikes.replicate(chunks)),
-            lif_write.en.eq(Mux(fired, Const(1, chunks) << written_chunk, 0)),
+            *spikes,
             self.fired_valid.eq(fired),
             self.fired.eq(sum(self.lif_spikes[lane] for lane in range(lanes))),
         ]
@@ -335,9 +418,13 @@ class StemModuleUnit(wiring.Component):
             m.d.comb += [kept_write.data[lane].eq(self.window_max[lane]),
                          self.kept[lane].eq(Mux(self.fresh, self.window_max[lane], held[lane]))]
 
-    def _pool_loop(self, m: Module, lif_read: ReadPort,
-                   out_write: WritePort) -> Callable[[], None]:
-        """OR-pool the LIF map into the emitted map: each window's words read one a cycle."""
+    def _pool_loop(self, m: Module, lif_read: ReadPort, out_write: WritePort,
+                   step_base=None) -> Callable[[], None]:
+        """OR-pool the LIF map into the emitted map: each window's words read one a cycle.
+
+        Chunk-major (``step_base`` given): the LIF map is the pass's chunk's, its ORs go to
+        that chunk's lanes of the emitted map at ``step_base`` plus the pooled position.
+        """
         stage, (kernel, stride, padding) = self._stage, self._plan.pool
         _, height, width = stage.lif_shape
         out_h, out_w = (conv_out(size, kernel, stride, padding) for size in (height, width))
@@ -354,7 +441,7 @@ class StemModuleUnit(wiring.Component):
         step = Signal(range(max(len(valid), 2)))
         issued, taken, first, last = Signal(), Signal(), Signal(), Signal()
         output = Signal(range(max(out_h * out_w, 2)))
-        held = Signal(len(out_write.data))
+        held = Signal(len(lif_read.data))
         m.d.comb += lif_read.addr.eq(_lookup(address, step))
         m.d.sync += issued.eq(0)
 
@@ -376,8 +463,14 @@ class StemModuleUnit(wiring.Component):
         merged = Mux(first, 0, held) | Mux(taken, lif_read.data, 0)
         with m.If(issued):
             m.d.sync += held.eq(merged)
-        m.d.comb += [out_write.addr.eq(output), out_write.data.eq(merged),
-                     out_write.en.eq(issued & last)]
+        if step_base is None:
+            m.d.comb += [out_write.addr.eq(output), out_write.data.eq(merged),
+                         out_write.en.eq(issued & last)]
+        else:
+            chunks = self._plan.chunks(self._index)
+            m.d.comb += [out_write.addr.eq(step_base + output),
+                         out_write.data.eq(merged.replicate(chunks)),
+                         out_write.en.eq(Mux(issued & last, Const(1, chunks) << self.chunk, 0))]
         return states
 
 
