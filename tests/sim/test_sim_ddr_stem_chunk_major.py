@@ -166,3 +166,23 @@ def test_a_chunk_major_stem_from_ddr_is_bit_exact(simulation: Simulation,
     if seed:  # the two exports' outputs differ: the run used its own image
         assert golden_packets(exports[0], images, mask_rows) != golden_packets(
             export, images, mask_rows)
+
+
+def test_the_chunk_major_pace_counts_its_own_passes(tmp_path: Path) -> None:
+    """On golden-vector images a chunk-major stem (several chunks a module) is slower."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "rtl"))  # test_sizing's helpers
+    from test_sizing import with_golden_vectors
+    from test_stem_engine import stem_export
+
+    from stepvit.model.export.vectors import load_golden_vectors
+    from stepvit.rtl.pace import sample_pace
+
+    export = with_golden_vectors(stem_export(tmp_path, 0)[0])
+    step_major = sample_pace(export, stem_lanes=range(1, 3))
+    chunk_major = sample_pace(export, stem_lanes=range(1, 3), chunk_major=True)
+    vectors = load_golden_vectors(export)
+    assert len(vectors.images) == chunk_major.images
+    for lanes in (1, 2):
+        assert chunk_major.stem_cycles[lanes] > step_major.stem_cycles[lanes]
