@@ -280,11 +280,13 @@ class PynqAccelerator(Accelerator):
     def weight_image_path(self) -> Path:
         """Return the export's weight image for this ddr overlay's layout.
 
-        The layout: the lanes, the AXI data width and the overlay's bit widths.
+        The layout: the lanes, the AXI data width, the overlay's bit widths and its stem's
+        schedule (``overlay.json``'s ``stem_chunk_major``).
         """
         return export_image_path(self.export.path, self.read_register("LANES"),
                                  int(self.description["data_width"]),
-                                 image_widths(self.export.bit_widths, self.design_widths()))
+                                 image_widths(self.export.bit_widths, self.design_widths()),
+                                 bool(self.description.get("stem_chunk_major")))
 
     def _load_weights(self, pynq: Any) -> None:
         """Load the export's weight image into a ddr overlay; then write the export's masks.

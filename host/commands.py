@@ -309,10 +309,12 @@ def overlay(args: argparse.Namespace) -> int:
     check_lanes(args.lanes)
     export = load_export(args.export)
     lanes, board_name, stem_lanes = args.lanes or DEFAULT_LANES, args.board, None
+    chunk_major = False
     if args.build is not None:
         design = held_design(input_folder(args.build, "--build"), export, args.lanes)
         lanes, board_name = design["lanes"], args.board or design["board"]
         stem_lanes = design.get("stem_lanes")  # the build's stem engine, as sized
+        chunk_major = bool(design.get("stem_chunk_major"))  # and as scheduled
     if board_name is None:
         raise StepvitError("overlay needs --board NAME (pynq-z2, kv260, ...) or a --build "
                            "folder whose design names its board")
@@ -336,18 +338,22 @@ def overlay(args: argparse.Namespace) -> int:
     stream = ddr is not None and bool(design.get("stream_weights"))
     out = output_folder(args.out, "--out")
     if ddr is None:
-        rtl_report = generate(export, out, lanes=lanes, stem_lanes=stem_lanes)
+        rtl_report = generate(export, out, lanes=lanes, stem_lanes=stem_lanes,
+                              stem_chunk_major=chunk_major)
     else:
         from stepvit.rtl.generate import copy_export_image
 
-        rtl_report = generate(export, out, lanes=lanes, stem_lanes=stem_lanes, weights="ddr",
+        rtl_report = generate(export, out, lanes=lanes, stem_lanes=stem_lanes,
+                              stem_chunk_major=chunk_major, weights="ddr",
                               widths=widths, stream_weights=stream,
                               tile_words=design.get("tile_words") if stream else None, **ddr)
-        copy_export_image(export, out, lanes=lanes, data_width=ddr["data_width"], widths=widths)
+        copy_export_image(export, out, lanes=lanes, data_width=ddr["data_width"], widths=widths,
+                          stem_chunk_major=chunk_major)
     written = lay_out_tcl(board, out)
     record_design(out, export, lanes, board.name, stem_lanes, ddr=ddr, widths=widths,
                   stream_weights=stream,
-                  tile_words=design.get("tile_words") if stream else None)
+                  tile_words=design.get("tile_words") if stream else None,
+                  stem_chunk_major=chunk_major)
     info = {
         "board": board.name,
         "part": board.part,
@@ -359,11 +365,14 @@ def overlay(args: argparse.Namespace) -> int:
         "weights": "rom" if ddr is None else "ddr",
         "rtl_report": rtl_report,
     }
+    if chunk_major:
+        info["stem_chunk_major"] = True
     if ddr is not None:
         info.update(shape_hash=f"{export.shape_hash:08x}", data_width=ddr["data_width"],
                     bit_widths=widths, stream_weights=stream,
                     weight_image=export_image_name(lanes, ddr["data_width"],
-                                                   image_widths(export.bit_widths, widths)))
+                                                   image_widths(export.bit_widths, widths),
+                                                   chunk_major))
     (out / OVERLAY_DESCRIPTION).write_text(json.dumps(info, indent=2, default=str) + "\n")
     if ddr is None:
         print(f"{out}: stepvit_accel.v, {', '.join(written)}, design.json, overlay.json "

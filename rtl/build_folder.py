@@ -48,29 +48,34 @@ def image_widths(export_widths: dict[str, int],
     return None if widths is None or dict(widths) == dict(export_widths) else dict(widths)
 
 
-def export_image_name(lanes: int, data_width: int, widths: dict[str, int] | None = None) -> str:
+def export_image_name(lanes: int, data_width: int, widths: dict[str, int] | None = None,
+                      stem_chunk_major: bool = False) -> str:
     """Return the file name of an export's weight image for a ddr design's layout.
 
     The image's bytes depend on the export, the lanes (the memories' widths and depths),
-    the AXI data width (the beats) and the design's bit widths: the name carries the lanes,
-    the data width and, given ``widths`` (a design's widths other than the export's: see
-    :func:`image_widths`), those widths in key order, so an image packed for another
-    design's layout is never taken for this one's.
+    the AXI data width (the beats), the design's bit widths and the stem's schedule (a
+    chunk-major stem's tap words are in another order): the name carries the lanes, the
+    data width, given ``widths`` (a design's widths other than the export's: see
+    :func:`image_widths`) those widths in key order, and ``-chunkmajor`` for a chunk-major
+    stem (``stem_chunk_major``), so an image packed for another design's layout is never
+    taken for this one's.
     """
     tag = "" if widths is None else "-bits" + ".".join(
         f"{key}{widths[key]}" for key in sorted(widths) if key != "weight")
-    return f"weights-lanes{lanes}-axi{data_width}{tag}.img"
+    schedule = "-chunkmajor" if stem_chunk_major else ""
+    return f"weights-lanes{lanes}-axi{data_width}{tag}{schedule}.img"
 
 
 def export_image_path(export_dir: str | Path, lanes: int, data_width: int,
-                      widths: dict[str, int] | None = None) -> Path:
+                      widths: dict[str, int] | None = None,
+                      stem_chunk_major: bool = False) -> Path:
     """Return where an export's image for a ddr design's layout lives.
 
     ``stepvit rtl --weights ddr`` writes it there and the host reads it from there:
     ``EXPORT/weights-lanes<P>-axi<W>.img`` (with ``-bits...`` for a design whose widths
-    are not the export's).
+    are not the export's, ``-chunkmajor`` for a chunk-major stem).
     """
-    return Path(export_dir) / export_image_name(lanes, data_width, widths)
+    return Path(export_dir) / export_image_name(lanes, data_width, widths, stem_chunk_major)
 
 
 def generator_fingerprint() -> str:
@@ -103,10 +108,13 @@ def add_lanes_argument(parser: argparse.ArgumentParser,
 def design_of(export: Export, lanes: int, board: str | None = None,
               stem_lanes: int | None = None, *, ddr: dict[str, int] | None = None,
               widths: dict[str, int] | None = None,
-              stream_weights: bool = False, tile_words: int | None = None) -> dict[str, Any]:
+              stream_weights: bool = False, tile_words: int | None = None,
+              stem_chunk_major: bool = False) -> dict[str, Any]:
     """Return the record of ``export``'s design at ``lanes`` (``board``: what picked them).
 
-    ``stem_lanes``: the stem engine's lanes, recorded only where they differ from ``lanes``.
+    ``stem_lanes``: the stem engine's lanes, recorded only where they differ from ``lanes``;
+    ``stem_chunk_major``: the stem runs chunk-major (recorded as ``stem_chunk_major:
+    true``, only then).
     ``ddr``: a ``weights="ddr"`` design's AXI figures (``data_width``, ``max_burst``); the
     record then also says ``weights: ddr``, the shape hash and the design's bit ``widths``
     (default the export's); ``stream_weights``: the core streams its weights during
@@ -122,6 +130,8 @@ def design_of(export: Export, lanes: int, board: str | None = None,
     }
     if export.arch.get("stem") and stem_lanes not in (None, lanes):
         design["stem_lanes"] = stem_lanes
+    if stem_chunk_major:
+        design["stem_chunk_major"] = True
     if ddr is not None:
         design.update(weights="ddr", shape_hash=f"{export.shape_hash:08x}",
                       data_width=int(ddr["data_width"]), max_burst=int(ddr["max_burst"]),
@@ -138,15 +148,17 @@ def record_design(folder: str | Path, export: Export, lanes: int,
                   ddr: dict[str, int] | None = None,
                   widths: dict[str, int] | None = None,
                   stream_weights: bool = False,
-                  tile_words: int | None = None) -> dict[str, Any]:
+                  tile_words: int | None = None,
+                  stem_chunk_major: bool = False) -> dict[str, Any]:
     """Write ``folder/design.json`` for ``export`` at ``lanes``; return the record.
 
     ``ddr``, ``widths``, ``stream_weights``, ``tile_words``: a ``weights="ddr"`` design's
-    AXI figures, bit widths, whether it streams its weights and its tiles' most words (see
-    :func:`design_of`).
+    AXI figures, bit widths, whether it streams its weights and its tiles' most words;
+    ``stem_chunk_major``: its stem's schedule (see :func:`design_of`).
     """
     design = design_of(export, lanes, board, stem_lanes, ddr=ddr, widths=widths,
-                       stream_weights=stream_weights, tile_words=tile_words)
+                       stream_weights=stream_weights, tile_words=tile_words,
+                       stem_chunk_major=stem_chunk_major)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DESIGN_FILE).write_text(json.dumps(design, indent=2) + "\n")
@@ -179,6 +191,12 @@ def stem_lanes_of(folder: str | Path) -> int | None:
     """Return the stem lanes ``folder``'s design records (``None``: the core's lanes)."""
     path = Path(folder) / DESIGN_FILE
     return read_design(folder).get("stem_lanes") if path.is_file() else None
+
+
+def stem_chunk_major_of(folder: str | Path) -> bool:
+    """Return whether ``folder``'s design records a chunk-major stem (no record: ``False``)."""
+    path = Path(folder) / DESIGN_FILE
+    return bool(read_design(folder).get("stem_chunk_major")) if path.is_file() else False
 
 
 def board_for(board: str | None, folder: str | Path | None) -> str:

@@ -60,6 +60,12 @@ def rtl_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stem-lanes", type=int, default=None, metavar="Q",
                         help="the stem engine's lanes, for an export with a convolutional "
                              "stem (default: chosen with --board, else --lanes)")
+    parser.add_argument("--stem-chunk-major", action="store_true", default=None,
+                        help="for an export with a convolutional stem: run the stem module by "
+                             "module, chunk of output channels by chunk, every time step "
+                             "inside: one chunk's banks and membranes on chip (less block RAM) "
+                             "for a few per cent more cycles; --board sizes it so (default: "
+                             "the --build folder's ddr design's choice, else off)")
 
 
 def rtl(args: argparse.Namespace) -> int:
@@ -86,6 +92,8 @@ def rtl(args: argparse.Namespace) -> int:
     export = load_export(args.export)
     if args.stem_lanes is not None and not export.arch.get("stem"):
         raise StepvitError(f"--stem-lanes: {args.export} has no convolutional stem")
+    if args.stem_chunk_major and not export.arch.get("stem"):
+        raise StepvitError(f"--stem-chunk-major: {args.export} has no convolutional stem")
     build = output_folder(args.build, "--build")
     lanes, stem_lanes, chosen = args.lanes or DEFAULT_LANES, args.stem_lanes, None
     axi = {"data_width": DEFAULT_DATA_WIDTH, "max_burst": DEFAULT_MAX_BURST}
@@ -102,7 +110,7 @@ def rtl(args: argparse.Namespace) -> int:
             axi = {"data_width": ddr.data_width, "max_burst": ddr.max_burst}
         held = ddr_design_to_reuse(build, export, args.lanes, axi,
                                    None if args.width_margin is None else widths,
-                                   args.stream_weights)
+                                   args.stream_weights, args.stem_chunk_major)
         if held is not None:
             return _reuse_ddr_build(build, export, held)
     if args.board is not None:
@@ -111,9 +119,11 @@ def rtl(args: argparse.Namespace) -> int:
         from stepvit.rtl.synth import board_parameters
 
         board = board_parameters(args.board)
-        pace = sample_pace(export)
+        pace = sample_pace(export, chunk_major=bool(args.stem_chunk_major))
         streamed = ({"stream_data_width": axi["data_width"], "tile_words": args.tile_words}
                     if args.stream_weights else {})
+        if args.stem_chunk_major:
+            streamed["stem_chunk_major"] = True
         try:
             best, estimates = choose_lanes(export, board, pace, **streamed)
         except ValueError as error:
@@ -131,20 +141,22 @@ def rtl(args: argparse.Namespace) -> int:
                                 f"cycles on the export's {pace.images} golden-vector images"),
                   "estimate": built.as_dict()}
     ddr = axi if args.weights == "ddr" else None
-    stream = bool(args.stream_weights)
+    stream, chunk_major = bool(args.stream_weights), bool(args.stem_chunk_major)
     report = generate(export, build, lanes=lanes, stem_lanes=stem_lanes,
-                      weights=args.weights, widths=widths, stream_weights=stream,
-                      tile_words=args.tile_words, **(ddr or {}))
+                      stem_chunk_major=chunk_major, weights=args.weights, widths=widths,
+                      stream_weights=stream, tile_words=args.tile_words, **(ddr or {}))
     record_design(build, export, lanes, None if chosen is None else chosen["board"],
                   stem_lanes=stem_lanes, ddr=ddr, widths=widths, stream_weights=stream,
-                  tile_words=args.tile_words)
+                  tile_words=args.tile_words, stem_chunk_major=chunk_major)
     copy = None
     if ddr is not None:
         copy = copy_export_image(export, build, lanes=lanes, data_width=ddr["data_width"],
-                                 widths=widths)
+                                 widths=widths, stem_chunk_major=chunk_major)
     summary = {key: report[key] for key in
                ("name", "config_hash", "lanes", "stem_lanes", "image_words", "packet_words",
                 "memory_bits")}
+    if chunk_major:
+        summary["stem_chunk_major"] = True
     if args.weights == "ddr":
         summary.update(weights="ddr", shape_hash=report["shape_hash"], bit_widths=widths,
                        weight_image=report["weight_image"]["file"],
@@ -160,14 +172,16 @@ def rtl(args: argparse.Namespace) -> int:
 
 def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
                         axi: dict[str, int], widths: dict[str, int] | None = None,
-                        stream_weights: bool | None = None) -> dict[str, Any] | None:
+                        stream_weights: bool | None = None,
+                        stem_chunk_major: bool | None = None) -> dict[str, Any] | None:
     """Return the ddr design in ``build`` that ``export`` reuses, or ``None`` to generate.
 
     A folder holding a ddr design of another shape, or of widths ``export``'s do not fit
     in, is refused; one of ``export``'s shape is reused (its Verilog serves every export
     of the shape whose widths fit) when its lanes, AXI figures and widths (``widths``, the
-    ones ``--width-margin`` asks for; ``None``: not asked, any that fit) and its streaming
-    of the weights (``stream_weights``; ``None``: not asked, either) are those asked for and
+    ones ``--width-margin`` asks for; ``None``: not asked, any that fit), its streaming
+    of the weights (``stream_weights``; ``None``: not asked, either) and its stem's schedule
+    (``stem_chunk_major``; ``None``: not asked, the held one) are those asked for and
     the generator has not changed since; otherwise (no ddr design, new generator code) the
     design is generated.
 
@@ -175,8 +189,8 @@ def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
     ------
     StepvitError
         One line: another shape (both shape hashes), widths that do not fit, or
-        ``--lanes``, the board's AXI figures or ``--width-margin``'s widths other than the
-        held design's.
+        ``--lanes``, the board's AXI figures, ``--width-margin``'s widths or a
+        ``--stream-weights``/``--stem-chunk-major`` the held design has not.
     """
     from stepvit.rtl.build_folder import (
         DESIGN_FILE,
@@ -199,6 +213,9 @@ def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
     if stream_weights and not design.get("stream_weights"):
         raise StepvitError(f"{held} that holds its weights on chip; --stream-weights asks for "
                            f"one that streams them (use another --build)")
+    if stem_chunk_major and not design.get("stem_chunk_major"):
+        raise StepvitError(f"{held} whose stem runs step by step; --stem-chunk-major asks for "
+                           f"one that runs chunk by chunk (use another --build)")
     figures = {key: design.get(key) for key in axi}
     if figures != axi:
         raise StepvitError(f"{held} with an AXI master of {figures['data_width']} bits, bursts "
@@ -218,13 +235,15 @@ def _reuse_ddr_build(build: Path, export: Export, design: dict[str, Any]) -> int
     lanes, data_width = int(design["lanes"]), int(design["data_width"])
     widths = {key: int(value) for key, value in design["bit_widths"].items()}
     stem_lanes = design.get("stem_lanes")  # recorded only where they differ from the lanes
+    chunk_major = bool(design.get("stem_chunk_major"))
     report = reuse_ddr_build(export, build, lanes=lanes, data_width=data_width, widths=widths,
-                             stem_lanes=stem_lanes)
+                             stem_lanes=stem_lanes, stem_chunk_major=chunk_major)
     record_design(build, export, lanes, design.get("board"), stem_lanes,
                   ddr={"data_width": data_width, "max_burst": int(design["max_burst"])},
                   widths=widths, stream_weights=bool(design.get("stream_weights")),
-                  tile_words=design.get("tile_words"))
-    copy = copy_export_image(export, build, lanes=lanes, data_width=data_width, widths=widths)
+                  tile_words=design.get("tile_words"), stem_chunk_major=chunk_major)
+    copy = copy_export_image(export, build, lanes=lanes, data_width=data_width, widths=widths,
+                             stem_chunk_major=chunk_major)
     print(json.dumps({"verilog": f"{build}/{VERILOG_FILE}", "reused": True,
                       "name": report["name"], "config_hash": report["config_hash"],
                       "lanes": lanes, "weights": "ddr", "shape_hash": design["shape_hash"],

@@ -84,7 +84,8 @@ class StepvitCore(wiring.Component):
     stem_chunk_major : bool
         Run the stem module by module, chunk by chunk, every step inside
         (:class:`~stepvit.rtl.stem_plan.StemPlan`): one chunk's conv banks and membranes;
-        default ``False`` (step by step).
+        default ``False`` (step by step). With ``"ddr"`` the image holds the tap words in
+        that order (:func:`~stepvit.rtl.design_image.stem_plan_of`).
     weights : str
         ``"rom"``: the parameter memories are ROMs holding the export's values; ``"ddr"``:
         RAMs with no contents (and the head's biases a register) written through the
@@ -117,9 +118,6 @@ class StepvitCore(wiring.Component):
         registers_for(weights)  # refuses a mode that is not one
         if stream_weights and weights != "ddr":
             raise ValueError("stream_weights needs weights='ddr'")
-        if stem_chunk_major and weights != "rom":
-            # the weight image's tap words are step-major (design_image.stem_plan_of)
-            raise ValueError("stem_chunk_major needs weights='rom' (for now)")
         self.weights = weights
         self.stream_weights = stream_weights
         # a ddr core must not depend on the export's values: its plan has none

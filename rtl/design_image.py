@@ -20,7 +20,9 @@ lanes), the stem engine's parameters follow, in this order (:func:`stem_memories
 - ``stem_tap0`` .. ``stem_tap{k²-1}``: the conv weights, one memory per tap of the largest
   kernel ``k`` (the ``rom`` design's tap ROMs,
   :func:`~stepvit.rtl.stem_conv.tap_words`): ``8·stem_lanes`` bits a word,
-  every module's words (input channel, chunk) in turn;
+  every module's words (input channel, chunk) in turn; for a chunk-major stem
+  (``StemPlan(chunk_major=True)``) (chunk, input channel), so that each (module, chunk)'s
+  words are contiguous;
 - ``stem_biases`` and ``stem_thresholds``: every module's biases (the banks' current
   width) and thresholds (the membrane's), ``stem_lanes`` a word, module after module,
   each padded to whole chunks as the ``rom`` design's constant tables are (a spare lane:
@@ -47,12 +49,17 @@ from stepvit.rtl.weight_image import ImageMemory, image_checksum, pack_image
 HEAD_BIAS = "head_bias"
 
 
-def stem_plan_of(export: Export, *, lanes: int, stem_lanes: int | None = None
-                 ) -> StemPlan | None:
-    """Return the plan of ``export``'s stem at ``stem_lanes`` (default ``lanes``), or ``None``."""
+def stem_plan_of(export: Export, *, lanes: int, stem_lanes: int | None = None,
+                 chunk_major: bool = False) -> StemPlan | None:
+    """Return the plan of ``export``'s stem at ``stem_lanes`` (default ``lanes``), or ``None``.
+
+    ``chunk_major``: the engine's chunk-major schedule
+    (:class:`~stepvit.rtl.stem_plan.StemPlan`), whose tap words an image lays out chunk by
+    chunk (:func:`~stepvit.rtl.stem_conv.tap_words`).
+    """
     if not export.arch.get("stem"):
         return None
-    return StemPlan.from_export(export, lanes=stem_lanes or lanes)
+    return StemPlan.from_export(export, lanes=stem_lanes or lanes, chunk_major=chunk_major)
 
 
 def stem_memories(stem: StemPlan, bits: dict[str, int]) -> list[ImageMemory]:
@@ -158,11 +165,13 @@ class DesignImage:
 
 def design_image(export: Export, *, lanes: int, data_width: int = 64,
                  stem_lanes: int | None = None,
-                 widths: dict[str, int] | None = None) -> DesignImage:
+                 widths: dict[str, int] | None = None,
+                 stem_chunk_major: bool = False) -> DesignImage:
     """Return ``export``'s weight image for a ``ddr`` design of ``lanes`` lanes.
 
     ``stem_lanes``: the stem engine's lanes (an export with a convolutional stem; default
-    ``lanes``). ``widths``: the design's bit widths (default the export's): the memories'
+    ``lanes``); ``stem_chunk_major``: the stem's chunk-major schedule (its tap words in
+    that order). ``widths``: the design's bit widths (default the export's): the memories'
     words, hence the image, are packed at the design's widths.
 
     Raises
@@ -173,7 +182,8 @@ def design_image(export: Export, *, lanes: int, data_width: int = 64,
     """
     export = export.at_widths(widths)
     plan = CorePlan(export, lanes=lanes)
-    stem = stem_plan_of(export, lanes=lanes, stem_lanes=stem_lanes)
+    stem = stem_plan_of(export, lanes=lanes, stem_lanes=stem_lanes,
+                        chunk_major=stem_chunk_major)
     memories = image_memories(plan, stem)
     contents = image_contents(plan, stem, export)
     image = pack_image(memories, contents, data_width)

@@ -69,16 +69,18 @@ def port_list(design: StepvitAccel) -> list[dict[str, Any]]:
 
 def write_weight_image(export: Export, out_dir: Path, *, lanes: int, data_width: int,
                        stem_lanes: int | None = None,
-                       widths: dict[str, int] | None = None) -> dict[str, Any]:
+                       widths: dict[str, int] | None = None,
+                       stem_chunk_major: bool = False) -> dict[str, Any]:
     """Write ``export``'s weight image into ``out_dir``; return its description.
 
     The description: the file, its bytes, its checksum (16 hex digits, what the design's
     ``WEIGHTS_CHECKSUM_HI``/``LO`` read after a good load), the AXI data width and each
     memory's name, width, depth and byte offset, in the image's order. ``widths``: the
-    design's bit widths the image is packed at (default the export's).
+    design's bit widths the image is packed at (default the export's);
+    ``stem_chunk_major``: the stem's tap words in the chunk-major order.
     """
     image = design_image(export, lanes=lanes, data_width=data_width, stem_lanes=stem_lanes,
-                         widths=widths)
+                         widths=widths, stem_chunk_major=stem_chunk_major)
     (out_dir / WEIGHT_IMAGE_FILE).write_bytes(image.image)
     layout = image_layout(image.memories, data_width)
     return {
@@ -94,12 +96,14 @@ def write_weight_image(export: Export, out_dir: Path, *, lanes: int, data_width:
 
 
 def copy_export_image(export: Export, out_dir: Path, *, lanes: int, data_width: int,
-                      widths: dict[str, int] | None = None) -> Path:
+                      widths: dict[str, int] | None = None,
+                      stem_chunk_major: bool = False) -> Path:
     """Copy the build's ``weights.img`` (``export``'s) into the export's folder.
 
     Named by its layout (:func:`~stepvit.rtl.build_folder.export_image_path`; ``widths``,
-    the design's bit widths, name it too where they are not the export's): what the host
-    loads on a board. Returns the copy's path.
+    the design's bit widths, name it too where they are not the export's, and
+    ``stem_chunk_major``, a chunk-major stem): what the host loads on a board. Returns
+    the copy's path.
 
     Raises
     ------
@@ -107,7 +111,7 @@ def copy_export_image(export: Export, out_dir: Path, *, lanes: int, data_width: 
         If the export's folder cannot be written.
     """
     copy = export_image_path(export.path, lanes, data_width,
-                             image_widths(export.bit_widths, widths))
+                             image_widths(export.bit_widths, widths), stem_chunk_major)
     try:
         copy.write_bytes((Path(out_dir) / WEIGHT_IMAGE_FILE).read_bytes())
     except OSError as error:
@@ -118,11 +122,13 @@ def copy_export_image(export: Export, out_dir: Path, *, lanes: int, data_width: 
 
 def reuse_ddr_build(export: Export, out_dir: str | Path, *, lanes: int,
                     data_width: int, widths: dict[str, int] | None = None,
-                    stem_lanes: int | None = None) -> dict[str, Any]:
+                    stem_lanes: int | None = None,
+                    stem_chunk_major: bool = False) -> dict[str, Any]:
     """Point the ddr build in ``out_dir`` at ``export``, an export of the build's shape.
 
-    Keeps the Verilog, writes ``export``'s image (packed at the design's ``widths`` and
-    ``stem_lanes``) and rewrites ``report.json``'s export fields.
+    Keeps the Verilog, writes ``export``'s image (packed at the design's ``widths``,
+    ``stem_lanes`` and stem schedule, ``stem_chunk_major``) and rewrites ``report.json``'s
+    export fields.
 
     The Verilog of a ``weights="ddr"`` design depends only on the shape, its widths, the
     lanes and the AXI figures, which the caller has checked (the export's widths fit the
@@ -134,7 +140,8 @@ def reuse_ddr_build(export: Export, out_dir: str | Path, *, lanes: int,
                   config_hash=f"{export.config_hash:08x}",
                   weight_image=write_weight_image(export, out_dir, lanes=lanes,
                                                   data_width=data_width,
-                                                  stem_lanes=stem_lanes, widths=widths))
+                                                  stem_lanes=stem_lanes, widths=widths,
+                                                  stem_chunk_major=stem_chunk_major))
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -147,6 +154,7 @@ def generate(
     core: wiring.Component | None = None,
     with_rtlil: bool = True,
     stem_lanes: int | None = None,
+    stem_chunk_major: bool = False,
     weights: str = "rom",
     data_width: int = DEFAULT_DATA_WIDTH,
     max_burst: int = DEFAULT_MAX_BURST,
@@ -170,6 +178,10 @@ def generate(
         Also write the RTLIL (for ``stepvit synth``; a simulation needs only the Verilog).
     stem_lanes : int, optional
         The stem engine's lanes (an export with a convolutional stem; default ``lanes``).
+    stem_chunk_major : bool
+        An export with a convolutional stem only: the stem runs chunk-major
+        (:class:`~stepvit.rtl.top.StepvitAccel`; a ``"ddr"`` image holds its tap words in
+        that order); the report says ``stem_chunk_major: true``, only then.
     weights : str
         ``"rom"`` (parameters baked in) or ``"ddr"`` (loaded from a weight image: the
         Verilog depends only on the export's shape; the export's image is written as
@@ -203,7 +215,8 @@ def generate(
         raise StepvitError(f"weights must be one of {', '.join(WEIGHT_MODES)}, not {weights!r}")
     try:
         design = StepvitAccel(export, lanes=lanes, core=core, stem_lanes=stem_lanes,
-                              weights=weights, data_width=data_width, max_burst=max_burst,
+                              stem_chunk_major=stem_chunk_major, weights=weights,
+                              data_width=data_width, max_burst=max_burst,
                               widths=widths, stream_weights=stream_weights,
                               tile_words=tile_words)
     except ValueError as error:  # a parameter the design refuses, such as the lane count
@@ -223,6 +236,7 @@ def generate(
         "config_hash": f"{export.config_hash:08x}",
         "lanes": lanes,
         "stem_lanes": (stem_lanes or lanes) if arch.get("stem") else None,
+        **({"stem_chunk_major": True} if stem_chunk_major else {}),
         "parameters": {
             "image_shape": list(arch["image_shape"]),
             "patch": arch["patch"],
@@ -245,7 +259,8 @@ def generate(
         report["shape_hash"] = f"{export.shape_hash:08x}"
         report["weight_image"] = write_weight_image(export, out_dir, lanes=lanes,
                                                     data_width=data_width,
-                                                    stem_lanes=stem_lanes, widths=widths)
+                                                    stem_lanes=stem_lanes, widths=widths,
+                                                    stem_chunk_major=stem_chunk_major)
         if stream_weights:
             tiles = design.core.tiles
             report["weight_tiles"] = {"tiles": len(tiles.words), "tile_words": tile_words,

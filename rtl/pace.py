@@ -58,7 +58,8 @@ class SamplePace:
         return dense * self.core_work / dense_one_lane
 
 
-def sample_pace(export: Export, stem_lanes: range | None = None) -> SamplePace | None:
+def sample_pace(export: Export, stem_lanes: range | None = None, *,
+                chunk_major: bool = False) -> SamplePace | None:
     """Return the pace of ``export`` on its golden-vector images, or None without them.
 
     Parameters
@@ -67,6 +68,8 @@ def sample_pace(export: Export, stem_lanes: range | None = None) -> SamplePace |
         A validated export.
     stem_lanes : range, optional
         The stem lane counts to model (default 1 to the widest stage's channels).
+    chunk_major : bool
+        Model the stem engine's chunk-major schedule (its passes depend on the lanes).
     """
     try:
         vectors = load_golden_vectors(export)
@@ -83,18 +86,25 @@ def sample_pace(export: Export, stem_lanes: range | None = None) -> SamplePace |
     rows = export.stem_modules
     mask = export.budget_mask(None)[:rows]
     bits, empty = (work[key] for key in STEM_MAP_KEYS)
+    counts = [{(module, step): (int(bits[n, module, step]), int(empty[n, module, step]))
+               for module in range(rows) for step in range(export.t_max)}
+              for n in range(len(vectors.images))]
+
+    def profiles_of(plan: StemPlan) -> list:
+        return [plan.profile_of_counts(mask, image, counted)
+                for image, counted in zip(vectors.images, counts)]
+
     plan = StemPlan.from_export(export, lanes=1)
-    # an image's passes and their inputs' bits do not depend on the lanes
-    profiles = [plan.profile_of_counts(
-        mask, image, {(module, step): (int(bits[n, module, step]), int(empty[n, module, step]))
-                      for module in range(rows) for step in range(export.t_max)})
-        for n, image in enumerate(vectors.images)]
+    # a step-major image's passes and their inputs' bits do not depend on the lanes (a
+    # chunk-major one's passes do: one set per chunk)
+    profiles = profiles_of(plan)
     if stem_lanes is None:
         stem_lanes = range(1, max(stage.conv_shape[0] for stage in plan.stages) + 1)
     stem = {}
     for lanes in stem_lanes:
-        lane_plan = StemPlan.from_export(export, lanes=lanes)
-        stem[lanes] = float(np.mean([lane_plan.profile_cycles(p) for p in profiles]))
+        lane_plan = StemPlan.from_export(export, lanes=lanes, chunk_major=chunk_major)
+        lane_profiles = profiles_of(lane_plan) if chunk_major else profiles
+        stem[lanes] = float(np.mean([lane_plan.profile_cycles(p) for p in lane_profiles]))
     return SamplePace(len(vectors.images),
                       float((work["ac_ops"][full] - work[STEM_WORK_KEY][full]).mean()), stem)
 

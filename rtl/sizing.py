@@ -198,10 +198,12 @@ STREAM_LUTS = 260
 STEM_INTEGRATION_LUTS = 3_300
 
 
-def stem_resources(export: Export, lanes: int) -> tuple[int, int, float]:
+def stem_resources(export: Export, lanes: int, *, chunk_major: bool = False
+                   ) -> tuple[int, int, float]:
     """Return the stem engine's dense events, LUTs and block RAM on ``lanes`` lanes.
 
     The LUTs include the stem's integration beside the core (:data:`STEM_INTEGRATION_LUTS`).
+    ``chunk_major``: the engine's chunk-major schedule (one chunk's banks and membranes).
     """
     # (imported here: the stem's sizing builds on this module's memory rules)
     from stepvit.rtl.stem_plan import StemPlan
@@ -212,7 +214,8 @@ def stem_resources(export: Export, lanes: int) -> tuple[int, int, float]:
         stem_lutram_luts,
     )
 
-    plan, bits = StemPlan.from_export(export, lanes=lanes), export.bit_widths
+    plan = StemPlan.from_export(export, lanes=lanes, chunk_major=chunk_major)
+    bits = export.bit_widths
     return (stem_dense_events(plan),
             STEM_INTEGRATION_LUTS + stem_logic_luts(plan, bits) + stem_lutram_luts(plan, bits),
             stem_bram36(plan, bits))
@@ -239,10 +242,11 @@ def _combine(lanes: int, core: tuple[int, int, float], stem_lanes: int | None,
 
 def estimate(export: Export, lanes: int, board: dict[str, Any], *,
              stem_lanes: int | None = None, stream_data_width: int | None = None,
-             tile_words: int | None = None) -> DesignEstimate:
+             tile_words: int | None = None, stem_chunk_major: bool = False) -> DesignEstimate:
     """Return the estimate of ``export`` on ``lanes`` lanes against ``board``'s budget.
 
-    With a convolutional stem, its engine has ``stem_lanes`` lanes (default ``lanes``).
+    With a convolutional stem, its engine has ``stem_lanes`` lanes (default ``lanes``) and
+    runs chunk-major with ``stem_chunk_major`` (:func:`stem_resources`).
     ``stream_data_width``, ``tile_words``: a core that streams its weights
     (:func:`core_resources`).
     """
@@ -251,19 +255,22 @@ def estimate(export: Export, lanes: int, board: dict[str, Any], *,
     if not export.arch.get("stem"):
         return _combine(lanes, core, None, None, board)
     stem_lanes = stem_lanes or lanes
-    return _combine(lanes, core, stem_lanes, stem_resources(export, stem_lanes), board)
+    return _combine(lanes, core, stem_lanes,
+                    stem_resources(export, stem_lanes, chunk_major=stem_chunk_major), board)
 
 
 def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None = None, *,
-                 stream_data_width: int | None = None, tile_words: int | None = None
-                 ) -> tuple[DesignEstimate, list[DesignEstimate]]:
+                 stream_data_width: int | None = None, tile_words: int | None = None,
+                 stem_chunk_major: bool = False) -> tuple[DesignEstimate, list[DesignEstimate]]:
     """Return the fastest fitting design, and every estimate.
 
     Fastest: the fewest cycles on sample images where ``pace`` gives them
     (:func:`stepvit.rtl.pace.sample_pace`), else the fewest dense events. With a
     convolutional stem every pair of core and stem lanes is weighed (the slower of the two
     sets the pace). Fewer lanes win a tie. ``stream_data_width``, ``tile_words``: a core
-    that streams its weights (:func:`core_resources`).
+    that streams its weights (:func:`core_resources`); ``stem_chunk_major``: a chunk-major
+    stem engine (:func:`stem_resources`; ``pace`` should then be the chunk-major one,
+    ``sample_pace(export, chunk_major=True)``).
 
     Raises
     ------
@@ -281,7 +288,8 @@ def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None 
 
         widest_stem = max(stage.conv_shape[0]
                           for stage in stem_stages(arch["image_shape"], arch["stem"]))
-        stems = {lanes: stem_resources(export, lanes) for lanes in range(1, widest_stem + 1)}
+        stems = {lanes: stem_resources(export, lanes, chunk_major=stem_chunk_major)
+                 for lanes in range(1, widest_stem + 1)}
     else:
         stems = {None: None}
 

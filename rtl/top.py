@@ -116,6 +116,10 @@ class StepvitAccel(wiring.Component):
         ``StepvitCore(export, lanes=lanes)``; for testing the top alone.
     stem_lanes : int, optional
         The stem engine's lanes (a convolutional stem only; default ``lanes``).
+    stem_chunk_major : bool
+        A convolutional stem only: run the stem module by module, chunk by chunk
+        (``StepvitCore(stem_chunk_major=True)``); with ``"ddr"`` the weight image's tap
+        words are in that order. Default ``False``.
     weights : str
         ``"rom"`` (default): the parameters are baked into on-chip ROMs. ``"ddr"``: they
         are RAMs a :class:`~stepvit.rtl.weight_loader.WeightLoader` fills from a weight
@@ -151,8 +155,8 @@ class StepvitAccel(wiring.Component):
     """
 
     def __init__(self, export: Export, *, lanes: int, core: wiring.Component | None = None,
-                 stem_lanes: int | None = None, weights: str = "rom",
-                 data_width: int = DEFAULT_DATA_WIDTH,
+                 stem_lanes: int | None = None, stem_chunk_major: bool = False,
+                 weights: str = "rom", data_width: int = DEFAULT_DATA_WIDTH,
                  max_burst: int = DEFAULT_MAX_BURST,
                  widths: dict[str, int] | None = None, stream_weights: bool = False,
                  tile_words: int | None = None) -> None:
@@ -160,6 +164,8 @@ class StepvitAccel(wiring.Component):
             raise ValueError(f"lanes must be at least 1, not {lanes}")
         if widths is not None and weights != "ddr":
             raise ValueError("a design's own widths are for weights='ddr' only")
+        if stem_chunk_major and not export.arch.get("stem"):
+            raise ValueError("stem_chunk_major is for an export with a convolutional stem")
         export = export.at_widths(widths)  # the datapath, the memories and the ports
         self.registers = registers_for(weights)
         self.weights = weights
@@ -168,7 +174,8 @@ class StepvitAccel(wiring.Component):
         if weights == "ddr":
             parameters = image_memories(
                 CorePlan(export, lanes=lanes, contents=False),
-                stem_plan_of(export, lanes=lanes, stem_lanes=stem_lanes))
+                stem_plan_of(export, lanes=lanes, stem_lanes=stem_lanes,
+                             chunk_major=stem_chunk_major))
             self.loader = WeightLoader(parameters, data_width=data_width, max_burst=max_burst,
                                        addr_width=WEIGHTS_ADDR_BITS)
         if stream_weights and weights != "ddr":
@@ -177,7 +184,8 @@ class StepvitAccel(wiring.Component):
             raise ValueError("tile_words is for stream_weights only")
         self.stream_weights = stream_weights
         if core is None:
-            core = StepvitCore(export, lanes=lanes, stem_lanes=stem_lanes, weights=weights,
+            core = StepvitCore(export, lanes=lanes, stem_lanes=stem_lanes,
+                               stem_chunk_major=stem_chunk_major, weights=weights,
                                stream_weights=stream_weights, data_width=data_width,
                                max_burst=max_burst, tile_words=tile_words)
         tile_axi = ({name: self.loader.signature.members[name] for name in AXI_READ_MEMBERS}

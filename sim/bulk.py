@@ -25,7 +25,7 @@ import numpy as np
 from stepvit.model.export import Export
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.export.stem import accumulate_lower_bound
-from stepvit.rtl.build_folder import design_of, stem_lanes_of
+from stepvit.rtl.build_folder import design_of, stem_chunk_major_of, stem_lanes_of
 from stepvit.rtl.protocol import (
     mask_register_values,
     pack_images,
@@ -42,13 +42,16 @@ GOLDEN_BATCH = 500
 
 
 def generated_verilog(export: Export, folder: str | Path, *, lanes: int,
-                      stem_lanes: int | None = None) -> Path:
-    """Return ``folder/stepvit_accel.v`` for ``export`` at ``lanes``, generating it if stale."""
+                      stem_lanes: int | None = None, stem_chunk_major: bool = False) -> Path:
+    """Return ``folder/stepvit_accel.v`` for ``export`` at ``lanes``, generating it if stale.
+
+    ``stem_lanes``, ``stem_chunk_major``: the stem engine's lanes and schedule.
+    """
     from stepvit.rtl.generate import VERILOG_FILE, generate
 
     folder = Path(folder)
     source = {
-        **design_of(export, lanes, stem_lanes=stem_lanes),
+        **design_of(export, lanes, stem_lanes=stem_lanes, stem_chunk_major=stem_chunk_major),
         "manifest": hashlib.sha256(json.dumps(export.manifest, sort_keys=True,
                                               default=str).encode()).hexdigest(),
     }
@@ -56,7 +59,8 @@ def generated_verilog(export: Export, folder: str | Path, *, lanes: int,
     verilog = folder / VERILOG_FILE
     if verilog.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == source:
         return verilog
-    generate(export, folder, lanes=lanes, with_rtlil=False, stem_lanes=stem_lanes)
+    generate(export, folder, lanes=lanes, with_rtlil=False, stem_lanes=stem_lanes,
+             stem_chunk_major=stem_chunk_major)
     stamp.write_text(json.dumps(source, indent=2) + "\n")
     return verilog
 
@@ -127,7 +131,8 @@ class VerilatorSimulation:
         self.build_dir = Path(build_dir).resolve()
         self.stem_lanes = stem_lanes_of(self.build_dir)
         self.verilog = generated_verilog(export, self.build_dir / "rtl", lanes=lanes,
-                                         stem_lanes=self.stem_lanes)
+                                         stem_lanes=self.stem_lanes,
+                                         stem_chunk_major=stem_chunk_major_of(self.build_dir))
         self.library: BuiltLibrary = build_library(self.verilog, self.build_dir / "verilator",
                                                    trace=trace)
         self.packet_words = result_words(export)

@@ -22,7 +22,7 @@ import numpy as np
 from stepvit.model.export import Export, load_export
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.export.stem import dense_stem_ac_ops, first_layer_macs, stem_stages
-from stepvit.rtl.build_folder import build_design, stem_lanes_of
+from stepvit.rtl.build_folder import build_design, stem_chunk_major_of, stem_lanes_of
 from stepvit.rtl.protocol import (
     ACCEL_ID,
     check_images,
@@ -135,13 +135,17 @@ class Simulation:
         ``weight_stalls``).
     tile_words : int, optional
         ``stream_weights`` only: the most words of one weight tile.
+    stem_chunk_major : bool
+        An export with a convolutional stem only: the stem runs chunk-major (a ``"ddr"``
+        design's image holds its tap words in that order); also taken from a
+        ``design.json`` in ``build_dir`` that says so (as the stem's lanes are).
     """
 
     def __init__(
         self, export: Export, build_dir: str | Path, *, lanes: int, core: Any = None,
         simulator: str = "icarus", weights: str = "rom", board: str = DEFAULT_DDR_BOARD,
         widths: dict[str, int] | None = None, stream_weights: bool = False,
-        tile_words: int | None = None,
+        tile_words: int | None = None, stem_chunk_major: bool = False,
     ) -> None:
         from cocotb_tools.runner import get_runner
 
@@ -158,6 +162,7 @@ class Simulation:
         self.lanes = lanes
         self.build_dir = Path(build_dir).resolve()
         self.weights, self.board, self.widths = weights, board, widths
+        self.stem_chunk_major = stem_chunk_major or stem_chunk_major_of(self.build_dir)
         axi: dict[str, int] = {}
         if weights == "ddr":
             from stepvit.rtl.boards import load_board
@@ -167,7 +172,8 @@ class Simulation:
         self.data_width = axi.get("data_width")
         report = generate(export, self.build_dir / "rtl", lanes=lanes, core=core,
                           with_rtlil=False, stem_lanes=stem_lanes_of(self.build_dir),
-                          weights=weights, widths=widths, stream_weights=stream_weights,
+                          stem_chunk_major=self.stem_chunk_major, weights=weights,
+                          widths=widths, stream_weights=stream_weights,
                           tile_words=tile_words, **axi)
         self.packet_words = report["packet_words"]
         self.runner = get_runner(simulator)
@@ -296,7 +302,8 @@ class Simulation:
             raise StepvitError(f"export {export.path}'s widths do not fit the design's: "
                                f"{', '.join(beyond)}")
         image = design_image(export, lanes=self.lanes, data_width=self.data_width,
-                             stem_lanes=stem_lanes_of(self.build_dir), widths=widths)
+                             stem_lanes=stem_lanes_of(self.build_dir), widths=widths,
+                             stem_chunk_major=self.stem_chunk_major)
         if expected is None:
             expected = golden_packets(export, images, mask_rows)
         config = self.config(images, expected=expected, mask_rows=mask_rows)
