@@ -260,14 +260,25 @@ def random_export_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training config whose model section gives the architecture")
     parser.add_argument("--out", type=Path, required=True, help="export directory to write")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--vectors", type=int, default=0, metavar="N",
+                        help="also write golden_vectors.npz of N random images (uniform "
+                             "pixels, label 0), so that `stepvit sim`/`run --emulate` can check "
+                             "a design of the architecture against the golden model (default 0: "
+                             "none)")
 
 
 def random_export(args: argparse.Namespace) -> int:
-    """Write an untrained export of a config's architecture (for sizing hardware)."""
+    """Write an untrained export of a config's architecture (for sizing hardware).
+
+    With ``--vectors N``, also its golden vectors on ``N`` random images.
+    """
     from stepvit.model.config import load_config
     from stepvit.model.data import image_shape, num_classes
+    from stepvit.model.export.errors import StepvitError
     from stepvit.model.random_export import make_random_export
 
+    if args.vectors < 0:
+        raise StepvitError(f"--vectors: a number of images, 0 or more, not {args.vectors}")
     config = load_config(args.config)
     output_folder(args.out, "--out")
     model, dataset = config["model"], config["data"]["dataset"]
@@ -288,4 +299,21 @@ def random_export(args: argparse.Namespace) -> int:
         name=f"{config['name']}-untrained",
     )
     print(f"untrained export of {args.config} written to {out} (random weights, no accuracy)")
+    if args.vectors:
+        import numpy as np
+        import torch
+
+        from stepvit.model.export import load_export
+        from stepvit.model.export.vectors import VECTORS_FILE
+        from stepvit.model.golden import GoldenModel
+
+        export = load_export(out)
+        rng = np.random.default_rng(args.seed)
+        images = rng.integers(0, 256, (args.vectors, *export.arch["image_shape"]),
+                              dtype=np.uint8)
+        write_golden_vectors_of(Path(out) / VECTORS_FILE, GoldenModel(export),
+                                torch.from_numpy(images),
+                                torch.zeros(args.vectors, dtype=torch.int64))
+        print(f"golden vectors of {args.vectors} random images written to "
+              f"{Path(out) / VECTORS_FILE}")
     return 0
