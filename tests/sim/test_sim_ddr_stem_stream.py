@@ -19,6 +19,10 @@ from stepvit.model.export import Export, load_export
 from stepvit.rtl.build_folder import record_design
 from stepvit.rtl.design_image import design_image
 from stepvit.rtl.generate import memories_of, to_verilog
+from stepvit.rtl.sizing import stem_resources
+from stepvit.rtl.stem_plan import StemPlan
+from stepvit.rtl.stem_sizing import stem_bram36, stem_memories
+from stepvit.rtl.stem_tiles import stem_tile_shapes
 from stepvit.rtl.top import StepvitAccel
 from stepvit.rtl.weight_image import image_layout
 from stepvit.sim.runner import Simulation, SimulationFailed
@@ -115,3 +119,19 @@ def test_a_stem_tap_byte_flipped_after_the_load_changes_the_results(
             export, images, export.timestep_mask, flip_after_load=flip))
     assert failure.value.results["checksum"] == image.checksum
     assert not any(line.startswith("WEIGHTS_CHECKSUM") for line in failure.value.failures)
+
+
+def test_sizing_counts_the_stem_tile_banks_in_place_of_the_taps(export: Export) -> None:
+    plan = StemPlan.from_export(export, lanes=STEM_LANES, chunk_major=True)
+    tiles = streamed(export).core.stem_tiles
+    memories = stem_memories(plan, export.bit_widths, streamed=True)
+    assert [(memories[f"tap{tap}"].width, memories[f"tap{tap}"].depth)
+            for tap in range(tiles.taps)] == stem_tile_shapes(tiles, STEM_LANES)
+    held = stem_memories(plan, export.bit_widths)
+    assert {name: m for name, m in memories.items() if not name.startswith("tap")} == {
+        name: m for name, m in held.items() if not name.startswith("tap")}
+    assert stem_resources(export, STEM_LANES, chunk_major=True, streamed=True)[2] == \
+        stem_bram36(plan, export.bit_widths, streamed=True)
+    with pytest.raises(ValueError, match="chunk-major"):
+        stem_memories(StemPlan.from_export(export, lanes=STEM_LANES), export.bit_widths,
+                      streamed=True)
