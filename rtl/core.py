@@ -224,7 +224,7 @@ class StepvitCore(wiring.Component):
                      self.tiles_idle.eq(~tiles.buffer.fetching & buffer.idle)]
         # (the core's own wait, in ``TILE``, adds its one after this: :meth:`_take_tile`)
         with m.If(buffer.waiting):
-            m.d.sync += self.weight_stalls.eq(self.weight_stalls + 1)
+            m.d.sync += self.weight_stalls.eq(1 + self.weight_stalls)
 
     def _add_tiles(self, m: Module) -> TileFetch:
         """Add the tile buffer and the fetch of the tiles, in pass order, round and round.
