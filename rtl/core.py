@@ -46,6 +46,7 @@ from amaranth.lib.memory import WritePort
 
 from stepvit.model.export import Export
 from stepvit.rtl.accumulate_stage import AccumulateStage
+from stepvit.rtl.axi_arbiter import AxiReadArbiter
 from stepvit.rtl.core_memories import CoreMemories, add_core_memories
 from stepvit.rtl.core_pipeline import RunState, select
 from stepvit.rtl.core_plan import CorePlan
@@ -57,6 +58,7 @@ from stepvit.rtl.prefetch import SpikeWordPrefetch
 from stepvit.rtl.protocol import registers_for
 from stepvit.rtl.stem_front import StemFront
 from stepvit.rtl.stem_plan import StemPlan
+from stepvit.rtl.stem_tiles import stem_tiles
 from stepvit.rtl.sum_stage import SumStage
 from stepvit.rtl.tile_buffer import TileBuffer, TileFetch, weight_tiles
 from stepvit.rtl.walk_stage import WalkStage
@@ -131,6 +133,12 @@ class StepvitCore(wiring.Component):
                                    if weights == "ddr" else None)
         self._export = export
         self.tiles = None
+        #: A chunk-major stem's tiles, when the core streams its weights (else None): the
+        #: stem keeps no tap memory either (:mod:`stepvit.rtl.stem_tiles`).
+        self.stem_tiles = None
+        self._data_width, self._max_burst = data_width, max_burst
+        if stream_weights and stem_chunk_major and self._stem_plan is not None:
+            self.stem_tiles = stem_tiles(self._stem_plan, self.parameter_memories, data_width)
         if stream_weights:
             self.tiles = weight_tiles(self.plan, self.parameter_memories, data_width)
             self._tile_buffer = TileBuffer(
@@ -146,6 +154,9 @@ class StepvitCore(wiring.Component):
         m = Module()
         ddr = self.weights == "ddr"
         memories = add_core_memories(m, self.plan, writable=ddr, streamed=self.stream_weights)
+        if self.stem_tiles is not None:
+            m.submodules.arbiter = self._arbiter = AxiReadArbiter(
+                data_width=self._data_width)
         tiles = self._add_tiles(m) if self.stream_weights else None
         m.submodules.accumulate = accumulate = AccumulateStage(plan=self.plan)
         m.submodules.sums = sums = SumStage(plan=self.plan, head_bias_input=ddr)
@@ -164,6 +175,8 @@ class StepvitCore(wiring.Component):
             stem, start_bank = self._load_stem(m), Const(0)
             if ddr:
                 self._connect_stem_parameters(m, stem)
+            if self.stem_tiles is not None:
+                self._share_tiles(m, stem, tiles)
         self._control(m, run, prefetch, walk, start_bank, stem, tiles)
         self._connect_prefetch(m, memories, run, prefetch, fire)
         self._connect_walk(m, memories, run, prefetch, walk, tiles)
@@ -190,6 +203,29 @@ class StepvitCore(wiring.Component):
         for name, port in stem.parameter_writes.items():
             connect_write_port(m, getattr(self.parameters, name), port)
 
+    def _share_tiles(self, m: Module, stem: StemFront, tiles: TileFetch) -> None:
+        """Give the stem's tile buffer the arbiter's reader 1; share the fetch's signals.
+
+        The core's tiles and the stem's fetch at once (the stem of the next image overlaps
+        the blocks of this one): the arbiter (:class:`~stepvit.rtl.axi_arbiter.AxiReadArbiter`,
+        made in :meth:`elaborate`) grants ``tile_*`` a burst at a time. Both fetches stop
+        with ``tiles_enable``; ``tiles_idle`` waits for both; ``weight_stalls`` adds the
+        cycles a stem scatter waits for its tile to the core's.
+        """
+        buffer, arbiter = stem.tile_buffer, self._arbiter
+        for name in AXI_READ_MEMBERS:
+            inner, outer = getattr(buffer, name), arbiter.port(1, name)
+            flow = buffer.signature.members[name].flow
+            m.d.comb += inner.eq(outer) if flow == wiring.In else outer.eq(inner)
+            port, shared = getattr(self, f"tile_{name}"), getattr(arbiter, name)
+            m.d.comb += shared.eq(port) if flow == wiring.In else port.eq(shared)
+        m.d.comb += [buffer.weights_base.eq(self.weights_base),
+                     buffer.enable.eq(self.tiles_enable),
+                     self.tiles_idle.eq(~tiles.buffer.fetching & buffer.idle)]
+        # (the core's own wait, in ``TILE``, adds its one after this: :meth:`_take_tile`)
+        with m.If(buffer.waiting):
+            m.d.sync += self.weight_stalls.eq(1 + self.weight_stalls)
+
     def _add_tiles(self, m: Module) -> TileFetch:
         """Add the tile buffer and the fetch of the tiles, in pass order, round and round.
 
@@ -207,6 +243,8 @@ class StepvitCore(wiring.Component):
         m.submodules.tiles = buffer = self._tile_buffer
         for name in AXI_READ_MEMBERS:
             port, inner = getattr(self, f"tile_{name}"), getattr(buffer, name)
+            if self.stem_tiles is not None:  # the arbiter's reader 0 (:meth:`_share_tiles`)
+                port = self._arbiter.port(0, name)
             flow = buffer.signature.members[name].flow
             m.d.comb += inner.eq(port) if flow == wiring.In else port.eq(inner)
         count = len(tiles.offsets)
@@ -305,7 +343,10 @@ class StepvitCore(wiring.Component):
         m.submodules.stem = stem = StemFront(
             self._export, self._stem_plan, token_lanes=geometry.lanes,
             stream_words=geometry.t_max * geometry.tokens * geometry.dim_chunks,
-            writable=self.weights == "ddr")
+            writable=self.weights == "ddr", tiles=self.stem_tiles,
+            data_width=self._data_width, max_burst=self._max_burst)
+        if self.stem_tiles is not None:
+            self._stem_waiting = stem.tile_buffer.waiting
         m.d.comb += [
             stem.load.eq(self.load), self.loaded.eq(stem.loaded),
             self.img_addr.eq(stem.img_addr), stem.img_data.eq(self.img_data),
@@ -402,7 +443,10 @@ class StepvitCore(wiring.Component):
             m.next = "PRIME"
         with m.Else():
             m.next = "TILE"
-            if waiting:
+            if waiting and self.stem_tiles is not None:  # and the stem's wait, if it waits
+                m.d.sync += self.weight_stalls.eq(
+                    self.weight_stalls + 1 + self._stem_waiting)
+            elif waiting:
                 m.d.sync += self.weight_stalls.eq(self.weight_stalls + 1)
                 # (a fetcher already on its way to the wanted tile is left to fetch it)
                 with m.If(~buffer.fetching & (buffer.filled | (tiles.next_tile != wanted))):

@@ -198,12 +198,14 @@ STREAM_LUTS = 260
 STEM_INTEGRATION_LUTS = 3_300
 
 
-def stem_resources(export: Export, lanes: int, *, chunk_major: bool = False
-                   ) -> tuple[int, int, float]:
+def stem_resources(export: Export, lanes: int, *, chunk_major: bool = False,
+                   streamed: bool = False) -> tuple[int, int, float]:
     """Return the stem engine's dense events, LUTs and block RAM on ``lanes`` lanes.
 
     The LUTs include the stem's integration beside the core (:data:`STEM_INTEGRATION_LUTS`).
-    ``chunk_major``: the engine's chunk-major schedule (one chunk's banks and membranes).
+    ``chunk_major``: the engine's chunk-major schedule (one chunk's banks and membranes);
+    ``streamed`` (with it): its tap weights streamed from DDR, the taps' memories the stem
+    tile buffer's bank pairs (:mod:`stepvit.rtl.stem_tiles`).
     """
     # (imported here: the stem's sizing builds on this module's memory rules)
     from stepvit.rtl.stem_plan import StemPlan
@@ -217,8 +219,9 @@ def stem_resources(export: Export, lanes: int, *, chunk_major: bool = False
     plan = StemPlan.from_export(export, lanes=lanes, chunk_major=chunk_major)
     bits = export.bit_widths
     return (stem_dense_events(plan),
-            STEM_INTEGRATION_LUTS + stem_logic_luts(plan, bits) + stem_lutram_luts(plan, bits),
-            stem_bram36(plan, bits))
+            STEM_INTEGRATION_LUTS + stem_logic_luts(plan, bits)
+            + stem_lutram_luts(plan, bits, streamed=streamed),
+            stem_bram36(plan, bits, streamed=streamed))
 
 
 def _combine(lanes: int, core: tuple[int, int, float], stem_lanes: int | None,

@@ -92,6 +92,11 @@ class StemConvBanks(wiring.Component):
     chunk_major : bool
         Banks of one chunk's currents (``event_chunk`` and ``window_chunk`` only select the
         tap words) and tap words ``chunk·Cin + channel`` in each module's run.
+    tile_depth : int, optional
+        Chunk-major only: no tap memory; the taps' words of the running ``(module, chunk)``
+        come from a stem tile buffer (:class:`~stepvit.rtl.stem_tiles.StemTileBuffer`) of
+        ``tile_depth`` words a tap, read at ``tile_addr`` (the event's input channel),
+        answered in ``tile_data`` a cycle later (a tap ROM's timing).
 
     Members
     -------
@@ -108,10 +113,16 @@ class StemConvBanks(wiring.Component):
         Per lane, the largest current in that window.
     clear_valid, clear_address : In
         Zero this address of every bank (never in the cycle after an event).
+    tile_addr : Out, tile_data : In
+        With ``tile_depth`` only: the tile's word every tap reads, and the taps' words (tap
+        ``i`` in bits ``8·lanes·i ..``).
     """
 
     def __init__(self, convs: Sequence[StemConv], *, lanes: int, sum_bits: int,
-                 writable: bool = False, chunk_major: bool = False) -> None:
+                 writable: bool = False, chunk_major: bool = False,
+                 tile_depth: int | None = None) -> None:
+        if tile_depth is not None and not chunk_major:
+            raise ValueError("a stem tile buffer needs a chunk-major stem")
         if not isinstance(lanes, int) or lanes < 1:
             raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
         self._convs = [_checked(conv) for conv in convs]
@@ -133,6 +144,10 @@ class StemConvBanks(wiring.Component):
 
         def widest(values) -> range:
             return range(max(max(values), 2))
+        self._tile_depth = tile_depth
+        tile = ({} if tile_depth is None else
+                {"tile_addr": Out(range(max(tile_depth, 2))),
+                 "tile_data": In(self.taps * 8 * lanes)})
         super().__init__({
             "module": In(range(max(len(self._convs), 2))),
             "event_valid": In(1),
@@ -149,12 +164,13 @@ class StemConvBanks(wiring.Component):
             "window_max": Out(data.ArrayLayout(signed(sum_bits), lanes)),
             "clear_valid": In(1),
             "clear_address": In(range(max(self.depth, 2))),
+            **tile,
         })
         #: ``writable`` only: the tap RAMs (built here so that their write ports exist
         #: before the design is elaborated) and their write ports, tap ``i`` at index ``i``.
         self.tap_rams: list[Memory] = []
         self.tap_writes: list[WritePort] = []
-        if writable:
+        if writable and tile_depth is None:
             self.tap_rams = [Memory(shape=unsigned(8 * lanes), depth=max(self.tap_depth, 2),
                                     init=[]) for _ in range(self.taps)]
             self.tap_writes = [ram.write_port() for ram in self.tap_rams]
@@ -189,7 +205,13 @@ class StemConvBanks(wiring.Component):
         m = Module()
         modulus = self._modulus
         roms = []
-        if self._writable:
+        if self._tile_depth is not None:
+            # the running (module, chunk)'s tile: the event's channel is its word
+            width = 8 * self._lanes
+            m.d.comb += self.tile_addr.eq(self.event_channel)
+            roms = [_TileTap(self.tile_data[width * tap:width * (tap + 1)])
+                    for tap in range(self.taps)]
+        elif self._writable:
             for index, ram in enumerate(self.tap_rams):
                 m.submodules[f"tap{index}"] = ram
                 roms.append(ram.read_port())
@@ -199,7 +221,9 @@ class StemConvBanks(wiring.Component):
                              init=words)
                 m.submodules[f"tap{index}"] = rom
                 roms.append(rom.read_port())
-        if self._chunk_major:
+        if self._tile_depth is not None:
+            pass  # the tile buffer is read at the event's channel (above)
+        elif self._chunk_major:
             # a (module, chunk)'s first word, a table: the channel is added (no multiplier)
             m.d.comb += [rom.addr.eq(self._select(tile_bases(
                 [conv.weight.shape[1] for conv in self._convs], self._chunks),
@@ -315,6 +339,13 @@ class StemConvBanks(wiring.Component):
                     pairs.append((left_in | right_in, Mux(take_left, left, right)))
                 level = pairs + level[len(pairs) * 2:]
             m.d.sync += self.window_max[lane].eq(level[0][1])
+
+
+@dataclass(frozen=True)
+class _TileTap:
+    """One tap's word of a stem tile, where a tap ROM's read port would give it."""
+
+    data: object
 
 
 def tap_words(weights: Sequence[np.ndarray], lanes: int, *,

@@ -27,6 +27,7 @@ from stepvit.rtl.lif import LIFLanes
 from stepvit.rtl.spike_walker import SpikeWalker
 from stepvit.rtl.stem_conv import PLANES, StemConv, StemConvBanks, shared_sum_bits
 from stepvit.rtl.stem_plan import PASS_KINDS, StemPlan
+from stepvit.rtl.stem_tiles import StemTileBuffer, StemTiles
 from stepvit.rtl.stem_unit import StemModuleUnit
 
 #: Width of a stem layer's spike count in ``counts``.
@@ -68,6 +69,14 @@ class StemEngine(wiring.Component):
         The biases and thresholds are two RAMs of every module's chunks, module ``i``'s
         from :func:`lif_bases` ``[i]``, read asynchronously (the tables' timing);
         ``E`` a copy of the core's ``stream_spike`` memory, written by the same port.
+    tiles : StemTiles, optional
+        A ``writable`` chunk-major engine that streams its tap weights from DDR: no tap
+        memory; each scatter reads its ``(module, chunk)``'s tile from a
+        :class:`~stepvit.rtl.stem_tiles.StemTileBuffer` (:attr:`tile_buffer`, whose AXI
+        ports, ``weights_base`` and ``enable`` the core drives), and waits while its tile
+        has not arrived.
+    data_width, max_burst : int
+        With ``tiles`` only: the AXI beat's bits and the longest burst.
 
     Members
     -------
@@ -89,7 +98,11 @@ class StemEngine(wiring.Component):
 
     def __init__(self, plan: StemPlan, *, arrays: dict[str, np.ndarray],
                  thresholds: dict[str, np.ndarray], bits: dict[str, int], leak_shift: int,
-                 reset: str, token_lanes: int | None = None, writable: bool = False) -> None:
+                 reset: str, token_lanes: int | None = None, writable: bool = False,
+                 tiles: StemTiles | None = None, data_width: int = 64,
+                 max_burst: int = 16) -> None:
+        if tiles is not None and not (writable and plan.chunk_major):
+            raise ValueError("stem tiles need a writable chunk-major engine")
         self._plan = plan
         self._token_lanes = token_lanes or plan.lanes
         self._writable = writable
@@ -110,7 +123,13 @@ class StemEngine(wiring.Component):
             [StemConv(weight(stage.name), stage.in_shape[1:], stage.stride,
                       stage.padding, plan.window_pool(index))
              for index, stage in enumerate(plan.stages)], lanes=plan.lanes, sum_bits=sum_bits,
-            writable=writable, chunk_major=plan.chunk_major)
+            writable=writable, chunk_major=plan.chunk_major,
+            tile_depth=None if tiles is None else tiles.depth)
+        #: ``tiles`` only: the stem tile buffer (its fetch side is the core's to drive).
+        self.tile_buffer = (None if tiles is None else StemTileBuffer(
+            tiles, lanes=plan.lanes, modules=len(plan.stages), t_max=plan.t_max,
+            data_width=data_width, max_burst=max_burst))
+        self._tiles = tiles
         self._lif = LIFLanes(lanes=plan.lanes, membrane_bits=bits["membrane"],
                              current_bits=sum_bits, leak_shift=leak_shift, reset=reset)
         self._stream_spike = np.asarray(arrays["stream_spike"], dtype=np.int64)
@@ -198,9 +217,28 @@ class StemEngine(wiring.Component):
             chunk = _table([p.chunk for p in passes], current)
             for unit in self._units:
                 m.d.comb += [unit.chunk.eq(chunk), unit.map_step.eq(step)]
-        self._drive_units(m, sequencer.any, kind, module, pass_done, chunk)
+        waiting = None
+        if self._tiles is not None:
+            waiting = self._take_tiles(m, passes, current,
+                                       sequencer.any & (kind == PASS_KINDS.index("scatter")))
+        self._drive_units(m, sequencer.any, kind, module, pass_done, chunk, waiting)
         self._share_datapath(m, module)
         return m
+
+    def _take_tiles(self, m: Module, passes, current, scatter) -> Signal:
+        """Add the stem tile buffer; ask it for the running scatter's tile.
+
+        Returns "the scatter waits for its tile" (its unit is not started meanwhile).
+        """
+        tiles, buffer = self._tiles, self.tile_buffer
+        m.submodules.tiles = buffer
+        m.d.comb += [buffer.mask.eq(self.mask), buffer.need.eq(scatter),
+                     buffer.want.eq(_table([tiles.index(max(p.module, 0), p.chunk)
+                                            if p.kind == "scatter" else 0 for p in passes],
+                                           current)),
+                     buffer.read_addr.eq(self._conv.tile_addr),
+                     self._conv.tile_data.eq(buffer.read_data)]
+        return buffer.waiting
 
     def _gate(self, stem_pass, mask: Signal):
         """Return the pass's gate as logic on the mask bits (1 for the tokens)."""
@@ -213,11 +251,12 @@ class StemEngine(wiring.Component):
         return gate
 
     def _drive_units(self, m: Module, running: Signal, kind, module, pass_done: Signal,
-                     chunk=None) -> None:
+                     chunk=None, waiting=None) -> None:
         """Start each unit's passes, route the input maps, count the spikes and the dones.
 
         ``chunk`` (chunk-major): the pass's chunk; a unit is fresh until the first fire of
-        each of its chunks (a chunk's passes are consecutive).
+        each of its chunks (a chunk's passes are consecutive). ``waiting`` (streamed tap
+        weights): no unit starts while it is high.
         """
         plan = self._plan
         touched = Signal(len(self._units))
@@ -228,6 +267,8 @@ class StemEngine(wiring.Component):
             fired_chunk = Signal.like(chunk, name="fired_chunk")
         for index, unit in enumerate(self._units):
             mine = running & (module == index) & (kind != PASS_KINDS.index("tokens"))
+            if waiting is not None:
+                mine = mine & ~waiting
             m.d.comb += [
                 unit.go_clear.eq(mine & (kind == PASS_KINDS.index("clear"))),
                 unit.go_scatter.eq(mine & (kind == PASS_KINDS.index("scatter"))),

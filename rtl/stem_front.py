@@ -27,6 +27,7 @@ from stepvit.rtl.interface import image_words
 from stepvit.rtl.stem_engine import COUNT_BITS, StemEngine
 from stepvit.rtl.stem_loader import StemPixelLoader
 from stepvit.rtl.stem_plan import StemPlan
+from stepvit.rtl.stem_tiles import StemTiles
 
 
 class StemFront(wiring.Component):
@@ -45,6 +46,12 @@ class StemFront(wiring.Component):
     writable : bool
         A ``weights="ddr"`` front: the engine's parameters are RAMs the weight loader fills
         (no value of the export is used); their write ports are :attr:`parameter_writes`.
+    tiles : StemTiles, optional
+        A chunk-major ``writable`` front that streams its tap weights
+        (:class:`~stepvit.rtl.stem_engine.StemEngine`'s ``tiles``); :attr:`tile_buffer` is
+        the engine's stem tile buffer.
+    data_width, max_burst : int
+        With ``tiles`` only: the AXI beat's bits and the longest burst.
 
     Members
     -------
@@ -66,13 +73,17 @@ class StemFront(wiring.Component):
     """
 
     def __init__(self, export: Export, plan: StemPlan, *, token_lanes: int,
-                 stream_words: int, writable: bool = False) -> None:
+                 stream_words: int, writable: bool = False, tiles: StemTiles | None = None,
+                 data_width: int = 64, max_burst: int = 16) -> None:
         self._export, self._plan = export, plan
         modules = len(plan.stages)
         self._engine = StemEngine(
             plan, arrays=export.arrays, thresholds=export.thresholds, bits=export.bit_widths,
             leak_shift=int(export.neuron["leak_shift"]), reset=str(export.neuron["reset"]),
-            token_lanes=token_lanes, writable=writable)
+            token_lanes=token_lanes, writable=writable, tiles=tiles, data_width=data_width,
+            max_burst=max_burst)
+        #: ``tiles`` only: the engine's stem tile buffer.
+        self.tile_buffer = self._engine.tile_buffer
         #: ``writable`` only: the engine's parameter RAMs' write ports by image name.
         self.parameter_writes = self._engine.parameter_writes
         super().__init__({

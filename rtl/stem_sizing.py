@@ -41,8 +41,14 @@ class StemMemory:
                                   granularity=self.granularity)
 
 
-def stem_memories(plan: StemPlan, bits: dict[str, int]) -> dict[str, StemMemory]:
-    """Return ``name -> StemMemory`` of every memory of the stem engine of ``plan``."""
+def stem_memories(plan: StemPlan, bits: dict[str, int], *,
+                  streamed: bool = False) -> dict[str, StemMemory]:
+    """Return ``name -> StemMemory`` of every memory of the stem engine of ``plan``.
+
+    ``streamed`` (a chunk-major plan): the tap weights stream from DDR
+    (:mod:`stepvit.rtl.stem_tiles`): each tap's memory is a bank pair of the largest
+    ``(module, chunk)`` tile, ``2·Cin_max`` words, in place of every module's words.
+    """
     lanes = plan.lanes
     channels, height, width = plan.stages[0].in_shape
     # two pixel banks in one memory, written a byte (a channel) at a time
@@ -51,8 +57,13 @@ def stem_memories(plan: StemPlan, bits: dict[str, int]) -> dict[str, StemMemory]
     # the shared conv: every module's words of a tap in one ROM, one set of banks
     taps = max(stage.kernel ** 2 for stage in plan.stages)
     words = sum(stage.in_shape[0] * plan.chunks(index) for index, stage in enumerate(plan.stages))
+    if streamed:
+        if not plan.chunk_major:
+            raise ValueError("streamed stem taps need a chunk-major plan")
+        tile = max(stage.in_shape[0] for stage in plan.stages)
     for tap in range(taps):
-        memories[f"tap{tap}"] = StemMemory(8 * lanes, words, rom=True)
+        memories[f"tap{tap}"] = (StemMemory(8 * lanes, 2 * tile) if streamed
+                                 else StemMemory(8 * lanes, words, rom=True))
     depth = max(plan.bank_depth(index) for index in range(len(plan.stages)))
     for bank in range(plan.modulus ** 2):
         memories[f"bank{bank}"] = StemMemory(shared_sum_bits(bits) * lanes, depth)
@@ -132,14 +143,15 @@ def stem_dense_events(plan: StemPlan) -> int:
     return events
 
 
-def stem_bram36(plan: StemPlan, bits: dict[str, int]) -> float:
-    """Return the stem engine's block RAM (36 Kb units)."""
-    return sum(memory.bram36 for memory in stem_memories(plan, bits).values())
+def stem_bram36(plan: StemPlan, bits: dict[str, int], *, streamed: bool = False) -> float:
+    """Return the stem engine's block RAM (36 Kb units); ``streamed``: its taps streamed."""
+    return sum(memory.bram36 for memory in stem_memories(plan, bits, streamed=streamed).values())
 
 
-def stem_lutram_luts(plan: StemPlan, bits: dict[str, int]) -> int:
-    """Return the stem engine's LUTs of distributed RAM."""
-    return sum(memory.lutram_luts for memory in stem_memories(plan, bits).values())
+def stem_lutram_luts(plan: StemPlan, bits: dict[str, int], *, streamed: bool = False) -> int:
+    """Return the stem engine's LUTs of distributed RAM; ``streamed``: its taps streamed."""
+    return sum(memory.lutram_luts
+               for memory in stem_memories(plan, bits, streamed=streamed).values())
 
 
 __all__ = ["STEM_LUT_PER_BANK_BIT", "StemMemory", "stem_bram36", "stem_dense_events",
