@@ -177,20 +177,7 @@ class StemModuleUnit(wiring.Component):
         loops = [self._clear_loop(m), self._scatter_loop(m, idle), self._fire_loop(m, lif_write)]
         if out_write is not None:
             loops.append(self._pool_loop(m, lif_read, out_write))
-        with m.FSM() as fsm:
-            with m.State("IDLE"):
-                with m.If(self.go_clear):
-                    m.next = "CLEAR"
-                with m.Elif(self.go_scatter):
-                    m.next = "LOAD"
-                with m.Elif(self.go_fire):
-                    m.next = "FIRE"
-                if out_write is not None:
-                    with m.Elif(self.go_pool):
-                        m.next = "POOL"
-            for states in loops:
-                states()
-        m.d.comb += idle.eq(fsm.ongoing("IDLE"))
+        self._run_loops(m, idle, loops, pooled=out_write is not None)
         return m
 
     def _elaborate_chunk_major(self, m: Module, width: int, lif_positions: int) -> Module:
@@ -218,6 +205,16 @@ class StemModuleUnit(wiring.Component):
                  self._fire_loop(m, lif_write, step_base if not pooled else None)]
         if pooled:
             loops.append(self._pool_loop(m, lif_read, out_write, step_base))
+        self._run_loops(m, idle, loops, pooled=pooled)
+        return m
+
+    def _run_loops(self, m: Module, idle: Signal, loops: list[Callable[[], None]], *,
+                   pooled: bool) -> None:
+        """Add the unit's FSM: from ``IDLE`` into the loop each ``go_*`` pulse starts.
+
+        ``loops`` add their states (clear, scatter, fire and, ``pooled``, the OR-pool);
+        ``idle`` is high in ``IDLE``.
+        """
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.go_clear):
@@ -232,7 +229,6 @@ class StemModuleUnit(wiring.Component):
             for states in loops:
                 states()
         m.d.comb += idle.eq(fsm.ongoing("IDLE"))
-        return m
 
     def _clear_loop(self, m: Module) -> Callable[[], None]:
         """Zero every bank's address ``a`` at cycle ``a``, over the part this module uses."""
