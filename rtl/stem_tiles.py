@@ -35,7 +35,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from stepvit.rtl.axi_reader import AxiRunsReader
+from stepvit.rtl.axi_runs import AxiRunsReader
 from stepvit.rtl.stem_conv import tile_bases
 from stepvit.rtl.stem_plan import StemPlan
 from stepvit.rtl.weight_image import ImageMemory, image_layout
@@ -136,7 +136,7 @@ class StemTileBuffer(wiring.Component):
     modules, t_max : int
         The stem's modules and steps (the width of ``mask``).
     data_width, max_burst, addr_width : int
-        As :class:`~stepvit.rtl.axi_reader.AxiBurstReader`'s.
+        As :class:`~stepvit.rtl.axi_runs.AxiRunsReader`'s.
 
     Members
     -------

@@ -7,7 +7,8 @@ import pytest
 from amaranth.sim import Simulator
 from ddr_model import DdrModel, expected_words
 
-from stepvit.rtl.axi_reader import BOUNDARY, BURST_INCR, AxiBurstReader, AxiRunsReader
+from stepvit.rtl.axi_reader import BOUNDARY, BURST_INCR, AxiBurstReader
+from stepvit.rtl.axi_runs import AxiRunsReader
 
 
 def run_reader(reader: AxiBurstReader, ddr: DdrModel, runs: list[tuple[int, int]]):
