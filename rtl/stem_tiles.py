@@ -35,7 +35,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from stepvit.rtl.axi_reader import AxiBurstReader
+from stepvit.rtl.axi_runs import AxiRunsReader
 from stepvit.rtl.stem_conv import tile_bases
 from stepvit.rtl.stem_plan import StemPlan
 from stepvit.rtl.weight_image import ImageMemory, image_layout
@@ -136,7 +136,7 @@ class StemTileBuffer(wiring.Component):
     modules, t_max : int
         The stem's modules and steps (the width of ``mask``).
     data_width, max_burst, addr_width : int
-        As :class:`~stepvit.rtl.axi_reader.AxiBurstReader`'s.
+        As :class:`~stepvit.rtl.axi_runs.AxiRunsReader`'s.
 
     Members
     -------
@@ -168,9 +168,9 @@ class StemTileBuffer(wiring.Component):
                  data_width: int = 64, max_burst: int = 16, addr_width: int = 32) -> None:
         self._tiles, self._lanes = tiles, lanes
         self._modules, self._t_max = modules, t_max
-        self._reader = AxiBurstReader(data_width=data_width, word_width=tiles.word_bytes * 8,
-                                      depth=tiles.depth, max_burst=max_burst,
-                                      addr_width=addr_width)
+        self._reader = AxiRunsReader(runs=tiles.taps, data_width=data_width,
+                                     word_width=tiles.word_bytes * 8, depth=tiles.depth,
+                                     max_burst=max_burst, addr_width=addr_width)
         reader = self._reader.signature.members
         count = len(tiles.words)
         super().__init__({
@@ -191,7 +191,7 @@ class StemTileBuffer(wiring.Component):
         })
 
     def elaborate(self, platform: object) -> Module:
-        """Build the bank pairs, the fetch of the tiles tap by tap and the take."""
+        """Build the bank pairs, the fetch of a tile's taps in one stream and the take."""
         m = Module()
         tiles, depth, width = self._tiles, self._tiles.depth, 8 * self._lanes
         m.submodules.reader = reader = self._reader
@@ -204,7 +204,6 @@ class StemTileBuffer(wiring.Component):
         computing = Signal()  # the bank pair the engine reads; the other one fills
         current, current_valid = Signal(tile_range), Signal()
         started, filled, issue = Signal(), Signal(), Signal()
-        tap = Signal(range(max(tiles.taps, 2)))
         tag, next_tile, force = Signal(tile_range), Signal(tile_range), Signal()
         reads = []
         for index in range(tiles.taps):
@@ -213,16 +212,18 @@ class StemTileBuffer(wiring.Component):
             write, read = bank.write_port(), bank.read_port()
             m.d.comb += [write.addr.eq(Mux(computing, 0, depth) + reader.write_addr),
                          write.data.eq(reader.write_data[:width]),
-                         write.en.eq(reader.write_en & (tap == index)),
+                         write.en.eq(reader.write_en & (reader.write_run == index)),
                          read.addr.eq(Mux(computing, depth, 0) + self.read_addr)]
             reads.append(read.data)
         m.d.comb += self.read_data.eq(Cat(*reads))
 
-        # the run of tap ``tap`` of tile ``tag``: the tap's region plus the tile's first word
+        # a tile is one stream of k² runs, tap after tap; the run of tap ``reader.base_run``
+        # of tile ``tag``: the tap's region plus the tile's first word; each word goes to
+        # the bank of the run it belongs to (``reader.write_run``)
         tap_offsets = Array(Const(offset, 32) for offset in tiles.tap_offsets)
         firsts = Array(Const(first * tiles.word_bytes, 32) for first in tiles.firsts)
         words = Array(Const(w, range(depth + 1)) for w in tiles.words)
-        m.d.comb += [reader.base.eq(self.weights_base + tap_offsets[tap] + firsts[tag]),
+        m.d.comb += [reader.base.eq(self.weights_base + tap_offsets[reader.base_run] + firsts[tag]),
                      reader.words.eq(words[tag]), reader.start.eq(issue),
                      self.idle.eq(~started)]
         t_max = self._t_max
@@ -234,11 +235,8 @@ class StemTileBuffer(wiring.Component):
         m.d.comb += can_fetch.eq(self.enable & ~started & ~filled & ~seek)
         with m.If(issue):
             m.d.sync += issue.eq(0)
-        with m.Elif(started & ~reader.busy):  # a tap's run has ended
-            with m.If(tap == tiles.taps - 1):
-                m.d.sync += [started.eq(0), filled.eq(1)]
-            with m.Else():
-                m.d.sync += [tap.eq(tap + 1), issue.eq(1)]
+        with m.Elif(started & ~reader.busy):  # the tile's last run has ended
+            m.d.sync += [started.eq(0), filled.eq(1)]
 
         ready = filled & (tag == self.want)
         m.d.comb += [self.have.eq(current_valid & (current == self.want) | ready),
@@ -258,7 +256,7 @@ class StemTileBuffer(wiring.Component):
             with m.If(~started):
                 m.d.sync += filled.eq(0)
         with m.Elif(can_fetch & (needed.bit_select(next_tile, 1) | force)):
-            m.d.sync += [started.eq(1), issue.eq(1), tap.eq(0), tag.eq(next_tile),
+            m.d.sync += [started.eq(1), issue.eq(1), tag.eq(next_tile),
                          next_tile.eq(following), force.eq(0)]
         with m.Elif(can_fetch):  # a tile the masks leave out
             m.d.sync += next_tile.eq(following)

@@ -8,6 +8,7 @@ from amaranth.sim import Simulator
 from ddr_model import DdrModel, expected_words
 
 from stepvit.rtl.axi_reader import BOUNDARY, BURST_INCR, AxiBurstReader
+from stepvit.rtl.axi_runs import AxiRunsReader
 
 
 def run_reader(reader: AxiBurstReader, ddr: DdrModel, runs: list[tuple[int, int]]):
@@ -117,3 +118,88 @@ def test_a_bad_shape_is_refused(shape, match) -> None:
     with pytest.raises(ValueError, match=match):
         check_shape(*shape)
     check_shape(64, 256, 8, 16)
+
+
+def run_runs(reader: AxiRunsReader, ddr: DdrModel, bases: list[int], words: int):
+    """Start one stream of ``bases``' runs of ``words`` words; return its writes (run,
+    word, data), its error and the cycles from its first request to its last beat."""
+    result = {}
+
+    async def testbench(ctx):
+        ctx.set(reader.words, words)
+        ctx.set(reader.start, 1)
+        cycle, writes, first = 0, [], None
+        while True:
+            ctx.set(reader.base, bases[min(ctx.get(reader.base_run), len(bases) - 1)])
+            if cycle:
+                ddr.cycle(ctx, reader, cycle)
+                first = cycle if first is None and ctx.get(reader.arvalid) else first
+                if ctx.get(reader.write_en):
+                    writes.append((ctx.get(reader.write_run), ctx.get(reader.write_addr),
+                                   ctx.get(reader.write_data)))
+            await ctx.tick()
+            ctx.set(reader.start, 0)
+            cycle += 1
+            if not ctx.get(reader.busy):
+                break
+        result.update(writes=writes, error=ctx.get(reader.error),
+                      cycles=cycle - (first or cycle))
+
+    sim = Simulator(reader)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    return result
+
+
+@pytest.mark.parametrize("data_width, word_width, max_burst, bases, words", [
+    (64, 64, 16, [0, 4096 - 8 * 3, 512, 8 * 1000], 7),  # one run across a 4 KB boundary
+    (64, 128, 4, [64, 8192 - 16 * 5, 16], 11),          # 2-beat words, bursts of 4
+    (128, 384, 8, [16 * 250, 16 * 3, 4096 * 3 - 48], 5),  # 3-beat words
+    (64, 64, 16, [8 * 9], 20),                           # a single run
+])
+def test_runs_arrive_word_for_word_each_with_its_run(data_width, word_width, max_burst,
+                                                     bases, words) -> None:
+    memory = np.random.default_rng(8).integers(0, 256, 1 << 15, dtype=np.uint8)
+    reader = AxiRunsReader(runs=len(bases), data_width=data_width, word_width=word_width,
+                           depth=32, max_burst=max_burst)
+    beat_bytes = data_width // 8
+    ddr = DdrModel(memory, beat_bytes, latency=12, interval=1, seed=words)
+    result = run_runs(reader, ddr, bases, words)
+    assert not result["error"]
+    assert result["writes"] == [
+        (run, index, word) for run, base in enumerate(bases)
+        for index, word in enumerate(expected_words(memory, base, words, word_width // 8))]
+    for address, arlen, arsize, burst in ddr.bursts:
+        length = arlen + 1
+        assert 1 <= length <= max_burst and burst == BURST_INCR
+        assert 1 << arsize == beat_bytes and address % beat_bytes == 0
+        assert address // BOUNDARY == (address + length * beat_bytes - 1) // BOUNDARY
+    assert sum(arlen + 1 for _, arlen, _, _ in ddr.bursts) == \
+        len(bases) * words * word_width // data_width
+
+
+def test_runs_pay_the_latency_once() -> None:
+    # nine runs of 3 words (a stem tile's taps): one after the other, 9 x (40 + 3) cycles;
+    # the requests of a run follow the last of the one before: the latency once
+    memory = np.random.default_rng(9).integers(0, 256, 1 << 14, dtype=np.uint8)
+    reader = AxiRunsReader(runs=9, data_width=64, word_width=64, depth=8, max_burst=16)
+    ddr = DdrModel(memory, 8, latency=40, interval=1, seed=10, arready_rate=1, rvalid_gap=0)
+    bases = [1000 * 8 * tap for tap in range(9)]
+    result = run_runs(reader, ddr, bases, 3)
+    assert len(result["writes"]) == 27
+    assert result["cycles"] <= 40 + 27 + 3
+    assert [address for address, *_ in ddr.bursts] == bases
+
+
+def test_runs_of_no_words_are_done_at_once_and_an_error_is_flagged() -> None:
+    reader = AxiRunsReader(runs=3, data_width=64, word_width=64, depth=8)
+    ddr = DdrModel(np.zeros(64, dtype=np.uint8), 8, latency=3, interval=1, seed=0)
+    result = run_runs(reader, ddr, [0, 8, 16], 0)
+    assert result["writes"] == [] and not result["error"] and ddr.bursts == []
+    memory = np.random.default_rng(11).integers(0, 256, 1 << 12, dtype=np.uint8)
+    ddr = DdrModel(memory, 8, latency=3, interval=1, seed=1, bad=(8 * 101,))
+    result = run_runs(AxiRunsReader(runs=3, depth=8), ddr, [0, 800, 1600], 4)
+    assert result["error"] and len(result["writes"]) == 12  # every beat taken
+    with pytest.raises(ValueError, match="runs"):
+        AxiRunsReader(runs=0)
