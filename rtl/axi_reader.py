@@ -2,9 +2,9 @@
 
 The first part of the weights-from-DDR design (docs/ddr-dataflow.md): a layer's weight tile
 is a run of words at a byte address; this reads it over the AXI read channels (``ar*``,
-``r*``) and writes each word into a memory port as its last beat arrives. Built alone and
-tested against a memory model with latency and a bandwidth (tests/rtl/test_axi_reader.py);
-not yet part of ``stepvit_accel``.
+``r*``) and writes each word into a memory port as its last beat arrives. Tested alone
+against a memory model with latency and a bandwidth (tests/rtl/test_axi_reader.py); in
+``stepvit_accel`` it is the weight loader's reader and the core's tile buffer's.
 
 - **Bursts**: INCR bursts of at most ``max_burst`` beats (16 on the Zynq-7000's AXI3 HP
   ports, up to 256 on AXI4), never across a 4 KB boundary (the AXI rule).

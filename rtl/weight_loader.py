@@ -4,8 +4,8 @@ The step toward one bitstream per shape (docs/ddr-dataflow.md, "The weight image
 loader"): the host writes an export's weight image (:mod:`stepvit.rtl.weight_image`) into
 DDR, gives its address, starts the load and reads back the checksum; the loader reads the
 image over the AXI read channels and writes each memory's words into that memory's write
-port, one memory after the other. Built alone and tested in Amaranth's simulator
-(tests/rtl/test_weight_loader.py); not yet part of ``stepvit_accel``.
+port, one memory after the other. Tested alone in Amaranth's simulator
+(tests/rtl/test_weight_loader.py), and in ``stepvit_accel`` of a ``weights="ddr"`` design.
 
 **One reader, one run.** The image's regions lie back to back (the layout), so the whole
 image is one run of beats from ``base``: a single
