@@ -20,7 +20,7 @@ against a memory model with latency and a bandwidth (tests/rtl/test_axi_reader.p
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -47,6 +47,23 @@ def check_shape(data_width: int, word_width: int, depth: int, max_burst: int) ->
         raise ValueError(f"max_burst must be 1-256 beats, not {max_burst}")
     if depth < 1:
         raise ValueError(f"depth must be at least 1, not {depth}")
+
+
+def burst_length(m: Module, address: Value, to_request: Value, *, beat_bytes: int,
+                 max_burst: int) -> Signal:
+    """Return the beats of the next burst from ``address``.
+
+    As many as ``max_burst`` allows, as are left (``to_request``), and up to the next 4 KB
+    boundary (the AXI rule); :class:`AxiBurstReader`'s and
+    :class:`~stepvit.rtl.axi_runs.AxiRunsReader`'s.
+    """
+    boundary = Signal(range(BOUNDARY // beat_bytes + 1))
+    m.d.comb += boundary.eq((BOUNDARY - address[:12]) >> (beat_bytes.bit_length() - 1))
+
+    length = Signal(range(max_burst + 1))
+    allowed = Mux(to_request < max_burst, to_request, max_burst)
+    m.d.comb += length.eq(Mux(boundary < allowed, boundary, allowed))
+    return length
 
 
 class AxiBurstReader(wiring.Component):
@@ -128,13 +145,8 @@ class AxiBurstReader(wiring.Component):
                      self.arburst.eq(BURST_INCR), self.araddr.eq(address),
                      self.busy.eq(to_receive != 0), self.rready.eq(to_receive != 0)]
 
-        # the burst: as long as allowed, left, and up to the next 4 KB boundary
-        boundary = Signal(range(BOUNDARY // self._beat_bytes + 1))
-        m.d.comb += boundary.eq((BOUNDARY - address[:12]) >> (self._beat_bytes.bit_length() - 1))
-
-        length = Signal(range(self._max_burst + 1))
-        allowed = Mux(to_request < self._max_burst, to_request, self._max_burst)
-        m.d.comb += length.eq(Mux(boundary < allowed, boundary, allowed))
+        length = burst_length(m, address, to_request, beat_bytes=self._beat_bytes,
+                              max_burst=self._max_burst)
         m.d.comb += self.arlen.eq(length - 1)
         pending = Signal()  # a request is on the channel, waiting for arready
         m.d.comb += self.arvalid.eq(pending)

@@ -19,7 +19,7 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from stepvit.rtl.axi_reader import BOUNDARY, BURST_INCR, check_shape
+from stepvit.rtl.axi_reader import BURST_INCR, burst_length, check_shape
 
 
 class AxiRunsReader(wiring.Component):
@@ -119,11 +119,8 @@ class AxiRunsReader(wiring.Component):
                      self.base_run.eq(Mux(starting, 0, request_run + 1))]
 
         # the burst: as long as allowed, left in the run, and up to the next 4 KB boundary
-        boundary = Signal(range(BOUNDARY // self._beat_bytes + 1))
-        m.d.comb += boundary.eq((BOUNDARY - address[:12]) >> (self._beat_bytes.bit_length() - 1))
-        length = Signal(range(self._max_burst + 1))
-        allowed = Mux(to_request < self._max_burst, to_request, self._max_burst)
-        m.d.comb += length.eq(Mux(boundary < allowed, boundary, allowed))
+        length = burst_length(m, address, to_request, beat_bytes=self._beat_bytes,
+                              max_burst=self._max_burst)
         m.d.comb += self.arlen.eq(length - 1)
         pending = Signal()  # a request is on the channel, waiting for arready
         m.d.comb += self.arvalid.eq(pending)
