@@ -53,6 +53,9 @@ class InferenceResult:
     weight_stall_cycles : int or None
         Cycles the core waited for weight tiles over the whole batch (``WEIGHT_STALLS``'s
         rise), on a design that streams its weights from DDR; ``None`` elsewhere.
+    stem_weight_stall_cycles : int or None
+        Cycles the stem waited for its tap tiles over the batch (``STEM_WEIGHT_STALLS``'s
+        rise; they overlap the core's in time); ``None`` where the design does not stream.
     """
 
     logits: np.ndarray
@@ -62,6 +65,7 @@ class InferenceResult:
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     stream_cycles: int | None = None
     weight_stall_cycles: int | None = None
+    stem_weight_stall_cycles: int | None = None
 
 
 class Accelerator(abc.ABC):

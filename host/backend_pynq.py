@@ -428,6 +428,7 @@ class PynqAccelerator(Accelerator):
         # a design that streams its weights counts the cycles its core waited for them
         streams = self.weights == "ddr" and bool(self.description.get("stream_weights"))
         stalls_before = self.read_register("WEIGHT_STALLS") if streams else 0
+        stem_before = self.read_register("STEM_WEIGHT_STALLS") if streams else 0
         results = []
         for first in range(0, images.shape[0], self.max_batch):
             chunk = images[first:first + self.max_batch]
@@ -435,9 +436,12 @@ class PynqAccelerator(Accelerator):
         logits, predicted, cycles, spike_totals = (np.concatenate(parts) for parts in zip(*results))
         stalls = ((self.read_register("WEIGHT_STALLS") - stalls_before) % (1 << 32)
                   if streams else None)
+        stem_stalls = ((self.read_register("STEM_WEIGHT_STALLS") - stem_before) % (1 << 32)
+                       if streams else None)
         return InferenceResult(logits=logits, predicted=predicted, cycles=cycles,
                                spike_totals=spike_totals, stage_seconds=stage_seconds,
-                               weight_stall_cycles=stalls)
+                               weight_stall_cycles=stalls,
+                               stem_weight_stall_cycles=stem_stalls)
 
     def _infer_chunk(self, chunk: np.ndarray, first: int,
                      stage_seconds: dict[str, float]) -> tuple[np.ndarray, ...]:

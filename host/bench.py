@@ -136,6 +136,9 @@ def bench_budget(accel: Accelerator, images: np.ndarray, budget: int,
     if result.weight_stall_cycles is not None:
         # the core's waits for weight tiles (a design that streams its weights from DDR)
         row["weight_stall_cycles_per_image"] = result.weight_stall_cycles / count
+    if result.stem_weight_stall_cycles is not None:
+        # the stem's waits for its tap tiles (they overlap the core's in time)
+        row["stem_weight_stall_cycles_per_image"] = result.stem_weight_stall_cycles / count
     work = {key: float(values.mean()) for key, values in (expected.work or {}).items()
             if key in WORK_KEYS}
     row.update({f"{key}_per_image": value for key, value in work.items()})
@@ -194,6 +197,12 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             f"{_cell(row.get('ac_ops_per_image'), '9.0f')} "
             f"{_cell(row.get('energy_uj'), '7.3f')} {_cell(row.get('efficiency'), '6.3f')} "
             f"{row['mismatches']:>8}")
+    stem_stalls = [(row["budget"], row["stem_weight_stall_cycles_per_image"]) for row in rows
+                   if row.get("stem_weight_stall_cycles_per_image") is not None]
+    if stem_stalls:
+        # a streamed stem's waits for its tap tiles overlap the core's (the stall column)
+        lines.append("stem stall (cycles an image the stem waited for tap tiles): "
+                     + ", ".join(f"budget {budget}: {value:.1f}" for budget, value in stem_stalls))
     lines.append("")
     lines.append("host ms/image: " + " ".join(f"{stage:>9}" for stage in STAGES))
     for row in rows:

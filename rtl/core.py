@@ -209,8 +209,9 @@ class StepvitCore(wiring.Component):
         The core's tiles and the stem's fetch at once (the stem of the next image overlaps
         the blocks of this one): the arbiter (:class:`~stepvit.rtl.axi_arbiter.AxiReadArbiter`,
         made in :meth:`elaborate`) grants ``tile_*`` a burst at a time. Both fetches stop
-        with ``tiles_enable``; ``tiles_idle`` waits for both; ``weight_stalls`` adds the
-        cycles a stem scatter waits for its tile to the core's.
+        with ``tiles_enable``; ``tiles_idle`` waits for both; ``stem_weight_stalls`` counts
+        the cycles a stem scatter waits for its tile (apart from the core's
+        ``weight_stalls``: the two waits overlap in time).
         """
         buffer, arbiter = stem.tile_buffer, self._arbiter
         for name in AXI_READ_MEMBERS:
@@ -222,9 +223,8 @@ class StepvitCore(wiring.Component):
         m.d.comb += [buffer.weights_base.eq(self.weights_base),
                      buffer.enable.eq(self.tiles_enable),
                      self.tiles_idle.eq(~tiles.buffer.fetching & buffer.idle)]
-        # (the core's own wait, in ``TILE``, adds its one after this: :meth:`_take_tile`)
         with m.If(buffer.waiting):
-            m.d.sync += self.weight_stalls.eq(1 + self.weight_stalls)
+            m.d.sync += self.stem_weight_stalls.eq(self.stem_weight_stalls + 1)
 
     def _add_tiles(self, m: Module) -> TileFetch:
         """Add the tile buffer and the fetch of the tiles, in pass order, round and round.
@@ -345,8 +345,6 @@ class StepvitCore(wiring.Component):
             stream_words=geometry.t_max * geometry.tokens * geometry.dim_chunks,
             writable=self.weights == "ddr", tiles=self.stem_tiles,
             data_width=self._data_width, max_burst=self._max_burst)
-        if self.stem_tiles is not None:
-            self._stem_waiting = stem.tile_buffer.waiting
         m.d.comb += [
             stem.load.eq(self.load), self.loaded.eq(stem.loaded),
             self.img_addr.eq(stem.img_addr), stem.img_data.eq(self.img_data),
@@ -443,10 +441,7 @@ class StepvitCore(wiring.Component):
             m.next = "PRIME"
         with m.Else():
             m.next = "TILE"
-            if waiting and self.stem_tiles is not None:  # and the stem's wait, if it waits
-                m.d.sync += self.weight_stalls.eq(
-                    self.weight_stalls + 1 + self._stem_waiting)
-            elif waiting:
+            if waiting:
                 m.d.sync += self.weight_stalls.eq(self.weight_stalls + 1)
                 # (a fetcher already on its way to the wanted tile is left to fetch it)
                 with m.If(~buffer.fetching & (buffer.filled | (tiles.next_tile != wanted))):

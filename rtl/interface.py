@@ -45,8 +45,8 @@ def core_signature(export: Export,
     (:func:`~stepvit.rtl.design_image.image_memories`); it then has a ``parameters`` input
     that the weight loader drives. ``tile_axi``: a core that streams its weights
     (``stream_weights=True``): the AXI read members of its tile buffer, by name, which the
-    core has as ``tile_<name>``, with ``weights_base``, ``tiles_enable``, ``tiles_idle``
-    and ``weight_stalls``.
+    core has as ``tile_<name>``, with ``weights_base``, ``tiles_enable``, ``tiles_idle``,
+    ``weight_stalls`` and ``stem_weight_stalls``.
 
     Members
     -------
@@ -87,6 +87,9 @@ def core_signature(export: Export,
         With ``tile_axi`` only: no tile fetch is under way (the AXI port may change hands).
     weight_stalls : Out(32)
         With ``tile_axi`` only: cycles the core has waited for a tile since reset (wraps).
+    stem_weight_stalls : Out(32)
+        With ``tile_axi`` only: cycles the stem has waited for a tap tile since reset (wraps;
+        0 unless its taps stream).
     tile_* : the tile buffer's AXI read channels (``tile_axi``).
     """
     t_max = export.t_max
@@ -94,7 +97,7 @@ def core_signature(export: Export,
              else {"parameters": In(parameters_signature(parameters))})
     if tile_axi is not None:
         extra.update({"weights_base": In(32), "tiles_enable": In(1), "tiles_idle": Out(1),
-                      "weight_stalls": Out(32)})
+                      "weight_stalls": Out(32), "stem_weight_stalls": Out(32)})
         extra.update({f"tile_{name}": member for name, member in tile_axi.items()})
     return wiring.Signature(
         {

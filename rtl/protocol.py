@@ -94,6 +94,9 @@ DDR_REGISTERS: tuple[Register, ...] = (
     Register("WEIGHT_STALLS", 0x34, "r",
              "cycles the core waited for a weight tile since reset (wraps; 0 in a design "
              "that keeps its weights on chip)"),
+    Register("STEM_WEIGHT_STALLS", 0x38, "r",
+             "cycles the stem waited for a tap tile since reset (wraps; 0 unless its taps "
+             "stream); it overlaps the core's waits in time"),
 )
 
 #: Where a design keeps its parameters: ``rom`` (baked into the bitstream from one export)

@@ -311,7 +311,8 @@ class StepvitAccel(wiring.Component):
             load, waiting = self._share_axi(m, loader, load, loaded)
             loading = loading | waiting
             m.d.comb += [self.core.weights_base.eq(registers.weights_addr),
-                         registers.weight_stalls.eq(self.core.weight_stalls)]
+                         registers.weight_stalls.eq(self.core.weight_stalls),
+                         registers.stem_weight_stalls.eq(self.core.stem_weight_stalls)]
         else:
             for name in AXI_MASTER_PORTS:
                 port, inner = getattr(self, f"m_axi_{name}"), getattr(loader, name)

@@ -505,8 +505,9 @@ async def ddr_weights(dut: Any) -> None:
         packet["first_word_cycle"] = start
     counters = ddr.counters
     weight_stalls = await bench.read("WEIGHT_STALLS")
+    stem_weight_stalls = await bench.read("STEM_WEIGHT_STALLS")
     Path(config["results"]).write_text(json.dumps({
-        "weight_stalls": weight_stalls,
+        "weight_stalls": weight_stalls, "stem_weight_stalls": stem_weight_stalls,
         "packets": packets, "failures": failures, "checksum": checksum, "status": status,
         "load_cycles": marks.get("ready", 0) - marks.get("request", 0),
         "beats": counters.beats, "bursts": counters.bursts,
