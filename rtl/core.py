@@ -60,7 +60,7 @@ from stepvit.rtl.stem_front import StemFront
 from stepvit.rtl.stem_plan import StemPlan
 from stepvit.rtl.stem_tiles import stem_tiles
 from stepvit.rtl.sum_stage import SumStage
-from stepvit.rtl.tile_buffer import TileBuffer, TileFetch, weight_tiles
+from stepvit.rtl.tile_buffer import TileBuffer, TileFetch, tile_sequence, weight_tiles
 from stepvit.rtl.walk_stage import WalkStage
 from stepvit.rtl.weight_loader import AXI_READ_MEMBERS, connect_write_port
 
@@ -248,9 +248,7 @@ class StepvitCore(wiring.Component):
             flow = buffer.signature.members[name].flow
             m.d.comb += inner.eq(port) if flow == wiring.In else port.eq(inner)
         count = len(tiles.offsets)
-        tile_range = range(max(count, 2))
-        next_tile, tag = Signal(tile_range), Signal(tile_range)
-        seek, seek_tile, force = Signal(), Signal(tile_range), Signal()
+        seek, seek_tile = Signal(), Signal(range(max(count, 2)))
         offsets = Array(Const(offset, 32) for offset in tiles.offsets)
         words = Array(Const(words, range(tiles.depth + 1)) for words in tiles.words)
         # which tiles the live masks need: the embedding's always; others if their
@@ -258,24 +256,16 @@ class StepvitCore(wiring.Component):
         needed = Cat(*(Const(1) if descriptor.get("once") and not descriptor.get("count_planes")
                        else self.masks[descriptor.get("module", 0)].any()
                        for descriptor in (plan.passes[p] for p in tiles.passes)))
-        can_fetch, fetch = Signal(), Signal()
+        sequence = tile_sequence(m, count=count, needed=needed, enable=self.tiles_enable,
+                                 free=~buffer.fetching & ~buffer.filled, seek=seek,
+                                 seek_tile=seek_tile)
+        next_tile, tag = sequence.next_tile, sequence.tag
         m.d.comb += [
             buffer.base.eq(self.weights_base + offsets[next_tile]),
             buffer.words.eq(words[next_tile]),
-            can_fetch.eq(self.tiles_enable & ~buffer.fetching & ~buffer.filled & ~seek),
-            fetch.eq(can_fetch & (needed.bit_select(next_tile, 1) | force)),
-            buffer.fetch.eq(fetch),
+            buffer.fetch.eq(sequence.fetch),
             self.tiles_idle.eq(~buffer.fetching),
         ]
-        following = Mux(next_tile == count - 1, 0, next_tile + 1)
-        with m.If(~self.tiles_enable):
-            m.d.sync += [next_tile.eq(0), force.eq(0)]
-        with m.Elif(seek):
-            m.d.sync += [next_tile.eq(seek_tile), force.eq(1)]
-        with m.Elif(fetch):
-            m.d.sync += [next_tile.eq(following), tag.eq(next_tile), force.eq(0)]
-        with m.Elif(can_fetch):  # a tile the masks leave out
-            m.d.sync += next_tile.eq(following)
         discard = Signal()
         m.d.comb += buffer.clear.eq(~self.tiles_enable | discard)
         return TileFetch(buffer=buffer, tag=tag, next_tile=next_tile, seek=seek,

@@ -38,6 +38,7 @@ from amaranth.lib.wiring import In, Out
 from stepvit.rtl.axi_runs import AxiRunsReader
 from stepvit.rtl.stem_conv import tile_bases
 from stepvit.rtl.stem_plan import StemPlan
+from stepvit.rtl.tile_buffer import tile_sequence
 from stepvit.rtl.weight_image import ImageMemory, image_layout
 
 #: Weight-image names of the stem's tap memories start so (``stem_tap0`` ..).
@@ -204,7 +205,6 @@ class StemTileBuffer(wiring.Component):
         computing = Signal()  # the bank pair the engine reads; the other one fills
         current, current_valid = Signal(tile_range), Signal()
         started, filled, issue = Signal(), Signal(), Signal()
-        tag, next_tile, force = Signal(tile_range), Signal(tile_range), Signal()
         reads = []
         for index in range(tiles.taps):
             bank = Memory(shape=unsigned(width), depth=2 * depth, init=[])
@@ -217,6 +217,14 @@ class StemTileBuffer(wiring.Component):
             reads.append(read.data)
         m.d.comb += self.read_data.eq(Cat(*reads))
 
+        # which tiles the live masks need: a module's if it runs at some step
+        t_max = self._t_max
+        needed = Cat(*(self.mask[module * t_max:(module + 1) * t_max].any()
+                       for module in tiles.modules))
+        seek = Signal()
+        sequence = tile_sequence(m, count=count, needed=needed, enable=self.enable,
+                                 free=~started & ~filled, seek=seek, seek_tile=self.want)
+        tag, next_tile = sequence.tag, sequence.next_tile
         # a tile is one stream of k² runs, tap after tap; the run of tap ``reader.base_run``
         # of tile ``tag``: the tap's region plus the tile's first word; each word goes to
         # the bank of the run it belongs to (``reader.write_run``)
@@ -226,13 +234,6 @@ class StemTileBuffer(wiring.Component):
         m.d.comb += [reader.base.eq(self.weights_base + tap_offsets[reader.base_run] + firsts[tag]),
                      reader.words.eq(words[tag]), reader.start.eq(issue),
                      self.idle.eq(~started)]
-        t_max = self._t_max
-        needed = Cat(*(self.mask[module * t_max:(module + 1) * t_max].any()
-                       for module in tiles.modules))
-        following = Mux(next_tile == count - 1, 0, next_tile + 1)
-        can_fetch = Signal()
-        seek = Signal()
-        m.d.comb += can_fetch.eq(self.enable & ~started & ~filled & ~seek)
         with m.If(issue):
             m.d.sync += issue.eq(0)
         with m.Elif(started & ~reader.busy):  # the tile's last run has ended
@@ -249,17 +250,14 @@ class StemTileBuffer(wiring.Component):
         with m.Elif(self.waiting & ~started & (filled | (next_tile != self.want))):
             # a tile the engine does not want, or none on its way: discard, seek its own
             m.d.comb += seek.eq(1)
-            m.d.sync += [filled.eq(0), next_tile.eq(self.want), force.eq(1)]
+            m.d.sync += filled.eq(0)
 
         with m.If(~self.enable):
-            m.d.sync += [next_tile.eq(0), force.eq(0), current_valid.eq(0)]
+            m.d.sync += current_valid.eq(0)
             with m.If(~started):
                 m.d.sync += filled.eq(0)
-        with m.Elif(can_fetch & (needed.bit_select(next_tile, 1) | force)):
-            m.d.sync += [started.eq(1), issue.eq(1), tag.eq(next_tile),
-                         next_tile.eq(following), force.eq(0)]
-        with m.Elif(can_fetch):  # a tile the masks leave out
-            m.d.sync += next_tile.eq(following)
+        with m.Elif(sequence.fetch):
+            m.d.sync += [started.eq(1), issue.eq(1)]
         return m
 
 

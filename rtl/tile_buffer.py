@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -86,6 +86,53 @@ class TileFetch:
     seek: Signal
     seek_tile: Signal
     discard: Signal
+
+
+@dataclass(frozen=True)
+class TileSequence:
+    """The order tiles are fetched in (:func:`tile_sequence`).
+
+    Attributes
+    ----------
+    fetch : Signal
+        Start fetching tile ``next_tile`` this cycle.
+    next_tile : Signal
+        The tile the fetch considers next.
+    tag : Signal
+        The tile of the last fetch started: the one being fetched, or filled.
+    """
+
+    fetch: Signal
+    next_tile: Signal
+    tag: Signal
+
+
+def tile_sequence(m: Module, *, count: int, needed: Value, enable: Value, free: Value,
+                  seek: Value, seek_tile: Value) -> TileSequence:
+    """Fetch ``count`` tiles ahead in order, round and round, as a prediction.
+
+    The one mechanism of the core's weight tiles and the stem's tap tiles: while
+    ``enable``, whenever the bank to fill is ``free`` (no fetch under way, nothing filled
+    and not taken), fetch the next tile whose bit of ``needed`` is set (a tile the live
+    masks leave out is skipped, so it costs no traffic); a ``seek`` (the consumer found a
+    tile it does not want, or none on its way) makes ``seek_tile`` the next tile, fetched
+    whatever ``needed`` says. Low ``enable``: the next tile is the first again.
+    """
+    tile_range = range(max(count, 2))
+    next_tile, tag, force = Signal(tile_range), Signal(tile_range), Signal()
+    can_fetch, fetch = Signal(), Signal()
+    m.d.comb += [can_fetch.eq(enable & free & ~seek),
+                 fetch.eq(can_fetch & (needed.bit_select(next_tile, 1) | force))]
+    following = Mux(next_tile == count - 1, 0, next_tile + 1)
+    with m.If(~enable):
+        m.d.sync += [next_tile.eq(0), force.eq(0)]
+    with m.Elif(seek):
+        m.d.sync += [next_tile.eq(seek_tile), force.eq(1)]
+    with m.Elif(fetch):
+        m.d.sync += [next_tile.eq(following), tag.eq(next_tile), force.eq(0)]
+    with m.Elif(can_fetch):  # a tile the masks leave out
+        m.d.sync += next_tile.eq(following)
+    return TileSequence(fetch=fetch, next_tile=next_tile, tag=tag)
 
 
 def weight_tiles(plan: CorePlan, memories: Sequence[ImageMemory],
@@ -201,4 +248,5 @@ class TileBuffer(wiring.Component):
         return m
 
 
-__all__ = ["TileBuffer", "TileFetch", "WeightTiles", "weight_tiles"]
+__all__ = ["TileBuffer", "TileFetch", "TileSequence", "WeightTiles", "tile_sequence",
+           "weight_tiles"]
