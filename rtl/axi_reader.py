@@ -49,6 +49,37 @@ def check_shape(data_width: int, word_width: int, depth: int, max_burst: int) ->
         raise ValueError(f"depth must be at least 1, not {depth}")
 
 
+#: The AXI read channels' members of a reader, by their AXI names.
+AXI_READ_MEMBERS = ("arvalid", "arready", "araddr", "arlen", "arsize", "arburst",
+                    "rvalid", "rready", "rdata", "rresp", "rlast")
+
+
+def forward_axi_read(m: Module, outer: wiring.Component, reader: wiring.Component) -> None:
+    """Connect ``reader``'s AXI read channels to ``outer``'s members of the same names.
+
+    For a component that holds a reader and has its channels as its own ports.
+    """
+    for name in AXI_READ_MEMBERS:
+        inner, port = getattr(reader, name), getattr(outer, name)
+        m.d.comb += (inner.eq(port) if reader.signature.members[name].flow == In
+                     else port.eq(inner))
+
+
+def assembled_word(m: Module, word: Signal, rdata: Value, *, data_width: int) -> Signal:
+    """Return ``word`` with the beat ``rdata`` shifted in from the top.
+
+    A word of whole beats, the first beat in its low bits: after its last beat the word is
+    whole. :class:`AxiBurstReader`'s and :class:`~stepvit.rtl.axi_runs.AxiRunsReader`'s.
+    """
+    assembled = Signal.like(word)
+    if len(word) == data_width:
+        m.d.comb += assembled.eq(rdata)
+    else:
+        m.d.comb += assembled.eq(
+            (word >> data_width) | (rdata << (len(word) - data_width)))
+    return assembled
+
+
 def burst_length(m: Module, address: Value, to_request: Value, *, beat_bytes: int,
                  max_burst: int) -> Signal:
     """Return the beats of the next burst from ``address``.
@@ -160,12 +191,7 @@ class AxiBurstReader(wiring.Component):
         word = Signal(self._word_width)
         beat = Signal(range(max(per_word, 2)))
         index = Signal.like(self.write_addr)
-        assembled = Signal.like(word)
-        if per_word == 1:
-            m.d.comb += assembled.eq(self.rdata)
-        else:
-            m.d.comb += assembled.eq(
-                (word >> self._data_width) | (self.rdata << (self._word_width - self._data_width)))
+        assembled = assembled_word(m, word, self.rdata, data_width=self._data_width)
         m.d.comb += [self.write_data.eq(assembled), self.write_addr.eq(index)]
         with m.If(self.rvalid & self.rready):
             m.d.sync += [to_receive.eq(to_receive - 1), word.eq(assembled)]
@@ -185,4 +211,5 @@ class AxiBurstReader(wiring.Component):
         return m
 
 
-__all__ = ["AxiBurstReader", "BOUNDARY", "BURST_INCR", "check_shape"]
+__all__ = ["AXI_READ_MEMBERS", "AxiBurstReader", "BOUNDARY", "BURST_INCR", "assembled_word",
+           "burst_length", "check_shape", "forward_axi_read"]

@@ -19,7 +19,7 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from stepvit.rtl.axi_reader import BURST_INCR, burst_length, check_shape
+from stepvit.rtl.axi_reader import BURST_INCR, assembled_word, burst_length, check_shape
 
 
 class AxiRunsReader(wiring.Component):
@@ -142,12 +142,7 @@ class AxiRunsReader(wiring.Component):
         beat = Signal(range(max(per_word, 2)))
         index = Signal.like(self.write_addr)
         data_run = Signal.like(self.write_run)
-        assembled = Signal.like(word)
-        if per_word == 1:
-            m.d.comb += assembled.eq(self.rdata)
-        else:
-            m.d.comb += assembled.eq(
-                (word >> self._data_width) | (self.rdata << (self._word_width - self._data_width)))
+        assembled = assembled_word(m, word, self.rdata, data_width=self._data_width)
         m.d.comb += [self.write_data.eq(assembled), self.write_addr.eq(index),
                      self.write_run.eq(data_run)]
         with m.If(self.rvalid & self.rready):

@@ -47,6 +47,7 @@ from amaranth.lib.memory import WritePort
 from stepvit.model.export import Export
 from stepvit.rtl.accumulate_stage import AccumulateStage
 from stepvit.rtl.axi_arbiter import AxiReadArbiter
+from stepvit.rtl.axi_reader import AXI_READ_MEMBERS
 from stepvit.rtl.core_memories import CoreMemories, add_core_memories
 from stepvit.rtl.core_pipeline import RunState, select
 from stepvit.rtl.core_plan import CorePlan
@@ -62,7 +63,7 @@ from stepvit.rtl.stem_tiles import stem_tiles
 from stepvit.rtl.sum_stage import SumStage
 from stepvit.rtl.tile_buffer import TileBuffer, TileFetch, tile_sequence, weight_tiles
 from stepvit.rtl.walk_stage import WalkStage
-from stepvit.rtl.weight_loader import AXI_READ_MEMBERS, connect_write_port
+from stepvit.rtl.weight_loader import connect_write_port
 
 #: Cycles after the last event of a pass until everything is written (the accumulate, sum
 #: and fire stages); the next pass's descriptor is loaded in the cycle after.

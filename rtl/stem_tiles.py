@@ -35,6 +35,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from stepvit.rtl.axi_reader import AXI_READ_MEMBERS, forward_axi_read
 from stepvit.rtl.axi_runs import AxiRunsReader
 from stepvit.rtl.stem_conv import tile_bases
 from stepvit.rtl.stem_plan import StemPlan
@@ -187,8 +188,7 @@ class StemTileBuffer(wiring.Component):
             "read_addr": In(range(max(tiles.depth, 2))),
             "read_data": Out(tiles.taps * 8 * lanes),
             **{name: reader[name] for name in
-               ("arvalid", "arready", "araddr", "arlen", "arsize", "arburst",
-                "rvalid", "rready", "rdata", "rresp", "rlast")},
+               AXI_READ_MEMBERS},
         })
 
     def elaborate(self, platform: object) -> Module:
@@ -196,10 +196,7 @@ class StemTileBuffer(wiring.Component):
         m = Module()
         tiles, depth, width = self._tiles, self._tiles.depth, 8 * self._lanes
         m.submodules.reader = reader = self._reader
-        for name in ("arvalid", "araddr", "arlen", "arsize", "arburst", "rready"):
-            m.d.comb += getattr(self, name).eq(getattr(reader, name))
-        for name in ("arready", "rvalid", "rdata", "rresp", "rlast"):
-            m.d.comb += getattr(reader, name).eq(getattr(self, name))
+        forward_axi_read(m, self, reader)
         count = len(tiles.words)
         tile_range = range(max(count, 2))
         computing = Signal()  # the bank pair the engine reads; the other one fills

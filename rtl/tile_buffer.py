@@ -23,7 +23,12 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from stepvit.rtl.axi_reader import AxiBurstReader, check_shape
+from stepvit.rtl.axi_reader import (
+    AXI_READ_MEMBERS,
+    AxiBurstReader,
+    check_shape,
+    forward_axi_read,
+)
 from stepvit.rtl.core_plan import CorePlan
 from stepvit.rtl.weight_image import ImageMemory, image_layout
 
@@ -211,18 +216,15 @@ class TileBuffer(wiring.Component):
             "error": Out(1),
             "clear": In(1),
             **{name: reader[name] for name in
-               ("arvalid", "arready", "araddr", "arlen", "arsize", "arburst",
-                "rvalid", "rready", "rdata", "rresp", "rlast")},
+               AXI_READ_MEMBERS},
         })
 
     def elaborate(self, platform: object) -> Module:
         """Build the two banks (one memory, bank 1 after bank 0), the reader and the swap."""
         m = Module()
         m.submodules.reader = reader = self._reader
-        for name in ("arvalid", "araddr", "arlen", "arsize", "arburst", "rready"):
-            m.d.comb += getattr(self, name).eq(getattr(reader, name))
-        for name in ("arready", "rvalid", "rdata", "rresp", "rlast", "base", "words"):
-            m.d.comb += getattr(reader, name).eq(getattr(self, name))
+        forward_axi_read(m, self, reader)
+        m.d.comb += [reader.base.eq(self.base), reader.words.eq(self.words)]
         banks = Memory(shape=self._word_width, depth=2 * self._depth, init=[])
         m.submodules.banks = banks
         write, read = banks.write_port(), banks.read_port()

@@ -22,6 +22,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from stepvit.model.export import Export
+from stepvit.rtl.axi_reader import AXI_READ_MEMBERS
 from stepvit.rtl.axil import RegisterFile, axi_lite_signature
 from stepvit.rtl.core import StepvitCore
 from stepvit.rtl.core_plan import CorePlan
@@ -46,7 +47,7 @@ from stepvit.rtl.protocol import (
 )
 from stepvit.rtl.scheduler import ImageScheduler
 from stepvit.rtl.weight_image import CHECKSUM_WORD_BITS
-from stepvit.rtl.weight_loader import AXI_READ_MEMBERS, WeightLoader
+from stepvit.rtl.weight_loader import WeightLoader
 
 #: Verilog name of the top module.
 TOP_NAME = "stepvit_accel"

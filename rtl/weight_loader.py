@@ -47,7 +47,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 
-from stepvit.rtl.axi_reader import AxiBurstReader
+from stepvit.rtl.axi_reader import AXI_READ_MEMBERS, AxiBurstReader, forward_axi_read
 from stepvit.rtl.weight_image import (
     CHECKSUM_MASK,
     CHECKSUM_WORD_BITS,
@@ -55,10 +55,6 @@ from stepvit.rtl.weight_image import (
     ImageMemory,
     image_layout,
 )
-
-#: The AXI channels' members the loader forwards to and from its reader, by the same names.
-AXI_READ_MEMBERS = ("arvalid", "arready", "araddr", "arlen", "arsize", "arburst",
-                    "rvalid", "rready", "rdata", "rresp", "rlast")
 
 
 def write_signature(memory: ImageMemory) -> wiring.Signature:
@@ -163,10 +159,8 @@ class WeightLoader(wiring.Component):
         m = Module()
         m.submodules.reader = reader = self._reader
         regions, width = self._layout.regions, self._data_width
-        for name in ("arvalid", "araddr", "arlen", "arsize", "arburst", "rready"):
-            m.d.comb += getattr(self, name).eq(getattr(reader, name))
-        for name in ("arready", "rvalid", "rdata", "rresp", "rlast", "base"):
-            m.d.comb += getattr(reader, name).eq(getattr(self, name))
+        forward_axi_read(m, self, reader)
+        m.d.comb += reader.base.eq(self.base)
 
         beat_valid = Signal()  # the registered beat feeds the checksum's sums
         sums_valid = Signal()  # the registered sums feed A and B
@@ -253,5 +247,5 @@ def connect_write_port(m: Module, source: wiring.PureInterface, port: WritePort)
                  port.data.eq(source.write_data)]
 
 
-__all__ = ["AXI_READ_MEMBERS", "WeightLoader", "connect_write_port", "times", "tree_sum",
+__all__ = ["WeightLoader", "connect_write_port", "times", "tree_sum",
            "write_signature"]
