@@ -127,7 +127,10 @@ def rtl(args: argparse.Namespace) -> int:
         try:
             best, estimates = choose_lanes(export, board, pace, **streamed)
         except ValueError as error:
-            raise StepvitError(str(error)) from None
+            if args.lanes is None:
+                raise StepvitError(str(error)) from None
+            # --lanes given: build them (the board gives the AXI figures) and say so
+            best, estimates = None, []
         if args.lanes is None and stem_lanes is None:
             stem_lanes = best.stem_lanes
         lanes = args.lanes or best.lanes
@@ -135,8 +138,14 @@ def rtl(args: argparse.Namespace) -> int:
             stem_lanes = stem_lanes or lanes
         built = next((e for e in estimates if (e.lanes, e.stem_lanes) == (lanes, stem_lanes)),
                      None) or estimate(export, lanes, board, stem_lanes=stem_lanes, **streamed)
-        chosen = {"board": board["name"], "fastest_fitting_lanes": best.lanes,
-                  "fastest_fitting_stem_lanes": best.stem_lanes,
+        if not built.fits:
+            print(f"stepvit rtl: warning: {lanes} lanes"
+                  f"{'' if stem_lanes is None else f' + {stem_lanes} stem lanes'} do not fit "
+                  f"{board['name']}'s budget by the sizing model ({built.bram36:g} BRAM36, "
+                  f"{built.lut} LUTs); generating them as --lanes asks", file=sys.stderr)
+        chosen = {"board": board["name"],
+                  "fastest_fitting_lanes": None if best is None else best.lanes,
+                  "fastest_fitting_stem_lanes": None if best is None else best.stem_lanes,
                   "ranked_by": ("dense events" if pace is None else
                                 f"cycles on the export's {pace.images} golden-vector images"),
                   "estimate": built.as_dict()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -90,6 +91,27 @@ def test_rtl_board_picks_the_lanes_and_lanes_overrides(export_dir, tmp_path, cap
                      "--board", "pynq-z2", "--lanes", "3"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["lanes"] == 3 and summary["sizing"]["fastest_fitting_lanes"] == 16
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_rtl_board_builds_lanes_asked_for_that_fit_no_budget(export_dir, tmp_path,
+                                                             capsys) -> None:
+    # a board too small for any lane count: --board alone refuses, --lanes builds and warns
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    text = (Path(cli.__file__).resolve().parents[1] / "boards" / "pynq-z2"
+            / "board.yaml").read_text()
+    (folder / "board.yaml").write_text(text.replace("lut: 53200", "lut: 1000"))
+    assert cli.main(["rtl", str(export_dir), "--build", str(tmp_path / "a"),
+                     "--board", str(folder)]) == 2
+    assert "no lane count fits the board" in capsys.readouterr().err
+    assert cli.main(["rtl", str(export_dir), "--build", str(tmp_path / "b"),
+                     "--board", str(folder), "--lanes", "3"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["lanes"] == 3 and summary["sizing"]["fastest_fitting_lanes"] is None
+    assert not summary["sizing"]["estimate"]["fits"]
+    assert "3 lanes do not fit" in captured.err and "generating them" in captured.err
 
 
 def test_a_stem_design_weighs_every_pair_of_core_and_stem_lanes(tmp_path) -> None:
