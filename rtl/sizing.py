@@ -251,7 +251,8 @@ def estimate(export: Export, lanes: int, board: dict[str, Any], *,
     With a convolutional stem, its engine has ``stem_lanes`` lanes (default ``lanes``) and
     runs chunk-major with ``stem_chunk_major`` (:func:`stem_resources`).
     ``stream_data_width``, ``tile_words``: a core that streams its weights
-    (:func:`core_resources`).
+    (:func:`core_resources`); with both, the stem's tap weights stream too, as
+    ``stepvit rtl`` builds it.
     """
     core = core_resources(export, lanes, stream_data_width=stream_data_width,
                           tile_words=tile_words)
@@ -259,7 +260,9 @@ def estimate(export: Export, lanes: int, board: dict[str, Any], *,
         return _combine(lanes, core, None, None, board)
     stem_lanes = stem_lanes or lanes
     return _combine(lanes, core, stem_lanes,
-                    stem_resources(export, stem_lanes, chunk_major=stem_chunk_major), board)
+                    stem_resources(export, stem_lanes, chunk_major=stem_chunk_major,
+                                   streamed=stem_chunk_major and stream_data_width is not None),
+                    board)
 
 
 def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None = None, *,
@@ -291,7 +294,10 @@ def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None 
 
         widest_stem = max(stage.conv_shape[0]
                           for stage in stem_stages(arch["image_shape"], arch["stem"]))
-        stems = {lanes: stem_resources(export, lanes, chunk_major=stem_chunk_major)
+        # with the core's weights streamed, a chunk-major stem streams its taps too
+        stem_streamed = stem_chunk_major and stream_data_width is not None
+        stems = {lanes: stem_resources(export, lanes, chunk_major=stem_chunk_major,
+                                       streamed=stem_streamed)
                  for lanes in range(1, widest_stem + 1)}
     else:
         stems = {None: None}

@@ -130,6 +130,18 @@ def test_a_stem_design_weighs_every_pair_of_core_and_stem_lanes(tmp_path) -> Non
     assert pair.dense_events == max(sizing.core_resources(export, 2)[0],
                                     sizing.stem_resources(export, 3)[0])
     assert pair.lut == sizing.core_resources(export, 2)[1] + sizing.stem_resources(export, 3)[1]
+    # the core's weights streamed and the stem chunk-major: the stem's taps stream too
+    for streamed in ({}, {"stream_data_width": 64}):
+        both = {**streamed, "stem_chunk_major": True}
+        taps_stream = bool(streamed)
+        stem = sizing.stem_resources(export, 3, chunk_major=True, streamed=taps_stream)
+        core = sizing.core_resources(export, 2, **streamed)
+        pair = estimate(export, 2, board, stem_lanes=3, **both)
+        assert (pair.lut, pair.bram36) == (core[1] + stem[1], core[2] + stem[2])
+        picked = {(e.lanes, e.stem_lanes): e for e in choose_lanes(export, board, **both)[1]}
+        assert (picked[2, 3].lut, picked[2, 3].bram36) == (pair.lut, pair.bram36)
+    assert sizing.stem_resources(export, 3, chunk_major=True, streamed=True) != \
+        sizing.stem_resources(export, 3, chunk_major=True)
 
 
 def with_golden_vectors(export, images=5, seed=0):
