@@ -47,9 +47,11 @@ class InferenceResult:
     stage_seconds : dict of str to float
         Host wall time of each stage of :data:`STAGES` over the whole batch.
     stream_cycles : int or None
-        Accelerator cycles of the whole batch when it was streamed back to back (first
-        image's first word to last image's first result word; images overlap, so this is
-        less than the sum of ``cycles``); ``None`` where the backend does not stream.
+        Accelerator cycles of the whole batch when it was streamed back to back; images
+        overlap, so this is less than the sum of ``cycles``. The simulation's testbench
+        counts from the first image's first word to the last image's first result word; a
+        board (or the virtual board) the rise of ``BUSY_CYCLES``, the cycles with an image
+        in flight, to the last result word. ``None`` where the backend does not stream.
     weight_stall_cycles : int or None
         Cycles the core waited for weight tiles over the whole batch (``WEIGHT_STALLS``'s
         rise), on a design that streams its weights from DDR; ``None`` elsewhere.

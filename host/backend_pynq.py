@@ -429,6 +429,9 @@ class PynqAccelerator(Accelerator):
         streams = self.weights == "ddr" and bool(self.description.get("stream_weights"))
         stalls_before = self.read_register("WEIGHT_STALLS") if streams else 0
         stem_before = self.read_register("STEM_WEIGHT_STALLS") if streams else 0
+        # cycles with an image in flight: the batches' stream cycles (idle gaps between
+        # transfers not counted), where an image's own cycle word is its latency
+        busy_before = self.read_register("BUSY_CYCLES")
         results = []
         for first in range(0, images.shape[0], self.max_batch):
             chunk = images[first:first + self.max_batch]
@@ -438,9 +441,10 @@ class PynqAccelerator(Accelerator):
                   if streams else None)
         stem_stalls = ((self.read_register("STEM_WEIGHT_STALLS") - stem_before) % (1 << 32)
                        if streams else None)
+        busy = (self.read_register("BUSY_CYCLES") - busy_before) % (1 << 32)
         return InferenceResult(logits=logits, predicted=predicted, cycles=cycles,
                                spike_totals=spike_totals, stage_seconds=stage_seconds,
-                               weight_stall_cycles=stalls,
+                               stream_cycles=busy, weight_stall_cycles=stalls,
                                stem_weight_stall_cycles=stem_stalls)
 
     def _infer_chunk(self, chunk: np.ndarray, first: int,

@@ -2,7 +2,9 @@
 
 A free-running cycle counter is stamped when an image's first word is accepted, one stamp
 per image in flight (a ring); when its packet is sent the difference is its latency. The
-packet carries it, and the CYCLES and IMAGES registers report the last one.
+packet carries it, and the CYCLES and IMAGES registers report the last one. BUSY_CYCLES
+counts the cycles with any image in flight: a stream's throughput, where an image's
+latency includes its wait behind the images before it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ class LatencyStamps(wiring.Component):
         Packets sent since reset (the IMAGES register).
     busy : Out(1)
         An image is in flight: its first word accepted, its packet not yet all sent.
+    busy_cycles : Out(32)
+        Cycles with ``busy`` high since reset (wraps; the BUSY_CYCLES register): read before
+        and after images streamed back to back, the difference is their cycles together,
+        overlaps counted once.
     """
 
     def __init__(self, *, slots: int) -> None:
@@ -54,6 +60,7 @@ class LatencyStamps(wiring.Component):
             "last_cycles": Out(COUNT_BITS),
             "images": Out(COUNT_BITS),
             "busy": Out(1),
+            "busy_cycles": Out(COUNT_BITS),
         })
 
     def _next_slot(self, slot: Signal) -> Value:
@@ -78,4 +85,6 @@ class LatencyStamps(wiring.Component):
         with m.If(self.sent):
             m.d.sync += [self.images.eq(self.images + 1), self.last_cycles.eq(self.cycles)]
         m.d.comb += self.busy.eq(in_flight != 0)
+        with m.If(self.busy):
+            m.d.sync += self.busy_cycles.eq(self.busy_cycles + 1)
         return m

@@ -78,6 +78,10 @@ REGISTERS: tuple[Register, ...] = (
     Register("NUM_MODULES", 0x1C, "r", "number of mask registers (2L + 2)"),
     Register("LANES", 0x20, "r", "parallel accumulator lanes"),
     Register("BATCH", 0x24, "rw", "frames per input transfer (0 or 1: one); its low 16 bits"),
+    Register("BUSY_CYCLES", 0x3C, "r",
+             "cycles with an image in flight (its first word in, its packet not yet all out) "
+             "since reset (wraps at 2^32): over images streamed back to back, their cycles "
+             "together"),
 )
 
 #: The registers a design that loads its parameters from DDR (``weights="ddr"``) adds, at

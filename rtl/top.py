@@ -290,6 +290,7 @@ class StepvitAccel(wiring.Component):
             registers.status[_bit_index(STATUS_FRAME_ERROR)].eq(scheduler.frame_error_seen),
             registers.cycles.eq(stamps.last_cycles),
             registers.images.eq(stamps.images),
+            registers.busy_cycles.eq(stamps.busy_cycles),
             registers.t_max.eq(export.t_max),
             registers.num_modules.eq(len(export.module_names)),
             registers.lanes.eq(self.lanes),

@@ -264,6 +264,9 @@ class FakeBoard:
         if self.corrupt_logit:
             logits[:, 0] += 1
         cycles = 1000 + result.work["ac_ops"].numpy()
+        # images back to back overlap: the fake's stream adds half an image's cycles
+        self.registers[offset("BUSY_CYCLES")] = (
+            self.registers[offset("BUSY_CYCLES")] + int(cycles[0]) // 2) % (1 << 32)
         predicted = result.predicted.numpy()
         if self.frames_seen in self.dropped_frames:
             predicted = np.array([-1])
@@ -372,6 +375,7 @@ class FakeAccelerator:
             offset("NUM_MODULES"): len(export.module_names),
             offset("LANES"): 4,
             offset("BATCH"): 0,
+            offset("BUSY_CYCLES"): 0,
         })
         for index, row in enumerate(export.timestep_mask):
             board.registers[offset(f"MASK{index}")] = (

@@ -130,12 +130,13 @@ def test_latency_stamps_time_each_image_in_flight():
     dut = LatencyStamps(slots=3)
 
     async def testbench(ctx):
-        cycle = 0
+        cycle = busy = 0
 
         async def tick(**pulses):
-            nonlocal cycle
+            nonlocal cycle, busy
             for name in pulses:
                 ctx.set(getattr(dut, name), 1)
+            busy += ctx.get(dut.busy)  # a cycle in flight, counted at its edge
             await ctx.tick()
             cycle += 1
             for name in pulses:
@@ -161,6 +162,12 @@ def test_latency_stamps_time_each_image_in_flight():
             assert ctx.get(dut.images) == image + 1
             assert ctx.get(dut.last_cycles) == send + 1 - first
         assert ctx.get(dut.busy) == 0
+        # BUSY_CYCLES: the cycles from the first image's first word to the last packet's
+        # end, once each, however many images overlapped; idle cycles add nothing
+        assert ctx.get(dut.busy_cycles) == busy == cycle - 1 - firsts[0]
+        for _ in range(4):
+            await tick()
+        assert ctx.get(dut.busy_cycles) == busy
 
     run(dut, testbench)
 
