@@ -240,25 +240,37 @@ def plan(arch: dict[str, Any], *, batch: int, lanes: int, stem_lanes: int | None
     Returns
     -------
     dict
-        ``cycles``, ``compute``, ``stall`` per image, ``weight_bytes`` and
-        ``activation_bytes`` per image, and ``layers`` (each :class:`LayerCycles` as a dict).
+        ``cycles``, ``compute``, ``stall`` per image (the layers one after the other: an
+        image's latency), ``stem_cycles`` and ``core_cycles`` (its stem engine's layers and
+        the core's, compute and stall), ``stream_cycles`` (the larger of the two: an image's
+        share of a stream, where the built design overlaps the stem of the next image with
+        the core), ``weight_bytes`` and ``activation_bytes`` per image, and ``layers``
+        (each :class:`LayerCycles` as a dict).
     """
     if batch < 1 or lanes < 1 or (stem_lanes is not None and stem_lanes < 1):
         raise ValueError("batch and lanes must be at least 1")
     reach = widest_reach(stem_stages(arch["image_shape"], arch["stem"])) if arch.get("stem") \
         else 1
     measured_rates, measured_steps = measured or ({}, {})
+    works = layer_works(arch, stream_bits)
     rows = [layer_cycles(layer, batch=batch, lanes=lanes, stem_lanes=stem_lanes or lanes,
                          reach=reach, steps=measured_steps.get(layer.module, steps),
                          spike_rate=measured_rates.get(
                              layer.source, pixel_rate if layer.once else spike_rate),
                          bytes_per_cycle=bytes_per_cycle, latency=latency,
                          input_buffer=input_buffer)
-            for layer in layer_works(arch, stream_bits)]
+            for layer in works]
     compute = sum(row.compute for row in rows)
     stall = sum(row.stall for row in rows)
+    engines = {engine: sum(row.compute + row.stall for row, work in zip(rows, works)
+                           if work.engine == engine) for engine in ("stem", "core")}
     return {"batch": batch, "lanes": lanes, "stem_lanes": stem_lanes or lanes,
             "cycles": compute + stall, "compute": compute, "stall": stall,
+            "stem_cycles": engines["stem"], "core_cycles": engines["core"],
+            # the built design streams images through the stem engine and the core at
+            # once (the stem on the next image while the core computes this one): a stream
+            # of images costs each the slower of the two
+            "stream_cycles": max(engines.values()),
             "weight_bytes": sum(row.weight_bytes for row in rows),
             "activation_bytes": sum(row.activation_bytes for row in rows),
             "layers": [asdict(row) for row in rows]}

@@ -65,6 +65,19 @@ def test_more_lanes_compute_faster(export) -> None:
             < plan(export.arch, batch=1, lanes=2)["compute"])
 
 
+def test_a_stream_of_images_costs_the_slower_of_the_stem_and_the_core(export) -> None:
+    result = plan(export.arch, batch=1, lanes=4, stem_lanes=2)
+    assert result["stem_cycles"] + result["core_cycles"] == pytest.approx(result["cycles"])
+    assert result["stream_cycles"] == max(result["stem_cycles"], result["core_cycles"])
+    if export.arch.get("stem") is None:
+        assert result["stem_cycles"] == 0 and result["stream_cycles"] == result["cycles"]
+        return
+    assert 0 < result["stream_cycles"] < result["cycles"]  # they overlap
+    faster_stem = plan(export.arch, batch=1, lanes=4, stem_lanes=8)
+    assert faster_stem["stem_cycles"] < result["stem_cycles"]
+    assert faster_stem["core_cycles"] == pytest.approx(result["core_cycles"])
+
+
 def test_a_bad_batch_is_refused(export) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         plan(export.arch, batch=0, lanes=4)
