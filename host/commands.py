@@ -293,6 +293,37 @@ def _virtual_board_run(args: argparse.Namespace) -> int:
         return _board_bench(args, args.board, overlay, backend_label="run (virtual board)")
 
 
+def _reuse_generated(build: Path, export: Any, design: dict[str, Any],
+                     out: Path) -> dict[str, Any] | None:
+    """Copy ``build``'s generated files into ``out`` if ``overlay`` would generate them.
+
+    Returns their report, else ``None`` (generate). They are when ``build`` holds them
+    and its design record is of this export (config hash and weights) by this generator
+    (the fingerprint of ``rtl/``): the overlay takes every other parameter from that
+    record. A design of the export's shape generated from another export is generated
+    again.
+    """
+    import shutil
+
+    from stepvit.rtl.build_folder import generator_fingerprint
+    from stepvit.rtl.generate import REPORT_FILE, RTLIL_FILE, VERILOG_FILE
+
+    same = (design.get("config_hash") == f"{export.config_hash:08x}"
+            and design.get("weights_sha256") == export.manifest.get("weights_sha256")
+            and design.get("generator") == generator_fingerprint())
+    if not same or not all((build / name).is_file() for name in (VERILOG_FILE, REPORT_FILE)):
+        return None
+    report = json.loads((build / REPORT_FILE).read_text())
+    files = [VERILOG_FILE, REPORT_FILE, RTLIL_FILE]
+    if report.get("weights") == "ddr":
+        files.append(report["weight_image"]["file"])
+    if build.resolve() != out.resolve():
+        for name in files:
+            if (build / name).is_file():
+                shutil.copyfile(build / name, out / name)
+    return report
+
+
 def overlay(args: argparse.Namespace) -> int:
     """Lay out a board's Vivado project: the Verilog, the Tcl and what they were built from."""
     from stepvit.host.backend_pynq import OVERLAY_DESCRIPTION
@@ -337,16 +368,22 @@ def overlay(args: argparse.Namespace) -> int:
         widths = {key: int(value) for key, value in design["bit_widths"].items()}
     stream = ddr is not None and bool(design.get("stream_weights"))
     out = output_folder(args.out, "--out")
-    if ddr is None:
+    rtl_report = (None if args.build is None
+                  else _reuse_generated(Path(args.build), export, design, out))
+    if rtl_report is not None:
+        print(f"{out}: the Verilog of {args.build} (its design, this export, this generator)",
+              file=sys.stderr)
+    elif ddr is None:
         rtl_report = generate(export, out, lanes=lanes, stem_lanes=stem_lanes,
                               stem_chunk_major=chunk_major)
     else:
-        from stepvit.rtl.generate import copy_export_image
-
         rtl_report = generate(export, out, lanes=lanes, stem_lanes=stem_lanes,
                               stem_chunk_major=chunk_major, weights="ddr",
                               widths=widths, stream_weights=stream,
                               tile_words=design.get("tile_words") if stream else None, **ddr)
+    if ddr is not None:
+        from stepvit.rtl.generate import copy_export_image
+
         copy_export_image(export, out, lanes=lanes, data_width=ddr["data_width"], widths=widths,
                           stem_chunk_major=chunk_major)
     written = lay_out_tcl(board, out)

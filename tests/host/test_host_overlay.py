@@ -363,3 +363,43 @@ def test_overlay_refuses_a_conflicting_lanes_or_a_folder_without_a_record(
     assert capsys.readouterr().err == (
         "stepvit overlay: error: overlay needs --board NAME (pynq-z2, kv260, ...) or a --build "
         "folder whose design names its board\n")
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_overlay_copies_the_builds_verilog_of_this_export_and_generator(
+        export_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture):
+    """Generating a large design takes minutes: the overlay of a build folder takes its
+    files when the build is of this export by this generator, and generates otherwise."""
+    import stepvit.rtl.build_folder as build_folder
+    import stepvit.rtl.generate as generate
+
+    build = tmp_path / "build"
+    assert main(["rtl", str(export_dir), "--build", str(build), "--lanes", "2"]) == 0
+    capsys.readouterr()
+    generated = generate.generate
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("generated again")
+
+    monkeypatch.setattr(generate, "generate", refuse)
+    out = tmp_path / "overlay"
+    assert main(["overlay", str(export_dir), "--build", str(build), "--board", "pynq-z2",
+                 "--out", str(out)]) == 0
+    assert "the Verilog of" in capsys.readouterr().err
+    for name in ("stepvit_accel.v", "stepvit_accel.il", "report.json"):
+        assert (out / name).read_bytes() == (build / name).read_bytes()
+    # new generator code: generated again (and the same Verilog, as nothing changed)
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return generated(*args, **kwargs)
+
+    monkeypatch.setattr(generate, "generate", counted)
+    monkeypatch.setattr(build_folder, "generator_fingerprint", lambda: "0" * 16)
+    again = tmp_path / "again"
+    assert main(["overlay", str(export_dir), "--build", str(build), "--board", "pynq-z2",
+                 "--out", str(again)]) == 0
+    assert calls == [1] and "the Verilog of" not in capsys.readouterr().err
+    assert (again / "stepvit_accel.v").read_bytes() == (build / "stepvit_accel.v").read_bytes()
