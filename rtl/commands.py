@@ -96,6 +96,9 @@ def rtl(args: argparse.Namespace) -> int:
         raise StepvitError(f"--stem-chunk-major: {args.export} has no convolutional stem")
     build = output_folder(args.build, "--build")
     lanes, stem_lanes, chosen = args.lanes or DEFAULT_LANES, args.stem_lanes, None
+    # what the options ask (a stale ddr design in the folder fills in what they leave open)
+    asked_lanes, stream_weights, tile_words = args.lanes, args.stream_weights, args.tile_words
+    stem_chunk_major, board_name = args.stem_chunk_major, args.board
     axi = {"data_width": DEFAULT_DATA_WIDTH, "max_burst": DEFAULT_MAX_BURST}
     widths = None
     if args.weights == "ddr":
@@ -111,29 +114,46 @@ def rtl(args: argparse.Namespace) -> int:
         held = ddr_design_to_reuse(build, export, args.lanes, axi,
                                    None if args.width_margin is None else widths,
                                    args.stream_weights, args.stem_chunk_major)
+        if held is not None and not held[1]:
+            return _reuse_ddr_build(build, export, held[0])
         if held is not None:
-            return _reuse_ddr_build(build, export, held)
-    if args.board is not None:
+            # generated again for new generator code: the held design, not the defaults
+            design = held[0]
+            asked_lanes = asked_lanes or int(design["lanes"])
+            stem_lanes = stem_lanes or design.get("stem_lanes")
+            lanes = asked_lanes
+            if args.width_margin is None:
+                widths = {key: int(value) for key, value in design["bit_widths"].items()}
+            if stream_weights is None:
+                stream_weights = bool(design.get("stream_weights"))
+            if stream_weights and tile_words is None:
+                tile_words = design.get("tile_words")
+            if stem_chunk_major is None:
+                stem_chunk_major = bool(design.get("stem_chunk_major"))
+            board_name = board_name or design.get("board")
+            print(f"stepvit rtl: {build} holds a ddr design of this shape from older generator "
+                  f"code: generating it again as recorded ({lanes} lanes)", file=sys.stderr)
+    if board_name is not None:
         from stepvit.rtl.pace import sample_pace
         from stepvit.rtl.sizing import choose_lanes, estimate
         from stepvit.rtl.synth import board_parameters
 
-        board = board_parameters(args.board)
-        pace = sample_pace(export, chunk_major=bool(args.stem_chunk_major))
-        streamed = ({"stream_data_width": axi["data_width"], "tile_words": args.tile_words}
-                    if args.stream_weights else {})
-        if args.stem_chunk_major:
+        board = board_parameters(board_name)
+        pace = sample_pace(export, chunk_major=bool(stem_chunk_major))
+        streamed = ({"stream_data_width": axi["data_width"], "tile_words": tile_words}
+                    if stream_weights else {})
+        if stem_chunk_major:
             streamed["stem_chunk_major"] = True
         try:
             best, estimates = choose_lanes(export, board, pace, **streamed)
         except ValueError as error:
-            if args.lanes is None:
+            if asked_lanes is None:
                 raise StepvitError(str(error)) from None
             # --lanes given: build them (the board gives the AXI figures) and say so
             best, estimates = None, []
-        if args.lanes is None and stem_lanes is None:
+        if asked_lanes is None and stem_lanes is None:
             stem_lanes = best.stem_lanes
-        lanes = args.lanes or best.lanes
+        lanes = asked_lanes or best.lanes
         if export.arch.get("stem"):
             stem_lanes = stem_lanes or lanes
         built = next((e for e in estimates if (e.lanes, e.stem_lanes) == (lanes, stem_lanes)),
@@ -150,13 +170,14 @@ def rtl(args: argparse.Namespace) -> int:
                                 f"cycles on the export's {pace.images} golden-vector images"),
                   "estimate": built.as_dict()}
     ddr = axi if args.weights == "ddr" else None
-    stream, chunk_major = bool(args.stream_weights), bool(args.stem_chunk_major)
+    stream, chunk_major = bool(stream_weights), bool(stem_chunk_major)
+    tile_words = tile_words if stream else None
     report = generate(export, build, lanes=lanes, stem_lanes=stem_lanes,
                       stem_chunk_major=chunk_major, weights=args.weights, widths=widths,
-                      stream_weights=stream, tile_words=args.tile_words, **(ddr or {}))
+                      stream_weights=stream, tile_words=tile_words, **(ddr or {}))
     record_design(build, export, lanes, None if chosen is None else chosen["board"],
                   stem_lanes=stem_lanes, ddr=ddr, widths=widths, stream_weights=stream,
-                  tile_words=args.tile_words, stem_chunk_major=chunk_major)
+                  tile_words=tile_words, stem_chunk_major=chunk_major)
     copy = None
     if ddr is not None:
         copy = copy_export_image(export, build, lanes=lanes, data_width=ddr["data_width"],
@@ -182,8 +203,14 @@ def rtl(args: argparse.Namespace) -> int:
 def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
                         axi: dict[str, int], widths: dict[str, int] | None = None,
                         stream_weights: bool | None = None,
-                        stem_chunk_major: bool | None = None) -> dict[str, Any] | None:
-    """Return the ddr design in ``build`` that ``export`` reuses, or ``None`` to generate.
+                        stem_chunk_major: bool | None = None
+                        ) -> tuple[dict[str, Any], bool] | None:
+    """Return the ddr design in ``build`` that ``export`` reuses, and whether it is stale.
+
+    ``None``: no ddr design to keep (generate as asked). Stale: new generator code since,
+    or its files gone; the caller generates it again with the record's choices (lanes,
+    widths, streaming, tiles, the stem's lanes and schedule) where no option overrides
+    them, rather than the options' defaults.
 
     A folder holding a ddr design of another shape, or of widths ``export``'s do not fit
     in, is refused; one of ``export``'s shape is reused (its Verilog serves every export
@@ -191,8 +218,7 @@ def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
     ones ``--width-margin`` asks for; ``None``: not asked, any that fit), its streaming
     of the weights (``stream_weights``; ``None``: not asked, either) and its stem's schedule
     (``stem_chunk_major``; ``None``: not asked, the held one) are those asked for and
-    the generator has not changed since; otherwise (no ddr design, new generator code) the
-    design is generated.
+    the generator has not changed since.
 
     Raises
     ------
@@ -230,10 +256,9 @@ def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
         raise StepvitError(f"{held} with an AXI master of {figures['data_width']} bits, bursts "
                            f"of {figures['max_burst']}; --board asks for {axi['data_width']} "
                            f"and {axi['max_burst']} (use another --build)")
-    if (design.get("generator") != generator_fingerprint()
-            or not all((build / name).is_file() for name in (VERILOG_FILE, REPORT_FILE))):
-        return None
-    return design
+    stale = (design.get("generator") != generator_fingerprint()
+             or not all((build / name).is_file() for name in (VERILOG_FILE, REPORT_FILE)))
+    return design, stale
 
 
 def _reuse_ddr_build(build: Path, export: Export, design: dict[str, Any]) -> int:

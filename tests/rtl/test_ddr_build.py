@@ -103,3 +103,29 @@ def test_a_rom_build_behaves_as_before(exports: dict[str, Export], tmp_path: Pat
         record = json.loads((build / "design.json").read_text())
         assert record["config_hash"] == f"{export.config_hash:08x}"
         assert "weights" not in record and not (build / "weights.img").exists()
+
+
+def test_a_design_of_older_generator_code_is_generated_again_as_recorded(
+        exports: dict[str, Export], tmp_path: Path, capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """New generator code: the swap command (`rtl EXPORT2 --build B --weights ddr`, no
+    other option) generates the folder's design again, its lanes, widths, streaming and
+    tiles, not the options' defaults."""
+    import stepvit.rtl.build_folder as build_folder
+
+    first, second = exports["a"], exports["b"]
+    build = tmp_path / "build"
+    assert rtl(first, build, "--lanes", "2", "--width-margin", "1", "--stream-weights",
+               "--tile-words", "16") == 0
+    held = json.loads((build / "design.json").read_text())
+    verilog = (build / "stepvit_accel.v").read_text()
+    (build / "stepvit_accel.v").write_text(verilog + "// old\n")
+    capsys.readouterr()
+    monkeypatch.setattr(build_folder, "generator_fingerprint", lambda: "f" * 16)
+    assert rtl(second, build) == 0
+    assert "generating it again as recorded (2 lanes)" in capsys.readouterr().err
+    record = json.loads((build / "design.json").read_text())
+    assert record["generator"] == "f" * 16 and record["config_hash"] == f"{second.config_hash:08x}"
+    for key in ("lanes", "bit_widths", "stream_weights", "tile_words", "shape_hash"):
+        assert record[key] == held[key], key
+    assert (build / "stepvit_accel.v").read_text() == verilog  # generated again, the same
