@@ -37,7 +37,9 @@ def rtl_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--board", default=None,
                         help="pick the lanes of the fastest design whose estimated resources "
                              "fit this board's budget (pynq-z2, kv260, zcu104 or a board "
-                             "folder); --lanes overrides")
+                             "folder) and, for --weights ddr, take its AXI figures; --lanes "
+                             "overrides the pick (built even where the estimate does not fit, "
+                             "with a warning)")
     parser.add_argument("--weights", default="rom", metavar="MODE",
                         help="where the parameters live: rom (baked into the bitstream, the "
                              "default) or ddr (RAMs loaded from a weight image in DDR over an "
