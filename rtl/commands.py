@@ -164,7 +164,7 @@ def rtl(args: argparse.Namespace) -> int:
             print(f"stepvit rtl: warning: {lanes} lanes"
                   f"{'' if stem_lanes is None else f' + {stem_lanes} stem lanes'} do not fit "
                   f"{board['name']}'s budget by the sizing model ({built.bram36:g} BRAM36, "
-                  f"{built.lut} LUTs); generating them as --lanes asks", file=sys.stderr)
+                  f"{built.lut} LUTs); generating them as asked", file=sys.stderr)
         chosen = {"board": board["name"],
                   "fastest_fitting_lanes": None if best is None else best.lanes,
                   "fastest_fitting_stem_lanes": None if best is None else best.stem_lanes,
