@@ -129,6 +129,7 @@ def bench_budget(accel: Accelerator, images: np.ndarray, budget: int,
         cycles = result.stream_cycles / count if result.stream_cycles else latency
         idle = int(result.cycles[0])
         row.update(cycles_per_image=cycles, latency_cycles=latency,
+                   cycles_of="stream" if result.stream_cycles else "latency",
                    cycles_min=int(result.cycles.min()), cycles_max=int(result.cycles.max()),
                    latency_us=latency / clock_mhz, idle_latency_cycles=idle,
                    idle_latency_us=idle / clock_mhz,
@@ -203,6 +204,14 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         # a streamed stem's waits for its tap tiles overlap the core's (the stall column)
         lines.append("stem stall (cycles an image the stem waited for tap tiles): "
                      + ", ".join(f"budget {budget}: {value:.1f}" for budget, value in stem_stalls))
+    sources = {row.get("cycles_of") for row in rows} - {None}
+    if sources:
+        lines += [("cycles: an image's share of the images streamed back to back (img/s at "
+                   "the clock)" if sources == {"stream"} else
+                   "cycles: an image's mean latency (the backend gave no stream clock)")
+                  + "; stall: of them, the core's waits for weight tiles",
+                  "lat_us: an image's mean latency, its wait behind the images before it "
+                  "included; idle_us: the first image's, on an idle accelerator"]
     lines.append("")
     lines.append("host ms/image: " + " ".join(f"{stage:>9}" for stage in STAGES))
     for row in rows:

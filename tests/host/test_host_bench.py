@@ -74,6 +74,7 @@ def test_golden_bench_rows_follow_the_budget(export):
     assert row["lower_bound_cycles"] == pytest.approx(
         (row["ac_ops_per_image"] + row["embed_ac_ops_per_image"]) / 4)
     assert "budget" in format_table(rows).splitlines()[0]
+    assert "lat_us:" not in format_table(rows)  # no clock: no legend of the cycles
 
 
 class ClockedGolden(GoldenAccelerator):
@@ -107,6 +108,10 @@ def test_bench_takes_the_stream_cycles_as_the_throughput(export, stream):
     assert row["idle_latency_us"] == pytest.approx(1.0)
     assert row["images_per_s"] == pytest.approx(100e6 / cycles)
     assert row["efficiency"] == pytest.approx(row["lower_bound_cycles"] / cycles)
+    # the table says which the cycles are
+    legend = ("an image's share of the images streamed back to back" if stream
+              else "an image's mean latency (the backend gave no stream clock)")
+    assert f"cycles: {legend}" in format_table([row])
 
 
 def test_vectors_reference_matches_the_golden_model(export):
