@@ -33,7 +33,8 @@ def test_torchrun_trains_with_two_gloo_processes(tmp_path):
          "-m", "stepvit.host.cli", "train", "--config", str(config), "--out", str(run),
          "--no-progress"],
         capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    # a child's own error (a C++ abort prints no traceback) comes before torchrun's summary
+    assert result.returncode == 0, result.stderr[:2500] + "\n...\n" + result.stderr[-1500:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["world_size"] == 2
     assert metrics["epochs"] == 1 and 0.0 <= metrics["test_accuracy"] <= 1.0

@@ -21,8 +21,11 @@ MASK = np.array([[1, 0, 1, 1, 0], [1, 1, 1, 1, 1], [0, 0, 1, 0, 0], [1, 1, 0, 0,
 T_MAX = MASK.shape[1]
 READ_ONLY = [r for r in REGISTERS if r.access == "r"]
 WRITABLE = [r for r in REGISTERS if r.access == "rw"]
-#: Byte offsets that are no register: between the table and the masks, past the masks.
-UNMAPPED = [REGISTERS[-1].offset + 4, offset("MASK0") - 4, offset(f"MASK{len(MASK)}"), 0xFFC]
+#: Byte offsets that are no register: the first and last gap in the table before the masks
+#: (where a ddr design's registers are), past the masks, the last word.
+GAPS = [address for address in range(0, offset("MASK0"), 4)
+        if address not in {r.offset for r in REGISTERS}]
+UNMAPPED = [GAPS[0], GAPS[-1], offset(f"MASK{len(MASK)}"), 0xFFC]
 
 
 class Bus:
