@@ -20,7 +20,7 @@ against a memory model with latency and a bandwidth (tests/rtl/test_axi_reader.p
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, Value
+from amaranth.hdl import Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -204,12 +204,30 @@ class AxiBurstReader(wiring.Component):
                 m.d.sync += beat.eq(beat + 1)
 
         with m.If(self.start & ~self.busy):
-            beats = self.words * per_word
+            beats = times_constant(self.words, per_word, len(to_request))
             m.d.sync += [address.eq(self.base), to_request.eq(beats), to_receive.eq(beats),
                          pending.eq(self.words != 0), index.eq(0), beat.eq(0),
                          self.error.eq(0)]
         return m
 
 
+def times_constant(value: Value, constant: int, width: int) -> Value:
+    """Return ``value * constant`` modulo ``2**width`` as shifted copies added (no ``$mul``).
+
+    A ``$mul`` by a constant that is not a power of two may be mapped to a DSP block; the
+    accelerator uses none. The copies are added as a balanced tree (the shortest adder path).
+    """
+    if not isinstance(constant, int) or constant < 0:
+        raise ValueError(f"constant must be a non-negative integer, not {constant!r}")
+    terms = [(value << bit)[:width] for bit in range(constant.bit_length())
+             if constant >> bit & 1]
+    if not terms:
+        return Const(0, width)
+    while len(terms) > 1:
+        paired = [(terms[i] + terms[i + 1])[:width] for i in range(0, len(terms) - 1, 2)]
+        terms = paired + terms[len(terms) - len(terms) % 2:]
+    return terms[0]
+
+
 __all__ = ["AXI_READ_MEMBERS", "AxiBurstReader", "BOUNDARY", "BURST_INCR", "assembled_word",
-           "burst_length", "check_shape", "forward_axi_read"]
+           "burst_length", "check_shape", "forward_axi_read", "times_constant"]

@@ -19,7 +19,13 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from stepvit.rtl.axi_reader import BURST_INCR, assembled_word, burst_length, check_shape
+from stepvit.rtl.axi_reader import (
+    BURST_INCR,
+    assembled_word,
+    burst_length,
+    check_shape,
+    times_constant,
+)
 
 
 class AxiRunsReader(wiring.Component):
@@ -160,9 +166,10 @@ class AxiRunsReader(wiring.Component):
                 m.d.sync += beat.eq(beat + 1)
 
         with m.If(starting):
-            m.d.sync += [address.eq(self.base), to_request.eq(self.words * per_word),
-                         beats.eq(self.words * per_word),
-                         to_receive.eq(self.words * (per_word * runs)),
+            run = times_constant(self.words, per_word, len(to_request))  # no $mul
+            m.d.sync += [address.eq(self.base), to_request.eq(run), beats.eq(run),
+                         to_receive.eq(times_constant(self.words, per_word * runs,
+                                                      len(to_receive))),
                          pending.eq(self.words != 0), request_run.eq(0), words.eq(self.words),
                          index.eq(0), beat.eq(0), data_run.eq(0), self.error.eq(0)]
         return m

@@ -47,7 +47,12 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 
-from stepvit.rtl.axi_reader import AXI_READ_MEMBERS, AxiBurstReader, forward_axi_read
+from stepvit.rtl.axi_reader import (
+    AXI_READ_MEMBERS,
+    AxiBurstReader,
+    forward_axi_read,
+    times_constant,
+)
 from stepvit.rtl.weight_image import (
     CHECKSUM_MASK,
     CHECKSUM_WORD_BITS,
@@ -71,9 +76,7 @@ def write_signature(memory: ImageMemory) -> wiring.Signature:
 
 def times(value: Value, constant: int) -> Value:
     """Multiply ``value`` by ``constant`` modulo 2**32 as a sum of shifts (no multiplier)."""
-    terms = [(value << bit)[:CHECKSUM_WORD_BITS] for bit in range(constant.bit_length())
-             if constant >> bit & 1]
-    return tree_sum(terms)
+    return times_constant(value, constant, CHECKSUM_WORD_BITS)
 
 
 def tree_sum(terms: list[Value]) -> Value:

@@ -46,3 +46,18 @@ def test_core_has_no_multiplier(tmp_path, lanes, random_export):
     assert multiply_cells(design) == {}
     # CorePlan.memory_bits, which sizes a design before synthesis, is what Yosys finds.
     assert design["num_memory_bits"] == sum(core.plan.memory_bits().values())
+
+
+@pytest.mark.parametrize("reader", ["runs", "burst"])
+def test_the_tile_fetches_count_beats_without_a_multiplier(tmp_path, reader):
+    """A tile's beats are its words times the beats of a word, and a stem tile's times its
+    k² runs: shifts and adds (a ``$mul`` by 9 became a DSP block in Spikformer-4-384's
+    synthesis). Three beats a word (a 192-bit word of 24 lanes) and nine runs, neither a
+    power of two."""
+    from stepvit.rtl.axi_reader import AxiBurstReader
+    from stepvit.rtl.axi_runs import AxiRunsReader
+
+    shape = dict(data_width=64, word_width=192, depth=300)
+    top = AxiRunsReader(runs=9, **shape) if reader == "runs" else AxiBurstReader(**shape)
+    design = yosys_stat(verilog.convert(top, name="reader"), "reader", tmp_path)
+    assert multiply_cells(design) == {}
