@@ -215,14 +215,17 @@ def times_constant(value: Value, constant: int, width: int) -> Value:
     """Return ``value * constant`` modulo ``2**width`` as shifted copies added (no ``$mul``).
 
     A ``$mul`` by a constant that is not a power of two may be mapped to a DSP block; the
-    accelerator uses none. The copies are added as a balanced tree (the shortest adder path).
+    accelerator uses none. The copies are added by :func:`tree_sum`.
     """
     if not isinstance(constant, int) or constant < 0:
         raise ValueError(f"constant must be a non-negative integer, not {constant!r}")
     terms = [(value << bit)[:width] for bit in range(constant.bit_length())
              if constant >> bit & 1]
-    if not terms:
-        return Const(0, width)
+    return tree_sum(terms, width) if terms else Const(0, width)
+
+
+def tree_sum(terms: list[Value], width: int) -> Value:
+    """Add ``terms`` modulo ``2**width`` as a balanced tree (the shortest adder path)."""
     while len(terms) > 1:
         paired = [(terms[i] + terms[i + 1])[:width] for i in range(0, len(terms) - 1, 2)]
         terms = paired + terms[len(terms) - len(terms) % 2:]
@@ -230,4 +233,5 @@ def times_constant(value: Value, constant: int, width: int) -> Value:
 
 
 __all__ = ["AXI_READ_MEMBERS", "AxiBurstReader", "BOUNDARY", "BURST_INCR", "assembled_word",
-           "burst_length", "check_shape", "forward_axi_read", "times_constant"]
+           "burst_length", "check_shape", "forward_axi_read", "times_constant",
+           "tree_sum"]

@@ -53,6 +53,9 @@ from stepvit.rtl.axi_reader import (
     forward_axi_read,
     times_constant,
 )
+from stepvit.rtl.axi_reader import (
+    tree_sum as tree_sum_of,
+)
 from stepvit.rtl.weight_image import (
     CHECKSUM_MASK,
     CHECKSUM_WORD_BITS,
@@ -81,11 +84,7 @@ def times(value: Value, constant: int) -> Value:
 
 def tree_sum(terms: list[Value]) -> Value:
     """Add ``terms`` modulo 2**32 as a balanced tree (the shortest adder path)."""
-    while len(terms) > 1:
-        paired = [(terms[i] + terms[i + 1])[:CHECKSUM_WORD_BITS]
-                  for i in range(0, len(terms) - 1, 2)]
-        terms = paired + terms[len(terms) - len(terms) % 2:]
-    return terms[0]
+    return tree_sum_of(terms, CHECKSUM_WORD_BITS)
 
 
 class WeightLoader(wiring.Component):
