@@ -305,13 +305,12 @@ def _reuse_generated(build: Path, export: Any, design: dict[str, Any],
     """
     import shutil
 
-    from stepvit.rtl.build_folder import generator_fingerprint
+    from stepvit.rtl.build_folder import generated_current
     from stepvit.rtl.generate import REPORT_FILE, RTLIL_FILE, VERILOG_FILE
 
     same = (design.get("config_hash") == f"{export.config_hash:08x}"
-            and design.get("weights_sha256") == export.manifest.get("weights_sha256")
-            and design.get("generator") == generator_fingerprint())
-    if not same or not all((build / name).is_file() for name in (VERILOG_FILE, REPORT_FILE)):
+            and design.get("weights_sha256") == export.manifest.get("weights_sha256"))
+    if not same or not generated_current(build, design, (VERILOG_FILE, REPORT_FILE)):
         return None
     report = json.loads((build / REPORT_FILE).read_text())
     files = [VERILOG_FILE, REPORT_FILE, RTLIL_FILE]

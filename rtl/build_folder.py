@@ -86,6 +86,18 @@ def generator_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
+def generated_current(folder: str | Path, design: dict[str, Any],
+                      files: tuple[str, ...]) -> bool:
+    """Return whether ``folder`` holds ``files`` as this generator writes ``design``.
+
+    The design record's generator fingerprint is this code's and every file is there
+    (``files``: the generator's outputs a reuse needs; :mod:`stepvit.rtl.generate` names
+    them, and this module imports no generator).
+    """
+    return (design.get("generator") == generator_fingerprint()
+            and all((Path(folder) / name).is_file() for name in files))
+
+
 def default_build_dir(export: Export, lanes: int, under: Path = SIM_BUILDS) -> Path:
     """Return the folder of a design by default: ``under/<config hash>-lanes<P>``."""
     return under / f"{export.config_hash:08x}-lanes{lanes}"

@@ -231,7 +231,7 @@ def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
     """
     from stepvit.rtl.build_folder import (
         DESIGN_FILE,
-        generator_fingerprint,
+        generated_current,
         held_design,
         read_design,
     )
@@ -258,9 +258,7 @@ def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
         raise StepvitError(f"{held} with an AXI master of {figures['data_width']} bits, bursts "
                            f"of {figures['max_burst']}; --board asks for {axi['data_width']} "
                            f"and {axi['max_burst']} (use another --build)")
-    stale = (design.get("generator") != generator_fingerprint()
-             or not all((build / name).is_file() for name in (VERILOG_FILE, REPORT_FILE)))
-    return design, stale
+    return design, not generated_current(build, design, (VERILOG_FILE, REPORT_FILE))
 
 
 def _reuse_ddr_build(build: Path, export: Export, design: dict[str, Any]) -> int:

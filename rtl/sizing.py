@@ -224,6 +224,15 @@ def stem_resources(export: Export, lanes: int, *, chunk_major: bool = False,
             stem_bram36(plan, bits, streamed=streamed))
 
 
+def stem_taps_streamed(stream_data_width: int | None, stem_chunk_major: bool) -> bool:
+    """Return whether the stem's tap weights stream from DDR.
+
+    With the core's weights streamed (``stream_data_width``), a chunk-major stem streams
+    its taps too, as :class:`~stepvit.rtl.core.StepvitCore` builds it.
+    """
+    return stem_chunk_major and stream_data_width is not None
+
+
 def _combine(lanes: int, core: tuple[int, int, float], stem_lanes: int | None,
              stem: tuple[int, int, float] | None, board: dict[str, Any],
              cycles: tuple[float, float | None] | None = None) -> DesignEstimate:
@@ -261,7 +270,8 @@ def estimate(export: Export, lanes: int, board: dict[str, Any], *,
     stem_lanes = stem_lanes or lanes
     return _combine(lanes, core, stem_lanes,
                     stem_resources(export, stem_lanes, chunk_major=stem_chunk_major,
-                                   streamed=stem_chunk_major and stream_data_width is not None),
+                                   streamed=stem_taps_streamed(stream_data_width,
+                                                               stem_chunk_major)),
                     board)
 
 
@@ -294,10 +304,9 @@ def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None 
 
         widest_stem = max(stage.conv_shape[0]
                           for stage in stem_stages(arch["image_shape"], arch["stem"]))
-        # with the core's weights streamed, a chunk-major stem streams its taps too
-        stem_streamed = stem_chunk_major and stream_data_width is not None
+        streamed = stem_taps_streamed(stream_data_width, stem_chunk_major)
         stems = {lanes: stem_resources(export, lanes, chunk_major=stem_chunk_major,
-                                       streamed=stem_streamed)
+                                       streamed=streamed)
                  for lanes in range(1, widest_stem + 1)}
     else:
         stems = {None: None}
