@@ -20,6 +20,8 @@ against a memory model with latency and a bandwidth (tests/rtl/test_axi_reader.p
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from amaranth.hdl import Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -54,15 +56,24 @@ AXI_READ_MEMBERS = ("arvalid", "arready", "araddr", "arlen", "arsize", "arburst"
                     "rvalid", "rready", "rdata", "rresp", "rlast")
 
 
+def connect_axi_read(m: Module, reader: wiring.Component,
+                     port_of: Callable[[str], Value]) -> None:
+    """Connect ``reader``'s AXI read channels to ``port_of(name)``, each in its direction.
+
+    ``reader`` has a master's members (``arvalid`` out, ``arready`` in, ...).
+    """
+    for name in AXI_READ_MEMBERS:
+        inner, port = getattr(reader, name), port_of(name)
+        m.d.comb += (inner.eq(port) if reader.signature.members[name].flow == In
+                     else port.eq(inner))
+
+
 def forward_axi_read(m: Module, outer: wiring.Component, reader: wiring.Component) -> None:
     """Connect ``reader``'s AXI read channels to ``outer``'s members of the same names.
 
     For a component that holds a reader and has its channels as its own ports.
     """
-    for name in AXI_READ_MEMBERS:
-        inner, port = getattr(reader, name), getattr(outer, name)
-        m.d.comb += (inner.eq(port) if reader.signature.members[name].flow == In
-                     else port.eq(inner))
+    connect_axi_read(m, reader, lambda name: getattr(outer, name))
 
 
 def assembled_word(m: Module, word: Signal, rdata: Value, *, data_width: int) -> Signal:
@@ -233,5 +244,5 @@ def tree_sum(terms: list[Value], width: int) -> Value:
 
 
 __all__ = ["AXI_READ_MEMBERS", "AxiBurstReader", "BOUNDARY", "BURST_INCR", "assembled_word",
-           "burst_length", "check_shape", "forward_axi_read", "times_constant",
+           "burst_length", "check_shape", "connect_axi_read", "forward_axi_read", "times_constant",
            "tree_sum"]

@@ -47,7 +47,7 @@ from amaranth.lib.memory import WritePort
 from stepvit.model.export import Export
 from stepvit.rtl.accumulate_stage import AccumulateStage
 from stepvit.rtl.axi_arbiter import AxiReadArbiter
-from stepvit.rtl.axi_reader import AXI_READ_MEMBERS
+from stepvit.rtl.axi_reader import AXI_READ_MEMBERS, connect_axi_read
 from stepvit.rtl.core_memories import CoreMemories, add_core_memories
 from stepvit.rtl.core_pipeline import RunState, select
 from stepvit.rtl.core_plan import CorePlan
@@ -215,12 +215,8 @@ class StepvitCore(wiring.Component):
         ``weight_stalls``: the two waits overlap in time).
         """
         buffer, arbiter = stem.tile_buffer, self._arbiter
-        for name in AXI_READ_MEMBERS:
-            inner, outer = getattr(buffer, name), arbiter.port(1, name)
-            flow = buffer.signature.members[name].flow
-            m.d.comb += inner.eq(outer) if flow == wiring.In else outer.eq(inner)
-            port, shared = getattr(self, f"tile_{name}"), getattr(arbiter, name)
-            m.d.comb += shared.eq(port) if flow == wiring.In else port.eq(shared)
+        connect_axi_read(m, buffer, lambda name: arbiter.port(1, name))
+        connect_axi_read(m, arbiter, lambda name: getattr(self, f"tile_{name}"))
         m.d.comb += [buffer.weights_base.eq(self.weights_base),
                      buffer.enable.eq(self.tiles_enable),
                      self.tiles_idle.eq(~tiles.buffer.fetching & buffer.idle)]
@@ -242,12 +238,10 @@ class StepvitCore(wiring.Component):
         """
         tiles, plan = self.tiles, self.plan
         m.submodules.tiles = buffer = self._tile_buffer
-        for name in AXI_READ_MEMBERS:
-            port, inner = getattr(self, f"tile_{name}"), getattr(buffer, name)
-            if self.stem_tiles is not None:  # the arbiter's reader 0 (:meth:`_share_tiles`)
-                port = self._arbiter.port(0, name)
-            flow = buffer.signature.members[name].flow
-            m.d.comb += inner.eq(port) if flow == wiring.In else port.eq(inner)
+        # beside a streamed stem, the arbiter's reader 0 (:meth:`_share_tiles`)
+        connect_axi_read(m, buffer, (lambda name: self._arbiter.port(0, name))
+                         if self.stem_tiles is not None
+                         else (lambda name: getattr(self, f"tile_{name}")))
         count = len(tiles.offsets)
         seek, seek_tile = Signal(), Signal(range(max(count, 2)))
         offsets = Array(Const(offset, 32) for offset in tiles.offsets)

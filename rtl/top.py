@@ -22,7 +22,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from stepvit.model.export import Export
-from stepvit.rtl.axi_reader import AXI_READ_MEMBERS
+from stepvit.rtl.axi_reader import AXI_READ_MEMBERS, connect_axi_read
 from stepvit.rtl.axil import RegisterFile, axi_lite_signature
 from stepvit.rtl.core import StepvitCore
 from stepvit.rtl.core_plan import CorePlan
@@ -316,10 +316,7 @@ class StepvitAccel(wiring.Component):
                          registers.weight_stalls.eq(self.core.weight_stalls),
                          registers.stem_weight_stalls.eq(self.core.stem_weight_stalls)]
         else:
-            for name in AXI_MASTER_PORTS:
-                port, inner = getattr(self, f"m_axi_{name}"), getattr(loader, name)
-                flow = loader.signature.members[name].flow
-                m.d.comb += inner.eq(port) if flow == In else port.eq(inner)
+            connect_axi_read(m, loader, lambda name: getattr(self, f"m_axi_{name}"))
         m.d.comb += [
             loader.base.eq(registers.weights_addr),
             loader.start.eq(load),
