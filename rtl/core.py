@@ -49,7 +49,7 @@ from stepvit.rtl.accumulate_stage import AccumulateStage
 from stepvit.rtl.axi_arbiter import AxiReadArbiter
 from stepvit.rtl.axi_reader import AXI_READ_MEMBERS, connect_axi_read
 from stepvit.rtl.core_memories import CoreMemories, add_core_memories
-from stepvit.rtl.core_pipeline import RunState, select
+from stepvit.rtl.core_pipeline import RunState, constants, select
 from stepvit.rtl.core_plan import CorePlan
 from stepvit.rtl.design_image import HEAD_BIAS, image_memories
 from stepvit.rtl.fire_stage import FireStage
@@ -107,6 +107,12 @@ class StepvitCore(wiring.Component):
         The loader still reads the whole image (its checksum covers the weights).
     data_width, max_burst : int
         ``stream_weights`` only: the AXI beat's bits and the longest burst (the loader's).
+    spike_word_bits : int, optional
+        The widest word of a spike map and of the walk: a token's spikes wider than that
+        are held as several words (segments), each walked in turn for every output chunk
+        (:class:`~stepvit.rtl.core_plan.CoreGeometry`). The logic that holds, selects or
+        walks a word then grows with this width rather than the widest layer's; a word
+        (segment) with no spike costs a cycle. ``None`` (default): a word a token.
 
     Members
     -------
@@ -117,7 +123,7 @@ class StepvitCore(wiring.Component):
                  stem_chunk_major: bool = False, weights: str = "rom",
                  tile_words: int | None = None, stream_weights: bool = False,
                  data_width: int = 64,
-                 max_burst: int = 16) -> None:
+                 max_burst: int = 16, spike_word_bits: int | None = None) -> None:
         registers_for(weights)  # refuses a mode that is not one
         if stream_weights and weights != "ddr":
             raise ValueError("stream_weights needs weights='ddr'")
@@ -125,7 +131,7 @@ class StepvitCore(wiring.Component):
         self.stream_weights = stream_weights
         # a ddr core must not depend on the export's values: its plan has none
         self.plan = CorePlan(export, lanes=lanes, contents=weights == "rom",
-                             tile_words=tile_words)
+                             tile_words=tile_words, spike_word_bits=spike_word_bits)
         self._head_in_layer = export.layer_names().index("head.in")
         self._stem_plan = (StemPlan.from_export(export, lanes=stem_lanes or lanes,
                                                 chunk_major=stem_chunk_major)
@@ -468,7 +474,7 @@ class StepvitCore(wiring.Component):
             m.d.comb += [port.addr.eq(prefetch.fetch_address), port.en.eq(prefetch.fetch_enable),
                          prefetch.spike_words[source.name.lower()].eq(port.data)]
         for bank, port in enumerate(memories.patch_read):
-            m.d.comb += [port.en.eq(prefetch.fetch_enable), port.addr.eq(prefetch.fetch_address),
+            m.d.comb += [port.en.eq(prefetch.fetch_enable), port.addr.eq(prefetch.patch_address),
                          prefetch.patch_words[bank].eq(port.data)]
 
     def _connect_walk(self, m: Module, memories: CoreMemories, run: RunState,
@@ -567,14 +573,24 @@ class StepvitCore(wiring.Component):
                                  port.data.eq(stem.token_data), port.en.eq(1)]
                 with m.Elif(stem.buffer != buffer):
                     m.d.comb += port.en.eq(0)
-        # The fired chunk goes into the target spike map (the chunk's lanes of the word).
+        # The fired chunk goes into the target spike map (the chunk's lanes of the word, in
+        # the segment that holds them: CoreGeometry.segment_of_chunk).
+        geometry = self.plan.geometry
+        if geometry.max_segments > 1:
+            places = [geometry.segment_of_chunk(c)
+                      for c in range(max(geometry.dim_chunks, geometry.mlp_chunks))]
+            segment_base = constants([segment * geometry.t_max * geometry.tokens
+                                      for segment, _ in places])[fire.spike_chunk]
+            within = constants([chunk for _, chunk in places])[fire.spike_chunk]
+        else:
+            segment_base, within = 0, fire.spike_chunk
         for source, port in memories.buffer_write.items():
             with m.If(fire.spike_write & (desc.target == source)):
                 chunks = memories.buffer_widths[source] // lanes
                 m.d.comb += [
-                    port.addr.eq(fire.spike_address),
+                    port.addr.eq(fire.spike_address + segment_base),
                     port.data.eq(Cat(*([fire.spikes] * chunks))),
-                    port.en.eq(1 << fire.spike_chunk),
+                    port.en.eq(1 << within),
                 ]
 
 

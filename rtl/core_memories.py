@@ -35,10 +35,11 @@ class CoreMemories:
         the next image loads into one while the current one computes from the other (no
         bank with a convolutional stem).
     buffer_write, buffer_read : dict of Source to WritePort, ReadPort
-        The spike maps, one word per step and token; written a chunk (``lanes`` bits) at a time.
+        The spike maps, one word per step and token (or per segment, step and token: see
+        ``CoreGeometry.spike_word_bits``); written a chunk (``lanes`` bits) at a time.
     buffer_widths : dict of Source to int
-        Bits of one spike-map word (the MLP width for the hidden layer, else the model width),
-        padded to whole chunks.
+        Bits of one spike-map word (the MLP width for the hidden layer, else the model width,
+        padded to whole chunks; at most ``spike_word_bits``).
     current_write, current_read : WritePort, ReadPort
         The embedding current.
     membrane_write, membrane_read : WritePort, ReadPort
@@ -111,11 +112,13 @@ def add_core_memories(m: Module, plan: CorePlan, *, writable: bool = False,
     # (none with a convolutional stem: the stem engine keeps the pixels)
     patch_mems = [memory(f"patches{bank}", 8 * geometry.patch_len, tokens)
                   for bank in (0, 1) if geometry.patch_len]
-    buffer_widths = {source: (geometry.mlp_word_bits if source == Source.HIDDEN
-                              else geometry.dim_word_bits)
-                     for source in SPIKE_BUFFERS}
-    buffers = {source: memory(f"spikes_{source.name.lower()}", width, t_max * tokens)
-               for source, width in buffer_widths.items()}
+    # a token's spikes as one word, or as segments (segment-major: s * T * N + word)
+    map_bits = {source: (geometry.mlp_word_bits if source == Source.HIDDEN
+                         else geometry.dim_word_bits) for source in SPIKE_BUFFERS}
+    buffer_widths = {source: geometry.word_bits(bits) for source, bits in map_bits.items()}
+    buffers = {source: memory(f"spikes_{source.name.lower()}", buffer_widths[source],
+                              geometry.segments(bits) * t_max * tokens)
+               for source, bits in map_bits.items()}
     current_mem = memory("embed_current", bits["embed_current"] * lanes,
                          0 if geometry.stem_modules else tokens * geometry.dim_chunks)
     membrane_mem = memory("membranes", bits["membrane"] * lanes, tokens * geometry.dim_chunks)

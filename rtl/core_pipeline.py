@@ -126,16 +126,26 @@ def fetched_layout(plan: CorePlan) -> data.StructLayout:
         There is a word (the pass has words left).
     step, group : range
         Its step and group (a token, an input channel of the KV pass, a count plane).
-    source, value : walk_bits, dim
+    chunk, part : range
+        The output chunk it is walked for (each chunk walks the group's word again), and
+        which of the chunk's segments it is (0 to the pass's ``segments`` less one).
+    segment : range
+        The segment of the spike word it holds (``part``, or the one of the chunk's heads
+        in the attention's passes): its first channel is ``segment * word bits``.
+    source, value : walker_bits, word bits of dim
         The word of the pass's source, and of its value source (the KV pass's V spikes).
     """
     geometry = plan.geometry
+    segments = range(max(geometry.max_segments, 2))
     return data.StructLayout({
         "valid": 1,
         "step": range(max(geometry.t_max, 2)),
         "group": range(max(geometry.tokens, geometry.dim, geometry.count_bits, 2)),
-        "source": geometry.walk_bits,
-        "value": geometry.dim,
+        "chunk": chunk_shape(plan),
+        "part": segments,
+        "segment": segments,
+        "source": geometry.walker_bits,
+        "value": geometry.word_bits(geometry.dim_word_bits),
     })
 
 
@@ -196,20 +206,24 @@ class Walk:
         The word (a step and a token, or an input channel of the KV pass).
     chunk : Signal
         The output chunk (a head in the KV pass).
-    first_channel : Signal
-        The output channel of the chunk's lane 0 (``chunk * lanes``, kept by adding).
+    part : Signal
+        Which of the chunk's segments is walked (the pass's ``segments`` a chunk).
+    channel_base : Value
+        The input channel of the walked segment's bit 0 (0 in a core whose words are
+        whole).
     group_index : Signal
         A running index of (group, chunk) within the step: the address of per-token data.
     weight_row : Signal
         The first weight word of the chunk.
     first_event, first_step : Signal
         The next event starts the chunk's sum; the step is the pass's first.
-    held_word, value_word : Signal
-        The word being walked (again for each chunk) and its V word.
+    value_word : Signal
+        The V word of the word being walked (the KV pass).
     running, emit : Signal
         The FSM is walking; an event leaves the walk stage this cycle.
     group_end : Value
-        This cycle's event closes the chunk: every walker is at its last bit or has none.
+        This cycle's event ends the walked word (a segment): every walker is at its last
+        bit or has none. It closes the chunk at the chunk's last segment.
     """
 
     walker: SpikeWalker
@@ -217,12 +231,12 @@ class Walk:
     step: Signal
     group: Signal
     chunk: Signal
-    first_channel: Signal
+    part: Signal
+    channel_base: Value
     group_index: Signal
     weight_row: Signal
     first_event: Signal
     first_step: Signal
-    held_word: Signal
     value_word: Signal
     running: Signal
     emit: Signal

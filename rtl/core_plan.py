@@ -20,6 +20,7 @@ weights and biases, never fire and are not counted), and a chunk may span severa
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,15 +106,22 @@ class CoreGeometry:
     leak_shift: int
     reset: str
     stem_modules: int = 0
+    spike_word_bits: int | None = None
 
     @classmethod
-    def from_export(cls, export: Export, *, lanes: int) -> CoreGeometry:
+    def from_export(cls, export: Export, *, lanes: int,
+                    spike_word_bits: int | None = None) -> CoreGeometry:
         """Return the geometry of ``export`` with ``lanes`` accumulator lanes.
+
+        ``spike_word_bits``: the widest word of a spike map (and of the walk); a token's
+        spikes wider than that are held as several words, its *segments*
+        (:attr:`word_bits`). ``None`` (default): one word a token.
 
         Raises
         ------
         ValueError
-            If ``lanes`` is not a positive integer at most the widest output row.
+            If ``lanes`` is not a positive integer at most the widest output row, or
+            ``spike_word_bits`` cannot cut the spike words (:meth:`check_spike_word_bits`).
         """
         arch = export.arch
         # with a convolutional stem the stem engine makes the tokens: no patch embedding
@@ -144,7 +152,32 @@ class CoreGeometry:
             leak_shift=int(neuron["leak_shift"]),
             reset=str(neuron["reset"]),
             stem_modules=stem_modules,
-        )
+        )._checked(spike_word_bits)
+
+    def _checked(self, spike_word_bits: int | None) -> CoreGeometry:
+        """Return this geometry with ``spike_word_bits``, or raise why it cannot have them.
+
+        A segment holds whole chunks (the fire stage writes a chunk into one word), whole
+        heads where a ``dim`` word is cut (the attention walks one segment for a chunk's
+        heads), and whole pixels where a patch is cut (a walked bit's pixel is its index
+        over 8).
+        """
+        if spike_word_bits is None:
+            return self
+        if (not isinstance(spike_word_bits, int) or isinstance(spike_word_bits, bool)
+                or spike_word_bits < 1):
+            raise ValueError(f"spike_word_bits must be a positive integer, "
+                             f"not {spike_word_bits!r}")
+        needs = [("the lanes", self.lanes)]
+        if spike_word_bits < self.dim_word_bits:
+            needs.append(("the channels of a head", self.head_dim))
+        if spike_word_bits < 8 * self.patch_len:
+            needs.append(("the 8 bit planes of a pixel", 8))
+        for what, unit in needs:
+            if spike_word_bits % unit:
+                raise ValueError(f"spike_word_bits ({spike_word_bits}) must be a multiple "
+                                 f"of {what} ({unit})")
+        return dataclasses.replace(self, spike_word_bits=spike_word_bits)
 
     @property
     def first_block_module(self) -> int:
@@ -208,6 +241,54 @@ class CoreGeometry:
     def walk_bits(self) -> int:
         """Widest spike word a pass walks."""
         return max(self.dim_word_bits, self.mlp_word_bits, 8 * self.patch_len)
+
+    def word_bits(self, bits: int) -> int:
+        """Return the bits of one word (segment) of a spike word of ``bits`` bits."""
+        return bits if self.spike_word_bits is None else min(bits, self.spike_word_bits)
+
+    def segments(self, bits: int) -> int:
+        """Return the words (segments) a spike word of ``bits`` bits is held as."""
+        return -(-bits // self.word_bits(bits))
+
+    @property
+    def walker_bits(self) -> int:
+        """Bits of the widest word the walk takes: the widest spike word, or a segment."""
+        return self.word_bits(self.walk_bits)
+
+    @property
+    def dim_segments(self) -> int:
+        """Segments of a spike word of ``dim`` channels (the four spike maps, the counts)."""
+        return self.segments(self.dim_word_bits)
+
+    @property
+    def mlp_segments(self) -> int:
+        """Segments of a spike word of the MLP's hidden layer."""
+        return self.segments(self.mlp_word_bits)
+
+    @property
+    def patch_segments(self) -> int:
+        """Segments of a patch's bit planes (0 with a stem: no patch)."""
+        return self.segments(8 * self.patch_len) if self.patch_len else 0
+
+    @property
+    def max_segments(self) -> int:
+        """The most segments of any word a pass walks."""
+        return max(self.dim_segments, self.mlp_segments, self.patch_segments)
+
+    def segment_of_chunk(self, chunk: int) -> tuple[int, int]:
+        """Return (segment, chunk within it) of output chunk ``chunk`` in a spike map.
+
+        A segment holds ``spike_word_bits // lanes`` chunks (every chunk in one word when
+        there is no limit).
+        """
+        if self.spike_word_bits is None:
+            return 0, chunk
+        per_segment = self.spike_word_bits // self.lanes
+        return divmod(chunk, per_segment)
+
+    def segment_of_heads(self, first_channel: int) -> int:
+        """Return the segment of a ``dim`` word that holds the channel ``first_channel``."""
+        return first_channel // self.word_bits(self.dim_word_bits)
 
     @property
     def count_bits(self) -> int:
@@ -273,6 +354,7 @@ def pass_layout(geometry: CoreGeometry, rom_depth: int, bias_depth: int,
         "target": Source,
         "to_stream": unsigned(1),
         "skip_empty": unsigned(1),
+        "segments": unsigned(max(geometry.max_segments, 2).bit_length()),
     })
 
 
@@ -336,6 +418,10 @@ class CorePlan:
     counts are right): the plan of a board's sizing, which needs the memories' shapes, not
     their contents, and of a ``weights="ddr"`` core, which must not depend on the values.
 
+    With ``spike_word_bits`` (:meth:`CoreGeometry.from_export`) a token's spikes wider
+    than that are held as several words (segments); each pass says how many a chunk walks
+    (its ``segments``).
+
     With ``tile_words`` an int, every pass that reads weights (the embedding, q, k, v,
     proj, each slice of fc1, fc2, the head) is split into consecutive passes, each a
     contiguous run of its chunks as long as fits ``chunks * input_len <= tile_words``
@@ -351,14 +437,16 @@ class CorePlan:
     """
 
     def __init__(self, export: Export, *, lanes: int, contents: bool = True,
-                 tile_words: int | None = None) -> None:
+                 tile_words: int | None = None,
+                 spike_word_bits: int | None = None) -> None:
         if tile_words is not None and (not isinstance(tile_words, int)
                                        or isinstance(tile_words, bool) or tile_words < 1):
             raise ValueError(f"tile_words must be a positive integer or None, "
                              f"not {tile_words!r}")
         self.tile_words = tile_words
         self.split = False
-        self.geometry = geometry = CoreGeometry.from_export(export, lanes=lanes)
+        self.geometry = geometry = CoreGeometry.from_export(
+            export, lanes=lanes, spike_word_bits=spike_word_bits)
         self._contents = contents
         self._arrays = export.arrays
         self._thresholds = export.thresholds
@@ -422,7 +510,25 @@ class CorePlan:
         """Append a pass: ``fields`` over the defaults (every token, the model's chunks)."""
         descriptor = {"groups": self.geometry.tokens, "chunks": self.geometry.dim_chunks}
         descriptor.update(fields)
-        self.passes.append(descriptor)
+        self.passes.append(self._with_segments(descriptor))
+
+    def _with_segments(self, descriptor: dict[str, Any]) -> dict[str, Any]:
+        """Return ``descriptor`` with the segments of its source a chunk walks.
+
+        Every segment of the source's word in a pass that walks all its bits; the one that
+        holds the chunk's heads in the attention's (:meth:`CoreGeometry.segment_of_heads`).
+        """
+        geometry = self.geometry
+        source = descriptor.get("source", Source.NONE)
+        if descriptor.get("walk_mask", WalkMask.ALL) != WalkMask.ALL or source == Source.NONE:
+            segments = 1
+        elif source == Source.PATCH:
+            segments = geometry.patch_segments
+        elif source == Source.HIDDEN:
+            segments = geometry.mlp_segments
+        else:
+            segments = geometry.dim_segments
+        return {**descriptor, "segments": segments}
 
     def _add_weighted(self, name: str, /, **fields: Any) -> None:
         """Append a pass that reads weights: in slices of at most ``tile_words`` words.
@@ -432,6 +538,7 @@ class CorePlan:
         """
         descriptor = {"groups": self.geometry.tokens, "chunks": self.geometry.dim_chunks}
         descriptor.update(fields)
+        descriptor = self._with_segments(descriptor)
         chunks, input_len = descriptor["chunks"], descriptor["input_len"]
         if self.tile_words is None:
             self.passes.append(descriptor)
@@ -548,7 +655,8 @@ class CorePlan:
             "biases": len(self.bias_words) * g.bias_bits * g.lanes,
             "thresholds": len(self.theta_words) * g.bits["membrane"] * g.lanes,
             "patches": 2 * g.tokens * 8 * g.patch_len,  # two banks (none with a stem)
-            "spike_maps": steps_tokens * (4 * g.dim_word_bits + g.mlp_word_bits),
+            "spike_maps": steps_tokens * (4 * g.dim_segments * g.word_bits(g.dim_word_bits)
+                                          + g.mlp_segments * g.word_bits(g.mlp_word_bits)),
             "embed_current": 0 if g.stem_modules else g.tokens * g.dim * g.bits["embed_current"],
             "membranes": g.tokens * g.dim * g.bits["membrane"],
             # two buffers with a stem (rtl/stem_front.py)

@@ -1,20 +1,28 @@
 """The core's prefetch: the walk's next input word, read one word ahead of the walk.
 
 Within a pass the walk takes a word (a step and a group: a token, a KV row, or a bit plane
-of head.in's counts) in the cycle its walker finishes the one before, so the word is read
-the word before: the prefetch holds the word being read, finds the one after it (the next
-group, or the first group of the next active step: masked steps cost no cycle), and picks
-the pass's source among the spike maps, the patch banks and head.in's count planes.
+of head.in's counts, for one output chunk) in the cycle its walker finishes the one before,
+so the word is read the word before: the prefetch holds the word being read, finds the one
+after it (the chunk's next segment, the next chunk, the next group, or the first group of
+the next active step: masked steps cost no cycle), and picks the pass's source among the
+spike maps, the patch banks and head.in's count planes.
+
+Each chunk reads its group's word again (a register of the whole word would cost logic in
+its width). Where a token's spikes are held as several words (segments, of
+``CoreGeometry.spike_word_bits``), a chunk reads each segment in turn, or only the one of
+its heads in the attention's passes; segment ``s`` of word ``w`` is at address
+``s * t_max * tokens + w`` of a spike map, and a patch or a count plane is cut by a
+multiplexer.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from stepvit.rtl.core_pipeline import check_plan, constants, fetched_layout
-from stepvit.rtl.core_plan import CorePlan, Source
+from stepvit.rtl.core_pipeline import check_plan, constants, fetched_layout, select
+from stepvit.rtl.core_plan import CorePlan, Source, WalkMask
 
 
 class SpikeWordPrefetch(wiring.Component):
@@ -49,7 +57,9 @@ class SpikeWordPrefetch(wiring.Component):
         The word read (``valid``: there is one), its step and group, its source word and
         its value word (the V spikes of the KV pass).
     fetch_address, fetch_enable : Out
-        The read of the spike maps and the patches (a word per step and token).
+        The read of the spike maps (a word per segment, step and token).
+    patch_address : Out
+        The read of the patches (a word per token).
     spike_words : In(StructLayout of the spike maps)
         The words read, by spike map (``buf0`` ... ``hidden``).
     patch_words : In(ArrayLayout(unsigned(8 * patch_len), 2))
@@ -75,8 +85,10 @@ class SpikeWordPrefetch(wiring.Component):
             "found": Out(1),
             "advance": In(1),
             "fetched": Out(fetched_layout(plan)),
-            "fetch_address": Out(range(max(geometry.t_max * geometry.tokens, 2))),
+            "fetch_address": Out(range(max(geometry.max_segments * geometry.t_max
+                                           * geometry.tokens, 2))),
             "fetch_enable": Out(1),
+            "patch_address": Out(range(max(geometry.t_max * geometry.tokens, 2))),
             "spike_words": In(data.StructLayout({
                 source.name.lower(): unsigned(width)
                 for source, width in spike_map_widths.items()})),
@@ -91,21 +103,57 @@ class SpikeWordPrefetch(wiring.Component):
         word_base = constants([t * geometry.tokens for t in range(geometry.t_max)])
         first_found, first_active = self._next_active_step(m, None)
         following_found, following_step = self._next_active_step(m, fetched.step)
+        more_parts = fetched.part + 1 < desc.segments
+        more_chunks = fetched.chunk + 1 < desc.chunks
         more_groups = fetched.group + 1 < Mux(desc.count_planes, self.head_planes, desc.groups)
-        successor_step = Mux(more_groups, fetched.step, following_step)
-        successor_group = Mux(more_groups, fetched.group + 1, 0)
-        m.d.comb += self.found.eq(first_found)
+        same_word = more_parts | more_chunks
+        successor_part = Mux(more_parts, fetched.part + 1, 0)
+        successor_chunk = Mux(more_parts, fetched.chunk, Mux(more_chunks, fetched.chunk + 1, 0))
+        successor_group = Mux(same_word, fetched.group, Mux(more_groups, fetched.group + 1, 0))
+        successor_step = Mux(same_word | more_groups, fetched.step, following_step)
+        word_address = Signal.like(self.patch_address)
+        segment = Signal.like(fetched.segment)
+        m.d.comb += [self.found.eq(first_found), self.patch_address.eq(word_address)]
         with m.If(self.first & first_found):
-            m.d.comb += [self.fetch_enable.eq(1),
-                         self.fetch_address.eq(word_base[first_active])]
-            m.d.sync += [fetched.step.eq(first_active), fetched.group.eq(0)]
+            m.d.comb += [self.fetch_enable.eq(1), word_address.eq(word_base[first_active]),
+                         segment.eq(self._segment(0, 0))]
+            m.d.sync += [fetched.step.eq(first_active), fetched.group.eq(0),
+                         fetched.chunk.eq(0), fetched.part.eq(0), fetched.valid.eq(1)]
         with m.If(self.advance):
             m.d.comb += [self.fetch_enable.eq(1),
-                         self.fetch_address.eq(word_base[successor_step] + successor_group)]
+                         word_address.eq(word_base[successor_step] + successor_group),
+                         segment.eq(self._segment(successor_chunk, successor_part))]
             m.d.sync += [fetched.step.eq(successor_step), fetched.group.eq(successor_group),
-                         fetched.valid.eq(Mux(more_groups, 1, following_found))]
+                         fetched.chunk.eq(successor_chunk), fetched.part.eq(successor_part),
+                         fetched.valid.eq(same_word | more_groups | following_found)]
+        with m.If(self.fetch_enable):
+            m.d.sync += fetched.segment.eq(segment)
+        if geometry.max_segments > 1:
+            segment_base = constants([s * geometry.t_max * geometry.tokens
+                                      for s in range(geometry.max_segments)])
+            m.d.comb += self.fetch_address.eq(segment_base[segment] + word_address)
+        else:
+            m.d.comb += self.fetch_address.eq(word_address)
         self._words(m)
         return m
+
+    def _segment(self, chunk: Value | int, part: Value | int) -> Value:
+        """Return the segment ``part`` of ``chunk`` reads (:attr:`WalkMask`).
+
+        ``part`` itself where the chunk walks every bit; the segment of the chunk's heads
+        in the attention's (one: a segment holds whole chunks and whole heads).
+        """
+        geometry = self._plan.geometry
+        if geometry.max_segments == 1:
+            return Const(0, 1)
+        slots = geometry.parallel_heads
+        head_segment = constants([geometry.segment_of_heads(c * slots * geometry.head_dim)
+                                  for c in range(geometry.kv_chunks)])
+        chunk_segment = constants([geometry.segment_of_heads(c * geometry.lanes)
+                                   for c in range(geometry.dim_chunks)])
+        mode = self.descriptor.walk_mask
+        return Mux(mode == WalkMask.ALL, part,
+                   Mux(mode == WalkMask.HEAD, head_segment[chunk], chunk_segment[chunk]))
 
     def _next_active_step(self, m: Module, after: Signal | None) -> tuple[Signal, Signal]:
         """Return (found, step): the first active step of the pass after ``after``."""
@@ -122,17 +170,17 @@ class SpikeWordPrefetch(wiring.Component):
         geometry = self._plan.geometry
         desc, fetched = self.descriptor, self.fetched
         count_plane = Signal(geometry.dim_word_bits)  # read a cycle late, as the memories
-        plane = self.fetch_address[:max(1, (geometry.count_bits - 1).bit_length())]
+        plane = self.patch_address[:max(1, (geometry.count_bits - 1).bit_length())]
         with m.If(self.fetch_enable):
             m.d.sync += count_plane.eq(Cat(*(
                 self.head_counts[c].bit_select(plane, 1)
                 for c in range(geometry.dim_word_bits))))
         with m.Switch(desc.source):
             with m.Case(Source.PATCH):
-                m.d.comb += fetched.source.eq(Mux(self.bank, self.patch_words[1],
-                                                  self.patch_words[0]))
+                m.d.comb += fetched.source.eq(self._segment_of(
+                    m, Mux(self.bank, self.patch_words[1], self.patch_words[0])))
             with m.Case(Source.COUNTS):
-                m.d.comb += fetched.source.eq(count_plane)
+                m.d.comb += fetched.source.eq(self._segment_of(m, count_plane))
             for source in self._sources:
                 with m.Case(source):
                     m.d.comb += fetched.source.eq(self.spike_words[source.name.lower()])
@@ -141,3 +189,11 @@ class SpikeWordPrefetch(wiring.Component):
                 if source != Source.HIDDEN:
                     with m.Case(source):
                         m.d.comb += fetched.value.eq(self.spike_words[source.name.lower()])
+
+    def _segment_of(self, m: Module, word: Value) -> Value:
+        """Return the fetched segment of ``word`` (a patch, a count plane: held whole)."""
+        bits = self._plan.geometry.word_bits(len(word))
+        if bits == len(word):
+            return word
+        return select(m, [word[start:start + bits] for start in range(0, len(word), bits)],
+                      self.fetched.segment)

@@ -3,11 +3,12 @@
 The first stage of :class:`~stepvit.rtl.core.StepvitCore`'s pipeline. Within a pass (the
 control FSM says when a pass restarts, primes and runs) it takes each input word (spike
 word, patch, or head.in's count plane) that :class:`~stepvit.rtl.prefetch.SpikeWordPrefetch`
-read ahead, walks its set bits with a :class:`~stepvit.rtl.spike_walker.SpikeWalker` for
-each output chunk (and, with parallel heads, one walker per head of the chunk), and issues
-one event a cycle: each set bit addresses a weight word (or a KV row). A chunk with no
-input spike is one event that only closes the chunk (its LIF still charges with the bias
-and leaks). Chunks and words follow each other without a bubble. It also keeps which
+read ahead (again for each output chunk, and segment by segment where a token's spikes are
+several words), walks its set bits with a :class:`~stepvit.rtl.spike_walker.SpikeWalker`
+(and, with parallel heads, one walker per head of the chunk), and issues one event a cycle:
+each set bit addresses a weight word (or a KV row). A word with no input spike is one
+event that adds nothing (the last segment's closes the chunk: its LIF still charges with
+the bias and leaks). Chunks and words follow each other without a bubble. It also keeps which
 steps' residual stream is still all zero, and which KV rows the block's KV pass has not
 added to yet.
 """
@@ -108,34 +109,41 @@ class WalkStage(wiring.Component):
         geometry = self._plan.geometry
         return constants([t * geometry.tokens for t in range(geometry.t_max)])
 
-    def _walk_mask(self, chunk: Value | int, first_channel: Value | int) -> Value:
-        """Return the bits of a spike word that ``chunk`` walks (:class:`WalkMask`).
+    def _walk_mask(self, chunk: Value) -> Value:
+        """Return the bits of the walked word (segment) that ``chunk`` walks (:class:`WalkMask`).
 
-        ``first_channel`` is the chunk's lane 0. Comparators, not a table: a table indexed
-        by the chunk would be one more memory.
+        In the attention's passes the word is the segment of the chunk's heads, and a
+        constant table by chunk gives the position there of the chunk's first head (the KV
+        pass, where a chunk is a group of heads) or its lane 0 (Q·KV), compared with each
+        head's place: a table of masks would be one more memory.
         """
         geometry = self._plan.geometry
         lanes, head_dim = geometry.lanes, geometry.head_dim
         mode = self.descriptor.walk_mask
         slots = geometry.parallel_heads
+        segment_bits = geometry.word_bits(geometry.dim_word_bits)
+        places = range(min(segment_bits, geometry.dim) // head_dim)  # heads in a segment
+        first_head = constants([(c * slots * head_dim) % segment_bits // head_dim
+                                for c in range(geometry.kv_chunks)])[chunk]
+        all_bits = (1 << geometry.walker_bits) - 1
         if slots > 1:
             # walker 0 walks the first head of the chunk's group (the others, its next heads)
-            first_heads = Cat(*(
-                (Value.cast(chunk) == h // slots if h % slots == 0 else Const(0))
-                .replicate(head_dim) for h in range(geometry.heads)))
-            return Mux(mode == WalkMask.ALL, (1 << geometry.walk_bits) - 1, first_heads)
+            return Mux(mode == WalkMask.ALL, all_bits,
+                       Cat(*((first_head == j).replicate(head_dim) for j in places)))
+        first_lane = constants([(c * lanes) % segment_bits
+                                for c in range(geometry.dim_chunks)])[chunk]
         heads_mask = Cat(*(
-            Mux(mode == WalkMask.HEAD, chunk == h,
-                (first_channel < (h + 1) * head_dim) & (first_channel + lanes > h * head_dim)
+            Mux(mode == WalkMask.HEAD, first_head == j,
+                (first_lane < (j + 1) * head_dim) & (first_lane + lanes > j * head_dim)
                 ).replicate(head_dim)
-            for h in range(geometry.heads)))
-        return Mux(mode == WalkMask.ALL, (1 << geometry.walk_bits) - 1, heads_mask)
+            for j in places))
+        return Mux(mode == WalkMask.ALL, all_bits, heads_mask)
 
     def _walk(self, m: Module) -> Walk:
         """Make the walker and the position of the walk; an event leaves it when running."""
         geometry = self._plan.geometry
         layout = event_layout(self._plan)
-        m.submodules.walker = walker = SpikeWalker(width=geometry.walk_bits)
+        m.submodules.walker = walker = SpikeWalker(width=geometry.walker_bits)
         head_walkers = tuple(SpikeWalker(width=geometry.head_dim)
                              for _ in range(1, geometry.parallel_heads))
         for slot, head_walker in enumerate(head_walkers, start=1):
@@ -144,20 +152,21 @@ class WalkStage(wiring.Component):
         step = Signal(range(max(geometry.t_max, 2)))
         group = Signal(range(max(geometry.tokens, geometry.dim, geometry.count_bits, 2)))
         chunk = Signal(chunk_shape(self._plan))
-        first_channel = Signal(range(geometry.walk_bits + geometry.lanes + 1))
+        part = Signal.like(self.fetched.part)
+        channel_base = (Signal(range(geometry.walk_bits), name="channel_base")
+                        if geometry.max_segments > 1 else Const(0, 1))
         group_index = Signal(layout["group_index"].shape)
         weight_row = Signal(range(max(len(self._plan.weight_words), 2)))
         first_event, first_step = Signal(), Signal()
-        held_word = Signal(geometry.walk_bits)
-        value_word = Signal(geometry.dim)
+        value_word = Signal(geometry.word_bits(geometry.dim_word_bits))
         running, emit = Signal(), Signal()
         any_bit = Cat(*(w.any for w in walkers)).any()
         m.d.comb += emit.eq(running & (any_bit | ~self.descriptor.skip_empty))
         return Walk(walker=walker, head_walkers=head_walkers, step=step, group=group,
-                    chunk=chunk, first_channel=first_channel, group_index=group_index,
-                    weight_row=weight_row, first_event=first_event, first_step=first_step,
-                    held_word=held_word, value_word=value_word, running=running, emit=emit,
-                    group_end=Cat(*(w.last | ~w.any for w in walkers)).all())
+                    chunk=chunk, part=part, channel_base=channel_base,
+                    group_index=group_index, weight_row=weight_row, first_event=first_event,
+                    first_step=first_step, value_word=value_word, running=running,
+                    emit=emit, group_end=Cat(*(w.last | ~w.any for w in walkers)).all())
 
     def _issue_events(self, m: Module, walk: Walk, stream_zero: Signal,
                       kv_restart: Signal) -> None:
@@ -168,15 +177,18 @@ class WalkStage(wiring.Component):
         stream_base = constants([t * tokens * geometry.dim_chunks
                                   for t in range(geometry.t_max)])
         event = Signal(event_layout(self._plan))
+        channel = walk.channel_base + walker.index  # the walked bit's input channel
         m.d.comb += [
             event.valid.eq(walk.emit),
             event.first.eq(walk.first_event),
-            event.last.eq(walk.group_end),
+            # a chunk closes at its last segment (a pass that skips empty words closes
+            # each segment: the logits add every segment's sum)
+            event.last.eq(walk.group_end & ((walk.part + 1 == desc.segments)
+                                            | desc.skip_empty)),
             event.has_weight.eq(Cat(walker.any, *(w.any for w in walk.head_walkers))),
             event.plane.eq(Mux(desc.count_planes, walk.group, walker.index[:3])),
             event.chunk.eq(walk.chunk),
-            event.head.eq(sum(walker.index >= h * head_dim
-                              for h in range(1, geometry.heads))),
+            event.head.eq(sum(channel >= h * head_dim for h in range(1, geometry.heads))),
             event.group_index.eq(walk.group_index),
             event.first_step.eq(walk.first_step),
             event.stream_zero.eq(stream_zero.bit_select(step, 1)),
@@ -185,19 +197,20 @@ class WalkStage(wiring.Component):
             event.bias_address.eq(desc.bias_base + Mux(desc.bias_per_token,
                                                        walk.group_index, walk.chunk)),
             event.theta_address.eq(desc.theta_base + walk.chunk),
-            self.weight_address.eq(walk.weight_row + Mux(
-                desc.bit_planes, walker.index >> 3, walker.index)),
+            self.weight_address.eq(walk.weight_row + Mux(desc.bit_planes, channel >> 3,
+                                                          channel)),
         ]
-        self._kv_events(m, walk, event, kv_restart)
+        self._kv_events(m, walk, event, kv_restart, channel)
         m.d.sync += self.event.eq(event)
 
-    def _kv_events(self, m: Module, walk: Walk, event: data.View, kv_restart: Signal) -> None:
+    def _kv_events(self, m: Module, walk: Walk, event: data.View, kv_restart: Signal,
+                   channel: Value) -> None:
         """Drive each walker's KV row, V segment and fresh flag, and read its KV memory.
 
         Walker ``j`` of chunk ``c`` walks head ``h = c * parallel_heads + j``, whose rows
         are rows ``c * head_dim ...`` of KV memory ``j`` (each step ``kv_rows`` of them).
-        Walker 0 walks the whole word, so its bit index is the channel ``h * head_dim + i``;
-        the other walkers walk the head's segment, so theirs is ``i``.
+        Walker 0 walks the whole word (segment), so its ``channel`` is ``h * head_dim + i``;
+        the other walkers walk the head's channels, so theirs is ``i``.
         """
         geometry = self._plan.geometry
         head_dim, slots, heads = geometry.head_dim, geometry.parallel_heads, geometry.heads
@@ -208,11 +221,10 @@ class WalkStage(wiring.Component):
         first_offset = constants([c * (slots - 1) * head_dim for c in range(geometry.kv_chunks)])
         for slot in range(slots):
             if slot == 0:
-                row = kv_base[step] + walk.walker.index - (first_offset[chunk] if slots > 1
-                                                           else 0)
+                row = kv_base[step] + channel - (first_offset[chunk] if slots > 1 else 0)
             else:
                 row = kv_base[step] + chunk_rows[chunk] + walk.head_walkers[slot - 1].index
-            segments = [walk.value_word[h * head_dim:(h + 1) * head_dim]
+            segments = [walk.value_word[(start := self._head_start(h)):start + head_dim]
                         if (h := c * slots + slot) < heads else Const(0, head_dim)
                         for c in range(geometry.kv_chunks)]
             m.d.comb += [
@@ -235,23 +247,52 @@ class WalkStage(wiring.Component):
             with m.If(kv_restart):
                 m.d.sync += kv_written.eq(0)
 
+    def _head_start(self, head: int) -> int:
+        """Return the bit of a ``dim`` word's segment where ``head``'s channels start."""
+        geometry = self._plan.geometry
+        return head * geometry.head_dim % geometry.word_bits(geometry.dim_word_bits)
+
     def _load_word(self, m: Module, walk: Walk, stream_zero: Signal, *,
                    first_of_pass: bool) -> None:
-        """Take the prefetched word as the current one and prefetch its successor."""
+        """Take the prefetched word as the walked one and prefetch its successor.
+
+        The word is the next segment of the chunk, the next chunk's first (the same group's
+        word again: its weight row and group index advance), or the next group's first.
+        """
         desc, fetched = self.descriptor, self.fetched
+        geometry = self._plan.geometry
         m.d.comb += [
             walk.walker.load.eq(1),
-            walk.walker.word.eq(fetched.source & self._walk_mask(0, 0)),
-            *self._load_head_walkers(walk, fetched.source, 0),
+            walk.walker.word.eq(fetched.source & self._walk_mask(fetched.chunk)),
+            *self._load_head_walkers(walk, fetched.source, fetched.chunk),
             self.advance.eq(1),
         ]
+        m.d.sync += [walk.value_word.eq(fetched.value), walk.part.eq(fetched.part),
+                     walk.chunk.eq(fetched.chunk)]
+        if geometry.max_segments > 1:
+            segment_bits = geometry.word_bits(geometry.walk_bits)
+            m.d.sync += walk.channel_base.eq(constants([
+                s * segment_bits for s in range(geometry.max_segments)])[fetched.segment])
+        new_chunk = fetched.part == 0
+        # the chunk's sum starts at its first segment (each segment's, in a pass that
+        # closes every segment)
+        m.d.sync += walk.first_event.eq(new_chunk | desc.skip_empty)
+        if first_of_pass:
+            self._load_group(m, walk, stream_zero, first_of_pass=True)
+            return
+        with m.If(new_chunk & (fetched.chunk == 0)):
+            self._load_group(m, walk, stream_zero, first_of_pass=False)
+        with m.Elif(new_chunk):
+            m.d.sync += [walk.weight_row.eq(walk.weight_row + desc.input_len),
+                         walk.group_index.eq(walk.group_index + 1)]
+
+    def _load_group(self, m: Module, walk: Walk, stream_zero: Signal, *,
+                    first_of_pass: bool) -> None:
+        """Move the walk to the prefetched word's group (and step): its chunk 0."""
+        desc, fetched = self.descriptor, self.fetched
         new_step = fetched.step != walk.step
-        m.d.sync += [
-            walk.held_word.eq(fetched.source), walk.value_word.eq(fetched.value),
-            walk.step.eq(fetched.step), walk.group.eq(fetched.group),
-            walk.chunk.eq(0), walk.first_channel.eq(0),
-            walk.weight_row.eq(desc.weight_base), walk.first_event.eq(1),
-        ]
+        m.d.sync += [walk.step.eq(fetched.step), walk.group.eq(fetched.group),
+                     walk.weight_row.eq(desc.weight_base)]
         if first_of_pass:
             m.d.sync += [walk.group_index.eq(self._first_index()), walk.first_step.eq(1)]
         else:
@@ -303,14 +344,11 @@ class WalkStage(wiring.Component):
         return Mux(desc.sink == Sink.LIF, 1, self._plan.geometry.dim_chunks + 1 - desc.chunks)
 
     def _walk_cycle(self, m: Module, walk: Walk, stream_zero: Signal) -> None:
-        """Step the walker; at a chunk's end go on to the next chunk, the next word, or end."""
-        desc = self.descriptor
+        """Step the walker; at a word's end take the next (segment, chunk or group), or end."""
         m.d.comb += [walk.running.eq(1), walk.walker.step.eq(1),
                      *(walker.step.eq(1) for walker in walk.head_walkers)]
         with m.If(walk.group_end):
-            with m.If(walk.chunk + 1 < desc.chunks):
-                self._next_chunk(m, walk)
-            with m.Elif(self.fetched.valid):
+            with m.If(self.fetched.valid):
                 self._load_word(m, walk, stream_zero, first_of_pass=False)
             with m.Else():
                 with m.If(self._completes_stream()):
@@ -319,22 +357,8 @@ class WalkStage(wiring.Component):
         with m.Elif(walk.emit):
             m.d.sync += walk.first_event.eq(0)
 
-    def _next_chunk(self, m: Module, walk: Walk) -> None:
-        """Walk the held word again for the next output chunk (masked to its heads)."""
-        desc = self.descriptor
-        lanes = self._plan.geometry.lanes
-        m.d.comb += [walk.walker.load.eq(1),
-                     walk.walker.word.eq(walk.held_word & self._walk_mask(
-                         walk.chunk + 1, walk.first_channel + lanes)),
-                     *self._load_head_walkers(walk, walk.held_word, walk.chunk + 1)]
-        m.d.sync += [
-            walk.chunk.eq(walk.chunk + 1), walk.first_channel.eq(walk.first_channel + lanes),
-            walk.weight_row.eq(walk.weight_row + desc.input_len),
-            walk.group_index.eq(walk.group_index + 1), walk.first_event.eq(1),
-        ]
-
-    def _load_head_walkers(self, walk: Walk, word: Value, chunk: Value | int) -> list:
-        """Return the loads of walkers 1, 2, ...: each its head's segment of ``word``.
+    def _load_head_walkers(self, walk: Walk, word: Value, chunk: Value) -> list:
+        """Return the loads of walkers 1, 2, ...: each its head's channels of ``word``.
 
         Walker ``j`` of ``chunk`` walks head ``chunk * parallel_heads + j``, in the KV and
         Q·KV passes only (nothing in the others, and past the last head).
@@ -344,15 +368,11 @@ class WalkStage(wiring.Component):
         in_heads = self.descriptor.walk_mask != WalkMask.ALL
         statements = []
         for slot, walker in enumerate(walk.head_walkers, start=1):
-            segments = {c: word[h * head_dim:(h + 1) * head_dim]
+            segments = {c: word[(start := self._head_start(h)):start + head_dim]
                         for c in range(geometry.kv_chunks)
                         if (h := c * slots + slot) < geometry.heads}
-            if isinstance(chunk, int):
-                segment = segments.get(chunk, Const(0, head_dim))
-            else:
-                segment = Const(0, head_dim)
-                for c, value in segments.items():
-                    segment = Mux(chunk == c, value, segment)
+            segment = Const(0, head_dim)
+            for c, value in segments.items():
+                segment = Mux(chunk == c, value, segment)
             statements += [walker.load.eq(1), walker.word.eq(Mux(in_heads, segment, 0))]
         return statements
-

@@ -91,6 +91,7 @@ def test_walk_issues_an_event_per_set_bit_for_each_chunk_then_ends_the_pass(plan
     async def testbench(ctx):
         ctx.set(dut.descriptor.walk_mask, WalkMask.ALL)
         ctx.set(dut.descriptor.chunks, 2)
+        ctx.set(dut.descriptor.segments, 1)
         ctx.set(dut.descriptor.weight_base, weight_base)
         ctx.set(dut.descriptor.input_len, input_len)
         ctx.set(dut.descriptor.sink, Sink.LIF)
@@ -102,8 +103,13 @@ def test_walk_issues_an_event_per_set_bit_for_each_chunk_then_ends_the_pass(plan
         await ctx.tick()
         ctx.set(dut.prime, 0)
         ctx.set(dut.run, 1)
+        # as the prefetch would: the same group's word again, for chunk 1, then no more
+        ctx.set(dut.fetched.chunk, 1)
+        ctx.set(dut.fetched.valid, 1)
         events, done = [], []
-        for _ in range(4):
+        for cycle in range(4):
+            if cycle == 2:
+                ctx.set(dut.fetched.valid, 0)
             address = ctx.get(dut.weight_address)
             done.append(ctx.get(dut.pass_done))
             await ctx.tick()
@@ -131,6 +137,7 @@ def test_walk_closes_an_empty_chunk_with_one_event_unless_it_skips_empty_ones(pl
     async def testbench(ctx):
         ctx.set(dut.descriptor.walk_mask, WalkMask.ALL)
         ctx.set(dut.descriptor.chunks, 1)
+        ctx.set(dut.descriptor.segments, 1)
         for skip_empty, expected in ((0, (1, 1, 1)), (1, (0, 1, 1))):
             ctx.set(dut.descriptor.skip_empty, skip_empty)
             ctx.set(dut.prime, 1)
