@@ -160,3 +160,105 @@ def test_walk_stages_refuse_bad_parameters(plan):
     with pytest.raises(ValueError, match=r"^spike_map_widths must map spike maps to positive "
                                          r"widths, not \{<Source.BUF0: 2>: 0\}$"):
         SpikeWordPrefetch(plan=plan, spike_map_widths={Source.BUF0: 0})
+
+
+@pytest.fixture(scope="module")
+def segmented_plan(tmp_path_factory):
+    export = load_export(make_random_export(
+        tmp_path_factory.mktemp("export"), image_shape=(1, 4, 4), patch=2, dim=16, heads=2,
+        depth=1, mlp_dim=12, num_classes=3, t_max=3, seed=2))
+    return CorePlan(export, lanes=4, spike_word_bits=8)
+
+
+def fetch_order(plan, *, mode, chunks, segments, reads):
+    """Return (group, chunk, part, segment, address) of the first ``reads`` words a pass
+    of ``chunks`` chunks of ``segments`` segments reads (source BUF1, steps 0 and 1)."""
+    geometry = plan.geometry
+    widths = {source: geometry.word_bits(geometry.mlp_word_bits if source == Source.HIDDEN
+                                         else geometry.dim_word_bits)
+              for source in SPIKE_BUFFERS}
+    dut = SpikeWordPrefetch(plan=plan, spike_map_widths=widths)
+    order = []
+
+    async def testbench(ctx):
+        ctx.set(dut.descriptor.source, Source.BUF1)
+        ctx.set(dut.descriptor.walk_mask, mode)
+        ctx.set(dut.descriptor.groups, geometry.tokens)
+        ctx.set(dut.descriptor.chunks, chunks)
+        ctx.set(dut.descriptor.segments, segments)
+        ctx.set(dut.step_mask, 0b011)
+        ctx.set(dut.first, 1)
+        address = ctx.get(dut.fetch_address)
+        await ctx.tick()
+        ctx.set(dut.first, 0)
+        ctx.set(dut.advance, 1)
+        for _ in range(reads):
+            fetched = dut.fetched
+            order.append((ctx.get(fetched.group), ctx.get(fetched.chunk),
+                          ctx.get(fetched.part), ctx.get(fetched.segment), address))
+            address = ctx.get(dut.fetch_address)
+            await ctx.tick()
+
+    run(dut, testbench)
+    return order
+
+
+def test_prefetch_reads_each_chunks_segments_of_a_group_in_turn(segmented_plan):
+    geometry = segmented_plan.geometry
+    stride = geometry.t_max * geometry.tokens  # segment s of word w: s * T * N + w
+    assert (geometry.dim_segments, geometry.mlp_segments, geometry.patch_segments) == (2, 2, 4)
+    order = fetch_order(segmented_plan, mode=WalkMask.ALL, chunks=2, segments=2, reads=6)
+    assert order == [(0, 0, 0, 0, 0), (0, 0, 1, 1, stride), (0, 1, 0, 0, 0),
+                     (0, 1, 1, 1, stride), (1, 0, 0, 0, 1), (1, 0, 1, 1, stride + 1)]
+    # the last group of step 0 goes on to step 1's first (word tokens)
+    tokens = geometry.tokens
+    order = fetch_order(segmented_plan, mode=WalkMask.ALL, chunks=1, segments=2,
+                        reads=2 * tokens + 2)
+    assert order[2 * tokens:] == [(0, 0, 0, 0, tokens), (0, 0, 1, 1, stride + tokens)]
+
+
+def test_prefetch_reads_the_segment_of_a_chunks_heads_in_the_attention(segmented_plan):
+    stride = segmented_plan.geometry.t_max * segmented_plan.geometry.tokens
+    # Q·KV: chunk c of 4 lanes lies in segment c // 2 (8-bit segments, heads of 8)
+    order = fetch_order(segmented_plan, mode=WalkMask.CHUNK_HEADS, chunks=4, segments=1,
+                        reads=5)
+    assert order == [(0, 0, 0, 0, 0), (0, 1, 0, 0, 0), (0, 2, 0, 1, stride),
+                     (0, 3, 0, 1, stride), (1, 0, 0, 0, 1)]
+    # the KV pass: chunk h is head h, in segment h
+    order = fetch_order(segmented_plan, mode=WalkMask.HEAD, chunks=2, segments=1, reads=3)
+    assert order == [(0, 0, 0, 0, 0), (0, 1, 0, 1, stride), (1, 0, 0, 0, 1)]
+
+
+def test_walk_closes_a_chunk_at_its_last_segment_and_offsets_its_channels(segmented_plan):
+    dut = WalkStage(plan=segmented_plan)
+    weight_base = 10
+
+    async def testbench(ctx):
+        ctx.set(dut.descriptor.walk_mask, WalkMask.ALL)
+        ctx.set(dut.descriptor.chunks, 1)
+        ctx.set(dut.descriptor.segments, 2)
+        ctx.set(dut.descriptor.weight_base, weight_base)
+        ctx.set(dut.descriptor.input_len, 16)
+        ctx.set(dut.descriptor.sink, Sink.LIF)
+        ctx.set(dut.fetched.source, 0b0000_0100)  # segment 0: channel 2
+        ctx.set(dut.prime, 1)
+        await ctx.tick()
+        ctx.set(dut.prime, 0)
+        ctx.set(dut.run, 1)
+        # segment 1 (channels 8-15): channels 9 and 11
+        ctx.set(dut.fetched.source, 0b0000_1010)
+        ctx.set(dut.fetched.part, 1)
+        ctx.set(dut.fetched.segment, 1)
+        ctx.set(dut.fetched.valid, 1)
+        events = []
+        for cycle in range(3):
+            if cycle == 1:
+                ctx.set(dut.fetched.valid, 0)
+            address = ctx.get(dut.weight_address)
+            await ctx.tick()
+            event = dut.event
+            events.append((ctx.get(event.first), ctx.get(event.last), address))
+        assert events == [(1, 0, weight_base + 2), (0, 0, weight_base + 9),
+                          (0, 1, weight_base + 11)]
+
+    run(dut, testbench)
