@@ -50,23 +50,27 @@ def check(export, lanes, words, tile_words=None, seed=0):
         images = images_of(export.arch["image_shape"], seed + (budget or 0))
         masks = export.budget_mask(budget)
         golden = GoldenModel(export).run(images, masks=masks)
+        if budget is None:  # a shape whose every layer spikes: no block silent by chance
+            assert (golden.layer_spike_totals() > 0).all()
         runs = simulate_core(export, images, masks, lanes=lanes, core=core)
         lines += [f"budget {budget}: {line}" for line in mismatches(runs, golden)]
         cycles += [run.cycles for run in runs]
     return lines, cycles
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "shape", "lanes", "words", "tile_words"), CASES,
                          ids=[case[0] for case in CASES])
 def test_segmented_spike_maps_match_golden(tmp_path, random_export, name, shape, lanes, words,
                                            tile_words):
-    export = load_export(random_export(tmp_path, depth=1, num_classes=5, t_max=3, seed=4,
+    export = load_export(random_export(tmp_path, depth=1, num_classes=5, t_max=3, seed=3,
                                        **shape))
     geometry = CorePlan(export, lanes=lanes, spike_word_bits=words).geometry
     assert geometry.dim_segments > 1 and geometry.mlp_segments > 1
     assert check(export, lanes, words, tile_words)[0] == []
 
 
+@pytest.mark.slow
 def test_a_segmented_stem_design_matches_golden(tmp_path, random_export):
     export = load_export(random_export(tmp_path, image_shape=(1, 7, 7), patch=1, dim=8, heads=2,
                                        depth=1, mlp_dim=16, num_classes=3, t_max=3, seed=2,
@@ -76,11 +80,12 @@ def test_a_segmented_stem_design_matches_golden(tmp_path, random_export):
     assert check(export, 4, 4)[0] == []
 
 
+@pytest.mark.slow
 def test_words_as_wide_as_the_widest_are_the_whole_design_cycle_for_cycle(tmp_path,
                                                                           random_export):
     export = load_export(random_export(tmp_path, image_shape=(1, 8, 8), patch=2, dim=32,
                                        heads=4, depth=1, mlp_dim=64, num_classes=5, t_max=3,
-                                       seed=4))
+                                       seed=3))
     whole, segmented = check(export, 8, None), check(export, 8, 16)
     assert check(export, 8, 64) == whole  # 64: the widest word (the hidden layer's)
     assert whole[0] == segmented[0] == []
