@@ -301,7 +301,8 @@ def _reuse_generated(build: Path, export: Any, design: dict[str, Any],
     and its design record is of this export (config hash and weights) by this generator
     (the fingerprint of ``rtl/``): the overlay takes every other parameter from that
     record. A design of the export's shape generated from another export is generated
-    again.
+    again, and so is a report whose spike maps' words (``spike_word_bits``) are not the
+    record's.
     """
     import shutil
 
@@ -313,6 +314,8 @@ def _reuse_generated(build: Path, export: Any, design: dict[str, Any],
     if not same or not generated_current(build, design, (VERILOG_FILE, REPORT_FILE)):
         return None
     report = json.loads((build / REPORT_FILE).read_text())
+    if report.get("spike_word_bits") != design.get("spike_word_bits"):
+        return None
     files = [VERILOG_FILE, REPORT_FILE, RTLIL_FILE]
     if report.get("weights") == "ddr":
         files.append(report["weight_image"]["file"])
@@ -339,12 +342,13 @@ def overlay(args: argparse.Namespace) -> int:
     check_lanes(args.lanes)
     export = load_export(args.export)
     lanes, board_name, stem_lanes = args.lanes or DEFAULT_LANES, args.board, None
-    chunk_major = False
+    chunk_major, spike_word_bits = False, None
     if args.build is not None:
         design = held_design(input_folder(args.build, "--build"), export, args.lanes)
         lanes, board_name = design["lanes"], args.board or design["board"]
         stem_lanes = design.get("stem_lanes")  # the build's stem engine, as sized
         chunk_major = bool(design.get("stem_chunk_major"))  # and as scheduled
+        spike_word_bits = design.get("spike_word_bits")  # and its spike maps' words
     if board_name is None:
         raise StepvitError("overlay needs --board NAME (pynq-z2, kv260, ...) or a --build "
                            "folder whose design names its board")
@@ -374,12 +378,13 @@ def overlay(args: argparse.Namespace) -> int:
               file=sys.stderr)
     elif ddr is None:
         rtl_report = generate(export, out, lanes=lanes, stem_lanes=stem_lanes,
-                              stem_chunk_major=chunk_major)
+                              stem_chunk_major=chunk_major, spike_word_bits=spike_word_bits)
     else:
         rtl_report = generate(export, out, lanes=lanes, stem_lanes=stem_lanes,
                               stem_chunk_major=chunk_major, weights="ddr",
                               widths=widths, stream_weights=stream,
-                              tile_words=design.get("tile_words") if stream else None, **ddr)
+                              tile_words=design.get("tile_words") if stream else None,
+                              spike_word_bits=spike_word_bits, **ddr)
     if ddr is not None:
         from stepvit.rtl.generate import copy_export_image
 
@@ -389,7 +394,7 @@ def overlay(args: argparse.Namespace) -> int:
     record_design(out, export, lanes, board.name, stem_lanes, ddr=ddr, widths=widths,
                   stream_weights=stream,
                   tile_words=design.get("tile_words") if stream else None,
-                  stem_chunk_major=chunk_major)
+                  stem_chunk_major=chunk_major, spike_word_bits=spike_word_bits)
     info = {
         "board": board.name,
         "part": board.part,
@@ -403,6 +408,8 @@ def overlay(args: argparse.Namespace) -> int:
     }
     if chunk_major:
         info["stem_chunk_major"] = True
+    if spike_word_bits is not None:
+        info["spike_word_bits"] = spike_word_bits
     if ddr is not None:
         info.update(shape_hash=f"{export.shape_hash:08x}", data_width=ddr["data_width"],
                     bit_widths=widths, stream_weights=stream,

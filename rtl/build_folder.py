@@ -121,12 +121,14 @@ def design_of(export: Export, lanes: int, board: str | None = None,
               stem_lanes: int | None = None, *, ddr: dict[str, int] | None = None,
               widths: dict[str, int] | None = None,
               stream_weights: bool = False, tile_words: int | None = None,
-              stem_chunk_major: bool = False) -> dict[str, Any]:
+              stem_chunk_major: bool = False,
+              spike_word_bits: int | None = None) -> dict[str, Any]:
     """Return the record of ``export``'s design at ``lanes`` (``board``: what picked them).
 
     ``stem_lanes``: the stem engine's lanes, recorded only where they differ from ``lanes``;
     ``stem_chunk_major``: the stem runs chunk-major (recorded as ``stem_chunk_major:
-    true``, only then).
+    true``, only then); ``spike_word_bits``: the widest word of the core's spike maps
+    (recorded where given; ``None``, one word a token, records nothing).
     ``ddr``: a ``weights="ddr"`` design's AXI figures (``data_width``, ``max_burst``); the
     record then also says ``weights: ddr``, the shape hash and the design's bit ``widths``
     (default the export's); ``stream_weights``: the core streams its weights during
@@ -144,6 +146,8 @@ def design_of(export: Export, lanes: int, board: str | None = None,
         design["stem_lanes"] = stem_lanes
     if stem_chunk_major:
         design["stem_chunk_major"] = True
+    if spike_word_bits is not None:
+        design["spike_word_bits"] = int(spike_word_bits)
     if ddr is not None:
         design.update(weights="ddr", shape_hash=f"{export.shape_hash:08x}",
                       data_width=int(ddr["data_width"]), max_burst=int(ddr["max_burst"]),
@@ -161,16 +165,18 @@ def record_design(folder: str | Path, export: Export, lanes: int,
                   widths: dict[str, int] | None = None,
                   stream_weights: bool = False,
                   tile_words: int | None = None,
-                  stem_chunk_major: bool = False) -> dict[str, Any]:
+                  stem_chunk_major: bool = False,
+                  spike_word_bits: int | None = None) -> dict[str, Any]:
     """Write ``folder/design.json`` for ``export`` at ``lanes``; return the record.
 
     ``ddr``, ``widths``, ``stream_weights``, ``tile_words``: a ``weights="ddr"`` design's
     AXI figures, bit widths, whether it streams its weights and its tiles' most words;
-    ``stem_chunk_major``: its stem's schedule (see :func:`design_of`).
+    ``stem_chunk_major``: its stem's schedule; ``spike_word_bits``: its spike maps' widest
+    word (see :func:`design_of`).
     """
     design = design_of(export, lanes, board, stem_lanes, ddr=ddr, widths=widths,
                        stream_weights=stream_weights, tile_words=tile_words,
-                       stem_chunk_major=stem_chunk_major)
+                       stem_chunk_major=stem_chunk_major, spike_word_bits=spike_word_bits)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DESIGN_FILE).write_text(json.dumps(design, indent=2) + "\n")
@@ -209,6 +215,16 @@ def stem_chunk_major_of(folder: str | Path) -> bool:
     """Return whether ``folder``'s design records a chunk-major stem (no record: ``False``)."""
     path = Path(folder) / DESIGN_FILE
     return bool(read_design(folder).get("stem_chunk_major")) if path.is_file() else False
+
+
+def spike_word_bits_of(folder: str | Path) -> int | None:
+    """Return the spike maps' widest word ``folder``'s design records (``None``: one a token).
+
+    No record, or a record that says none, is ``None`` (today's design).
+    """
+    path = Path(folder) / DESIGN_FILE
+    bits = read_design(folder).get("spike_word_bits") if path.is_file() else None
+    return None if bits is None else int(bits)
 
 
 def board_for(board: str | None, folder: str | Path | None) -> str:

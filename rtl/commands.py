@@ -68,6 +68,37 @@ def rtl_arguments(parser: argparse.ArgumentParser) -> None:
                              "inside: one chunk's banks and membranes on chip (less block RAM) "
                              "for a few per cent more cycles; --board sizes it so (default: "
                              "the --build folder's ddr design's choice, else off)")
+    parser.add_argument("--spike-word-bits", type=int, default=None, metavar="N",
+                        help="the widest word of a spike map: a token's spikes wider than N "
+                             "bits are held as several words, which narrows the core's walk "
+                             "logic to N bits (a multiple of the lanes; of a head's channels "
+                             "where it cuts a model-width word; --board sizes it so; default: "
+                             "one word a token, or the --build folder's ddr design's choice)")
+
+
+def check_spike_word_bits(export: Export, lanes: int, spike_word_bits: int | None) -> None:
+    """Refuse a ``--spike-word-bits`` the core's geometry at ``lanes`` cannot take.
+
+    ``None`` (not given) passes; so do lanes the geometry refuses on their own (the
+    generator says why, naming the lanes).
+
+    Raises
+    ------
+    StepvitError
+        One line: ``--spike-word-bits:`` and the geometry's reason.
+    """
+    if spike_word_bits is None:
+        return
+    from stepvit.rtl.core_plan import CoreGeometry
+
+    try:
+        CoreGeometry.from_export(export, lanes=lanes)
+    except ValueError:
+        return
+    try:
+        CoreGeometry.from_export(export, lanes=lanes, spike_word_bits=spike_word_bits)
+    except ValueError as error:
+        raise StepvitError(f"--spike-word-bits: {error}") from None
 
 
 def rtl(args: argparse.Namespace) -> int:
@@ -101,6 +132,7 @@ def rtl(args: argparse.Namespace) -> int:
     # what the options ask (a stale ddr design in the folder fills in what they leave open)
     asked_lanes, stream_weights, tile_words = args.lanes, args.stream_weights, args.tile_words
     stem_chunk_major, board_name = args.stem_chunk_major, args.board
+    spike_word_bits = args.spike_word_bits
     axi = {"data_width": DEFAULT_DATA_WIDTH, "max_burst": DEFAULT_MAX_BURST}
     widths = None
     if args.weights == "ddr":
@@ -115,7 +147,8 @@ def rtl(args: argparse.Namespace) -> int:
             axi = {"data_width": ddr.data_width, "max_burst": ddr.max_burst}
         held = ddr_design_to_reuse(build, export, args.lanes, axi,
                                    None if args.width_margin is None else widths,
-                                   args.stream_weights, args.stem_chunk_major)
+                                   args.stream_weights, args.stem_chunk_major,
+                                   args.spike_word_bits)
         if held is not None and not held[1]:
             return _reuse_ddr_build(build, export, held[0])
         if held is not None:
@@ -132,9 +165,14 @@ def rtl(args: argparse.Namespace) -> int:
                 tile_words = design.get("tile_words")
             if stem_chunk_major is None:
                 stem_chunk_major = bool(design.get("stem_chunk_major"))
+            if spike_word_bits is None:
+                spike_word_bits = design.get("spike_word_bits")
             board_name = board_name or design.get("board")
             print(f"stepvit rtl: {build} holds a ddr design of this shape from older generator "
                   f"code: generating it again as recorded ({lanes} lanes)", file=sys.stderr)
+    # (one lane takes every spike_word_bits some lane count takes: a value no lanes take
+    # is refused here, before the sizing weighs them)
+    check_spike_word_bits(export, asked_lanes or 1, spike_word_bits)
     if board_name is not None:
         from stepvit.rtl.pace import sample_pace
         from stepvit.rtl.sizing import choose_lanes, estimate
@@ -147,7 +185,8 @@ def rtl(args: argparse.Namespace) -> int:
         if stem_chunk_major:
             streamed["stem_chunk_major"] = True
         try:
-            best, estimates = choose_lanes(export, board, pace, **streamed)
+            best, estimates = choose_lanes(export, board, pace, **streamed,
+                                           spike_word_bits=spike_word_bits)
         except ValueError as error:
             if asked_lanes is None:
                 raise StepvitError(str(error)) from None
@@ -159,7 +198,8 @@ def rtl(args: argparse.Namespace) -> int:
         if export.arch.get("stem"):
             stem_lanes = stem_lanes or lanes
         built = next((e for e in estimates if (e.lanes, e.stem_lanes) == (lanes, stem_lanes)),
-                     None) or estimate(export, lanes, board, stem_lanes=stem_lanes, **streamed)
+                     None) or estimate(export, lanes, board, stem_lanes=stem_lanes, **streamed,
+                                       spike_word_bits=spike_word_bits)
         if not built.fits:
             print(f"stepvit rtl: warning: {lanes} lanes"
                   f"{'' if stem_lanes is None else f' + {stem_lanes} stem lanes'} do not fit "
@@ -174,12 +214,15 @@ def rtl(args: argparse.Namespace) -> int:
     ddr = axi if args.weights == "ddr" else None
     stream, chunk_major = bool(stream_weights), bool(stem_chunk_major)
     tile_words = tile_words if stream else None
+    check_spike_word_bits(export, lanes, spike_word_bits)
     report = generate(export, build, lanes=lanes, stem_lanes=stem_lanes,
                       stem_chunk_major=chunk_major, weights=args.weights, widths=widths,
-                      stream_weights=stream, tile_words=tile_words, **(ddr or {}))
+                      stream_weights=stream, tile_words=tile_words,
+                      spike_word_bits=spike_word_bits, **(ddr or {}))
     record_design(build, export, lanes, None if chosen is None else chosen["board"],
                   stem_lanes=stem_lanes, ddr=ddr, widths=widths, stream_weights=stream,
-                  tile_words=tile_words, stem_chunk_major=chunk_major)
+                  tile_words=tile_words, stem_chunk_major=chunk_major,
+                  spike_word_bits=spike_word_bits)
     copy = None
     if ddr is not None:
         copy = copy_export_image(export, build, lanes=lanes, data_width=ddr["data_width"],
@@ -189,6 +232,8 @@ def rtl(args: argparse.Namespace) -> int:
                 "memory_bits")}
     if chunk_major:
         summary["stem_chunk_major"] = True
+    if spike_word_bits is not None:
+        summary["spike_word_bits"] = spike_word_bits
     if args.weights == "ddr":
         summary.update(weights="ddr", shape_hash=report["shape_hash"], bit_widths=widths,
                        weight_image=report["weight_image"]["file"],
@@ -205,7 +250,8 @@ def rtl(args: argparse.Namespace) -> int:
 def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
                         axi: dict[str, int], widths: dict[str, int] | None = None,
                         stream_weights: bool | None = None,
-                        stem_chunk_major: bool | None = None
+                        stem_chunk_major: bool | None = None,
+                        spike_word_bits: int | None = None
                         ) -> tuple[dict[str, Any], bool] | None:
     """Return the ddr design in ``build`` that ``export`` reuses, and whether it is stale.
 
@@ -219,15 +265,17 @@ def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
     of the shape whose widths fit) when its lanes, AXI figures and widths (``widths``, the
     ones ``--width-margin`` asks for; ``None``: not asked, any that fit), its streaming
     of the weights (``stream_weights``; ``None``: not asked, either) and its stem's schedule
-    (``stem_chunk_major``; ``None``: not asked, the held one) are those asked for and
+    (``stem_chunk_major``; ``None``: not asked, the held one) and its spike maps' widest
+    word (``spike_word_bits``; ``None``: not asked, the held one) are those asked for and
     the generator has not changed since.
 
     Raises
     ------
     StepvitError
         One line: another shape (both shape hashes), widths that do not fit, or
-        ``--lanes``, the board's AXI figures, ``--width-margin``'s widths or a
-        ``--stream-weights``/``--stem-chunk-major`` the held design has not.
+        ``--lanes``, the board's AXI figures, ``--width-margin``'s widths, a
+        ``--stream-weights``/``--stem-chunk-major`` the held design has not or a
+        ``--spike-word-bits`` other than its own.
     """
     from stepvit.rtl.build_folder import (
         DESIGN_FILE,
@@ -253,6 +301,13 @@ def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
     if stem_chunk_major and not design.get("stem_chunk_major"):
         raise StepvitError(f"{held} whose stem runs step by step; --stem-chunk-major asks for "
                            f"one that runs chunk by chunk (use another --build)")
+    held_words = design.get("spike_word_bits")
+    if spike_word_bits is not None and held_words != spike_word_bits:
+        words = ("one word a token" if held_words is None
+                 else f"words of at most {held_words} bits")
+        raise StepvitError(f"{held} whose spike maps hold {words}; --spike-word-bits "
+                           f"{spike_word_bits} asks for words of at most {spike_word_bits} "
+                           f"bits (drop --spike-word-bits or use another --build)")
     figures = {key: design.get(key) for key in axi}
     if figures != axi:
         raise StepvitError(f"{held} with an AXI master of {figures['data_width']} bits, bursts "
@@ -275,7 +330,8 @@ def _reuse_ddr_build(build: Path, export: Export, design: dict[str, Any]) -> int
     record_design(build, export, lanes, design.get("board"), stem_lanes,
                   ddr={"data_width": data_width, "max_burst": int(design["max_burst"])},
                   widths=widths, stream_weights=bool(design.get("stream_weights")),
-                  tile_words=design.get("tile_words"), stem_chunk_major=chunk_major)
+                  tile_words=design.get("tile_words"), stem_chunk_major=chunk_major,
+                  spike_word_bits=design.get("spike_word_bits"))
     copy = copy_export_image(export, build, lanes=lanes, data_width=data_width, widths=widths,
                              stem_chunk_major=chunk_major)
     print(json.dumps({"verilog": f"{build}/{VERILOG_FILE}", "reused": True,

@@ -161,6 +161,7 @@ def generate(
     widths: dict[str, int] | None = None,
     stream_weights: bool = False,
     tile_words: int | None = None,
+    spike_word_bits: int | None = None,
 ) -> dict[str, Any]:
     """Generate ``stepvit_accel.v``, ``stepvit_accel.il`` and ``report.json`` in ``out_dir``.
 
@@ -198,6 +199,10 @@ def generate(
         tiles' count, the largest's words and the bytes an image reads.
     tile_words : int, optional
         ``stream_weights`` only: the most words of one tile (longer weight passes are split).
+    spike_word_bits : int, optional
+        The widest word of a spike map (:class:`~stepvit.rtl.top.StepvitAccel`): a token's
+        spikes wider than this are held as several words. The report says
+        ``spike_word_bits``, only where given (default: one word a token).
 
     Returns
     -------
@@ -207,7 +212,8 @@ def generate(
     Raises
     ------
     StepvitError
-        If the design refuses a parameter (a lane count the core cannot use).
+        If the design refuses a parameter (a lane count the core cannot use, a
+        ``spike_word_bits`` that cannot cut its spike words).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -218,7 +224,7 @@ def generate(
                               stem_chunk_major=stem_chunk_major, weights=weights,
                               data_width=data_width, max_burst=max_burst,
                               widths=widths, stream_weights=stream_weights,
-                              tile_words=tile_words)
+                              tile_words=tile_words, spike_word_bits=spike_word_bits)
     except ValueError as error:  # a parameter the design refuses, such as the lane count
         raise StepvitError(f"cannot build the accelerator: {error}") from None
     verilog_text = to_verilog(design)
@@ -237,6 +243,7 @@ def generate(
         "lanes": lanes,
         "stem_lanes": (stem_lanes or lanes) if arch.get("stem") else None,
         **({"stem_chunk_major": True} if stem_chunk_major else {}),
+        **({"spike_word_bits": spike_word_bits} if spike_word_bits is not None else {}),
         "parameters": {
             "image_shape": list(arch["image_shape"]),
             "patch": arch["patch"],

@@ -36,7 +36,14 @@ from stepvit.rtl.pace import SamplePace
 #: and 64 lanes, the CIFAR10-PYNQ shape at 96, each within 1 %), ``+ per_parallel_lane *
 #: (parallel_heads - 1) * head_dim`` for the walkers and KV adders of the heads walked
 #: beside the first (the Fashion-MNIST export at 64 lanes, 4 heads of 16: 609 LUTs more).
-LUT_MODEL = {"fixed": 1_700, "per_lane": 270, "per_walk_bit": 27, "per_parallel_lane": 13}
+#: ``per_word_bit`` of the 27 LUTs a walked bit follow the word the walk takes (the walker,
+#: the walk stage's masks, the prefetch's multiplexer and their connections: a hierarchical
+#: Yosys synthesis of today's design gave about 15 LUTs a bit of the widest word); with
+#: spike maps of narrower words (``spike_word_bits``) those grow with the walker's bits
+#: (:attr:`~stepvit.rtl.core_plan.CoreGeometry.walker_bits`), the rest with the widest
+#: spike word still (:func:`core_resources`).
+LUT_MODEL = {"fixed": 1_700, "per_lane": 270, "per_walk_bit": 27, "per_word_bit": 15,
+             "per_parallel_lane": 13}
 #: Shapes of one 18 Kb block RAM (width, depth), as Yosys's memory mapping uses them.
 BRAM18_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
 #: Memories this shallow go to distributed RAM (LUTs), as Yosys maps them.
@@ -82,6 +89,10 @@ def memory_shapes(plan: CorePlan, *, stream_data_width: int | None = None
                   ) -> dict[str, tuple[int, int]]:
     """Return ``name -> (width, depth)`` of the core's memories (rtl/core_memories.py).
 
+    The spike maps are a segment wide and hold every segment of a token's spikes
+    (``spike_word_bits``, :meth:`~stepvit.rtl.core_plan.CoreGeometry.word_bits`): one word
+    a token and step without it.
+
     ``stream_data_width``: a core that streams its weights over AXI beats of this many bits
     (``stream_weights``): no weight memory, but the tile buffer's two banks of the plan's
     largest tile, each word the weight word padded to whole beats (``tile_banks``).
@@ -99,8 +110,9 @@ def memory_shapes(plan: CorePlan, *, stream_data_width: int | None = None
         "biases": (g.bias_bits * lanes, len(plan.bias_words)),
         "thresholds": (bits["membrane"] * lanes, len(plan.theta_words)),
         **{f"patches{bank}": (8 * g.patch_len, g.tokens) for bank in (0, 1) if g.patch_len},
-        **{f"spikes{i}": (g.dim_word_bits, steps_tokens) for i in range(4)},
-        "spikes_hidden": (g.mlp_word_bits, steps_tokens),
+        **{f"spikes{i}": (g.word_bits(g.dim_word_bits), g.dim_segments * steps_tokens)
+           for i in range(4)},
+        "spikes_hidden": (g.word_bits(g.mlp_word_bits), g.mlp_segments * steps_tokens),
         "embed_current": (bits["embed_current"] * lanes,
                           2 if g.stem_modules else g.tokens * g.dim_chunks),
         "membranes": (bits["membrane"] * lanes, g.tokens * g.dim_chunks),
@@ -162,20 +174,35 @@ class DesignEstimate:
 
 
 def core_resources(export: Export, lanes: int, *, stream_data_width: int | None = None,
-                   tile_words: int | None = None) -> tuple[int, int, float]:
+                   tile_words: int | None = None,
+                   spike_word_bits: int | None = None) -> tuple[int, int, float]:
     """Return the core's dense events, LUTs and block RAM on ``lanes`` lanes.
 
     ``stream_data_width``, ``tile_words``: a core that streams its weights
     (:func:`memory_shapes`) in tiles of at most ``tile_words`` words; its tile fetch adds
-    :data:`STREAM_LUTS`.
+    :data:`STREAM_LUTS`. ``spike_word_bits``: spike maps of words at most this wide
+    (:class:`~stepvit.rtl.core_plan.CorePlan`): their segmented shapes, and a walk as wide
+    as a segment (:data:`LUT_MODEL`'s ``per_word_bit``).
+
+    Raises
+    ------
+    ValueError
+        If the plan refuses ``lanes``, ``tile_words`` or ``spike_word_bits``.
     """
-    plan = CorePlan(export, lanes=lanes, contents=False, tile_words=tile_words)
+    plan = CorePlan(export, lanes=lanes, contents=False, tile_words=tile_words,
+                    spike_word_bits=spike_word_bits)
     geometry = plan.geometry
     shapes = memory_shapes(plan, stream_data_width=stream_data_width).items()
     granularity = memory_granularity(plan)
     bram36 = sum(memory_bram36(width, depth, rom=name in ROMS) for name, (width, depth) in shapes)
+    # The walk's LUTs: per_word_bit a bit of the word the walk takes (walker_bits: the
+    # widest spike word, or a segment of it), the rest of per_walk_bit a bit of the widest
+    # spike word (walk_bits). Without spike_word_bits walker_bits == walk_bits, so this is
+    # per_walk_bit * walk_bits exactly. The split is a measurement of today's design (one
+    # word a token); a segmented design's own synthesis (`stepvit synth`) is the check.
     lut = (LUT_MODEL["fixed"] + LUT_MODEL["per_lane"] * lanes
-           + LUT_MODEL["per_walk_bit"] * geometry.walk_bits
+           + LUT_MODEL["per_word_bit"] * geometry.walker_bits
+           + (LUT_MODEL["per_walk_bit"] - LUT_MODEL["per_word_bit"]) * geometry.walk_bits
            + LUT_MODEL["per_parallel_lane"] * (geometry.parallel_heads - 1) * geometry.head_dim
            + sum(memory_lutram_luts(width, depth, rom=name in ROMS,
                                     granularity=granularity.get(name))
@@ -254,17 +281,19 @@ def _combine(lanes: int, core: tuple[int, int, float], stem_lanes: int | None,
 
 def estimate(export: Export, lanes: int, board: dict[str, Any], *,
              stem_lanes: int | None = None, stream_data_width: int | None = None,
-             tile_words: int | None = None, stem_chunk_major: bool = False) -> DesignEstimate:
+             tile_words: int | None = None, stem_chunk_major: bool = False,
+             spike_word_bits: int | None = None) -> DesignEstimate:
     """Return the estimate of ``export`` on ``lanes`` lanes against ``board``'s budget.
 
     With a convolutional stem, its engine has ``stem_lanes`` lanes (default ``lanes``) and
     runs chunk-major with ``stem_chunk_major`` (:func:`stem_resources`).
     ``stream_data_width``, ``tile_words``: a core that streams its weights
     (:func:`core_resources`); with both, the stem's tap weights stream too, as
-    ``stepvit rtl`` builds it.
+    ``stepvit rtl`` builds it. ``spike_word_bits``: the core's spike maps' widest word
+    (:func:`core_resources`).
     """
     core = core_resources(export, lanes, stream_data_width=stream_data_width,
-                          tile_words=tile_words)
+                          tile_words=tile_words, spike_word_bits=spike_word_bits)
     if not export.arch.get("stem"):
         return _combine(lanes, core, None, None, board)
     stem_lanes = stem_lanes or lanes
@@ -275,9 +304,36 @@ def estimate(export: Export, lanes: int, board: dict[str, Any], *,
                     board)
 
 
+def _lanes_for_words(export: Export, widest: int, spike_word_bits: int | None) -> list[int]:
+    """Return the lane counts 1 to ``widest`` whose geometry takes ``spike_word_bits``.
+
+    Every count without it. One lane takes any ``spike_word_bits`` some count takes (its
+    spike words are the narrowest, and the lanes divide every width), so the list is
+    empty, or starts at one lane, the picker's reference.
+
+    Raises
+    ------
+    ValueError
+        If no lane count takes ``spike_word_bits``: the geometry's reason at one lane.
+    """
+    if spike_word_bits is None:
+        return list(range(1, widest + 1))
+    CoreGeometry.from_export(export, lanes=1, spike_word_bits=spike_word_bits)  # or raise
+    taken = []
+    for lanes in range(1, widest + 1):
+        try:
+            CoreGeometry.from_export(export, lanes=lanes, spike_word_bits=spike_word_bits)
+        except ValueError:
+            continue
+        taken.append(lanes)
+    return taken
+
+
 def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None = None, *,
                  stream_data_width: int | None = None, tile_words: int | None = None,
-                 stem_chunk_major: bool = False) -> tuple[DesignEstimate, list[DesignEstimate]]:
+                 stem_chunk_major: bool = False,
+                 spike_word_bits: int | None = None
+                 ) -> tuple[DesignEstimate, list[DesignEstimate]]:
     """Return the fastest fitting design, and every estimate.
 
     Fastest: the fewest cycles on sample images where ``pace`` gives them
@@ -286,19 +342,23 @@ def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None 
     sets the pace). Fewer lanes win a tie. ``stream_data_width``, ``tile_words``: a core
     that streams its weights (:func:`core_resources`); ``stem_chunk_major``: a chunk-major
     stem engine (:func:`stem_resources`; ``pace`` should then be the chunk-major one,
-    ``sample_pace(export, chunk_major=True)``).
+    ``sample_pace(export, chunk_major=True)``). ``spike_word_bits``: the core's spike
+    maps' widest word (:func:`core_resources`); only the lane counts it can cut the spike
+    words at are weighed (a multiple of the lanes, :class:`~stepvit.rtl.core_plan.CoreGeometry`).
 
     Raises
     ------
     ValueError
-        If no lane count fits (the memories alone are too large for the board).
+        If no lane count fits (the memories alone are too large for the board), or
+        ``spike_word_bits`` cuts the spike words at no lane count (the geometry's reason).
     """
     arch = export.arch
     widest = max(arch["dim"], arch["mlp_dim"], arch["num_classes"])
     # (a chunk's words are its layer's inputs at any lanes: a tile_words too small for one
     # is refused by the plan, with the layer named)
     cores = {lanes: core_resources(export, lanes, stream_data_width=stream_data_width,
-                                   tile_words=tile_words) for lanes in range(1, widest + 1)}
+                                   tile_words=tile_words, spike_word_bits=spike_word_bits)
+             for lanes in _lanes_for_words(export, widest, spike_word_bits)}
     if arch.get("stem"):
         from stepvit.model.export.stem import stem_stages
 

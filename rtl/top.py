@@ -144,6 +144,11 @@ class StepvitAccel(wiring.Component):
     tile_words : int, optional
         ``stream_weights`` only: the most weight words of one tile (longer weight passes are
         split, :class:`~stepvit.rtl.core_plan.CorePlan`); default: a pass's words.
+    spike_word_bits : int, optional
+        The widest word of a spike map: a token's spikes wider than this are held as
+        several words (segments) and the core's walk logic is this wide
+        (``StepvitCore(spike_word_bits=...)``, :class:`~stepvit.rtl.core_plan.CoreGeometry`);
+        default: one word a token.
 
     Members
     -------
@@ -160,7 +165,8 @@ class StepvitAccel(wiring.Component):
                  weights: str = "rom", data_width: int = DEFAULT_DATA_WIDTH,
                  max_burst: int = DEFAULT_MAX_BURST,
                  widths: dict[str, int] | None = None, stream_weights: bool = False,
-                 tile_words: int | None = None) -> None:
+                 tile_words: int | None = None,
+                 spike_word_bits: int | None = None) -> None:
         if lanes < 1:
             raise ValueError(f"lanes must be at least 1, not {lanes}")
         if widths is not None and weights != "ddr":
@@ -188,7 +194,8 @@ class StepvitAccel(wiring.Component):
             core = StepvitCore(export, lanes=lanes, stem_lanes=stem_lanes,
                                stem_chunk_major=stem_chunk_major, weights=weights,
                                stream_weights=stream_weights, data_width=data_width,
-                               max_burst=max_burst, tile_words=tile_words)
+                               max_burst=max_burst, tile_words=tile_words,
+                               spike_word_bits=spike_word_bits)
         tile_axi = ({name: self.loader.signature.members[name] for name in AXI_READ_MEMBERS}
                     if stream_weights else None)
         if core.signature != core_signature(export, parameters, tile_axi):

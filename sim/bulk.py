@@ -25,7 +25,12 @@ import numpy as np
 from stepvit.model.export import Export
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.export.stem import accumulate_lower_bound
-from stepvit.rtl.build_folder import design_of, stem_chunk_major_of, stem_lanes_of
+from stepvit.rtl.build_folder import (
+    design_of,
+    spike_word_bits_of,
+    stem_chunk_major_of,
+    stem_lanes_of,
+)
 from stepvit.rtl.protocol import (
     mask_register_values,
     pack_images,
@@ -42,16 +47,19 @@ GOLDEN_BATCH = 500
 
 
 def generated_verilog(export: Export, folder: str | Path, *, lanes: int,
-                      stem_lanes: int | None = None, stem_chunk_major: bool = False) -> Path:
+                      stem_lanes: int | None = None, stem_chunk_major: bool = False,
+                      spike_word_bits: int | None = None) -> Path:
     """Return ``folder/stepvit_accel.v`` for ``export`` at ``lanes``, generating it if stale.
 
-    ``stem_lanes``, ``stem_chunk_major``: the stem engine's lanes and schedule.
+    ``stem_lanes``, ``stem_chunk_major``: the stem engine's lanes and schedule;
+    ``spike_word_bits``: the core's spike maps' widest word (``None``: one word a token).
     """
     from stepvit.rtl.generate import VERILOG_FILE, generate
 
     folder = Path(folder)
     source = {
-        **design_of(export, lanes, stem_lanes=stem_lanes, stem_chunk_major=stem_chunk_major),
+        **design_of(export, lanes, stem_lanes=stem_lanes, stem_chunk_major=stem_chunk_major,
+                    spike_word_bits=spike_word_bits),
         "manifest": hashlib.sha256(json.dumps(export.manifest, sort_keys=True,
                                               default=str).encode()).hexdigest(),
     }
@@ -60,7 +68,7 @@ def generated_verilog(export: Export, folder: str | Path, *, lanes: int,
     if verilog.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == source:
         return verilog
     generate(export, folder, lanes=lanes, with_rtlil=False, stem_lanes=stem_lanes,
-             stem_chunk_major=stem_chunk_major)
+             stem_chunk_major=stem_chunk_major, spike_word_bits=spike_word_bits)
     stamp.write_text(json.dumps(source, indent=2) + "\n")
     return verilog
 
@@ -132,7 +140,8 @@ class VerilatorSimulation:
         self.stem_lanes = stem_lanes_of(self.build_dir)
         self.verilog = generated_verilog(export, self.build_dir / "rtl", lanes=lanes,
                                          stem_lanes=self.stem_lanes,
-                                         stem_chunk_major=stem_chunk_major_of(self.build_dir))
+                                         stem_chunk_major=stem_chunk_major_of(self.build_dir),
+                                         spike_word_bits=spike_word_bits_of(self.build_dir))
         self.library: BuiltLibrary = build_library(self.verilog, self.build_dir / "verilator",
                                                    trace=trace)
         self.packet_words = result_words(export)

@@ -22,7 +22,12 @@ import numpy as np
 from stepvit.model.export import Export, load_export
 from stepvit.model.export.errors import StepvitError
 from stepvit.model.export.stem import dense_stem_ac_ops, first_layer_macs, stem_stages
-from stepvit.rtl.build_folder import build_design, stem_chunk_major_of, stem_lanes_of
+from stepvit.rtl.build_folder import (
+    build_design,
+    spike_word_bits_of,
+    stem_chunk_major_of,
+    stem_lanes_of,
+)
 from stepvit.rtl.protocol import (
     ACCEL_ID,
     check_images,
@@ -139,6 +144,10 @@ class Simulation:
         An export with a convolutional stem only: the stem runs chunk-major (a ``"ddr"``
         design's image holds its tap words in that order); also taken from a
         ``design.json`` in ``build_dir`` that says so (as the stem's lanes are).
+    spike_word_bits : int, optional
+        The widest word of the core's spike maps (a token's spikes wider than this are held
+        as several words); default: a ``design.json`` in ``build_dir``'s, else one word a
+        token.
     """
 
     def __init__(
@@ -146,6 +155,7 @@ class Simulation:
         simulator: str = "icarus", weights: str = "rom", board: str = DEFAULT_DDR_BOARD,
         widths: dict[str, int] | None = None, stream_weights: bool = False,
         tile_words: int | None = None, stem_chunk_major: bool = False,
+        spike_word_bits: int | None = None,
     ) -> None:
         from cocotb_tools.runner import get_runner
 
@@ -163,6 +173,8 @@ class Simulation:
         self.build_dir = Path(build_dir).resolve()
         self.weights, self.board, self.widths = weights, board, widths
         self.stem_chunk_major = stem_chunk_major or stem_chunk_major_of(self.build_dir)
+        self.spike_word_bits = (spike_word_bits if spike_word_bits is not None
+                                else spike_word_bits_of(self.build_dir))
         axi: dict[str, int] = {}
         if weights == "ddr":
             from stepvit.rtl.boards import load_board
@@ -174,7 +186,7 @@ class Simulation:
                           with_rtlil=False, stem_lanes=stem_lanes_of(self.build_dir),
                           stem_chunk_major=self.stem_chunk_major, weights=weights,
                           widths=widths, stream_weights=stream_weights,
-                          tile_words=tile_words, **axi)
+                          tile_words=tile_words, spike_word_bits=self.spike_word_bits, **axi)
         self.packet_words = report["packet_words"]
         self.runner = get_runner(simulator)
         # Amaranth writes Verilog-2005; as SystemVerilog (the runner's -g2012) Icarus gives
