@@ -49,7 +49,7 @@ from stepvit.rtl.accumulate_stage import AccumulateStage
 from stepvit.rtl.axi_arbiter import AxiReadArbiter
 from stepvit.rtl.axi_reader import AXI_READ_MEMBERS, connect_axi_read
 from stepvit.rtl.core_memories import CoreMemories, add_core_memories
-from stepvit.rtl.core_pipeline import RunState, constants, select
+from stepvit.rtl.core_pipeline import RunState, select
 from stepvit.rtl.core_plan import CorePlan
 from stepvit.rtl.design_image import HEAD_BIAS, image_memories
 from stepvit.rtl.fire_stage import FireStage
@@ -573,24 +573,15 @@ class StepvitCore(wiring.Component):
                                  port.data.eq(stem.token_data), port.en.eq(1)]
                 with m.Elif(stem.buffer != buffer):
                     m.d.comb += port.en.eq(0)
-        # The fired chunk goes into the target spike map (the chunk's lanes of the word, in
-        # the segment that holds them: CoreGeometry.segment_of_chunk).
-        geometry = self.plan.geometry
-        if geometry.max_segments > 1:
-            places = [geometry.segment_of_chunk(c)
-                      for c in range(max(geometry.dim_chunks, geometry.mlp_chunks))]
-            segment_base = constants([segment * geometry.t_max * geometry.tokens
-                                      for segment, _ in places])[fire.spike_chunk]
-            within = constants([chunk for _, chunk in places])[fire.spike_chunk]
-        else:
-            segment_base, within = 0, fire.spike_chunk
+        # The fired chunk goes into the target spike map: the chunk's lanes of its word (of
+        # the segment that holds them: FireStage.spike_address and spike_chunk).
         for source, port in memories.buffer_write.items():
             with m.If(fire.spike_write & (desc.target == source)):
                 chunks = memories.buffer_widths[source] // lanes
                 m.d.comb += [
-                    port.addr.eq(fire.spike_address + segment_base),
+                    port.addr.eq(fire.spike_address),
                     port.data.eq(Cat(*([fire.spikes] * chunks))),
-                    port.en.eq(1 << within),
+                    port.en.eq(1 << fire.spike_chunk),
                 ]
 
 

@@ -129,9 +129,11 @@ def fetched_layout(plan: CorePlan) -> data.StructLayout:
     chunk, part : range
         The output chunk it is walked for (each chunk walks the group's word again), and
         which of the chunk's segments it is (0 to the pass's ``segments`` less one).
-    segment : range
+    segment, channel : range
         The segment of the spike word it holds (``part``, or the one of the chunk's heads
-        in the attention's passes): its first channel is ``segment * word bits``.
+        in the attention's passes), and the segment's first channel.
+    lane_base : range
+        The chunk's first channel within the segment (the attention's walk masks).
     source, value : walker_bits, word bits of dim
         The word of the pass's source, and of its value source (the KV pass's V spikes).
     """
@@ -144,6 +146,8 @@ def fetched_layout(plan: CorePlan) -> data.StructLayout:
         "chunk": chunk_shape(plan),
         "part": segments,
         "segment": segments,
+        "channel": range(max(geometry.walk_bits, 2)),
+        "lane_base": range(geometry.word_bits(geometry.dim_word_bits) + 1),
         "source": geometry.walker_bits,
         "value": geometry.word_bits(geometry.dim_word_bits),
     })

@@ -355,6 +355,13 @@ def pass_layout(geometry: CoreGeometry, rom_depth: int, bias_depth: int,
         "to_stream": unsigned(1),
         "skip_empty": unsigned(1),
         "segments": unsigned(max(geometry.max_segments, 2).bit_length()),
+        # with segments: the segment (its address, segment * T * N) and the chunk within it
+        # of the pass's first output chunk (chunk_offset), where its spikes are written
+        **({"out_segment_address": unsigned((geometry.max_segments * geometry.t_max
+                                             * geometry.tokens).bit_length()),
+            "out_within": unsigned(max(geometry.spike_word_bits // geometry.lanes,
+                                       2).bit_length())}
+           if geometry.max_segments > 1 else {}),
     })
 
 
@@ -469,6 +476,11 @@ class CorePlan:
             self._add_attention(block)
             self._add_mlp(block)
         self._add_head()
+        if geometry.max_segments > 1:
+            for descriptor in self.passes:
+                segment, within = geometry.segment_of_chunk(descriptor.get("chunk_offset", 0))
+                descriptor.update(out_segment_address=segment * geometry.t_max * geometry.tokens,
+                                  out_within=within)
 
     def _add_embedding(self) -> None:
         """Append the embedding's passes: its current once, then its LIF into the stream."""

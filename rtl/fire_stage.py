@@ -10,7 +10,7 @@ counts the spikes per layer (and head.in's per channel, the head's input).
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
@@ -63,7 +63,10 @@ class FireStage(wiring.Component):
     spike_write : Out(1)
         The chunk's spikes go to the pass's target spike map this cycle ...
     spike_address, spike_chunk, spikes : Out
-        ... at this word, in these lanes of it (``chunk_offset + chunk``), these bits.
+        ... at this word, in these lanes of it (``chunk_offset + chunk``), these bits. With
+        segments (``CoreGeometry.spike_word_bits``) the address is the segment's word
+        (``segment * t_max * tokens`` added) and the lanes the chunk's within the segment:
+        both kept by adding over a group's chunks, which fire in order.
     counts : Out(ArrayLayout(unsigned(32), layers))
         Spikes per LIF layer since ``clear`` (added a cycle after the chunk fires).
     head_counts : Out(ArrayLayout(unsigned(count_bits), dim_word_bits))
@@ -98,7 +101,8 @@ class FireStage(wiring.Component):
                 addr_width=address_bits["stream_address"],
                 shape=unsigned(bits["stream"] * lanes))),
             "spike_write": Out(1),
-            "spike_address": Out(fields["word_address"].shape),
+            "spike_address": Out(range(max(geometry.max_segments * geometry.t_max
+                                           * geometry.tokens, 2))),
             "spike_chunk": Out(plan.layout()["chunk_offset"].shape.width
                                + address_bits["chunk"]),
             "spikes": Out(lanes),
@@ -127,6 +131,7 @@ class FireStage(wiring.Component):
             ]
         fired = Signal(lanes)
         m.d.comb += fired.eq(lif.spikes & self._channel_lanes(fire.chunk))
+        place = self._spike_place(m)
         with m.If(self.valid):
             m.d.comb += [
                 self.membrane_write.addr.eq(fire.group_index),
@@ -134,8 +139,8 @@ class FireStage(wiring.Component):
                                                        bits["membrane"])),
                 self.membrane_write.en.eq(1),
                 self.spike_write.eq(1),
-                self.spike_address.eq(fire.word_address),
-                self.spike_chunk.eq(desc.chunk_offset + fire.chunk),
+                self.spike_address.eq(fire.word_address + place[0]),
+                self.spike_chunk.eq(place[1]),
                 self.spikes.eq(fired),
             ]
             with m.If(desc.to_stream):
@@ -148,6 +153,32 @@ class FireStage(wiring.Component):
                 ]
         self._count(m, fired)
         return m
+
+    def _spike_place(self, m: Module) -> tuple[Value, Value]:
+        """Return (address offset, chunk within the word) of the firing chunk's spikes.
+
+        Without segments, the word itself and the chunk ``chunk_offset + chunk``. With
+        them, a group's first chunk takes its segment and place from the pass
+        (``out_segment_address``, ``out_within``), and each next chunk the place after the
+        one before (a segment holds ``spike_word_bits // lanes`` chunks): no table indexed
+        by the chunk, which would be a ROM.
+        """
+        geometry = self._plan.geometry
+        desc, fire = self.descriptor, self.event
+        if geometry.max_segments == 1:
+            return Const(0, 1), desc.chunk_offset + fire.chunk
+        per_segment = geometry.spike_word_bits // geometry.lanes
+        next_address = Signal.like(desc.out_segment_address, name="next_segment_address")
+        next_within = Signal.like(desc.out_within, name="next_within")
+        first = fire.chunk == 0
+        address = Mux(first, desc.out_segment_address, next_address)
+        within = Mux(first, desc.out_within, next_within)
+        wraps = within + 1 == per_segment
+        with m.If(self.valid):
+            m.d.sync += [next_within.eq(Mux(wraps, 0, within + 1)),
+                         next_address.eq(Mux(wraps, address + geometry.t_max * geometry.tokens,
+                                             address))]
+        return address, within
 
     def _count(self, m: Module, fired: Signal) -> None:
         """Add the fired lanes to their layer's count and, for head.in, to each channel's."""

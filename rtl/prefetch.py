@@ -112,48 +112,67 @@ class SpikeWordPrefetch(wiring.Component):
         successor_group = Mux(same_word, fetched.group, Mux(more_groups, fetched.group + 1, 0))
         successor_step = Mux(same_word | more_groups, fetched.step, following_step)
         word_address = Signal.like(self.patch_address)
-        segment = Signal.like(fetched.segment)
         m.d.comb += [self.found.eq(first_found), self.patch_address.eq(word_address)]
+        place = self._successor_place(more_parts, more_chunks)
         with m.If(self.first & first_found):
-            m.d.comb += [self.fetch_enable.eq(1), word_address.eq(word_base[first_active]),
-                         segment.eq(self._segment(0, 0))]
+            m.d.comb += [self.fetch_enable.eq(1), word_address.eq(word_base[first_active])]
             m.d.sync += [fetched.step.eq(first_active), fetched.group.eq(0),
-                         fetched.chunk.eq(0), fetched.part.eq(0), fetched.valid.eq(1)]
+                         fetched.chunk.eq(0), fetched.part.eq(0), fetched.valid.eq(1),
+                         *(self._held(name).eq(0) for name in place)]
         with m.If(self.advance):
             m.d.comb += [self.fetch_enable.eq(1),
-                         word_address.eq(word_base[successor_step] + successor_group),
-                         segment.eq(self._segment(successor_chunk, successor_part))]
+                         word_address.eq(word_base[successor_step] + successor_group)]
             m.d.sync += [fetched.step.eq(successor_step), fetched.group.eq(successor_group),
                          fetched.chunk.eq(successor_chunk), fetched.part.eq(successor_part),
-                         fetched.valid.eq(same_word | more_groups | following_found)]
-        with m.If(self.fetch_enable):
-            m.d.sync += fetched.segment.eq(segment)
-        if geometry.max_segments > 1:
-            segment_base = constants([s * geometry.t_max * geometry.tokens
-                                      for s in range(geometry.max_segments)])
-            m.d.comb += self.fetch_address.eq(segment_base[segment] + word_address)
+                         fetched.valid.eq(same_word | more_groups | following_found),
+                         *(self._held(name).eq(value) for name, value in place.items())]
+        if "segment_address" in place:
+            m.d.comb += self.fetch_address.eq(Mux(self.advance, place["segment_address"], 0)
+                                              + word_address)
         else:
             m.d.comb += self.fetch_address.eq(word_address)
         self._words(m)
         return m
 
-    def _segment(self, chunk: Value | int, part: Value | int) -> Value:
-        """Return the segment ``part`` of ``chunk`` reads (:attr:`WalkMask`).
+    def _held(self, name: str) -> Value:
+        """Return the register of the fetched word's place ``name``."""
+        return self._segment_address if name == "segment_address" else self.fetched[name]
 
-        ``part`` itself where the chunk walks every bit; the segment of the chunk's heads
-        in the attention's (one: a segment holds whole chunks and whole heads).
+    def _successor_place(self, more_parts: Value, more_chunks: Value) -> dict[str, Value]:
+        """Return the next word's place in its spike word, kept by adding, not by tables.
+
+        ``lane_base``: the first channel of the next chunk within its segment (by
+        ``lanes``, or by a head group in the KV pass), for the attention's walk masks. With
+        segments also ``segment``, ``channel`` (its first channel) and ``segment_address``
+        (``segment * t_max * tokens``): the next part of a chunk walking every bit is the
+        next segment; in the attention's passes a chunk's segment is the one of its heads,
+        the next one when the chunk before ended a segment (a segment holds whole chunks
+        and whole heads). A new group starts at segment 0. (A table indexed by the chunk
+        would be a ROM: one more memory.)
         """
         geometry = self._plan.geometry
+        desc, fetched = self.descriptor, self.fetched
+        mode = desc.walk_mask
+        chunk_channels = Mux(mode == WalkMask.HEAD, geometry.parallel_heads * geometry.head_dim,
+                             geometry.lanes)
+        segment_bits = geometry.word_bits(geometry.dim_word_bits)
+        wraps = fetched.lane_base + chunk_channels == segment_bits
+        place = {"lane_base": Mux(more_parts, fetched.lane_base,
+                                  Mux(more_chunks & ~wraps, fetched.lane_base + chunk_channels,
+                                      0))}
         if geometry.max_segments == 1:
-            return Const(0, 1)
-        slots = geometry.parallel_heads
-        head_segment = constants([geometry.segment_of_heads(c * slots * geometry.head_dim)
-                                  for c in range(geometry.kv_chunks)])
-        chunk_segment = constants([geometry.segment_of_heads(c * geometry.lanes)
-                                   for c in range(geometry.dim_chunks)])
-        mode = self.descriptor.walk_mask
-        return Mux(mode == WalkMask.ALL, part,
-                   Mux(mode == WalkMask.HEAD, head_segment[chunk], chunk_segment[chunk]))
+            return place
+        all_bits = mode == WalkMask.ALL
+        advances = Mux(all_bits, more_parts, more_chunks & wraps)
+        stays = ~all_bits & more_chunks & ~wraps
+        self._segment_address = Signal(range(geometry.max_segments * geometry.t_max
+                                             * geometry.tokens), name="segment_address")
+        strides = {"segment": 1, "channel": geometry.spike_word_bits,
+                   "segment_address": geometry.t_max * geometry.tokens}
+        for name, stride in strides.items():
+            now = self._held(name)
+            place[name] = Mux(advances, now + stride, Mux(stays, now, 0))
+        return place
 
     def _next_active_step(self, m: Module, after: Signal | None) -> tuple[Signal, Signal]:
         """Return (found, step): the first active step of the pass after ``after``."""

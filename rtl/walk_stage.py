@@ -109,32 +109,31 @@ class WalkStage(wiring.Component):
         geometry = self._plan.geometry
         return constants([t * geometry.tokens for t in range(geometry.t_max)])
 
-    def _walk_mask(self, chunk: Value) -> Value:
-        """Return the bits of the walked word (segment) that ``chunk`` walks (:class:`WalkMask`).
+    def _walk_mask(self, lane_base: Value) -> Value:
+        """Return the bits of the walked word (segment) its chunk walks (:class:`WalkMask`).
 
-        In the attention's passes the word is the segment of the chunk's heads, and a
-        constant table by chunk gives the position there of the chunk's first head (the KV
-        pass, where a chunk is a group of heads) or its lane 0 (Q·KV), compared with each
-        head's place: a table of masks would be one more memory.
+        ``lane_base`` is the chunk's first channel within the segment (the prefetch keeps
+        it by adding): in the attention's passes the word is the segment of the chunk's
+        heads, and each head's place there is compared with it (comparators, not a table:
+        a table indexed by the chunk would be one more memory). The KV pass's chunk is a
+        head (or a group of heads walked side by side, as the Q·KV pass's then): its first
+        head starts at ``lane_base``; a Q·KV chunk of one walker walks every head its lanes
+        overlap.
         """
         geometry = self._plan.geometry
         lanes, head_dim = geometry.lanes, geometry.head_dim
         mode = self.descriptor.walk_mask
-        slots = geometry.parallel_heads
         segment_bits = geometry.word_bits(geometry.dim_word_bits)
         places = range(min(segment_bits, geometry.dim) // head_dim)  # heads in a segment
-        first_head = constants([(c * slots * head_dim) % segment_bits // head_dim
-                                for c in range(geometry.kv_chunks)])[chunk]
         all_bits = (1 << geometry.walker_bits) - 1
-        if slots > 1:
+        first_head = [lane_base == j * head_dim for j in places]
+        if geometry.parallel_heads > 1:
             # walker 0 walks the first head of the chunk's group (the others, its next heads)
             return Mux(mode == WalkMask.ALL, all_bits,
-                       Cat(*((first_head == j).replicate(head_dim) for j in places)))
-        first_lane = constants([(c * lanes) % segment_bits
-                                for c in range(geometry.dim_chunks)])[chunk]
+                       Cat(*(first.replicate(head_dim) for first in first_head)))
         heads_mask = Cat(*(
-            Mux(mode == WalkMask.HEAD, first_head == j,
-                (first_lane < (j + 1) * head_dim) & (first_lane + lanes > j * head_dim)
+            Mux(mode == WalkMask.HEAD, first_head[j],
+                (lane_base < (j + 1) * head_dim) & (lane_base + lanes > j * head_dim)
                 ).replicate(head_dim)
             for j in places))
         return Mux(mode == WalkMask.ALL, all_bits, heads_mask)
@@ -263,16 +262,14 @@ class WalkStage(wiring.Component):
         geometry = self._plan.geometry
         m.d.comb += [
             walk.walker.load.eq(1),
-            walk.walker.word.eq(fetched.source & self._walk_mask(fetched.chunk)),
+            walk.walker.word.eq(fetched.source & self._walk_mask(fetched.lane_base)),
             *self._load_head_walkers(walk, fetched.source, fetched.chunk),
             self.advance.eq(1),
         ]
         m.d.sync += [walk.value_word.eq(fetched.value), walk.part.eq(fetched.part),
                      walk.chunk.eq(fetched.chunk)]
         if geometry.max_segments > 1:
-            segment_bits = geometry.word_bits(geometry.walk_bits)
-            m.d.sync += walk.channel_base.eq(constants([
-                s * segment_bits for s in range(geometry.max_segments)])[fetched.segment])
+            m.d.sync += walk.channel_base.eq(fetched.channel)
         new_chunk = fetched.part == 0
         # the chunk's sum starts at its first segment (each segment's, in a pass that
         # closes every segment)

@@ -37,11 +37,14 @@ def test_the_check_sees_a_multiplier(tmp_path):
     assert multiply_cells(yosys_stat(text, "times", tmp_path)) == {"$mul": 2}
 
 
-@pytest.mark.parametrize("lanes", [1, 4])
-def test_core_has_no_multiplier(tmp_path, lanes, random_export):
-    export = load_export(random_export(tmp_path / "export", image_shape=[3, 4, 4], dim=12,
-                                       heads=3, mlp_dim=24, num_classes=5, seed=4))
-    core = StepvitCore(export, lanes=lanes)
+@pytest.mark.parametrize(("lanes", "words"), [(1, None), (4, None), (4, 8)])
+def test_core_has_no_multiplier(tmp_path, lanes, words, random_export):
+    # words: spike maps of 8-bit segments (dim 16 in two, the hidden 96 in twelve)
+    export = load_export(random_export(tmp_path / "export", image_shape=[3, 4, 4],
+                                       dim=12 if words is None else 16, heads=3 if words is
+                                       None else 2, mlp_dim=24 if words is None else 96,
+                                       num_classes=5, seed=4))
+    core = StepvitCore(export, lanes=lanes, spike_word_bits=words)
     design = yosys_stat(verilog.convert(core, name="stepvit_core"), "stepvit_core", tmp_path)
     assert multiply_cells(design) == {}
     # CorePlan.memory_bits, which sizes a design before synthesis, is what Yosys finds.

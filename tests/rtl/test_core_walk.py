@@ -249,6 +249,7 @@ def test_walk_closes_a_chunk_at_its_last_segment_and_offsets_its_channels(segmen
         ctx.set(dut.fetched.source, 0b0000_1010)
         ctx.set(dut.fetched.part, 1)
         ctx.set(dut.fetched.segment, 1)
+        ctx.set(dut.fetched.channel, 8)
         ctx.set(dut.fetched.valid, 1)
         events = []
         for cycle in range(3):
