@@ -468,8 +468,18 @@ class StepvitCore(wiring.Component):
             prefetch.step_mask.eq(run.step_mask),
             prefetch.head_planes.eq(run.head_planes),
             prefetch.bank.eq(run.bank),
-            prefetch.head_counts.eq(fire.head_counts),
         ]
+        geometry = self.plan.geometry
+        if geometry.counts_in_memory:
+            fire_read, prefetch_read = memories.count_reads
+            m.d.comb += [fire_read.addr.eq(fire.count_address),
+                         fire.count_data.eq(fire_read.data),
+                         prefetch_read.addr.eq(prefetch.count_address),
+                         prefetch_read.en.eq(prefetch.fetch_enable),
+                         prefetch.count_words.eq(prefetch_read.data)]
+            _drive_write(m, memories.count_write, fire.count_write)
+        else:
+            m.d.comb += prefetch.head_counts.eq(fire.head_counts)
         for source, port in memories.buffer_read.items():
             m.d.comb += [port.addr.eq(prefetch.fetch_address), port.en.eq(prefetch.fetch_enable),
                          prefetch.spike_words[source.name.lower()].eq(port.data)]

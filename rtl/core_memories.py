@@ -51,6 +51,11 @@ class CoreMemories:
         The KV tables of every step, one memory per walker slot ``j`` of the parallel heads:
         it holds the rows of heads ``j``, ``j + parallel_heads``, ... (``kv_rows`` a step);
         the reads are transparent.
+    count_write, count_reads : WritePort or None, tuple of ReadPort
+        With segments only (``CoreGeometry.counts_in_memory``): head.in's spike counts per
+        channel, a segment's channels a word, written a chunk at a time; read by the fire
+        stage (transparent: its read-modify-write) and by the prefetch (the head's count
+        planes).
     parameter_writes : dict of str to WritePort, optional
         ``writable=True`` only: the write ports of the four parameter memories (RAMs with no
         initial contents), by their weight-image names (``rtl/design_image.py``).
@@ -73,6 +78,8 @@ class CoreMemories:
     stream_reads: tuple[ReadPort, ...]
     kv_write: tuple[WritePort, ...]
     kv_read: tuple[ReadPort, ...]
+    count_write: WritePort | None = None
+    count_reads: tuple[ReadPort, ...] = ()
     parameter_writes: dict[str, WritePort] | None = None
 
 
@@ -129,6 +136,12 @@ def add_core_memories(m: Module, plan: CorePlan, *, writable: bool = False,
     kv_mems = [memory(f"kv{slot}", bits["attention"] * geometry.head_dim,
                       t_max * geometry.kv_rows) for slot in range(geometry.parallel_heads)]
 
+    count_write, count_reads = None, ()
+    if geometry.counts_in_memory:
+        counts = memory("head_counts", geometry.word_bits(geometry.dim_word_bits)
+                        * geometry.count_bits, geometry.dim_segments)
+        count_write = counts.write_port(granularity=lanes * geometry.count_bits)
+        count_reads = (counts.read_port(transparent_for=(count_write,)), counts.read_port())
     membrane_write = membrane_mem.write_port()
     stream_writes = tuple(mem.write_port() for mem in stream_mems)
     kv_write = tuple(mem.write_port() for mem in kv_mems)
@@ -152,5 +165,7 @@ def add_core_memories(m: Module, plan: CorePlan, *, writable: bool = False,
         kv_write=kv_write,
         kv_read=tuple(mem.read_port(transparent_for=(write,))
                       for mem, write in zip(kv_mems, kv_write)),
+        count_write=count_write,
+        count_reads=count_reads,
         parameter_writes=parameter_writes,
     )

@@ -286,6 +286,14 @@ class CoreGeometry:
         per_segment = self.spike_word_bits // self.lanes
         return divmod(chunk, per_segment)
 
+    @property
+    def counts_in_memory(self) -> bool:
+        """Whether head.in's spike counts are a memory (a segment a word) or registers.
+
+        A memory with segments; registers (one a channel) without.
+        """
+        return self.max_segments > 1
+
     def segment_of_heads(self, first_channel: int) -> int:
         """Return the segment of a ``dim`` word that holds the channel ``first_channel``."""
         return first_channel // self.word_bits(self.dim_word_bits)
@@ -676,6 +684,9 @@ class CorePlan:
             "stream_spike": g.dim * g.bits["stream"],
             "kv": (g.parallel_heads * g.t_max * g.kv_rows * g.head_dim
                    * g.bits["attention"]),
+            # head.in's counts per channel, with segments (else registers)
+            "head_counts": (max(g.dim_segments, 2) * g.word_bits(g.dim_word_bits)
+                            * g.count_bits if g.counts_in_memory else 0),
             # the pass table becomes a ROM as deep as the power of two its indices need
             "passes": (1 << (len(self.passes) - 1).bit_length()) * self.layout().size,
         }

@@ -10,7 +10,7 @@ counts the spikes per layer (and head.in's per channel, the head's input).
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
@@ -23,6 +23,7 @@ from stepvit.rtl.core_pipeline import (
     fields_of,
     lanes_of,
     lanes_word,
+    select,
 )
 from stepvit.rtl.core_plan import CorePlan, Source
 from stepvit.rtl.interface import SPIKE_COUNT_BITS
@@ -70,7 +71,12 @@ class FireStage(wiring.Component):
     counts : Out(ArrayLayout(unsigned(32), layers))
         Spikes per LIF layer since ``clear`` (added a cycle after the chunk fires).
     head_counts : Out(ArrayLayout(unsigned(count_bits), dim_word_bits))
-        head.in's spikes per channel since ``clear``: the head's input.
+        head.in's spikes per channel since ``clear``: the head's input (registers, in a
+        core without segments).
+    count_address, count_data, count_write : Out, In, In(WritePort.Signature)
+        In a core with segments (``CoreGeometry.counts_in_memory``) the counts are a
+        memory, a segment's channels a word: the read of the firing chunk's segment (read
+        transparently), and the write of its lanes a cycle later (read-modify-write).
     """
 
     def __init__(self, *, plan: CorePlan, layers: int, head_in_layer: int) -> None:
@@ -107,9 +113,22 @@ class FireStage(wiring.Component):
                                + address_bits["chunk"]),
             "spikes": Out(lanes),
             "counts": Out(data.ArrayLayout(unsigned(SPIKE_COUNT_BITS), layers)),
-            "head_counts": Out(data.ArrayLayout(unsigned(geometry.count_bits),
-                                                geometry.dim_word_bits)),
+            **(self._count_members() if geometry.counts_in_memory else {
+                "head_counts": Out(data.ArrayLayout(unsigned(geometry.count_bits),
+                                                    geometry.dim_word_bits))}),
         })
+
+    def _count_members(self) -> dict[str, object]:
+        """Return the members of head.in's count memory (with segments)."""
+        geometry = self._plan.geometry
+        bits = geometry.count_bits
+        width = geometry.word_bits(geometry.dim_word_bits) * bits
+        address = range(max(geometry.dim_segments, 2))
+        return {"count_address": Out(address),
+                "count_data": In(width),
+                "count_write": In(WritePort.Signature(
+                    addr_width=Shape.cast(address).width, shape=unsigned(width),
+                    granularity=geometry.lanes * bits))}
 
     def elaborate(self, platform: object) -> Module:
         """Build the LIF lanes, the writes of membranes and spikes, and the counts."""
@@ -132,6 +151,7 @@ class FireStage(wiring.Component):
         fired = Signal(lanes)
         m.d.comb += fired.eq(lif.spikes & self._channel_lanes(fire.chunk))
         place = self._spike_place(m)
+        self._place = place
         with m.If(self.valid):
             m.d.comb += [
                 self.membrane_write.addr.eq(fire.group_index),
@@ -154,43 +174,45 @@ class FireStage(wiring.Component):
         self._count(m, fired)
         return m
 
-    def _spike_place(self, m: Module) -> tuple[Value, Value]:
-        """Return (address offset, chunk within the word) of the firing chunk's spikes.
+    def _spike_place(self, m: Module) -> tuple[Value, Value, Value]:
+        """Return (address offset, chunk within the word, segment) of the firing chunk.
 
         Without segments, the word itself and the chunk ``chunk_offset + chunk``. With
         them, a group's first chunk takes its segment and place from the pass
         (``out_segment_address``, ``out_within``), and each next chunk the place after the
         one before (a segment holds ``spike_word_bits // lanes`` chunks): no table indexed
-        by the chunk, which would be a ROM.
+        by the chunk, which would be a ROM. The segment itself counts from 0 at a group's
+        first chunk: the segment of a pass whose first chunk is 0 (head.in's, whose counts
+        it addresses).
         """
         geometry = self._plan.geometry
         desc, fire = self.descriptor, self.event
         if geometry.max_segments == 1:
-            return Const(0, 1), desc.chunk_offset + fire.chunk
+            return Const(0, 1), desc.chunk_offset + fire.chunk, Const(0, 1)
         per_segment = geometry.spike_word_bits // geometry.lanes
         next_address = Signal.like(desc.out_segment_address, name="next_segment_address")
         next_within = Signal.like(desc.out_within, name="next_within")
+        next_segment = Signal(range(max(geometry.max_segments, 2)), name="next_segment")
         first = fire.chunk == 0
         address = Mux(first, desc.out_segment_address, next_address)
         within = Mux(first, desc.out_within, next_within)
+        segment = Mux(first, 0, next_segment)
         wraps = within + 1 == per_segment
         with m.If(self.valid):
             m.d.sync += [next_within.eq(Mux(wraps, 0, within + 1)),
                          next_address.eq(Mux(wraps, address + geometry.t_max * geometry.tokens,
-                                             address))]
-        return address, within
+                                             address)),
+                         next_segment.eq(segment + wraps)]
+        return address, within, segment
 
     def _count(self, m: Module, fired: Signal) -> None:
         """Add the fired lanes to their layer's count and, for head.in, to each channel's."""
         geometry = self._plan.geometry
         lanes, desc = geometry.lanes, self.descriptor
         counts = [Signal(SPIKE_COUNT_BITS, name=f"count{i}") for i in range(len(self.counts))]
-        head_counts = [Signal(geometry.count_bits, name=f"head_count{c}")
-                       for c in range(geometry.dim_word_bits)]
         m.d.comb += [self.counts[i].eq(count) for i, count in enumerate(counts)]
-        m.d.comb += [self.head_counts[c].eq(count) for c, count in enumerate(head_counts)]
         with m.If(self.clear):
-            m.d.sync += [count.eq(0) for count in (*counts, *head_counts)]
+            m.d.sync += [count.eq(0) for count in counts]
         # The spike count is added a cycle later: membrane read, LIF and a wide count adder
         # in one cycle were the design's longest path (rtl/timing.py). Nothing reads the
         # counts before the argmax, cycles after the last LIF chunk.
@@ -205,12 +227,49 @@ class FireStage(wiring.Component):
             m.d.sync += layer_count.eq(layer_count + sum(fired_held[lane]
                                                           for lane in range(lanes)))
         # head.in also counts per channel: the head's input (its COUNTS pass)
-        with m.If(count_valid & (count_layer == self._head_in_layer)):
+        head_in = count_valid & (count_layer == self._head_in_layer)
+        if geometry.counts_in_memory:
+            self._count_in_memory(m, head_in, fired_held)
+            return
+        head_counts = [Signal(geometry.count_bits, name=f"head_count{c}")
+                       for c in range(geometry.dim_word_bits)]
+        m.d.comb += [self.head_counts[c].eq(count) for c, count in enumerate(head_counts)]
+        with m.If(self.clear):
+            m.d.sync += [count.eq(0) for count in head_counts]
+        with m.If(head_in):
             for chunk in range(geometry.dim_chunks):
                 with m.If(count_chunk == chunk):
                     for lane in range(lanes):
                         count = head_counts[chunk * lanes + lane]
                         m.d.sync += count.eq(count + fired_held[lane])
+
+    def _count_in_memory(self, m: Module, head_in: Value, fired_held: Signal) -> None:
+        """Add head.in's fired lanes into the count memory (read-modify-write).
+
+        The chunk's word is read as it fires and its lanes written a cycle later. No
+        clear: the first token of the pass's first step writes its spikes over what the
+        image before left (head.in's pass and the head's run at the same steps, so the
+        counts are read only after one that wrote every chunk).
+        """
+        geometry = self._plan.geometry
+        lanes, bits = geometry.lanes, geometry.count_bits
+        desc, fire = self.descriptor, self.event
+        _, within, segment = self._place
+        held_within = Signal.like(within, name="count_within")
+        held_segment = Signal.like(segment, name="count_segment")
+        fresh = Signal(name="count_fresh")
+        m.d.comb += self.count_address.eq(segment)
+        m.d.sync += [held_within.eq(within), held_segment.eq(segment),
+                     fresh.eq(fire.first_step & (fire.group_index < desc.chunks))]
+        per_segment = len(self.count_data) // (lanes * bits)
+        chunk_counts = select(m, [self.count_data[c * lanes * bits:(c + 1) * lanes * bits]
+                                  for c in range(per_segment)], held_within)
+        added = Cat(*((Mux(fresh, 0, chunk_counts[lane * bits:(lane + 1) * bits])
+                       + fired_held[lane])[:bits] for lane in range(lanes)))
+        with m.If(head_in):
+            m.d.comb += [self.count_write.addr.eq(held_segment),
+                         self.count_write.data.eq(Cat(*([added] * per_segment))),
+                         self.count_write.en.eq(1 << held_within)]
 
     def _channel_lanes(self, chunk: Value) -> Value:
         """Return the lanes of ``chunk`` that are channels of the layer.

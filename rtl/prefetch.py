@@ -46,7 +46,10 @@ class SpikeWordPrefetch(wiring.Component):
     bank : In(1)
         The patch bank of the image.
     head_counts : In(ArrayLayout(unsigned(count_bits), dim_word_bits))
-        head.in's spikes per channel: the head's input.
+        head.in's spikes per channel: the head's input (a core without segments).
+    count_address, count_words : Out, In
+        With segments (``CoreGeometry.counts_in_memory``): the read of head.in's count
+        memory, a segment's channels a word, beside the spike maps'.
     first : In(1)
         A pass starts: read its first word, if it has an active step.
     found : Out(1)
@@ -79,8 +82,12 @@ class SpikeWordPrefetch(wiring.Component):
             "step_mask": In(geometry.t_max),
             "head_planes": In(range(geometry.count_bits + 1)),
             "bank": In(1),
-            "head_counts": In(data.ArrayLayout(unsigned(geometry.count_bits),
-                                               geometry.dim_word_bits)),
+            **({"count_address": Out(range(max(geometry.dim_segments, 2))),
+                "count_words": In(geometry.word_bits(geometry.dim_word_bits)
+                                  * geometry.count_bits)}
+               if geometry.counts_in_memory else
+               {"head_counts": In(data.ArrayLayout(unsigned(geometry.count_bits),
+                                                   geometry.dim_word_bits))}),
             "first": In(1),
             "found": Out(1),
             "advance": In(1),
@@ -129,6 +136,8 @@ class SpikeWordPrefetch(wiring.Component):
         if "segment_address" in place:
             m.d.comb += self.fetch_address.eq(Mux(self.advance, place["segment_address"], 0)
                                               + word_address)
+        if geometry.counts_in_memory:
+            m.d.comb += self.count_address.eq(Mux(self.advance, place["segment"], 0))
         else:
             m.d.comb += self.fetch_address.eq(word_address)
         self._words(m)
@@ -188,12 +197,21 @@ class SpikeWordPrefetch(wiring.Component):
         """Drive the fetched source and value words from the pass's sources."""
         geometry = self._plan.geometry
         desc, fetched = self.descriptor, self.fetched
-        count_plane = Signal(geometry.dim_word_bits)  # read a cycle late, as the memories
         plane = self.patch_address[:max(1, (geometry.count_bits - 1).bit_length())]
-        with m.If(self.fetch_enable):
-            m.d.sync += count_plane.eq(Cat(*(
-                self.head_counts[c].bit_select(plane, 1)
-                for c in range(geometry.dim_word_bits))))
+        if geometry.counts_in_memory:
+            # the segment's counts arrive a cycle late, as the spike maps: then its plane
+            bits = geometry.count_bits
+            held_plane = Signal.like(plane, name="count_plane_index")
+            with m.If(self.fetch_enable):
+                m.d.sync += held_plane.eq(plane)
+            count_plane = Cat(*(self.count_words[c * bits:(c + 1) * bits].bit_select(
+                held_plane, 1) for c in range(len(self.count_words) // bits)))
+        else:
+            count_plane = Signal(geometry.dim_word_bits)  # read a cycle late, as the memories
+            with m.If(self.fetch_enable):
+                m.d.sync += count_plane.eq(Cat(*(
+                    self.head_counts[c].bit_select(plane, 1)
+                    for c in range(geometry.dim_word_bits))))
         with m.Switch(desc.source):
             with m.Case(Source.PATCH):
                 m.d.comb += fetched.source.eq(self._segment_of(

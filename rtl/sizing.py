@@ -82,7 +82,7 @@ def memory_granularity(plan: CorePlan) -> dict[str, int]:
     """Return the write granularity of the memories written in parts (rtl/core_memories.py)."""
     lanes = plan.geometry.lanes
     return {"patches0": 8, "patches1": 8, **{f"spikes{i}": lanes for i in range(4)},
-            "spikes_hidden": lanes}
+            "spikes_hidden": lanes, "head_counts": lanes * plan.geometry.count_bits}
 
 
 def memory_shapes(plan: CorePlan, *, stream_data_width: int | None = None
@@ -113,6 +113,9 @@ def memory_shapes(plan: CorePlan, *, stream_data_width: int | None = None
         **{f"spikes{i}": (g.word_bits(g.dim_word_bits), g.dim_segments * steps_tokens)
            for i in range(4)},
         "spikes_hidden": (g.word_bits(g.mlp_word_bits), g.mlp_segments * steps_tokens),
+        # head.in's counts: a memory with segments (else registers, in the LUT model)
+        **({"head_counts": (g.word_bits(g.dim_word_bits) * g.count_bits,
+                            max(g.dim_segments, 2))} if g.counts_in_memory else {}),
         "embed_current": (bits["embed_current"] * lanes,
                           2 if g.stem_modules else g.tokens * g.dim_chunks),
         "membranes": (bits["membrane"] * lanes, g.tokens * g.dim_chunks),

@@ -251,8 +251,10 @@ def test_memory_shapes_are_the_segmented_maps(wide: Export) -> None:
     assert shapes["spikes_hidden"] == (16, 8 * steps_tokens)
     plain = memory_shapes(CorePlan(wide, lanes=8, contents=False))
     assert plain["spikes0"] == (64, steps_tokens) and plain["spikes_hidden"] == (128, steps_tokens)
+    # head.in's counts become a memory: a segment's 16 channels of count_bits a word
+    assert shapes["head_counts"] == (16 * g.count_bits, 4) and "head_counts" not in plain
     # every other memory is the same
-    assert ({k: v for k, v in shapes.items() if not k.startswith("spikes")}
+    assert ({k: v for k, v in shapes.items() if not k.startswith(("spikes", "head_counts"))}
             == {k: v for k, v in plain.items() if not k.startswith("spikes")})
 
 
