@@ -37,12 +37,15 @@ from stepvit.rtl.pace import SamplePace
 #: (parallel_heads - 1) * head_dim`` for the walkers and KV adders of the heads walked
 #: beside the first (the Fashion-MNIST export at 64 lanes, 4 heads of 16: 609 LUTs more).
 #: ``per_word_bit`` of the 27 LUTs a walked bit follow the word the walk takes (the walker,
-#: the walk stage's masks, the prefetch's multiplexer and their connections: a hierarchical
-#: Yosys synthesis of today's design gave about 15 LUTs a bit of the widest word); with
-#: spike maps of narrower words (``spike_word_bits``) those grow with the walker's bits
-#: (:attr:`~stepvit.rtl.core_plan.CoreGeometry.walker_bits`), the rest with the widest
-#: spike word still (:func:`core_resources`).
-LUT_MODEL = {"fixed": 1_700, "per_lane": 270, "per_walk_bit": 27, "per_word_bit": 15,
+#: the walk stage's masks, the prefetch's multiplexer, head.in's counts and their
+#: connections); with spike maps of narrower words (``spike_word_bits``) those grow with
+#: the walker's bits (:attr:`~stepvit.rtl.core_plan.CoreGeometry.walker_bits`), the rest
+#: with the widest spike word still (:func:`core_resources`). Fitted to Yosys on
+#: Spikformer-4-384 (everything streamed, 32 + 12 lanes, 64-bit words: 60,929 LUTs with
+#: distributed RAM, the model within 1 %; without segments at 32 + 8: 69,569, and the stem's
+#: 4 lanes more cost about 6,600 by :mod:`~stepvit.rtl.stem_sizing`, so the segments saved
+#: about 10 LUTs a bit of the 1,472 bits the walk lost; docs/results/2026-12-05-spike-words.md).
+LUT_MODEL = {"fixed": 1_700, "per_lane": 270, "per_walk_bit": 27, "per_word_bit": 10,
              "per_parallel_lane": 13}
 #: Shapes of one 18 Kb block RAM (width, depth), as Yosys's memory mapping uses them.
 BRAM18_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
