@@ -20,12 +20,13 @@ DMA that starts says the accelerator's registers are safe to read.
 
 A ``weights="ddr"`` overlay (its ``overlay.json`` beside the ``.bit`` says ``weights: ddr``)
 serves every export of one shape: ``CONFIG_HASH`` holds the shape hash, and opening an
-export loads its weight image (``EXPORT/weights-lanes<P>-axi<W>.img``, which ``stepvit rtl
---weights ddr`` writes; the image needs the generator's plan, so it is made off the board)
-into a ``pynq.allocate`` buffer, writes its address to ``WEIGHTS_ADDR``, starts the load
-(``CONTROL_LOAD_WEIGHTS``), polls ``STATUS`` with a deadline, compares the accelerator's
-checksum with the file's (``image_checksum``) and writes the export's masks (the design
-resets them to every step active). Swapping a model is opening another export of the shape.
+export loads its weight image (``EXPORT/weights-lanes<P>[-stem<S>]-axi<W>.img``, which
+``stepvit rtl --weights ddr`` writes; the image needs the generator's plan, so it is made off
+the board) into a ``pynq.allocate`` buffer, writes its address to ``WEIGHTS_ADDR``, starts
+the load (``CONTROL_LOAD_WEIGHTS``), polls ``STATUS`` with a deadline, compares the
+accelerator's checksum with the file's (``image_checksum``) and writes the export's masks
+(the design resets them to every step active). Swapping a model is opening another export
+of the shape.
 
 pynq is imported when the backend is opened: off a board it is either missing or finds
 no device, and both end in one clear :class:`StepvitError`; so does a board process
@@ -45,7 +46,7 @@ import numpy as np
 from stepvit.host.accelerator import STAGES, Accelerator, InferenceResult
 from stepvit.model.export import Export, widths_fit
 from stepvit.model.export.errors import DeviceTimeout, StepvitError
-from stepvit.rtl.build_folder import export_image_path, image_widths
+from stepvit.rtl.build_folder import export_image_path, image_stem_lanes, image_widths
 from stepvit.rtl.protocol import (
     ACCEL_ID,
     BATCH_BITS,
@@ -277,16 +278,38 @@ class PynqAccelerator(Accelerator):
         return self.export.bit_widths if widths is None else {
             key: int(value) for key, value in widths.items()}
 
+    def stem_lanes(self) -> int | None:
+        """Return this ddr overlay's stem lanes (``None``: the export has no stem).
+
+        ``overlay.json``'s ``stem_lanes``, else its ``rtl_report``'s (overlays written
+        before it said so), else the core's lanes (the ``LANES`` register).
+        """
+        if not self.export.arch.get("stem"):
+            return None
+        recorded = self.description.get("stem_lanes") or (
+            self.description.get("rtl_report") or {}).get("stem_lanes")
+        return image_stem_lanes(self.export.arch, self.read_register("LANES"),
+                                None if recorded is None else int(recorded))
+
     def weight_image_path(self) -> Path:
         """Return the export's weight image for this ddr overlay's layout.
 
-        The layout: the lanes, the AXI data width, the overlay's bit widths and its stem's
-        schedule (``overlay.json``'s ``stem_chunk_major``).
+        The layout: the lanes, the stem's lanes (:meth:`stem_lanes`), the AXI data width,
+        the overlay's bit widths and its stem's schedule (``overlay.json``'s
+        ``stem_chunk_major``).
         """
         return export_image_path(self.export.path, self.read_register("LANES"),
                                  int(self.description["data_width"]),
                                  image_widths(self.export.bit_widths, self.design_widths()),
-                                 bool(self.description.get("stem_chunk_major")))
+                                 bool(self.description.get("stem_chunk_major")),
+                                 stem_lanes=self.stem_lanes())
+
+    def _design_label(self) -> str:
+        """Return the overlay's design as messages name it: lanes, stem lanes, AXI width."""
+        stem = self.stem_lanes()
+        return (f"{self.read_register('LANES')} lanes"
+                f"{'' if stem is None else f' + {stem} stem lanes'}, "
+                f"{self.description['data_width']}-bit AXI")
 
     def _load_weights(self, pynq: Any) -> None:
         """Load the export's weight image into a ddr overlay; then write the export's masks.
@@ -304,8 +327,7 @@ class PynqAccelerator(Accelerator):
             raise StepvitError(
                 f"{path} is missing: a ddr overlay loads the export's weight image; make it "
                 f"with `stepvit rtl {self.export.path} --build BUILD --weights ddr`, BUILD the "
-                f"overlay's ddr build ({self.read_register('LANES')} lanes, "
-                f"{self.description['data_width']}-bit AXI), and copy it beside the export")
+                f"overlay's ddr build ({self._design_label()}), and copy it beside the export")
         image = path.read_bytes()
         expected = image_checksum(image)
         try:
