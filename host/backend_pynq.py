@@ -22,11 +22,11 @@ A ``weights="ddr"`` overlay (its ``overlay.json`` beside the ``.bit`` says ``wei
 serves every export of one shape: ``CONFIG_HASH`` holds the shape hash, and opening an
 export loads its weight image (``EXPORT/weights-lanes<P>[-stem<S>]-axi<W>.img``, which
 ``stepvit rtl --weights ddr`` writes; the image needs the generator's plan, so it is made off
-the board) into a ``pynq.allocate`` buffer, writes its address to ``WEIGHTS_ADDR``, starts
-the load (``CONTROL_LOAD_WEIGHTS``), polls ``STATUS`` with a deadline, compares the
-accelerator's checksum with the file's (``image_checksum``) and writes the export's masks
-(the design resets them to every step active). Swapping a model is opening another export
-of the shape.
+the board; a file of another size than ``overlay.json``'s ``weight_image_bytes`` is refused)
+into a ``pynq.allocate`` buffer, writes its address to ``WEIGHTS_ADDR``, starts the load
+(``CONTROL_LOAD_WEIGHTS``), polls ``STATUS`` with a deadline, compares the accelerator's
+checksum with the file's (``image_checksum``) and writes the export's masks (the design
+resets them to every step active). Swapping a model is opening another export of the shape.
 
 pynq is imported when the backend is opened: off a board it is either missing or finds
 no device, and both end in one clear :class:`StepvitError`; so does a board process
@@ -201,8 +201,9 @@ class PynqAccelerator(Accelerator):
     StepvitError
         If the files are missing, pynq is missing or finds no device, the overlay lacks
         the DMA or the accelerator, or the accelerator's ID or config hash do not match;
-        on a ddr overlay also another shape, a missing weight image, a load that ended in
-        an AXI error response or a checksum other than the image's.
+        on a ddr overlay also another shape, a missing weight image, one of another size
+        than the overlay's design loads, a load that ended in an AXI error response or a
+        checksum other than the image's.
     DeviceTimeout
         On a ddr overlay, a weight load that does not finish within ``timeout_s``.
     """
@@ -304,6 +305,24 @@ class PynqAccelerator(Accelerator):
                                  bool(self.description.get("stem_chunk_major")),
                                  stem_lanes=self.stem_lanes())
 
+    def weight_image_bytes(self) -> int | None:
+        """Return the size of the weight image this ddr overlay's design loads, if known.
+
+        ``overlay.json``'s ``weight_image_bytes``, else its ``rtl_report``'s
+        ``weight_image.bytes`` (the build's image: every export of the shape packs to that
+        size at the design's layout); ``None`` where the overlay says neither.
+        """
+        size = self.description.get("weight_image_bytes")
+        if size is None:
+            try:
+                size = self.description["rtl_report"]["weight_image"]["bytes"]
+            except (KeyError, TypeError):
+                return None
+        try:
+            return int(size)
+        except (TypeError, ValueError):
+            return None
+
     def _design_label(self) -> str:
         """Return the overlay's design as messages name it: lanes, stem lanes, AXI width."""
         stem = self.stem_lanes()
@@ -317,8 +336,9 @@ class PynqAccelerator(Accelerator):
         Raises
         ------
         StepvitError
-            A missing image, a load that ended in an AXI error response, or a checksum
-            other than the file's.
+            A missing image, one of another size than the design loads (an image packed
+            for another design's layout), a load that ended in an AXI error response, or
+            a checksum other than the file's.
         DeviceTimeout
             A load that does not finish within the timeout.
         """
@@ -329,6 +349,15 @@ class PynqAccelerator(Accelerator):
                 f"with `stepvit rtl {self.export.path} --build BUILD --weights ddr`, BUILD the "
                 f"overlay's ddr build ({self._design_label()}), and copy it beside the export")
         image = path.read_bytes()
+        design_bytes = self.weight_image_bytes()
+        if design_bytes is not None and len(image) != design_bytes:
+            raise StepvitError(
+                f"{path} holds {len(image)} bytes, but this ddr overlay's design loads a "
+                f"weight image of {design_bytes} bytes: the file was packed for another "
+                f"design (other lanes, stem lanes or bit widths); rewrite it with `stepvit rtl "
+                f"{self.export.path} --build BUILD --weights ddr`, BUILD the overlay's ddr "
+                f"build ({self._design_label()}), which writes the export's image for that "
+                f"build's design")
         expected = image_checksum(image)
         try:
             self._weights = pynq.allocate(shape=(len(image),), dtype=np.uint8)

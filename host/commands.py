@@ -415,11 +415,13 @@ def overlay(args: argparse.Namespace) -> int:
     if spike_word_bits is not None:
         info["spike_word_bits"] = spike_word_bits
     if ddr is not None:
+        # the image's name and size: the driver refuses a file of another design's layout
         info.update(shape_hash=f"{export.shape_hash:08x}", data_width=ddr["data_width"],
                     bit_widths=widths, stream_weights=stream,
                     weight_image=export_image_name(lanes, ddr["data_width"],
                                                    image_widths(export.bit_widths, widths),
-                                                   chunk_major, stem_lanes=image_stem))
+                                                   chunk_major, stem_lanes=image_stem),
+                    weight_image_bytes=int(rtl_report["weight_image"]["bytes"]))
     (out / OVERLAY_DESCRIPTION).write_text(json.dumps(info, indent=2, default=str) + "\n")
     if ddr is None:
         print(f"{out}: stepvit_accel.v, {', '.join(written)}, design.json, overlay.json "

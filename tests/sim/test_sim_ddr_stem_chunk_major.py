@@ -108,6 +108,7 @@ def test_rtl_records_reuses_and_lays_out_the_chunk_major_stem(
     assert info["stem_chunk_major"] is True
     assert info["stem_lanes"] == STEM_LANES
     assert info["weight_image"] == named.name
+    assert info["weight_image_bytes"] == len(named.read_bytes())
 
 
 def test_a_step_major_build_refuses_the_flag(exports: list[Export], tmp_path: Path,
