@@ -20,8 +20,9 @@ DMA that starts says the accelerator's registers are safe to read.
 
 A ``weights="ddr"`` overlay (its ``overlay.json`` beside the ``.bit`` says ``weights: ddr``)
 serves every export of one shape: ``CONFIG_HASH`` holds the shape hash, and opening an
-export loads its weight image (``EXPORT/weights-lanes<P>-axi<W>.img``, which ``stepvit rtl
---weights ddr`` writes; the image needs the generator's plan, so it is made off the board)
+export loads its weight image (``EXPORT/weights-lanes<P>[-stem<S>]-axi<W>.img``, which
+``stepvit rtl --weights ddr`` writes; the image needs the generator's plan, so it is made off
+the board; a file of another size than ``overlay.json``'s ``weight_image_bytes`` is refused)
 into a ``pynq.allocate`` buffer, writes its address to ``WEIGHTS_ADDR``, starts the load
 (``CONTROL_LOAD_WEIGHTS``), polls ``STATUS`` with a deadline, compares the accelerator's
 checksum with the file's (``image_checksum``) and writes the export's masks (the design
@@ -45,7 +46,7 @@ import numpy as np
 from stepvit.host.accelerator import STAGES, Accelerator, InferenceResult
 from stepvit.model.export import Export, widths_fit
 from stepvit.model.export.errors import DeviceTimeout, StepvitError
-from stepvit.rtl.build_folder import export_image_path, image_widths
+from stepvit.rtl.build_folder import export_image_path, image_stem_lanes, image_widths
 from stepvit.rtl.protocol import (
     ACCEL_ID,
     BATCH_BITS,
@@ -200,8 +201,9 @@ class PynqAccelerator(Accelerator):
     StepvitError
         If the files are missing, pynq is missing or finds no device, the overlay lacks
         the DMA or the accelerator, or the accelerator's ID or config hash do not match;
-        on a ddr overlay also another shape, a missing weight image, a load that ended in
-        an AXI error response or a checksum other than the image's.
+        on a ddr overlay also another shape, a missing weight image, one of another size
+        than the overlay's design loads, a load that ended in an AXI error response or a
+        checksum other than the image's.
     DeviceTimeout
         On a ddr overlay, a weight load that does not finish within ``timeout_s``.
     """
@@ -277,16 +279,56 @@ class PynqAccelerator(Accelerator):
         return self.export.bit_widths if widths is None else {
             key: int(value) for key, value in widths.items()}
 
+    def stem_lanes(self) -> int | None:
+        """Return this ddr overlay's stem lanes (``None``: the export has no stem).
+
+        ``overlay.json``'s ``stem_lanes``, else its ``rtl_report``'s (overlays written
+        before it said so), else the core's lanes (the ``LANES`` register).
+        """
+        if not self.export.arch.get("stem"):
+            return None
+        recorded = self.description.get("stem_lanes") or (
+            self.description.get("rtl_report") or {}).get("stem_lanes")
+        return image_stem_lanes(self.export.arch, self.read_register("LANES"),
+                                None if recorded is None else int(recorded))
+
     def weight_image_path(self) -> Path:
         """Return the export's weight image for this ddr overlay's layout.
 
-        The layout: the lanes, the AXI data width, the overlay's bit widths and its stem's
-        schedule (``overlay.json``'s ``stem_chunk_major``).
+        The layout: the lanes, the stem's lanes (:meth:`stem_lanes`), the AXI data width,
+        the overlay's bit widths and its stem's schedule (``overlay.json``'s
+        ``stem_chunk_major``).
         """
         return export_image_path(self.export.path, self.read_register("LANES"),
                                  int(self.description["data_width"]),
                                  image_widths(self.export.bit_widths, self.design_widths()),
-                                 bool(self.description.get("stem_chunk_major")))
+                                 bool(self.description.get("stem_chunk_major")),
+                                 stem_lanes=self.stem_lanes())
+
+    def weight_image_bytes(self) -> int | None:
+        """Return the size of the weight image this ddr overlay's design loads, if known.
+
+        ``overlay.json``'s ``weight_image_bytes``, else its ``rtl_report``'s
+        ``weight_image.bytes`` (the build's image: every export of the shape packs to that
+        size at the design's layout); ``None`` where the overlay says neither.
+        """
+        size = self.description.get("weight_image_bytes")
+        if size is None:
+            try:
+                size = self.description["rtl_report"]["weight_image"]["bytes"]
+            except (KeyError, TypeError):
+                return None
+        try:
+            return int(size)
+        except (TypeError, ValueError):
+            return None
+
+    def _design_label(self) -> str:
+        """Return the overlay's design as messages name it: lanes, stem lanes, AXI width."""
+        stem = self.stem_lanes()
+        return (f"{self.read_register('LANES')} lanes"
+                f"{'' if stem is None else f' + {stem} stem lanes'}, "
+                f"{self.description['data_width']}-bit AXI")
 
     def _load_weights(self, pynq: Any) -> None:
         """Load the export's weight image into a ddr overlay; then write the export's masks.
@@ -294,8 +336,9 @@ class PynqAccelerator(Accelerator):
         Raises
         ------
         StepvitError
-            A missing image, a load that ended in an AXI error response, or a checksum
-            other than the file's.
+            A missing image, one of another size than the design loads (an image packed
+            for another design's layout), a load that ended in an AXI error response, or
+            a checksum other than the file's.
         DeviceTimeout
             A load that does not finish within the timeout.
         """
@@ -304,9 +347,17 @@ class PynqAccelerator(Accelerator):
             raise StepvitError(
                 f"{path} is missing: a ddr overlay loads the export's weight image; make it "
                 f"with `stepvit rtl {self.export.path} --build BUILD --weights ddr`, BUILD the "
-                f"overlay's ddr build ({self.read_register('LANES')} lanes, "
-                f"{self.description['data_width']}-bit AXI), and copy it beside the export")
+                f"overlay's ddr build ({self._design_label()}), and copy it beside the export")
         image = path.read_bytes()
+        design_bytes = self.weight_image_bytes()
+        if design_bytes is not None and len(image) != design_bytes:
+            raise StepvitError(
+                f"{path} holds {len(image)} bytes, but this ddr overlay's design loads a "
+                f"weight image of {design_bytes} bytes: the file was packed for another "
+                f"design (other lanes, stem lanes or bit widths); rewrite it with `stepvit rtl "
+                f"{self.export.path} --build BUILD --weights ddr`, BUILD the overlay's ddr "
+                f"build ({self._design_label()}), which writes the export's image for that "
+                f"build's design")
         expected = image_checksum(image)
         try:
             self._weights = pynq.allocate(shape=(len(image),), dtype=np.uint8)

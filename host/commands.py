@@ -335,6 +335,7 @@ def overlay(args: argparse.Namespace) -> int:
     from stepvit.rtl.build_folder import (
         export_image_name,
         held_design,
+        image_stem_lanes,
         image_widths,
         record_design,
     )
@@ -389,7 +390,7 @@ def overlay(args: argparse.Namespace) -> int:
         from stepvit.rtl.generate import copy_export_image
 
         copy_export_image(export, out, lanes=lanes, data_width=ddr["data_width"], widths=widths,
-                          stem_chunk_major=chunk_major)
+                          stem_lanes=stem_lanes, stem_chunk_major=chunk_major)
     written = lay_out_tcl(board, out)
     record_design(out, export, lanes, board.name, stem_lanes, ddr=ddr, widths=widths,
                   stream_weights=stream,
@@ -406,16 +407,21 @@ def overlay(args: argparse.Namespace) -> int:
         "weights": "rom" if ddr is None else "ddr",
         "rtl_report": rtl_report,
     }
+    image_stem = image_stem_lanes(export.arch, lanes, stem_lanes)
+    if image_stem is not None:
+        info["stem_lanes"] = image_stem  # the stem engine's lanes (a design with a stem)
     if chunk_major:
         info["stem_chunk_major"] = True
     if spike_word_bits is not None:
         info["spike_word_bits"] = spike_word_bits
     if ddr is not None:
+        # the image's name and size: the driver refuses a file of another design's layout
         info.update(shape_hash=f"{export.shape_hash:08x}", data_width=ddr["data_width"],
                     bit_widths=widths, stream_weights=stream,
                     weight_image=export_image_name(lanes, ddr["data_width"],
                                                    image_widths(export.bit_widths, widths),
-                                                   chunk_major))
+                                                   chunk_major, stem_lanes=image_stem),
+                    weight_image_bytes=int(rtl_report["weight_image"]["bytes"]))
     (out / OVERLAY_DESCRIPTION).write_text(json.dumps(info, indent=2, default=str) + "\n")
     if ddr is None:
         print(f"{out}: stepvit_accel.v, {', '.join(written)}, design.json, overlay.json "

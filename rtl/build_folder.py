@@ -48,34 +48,52 @@ def image_widths(export_widths: dict[str, int],
     return None if widths is None or dict(widths) == dict(export_widths) else dict(widths)
 
 
+def image_stem_lanes(arch: dict[str, Any], lanes: int, stem_lanes: int | None) -> int | None:
+    """Return the stem lanes that name an export's image (``None``: no convolutional stem).
+
+    ``arch``: the export's architecture (``Export.arch``); ``stem_lanes``: the design's
+    stem lanes as a design record holds them (``None``: the core's ``lanes``, see
+    :func:`stem_lanes_of`). An export with a stem gets its stem engine's lanes, ``stem_lanes``
+    or else ``lanes``; one without a stem gets ``None``, so its image keeps its name.
+    """
+    return (stem_lanes or lanes) if arch.get("stem") else None
+
+
 def export_image_name(lanes: int, data_width: int, widths: dict[str, int] | None = None,
-                      stem_chunk_major: bool = False) -> str:
+                      stem_chunk_major: bool = False, *,
+                      stem_lanes: int | None = None) -> str:
     """Return the file name of an export's weight image for a ddr design's layout.
 
     The image's bytes depend on the export, the lanes (the memories' widths and depths),
+    the stem engine's lanes (its parameter memories are laid out a stem lane a bit field),
     the AXI data width (the beats), the design's bit widths and the stem's schedule (a
-    chunk-major stem's tap words are in another order): the name carries the lanes, the
-    data width, given ``widths`` (a design's widths other than the export's: see
-    :func:`image_widths`) those widths in key order, and ``-chunkmajor`` for a chunk-major
-    stem (``stem_chunk_major``), so an image packed for another design's layout is never
-    taken for this one's.
+    chunk-major stem's tap words are in another order): the name carries the lanes, given
+    ``stem_lanes`` (a design with a convolutional stem: :func:`image_stem_lanes`; ``None``,
+    no stem, names none) ``-stem<S>``, the data width, given ``widths`` (a design's widths
+    other than the export's: see :func:`image_widths`) those widths in key order, and
+    ``-chunkmajor`` for a chunk-major stem (``stem_chunk_major``), so an image packed for
+    another design's layout is never taken for this one's.
     """
+    stem = "" if stem_lanes is None else f"-stem{stem_lanes}"
     tag = "" if widths is None else "-bits" + ".".join(
         f"{key}{widths[key]}" for key in sorted(widths) if key != "weight")
     schedule = "-chunkmajor" if stem_chunk_major else ""
-    return f"weights-lanes{lanes}-axi{data_width}{tag}{schedule}.img"
+    return f"weights-lanes{lanes}{stem}-axi{data_width}{tag}{schedule}.img"
 
 
 def export_image_path(export_dir: str | Path, lanes: int, data_width: int,
                       widths: dict[str, int] | None = None,
-                      stem_chunk_major: bool = False) -> Path:
+                      stem_chunk_major: bool = False, *,
+                      stem_lanes: int | None = None) -> Path:
     """Return where an export's image for a ddr design's layout lives.
 
     ``stepvit rtl --weights ddr`` writes it there and the host reads it from there:
-    ``EXPORT/weights-lanes<P>-axi<W>.img`` (with ``-bits...`` for a design whose widths
+    ``EXPORT/weights-lanes<P>[-stem<S>]-axi<W>.img`` (``-stem<S>``, the stem engine's
+    lanes, for a design with a convolutional stem; ``-bits...`` for a design whose widths
     are not the export's, ``-chunkmajor`` for a chunk-major stem).
     """
-    return Path(export_dir) / export_image_name(lanes, data_width, widths, stem_chunk_major)
+    return Path(export_dir) / export_image_name(lanes, data_width, widths, stem_chunk_major,
+                                                stem_lanes=stem_lanes)
 
 
 def generator_fingerprint() -> str:

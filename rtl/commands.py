@@ -226,7 +226,8 @@ def rtl(args: argparse.Namespace) -> int:
     copy = None
     if ddr is not None:
         copy = copy_export_image(export, build, lanes=lanes, data_width=ddr["data_width"],
-                                 widths=widths, stem_chunk_major=chunk_major)
+                                 widths=widths, stem_lanes=stem_lanes,
+                                 stem_chunk_major=chunk_major)
     summary = {key: report[key] for key in
                ("name", "config_hash", "lanes", "stem_lanes", "image_words", "packet_words",
                 "memory_bits")}
@@ -333,7 +334,7 @@ def _reuse_ddr_build(build: Path, export: Export, design: dict[str, Any]) -> int
                   tile_words=design.get("tile_words"), stem_chunk_major=chunk_major,
                   spike_word_bits=design.get("spike_word_bits"))
     copy = copy_export_image(export, build, lanes=lanes, data_width=data_width, widths=widths,
-                             stem_chunk_major=chunk_major)
+                             stem_lanes=stem_lanes, stem_chunk_major=chunk_major)
     print(json.dumps({"verilog": f"{build}/{VERILOG_FILE}", "reused": True,
                       "name": report["name"], "config_hash": report["config_hash"],
                       "lanes": lanes, "weights": "ddr", "shape_hash": design["shape_hash"],

@@ -13,7 +13,7 @@ from amaranth.lib import wiring
 
 from stepvit.model.export import Export
 from stepvit.model.export.errors import StepvitError
-from stepvit.rtl.build_folder import export_image_path, image_widths
+from stepvit.rtl.build_folder import export_image_path, image_stem_lanes, image_widths
 from stepvit.rtl.design_image import design_image
 from stepvit.rtl.protocol import WEIGHT_MODES
 from stepvit.rtl.top import DEFAULT_DATA_WIDTH, DEFAULT_MAX_BURST, TOP_NAME, StepvitAccel
@@ -97,13 +97,15 @@ def write_weight_image(export: Export, out_dir: Path, *, lanes: int, data_width:
 
 def copy_export_image(export: Export, out_dir: Path, *, lanes: int, data_width: int,
                       widths: dict[str, int] | None = None,
+                      stem_lanes: int | None = None,
                       stem_chunk_major: bool = False) -> Path:
     """Copy the build's ``weights.img`` (``export``'s) into the export's folder.
 
-    Named by its layout (:func:`~stepvit.rtl.build_folder.export_image_path`; ``widths``,
-    the design's bit widths, name it too where they are not the export's, and
-    ``stem_chunk_major``, a chunk-major stem): what the host loads on a board. Returns
-    the copy's path.
+    Named by its layout (:func:`~stepvit.rtl.build_folder.export_image_path`; an export
+    with a convolutional stem by its stem lanes too, ``stem_lanes`` as the design record
+    holds them, ``None`` the core's ``lanes``; ``widths``, the design's bit widths, where
+    they are not the export's, and ``stem_chunk_major``, a chunk-major stem): what the host
+    loads on a board. Returns the copy's path.
 
     Raises
     ------
@@ -111,7 +113,8 @@ def copy_export_image(export: Export, out_dir: Path, *, lanes: int, data_width: 
         If the export's folder cannot be written.
     """
     copy = export_image_path(export.path, lanes, data_width,
-                             image_widths(export.bit_widths, widths), stem_chunk_major)
+                             image_widths(export.bit_widths, widths), stem_chunk_major,
+                             stem_lanes=image_stem_lanes(export.arch, lanes, stem_lanes))
     try:
         copy.write_bytes((Path(out_dir) / WEIGHT_IMAGE_FILE).read_bytes())
     except OSError as error:

@@ -6,13 +6,18 @@ hash, resets the masks to every step active, checksums the ``allocate`` buffer a
 Checked: the register sequence of a load, the export's masks written after it (results
 equal the golden model's only then: the golden model with itself, a driver check), a
 swap to another export of the shape, and the refusals: another shape, a missing image, a
-checksum other than the file's, an AXI error response, a load that never ends.
+checksum other than the file's, an AXI error response, a load that never ends, an image of
+another size than ``overlay.json`` says the design loads (before any load). With a
+convolutional stem the image is the one of the overlay's stem lanes (``overlay.json``'s
+``stem_lanes``, else its ``rtl_report``'s, else the core's lanes), never one of another
+stem-lane count beside it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -241,3 +246,133 @@ def test_an_export_whose_widths_do_not_fit_the_overlays_is_refused(
         with open_accelerator("pynq", wide, overlay=tmp_path, timeout_s=TIMEOUT_S) as accel:
             assert accel.weights == "ddr"
         assert fake.loads == [bytes(64)]
+
+
+# --- the image's size and, with a convolutional stem, its stem lanes ---
+
+#: The fixture's images: the size the tiny network's image has at 4 lanes and 64-bit beats.
+IMAGE_BYTES = 1848
+
+
+@pytest.mark.parametrize("described", [
+    {"weight_image_bytes": IMAGE_BYTES},
+    # an overlay.json written before it said weight_image_bytes: its rtl_report's image
+    {"rtl_report": {"weight_image": {"file": "weights.img", "bytes": IMAGE_BYTES}}},
+], ids=["weight_image_bytes", "rtl_report"])
+def test_an_image_of_another_size_is_refused_before_its_load(
+        export, ddr_board, ddr_overlay, described: dict) -> None:
+    """A file packed for another design's layout (here one word short) is named, with the
+    sizes and the command that rewrites it, rather than loaded into an AXI error."""
+    (ddr_overlay / "overlay.json").write_text(json.dumps(
+        {"weights": "ddr", "data_width": DATA_WIDTH, **described}))
+    path = export_image_path(export.path, LANES, DATA_WIDTH)
+    saved = path.read_bytes()
+    assert len(saved) == IMAGE_BYTES
+    with open_accelerator("pynq", export, overlay=ddr_overlay, timeout_s=TIMEOUT_S):
+        pass  # the right size loads
+    assert ddr_board.loads == [saved]
+    path.write_bytes(saved[:-8])
+    try:
+        with pytest.raises(StepvitError) as error:
+            open_accelerator("pynq", export, overlay=ddr_overlay, timeout_s=TIMEOUT_S)
+    finally:
+        path.write_bytes(saved)
+    assert str(error.value) == (
+        f"{path} holds {IMAGE_BYTES - 8} bytes, but this ddr overlay's design loads a weight "
+        f"image of {IMAGE_BYTES} bytes: the file was packed for another design (other lanes, "
+        f"stem lanes or bit widths); rewrite it with `stepvit rtl {export.path} --build BUILD "
+        f"--weights ddr`, BUILD the overlay's ddr build (4 lanes, 64-bit AXI), which writes "
+        f"the export's image for that build's design")
+    assert ddr_board.loads == [saved]  # nothing more loaded
+    assert all(buffer.freed for buffer in ddr_board.allocated)
+
+
+#: A convolutional stem (that of tests/sim/test_sim_ddr_stem.py) on 9x9 images.
+STEM = {"stages": [{"channels": 4, "pool": "before"}, {"channels": 4},
+                   {"channels": 8, "pool": "after"}], "rpe": True}
+
+
+@pytest.fixture(scope="module")
+def stem_export(tmp_path_factory: pytest.TempPathFactory, random_export) -> Export:
+    """A tiny export with a stem and its images for 4 core lanes + 3 and + 2 stem lanes."""
+    from stepvit.rtl.design_image import design_image
+
+    export = load_export(random_export(tmp_path_factory.mktemp("stem") / "stem",
+                                       image_shape=[1, 9, 9], dim=8, stem=STEM))
+    for stem_lanes in (2, 3):
+        image = design_image(export, lanes=LANES, data_width=DATA_WIDTH, stem_lanes=stem_lanes)
+        export_image_path(export.path, LANES, DATA_WIDTH,
+                          stem_lanes=stem_lanes).write_bytes(image.image)
+    return export
+
+
+@pytest.fixture
+def stem_board(stem_export: Export, monkeypatch: pytest.MonkeyPatch) -> FakeBoard:
+    fake = FakeBoard(stem_export, weights="ddr")
+    monkeypatch.setitem(sys.modules, "pynq", fake_pynq_module(fake))
+    monkeypatch.setenv("XILINX_XRT", "/usr")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(backend_pynq, "time", fake.clock)
+    return fake
+
+
+def stem_overlay(folder: Path, **described: object) -> Path:
+    (folder / "stepvit.bit").write_bytes(b"bitstream")
+    (folder / "stepvit.hwh").write_text("<hwh/>")
+    (folder / "overlay.json").write_text(json.dumps({"weights": "ddr", "data_width": DATA_WIDTH,
+                                                     **described}))
+    return folder
+
+
+def test_a_stem_overlay_loads_the_image_of_its_own_stem_lanes(stem_export, stem_board,
+                                                               tmp_path: Path) -> None:
+    """4 + 2 stem lanes: the 4 + 2 image, never the 4 + 3 one beside it (another size)."""
+    two, three = (export_image_path(stem_export.path, LANES, DATA_WIDTH, stem_lanes=stem_lanes)
+                  for stem_lanes in (2, 3))
+    assert (two.name, three.name) == ("weights-lanes4-stem2-axi64.img",
+                                      "weights-lanes4-stem3-axi64.img")
+    assert len(two.read_bytes()) != len(three.read_bytes())
+    overlay = stem_overlay(tmp_path, stem_lanes=2, weight_image_bytes=len(two.read_bytes()))
+    with open_accelerator("pynq", stem_export, overlay=overlay, timeout_s=TIMEOUT_S) as accel:
+        assert accel.stem_lanes() == 2
+        assert accel.weight_image_path() == two
+    assert stem_board.loads == [two.read_bytes()]
+    saved = two.read_bytes()
+    try:
+        two.unlink()  # no 4 + 2 image: missing, not the 4 + 3 one taken for it
+        with pytest.raises(StepvitError) as error:
+            open_accelerator("pynq", stem_export, overlay=overlay, timeout_s=TIMEOUT_S)
+        assert str(error.value).startswith(
+            f"{two} is missing: a ddr overlay loads the export's weight image; make it with "
+            f"`stepvit rtl {stem_export.path} --build BUILD --weights ddr`, BUILD the "
+            f"overlay's ddr build (4 lanes + 2 stem lanes, 64-bit AXI)")
+        two.write_bytes(three.read_bytes())  # the 4 + 3 image under the 4 + 2 name
+        with pytest.raises(StepvitError) as error:
+            open_accelerator("pynq", stem_export, overlay=overlay, timeout_s=TIMEOUT_S)
+        message = str(error.value)
+        assert message.startswith(f"{two} holds {len(three.read_bytes())} bytes, but this ddr "
+                                  f"overlay's design loads a weight image of {len(saved)} bytes")
+        assert "(4 lanes + 2 stem lanes, 64-bit AXI)" in message and "\n" not in message
+    finally:
+        two.write_bytes(saved)
+    assert stem_board.loads == [saved]
+
+
+@pytest.mark.parametrize(("described", "stem_lanes"), [
+    ({"stem_lanes": 3}, 3),
+    ({"rtl_report": {"stem_lanes": 3}}, 3),  # overlay.json before it said stem_lanes
+    ({}, LANES),  # nothing recorded: the core's lanes (the LANES register)
+])
+def test_a_stem_overlays_stem_lanes_come_from_its_description(
+        stem_export, stem_board, tmp_path: Path, described: dict, stem_lanes: int) -> None:
+    overlay = stem_overlay(tmp_path, **described)
+    path = export_image_path(stem_export.path, LANES, DATA_WIDTH, stem_lanes=stem_lanes)
+    if stem_lanes == LANES:
+        with pytest.raises(StepvitError, match=rf"^{re.escape(str(path))} is missing: .* "
+                                               rf"\(4 lanes \+ 4 stem lanes, 64-bit AXI\)"):
+            open_accelerator("pynq", stem_export, overlay=overlay, timeout_s=TIMEOUT_S)
+        assert stem_board.loads == []
+        return
+    with open_accelerator("pynq", stem_export, overlay=overlay, timeout_s=TIMEOUT_S) as accel:
+        assert accel.weight_image_path() == path
+    assert stem_board.loads == [path.read_bytes()]

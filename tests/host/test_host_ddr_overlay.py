@@ -122,6 +122,11 @@ def test_overlay_of_a_ddr_build_says_so(export_dir: Path, tmp_path: Path,
     assert (info["weights"], info["shape_hash"], info["data_width"]) == (
         "ddr", f"{export.shape_hash:08x}", 64)
     assert info["weight_image"] == export_image_path(export_dir, LANES, 64).name
+    assert info["weight_image"] == f"weights-lanes{LANES}-axi64.img"  # no stem: no -stem<S>
+    assert "stem_lanes" not in info
+    # the size the driver checks the image against
+    assert info["weight_image_bytes"] == len((export_dir / info["weight_image"]).read_bytes())
+    assert info["weight_image_bytes"] == info["rtl_report"]["weight_image"]["bytes"]
     assert (out / "stepvit_accel.v").read_text() == (build / "stepvit_accel.v").read_text()
     assert "m_axi_araddr" in (out / "stepvit_accel.v").read_text()
     assert main(["overlay", str(export_dir), "--build", str(build), "--board", "kv260",

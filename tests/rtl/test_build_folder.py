@@ -17,7 +17,10 @@ from stepvit.rtl.build_folder import (
     build_design,
     default_build_dir,
     design_in,
+    export_image_name,
+    export_image_path,
     generator_fingerprint,
+    image_stem_lanes,
     record_design,
 )
 
@@ -74,3 +77,26 @@ def test_lanes_below_one_are_refused(export: Export, tmp_path: Path) -> None:
     with pytest.raises(StepvitError, match="^--lanes must be at least 1, got 0$"):
         design_in(tmp_path, export, 0)
     assert not (tmp_path / DESIGN_FILE).exists()
+
+
+def test_an_exports_image_is_named_by_its_layout_the_stem_lanes_only_with_a_stem(
+        export: Export, tmp_path: Path) -> None:
+    """Without a stem the names are as they were; with one ``-stem<S>`` follows the lanes,
+    so the images of two designs that differ only in their stem lanes never share a name."""
+    assert export_image_name(32, 64) == "weights-lanes32-axi64.img"
+    assert export_image_name(4, 128, {"membrane": 19, "logit": 13, "weight": 8}, True) == (
+        "weights-lanes4-axi128-bitslogit13.membrane19-chunkmajor.img")
+    assert export_image_name(32, 64, stem_lanes=12) == "weights-lanes32-stem12-axi64.img"
+    assert export_image_name(32, 64, None, True, stem_lanes=8) == (
+        "weights-lanes32-stem8-axi64-chunkmajor.img")
+    assert export_image_name(32, 64, {"logit": 13}, True, stem_lanes=12) == (
+        "weights-lanes32-stem12-axi64-bitslogit13-chunkmajor.img")
+    assert export_image_name(32, 64, stem_lanes=8) != export_image_name(32, 64, stem_lanes=12)
+    assert export_image_path(tmp_path, 32, 64, stem_lanes=12) == (
+        tmp_path / "weights-lanes32-stem12-axi64.img")
+    # the stem lanes that name an image: none without a stem, the core's where unrecorded
+    assert image_stem_lanes(export.arch, 32, None) is None
+    assert image_stem_lanes(export.arch, 32, 12) is None
+    stem = {**export.arch, "stem": {"stages": [{"channels": 4}]}}
+    assert image_stem_lanes(stem, 32, None) == 32
+    assert image_stem_lanes(stem, 32, 12) == 12

@@ -2,10 +2,10 @@
 
 ``stepvit rtl EXPORT2 --build B --weights ddr`` on a folder holding a ddr design of
 EXPORT2's shape keeps its Verilog and writes EXPORT2's image (the build's current
-``weights.img``, and ``EXPORT2/weights-lanes<P>-axi<W>.img`` for the host); an export of
-another shape is refused in one line naming both shape hashes. The exports are the tiny
-random network at seeds 0 and 2 (equal proven bit widths: one shape) and seed 0 on
-4x6 images (another shape).
+``weights.img``, and ``EXPORT2/weights-lanes<P>-axi<W>.img`` for the host, ``-stem<S>``
+after the lanes with a stem); an export of another shape is refused in one line naming
+both shape hashes. The exports are the tiny random network at seeds 0 and 2 (equal proven
+bit widths: one shape) and seed 0 on 4x6 images (another shape).
 """
 
 from __future__ import annotations

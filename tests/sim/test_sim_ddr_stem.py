@@ -7,7 +7,9 @@ tiny network with a three-stage stem and an RPE on 9x9 images, seeds 0 and 2: pi
 sets of widths, seeds 0, 2, 6, 7 and 8 share one) have byte-identical ddr Verilog and
 different images; the design computes the golden model's outputs bit for bit in the rom
 design's cycles; one byte flipped in DDR is caught; the same build loaded with the other
-export's image computes that export's.
+export's image computes that export's. The export's copy of its image is named by the stem's
+lanes too (``weights-lanes<P>-stem<S>-axi<W>.img``), so designs of other stem lanes keep
+their images apart.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pytest
 from ddr_checks import assert_bit_exact_in_rom_cycles
 
 from stepvit.model.export import Export, load_export
+from stepvit.rtl.build_folder import export_image_path
 from stepvit.rtl.core_plan import CorePlan
 from stepvit.rtl.design_image import design_image, image_contents, stem_plan_of
 from stepvit.rtl.generate import to_verilog
@@ -135,6 +138,44 @@ def test_reusing_and_laying_out_a_stem_build_keep_its_stem_lanes(exports: list[E
                      "pynq-z2", "--out", str(overlay)]) == 0
     assert (overlay / "stepvit_accel.v").read_text() == (build / "stepvit_accel.v").read_text()
     assert json.loads((overlay / "design.json").read_text())["stem_lanes"] == STEM_LANES
+    # the export's image is named by the stem lanes too, and overlay.json names it
+    named = export_image_path(exports[1].path, LANES, 64, stem_lanes=STEM_LANES)
+    assert named.name == f"weights-lanes{LANES}-stem{STEM_LANES}-axi64.img"
+    assert named.read_bytes() == image.image
+    info = json.loads((overlay / "overlay.json").read_text())
+    assert (info["stem_lanes"], info["weight_image"], info["weight_image_bytes"]) == (
+        STEM_LANES, named.name, len(image.image))
+
+
+def test_designs_of_other_stem_lanes_write_and_name_their_own_images(
+        exports: list[Export], tmp_path: Path) -> None:
+    """One export built at 4 core lanes with the stem at 4 (not recorded: the core's) and at
+    2: two images of different sizes side by side in the export's folder, each overlay
+    naming its own, so neither is taken for the other (a stale image of another stem-lane
+    count once reached the board under the same name and ended in an AXI error)."""
+    from stepvit.host import cli
+
+    export = exports[0]
+    infos, images = {}, {}
+    for stem_lanes in (LANES, 2):
+        build, overlay = tmp_path / f"build{stem_lanes}", tmp_path / f"overlay{stem_lanes}"
+        assert cli.main(["rtl", str(export.path), "--build", str(build), "--lanes", str(LANES),
+                         *(["--stem-lanes", "2"] if stem_lanes != LANES else []),
+                         "--weights", "ddr"]) == 0
+        assert cli.main(["overlay", str(export.path), "--build", str(build), "--board",
+                         "pynq-z2", "--out", str(overlay)]) == 0
+        infos[stem_lanes] = json.loads((overlay / "overlay.json").read_text())
+        images[stem_lanes] = (build / "weights.img").read_bytes()
+    assert "stem_lanes" not in json.loads((tmp_path / f"build{LANES}/design.json").read_text())
+    assert len(images[LANES]) != len(images[2])
+    for stem_lanes, info in infos.items():
+        named = export_image_path(export.path, LANES, 64, stem_lanes=stem_lanes)
+        assert named.name == f"weights-lanes{LANES}-stem{stem_lanes}-axi64.img"
+        assert info["weight_image"] == named.name and info["stem_lanes"] == stem_lanes
+        assert named.read_bytes() == images[stem_lanes] == design_image(
+            export, lanes=LANES, stem_lanes=stem_lanes).image
+        assert info["weight_image_bytes"] == len(images[stem_lanes])
+    assert not export_image_path(export.path, LANES, 64).exists()  # no name without the stem
 
 
 @pytest.mark.slow

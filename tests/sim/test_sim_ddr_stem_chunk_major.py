@@ -84,10 +84,12 @@ def test_rtl_records_reuses_and_lays_out_the_chunk_major_stem(
     assert (record["stem_lanes"], record["stem_chunk_major"]) == (STEM_LANES, True)
     assert json.loads((build / "report.json").read_text())["stem_chunk_major"] is True
     assert (build / "weights.img").read_bytes() == chunk_major_image(first).image
-    named = export_image_path(first.path, LANES, 64, stem_chunk_major=True)
-    assert named.name == f"weights-lanes{LANES}-axi64-chunkmajor.img"
+    named = export_image_path(first.path, LANES, 64, stem_chunk_major=True,
+                              stem_lanes=STEM_LANES)
+    assert named.name == f"weights-lanes{LANES}-stem{STEM_LANES}-axi64-chunkmajor.img"
     assert named.read_bytes() == chunk_major_image(first).image
-    assert not export_image_path(first.path, LANES, 64).exists()
+    assert not export_image_path(first.path, LANES, 64, stem_lanes=STEM_LANES).exists()
+    assert not export_image_path(first.path, LANES, 64, stem_chunk_major=True).exists()
     verilog = (build / "stepvit_accel.v").read_text()
     # another export of the shape, no flag: the build's Verilog and schedule are kept
     assert cli.main(["rtl", str(second.path), "--build", str(build), "--weights", "ddr"]) == 0
@@ -95,8 +97,8 @@ def test_rtl_records_reuses_and_lays_out_the_chunk_major_stem(
     assert (build / "stepvit_accel.v").read_text() == verilog
     assert json.loads((build / "design.json").read_text())["stem_chunk_major"] is True
     assert (build / "weights.img").read_bytes() == chunk_major_image(second).image
-    assert export_image_path(second.path, LANES, 64,
-                             stem_chunk_major=True).read_bytes() == chunk_major_image(second).image
+    assert export_image_path(second.path, LANES, 64, stem_chunk_major=True,
+                             stem_lanes=STEM_LANES).read_bytes() == chunk_major_image(second).image
     overlay = tmp_path / "overlay"
     assert cli.main(["overlay", str(second.path), "--build", str(build), "--board", "pynq-z2",
                      "--out", str(overlay)]) == 0
@@ -104,7 +106,9 @@ def test_rtl_records_reuses_and_lays_out_the_chunk_major_stem(
     assert json.loads((overlay / "design.json").read_text())["stem_chunk_major"] is True
     info = json.loads((overlay / "overlay.json").read_text())
     assert info["stem_chunk_major"] is True
+    assert info["stem_lanes"] == STEM_LANES
     assert info["weight_image"] == named.name
+    assert info["weight_image_bytes"] == len(named.read_bytes())
 
 
 def test_a_step_major_build_refuses_the_flag(exports: list[Export], tmp_path: Path,
