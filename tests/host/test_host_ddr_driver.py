@@ -77,15 +77,21 @@ def ddr_overlay(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.fixture
-def ddr_board(export: Export, monkeypatch: pytest.MonkeyPatch) -> FakeBoard:
-    """The double as a ddr overlay built for ``export``'s shape, on the virtual clock."""
+def ddr_double(export: Export, monkeypatch: pytest.MonkeyPatch) -> FakeBoard:
+    """Return the double as a ddr overlay built for ``export``'s shape, on the virtual
+    clock, installed as the ``pynq`` module of a root login shell."""
     fake = FakeBoard(export, weights="ddr")
     monkeypatch.setitem(sys.modules, "pynq", fake_pynq_module(fake))
     monkeypatch.setenv("XILINX_XRT", "/usr")
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(backend_pynq, "time", fake.clock)
     return fake
+
+
+@pytest.fixture
+def ddr_board(export: Export, monkeypatch: pytest.MonkeyPatch) -> FakeBoard:
+    """The double as a ddr overlay built for ``export``'s shape, on the virtual clock."""
+    return ddr_double(export, monkeypatch)
 
 
 def images_of(export: Export, count: int = 3) -> np.ndarray:
@@ -308,12 +314,7 @@ def stem_export(tmp_path_factory: pytest.TempPathFactory, random_export) -> Expo
 
 @pytest.fixture
 def stem_board(stem_export: Export, monkeypatch: pytest.MonkeyPatch) -> FakeBoard:
-    fake = FakeBoard(stem_export, weights="ddr")
-    monkeypatch.setitem(sys.modules, "pynq", fake_pynq_module(fake))
-    monkeypatch.setenv("XILINX_XRT", "/usr")
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(backend_pynq, "time", fake.clock)
-    return fake
+    return ddr_double(stem_export, monkeypatch)
 
 
 def stem_overlay(folder: Path, **described: object) -> Path:
