@@ -42,13 +42,15 @@ class AccumulateStage(wiring.Component):
         The pass being run (its weights, bit or count planes, sink).
     event : In(event_layout(plan))
         The event of this cycle (``valid`` low: none).
-    weights : In(8 * lanes)
-        The event's weight word, as read.
+    weights, bias : In(8 * lanes), In(bias_bits * lanes)
+        The event's weight word and its chunk's biases, as read (the walk stage addresses
+        both): a chunk's sum starts from its biases (in a pass with ``use_bias``), so the
+        sum stage adds only the operand.
     kv_rows : In(ArrayLayout(unsigned(attention_bits * head_dim), parallel_heads))
         Each walker's KV row, as read (zero where the event says it is fresh).
     kv_write : In(WritePort.Signature).array(parallel_heads)
         The KV pass's adds, one KV memory per walker.
-    current_address, stream_address, bias_address : Out
+    current_address, stream_address : Out
         The sum stage's reads, for the chunk the event may close.
     valid : Out(1)
         A chunk closed in the cycle before (registered) ...
@@ -63,19 +65,20 @@ class AccumulateStage(wiring.Component):
         geometry = plan.geometry
         layout = event_layout(plan)
         self._lanes_unit = AccumulatorLanes(
-            lanes=geometry.lanes, addend_bits=geometry.addend_bits, sum_bits=geometry.sum_bits)
+            lanes=geometry.lanes, addend_bits=geometry.addend_bits, sum_bits=geometry.sum_bits,
+            start_bits=geometry.bias_bits)
         row_bits = geometry.bits["attention"] * geometry.head_dim
         kv_address = Shape.cast(layout["kv_address"].shape.elem_shape).width
         super().__init__({
             "descriptor": In(plan.layout()),
             "event": In(layout),
             "weights": In(8 * geometry.lanes),
+            "bias": In(geometry.bias_bits * geometry.lanes),
             "kv_rows": In(data.ArrayLayout(unsigned(row_bits), geometry.parallel_heads)),
             "kv_write": In(WritePort.Signature(addr_width=kv_address, shape=unsigned(row_bits))
                            ).array(geometry.parallel_heads),
             "current_address": Out(layout["group_index"].shape),
             "stream_address": Out(layout["stream_address"].shape),
-            "bias_address": Out(layout["bias_address"].shape),
             "valid": Out(1),
             "closed": Out(fields_of(layout, SUM_FIELDS)),
             "sums": Out(self._lanes_unit.total.shape()),
@@ -97,6 +100,10 @@ class AccumulateStage(wiring.Component):
         kv_values = self._kv_lanes(m, kv_rows)
         plane = Mux(desc.bit_planes | desc.count_planes, acc.plane, 0)
         m.d.comb += [lanes_unit.valid.eq(acc.valid), lanes_unit.first.eq(acc.first)]
+        # a chunk's sum starts from its biases: no third input of the sum stage's adders
+        bias_values = lanes_of(self.bias, lanes, geometry.bias_bits, is_signed=True)
+        m.d.comb += [lanes_unit.start[lane].eq(Mux(desc.use_bias, bias_values[lane], 0))
+                     for lane in range(lanes)]
         is_kv = desc.weights == WeightSource.KV
         for lane in range(lanes):
             addend = Mux(is_kv, kv_values[lane], weight_values[lane] << plane)
@@ -115,7 +122,6 @@ class AccumulateStage(wiring.Component):
         m.d.comb += [
             self.current_address.eq(acc.group_index),
             self.stream_address.eq(acc.stream_address),
-            self.bias_address.eq(acc.bias_address),
         ]
         return m
 

@@ -503,6 +503,7 @@ class StepvitCore(wiring.Component):
             walk.fetched.eq(prefetch.fetched),
             prefetch.advance.eq(walk.advance),
         ]
+        m.d.comb += memories.bias_read.addr.eq(walk.bias_address)
         if tiles is None:
             m.d.comb += memories.weight_read.addr.eq(walk.weight_address)
         else:
@@ -523,7 +524,7 @@ class StepvitCore(wiring.Component):
             accumulate.weights.eq(weights),
             memories.current_read.addr.eq(accumulate.current_address),
             *(port.addr.eq(accumulate.stream_address) for port in memories.stream_reads),
-            memories.bias_read.addr.eq(accumulate.bias_address),
+            accumulate.bias.eq(memories.bias_read.data),
         ]
         for slot, (read, write) in enumerate(zip(memories.kv_read, memories.kv_write)):
             m.d.comb += accumulate.kv_rows[slot].eq(read.data)
@@ -540,7 +541,6 @@ class StepvitCore(wiring.Component):
             sums.valid.eq(accumulate.valid),
             sums.event.eq(accumulate.closed),
             *(sums.sums[lane].eq(accumulate.sums[lane]) for lane in range(lanes)),
-            sums.bias.eq(memories.bias_read.data),
             sums.current.eq(memories.current_read.data),
             # the blocks' stream buffer (with a stem, the one its front handed on last)
             sums.stream.eq(memories.stream_reads[0].data if stem is None else Mux(

@@ -84,7 +84,6 @@ class SumStage(wiring.Component):
             "valid": In(1),
             "event": In(fields),
             "sums": In(data.ArrayLayout(signed(geometry.sum_bits), lanes)),
-            "bias": In(geometry.bias_bits * lanes),
             "current": In(bits["embed_current"] * lanes),
             "stream": In(bits["stream"] * lanes),
             "current_write": In(WritePort.Signature(
@@ -131,7 +130,6 @@ class SumStage(wiring.Component):
         geometry = self._plan.geometry
         lanes, bits, width = geometry.lanes, geometry.bits, current_bits(geometry)
         desc = self.descriptor
-        bias_values = lanes_of(self.bias, lanes, geometry.bias_bits, is_signed=True)
         current_values = lanes_of(self.current, lanes, bits["embed_current"], is_signed=True)
         stream_values = lanes_of(self.stream, lanes, bits["stream"], is_signed=True)
         totals = []
@@ -144,8 +142,7 @@ class SumStage(wiring.Component):
                     m.d.comb += operand.eq(Mux(self.event.stream_zero, 0,
                                                stream_values[lane]))
             total = Signal(signed(width), name=f"total{lane}")
-            m.d.comb += total.eq(self.sums[lane] + operand
-                                 + Mux(desc.use_bias, bias_values[lane], 0))
+            m.d.comb += total.eq(self.sums[lane] + operand)
             totals.append(total)
         return totals
 

@@ -59,8 +59,9 @@ class WalkStage(wiring.Component):
         The next word, read ahead by :class:`~stepvit.rtl.prefetch.SpikeWordPrefetch`.
     advance : Out(1)
         The walk takes the word: read the one after it.
-    weight_address : Out(range(weight words))
-        The weight word of this cycle's event.
+    weight_address, bias_address : Out
+        The weight word and the biases of this cycle's event (read for the accumulate
+        stage).
     kv_address : Out(ArrayLayout(range, parallel_heads))
         Each walker's KV row of this cycle's event (read for the accumulate stage).
     event : Out(event_layout(plan))
@@ -82,6 +83,7 @@ class WalkStage(wiring.Component):
             "fetched": In(fetched_layout(plan)),
             "advance": Out(1),
             "weight_address": Out(range(max(len(plan.weight_words), 2))),
+            "bias_address": Out(layout["bias_address"].shape),
             "kv_address": Out(data.ArrayLayout(layout["kv_address"].shape.elem_shape,
                                                geometry.parallel_heads)),
             "event": Out(layout),
@@ -199,6 +201,7 @@ class WalkStage(wiring.Component):
             self.weight_address.eq(walk.weight_row + Mux(desc.bit_planes, channel >> 3,
                                                           channel)),
         ]
+        m.d.comb += self.bias_address.eq(event.bias_address)
         self._kv_events(m, walk, event, kv_restart, channel)
         m.d.sync += self.event.eq(event)
 

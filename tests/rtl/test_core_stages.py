@@ -109,28 +109,26 @@ def test_fire_stage_starts_the_first_step_from_rest_and_writes_the_stream(plan):
     run(dut, testbench)
 
 
-def test_sum_stage_adds_operand_and_bias_and_routes_the_chunk_to_its_sink(plan):
+def test_sum_stage_adds_the_operand_and_routes_the_chunk_to_its_sink(plan):
     geometry = plan.geometry
     bits = geometry.bits
     dut = SumStage(plan=plan)
-    sums, bias, stream = [10, -4, 7], [1, 2, -3], [100, -50, 25]
+    sums, stream = [10, -4, 7], [100, -50, 25]  # the sums hold the biases already
 
     async def testbench(ctx):
         for lane in range(LANES):
             ctx.set(dut.sums[lane], sums[lane])
-        ctx.set(dut.bias, pack(bias, geometry.bias_bits))
         ctx.set(dut.stream, pack(stream, bits["stream"]))
         ctx.set(dut.descriptor.operand, Operand.STREAM)
         ctx.set(dut.descriptor.use_bias, 1)
         ctx.set(dut.descriptor.sink, Sink.STORE_STREAM)
         ctx.set(dut.event.stream_address, 7)
         ctx.set(dut.valid, 1)
-        totals = [s + b + o for s, b, o in zip(sums, bias, stream)]
+        totals = [s + o for s, o in zip(sums, stream)]
         assert unpack(ctx.get(dut.stream_write.data), bits["stream"]) == totals
         assert (ctx.get(dut.stream_write.en), ctx.get(dut.stream_write.addr)) == (1, 7)
         ctx.set(dut.event.stream_zero, 1)  # the step's stream is all zero
-        assert unpack(ctx.get(dut.stream_write.data), bits["stream"]) == \
-            [s + b for s, b in zip(sums, bias)]
+        assert unpack(ctx.get(dut.stream_write.data), bits["stream"]) == sums
         ctx.set(dut.event.stream_zero, 0)
         ctx.set(dut.descriptor.sink, Sink.LIF)
         ctx.set(dut.event.group_index, 3)
@@ -169,13 +167,17 @@ def test_sum_stage_presets_the_logits_and_adds_each_class_chunk(plan):
     run(dut, testbench)
 
 
-def test_accumulate_stage_sums_shifted_weights_over_a_chunk(plan):
+@pytest.mark.parametrize("use_bias", [0, 1])
+def test_accumulate_stage_sums_shifted_weights_over_a_chunk_from_its_biases(plan, use_bias):
     dut = AccumulateStage(plan=plan)
     rng = np.random.default_rng(3)
     events = [(rng.integers(-128, 128, LANES).tolist(), int(rng.integers(0, 4)))
               for _ in range(4)]
+    bias = [5, -9, 300]
 
     async def testbench(ctx):
+        ctx.set(dut.bias, pack(bias, plan.geometry.bias_bits))
+        ctx.set(dut.descriptor.use_bias, use_bias)
         ctx.set(dut.descriptor.weights, WeightSource.ROM)
         ctx.set(dut.descriptor.count_planes, 1)  # the head's count planes shift the weights
         ctx.set(dut.event.chunk, 1)
@@ -190,7 +192,8 @@ def test_accumulate_stage_sums_shifted_weights_over_a_chunk(plan):
             await ctx.tick()
             assert ctx.get(dut.valid) == (index == len(events) - 1)
         ctx.set(dut.event.valid, 0)
-        expected = [sum(w[lane] << plane for w, plane in events) for lane in range(LANES)]
+        expected = [use_bias * bias[lane] + sum(w[lane] << plane for w, plane in events)
+                    for lane in range(LANES)]
         assert [ctx.get(dut.sums[lane]) for lane in range(LANES)] == expected
         assert (ctx.get(dut.closed.chunk), ctx.get(dut.closed.group_index)) == (1, 2)
         await ctx.tick()
