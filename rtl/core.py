@@ -16,12 +16,13 @@ reads are issued by the stage before it):
   has one left, and the chunk ends when every walker has walked its last bit.
 - **accumulate** (:class:`~stepvit.rtl.accumulate_stage.AccumulateStage`): the event's
   weights (``lanes`` of them, shifted by the bit plane in the embedding) are added by
-  :class:`~stepvit.rtl.accumulator.AccumulatorLanes`; the KV pass instead adds the token's
+  :class:`~stepvit.rtl.accumulator.AccumulatorLanes`, a chunk's sum starting from its
+  biases (read with the weights); the KV pass instead adds the token's
   V segment into a KV row here (read-modify-write). With parallel heads each walker has its
   own KV memory (its heads' rows) and its own ``head_dim`` lanes of the chunk, which add
   only when that walker has a bit.
-- **sum** (:class:`~stepvit.rtl.sum_stage.SumStage`): a finished chunk gets its bias and
-  operand (embedding current or residual stream) and is stored (embedding current, residual
+- **sum** (:class:`~stepvit.rtl.sum_stage.SumStage`): a finished chunk gets its operand
+  (embedding current or residual stream) and is stored (embedding current, residual
   stream) or added into the logits, or goes on to
 - **fire** (:class:`~stepvit.rtl.fire_stage.FireStage`): :class:`~stepvit.rtl.lif.LIFLanes`
   (spikes into a spike map, membranes back, spikes counted).

@@ -1,10 +1,11 @@
-"""The core's sum stage: a finished chunk gets its bias and operand, then goes to its sink.
+"""The core's sum stage: a finished chunk gets its operand, then goes to its sink.
 
 The third stage of :class:`~stepvit.rtl.core.StepvitCore`'s pipeline. A chunk's sums arrive
-with the bias, embedding current and residual stream its reads fetched; per lane the stage
-adds the operand of the pass (the embedding current, or the stream of the step) and the
-bias, then stores the total (the embedding current, the residual stream), adds it into the
-logits (which it holds), or registers it for the fire stage, whose reads it issues.
+(its biases in them already: the accumulate stage starts a sum from them) with the
+embedding current and residual stream its reads fetched; per lane the stage adds the
+operand of the pass (the embedding current, or the stream of the step), then stores the
+total (the embedding current, the residual stream), adds it into the logits (which it
+holds), or registers it for the fire stage, whose reads it issues.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from stepvit.rtl.core_plan import CorePlan, Operand, Sink
 
 
 class SumStage(wiring.Component):
-    """Give a finished chunk its bias and operand; store it, add it to the logits, or fire it.
+    """Give a finished chunk its operand; store it, add it to the logits, or fire it.
 
     Parameters
     ----------
@@ -41,7 +42,7 @@ class SumStage(wiring.Component):
     Members
     -------
     descriptor : In(plan.layout())
-        The pass being run (its operand, bias, sink).
+        The pass being run (its operand, sink).
     preset : In(1)
         Pulse: an image starts; the logits go back to the head's biases.
     valid : In(1)
@@ -50,8 +51,8 @@ class SumStage(wiring.Component):
         Its chunk, group index, first step, stream-zero flag and addresses.
     sums : In(ArrayLayout(signed(sum_bits), lanes))
         Its sums.
-    bias, current, stream : In(lanes words)
-        The biases, the embedding current and the residual stream, as read for the chunk.
+    current, stream : In(lanes words)
+        The embedding current and the residual stream, as read for the chunk.
     current_write, stream_write : In(WritePort.Signature)
         A chunk stored to the embedding current, or to the residual stream.
     head_bias : In(ArrayLayout(signed(logit_bits), num_classes))
@@ -126,7 +127,7 @@ class SumStage(wiring.Component):
         return m
 
     def _totals(self, m: Module) -> list[Signal]:
-        """Return per lane the sum plus its operand (embedding current or stream) and bias."""
+        """Return per lane the sum (biases included) plus its operand (current or stream)."""
         geometry = self._plan.geometry
         lanes, bits, width = geometry.lanes, geometry.bits, current_bits(geometry)
         desc = self.descriptor
