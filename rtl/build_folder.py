@@ -223,16 +223,20 @@ def read_design(folder: str | Path) -> dict[str, Any]:
     return design
 
 
+def recorded(folder: str | Path, key: str) -> Any:
+    """Return ``key`` of ``folder``'s design record (``None``: no record, or no such key)."""
+    path = Path(folder) / DESIGN_FILE
+    return read_design(folder).get(key) if path.is_file() else None
+
+
 def stem_lanes_of(folder: str | Path) -> int | None:
     """Return the stem lanes ``folder``'s design records (``None``: the core's lanes)."""
-    path = Path(folder) / DESIGN_FILE
-    return read_design(folder).get("stem_lanes") if path.is_file() else None
+    return recorded(folder, "stem_lanes")
 
 
 def stem_chunk_major_of(folder: str | Path) -> bool:
     """Return whether ``folder``'s design records a chunk-major stem (no record: ``False``)."""
-    path = Path(folder) / DESIGN_FILE
-    return bool(read_design(folder).get("stem_chunk_major")) if path.is_file() else False
+    return bool(recorded(folder, "stem_chunk_major"))
 
 
 def spike_word_bits_of(folder: str | Path) -> int | None:
@@ -240,8 +244,7 @@ def spike_word_bits_of(folder: str | Path) -> int | None:
 
     No record, or a record that says none, is ``None`` (today's design).
     """
-    path = Path(folder) / DESIGN_FILE
-    bits = read_design(folder).get("spike_word_bits") if path.is_file() else None
+    bits = recorded(folder, "spike_word_bits")
     return None if bits is None else int(bits)
 
 

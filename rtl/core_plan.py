@@ -121,7 +121,7 @@ class CoreGeometry:
         ------
         ValueError
             If ``lanes`` is not a positive integer at most the widest output row, or
-            ``spike_word_bits`` cannot cut the spike words (:meth:`check_spike_word_bits`).
+            ``spike_word_bits`` cannot cut the spike words (:meth:`_checked`).
         """
         arch = export.arch
         # with a convolutional stem the stem engine makes the tokens: no patch embedding
@@ -293,10 +293,6 @@ class CoreGeometry:
         A memory with segments; registers (one a channel) without.
         """
         return self.max_segments > 1
-
-    def segment_of_heads(self, first_channel: int) -> int:
-        """Return the segment of a ``dim`` word that holds the channel ``first_channel``."""
-        return first_channel // self.word_bits(self.dim_word_bits)
 
     @property
     def count_bits(self) -> int:
@@ -484,11 +480,8 @@ class CorePlan:
             self._add_attention(block)
             self._add_mlp(block)
         self._add_head()
-        if geometry.max_segments > 1:
-            for descriptor in self.passes:
-                segment, within = geometry.segment_of_chunk(descriptor.get("chunk_offset", 0))
-                descriptor.update(out_segment_address=segment * geometry.t_max * geometry.tokens,
-                                  out_within=within)
+        for descriptor in self.passes:
+            self._place_segments(descriptor)
 
     def _add_embedding(self) -> None:
         """Append the embedding's passes: its current once, then its LIF into the stream."""
@@ -530,13 +523,15 @@ class CorePlan:
         """Append a pass: ``fields`` over the defaults (every token, the model's chunks)."""
         descriptor = {"groups": self.geometry.tokens, "chunks": self.geometry.dim_chunks}
         descriptor.update(fields)
-        self.passes.append(self._with_segments(descriptor))
+        self.passes.append(descriptor)
 
-    def _with_segments(self, descriptor: dict[str, Any]) -> dict[str, Any]:
-        """Return ``descriptor`` with the segments of its source a chunk walks.
+    def _place_segments(self, descriptor: dict[str, Any]) -> None:
+        """Give a planned pass its segment fields.
 
-        Every segment of the source's word in a pass that walks all its bits; the one that
-        holds the chunk's heads in the attention's (:meth:`CoreGeometry.segment_of_heads`).
+        ``segments``: every segment of the source's word in a pass that walks all its bits;
+        one (the segment of the chunk's heads) in the attention's. With segments also where
+        the pass's first output chunk (``chunk_offset``, a slice's) is written:
+        ``out_segment_address`` (``segment * t_max * tokens``) and ``out_within``.
         """
         geometry = self.geometry
         source = descriptor.get("source", Source.NONE)
@@ -548,7 +543,11 @@ class CorePlan:
             segments = geometry.mlp_segments
         else:
             segments = geometry.dim_segments
-        return {**descriptor, "segments": segments}
+        descriptor["segments"] = segments
+        if geometry.max_segments > 1:
+            segment, within = geometry.segment_of_chunk(descriptor.get("chunk_offset", 0))
+            descriptor.update(out_segment_address=segment * geometry.t_max * geometry.tokens,
+                              out_within=within)
 
     def _add_weighted(self, name: str, /, **fields: Any) -> None:
         """Append a pass that reads weights: in slices of at most ``tile_words`` words.
@@ -558,7 +557,6 @@ class CorePlan:
         """
         descriptor = {"groups": self.geometry.tokens, "chunks": self.geometry.dim_chunks}
         descriptor.update(fields)
-        descriptor = self._with_segments(descriptor)
         chunks, input_len = descriptor["chunks"], descriptor["input_len"]
         if self.tile_words is None:
             self.passes.append(descriptor)

@@ -151,7 +151,6 @@ class FireStage(wiring.Component):
         fired = Signal(lanes)
         m.d.comb += fired.eq(lif.spikes & self._channel_lanes(fire.chunk))
         place = self._spike_place(m)
-        self._place = place
         with m.If(self.valid):
             m.d.comb += [
                 self.membrane_write.addr.eq(fire.group_index),
@@ -171,7 +170,7 @@ class FireStage(wiring.Component):
                         bits["stream"])),
                     self.stream_write.en.eq(1),
                 ]
-        self._count(m, fired)
+        self._count(m, fired, place)
         return m
 
     def _spike_place(self, m: Module) -> tuple[Value, Value, Value]:
@@ -205,8 +204,12 @@ class FireStage(wiring.Component):
                          next_segment.eq(segment + wraps)]
         return address, within, segment
 
-    def _count(self, m: Module, fired: Signal) -> None:
-        """Add the fired lanes to their layer's count and, for head.in, to each channel's."""
+    def _count(self, m: Module, fired: Signal, place: tuple[Value, Value, Value]) -> None:
+        """Add the fired lanes to their layer's count and, for head.in, to each channel's.
+
+        ``place``: the firing chunk's (:meth:`_spike_place`), which addresses the count
+        memory of a core with segments.
+        """
         geometry = self._plan.geometry
         lanes, desc = geometry.lanes, self.descriptor
         counts = [Signal(SPIKE_COUNT_BITS, name=f"count{i}") for i in range(len(self.counts))]
@@ -229,7 +232,7 @@ class FireStage(wiring.Component):
         # head.in also counts per channel: the head's input (its COUNTS pass)
         head_in = count_valid & (count_layer == self._head_in_layer)
         if geometry.counts_in_memory:
-            self._count_in_memory(m, head_in, fired_held)
+            self._count_in_memory(m, head_in, fired_held, place)
             return
         head_counts = [Signal(geometry.count_bits, name=f"head_count{c}")
                        for c in range(geometry.dim_word_bits)]
@@ -243,7 +246,8 @@ class FireStage(wiring.Component):
                         count = head_counts[chunk * lanes + lane]
                         m.d.sync += count.eq(count + fired_held[lane])
 
-    def _count_in_memory(self, m: Module, head_in: Value, fired_held: Signal) -> None:
+    def _count_in_memory(self, m: Module, head_in: Value, fired_held: Signal,
+                         place: tuple[Value, Value, Value]) -> None:
         """Add head.in's fired lanes into the count memory (read-modify-write).
 
         The chunk's word is read as it fires and its lanes written a cycle later. No
@@ -254,7 +258,7 @@ class FireStage(wiring.Component):
         geometry = self._plan.geometry
         lanes, bits = geometry.lanes, geometry.count_bits
         desc, fire = self.descriptor, self.event
-        _, within, segment = self._place
+        _, within, segment = place
         held_within = Signal.like(within, name="count_within")
         held_segment = Signal.like(segment, name="count_segment")
         fresh = Signal(name="count_fresh")

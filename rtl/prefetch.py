@@ -136,10 +136,10 @@ class SpikeWordPrefetch(wiring.Component):
         if "segment_address" in place:
             m.d.comb += self.fetch_address.eq(Mux(self.advance, place["segment_address"], 0)
                                               + word_address)
-        if geometry.counts_in_memory:
-            m.d.comb += self.count_address.eq(Mux(self.advance, place["segment"], 0))
         else:
             m.d.comb += self.fetch_address.eq(word_address)
+        if geometry.counts_in_memory:
+            m.d.comb += self.count_address.eq(Mux(self.advance, place["segment"], 0))
         self._words(m)
         return m
 

@@ -204,8 +204,8 @@ def core_resources(export: Export, lanes: int, *, stream_data_width: int | None 
     # The walk's LUTs: per_word_bit a bit of the word the walk takes (walker_bits: the
     # widest spike word, or a segment of it), the rest of per_walk_bit a bit of the widest
     # spike word (walk_bits). Without spike_word_bits walker_bits == walk_bits, so this is
-    # per_walk_bit * walk_bits exactly. The split is a measurement of today's design (one
-    # word a token); a segmented design's own synthesis (`stepvit synth`) is the check.
+    # per_walk_bit * walk_bits exactly. The split is fitted to one segmented synthesis
+    # (LUT_MODEL); a segmented design's own synthesis (`stepvit synth`) is the check.
     lut = (LUT_MODEL["fixed"] + LUT_MODEL["per_lane"] * lanes
            + LUT_MODEL["per_word_bit"] * geometry.walker_bits
            + (LUT_MODEL["per_walk_bit"] - LUT_MODEL["per_word_bit"]) * geometry.walk_bits
