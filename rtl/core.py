@@ -132,7 +132,8 @@ class StepvitCore(wiring.Component):
         self.stream_weights = stream_weights
         # a ddr core must not depend on the export's values: its plan has none
         self.plan = CorePlan(export, lanes=lanes, contents=weights == "rom",
-                             tile_words=tile_words, spike_word_bits=spike_word_bits)
+                             tile_words=tile_words, spike_word_bits=spike_word_bits,
+                             stem_chunk_major=stem_chunk_major)
         self._head_in_layer = export.layer_names().index("head.in")
         self._stem_plan = (StemPlan.from_export(export, lanes=stem_lanes or lanes,
                                                 chunk_major=stem_chunk_major)
@@ -144,6 +145,9 @@ class StepvitCore(wiring.Component):
         #: A chunk-major stem's tiles, when the core streams its weights (else None): the
         #: stem keeps no tap memory either (:mod:`stepvit.rtl.stem_tiles`).
         self.stem_tiles = None
+        #: The stem's front (:class:`~stepvit.rtl.stem_front.StemFront`) of the latest
+        #: elaboration, for probes in simulation; None without a stem or before one.
+        self.stem_front: StemFront | None = None
         self._data_width, self._max_burst = data_width, max_burst
         if stream_weights and stem_chunk_major and self._stem_plan is not None:
             self.stem_tiles = stem_tiles(self._stem_plan, self.parameter_memories, data_width)
@@ -329,14 +333,18 @@ class StepvitCore(wiring.Component):
         """Add the stem's front (loader, engine, hand-off); take its tokens and spike counts.
 
         The front writes each image's stream into the buffer the blocks do not use, so the
-        stem of the next image overlaps the blocks of this one.
+        stem of the next image overlaps the blocks of this one; with one buffer (a
+        chunk-major stem) its layers overlap them and its tokens wait for them
+        (:meth:`_control` drives ``blocks_busy``).
         """
         geometry = self.plan.geometry
         m.submodules.stem = stem = StemFront(
             self._export, self._stem_plan, token_lanes=geometry.lanes,
             stream_words=geometry.t_max * geometry.tokens * geometry.dim_chunks,
             writable=self.weights == "ddr", tiles=self.stem_tiles,
-            data_width=self._data_width, max_burst=self._max_burst)
+            data_width=self._data_width, max_burst=self._max_burst,
+            buffers=geometry.stream_buffers)
+        self.stem_front = stem
         m.d.comb += [
             stem.load.eq(self.load), self.loaded.eq(stem.loaded),
             self.img_addr.eq(stem.img_addr), stem.img_data.eq(self.img_data),
@@ -364,7 +372,7 @@ class StepvitCore(wiring.Component):
         best = Signal(range(max(plan.geometry.num_classes, 2)))
         scan = Signal(range(plan.geometry.num_classes + 1))
         m.d.sync += self.done.eq(0)
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     self._start_run(m, run, start_bank)
@@ -411,6 +419,9 @@ class StepvitCore(wiring.Component):
                     self._take_tile(m, run, tiles, waiting=True)
             with m.State("ARGMAX"):
                 self._argmax_cycle(m, run, best, scan)
+        if stem is not None:
+            # one stream buffer: the blocks use it from the take to the image's end
+            m.d.comb += stem.blocks_busy.eq(~fsm.ongoing("IDLE") & ~fsm.ongoing("STEM"))
 
     def _take_tile(self, m: Module, run: RunState, tiles: TileFetch, *, waiting: bool) -> None:
         """Go on to ``PRIME`` with the pass's tile (a pass without one: at once), or wait.
@@ -544,8 +555,9 @@ class StepvitCore(wiring.Component):
             *(sums.sums[lane].eq(accumulate.sums[lane]) for lane in range(lanes)),
             sums.current.eq(memories.current_read.data),
             # the blocks' stream buffer (with a stem, the one its front handed on last)
-            sums.stream.eq(memories.stream_reads[0].data if stem is None else Mux(
-                stem.buffer, memories.stream_reads[1].data, memories.stream_reads[0].data)),
+            sums.stream.eq(memories.stream_reads[0].data if len(memories.stream_reads) == 1
+                           else Mux(stem.buffer, memories.stream_reads[1].data,
+                                    memories.stream_reads[0].data)),
             memories.membrane_read.addr.eq(sums.membrane_address),
             memories.theta_read.addr.eq(sums.theta_address),
             memories.spike_value_read.addr.eq(sums.spike_value_address),

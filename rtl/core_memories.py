@@ -46,7 +46,8 @@ class CoreMemories:
         One layer's membranes; the read is transparent.
     stream_writes, stream_reads : tuple of WritePort, tuple of ReadPort
         The residual stream of every step; the reads are transparent. Two buffers with a
-        convolutional stem (the stem writes one image's while the blocks update another's).
+        step-major convolutional stem (the stem writes one image's while the blocks update
+        another's), one otherwise (``CoreGeometry.stream_buffers``).
     kv_write, kv_read : tuple of WritePort, tuple of ReadPort
         The KV tables of every step, one memory per walker slot ``j`` of the parallel heads:
         it holds the rows of heads ``j``, ``j + parallel_heads``, ... (``kv_rows`` a step);
@@ -129,10 +130,11 @@ def add_core_memories(m: Module, plan: CorePlan, *, writable: bool = False,
     current_mem = memory("embed_current", bits["embed_current"] * lanes,
                          0 if geometry.stem_modules else tokens * geometry.dim_chunks)
     membrane_mem = memory("membranes", bits["membrane"] * lanes, tokens * geometry.dim_chunks)
-    # two buffers with a stem: it writes the next image's while the blocks update this one's
-    stream_mems = [memory(f"stream{buffer}" if geometry.stem_modules else "stream",
+    # two buffers with a step-major stem: it writes the next image's while the blocks update
+    # this one's (one with a chunk-major stem: its tokens wait for the blocks)
+    stream_mems = [memory(f"stream{buffer}" if geometry.stream_buffers == 2 else "stream",
                           bits["stream"] * lanes, t_max * tokens * geometry.dim_chunks)
-                   for buffer in range(2 if geometry.stem_modules else 1)]
+                   for buffer in range(geometry.stream_buffers)]
     kv_mems = [memory(f"kv{slot}", bits["attention"] * geometry.head_dim,
                       t_max * geometry.kv_rows) for slot in range(geometry.parallel_heads)]
 

@@ -107,15 +107,22 @@ class CoreGeometry:
     reset: str
     stem_modules: int = 0
     spike_word_bits: int | None = None
+    stream_buffers: int = 1
 
     @classmethod
     def from_export(cls, export: Export, *, lanes: int,
-                    spike_word_bits: int | None = None) -> CoreGeometry:
+                    spike_word_bits: int | None = None,
+                    stem_chunk_major: bool = False) -> CoreGeometry:
         """Return the geometry of ``export`` with ``lanes`` accumulator lanes.
 
         ``spike_word_bits``: the widest word of a spike map (and of the walk); a token's
         spikes wider than that are held as several words, its *segments*
         (:attr:`word_bits`). ``None`` (default): one word a token.
+
+        ``stem_chunk_major``: the export's stem runs chunk-major, its tokens passes last,
+        so the core keeps one buffer of the residual stream (the stem's tokens wait for the
+        blocks: :class:`~stepvit.rtl.stem_front.StemFront`); a step-major stem writes the
+        next image's stream into a second buffer (:attr:`stream_buffers`).
 
         Raises
         ------
@@ -152,6 +159,7 @@ class CoreGeometry:
             leak_shift=int(neuron["leak_shift"]),
             reset=str(neuron["reset"]),
             stem_modules=stem_modules,
+            stream_buffers=2 if stem_modules and not stem_chunk_major else 1,
         )._checked(spike_word_bits)
 
     def _checked(self, spike_word_bits: int | None) -> CoreGeometry:
@@ -449,7 +457,8 @@ class CorePlan:
 
     def __init__(self, export: Export, *, lanes: int, contents: bool = True,
                  tile_words: int | None = None,
-                 spike_word_bits: int | None = None) -> None:
+                 spike_word_bits: int | None = None,
+                 stem_chunk_major: bool = False) -> None:
         if tile_words is not None and (not isinstance(tile_words, int)
                                        or isinstance(tile_words, bool) or tile_words < 1):
             raise ValueError(f"tile_words must be a positive integer or None, "
@@ -457,7 +466,8 @@ class CorePlan:
         self.tile_words = tile_words
         self.split = False
         self.geometry = geometry = CoreGeometry.from_export(
-            export, lanes=lanes, spike_word_bits=spike_word_bits)
+            export, lanes=lanes, spike_word_bits=spike_word_bits,
+            stem_chunk_major=stem_chunk_major)
         self._contents = contents
         self._arrays = export.arrays
         self._thresholds = export.thresholds
@@ -677,8 +687,8 @@ class CorePlan:
                                           + g.mlp_segments * g.word_bits(g.mlp_word_bits)),
             "embed_current": 0 if g.stem_modules else g.tokens * g.dim * g.bits["embed_current"],
             "membranes": g.tokens * g.dim * g.bits["membrane"],
-            # two buffers with a stem (rtl/stem_front.py)
-            "stream": (2 if g.stem_modules else 1) * steps_tokens * g.dim * g.bits["stream"],
+            # two buffers with a step-major stem (rtl/stem_front.py)
+            "stream": g.stream_buffers * steps_tokens * g.dim * g.bits["stream"],
             "stream_spike": g.dim * g.bits["stream"],
             "kv": (g.parallel_heads * g.t_max * g.kv_rows * g.head_dim
                    * g.bits["attention"]),

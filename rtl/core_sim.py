@@ -33,12 +33,16 @@ class CoreRun:
         Per LIF layer, SPEC.md section 1 order.
     cycles : int
         Clock cycles from ``start`` to ``done``.
+    tokens_held : int
+        ``back_to_back`` runs of a core with one stream buffer only: the cycles of this
+        image's run in which the next image's stem tokens waited for the blocks.
     """
 
     logits: list[int]
     predicted: int
     spike_counts: list[int]
     cycles: int
+    tokens_held: int = 0
 
 
 def simulate_core(
@@ -49,8 +53,13 @@ def simulate_core(
     lanes: int,
     core: StepvitCore | None = None,
     max_cycles: int = 2_000_000,
+    back_to_back: bool = False,
 ) -> list[CoreRun]:
     """Run ``images`` (``uint8 [B, C, H, W]``) through the core under ``masks``.
+
+    One image at a time by default (each loaded after the one before is done); with
+    ``back_to_back`` each image loads while the one before runs and starts at its ``done``,
+    as the accelerator streams frames (a stem computes the next image meanwhile).
 
     Parameters
     ----------
@@ -66,6 +75,8 @@ def simulate_core(
         A core built already (for instance with altered memories); by default a new one.
     max_cycles : int
         Cycles one image may take before the run is refused.
+    back_to_back : bool
+        Load each image while the one before runs (above); the masks are written once.
 
     Raises
     ------
@@ -82,15 +93,57 @@ def simulate_core(
     mask_words = [sum(int(bit) << t for t, bit in enumerate(row)) for row in np.asarray(masks)]
     runs: list[CoreRun] = []
 
+    async def load(ctx: object, image: np.ndarray) -> None:
+        for address, word in enumerate(pack_images(image[None])[0].tolist()):
+            ctx.set(image_buffer.data[address], word)
+        ctx.set(core.load, 1)
+        await ctx.tick()
+        ctx.set(core.load, 0)
+
+    def outputs(ctx: object, cycles: int, held: int) -> CoreRun:
+        return CoreRun(
+            logits=[int(ctx.get(core.logits[k])) for k in range(len(core.logits))],
+            predicted=int(ctx.get(core.predicted)),
+            spike_counts=[int(ctx.get(core.spike_counts[i]))
+                          for i in range(len(core.spike_counts))],
+            cycles=cycles, tokens_held=held)
+
+    async def streamed(ctx: object) -> None:
+        # the masks are the host's to write while no image is in flight: once
+        for module, word in enumerate(mask_words):
+            ctx.set(core.masks[module], word)
+        await load(ctx, images[0])
+        while not ctx.get(core.loaded):
+            await ctx.tick()
+        await ctx.tick()
+        front = getattr(core, "stem_front", None)
+        waiting = front.tokens_waiting if front is not None and front.buffers == 1 else None
+        for index in range(len(images)):
+            ctx.set(core.start, 1)
+            await ctx.tick()
+            ctx.set(core.start, 0)
+            loading = index + 1 < len(images)
+            if loading:
+                await load(ctx, images[index + 1])
+            cycles, held = 1 + loading, 0
+            while not ctx.get(core.done):
+                loading = loading and not ctx.get(core.loaded)
+                held += int(waiting is not None and ctx.get(waiting))
+                await ctx.tick()
+                cycles += 1
+                if cycles > max_cycles:
+                    raise StepvitError(f"the core did not finish an image in {max_cycles} "
+                                       "cycles")
+            runs.append(outputs(ctx, cycles, held))
+            while loading and not ctx.get(core.loaded):
+                await ctx.tick()
+            await ctx.tick()
+
     async def testbench(ctx: object) -> None:
         for image in images:
-            for address, word in enumerate(pack_images(image[None])[0].tolist()):
-                ctx.set(image_buffer.data[address], word)
             for module, word in enumerate(mask_words):
                 ctx.set(core.masks[module], word)
-            ctx.set(core.load, 1)
-            await ctx.tick()
-            ctx.set(core.load, 0)
+            await load(ctx, image)
             while not ctx.get(core.loaded):
                 await ctx.tick()
             await ctx.tick()
@@ -104,16 +157,10 @@ def simulate_core(
                 if cycles > max_cycles:
                     raise StepvitError(f"the core did not finish an image in {max_cycles} "
                                        "cycles")
-            runs.append(CoreRun(
-                logits=[int(ctx.get(core.logits[k])) for k in range(len(core.logits))],
-                predicted=int(ctx.get(core.predicted)),
-                spike_counts=[int(ctx.get(core.spike_counts[i]))
-                              for i in range(len(core.spike_counts))],
-                cycles=cycles,
-            ))
+            runs.append(outputs(ctx, cycles, 0))
 
     sim = Simulator(m)
     sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
+    sim.add_testbench(streamed if back_to_back else testbench)
     sim.run()
     return runs

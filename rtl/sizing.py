@@ -123,7 +123,7 @@ def memory_shapes(plan: CorePlan, *, stream_data_width: int | None = None
                           2 if g.stem_modules else g.tokens * g.dim_chunks),
         "membranes": (bits["membrane"] * lanes, g.tokens * g.dim_chunks),
         **{name: (bits["stream"] * lanes, steps_tokens * g.dim_chunks)
-           for name in (("stream0", "stream1") if g.stem_modules else ("stream",))},
+           for name in (("stream0", "stream1") if g.stream_buffers == 2 else ("stream",))},
         **{f"kv{slot}": (bits["attention"] * g.head_dim, g.t_max * g.kv_rows)
            for slot in range(g.parallel_heads)},
     }
@@ -180,15 +180,17 @@ class DesignEstimate:
 
 
 def core_resources(export: Export, lanes: int, *, stream_data_width: int | None = None,
-                   tile_words: int | None = None,
-                   spike_word_bits: int | None = None) -> tuple[int, int, float]:
+                   tile_words: int | None = None, spike_word_bits: int | None = None,
+                   stem_chunk_major: bool = False) -> tuple[int, int, float]:
     """Return the core's dense events, LUTs and block RAM on ``lanes`` lanes.
 
     ``stream_data_width``, ``tile_words``: a core that streams its weights
     (:func:`memory_shapes`) in tiles of at most ``tile_words`` words; its tile fetch adds
     :data:`STREAM_LUTS`. ``spike_word_bits``: spike maps of words at most this wide
     (:class:`~stepvit.rtl.core_plan.CorePlan`): their segmented shapes, and a walk as wide
-    as a segment (:data:`LUT_MODEL`'s ``per_word_bit``).
+    as a segment (:data:`LUT_MODEL`'s ``per_word_bit``). ``stem_chunk_major``: a
+    chunk-major stem's core, with one buffer of the residual stream (two with a step-major
+    stem: ``CoreGeometry.stream_buffers``).
 
     Raises
     ------
@@ -196,7 +198,7 @@ def core_resources(export: Export, lanes: int, *, stream_data_width: int | None 
         If the plan refuses ``lanes``, ``tile_words`` or ``spike_word_bits``.
     """
     plan = CorePlan(export, lanes=lanes, contents=False, tile_words=tile_words,
-                    spike_word_bits=spike_word_bits)
+                    spike_word_bits=spike_word_bits, stem_chunk_major=stem_chunk_major)
     geometry = plan.geometry
     shapes = memory_shapes(plan, stream_data_width=stream_data_width).items()
     granularity = memory_granularity(plan)
@@ -299,7 +301,8 @@ def estimate(export: Export, lanes: int, board: dict[str, Any], *,
     (:func:`core_resources`).
     """
     core = core_resources(export, lanes, stream_data_width=stream_data_width,
-                          tile_words=tile_words, spike_word_bits=spike_word_bits)
+                          tile_words=tile_words, spike_word_bits=spike_word_bits,
+                          stem_chunk_major=stem_chunk_major)
     if not export.arch.get("stem"):
         return _combine(lanes, core, None, None, board)
     stem_lanes = stem_lanes or lanes
@@ -363,7 +366,8 @@ def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None 
     # (a chunk's words are its layer's inputs at any lanes: a tile_words too small for one
     # is refused by the plan, with the layer named)
     cores = {lanes: core_resources(export, lanes, stream_data_width=stream_data_width,
-                                   tile_words=tile_words, spike_word_bits=spike_word_bits)
+                                   tile_words=tile_words, spike_word_bits=spike_word_bits,
+                                   stem_chunk_major=stem_chunk_major)
              for lanes in _lanes_for_words(export, widest, spike_word_bits)}
     if arch.get("stem"):
         from stepvit.model.export.stem import stem_stages

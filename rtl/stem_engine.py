@@ -90,6 +90,11 @@ class StemEngine(wiring.Component):
         The stem modules' mask rows, bit ``module · T + t``.
     busy : Out(1)
         An image is in progress.
+    hold_tokens : In(1)
+        The tokens passes wait while it is high (one stream buffer: the blocks still read
+        the stream of the image before); the other passes run.
+    tokens_waiting : Out(1)
+        A tokens pass is due and waits for ``hold_tokens`` to fall.
     token_valid, token_step, token_index, token_chunk, token_data : Out
         One chunk of the stream ``X`` at one step and token.
     counts : Out(ArrayLayout(unsigned(32), modules))
@@ -166,6 +171,8 @@ class StemEngine(wiring.Component):
             "bank": In(1),
             "mask": In(modules * plan.t_max),
             "busy": Out(1),
+            "hold_tokens": In(1),
+            "tokens_waiting": Out(1),
             "token_valid": Out(1),
             "token_step": Out(range(max(plan.t_max, 2))),
             "token_index": Out(range(max(self._tokens, 2))),
@@ -376,7 +383,8 @@ class StemEngine(wiring.Component):
             m.d.comb += rpe.map_address.eq(token)
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(go):
+                m.d.comb += self.tokens_waiting.eq(go & self.hold_tokens)
+                with m.If(go & ~self.hold_tokens):
                     m.next = "TOKENS"
             with m.State("TOKENS"):
                 m.d.sync += [issued.eq(1), self.token_index.eq(token),

@@ -12,6 +12,13 @@ stem writes one while the blocks read and update the other) make that possible:
   starts that image (``take``): the blocks run on its buffer, the stem's next image goes
   into the other, and its layers' spike counts are latched for the image's packet.
 
+With one stream buffer (``buffers=1``, a chunk-major stem: its tokens passes come last),
+the stem computes the next image's layers while the blocks compute this one, but its tokens
+passes, the only ones that write the stream, wait until the blocks are done with it
+(``blocks_busy`` low): back to back an image costs the longer of the stem's layers and the
+blocks, plus the tokens passes (``T · tokens · chunks`` cycles), and the design keeps one
+buffer of the stream instead of two.
+
 The engine samples the stem's mask rows when it launches an image (the host writes masks
 while no image is in flight, rtl/PROTOCOL.md).
 """
@@ -52,6 +59,10 @@ class StemFront(wiring.Component):
         the engine's stem tile buffer.
     data_width, max_burst : int
         With ``tiles`` only: the AXI beat's bits and the longest burst.
+    buffers : int
+        Stream buffers: 2 (the stem writes one while the blocks use the other) or 1 (its
+        tokens wait for ``blocks_busy`` to fall; a chunk-major plan only, whose tokens
+        passes come after every layer's).
 
     Members
     -------
@@ -64,7 +75,11 @@ class StemFront(wiring.Component):
     ready : Out(1)
         An image's stream is complete in buffer ``token_buffer`` and not yet taken.
     buffer : Out(1)
-        The stream buffer of the image taken last (the blocks' buffer).
+        The stream buffer of the image taken last (the blocks' buffer; 0 with one buffer).
+    blocks_busy : In(1)
+        With one buffer: the blocks still read or write the stream (the stem's tokens wait).
+    tokens_waiting : Out(1)
+        With one buffer: the stem's tokens wait for the blocks this cycle.
     token_valid, token_buffer, token_address, token_data : Out
         A stream word the stem writes: buffer, address (step, token, chunk in order) and the
         ``lanes`` stream values.
@@ -74,8 +89,13 @@ class StemFront(wiring.Component):
 
     def __init__(self, export: Export, plan: StemPlan, *, token_lanes: int,
                  stream_words: int, writable: bool = False, tiles: StemTiles | None = None,
-                 data_width: int = 64, max_burst: int = 16) -> None:
+                 data_width: int = 64, max_burst: int = 16, buffers: int = 2) -> None:
+        if buffers not in (1, 2):
+            raise ValueError(f"a stem front has 1 or 2 stream buffers, not {buffers}")
+        if buffers == 1 and not plan.chunk_major:
+            raise ValueError("one stream buffer needs a chunk-major stem (its tokens come last)")
         self._export, self._plan = export, plan
+        self.buffers = buffers
         modules = len(plan.stages)
         self._engine = StemEngine(
             plan, arrays=export.arrays, thresholds=export.thresholds, bits=export.bit_widths,
@@ -95,6 +115,8 @@ class StemFront(wiring.Component):
             "take": In(1),
             "ready": Out(1),
             "buffer": Out(1),
+            "blocks_busy": In(1),
+            "tokens_waiting": Out(1),
             "token_valid": Out(1),
             "token_buffer": Out(1),
             "token_address": Out(range(max(stream_words, 2))),
@@ -118,9 +140,14 @@ class StemFront(wiring.Component):
             engine.pixel_address.eq(loader.pixel_address),
             engine.pixel_data.eq(loader.pixel_data),
             engine.mask.eq(self.mask), engine.bank.eq(run_bank), engine.start.eq(launch),
-            self.token_valid.eq(engine.token_valid), self.token_buffer.eq(~self.buffer),
+            self.token_valid.eq(engine.token_valid),
             self.token_data.eq(engine.token_data.as_value()),
         ]
+        if self.buffers == 2:
+            m.d.comb += self.token_buffer.eq(~self.buffer)
+        else:
+            m.d.comb += [engine.hold_tokens.eq(self.blocks_busy),
+                         self.tokens_waiting.eq(engine.tokens_waiting)]
         with m.If(loader.done):
             m.d.sync += load_bank.eq(~load_bank)
         with m.If(launch):
@@ -134,7 +161,9 @@ class StemFront(wiring.Component):
         with m.If(running & ~engine.busy):
             m.d.sync += [running.eq(0), self.ready.eq(1)]
         with m.If(self.take):
-            m.d.sync += [self.ready.eq(0), self.buffer.eq(~self.buffer),
+            if self.buffers == 2:
+                m.d.sync += self.buffer.eq(~self.buffer)
+            m.d.sync += [self.ready.eq(0),
                          *(self.counts[i].eq(engine.counts[i])
                            for i in range(len(self._plan.stages)))]
         return m

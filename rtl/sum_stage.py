@@ -3,7 +3,8 @@
 The third stage of :class:`~stepvit.rtl.core.StepvitCore`'s pipeline. A chunk's sums arrive
 (its biases in them already: the accumulate stage starts a sum from them) with the
 embedding current and residual stream its reads fetched; per lane the stage adds the
-operand of the pass (the embedding current, or the stream of the step), then stores the
+operand of the pass (the embedding current, or the stream of the step; its multiplexer
+holds only the operands the plan's passes take), then stores the
 total (the embedding current, the residual stream), adds it into the logits (which it
 holds), or registers it for the fire stage, whose reads it issues.
 """
@@ -133,15 +134,20 @@ class SumStage(wiring.Component):
         desc = self.descriptor
         current_values = lanes_of(self.current, lanes, bits["embed_current"], is_signed=True)
         stream_values = lanes_of(self.stream, lanes, bits["stream"], is_signed=True)
+        # only the operands some pass takes: a stem design's passes never add the embedding
+        # current (it has no embedding), so its lanes select the stream or nothing
+        used = {p.get("operand", Operand.NONE) for p in self._plan.passes}
         totals = []
         for lane in range(lanes):
             operand = Signal(signed(width), name=f"operand{lane}")
             with m.Switch(desc.operand):
-                with m.Case(Operand.CURRENT):
-                    m.d.comb += operand.eq(current_values[lane])
-                with m.Case(Operand.STREAM):
-                    m.d.comb += operand.eq(Mux(self.event.stream_zero, 0,
-                                               stream_values[lane]))
+                if Operand.CURRENT in used:
+                    with m.Case(Operand.CURRENT):
+                        m.d.comb += operand.eq(current_values[lane])
+                if Operand.STREAM in used:
+                    with m.Case(Operand.STREAM):
+                        m.d.comb += operand.eq(Mux(self.event.stream_zero, 0,
+                                                   stream_values[lane]))
             total = Signal(signed(width), name=f"total{lane}")
             m.d.comb += total.eq(self.sums[lane] + operand)
             totals.append(total)

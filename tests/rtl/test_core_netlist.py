@@ -64,3 +64,29 @@ def test_the_tile_fetches_count_beats_without_a_multiplier(tmp_path, reader):
     top = AxiRunsReader(runs=9, **shape) if reader == "runs" else AxiBurstReader(**shape)
     design = yosys_stat(verilog.convert(top, name="reader"), "reader", tmp_path)
     assert multiply_cells(design) == {}
+
+
+def operand_reaches_an_output(stage, port, work_dir):
+    """Return whether input ``port`` of a sum stage drives any output (Yosys, optimized)."""
+    source = work_dir / "sums.v"
+    source.write_text(verilog.convert(stage, name="sums"))
+    result = subprocess.run(
+        ["yosys", "-q", "-p", f"read_verilog {source}; hierarchy -top sums; proc; flatten; "
+         f"opt; select -assert-none i:{port} %co* o:* %i"],
+        capture_output=True, text=True, timeout=300)
+    return result.returncode != 0
+
+
+def test_a_stem_designs_sum_stage_never_adds_the_embedding_current(tmp_path, random_export):
+    # the sum stage's operand multiplexer holds only the operands the plan's passes take:
+    # with a stem there is no embedding, so the current input drives nothing
+    from stepvit.rtl.core_plan import CorePlan
+    from stepvit.rtl.sum_stage import SumStage
+
+    stem = load_export(random_export(tmp_path / "stem", image_shape=[1, 9, 9], dim=8,
+                                     stem={"stages": [{"channels": 8, "pool": "after"}]}))
+    plain = load_export(random_export(tmp_path / "plain"))
+    for export, reads_current in ((stem, False), (plain, True)):
+        stage = SumStage(plan=CorePlan(export, lanes=4))
+        assert operand_reaches_an_output(stage, "current", tmp_path) == reads_current
+        assert operand_reaches_an_output(stage, "stream", tmp_path)

@@ -135,7 +135,7 @@ def test_a_stem_design_weighs_every_pair_of_core_and_stem_lanes(tmp_path) -> Non
         both = {**streamed, "stem_chunk_major": True}
         taps_stream = bool(streamed)
         stem = sizing.stem_resources(export, 3, chunk_major=True, streamed=taps_stream)
-        core = sizing.core_resources(export, 2, **streamed)
+        core = sizing.core_resources(export, 2, stem_chunk_major=True, **streamed)
         pair = estimate(export, 2, board, stem_lanes=3, **both)
         assert (pair.lut, pair.bram36) == (core[1] + stem[1], core[2] + stem[2])
         picked = {(e.lanes, e.stem_lanes): e for e in choose_lanes(export, board, **both)[1]}

@@ -160,3 +160,42 @@ def test_chunk_major_dense_events_are_the_plans_loops(tmp_path, index):
         loops += plan.pass_cycles(stem_pass, bits) - extra[stem_pass.kind]
     assert stem_dense_events(plan) == loops == stem_dense_events(
         StemPlan.from_export(export, lanes=lanes))
+
+
+@pytest.mark.parametrize(("index", "lanes", "stem_lanes", "held"),
+                         [(2, 1, 4, True), (3, 1, 4, True), (0, 1, 4, False)])
+def test_back_to_back_images_share_one_stream_buffer(tmp_path, index, lanes, stem_lanes, held):
+    # each image loads while the one before runs: the stem computes its layers meanwhile,
+    # and its tokens (the only writes of the stream) wait until the blocks are done with it.
+    # Stems 2 and 3 at one core lane: the stem reaches its tokens first, so they wait.
+    export, _ = stem_export(tmp_path, index)
+    core = StepvitCore(export, lanes=lanes, stem_lanes=stem_lanes, stem_chunk_major=True)
+    assert core.plan.geometry.stream_buffers == 1
+    images = images_of(export, 3)
+    masks = export.budget_mask(None)
+    golden = GoldenModel(export).run(images, masks=masks)
+    streamed = simulate_core(export, images, masks, lanes=lanes, core=core, back_to_back=True)
+    assert mismatches(streamed, golden) == []
+    assert (streamed[0].tokens_held > 0) == held
+    # the stem still overlaps the blocks: the second image's run is shorter than alone
+    alone = simulate_core(export, images, masks, lanes=lanes,
+                          core=StepvitCore(export, lanes=lanes, stem_lanes=stem_lanes,
+                                           stem_chunk_major=True))
+    assert mismatches(alone, golden) == []
+    assert streamed[1].cycles < alone[1].cycles
+
+
+def test_a_chunk_major_stem_core_keeps_one_stream_buffer(tmp_path):
+    from stepvit.rtl.core_plan import CorePlan
+    from stepvit.rtl.sizing import memory_shapes
+
+    export, lanes = stem_export(tmp_path, 1)
+    stream = CorePlan(export, lanes=lanes, contents=False).geometry
+    shape = (stream.bits["stream"] * lanes, stream.t_max * stream.tokens * stream.dim_chunks)
+    for chunk_major, buffers in ((True, 1), (False, 2)):
+        core = StepvitCore(export, lanes=lanes, stem_chunk_major=chunk_major)
+        assert core.plan.geometry.stream_buffers == buffers
+        got = list(elaborated_memories(Fragment.get(core, None)))
+        names = [name for name in memory_shapes(core.plan) if name.startswith("stream")]
+        assert len(names) == buffers
+        assert got.count(shape) == buffers
