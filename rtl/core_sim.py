@@ -126,8 +126,11 @@ def simulate_core(
             if loading:
                 await load(ctx, images[index + 1])
             cycles, held = 1 + loading, 0
-            while not ctx.get(core.done):
+            while True:
+                # (a load may end in the cycle the run does)
                 loading = loading and not ctx.get(core.loaded)
+                if ctx.get(core.done):
+                    break
                 held += int(waiting is not None and ctx.get(waiting))
                 await ctx.tick()
                 cycles += 1
