@@ -67,6 +67,84 @@ class SpikeWalker(wiring.Component):
         return m
 
 
+class GroupedWalker(wiring.Component):
+    """:class:`SpikeWalker`'s walk of a long vector, holding one group of it at a time.
+
+    The same indices in the same cycles (lowest first, one a ``step``, the next one the
+    cycle after), but the held state is the current group of ``group`` bits and one bit a
+    group (which groups are left): the priority encoder is a group wide, and a ``width``-bit
+    vector of ``group``-bit groups needs no ``width``-bit register, clear or tree. The
+    vector itself must stay as it was at the load until the walk ends (the walker reads the
+    next group from it when one is used up): the stem engine's pass gates, which are logic
+    on the masks it holds, are such a vector.
+
+    Parameters
+    ----------
+    width : int
+        Bits of the vector.
+    group : int
+        Bits of a group (a power of two; at most ``width`` is used).
+
+    Members
+    -------
+    load : In(1)
+        Start a walk of ``word`` at the next clock edge (wins over ``step``).
+    word : In(width)
+        The vector (held still from the load until ``any`` falls).
+    step : In(1)
+        Go on to the next set bit at the next clock edge.
+    any : Out(1)
+        A set bit is left.
+    index : Out(range(width))
+        Position of the lowest set bit left (0 when none).
+    """
+
+    def __init__(self, *, width: int, group: int = 32) -> None:
+        if not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be a positive integer, not {width!r}")
+        if not isinstance(group, int) or group < 1 or group & (group - 1):
+            raise ValueError(f"group must be a power of two, not {group!r}")
+        self._width = width
+        self._group = min(group, 1 << (width - 1).bit_length())
+        super().__init__({
+            "load": In(1),
+            "word": In(width),
+            "step": In(1),
+            "any": Out(1),
+            "index": Out(range(max(width, 2))),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        """Build the held group, the groups left and their two small encoders."""
+        m = Module()
+        group = self._group
+        groups = -(-self._width // group)
+        padded = Cat(self.word, C(0, groups * group - self._width))
+        filled = Cat(*(padded[g * group:(g + 1) * group].any() for g in range(groups)))
+        bits = Signal(group)  # the current group's bits not yet walked
+        current = Signal(range(max(groups, 2)))
+        left = Signal(groups)  # the groups with set bits not yet started
+        any_bits, low = _lowest_set_bit(bits)
+        remaining = bits & ~(1 << low)[:group]
+        first_any, first = _lowest_set_bit(filled)
+        next_any, following = _lowest_set_bit(left)
+        chosen = Mux(self.load, first, following)
+        taken = padded.word_select(chosen[:max(len(chosen), 1)], group)
+        m.d.comb += [self.any.eq(any_bits),
+                     self.index.eq(Cat(low, C(0, (group - 1).bit_length() - len(low)),
+                                       current))]
+        with m.If(self.load):
+            m.d.sync += [bits.eq(Mux(first_any, taken, 0)), current.eq(first),
+                         left.eq(filled & ~(1 << first)[:groups])]
+        with m.Elif(self.step):
+            with m.If((remaining == 0) & next_any):
+                m.d.sync += [bits.eq(taken), current.eq(following),
+                             left.eq(left & ~(1 << following)[:groups])]
+            with m.Else():
+                m.d.sync += bits.eq(remaining)
+        return m
+
+
 def _lowest_set_bit(bits: Value) -> tuple[Value, Value]:
     """Return (any bit set, index of the lowest set bit) as a balanced tree of halves.
 

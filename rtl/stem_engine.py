@@ -2,7 +2,9 @@
 
 A sequencer walks the plan's passes (:class:`~stepvit.rtl.stem_plan.StemPlan`) like spikes:
 at ``start`` it loads the vector of the passes whose mask gate holds, and a priority encoder
-gives the current one, so a masked module's passes cost no cycle at all. Each pass is run
+gives the current one, so a masked module's passes cost no cycle at all (a
+:class:`~stepvit.rtl.spike_walker.GroupedWalker`: it holds 32 passes at a time, the vector
+being logic on the masks the engine holds). Each pass is run
 by its module's :class:`~stepvit.rtl.stem_unit.StemModuleUnit` through the one datapath
 they share, the conv banks (:class:`~stepvit.rtl.stem_conv.StemConvBanks`) and the LIF
 lanes, which take the inputs of the running module; the tokens pass, run here,
@@ -24,7 +26,7 @@ from amaranth.lib.memory import Memory, WritePort
 from amaranth.lib.wiring import In, Out
 
 from stepvit.rtl.lif import LIFLanes
-from stepvit.rtl.spike_walker import SpikeWalker
+from stepvit.rtl.spike_walker import GroupedWalker
 from stepvit.rtl.stem_conv import PLANES, StemConv, StemConvBanks, shared_sum_bits
 from stepvit.rtl.stem_plan import PASS_KINDS, StemPlan
 from stepvit.rtl.stem_tiles import StemTileBuffer, StemTiles
@@ -201,11 +203,15 @@ class StemEngine(wiring.Component):
                      pixel_read.addr.eq(Mux(bank, positions, 0) + self._units[0].in_address),
                      self._units[0].in_data.eq(pixel_read.data)]
 
-        m.submodules.sequencer = sequencer = SpikeWalker(width=len(passes))
+        # the passes' gates, logic on the masks: the live ones at the load, then the held
+        # ones (the walker reads its next group of passes from them)
+        m.submodules.sequencer = sequencer = GroupedWalker(width=len(passes))
         held = Signal(len(self.mask))
-        gates = [self._gate(stem_pass, self.mask) for stem_pass in passes]
-        with m.If(self.start & ~sequencer.any):
-            m.d.comb += [sequencer.load.eq(1), sequencer.word.eq(Cat(*gates))]
+        launch = self.start & ~sequencer.any
+        gated = Mux(launch, self.mask, held)
+        m.d.comb += sequencer.word.eq(Cat(*(self._gate(p, gated) for p in passes)))
+        with m.If(launch):
+            m.d.comb += sequencer.load.eq(1)
             m.d.sync += [held.eq(self.mask), bank.eq(self.bank)] + [
                 count.eq(0) for count in self.counts]
         current = sequencer.index

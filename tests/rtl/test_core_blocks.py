@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 from stepvit.model.golden import lif_step
 from stepvit.rtl.accumulator import AccumulatorLanes
 from stepvit.rtl.lif import LIFLanes
-from stepvit.rtl.spike_walker import SpikeWalker
+from stepvit.rtl.spike_walker import GroupedWalker, SpikeWalker
 
 
 def run(dut, testbench, *, clocked=True):
@@ -100,6 +100,38 @@ def test_spike_walker_visits_set_bits_in_order(width):
             assert visited == expected, word
 
     run(dut, testbench)
+
+
+@pytest.mark.parametrize(("width", "group"), [(1, 32), (5, 4), (40, 8), (100, 32), (1300, 32)])
+def test_grouped_walker_visits_the_set_bits_as_the_spike_walker(width, group):
+    # the same indices, one a step, whatever groups are empty, full or ragged
+    dut = GroupedWalker(width=width, group=group)
+    rng = np.random.default_rng(width)
+    sparse = [sum(1 << int(bit) for bit in np.flatnonzero(rng.random(width) < rate))
+              for rate in (0.02, 0.1, 0.5)]
+    words = [0, 1, 1 << (width - 1), (1 << width) - 1, *sparse]
+
+    async def testbench(ctx):
+        for word in words:
+            ctx.set(dut.load, 1)
+            ctx.set(dut.word, word)
+            await ctx.tick()
+            ctx.set(dut.load, 0)
+            visited = []
+            ctx.set(dut.step, 1)
+            while ctx.get(dut.any):
+                visited.append(ctx.get(dut.index))
+                await ctx.tick()
+            ctx.set(dut.step, 0)
+            assert visited == [bit for bit in range(width) if word >> bit & 1], word
+
+    run(dut, testbench)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_grouped_walker_refuses_a_group_that_is_not_a_power_of_two():
+    with pytest.raises(ValueError, match=r"^group must be a power of two, not 12$"):
+        GroupedWalker(width=40, group=12)
 
 
 def test_spike_walker_load_wins_over_step():
