@@ -36,17 +36,9 @@ class SpikeWalker(wiring.Component):
     """
 
     def __init__(self, *, width: int) -> None:
-        if not isinstance(width, int) or width < 1:
-            raise ValueError(f"width must be a positive integer, not {width!r}")
+        members = _walk_members(width)
         self._width = width
-        super().__init__({
-            "load": In(1),
-            "word": In(width),
-            "step": In(1),
-            "any": Out(1),
-            "index": Out(range(max(width, 2))),
-            "last": Out(1),
-        })
+        super().__init__({**members, "last": Out(1)})
 
     def elaborate(self, platform: object) -> Module:
         """Build the held vector, its lowest-bit encoder and its clear."""
@@ -100,19 +92,12 @@ class GroupedWalker(wiring.Component):
     """
 
     def __init__(self, *, width: int, group: int = 32) -> None:
-        if not isinstance(width, int) or width < 1:
-            raise ValueError(f"width must be a positive integer, not {width!r}")
+        members = _walk_members(width)
         if not isinstance(group, int) or group < 1 or group & (group - 1):
             raise ValueError(f"group must be a power of two, not {group!r}")
         self._width = width
         self._group = min(group, 1 << (width - 1).bit_length())
-        super().__init__({
-            "load": In(1),
-            "word": In(width),
-            "step": In(1),
-            "any": Out(1),
-            "index": Out(range(max(width, 2))),
-        })
+        super().__init__(members)
 
     def elaborate(self, platform: object) -> Module:
         """Build the held group, the groups left and their two small encoders."""
@@ -143,6 +128,14 @@ class GroupedWalker(wiring.Component):
             with m.Else():
                 m.d.sync += bits.eq(remaining)
         return m
+
+
+def _walk_members(width: int) -> dict[str, object]:
+    """Return a walker's members over a ``width``-bit vector, or refuse the width."""
+    if not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be a positive integer, not {width!r}")
+    return {"load": In(1), "word": In(width), "step": In(1), "any": Out(1),
+            "index": Out(range(max(width, 2)))}
 
 
 def _lowest_set_bit(bits: Value) -> tuple[Value, Value]:

@@ -76,6 +76,26 @@ def test_lif_lanes_refuse_bad_parameters():
         LIFLanes(lanes=1, membrane_bits=8, current_bits=8, leak_shift=-1, reset="hard")
 
 
+async def walked(ctx, dut, word, check=None):
+    """Load ``word`` into walker ``dut``, step it to the end; return the indices it gave.
+
+    ``check(visited)``, if given, runs at every index (``visited`` includes it).
+    """
+    ctx.set(dut.load, 1)
+    ctx.set(dut.word, word)
+    await ctx.tick()
+    ctx.set(dut.load, 0)
+    visited = []
+    ctx.set(dut.step, 1)
+    while ctx.get(dut.any):
+        visited.append(ctx.get(dut.index))
+        if check is not None:
+            check(visited)
+        await ctx.tick()
+    ctx.set(dut.step, 0)
+    return visited
+
+
 @pytest.mark.parametrize("width", [1, 2, 13, 64])
 def test_spike_walker_visits_set_bits_in_order(width):
     dut = SpikeWalker(width=width)
@@ -85,19 +105,11 @@ def test_spike_walker_visits_set_bits_in_order(width):
 
     async def testbench(ctx):
         for word in words:
-            ctx.set(dut.load, 1)
-            ctx.set(dut.word, word)
-            await ctx.tick()
-            ctx.set(dut.load, 0)
             expected = [bit for bit in range(width) if word >> bit & 1]
-            visited = []
-            ctx.set(dut.step, 1)
-            while ctx.get(dut.any):
-                visited.append(ctx.get(dut.index))
+
+            def last_is_flagged(visited, word=word, expected=expected):
                 assert ctx.get(dut.last) == (len(visited) == len(expected)), (word, visited)
-                await ctx.tick()
-            ctx.set(dut.step, 0)
-            assert visited == expected, word
+            assert await walked(ctx, dut, word, last_is_flagged) == expected, word
 
     run(dut, testbench)
 
@@ -113,17 +125,8 @@ def test_grouped_walker_visits_the_set_bits_as_the_spike_walker(width, group):
 
     async def testbench(ctx):
         for word in words:
-            ctx.set(dut.load, 1)
-            ctx.set(dut.word, word)
-            await ctx.tick()
-            ctx.set(dut.load, 0)
-            visited = []
-            ctx.set(dut.step, 1)
-            while ctx.get(dut.any):
-                visited.append(ctx.get(dut.index))
-                await ctx.tick()
-            ctx.set(dut.step, 0)
-            assert visited == [bit for bit in range(width) if word >> bit & 1], word
+            assert await walked(ctx, dut, word) == [
+                bit for bit in range(width) if word >> bit & 1], word
 
     run(dut, testbench)
 
