@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
@@ -100,13 +100,32 @@ def simulate_core(
         await ctx.tick()
         ctx.set(core.load, 0)
 
-    def outputs(ctx: object, cycles: int, held: int) -> CoreRun:
-        return CoreRun(
+    async def until_done(ctx: object, cycles: int, loading: bool,
+                         waiting: Signal | None) -> tuple[CoreRun, bool]:
+        """Tick until the run's ``done``; return its outputs and whether a load is still on.
+
+        ``cycles``: those since ``start`` already; ``loading``: the next image is loading
+        meanwhile (its ``loaded`` watched); ``waiting``: the stem front's tokens wait, counted.
+        """
+        held = 0
+        while True:
+            # (a load may end in the cycle the run does)
+            loading = loading and not ctx.get(core.loaded)
+            if ctx.get(core.done):
+                break
+            held += int(waiting is not None and ctx.get(waiting))
+            await ctx.tick()
+            cycles += 1
+            if cycles > max_cycles:
+                raise StepvitError(f"the core did not finish an image in {max_cycles} "
+                                   "cycles")
+        run = CoreRun(
             logits=[int(ctx.get(core.logits[k])) for k in range(len(core.logits))],
             predicted=int(ctx.get(core.predicted)),
             spike_counts=[int(ctx.get(core.spike_counts[i]))
                           for i in range(len(core.spike_counts))],
             cycles=cycles, tokens_held=held)
+        return run, loading
 
     async def streamed(ctx: object) -> None:
         # the masks are the host's to write while no image is in flight: once
@@ -116,7 +135,7 @@ def simulate_core(
         while not ctx.get(core.loaded):
             await ctx.tick()
         await ctx.tick()
-        front = getattr(core, "stem_front", None)
+        front = core.stem_front
         waiting = front.tokens_waiting if front is not None and front.buffers == 1 else None
         for index in range(len(images)):
             ctx.set(core.start, 1)
@@ -125,19 +144,8 @@ def simulate_core(
             loading = index + 1 < len(images)
             if loading:
                 await load(ctx, images[index + 1])
-            cycles, held = 1 + loading, 0
-            while True:
-                # (a load may end in the cycle the run does)
-                loading = loading and not ctx.get(core.loaded)
-                if ctx.get(core.done):
-                    break
-                held += int(waiting is not None and ctx.get(waiting))
-                await ctx.tick()
-                cycles += 1
-                if cycles > max_cycles:
-                    raise StepvitError(f"the core did not finish an image in {max_cycles} "
-                                       "cycles")
-            runs.append(outputs(ctx, cycles, held))
+            run, loading = await until_done(ctx, 1 + loading, loading, waiting)
+            runs.append(run)
             while loading and not ctx.get(core.loaded):
                 await ctx.tick()
             await ctx.tick()
@@ -153,14 +161,8 @@ def simulate_core(
             ctx.set(core.start, 1)
             await ctx.tick()
             ctx.set(core.start, 0)
-            cycles = 1
-            while not ctx.get(core.done):
-                await ctx.tick()
-                cycles += 1
-                if cycles > max_cycles:
-                    raise StepvitError(f"the core did not finish an image in {max_cycles} "
-                                       "cycles")
-            runs.append(outputs(ctx, cycles, 0))
+            run, _ = await until_done(ctx, 1, False, None)
+            runs.append(run)
 
     sim = Simulator(m)
     sim.add_clock(1e-8)

@@ -114,7 +114,7 @@ class GroupedWalker(wiring.Component):
         first_any, first = _lowest_set_bit(filled)
         next_any, following = _lowest_set_bit(left)
         chosen = Mux(self.load, first, following)
-        taken = padded.word_select(chosen[:max(len(chosen), 1)], group)
+        taken = padded.word_select(chosen, group)
         m.d.comb += [self.any.eq(any_bits),
                      self.index.eq(Cat(low, C(0, (group - 1).bit_length() - len(low)),
                                        current))]
