@@ -1,12 +1,15 @@
 """The stem's event-driven conv: one input spike scatters into every output it reaches at once.
 
-An event is one input spike (or, for stage 0, one set bit ``b`` of a pixel) and one chunk of
-``lanes`` output channels. Its reached conv outputs sit in ``m x m`` interleaved banks (see
-:mod:`stepvit.rtl.stem_banks`), so one cycle reads all of them, adds the weight rows of
-their kernel taps (shifted left by the bit plane, the shift-and-add of stage 0: no
-multiplier) and, the next cycle, writes them back: up to ``k²·lanes`` accumulates a cycle,
-one event a cycle, with no conflict. The bank reads are transparent, so an event that
-follows one at the same position (another input channel there) sees the sum just written.
+An event is one input spike (or, for stage 0, one set bit of a pixel's bit plane) and one
+chunk of ``lanes`` output channels. Its reached conv outputs sit in ``m x m`` interleaved
+banks (see :mod:`stepvit.rtl.stem_banks`), so one cycle reads all of them, adds the weight
+rows of their kernel taps and, the next cycle, writes them back: up to ``k²·lanes``
+accumulates a cycle, one event a cycle, with no conflict. Stage 0 multiplies by its pixels
+by Horner's rule, with no multiplier and no shifter: its bit planes are scattered most
+significant first, and a *double* between two of them reads one address of every bank and
+writes it back doubled (the sum's wires moved up one bit, where a clear writes zero). The
+bank reads are transparent, so an event that follows one at the same position (another
+input channel there) sees the sum just written.
 
 The weights sit in ``k²`` ROMs, one per kernel tap, all read at the same word (module,
 input channel, chunk); each bank takes its tap's row through a ``k²``-way multiplexer.
@@ -41,9 +44,7 @@ from amaranth.lib.wiring import In, Out
 
 from stepvit.model.export.stem import conv_out
 from stepvit.rtl.stem_banks import AxisTables, bank_modulus, scatter_tables, window_tables
-
-#: Bit planes of a pixel (stage 0 walks them; a spike is plane 0).
-PLANES = 8
+from stepvit.rtl.stem_plan import PLANES
 
 
 @dataclass(frozen=True)
@@ -102,9 +103,8 @@ class StemConvBanks(wiring.Component):
     -------
     module : In
         The module whose pass runs (held through the pass and its writes).
-    event_valid, event_y, event_x, event_channel, event_chunk, event_plane : In
-        One input event: its position, input channel, output chunk and bit plane (the
-        weights are added shifted left by it).
+    event_valid, event_y, event_x, event_channel, event_chunk : In
+        One input event: its position, input channel and output chunk.
     window_valid, window_y, window_x, window_chunk : In
         Read the pool window at pooled position ``(y, x)`` of one chunk (not with an event).
     window_done : Out(1)
@@ -113,6 +113,9 @@ class StemConvBanks(wiring.Component):
         Per lane, the largest current in that window.
     clear_valid, clear_address : In
         Zero this address of every bank (never in the cycle after an event).
+    double_valid : In
+        Double the words at ``clear_address`` of every bank: read now, written the next
+        cycle (not with an event; an event may follow it, the reads are transparent).
     tile_addr : Out, tile_data : In
         With ``tile_depth`` only: the tile's word every tap reads, and the taps' words (tap
         ``i`` in bits ``8·lanes·i ..``).
@@ -155,7 +158,6 @@ class StemConvBanks(wiring.Component):
             "event_x": In(widest(c.in_size[1] for c in self._convs)),
             "event_channel": In(widest(c.weight.shape[1] for c in self._convs)),
             "event_chunk": In(widest(self._chunks)),
-            "event_plane": In(range(PLANES)),
             "window_valid": In(1),
             "window_y": In(widest(size[0] for size in pooled)),
             "window_x": In(widest(size[1] for size in pooled)),
@@ -164,6 +166,7 @@ class StemConvBanks(wiring.Component):
             "window_max": Out(data.ArrayLayout(signed(sum_bits), lanes)),
             "clear_valid": In(1),
             "clear_address": In(range(max(self.depth, 2))),
+            "double_valid": In(1),
             **tile,
         })
         #: ``writable`` only: the tap RAMs (built here so that their write ports exist
@@ -238,18 +241,17 @@ class StemConvBanks(wiring.Component):
             for rom in roms:
                 m.d.comb += rom.addr.eq(rom_base + self.event_chunk)
 
-        written = Signal()
+        written, doubled = Signal(), Signal()
         window_read, window_held = Signal(), Signal()
-        m.d.sync += [written.eq(self.event_valid), window_read.eq(self.window_valid),
+        m.d.sync += [written.eq(self.event_valid), doubled.eq(self.double_valid),
+                     window_read.eq(self.window_valid),
                      window_held.eq(window_read), self.window_done.eq(window_held)]
-        plane = Signal(range(PLANES))
-        m.d.sync += plane.eq(self.event_plane)
         tables = self._axis_tables()
         candidates = []
         for bank_row in range(modulus):
             for bank_col in range(modulus):
                 candidates.append(self._bank(m, (bank_row, bank_col), tables, roms,
-                                             (written, plane)))
+                                             (written, doubled)))
         self._window_max(m, candidates)
         return m
 
@@ -301,9 +303,11 @@ class StemConvBanks(wiring.Component):
                           + pick(3, "block", self.window_x, self._bank_chunks, bank_col))
         if not self._chunk_major:
             window_address = window_address + self.window_chunk
-        m.d.comb += read.addr.eq(Mux(self.event_valid, event_address, window_address))
+        m.d.comb += read.addr.eq(Mux(self.event_valid, event_address,
+                                     Mux(self.double_valid, self.clear_address,
+                                         window_address)))
 
-        written, plane = pipeline
+        written, doubled = pipeline
         write_hit = Signal(name=f"hit{bank_row}_{bank_col}")
         write_tap = Signal(range(max(self.taps, 2)), name=f"tap{bank_row}_{bank_col}")
         address = Signal.like(read.addr, name=f"address{bank_row}_{bank_col}")
@@ -314,8 +318,13 @@ class StemConvBanks(wiring.Component):
         with m.If(written):
             m.d.comb += [write.addr.eq(address), write.en.eq(write_hit)]
             for lane in range(self._lanes):
-                addend = weights[8 * lane:8 * (lane + 1)].as_signed() << plane
+                addend = weights[8 * lane:8 * (lane + 1)].as_signed()
                 m.d.comb += write.data[lane].eq(read.data[lane] + addend)
+        with m.Elif(doubled):
+            # Horner's step between two of stage 0's planes (the export proves it fits)
+            m.d.comb += [write.addr.eq(address), write.en.eq(1)]
+            for lane in range(self._lanes):
+                m.d.comb += write.data[lane].eq(read.data[lane] << 1)
         with m.Else():
             m.d.comb += [write.addr.eq(self.clear_address), write.en.eq(self.clear_valid)]
         # the window's words are registered before its compare tree: two short paths

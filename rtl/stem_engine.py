@@ -27,8 +27,8 @@ from amaranth.lib.wiring import In, Out
 
 from stepvit.rtl.lif import LIFLanes
 from stepvit.rtl.spike_walker import GroupedWalker
-from stepvit.rtl.stem_conv import PLANES, StemConv, StemConvBanks, shared_sum_bits
-from stepvit.rtl.stem_plan import PASS_KINDS, StemPlan
+from stepvit.rtl.stem_conv import StemConv, StemConvBanks, shared_sum_bits
+from stepvit.rtl.stem_plan import PASS_KINDS, PLANES, StemPlan
 from stepvit.rtl.stem_tiles import StemTileBuffer, StemTiles
 from stepvit.rtl.stem_unit import StemModuleUnit
 
@@ -234,6 +234,8 @@ class StemEngine(wiring.Component):
         if self._tiles is not None:
             waiting = self._take_tiles(m, passes, current,
                                        sequencer.any & (kind == PASS_KINDS.index("scatter")))
+        # stage 0's scatters walk one bit plane each
+        m.d.comb += self._units[0].plane.eq(_table([p.plane for p in passes], current))
         self._drive_units(m, sequencer.any, kind, module, pass_done, chunk, waiting)
         self._share_datapath(m, module)
         return m
@@ -288,6 +290,8 @@ class StemEngine(wiring.Component):
                 unit.go_fire.eq(mine & (kind == PASS_KINDS.index("fire"))),
                 unit.go_pool.eq(mine & (kind == PASS_KINDS.index("pool"))),
             ]
+            if index == 0:
+                m.d.comb += unit.go_double.eq(mine & (kind == PASS_KINDS.index("double")))
             if chunk is None:
                 m.d.comb += unit.fresh.eq(~touched[index])
             else:
@@ -318,9 +322,11 @@ class StemEngine(wiring.Component):
         m.d.sync += module.eq(pass_module)
         m.d.comb += conv.module.eq(module)
         for name in ("event_valid", "event_y", "event_x", "event_channel", "event_chunk",
-                     "event_plane", "window_valid", "window_y", "window_x", "window_chunk",
+                     "window_valid", "window_y", "window_x", "window_chunk",
                      "clear_valid", "clear_address"):
             m.d.comb += getattr(conv, name).eq(Array(getattr(u, name) for u in units)[module])
+        # only stage 0 doubles (in its own passes: its unit is idle in the others')
+        m.d.comb += conv.double_valid.eq(units[0].double_valid)
         if not self._plan.chunk_major:
             m.d.comb += units[0].window_max.eq(conv.window_max)
         for unit in units:

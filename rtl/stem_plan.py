@@ -4,7 +4,8 @@ The stem (SPEC.md section 5) runs as a list of *passes*, like the core: for each
 and each module (stages, then the RPE) its passes, then the tokens of step ``t``. Every
 module's passes go through one set of conv banks, one module at a time. Stage 0's current
 comes from the image alone: it is cleared and scattered (from the pixels' bit planes) once,
-at its first active step, and its first fire keeps the pooled current it reads in a memory
+at its first active step (a scatter per bit plane, most significant first, the banks
+doubled between two), and its first fire keeps the pooled current it reads in a memory
 of its own, which its later fires read in place of the banks (so the other modules' passes
 may use them in between):
 
@@ -12,6 +13,11 @@ may use them in between):
   once);
 - ``scatter``: walk the input map, one event per (input spike, chunk of ``lanes`` outputs),
   each updating every conv output it reaches (:class:`~stepvit.rtl.stem_conv.StemConvBanks`);
+  stage 0's scatter runs once per bit plane of the pixels, most significant first, each
+  walking only that plane's bits (the pass's ``plane``);
+- ``double``: between two of stage 0's plane scatters, double every word of its part of
+  the banks (its ``depth`` cycles, a read and a write a cycle): Horner's rule, so the
+  weights are added as they are, never shifted by the plane (no shifter in the banks);
 - ``fire``: per LIF position and chunk, the pool window's maximum current (for stage 0
   after its first fire, the kept one) plus the bias into the LIFs (one a cycle);
 - ``pool``: for a stage that pools after its LIF, the OR of each window's spike words
@@ -51,8 +57,10 @@ from stepvit.model.export import Export
 from stepvit.model.export.stem import StemStage, stem_stages, widest_reach, word_counts
 from stepvit.rtl.stem_banks import bank_modulus
 
+#: Bit planes of a pixel (stage 0 scatters them one at a time; a spike is plane 0).
+PLANES = 8
 #: What a pass does (the sequencer's kind codes).
-PASS_KINDS = ("clear", "scatter", "fire", "pool", "tokens")
+PASS_KINDS = ("clear", "scatter", "fire", "pool", "tokens", "double")
 #: Every pass costs one start cycle besides its loop; a loop that writes after it reads
 #: adds the cycles between: three for a fire (the window's words and its compare tree are
 #: registered), one for an OR-pool and the tokens.
@@ -68,6 +76,7 @@ class StemPass:
     bits that must all be set, ``masked`` one of bits that must all be 0 (stage 0's
     steps before the one of its clear and scatter). ``chunk``: a chunk-major plan's chunk
     of the module's outputs (0 in a step-major plan, whose passes handle every chunk).
+    ``plane``: stage 0's scatter, the pixels' bit plane it walks (0 for every other pass).
     """
 
     kind: str
@@ -76,6 +85,7 @@ class StemPass:
     gate: tuple[tuple[int, int], ...]
     masked: tuple[tuple[int, int], ...] = ()
     chunk: int = 0
+    plane: int = 0
 
     def enabled(self, mask: np.ndarray) -> bool:
         """Return whether the pass runs under the 0/1 mask ``[modules, T]``."""
@@ -179,8 +189,7 @@ class StemPlan:
                 if index == 0:
                     # the image's current, once: at stage 0's first active step
                     first = tuple((0, before) for before in range(step))
-                    result.append(StemPass("clear", 0, step, own, first))
-                    result.append(StemPass("scatter", 0, step, own, first))
+                    result.extend(_pixel_passes(step, own, first))
                 else:
                     result.append(StemPass("clear", index, step, own))
                     result.append(StemPass("scatter", index, step,
@@ -201,8 +210,7 @@ class StemPlan:
                     if index == 0:
                         # chunk c's current, once: at stage 0's first active step
                         earlier = tuple((0, before) for before in range(step))
-                        result.append(StemPass("clear", 0, step, this, earlier, chunk))
-                        result.append(StemPass("scatter", 0, step, this, earlier, chunk))
+                        result.extend(_pixel_passes(step, this, earlier, chunk))
                     else:
                         result.append(StemPass("clear", index, step, this, (), chunk))
                         result.append(StemPass("scatter", index, step,
@@ -217,14 +225,14 @@ class StemPlan:
         """Return the cycles of one enabled pass.
 
         ``input_bits``: for a scatter, the set bits of each input word (``[positions]``;
-        for stage 0 the set bits of each pixel position's bytes).
+        for stage 0 the set bits of the pass's plane in each pixel position's bytes).
         """
         if stem_pass.kind == "tokens":
             channels, height, width = self.stages[self.last_stage].out_shape
             return START_CYCLES + height * width * -(-channels // self.lanes) + 1
         index = stem_pass.module
         stage = self.stages[index]
-        if stem_pass.kind == "clear":
+        if stem_pass.kind in ("clear", "double"):
             return START_CYCLES + self.bank_depth(index)
         if stem_pass.kind == "fire":
             return START_CYCLES + int(np.prod(stage.lif_shape[1:])) * self.pass_chunks(index) + 3
@@ -285,9 +293,8 @@ class StemPlan:
             set_bits = empty = 0
             if stem_pass.kind == "scatter":
                 if stem_pass.module == 0:
-                    bits = np.unpackbits(np.asarray(pixels, dtype=np.uint8)[..., None],
-                                         axis=-1).sum(axis=(0, 3))
-                    set_bits, empty = (int(n) for n in word_counts(bits))
+                    set_bits, empty = (int(n) for n in word_counts(
+                        plane_bits(pixels, stem_pass.plane)))
                 else:
                     set_bits, empty = counts[(self.source(stem_pass.module), stem_pass.step)]
             profile.append((stem_pass, set_bits, empty))
@@ -308,4 +315,27 @@ class StemPlan:
         return work / (widest_reach(self.stages) * self.lanes)
 
 
-__all__ = ["PASS_KINDS", "StemPass", "StemPlan"]
+def _pixel_passes(step: int, gate: tuple, masked: tuple, chunk: int = 0) -> list[StemPass]:
+    """Return stage 0's clear and scatters at ``step``: a scatter a plane, MSB first, doubled.
+
+    The banks hold ``sum over the planes walked so far of W·bit·2^(p - plane)``: each
+    double makes room for the next plane's bits, so after plane 0 they hold ``W·pixel``.
+    """
+    result = [StemPass("clear", 0, step, gate, masked, chunk)]
+    for plane in reversed(range(PLANES)):
+        result.append(StemPass("scatter", 0, step, gate, masked, chunk, plane))
+        if plane:
+            result.append(StemPass("double", 0, step, gate, masked, chunk))
+    return result
+
+
+def plane_bits(pixels: np.ndarray, plane: int) -> np.ndarray:
+    """Return ``[H, W]``: at each pixel position, how many channels have bit ``plane`` set.
+
+    ``pixels`` is uint8 ``[C, H, W]``: what stage 0's scatter of that plane walks.
+    """
+    pixels = np.asarray(pixels, dtype=np.uint8)
+    return ((pixels >> plane) & 1).sum(axis=0)
+
+
+__all__ = ["PASS_KINDS", "PLANES", "StemPass", "StemPlan", "plane_bits"]

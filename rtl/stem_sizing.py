@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from stepvit.rtl.sizing import memory_bram36, memory_lutram_luts
-from stepvit.rtl.stem_conv import PLANES, shared_sum_bits
-from stepvit.rtl.stem_plan import StemPlan
+from stepvit.rtl.stem_conv import shared_sum_bits
+from stepvit.rtl.stem_plan import PLANES, StemPlan
 
 
 @dataclass(frozen=True)
@@ -125,15 +125,15 @@ def stem_dense_events(plan: StemPlan) -> int:
 
     Stage 0 walks every pixel bit plane once per image, a later module every input spike
     of every step, each once per chunk of its outputs; each module clears its part of the
-    shared banks (stage 0 once per image) and fires every LIF position a chunk a cycle at
-    every step. A chunk-major plan does the same work, but clears each chunk's words apart
-    (the same words in all).
+    shared banks (stage 0 once per image, and doubles it between its planes) and fires
+    every LIF position a chunk a cycle at every step. A chunk-major plan does the same
+    work, but clears each chunk's words apart (the same words in all).
     """
     def cleared(index: int) -> int:
         # the words a step's clears of module ``index`` zero, over all its passes
         return plan.bank_depth(index) * plan.chunks(index) // plan.pass_chunks(index)
     channels, height, width = plan.stages[0].in_shape
-    events = height * width * channels * PLANES * plan.chunks(0) + cleared(0)
+    events = height * width * channels * PLANES * plan.chunks(0) + PLANES * cleared(0)
     for index, stage in enumerate(plan.stages):
         lif_positions = int(np.prod(stage.lif_shape[1:]))
         per_step = lif_positions * plan.chunks(index)

@@ -11,7 +11,10 @@ with one cycle in ``IDLE`` (its first read), as
 
 - *clear*: every bank's address ``a`` zeroed at cycle ``a``;
 - *scatter*: the input map's words walked in order, the next word read while this one walks,
-  so a word costs its set bits times the chunks (one cycle when it has none);
+  so a word costs its set bits times the chunks (one cycle when it has none); stage 0's
+  words are its pixels' bits of the pass's bit plane (``plane``);
+- *double* (stage 0): every bank's address ``a`` doubled at cycle ``a`` (written a cycle
+  later), between two of its plane scatters;
 - *fire*: per LIF position and chunk, the pool window's maximum (one read of every bank,
   its words registered, then a registered tree of compares) plus the bias into the LIFs,
   whose spikes are written into the LIF map three cycles after the read. Stage 0's first
@@ -43,8 +46,7 @@ from amaranth.lib.wiring import In, Out
 
 from stepvit.model.export.stem import conv_out
 from stepvit.rtl.spike_walker import SpikeWalker
-from stepvit.rtl.stem_conv import PLANES
-from stepvit.rtl.stem_plan import StemPlan
+from stepvit.rtl.stem_plan import PLANES, StemPlan
 
 
 class StemModuleUnit(wiring.Component):
@@ -70,6 +72,8 @@ class StemModuleUnit(wiring.Component):
     -------
     go_clear, go_scatter, go_fire, go_pool : In(1)
         The pass that runs now (at most one, held until ``done``).
+    go_double, plane : In
+        Stage 0 only: a double pass runs now; the bit plane its scatter walks.
     fresh : In(1)
         Its membranes read as 0 (its first active step of the image).
     done : Out(1)
@@ -82,7 +86,8 @@ class StemModuleUnit(wiring.Component):
     fired_valid : Out(1), fired : Out
         The spikes of one LIF chunk, to count.
     event_*, window_valid, window_y, window_x, window_chunk, clear_* : Out
-        Its drive of the shared conv banks' inputs of the same names.
+        Its drive of the shared conv banks' inputs of the same names (and stage 0's
+        ``double_valid``).
     window_done : In(1)
         The shared banks' window result is valid (any module's: a unit takes it only in
         its own pass).
@@ -133,7 +138,7 @@ class StemModuleUnit(wiring.Component):
             "fired": Out(range(lanes + 1)),
             "event_valid": Out(1), "event_y": Out(range(max(in_h, 2))),
             "event_x": Out(range(max(in_w, 2))), "event_channel": Out(range(max(in_channels, 2))),
-            "event_chunk": Out(range(max(chunks, 2))), "event_plane": Out(range(PLANES)),
+            "event_chunk": Out(range(max(chunks, 2))),
             "window_valid": Out(1), "window_y": Out(range(max(lif_h, 2))),
             "window_x": Out(range(max(lif_w, 2))), "window_chunk": Out(range(max(chunks, 2))),
             "window_done": In(1),
@@ -141,6 +146,9 @@ class StemModuleUnit(wiring.Component):
             "lif_membrane": Out(membranes), "lif_threshold": Out(membranes),
             "lif_bias": Out(sums), "lif_spikes": In(lanes), "lif_next_membrane": In(membranes),
         }
+        if index == 0:
+            members.update({"go_double": In(1), "plane": In(range(PLANES)),
+                            "double_valid": Out(1)})
         if not self._tables:
             for name in ("lif_bias", "lif_threshold"):
                 del members[name]
@@ -174,7 +182,8 @@ class StemModuleUnit(wiring.Component):
         m.d.comb += [map_read.addr.eq(self.map_address), self.map_data.eq(map_read.data)]
 
         idle = Signal()
-        loops = [self._clear_loop(m), self._scatter_loop(m, idle), self._fire_loop(m, lif_write)]
+        loops = [*self._clear_loops(m), self._scatter_loop(m, idle),
+                 self._fire_loop(m, lif_write)]
         if out_write is not None:
             loops.append(self._pool_loop(m, lif_read, out_write))
         self._run_loops(m, idle, loops, pooled=out_write is not None)
@@ -201,7 +210,7 @@ class StemModuleUnit(wiring.Component):
         else:
             lif_write, lif_read = out_write, None
         idle = Signal()
-        loops = [self._clear_loop(m), self._scatter_loop(m, idle),
+        loops = [*self._clear_loops(m), self._scatter_loop(m, idle),
                  self._fire_loop(m, lif_write, step_base if not pooled else None)]
         if pooled:
             loops.append(self._pool_loop(m, lif_read, out_write, step_base))
@@ -226,24 +235,35 @@ class StemModuleUnit(wiring.Component):
                 if pooled:
                     with m.Elif(self.go_pool):
                         m.next = "POOL"
+                if self._index == 0:
+                    with m.Elif(self.go_double):
+                        m.next = "DOUBLE"
             for states in loops:
                 states()
         m.d.comb += idle.eq(fsm.ongoing("IDLE"))
 
-    def _clear_loop(self, m: Module) -> Callable[[], None]:
-        """Zero every bank's address ``a`` at cycle ``a``, over the part this module uses."""
+    def _clear_loops(self, m: Module) -> list[Callable[[], None]]:
+        """Zero (or for stage 0 also double) every bank's address ``a`` at cycle ``a``.
+
+        Over the part this module uses; both loops drive ``clear_address``.
+        """
         depth = self._plan.bank_depth(self._index)
         address = Signal(range(max(depth, 2)))
 
-        def states() -> None:
-            with m.State("CLEAR"):
-                m.d.comb += [self.clear_valid.eq(1), self.clear_address.eq(address)]
-                m.d.sync += address.eq(address + 1)
-                with m.If(address == depth - 1):
-                    m.d.comb += self.done.eq(1)
-                    m.d.sync += address.eq(0)
-                    m.next = "IDLE"
-        return states
+        def loop(state: str, valid: Signal) -> Callable[[], None]:
+            def states() -> None:
+                with m.State(state):
+                    m.d.comb += [valid.eq(1), self.clear_address.eq(address)]
+                    m.d.sync += address.eq(address + 1)
+                    with m.If(address == depth - 1):
+                        m.d.comb += self.done.eq(1)
+                        m.d.sync += address.eq(0)
+                        m.next = "IDLE"
+            return states
+        loops = [loop("CLEAR", self.clear_valid)]
+        if self._index == 0:
+            loops.append(loop("DOUBLE", self.double_valid))
+        return loops
 
     def _scatter_loop(self, m: Module, idle: Signal) -> Callable[[], None]:
         """Walk the input words (the next one read while this one walks) into events."""
@@ -255,17 +275,22 @@ class StemModuleUnit(wiring.Component):
         chunk = Signal(range(max(chunks, 2)))
         planes = PLANES if self._index == 0 else 1
         word_done = Signal()
-        # bit i of a pixel word is plane i % 8 of channel i // 8; a spike word's bit is a channel
+        word = self.in_data
+        if self._index == 0:
+            # bit i of a pixel word is plane i % 8 of channel i // 8: the pass's plane only
+            channels = self._in_bits // PLANES
+            word = word & _lookup([sum(1 << (channel * PLANES + plane)
+                                       for channel in range(channels))
+                                   for plane in range(PLANES)], self.plane)
+        # a spike word's bit is a channel
         m.d.comb += [
             # a word ending now is followed by position + 1, whose successor is read next
             self.in_address.eq(Mux(idle, 0, position + 1 + word_done)),
-            walker.word.eq(self.in_data),
+            walker.word.eq(word),
             self.event_y.eq(y), self.event_x.eq(x),
             self.event_chunk.eq(self.chunk if self._chunk_major else chunk),
             self.event_channel.eq(_lookup([i // planes for i in range(self._in_bits)],
                                           walker.index)),
-            self.event_plane.eq(_lookup([i % planes for i in range(self._in_bits)],
-                                        walker.index)),
         ]
 
         def states() -> None:

@@ -13,7 +13,7 @@ from stepvit.model.export import budget_mask_of
 from stepvit.model.golden import GoldenModel
 from stepvit.rtl.core import StepvitCore
 from stepvit.rtl.core_sim import simulate_core
-from stepvit.rtl.stem_conv import PLANES, tap_words, tile_bases
+from stepvit.rtl.stem_conv import tap_words, tile_bases
 from stepvit.rtl.stem_engine import StemEngine
 from stepvit.rtl.stem_plan import START_CYCLES, StemPlan
 from stepvit.rtl.stem_sizing import stem_dense_events, stem_memories
@@ -150,13 +150,14 @@ def test_chunk_major_dense_events_are_the_plans_loops(tmp_path, index):
     export, lanes = stem_export(tmp_path, index)
     plan = StemPlan.from_export(export, lanes=lanes, chunk_major=True)
     mask = np.ones((len(plan.stages), plan.t_max), dtype=np.int64)
-    extra = {"clear": START_CYCLES, "scatter": START_CYCLES + 1, "fire": START_CYCLES + 3}
+    extra = {"clear": START_CYCLES, "double": START_CYCLES, "scatter": START_CYCLES + 1,
+             "fire": START_CYCLES + 3}
     loops = 0
     for stem_pass in plan.passes():
         if stem_pass.kind not in extra or not stem_pass.enabled(mask):
             continue
         channels, height, width = plan.stages[stem_pass.module].in_shape
-        bits = np.full(height * width, channels * (PLANES if stem_pass.module == 0 else 1))
+        bits = np.full(height * width, channels)  # a spike, or the pass's plane, a channel
         loops += plan.pass_cycles(stem_pass, bits) - extra[stem_pass.kind]
     assert stem_dense_events(plan) == loops == stem_dense_events(
         StemPlan.from_export(export, lanes=lanes))

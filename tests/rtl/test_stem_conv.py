@@ -49,7 +49,8 @@ def simulate_modules(dut, cases, *, clear_after=False):
     """Run ``(module, events, chunks, pooled_size)`` cases one after the other on the banks.
 
     Each case clears the banks first (after its events instead with ``clear_after``), as a
-    module's clear pass does; returns each case's windows [Cout-padded, py, px].
+    module's clear pass does, and scatters its events ``(y, x, channel, plane)`` a plane at
+    a time as stage 0's passes do; returns each case's windows [Cout-padded, py, px].
     """
     lanes = len(dut.window_max)
     results = [np.zeros((chunks * lanes, *size), dtype=np.int64) for _, _, chunks, size in cases]
@@ -61,21 +62,32 @@ def simulate_modules(dut, cases, *, clear_after=False):
             await ctx.tick()
         ctx.set(dut.clear_valid, 0)
 
+    async def double(ctx):
+        ctx.set(dut.double_valid, 1)
+        for address in range(dut.depth):
+            ctx.set(dut.clear_address, address)
+            await ctx.tick()
+        ctx.set(dut.double_valid, 0)
+
     async def testbench(ctx):
         for (module, events, chunks, pooled_size), result in zip(cases, results):
             ctx.set(dut.module, module)
             if not clear_after:
                 await clear(ctx)
-            for y, x, channel, plane in events:
-                for chunk in range(chunks):
-                    ctx.set(dut.event_valid, 1)
-                    ctx.set(dut.event_y, y)
-                    ctx.set(dut.event_x, x)
-                    ctx.set(dut.event_channel, channel)
-                    ctx.set(dut.event_chunk, chunk)
-                    ctx.set(dut.event_plane, plane)
-                    await ctx.tick()
-            ctx.set(dut.event_valid, 0)
+            # the planes most significant first, the banks doubled between two (Horner's
+            # rule), an event right after a double's last read (the reads are transparent)
+            for plane in reversed(range(max(event[3] for event in events) + 1)):
+                for y, x, channel, _ in (e for e in events if e[3] == plane):
+                    for chunk in range(chunks):
+                        ctx.set(dut.event_valid, 1)
+                        ctx.set(dut.event_y, y)
+                        ctx.set(dut.event_x, x)
+                        ctx.set(dut.event_channel, channel)
+                        ctx.set(dut.event_chunk, chunk)
+                        await ctx.tick()
+                ctx.set(dut.event_valid, 0)
+                if plane:
+                    await double(ctx)
             if clear_after:
                 await ctx.tick()
                 await clear(ctx)

@@ -171,14 +171,20 @@ def late_stage_0_mask(export, rows, first):
 
 
 def test_stage_0_is_cleared_and_scattered_once_at_its_first_active_step(tmp_path):
+    # a scatter a bit plane, most significant first, the banks doubled between two
     export, lanes = stem_export(tmp_path, 0)
     plan = StemPlan.from_export(export, lanes=lanes)
     rows = len(plan.stages)
+    horner = [("clear", None)]
+    for plane in range(7, -1, -1):
+        horner += [("scatter", plane)] + [("double", None)] * (plane > 0)
     for first in range(plan.t_max + 1):
         mask = late_stage_0_mask(export, rows, first)[:rows]
-        runs = [(p.kind, p.step) for p in plan.passes()
-                if p.module == 0 and p.kind in ("clear", "scatter") and p.enabled(mask)]
-        expected = [("clear", first), ("scatter", first)] if first < plan.t_max else []
+        runs = [(p.kind, p.step, p.plane if p.kind == "scatter" else None)
+                for p in plan.passes()
+                if p.module == 0 and p.kind in ("clear", "scatter", "double") and p.enabled(mask)]
+        expected = ([(kind, first, plane) for kind, plane in horner]
+                    if first < plan.t_max else [])
         assert runs == expected, first
 
 

@@ -9,7 +9,6 @@ from amaranth.hdl import Fragment, Shape
 from test_stem_engine import STEMS, stem_export
 
 from stepvit.rtl.sizing import memory_bram36
-from stepvit.rtl.stem_conv import PLANES
 from stepvit.rtl.stem_engine import StemEngine
 from stepvit.rtl.stem_plan import START_CYCLES, StemPlan
 from stepvit.rtl.stem_sizing import (
@@ -47,13 +46,14 @@ def test_stem_dense_events_are_the_plans_loops_with_every_bit_on(tmp_path, index
     plan = StemPlan.from_export(export, lanes=lanes)
     mask = np.ones((len(plan.stages), plan.t_max), dtype=np.int64)
     # each loop's cycles without its start, the empty scatter's read and a fire's drain
-    extra = {"clear": START_CYCLES, "scatter": START_CYCLES + 1, "fire": START_CYCLES + 3}
+    extra = {"clear": START_CYCLES, "double": START_CYCLES, "scatter": START_CYCLES + 1,
+             "fire": START_CYCLES + 3}
     loops = 0
     for stem_pass in plan.passes():
         if stem_pass.kind not in extra or not stem_pass.enabled(mask):
             continue
         channels, height, width = plan.stages[stem_pass.module].in_shape
-        bits = np.full(height * width, channels * (PLANES if stem_pass.module == 0 else 1))
+        bits = np.full(height * width, channels)  # a spike, or the pass's plane, a channel
         loops += plan.pass_cycles(stem_pass, bits) - extra[stem_pass.kind]
     assert stem_dense_events(plan) == loops
 
