@@ -109,9 +109,11 @@ def _chunk_major_module_memories(plan: StemPlan, bits: dict[str, int]
 #: ``lanes`` adders as wide as the widest current, each with its tap multiplexer, the
 #: window tree and the LIFs, shared by every module. Fitted to one synthesis, Yosys
 #: ``synth_xilinx`` of the Fashion-MNIST stem at 16 lanes (24,960 logic LUTs for 9 banks of
-#: 16 lanes of 18 bits, docs/accelerator.md); the modules' own loops and the selection of
-#: their constants are in the fit.
-STEM_LUT_PER_BANK_BIT = 9.63
+#: 16 lanes of 18 bits: 9.63, docs/accelerator.md); the modules' own loops and the
+#: selection of their constants are in the fit. Less what the bank lanes' plane shifter
+#: took, gone with Horner's rule for stage 0: 3,447 LUTs over the 1,782 bank bits of the
+#: Fashion-MNIST design at 32 + 11 lanes (35,061 to 31,614 by ``stepvit synth``).
+STEM_LUT_PER_BANK_BIT = 7.70
 
 
 def stem_logic_luts(plan: StemPlan, bits: dict[str, int]) -> int:
