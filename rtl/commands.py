@@ -203,7 +203,7 @@ def rtl(args: argparse.Namespace) -> int:
         if not built.fits:
             print(f"stepvit rtl: warning: {lanes} lanes"
                   f"{'' if stem_lanes is None else f' + {stem_lanes} stem lanes'} do not fit "
-                  f"{board['name']}'s budget by the sizing model ({built.bram36:g} BRAM36, "
+                  f"{board['name']}'s budget by the sizing model ({built.memory_text()}, "
                   f"{built.lut} LUTs); generating them as asked", file=sys.stderr)
         chosen = {"board": board["name"],
                   "fastest_fitting_lanes": None if best is None else best.lanes,

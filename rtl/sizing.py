@@ -13,11 +13,12 @@ Both figures come from the plan, before any synthesis:
   (:mod:`stepvit.rtl.stem_sizing`); it overlaps the blocks, so the slower of its cycles
   and the core's sets the speed, and its lanes may differ from the core's.
 - **resources**: block RAM from the memories' shapes (:func:`memory_bram36`, the way Yosys
-  maps them); LUTs as logic (a fixed part, a part per lane, a part per bit of the widest
-  spike word the walker holds and a part per lane of the heads walked beside the first in
-  the attention: :data:`LUT_MODEL`, fitted to ``stepvit synth`` on the Fashion-MNIST and
-  CIFAR10-PYNQ shapes, see docs/results/) plus the distributed RAM of the shallow memories
-  (:func:`memory_lutram_luts`).
+  maps them), and on a board with UltraRAM the ``URAM288`` blocks of the memories Yosys
+  puts there (:func:`memory_blocks`); LUTs as logic (a fixed part, a part per lane, a part
+  per bit of the widest spike word the walker holds and a part per lane of the heads
+  walked beside the first in the attention: :data:`LUT_MODEL`, fitted to ``stepvit synth``
+  on the Fashion-MNIST and CIFAR10-PYNQ shapes, see docs/results/) plus the distributed RAM
+  of the shallow memories (:func:`memory_lutram_luts`).
 
 ``stepvit synth`` on the chosen design is the check: the estimate only picks.
 """
@@ -66,6 +67,34 @@ def memory_bram36(width: int, depth: int, *, rom: bool = False) -> float:
         return 0.0
     halves = min(-(-width // w) * -(-depth // d) for w, d in BRAM18_SHAPES)
     return halves / 2
+
+
+#: One UltraRAM block (``URAM288``): words of 72 bits, 4,096 of them.
+URAM_SHAPE = (72, 4096)
+#: Yosys's ``memory_libmap`` costs of its Xilinx blocks (``brams_xc4v.txt``, ``urams.txt``):
+#: a RAMB36 257 (a RAMB18 129), a URAM288 1,024. With ``synth_xilinx -uram`` it maps a
+#: memory into whichever costs less.
+BRAM36_COST = 257
+URAM_COST = 1024
+
+
+def memory_blocks(width: int, depth: int, *, rom: bool = False,
+                  uram: bool = False) -> tuple[float, int]:
+    """Return ``(36 Kb block RAMs, UltraRAM blocks)`` of one ``width`` x ``depth`` memory.
+
+    Without ``uram`` (a board without UltraRAM) the block RAM of :func:`memory_bram36`.
+    With it, a RAM that would take block RAM goes to UltraRAM instead where its
+    ``URAM288`` blocks cost less by Yosys's costs (:data:`URAM_COST`,
+    :data:`BRAM36_COST`): deep or wide memories, where a ``URAM288`` holds about four
+    RAMB36's worth. On Spikformer-4-384's streamed design (32 + 12 lanes) this picks the
+    five memories ``synth_xilinx -family xcup -uram`` put there (the residual stream, the
+    MLP's hidden spike map, the tile buffer's banks, the stem's first two emitted maps).
+    """
+    bram36 = memory_bram36(width, depth, rom=rom)
+    if not uram or rom or bram36 == 0:
+        return bram36, 0
+    blocks = -(-width // URAM_SHAPE[0]) * -(-depth // URAM_SHAPE[1])
+    return (0.0, blocks) if URAM_COST * blocks < BRAM36_COST * bram36 else (bram36, 0)
 
 
 def memory_lutram_luts(width: int, depth: int, *, rom: bool = False,
@@ -157,6 +186,7 @@ def dense_events(geometry: CoreGeometry) -> int:
 class DesignEstimate:
     """One design's estimate: its dense events, LUTs, block RAM and whether it fits.
 
+    ``uram`` is its UltraRAM blocks (0 on a board without them, :func:`memory_blocks`);
     ``stem_lanes`` is the stem engine's lanes (``None`` without a convolutional stem);
     ``sample_cycles`` the cycles per image on the export's golden-vector images
     (:mod:`stepvit.rtl.pace`), ``None`` where the picker had no images.
@@ -169,6 +199,7 @@ class DesignEstimate:
     fits: bool
     stem_lanes: int | None = None
     sample_cycles: float | None = None
+    uram: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Return the estimate as a JSON-ready dict."""
@@ -176,13 +207,18 @@ class DesignEstimate:
                 "dense_events": self.dense_events,
                 "sample_cycles": (None if self.sample_cycles is None
                                   else round(self.sample_cycles, 1)),
-                "lut": self.lut, "bram36": self.bram36, "fits": self.fits}
+                "lut": self.lut, "bram36": self.bram36, "uram": self.uram, "fits": self.fits}
+
+    def memory_text(self) -> str:
+        """Return its block RAM (and UltraRAM, where it has some) in words."""
+        return f"{self.bram36:g} BRAM36" + (f", {self.uram} URAM288" if self.uram else "")
 
 
 def core_resources(export: Export, lanes: int, *, stream_data_width: int | None = None,
                    tile_words: int | None = None, spike_word_bits: int | None = None,
-                   stem_chunk_major: bool = False) -> tuple[int, int, float]:
-    """Return the core's dense events, LUTs and block RAM on ``lanes`` lanes.
+                   stem_chunk_major: bool = False, uram: bool = False
+                   ) -> tuple[int, int, float, int]:
+    """Return the core's dense events, LUTs, block RAM and UltraRAM on ``lanes`` lanes.
 
     ``stream_data_width``, ``tile_words``: a core that streams its weights
     (:func:`memory_shapes`) in tiles of at most ``tile_words`` words; its tile fetch adds
@@ -190,7 +226,8 @@ def core_resources(export: Export, lanes: int, *, stream_data_width: int | None 
     (:class:`~stepvit.rtl.core_plan.CorePlan`): their segmented shapes, and a walk as wide
     as a segment (:data:`LUT_MODEL`'s ``per_word_bit``). ``stem_chunk_major``: a
     chunk-major stem's core, with one buffer of the residual stream (two with a step-major
-    stem: ``CoreGeometry.stream_buffers``).
+    stem: ``CoreGeometry.stream_buffers``). ``uram``: a board with UltraRAM
+    (:func:`memory_blocks`).
 
     Raises
     ------
@@ -202,7 +239,8 @@ def core_resources(export: Export, lanes: int, *, stream_data_width: int | None 
     geometry = plan.geometry
     shapes = memory_shapes(plan, stream_data_width=stream_data_width).items()
     granularity = memory_granularity(plan)
-    bram36 = sum(memory_bram36(width, depth, rom=name in ROMS) for name, (width, depth) in shapes)
+    blocks = [memory_blocks(width, depth, rom=name in ROMS, uram=uram)
+              for name, (width, depth) in shapes]
     # The walk's LUTs: per_word_bit a bit of the word the walk takes (walker_bits: the
     # widest spike word, or a segment of it), the rest of per_walk_bit a bit of the widest
     # spike word (walk_bits). Without spike_word_bits walker_bits == walk_bits, so this is
@@ -216,7 +254,8 @@ def core_resources(export: Export, lanes: int, *, stream_data_width: int | None 
                                     granularity=granularity.get(name))
                  for name, (width, depth) in shapes)
            + (STREAM_LUTS if stream_data_width is not None else 0))
-    return dense_events(geometry), lut, bram36
+    return (dense_events(geometry), lut, sum(b for b, _ in blocks),
+            sum(u for _, u in blocks))
 
 
 #: LUTs a core that streams its weights adds (its AXI reader, the tile table and tags,
@@ -234,18 +273,19 @@ STEM_INTEGRATION_LUTS = 3_300
 
 
 def stem_resources(export: Export, lanes: int, *, chunk_major: bool = False,
-                   streamed: bool = False) -> tuple[int, int, float]:
-    """Return the stem engine's dense events, LUTs and block RAM on ``lanes`` lanes.
+                   streamed: bool = False, uram: bool = False) -> tuple[int, int, float, int]:
+    """Return the stem engine's dense events, LUTs, block RAM and UltraRAM on ``lanes`` lanes.
 
     The LUTs include the stem's integration beside the core (:data:`STEM_INTEGRATION_LUTS`).
     ``chunk_major``: the engine's chunk-major schedule (one chunk's banks and membranes);
     ``streamed`` (with it): its tap weights streamed from DDR, the taps' memories the stem
-    tile buffer's bank pairs (:mod:`stepvit.rtl.stem_tiles`).
+    tile buffer's bank pairs (:mod:`stepvit.rtl.stem_tiles`). ``uram``: a board with
+    UltraRAM (:func:`memory_blocks`).
     """
     # (imported here: the stem's sizing builds on this module's memory rules)
     from stepvit.rtl.stem_plan import StemPlan
     from stepvit.rtl.stem_sizing import (
-        stem_bram36,
+        stem_blocks,
         stem_dense_events,
         stem_logic_luts,
         stem_lutram_luts,
@@ -256,7 +296,7 @@ def stem_resources(export: Export, lanes: int, *, chunk_major: bool = False,
     return (stem_dense_events(plan),
             STEM_INTEGRATION_LUTS + stem_logic_luts(plan, bits)
             + stem_lutram_luts(plan, bits, streamed=streamed),
-            stem_bram36(plan, bits, streamed=streamed))
+            *stem_blocks(plan, bits, streamed=streamed, uram=uram))
 
 
 def stem_taps_streamed(stream_data_width: int | None, stem_chunk_major: bool) -> bool:
@@ -268,23 +308,31 @@ def stem_taps_streamed(stream_data_width: int | None, stem_chunk_major: bool) ->
     return stem_chunk_major and stream_data_width is not None
 
 
-def _combine(lanes: int, core: tuple[int, int, float], stem_lanes: int | None,
-             stem: tuple[int, int, float] | None, board: dict[str, Any],
+def _combine(lanes: int, core: tuple[int, int, float, int], stem_lanes: int | None,
+             stem: tuple[int, int, float, int] | None, board: dict[str, Any],
              cycles: tuple[float, float | None] | None = None) -> DesignEstimate:
     """Return the estimate of a core and (if any) a stem engine beside it on ``board``.
 
-    ``cycles``: the core's and the stem's cycles on sample images, if known.
+    ``cycles``: the core's and the stem's cycles on sample images, if known. UltraRAM is
+    held to the block RAM's fraction of the board's (as ``stepvit synth`` holds it).
     """
-    events, lut, bram36 = core
+    events, lut, bram36, uram = core
     if stem is not None:
         # the stem of one image overlaps the blocks of the image before: the slower counts
-        events, lut, bram36 = max(events, stem[0]), lut + stem[1], bram36 + stem[2]
+        events, lut = max(events, stem[0]), lut + stem[1]
+        bram36, uram = bram36 + stem[2], uram + stem[3]
     available, budget = board["resources"], board["budget"]
     fits = (lut <= budget["lut_fraction"] * available["lut"]
-            and bram36 <= budget["bram_fraction"] * available["bram36"])
+            and bram36 <= budget["bram_fraction"] * available["bram36"]
+            and uram <= budget["bram_fraction"] * available.get("uram", 0))
     sample = None if cycles is None else max(c for c in cycles if c is not None)
     return DesignEstimate(lanes=lanes, dense_events=events, lut=lut, bram36=bram36, fits=fits,
-                          stem_lanes=stem_lanes, sample_cycles=sample)
+                          stem_lanes=stem_lanes, sample_cycles=sample, uram=uram)
+
+
+def has_uram(board: dict[str, Any]) -> bool:
+    """Return whether ``board`` has UltraRAM (Yosys may map memories there, ``-uram``)."""
+    return bool(board["resources"].get("uram"))
 
 
 def estimate(export: Export, lanes: int, board: dict[str, Any], *,
@@ -300,16 +348,17 @@ def estimate(export: Export, lanes: int, board: dict[str, Any], *,
     ``stepvit rtl`` builds it. ``spike_word_bits``: the core's spike maps' widest word
     (:func:`core_resources`).
     """
+    uram = has_uram(board)
     core = core_resources(export, lanes, stream_data_width=stream_data_width,
                           tile_words=tile_words, spike_word_bits=spike_word_bits,
-                          stem_chunk_major=stem_chunk_major)
+                          stem_chunk_major=stem_chunk_major, uram=uram)
     if not export.arch.get("stem"):
         return _combine(lanes, core, None, None, board)
     stem_lanes = stem_lanes or lanes
     return _combine(lanes, core, stem_lanes,
                     stem_resources(export, stem_lanes, chunk_major=stem_chunk_major,
                                    streamed=stem_taps_streamed(stream_data_width,
-                                                               stem_chunk_major)),
+                                                               stem_chunk_major), uram=uram),
                     board)
 
 
@@ -365,9 +414,10 @@ def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None 
     widest = max(arch["dim"], arch["mlp_dim"], arch["num_classes"])
     # (a chunk's words are its layer's inputs at any lanes: a tile_words too small for one
     # is refused by the plan, with the layer named)
+    uram = has_uram(board)
     cores = {lanes: core_resources(export, lanes, stream_data_width=stream_data_width,
                                    tile_words=tile_words, spike_word_bits=spike_word_bits,
-                                   stem_chunk_major=stem_chunk_major)
+                                   stem_chunk_major=stem_chunk_major, uram=uram)
              for lanes in _lanes_for_words(export, widest, spike_word_bits)}
     if arch.get("stem"):
         from stepvit.model.export.stem import stem_stages
@@ -376,7 +426,7 @@ def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None 
                           for stage in stem_stages(arch["image_shape"], arch["stem"]))
         streamed = stem_taps_streamed(stream_data_width, stem_chunk_major)
         stems = {lanes: stem_resources(export, lanes, chunk_major=stem_chunk_major,
-                                       streamed=streamed)
+                                       streamed=streamed, uram=uram)
                  for lanes in range(1, widest_stem + 1)}
     else:
         stems = {None: None}
@@ -392,7 +442,7 @@ def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None 
     fitting = [e for e in estimates if e.fits]
     if not fitting:
         raise ValueError(f"no lane count fits the board {board['name']}: even one lane needs "
-                         f"{estimates[0].bram36:g} BRAM36 and {estimates[0].lut} LUTs")
+                         f"{estimates[0].memory_text()} and {estimates[0].lut} LUTs")
     best = min(fitting, key=lambda e: (e.dense_events if e.sample_cycles is None
                                        else e.sample_cycles, e.lanes + (e.stem_lanes or 0)))
     return best, estimates

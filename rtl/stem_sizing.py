@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stepvit.rtl.sizing import memory_bram36, memory_lutram_luts
+from stepvit.rtl.sizing import memory_blocks, memory_lutram_luts
 from stepvit.rtl.stem_conv import shared_sum_bits
 from stepvit.rtl.stem_plan import PLANES, StemPlan
 
@@ -31,8 +31,12 @@ class StemMemory:
 
     @property
     def bram36(self) -> float:
-        """Its 36 Kb block RAMs (0 when it maps to LUTs)."""
-        return memory_bram36(self.width, self.depth, rom=self.rom)
+        """Its 36 Kb block RAMs (0 when it maps to LUTs), on a board without UltraRAM."""
+        return self.blocks()[0]
+
+    def blocks(self, *, uram: bool = False) -> tuple[float, int]:
+        """Return its ``(36 Kb block RAMs, UltraRAM blocks)`` (:func:`memory_blocks`)."""
+        return memory_blocks(self.width, self.depth, rom=self.rom, uram=uram)
 
     @property
     def lutram_luts(self) -> int:
@@ -147,7 +151,18 @@ def stem_dense_events(plan: StemPlan) -> int:
 
 def stem_bram36(plan: StemPlan, bits: dict[str, int], *, streamed: bool = False) -> float:
     """Return the stem engine's block RAM (36 Kb units); ``streamed``: its taps streamed."""
-    return sum(memory.bram36 for memory in stem_memories(plan, bits, streamed=streamed).values())
+    return stem_blocks(plan, bits, streamed=streamed)[0]
+
+
+def stem_blocks(plan: StemPlan, bits: dict[str, int], *, streamed: bool = False,
+                uram: bool = False) -> tuple[float, int]:
+    """Return the stem engine's ``(36 Kb block RAMs, UltraRAM blocks)``.
+
+    ``streamed``: its taps streamed; ``uram``: a board with UltraRAM (:func:`memory_blocks`).
+    """
+    blocks = [memory.blocks(uram=uram)
+              for memory in stem_memories(plan, bits, streamed=streamed).values()]
+    return sum(b for b, _ in blocks), sum(u for _, u in blocks)
 
 
 def stem_lutram_luts(plan: StemPlan, bits: dict[str, int], *, streamed: bool = False) -> int:
@@ -156,5 +171,6 @@ def stem_lutram_luts(plan: StemPlan, bits: dict[str, int], *, streamed: bool = F
                for memory in stem_memories(plan, bits, streamed=streamed).values())
 
 
-__all__ = ["STEM_LUT_PER_BANK_BIT", "StemMemory", "stem_bram36", "stem_dense_events",
+__all__ = ["STEM_LUT_PER_BANK_BIT", "StemMemory", "stem_blocks", "stem_bram36",
+           "stem_dense_events",
            "stem_logic_luts", "stem_lutram_luts", "stem_memories"]

@@ -4,7 +4,11 @@ Yosys maps onto the board's family (``xc7`` for the PYNQ-Z2, ``xcup`` for the
 UltraScale+ boards) out of context (no I/O buffers), as the design is a block in the
 overlay. Its counts are an estimate of what Vivado will place, good for "does it fit".
 Yosys reads the RTLIL that ``stepvit rtl`` writes beside the Verilog (the netlist the
-Verilog is written from), or the Verilog when there is no RTLIL.
+Verilog is written from), or the Verilog when there is no RTLIL. On a board with UltraRAM
+(``uram`` in its ``board.yaml`` resources: the KV260, the ZCU104) Yosys may map a memory
+into ``URAM288`` blocks (``synth_xilinx -uram``) where its cost tables say they are
+cheaper than block RAM (deep or wide RAMs with no initial contents); the report counts
+them, against the same fraction of the board's UltraRAM as of its block RAM.
 
 The clock estimate is the longest register-to-register path of the mapped netlist
 (:mod:`stepvit.rtl.timing`, the cells' own delays, routing not included). PyPI's
@@ -35,6 +39,8 @@ LUTRAM_LUTS = {
 }
 #: Block RAM cells in units of one 36 Kb block.
 BRAM36_UNITS = {"RAMB36E1": 1.0, "RAMB18E1": 0.5, "RAMB36E2": 1.0, "RAMB18E2": 0.5}
+#: UltraRAM cells (288 Kb each: 4,096 words of 72 bits).
+URAM_CELLS = ("URAM288", "URAM288_BASE")
 DSP_CELLS = ("DSP48E1", "DSP48E2")
 #: Yosys cells of a multiplier before mapping: the accelerator must have none with two
 #: signal operands.
@@ -54,11 +60,12 @@ def board_parameters(name: str) -> dict[str, Any]:
 
 
 def count_resources(cells: dict[str, int]) -> dict[str, float]:
-    """Return LUT, LUTRAM LUTs, FF, BRAM36, DSP counts of a mapped netlist's cell table.
+    """Return LUT, LUTRAM LUTs, FF, BRAM36, DSP and URAM counts of a mapped netlist's cells.
 
     ``lut`` counts ``LUT1``..``LUT6`` and ``INV`` (an inverter is a LUT1 until Vivado
     folds it into its neighbour); ``lutram_luts`` the LUTs of distributed RAM and shift
-    registers; ``ff`` every ``FD*`` flip-flop; ``bram36`` RAMB36 plus half of each RAMB18.
+    registers; ``ff`` every ``FD*`` flip-flop; ``bram36`` RAMB36 plus half of each RAMB18;
+    ``uram`` the ``URAM288`` blocks.
     """
     return {
         "lut": sum(n for cell, n in cells.items() if cell.startswith("LUT") or cell == "INV"),
@@ -66,11 +73,15 @@ def count_resources(cells: dict[str, int]) -> dict[str, float]:
         "ff": sum(n for cell, n in cells.items() if cell.startswith("FD")),
         "bram36": sum(BRAM36_UNITS.get(cell, 0.0) * n for cell, n in cells.items()),
         "dsp": sum(n for cell, n in cells.items() if cell in DSP_CELLS),
+        "uram": sum(n for cell, n in cells.items() if cell in URAM_CELLS),
     }
 
 
 def fit_report(used: dict[str, float], board: dict[str, Any]) -> dict[str, Any]:
-    """Return the share of the board used and whether it fits the board's budget."""
+    """Return the share of the board used and whether it fits the board's budget.
+
+    A board with UltraRAM holds its ``URAM288`` blocks to the block RAM's fraction.
+    """
     available = board["resources"]
     luts = used["lut"] + used["lutram_luts"]
     percent = {
@@ -86,6 +97,12 @@ def fit_report(used: dict[str, float], board: dict[str, Any]) -> dict[str, Any]:
         "ff": used["ff"] <= available["ff"],
         "dsp": used["dsp"] <= available["dsp"],
     }
+    uram = used.get("uram", 0)
+    if available.get("uram"):
+        percent["uram"] = 100.0 * uram / available["uram"]
+        fits["uram"] = uram <= budget["bram_fraction"] * available["uram"]
+    elif uram:
+        fits["uram"] = False  # a board without UltraRAM holds none
     return {"percent": percent, "fits": fits, "fits_budget": all(fits.values())}
 
 
@@ -154,8 +171,10 @@ def _yosys_error(log: Path, result: subprocess.CompletedProcess) -> str:
 
 
 def run_yosys(design: Path, family: str, work_dir: Path, *, top: str,
-              timeout_s: float) -> dict[str, Any]:
+              timeout_s: float, uram: bool = False) -> dict[str, Any]:
     """Synthesize ``design`` (``.il`` RTLIL or ``.v`` Verilog) for ``family``.
+
+    ``uram``: let Yosys map memories into UltraRAM (``-uram``, ``xcup`` only).
 
     Returns
     -------
@@ -184,7 +203,7 @@ def run_yosys(design: Path, family: str, work_dir: Path, *, top: str,
         f"hierarchy -top {top}; proc; flatten; opt_expr; opt_clean; "
         f"tee -q -o {before.name} stat -json; tee -q -o {multipliers.name} dump {selection}; "
         f"synth_xilinx -family {family} -top {top} -flatten -noiopad"
-        f"{' -abc9' if yosys['abc9'] else ''}; "
+        f"{' -abc9' if yosys['abc9'] else ''}{' -uram' if uram else ''}; "
         f"tee -q -o {after.name} stat -json; write_json {netlist.name}"
     )
     started = time.monotonic()
@@ -242,7 +261,8 @@ def synthesize(build_dir: str | Path, board_name: str, *, timeout_s: float = 360
     newer = rtlil.is_file() and rtlil.stat().st_mtime >= verilog.stat().st_mtime
     design_file = rtlil if newer else verilog
     board = board_parameters(board_name)
-    yosys = run_yosys(design_file, board["family"], build_dir, top=TOP_NAME, timeout_s=timeout_s)
+    yosys = run_yosys(design_file, board["family"], build_dir, top=TOP_NAME, timeout_s=timeout_s,
+                      uram=bool(board["resources"].get("uram")))
     used = count_resources(yosys["mapped_cells"])
     multipliers = yosys["multipliers"]
     report_path = build_dir / REPORT_FILE
@@ -293,6 +313,9 @@ def format_table(report: dict[str, Any]) -> str:
          report["fits"]["bram36"]),
         ("DSP", f"{used['dsp']:.0f}", available["dsp"], percent["dsp"], report["fits"]["dsp"]),
     ]
+    if "uram" in percent:
+        rows.insert(3, ("URAM288", f"{used.get('uram', 0):.0f}", available["uram"],
+                        percent["uram"], report["fits"]["uram"]))
     budget = report["budget"]
     lines = [f"{report['board']} ({report['part']}), budget {budget['lut_fraction']:.0%} LUT, "
              f"{budget['bram_fraction']:.0%} BRAM",

@@ -255,10 +255,35 @@ def test_a_core_that_streams_its_weights_sizes_two_tile_banks_not_the_weights(
     assert streamed_plan.tile_depth == 256  # fc2: 256 inputs, one chunk a tile
     assert {k: v for k, v in streamed.items() if k != "tile_banks"} == \
         {k: v for k, v in held.items() if k != "weights"}
-    _, held_lut, held_bram = sizing.core_resources(export, 32)
-    _, streamed_lut, streamed_bram = sizing.core_resources(
+    _, held_lut, held_bram, _ = sizing.core_resources(export, 32)
+    _, streamed_lut, streamed_bram, _ = sizing.core_resources(
         export, 32, stream_data_width=64, tile_words=256)
     assert streamed_bram < held_bram
     assert streamed_lut == held_lut + sizing.STREAM_LUTS
     with pytest.raises(ValueError, match="needs 256 weight words, more than tile_words"):
         sizing.core_resources(export, 32, stream_data_width=64, tile_words=255)
+
+
+def test_a_board_with_ultraram_takes_the_deep_memories_there(tmp_path, random_export) -> None:
+    """256 tokens of 64 channels at 4 steps: the residual stream is 8,192 words of 8 lanes,
+    24 BRAM36 or four URAM288 (cheaper by Yosys's costs); the spike maps stay in block RAM.
+    The PYNQ-Z2 has no UltraRAM, so it takes none."""
+    export = load_export(random_export(tmp_path, seed=0, image_shape=[1, 32, 32], patch=2,
+                                       dim=64, heads=2, depth=1, mlp_dim=64, num_classes=3,
+                                       t_max=4))
+    plan = CorePlan(export, lanes=8, contents=False)
+    width, depth = memory_shapes(plan)["stream"]
+    assert (width, depth) == (104, 8192)  # 8 lanes of 13 bits
+    assert sizing.memory_blocks(width, depth) == (24.0, 0)
+    assert sizing.memory_blocks(width, depth, uram=True) == (0.0, 4)
+    kv260, pynq = board_parameters("kv260"), board_parameters("pynq-z2")
+    on_kv260, on_pynq = estimate(export, 8, kv260), estimate(export, 8, pynq)
+    assert on_pynq.uram == 0 and on_kv260.uram >= 4
+    assert on_kv260.bram36 <= on_pynq.bram36 - 24
+    assert on_kv260.as_dict()["uram"] == on_kv260.uram
+    assert on_kv260.memory_text().endswith(f", {on_kv260.uram} URAM288")
+    assert "URAM" not in on_pynq.memory_text()
+    # held to the block RAM's fraction of the board's UltraRAM, as `stepvit synth` holds it
+    tight = {**kv260, "resources": {**kv260["resources"], "uram": 1}}
+    assert not estimate(export, 8, tight).fits
+    assert not sizing._combine(8, (1, 1, 0.0, 1), None, None, pynq).fits

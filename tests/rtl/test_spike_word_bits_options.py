@@ -261,12 +261,12 @@ def test_memory_shapes_are_the_segmented_maps(wide: Export) -> None:
 def test_the_lut_estimate_follows_the_walkers_bits(wide: Export) -> None:
     geometry = CoreGeometry.from_export(wide, lanes=8)
     assert geometry.walk_bits == 128
-    _, plain_lut, _ = core_resources(wide, 8)
+    _, plain_lut, _, _ = core_resources(wide, 8)
     # at least the widest spike word: walker_bits == walk_bits, the same design
     for words in (128, 256):
         assert core_resources(wide, 8, spike_word_bits=words) == core_resources(wide, 8)
     # narrower words: the walk's share falls by per_word_bit a bit (the maps may move too)
-    _, lut, _ = core_resources(wide, 8, spike_word_bits=16)
+    _, lut, _, _ = core_resources(wide, 8, spike_word_bits=16)
     assert lut < plain_lut
     def lutram(plan: CorePlan) -> int:
         granularity = sizing.memory_granularity(plan)

@@ -14,6 +14,7 @@ from stepvit.model.export.errors import StepvitError
 from stepvit.rtl import synth
 from stepvit.rtl.boards import BOARDS_DIR
 from stepvit.rtl.build_folder import DESIGN_FILE
+from stepvit.rtl.sizing import memory_blocks
 from stepvit.rtl.synth import (
     board_parameters,
     count_resources,
@@ -28,8 +29,9 @@ XC7_CELLS = {"LUT1": 3, "LUT6": 10, "INV": 2, "FDRE": 40, "FDSE": 2, "RAMB36E1":
 
 def test_counts_luts_ffs_brams_and_lutram() -> None:
     assert count_resources(XC7_CELLS) == {
-        "lut": 15, "lutram_luts": 9, "ff": 42, "bram36": 3.5, "dsp": 0}
-    assert count_resources({"RAMB18E2": 2, "DSP48E2": 3, "FDCE": 1})["bram36"] == 1.0
+        "lut": 15, "lutram_luts": 9, "ff": 42, "bram36": 3.5, "dsp": 0, "uram": 0}
+    ultrascale = count_resources({"RAMB18E2": 2, "DSP48E2": 3, "FDCE": 1, "URAM288": 5})
+    assert ultrascale["bram36"] == 1.0 and ultrascale["uram"] == 5
 
 
 DUMP = """
@@ -63,6 +65,20 @@ def test_budget_is_70_percent_of_luts_and_80_percent_of_bram() -> None:
     over = fit_report({**used, "lutram_luts": 300}, board)  # 37,300 > 0.7 * 53,200 = 37,240
     assert not over["fits"]["lut"] and not over["fits_budget"]
     assert not fit_report({**used, "bram36": 112.5}, board)["fits_budget"]
+
+
+def test_ultraram_is_held_to_the_block_rams_fraction_of_the_boards() -> None:
+    board = board_parameters("kv260")
+    assert board["resources"]["uram"] == 64
+    used = {"lut": 1000, "lutram_luts": 0, "ff": 1000, "bram36": 100, "dsp": 0, "uram": 51}
+    report = fit_report(used, board)  # 0.8 * 64 = 51.2
+    assert report["fits"]["uram"] and report["fits_budget"]
+    assert report["percent"]["uram"] == pytest.approx(100 * 51 / 64)
+    assert not fit_report({**used, "uram": 52}, board)["fits_budget"]
+    # a board without UltraRAM fits none, and has no UltraRAM line
+    pynq = board_parameters("pynq-z2")
+    assert not fit_report({**used, "uram": 1}, pynq)["fits_budget"]
+    assert "uram" not in fit_report(used, pynq)["percent"]
 
 
 def test_ultrascale_boards_use_the_xcup_family() -> None:
@@ -156,6 +172,38 @@ def test_a_multiplier_is_found(tmp_path: Path) -> None:
     assert report["synthesized"] == "stepvit_accel.v"
     assert report["multiplier_cells"] == 1 and report["constant_multiply_cells"] == 1
     assert not report["multiplier_free"]
+
+
+DEEP_AND_SHALLOW_RAMS = """module stepvit_accel(input clk, input we, input [12:0] wa,
+                     input [12:0] ra, input [71:0] d, output reg [71:0] q,
+                     output reg [63:0] p);
+  reg [71:0] deep [0:8191];
+  reg [63:0] shallow [0:1535];
+  always @(posedge clk) begin
+    if (we) deep[wa] <= d;
+    if (we) shallow[wa[10:0]] <= d[63:0];
+    q <= deep[ra];
+    p <= shallow[ra[10:0]];
+  end
+endmodule
+"""
+
+
+@pytest.mark.skipif(shutil.which("yosys") is None, reason="needs yosys")
+def test_a_deep_ram_goes_to_ultraram_on_an_ultrascale_board_as_the_sizing_model_says(
+        tmp_path: Path) -> None:
+    # 8,192 words of 72 bits: two URAM288 on the KV260 (16 BRAM36 on the PYNQ-Z2); 1,536 of
+    # 64 bits: 3 BRAM36 on both (a URAM288 would cost more by Yosys's tables)
+    (tmp_path / "stepvit_accel.v").write_text(DEEP_AND_SHALLOW_RAMS)
+    kv260 = synthesize(a_design(tmp_path), "kv260")
+    assert kv260["used"]["uram"] == 2 and kv260["used"]["bram36"] == 3
+    assert "URAM288" in synth.format_table(kv260)
+    assert memory_blocks(72, 8192, uram=True) == (0.0, 2)
+    assert memory_blocks(64, 1536, uram=True) == (3.0, 0)
+    pynq = synthesize(a_design(tmp_path), "pynq-z2")
+    assert pynq["used"]["uram"] == 0 and pynq["used"]["bram36"] == 19
+    assert memory_blocks(72, 8192) == (16.0, 0) and memory_blocks(64, 1536) == (3.0, 0)
+    assert "URAM288" not in synth.format_table(pynq)
 
 
 def test_a_yosys_failure_names_the_error_line_of_its_log(tmp_path: Path, monkeypatch) -> None:
