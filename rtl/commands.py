@@ -215,10 +215,12 @@ def rtl(args: argparse.Namespace) -> int:
     stream, chunk_major = bool(stream_weights), bool(stem_chunk_major)
     tile_words = tile_words if stream else None
     check_spike_word_bits(export, lanes, spike_word_bits)
+    # on a board with UltraRAM, the memories the sizing placed there (rtl/ram_style.py)
+    ultraram = built.ultraram if chosen is not None else frozenset()
     report = generate(export, build, lanes=lanes, stem_lanes=stem_lanes,
                       stem_chunk_major=chunk_major, weights=args.weights, widths=widths,
                       stream_weights=stream, tile_words=tile_words,
-                      spike_word_bits=spike_word_bits, **(ddr or {}))
+                      spike_word_bits=spike_word_bits, ultraram=ultraram, **(ddr or {}))
     record_design(build, export, lanes, None if chosen is None else chosen["board"],
                   stem_lanes=stem_lanes, ddr=ddr, widths=widths, stream_weights=stream,
                   tile_words=tile_words, stem_chunk_major=chunk_major,
@@ -235,6 +237,8 @@ def rtl(args: argparse.Namespace) -> int:
         summary["stem_chunk_major"] = True
     if spike_word_bits is not None:
         summary["spike_word_bits"] = spike_word_bits
+    if ultraram:
+        summary["ultraram"] = sorted(ultraram)
     if args.weights == "ddr":
         summary.update(weights="ddr", shape_hash=report["shape_hash"], bit_widths=widths,
                        weight_image=report["weight_image"]["file"],

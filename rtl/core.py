@@ -58,6 +58,7 @@ from stepvit.rtl.interface import core_signature
 from stepvit.rtl.patch_loader import PatchLoader
 from stepvit.rtl.prefetch import SpikeWordPrefetch
 from stepvit.rtl.protocol import registers_for
+from stepvit.rtl.ram_style import ram_attrs
 from stepvit.rtl.stem_front import StemFront
 from stepvit.rtl.stem_plan import StemPlan
 from stepvit.rtl.stem_tiles import stem_tiles
@@ -114,6 +115,10 @@ class StepvitCore(wiring.Component):
         (:class:`~stepvit.rtl.core_plan.CoreGeometry`). The logic that holds, selects or
         walks a word then grows with this width rather than the widest layer's; a word
         (segment) with no spike costs a cycle. ``None`` (default): a word a token.
+    ultraram : collection of str
+        The memories placed in UltraRAM (:func:`stepvit.rtl.sizing.place_ultraram`, by the
+        sizing model's names): each is marked ``ram_style = "ultra"``
+        (:mod:`stepvit.rtl.ram_style`). Default: none.
 
     Members
     -------
@@ -124,7 +129,8 @@ class StepvitCore(wiring.Component):
                  stem_chunk_major: bool = False, weights: str = "rom",
                  tile_words: int | None = None, stream_weights: bool = False,
                  data_width: int = 64,
-                 max_burst: int = 16, spike_word_bits: int | None = None) -> None:
+                 max_burst: int = 16, spike_word_bits: int | None = None,
+                 ultraram: frozenset[str] = frozenset()) -> None:
         registers_for(weights)  # refuses a mode that is not one
         if stream_weights and weights != "ddr":
             raise ValueError("stream_weights needs weights='ddr'")
@@ -149,13 +155,15 @@ class StepvitCore(wiring.Component):
         #: elaboration, for probes in simulation; None without a stem or before one.
         self.stem_front: StemFront | None = None
         self._data_width, self._max_burst = data_width, max_burst
+        self._ultraram = frozenset(ultraram)
         if stream_weights and stem_chunk_major and self._stem_plan is not None:
             self.stem_tiles = stem_tiles(self._stem_plan, self.parameter_memories, data_width)
         if stream_weights:
             self.tiles = weight_tiles(self.plan, self.parameter_memories, data_width)
             self._tile_buffer = TileBuffer(
                 data_width=data_width, word_width=self.tiles.word_bytes * 8,
-                depth=max(self.tiles.depth, 1), max_burst=max_burst)
+                depth=max(self.tiles.depth, 1), max_burst=max_burst,
+                attrs=ram_attrs(ultraram, "tile_banks"))
         tile_axi = (None if self.tiles is None else
                     {name: self._tile_buffer.signature.members[name]
                      for name in AXI_READ_MEMBERS})
@@ -165,7 +173,8 @@ class StepvitCore(wiring.Component):
         """Build the memories and the stages, and wire them to the run and its control FSM."""
         m = Module()
         ddr = self.weights == "ddr"
-        memories = add_core_memories(m, self.plan, writable=ddr, streamed=self.stream_weights)
+        memories = add_core_memories(m, self.plan, writable=ddr, streamed=self.stream_weights,
+                                     ultraram=self._ultraram)
         if self.stem_tiles is not None:
             m.submodules.arbiter = self._arbiter = AxiReadArbiter(
                 data_width=self._data_width)
@@ -343,7 +352,7 @@ class StepvitCore(wiring.Component):
             stream_words=geometry.t_max * geometry.tokens * geometry.dim_chunks,
             writable=self.weights == "ddr", tiles=self.stem_tiles,
             data_width=self._data_width, max_burst=self._max_burst,
-            buffers=geometry.stream_buffers)
+            buffers=geometry.stream_buffers, ultraram=self._ultraram)
         self.stem_front = stem
         m.d.comb += [
             stem.load.eq(self.load), self.loaded.eq(stem.loaded),

@@ -18,6 +18,7 @@ from amaranth.hdl import Module, unsigned
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 
 from stepvit.rtl.core_plan import SPIKE_BUFFERS, CorePlan, Source
+from stepvit.rtl.ram_style import ram_attrs
 
 
 @dataclass(frozen=True)
@@ -85,20 +86,24 @@ class CoreMemories:
 
 
 def add_core_memories(m: Module, plan: CorePlan, *, writable: bool = False,
-                      streamed: bool = False) -> CoreMemories:
+                      streamed: bool = False,
+                      ultraram: frozenset[str] = frozenset()) -> CoreMemories:
     """Add the memories of ``plan`` to ``m`` as submodules and return their ports.
 
     With ``writable`` the weights, biases, thresholds and spike values are RAMs with no
     initial contents and a write port each (``weights="ddr"``: the weight loader fills
     them); otherwise ROMs initialised from the plan. With ``streamed`` (and ``writable``)
     there is no weight memory: the core streams its weights through a tile buffer.
+    ``ultraram``: the memories marked ``ram_style = "ultra"`` (:mod:`stepvit.rtl.ram_style`,
+    by the names here, which are :func:`stepvit.rtl.sizing.memory_shapes`'s).
     """
     geometry = plan.geometry
     lanes, bits = geometry.lanes, geometry.bits
     t_max, tokens = geometry.t_max, geometry.tokens
 
     def memory(name: str, width: int, depth: int, init: list[int] | None = None) -> Memory:
-        mem = Memory(shape=unsigned(width), depth=max(depth, 2), init=init or [])
+        mem = Memory(shape=unsigned(width), depth=max(depth, 2), init=init or [],
+                     attrs=ram_attrs(ultraram, name))
         m.submodules[name] = mem
         return mem
 

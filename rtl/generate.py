@@ -165,6 +165,7 @@ def generate(
     stream_weights: bool = False,
     tile_words: int | None = None,
     spike_word_bits: int | None = None,
+    ultraram: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Generate ``stepvit_accel.v``, ``stepvit_accel.il`` and ``report.json`` in ``out_dir``.
 
@@ -206,6 +207,11 @@ def generate(
         The widest word of a spike map (:class:`~stepvit.rtl.top.StepvitAccel`): a token's
         spikes wider than this are held as several words. The report says
         ``spike_word_bits``, only where given (default: one word a token).
+    ultraram : collection of str
+        The memories placed in UltraRAM (:func:`stepvit.rtl.sizing.place_ultraram`, by the
+        sizing model's names): each is marked ``ram_style = "ultra"``
+        (:mod:`stepvit.rtl.ram_style`). The report lists them as ``ultraram``, only where
+        there are some.
 
     Returns
     -------
@@ -227,7 +233,8 @@ def generate(
                               stem_chunk_major=stem_chunk_major, weights=weights,
                               data_width=data_width, max_burst=max_burst,
                               widths=widths, stream_weights=stream_weights,
-                              tile_words=tile_words, spike_word_bits=spike_word_bits)
+                              tile_words=tile_words, spike_word_bits=spike_word_bits,
+                              ultraram=ultraram)
     except ValueError as error:  # a parameter the design refuses, such as the lane count
         raise StepvitError(f"cannot build the accelerator: {error}") from None
     verilog_text = to_verilog(design)
@@ -247,6 +254,7 @@ def generate(
         "stem_lanes": (stem_lanes or lanes) if arch.get("stem") else None,
         **({"stem_chunk_major": True} if stem_chunk_major else {}),
         **({"spike_word_bits": spike_word_bits} if spike_word_bits is not None else {}),
+        **({"ultraram": sorted(ultraram)} if ultraram else {}),
         "parameters": {
             "image_shape": list(arch["image_shape"]),
             "patch": arch["patch"],

@@ -25,8 +25,9 @@ Both figures come from the plan, before any synthesis:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from stepvit.model.export import Export
 from stepvit.rtl.core_plan import CoreGeometry, CorePlan
@@ -78,6 +79,11 @@ BRAM36_COST = 257
 URAM_COST = 1024
 
 
+def uram_blocks(width: int, depth: int) -> int:
+    """Return the ``URAM288`` blocks of one ``width`` x ``depth`` memory (:data:`URAM_SHAPE`)."""
+    return -(-width // URAM_SHAPE[0]) * -(-depth // URAM_SHAPE[1])
+
+
 def memory_blocks(width: int, depth: int, *, rom: bool = False,
                   uram: bool = False) -> tuple[float, int]:
     """Return ``(36 Kb block RAMs, UltraRAM blocks)`` of one ``width`` x ``depth`` memory.
@@ -93,8 +99,74 @@ def memory_blocks(width: int, depth: int, *, rom: bool = False,
     bram36 = memory_bram36(width, depth, rom=rom)
     if not uram or rom or bram36 == 0:
         return bram36, 0
-    blocks = -(-width // URAM_SHAPE[0]) * -(-depth // URAM_SHAPE[1])
+    blocks = uram_blocks(width, depth)
     return (0.0, blocks) if URAM_COST * blocks < BRAM36_COST * bram36 else (bram36, 0)
+
+
+#: One memory as the sizing model sees it: ``(width, depth, rom)``.
+MemoryShape = tuple[int, int, bool]
+
+
+def place_ultraram(memories: Mapping[str, MemoryShape], board: dict[str, Any]
+                   ) -> frozenset[str]:
+    """Return the memories of a design that go to UltraRAM on ``board`` (none without it).
+
+    First those Yosys puts there by its costs (:func:`memory_blocks`). Then every other
+    RAM that takes fewer ``URAM288`` than RAMB36, those that save the most block RAM per
+    ``URAM288`` first, as long as the UltraRAM stays within its budget (the block RAM's
+    fraction of the board's): UltraRAM nothing else uses, and block RAM left over for the
+    lanes (the model's block RAM runs a few percent under Yosys's on large designs). The
+    generator marks every one of them ``ram_style = "ultra"``
+    (:func:`stepvit.rtl.ram_style.ram_attrs`), so that Yosys and Vivado place them so; the
+    rest are left to the tools.
+    """
+    if not has_uram(board):
+        return frozenset()
+    placed = {name for name, (width, depth, rom) in memories.items()
+              if memory_blocks(width, depth, rom=rom, uram=True)[1]}
+    bram36, uram = memory_resources(memories, placed)
+    available, fraction = board["resources"], board["budget"]["bram_fraction"]
+
+    def saved(name: str) -> float:
+        width, depth, _ = memories[name]
+        return memory_bram36(width, depth) / uram_blocks(width, depth)
+    candidates = sorted((name for name, (width, depth, rom) in memories.items()
+                         if name not in placed and not rom
+                         and memory_bram36(width, depth) > uram_blocks(width, depth)),
+                        key=lambda name: (-saved(name), name))
+    for name in candidates:
+        width, depth, _ = memories[name]
+        if uram + uram_blocks(width, depth) <= fraction * available["uram"]:
+            placed.add(name)
+            uram += uram_blocks(width, depth)
+    return frozenset(placed)
+
+
+def memory_resources(memories: Mapping[str, MemoryShape], ultraram: frozenset[str] | set[str]
+                     ) -> tuple[float, int]:
+    """Return ``(36 Kb block RAMs, URAM288 blocks)`` of ``memories``, ``ultraram`` in URAM."""
+    bram36, uram = 0.0, 0
+    for name, (width, depth, rom) in memories.items():
+        if name in ultraram:
+            uram += uram_blocks(width, depth)
+        else:
+            bram36 += memory_bram36(width, depth, rom=rom)
+    return bram36, uram
+
+
+class PartResources(NamedTuple):
+    """A part of a design (the core, or the stem engine) as the sizing model sees it.
+
+    ``bram36`` and ``uram``: its memories as Yosys places them by its own costs
+    (:func:`memory_blocks`); ``memories``: each by name (the stem's prefixed ``stem.``), for
+    the placement of the whole design (:func:`place_ultraram`).
+    """
+
+    events: int
+    lut: int
+    bram36: float
+    uram: int
+    memories: dict[str, MemoryShape]
 
 
 def memory_lutram_luts(width: int, depth: int, *, rom: bool = False,
@@ -113,7 +185,7 @@ def memory_lutram_luts(width: int, depth: int, *, rom: bool = False,
 def memory_granularity(plan: CorePlan) -> dict[str, int]:
     """Return the write granularity of the memories written in parts (rtl/core_memories.py)."""
     lanes = plan.geometry.lanes
-    return {"patches0": 8, "patches1": 8, **{f"spikes{i}": lanes for i in range(4)},
+    return {"patches0": 8, "patches1": 8, **{f"spikes_buf{i}": lanes for i in range(4)},
             "spikes_hidden": lanes, "head_counts": lanes * plan.geometry.count_bits}
 
 
@@ -142,7 +214,7 @@ def memory_shapes(plan: CorePlan, *, stream_data_width: int | None = None
         "biases": (g.bias_bits * lanes, len(plan.bias_words)),
         "thresholds": (bits["membrane"] * lanes, len(plan.theta_words)),
         **{f"patches{bank}": (8 * g.patch_len, g.tokens) for bank in (0, 1) if g.patch_len},
-        **{f"spikes{i}": (g.word_bits(g.dim_word_bits), g.dim_segments * steps_tokens)
+        **{f"spikes_buf{i}": (g.word_bits(g.dim_word_bits), g.dim_segments * steps_tokens)
            for i in range(4)},
         "spikes_hidden": (g.word_bits(g.mlp_word_bits), g.mlp_segments * steps_tokens),
         # head.in's counts: a memory with segments (else registers, in the LUT model)
@@ -186,7 +258,8 @@ def dense_events(geometry: CoreGeometry) -> int:
 class DesignEstimate:
     """One design's estimate: its dense events, LUTs, block RAM and whether it fits.
 
-    ``uram`` is its UltraRAM blocks (0 on a board without them, :func:`memory_blocks`);
+    ``uram`` is its UltraRAM blocks (0 on a board without them) and ``ultraram`` the
+    memories placed there (:func:`place_ultraram`);
     ``stem_lanes`` is the stem engine's lanes (``None`` without a convolutional stem);
     ``sample_cycles`` the cycles per image on the export's golden-vector images
     (:mod:`stepvit.rtl.pace`), ``None`` where the picker had no images.
@@ -200,6 +273,7 @@ class DesignEstimate:
     stem_lanes: int | None = None
     sample_cycles: float | None = None
     uram: int = 0
+    ultraram: frozenset[str] = field(default=frozenset(), compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the estimate as a JSON-ready dict."""
@@ -216,8 +290,7 @@ class DesignEstimate:
 
 def core_resources(export: Export, lanes: int, *, stream_data_width: int | None = None,
                    tile_words: int | None = None, spike_word_bits: int | None = None,
-                   stem_chunk_major: bool = False, uram: bool = False
-                   ) -> tuple[int, int, float, int]:
+                   stem_chunk_major: bool = False, uram: bool = False) -> PartResources:
     """Return the core's dense events, LUTs, block RAM and UltraRAM on ``lanes`` lanes.
 
     ``stream_data_width``, ``tile_words``: a core that streams its weights
@@ -239,8 +312,8 @@ def core_resources(export: Export, lanes: int, *, stream_data_width: int | None 
     geometry = plan.geometry
     shapes = memory_shapes(plan, stream_data_width=stream_data_width).items()
     granularity = memory_granularity(plan)
-    blocks = [memory_blocks(width, depth, rom=name in ROMS, uram=uram)
-              for name, (width, depth) in shapes]
+    memories = {name: (width, depth, name in ROMS) for name, (width, depth) in shapes}
+    blocks = [memory_blocks(*shape[:2], rom=shape[2], uram=uram) for shape in memories.values()]
     # The walk's LUTs: per_word_bit a bit of the word the walk takes (walker_bits: the
     # widest spike word, or a segment of it), the rest of per_walk_bit a bit of the widest
     # spike word (walk_bits). Without spike_word_bits walker_bits == walk_bits, so this is
@@ -254,8 +327,8 @@ def core_resources(export: Export, lanes: int, *, stream_data_width: int | None 
                                     granularity=granularity.get(name))
                  for name, (width, depth) in shapes)
            + (STREAM_LUTS if stream_data_width is not None else 0))
-    return (dense_events(geometry), lut, sum(b for b, _ in blocks),
-            sum(u for _, u in blocks))
+    return PartResources(dense_events(geometry), lut, sum(b for b, _ in blocks),
+                         sum(u for _, u in blocks), memories)
 
 
 #: LUTs a core that streams its weights adds (its AXI reader, the tile table and tags,
@@ -273,7 +346,7 @@ STEM_INTEGRATION_LUTS = 3_300
 
 
 def stem_resources(export: Export, lanes: int, *, chunk_major: bool = False,
-                   streamed: bool = False, uram: bool = False) -> tuple[int, int, float, int]:
+                   streamed: bool = False, uram: bool = False) -> PartResources:
     """Return the stem engine's dense events, LUTs, block RAM and UltraRAM on ``lanes`` lanes.
 
     The LUTs include the stem's integration beside the core (:data:`STEM_INTEGRATION_LUTS`).
@@ -289,14 +362,17 @@ def stem_resources(export: Export, lanes: int, *, chunk_major: bool = False,
         stem_dense_events,
         stem_logic_luts,
         stem_lutram_luts,
+        stem_memories,
     )
 
     plan = StemPlan.from_export(export, lanes=lanes, chunk_major=chunk_major)
     bits = export.bit_widths
-    return (stem_dense_events(plan),
-            STEM_INTEGRATION_LUTS + stem_logic_luts(plan, bits)
-            + stem_lutram_luts(plan, bits, streamed=streamed),
-            *stem_blocks(plan, bits, streamed=streamed, uram=uram))
+    memories = {f"stem.{name}": (memory.width, memory.depth, memory.rom)
+                for name, memory in stem_memories(plan, bits, streamed=streamed).items()}
+    return PartResources(stem_dense_events(plan),
+                         STEM_INTEGRATION_LUTS + stem_logic_luts(plan, bits)
+                         + stem_lutram_luts(plan, bits, streamed=streamed),
+                         *stem_blocks(plan, bits, streamed=streamed, uram=uram), memories)
 
 
 def stem_taps_streamed(stream_data_width: int | None, stem_chunk_major: bool) -> bool:
@@ -308,26 +384,30 @@ def stem_taps_streamed(stream_data_width: int | None, stem_chunk_major: bool) ->
     return stem_chunk_major and stream_data_width is not None
 
 
-def _combine(lanes: int, core: tuple[int, int, float, int], stem_lanes: int | None,
-             stem: tuple[int, int, float, int] | None, board: dict[str, Any],
+def _combine(lanes: int, core: PartResources, stem_lanes: int | None,
+             stem: PartResources | None, board: dict[str, Any],
              cycles: tuple[float, float | None] | None = None) -> DesignEstimate:
     """Return the estimate of a core and (if any) a stem engine beside it on ``board``.
 
-    ``cycles``: the core's and the stem's cycles on sample images, if known. UltraRAM is
+    ``cycles``: the core's and the stem's cycles on sample images, if known. On a board
+    with UltraRAM the memories go there as :func:`place_ultraram` places them; UltraRAM is
     held to the block RAM's fraction of the board's (as ``stepvit synth`` holds it).
     """
-    events, lut, bram36, uram = core
+    events, lut, memories = core.events, core.lut, dict(core.memories)
     if stem is not None:
         # the stem of one image overlaps the blocks of the image before: the slower counts
-        events, lut = max(events, stem[0]), lut + stem[1]
-        bram36, uram = bram36 + stem[2], uram + stem[3]
+        events, lut = max(events, stem.events), lut + stem.lut
+        memories.update(stem.memories)
+    ultraram = place_ultraram(memories, board)
+    bram36, uram = memory_resources(memories, ultraram)
     available, budget = board["resources"], board["budget"]
     fits = (lut <= budget["lut_fraction"] * available["lut"]
             and bram36 <= budget["bram_fraction"] * available["bram36"]
             and uram <= budget["bram_fraction"] * available.get("uram", 0))
     sample = None if cycles is None else max(c for c in cycles if c is not None)
     return DesignEstimate(lanes=lanes, dense_events=events, lut=lut, bram36=bram36, fits=fits,
-                          stem_lanes=stem_lanes, sample_cycles=sample, uram=uram)
+                          stem_lanes=stem_lanes, sample_cycles=sample, uram=uram,
+                          ultraram=ultraram)
 
 
 def has_uram(board: dict[str, Any]) -> bool:
@@ -434,7 +514,7 @@ def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None 
     def cycles(lanes: int, stem_lanes: int | None) -> tuple[float, float | None] | None:
         if pace is None:
             return None
-        core = pace.core_cycles(cores[lanes][0], cores[1][0])
+        core = pace.core_cycles(cores[lanes].events, cores[1].events)
         return core, None if stem_lanes is None else pace.stem_cycles[stem_lanes]
 
     estimates = [_combine(lanes, core, stem_lanes, stem, board, cycles(lanes, stem_lanes))

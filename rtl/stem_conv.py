@@ -43,6 +43,7 @@ from amaranth.lib.memory import Memory, WritePort
 from amaranth.lib.wiring import In, Out
 
 from stepvit.model.export.stem import conv_out
+from stepvit.rtl.ram_style import ram_attrs
 from stepvit.rtl.stem_banks import AxisTables, bank_modulus, scatter_tables, window_tables
 from stepvit.rtl.stem_plan import PLANES
 
@@ -98,6 +99,9 @@ class StemConvBanks(wiring.Component):
         come from a stem tile buffer (:class:`~stepvit.rtl.stem_tiles.StemTileBuffer`) of
         ``tile_depth`` words a tap, read at ``tile_addr`` (the event's input channel),
         answered in ``tile_data`` a cycle later (a tap ROM's timing).
+    ultraram : collection of str
+        The memories placed in UltraRAM (:mod:`stepvit.rtl.ram_style`), by the sizing
+        model's names (the stem's with ``stem.`` before). Default: none.
 
     Members
     -------
@@ -123,12 +127,13 @@ class StemConvBanks(wiring.Component):
 
     def __init__(self, convs: Sequence[StemConv], *, lanes: int, sum_bits: int,
                  writable: bool = False, chunk_major: bool = False,
-                 tile_depth: int | None = None) -> None:
+                 tile_depth: int | None = None, ultraram: frozenset[str] = frozenset()) -> None:
         if tile_depth is not None and not chunk_major:
             raise ValueError("a stem tile buffer needs a chunk-major stem")
         if not isinstance(lanes, int) or lanes < 1:
             raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
         self._convs = [_checked(conv) for conv in convs]
+        self._ultraram = frozenset(ultraram)
         self._writable = writable
         self._chunk_major = chunk_major
         self._modulus = max(bank_modulus(c.weight.shape[2], c.stride, c.pool[0])
@@ -175,7 +180,8 @@ class StemConvBanks(wiring.Component):
         self.tap_writes: list[WritePort] = []
         if writable and tile_depth is None:
             self.tap_rams = [Memory(shape=unsigned(8 * lanes), depth=max(self.tap_depth, 2),
-                                    init=[]) for _ in range(self.taps)]
+                                    init=[], attrs=ram_attrs(ultraram, f"stem.tap{tap}"))
+                             for tap in range(self.taps)]
             self.tap_writes = [ram.write_port() for ram in self.tap_rams]
 
     @property
@@ -277,7 +283,9 @@ class StemConvBanks(wiring.Component):
         """Add one bank: its addresses, its read-add-write and its window candidate."""
         bank_row, bank_col = bank
         layout = data.ArrayLayout(signed(self._sum_bits), self._lanes)
-        mem = Memory(shape=layout, depth=max(self.depth, 2), init=[])
+        mem = Memory(shape=layout, depth=max(self.depth, 2), init=[],
+                     attrs=ram_attrs(self._ultraram,
+                                     f"stem.bank{bank_row * self._modulus + bank_col}"))
         m.submodules[f"bank{bank_row}_{bank_col}"] = mem
         write = mem.write_port()
         read = mem.read_port(transparent_for=(write,))

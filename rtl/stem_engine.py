@@ -26,6 +26,7 @@ from amaranth.lib.memory import Memory, WritePort
 from amaranth.lib.wiring import In, Out
 
 from stepvit.rtl.lif import LIFLanes
+from stepvit.rtl.ram_style import ram_attrs
 from stepvit.rtl.spike_walker import GroupedWalker
 from stepvit.rtl.stem_conv import StemConv, StemConvBanks, shared_sum_bits
 from stepvit.rtl.stem_plan import PASS_KINDS, PLANES, StemPlan
@@ -79,6 +80,9 @@ class StemEngine(wiring.Component):
         has not arrived.
     data_width, max_burst : int
         With ``tiles`` only: the AXI beat's bits and the longest burst.
+    ultraram : collection of str
+        The memories placed in UltraRAM, by :func:`stepvit.rtl.stem_sizing.stem_memories`'s
+        names with ``stem.`` before (:mod:`stepvit.rtl.ram_style`). Default: none.
 
     Members
     -------
@@ -107,20 +111,21 @@ class StemEngine(wiring.Component):
                  thresholds: dict[str, np.ndarray], bits: dict[str, int], leak_shift: int,
                  reset: str, token_lanes: int | None = None, writable: bool = False,
                  tiles: StemTiles | None = None, data_width: int = 64,
-                 max_burst: int = 16) -> None:
+                 max_burst: int = 16, ultraram: frozenset[str] = frozenset()) -> None:
         if tiles is not None and not (writable and plan.chunk_major):
             raise ValueError("stem tiles need a writable chunk-major engine")
         self._plan = plan
         self._token_lanes = token_lanes or plan.lanes
         self._writable = writable
         self._units = []
+        self._ultraram = frozenset(ultraram)
         sum_bits = shared_sum_bits(bits)
         for index, stage in enumerate(plan.stages):
             self._units.append(StemModuleUnit(
                 plan, index, bias=None if writable else arrays[f"{stage.name}.bias"],
                 threshold=None if writable else thresholds[stage.name],
                 current_bits=bits["embed_current" if index == 0 else "current"],
-                membrane_bits=bits["membrane"], sum_bits=sum_bits))
+                membrane_bits=bits["membrane"], sum_bits=sum_bits, ultraram=ultraram))
 
         def weight(name: str) -> np.ndarray:
             # a ddr engine must not depend on the values: their shape only
@@ -131,11 +136,11 @@ class StemEngine(wiring.Component):
                       stage.padding, plan.window_pool(index))
              for index, stage in enumerate(plan.stages)], lanes=plan.lanes, sum_bits=sum_bits,
             writable=writable, chunk_major=plan.chunk_major,
-            tile_depth=None if tiles is None else tiles.depth)
+            tile_depth=None if tiles is None else tiles.depth, ultraram=ultraram)
         #: ``tiles`` only: the stem tile buffer (its fetch side is the core's to drive).
         self.tile_buffer = (None if tiles is None else StemTileBuffer(
             tiles, lanes=plan.lanes, modules=len(plan.stages), t_max=plan.t_max,
-            data_width=data_width, max_burst=max_burst))
+            data_width=data_width, max_burst=max_burst, ultraram=ultraram))
         self._tiles = tiles
         self._lif = LIFLanes(lanes=plan.lanes, membrane_bits=bits["membrane"],
                              current_bits=sum_bits, leak_shift=leak_shift, reset=reset)
@@ -193,7 +198,8 @@ class StemEngine(wiring.Component):
         m.submodules.conv, m.submodules.lif = self._conv, self._lif
         _, height, width = plan.stages[0].in_shape
         positions = height * width
-        pixels = Memory(shape=unsigned(len(self.pixel_data)), depth=2 * positions, init=[])
+        pixels = Memory(shape=unsigned(len(self.pixel_data)), depth=2 * positions, init=[],
+                        attrs=ram_attrs(self._ultraram, "stem.pixels"))
         m.submodules.pixels = pixels
         pixel_write = pixels.write_port(granularity=PLANES)
         pixel_read = pixels.read_port()

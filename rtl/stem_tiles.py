@@ -37,6 +37,7 @@ from amaranth.lib.wiring import In, Out
 
 from stepvit.rtl.axi_reader import AXI_READ_MEMBERS, forward_axi_read
 from stepvit.rtl.axi_runs import AxiRunsReader
+from stepvit.rtl.ram_style import ram_attrs
 from stepvit.rtl.stem_conv import tile_bases
 from stepvit.rtl.stem_plan import StemPlan
 from stepvit.rtl.tile_buffer import tile_sequence
@@ -139,6 +140,9 @@ class StemTileBuffer(wiring.Component):
         The stem's modules and steps (the width of ``mask``).
     data_width, max_burst, addr_width : int
         As :class:`~stepvit.rtl.axi_runs.AxiRunsReader`'s.
+    ultraram : collection of str
+        The memories placed in UltraRAM (:mod:`stepvit.rtl.ram_style`), by the sizing
+        model's names (the stem's with ``stem.`` before). Default: none.
 
     Members
     -------
@@ -167,8 +171,10 @@ class StemTileBuffer(wiring.Component):
     """
 
     def __init__(self, tiles: StemTiles, *, lanes: int, modules: int, t_max: int,
-                 data_width: int = 64, max_burst: int = 16, addr_width: int = 32) -> None:
+                 data_width: int = 64, max_burst: int = 16, addr_width: int = 32,
+                 ultraram: frozenset[str] = frozenset()) -> None:
         self._tiles, self._lanes = tiles, lanes
+        self._ultraram = frozenset(ultraram)
         self._modules, self._t_max = modules, t_max
         self._reader = AxiRunsReader(runs=tiles.taps, data_width=data_width,
                                      word_width=tiles.word_bytes * 8, depth=tiles.depth,
@@ -204,7 +210,8 @@ class StemTileBuffer(wiring.Component):
         started, filled, issue = Signal(), Signal(), Signal()
         reads = []
         for index in range(tiles.taps):
-            bank = Memory(shape=unsigned(width), depth=2 * depth, init=[])
+            bank = Memory(shape=unsigned(width), depth=2 * depth, init=[],
+                          attrs=ram_attrs(self._ultraram, f"stem.tap{index}"))
             m.submodules[f"tap{index}"] = bank
             write, read = bank.write_port(), bank.read_port()
             m.d.comb += [write.addr.eq(Mux(computing, 0, depth) + reader.write_addr),

@@ -45,6 +45,7 @@ from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
 from stepvit.model.export.stem import conv_out
+from stepvit.rtl.ram_style import ram_attrs
 from stepvit.rtl.spike_walker import SpikeWalker
 from stepvit.rtl.stem_plan import PLANES, StemPlan
 
@@ -67,6 +68,9 @@ class StemModuleUnit(wiring.Component):
         Signed widths of its currents and membranes (the export's proven widths).
     sum_bits : int
         Signed width of the shared banks' currents and of ``lif_bias``.
+    ultraram : collection of str
+        The memories placed in UltraRAM (:mod:`stepvit.rtl.ram_style`), by the sizing
+        model's names (the stem's with ``stem.`` before). Default: none.
 
     Members
     -------
@@ -109,9 +113,13 @@ class StemModuleUnit(wiring.Component):
 
     def __init__(self, plan: StemPlan, index: int, *, bias: np.ndarray | None,
                  threshold: np.ndarray | None, current_bits: int, membrane_bits: int,
-                 sum_bits: int) -> None:
+                 sum_bits: int, ultraram: frozenset[str] = frozenset()) -> None:
         stage = plan.stages[index]
         self._plan, self._index, self._stage = plan, index, stage
+        # its memories' attributes by the sizing model's names (rtl/ram_style.py)
+        prefix = f"stem.{stage.name.replace('.', '')}"
+        self._attrs = {kind: ram_attrs(ultraram, f"{prefix}_{kind}")
+                       for kind in ("lif_map", "out_map", "membranes", "kept")}
         self._chunk_major = plan.chunk_major
         lanes, chunks = plan.lanes, plan.chunks(index)
         padded = chunks * lanes
@@ -168,13 +176,14 @@ class StemModuleUnit(wiring.Component):
         lif_positions = int(np.prod(stage.lif_shape[1:]))
         if self._chunk_major:
             return self._elaborate_chunk_major(m, width, lif_positions)
-        lif_map = Memory(shape=unsigned(width), depth=max(lif_positions, 2), init=[])
+        lif_map = Memory(shape=unsigned(width), depth=max(lif_positions, 2), init=[],
+                         attrs=self._attrs["lif_map"])
         m.submodules.lif_map = lif_map
         lif_write = lif_map.write_port(granularity=plan.lanes)
         lif_read = lif_map.read_port()
         if stage.pool == "after":
             out_map = Memory(shape=unsigned(width), depth=max(int(np.prod(stage.out_shape[1:])), 2),
-                             init=[])
+                             init=[], attrs=self._attrs["out_map"])
             m.submodules.out_map = out_map
             out_write, map_read = out_map.write_port(), out_map.read_port()
         else:
@@ -196,7 +205,7 @@ class StemModuleUnit(wiring.Component):
         pooled = stage.pool == "after"
         # the emitted map: every step, step t from t·positions (a table: no multiplier)
         out_map = Memory(shape=unsigned(width), depth=max(plan.t_max * out_positions, 2),
-                         init=[])
+                         init=[], attrs=self._attrs["out_map"])
         m.submodules.out_map = out_map
         out_write = out_map.write_port(granularity=plan.lanes)
         map_read = out_map.read_port()
@@ -204,7 +213,8 @@ class StemModuleUnit(wiring.Component):
         m.d.comb += [map_read.addr.eq(step_base + self.map_address),
                      self.map_data.eq(map_read.data)]
         if pooled:
-            lif_map = Memory(shape=unsigned(plan.lanes), depth=max(lif_positions, 2), init=[])
+            lif_map = Memory(shape=unsigned(plan.lanes), depth=max(lif_positions, 2), init=[],
+                             attrs=self._attrs["lif_map"])
             m.submodules.lif_map = lif_map
             lif_write, lif_read = lif_map.write_port(), lif_map.read_port()
         else:
@@ -332,7 +342,8 @@ class StemModuleUnit(wiring.Component):
         _, height, width = stage.lif_shape
         positions = height * width
         membranes = Memory(shape=data.ArrayLayout(signed(membrane_bits), lanes),
-                           depth=max(positions * chunks, 2), init=[])
+                           depth=max(positions * chunks, 2), init=[],
+                           attrs=self._attrs["membranes"])
         m.submodules.membranes = membranes
         membrane_write = membranes.write_port()
         membrane_read = membranes.read_port()
@@ -428,7 +439,7 @@ class StemModuleUnit(wiring.Component):
         issued, written = pipeline
         current_bits, _, _ = self._bits
         kept = Memory(shape=data.ArrayLayout(signed(current_bits), self._plan.lanes),
-                      depth=max(depth, 2), init=[])
+                      depth=max(depth, 2), init=[], attrs=self._attrs["kept"])
         m.submodules.kept = kept
         kept_write, kept_read = kept.write_port(), kept.read_port()
         held = Signal.like(kept_read.data, name="kept_held")

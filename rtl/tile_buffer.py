@@ -171,6 +171,8 @@ class TileBuffer(wiring.Component):
     ----------
     data_width, word_width, depth, max_burst, addr_width : int
         As :class:`~stepvit.rtl.axi_reader.AxiBurstReader`'s (``depth``: words a bank holds).
+    attrs : dict of str to str, optional
+        The banks' memory attributes (:mod:`stepvit.rtl.ram_style`: UltraRAM).
 
     Members
     -------
@@ -197,8 +199,10 @@ class TileBuffer(wiring.Component):
     """
 
     def __init__(self, *, data_width: int = 64, word_width: int = 64, depth: int = 1024,
-                 max_burst: int = 16, addr_width: int = 32) -> None:
+                 max_burst: int = 16, addr_width: int = 32,
+                 attrs: dict[str, str] | None = None) -> None:
         check_shape(data_width, word_width, depth, max_burst)
+        self._attrs = attrs or {}
         self._reader = AxiBurstReader(data_width=data_width, word_width=word_width,
                                       depth=depth, max_burst=max_burst,
                                       addr_width=addr_width)
@@ -225,7 +229,8 @@ class TileBuffer(wiring.Component):
         m.submodules.reader = reader = self._reader
         forward_axi_read(m, self, reader)
         m.d.comb += [reader.base.eq(self.base), reader.words.eq(self.words)]
-        banks = Memory(shape=self._word_width, depth=2 * self._depth, init=[])
+        banks = Memory(shape=self._word_width, depth=2 * self._depth, init=[],
+                       attrs=self._attrs)
         m.submodules.banks = banks
         write, read = banks.write_port(), banks.read_port()
         computing = Signal()  # the bank the compute reads; the other one fills

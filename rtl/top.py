@@ -149,6 +149,10 @@ class StepvitAccel(wiring.Component):
         several words (segments) and the core's walk logic is this wide
         (``StepvitCore(spike_word_bits=...)``, :class:`~stepvit.rtl.core_plan.CoreGeometry`);
         default: one word a token.
+    ultraram : collection of str
+        The memories placed in UltraRAM (:func:`stepvit.rtl.sizing.place_ultraram`, by the
+        sizing model's names): each is marked ``ram_style = "ultra"``
+        (:mod:`stepvit.rtl.ram_style`). Default: none.
 
     Members
     -------
@@ -166,7 +170,8 @@ class StepvitAccel(wiring.Component):
                  max_burst: int = DEFAULT_MAX_BURST,
                  widths: dict[str, int] | None = None, stream_weights: bool = False,
                  tile_words: int | None = None,
-                 spike_word_bits: int | None = None) -> None:
+                 spike_word_bits: int | None = None,
+                 ultraram: frozenset[str] = frozenset()) -> None:
         if lanes < 1:
             raise ValueError(f"lanes must be at least 1, not {lanes}")
         if widths is not None and weights != "ddr":
@@ -195,7 +200,7 @@ class StepvitAccel(wiring.Component):
                                stem_chunk_major=stem_chunk_major, weights=weights,
                                stream_weights=stream_weights, data_width=data_width,
                                max_burst=max_burst, tile_words=tile_words,
-                               spike_word_bits=spike_word_bits)
+                               spike_word_bits=spike_word_bits, ultraram=ultraram)
         tile_axi = ({name: self.loader.signature.members[name] for name in AXI_READ_MEMBERS}
                     if stream_weights else None)
         if core.signature != core_signature(export, parameters, tile_axi):

@@ -255,11 +255,10 @@ def test_a_core_that_streams_its_weights_sizes_two_tile_banks_not_the_weights(
     assert streamed_plan.tile_depth == 256  # fc2: 256 inputs, one chunk a tile
     assert {k: v for k, v in streamed.items() if k != "tile_banks"} == \
         {k: v for k, v in held.items() if k != "weights"}
-    _, held_lut, held_bram, _ = sizing.core_resources(export, 32)
-    _, streamed_lut, streamed_bram, _ = sizing.core_resources(
-        export, 32, stream_data_width=64, tile_words=256)
-    assert streamed_bram < held_bram
-    assert streamed_lut == held_lut + sizing.STREAM_LUTS
+    held_core = sizing.core_resources(export, 32)
+    streamed_core = sizing.core_resources(export, 32, stream_data_width=64, tile_words=256)
+    assert streamed_core.bram36 < held_core.bram36
+    assert streamed_core.lut == held_core.lut + sizing.STREAM_LUTS
     with pytest.raises(ValueError, match="needs 256 weight words, more than tile_words"):
         sizing.core_resources(export, 32, stream_data_width=64, tile_words=255)
 
@@ -286,4 +285,24 @@ def test_a_board_with_ultraram_takes_the_deep_memories_there(tmp_path, random_ex
     # held to the block RAM's fraction of the board's UltraRAM, as `stepvit synth` holds it
     tight = {**kv260, "resources": {**kv260["resources"], "uram": 1}}
     assert not estimate(export, 8, tight).fits
-    assert not sizing._combine(8, (1, 1, 0.0, 1), None, None, pynq).fits
+
+
+def test_the_placement_fills_the_ultraram_with_what_saves_the_most_block_ram() -> None:
+    """Yosys's own choice first (the deep stream), then the RAMs that save the most block
+    RAM per URAM288 (kv: 18 BRAM36 or 6 URAM288, then membranes: 19 or 10), while the
+    UltraRAM stays within its budget, and only where it saves."""
+    memories = {"stream": (608, 3072, False), "membranes": (672, 768, False),
+                "kv0": (416, 1536, False), "biases": (576, 432, True),
+                "bank0": (228, 121, False), "small": (32, 32, False)}
+    board = {"name": "b", "resources": {"lut": 10**6, "bram36": 100, "uram": 64},
+             "budget": {"lut_fraction": 0.7, "bram_fraction": 0.8}}
+    assert sizing.memory_resources(memories, set()) == (51 + 19 + 18 + 8 + 3.5, 0)
+    # nothing else saves: the biases are a ROM, bank0 takes more URAM288 than RAMB36
+    assert sizing.place_ultraram(memories, board) == {"stream", "kv0", "membranes"}
+    assert sizing.memory_resources(memories, {"stream", "kv0", "membranes"}) == (11.5, 25)
+    few = {**board, "resources": {**board["resources"], "uram": 20}}  # 16 URAM288: no room
+    assert sizing.place_ultraram(memories, few) == {"stream", "kv0"}  # 9 + 6 of 16
+    # Yosys puts the stream there whatever the budget (its costs); nothing more then fits
+    none = {**board, "resources": {**board["resources"], "uram": 10}}  # 8 URAM288
+    assert sizing.place_ultraram(memories, none) == {"stream"}
+    assert sizing.place_ultraram(memories, board_parameters("pynq-z2")) == frozenset()

@@ -247,10 +247,11 @@ def test_memory_shapes_are_the_segmented_maps(wide: Export) -> None:
     assert (g.dim_word_bits, g.mlp_word_bits, g.dim_segments, g.mlp_segments) == (64, 128, 4, 8)
     shapes = memory_shapes(plan)
     for i in range(4):
-        assert shapes[f"spikes{i}"] == (16, 4 * steps_tokens)
+        assert shapes[f"spikes_buf{i}"] == (16, 4 * steps_tokens)
     assert shapes["spikes_hidden"] == (16, 8 * steps_tokens)
     plain = memory_shapes(CorePlan(wide, lanes=8, contents=False))
-    assert plain["spikes0"] == (64, steps_tokens) and plain["spikes_hidden"] == (128, steps_tokens)
+    assert plain["spikes_buf0"] == (64, steps_tokens)
+    assert plain["spikes_hidden"] == (128, steps_tokens)
     # head.in's counts become a memory: a segment's 16 channels of count_bits a word
     assert shapes["head_counts"] == (16 * g.count_bits, 4) and "head_counts" not in plain
     # every other memory is the same
@@ -261,12 +262,12 @@ def test_memory_shapes_are_the_segmented_maps(wide: Export) -> None:
 def test_the_lut_estimate_follows_the_walkers_bits(wide: Export) -> None:
     geometry = CoreGeometry.from_export(wide, lanes=8)
     assert geometry.walk_bits == 128
-    _, plain_lut, _, _ = core_resources(wide, 8)
+    plain_lut = core_resources(wide, 8).lut
     # at least the widest spike word: walker_bits == walk_bits, the same design
     for words in (128, 256):
         assert core_resources(wide, 8, spike_word_bits=words) == core_resources(wide, 8)
     # narrower words: the walk's share falls by per_word_bit a bit (the maps may move too)
-    _, lut, _, _ = core_resources(wide, 8, spike_word_bits=16)
+    lut = core_resources(wide, 8, spike_word_bits=16).lut
     assert lut < plain_lut
     def lutram(plan: CorePlan) -> int:
         granularity = sizing.memory_granularity(plan)
