@@ -281,7 +281,8 @@ class DesignEstimate:
                 "dense_events": self.dense_events,
                 "sample_cycles": (None if self.sample_cycles is None
                                   else round(self.sample_cycles, 1)),
-                "lut": self.lut, "bram36": self.bram36, "uram": self.uram, "fits": self.fits}
+                "lut": self.lut, "bram36": self.bram36, "uram": self.uram,
+                "ultraram": sorted(self.ultraram), "fits": self.fits}
 
     def memory_text(self) -> str:
         """Return its block RAM (and UltraRAM, where it has some) in words."""
