@@ -55,19 +55,19 @@ def simulate_modules(dut, cases, *, clear_after=False):
     lanes = len(dut.window_max)
     results = [np.zeros((chunks * lanes, *size), dtype=np.int64) for _, _, chunks, size in cases]
 
-    async def clear(ctx):
-        ctx.set(dut.clear_valid, 1)
+    async def sweep(ctx, valid):
+        # every address of every bank, a cycle each: a clear, or a double (clear_address)
+        ctx.set(valid, 1)
         for address in range(dut.depth):
             ctx.set(dut.clear_address, address)
             await ctx.tick()
-        ctx.set(dut.clear_valid, 0)
+        ctx.set(valid, 0)
+
+    async def clear(ctx):
+        await sweep(ctx, dut.clear_valid)
 
     async def double(ctx):
-        ctx.set(dut.double_valid, 1)
-        for address in range(dut.depth):
-            ctx.set(dut.clear_address, address)
-            await ctx.tick()
-        ctx.set(dut.double_valid, 0)
+        await sweep(ctx, dut.double_valid)
 
     async def testbench(ctx):
         for (module, events, chunks, pooled_size), result in zip(cases, results):
