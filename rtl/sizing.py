@@ -62,12 +62,37 @@ ROM_LOGIC_DEPTH = 128
 ROMS = ("weights", "biases", "thresholds")
 
 
-def memory_bram36(width: int, depth: int, *, rom: bool = False) -> float:
-    """Return the 36 Kb block RAMs of one ``width`` x ``depth`` memory (0 in LUTs)."""
+#: Bits under one write enable of a block RAM word 9 bits wide or wider (a byte and its
+#: parity bit), and of an UltraRAM word (which may also take bytes of 8).
+BYTE_BITS = 9
+
+
+def memory_bram36(width: int, depth: int, *, rom: bool = False,
+                  granularity: int | None = None) -> float:
+    """Return the 36 Kb block RAMs of one ``width`` x ``depth`` memory (0 in LUTs).
+
+    A memory written ``granularity`` bits at a time (a write enable a granule) gives each
+    granule whole bytes of its own in the 9- to 36-bit shapes, whose write enables are a
+    byte's (:data:`BYTE_BITS`), and whole RAMs in the narrower ones, which have one: a
+    12-bit granule takes 18 bits, or three 4-bit RAMs. Checked against Yosys on the
+    memories of Spikformer-4-384's streamed design, each alone: the same count for every
+    one (the stem's emitted maps, written a chunk of 12 lanes at a time, take 1-2.5 BRAM36
+    more than they would unsplit).
+    """
     if depth <= (ROM_LOGIC_DEPTH if rom else LUTRAM_DEPTH):
         return 0.0
-    halves = min(-(-width // w) * -(-depth // d) for w, d in BRAM18_SHAPES)
+    halves = min(_rams_across(width, w, granularity) * -(-depth // d) for w, d in BRAM18_SHAPES)
     return halves / 2
+
+
+def _rams_across(width: int, ram_width: int, granularity: int | None) -> int:
+    """Return the RAMs side by side that a word takes (:func:`memory_bram36`)."""
+    if granularity is None or granularity >= width:
+        return -(-width // ram_width)
+    granules = -(-width // granularity)
+    if ram_width < BYTE_BITS:
+        return granules * -(-granularity // ram_width)
+    return -(-granules * -(-granularity // BYTE_BITS) * BYTE_BITS // ram_width)
 
 
 #: One UltraRAM block (``URAM288``): words of 72 bits, 4,096 of them.
@@ -79,13 +104,23 @@ BRAM36_COST = 257
 URAM_COST = 1024
 
 
-def uram_blocks(width: int, depth: int) -> int:
-    """Return the ``URAM288`` blocks of one ``width`` x ``depth`` memory (:data:`URAM_SHAPE`)."""
-    return -(-width // URAM_SHAPE[0]) * -(-depth // URAM_SHAPE[1])
+def uram_blocks(width: int, depth: int, granularity: int | None = None) -> int:
+    """Return the ``URAM288`` blocks of one ``width`` x ``depth`` memory (:data:`URAM_SHAPE`).
+
+    A write granule narrower than the word takes whole bytes of its own, of 9 bits or of 8
+    (a URAM288 word is eight of the one or nine of the other), whichever packs tighter.
+    """
+    if granularity is None or granularity >= width:
+        across = -(-width // URAM_SHAPE[0])
+    else:
+        granules = -(-width // granularity)
+        across = min(-(-granules * -(-granularity // byte) // (URAM_SHAPE[0] // byte))
+                     for byte in (BYTE_BITS, BYTE_BITS - 1))
+    return across * -(-depth // URAM_SHAPE[1])
 
 
-def memory_blocks(width: int, depth: int, *, rom: bool = False,
-                  uram: bool = False) -> tuple[float, int]:
+def memory_blocks(width: int, depth: int, *, rom: bool = False, uram: bool = False,
+                  granularity: int | None = None) -> tuple[float, int]:
     """Return ``(36 Kb block RAMs, UltraRAM blocks)`` of one ``width`` x ``depth`` memory.
 
     Without ``uram`` (a board without UltraRAM) the block RAM of :func:`memory_bram36`.
@@ -96,15 +131,30 @@ def memory_blocks(width: int, depth: int, *, rom: bool = False,
     five memories ``synth_xilinx -family xcup -uram`` put there (the residual stream, the
     MLP's hidden spike map, the tile buffer's banks, the stem's first two emitted maps).
     """
-    bram36 = memory_bram36(width, depth, rom=rom)
+    bram36 = memory_bram36(width, depth, rom=rom, granularity=granularity)
     if not uram or rom or bram36 == 0:
         return bram36, 0
-    blocks = uram_blocks(width, depth)
+    blocks = uram_blocks(width, depth, granularity)
     return (0.0, blocks) if URAM_COST * blocks < BRAM36_COST * bram36 else (bram36, 0)
 
 
-#: One memory as the sizing model sees it: ``(width, depth, rom)``.
-MemoryShape = tuple[int, int, bool]
+class MemoryShape(NamedTuple):
+    """One memory as the sizing model sees it."""
+
+    width: int
+    depth: int
+    rom: bool = False
+    #: Bits written at a time (a write enable each); ``None``: the whole word.
+    granularity: int | None = None
+
+    def bram36(self) -> float:
+        """Its 36 Kb block RAMs (:func:`memory_bram36`)."""
+        return memory_bram36(self.width, self.depth, rom=self.rom,
+                             granularity=self.granularity)
+
+    def uram(self) -> int:
+        """Its ``URAM288`` blocks were it in UltraRAM (:func:`uram_blocks`)."""
+        return uram_blocks(self.width, self.depth, self.granularity)
 
 
 def place_ultraram(memories: Mapping[str, MemoryShape], board: dict[str, Any]
@@ -122,23 +172,19 @@ def place_ultraram(memories: Mapping[str, MemoryShape], board: dict[str, Any]
     """
     if not has_uram(board):
         return frozenset()
-    placed = {name for name, (width, depth, rom) in memories.items()
-              if memory_blocks(width, depth, rom=rom, uram=True)[1]}
+    placed = {name for name, m in memories.items()
+              if memory_blocks(m.width, m.depth, rom=m.rom, uram=True,
+                               granularity=m.granularity)[1]}
     bram36, uram = memory_resources(memories, placed)
     available, fraction = board["resources"], board["budget"]["bram_fraction"]
-
-    def saved(name: str) -> float:
-        width, depth, _ = memories[name]
-        return memory_bram36(width, depth) / uram_blocks(width, depth)
-    candidates = sorted((name for name, (width, depth, rom) in memories.items()
-                         if name not in placed and not rom
-                         and memory_bram36(width, depth) > uram_blocks(width, depth)),
-                        key=lambda name: (-saved(name), name))
+    candidates = sorted((name for name, m in memories.items()
+                         if name not in placed and not m.rom and m.bram36() > m.uram()),
+                        key=lambda name: (-memories[name].bram36() / memories[name].uram(),
+                                          name))
     for name in candidates:
-        width, depth, _ = memories[name]
-        if uram + uram_blocks(width, depth) <= fraction * available["uram"]:
+        if uram + memories[name].uram() <= fraction * available["uram"]:
             placed.add(name)
-            uram += uram_blocks(width, depth)
+            uram += memories[name].uram()
     return frozenset(placed)
 
 
@@ -146,11 +192,11 @@ def memory_resources(memories: Mapping[str, MemoryShape], ultraram: frozenset[st
                      ) -> tuple[float, int]:
     """Return ``(36 Kb block RAMs, URAM288 blocks)`` of ``memories``, ``ultraram`` in URAM."""
     bram36, uram = 0.0, 0
-    for name, (width, depth, rom) in memories.items():
+    for name, memory in memories.items():
         if name in ultraram:
-            uram += uram_blocks(width, depth)
+            uram += memory.uram()
         else:
-            bram36 += memory_bram36(width, depth, rom=rom)
+            bram36 += memory.bram36()
     return bram36, uram
 
 
@@ -313,8 +359,10 @@ def core_resources(export: Export, lanes: int, *, stream_data_width: int | None 
     geometry = plan.geometry
     shapes = memory_shapes(plan, stream_data_width=stream_data_width).items()
     granularity = memory_granularity(plan)
-    memories = {name: (width, depth, name in ROMS) for name, (width, depth) in shapes}
-    blocks = [memory_blocks(*shape[:2], rom=shape[2], uram=uram) for shape in memories.values()]
+    memories = {name: MemoryShape(width, depth, name in ROMS, granularity.get(name))
+                for name, (width, depth) in shapes}
+    blocks = [memory_blocks(m.width, m.depth, rom=m.rom, uram=uram, granularity=m.granularity)
+              for m in memories.values()]
     # The walk's LUTs: per_word_bit a bit of the word the walk takes (walker_bits: the
     # widest spike word, or a segment of it), the rest of per_walk_bit a bit of the widest
     # spike word (walk_bits). Without spike_word_bits walker_bits == walk_bits, so this is
@@ -368,7 +416,8 @@ def stem_resources(export: Export, lanes: int, *, chunk_major: bool = False,
 
     plan = StemPlan.from_export(export, lanes=lanes, chunk_major=chunk_major)
     bits = export.bit_widths
-    memories = {f"stem.{name}": (memory.width, memory.depth, memory.rom)
+    memories = {f"stem.{name}": MemoryShape(memory.width, memory.depth, memory.rom,
+                                            memory.granularity)
                 for name, memory in stem_memories(plan, bits, streamed=streamed).items()}
     return PartResources(stem_dense_events(plan),
                          STEM_INTEGRATION_LUTS + stem_logic_luts(plan, bits)

@@ -36,7 +36,8 @@ class StemMemory:
 
     def blocks(self, *, uram: bool = False) -> tuple[float, int]:
         """Return its ``(36 Kb block RAMs, UltraRAM blocks)`` (:func:`memory_blocks`)."""
-        return memory_blocks(self.width, self.depth, rom=self.rom, uram=uram)
+        return memory_blocks(self.width, self.depth, rom=self.rom, uram=uram,
+                             granularity=self.granularity)
 
     @property
     def lutram_luts(self) -> int:

@@ -291,9 +291,10 @@ def test_the_placement_fills_the_ultraram_with_what_saves_the_most_block_ram() -
     """Yosys's own choice first (the deep stream), then the RAMs that save the most block
     RAM per URAM288 (kv: 18 BRAM36 or 6 URAM288, then membranes: 19 or 10), while the
     UltraRAM stays within its budget, and only where it saves."""
-    memories = {"stream": (608, 3072, False), "membranes": (672, 768, False),
-                "kv0": (416, 1536, False), "biases": (576, 432, True),
-                "bank0": (228, 121, False), "small": (32, 32, False)}
+    shape = sizing.MemoryShape
+    memories = {"stream": shape(608, 3072), "membranes": shape(672, 768),
+                "kv0": shape(416, 1536), "biases": shape(576, 432, rom=True),
+                "bank0": shape(228, 121), "small": shape(32, 32)}
     board = {"name": "b", "resources": {"lut": 10**6, "bram36": 100, "uram": 64},
              "budget": {"lut_fraction": 0.7, "bram_fraction": 0.8}}
     assert sizing.memory_resources(memories, set()) == (51 + 19 + 18 + 8 + 3.5, 0)
@@ -326,3 +327,10 @@ def test_rtl_for_a_board_with_ultraram_marks_the_memories_it_places_there(
                      "--lanes", "8"]) == 0
     assert "ultraram" not in json.loads(capsys.readouterr().out)
     assert "ram_style" not in (tmp_path / "pynq" / "stepvit_accel.v").read_text()
+
+
+def test_a_granule_takes_whole_bytes_in_ultraram_too() -> None:
+    # 16 granules of 12 bits: 18 bits each (bytes of 9) or 16 (bytes of 8): four a URAM288
+    assert sizing.uram_blocks(192, 1024, 12) == 4 and sizing.uram_blocks(192, 1024) == 3
+    assert sizing.uram_blocks(48, 4096, 12) == 1 and sizing.uram_blocks(96, 8192, 12) == 4
+    assert sizing.MemoryShape(192, 1024, granularity=12).uram() == 4

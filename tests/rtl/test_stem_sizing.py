@@ -37,7 +37,8 @@ def test_stem_memories_are_the_engines(tmp_path, index):
     memories = stem_memories(plan, export.bit_widths)
     assert got == sorted((m.width, max(m.depth, 2)) for m in memories.values())
     assert stem_bram36(plan, export.bit_widths) == sum(
-        memory_bram36(m.width, m.depth, rom=m.rom) for m in memories.values())
+        memory_bram36(m.width, m.depth, rom=m.rom, granularity=m.granularity)
+        for m in memories.values())
 
 
 @pytest.mark.parametrize("index", range(len(STEMS)))

@@ -14,7 +14,7 @@ from stepvit.model.export.errors import StepvitError
 from stepvit.rtl import synth
 from stepvit.rtl.boards import BOARDS_DIR
 from stepvit.rtl.build_folder import DESIGN_FILE
-from stepvit.rtl.sizing import memory_blocks
+from stepvit.rtl.sizing import memory_blocks, memory_bram36
 from stepvit.rtl.synth import (
     board_parameters,
     count_resources,
@@ -204,6 +204,38 @@ def test_a_deep_ram_goes_to_ultraram_on_an_ultrascale_board_as_the_sizing_model_
     assert pynq["used"]["uram"] == 0 and pynq["used"]["bram36"] == 19
     assert memory_blocks(72, 8192) == (16.0, 0) and memory_blocks(64, 1536) == (3.0, 0)
     assert "URAM288" not in synth.format_table(pynq)
+
+
+@pytest.mark.skipif(shutil.which("yosys") is None, reason="needs yosys")
+@pytest.mark.parametrize(("width", "depth", "granularity", "bram36"),
+                         [(384, 256, 12, 8.0), (96, 4096, 12, 12.0), (64, 1536, 32, 3.0)])
+def test_a_memory_written_in_granules_takes_the_block_ram_the_model_says(
+        tmp_path: Path, width: int, depth: int, granularity: int, bram36: float) -> None:
+    # a 12-bit granule takes 18 bits of a 9- to 36-bit RAM (a write enable a byte), or
+    # three 4-bit RAMs: the stem's emitted maps, written a chunk of 12 lanes at a time
+    from amaranth.back import verilog
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.memory import Memory
+    from amaranth.lib.wiring import In, Out
+
+    class Granular(wiring.Component):
+        def __init__(self) -> None:
+            super().__init__({"en": In(width // granularity), "wa": In(range(depth)),
+                              "ra": In(range(depth)), "d": In(width), "q": Out(width)})
+
+        def elaborate(self, platform: object) -> Module:
+            m = Module()
+            m.submodules.mem = mem = Memory(shape=width, depth=depth, init=[])
+            write, read = mem.write_port(granularity=granularity), mem.read_port()
+            m.d.comb += [write.addr.eq(self.wa), write.data.eq(self.d), write.en.eq(self.en),
+                         read.addr.eq(self.ra), self.q.eq(read.data)]
+            return m
+    (tmp_path / "stepvit_accel.v").write_text(
+        verilog.convert(Granular(), name="stepvit_accel", emit_src=False))
+    assert synthesize(a_design(tmp_path), "pynq-z2")["used"]["bram36"] == bram36
+    assert memory_bram36(width, depth, granularity=granularity) == bram36
+    assert memory_bram36(width, depth) <= bram36  # whole words pack tighter
 
 
 def test_a_yosys_failure_names_the_error_line_of_its_log(tmp_path: Path, monkeypatch) -> None:
