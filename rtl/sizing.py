@@ -139,7 +139,7 @@ def memory_blocks(width: int, depth: int, *, rom: bool = False, uram: bool = Fal
 
 
 class MemoryShape(NamedTuple):
-    """One memory as the sizing model sees it."""
+    """One memory as the sizing model sees it: its shape, whether a ROM, its write granule."""
 
     width: int
     depth: int
@@ -147,14 +147,22 @@ class MemoryShape(NamedTuple):
     #: Bits written at a time (a write enable each); ``None``: the whole word.
     granularity: int | None = None
 
+    @property
     def bram36(self) -> float:
-        """Its 36 Kb block RAMs (:func:`memory_bram36`)."""
+        """Its 36 Kb block RAMs (0 when it maps to LUTs; :func:`memory_bram36`)."""
         return memory_bram36(self.width, self.depth, rom=self.rom,
                              granularity=self.granularity)
 
+    @property
     def uram(self) -> int:
         """Its ``URAM288`` blocks were it in UltraRAM (:func:`uram_blocks`)."""
         return uram_blocks(self.width, self.depth, self.granularity)
+
+    @property
+    def lutram_luts(self) -> int:
+        """Its LUTs of distributed RAM (0 in block RAM or as a ROM)."""
+        return memory_lutram_luts(self.width, self.depth, rom=self.rom,
+                                  granularity=self.granularity)
 
 
 def place_ultraram(memories: Mapping[str, MemoryShape], board: dict[str, Any]
@@ -175,16 +183,15 @@ def place_ultraram(memories: Mapping[str, MemoryShape], board: dict[str, Any]
     placed = {name for name, m in memories.items()
               if memory_blocks(m.width, m.depth, rom=m.rom, uram=True,
                                granularity=m.granularity)[1]}
-    bram36, uram = memory_resources(memories, placed)
-    available, fraction = board["resources"], board["budget"]["bram_fraction"]
+    uram = sum(memories[name].uram for name in placed)
+    budget = board["budget"]["bram_fraction"] * board["resources"]["uram"]
     candidates = sorted((name for name, m in memories.items()
-                         if name not in placed and not m.rom and m.bram36() > m.uram()),
-                        key=lambda name: (-memories[name].bram36() / memories[name].uram(),
-                                          name))
+                         if name not in placed and not m.rom and m.bram36 > m.uram),
+                        key=lambda name: (-memories[name].bram36 / memories[name].uram, name))
     for name in candidates:
-        if uram + memories[name].uram() <= fraction * available["uram"]:
+        if uram + memories[name].uram <= budget:
             placed.add(name)
-            uram += memories[name].uram()
+            uram += memories[name].uram
     return frozenset(placed)
 
 
@@ -194,24 +201,23 @@ def memory_resources(memories: Mapping[str, MemoryShape], ultraram: frozenset[st
     bram36, uram = 0.0, 0
     for name, memory in memories.items():
         if name in ultraram:
-            uram += memory.uram()
+            uram += memory.uram
         else:
-            bram36 += memory.bram36()
+            bram36 += memory.bram36
     return bram36, uram
 
 
 class PartResources(NamedTuple):
     """A part of a design (the core, or the stem engine) as the sizing model sees it.
 
-    ``bram36`` and ``uram``: its memories as Yosys places them by its own costs
-    (:func:`memory_blocks`); ``memories``: each by name (the stem's prefixed ``stem.``), for
-    the placement of the whole design (:func:`place_ultraram`).
+    ``bram36``: its memories' block RAM on a board without UltraRAM; ``memories``: each by
+    name (the stem's prefixed ``stem.``), which :func:`_combine` places on the board
+    (:func:`place_ultraram`).
     """
 
     events: int
     lut: int
     bram36: float
-    uram: int
     memories: dict[str, MemoryShape]
 
 
@@ -337,7 +343,7 @@ class DesignEstimate:
 
 def core_resources(export: Export, lanes: int, *, stream_data_width: int | None = None,
                    tile_words: int | None = None, spike_word_bits: int | None = None,
-                   stem_chunk_major: bool = False, uram: bool = False) -> PartResources:
+                   stem_chunk_major: bool = False) -> PartResources:
     """Return the core's dense events, LUTs, block RAM and UltraRAM on ``lanes`` lanes.
 
     ``stream_data_width``, ``tile_words``: a core that streams its weights
@@ -346,8 +352,7 @@ def core_resources(export: Export, lanes: int, *, stream_data_width: int | None 
     (:class:`~stepvit.rtl.core_plan.CorePlan`): their segmented shapes, and a walk as wide
     as a segment (:data:`LUT_MODEL`'s ``per_word_bit``). ``stem_chunk_major``: a
     chunk-major stem's core, with one buffer of the residual stream (two with a step-major
-    stem: ``CoreGeometry.stream_buffers``). ``uram``: a board with UltraRAM
-    (:func:`memory_blocks`).
+    stem: ``CoreGeometry.stream_buffers``).
 
     Raises
     ------
@@ -361,8 +366,6 @@ def core_resources(export: Export, lanes: int, *, stream_data_width: int | None 
     granularity = memory_granularity(plan)
     memories = {name: MemoryShape(width, depth, name in ROMS, granularity.get(name))
                 for name, (width, depth) in shapes}
-    blocks = [memory_blocks(m.width, m.depth, rom=m.rom, uram=uram, granularity=m.granularity)
-              for m in memories.values()]
     # The walk's LUTs: per_word_bit a bit of the word the walk takes (walker_bits: the
     # widest spike word, or a segment of it), the rest of per_walk_bit a bit of the widest
     # spike word (walk_bits). Without spike_word_bits walker_bits == walk_bits, so this is
@@ -372,12 +375,10 @@ def core_resources(export: Export, lanes: int, *, stream_data_width: int | None 
            + LUT_MODEL["per_word_bit"] * geometry.walker_bits
            + (LUT_MODEL["per_walk_bit"] - LUT_MODEL["per_word_bit"]) * geometry.walk_bits
            + LUT_MODEL["per_parallel_lane"] * (geometry.parallel_heads - 1) * geometry.head_dim
-           + sum(memory_lutram_luts(width, depth, rom=name in ROMS,
-                                    granularity=granularity.get(name))
-                 for name, (width, depth) in shapes)
+           + sum(memory.lutram_luts for memory in memories.values())
            + (STREAM_LUTS if stream_data_width is not None else 0))
-    return PartResources(dense_events(geometry), lut, sum(b for b, _ in blocks),
-                         sum(u for _, u in blocks), memories)
+    return PartResources(dense_events(geometry), lut,
+                         sum(memory.bram36 for memory in memories.values()), memories)
 
 
 #: LUTs a core that streams its weights adds (its AXI reader, the tile table and tags,
@@ -395,34 +396,26 @@ STEM_INTEGRATION_LUTS = 3_300
 
 
 def stem_resources(export: Export, lanes: int, *, chunk_major: bool = False,
-                   streamed: bool = False, uram: bool = False) -> PartResources:
+                   streamed: bool = False) -> PartResources:
     """Return the stem engine's dense events, LUTs, block RAM and UltraRAM on ``lanes`` lanes.
 
     The LUTs include the stem's integration beside the core (:data:`STEM_INTEGRATION_LUTS`).
     ``chunk_major``: the engine's chunk-major schedule (one chunk's banks and membranes);
     ``streamed`` (with it): its tap weights streamed from DDR, the taps' memories the stem
-    tile buffer's bank pairs (:mod:`stepvit.rtl.stem_tiles`). ``uram``: a board with
-    UltraRAM (:func:`memory_blocks`).
+    tile buffer's bank pairs (:mod:`stepvit.rtl.stem_tiles`).
     """
     # (imported here: the stem's sizing builds on this module's memory rules)
     from stepvit.rtl.stem_plan import StemPlan
-    from stepvit.rtl.stem_sizing import (
-        stem_blocks,
-        stem_dense_events,
-        stem_logic_luts,
-        stem_lutram_luts,
-        stem_memories,
-    )
+    from stepvit.rtl.stem_sizing import stem_dense_events, stem_logic_luts, stem_memories
 
     plan = StemPlan.from_export(export, lanes=lanes, chunk_major=chunk_major)
     bits = export.bit_widths
-    memories = {f"stem.{name}": MemoryShape(memory.width, memory.depth, memory.rom,
-                                            memory.granularity)
+    memories = {f"stem.{name}": memory
                 for name, memory in stem_memories(plan, bits, streamed=streamed).items()}
     return PartResources(stem_dense_events(plan),
                          STEM_INTEGRATION_LUTS + stem_logic_luts(plan, bits)
-                         + stem_lutram_luts(plan, bits, streamed=streamed),
-                         *stem_blocks(plan, bits, streamed=streamed, uram=uram), memories)
+                         + sum(memory.lutram_luts for memory in memories.values()),
+                         sum(memory.bram36 for memory in memories.values()), memories)
 
 
 def stem_taps_streamed(stream_data_width: int | None, stem_chunk_major: bool) -> bool:
@@ -478,17 +471,16 @@ def estimate(export: Export, lanes: int, board: dict[str, Any], *,
     ``stepvit rtl`` builds it. ``spike_word_bits``: the core's spike maps' widest word
     (:func:`core_resources`).
     """
-    uram = has_uram(board)
     core = core_resources(export, lanes, stream_data_width=stream_data_width,
                           tile_words=tile_words, spike_word_bits=spike_word_bits,
-                          stem_chunk_major=stem_chunk_major, uram=uram)
+                          stem_chunk_major=stem_chunk_major)
     if not export.arch.get("stem"):
         return _combine(lanes, core, None, None, board)
     stem_lanes = stem_lanes or lanes
     return _combine(lanes, core, stem_lanes,
                     stem_resources(export, stem_lanes, chunk_major=stem_chunk_major,
                                    streamed=stem_taps_streamed(stream_data_width,
-                                                               stem_chunk_major), uram=uram),
+                                                               stem_chunk_major)),
                     board)
 
 
@@ -544,10 +536,9 @@ def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None 
     widest = max(arch["dim"], arch["mlp_dim"], arch["num_classes"])
     # (a chunk's words are its layer's inputs at any lanes: a tile_words too small for one
     # is refused by the plan, with the layer named)
-    uram = has_uram(board)
     cores = {lanes: core_resources(export, lanes, stream_data_width=stream_data_width,
                                    tile_words=tile_words, spike_word_bits=spike_word_bits,
-                                   stem_chunk_major=stem_chunk_major, uram=uram)
+                                   stem_chunk_major=stem_chunk_major)
              for lanes in _lanes_for_words(export, widest, spike_word_bits)}
     if arch.get("stem"):
         from stepvit.model.export.stem import stem_stages
@@ -556,7 +547,7 @@ def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None 
                           for stage in stem_stages(arch["image_shape"], arch["stem"]))
         streamed = stem_taps_streamed(stream_data_width, stem_chunk_major)
         stems = {lanes: stem_resources(export, lanes, chunk_major=stem_chunk_major,
-                                       streamed=streamed, uram=uram)
+                                       streamed=streamed)
                  for lanes in range(1, widest_stem + 1)}
     else:
         stems = {None: None}

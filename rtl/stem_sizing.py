@@ -11,39 +11,14 @@ step's), a pooled stage's LIF map one chunk's of one step, and stage 0 keeps no 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from stepvit.rtl.sizing import memory_blocks, memory_lutram_luts
+from stepvit.rtl.sizing import MemoryShape
 from stepvit.rtl.stem_conv import shared_sum_bits
 from stepvit.rtl.stem_plan import PLANES, StemPlan
 
-
-@dataclass(frozen=True)
-class StemMemory:
-    """One memory of the stem engine: its shape, whether it is a ROM, its write granule."""
-
-    width: int
-    depth: int
-    rom: bool = False
-    granularity: int | None = None
-
-    @property
-    def bram36(self) -> float:
-        """Its 36 Kb block RAMs (0 when it maps to LUTs), on a board without UltraRAM."""
-        return self.blocks()[0]
-
-    def blocks(self, *, uram: bool = False) -> tuple[float, int]:
-        """Return its ``(36 Kb block RAMs, UltraRAM blocks)`` (:func:`memory_blocks`)."""
-        return memory_blocks(self.width, self.depth, rom=self.rom, uram=uram,
-                             granularity=self.granularity)
-
-    @property
-    def lutram_luts(self) -> int:
-        """Its LUTs of distributed RAM (0 in block RAM or as a ROM)."""
-        return memory_lutram_luts(self.width, self.depth, rom=self.rom,
-                                  granularity=self.granularity)
+#: One memory of the stem engine: the sizing model's record of a memory.
+StemMemory = MemoryShape
 
 
 def stem_memories(plan: StemPlan, bits: dict[str, int], *,
@@ -152,26 +127,8 @@ def stem_dense_events(plan: StemPlan) -> int:
 
 def stem_bram36(plan: StemPlan, bits: dict[str, int], *, streamed: bool = False) -> float:
     """Return the stem engine's block RAM (36 Kb units); ``streamed``: its taps streamed."""
-    return stem_blocks(plan, bits, streamed=streamed)[0]
+    return sum(memory.bram36 for memory in stem_memories(plan, bits, streamed=streamed).values())
 
 
-def stem_blocks(plan: StemPlan, bits: dict[str, int], *, streamed: bool = False,
-                uram: bool = False) -> tuple[float, int]:
-    """Return the stem engine's ``(36 Kb block RAMs, UltraRAM blocks)``.
-
-    ``streamed``: its taps streamed; ``uram``: a board with UltraRAM (:func:`memory_blocks`).
-    """
-    blocks = [memory.blocks(uram=uram)
-              for memory in stem_memories(plan, bits, streamed=streamed).values()]
-    return sum(b for b, _ in blocks), sum(u for _, u in blocks)
-
-
-def stem_lutram_luts(plan: StemPlan, bits: dict[str, int], *, streamed: bool = False) -> int:
-    """Return the stem engine's LUTs of distributed RAM; ``streamed``: its taps streamed."""
-    return sum(memory.lutram_luts
-               for memory in stem_memories(plan, bits, streamed=streamed).values())
-
-
-__all__ = ["STEM_LUT_PER_BANK_BIT", "StemMemory", "stem_blocks", "stem_bram36",
-           "stem_dense_events",
-           "stem_logic_luts", "stem_lutram_luts", "stem_memories"]
+__all__ = ["STEM_LUT_PER_BANK_BIT", "StemMemory", "stem_bram36", "stem_dense_events",
+           "stem_logic_luts", "stem_memories"]

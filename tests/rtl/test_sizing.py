@@ -333,4 +333,4 @@ def test_a_granule_takes_whole_bytes_in_ultraram_too() -> None:
     # 16 granules of 12 bits: 18 bits each (bytes of 9) or 16 (bytes of 8): four a URAM288
     assert sizing.uram_blocks(192, 1024, 12) == 4 and sizing.uram_blocks(192, 1024) == 3
     assert sizing.uram_blocks(48, 4096, 12) == 1 and sizing.uram_blocks(96, 8192, 12) == 4
-    assert sizing.MemoryShape(192, 1024, granularity=12).uram() == 4
+    assert sizing.MemoryShape(192, 1024, granularity=12).uram == 4
