@@ -1,5 +1,7 @@
 """A simulated DDR behind an AXI4 read port, for cocotb: a board's latency and bandwidth.
 
+(Its write port, :class:`AxiWriteMemory`, is described there.)
+
 :class:`AxiReadMemory` serves the read channels (``ar*``, ``r*``, under a prefix such as
 ``m_axi_``) of a DUT's AXI master from a byte buffer, with the figures of a board's
 ``board.yaml`` ``ddr`` section (:meth:`AxiReadMemory.from_board`):
@@ -97,30 +99,31 @@ class MemoryCounters:
 
 
 @dataclass
-class AxiReadMemory:
-    """A byte buffer served over a DUT's AXI read channels, with a latency and a bandwidth.
+class AxiSlaveModel:
+    """What the simulated memory's read and write ports share.
+
+    The buffer, a board's figures, the bus's rules and the injected errors.
 
     Parameters
     ----------
     dut : cocotb handle
-        The design; its signals ``{prefix}arvalid``, ``arready``, ``araddr``, ``arlen``,
-        ``arsize``, ``arburst``, ``rvalid``, ``rready``, ``rdata``, ``rresp``, ``rlast``.
+        The design, whose channels' signals are named ``{prefix}`` and their AXI names.
     clock : cocotb handle
         The clock the channels run on.
     memory : numpy.ndarray
         ``uint8`` bytes; byte ``a`` of the buffer is the bus's byte address ``a``.
     data_width : int
-        Bits of a beat (the DUT's ``rdata``).
+        Bits of a beat.
     latency_cycles : int
-        Cycles from an address accepted to its burst's first beat offered (at least 1).
+        Cycles a burst waits (at least 1): for its first beat (read), or for its response
+        after its last beat (write).
     bytes_per_cycle : float
-        Average bytes a cycle the memory hands over (at most a beat).
+        Average bytes a cycle the port moves (at most a beat).
     prefix : str
         The channels' signal name prefix.
     max_outstanding : int or None
-        Bursts accepted and not yet served beyond which ``arready`` drops; ``None``: no limit.
-    arready_pattern : iterator of bool, optional
-        One value a cycle: ``False`` holds ``arready`` low that cycle.
+        Bursts accepted and not yet done beyond which the address channel's ready drops;
+        ``None``: no limit.
     """
 
     dut: Any
@@ -131,8 +134,6 @@ class AxiReadMemory:
     bytes_per_cycle: float
     prefix: str = "m_axi_"
     max_outstanding: int | None = None
-    arready_pattern: Iterator[bool] | None = None
-    counters: MemoryCounters = field(default_factory=MemoryCounters)
     violations: list[str] = field(default_factory=list)
     error_addresses: set[int] = field(default_factory=set)
 
@@ -143,19 +144,17 @@ class AxiReadMemory:
             raise ValueError(f"bytes_per_cycle must be in (0, {self.beat_bytes}] (a beat), "
                              f"not {self.bytes_per_cycle}")
         self.memory = np.asarray(self.memory, dtype=np.uint8)
-        self._queue: deque[Burst] = deque()
         self._credit = float(self.beat_bytes)
-        self._arready = self._rvalid = False
-        #: The cycle under way, counted from the first falling edge :meth:`run` met.
+        #: The cycle under way, counted from the first falling edge ``run`` met.
         self.cycle = 0
 
     @classmethod
     def from_board(cls, board: Board | DdrFigures, dut: Any, clock: Any, memory: np.ndarray,
-                   **options: Any) -> AxiReadMemory:
+                   **options: Any) -> Any:
         """Return the memory with a board's ``ddr`` figures: width, latency and bandwidth.
 
-        ``options`` are the other parameters (``prefix``, ``max_outstanding``,
-        ``arready_pattern``).
+        ``options`` are the other parameters (``prefix``, ``max_outstanding``, the address
+        channel's ready pattern).
         """
         ddr = board.ddr if isinstance(board, Board) else board
         return cls(dut, clock, memory, data_width=ddr.data_width,
@@ -168,25 +167,67 @@ class AxiReadMemory:
         return self.data_width // 8
 
     def inject_error(self, address: int) -> None:
-        """Answer the beat at byte ``address`` (rounded down to its beat) with SLVERR."""
+        """Answer SLVERR for the beat that holds byte ``address``.
+
+        Read, that beat is answered so; written, the burst that writes it.
+        """
         self.error_addresses.add(address - address % self.beat_bytes)
 
     def _signal(self, name: str) -> Any:
         return getattr(self.dut, self.prefix + name)
 
-    def _accept(self) -> None:
-        """Queue the burst on the address channel, and check it against the bus's rules."""
-        address = int(self._signal("araddr").value)
-        beats = int(self._signal("arlen").value) + 1
-        size = 1 << int(self._signal("arsize").value)
-        where = f"burst at {address:#x} of {beats} beats"
-        if int(self._signal("arburst").value) != BURST_INCR:
+    def _next_cycle(self) -> None:
+        """End the cycle: the bandwidth's credits grow (up to a beat's), the count moves."""
+        self._credit = min(self._credit + self.bytes_per_cycle, float(self.beat_bytes))
+        self.cycle += 1
+
+    def _check_burst(self, where: str, kind: int, size: int, address: int,
+                     beats: int) -> None:
+        """Record what breaks the bus's rules in a burst (not INCR, beats not the port's).
+
+        Or one across 4 KB. The burst: ``beats`` beats of ``size`` bytes from
+        ``address``, of type ``kind``.
+        """
+        if kind != BURST_INCR:
             self.violations.append(f"{where}: not INCR")
         if size != self.beat_bytes:
             self.violations.append(f"{where}: beats of {size} bytes on a "
                                    f"{self.beat_bytes}-byte port")
         if address % BOUNDARY + beats * self.beat_bytes > BOUNDARY:
             self.violations.append(f"{where}: crosses a 4 KB boundary")
+
+
+@dataclass
+class AxiReadMemory(AxiSlaveModel):
+    """A byte buffer served over a DUT's AXI read channels, with a latency and a bandwidth.
+
+    Parameters
+    ----------
+    dut, clock, memory, data_width, latency_cycles, bytes_per_cycle, prefix,
+    max_outstanding :
+        As :class:`AxiSlaveModel`'s: the signals ``{prefix}arvalid``, ``arready``,
+        ``araddr``, ``arlen``, ``arsize``, ``arburst``, ``rvalid``, ``rready``, ``rdata``,
+        ``rresp``, ``rlast``; the latency from an address accepted to its burst's first
+        beat offered; the bandwidth the memory hands beats over at.
+    arready_pattern : iterator of bool, optional
+        One value a cycle: ``False`` holds ``arready`` low that cycle.
+    """
+
+    arready_pattern: Iterator[bool] | None = None
+    counters: MemoryCounters = field(default_factory=MemoryCounters)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._queue: deque[Burst] = deque()
+        self._arready = self._rvalid = False
+
+    def _accept(self) -> None:
+        """Queue the burst on the address channel, and check it against the bus's rules."""
+        address = int(self._signal("araddr").value)
+        beats = int(self._signal("arlen").value) + 1
+        size = 1 << int(self._signal("arsize").value)
+        self._check_burst(f"burst at {address:#x} of {beats} beats",
+                          int(self._signal("arburst").value), size, address, beats)
         self._queue.append(Burst(address - address % self.beat_bytes, beats,
                                  self.cycle + self.latency_cycles))
         self.counters.bursts += 1
@@ -245,9 +286,146 @@ class AxiReadMemory:
                     self.counters.latency_stall_cycles += 1
                 else:
                     self.counters.bandwidth_stall_cycles += 1
-            self._credit = min(self._credit + self.bytes_per_cycle, float(self.beat_bytes))
-            self.cycle += 1
+            self._next_cycle()
 
 
-__all__ = ["AxiReadMemory", "BOUNDARY", "BURST_INCR", "Burst", "MemoryCounters",
-           "RESP_OKAY", "RESP_SLVERR"]
+@dataclass
+class WriteCounters:
+    """What the memory's write port did, for a bench to report.
+
+    Attributes
+    ----------
+    bursts, beats, responses : int
+        Addresses accepted, beats taken (``wvalid & wready``), responses taken
+        (``bvalid & bready``).
+    bandwidth_stall_cycles : int
+        Cycles a beat was offered and held back for the bandwidth's credits.
+    response_wait_cycles : int
+        Cycles the master waited for a response with every accepted burst's beats taken
+        (``bready`` high, ``bvalid`` low): the responses' latency.
+    last_response_cycle : int or None
+        The cycle of the last response taken.
+    """
+
+    bursts: int = 0
+    beats: int = 0
+    responses: int = 0
+    bandwidth_stall_cycles: int = 0
+    response_wait_cycles: int = 0
+    last_response_cycle: int | None = None
+
+
+@dataclass
+class AxiWriteMemory(AxiSlaveModel):
+    """A byte buffer written over a DUT's AXI write channels, with a latency and a bandwidth.
+
+    - **Data after its address**: ``wready`` is high only while an accepted burst has beats
+      to take (a slave may wait for the address; a master must not wait for ``wready``
+      before its address) and the credits cover a beat: the bandwidth, a bucket of byte
+      credits as :class:`AxiReadMemory`'s.
+    - **Responses**: a burst's response is offered ``latency_cycles`` cycles after its last
+      beat is taken, in order (one ID): OKAY, or SLVERR if one of its beats' addresses was
+      given to :meth:`inject_error` (its beats are written all the same).
+    - **Address channel**: ``awready`` is high unless ``max_outstanding`` bursts are
+      accepted and not yet answered, or ``awready_pattern`` holds it low this cycle.
+    - **Protocol checks** in :attr:`violations`: a burst that is not INCR, whose beats are
+      not the port's width, that crosses a 4 KB boundary, or runs past the buffer; a beat
+      whose ``wlast`` is not its burst's last, or whose ``wstrb`` leaves a byte out.
+
+    Parameters
+    ----------
+    dut, clock, memory, data_width, latency_cycles, bytes_per_cycle, prefix,
+    max_outstanding :
+        As :class:`AxiSlaveModel`'s: the signals ``{prefix}awvalid``, ``awready``,
+        ``awaddr``, ``awlen``, ``awsize``, ``awburst``, ``wvalid``, ``wready``, ``wdata``,
+        ``wstrb``, ``wlast``, ``bvalid``, ``bready``, ``bresp``; the latency from a
+        burst's last beat to its response offered; the bandwidth beats are taken at.
+    awready_pattern : iterator of bool, optional
+        One value a cycle: ``False`` holds ``awready`` low that cycle.
+    """
+
+    awready_pattern: Iterator[bool] | None = None
+    counters: WriteCounters = field(default_factory=WriteCounters)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._open: deque[Burst] = deque()  # accepted, beats still to take
+        self._answers: deque[tuple[int, int]] = deque()  # (due cycle, bresp)
+        self._failed = False  # the head open burst has a beat at an error address
+        self._awready = self._wready = self._bvalid = False
+
+    def _accept(self) -> None:
+        """Open the burst on the address channel, and check it against the bus's rules."""
+        address = int(self._signal("awaddr").value)
+        beats = int(self._signal("awlen").value) + 1
+        size = 1 << int(self._signal("awsize").value)
+        where = f"write burst at {address:#x} of {beats} beats"
+        self._check_burst(where, int(self._signal("awburst").value), size, address, beats)
+        if address + beats * self.beat_bytes > len(self.memory):
+            self.violations.append(f"{where}: past the memory's {len(self.memory)} bytes")
+        self._open.append(Burst(address - address % self.beat_bytes, beats, self.cycle))
+        self.counters.bursts += 1
+
+    def _take(self) -> None:
+        """Write the beat on the data channel into the head burst, and check it."""
+        head = self._open[0]
+        address = head.address + head.served * self.beat_bytes
+        last = int(self._signal("wlast").value)
+        if last != (head.served == head.beats - 1):
+            self.violations.append(f"beat at {address:#x}: wlast {last} on beat "
+                                   f"{head.served + 1} of {head.beats}")
+        strobe = int(self._signal("wstrb").value)
+        if strobe != (1 << self.beat_bytes) - 1:
+            self.violations.append(f"beat at {address:#x}: wstrb {strobe:#x}")
+        if address + self.beat_bytes <= len(self.memory):
+            data = int(self._signal("wdata").value)
+            self.memory[address:address + self.beat_bytes] = np.frombuffer(
+                data.to_bytes(self.beat_bytes, "little"), dtype=np.uint8)
+        self._failed |= address in self.error_addresses
+        head.served += 1
+        self.counters.beats += 1
+        self._credit -= self.beat_bytes
+        if head.served == head.beats:
+            self._open.popleft()
+            self._answers.append((self.cycle + self.latency_cycles,
+                                  RESP_SLVERR if self._failed else RESP_OKAY))
+            self._failed = False
+
+    def _drive(self) -> None:
+        """Drive this cycle's ``awready``, ``wready`` and the head response, if it is due."""
+        waiting = len(self._open) + len(self._answers)
+        room = self.max_outstanding is None or waiting < self.max_outstanding
+        allowed = True if self.awready_pattern is None else next(self.awready_pattern, True)
+        self._awready = room and allowed
+        self._signal("awready").value = int(self._awready)
+        self._wready = bool(self._open) and self._credit >= self.beat_bytes
+        self._signal("wready").value = int(self._wready)
+        self._bvalid = bool(self._answers) and self._answers[0][0] <= self.cycle
+        self._signal("bvalid").value = int(self._bvalid)
+        self._signal("bresp").value = self._answers[0][1] if self._bvalid else RESP_OKAY
+
+    async def run(self) -> None:
+        """Serve the channels, a cycle at a time, for as long as the simulation runs."""
+        while True:
+            await FallingEdge(self.clock)
+            self._drive()
+            await ReadOnly()
+            wvalid = int(self._signal("wvalid").value)
+            if self._wready and wvalid:
+                self._take()
+            elif wvalid and self._open:
+                self.counters.bandwidth_stall_cycles += 1
+            if self._awready and int(self._signal("awvalid").value):
+                self._accept()
+            bready = int(self._signal("bready").value)
+            if self._bvalid and bready:
+                self._answers.popleft()
+                self.counters.responses += 1
+                self.counters.last_response_cycle = self.cycle
+            elif bready and self._answers and not self._open:
+                self.counters.response_wait_cycles += 1  # every beat in: the latency
+            self._next_cycle()
+
+
+__all__ = ["AxiReadMemory", "AxiSlaveModel", "AxiWriteMemory", "BOUNDARY", "BURST_INCR", "Burst",
+           "MemoryCounters", "RESP_OKAY", "RESP_SLVERR", "WriteCounters"]

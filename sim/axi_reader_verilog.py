@@ -103,23 +103,10 @@ class AxiReaderSimulation:
     """
 
     def __init__(self, board: Board, build_dir: str | Path, *, depth: int) -> None:
-        from cocotb_tools.runner import get_runner
-
-        if shutil.which("iverilog") is None:
-            raise StepvitError("iverilog not found on PATH: install Icarus Verilog "
-                               "(`make tools` or apt-get install iverilog)")
         self.board, self.depth = board, depth
         self.word_bytes = BEATS_PER_WORD * board.ddr.beat_bytes
         self.build_dir = Path(build_dir).resolve()
-        self.build_dir.mkdir(parents=True, exist_ok=True)
-        source = self.build_dir / f"{TOP}.v"
-        source.write_text(verilog.convert(AxiTileTop(board, depth=depth), name=TOP,
-                                          emit_src=False))
-        self.runner = get_runner("icarus")
-        # Verilog-2005, as stepvit.sim.runner builds the accelerator for Icarus (see there)
-        self.runner.build(sources=[source], hdl_toplevel=TOP, build_args=["-g2005"],
-                          build_dir=self.build_dir, timescale=TIMESCALE,
-                          log_file=self.build_dir / "build.log")
+        self.runner = build_icarus(AxiTileTop(board, depth=depth), TOP, self.build_dir)
 
     def run(self, memory: np.ndarray, *, base: int, words: int, board: Board | None = None,
             flip: int | None = None, error_address: int | None = None,
@@ -156,37 +143,77 @@ class AxiReaderSimulation:
         SimulationFailed
             If the testbench fails or writes no result.
         """
-        from cocotb_tools.check_results import get_results
-
-        config_path = self.build_dir / f"{name}.config.json"
-        results_path = self.build_dir / f"{name}.results.json"
-        results_xml = self.build_dir / f"{name}.results.xml"
-        log_path = self.build_dir / f"{name}.log"
-        results_path.unlink(missing_ok=True)
-        config_path.write_text(json.dumps({
+        return run_testbench(self.runner, TESTBENCH, TOP, "fetch_run", self.build_dir, name, {
             "board": str((board or self.board).folder),
             "memory": np.asarray(memory, dtype=np.uint8).tobytes().hex(),
             "base": base, "words": words, "flip": flip, "error_address": error_address,
-            "arready_seed": arready_seed, "results": str(results_path),
-            "timeout_cycles": 100 * (words * BEATS_PER_WORD + 100)}))
-        try:
-            self.runner.test(test_module=TESTBENCH, hdl_toplevel=TOP, testcase="fetch_run",
-                             extra_env={CONFIG_VARIABLE: str(config_path)},
-                             build_dir=self.build_dir, test_dir=self.build_dir,
-                             results_xml=str(results_xml), timescale=TIMESCALE,
-                             log_file=log_path)
-        except (SystemExit, RuntimeError):
-            pass  # judged by the results below
-        try:
-            failed = get_results(results_xml)[1]
-        except RuntimeError:
-            failed = 1
-        if failed or not results_path.exists():
-            failures = _failure_messages(results_xml) or ["the simulator stopped abnormally"]
-            raise SimulationFailed(f"simulation {name} failed ({log_path}): "
-                                   f"{'; '.join(failures)[:2000]}", failures, None)
-        return json.loads(results_path.read_text())
+            "arready_seed": arready_seed,
+            "timeout_cycles": 100 * (words * BEATS_PER_WORD + 100)})
+
+
+def build_icarus(top: wiring.Component, name: str, build_dir: Path) -> Any:
+    """Write ``top`` as Verilog module ``name`` in ``build_dir``, build it with Icarus.
+
+    Returns cocotb's runner, built.
+
+    Raises
+    ------
+    StepvitError
+        If Icarus Verilog is not installed.
+    """
+    from cocotb_tools.runner import get_runner
+
+    if shutil.which("iverilog") is None:
+        raise StepvitError("iverilog not found on PATH: install Icarus Verilog "
+                           "(`make tools` or apt-get install iverilog)")
+    build_dir.mkdir(parents=True, exist_ok=True)
+    source = build_dir / f"{name}.v"
+    source.write_text(verilog.convert(top, name=name, emit_src=False))
+    runner = get_runner("icarus")
+    # Verilog-2005, as stepvit.sim.runner builds the accelerator for Icarus (see there)
+    runner.build(sources=[source], hdl_toplevel=name, build_args=["-g2005"],
+                 build_dir=build_dir, timescale=TIMESCALE, log_file=build_dir / "build.log")
+    return runner
+
+
+def run_testbench(runner: Any, testbench: str, top: str, testcase: str, build_dir: Path,
+                  name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Run cocotb ``testcase`` of module ``testbench`` on a built ``top`` with ``config``.
+
+    The configuration is written as JSON (with ``results``, the file the testbench writes
+    its outcome to) and named in the testbench's ``STEPVIT_SIM_CONFIG``; the files are
+    named after ``name`` in ``build_dir``. Returns the outcome the testbench wrote.
+
+    Raises
+    ------
+    SimulationFailed
+        If the testbench fails or writes no result.
+    """
+    from cocotb_tools.check_results import get_results
+
+    config_path = build_dir / f"{name}.config.json"
+    results_path = build_dir / f"{name}.results.json"
+    results_xml = build_dir / f"{name}.results.xml"
+    log_path = build_dir / f"{name}.log"
+    results_path.unlink(missing_ok=True)
+    config_path.write_text(json.dumps({**config, "results": str(results_path)}))
+    try:
+        runner.test(test_module=testbench, hdl_toplevel=top, testcase=testcase,
+                    extra_env={CONFIG_VARIABLE: str(config_path)}, build_dir=build_dir,
+                    test_dir=build_dir, results_xml=str(results_xml), timescale=TIMESCALE,
+                    log_file=log_path)
+    except (SystemExit, RuntimeError):
+        pass  # judged by the results below
+    try:
+        failed = get_results(results_xml)[1]
+    except RuntimeError:
+        failed = 1
+    if failed or not results_path.exists():
+        failures = _failure_messages(results_xml) or ["the simulator stopped abnormally"]
+        raise SimulationFailed(f"simulation {name} failed ({log_path}): "
+                               f"{'; '.join(failures)[:2000]}", failures, None)
+    return json.loads(results_path.read_text())
 
 
 __all__ = ["AXI_PREFIX", "AxiReaderSimulation", "AxiTileTop", "BEATS_PER_WORD",
-           "expected_words", "mismatches"]
+           "build_icarus", "expected_words", "mismatches", "run_testbench"]

@@ -1,5 +1,6 @@
 """A DDR model behind AXI read channels for Amaranth's simulator, shared by the tests of
-the burst reader, the tile buffer and the weight loader."""
+the burst reader, the tile buffer and the weight loader; and one behind AXI write channels,
+for the burst writer's."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ ARREADY_RATE = 0.7
 RVALID_GAP = 0.1
 #: The ``rresp`` of an injected error (SLVERR).
 SLVERR = 0b10
+#: AXI bursts may not cross a 4 KB boundary.
+BOUNDARY = 4096
 
 
 class DdrModel:
@@ -61,6 +64,76 @@ class DdrModel:
             self.next_free = start + length * self.interval
         if ctx.get(port.rvalid) and ctx.get(port.rready):
             self.beats.popleft()
+
+
+class DdrWriteModel:
+    """A byte memory behind AXI write channels: ``awready`` and ``wready`` are high with
+    chance ``ready_rate`` each, independently (a beat may come before its burst's address,
+    as AXI allows); the beats go to the bursts in order, and a burst's response is offered
+    ``latency`` cycles after its last beat, in order, OKAY, or SLVERR if one of its beats'
+    addresses is in ``bad``. Whatever breaks the bus's rules is recorded in
+    ``violations``."""
+
+    def __init__(self, memory: np.ndarray, beat_bytes: int, *, latency: int, seed: int,
+                 bad: tuple[int, ...] = (), ready_rate: float = ARREADY_RATE,
+                 max_burst: int = 256) -> None:
+        self.memory, self.beat_bytes = memory, beat_bytes
+        self.latency, self.bad, self.ready_rate = latency, bad, ready_rate
+        self.max_burst = max_burst
+        self.rng = np.random.default_rng(seed)
+        self.bursts: list[tuple[int, int, int, int]] = []  # (address, awlen, awsize, burst)
+        self.open: deque[list[int]] = deque()  # [address, beats, beats taken, error]
+        self.data: deque[tuple[int, int, int]] = deque()  # beats before their address
+        self.responses: deque[tuple[int, int]] = deque()  # (due cycle, bresp)
+        self.violations: list[str] = []
+        self.written = 0
+
+    def _match(self, cycle: int) -> None:
+        """Write the waiting beats into the bursts they belong to, in order."""
+        while self.open and self.data:
+            burst = self.open[0]
+            address, beats, taken, _ = burst
+            data, strobe, last = self.data.popleft()
+            where = address + taken * self.beat_bytes
+            if strobe != (1 << self.beat_bytes) - 1:
+                self.violations.append(f"beat at {where:#x}: wstrb {strobe:#x}")
+            if last != (taken == beats - 1):
+                self.violations.append(f"beat at {where:#x}: wlast {last} on beat {taken} "
+                                       f"of {beats}")
+            self.memory[where:where + self.beat_bytes] = np.frombuffer(
+                data.to_bytes(self.beat_bytes, "little"), dtype=np.uint8)
+            self.written += 1
+            burst[3] |= where in self.bad
+            burst[2] = taken + 1
+            if burst[2] == beats:
+                self.open.popleft()
+                self.responses.append((cycle + self.latency, SLVERR if burst[3] else 0))
+
+    def cycle(self, ctx, port, cycle: int) -> None:
+        """Drive ``port``'s AXI write channels for one cycle (before the clock edge)."""
+        awready = int(self.rng.random() < self.ready_rate)
+        wready = int(self.rng.random() < self.ready_rate)
+        ctx.set(port.awready, awready)
+        ctx.set(port.wready, wready)
+        due = self.responses and self.responses[0][0] <= cycle
+        ctx.set(port.bvalid, int(bool(due)))
+        ctx.set(port.bresp, self.responses[0][1] if due else 0)
+        if due and ctx.get(port.bready):
+            self.responses.popleft()
+        if ctx.get(port.awvalid) and awready:
+            address, awlen = ctx.get(port.awaddr), ctx.get(port.awlen)
+            size, kind = ctx.get(port.awsize), ctx.get(port.awburst)
+            self.bursts.append((address, awlen, size, kind))
+            if awlen + 1 > self.max_burst:
+                self.violations.append(f"burst at {address:#x}: {awlen + 1} beats")
+            if address // BOUNDARY != (address + (awlen + 1) * self.beat_bytes - 1) // BOUNDARY:
+                self.violations.append(f"burst at {address:#x}: crosses a 4 KB boundary")
+            if 1 << size != self.beat_bytes or kind != 0b01:
+                self.violations.append(f"burst at {address:#x}: size {size}, type {kind}")
+            self.open.append([address, awlen + 1, 0, False])
+        if ctx.get(port.wvalid) and wready:
+            self.data.append((ctx.get(port.wdata), ctx.get(port.wstrb), ctx.get(port.wlast)))
+        self._match(cycle)
 
 
 def expected_words(memory: np.ndarray, base: int, words: int, word_bytes: int) -> list:

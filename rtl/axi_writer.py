@@ -1,0 +1,190 @@
+"""An AXI4 write master that writes a run of words, taken from a stream, into DDR.
+
+The write side of the weights-from-DDR design's memory port (docs/ddr-dataflow.md, "Still
+to build", item 2: the activations through DDR): a run of words, offered one at a time on
+a valid/ready stream (a FIFO's read side), goes to a byte address over the AXI write
+channels (``aw*``, ``w*``, ``b*``). Built alone and tested against a DDR model with
+latency and backpressure (tests/rtl/test_axi_writer.py) and against the cocotb memory of
+``sim/axi_memory.py`` (tests/sim/test_axi_writer_verilog.py); no design wires it yet.
+
+- **Bursts**: INCR bursts of at most ``max_burst`` beats, never across a 4 KB boundary,
+  the same bursts :class:`~stepvit.rtl.axi_reader.AxiBurstReader` reads a run in.
+- **Addresses run ahead**: every burst's address is offered as soon as the previous one
+  is accepted, without waiting for its data (a slave may take the data after its
+  address, or before); the write data side walks the same bursts from its own counters,
+  so ``wlast`` marks each burst's last beat.
+- **Words**: ``word_width`` bits, a whole number of beats, the low beat first
+  (little-endian, as the reader assembles them); every byte is written (``wstrb`` all
+  ones). A word is taken from the stream as its first beat goes out, so a word stream
+  that keeps up gives a beat a cycle.
+- **Done means acknowledged**: ``busy`` stays high until every burst's write response has
+  come back, so whatever reads the run next reads what was written.
+- **Errors**: a response that is not OKAY sets ``error`` until the next ``start``; the
+  run still completes, so the bus is left clean.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from stepvit.rtl.axi_reader import BURST_INCR, burst_length, check_shape, times_constant
+
+#: The AXI write channels' members of a writer, by their AXI names.
+AXI_WRITE_MEMBERS = ("awvalid", "awready", "awaddr", "awlen", "awsize", "awburst",
+                     "wvalid", "wready", "wdata", "wstrb", "wlast",
+                     "bvalid", "bready", "bresp")
+
+
+class AxiBurstWriter(wiring.Component):
+    """Write ``words`` words from a stream to byte address ``base``, over AXI write bursts.
+
+    Parameters
+    ----------
+    data_width : int
+        Bits of an AXI beat (64 for a Zynq-7000 HP port, 128 for a Zynq UltraScale+ one).
+    word_width : int
+        Bits of a stream word: a whole number of beats.
+    depth : int
+        Words a run has at most.
+    max_burst : int
+        Beats a burst may have (16 for AXI3, up to 256 for AXI4).
+    addr_width : int
+        Bits of a byte address.
+
+    Members
+    -------
+    start : In(1)
+        Pulse (while not ``busy``): write ``words`` words to ``base``.
+    base : In(addr_width)
+        The run's first byte, aligned to a beat.
+    words : In(range(depth + 1))
+        The run's words.
+    busy : Out(1)
+        A run is under way: until its last write response.
+    error : Out(1)
+        A write response of the last run was not OKAY.
+    word_valid, word_ready, word_data : the stream of the run's words, in order
+    awvalid, awready, awaddr, awlen, awsize, awburst : the write address channel
+    wvalid, wready, wdata, wstrb, wlast : the write data channel
+    bvalid, bready, bresp : the write response channel
+    """
+
+    def __init__(self, *, data_width: int = 64, word_width: int = 64, depth: int = 1024,
+                 max_burst: int = 16, addr_width: int = 32) -> None:
+        check_shape(data_width, word_width, depth, max_burst)
+        self._data_width, self._word_width = data_width, word_width
+        self._depth, self._max_burst = depth, max_burst
+        self._beat_bytes = data_width // 8
+        super().__init__({
+            "start": In(1),
+            "base": In(addr_width),
+            "words": In(range(depth + 1)),
+            "busy": Out(1),
+            "error": Out(1),
+            "word_valid": In(1),
+            "word_ready": Out(1),
+            "word_data": In(word_width),
+            "awvalid": Out(1),
+            "awready": In(1),
+            "awaddr": Out(addr_width),
+            "awlen": Out(8),
+            "awsize": Out(3),
+            "awburst": Out(2),
+            "wvalid": Out(1),
+            "wready": In(1),
+            "wdata": Out(data_width),
+            "wstrb": Out(data_width // 8),
+            "wlast": Out(1),
+            "bvalid": In(1),
+            "bready": Out(1),
+            "bresp": In(2),
+        })
+
+    @property
+    def beats_per_word(self) -> int:
+        """Beats that make one word."""
+        return self._word_width // self._data_width
+
+    def elaborate(self, platform: object) -> Module:
+        """Build the address side (bursts ahead), the data side and the responses' count."""
+        m = Module()
+        per_word = self.beats_per_word
+        total = self._depth * per_word
+        shift = self._beat_bytes.bit_length() - 1
+        m.d.comb += [self.awsize.eq(shift), self.awburst.eq(BURST_INCR),
+                     self.wstrb.eq(Const(-1, len(self.wstrb)))]
+
+        # the address side: the reader's request side, on the write address channel
+        to_request = Signal(range(total + 1))  # beats whose burst is not yet requested
+        address = Signal.like(self.awaddr)
+        pending = Signal()  # a burst's address is on the channel, waiting for awready
+        length = burst_length(m, address, to_request, beat_bytes=self._beat_bytes,
+                              max_burst=self._max_burst)
+        m.d.comb += [self.awaddr.eq(address), self.awlen.eq(length - 1),
+                     self.awvalid.eq(pending)]
+        accepted = Signal()
+        m.d.comb += accepted.eq(pending & self.awready)
+        with m.If(accepted):
+            m.d.sync += [address.eq(address + (length << shift)),
+                         to_request.eq(to_request - length),
+                         pending.eq(to_request != length)]
+
+        # the data side: the same bursts from its own address, so wlast falls where the
+        # address side cut them; a word is held in a register and sent a beat at a time
+        to_send = Signal(range(total + 1))  # beats not yet sent
+        to_take = Signal(range(self._depth + 1))  # words not yet taken from the stream
+        w_address = Signal.like(self.awaddr)
+        in_burst = Signal(range(self._max_burst + 1))  # beats left in this burst (0: new)
+        w_length = burst_length(m, w_address, to_send, beat_bytes=self._beat_bytes,
+                                max_burst=self._max_burst)
+        left = Signal.like(in_burst)
+        m.d.comb += left.eq(Mux(in_burst == 0, w_length, in_burst))
+
+        word = Signal(self._word_width)
+        held = Signal()  # word holds beats not yet sent
+        beat = Signal(range(max(per_word, 2)))
+        m.d.comb += [self.wvalid.eq(held), self.wdata.eq(word[:self._data_width]),
+                     self.wlast.eq(left == 1)]
+        sent = Signal()
+        m.d.comb += sent.eq(held & self.wready)
+        last_beat = Signal()
+        m.d.comb += last_beat.eq(beat == per_word - 1)
+        # a new word comes in when none is held, or as the held word's last beat goes out
+        m.d.comb += self.word_ready.eq((to_take != 0) & (~held | (sent & last_beat)))
+        with m.If(sent):
+            m.d.sync += [to_send.eq(to_send - 1), in_burst.eq(left - 1),
+                         w_address.eq(w_address + self._beat_bytes)]
+            if per_word > 1:
+                m.d.sync += word.eq(word >> self._data_width)
+            with m.If(last_beat):
+                m.d.sync += [beat.eq(0), held.eq(0)]
+            with m.Else():
+                m.d.sync += beat.eq(beat + 1)
+        with m.If(self.word_valid & self.word_ready):
+            m.d.sync += [word.eq(self.word_data), held.eq(1), to_take.eq(to_take - 1)]
+
+        # the responses: one a burst; busy until the last burst's has come back
+        bursts_out = Signal(range(total + 1))  # bursts requested, not yet answered
+        responded = Signal()
+        m.d.comb += [self.bready.eq(bursts_out != 0),
+                     responded.eq(self.bvalid & self.bready)]
+        with m.If(accepted & ~responded):
+            m.d.sync += bursts_out.eq(bursts_out + 1)
+        with m.Elif(responded & ~accepted):
+            m.d.sync += bursts_out.eq(bursts_out - 1)
+        with m.If(responded & (self.bresp != 0)):
+            m.d.sync += self.error.eq(1)
+        m.d.comb += self.busy.eq(pending | (to_send != 0) | (bursts_out != 0))
+
+        with m.If(self.start & ~self.busy):
+            beats = times_constant(self.words, per_word, len(to_request))
+            m.d.sync += [address.eq(self.base), w_address.eq(self.base),
+                         to_request.eq(beats), to_send.eq(beats), to_take.eq(self.words),
+                         pending.eq(self.words != 0), in_burst.eq(0), beat.eq(0),
+                         held.eq(0), self.error.eq(0)]
+        return m
+
+
+__all__ = ["AXI_WRITE_MEMBERS", "AxiBurstWriter"]
