@@ -408,7 +408,8 @@ class StepvitCore(wiring.Component):
                 m.d.comb += walk.prime.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += walk.run.eq(1)
+                m.d.comb += [walk.run.eq(1), walk.hold.eq(self.walk_hold),
+                             self.walk_held.eq(self.walk_hold)]
                 with m.If(walk.pass_done):
                     m.d.sync += [drain.eq(0), run.pass_index.eq(run.pass_index + 1)]
                     m.next = "DRAIN"

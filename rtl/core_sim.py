@@ -36,6 +36,8 @@ class CoreRun:
     tokens_held : int
         ``back_to_back`` runs of a core with one stream buffer only: the cycles of this
         image's run in which the next image's stem tokens waited for the blocks.
+    walk_held : int
+        The cycles its walk was held (``walk_hold``, with ``hold_rate``).
     """
 
     logits: list[int]
@@ -43,6 +45,7 @@ class CoreRun:
     spike_counts: list[int]
     cycles: int
     tokens_held: int = 0
+    walk_held: int = 0
 
 
 def simulate_core(
@@ -54,6 +57,8 @@ def simulate_core(
     core: StepvitCore | None = None,
     max_cycles: int = 2_000_000,
     back_to_back: bool = False,
+    hold_rate: float = 0.0,
+    hold_seed: int = 0,
 ) -> list[CoreRun]:
     """Run ``images`` (``uint8 [B, C, H, W]``) through the core under ``masks``.
 
@@ -77,6 +82,9 @@ def simulate_core(
         Cycles one image may take before the run is refused.
     back_to_back : bool
         Load each image while the one before runs (above); the masks are written once.
+    hold_rate, hold_seed : float, int
+        Hold the walk (``walk_hold``) on a random share ``hold_rate`` of the cycles, drawn
+        from ``hold_seed``: as activations that arrive late from DDR would.
 
     Raises
     ------
@@ -92,6 +100,7 @@ def simulate_core(
     m.d.comb += [read.addr.eq(core.img_addr), core.img_data.eq(read.data)]
     mask_words = [sum(int(bit) << t for t, bit in enumerate(row)) for row in np.asarray(masks)]
     runs: list[CoreRun] = []
+    holds = np.random.default_rng(hold_seed)
 
     async def load(ctx: object, image: np.ndarray) -> None:
         for address, word in enumerate(pack_images(image[None])[0].tolist()):
@@ -107,13 +116,15 @@ def simulate_core(
         ``cycles``: those since ``start`` already; ``loading``: the next image is loading
         meanwhile (its ``loaded`` watched); ``waiting``: the stem front's tokens wait, counted.
         """
-        held = 0
+        held = walk_held = 0
         while True:
             # (a load may end in the cycle the run does)
             loading = loading and not ctx.get(core.loaded)
             if ctx.get(core.done):
                 break
             held += int(waiting is not None and ctx.get(waiting))
+            ctx.set(core.walk_hold, int(hold_rate > 0 and holds.random() < hold_rate))
+            walk_held += ctx.get(core.walk_held)
             await ctx.tick()
             cycles += 1
             if cycles > max_cycles:
@@ -124,7 +135,7 @@ def simulate_core(
             predicted=int(ctx.get(core.predicted)),
             spike_counts=[int(ctx.get(core.spike_counts[i]))
                           for i in range(len(core.spike_counts))],
-            cycles=cycles, tokens_held=held)
+            cycles=cycles, tokens_held=held, walk_held=walk_held)
         return run, loading
 
     async def streamed(ctx: object) -> None:

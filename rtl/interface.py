@@ -75,6 +75,14 @@ def core_signature(export: Export,
     predicted : Out(unsigned(8))
     spike_counts : Out(ArrayLayout(unsigned(32), layers))
         Spike count per LIF layer in SPEC.md section 1 order.
+    walk_hold : In(1)
+        Pause the walk this cycle: it issues no event and takes no word (a pass's
+        activations not yet arrived from DDR would hold it). The results are the same,
+        later by the cycles held. No source drives it in the accelerator yet (it stays low):
+        it is the hook an activation read from DDR needs (docs/ddr-dataflow.md).
+    walk_held : Out(1)
+        The walk is held this cycle while it runs a pass (each such cycle delays the run by
+        one).
     parameters : In(parameters_signature(parameters))
         With ``parameters`` only: the memories' write sides, driven by the weight loader.
     weights_base : In(32)
@@ -118,6 +126,8 @@ def core_signature(export: Export,
             "spike_counts": Out(
                 data.ArrayLayout(unsigned(SPIKE_COUNT_BITS), len(export.layer_names()))
             ),
+            "walk_hold": In(1),
+            "walk_held": Out(1),
             **extra,
         }
     )

@@ -53,6 +53,9 @@ class WalkStage(wiring.Component):
         The cycle after ``restart``: take the pass's first word.
     run : In(1)
         Walk: issue an event this cycle.
+    hold : In(1)
+        With ``run``: do not walk this cycle (no event, no word taken; the pipeline after
+        the walk sees a cycle without an event).
     pass_done : Out(1)
         This cycle's event is the pass's last.
     fetched : In(fetched_layout(plan))
@@ -78,6 +81,7 @@ class WalkStage(wiring.Component):
             "embedding_steps": In(geometry.t_max),
             "restart": In(1),
             "prime": In(1),
+            "hold": In(1),
             "run": In(1),
             "pass_done": Out(1),
             "fetched": In(fetched_layout(plan)),
@@ -102,7 +106,7 @@ class WalkStage(wiring.Component):
             m.d.comb += kv_restart.eq(self.descriptor.sink == Sink.KV_ADD)
         with m.If(self.prime):
             self._load_word(m, walk, stream_zero, first_of_pass=True)
-        with m.If(self.run):
+        with m.If(self.run & ~self.hold):
             self._walk_cycle(m, walk, stream_zero)
         return m
 
