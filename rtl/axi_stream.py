@@ -17,7 +17,12 @@ no design wires it yet.
   ``L`` cycles gives at most ``fifo beats / L`` beats a cycle; a FIFO of ``L`` beats plus
   two bursts keeps a consumer that takes a beat a cycle waiting for the latency once per
   run.
-- **Errors**: a beat whose ``rresp`` is not OKAY sets ``error`` until the next ``start``.
+- **Runs back to back**: the next run may start as soon as every burst of the one before
+  has been requested (``run_ready``), so a pass that reads a run per token (a slice of
+  each token's words) pays the latency once, not once per token; the words of the runs
+  follow each other in the FIFO.
+- **Errors**: a beat whose ``rresp`` is not OKAY sets ``error`` until a ``start`` finds
+  the reader idle.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ def check_fifo(per_word: int, max_burst: int, fifo_words: int) -> None:
 
 
 class AxiStreamReader(wiring.Component):
-    """Read ``words`` words from byte address ``base`` into a stream, through a FIFO.
+    """Read runs of words, each ``words`` from byte address ``base``, into one stream.
 
     Parameters
     ----------
@@ -69,15 +74,20 @@ class AxiStreamReader(wiring.Component):
     Members
     -------
     start : In(1)
-        Pulse (while not ``busy``): stream ``words`` words from ``base``.
+        Pulse (while ``run_ready``): stream ``words`` words from ``base``, after the runs
+        started before it.
+    run_ready : Out(1)
+        A ``start`` is taken: every burst of the runs before it has been requested (their
+        data may still be on its way, or in the FIFO).
     base : In(addr_width)
         The run's first byte, aligned to a beat.
     words : In(range(depth + 1))
         The run's words.
     busy : Out(1)
-        The run's words are not all taken yet (requested, on their way, or in the FIFO).
+        The runs' words are not all taken yet (to request, on their way, or in the FIFO).
     error : Out(1)
-        A beat of the last run came back with an error response.
+        A beat since the ``start`` that found the reader idle came back with an error
+        response.
     arvalid, arready, araddr, arlen, arsize, arburst : the read address channel
     rvalid, rready, rdata, rresp, rlast : the read data channel
     word_valid, word_ready, word_data : the run's words, in order
@@ -92,6 +102,7 @@ class AxiStreamReader(wiring.Component):
         self._beat_bytes = data_width // 8
         super().__init__({
             "start": In(1),
+            "run_ready": Out(1),
             "base": In(addr_width),
             "words": In(range(depth + 1)),
             "busy": Out(1),
@@ -128,15 +139,18 @@ class AxiStreamReader(wiring.Component):
                      self.word_valid.eq(fifo.r_rdy), self.word_data.eq(fifo.r_data),
                      fifo.r_en.eq(self.word_ready)]
 
-        to_request = Signal(range(total + 1))  # beats not yet requested
-        to_receive = Signal(range(total + 1))  # beats not yet received
-        in_flight = Signal(range(self._fifo_words * per_word + 1))  # requested, not pushed
+        to_request = Signal(range(total + 1))  # beats of this run not yet requested
+        fifo_beats = self._fifo_words * per_word
+        # beats requested and not yet received (a run's, and what is still on its way of
+        # the runs before it: at most the FIFO's), and beats requested and not yet pushed
+        to_receive = Signal(range(total + fifo_beats + 1))
+        in_flight = Signal(range(fifo_beats + 1))
         address = Signal.like(self.araddr)
         pending = Signal()  # a burst's address is on the channel, waiting for arready
         length = burst_length(m, address, to_request, beat_bytes=self._beat_bytes,
                               max_burst=self._max_burst)
         m.d.comb += [self.araddr.eq(address), self.arlen.eq(length - 1),
-                     self.arvalid.eq(pending)]
+                     self.arvalid.eq(pending), self.run_ready.eq(~pending & (to_request == 0))]
 
         # the credit: the FIFO's free words, in beats, less the beats on their way
         free_beats = times_constant(self._fifo_words - fifo.level, per_word, len(in_flight))
@@ -159,7 +173,7 @@ class AxiStreamReader(wiring.Component):
         m.d.comb += received.eq(self.rvalid & self.rready)
         pushed = Signal()
         with m.If(received):
-            m.d.sync += [to_receive.eq(to_receive - 1), word.eq(assembled)]
+            m.d.sync += word.eq(assembled)
             with m.If(self.rresp != 0):
                 m.d.sync += self.error.eq(1)
             with m.If(beat == per_word - 1):
@@ -170,12 +184,18 @@ class AxiStreamReader(wiring.Component):
         requested = Signal.like(in_flight)
         m.d.comb += requested.eq(in_flight + Mux(accepted, length, 0))
         m.d.sync += in_flight.eq(requested - Mux(pushed, per_word, 0))
-        m.d.comb += self.busy.eq((to_receive != 0) | fifo.r_rdy)
+        m.d.comb += self.busy.eq(~self.run_ready | (to_receive != 0) | fifo.r_rdy)
 
-        with m.If(self.start & ~self.busy):
-            beats = times_constant(self.words, per_word, len(to_request))
-            m.d.sync += [address.eq(self.base), to_request.eq(beats), to_receive.eq(beats),
-                         pending.eq(0), beat.eq(0), self.error.eq(0)]
+        # a run starts once the one before has every burst requested: its beats add to
+        # those still on their way, so the requests run on from run to run
+        taken = Signal()
+        m.d.comb += taken.eq(self.start & self.run_ready)
+        beats = times_constant(self.words, per_word, len(to_request))
+        m.d.sync += to_receive.eq(to_receive - received + Mux(taken, beats, 0))
+        with m.If(taken):
+            m.d.sync += [address.eq(self.base), to_request.eq(beats)]
+            with m.If(~self.busy):  # a new sequence of runs: its own error flag
+                m.d.sync += self.error.eq(0)
         return m
 
 

@@ -19,17 +19,26 @@ latency and backpressure (tests/rtl/test_axi_writer.py) and against the cocotb m
   that keeps up gives a beat a cycle.
 - **Done means acknowledged**: ``busy`` stays high until every burst's write response has
   come back, so whatever reads the run next reads what was written.
-- **Errors**: a response that is not OKAY sets ``error`` until the next ``start``; the
-  run still completes, so the bus is left clean.
+- **Runs back to back**: the next run may start as soon as every burst of the one before
+  is requested (``run_ready``); the words of the runs follow each other on the stream, so
+  a pass that writes a slice of each token's words writes at the bus's pace.
+- **Errors**: a response that is not OKAY sets ``error`` until a ``start`` finds the
+  writer idle; the run still completes, so the bus is left clean.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from stepvit.rtl.axi_reader import BURST_INCR, burst_length, check_shape, times_constant
+
+#: Runs the address side may be ahead of the data side.
+RUN_QUEUE = 4
+#: Bursts requested and not yet answered beyond which no run starts (the count's range).
+OUTSTANDING_BURSTS = 512
 
 #: The AXI write channels' members of a writer, by their AXI names.
 AXI_WRITE_MEMBERS = ("awvalid", "awready", "awaddr", "awlen", "awsize", "awburst",
@@ -38,7 +47,7 @@ AXI_WRITE_MEMBERS = ("awvalid", "awready", "awaddr", "awlen", "awsize", "awburst
 
 
 class AxiBurstWriter(wiring.Component):
-    """Write ``words`` words from a stream to byte address ``base``, over AXI write bursts.
+    """Write runs of words from a stream, each ``words`` to byte address ``base``.
 
     Parameters
     ----------
@@ -56,15 +65,20 @@ class AxiBurstWriter(wiring.Component):
     Members
     -------
     start : In(1)
-        Pulse (while not ``busy``): write ``words`` words to ``base``.
+        Pulse (while ``run_ready``): write the next ``words`` words of the stream to
+        ``base``, after the runs started before it.
+    run_ready : Out(1)
+        A ``start`` is taken: every burst of the runs before it has been requested (the
+        address side runs at most :data:`RUN_QUEUE` runs ahead of the data, and at most
+        :data:`OUTSTANDING_BURSTS` bursts ahead of the responses).
     base : In(addr_width)
         The run's first byte, aligned to a beat.
     words : In(range(depth + 1))
         The run's words.
     busy : Out(1)
-        A run is under way: until its last write response.
+        A run is under way: until the last run's last write response.
     error : Out(1)
-        A write response of the last run was not OKAY.
+        A write response since the ``start`` that found the writer idle was not OKAY.
     word_valid, word_ready, word_data : the stream of the run's words, in order
     awvalid, awready, awaddr, awlen, awsize, awburst : the write address channel
     wvalid, wready, wdata, wstrb, wlast : the write data channel
@@ -79,6 +93,7 @@ class AxiBurstWriter(wiring.Component):
         self._beat_bytes = data_width // 8
         super().__init__({
             "start": In(1),
+            "run_ready": Out(1),
             "base": In(addr_width),
             "words": In(range(depth + 1)),
             "busy": Out(1),
@@ -116,7 +131,9 @@ class AxiBurstWriter(wiring.Component):
         m.d.comb += [self.awsize.eq(shift), self.awburst.eq(BURST_INCR),
                      self.wstrb.eq(Const(-1, len(self.wstrb)))]
 
-        # the address side: the reader's request side, on the write address channel
+        # the address side: the reader's request side, on the write address channel; a
+        # run starts once every burst of the one before is requested, and its base and
+        # beats go to the data side through a queue
         to_request = Signal(range(total + 1))  # beats whose burst is not yet requested
         address = Signal.like(self.awaddr)
         pending = Signal()  # a burst's address is on the channel, waiting for awready
@@ -130,11 +147,16 @@ class AxiBurstWriter(wiring.Component):
             m.d.sync += [address.eq(address + (length << shift)),
                          to_request.eq(to_request - length),
                          pending.eq(to_request != length)]
+        m.submodules.runs = runs = SyncFIFO(width=len(self.base) + len(to_request),
+                                            depth=RUN_QUEUE)
+        bursts_out = Signal(range(OUTSTANDING_BURSTS + total + 1))  # requested, unanswered
+        m.d.comb += self.run_ready.eq(~pending & (to_request == 0) & runs.w_rdy
+                                      & (bursts_out <= OUTSTANDING_BURSTS))
 
         # the data side: the same bursts from its own address, so wlast falls where the
         # address side cut them; a word is held in a register and sent a beat at a time
-        to_send = Signal(range(total + 1))  # beats not yet sent
-        to_take = Signal(range(self._depth + 1))  # words not yet taken from the stream
+        to_send = Signal(range(total + 1))  # beats of the data side's run not yet sent
+        to_take = Signal(range(self._depth * (RUN_QUEUE + 1) + 1))  # words not yet taken
         w_address = Signal.like(self.awaddr)
         in_burst = Signal(range(self._max_burst + 1))  # beats left in this burst (0: new)
         w_length = burst_length(m, w_address, to_send, beat_bytes=self._beat_bytes,
@@ -145,10 +167,10 @@ class AxiBurstWriter(wiring.Component):
         word = Signal(self._word_width)
         held = Signal()  # word holds beats not yet sent
         beat = Signal(range(max(per_word, 2)))
-        m.d.comb += [self.wvalid.eq(held), self.wdata.eq(word[:self._data_width]),
-                     self.wlast.eq(left == 1)]
+        m.d.comb += [self.wvalid.eq(held & (to_send != 0)),
+                     self.wdata.eq(word[:self._data_width]), self.wlast.eq(left == 1)]
         sent = Signal()
-        m.d.comb += sent.eq(held & self.wready)
+        m.d.comb += sent.eq(self.wvalid & self.wready)
         last_beat = Signal()
         m.d.comb += last_beat.eq(beat == per_word - 1)
         # a new word comes in when none is held, or as the held word's last beat goes out
@@ -163,10 +185,16 @@ class AxiBurstWriter(wiring.Component):
             with m.Else():
                 m.d.sync += beat.eq(beat + 1)
         with m.If(self.word_valid & self.word_ready):
-            m.d.sync += [word.eq(self.word_data), held.eq(1), to_take.eq(to_take - 1)]
+            m.d.sync += [word.eq(self.word_data), held.eq(1)]
+        # the data side's next run, once its run's last beat is out
+        run_done = Signal()
+        m.d.comb += [run_done.eq((to_send == 0) | (sent & (to_send == 1))),
+                     runs.r_en.eq(run_done)]
+        with m.If(run_done & runs.r_rdy):
+            m.d.sync += [w_address.eq(runs.r_data[:len(self.base)]),
+                         to_send.eq(runs.r_data[len(self.base):]), in_burst.eq(0)]
 
         # the responses: one a burst; busy until the last burst's has come back
-        bursts_out = Signal(range(total + 1))  # bursts requested, not yet answered
         responded = Signal()
         m.d.comb += [self.bready.eq(bursts_out != 0),
                      responded.eq(self.bvalid & self.bready)]
@@ -176,15 +204,22 @@ class AxiBurstWriter(wiring.Component):
             m.d.sync += bursts_out.eq(bursts_out - 1)
         with m.If(responded & (self.bresp != 0)):
             m.d.sync += self.error.eq(1)
-        m.d.comb += self.busy.eq(pending | (to_send != 0) | (bursts_out != 0))
+        m.d.comb += self.busy.eq(~self.run_ready | (to_send != 0) | runs.r_rdy
+                                 | (bursts_out != 0) | (to_take != 0))
 
-        with m.If(self.start & ~self.busy):
-            beats = times_constant(self.words, per_word, len(to_request))
-            m.d.sync += [address.eq(self.base), w_address.eq(self.base),
-                         to_request.eq(beats), to_send.eq(beats), to_take.eq(self.words),
-                         pending.eq(self.words != 0), in_burst.eq(0), beat.eq(0),
-                         held.eq(0), self.error.eq(0)]
+        taken = Signal()
+        m.d.comb += taken.eq(self.start & self.run_ready)
+        beats = times_constant(self.words, per_word, len(to_request))
+        m.d.sync += to_take.eq(to_take - (self.word_valid & self.word_ready)
+                               + Mux(taken, self.words, 0))
+        m.d.comb += [runs.w_data.eq(Cat(self.base, beats)),
+                     runs.w_en.eq(taken & (self.words != 0))]
+        with m.If(taken):
+            m.d.sync += [address.eq(self.base), to_request.eq(beats),
+                         pending.eq(self.words != 0)]
+            with m.If(~self.busy):  # a new sequence of runs: its own error flag
+                m.d.sync += self.error.eq(0)
         return m
 
 
-__all__ = ["AXI_WRITE_MEMBERS", "AxiBurstWriter"]
+__all__ = ["AXI_WRITE_MEMBERS", "AxiBurstWriter", "OUTSTANDING_BURSTS", "RUN_QUEUE"]

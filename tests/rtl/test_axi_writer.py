@@ -31,6 +31,7 @@ def run_writer(writer: AxiBurstWriter, ddr: DdrWriteModel, runs: list[tuple[int,
             cycle += 1
             begun, offered = cycle, 0
             while ctx.get(writer.busy):
+                assert cycle - begun < 50_000, f"stuck after {offered} of {len(words)} words"
                 ddr.cycle(ctx, writer, cycle)
                 # past the run's words the stream goes on (the next run's): not to be taken
                 valid = rng.random() < valid_rate
@@ -141,3 +142,67 @@ def test_its_ports_are_the_axi_write_channels() -> None:
     members = writer.signature.members
     assert all(name in members for name in AXI_WRITE_MEMBERS)
     assert (len(writer.wdata), len(writer.wstrb), len(writer.awlen)) == (128, 16, 8)
+
+
+def write_back_to_back(writer: AxiBurstWriter, ddr: DdrWriteModel, runs: list[int],
+                       words: list[int], *, valid_rate: float = 1.0, seed: int = 0) -> int:
+    """Start a run of one word at each base of ``runs`` as soon as each is taken
+    (``run_ready``) while offering ``words`` on the stream; return the cycles until
+    ``busy`` drops."""
+    rng = np.random.default_rng(seed)
+    outcome = {}
+
+    async def testbench(ctx):
+        cycle = started = offered = 0
+        while started < len(runs) or ctx.get(writer.busy):
+            assert cycle < 50_000, f"stuck after {offered} words"
+            ddr.cycle(ctx, writer, cycle)
+            start = started < len(runs) and ctx.get(writer.run_ready)
+            if start:
+                ctx.set(writer.base, runs[started])
+                ctx.set(writer.words, 1)
+                started += 1
+            ctx.set(writer.start, int(start))
+            valid = rng.random() < valid_rate
+            ctx.set(writer.word_valid, int(valid))
+            ctx.set(writer.word_data, words[offered] if offered < len(words) else 0)
+            if valid and ctx.get(writer.word_ready):
+                offered += 1
+            await ctx.tick()
+            cycle += 1
+        assert offered == len(words), f"the writer took {offered} of {len(words)} words"
+        outcome["cycles"] = cycle
+
+    sim = Simulator(writer)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    return outcome["cycles"]
+
+
+#: A pass's slice of each token's words: one 10-beat word (a 32-lane stream word) of a
+#: row of 12 (the dim's chunks), for 64 tokens.
+TOKENS, ROW_WORDS, WORD_BYTES = 64, 12, 80
+
+
+def test_runs_back_to_back_land_word_for_word_in_bursts_the_bus_allows() -> None:
+    memory = np.zeros(1 << 17, dtype=np.uint8)
+    writer = AxiBurstWriter(data_width=64, word_width=640, depth=4, max_burst=16)
+    ddr = DdrWriteModel(memory, 8, latency=12, seed=5, max_burst=16)
+    bases = [3 * WORD_BYTES + token * ROW_WORDS * WORD_BYTES for token in range(TOKENS)]
+    words = random_words(TOKENS, 640, seed=5)
+    write_back_to_back(writer, ddr, bases, words, valid_rate=0.6, seed=5)
+    assert ddr.violations == []
+    assert [memory_words(memory, base, 1, WORD_BYTES)[0] for base in bases] == words
+    assert np.count_nonzero(memory) <= TOKENS * WORD_BYTES  # nothing outside the runs
+
+
+def test_runs_back_to_back_go_at_the_bus_pace() -> None:
+    memory = np.zeros(1 << 17, dtype=np.uint8)
+    latency, beats = 40, TOKENS * WORD_BYTES // 8
+    writer = AxiBurstWriter(data_width=64, word_width=640, depth=4, max_burst=16)
+    ddr = DdrWriteModel(memory, 8, latency=latency, seed=6, ready_rate=1.0)
+    bases = [token * ROW_WORDS * WORD_BYTES for token in range(TOKENS)]
+    cycles = write_back_to_back(writer, ddr, bases, random_words(TOKENS, 640, seed=6))
+    # a run at a time, each until its response, would take 64 x (10 + 40) cycles
+    assert cycles <= beats + latency + 4
