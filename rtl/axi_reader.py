@@ -56,6 +56,25 @@ AXI_READ_MEMBERS = ("arvalid", "arready", "araddr", "arlen", "arsize", "arburst"
                     "rvalid", "rready", "rdata", "rresp", "rlast")
 
 
+def read_channels(addr_width: int, data_width: int) -> dict[str, wiring.Member]:
+    """Return the AXI read channels' members of a read master (``arvalid`` out, ...)."""
+    return {"arvalid": Out(1), "arready": In(1), "araddr": Out(addr_width),
+            "arlen": Out(8), "arsize": Out(3), "arburst": Out(2), "rvalid": In(1),
+            "rready": Out(1), "rdata": In(data_width), "rresp": In(2), "rlast": In(1)}
+
+
+class BeatsPerWord:
+    """What a master of words of whole beats knows: its beat's and its word's bits."""
+
+    _data_width: int
+    _word_width: int
+
+    @property
+    def beats_per_word(self) -> int:
+        """Beats that make one word."""
+        return self._word_width // self._data_width
+
+
 def connect_axi_read(m: Module, reader: wiring.Component,
                      port_of: Callable[[str], Value]) -> None:
     """Connect ``reader``'s AXI read channels to ``port_of(name)``, each in its direction.
@@ -108,7 +127,7 @@ def burst_length(m: Module, address: Value, to_request: Value, *, beat_bytes: in
     return length
 
 
-class AxiBurstReader(wiring.Component):
+class AxiBurstReader(BeatsPerWord, wiring.Component):
     """Read ``words`` words from byte address ``base`` into a memory, over AXI read bursts.
 
     Parameters
@@ -154,26 +173,11 @@ class AxiBurstReader(wiring.Component):
             "words": In(range(depth + 1)),
             "busy": Out(1),
             "error": Out(1),
-            "arvalid": Out(1),
-            "arready": In(1),
-            "araddr": Out(addr_width),
-            "arlen": Out(8),
-            "arsize": Out(3),
-            "arburst": Out(2),
-            "rvalid": In(1),
-            "rready": Out(1),
-            "rdata": In(data_width),
-            "rresp": In(2),
-            "rlast": In(1),
+            **read_channels(addr_width, data_width),
             "write_en": Out(1),
             "write_addr": Out(range(max(depth, 2))),
             "write_data": Out(word_width),
         })
-
-    @property
-    def beats_per_word(self) -> int:
-        """Beats that make one word."""
-        return self._word_width // self._data_width
 
     def elaborate(self, platform: object) -> Module:
         """Build the request side (bursts ahead) and the data side (words from beats)."""
@@ -243,6 +247,7 @@ def tree_sum(terms: list[Value], width: int) -> Value:
     return terms[0]
 
 
-__all__ = ["AXI_READ_MEMBERS", "AxiBurstReader", "BOUNDARY", "BURST_INCR", "assembled_word",
+__all__ = ["AXI_READ_MEMBERS", "AxiBurstReader", "BOUNDARY", "BURST_INCR", "BeatsPerWord",
+           "assembled_word", "read_channels",
            "burst_length", "check_shape", "connect_axi_read", "forward_axi_read", "times_constant",
            "tree_sum"]

@@ -21,14 +21,16 @@ from amaranth.lib.wiring import In, Out
 
 from stepvit.rtl.axi_reader import (
     BURST_INCR,
+    BeatsPerWord,
     assembled_word,
     burst_length,
     check_shape,
+    read_channels,
     times_constant,
 )
 
 
-class AxiRunsReader(wiring.Component):
+class AxiRunsReader(BeatsPerWord, wiring.Component):
     """Read ``runs`` runs of ``words`` words, each from its own address, in one stream.
 
     One stream of AXI read bursts: the memory's latency is paid once for all the runs.
@@ -86,27 +88,12 @@ class AxiRunsReader(wiring.Component):
             "base": In(addr_width),
             "busy": Out(1),
             "error": Out(1),
-            "arvalid": Out(1),
-            "arready": In(1),
-            "araddr": Out(addr_width),
-            "arlen": Out(8),
-            "arsize": Out(3),
-            "arburst": Out(2),
-            "rvalid": In(1),
-            "rready": Out(1),
-            "rdata": In(data_width),
-            "rresp": In(2),
-            "rlast": In(1),
+            **read_channels(addr_width, data_width),
             "write_en": Out(1),
             "write_run": Out(range(max(runs, 2))),
             "write_addr": Out(range(max(depth, 2))),
             "write_data": Out(word_width),
         })
-
-    @property
-    def beats_per_word(self) -> int:
-        """Beats that make one word."""
-        return self._word_width // self._data_width
 
     def elaborate(self, platform: object) -> Module:
         """Build the request side (runs and bursts ahead) and the data side (counted)."""

@@ -34,9 +34,11 @@ from amaranth.lib.wiring import In, Out
 
 from stepvit.rtl.axi_reader import (
     BURST_INCR,
+    BeatsPerWord,
     assembled_word,
     burst_length,
     check_shape,
+    read_channels,
     times_constant,
 )
 
@@ -58,7 +60,7 @@ def check_fifo(per_word: int, max_burst: int, fifo_words: int) -> None:
                          f"beats and a word begun: {least} words of {per_word} beats")
 
 
-class AxiStreamReader(wiring.Component):
+class AxiStreamReader(BeatsPerWord, wiring.Component):
     """Read runs of words, each ``words`` from byte address ``base``, into one stream.
 
     Parameters
@@ -107,26 +109,11 @@ class AxiStreamReader(wiring.Component):
             "words": In(range(depth + 1)),
             "busy": Out(1),
             "error": Out(1),
-            "arvalid": Out(1),
-            "arready": In(1),
-            "araddr": Out(addr_width),
-            "arlen": Out(8),
-            "arsize": Out(3),
-            "arburst": Out(2),
-            "rvalid": In(1),
-            "rready": Out(1),
-            "rdata": In(data_width),
-            "rresp": In(2),
-            "rlast": In(1),
+            **read_channels(addr_width, data_width),
             "word_valid": Out(1),
             "word_ready": In(1),
             "word_data": Out(word_width),
         })
-
-    @property
-    def beats_per_word(self) -> int:
-        """Beats that make one word."""
-        return self._word_width // self._data_width
 
     def elaborate(self, platform: object) -> Module:
         """Build the FIFO, the request side (bursts on credit) and the data side."""

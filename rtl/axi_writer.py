@@ -33,7 +33,13 @@ from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from stepvit.rtl.axi_reader import BURST_INCR, burst_length, check_shape, times_constant
+from stepvit.rtl.axi_reader import (
+    BURST_INCR,
+    BeatsPerWord,
+    burst_length,
+    check_shape,
+    times_constant,
+)
 
 #: Runs the address side may be ahead of the data side.
 RUN_QUEUE = 4
@@ -46,7 +52,7 @@ AXI_WRITE_MEMBERS = ("awvalid", "awready", "awaddr", "awlen", "awsize", "awburst
                      "bvalid", "bready", "bresp")
 
 
-class AxiBurstWriter(wiring.Component):
+class AxiBurstWriter(BeatsPerWord, wiring.Component):
     """Write runs of words from a stream, each ``words`` to byte address ``base``.
 
     Parameters
@@ -116,11 +122,6 @@ class AxiBurstWriter(wiring.Component):
             "bready": Out(1),
             "bresp": In(2),
         })
-
-    @property
-    def beats_per_word(self) -> int:
-        """Beats that make one word."""
-        return self._word_width // self._data_width
 
     def elaborate(self, platform: object) -> Module:
         """Build the address side (bursts ahead), the data side and the responses' count."""
