@@ -453,6 +453,17 @@ def _combine(lanes: int, core: PartResources, stem_lanes: int | None,
                           ultraram=ultraram)
 
 
+def activation_memory(name: str) -> bool:
+    """Return whether memory ``name`` holds activations a design could keep in DDR.
+
+    The residual stream, the core's spike maps and the stem's output maps: what
+    docs/ddr-dataflow.md ("What the PYNQ-Z2 needs") leaves out of the block RAM to plan a
+    design whose activations go through DDR. A planning figure: no design moves them yet.
+    """
+    return (name == "stream" or name.startswith("spikes_")
+            or (name.startswith("stem.") and name.endswith("_out_map")))
+
+
 def has_uram(board: dict[str, Any]) -> bool:
     """Return whether ``board`` has UltraRAM (Yosys may map memories there, ``-uram``)."""
     return bool(board["resources"].get("uram"))

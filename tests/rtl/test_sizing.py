@@ -334,3 +334,40 @@ def test_a_granule_takes_whole_bytes_in_ultraram_too() -> None:
     assert sizing.uram_blocks(192, 1024, 12) == 4 and sizing.uram_blocks(192, 1024) == 3
     assert sizing.uram_blocks(48, 4096, 12) == 1 and sizing.uram_blocks(96, 8192, 12) == 4
     assert sizing.MemoryShape(192, 1024, granularity=12).uram == 4
+
+
+#: Yosys's LUTs over the sizing model's on Spikformer-4-384's 32 + 12 design (everything
+#: streamed, 64-bit spike words): 51,292 / 57,580 (docs/results/2026-12-06-horner-stem.md);
+#: at 16 + 8 the model times this came within 2 % of Yosys's 43,184.
+SPIKFORMER_YOSYS_RATIO = 51_292 / 57_580
+
+
+def test_the_papers_network_fits_the_pynq_z2_at_8_4_lanes_with_its_activations_in_ddr(
+        tmp_path) -> None:
+    """The README's claim: by the sizing model, with the residual stream, the spike maps
+    and the stem's output maps in DDR, Spikformer-4-384 would fit the PYNQ-Z2 at 8 + 4
+    lanes; at 16 + 12 (the lanes 5.3 M cycles an image needs) its LUTs would not."""
+    config = Path(__file__).parents[2] / "model" / "configs" / "spikformer-4-384.yaml"
+    assert cli.main(["random-export", "--config", str(config), "--out", str(tmp_path),
+                     "--vectors", "0"]) == 0
+    export = load_export(tmp_path)
+    board = board_parameters("pynq-z2")
+    budget = board["budget"]
+    lut_budget = budget["lut_fraction"] * board["resources"]["lut"]
+    bram_budget = budget["bram_fraction"] * board["resources"]["bram36"]
+    streamed = {"stream_data_width": 64, "tile_words": 1536}
+
+    def resources(lanes: int, stem_lanes: int) -> tuple[float, float, float]:
+        core = sizing.core_resources(export, lanes, **streamed, spike_word_bits=64,
+                                     stem_chunk_major=True)
+        stem = sizing.stem_resources(export, stem_lanes, chunk_major=True, streamed=True)
+        memories = {**core.memories, **stem.memories}
+        left = sum(m.bram36 for name, m in memories.items()
+                   if not sizing.activation_memory(name))
+        return ((core.lut + stem.lut) * SPIKFORMER_YOSYS_RATIO,
+                sum(m.bram36 for m in memories.values()), left)
+
+    lut, bram, left = resources(8, 4)
+    assert bram > bram_budget >= left and lut <= lut_budget
+    lut, _, left = resources(16, 12)
+    assert lut > lut_budget
