@@ -104,8 +104,14 @@ class GroupedWalker(wiring.Component):
         m = Module()
         group = self._group
         groups = -(-self._width // group)
-        padded = Cat(self.word, C(0, groups * group - self._width))
-        filled = Cat(*(padded[g * group:(g + 1) * group].any() for g in range(groups)))
+        # (as signals: the encoders below use their bits in shared subexpressions, which
+        # Amaranth's netlist emission would otherwise expand again at every use: the
+        # emission's time grew with the cube of the width)
+        padded = Signal(groups * group)
+        filled = Signal(groups)  # the groups with a set bit
+        m.d.comb += [padded.eq(self.word),
+                     filled.eq(Cat(*(padded[g * group:(g + 1) * group].any()
+                                     for g in range(groups))))]
         bits = Signal(group)  # the current group's bits not yet walked
         current = Signal(range(max(groups, 2)))
         left = Signal(groups)  # the groups with set bits not yet started
