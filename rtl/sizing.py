@@ -85,14 +85,19 @@ def memory_bram36(width: int, depth: int, *, rom: bool = False,
     return halves / 2
 
 
-def _rams_across(width: int, ram_width: int, granularity: int | None) -> int:
-    """Return the RAMs side by side that a word takes (:func:`memory_bram36`)."""
+def _rams_across(width: int, ram_width: int, granularity: int | None,
+                 byte: int = BYTE_BITS) -> int:
+    """Return the RAMs side by side that a word takes (:func:`memory_bram36`).
+
+    A granule narrower than the word takes whole bytes of ``byte`` bits of its own, or,
+    in a RAM narrower than a byte (one write enable), whole RAMs.
+    """
     if granularity is None or granularity >= width:
         return -(-width // ram_width)
     granules = -(-width // granularity)
-    if ram_width < BYTE_BITS:
+    if ram_width < byte:
         return granules * -(-granularity // ram_width)
-    return -(-granules * -(-granularity // BYTE_BITS) * BYTE_BITS // ram_width)
+    return -(-granules * -(-granularity // byte) * byte // ram_width)
 
 
 #: One UltraRAM block (``URAM288``): words of 72 bits, 4,096 of them.
@@ -110,12 +115,8 @@ def uram_blocks(width: int, depth: int, granularity: int | None = None) -> int:
     A write granule narrower than the word takes whole bytes of its own, of 9 bits or of 8
     (a URAM288 word is eight of the one or nine of the other), whichever packs tighter.
     """
-    if granularity is None or granularity >= width:
-        across = -(-width // URAM_SHAPE[0])
-    else:
-        granules = -(-width // granularity)
-        across = min(-(-granules * -(-granularity // byte) // (URAM_SHAPE[0] // byte))
-                     for byte in (BYTE_BITS, BYTE_BITS - 1))
+    across = min(_rams_across(width, URAM_SHAPE[0], granularity, byte)
+                 for byte in (BYTE_BITS, BYTE_BITS - 1))
     return across * -(-depth // URAM_SHAPE[1])
 
 
