@@ -191,16 +191,10 @@ class AxiBurstReader(BeatsPerWord, wiring.Component):
                      self.arburst.eq(BURST_INCR), self.araddr.eq(address),
                      self.busy.eq(to_receive != 0), self.rready.eq(to_receive != 0)]
 
-        length = burst_length(m, address, to_request, beat_bytes=self._beat_bytes,
-                              max_burst=self._max_burst)
-        m.d.comb += self.arlen.eq(length - 1)
         pending = Signal()  # a request is on the channel, waiting for arready
-        m.d.comb += self.arvalid.eq(pending)
-        shift = self._beat_bytes.bit_length() - 1
-        with m.If(pending & self.arready):
-            m.d.sync += [address.eq(address + (length << shift)),
-                         to_request.eq(to_request - length),
-                         pending.eq(to_request != length)]
+        length, _ = request_bursts(m, address, to_request, pending, self.arready,
+                                   beat_bytes=self._beat_bytes, max_burst=self._max_burst)
+        m.d.comb += [self.arlen.eq(length - 1), self.arvalid.eq(pending)]
 
         # the data: beats into the word register, a word written as its last beat arrives
         word = Signal(self._word_width)
@@ -226,6 +220,26 @@ class AxiBurstReader(BeatsPerWord, wiring.Component):
         return m
 
 
+def request_bursts(m: Module, address: Signal, to_request: Signal, pending: Signal,
+                   ready: Value, *, beat_bytes: int, max_burst: int) -> tuple[Signal, Signal]:
+    """Request a run's bursts one after the other, each as soon as the one before is taken.
+
+    ``address``, ``to_request`` (beats) and ``pending`` (a burst on the address channel)
+    are the run's state, which a start sets; ``ready`` is the channel's ``arready`` or
+    ``awready``. Returns the burst's beats (:func:`burst_length`) and whether it is taken
+    this cycle; the caller drives the channel's ``len`` and ``valid`` (``pending``).
+    :class:`AxiBurstReader`'s and :class:`~stepvit.rtl.axi_writer.AxiBurstWriter`'s.
+    """
+    length = burst_length(m, address, to_request, beat_bytes=beat_bytes, max_burst=max_burst)
+    accepted = Signal()
+    m.d.comb += accepted.eq(pending & ready)
+    with m.If(accepted):
+        m.d.sync += [address.eq(address + (length << (beat_bytes.bit_length() - 1))),
+                     to_request.eq(to_request - length),
+                     pending.eq(to_request != length)]
+    return length, accepted
+
+
 def times_constant(value: Value, constant: int, width: int) -> Value:
     """Return ``value * constant`` modulo ``2**width`` as shifted copies added (no ``$mul``).
 
@@ -248,6 +262,6 @@ def tree_sum(terms: list[Value], width: int) -> Value:
 
 
 __all__ = ["AXI_READ_MEMBERS", "AxiBurstReader", "BOUNDARY", "BURST_INCR", "BeatsPerWord",
-           "assembled_word", "read_channels",
+           "assembled_word", "read_channels", "request_bursts",
            "burst_length", "check_shape", "connect_axi_read", "forward_axi_read", "times_constant",
            "tree_sum"]

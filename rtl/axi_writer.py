@@ -38,6 +38,7 @@ from stepvit.rtl.axi_reader import (
     BeatsPerWord,
     burst_length,
     check_shape,
+    request_bursts,
     times_constant,
 )
 
@@ -138,16 +139,11 @@ class AxiBurstWriter(BeatsPerWord, wiring.Component):
         to_request = Signal(range(total + 1))  # beats whose burst is not yet requested
         address = Signal.like(self.awaddr)
         pending = Signal()  # a burst's address is on the channel, waiting for awready
-        length = burst_length(m, address, to_request, beat_bytes=self._beat_bytes,
-                              max_burst=self._max_burst)
+        length, accepted = request_bursts(m, address, to_request, pending, self.awready,
+                                          beat_bytes=self._beat_bytes,
+                                          max_burst=self._max_burst)
         m.d.comb += [self.awaddr.eq(address), self.awlen.eq(length - 1),
                      self.awvalid.eq(pending)]
-        accepted = Signal()
-        m.d.comb += accepted.eq(pending & self.awready)
-        with m.If(accepted):
-            m.d.sync += [address.eq(address + (length << shift)),
-                         to_request.eq(to_request - length),
-                         pending.eq(to_request != length)]
         m.submodules.runs = runs = SyncFIFO(width=len(self.base) + len(to_request),
                                             depth=RUN_QUEUE)
         bursts_out = Signal(range(OUTSTANDING_BURSTS + total + 1))  # requested, unanswered
