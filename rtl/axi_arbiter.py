@@ -18,7 +18,7 @@ arbiter gives them the port:
   reader's; ``rdata``, ``rresp`` and ``rlast`` go to every reader (only the owner sees
   ``rvalid``).
 
-Built alone and tested against the DDR model of ``tests/rtl/ddr_model.py``
+Built alone and tested against the DDR model of ``rtl/ddr_model.py``
 (tests/rtl/test_axi_arbiter.py); in the core of a design with
 ``stream_weights=True, stem_chunk_major=True``.
 """

@@ -4,7 +4,7 @@ The read half of an activation kept in DDR (docs/ddr-dataflow.md, "Still to buil
 a pass that reads a region of activations in order (the residual stream, a spike map) takes
 its words from a FIFO this reader keeps filled, where the design now reads an on-chip
 buffer. Its write half is :class:`~stepvit.rtl.axi_writer.AxiBurstWriter`. Built alone and
-tested against the DDR model of ``tests/rtl/ddr_model.py`` (tests/rtl/test_axi_stream.py);
+tested against the DDR model of ``rtl/ddr_model.py`` (tests/rtl/test_axi_stream.py);
 no design wires it yet.
 
 - **Credit**: a burst is requested only when the FIFO has room for its beats besides those
@@ -93,6 +93,8 @@ class AxiStreamReader(BeatsPerWord, wiring.Component):
     arvalid, arready, araddr, arlen, arsize, arburst : the read address channel
     rvalid, rready, rdata, rresp, rlast : the read data channel
     word_valid, word_ready, word_data : the run's words, in order
+    level : Out(range(fifo_words + 1))
+        The words in the FIFO (a consumer's credit: ``word_valid`` is ``level != 0``).
     """
 
     def __init__(self, *, data_width: int = 64, word_width: int = 64, depth: int = 1024,
@@ -113,6 +115,7 @@ class AxiStreamReader(BeatsPerWord, wiring.Component):
             "word_valid": Out(1),
             "word_ready": In(1),
             "word_data": Out(word_width),
+            "level": Out(range(fifo_words + 1)),
         })
 
     def elaborate(self, platform: object) -> Module:
@@ -124,7 +127,7 @@ class AxiStreamReader(BeatsPerWord, wiring.Component):
         m.submodules.fifo = fifo = SyncFIFO(width=self._word_width, depth=self._fifo_words)
         m.d.comb += [self.arsize.eq(shift), self.arburst.eq(BURST_INCR),
                      self.word_valid.eq(fifo.r_rdy), self.word_data.eq(fifo.r_data),
-                     fifo.r_en.eq(self.word_ready)]
+                     fifo.r_en.eq(self.word_ready), self.level.eq(fifo.level)]
 
         to_request = Signal(range(total + 1))  # beats of this run not yet requested
         fifo_beats = self._fifo_words * per_word

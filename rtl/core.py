@@ -48,10 +48,11 @@ from amaranth.lib.memory import WritePort
 from stepvit.model.export import Export
 from stepvit.rtl.accumulate_stage import AccumulateStage
 from stepvit.rtl.axi_arbiter import AxiReadArbiter
-from stepvit.rtl.axi_reader import AXI_READ_MEMBERS, connect_axi_read
+from stepvit.rtl.axi_reader import AXI_READ_MEMBERS, connect_axi_read, read_channels
+from stepvit.rtl.axi_writer import AXI_WRITE_MEMBERS
 from stepvit.rtl.core_memories import CoreMemories, add_core_memories
 from stepvit.rtl.core_pipeline import RunState, select
-from stepvit.rtl.core_plan import CorePlan
+from stepvit.rtl.core_plan import CorePlan, Operand, Sink
 from stepvit.rtl.design_image import HEAD_BIAS, image_memories
 from stepvit.rtl.fire_stage import FireStage
 from stepvit.rtl.interface import core_signature
@@ -62,6 +63,7 @@ from stepvit.rtl.ram_style import ram_attrs
 from stepvit.rtl.stem_front import StemFront
 from stepvit.rtl.stem_plan import StemPlan
 from stepvit.rtl.stem_tiles import stem_tiles
+from stepvit.rtl.stream_ddr import StreamDdr
 from stepvit.rtl.sum_stage import SumStage
 from stepvit.rtl.tile_buffer import TileBuffer, TileFetch, tile_sequence, weight_tiles
 from stepvit.rtl.walk_stage import WalkStage
@@ -115,6 +117,15 @@ class StepvitCore(wiring.Component):
         (:class:`~stepvit.rtl.core_plan.CoreGeometry`). The logic that holds, selects or
         walks a word then grows with this width rather than the widest layer's; a word
         (segment) with no spike costs a cycle. ``None`` (default): a word a token.
+    stream_ddr : bool
+        Keep the residual stream in DDR, not in a buffer on chip
+        (:class:`~stepvit.rtl.stream_ddr.StreamDdr`, through the ``act_*`` AXI channels at
+        ``activations_base``): each pass reads it ahead through a FIFO and writes it
+        behind one, and the walk waits at a closing whose word has not arrived or whose
+        write has no room (``stream_stalls``). Needs one stream buffer (no stem, or a
+        chunk-major one).
+    stream_fifo_words : int, optional
+        ``stream_ddr`` only: the read FIFO's words (default: enough to hide the latency).
     ultraram : collection of str
         The memories placed in UltraRAM (:func:`stepvit.rtl.sizing.place_ultraram`, by the
         sizing model's names): each is marked ``ram_style = "ultra"``
@@ -130,6 +141,7 @@ class StepvitCore(wiring.Component):
                  tile_words: int | None = None, stream_weights: bool = False,
                  data_width: int = 64,
                  max_burst: int = 16, spike_word_bits: int | None = None,
+                 stream_ddr: bool = False, stream_fifo_words: int | None = None,
                  ultraram: frozenset[str] = frozenset()) -> None:
         registers_for(weights)  # refuses a mode that is not one
         if stream_weights and weights != "ddr":
@@ -167,14 +179,31 @@ class StepvitCore(wiring.Component):
         tile_axi = (None if self.tiles is None else
                     {name: self._tile_buffer.signature.members[name]
                      for name in AXI_READ_MEMBERS})
-        super().__init__(core_signature(export, self.parameter_memories, tile_axi))
+        #: The stream's DDR unit (``stream_ddr``), else None.
+        self.stream_unit: StreamDdr | None = None
+        stream_axi = None
+        if stream_ddr:
+            if self.plan.geometry.stream_buffers != 1:
+                raise ValueError("stream_ddr needs one stream buffer: a stem design must "
+                                 "be chunk-major (stem_chunk_major=True)")
+            self.stream_unit = StreamDdr(plan=self.plan, data_width=data_width,
+                                         max_burst=max_burst,
+                                         read_fifo_words=stream_fifo_words)
+            members = self.stream_unit.signature.members
+            stream_axi = {name: members[name]
+                          for name in (*read_channels(32, data_width), *AXI_WRITE_MEMBERS)}
+        super().__init__(core_signature(export, self.parameter_memories, tile_axi,
+                                        stream_axi))
 
     def elaborate(self, platform: object) -> Module:
         """Build the memories and the stages, and wire them to the run and its control FSM."""
         m = Module()
         ddr = self.weights == "ddr"
+        unit = self.stream_unit
         memories = add_core_memories(m, self.plan, writable=ddr, streamed=self.stream_weights,
-                                     ultraram=self._ultraram)
+                                     stream_ddr=unit is not None, ultraram=self._ultraram)
+        if unit is not None:
+            m.submodules.stream_ddr = unit
         if self.stem_tiles is not None:
             m.submodules.arbiter = self._arbiter = AxiReadArbiter(
                 data_width=self._data_width)
@@ -199,6 +228,8 @@ class StepvitCore(wiring.Component):
             if self.stem_tiles is not None:
                 self._share_tiles(m, stem, tiles)
         self._control(m, run, prefetch, walk, start_bank, stem, tiles)
+        if unit is not None:
+            self._connect_stream(m, run, walk, unit)
         self._connect_prefetch(m, memories, run, prefetch, fire)
         self._connect_walk(m, memories, run, prefetch, walk, tiles)
         self._connect_accumulate(m, memories, run, walk, accumulate, tiles)
@@ -371,7 +402,10 @@ class StepvitCore(wiring.Component):
         With a stem, the image's stream comes from the stem's front: the run waits until it
         is ready and takes it. With streamed weights, a pass that runs and reads weights
         first takes its tile from the tile buffer (at once if it has arrived, else waiting
-        in ``TILE``: :meth:`_take_tile`); a pass the masks skip takes none.
+        in ``TILE``: :meth:`_take_tile`); a pass the masks skip takes none. With the stream
+        in DDR a pass opens its reads as it begins, its walk waits for them
+        (:meth:`_stream_hold`), and the next pass begins only when its writes are
+        acknowledged.
         """
         plan = self.plan
         layout = plan.layout()
@@ -389,14 +423,17 @@ class StepvitCore(wiring.Component):
                         m.next = "NEXT"
                     else:
                         m.next = "STEM"
+            writes_done = Const(1) if self.stream_unit is None else self.stream_unit.writes_done
             if stem is not None:
                 with m.State("STEM"):
-                    with m.If(stem.ready):
+                    with m.If(stem.ready & writes_done):
                         m.d.comb += stem.take.eq(1)
                         m.next = "NEXT"
             with m.State("PREFETCH"):
                 m.d.comb += [prefetch.first.eq(1), walk.restart.eq(1)]
                 with m.If(prefetch.found):
+                    if self.stream_unit is not None:
+                        m.d.comb += self.stream_unit.open.eq(1)
                     if tiles is None:
                         m.next = "PRIME"
                     else:
@@ -408,8 +445,8 @@ class StepvitCore(wiring.Component):
                 m.d.comb += walk.prime.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += [walk.run.eq(1), walk.hold.eq(self.walk_hold),
-                             self.walk_held.eq(self.walk_hold)]
+                hold = self.walk_hold | self._stream_hold(walk, run)
+                m.d.comb += [walk.run.eq(1), walk.hold.eq(hold), self.walk_held.eq(hold)]
                 with m.If(walk.pass_done):
                     m.d.sync += [drain.eq(0), run.pass_index.eq(run.pass_index + 1)]
                     m.next = "DRAIN"
@@ -418,10 +455,13 @@ class StepvitCore(wiring.Component):
                 with m.If(drain == DRAIN_CYCLES - 1):
                     m.next = "NEXT"
             with m.State("NEXT"):
-                with m.If(run.pass_index == len(plan.passes)):
+                if self.stream_unit is not None:
+                    # the pass's reads all taken (checked) and its writes acknowledged
+                    m.d.comb += self.stream_unit.close.eq(1)
+                with m.If(writes_done & (run.pass_index == len(plan.passes))):
                     m.d.sync += [best.eq(0), scan.eq(1)]
                     m.next = "ARGMAX"
-                with m.Else():
+                with m.Elif(writes_done):
                     m.d.sync += run.descriptor.eq(pass_rom[run.pass_index])
                     m.next = "PREFETCH"
             if tiles is not None:
@@ -432,6 +472,57 @@ class StepvitCore(wiring.Component):
         if stem is not None:
             # one stream buffer: the blocks use it from the take to the image's end
             m.d.comb += stem.blocks_busy.eq(~fsm.ongoing("IDLE") & ~fsm.ongoing("STEM"))
+
+    def _stream_hold(self, walk: WalkStage, run: RunState) -> Value:
+        """Return whether the walk waits for the stream in DDR at this cycle's event.
+
+        An event that closes a chunk of a pass that reads the stream needs a word in the
+        read FIFO besides those promised; of a pass that writes it, room in the write FIFO
+        besides the writes promised (:class:`~stepvit.rtl.stream_ddr.StreamDdr`).
+        """
+        unit = self.stream_unit
+        if unit is None:
+            return Const(0)
+        reads, writes = self._stream_traffic(run)
+        return walk.closes & ((reads & ~unit.read_credit) | (writes & ~unit.write_credit))
+
+    @staticmethod
+    def _stream_traffic(run: RunState) -> tuple[Value, Value]:
+        """Return whether the pass reads the stream (its operand) and writes it."""
+        desc = run.descriptor
+        return (desc.operand == Operand.STREAM,
+                (desc.sink == Sink.STORE_STREAM) | desc.to_stream)
+
+    def _connect_stream(self, m: Module, run: RunState, walk: WalkStage,
+                        unit: StreamDdr) -> None:
+        """Give the stream's DDR unit the pass, the walk's promises and the AXI ports.
+
+        A pass opens with its step mask and its slice of chunks: a storing slice of a split
+        layer closes chunks ``chunk_offset ...`` of each token, a LIF pass its own (the
+        walk's first group index, :meth:`WalkStage._first_index`).
+        """
+        desc = run.descriptor
+        reads, writes = self._stream_traffic(run)
+        issued = walk.run & ~walk.hold & walk.closes
+        first = (Mux(desc.sink == Sink.LIF, 0, desc.chunk_offset) if self.plan.split
+                 else Const(0))
+        m.d.comb += [
+            unit.base.eq(self.activations_base),
+            unit.reads.eq(reads),
+            unit.steps.eq(run.step_mask),
+            unit.first.eq(first),
+            unit.chunks.eq(desc.chunks),
+            unit.promise_read.eq(issued & reads),
+            unit.promise_write.eq(issued & writes),
+            unit.clear.eq(run.begin),
+            self.stream_error.eq(unit.error),
+        ]
+        with m.If(walk.run & walk.hold & self._stream_hold(walk, run)):
+            m.d.sync += self.stream_stalls.eq(self.stream_stalls + 1)
+        for name in (*read_channels(32, self._data_width), *AXI_WRITE_MEMBERS):
+            inner, outer = getattr(unit, name), getattr(self, f"act_{name}")
+            m.d.comb += (inner.eq(outer) if unit.signature.members[name].flow == wiring.In
+                         else outer.eq(inner))
 
     def _take_tile(self, m: Module, run: RunState, tiles: TileFetch, *, waiting: bool) -> None:
         """Go on to ``PRIME`` with the pass's tile (a pass without one: at once), or wait.
@@ -564,15 +655,25 @@ class StepvitCore(wiring.Component):
             sums.event.eq(accumulate.closed),
             *(sums.sums[lane].eq(accumulate.sums[lane]) for lane in range(lanes)),
             sums.current.eq(memories.current_read.data),
-            # the blocks' stream buffer (with a stem, the one its front handed on last)
-            sums.stream.eq(memories.stream_reads[0].data if len(memories.stream_reads) == 1
-                           else Mux(stem.buffer, memories.stream_reads[1].data,
-                                    memories.stream_reads[0].data)),
+            # the blocks' stream buffer (with a stem, the one its front handed on last), or
+            # the word the stream's DDR unit read ahead, taken as its chunk arrives
+            sums.stream.eq(self._stream_read(m, memories, run, sums, stem)),
             memories.membrane_read.addr.eq(sums.membrane_address),
             memories.theta_read.addr.eq(sums.theta_address),
             memories.spike_value_read.addr.eq(sums.spike_value_address),
         ]
         _drive_write(m, memories.current_write, sums.current_write)
+
+    def _stream_read(self, m: Module, memories: CoreMemories, run: RunState, sums: SumStage,
+                     stem: StemFront | None) -> Value:
+        """Return the stream word the sum stage adds (from the buffer, or from DDR)."""
+        unit = self.stream_unit
+        if unit is not None:
+            m.d.comb += unit.take.eq(sums.valid & self._stream_traffic(run)[0])
+            return unit.word_data
+        if len(memories.stream_reads) == 1:
+            return memories.stream_reads[0].data
+        return Mux(stem.buffer, memories.stream_reads[1].data, memories.stream_reads[0].data)
 
     def _connect_fire(self, m: Module, memories: CoreMemories, run: RunState, sums: SumStage,
                       fire: FireStage, stem: StemFront | None) -> None:
@@ -594,6 +695,26 @@ class StepvitCore(wiring.Component):
             fire.spike_value.eq(memories.spike_value_read.data),
         ]
         _drive_write(m, memories.membrane_write, fire.membrane_write)
+        unit = self.stream_unit
+        if unit is not None:
+            # the sum stage's residual adds and the fire stage's embedding spikes, to DDR;
+            # the stem's tokens (never while the blocks run) wait while the writes have no
+            # room
+            m.d.comb += [
+                unit.write_en.eq(fire.stream_write.en | sums.stream_write.en),
+                unit.write_index.eq(Mux(fire.stream_write.en, fire.stream_write.addr,
+                                        sums.stream_write.addr)),
+                unit.write_data.eq(Mux(fire.stream_write.en, fire.stream_write.data,
+                                       sums.stream_write.data)),
+            ]
+            if stem is not None:
+                m.d.comb += stem.token_stall.eq(~unit.write_credit)
+                with m.If(stem.token_valid):
+                    m.d.comb += [unit.write_en.eq(unit.write_credit), unit.direct.eq(1),
+                                 unit.write_index.eq(stem.token_address),
+                                 unit.write_data.eq(stem.token_data)]
+                with m.If(stem.token_valid & ~unit.write_credit):
+                    m.d.sync += self.stream_stalls.eq(self.stream_stalls + 1)
         for buffer, port in enumerate(memories.stream_writes):
             with m.If(fire.stream_write.en):
                 _drive_write(m, port, fire.stream_write)

@@ -86,14 +86,16 @@ class CoreMemories:
 
 
 def add_core_memories(m: Module, plan: CorePlan, *, writable: bool = False,
-                      streamed: bool = False,
+                      streamed: bool = False, stream_ddr: bool = False,
                       ultraram: frozenset[str] = frozenset()) -> CoreMemories:
     """Add the memories of ``plan`` to ``m`` as submodules and return their ports.
 
     With ``writable`` the weights, biases, thresholds and spike values are RAMs with no
     initial contents and a write port each (``weights="ddr"``: the weight loader fills
     them); otherwise ROMs initialised from the plan. With ``streamed`` (and ``writable``)
-    there is no weight memory: the core streams its weights through a tile buffer.
+    there is no weight memory: the core streams its weights through a tile buffer. With
+    ``stream_ddr`` there is no stream memory (``stream_reads`` and ``stream_writes`` are
+    empty): the stream is in DDR (:class:`~stepvit.rtl.stream_ddr.StreamDdr`).
     ``ultraram``: the memories marked ``ram_style = "ultra"`` (:mod:`stepvit.rtl.ram_style`,
     by the names here, which are :func:`stepvit.rtl.sizing.memory_shapes`'s).
     """
@@ -139,7 +141,7 @@ def add_core_memories(m: Module, plan: CorePlan, *, writable: bool = False,
     # this one's (one with a chunk-major stem: its tokens wait for the blocks)
     stream_mems = [memory(f"stream{buffer}" if geometry.stream_buffers == 2 else "stream",
                           bits["stream"] * lanes, t_max * tokens * geometry.dim_chunks)
-                   for buffer in range(geometry.stream_buffers)]
+                   for buffer in range(0 if stream_ddr else geometry.stream_buffers)]
     kv_mems = [memory(f"kv{slot}", bits["attention"] * geometry.head_dim,
                       t_max * geometry.kv_rows) for slot in range(geometry.parallel_heads)]
 

@@ -38,7 +38,8 @@ def parameters_signature(memories: Sequence[ImageMemory]) -> wiring.Signature:
 
 def core_signature(export: Export,
                    parameters: Sequence[ImageMemory] | None = None,
-                   tile_axi: dict[str, wiring.Member] | None = None) -> wiring.Signature:
+                   tile_axi: dict[str, wiring.Member] | None = None,
+                   stream_axi: dict[str, wiring.Member] | None = None) -> wiring.Signature:
     """Return the core's signature for ``export`` (from the core's point of view).
 
     ``parameters``: a ``weights="ddr"`` core's parameter memories
@@ -46,7 +47,10 @@ def core_signature(export: Export,
     that the weight loader drives. ``tile_axi``: a core that streams its weights
     (``stream_weights=True``): the AXI read members of its tile buffer, by name, which the
     core has as ``tile_<name>``, with ``weights_base``, ``tiles_enable``, ``tiles_idle``,
-    ``weight_stalls`` and ``stem_weight_stalls``.
+    ``weight_stalls`` and ``stem_weight_stalls``. ``stream_axi``: a core whose residual
+    stream is in DDR (``stream_ddr=True``): the AXI read and write members of its
+    :class:`~stepvit.rtl.stream_ddr.StreamDdr`, which the core has as ``act_<name>``, with
+    ``activations_base``, ``stream_stalls`` and ``stream_error``.
 
     Members
     -------
@@ -99,6 +103,16 @@ def core_signature(export: Export,
         With ``tile_axi`` only: cycles the stem has waited for a tap tile since reset (wraps;
         0 unless its taps stream).
     tile_* : the tile buffer's AXI read channels (``tile_axi``).
+    activations_base : In(32)
+        With ``stream_axi`` only: the activation buffer's byte address (the stream of
+        every step, :mod:`stepvit.rtl.stream_ddr`).
+    stream_stalls : Out(32)
+        With ``stream_axi`` only: cycles the walk has waited for the stream's reads or
+        write room since reset (wraps).
+    stream_error : Out(1)
+        With ``stream_axi`` only: the image's stream traffic went wrong (an AXI error
+        response, or reads and closings that disagree); cleared at ``start``.
+    act_* : the stream's AXI read and write channels (``stream_axi``).
     """
     t_max = export.t_max
     extra = ({} if parameters is None
@@ -107,6 +121,10 @@ def core_signature(export: Export,
         extra.update({"weights_base": In(32), "tiles_enable": In(1), "tiles_idle": Out(1),
                       "weight_stalls": Out(32), "stem_weight_stalls": Out(32)})
         extra.update({f"tile_{name}": member for name, member in tile_axi.items()})
+    if stream_axi is not None:
+        extra.update({"activations_base": In(32), "stream_stalls": Out(32),
+                      "stream_error": Out(1)})
+        extra.update({f"act_{name}": member for name, member in stream_axi.items()})
     return wiring.Signature(
         {
             "load": In(1),

@@ -103,6 +103,9 @@ class StemEngine(wiring.Component):
         A tokens pass is due and waits for ``hold_tokens`` to fall.
     token_valid, token_step, token_index, token_chunk, token_data : Out
         One chunk of the stream ``X`` at one step and token.
+    token_stall : In(1)
+        The chunk offered (``token_valid``) is not taken this cycle: it is offered again
+        (the stream's writes to DDR have no room).
     counts : Out(ArrayLayout(unsigned(32), modules))
         Each stem layer's spikes over the image so far (before any OR-pool).
     """
@@ -179,6 +182,7 @@ class StemEngine(wiring.Component):
             "mask": In(modules * plan.t_max),
             "busy": Out(1),
             "hold_tokens": In(1),
+            "token_stall": In(1),
             "tokens_waiting": Out(1),
             "token_valid": Out(1),
             "token_step": Out(range(max(plan.t_max, 2))),
@@ -396,27 +400,33 @@ class StemEngine(wiring.Component):
         token = Signal(range(max(self._tokens, 2)))
         chunk = Signal(range(max(self._token_chunks, 2)))
         done, issued = Signal(), Signal()
-        m.d.comb += last.map_address.eq(token)
+        # a chunk not taken is offered again: the maps read its token again, nothing moves
+        stall = Signal()
+        m.d.comb += stall.eq(issued & self.token_stall)
+        address = Mux(stall, self.token_index, token)
+        m.d.comb += last.map_address.eq(address)
         if rpe is not None:
-            m.d.comb += rpe.map_address.eq(token)
+            m.d.comb += rpe.map_address.eq(address)
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.tokens_waiting.eq(go & self.hold_tokens)
                 with m.If(go & ~self.hold_tokens):
                     m.next = "TOKENS"
             with m.State("TOKENS"):
-                m.d.sync += [issued.eq(1), self.token_index.eq(token),
-                             self.token_chunk.eq(chunk), self.token_step.eq(step),
-                             chunk.eq(Mux(chunk == self._token_chunks - 1, 0, chunk + 1))]
-                with m.If(chunk == self._token_chunks - 1):
-                    m.d.sync += token.eq(token + 1)
-                    with m.If(token == self._tokens - 1):
-                        m.d.sync += token.eq(0)
-                        m.next = "TAIL"
+                with m.If(~stall):
+                    m.d.sync += [issued.eq(1), self.token_index.eq(token),
+                                 self.token_chunk.eq(chunk), self.token_step.eq(step),
+                                 chunk.eq(Mux(chunk == self._token_chunks - 1, 0, chunk + 1))]
+                    with m.If(chunk == self._token_chunks - 1):
+                        m.d.sync += token.eq(token + 1)
+                        with m.If(token == self._tokens - 1):
+                            m.d.sync += token.eq(0)
+                            m.next = "TAIL"
             with m.State("TAIL"):
-                m.d.sync += issued.eq(0)
-                m.d.comb += done.eq(1)
-                m.next = "IDLE"
+                with m.If(~stall):
+                    m.d.sync += issued.eq(0)
+                    m.d.comb += done.eq(1)
+                    m.next = "IDLE"
         # the masks of the last stage and the RPE at this step: a masked one hands on zeros
         last_on = held.bit_select(plan.last_stage * t_max + self.token_step, 1)
         rpe_on = held.bit_select((len(plan.stages) - 1) * t_max + self.token_step, 1)

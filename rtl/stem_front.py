@@ -86,6 +86,8 @@ class StemFront(wiring.Component):
     token_valid, token_buffer, token_address, token_data : Out
         A stream word the stem writes: buffer, address (step, token, chunk in order) and the
         ``lanes`` stream values.
+    token_stall : In(1)
+        The word offered is not taken this cycle (offered again the next).
     counts : Out(ArrayLayout(unsigned(32), stem modules))
         The spike counts of the image taken last, per stem layer.
     """
@@ -122,6 +124,7 @@ class StemFront(wiring.Component):
             "blocks_busy": In(1),
             "tokens_waiting": Out(1),
             "token_valid": Out(1),
+            "token_stall": In(1),
             "token_buffer": Out(1),
             "token_address": Out(range(max(stream_words, 2))),
             "token_data": Out(len(self._engine.token_data.as_value())),
@@ -144,7 +147,7 @@ class StemFront(wiring.Component):
             engine.pixel_address.eq(loader.pixel_address),
             engine.pixel_data.eq(loader.pixel_data),
             engine.mask.eq(self.mask), engine.bank.eq(run_bank), engine.start.eq(launch),
-            self.token_valid.eq(engine.token_valid),
+            self.token_valid.eq(engine.token_valid), engine.token_stall.eq(self.token_stall),
             self.token_data.eq(engine.token_data.as_value()),
         ]
         if self.buffers == 2:
@@ -158,7 +161,7 @@ class StemFront(wiring.Component):
             # the engine is busy from the next cycle: its sequencer loads the tokens passes
             m.d.sync += [running.eq(1), pending.eq(0), run_bank.eq(~run_bank),
                          self.token_address.eq(0)]
-        with m.Elif(engine.token_valid):
+        with m.Elif(engine.token_valid & ~self.token_stall):
             m.d.sync += self.token_address.eq(self.token_address + 1)
         with m.If(loader.done):
             m.d.sync += pending.eq(1)

@@ -4,7 +4,7 @@ The second part of the weights-from-DDR design (docs/ddr-dataflow.md), after
 :class:`~stepvit.rtl.axi_reader.AxiBurstReader`: the tile a layer computes with sits in one
 bank while the reader fetches the next tile into the other, so a fetch costs nothing when
 the compute of a tile takes longer than its transfer. Built alone and tested against the
-DDR model of ``tests/rtl/ddr_model.py``; the core's weight tiles in a design that streams
+DDR model of ``rtl/ddr_model.py``; the core's weight tiles in a design that streams
 its weights (``StepvitCore(stream_weights=True)``).
 
 The protocol: ``fetch`` (with ``base`` and ``words``) fills the bank the compute does not

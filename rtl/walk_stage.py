@@ -58,6 +58,9 @@ class WalkStage(wiring.Component):
         the walk sees a cycle without an event).
     pass_done : Out(1)
         This cycle's event is the pass's last.
+    closes : Out(1)
+        This cycle's event, if the walk runs and is not held, closes a chunk (whatever
+        ``hold`` is: the hold of a stream kept in DDR is decided on it).
     fetched : In(fetched_layout(plan))
         The next word, read ahead by :class:`~stepvit.rtl.prefetch.SpikeWordPrefetch`.
     advance : Out(1)
@@ -84,6 +87,7 @@ class WalkStage(wiring.Component):
             "hold": In(1),
             "run": In(1),
             "pass_done": Out(1),
+            "closes": Out(1),
             "fetched": In(fetched_layout(plan)),
             "advance": Out(1),
             "weight_address": Out(range(max(len(plan.weight_words), 2))),
@@ -183,13 +187,14 @@ class WalkStage(wiring.Component):
                                   for t in range(geometry.t_max)])
         event = Signal(event_layout(self._plan))
         channel = walk.channel_base + walker.index  # the walked bit's input channel
+        m.d.comb += self.closes.eq(walk.group_end & ((walk.part + 1 == desc.segments)
+                                                     | desc.skip_empty))
         m.d.comb += [
             event.valid.eq(walk.emit),
             event.first.eq(walk.first_event),
             # a chunk closes at its last segment (a pass that skips empty words closes
             # each segment: the logits add every segment's sum)
-            event.last.eq(walk.group_end & ((walk.part + 1 == desc.segments)
-                                            | desc.skip_empty)),
+            event.last.eq(self.closes),
             event.has_weight.eq(Cat(walker.any, *(w.any for w in walk.head_walkers))),
             event.plane.eq(Mux(desc.count_planes, walk.group, walker.index[:3])),
             event.chunk.eq(walk.chunk),

@@ -7,10 +7,10 @@ import pytest
 from amaranth.hdl import Module
 from amaranth.lib.wiring import Out
 from amaranth.sim import Simulator
-from ddr_model import DdrModel, expected_words
 
 from stepvit.rtl.axi_arbiter import READ_PORTS, AxiReadArbiter
 from stepvit.rtl.axi_reader import BOUNDARY, BURST_INCR, AxiBurstReader
+from stepvit.rtl.ddr_model import DdrModel, expected_words
 
 
 def build(data_width: int, word_width: int, max_burst: int, depth: int):

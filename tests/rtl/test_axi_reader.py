@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from ddr_model import DdrModel, expected_words
 
 from stepvit.rtl.axi_reader import BOUNDARY, BURST_INCR, AxiBurstReader
 from stepvit.rtl.axi_runs import AxiRunsReader
+from stepvit.rtl.ddr_model import DdrModel, expected_words
 
 
 def run_reader(reader: AxiBurstReader, ddr: DdrModel, runs: list[tuple[int, int]]):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from ddr_model import DdrModel, expected_words
 
 from stepvit.rtl.axi_stream import AxiStreamReader, check_fifo
+from stepvit.rtl.ddr_model import DdrModel, expected_words
 
 
 def run_stream(reader: AxiStreamReader, ddr: DdrModel, runs: list[tuple[int, int]], *,

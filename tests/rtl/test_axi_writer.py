@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
-from ddr_model import BOUNDARY, DdrWriteModel
 
 from stepvit.rtl.axi_reader import BURST_INCR
 from stepvit.rtl.axi_writer import AXI_WRITE_MEMBERS, AxiBurstWriter
+from stepvit.rtl.ddr_model import BOUNDARY, DdrWriteModel
 
 
 def run_writer(writer: AxiBurstWriter, ddr: DdrWriteModel, runs: list[tuple[int, list[int]]],

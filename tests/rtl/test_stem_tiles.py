@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from ddr_model import DdrModel, expected_words
 
+from stepvit.rtl.ddr_model import DdrModel, expected_words
 from stepvit.rtl.stem_tiles import StemTileBuffer, StemTiles
 
 LANES = 3

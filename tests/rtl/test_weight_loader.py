@@ -9,9 +9,9 @@ import pytest
 from amaranth.hdl import Module
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
-from ddr_model import DdrModel
 
 from stepvit.rtl.axi_reader import BOUNDARY, BURST_INCR
+from stepvit.rtl.ddr_model import DdrModel
 from stepvit.rtl.weight_image import (
     ImageMemory,
     image_checksum,

@@ -1,6 +1,9 @@
-"""A DDR model behind AXI read channels for Amaranth's simulator, shared by the tests of
-the burst reader, the tile buffer and the weight loader; and one behind AXI write channels,
-for the burst writer's."""
+"""DDR models behind AXI read and write channels, for Amaranth's simulator.
+
+The read model serves the tests of the burst reader, the tile buffer and the weight
+loader; the write model the burst writer's. :func:`~stepvit.rtl.core_sim.simulate_core`
+puts both behind a core whose stream is in DDR.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +22,13 @@ BOUNDARY = 4096
 
 
 class DdrModel:
-    """A byte memory behind AXI read channels: each burst's beats start ``latency`` cycles
-    after its request is taken and follow one per ``interval`` cycles, in order;
-    ``arready`` is high with chance ``arready_rate`` and a due beat waits a cycle with
-    chance ``rvalid_gap``; ``bad`` byte addresses answer SLVERR."""
+    """A byte memory behind AXI read channels.
+
+    Each burst's beats start ``latency`` cycles after its request is taken and follow one
+    per ``interval`` cycles, in order; ``arready`` is high with chance ``arready_rate`` and
+    a due beat waits a cycle with chance ``rvalid_gap``; ``bad`` byte addresses answer
+    SLVERR.
+    """
 
     def __init__(self, memory: np.ndarray, beat_bytes: int, *, latency: int, interval: int,
                  seed: int, bad: tuple[int, ...] = (), arready_rate: float = ARREADY_RATE,
@@ -37,6 +43,7 @@ class DdrModel:
         self.next_free = 0
 
     def beat_data(self, address: int) -> int:
+        """Return the beat at byte ``address``, little-endian."""
         chunk = self.memory[address:address + self.beat_bytes]
         return int.from_bytes(chunk.tobytes(), "little")
 
@@ -67,12 +74,14 @@ class DdrModel:
 
 
 class DdrWriteModel:
-    """A byte memory behind AXI write channels: ``awready`` and ``wready`` are high with
-    chance ``ready_rate`` each, independently (a beat may come before its burst's address,
-    as AXI allows); the beats go to the bursts in order, and a burst's response is offered
-    ``latency`` cycles after its last beat, in order, OKAY, or SLVERR if one of its beats'
-    addresses is in ``bad``. Whatever breaks the bus's rules is recorded in
-    ``violations``."""
+    """A byte memory behind AXI write channels.
+
+    ``awready`` and ``wready`` are high with chance ``ready_rate`` each, independently (a
+    beat may come before its burst's address, as AXI allows); the beats go to the bursts in
+    order, and a burst's response is offered ``latency`` cycles after its last beat, in
+    order, OKAY, or SLVERR if one of its beats' addresses is in ``bad``. Whatever breaks
+    the bus's rules is recorded in ``violations``.
+    """
 
     def __init__(self, memory: np.ndarray, beat_bytes: int, *, latency: int, seed: int,
                  bad: tuple[int, ...] = (), ready_rate: float = ARREADY_RATE,
@@ -137,6 +146,6 @@ class DdrWriteModel:
 
 
 def expected_words(memory: np.ndarray, base: int, words: int, word_bytes: int) -> list:
-    """The ``words`` little-endian words of ``word_bytes`` bytes from ``base``."""
+    """Return the ``words`` little-endian words of ``word_bytes`` bytes from ``base``."""
     return [int.from_bytes(memory[base + i * word_bytes:base + (i + 1) * word_bytes].tobytes(),
                            "little") for i in range(words)]
