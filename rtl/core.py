@@ -189,9 +189,12 @@ class StepvitCore(wiring.Component):
             self.stream_unit = StreamDdr(plan=self.plan, data_width=data_width,
                                          max_burst=max_burst,
                                          read_fifo_words=stream_fifo_words)
+            # with streamed weights its reads share the tiles' port (the arbiter's last
+            # reader); else they have their own
             members = self.stream_unit.signature.members
-            stream_axi = {name: members[name]
-                          for name in (*read_channels(32, data_width), *AXI_WRITE_MEMBERS)}
+            names = (AXI_WRITE_MEMBERS if stream_weights
+                     else (*read_channels(32, data_width), *AXI_WRITE_MEMBERS))
+            stream_axi = {name: members[name] for name in names}
         super().__init__(core_signature(export, self.parameter_memories, tile_axi,
                                         stream_axi))
 
@@ -204,9 +207,12 @@ class StepvitCore(wiring.Component):
                                      stream_ddr=unit is not None, ultraram=self._ultraram)
         if unit is not None:
             m.submodules.stream_ddr = unit
-        if self.stem_tiles is not None:
+        # the tile buffer's reads, the stem's tap tiles' and the stream's share the port
+        readers = self._readers()
+        if len(readers) > 1:
             m.submodules.arbiter = self._arbiter = AxiReadArbiter(
-                data_width=self._data_width)
+                readers=len(readers), data_width=self._data_width)
+            connect_axi_read(m, self._arbiter, lambda name: getattr(self, f"tile_{name}"))
         tiles = self._add_tiles(m) if self.stream_weights else None
         m.submodules.accumulate = accumulate = AccumulateStage(plan=self.plan)
         m.submodules.sums = sums = SumStage(plan=self.plan, head_bias_input=ddr)
@@ -267,12 +273,32 @@ class StepvitCore(wiring.Component):
         """
         buffer, arbiter = stem.tile_buffer, self._arbiter
         connect_axi_read(m, buffer, lambda name: arbiter.port(1, name))
-        connect_axi_read(m, arbiter, lambda name: getattr(self, f"tile_{name}"))
         m.d.comb += [buffer.weights_base.eq(self.weights_base),
                      buffer.enable.eq(self.tiles_enable),
-                     self.tiles_idle.eq(~tiles.buffer.fetching & buffer.idle)]
+                     self.tiles_idle.eq(~tiles.buffer.fetching & buffer.idle
+                                        & self._stream_reads_done())]
         with m.If(buffer.waiting):
             m.d.sync += self.stem_weight_stalls.eq(self.stem_weight_stalls + 1)
+
+    def _readers(self) -> list[str]:
+        """Return the readers of the ``tile_*`` port, in the arbiter's order (else one).
+
+        The core's tile buffer; the stem's tap tiles (a chunk-major stem that streams
+        them); the stream's reads (its DDR unit, with streamed weights).
+        """
+        if not self.stream_weights:
+            return []
+        return (["tiles"] + (["stem_tiles"] if self.stem_tiles is not None else [])
+                + (["stream"] if self.stream_unit is not None else []))
+
+    def _stream_reads_done(self) -> Value:
+        """Return whether no stream read is under way on the ``tile_*`` port.
+
+        (Then the top may give the port to the weight loader.)
+        """
+        if self.stream_unit is None or not self.stream_weights:
+            return Const(1)
+        return self.stream_unit.reads_done
 
     def _add_tiles(self, m: Module) -> TileFetch:
         """Add the tile buffer and the fetch of the tiles, in pass order, round and round.
@@ -291,7 +317,7 @@ class StepvitCore(wiring.Component):
         m.submodules.tiles = buffer = self._tile_buffer
         # beside a streamed stem, the arbiter's reader 0 (:meth:`_share_tiles`)
         connect_axi_read(m, buffer, (lambda name: self._arbiter.port(0, name))
-                         if self.stem_tiles is not None
+                         if len(self._readers()) > 1
                          else (lambda name: getattr(self, f"tile_{name}")))
         count = len(tiles.offsets)
         seek, seek_tile = Signal(), Signal(range(max(count, 2)))
@@ -310,7 +336,7 @@ class StepvitCore(wiring.Component):
             buffer.base.eq(self.weights_base + offsets[next_tile]),
             buffer.words.eq(words[next_tile]),
             buffer.fetch.eq(sequence.fetch),
-            self.tiles_idle.eq(~buffer.fetching),
+            self.tiles_idle.eq(~buffer.fetching & self._stream_reads_done()),
         ]
         discard = Signal()
         m.d.comb += buffer.clear.eq(~self.tiles_enable | discard)
@@ -519,8 +545,12 @@ class StepvitCore(wiring.Component):
         ]
         with m.If(walk.run & walk.hold & self._stream_hold(walk, run)):
             m.d.sync += self.stream_stalls.eq(self.stream_stalls + 1)
+        readers = self._readers()
         for name in (*read_channels(32, self._data_width), *AXI_WRITE_MEMBERS):
-            inner, outer = getattr(unit, name), getattr(self, f"act_{name}")
+            inner = getattr(unit, name)
+            outer = (self._arbiter.port(readers.index("stream"), name)
+                     if readers and name in AXI_READ_MEMBERS
+                     else getattr(self, f"act_{name}"))
             m.d.comb += (inner.eq(outer) if unit.signature.members[name].flow == wiring.In
                          else outer.eq(inner))
 

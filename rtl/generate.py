@@ -165,6 +165,7 @@ def generate(
     stream_weights: bool = False,
     tile_words: int | None = None,
     spike_word_bits: int | None = None,
+    stream_ddr: bool = False,
     ultraram: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Generate ``stepvit_accel.v``, ``stepvit_accel.il`` and ``report.json`` in ``out_dir``.
@@ -207,6 +208,10 @@ def generate(
         The widest word of a spike map (:class:`~stepvit.rtl.top.StepvitAccel`): a token's
         spikes wider than this are held as several words. The report says
         ``spike_word_bits``, only where given (default: one word a token).
+    stream_ddr : bool
+        ``stream_weights`` only: the residual stream is in DDR
+        (:class:`~stepvit.rtl.top.StepvitAccel`); the report's ``activations`` gives the
+        activation buffer's bytes and word, only then.
     ultraram : collection of str
         The memories placed in UltraRAM (:func:`stepvit.rtl.sizing.place_ultraram`, by the
         sizing model's names): each is marked ``ram_style = "ultra"``
@@ -234,7 +239,7 @@ def generate(
                               data_width=data_width, max_burst=max_burst,
                               widths=widths, stream_weights=stream_weights,
                               tile_words=tile_words, spike_word_bits=spike_word_bits,
-                              ultraram=ultraram)
+                              stream_ddr=stream_ddr, ultraram=ultraram)
     except ValueError as error:  # a parameter the design refuses, such as the lane count
         raise StepvitError(f"cannot build the accelerator: {error}") from None
     verilog_text = to_verilog(design)
@@ -285,5 +290,9 @@ def generate(
                                       "depth": tiles.depth,
                                       "word_bytes": tiles.word_bytes,
                                       "bytes_per_image": tiles.bytes_per_image}
+        if stream_ddr:
+            unit = design.core.stream_unit
+            report["activations"] = {"bytes": unit.words * unit.word_bytes,
+                                     "word_bytes": unit.word_bytes, "words": unit.words}
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -60,6 +60,9 @@ STATUS_FRAME_ERROR = 1 << 1
 STATUS_WEIGHTS_LOADED = 1 << 2
 STATUS_WEIGHTS_ERROR = 1 << 3
 STATUS_WEIGHTS_LOADING = 1 << 4
+#: A design whose stream is in DDR only: the last image's stream traffic went wrong (an AXI
+#: error response on the activation buffer, or reads that disagree with the passes).
+STATUS_STREAM_ERROR = 1 << 5
 
 #: Bits of the ``CONTROL`` register.
 CONTROL_CLEAR_ERROR = 1 << 0
@@ -103,13 +106,28 @@ DDR_REGISTERS: tuple[Register, ...] = (
              "stream); it overlaps the core's waits in time"),
 )
 
+#: The registers a design whose residual stream is in DDR (``stream_ddr``) adds, past the
+#: mask registers' room.
+STREAM_REGISTERS: tuple[Register, ...] = (
+    Register("ACTIVATIONS_ADDR", 0x800, "rw",
+             "byte address of the activation buffer in DDR (32 bits, a multiple of a beat; "
+             "ACTIVATION_BYTES bytes the accelerator reads and writes while it computes)"),
+    Register("ACTIVATION_BYTES", 0x804, "r",
+             "bytes the activation buffer takes: the residual stream of every step"),
+    Register("STREAM_STALLS", 0x808, "r",
+             "cycles the core waited for the stream's reads or write room since reset "
+             "(wraps)"),
+)
+
 #: Where a design keeps its parameters: ``rom`` (baked into the bitstream from one export)
 #: or ``ddr`` (RAMs filled from a weight image in DDR: one bitstream per shape).
 WEIGHT_MODES = ("rom", "ddr")
 
 
-def registers_for(weights: str) -> tuple[Register, ...]:
+def registers_for(weights: str, stream_ddr: bool = False) -> tuple[Register, ...]:
     """Return the registers of a design whose parameters are ``weights`` (``rom``/``ddr``).
+
+    ``stream_ddr``: the design keeps its residual stream in DDR (:data:`STREAM_REGISTERS`).
 
     Raises
     ------
@@ -118,7 +136,8 @@ def registers_for(weights: str) -> tuple[Register, ...]:
     """
     if weights not in WEIGHT_MODES:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_MODES)}, not {weights!r}")
-    return REGISTERS + (DDR_REGISTERS if weights == "ddr" else ())
+    return (REGISTERS + (DDR_REGISTERS if weights == "ddr" else ())
+            + (STREAM_REGISTERS if stream_ddr else ()))
 
 
 #: Bits of ``BATCH`` that count: a batch holds at most ``2**BATCH_BITS - 1`` frames.
@@ -136,7 +155,8 @@ def offset(name: str) -> int:
     Parameters
     ----------
     name : str
-        A register name from :data:`REGISTERS` or :data:`DDR_REGISTERS`, or ``MASK<i>``
+        A register name from :data:`REGISTERS`, :data:`DDR_REGISTERS` or
+        :data:`STREAM_REGISTERS`, or ``MASK<i>``
         for module ``i``'s mask.
 
     Raises
@@ -146,7 +166,7 @@ def offset(name: str) -> int:
     """
     if name.startswith("MASK") and name[4:].isdigit():
         return MASK_BASE + 4 * int(name[4:])
-    for register in REGISTERS + DDR_REGISTERS:
+    for register in REGISTERS + DDR_REGISTERS + STREAM_REGISTERS:
         if register.name == name:
             return register.offset
     raise KeyError(f"no accelerator register named {name!r}")

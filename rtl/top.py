@@ -23,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from stepvit.model.export import Export
 from stepvit.rtl.axi_reader import AXI_READ_MEMBERS, connect_axi_read
+from stepvit.rtl.axi_writer import AXI_WRITE_MEMBERS
 from stepvit.rtl.axil import RegisterFile, axi_lite_signature
 from stepvit.rtl.core import StepvitCore
 from stepvit.rtl.core_plan import CorePlan
@@ -38,6 +39,7 @@ from stepvit.rtl.protocol import (
     CONTROL_LOAD_WEIGHTS,
     STATUS_BUSY,
     STATUS_FRAME_ERROR,
+    STATUS_STREAM_ERROR,
     STATUS_WEIGHTS_ERROR,
     STATUS_WEIGHTS_LOADED,
     STATUS_WEIGHTS_LOADING,
@@ -77,11 +79,13 @@ DEFAULT_MAX_BURST = 16
 WEIGHTS_ADDR_BITS = 32
 
 
-def top_signature(loader: WeightLoader | None = None) -> wiring.Signature:
+def top_signature(loader: WeightLoader | None = None,
+                  writes: dict[str, wiring.Member] | None = None) -> wiring.Signature:
     """Return the flat, Vivado-named port list of ``stepvit_accel``.
 
     With ``loader`` (a ``weights="ddr"`` design) the list gains its AXI4 read channels as
-    ``m_axi_*`` (master side).
+    ``m_axi_*`` (master side); with ``writes`` (a design whose stream is in DDR) the AXI4
+    write channels too (``m_axi_aw*``, ``m_axi_w*``, ``m_axi_b*``): one AXI4 master.
     """
     members: dict[str, wiring.Member] = {
         "aclk": In(1),
@@ -100,6 +104,8 @@ def top_signature(loader: WeightLoader | None = None) -> wiring.Signature:
     if loader is not None:
         for name in AXI_MASTER_PORTS:
             members[f"m_axi_{name}"] = loader.signature.members[name]
+    for name, member in (writes or {}).items():
+        members[f"m_axi_{name}"] = member
     return wiring.Signature(members)
 
 
@@ -149,6 +155,12 @@ class StepvitAccel(wiring.Component):
         several words (segments) and the core's walk logic is this wide
         (``StepvitCore(spike_word_bits=...)``, :class:`~stepvit.rtl.core_plan.CoreGeometry`);
         default: one word a token.
+    stream_ddr : bool
+        ``stream_weights`` only: the core keeps the residual stream in DDR, not on chip
+        (``StepvitCore(stream_ddr=True)``, :mod:`stepvit.rtl.stream_ddr`): its reads share
+        the tiles' port, its writes are ``m_axi``'s write channels, the host gives it an
+        activation buffer of ``ACTIVATION_BYTES`` at ``ACTIVATIONS_ADDR``, and
+        ``STREAM_STALLS`` reads the cycles the core waited for it.
     ultraram : collection of str
         The memories placed in UltraRAM (:func:`stepvit.rtl.sizing.place_ultraram`, by the
         sizing model's names): each is marked ``ram_style = "ultra"``
@@ -161,7 +173,8 @@ class StepvitAccel(wiring.Component):
     s_axis_* , m_axis_*, s_axil_*
         Image words in, result words out, registers (see :func:`top_signature`).
     m_axi_*
-        ``"ddr"`` only: the weight loader's AXI4 read address and read data channels.
+        ``"ddr"`` only: the weight loader's AXI4 read address and read data channels (and
+        the stream's write channels, ``stream_ddr``).
     """
 
     def __init__(self, export: Export, *, lanes: int, core: wiring.Component | None = None,
@@ -170,7 +183,7 @@ class StepvitAccel(wiring.Component):
                  max_burst: int = DEFAULT_MAX_BURST,
                  widths: dict[str, int] | None = None, stream_weights: bool = False,
                  tile_words: int | None = None,
-                 spike_word_bits: int | None = None,
+                 spike_word_bits: int | None = None, stream_ddr: bool = False,
                  ultraram: frozenset[str] = frozenset()) -> None:
         if lanes < 1:
             raise ValueError(f"lanes must be at least 1, not {lanes}")
@@ -179,7 +192,11 @@ class StepvitAccel(wiring.Component):
         if stem_chunk_major and not export.arch.get("stem"):
             raise ValueError("stem_chunk_major is for an export with a convolutional stem")
         export = export.at_widths(widths)  # the datapath, the memories and the ports
-        self.registers = registers_for(weights)
+        if stream_ddr and not stream_weights:
+            raise ValueError("stream_ddr needs stream_weights (the stream's reads share "
+                             "the tiles' port)")
+        self.registers = registers_for(weights, stream_ddr)
+        self.stream_ddr = stream_ddr
         self.weights = weights
         self.loader = None
         parameters = None
@@ -200,17 +217,20 @@ class StepvitAccel(wiring.Component):
                                stem_chunk_major=stem_chunk_major, weights=weights,
                                stream_weights=stream_weights, data_width=data_width,
                                max_burst=max_burst, tile_words=tile_words,
-                               spike_word_bits=spike_word_bits, ultraram=ultraram)
+                               spike_word_bits=spike_word_bits, stream_ddr=stream_ddr,
+                               ultraram=ultraram)
         tile_axi = ({name: self.loader.signature.members[name] for name in AXI_READ_MEMBERS}
                     if stream_weights else None)
-        if core.signature != core_signature(export, parameters, tile_axi):
+        writes = ({name: core.signature.members[f"act_{name}"] for name in AXI_WRITE_MEMBERS}
+                  if stream_ddr else None)
+        if core.signature != core_signature(export, parameters, tile_axi, writes):
             raise ValueError("core does not have the core_signature of this export")
         self.export = export
         self.lanes = lanes
         self.core = core
         self.image_words = image_words(export)
         self.packet_words = packet_words(export.arch["num_classes"], len(export.layer_names()))
-        super().__init__(top_signature(self.loader))
+        super().__init__(top_signature(self.loader, writes))
         self._annotate_interfaces()
 
     def _annotate_interfaces(self) -> None:
@@ -327,6 +347,20 @@ class StepvitAccel(wiring.Component):
             m.d.comb += [self.core.weights_base.eq(registers.weights_addr),
                          registers.weight_stalls.eq(self.core.weight_stalls),
                          registers.stem_weight_stalls.eq(self.core.stem_weight_stalls)]
+            if self.stream_ddr:
+                core = self.core
+                m.d.comb += [
+                    core.activations_base.eq(registers.activations_addr),
+                    registers.activation_bytes.eq(core.stream_unit.words
+                                                  * core.stream_unit.word_bytes),
+                    registers.stream_stalls.eq(core.stream_stalls),
+                    registers.status[_bit_index(STATUS_STREAM_ERROR)].eq(core.stream_error),
+                ]
+                for name in AXI_WRITE_MEMBERS:
+                    inner, port = getattr(core, f"act_{name}"), getattr(self, f"m_axi_{name}")
+                    m.d.comb += (inner.eq(port)
+                                 if core.signature.members[f"act_{name}"].flow == In
+                                 else port.eq(inner))
         else:
             connect_axi_read(m, loader, lambda name: getattr(self, f"m_axi_{name}"))
         m.d.comb += [

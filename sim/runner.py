@@ -148,6 +148,10 @@ class Simulation:
         The widest word of the core's spike maps (a token's spikes wider than this are held
         as several words); default: a ``design.json`` in ``build_dir``'s, else one word a
         token.
+    stream_ddr : bool
+        ``stream_weights`` only: the residual stream is in DDR; :meth:`ddr_config` gives the
+        testbench an activation buffer (the ``ddr_weights`` test's results then count the
+        stream's stalls and the beats written).
     """
 
     def __init__(
@@ -155,7 +159,7 @@ class Simulation:
         simulator: str = "icarus", weights: str = "rom", board: str = DEFAULT_DDR_BOARD,
         widths: dict[str, int] | None = None, stream_weights: bool = False,
         tile_words: int | None = None, stem_chunk_major: bool = False,
-        spike_word_bits: int | None = None,
+        spike_word_bits: int | None = None, stream_ddr: bool = False,
     ) -> None:
         from cocotb_tools.runner import get_runner
 
@@ -186,8 +190,11 @@ class Simulation:
                           with_rtlil=False, stem_lanes=stem_lanes_of(self.build_dir),
                           stem_chunk_major=self.stem_chunk_major, weights=weights,
                           widths=widths, stream_weights=stream_weights,
-                          tile_words=tile_words, spike_word_bits=self.spike_word_bits, **axi)
+                          tile_words=tile_words, spike_word_bits=self.spike_word_bits,
+                          stream_ddr=stream_ddr, **axi)
         self.packet_words = report["packet_words"]
+        #: The activation buffer's bytes (a design whose stream is in DDR), else None.
+        self.activation_bytes = report.get("activations", {}).get("bytes")
         self.runner = get_runner(simulator)
         # Amaranth writes Verilog-2005; as SystemVerilog (the runner's -g2012) Icarus gives
         # the initial values of its registers no event at time 0, and the combinational
@@ -323,6 +330,12 @@ class Simulation:
         config["ddr"] = {"board": self.board, "image": image.image.hex(), "address": address,
                          "checksum": image.checksum, "flip": flip,
                          "flip_after_load": flip_after_load, "late_masks": late_masks}
+        if self.activation_bytes is not None:
+            # the activation buffer after the image, on a page of its own
+            config["registers"]["ACTIVATION_BYTES"] = self.activation_bytes
+            config["ddr"]["activations"] = {
+                "address": (address + len(image.image) + 8191) // 4096 * 4096,
+                "bytes": self.activation_bytes}
         return config
 
     def run(self, test: str, config: dict[str, Any]) -> dict[str, Any]:

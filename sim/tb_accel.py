@@ -42,13 +42,14 @@ from stepvit.rtl.protocol import (
     ERROR_CLASS,
     STATUS_BUSY,
     STATUS_FRAME_ERROR,
+    STATUS_STREAM_ERROR,
     STATUS_WEIGHTS_ERROR,
     STATUS_WEIGHTS_LOADED,
     offset,
     packet_mismatches,
     word_names,
 )
-from stepvit.sim.axi_memory import AxiReadMemory
+from stepvit.sim.axi_memory import AxiReadMemory, AxiWriteMemory
 
 #: Cycles a weight load may take, per beat of the image, before the test calls it hung.
 LOAD_CYCLES_PER_BEAT = 8
@@ -445,12 +446,21 @@ async def ddr_weights(dut: Any) -> None:
     bench = Bench(dut, config)
     image = bytes.fromhex(figures["image"])
     address = figures["address"]
-    memory = np.zeros(address + len(image), dtype=np.uint8)
-    memory[address:] = np.frombuffer(image, dtype=np.uint8)
+    activations = figures.get("activations")
+    end = address + len(image)
+    if activations is not None:  # the stream in DDR: random bytes until written
+        end = max(end, activations["address"] + activations["bytes"])
+    memory = np.random.default_rng(7).integers(0, 256, end, dtype=np.uint8)
+    memory[address:address + len(image)] = np.frombuffer(image, dtype=np.uint8)
     if figures.get("flip") is not None:
         memory[address + figures["flip"]] ^= 0xFF
-    ddr = AxiReadMemory.from_board(load_board(figures["board"]), dut, dut.aclk, memory)
+    board = load_board(figures["board"])
+    ddr = AxiReadMemory.from_board(board, dut, dut.aclk, memory)
     cocotb.start_soon(ddr.run())
+    writes = None
+    if activations is not None:  # the write port on the same bytes
+        writes = AxiWriteMemory.from_board(board, dut, dut.aclk, ddr.memory)
+        cocotb.start_soon(writes.run())
     await bench.reset()
     marks: dict[str, int] = {}
 
@@ -468,6 +478,8 @@ async def ddr_weights(dut: Any) -> None:
                 for index in range(len(config["trained_masks"]))
                 if (value := await bench.read(f"MASK{index}")) != every_step]
     await bench.write("WEIGHTS_ADDR", address)
+    if activations is not None:
+        await bench.write("ACTIVATIONS_ADDR", activations["address"])
     late = bool(figures.get("late_masks"))
     frames = config["frames"]
     if not late:
@@ -495,6 +507,8 @@ async def ddr_weights(dut: Any) -> None:
         failures.append(f"WEIGHTS_CHECKSUM {checksum:016x}, the image's "
                         f"{figures['checksum']:016x}")
     failures += [f"DDR: {violation}" for violation in ddr.violations]
+    failures += [f"DDR writes: {violation}"
+                 for violation in (writes.violations if writes is not None else [])]
     for name, value in config["registers"].items():
         got = await bench.read(name)
         if got != value:
@@ -506,7 +520,15 @@ async def ddr_weights(dut: Any) -> None:
     counters = ddr.counters
     weight_stalls = await bench.read("WEIGHT_STALLS")
     stem_weight_stalls = await bench.read("STEM_WEIGHT_STALLS")
+    stream = {}
+    if writes is not None:
+        status = await bench.read("STATUS")
+        if status & STATUS_STREAM_ERROR:
+            failures.append(f"STATUS {status:#x}: the stream's DDR traffic failed")
+        stream = {"stream_stalls": await bench.read("STREAM_STALLS"),
+                  "written_beats": writes.counters.beats}
     Path(config["results"]).write_text(json.dumps({
+        **stream,
         "weight_stalls": weight_stalls, "stem_weight_stalls": stem_weight_stalls,
         "packets": packets, "failures": failures, "checksum": checksum, "status": status,
         "load_cycles": marks.get("ready", 0) - marks.get("request", 0),
