@@ -27,6 +27,9 @@ into a ``pynq.allocate`` buffer, writes its address to ``WEIGHTS_ADDR``, starts 
 (``CONTROL_LOAD_WEIGHTS``), polls ``STATUS`` with a deadline, compares the accelerator's
 checksum with the file's (``image_checksum``) and writes the export's masks (the design
 resets them to every step active). Swapping a model is opening another export of the shape.
+An overlay whose residual stream is in DDR (``overlay.json``'s ``stream_ddr``) also gets an
+activation buffer of ``ACTIVATION_BYTES`` (a register of the design), allocated once, its
+address written to ``ACTIVATIONS_ADDR`` before the first load.
 
 pynq is imported when the backend is opened: off a board it is either missing or finds
 no device, and both end in one clear :class:`StepvitError`; so does a board process
@@ -228,6 +231,7 @@ class PynqAccelerator(Accelerator):
         self._frame_words = frame_words
         self._packet_words = result_words(export)
         self._weights: Any = None
+        self._activations: Any = None
         bitfile, _ = overlay_files(overlay)
         self.description = overlay_description(bitfile)
         #: ``"ddr"``: the overlay loads the export's weight image; ``"rom"``: it holds them.
@@ -359,6 +363,8 @@ class PynqAccelerator(Accelerator):
                 f"build ({self._design_label()}), which writes the export's image for that "
                 f"build's design")
         expected = image_checksum(image)
+        if self.description.get("stream_ddr") and self._activations is None:
+            self._give_activations(pynq)
         try:
             self._weights = pynq.allocate(shape=(len(image),), dtype=np.uint8)
         except RuntimeError as error:
@@ -391,6 +397,31 @@ class PynqAccelerator(Accelerator):
                 f"{path} has 0x{expected:016x}: the image was corrupted on its way to the "
                 f"accelerator; open the export again to reload it")
         self._apply_budget(self.budget)  # the design reset its masks to every step active
+
+    def _give_activations(self, pynq: Any) -> None:
+        """Allocate the activation buffer the design's stream lives in; write its address.
+
+        Raises
+        ------
+        StepvitError
+            If the design asks for no bytes (an overlay.json that says ``stream_ddr`` over a
+            bitstream without the stream in DDR), or the buffer cannot be allocated, or its
+            address does not read back.
+        """
+        size = self.read_register("ACTIVATION_BYTES")
+        if size == 0:
+            raise StepvitError("overlay.json says the residual stream is in DDR, but the "
+                               "accelerator's ACTIVATION_BYTES reads 0: the bitstream is not "
+                               "that design's; build the overlay again")
+        try:
+            self._activations = pynq.allocate(shape=(size,), dtype=np.uint8)
+        except RuntimeError as error:
+            raise StepvitError(f"cannot allocate the activation buffer ({size} bytes): "
+                               f"{error}") from None
+        address = int(self._activations.physical_address)
+        self.write_register("ACTIVATIONS_ADDR", address)
+        if self.read_register("ACTIVATIONS_ADDR") != address:
+            raise StepvitError(f"ACTIVATIONS_ADDR does not read back 0x{address:08x}")
 
     def read_register(self, name: str) -> int:
         """Return the accelerator register called ``name`` (``rtl/protocol.py``)."""
@@ -573,9 +604,10 @@ class PynqAccelerator(Accelerator):
         self.close()
 
     def _release(self) -> None:
-        for buffer in (self._frames, self._packets, self._weights):
+        for buffer in (self._frames, self._packets, self._weights, self._activations):
             if buffer is not None:
                 buffer.freebuffer()
         self._frames = None
         self._packets = None
         self._weights = None
+        self._activations = None

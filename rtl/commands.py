@@ -54,6 +54,11 @@ def rtl_arguments(parser: argparse.ArgumentParser) -> None:
                              "layer's weights from the loaded image in DDR into a "
                              "double-buffered tile while the layer before computes (default: "
                              "the --build folder's ddr design's choice, else off)")
+    parser.add_argument("--stream-ddr", action="store_true", default=None,
+                        help="with --stream-weights: keep the residual stream in DDR, not on "
+                             "chip: each layer reads it ahead and writes it behind through "
+                             "FIFOs, in an activation buffer the host gives the accelerator "
+                             "(default: the --build folder's ddr design's choice, else off)")
     parser.add_argument("--tile-words", type=int, default=None, metavar="N",
                         help="with --stream-weights: the most weight words of one tile (a "
                              "layer's weights are fetched in slices of output channels that "
@@ -114,6 +119,9 @@ def rtl(args: argparse.Namespace) -> int:
     if args.stream_weights and args.weights != "ddr":
         raise StepvitError("--stream-weights: a rom design holds its weights on chip; the "
                            "option is for --weights ddr")
+    if args.stream_ddr and not args.stream_weights:
+        raise StepvitError("--stream-ddr: the stream's reads share the streamed tiles' AXI "
+                           "port; the option is for --weights ddr --stream-weights")
     if args.tile_words is not None and not args.stream_weights:
         raise StepvitError("--tile-words: the size of a streamed weight tile; the option is "
                            "for --weights ddr --stream-weights")
@@ -132,7 +140,7 @@ def rtl(args: argparse.Namespace) -> int:
     # what the options ask (a stale ddr design in the folder fills in what they leave open)
     asked_lanes, stream_weights, tile_words = args.lanes, args.stream_weights, args.tile_words
     stem_chunk_major, board_name = args.stem_chunk_major, args.board
-    spike_word_bits = args.spike_word_bits
+    spike_word_bits, stream_ddr = args.spike_word_bits, args.stream_ddr
     axi = {"data_width": DEFAULT_DATA_WIDTH, "max_burst": DEFAULT_MAX_BURST}
     widths = None
     if args.weights == "ddr":
@@ -148,7 +156,7 @@ def rtl(args: argparse.Namespace) -> int:
         held = ddr_design_to_reuse(build, export, args.lanes, axi,
                                    None if args.width_margin is None else widths,
                                    args.stream_weights, args.stem_chunk_major,
-                                   args.spike_word_bits)
+                                   args.spike_word_bits, args.stream_ddr)
         if held is not None and not held[1]:
             return _reuse_ddr_build(build, export, held[0])
         if held is not None:
@@ -163,6 +171,8 @@ def rtl(args: argparse.Namespace) -> int:
                 stream_weights = bool(design.get("stream_weights"))
             if stream_weights and tile_words is None:
                 tile_words = design.get("tile_words")
+            if stream_ddr is None:
+                stream_ddr = bool(design.get("stream_ddr"))
             if stem_chunk_major is None:
                 stem_chunk_major = bool(design.get("stem_chunk_major"))
             if spike_word_bits is None:
@@ -184,6 +194,8 @@ def rtl(args: argparse.Namespace) -> int:
                     if stream_weights else {})
         if stem_chunk_major:
             streamed["stem_chunk_major"] = True
+        if stream_ddr:
+            streamed["stream_ddr"] = True
         try:
             best, estimates = choose_lanes(export, board, pace, **streamed,
                                            spike_word_bits=spike_word_bits)
@@ -214,17 +226,19 @@ def rtl(args: argparse.Namespace) -> int:
     ddr = axi if args.weights == "ddr" else None
     stream, chunk_major = bool(stream_weights), bool(stem_chunk_major)
     tile_words = tile_words if stream else None
+    stream_ddr = bool(stream_ddr) and stream
     check_spike_word_bits(export, lanes, spike_word_bits)
     # on a board with UltraRAM, the memories the sizing placed there (rtl/ram_style.py)
     ultraram = built.ultraram if chosen is not None else frozenset()
     report = generate(export, build, lanes=lanes, stem_lanes=stem_lanes,
                       stem_chunk_major=chunk_major, weights=args.weights, widths=widths,
                       stream_weights=stream, tile_words=tile_words,
-                      spike_word_bits=spike_word_bits, ultraram=ultraram, **(ddr or {}))
+                      spike_word_bits=spike_word_bits, stream_ddr=stream_ddr,
+                      ultraram=ultraram, **(ddr or {}))
     record_design(build, export, lanes, None if chosen is None else chosen["board"],
                   stem_lanes=stem_lanes, ddr=ddr, widths=widths, stream_weights=stream,
                   tile_words=tile_words, stem_chunk_major=chunk_major,
-                  spike_word_bits=spike_word_bits)
+                  spike_word_bits=spike_word_bits, stream_ddr=stream_ddr)
     copy = None
     if ddr is not None:
         copy = copy_export_image(export, build, lanes=lanes, data_width=ddr["data_width"],
@@ -246,6 +260,8 @@ def rtl(args: argparse.Namespace) -> int:
                        export_weight_image=str(copy))
         if stream:
             summary["weight_tiles"] = report["weight_tiles"]
+        if stream_ddr:
+            summary["activations"] = report["activations"]
     if chosen is not None:
         summary["sizing"] = chosen
     print(json.dumps({"verilog": f"{build}/{VERILOG_FILE}", **summary}, indent=2))
@@ -256,7 +272,8 @@ def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
                         axi: dict[str, int], widths: dict[str, int] | None = None,
                         stream_weights: bool | None = None,
                         stem_chunk_major: bool | None = None,
-                        spike_word_bits: int | None = None
+                        spike_word_bits: int | None = None,
+                        stream_ddr: bool | None = None
                         ) -> tuple[dict[str, Any], bool] | None:
     """Return the ddr design in ``build`` that ``export`` reuses, and whether it is stale.
 
@@ -271,8 +288,9 @@ def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
     ones ``--width-margin`` asks for; ``None``: not asked, any that fit), its streaming
     of the weights (``stream_weights``; ``None``: not asked, either) and its stem's schedule
     (``stem_chunk_major``; ``None``: not asked, the held one) and its spike maps' widest
-    word (``spike_word_bits``; ``None``: not asked, the held one) are those asked for and
-    the generator has not changed since.
+    word (``spike_word_bits``; ``None``: not asked, the held one) and where its stream is
+    (``stream_ddr``; ``None``: not asked, the held one) are those asked for and the
+    generator has not changed since.
 
     Raises
     ------
@@ -303,6 +321,9 @@ def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
     if stream_weights and not design.get("stream_weights"):
         raise StepvitError(f"{held} that holds its weights on chip; --stream-weights asks for "
                            f"one that streams them (use another --build)")
+    if stream_ddr and not design.get("stream_ddr"):
+        raise StepvitError(f"{held} that keeps its residual stream on chip; --stream-ddr "
+                           f"asks for one that keeps it in DDR (use another --build)")
     if stem_chunk_major and not design.get("stem_chunk_major"):
         raise StepvitError(f"{held} whose stem runs step by step; --stem-chunk-major asks for "
                            f"one that runs chunk by chunk (use another --build)")
@@ -336,7 +357,8 @@ def _reuse_ddr_build(build: Path, export: Export, design: dict[str, Any]) -> int
                   ddr={"data_width": data_width, "max_burst": int(design["max_burst"])},
                   widths=widths, stream_weights=bool(design.get("stream_weights")),
                   tile_words=design.get("tile_words"), stem_chunk_major=chunk_major,
-                  spike_word_bits=design.get("spike_word_bits"))
+                  spike_word_bits=design.get("spike_word_bits"),
+                  stream_ddr=bool(design.get("stream_ddr")))
     copy = copy_export_image(export, build, lanes=lanes, data_width=data_width, widths=widths,
                              stem_lanes=stem_lanes, stem_chunk_major=chunk_major)
     print(json.dumps({"verilog": f"{build}/{VERILOG_FILE}", "reused": True,

@@ -32,6 +32,12 @@ from typing import Any, NamedTuple
 from stepvit.model.export import Export
 from stepvit.rtl.core_plan import CoreGeometry, CorePlan
 from stepvit.rtl.pace import SamplePace
+from stepvit.rtl.stream_ddr import (
+    WRITE_FIFO_WORDS,
+    default_read_fifo_words,
+    stream_word_width,
+)
+from stepvit.rtl.top import DEFAULT_MAX_BURST
 
 #: Logic LUTs of a design: ``fixed + per_lane * lanes + per_walk_bit * walk_bits``, fitted
 #: to Yosys's ``synth_xilinx -abc9`` (docs/results/: the Fashion-MNIST shape at 8, 16
@@ -242,8 +248,8 @@ def memory_granularity(plan: CorePlan) -> dict[str, int]:
             "spikes_hidden": lanes, "head_counts": lanes * plan.geometry.count_bits}
 
 
-def memory_shapes(plan: CorePlan, *, stream_data_width: int | None = None
-                  ) -> dict[str, tuple[int, int]]:
+def memory_shapes(plan: CorePlan, *, stream_data_width: int | None = None,
+                  stream_ddr: bool = False) -> dict[str, tuple[int, int]]:
     """Return ``name -> (width, depth)`` of the core's memories (rtl/core_memories.py).
 
     The spike maps are a segment wide and hold every segment of a token's spikes
@@ -253,6 +259,9 @@ def memory_shapes(plan: CorePlan, *, stream_data_width: int | None = None
     ``stream_data_width``: a core that streams its weights over AXI beats of this many bits
     (``stream_weights``): no weight memory, but the tile buffer's two banks of the plan's
     largest tile, each word the weight word padded to whole beats (``tile_banks``).
+    ``stream_ddr`` (with it): the residual stream is in DDR (rtl/stream_ddr.py): no stream
+    buffer, but the read FIFO (``stream_reads``: words padded to whole beats) and the write
+    FIFO (``stream_writes``), at the AXI port's longest burst :data:`DEFAULT_MAX_BURST`.
     """
     g = plan.geometry
     lanes, bits = g.lanes, g.bits
@@ -276,11 +285,24 @@ def memory_shapes(plan: CorePlan, *, stream_data_width: int | None = None
         "embed_current": (bits["embed_current"] * lanes,
                           2 if g.stem_modules else g.tokens * g.dim_chunks),
         "membranes": (bits["membrane"] * lanes, g.tokens * g.dim_chunks),
-        **{name: (bits["stream"] * lanes, steps_tokens * g.dim_chunks)
-           for name in (("stream0", "stream1") if g.stream_buffers == 2 else ("stream",))},
+        **(_stream_fifos(plan, stream_data_width) if stream_ddr else
+           {name: (bits["stream"] * lanes, steps_tokens * g.dim_chunks)
+            for name in (("stream0", "stream1") if g.stream_buffers == 2 else ("stream",))}),
         **{f"kv{slot}": (bits["attention"] * g.head_dim, g.t_max * g.kv_rows)
            for slot in range(g.parallel_heads)},
     }
+
+
+def _stream_fifos(plan: CorePlan, data_width: int | None) -> dict[str, tuple[int, int]]:
+    """Return the shapes of the FIFOs of a stream kept in DDR (:func:`memory_shapes`)."""
+    if data_width is None:
+        raise ValueError("stream_ddr needs stream_data_width (the stream's reads share the "
+                         "tiles' port)")
+    word = stream_word_width(plan, data_width)
+    values = plan.geometry.bits["stream"] * plan.geometry.lanes
+    return {"stream_reads": (word, default_read_fifo_words(word // data_width,
+                                                           DEFAULT_MAX_BURST)),
+            "stream_writes": (values, WRITE_FIFO_WORDS)}
 
 
 def dense_events(geometry: CoreGeometry) -> int:
@@ -344,7 +366,7 @@ class DesignEstimate:
 
 def core_resources(export: Export, lanes: int, *, stream_data_width: int | None = None,
                    tile_words: int | None = None, spike_word_bits: int | None = None,
-                   stem_chunk_major: bool = False) -> PartResources:
+                   stem_chunk_major: bool = False, stream_ddr: bool = False) -> PartResources:
     """Return the core's dense events, LUTs, block RAM and UltraRAM on ``lanes`` lanes.
 
     ``stream_data_width``, ``tile_words``: a core that streams its weights
@@ -353,7 +375,9 @@ def core_resources(export: Export, lanes: int, *, stream_data_width: int | None 
     (:class:`~stepvit.rtl.core_plan.CorePlan`): their segmented shapes, and a walk as wide
     as a segment (:data:`LUT_MODEL`'s ``per_word_bit``). ``stem_chunk_major``: a
     chunk-major stem's core, with one buffer of the residual stream (two with a step-major
-    stem: ``CoreGeometry.stream_buffers``).
+    stem: ``CoreGeometry.stream_buffers``). ``stream_ddr`` (with ``stream_data_width``):
+    the residual stream in DDR (:func:`memory_shapes`), its unit's logic
+    :data:`STREAM_DDR_LUTS`.
 
     Raises
     ------
@@ -363,7 +387,8 @@ def core_resources(export: Export, lanes: int, *, stream_data_width: int | None 
     plan = CorePlan(export, lanes=lanes, contents=False, tile_words=tile_words,
                     spike_word_bits=spike_word_bits, stem_chunk_major=stem_chunk_major)
     geometry = plan.geometry
-    shapes = memory_shapes(plan, stream_data_width=stream_data_width).items()
+    shapes = memory_shapes(plan, stream_data_width=stream_data_width,
+                           stream_ddr=stream_ddr).items()
     granularity = memory_granularity(plan)
     memories = {name: MemoryShape(width, depth, name in ROMS, granularity.get(name))
                 for name, (width, depth) in shapes}
@@ -377,7 +402,9 @@ def core_resources(export: Export, lanes: int, *, stream_data_width: int | None 
            + (LUT_MODEL["per_walk_bit"] - LUT_MODEL["per_word_bit"]) * geometry.walk_bits
            + LUT_MODEL["per_parallel_lane"] * (geometry.parallel_heads - 1) * geometry.head_dim
            + sum(memory.lutram_luts for memory in memories.values())
-           + (STREAM_LUTS if stream_data_width is not None else 0))
+           + (STREAM_LUTS if stream_data_width is not None else 0)
+           + (STREAM_DDR_LUTS["fixed"] + STREAM_DDR_LUTS["per_lane"] * lanes
+              if stream_ddr else 0))
     return PartResources(dense_events(geometry), lut,
                          sum(memory.bram36 for memory in memories.values()), memories)
 
@@ -387,6 +414,14 @@ def core_resources(export: Export, lanes: int, *, stream_data_width: int | None 
 #: default's 32 + 8 lane ddr design gave 26,867 logic LUTs with ``--stream-weights``
 #: against 26,608 without (docs/ddr-dataflow.md).
 STREAM_LUTS = 260
+
+#: Logic LUTs the residual stream's DDR unit adds (rtl/stream_ddr.py: its run generator,
+#: reader, writer, FIFO control and credits; its FIFOs' distributed RAM is the memories'
+#: ``lutram_luts``), fixed and a lane: fitted to Yosys (``synth_xilinx``, flattened) of the
+#: unit alone at Spikformer-4-384's widths on 8, 16 and 32 lanes, 669, 824 and 1,124 logic
+#: LUTs (and 236, 436 and 840 of distributed RAM, which the memories' model gives within 4 %)
+#: (docs/ddr-dataflow.md).
+STREAM_DDR_LUTS = {"fixed": 520, "per_lane": 19}
 
 #: LUTs a stem design adds besides the stem engine's own (:mod:`stepvit.rtl.stem_sizing`,
 #: fitted to the engine alone): its pixel loader, the front's two stream buffers and the
@@ -473,19 +508,19 @@ def has_uram(board: dict[str, Any]) -> bool:
 def estimate(export: Export, lanes: int, board: dict[str, Any], *,
              stem_lanes: int | None = None, stream_data_width: int | None = None,
              tile_words: int | None = None, stem_chunk_major: bool = False,
-             spike_word_bits: int | None = None) -> DesignEstimate:
+             spike_word_bits: int | None = None, stream_ddr: bool = False) -> DesignEstimate:
     """Return the estimate of ``export`` on ``lanes`` lanes against ``board``'s budget.
 
     With a convolutional stem, its engine has ``stem_lanes`` lanes (default ``lanes``) and
     runs chunk-major with ``stem_chunk_major`` (:func:`stem_resources`).
     ``stream_data_width``, ``tile_words``: a core that streams its weights
     (:func:`core_resources`); with both, the stem's tap weights stream too, as
-    ``stepvit rtl`` builds it. ``spike_word_bits``: the core's spike maps' widest word
-    (:func:`core_resources`).
+    ``stepvit rtl`` builds it. ``spike_word_bits``: the core's spike maps' widest word;
+    ``stream_ddr``: the residual stream in DDR (:func:`core_resources`).
     """
     core = core_resources(export, lanes, stream_data_width=stream_data_width,
                           tile_words=tile_words, spike_word_bits=spike_word_bits,
-                          stem_chunk_major=stem_chunk_major)
+                          stem_chunk_major=stem_chunk_major, stream_ddr=stream_ddr)
     if not export.arch.get("stem"):
         return _combine(lanes, core, None, None, board)
     stem_lanes = stem_lanes or lanes
@@ -524,7 +559,7 @@ def _lanes_for_words(export: Export, widest: int, spike_word_bits: int | None) -
 def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None = None, *,
                  stream_data_width: int | None = None, tile_words: int | None = None,
                  stem_chunk_major: bool = False,
-                 spike_word_bits: int | None = None
+                 spike_word_bits: int | None = None, stream_ddr: bool = False
                  ) -> tuple[DesignEstimate, list[DesignEstimate]]:
     """Return the fastest fitting design, and every estimate.
 
@@ -537,6 +572,7 @@ def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None 
     ``sample_pace(export, chunk_major=True)``). ``spike_word_bits``: the core's spike
     maps' widest word (:func:`core_resources`); only the lane counts it can cut the spike
     words at are weighed (a multiple of the lanes, :class:`~stepvit.rtl.core_plan.CoreGeometry`).
+    ``stream_ddr``: the residual stream in DDR (:func:`core_resources`).
 
     Raises
     ------
@@ -550,7 +586,7 @@ def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None 
     # is refused by the plan, with the layer named)
     cores = {lanes: core_resources(export, lanes, stream_data_width=stream_data_width,
                                    tile_words=tile_words, spike_word_bits=spike_word_bits,
-                                   stem_chunk_major=stem_chunk_major)
+                                   stem_chunk_major=stem_chunk_major, stream_ddr=stream_ddr)
              for lanes in _lanes_for_words(export, widest, spike_word_bits)}
     if arch.get("stem"):
         from stepvit.model.export.stem import stem_stages

