@@ -31,6 +31,13 @@ set accel_ddr_ports {
     m_axi_arvalid m_axi_arready m_axi_araddr m_axi_arlen m_axi_arsize m_axi_arburst
     m_axi_rdata m_axi_rvalid m_axi_rready m_axi_rresp m_axi_rlast
 }
+# The write channels an accelerator whose residual stream is in DDR adds to the same m_axi
+# master (stepvit rtl --stream-ddr): all of them when m_axi_awaddr is there, none otherwise.
+set accel_ddr_write_ports {
+    m_axi_awvalid m_axi_awready m_axi_awaddr m_axi_awlen m_axi_awsize m_axi_awburst
+    m_axi_wvalid m_axi_wready m_axi_wdata m_axi_wstrb m_axi_wlast
+    m_axi_bvalid m_axi_bready m_axi_bresp
+}
 
 proc stepvit_fail {message} {
     puts "ERROR: stepvit overlay: $message"
@@ -82,6 +89,13 @@ if {$accel_ddr} {
     foreach port $accel_ddr_ports {
         if {![regexp "(input|output)\[^;\]*\\m$port\\M" $accel_text]} {
             stepvit_fail "stepvit_accel in $verilog has m_axi_araddr but no port $port"
+        }
+    }
+    if {[regexp {(input|output)[^;]*\mm_axi_awaddr\M} $accel_text]} {
+        foreach port $accel_ddr_write_ports {
+            if {![regexp "(input|output)\[^;\]*\\m$port\\M" $accel_text]} {
+                stepvit_fail "stepvit_accel in $verilog has m_axi_awaddr but no port $port"
+            }
         }
     }
     if {![info exists ddr_port] || ![info exists ddr_width]} {

@@ -60,6 +60,37 @@ def ddr_verilog(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     return made
 
 
+def tcl_ddr_write_ports() -> list[str]:
+    text = (BOARDS_DIR / "common" / "stepvit_overlay.tcl").read_text()
+    return re.search(r"set accel_ddr_write_ports \{(.*?)\}", text, re.S).group(1).split()
+
+
+@pytest.fixture(scope="module")
+def stream_ddr_verilog(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The accelerator whose residual stream is in DDR: m_axi reads and writes."""
+    build = tmp_path_factory.mktemp("stream-ddr")
+    assert main(["rtl", str(export_dir), "--build", str(build), "--lanes", str(LANES),
+                 "--weights", "ddr", "--board", "pynq-z2", "--stream-weights",
+                 "--stream-ddr"]) == 0
+    return build / "stepvit_accel.v"
+
+
+def test_the_tcl_expects_exactly_the_write_ports_a_stream_in_ddr_adds(
+        tmp_path: Path, stream_ddr_verilog: Path) -> None:
+    ports = top_ports(stream_ddr_verilog.read_text())
+    assert sorted(ports) == sorted(tcl_ports() + tcl_ddr_ports() + tcl_ddr_write_ports())
+    process, log, _ = run_stubbed(tmp_path, "pynq-z2", stream_ddr_verilog)
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert re.search(r"/m_axi$", log, re.M)  # the one master, reads and writes, on the HP port
+    broken = tmp_path / "broken" / "stepvit_accel.v"
+    broken.parent.mkdir()
+    broken.write_text(re.sub(r"(input|output)\s+(\[[^\]]*\]\s*)?m_axi_bresp\s*;", "",
+                             stream_ddr_verilog.read_text()))
+    process, _, _ = run_stubbed(tmp_path / "broken", "pynq-z2", broken)
+    assert process.returncode == 1
+    assert "has m_axi_awaddr but no port m_axi_bresp" in process.stdout
+
+
 def test_the_tcl_expects_exactly_the_m_axi_ports_the_generator_emits(ddr_verilog):
     assert tcl_ddr_ports() == DDR_PORTS
     for verilog in ddr_verilog.values():

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from amaranth.sim import Simulator
 from test_core_golden import TINY, mismatches
 from test_stem_engine import stem_export
 
 from stepvit.model.export import load_export
 from stepvit.model.golden import GoldenModel
 from stepvit.rtl.core import StepvitCore
-from stepvit.rtl.core_plan import Operand, Sink
+from stepvit.rtl.core_plan import CorePlan, Operand, Sink
 from stepvit.rtl.core_sim import DdrFigures, simulate_core
-from stepvit.rtl.stream_ddr import stream_passes
+from stepvit.rtl.ddr_model import DdrModel, expected_words
+from stepvit.rtl.stream_ddr import StreamDdr, stream_passes
 
 
 def runs_against_golden(export, images, masks, lanes, ddr=None, **options):
@@ -105,3 +107,69 @@ def test_a_stem_design_with_two_stream_buffers_cannot_keep_its_stream_in_ddr(
     export, lanes = stem_export(tmp_path, 0)
     with pytest.raises(ValueError, match="stream_ddr needs one stream buffer"):
         StepvitCore(export, lanes=lanes, stream_ddr=True)
+
+
+def test_a_pass_that_leaves_words_unread_or_takes_one_not_there_is_an_error(
+        tmp_path, random_export) -> None:
+    """The unit alone: a pass of every chunk at step 0 reads tokens x chunks words; closed
+    after half of them are taken, its error rises; so does a take from an empty FIFO."""
+    export = load_export(random_export(tmp_path, seed=1, **TINY))
+    plan = CorePlan(export, lanes=4)
+    unit = StreamDdr(plan=plan, data_width=64, max_burst=4)
+    memory = np.random.default_rng(3).integers(0, 256, unit.words * unit.word_bytes + 64,
+                                               dtype=np.uint8)
+    ddr = DdrModel(memory, 8, latency=5, interval=1, seed=1)
+    words = plan.geometry.tokens * plan.geometry.dim_chunks
+    seen = {}
+
+    async def bench(ctx) -> None:
+        ctx.set(unit.open, 1)
+        ctx.set(unit.reads, 1)
+        ctx.set(unit.steps, 1)
+        ctx.set(unit.chunks, plan.geometry.dim_chunks)
+        await ctx.tick()
+        ctx.set(unit.open, 0)
+        taken, cycle = [], 0
+        while len(taken) < words // 2:
+            ddr.cycle(ctx, unit, cycle)
+            ctx.set(unit.take, ctx.get(unit.word_valid))
+            if ctx.get(unit.word_valid):
+                taken.append(ctx.get(unit.word_data))
+            await ctx.tick()
+            cycle += 1
+        ctx.set(unit.take, 0)
+        seen["before"] = ctx.get(unit.error)
+        ctx.set(unit.close, 1)
+        await ctx.tick()
+        ctx.set(unit.close, 0)
+        seen["unread"] = ctx.get(unit.error)
+        ctx.set(unit.clear, 1)
+        await ctx.tick()
+        ctx.set(unit.clear, 0)
+        seen["cleared"] = ctx.get(unit.error)
+        seen["taken"] = taken
+        while ctx.get(unit.word_valid) or not ctx.get(unit.reads_done):  # drain the pass
+            ddr.cycle(ctx, unit, cycle)
+            ctx.set(unit.take, ctx.get(unit.word_valid))
+            await ctx.tick()
+            cycle += 1
+        ctx.set(unit.take, 1)  # nothing left to take
+        await ctx.tick()
+        seen["empty"] = ctx.get(unit.error)
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen["taken"] == [value & ((1 << plan.geometry.bits["stream"] * 4) - 1)
+                             for value in expected_words(memory, 0, words // 2, unit.word_bytes)]
+    assert (seen["before"], seen["unread"], seen["cleared"], seen["empty"]) == (0, 1, 0, 1)
+
+
+def test_a_pass_that_skips_empty_words_cannot_touch_the_stream(tmp_path, random_export) -> None:
+    export = load_export(random_export(tmp_path, seed=1, **TINY))
+    plan = CorePlan(export, lanes=4)
+    index = stream_passes(plan)[0]
+    plan.passes[index] = {**plan.passes[index], "skip_empty": 1}
+    with pytest.raises(ValueError, match=f"pass {index} touches the stream but does not close"):
+        stream_passes(plan)

@@ -19,6 +19,7 @@ from stepvit.rtl.sizing import (
     memory_lutram_luts,
     memory_shapes,
 )
+from stepvit.rtl.stream_ddr import WRITE_FIFO_WORDS, StreamDdr
 from stepvit.rtl.synth import board_parameters
 
 SHAPE = dict(image_shape=[1, 4, 4], patch=2, dim=8, heads=2, depth=1, mlp_dim=16,
@@ -371,3 +372,31 @@ def test_the_papers_network_fits_the_pynq_z2_at_8_4_lanes_with_its_activations_i
     assert bram > bram_budget >= left and lut <= lut_budget
     lut, _, left = resources(16, 12)
     assert lut > lut_budget
+
+
+def test_a_stream_in_ddr_trades_its_buffer_for_two_fifos_and_the_units_logic(
+        tmp_path, random_export) -> None:
+    """With ``stream_ddr`` the core has no stream buffer but its unit's read FIFO (words
+    padded to whole beats, enough for the latency) and write FIFO, in distributed RAM, and
+    the unit's logic; nothing else changes."""
+    export = load_export(random_export(tmp_path, seed=0, image_shape=[1, 16, 16], patch=4,
+                                       dim=64, heads=4, depth=2, mlp_dim=256, num_classes=10,
+                                       t_max=4))
+    plan = CorePlan(export, lanes=16, contents=False, tile_words=256)
+    held = memory_shapes(plan, stream_data_width=64)
+    in_ddr = memory_shapes(plan, stream_data_width=64, stream_ddr=True)
+    word = plan.geometry.bits["stream"] * 16
+    assert held["stream"] == (word, plan.geometry.t_max * plan.geometry.tokens * 4)
+    assert in_ddr["stream_reads"] == (-(-word // 64) * 64, StreamDdr(plan=plan).read_fifo_words)
+    assert in_ddr["stream_writes"] == (word, WRITE_FIFO_WORDS)
+    assert {k: v for k, v in held.items() if k != "stream"} == \
+        {k: v for k, v in in_ddr.items() if not k.startswith("stream_")}
+    core = sizing.core_resources(export, 16, stream_data_width=64, tile_words=256)
+    ddr = sizing.core_resources(export, 16, stream_data_width=64, tile_words=256,
+                                stream_ddr=True)
+    assert ddr.bram36 == core.bram36 - core.memories["stream"].bram36 < core.bram36
+    fifos = ddr.memories["stream_reads"].lutram_luts + ddr.memories["stream_writes"].lutram_luts
+    logic = sizing.STREAM_DDR_LUTS["fixed"] + 16 * sizing.STREAM_DDR_LUTS["per_lane"]
+    assert ddr.lut == core.lut - core.memories["stream"].lutram_luts + fifos + logic
+    with pytest.raises(ValueError, match="stream_ddr needs stream_data_width"):
+        memory_shapes(plan, stream_ddr=True)
