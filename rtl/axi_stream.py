@@ -5,7 +5,7 @@ a pass that reads a region of activations in order (the residual stream, a spike
 its words from a FIFO this reader keeps filled, where the design now reads an on-chip
 buffer. Its write half is :class:`~stepvit.rtl.axi_writer.AxiBurstWriter`. Built alone and
 tested against the DDR model of ``rtl/ddr_model.py`` (tests/rtl/test_axi_stream.py);
-no design wires it yet.
+the residual stream's reads in a design that keeps it in DDR (:mod:`stepvit.rtl.stream_ddr`).
 
 - **Credit**: a burst is requested only when the FIFO has room for its beats besides those
   already requested and not yet pushed, so ``rready`` stays high and the bus never waits

@@ -5,7 +5,8 @@ to build", item 2: the activations through DDR): a run of words, offered one at 
 a valid/ready stream (a FIFO's read side), goes to a byte address over the AXI write
 channels (``aw*``, ``w*``, ``b*``). Built alone and tested against a DDR model with
 latency and backpressure (tests/rtl/test_axi_writer.py) and against the cocotb memory of
-``sim/axi_memory.py`` (tests/sim/test_axi_writer_verilog.py); no design wires it yet.
+``sim/axi_memory.py`` (tests/sim/test_axi_writer_verilog.py); the residual stream's writes
+in a design that keeps it in DDR (:mod:`stepvit.rtl.stream_ddr`).
 
 - **Bursts**: INCR bursts of at most ``max_burst`` beats, never across a 4 KB boundary,
   the same bursts :class:`~stepvit.rtl.axi_reader.AxiBurstReader` reads a run in.

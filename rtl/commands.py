@@ -227,6 +227,10 @@ def rtl(args: argparse.Namespace) -> int:
     stream, chunk_major = bool(stream_weights), bool(stem_chunk_major)
     tile_words = tile_words if stream else None
     stream_ddr = bool(stream_ddr) and stream
+    if stream_ddr and export.arch.get("stem") and not chunk_major:
+        raise StepvitError("--stream-ddr: a stem design keeps the one stream buffer that DDR "
+                           "replaces only when its stem runs chunk by chunk; add "
+                           "--stem-chunk-major")
     check_spike_word_bits(export, lanes, spike_word_bits)
     # on a board with UltraRAM, the memories the sizing placed there (rtl/ram_style.py)
     ultraram = built.ultraram if chosen is not None else frozenset()

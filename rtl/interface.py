@@ -82,11 +82,11 @@ def core_signature(export: Export,
     walk_hold : In(1)
         Pause the walk this cycle: it issues no event and takes no word (a pass's
         activations not yet arrived from DDR would hold it). The results are the same,
-        later by the cycles held. No source drives it in the accelerator yet (it stays low):
-        it is the hook an activation read from DDR needs (docs/ddr-dataflow.md).
+        later by the cycles held. The accelerator leaves it low (a test's hook); a core
+        whose stream is in DDR holds its walk itself (``stream_stalls``).
     walk_held : Out(1)
-        The walk is held this cycle while it runs a pass (each such cycle delays the run by
-        one).
+        The walk is held this cycle while it runs a pass, by ``walk_hold`` or by the stream
+        in DDR (each such cycle delays the run by one).
     parameters : In(parameters_signature(parameters))
         With ``parameters`` only: the memories' write sides, driven by the weight loader.
     weights_base : In(32)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stepvit.host import cli
 from stepvit.model.export import Export, load_export
 from stepvit.rtl.generate import memories_of, to_verilog
 from stepvit.rtl.top import StepvitAccel
@@ -91,3 +92,16 @@ def test_a_stem_designs_stream_in_ddr_is_bit_exact(tmp_path: Path, random_export
         export, images, export.budget_mask(None)))
     assert not results["failures"]
     assert results["written_beats"] > 0
+
+
+def test_rtl_refuses_a_stream_in_ddr_beside_a_step_major_stem(
+        tmp_path: Path, random_export, capsys: pytest.CaptureFixture) -> None:
+    export = random_export(tmp_path / "stem", image_shape=STEM_SHAPE, patch=1, dim=8,
+                           stem=STEM, seed=1)
+    argv = ["rtl", str(export), "--build", str(tmp_path / "build"), "--lanes", str(LANES),
+            "--weights", "ddr", "--stream-weights", "--stream-ddr"]
+    assert cli.main(argv) == 2
+    assert "--stream-ddr: a stem design keeps the one stream buffer" in capsys.readouterr().err
+    assert cli.main(argv[:2] + ["--stream-ddr", "--build", str(tmp_path / "rom")]) == 2
+    assert "--stream-ddr: the stream's reads share the streamed tiles'" in \
+        capsys.readouterr().err
