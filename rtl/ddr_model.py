@@ -27,7 +27,9 @@ class DdrModel:
     Each burst's beats start ``latency`` cycles after its request is taken and follow one
     per ``interval`` cycles, in order; ``arready`` is high with chance ``arready_rate`` and
     a due beat waits a cycle with chance ``rvalid_gap``; ``bad`` byte addresses answer
-    SLVERR.
+    SLVERR. A burst's bytes are read as its request is taken (a read overtakes every write
+    not yet answered, as AXI allows: a master must wait for a write's response before it
+    reads what the write wrote).
     """
 
     def __init__(self, memory: np.ndarray, beat_bytes: int, *, latency: int, interval: int,
@@ -38,7 +40,8 @@ class DdrModel:
         self.rng = np.random.default_rng(seed)
         self.bad = bad
         self.arready_rate, self.rvalid_gap = arready_rate, rvalid_gap
-        self.beats: deque[tuple[int, int, bool]] = deque()  # (due cycle, address, last)
+        # (due cycle, address, last, data read as the request was taken)
+        self.beats: deque[tuple[int, int, bool, int]] = deque()
         self.bursts: list[tuple[int, int, int, int]] = []  # (address, arlen, arsize, burst)
         self.next_free = 0
 
@@ -53,9 +56,9 @@ class DdrModel:
         ctx.set(port.arready, arready)
         due = self.beats and self.beats[0][0] <= cycle
         if due and self.rng.random() >= self.rvalid_gap:
-            _, address, last = self.beats[0]
+            _, address, last, data = self.beats[0]
             ctx.set(port.rvalid, 1)
-            ctx.set(port.rdata, self.beat_data(address))
+            ctx.set(port.rdata, data)
             ctx.set(port.rlast, int(last))
             ctx.set(port.rresp, SLVERR if address in self.bad else 0)
         else:
@@ -66,8 +69,9 @@ class DdrModel:
                                 ctx.get(port.arburst)))
             start = max(cycle + self.latency, self.next_free)
             for i in range(length):
-                self.beats.append((start + i * self.interval,
-                                   address + i * self.beat_bytes, i == length - 1))
+                where = address + i * self.beat_bytes
+                self.beats.append((start + i * self.interval, where, i == length - 1,
+                                   self.beat_data(where)))
             self.next_free = start + length * self.interval
         if ctx.get(port.rvalid) and ctx.get(port.rready):
             self.beats.popleft()
@@ -79,8 +83,10 @@ class DdrWriteModel:
     ``awready`` and ``wready`` are high with chance ``ready_rate`` each, independently (a
     beat may come before its burst's address, as AXI allows); the beats go to the bursts in
     order, and a burst's response is offered ``latency`` cycles after its last beat, in
-    order, OKAY, or SLVERR if one of its beats' addresses is in ``bad``. Whatever breaks
-    the bus's rules is recorded in ``violations``.
+    order, OKAY, or SLVERR if one of its beats' addresses is in ``bad``. A burst's bytes
+    land in the memory only as its response is offered (AXI promises a write visible to a
+    read only after its response, so a master that reads before it reads what was there
+    before). Whatever breaks the bus's rules is recorded in ``violations``.
     """
 
     def __init__(self, memory: np.ndarray, beat_bytes: int, *, latency: int, seed: int,
@@ -91,9 +97,10 @@ class DdrWriteModel:
         self.max_burst = max_burst
         self.rng = np.random.default_rng(seed)
         self.bursts: list[tuple[int, int, int, int]] = []  # (address, awlen, awsize, burst)
-        self.open: deque[list[int]] = deque()  # [address, beats, beats taken, error]
+        self.open: deque[list] = deque()  # [address, beats, beats taken, error, bytes]
         self.data: deque[tuple[int, int, int]] = deque()  # beats before their address
-        self.responses: deque[tuple[int, int]] = deque()  # (due cycle, bresp)
+        # (due cycle, bresp, the burst's (address, bytes) to land as the response is offered)
+        self.responses: deque[tuple[int, int, list]] = deque()
         self.violations: list[str] = []
         self.written = 0
 
@@ -101,7 +108,7 @@ class DdrWriteModel:
         """Write the waiting beats into the bursts they belong to, in order."""
         while self.open and self.data:
             burst = self.open[0]
-            address, beats, taken, _ = burst
+            address, beats, taken = burst[:3]
             data, strobe, last = self.data.popleft()
             where = address + taken * self.beat_bytes
             if strobe != (1 << self.beat_bytes) - 1:
@@ -109,14 +116,15 @@ class DdrWriteModel:
             if last != (taken == beats - 1):
                 self.violations.append(f"beat at {where:#x}: wlast {last} on beat {taken} "
                                        f"of {beats}")
-            self.memory[where:where + self.beat_bytes] = np.frombuffer(
-                data.to_bytes(self.beat_bytes, "little"), dtype=np.uint8)
+            burst[4].append((where, np.frombuffer(data.to_bytes(self.beat_bytes, "little"),
+                                                  dtype=np.uint8)))
             self.written += 1
             burst[3] |= where in self.bad
             burst[2] = taken + 1
             if burst[2] == beats:
                 self.open.popleft()
-                self.responses.append((cycle + self.latency, SLVERR if burst[3] else 0))
+                self.responses.append((cycle + self.latency, SLVERR if burst[3] else 0,
+                                       burst[4]))
 
     def cycle(self, ctx, port, cycle: int) -> None:
         """Drive ``port``'s AXI write channels for one cycle (before the clock edge)."""
@@ -125,6 +133,10 @@ class DdrWriteModel:
         ctx.set(port.awready, awready)
         ctx.set(port.wready, wready)
         due = self.responses and self.responses[0][0] <= cycle
+        if due:  # the burst's bytes land as its response is offered (once)
+            for where, data in self.responses[0][2]:
+                self.memory[where:where + self.beat_bytes] = data
+            self.responses[0][2].clear()
         ctx.set(port.bvalid, int(bool(due)))
         ctx.set(port.bresp, self.responses[0][1] if due else 0)
         if due and ctx.get(port.bready):
@@ -139,7 +151,7 @@ class DdrWriteModel:
                 self.violations.append(f"burst at {address:#x}: crosses a 4 KB boundary")
             if 1 << size != self.beat_bytes or kind != 0b01:
                 self.violations.append(f"burst at {address:#x}: size {size}, type {kind}")
-            self.open.append([address, awlen + 1, 0, False])
+            self.open.append([address, awlen + 1, 0, False, []])
         if ctx.get(port.wvalid) and wready:
             self.data.append((ctx.get(port.wdata), ctx.get(port.wstrb), ctx.get(port.wlast)))
         self._match(cycle)
