@@ -55,6 +55,20 @@ def virtual(exports: dict[str, Export], tmp_path_factory: pytest.TempPathFactory
     return copied_overlay(root / "overlay", root / "virtual")
 
 
+def check_budgets(accel, export: Export, images: np.ndarray, budgets=(None, 1)) -> None:
+    """Run ``images`` at each budget (``None``: the trained mask); hold every result to the
+    export's golden model: logits, classes, spike totals."""
+    golden = GoldenModel(export)
+    for budget in budgets:
+        if budget is not None:
+            accel.set_budget(budget)
+        result = accel.infer(images)
+        expected = golden.run(images, budget=budget)
+        assert np.array_equal(result.logits, expected.logits.numpy()), (export.path, budget)
+        assert np.array_equal(result.predicted, expected.predicted.numpy())
+        assert np.array_equal(result.spike_totals, expected.layer_spike_totals().numpy())
+
+
 @pytest.mark.slow
 def test_two_models_of_one_shape_run_bit_exact_on_one_overlay(
         exports: dict[str, Export], virtual: Path, tmp_path: Path) -> None:
@@ -63,19 +77,10 @@ def test_two_models_of_one_shape_run_bit_exact_on_one_overlay(
     with emulated_pynq(tmp_path) as pynq:
         for name in ("a", "b"):
             export = exports[name]
-            golden = GoldenModel(export)
             with open_accelerator("pynq", export, overlay=virtual, timeout_s=30) as accel:
                 assert accel.weights == "ddr"
                 loads[name] = pynq.emulation["board"].accel.ddr_stats()
-                for budget in (None, 1):
-                    if budget is not None:
-                        accel.set_budget(budget)
-                    result = accel.infer(images)
-                    expected = golden.run(images, budget=budget)
-                    assert np.array_equal(result.logits, expected.logits.numpy()), (name, budget)
-                    assert np.array_equal(result.predicted, expected.predicted.numpy())
-                    assert np.array_equal(result.spike_totals,
-                                          expected.layer_spike_totals().numpy())
+                check_budgets(accel, export, images)
         with pytest.raises(StepvitError, match=(
                 rf"shape hash 0x{exports['a'].shape_hash:08x}, but the export .* has shape hash "
                 rf"0x{exports['other'].shape_hash:08x}: build an overlay for that shape")):
