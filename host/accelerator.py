@@ -58,6 +58,9 @@ class InferenceResult:
     stem_weight_stall_cycles : int or None
         Cycles the stem waited for its tap tiles over the batch (``STEM_WEIGHT_STALLS``'s
         rise; they overlap the core's in time); ``None`` where the design does not stream.
+    stream_stall_cycles : int or None
+        Cycles the core waited for its residual stream over the batch (``STREAM_STALLS``'s
+        rise), on a design that keeps the stream in DDR; ``None`` elsewhere.
     """
 
     logits: np.ndarray
@@ -68,6 +71,7 @@ class InferenceResult:
     stream_cycles: int | None = None
     weight_stall_cycles: int | None = None
     stem_weight_stall_cycles: int | None = None
+    stream_stall_cycles: int | None = None
 
 
 class Accelerator(abc.ABC):

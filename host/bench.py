@@ -140,6 +140,9 @@ def bench_budget(accel: Accelerator, images: np.ndarray, budget: int,
     if result.stem_weight_stall_cycles is not None:
         # the stem's waits for its tap tiles (they overlap the core's in time)
         row["stem_weight_stall_cycles_per_image"] = result.stem_weight_stall_cycles / count
+    if result.stream_stall_cycles is not None:
+        # the core's waits for its residual stream (a design that keeps it in DDR)
+        row["stream_stall_cycles_per_image"] = result.stream_stall_cycles / count
     work = {key: float(values.mean()) for key, values in (expected.work or {}).items()
             if key in WORK_KEYS}
     row.update({f"{key}_per_image": value for key, value in work.items()})
@@ -204,6 +207,14 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         # a streamed stem's waits for its tap tiles overlap the core's (the stall column)
         lines.append("stem stall (cycles an image the stem waited for tap tiles): "
                      + ", ".join(f"budget {budget}: {value:.1f}" for budget, value in stem_stalls))
+    stream_stalls = [(row["budget"], row["stream_stall_cycles_per_image"]) for row in rows
+                     if row.get("stream_stall_cycles_per_image") is not None]
+    if stream_stalls:
+        # the residual stream in DDR: the walk's waits for its reads or write room, and the
+        # stem's tokens' for write room (apart from the weight tiles' stall column)
+        lines.append("stream stall (cycles an image the core waited for its residual stream "
+                     "in DDR): " + ", ".join(f"budget {budget}: {value:.1f}"
+                                             for budget, value in stream_stalls))
     sources = {row.get("cycles_of") for row in rows} - {None}
     if sources:
         lines += [("cycles: an image's share of the images streamed back to back (img/s at "

@@ -64,5 +64,6 @@ def test_two_models_run_bit_exact_with_their_stream_in_ddr(
                 assert board.ddr_writes
                 written = board.ddr_write_stats()["beats"]
                 check_budgets(accel, exports[name], images)
+                assert accel.infer(images[:1]).stream_stall_cycles > 0  # STREAM_STALLS's rise
                 stats = board.ddr_write_stats()
                 assert stats["beats"] > written and stats["error_beats"] == 0
