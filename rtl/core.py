@@ -758,14 +758,17 @@ class StepvitCore(wiring.Component):
                 with m.Elif(stem.buffer != buffer):
                     m.d.comb += port.en.eq(0)
         # The fired chunk goes into the target spike map: the chunk's lanes of its word (of
-        # the segment that holds them: FireStage.spike_address and spike_chunk).
+        # the segment that holds them: FireStage.spike_address and spike_chunk). The write
+        # enable is a decoder as wide as the word's chunks, not ``1 << spike_chunk``, whose
+        # shift is 2**len(spike_chunk) bits wide (65,536 at 8 lanes of Spikformer-4-384) and
+        # whose every bit the netlist's emission walks for every input bit.
         for source, port in memories.buffer_write.items():
             with m.If(fire.spike_write & (desc.target == source)):
                 chunks = memories.buffer_widths[source] // lanes
                 m.d.comb += [
                     port.addr.eq(fire.spike_address),
                     port.data.eq(Cat(*([fire.spikes] * chunks))),
-                    port.en.eq(1 << fire.spike_chunk),
+                    port.en.eq(Cat(*(fire.spike_chunk == k for k in range(chunks)))),
                 ]
 
 

@@ -6,9 +6,11 @@ chunk's heads. Every shape here cuts the ``dim`` words, the hidden layer's and (
 stem) the patches; logits, class and every layer's spike count must be the golden model's.
 """
 
+import re
+
 import numpy as np
 import pytest
-from amaranth.back import verilog
+from amaranth.back import rtlil, verilog
 from test_core_golden import mismatches
 
 from stepvit.model.export import load_export
@@ -136,3 +138,16 @@ def test_a_cut_patch_needs_whole_pixels(tmp_path, random_export):
     with pytest.raises(ValueError, match=r"multiple of the 8 bit planes of a pixel \(8\)$"):
         CoreGeometry.from_export(export, lanes=4, spike_word_bits=4)
     assert CoreGeometry.from_export(export, lanes=4, spike_word_bits=8).patch_segments == 4
+
+
+def test_no_shift_in_the_core_is_wider_than_its_widest_spike_word(tmp_path, random_export):
+    """The spike maps' write enables are a decoder as wide as a word's chunks: a shift
+    ``1 << spike_chunk`` is 2**len(spike_chunk) bits wide (65,536 at 8 lanes of
+    Spikformer-4-384, whose every bit Amaranth's netlist emission walked for every input
+    bit: `stepvit rtl` of the 8 + 4 design ran past 7 minutes; 60 s for its core now)."""
+    export = load_export(random_export(tmp_path, image_shape=(1, 8, 8), patch=2, dim=32,
+                                       heads=4, depth=1, mlp_dim=64, num_classes=5, t_max=3))
+    text = rtlil.convert(StepvitCore(export, lanes=8, spike_word_bits=16, tile_words=64))
+    shifts = re.findall(r"cell \$(?:shl|sshl|shift|shiftx) .*?parameter \\Y_WIDTH (\d+)", text,
+                        re.S)
+    assert shifts and max(int(width) for width in shifts) <= 64  # the widest word: 64 bits
