@@ -401,3 +401,22 @@ def test_a_stream_in_ddr_trades_its_buffer_for_two_fifos_and_the_units_logic(
     assert ddr.lut == core.lut - core.memories["stream"].lutram_luts + fifos + logic
     with pytest.raises(ValueError, match="stream_ddr needs stream_data_width"):
         memory_shapes(plan, stream_ddr=True)
+
+
+def test_rtl_board_sizes_a_stream_in_ddr_as_built(export_dir, tmp_path, capsys) -> None:
+    """`stepvit rtl --board ... --stream-ddr` weighs the design it builds: the estimate it
+    prints is the sizing model's with the stream in DDR, which counts its FIFOs' LUTs and
+    the unit's logic, not the stream's buffer."""
+    argv = ["rtl", str(export_dir), "--board", "pynq-z2", "--lanes", "4", "--weights", "ddr",
+            "--stream-weights"]
+    printed = []
+    for extra, build in (([], "held"), (["--stream-ddr"], "in-ddr")):
+        assert cli.main(argv + extra + ["--build", str(tmp_path / build)]) == 0
+        printed.append(json.loads(capsys.readouterr().out)["sizing"]["estimate"])
+    board = board_parameters("pynq-z2")
+    export = load_export(export_dir)
+    expected = [sizing.estimate(export, 4, board, stream_data_width=64, stream_ddr=in_ddr)
+                for in_ddr in (False, True)]
+    assert [(p["lut"], p["bram36"]) for p in printed] == \
+        [(e.lut, e.bram36) for e in expected]
+    assert printed[1]["lut"] > printed[0]["lut"]
