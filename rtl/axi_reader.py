@@ -20,7 +20,7 @@ against a memory model with latency and a bandwidth (tests/rtl/test_axi_reader.p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from amaranth.hdl import Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
@@ -75,16 +75,26 @@ class BeatsPerWord:
         return self._word_width // self._data_width
 
 
+def connect_axi(m: Module, master: wiring.Component, port_of: Callable[[str], Value],
+                names: Sequence[str], prefix: str = "") -> None:
+    """Connect ``master``'s AXI members ``prefix + name`` to ``port_of(name)``.
+
+    Each in its direction, for each of ``names`` (a master's members: ``arvalid`` out,
+    ``arready`` in, ...).
+    """
+    for name in names:
+        inner, port = getattr(master, prefix + name), port_of(name)
+        m.d.comb += (inner.eq(port) if master.signature.members[prefix + name].flow == In
+                     else port.eq(inner))
+
+
 def connect_axi_read(m: Module, reader: wiring.Component,
                      port_of: Callable[[str], Value]) -> None:
     """Connect ``reader``'s AXI read channels to ``port_of(name)``, each in its direction.
 
     ``reader`` has a master's members (``arvalid`` out, ``arready`` in, ...).
     """
-    for name in AXI_READ_MEMBERS:
-        inner, port = getattr(reader, name), port_of(name)
-        m.d.comb += (inner.eq(port) if reader.signature.members[name].flow == In
-                     else port.eq(inner))
+    connect_axi(m, reader, port_of, AXI_READ_MEMBERS)
 
 
 def forward_axi_read(m: Module, outer: wiring.Component, reader: wiring.Component) -> None:
@@ -262,6 +272,7 @@ def tree_sum(terms: list[Value], width: int) -> Value:
 
 
 __all__ = ["AXI_READ_MEMBERS", "AxiBurstReader", "BOUNDARY", "BURST_INCR", "BeatsPerWord",
+           "connect_axi",
            "assembled_word", "read_channels", "request_bursts",
            "burst_length", "check_shape", "connect_axi_read", "forward_axi_read", "times_constant",
            "tree_sum"]

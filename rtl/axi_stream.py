@@ -43,6 +43,14 @@ from stepvit.rtl.axi_reader import (
 )
 
 
+def least_fifo_words(per_word: int, max_burst: int) -> int:
+    """Return the fewest words of ``per_word`` beats a FIFO the credit works with holds.
+
+    A burst's beats besides a word's on their way (a burst may end inside a word).
+    """
+    return -(-(max_burst + per_word - 1) // per_word)
+
+
 def check_fifo(per_word: int, max_burst: int, fifo_words: int) -> None:
     """Refuse a FIFO the credit would never let the next burst into.
 
@@ -54,7 +62,7 @@ def check_fifo(per_word: int, max_burst: int, fifo_words: int) -> None:
     ValueError
         Naming the least ``fifo_words``.
     """
-    least = -(-(max_burst + per_word - 1) // per_word)
+    least = least_fifo_words(per_word, max_burst)
     if fifo_words < least:
         raise ValueError(f"fifo_words ({fifo_words}) must hold a burst of {max_burst} "
                          f"beats and a word begun: {least} words of {per_word} beats")
@@ -189,4 +197,4 @@ class AxiStreamReader(BeatsPerWord, wiring.Component):
         return m
 
 
-__all__ = ["AxiStreamReader", "check_fifo"]
+__all__ = ["AxiStreamReader", "check_fifo", "least_fifo_words"]

@@ -48,7 +48,12 @@ from amaranth.lib.memory import WritePort
 from stepvit.model.export import Export
 from stepvit.rtl.accumulate_stage import AccumulateStage
 from stepvit.rtl.axi_arbiter import AxiReadArbiter
-from stepvit.rtl.axi_reader import AXI_READ_MEMBERS, connect_axi_read, read_channels
+from stepvit.rtl.axi_reader import (
+    AXI_READ_MEMBERS,
+    connect_axi,
+    connect_axi_read,
+    read_channels,
+)
 from stepvit.rtl.axi_writer import AXI_WRITE_MEMBERS
 from stepvit.rtl.core_memories import CoreMemories, add_core_memories
 from stepvit.rtl.core_pipeline import RunState, select
@@ -546,13 +551,10 @@ class StepvitCore(wiring.Component):
         with m.If(walk.run & walk.hold & self._stream_hold(walk, run)):
             m.d.sync += self.stream_stalls.eq(self.stream_stalls + 1)
         readers = self._readers()
-        for name in (*read_channels(32, self._data_width), *AXI_WRITE_MEMBERS):
-            inner = getattr(unit, name)
-            outer = (self._arbiter.port(readers.index("stream"), name)
-                     if readers and name in AXI_READ_MEMBERS
-                     else getattr(self, f"act_{name}"))
-            m.d.comb += (inner.eq(outer) if unit.signature.members[name].flow == wiring.In
-                         else outer.eq(inner))
+        connect_axi(m, unit, lambda name: (
+            self._arbiter.port(readers.index("stream"), name)
+            if readers and name in AXI_READ_MEMBERS else getattr(self, f"act_{name}")),
+            (*AXI_READ_MEMBERS, *AXI_WRITE_MEMBERS))
 
     def _take_tile(self, m: Module, run: RunState, tiles: TileFetch, *, waiting: bool) -> None:
         """Go on to ``PRIME`` with the pass's tile (a pass without one: at once), or wait.

@@ -37,8 +37,13 @@ from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from stepvit.rtl.axi_reader import read_channels, times_constant
-from stepvit.rtl.axi_stream import AxiStreamReader
+from stepvit.rtl.axi_reader import (
+    connect_axi,
+    forward_axi_read,
+    read_channels,
+    times_constant,
+)
+from stepvit.rtl.axi_stream import AxiStreamReader, least_fifo_words
 from stepvit.rtl.axi_writer import AXI_WRITE_MEMBERS, AxiBurstWriter
 from stepvit.rtl.core_pipeline import constants
 from stepvit.rtl.core_plan import CorePlan, Operand, Sink
@@ -61,8 +66,8 @@ def default_read_fifo_words(per_word: int, max_burst: int) -> int:
     Enough to hide :data:`READ_LATENCY` cycles and two bursts, never fewer than a burst and
     a word begun (:func:`~stepvit.rtl.axi_stream.check_fifo`).
     """
-    least = -(-(max_burst + per_word - 1) // per_word)
-    return max(least, -(-(READ_LATENCY + 2 * max_burst) // per_word))
+    return max(least_fifo_words(per_word, max_burst),
+               -(-(READ_LATENCY + 2 * max_burst) // per_word))
 
 
 def stream_passes(plan: CorePlan) -> list[int]:
@@ -211,14 +216,8 @@ class StreamDdr(wiring.Component):
         m = Module()
         m.submodules.reader = reader = self._reader
         m.submodules.writer = writer = self._writer
-        for name in read_channels(32, self._data_width):
-            inner, outer = getattr(reader, name), getattr(self, name)
-            m.d.comb += (inner.eq(outer) if reader.signature.members[name].flow == In
-                         else outer.eq(inner))
-        for name in AXI_WRITE_MEMBERS:
-            inner, outer = getattr(writer, name), getattr(self, name)
-            m.d.comb += (inner.eq(outer) if writer.signature.members[name].flow == In
-                         else outer.eq(inner))
+        forward_axi_read(m, self, reader)
+        connect_axi(m, writer, lambda name: getattr(self, name), AXI_WRITE_MEMBERS)
         generating = self._runs(m, reader)
         self._reads(m, reader, generating)
         self._writes(m, writer)

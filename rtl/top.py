@@ -22,7 +22,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from stepvit.model.export import Export
-from stepvit.rtl.axi_reader import AXI_READ_MEMBERS, connect_axi_read
+from stepvit.rtl.axi_reader import AXI_READ_MEMBERS, connect_axi, connect_axi_read
 from stepvit.rtl.axi_writer import AXI_WRITE_MEMBERS
 from stepvit.rtl.axil import RegisterFile, axi_lite_signature
 from stepvit.rtl.core import StepvitCore
@@ -356,11 +356,8 @@ class StepvitAccel(wiring.Component):
                     registers.stream_stalls.eq(core.stream_stalls),
                     registers.status[_bit_index(STATUS_STREAM_ERROR)].eq(core.stream_error),
                 ]
-                for name in AXI_WRITE_MEMBERS:
-                    inner, port = getattr(core, f"act_{name}"), getattr(self, f"m_axi_{name}")
-                    m.d.comb += (inner.eq(port)
-                                 if core.signature.members[f"act_{name}"].flow == In
-                                 else port.eq(inner))
+                connect_axi(m, core, lambda name: getattr(self, f"m_axi_{name}"),
+                            AXI_WRITE_MEMBERS, prefix="act_")
         else:
             connect_axi_read(m, loader, lambda name: getattr(self, f"m_axi_{name}"))
         m.d.comb += [
