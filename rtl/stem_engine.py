@@ -217,17 +217,17 @@ class StemEngine(wiring.Component):
         # ones (the walker reads its next group of passes from them)
         m.submodules.sequencer = sequencer = GroupedWalker(width=len(passes))
         held = Signal(len(self.mask))
-        launch = self.start & ~sequencer.any
-        gated = Mux(launch, self.mask, held)
-        m.d.comb += sequencer.word.eq(Cat(*(self._gate(p, gated) for p in passes)))
+        # signals, not expressions: every pass's gate reads their bits
+        launch, gated = Signal(), Signal(len(self.mask))
+        m.d.comb += [launch.eq(self.start & ~sequencer.any),
+                     gated.eq(Mux(launch, self.mask, held))]
+        m.d.comb += sequencer.word.eq(Cat(*self._gates(m, passes, gated)))
         with m.If(launch):
             m.d.comb += sequencer.load.eq(1)
             m.d.sync += [held.eq(self.mask), bank.eq(self.bank)] + [
                 count.eq(0) for count in self.counts]
-        current = sequencer.index
-        kind = _table([PASS_KINDS.index(p.kind) for p in passes], current)
-        module = _table([max(p.module, 0) for p in passes], current)
-        step = _table([max(p.step, 0) for p in passes], current)
+        entry = self._pass_table(m, passes, sequencer.index)
+        kind, module, step = entry.kind, entry.module, entry.step
         is_tokens = sequencer.any & (kind == PASS_KINDS.index("tokens"))
         pass_done = Signal()
         m.d.comb += [self.busy.eq(sequencer.any), sequencer.step.eq(pass_done)]
@@ -237,43 +237,70 @@ class StemEngine(wiring.Component):
             m.d.comb += pass_done.eq(tokens_done)
         chunk = None
         if plan.chunk_major:
-            chunk = _table([p.chunk for p in passes], current)
+            chunk = entry.chunk
             for unit in self._units:
                 m.d.comb += [unit.chunk.eq(chunk), unit.map_step.eq(step)]
         waiting = None
         if self._tiles is not None:
-            waiting = self._take_tiles(m, passes, current,
+            waiting = self._take_tiles(m, entry.tile,
                                        sequencer.any & (kind == PASS_KINDS.index("scatter")))
         # stage 0's scatters walk one bit plane each
-        m.d.comb += self._units[0].plane.eq(_table([p.plane for p in passes], current))
+        m.d.comb += self._units[0].plane.eq(entry.plane)
         self._drive_units(m, sequencer.any, kind, module, pass_done, chunk, waiting)
         self._share_datapath(m, module)
         return m
 
-    def _take_tiles(self, m: Module, passes, current, scatter) -> Signal:
-        """Add the stem tile buffer; ask it for the running scatter's tile.
+    def _pass_table(self, m: Module, passes, index: Signal) -> data.View:
+        """Return the current pass's fields, read from one table of every pass.
+
+        One signal: a field used in many places is a wire, not a copy of the table (a
+        4,564-pass table read once for each use was 24 MB of Verilog).
+        """
+        tiles = self._tiles
+        rows = [{"kind": PASS_KINDS.index(p.kind), "module": max(p.module, 0),
+                 "step": max(p.step, 0), "chunk": p.chunk, "plane": p.plane,
+                 "tile": (tiles.index(max(p.module, 0), p.chunk)
+                          if tiles is not None and p.kind == "scatter" else 0)}
+                for p in passes]
+        layout = data.StructLayout({
+            name: unsigned(max(max(row[name] for row in rows).bit_length(), 1))
+            for name in rows[0]})
+        entry = Signal(layout, name="pass_entry")
+        m.d.comb += entry.eq(Array(Const(layout.const(row).as_value().value, layout.size)
+                                   for row in rows)[index])
+        return entry
+
+    def _take_tiles(self, m: Module, want, scatter) -> Signal:
+        """Add the stem tile buffer; ask it for the running scatter's tile ``want``.
 
         Returns "the scatter waits for its tile" (its unit is not started meanwhile).
         """
-        tiles, buffer = self._tiles, self.tile_buffer
+        buffer = self.tile_buffer
         m.submodules.tiles = buffer
         m.d.comb += [buffer.mask.eq(self.mask), buffer.need.eq(scatter),
-                     buffer.want.eq(_table([tiles.index(max(p.module, 0), p.chunk)
-                                            if p.kind == "scatter" else 0 for p in passes],
-                                           current)),
+                     buffer.want.eq(want),
                      buffer.read_addr.eq(self._conv.tile_addr),
                      self._conv.tile_data.eq(buffer.read_data)]
         return buffer.waiting
 
-    def _gate(self, stem_pass, mask: Signal):
-        """Return the pass's gate as logic on the mask bits (1 for the tokens)."""
-        t_max = self._plan.t_max
-        gate = Const(1, 1)
-        for module, step in stem_pass.gate:
-            gate = gate & mask[module * t_max + step]
-        for module, step in stem_pass.masked:
-            gate = gate & ~mask[module * t_max + step]
-        return gate
+    def _gates(self, m: Module, passes, mask: Signal) -> list:
+        """Return every pass's gate as logic on the mask bits (1 for the tokens).
+
+        Passes of one gate share one signal: the chunks of a module repeat its steps' gates.
+        """
+        t_max, shared, gates = self._plan.t_max, {}, []
+        for stem_pass in passes:
+            key = (tuple(stem_pass.gate), tuple(stem_pass.masked))
+            if key not in shared:
+                gate = Const(1, 1)
+                for module, step in stem_pass.gate:
+                    gate = gate & mask[module * t_max + step]
+                for module, step in stem_pass.masked:
+                    gate = gate & ~mask[module * t_max + step]
+                shared[key] = Signal(name=f"gate{len(shared)}")
+                m.d.comb += shared[key].eq(gate)
+            gates.append(shared[key])
+        return gates
 
     def _drive_units(self, m: Module, running: Signal, kind, module, pass_done: Signal,
                      chunk=None, waiting=None) -> None:
@@ -465,12 +492,6 @@ def lif_bases(plan: StemPlan) -> list[int]:
     """Return each module's first word in the biases and thresholds RAMs (modules in order)."""
     return [sum(plan.chunks(before) for before in range(index))
             for index in range(len(plan.stages))]
-
-
-def _table(values: list[int], index: Signal):
-    """Return ``values[index]`` as a constant table."""
-    bits = max(max(values, default=0).bit_length(), 1)
-    return Array(Const(v, unsigned(bits)) for v in values)[index]
 
 
 def stream_words(values: np.ndarray, lanes: int, bits: int) -> list[int]:

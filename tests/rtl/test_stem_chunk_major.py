@@ -3,6 +3,7 @@ golden model: the engine's stream, counts and cycles, and the whole core's resul
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 from amaranth.hdl import Fragment
 from test_core_golden import mismatches
 from test_core_stem import images_of
@@ -91,6 +92,24 @@ def test_chunk_major_passes_are_module_then_chunk_then_step(tmp_path):
     assert order == sorted(order)
     assert len(order) == plan.t_max * sum(plan.chunks(i) for i in range(len(plan.stages)))
     assert [p.kind for p in plan.passes()[-plan.t_max:]] == ["tokens"] * plan.t_max
+
+
+def test_the_engine_reads_its_pass_table_once(tmp_path):
+    """Every field of the current pass (its kind, module, step, chunk, plane, tile) comes
+    from one table of the passes, read into one signal, and passes of one gate share one
+    gate: the engine's own cells do not grow with its passes.
+    Read once a use, the table was copied some 70 times a pass: 24 MB of the 8 + 4
+    Spikformer design's 30 MB of Verilog, which Yosys and Verilator could not finish."""
+    export, _ = stem_export(tmp_path, 0)
+    owns, passes = [], []
+    for lanes in (1, 2):  # 240 and 147 passes
+        plan, engine = chunk_major_engine(export, lanes)
+        own = rtlil.convert(engine).split("\nmodule ")[1]  # the engine's, not its units'
+        assert own.startswith("\\top\n")
+        assert own.count(" case ") < 2 * len(plan.passes())
+        owns.append(own.count("\n  cell "))
+        passes.append(len(plan.passes()))
+    assert passes[0] > 1.5 * passes[1] and owns[0] < 1.2 * owns[1]  # cells do not follow
 
 
 def test_chunk_major_tap_words_are_contiguous_per_module_and_chunk():
