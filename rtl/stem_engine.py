@@ -455,8 +455,10 @@ class StemEngine(wiring.Component):
                     m.d.comb += done.eq(1)
                     m.next = "IDLE"
         # the masks of the last stage and the RPE at this step: a masked one hands on zeros
-        last_on = held.bit_select(plan.last_stage * t_max + self.token_step, 1)
-        rpe_on = held.bit_select((len(plan.stages) - 1) * t_max + self.token_step, 1)
+        last_on, rpe_on = Signal(), Signal()
+        m.d.comb += [last_on.eq(held.bit_select(plan.last_stage * t_max + self.token_step, 1)),
+                     rpe_on.eq(held.bit_select((len(plan.stages) - 1) * t_max
+                                               + self.token_step, 1))]
         if self._writable:
             m.submodules.stream_spike = self._stream_ram
             port = self._stream_ram.read_port(domain="comb")
@@ -466,10 +468,13 @@ class StemEngine(wiring.Component):
             value = _stream_table(self._stream_spike, lanes, self._stream_bits,
                                   self.token_chunk)
         # the maps' words padded to whole token chunks (the stem's chunks may be other)
+        # (signals: each lane reads them, and an expression would be a select a lane)
         padding = Const(0, self._token_chunks * lanes)
-        spikes = Cat(last.map_data, padding).word_select(self.token_chunk, lanes)
-        echoes = (Cat(rpe.map_data, padding).word_select(self.token_chunk, lanes)
-                  if rpe is not None else Const(0, lanes))
+        spikes, echoes = Signal(lanes, name="token_spikes"), Signal(lanes, name="token_echoes")
+        m.d.comb += spikes.eq(Cat(last.map_data, padding).word_select(self.token_chunk, lanes))
+        if rpe is not None:
+            m.d.comb += echoes.eq(Cat(rpe.map_data, padding).word_select(self.token_chunk,
+                                                                          lanes))
         m.d.comb += self.token_valid.eq(issued)
         for lane in range(lanes):
             m.d.comb += self.token_data[lane].eq(

