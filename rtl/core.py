@@ -70,6 +70,7 @@ from stepvit.rtl.stem_plan import StemPlan
 from stepvit.rtl.stem_tiles import stem_tiles
 from stepvit.rtl.stream_ddr import StreamDdr
 from stepvit.rtl.sum_stage import SumStage
+from stepvit.rtl.tables import table
 from stepvit.rtl.tile_buffer import TileBuffer, TileFetch, tile_sequence, weight_tiles
 from stepvit.rtl.walk_stage import WalkStage
 from stepvit.rtl.weight_loader import connect_write_port
@@ -326,8 +327,6 @@ class StepvitCore(wiring.Component):
                          else (lambda name: getattr(self, f"tile_{name}")))
         count = len(tiles.offsets)
         seek, seek_tile = Signal(), Signal(range(max(count, 2)))
-        offsets = Array(Const(offset, 32) for offset in tiles.offsets)
-        words = Array(Const(words, range(tiles.depth + 1)) for words in tiles.words)
         # which tiles the live masks need: the embedding's always; others if their
         # module runs at some step
         needed = Cat(*(Const(1) if descriptor.get("once") and not descriptor.get("count_planes")
@@ -338,8 +337,9 @@ class StepvitCore(wiring.Component):
                                  seek_tile=seek_tile)
         next_tile, tag = sequence.next_tile, sequence.tag
         m.d.comb += [
-            buffer.base.eq(self.weights_base + offsets[next_tile]),
-            buffer.words.eq(words[next_tile]),
+            buffer.base.eq(self.weights_base + table(m, tiles.offsets, next_tile,
+                                                     name="tile_offset")),
+            buffer.words.eq(table(m, tiles.words, next_tile, name="tile_words")),
             buffer.fetch.eq(sequence.fetch),
             self.tiles_idle.eq(~buffer.fetching & self._stream_reads_done()),
         ]
@@ -440,8 +440,11 @@ class StepvitCore(wiring.Component):
         """
         plan = self.plan
         layout = plan.layout()
-        pass_rom = Array(Const(layout.const(p).as_value().value, layout.size)
-                         for p in plan.passes)
+        # the next pass's descriptor, one table read once (rtl/tables.py)
+        next_pass = Signal(layout, name="next_pass")
+        m.d.comb += next_pass.eq(table(m, [layout.const(p).as_value().value
+                                           for p in plan.passes],
+                                       run.pass_index, name="pass_rom", width=layout.size))
         drain = Signal(range(DRAIN_CYCLES + 1))
         best = Signal(range(max(plan.geometry.num_classes, 2)))
         scan = Signal(range(plan.geometry.num_classes + 1))
@@ -493,7 +496,7 @@ class StepvitCore(wiring.Component):
                     m.d.sync += [best.eq(0), scan.eq(1)]
                     m.next = "ARGMAX"
                 with m.Elif(writes_done):
-                    m.d.sync += run.descriptor.eq(pass_rom[run.pass_index])
+                    m.d.sync += run.descriptor.eq(next_pass)
                     m.next = "PREFETCH"
             if tiles is not None:
                 with m.State("TILE"):
@@ -568,8 +571,8 @@ class StepvitCore(wiring.Component):
         tile_of = {p: index for index, p in enumerate(self.tiles.passes)}
         has_tile = Const(sum(1 << p for p in tile_of), len(plan.passes)).bit_select(
             run.pass_index, 1)
-        wanted = Array(Const(tile_of.get(p, 0), len(tiles.tag))
-                       for p in range(len(plan.passes)))[run.pass_index]
+        wanted = table(m, [tile_of.get(p, 0) for p in range(len(plan.passes))],
+                       run.pass_index, name="wanted_tile")
         buffer = tiles.buffer
         ready = buffer.filled & (tiles.tag == wanted)
         with m.If(~has_tile | ready):

@@ -46,6 +46,7 @@ from stepvit.model.export.stem import conv_out
 from stepvit.rtl.ram_style import ram_attrs
 from stepvit.rtl.stem_banks import AxisTables, bank_modulus, scatter_tables, window_tables
 from stepvit.rtl.stem_plan import PLANES
+from stepvit.rtl.tables import padded
 
 
 @dataclass(frozen=True)
@@ -274,9 +275,10 @@ class StemConvBanks(wiring.Component):
 
     def _select(self, per_module: Sequence[Sequence[int]], index: Signal):
         """Return ``per_module[module][index]``: one constant table of every module's values."""
-        return _table([v for values in per_module
-                       for v in list(values) + [0] * ((1 << len(index)) - len(values))],
-                      Cat(index, self.module))
+        address = Cat(index, self.module)
+        return _table(padded([v for values in per_module
+                              for v in list(values) + [0] * ((1 << len(index)) - len(values))],
+                             address), address)
 
     def _bank(self, m: Module, bank: tuple[int, int], tables: Sequence, roms: list,
               pipeline: tuple[Signal, Signal]) -> tuple:
@@ -426,7 +428,11 @@ def _checked(conv: StemConv) -> StemConv:
 
 
 def _table(values: Sequence[int] | np.ndarray, index: Signal):
-    """Return ``values[index]`` as a constant lookup (a small ROM of logic)."""
+    """Return ``values[index]`` as a constant lookup (a small ROM of logic).
+
+    Its values cover every index (:func:`~stepvit.rtl.tables.padded`) where Yosys should
+    make it a ROM.
+    """
     values = [int(v) for v in values]
     width = max(max(values, default=0).bit_length(), 1)
     return Array(Const(v, unsigned(width)) for v in values)[index]

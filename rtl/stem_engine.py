@@ -32,6 +32,7 @@ from stepvit.rtl.stem_conv import StemConv, StemConvBanks, shared_sum_bits
 from stepvit.rtl.stem_plan import PASS_KINDS, PLANES, StemPlan
 from stepvit.rtl.stem_tiles import StemTileBuffer, StemTiles
 from stepvit.rtl.stem_unit import StemModuleUnit
+from stepvit.rtl.tables import row_table
 
 #: Width of a stem layer's spike count in ``counts``.
 COUNT_BITS = 32
@@ -83,6 +84,10 @@ class StemEngine(wiring.Component):
     ultraram : collection of str
         The memories placed in UltraRAM, by :func:`stepvit.rtl.stem_sizing.stem_memories`'s
         names with ``stem.`` before (:mod:`stepvit.rtl.ram_style`). Default: none.
+    rewrite_maps : bool, optional
+        Chunk-major only: every unit writes its emitted map whole words (``True``), or a
+        chunk's lanes with their own write enable (``False``). Default: each unit as the
+        sizing model says (:func:`~stepvit.rtl.stem_sizing.rewrites_out_map`).
 
     Members
     -------
@@ -114,7 +119,8 @@ class StemEngine(wiring.Component):
                  thresholds: dict[str, np.ndarray], bits: dict[str, int], leak_shift: int,
                  reset: str, token_lanes: int | None = None, writable: bool = False,
                  tiles: StemTiles | None = None, data_width: int = 64,
-                 max_burst: int = 16, ultraram: frozenset[str] = frozenset()) -> None:
+                 max_burst: int = 16, ultraram: frozenset[str] = frozenset(),
+                 rewrite_maps: bool | None = None) -> None:
         if tiles is not None and not (writable and plan.chunk_major):
             raise ValueError("stem tiles need a writable chunk-major engine")
         self._plan = plan
@@ -128,7 +134,8 @@ class StemEngine(wiring.Component):
                 plan, index, bias=None if writable else arrays[f"{stage.name}.bias"],
                 threshold=None if writable else thresholds[stage.name],
                 current_bits=bits["embed_current" if index == 0 else "current"],
-                membrane_bits=bits["membrane"], sum_bits=sum_bits, ultraram=ultraram))
+                membrane_bits=bits["membrane"], sum_bits=sum_bits, ultraram=ultraram,
+                rewrite_map=rewrite_maps))
 
         def weight(name: str) -> np.ndarray:
             # a ddr engine must not depend on the values: their shape only
@@ -253,22 +260,16 @@ class StemEngine(wiring.Component):
     def _pass_table(self, m: Module, passes, index: Signal) -> data.View:
         """Return the current pass's fields, read from one table of every pass.
 
-        One signal: a field used in many places is a wire, not a copy of the table (a
-        4,564-pass table read once for each use was 24 MB of Verilog).
+        One signal (:func:`~stepvit.rtl.tables.row_table`): a field used in many places is
+        a wire, not a copy of the table (a 4,564-pass table read once for each use was 24
+        MB of Verilog).
         """
         tiles = self._tiles
-        rows = [{"kind": PASS_KINDS.index(p.kind), "module": max(p.module, 0),
-                 "step": max(p.step, 0), "chunk": p.chunk, "plane": p.plane,
-                 "tile": (tiles.index(max(p.module, 0), p.chunk)
-                          if tiles is not None and p.kind == "scatter" else 0)}
-                for p in passes]
-        layout = data.StructLayout({
-            name: unsigned(max(max(row[name] for row in rows).bit_length(), 1))
-            for name in rows[0]})
-        entry = Signal(layout, name="pass_entry")
-        m.d.comb += entry.eq(Array(Const(layout.const(row).as_value().value, layout.size)
-                                   for row in rows)[index])
-        return entry
+        return row_table(m, [{"kind": PASS_KINDS.index(p.kind), "module": max(p.module, 0),
+                              "step": max(p.step, 0), "chunk": p.chunk, "plane": p.plane,
+                              "tile": (tiles.index(max(p.module, 0), p.chunk)
+                                       if tiles is not None and p.kind == "scatter" else 0)}
+                             for p in passes], index, name="pass_entry")
 
     def _take_tiles(self, m: Module, want, scatter) -> Signal:
         """Add the stem tile buffer; ask it for the running scatter's tile ``want``.

