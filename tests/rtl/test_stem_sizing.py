@@ -2,6 +2,7 @@
 are the plan's, its logic is one datapath's."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from stepvit.rtl.sizing import memory_bram36
 from stepvit.rtl.stem_engine import StemEngine
 from stepvit.rtl.stem_plan import START_CYCLES, StemPlan
 from stepvit.rtl.stem_sizing import (
+    rewrites_out_map,
     stem_bram36,
     stem_dense_events,
     stem_logic_luts,
@@ -25,6 +27,17 @@ def elaborated_memories(fragment):
         yield from elaborated_memories(sub)
     if type(fragment).__name__ == "MemoryInstance":
         yield Shape.cast(fragment._data.shape).width, fragment._data.depth
+
+
+def write_enables(fragment, name):
+    """Return the write-enable width of the memory ``name`` under ``fragment``."""
+    for sub, sub_name, _ in fragment.subfragments:
+        if sub_name == name and type(sub).__name__ == "MemoryInstance":
+            return len(sub._write_ports[0]._en)
+        found = write_enables(sub, name)
+        if found is not None:
+            return found
+    return None
 
 
 @pytest.mark.parametrize("index", range(len(STEMS)))
@@ -70,3 +83,33 @@ def test_stem_logic_is_paid_once_whatever_the_modules(tmp_path, index):
     wider = dataclasses.replace(plan, lanes=2 * lanes)
     assert abs(stem_logic_luts(wider, export.bit_widths) - 2 * logic) <= 1
     assert logic > 0
+
+
+def test_spikformers_emitted_maps_are_rewritten_where_the_block_ram_is_worth_it(tmp_path):
+    """Spikformer-4-384's chunk-major stem: at 4 lanes a chunk of an emitted map is half a
+    9-bit byte, and four of its five maps are written whole words (the first is as deep as
+    it is wide either way); at 8 lanes a chunk is a byte, and only stage 1's map saves a
+    whole BRAM36 (the others half of one, worth less than 192-384 bits of select). Each
+    unit's memory is written as the sizing model counts it: one write enable, or a chunk's."""
+    from stepvit.host import cli
+    from stepvit.model.export import load_export
+    from stepvit.rtl.stem_conv import shared_sum_bits
+    from stepvit.rtl.stem_unit import StemModuleUnit
+
+    config = Path(__file__).parents[2] / "model" / "configs" / "spikformer-4-384.yaml"
+    assert cli.main(["random-export", "--config", str(config), "--out", str(tmp_path),
+                     "--vectors", "0"]) == 0
+    export = load_export(tmp_path)
+    bits = export.bit_widths
+    for lanes, expected in ((4, [False, True, True, True, True]),
+                            (8, [False, True, False, False, False])):
+        plan = StemPlan.from_export(export, lanes=lanes, chunk_major=True)
+        assert [rewrites_out_map(plan, i) for i in range(len(plan.stages))] == expected
+        shapes = stem_memories(plan, bits, streamed=True)
+        for index, stage in enumerate(plan.stages):
+            unit = StemModuleUnit(plan, index, bias=None, threshold=None,
+                                  current_bits=bits["embed_current"],
+                                  membrane_bits=bits["membrane"], sum_bits=shared_sum_bits(bits))
+            enables = write_enables(Fragment.get(unit, None), "out_map")
+            model = shapes[f"{stage.name.replace('.', '')}_out_map"]
+            assert enables == (1 if model.granularity is None else plan.chunks(index))
