@@ -57,11 +57,14 @@ def check_chunk_major(export, lanes, seed, masks=None, rewrite_maps=None):
     return all_cycles
 
 
-@pytest.mark.parametrize("rewrite", [False, True], ids=["chunk-enables", "rewritten-words"])
-@pytest.mark.parametrize("index", range(len(STEMS)))
+@pytest.mark.parametrize(("index", "rewrite"),
+                         [(index, False) for index in range(len(STEMS))] + [(0, True)],
+                         ids=[f"{index}-chunk-enables" for index in range(len(STEMS))]
+                         + ["0-rewritten-words"])
 def test_chunk_major_engine_matches_golden(tmp_path, index, rewrite):
     # every shape's lanes leave a ragged last chunk of some module; the emitted maps
     # written a chunk's lanes with their own enable, or whole words read and written back
+    # (so too the drawn stems of odd seeds, below)
     export, lanes = stem_export(tmp_path, index)
     plan = StemPlan.from_export(export, lanes=lanes)
     assert any(stage.conv_shape[0] % lanes for stage in plan.stages)
@@ -87,8 +90,7 @@ def test_chunk_major_masked_module_and_late_stage_0(tmp_path):
     late[1] = 1
     late[0, 0] = 0
     assert not any(p.enabled(masked[:rows]) for p in plan.passes() if p.module == 1)
-    for rewrite in (False, True):
-        check_chunk_major(export, lanes, 11, masks=[masked, late], rewrite_maps=rewrite)
+    check_chunk_major(export, lanes, 11, masks=[masked, late], rewrite_maps=True)
 
 
 def test_chunk_major_passes_are_module_then_chunk_then_step(tmp_path):
