@@ -651,6 +651,10 @@ def train_run(config: dict[str, Any], out_dir: str | Path, *, resume: str = "aut
             dist.barrier()
     bar.close()
     if context.world_size > 1:
+        # The DDP wrapper holds the process group: dropped first, the group's threads end
+        # here rather than at the interpreter's exit, where a rank once aborted ("terminate
+        # called without an active exception", twice in the two-process test, under load).
+        del network
         dist.destroy_process_group()  # every rank is past the last barrier: rank 0 goes on alone
     if not context.is_main:
         return None
