@@ -42,7 +42,7 @@ connections of the stages to the memories and to each other (``_connect_prefetch
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import WritePort
 
 from stepvit.model.export import Export
@@ -441,16 +441,15 @@ class StepvitCore(wiring.Component):
         plan = self.plan
         layout = plan.layout()
         # the next pass's descriptor, one table read once (rtl/tables.py)
-        next_pass = Signal(layout, name="next_pass")
-        m.d.comb += next_pass.eq(table(m, [layout.const(p).as_value().value
-                                           for p in plan.passes],
-                                       run.pass_index, name="pass_rom", width=layout.size))
+        next_pass = table(m, [layout.const(p).as_value().value for p in plan.passes],
+                          run.pass_index, name="pass_rom", width=layout.size)
+        pass_tile = None
         if tiles is not None:
             # each pass's tile, if it has one (both states that take a tile read it)
             tile_of = {p: index for index, p in enumerate(self.tiles.passes)}
-            self._pass_tile = row_table(m, [{"tile": tile_of.get(p, 0), "has": int(p in tile_of)}
-                                            for p in range(len(plan.passes))],
-                                        run.pass_index, name="pass_tile")
+            pass_tile = row_table(m, [{"tile": tile_of.get(p, 0), "has": int(p in tile_of)}
+                                      for p in range(len(plan.passes))],
+                                  run.pass_index, name="pass_tile")
         drain = Signal(range(DRAIN_CYCLES + 1))
         best = Signal(range(max(plan.geometry.num_classes, 2)))
         scan = Signal(range(plan.geometry.num_classes + 1))
@@ -477,7 +476,7 @@ class StepvitCore(wiring.Component):
                     if tiles is None:
                         m.next = "PRIME"
                     else:
-                        self._take_tile(m, run, tiles, waiting=False)
+                        self._take_tile(m, tiles, pass_tile, waiting=False)
                 with m.Else():
                     m.d.sync += run.pass_index.eq(run.pass_index + 1)
                     m.next = "NEXT"
@@ -506,7 +505,7 @@ class StepvitCore(wiring.Component):
                     m.next = "PREFETCH"
             if tiles is not None:
                 with m.State("TILE"):
-                    self._take_tile(m, run, tiles, waiting=True)
+                    self._take_tile(m, tiles, pass_tile, waiting=True)
             with m.State("ARGMAX"):
                 self._argmax_cycle(m, run, best, scan)
         if stem is not None:
@@ -565,15 +564,17 @@ class StepvitCore(wiring.Component):
             if readers and name in AXI_READ_MEMBERS else getattr(self, f"act_{name}")),
             (*AXI_READ_MEMBERS, *AXI_WRITE_MEMBERS))
 
-    def _take_tile(self, m: Module, run: RunState, tiles: TileFetch, *, waiting: bool) -> None:
+    def _take_tile(self, m: Module, tiles: TileFetch, pass_tile: data.View, *,
+                   waiting: bool) -> None:
         """Go on to ``PRIME`` with the pass's tile (a pass without one: at once), or wait.
 
         The filled bank is the pass's tile if its tag is the pass's tile index: the core
         swaps it in. Otherwise it waits in ``TILE`` (counting ``weight_stalls``): for the
         fetch under way; or, with no fetch under way, it discards a filled bank of another
-        tile and seeks its own.
+        tile and seeks its own. ``pass_tile``: the running pass's ``tile`` and whether it
+        ``has`` one.
         """
-        has_tile, wanted = self._pass_tile.has, self._pass_tile.tile
+        has_tile, wanted = pass_tile.has, pass_tile.tile
         buffer = tiles.buffer
         ready = buffer.filled & (tiles.tag == wanted)
         with m.If(~has_tile | ready):
