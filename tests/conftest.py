@@ -1,14 +1,16 @@
-"""Fixtures of every test folder: the tiny random export."""
+"""Fixtures of every test folder: the tiny random export, one Verilator cache."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stepvit.model.random_export import make_random_export
+from stepvit.sim.verilator import CACHE_VARIABLE
 
 #: The tiny network most tests run: 4x4 images, patch 2, dim 8, 2 heads, depth 1, MLP 16,
 #: 3 classes, T 3.
@@ -29,3 +31,21 @@ def random_export() -> Callable[..., Path]:
         return make_random_export(out_dir, **{**TINY, "seed": seed, **changes})
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_verilator_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Verilate each design once for the whole run: one cache for every test and worker.
+
+    Tests that build the same design (the tiny export at the same options) reuse its
+    library, as ``stepvit`` commands with ``STEPVIT_VERILATOR_CACHE`` set do. Under
+    pytest-xdist the folder is beside the workers' own, so they share it (builds of one key
+    wait for each other: :func:`stepvit.sim.verilator.build_library`). A test of a build
+    folder's own cache deletes the variable (``monkeypatch.delenv``).
+    """
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "verilator"
+    folder.mkdir(parents=True, exist_ok=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_VARIABLE, str(folder))
+        yield folder

