@@ -32,7 +32,7 @@ VECTOR_IMAGES = 6
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory: pytest.TempPathFactory, random_export):
-    directory = random_export(tmp_path_factory.mktemp("export") / "tiny", seed=7)
+    directory = random_export(tmp_path_factory.mktemp("export") / "tiny", seed=5)
     export = load_export(directory)
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, size=(VECTOR_IMAGES, 1, 4, 4), dtype=np.uint8)

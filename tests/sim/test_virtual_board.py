@@ -42,7 +42,7 @@ def tiny_export(random_export, folder: Path, seed: int) -> Export:
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory: pytest.TempPathFactory, random_export) -> Export:
-    return tiny_export(random_export, tmp_path_factory.mktemp("export"), seed=7)
+    return tiny_export(random_export, tmp_path_factory.mktemp("export"), seed=5)
 
 
 @pytest.fixture(scope="module")
