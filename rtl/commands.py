@@ -22,6 +22,7 @@ from stepvit.model.export.options import (
 from stepvit.rtl.boards import DEFAULT_BOARD
 from stepvit.rtl.build_folder import DEFAULT_LANES, add_lanes_argument, check_lanes
 from stepvit.rtl.protocol import WEIGHT_MODES
+from stepvit.rtl.ram_style import placement_lists
 
 if TYPE_CHECKING:
     from stepvit.model.export import Export
@@ -232,13 +233,13 @@ def rtl(args: argparse.Namespace) -> int:
                            "replaces only when its stem runs chunk by chunk; add "
                            "--stem-chunk-major")
     check_spike_word_bits(export, lanes, spike_word_bits)
-    # on a board with UltraRAM, the memories the sizing placed there (rtl/ram_style.py)
-    ultraram = built.ultraram if chosen is not None else frozenset()
+    # the memories the sizing placed in UltraRAM or LUTs (rtl/ram_style.py)
+    ram_styles = built.ram_styles if chosen is not None else {}
     report = generate(export, build, lanes=lanes, stem_lanes=stem_lanes,
                       stem_chunk_major=chunk_major, weights=args.weights, widths=widths,
                       stream_weights=stream, tile_words=tile_words,
                       spike_word_bits=spike_word_bits, stream_ddr=stream_ddr,
-                      ultraram=ultraram, **(ddr or {}))
+                      ram_styles=ram_styles, **(ddr or {}))
     record_design(build, export, lanes, None if chosen is None else chosen["board"],
                   stem_lanes=stem_lanes, ddr=ddr, widths=widths, stream_weights=stream,
                   tile_words=tile_words, stem_chunk_major=chunk_major,
@@ -255,8 +256,7 @@ def rtl(args: argparse.Namespace) -> int:
         summary["stem_chunk_major"] = True
     if spike_word_bits is not None:
         summary["spike_word_bits"] = spike_word_bits
-    if ultraram:
-        summary["ultraram"] = sorted(ultraram)
+    summary.update(placement_lists(ram_styles))
     if args.weights == "ddr":
         summary.update(weights="ddr", shape_hash=report["shape_hash"], bit_widths=widths,
                        weight_image=report["weight_image"]["file"],

@@ -41,6 +41,8 @@ connections of the stages to the memories and to each other (``_connect_prefetch
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import WritePort
@@ -132,9 +134,10 @@ class StepvitCore(wiring.Component):
         chunk-major one).
     stream_fifo_words : int, optional
         ``stream_ddr`` only: the read FIFO's words (default: enough to hide the latency).
-    ultraram : collection of str
-        The memories placed in UltraRAM (:func:`stepvit.rtl.sizing.place_ultraram`, by the
-        sizing model's names): each is marked ``ram_style = "ultra"``
+    ram_styles : mapping of str to str, optional
+        The memories the sizing model placed (:func:`stepvit.rtl.sizing.place_ultraram`,
+        :func:`stepvit.rtl.sizing.place_distributed`, by its names): each is marked
+        ``ram_style`` ``"ultra"`` (UltraRAM) or ``"distributed"`` (LUTs)
         (:mod:`stepvit.rtl.ram_style`). Default: none.
 
     Members
@@ -148,7 +151,7 @@ class StepvitCore(wiring.Component):
                  data_width: int = 64,
                  max_burst: int = 16, spike_word_bits: int | None = None,
                  stream_ddr: bool = False, stream_fifo_words: int | None = None,
-                 ultraram: frozenset[str] = frozenset()) -> None:
+                 ram_styles: Mapping[str, str] | None = None) -> None:
         registers_for(weights)  # refuses a mode that is not one
         if stream_weights and weights != "ddr":
             raise ValueError("stream_weights needs weights='ddr'")
@@ -173,7 +176,7 @@ class StepvitCore(wiring.Component):
         #: elaboration, for probes in simulation; None without a stem or before one.
         self.stem_front: StemFront | None = None
         self._data_width, self._max_burst = data_width, max_burst
-        self._ultraram = frozenset(ultraram)
+        self._ram_styles = dict(ram_styles or {})
         if stream_weights and stem_chunk_major and self._stem_plan is not None:
             self.stem_tiles = stem_tiles(self._stem_plan, self.parameter_memories, data_width)
         if stream_weights:
@@ -181,7 +184,7 @@ class StepvitCore(wiring.Component):
             self._tile_buffer = TileBuffer(
                 data_width=data_width, word_width=self.tiles.word_bytes * 8,
                 depth=max(self.tiles.depth, 1), max_burst=max_burst,
-                attrs=ram_attrs(ultraram, "tile_banks"))
+                attrs=ram_attrs(ram_styles, "tile_banks"))
         tile_axi = (None if self.tiles is None else
                     {name: self._tile_buffer.signature.members[name]
                      for name in AXI_READ_MEMBERS})
@@ -210,7 +213,7 @@ class StepvitCore(wiring.Component):
         ddr = self.weights == "ddr"
         unit = self.stream_unit
         memories = add_core_memories(m, self.plan, writable=ddr, streamed=self.stream_weights,
-                                     stream_ddr=unit is not None, ultraram=self._ultraram)
+                                     stream_ddr=unit is not None, ram_styles=self._ram_styles)
         if unit is not None:
             m.submodules.stream_ddr = unit
         # the tile buffer's reads, the stem's tap tiles' and the stream's share the port
@@ -414,7 +417,7 @@ class StepvitCore(wiring.Component):
             stream_words=geometry.t_max * geometry.tokens * geometry.dim_chunks,
             writable=self.weights == "ddr", tiles=self.stem_tiles,
             data_width=self._data_width, max_burst=self._max_burst,
-            buffers=geometry.stream_buffers, ultraram=self._ultraram)
+            buffers=geometry.stream_buffers, ram_styles=self._ram_styles)
         self.stem_front = stem
         m.d.comb += [
             stem.load.eq(self.load), self.loaded.eq(stem.loaded),

@@ -12,6 +12,7 @@ row in the same cycle.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from amaranth.hdl import Module, unsigned
@@ -87,7 +88,7 @@ class CoreMemories:
 
 def add_core_memories(m: Module, plan: CorePlan, *, writable: bool = False,
                       streamed: bool = False, stream_ddr: bool = False,
-                      ultraram: frozenset[str] = frozenset()) -> CoreMemories:
+                      ram_styles: Mapping[str, str] | None = None) -> CoreMemories:
     """Add the memories of ``plan`` to ``m`` as submodules and return their ports.
 
     With ``writable`` the weights, biases, thresholds and spike values are RAMs with no
@@ -96,8 +97,9 @@ def add_core_memories(m: Module, plan: CorePlan, *, writable: bool = False,
     there is no weight memory: the core streams its weights through a tile buffer. With
     ``stream_ddr`` there is no stream memory (``stream_reads`` and ``stream_writes`` are
     empty): the stream is in DDR (:class:`~stepvit.rtl.stream_ddr.StreamDdr`).
-    ``ultraram``: the memories marked ``ram_style = "ultra"`` (:mod:`stepvit.rtl.ram_style`,
-    by the names here, which are :func:`stepvit.rtl.sizing.memory_shapes`'s).
+    ``ram_styles``: the memories marked ``ram_style`` ``"ultra"`` or ``"distributed"``
+    (:mod:`stepvit.rtl.ram_style`, by the names here, which are
+    :func:`stepvit.rtl.sizing.memory_shapes`'s).
     """
     geometry = plan.geometry
     lanes, bits = geometry.lanes, geometry.bits
@@ -105,7 +107,7 @@ def add_core_memories(m: Module, plan: CorePlan, *, writable: bool = False,
 
     def memory(name: str, width: int, depth: int, init: list[int] | None = None) -> Memory:
         mem = Memory(shape=unsigned(width), depth=max(depth, 2), init=init or [],
-                     attrs=ram_attrs(ultraram, name))
+                     attrs=ram_attrs(ram_styles, name))
         m.submodules[name] = mem
         return mem
 

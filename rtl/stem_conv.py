@@ -33,7 +33,7 @@ pass.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,9 +100,10 @@ class StemConvBanks(wiring.Component):
         come from a stem tile buffer (:class:`~stepvit.rtl.stem_tiles.StemTileBuffer`) of
         ``tile_depth`` words a tap, read at ``tile_addr`` (the event's input channel),
         answered in ``tile_data`` a cycle later (a tap ROM's timing).
-    ultraram : collection of str
-        The memories placed in UltraRAM (:mod:`stepvit.rtl.ram_style`), by the sizing
-        model's names (the stem's with ``stem.`` before). Default: none.
+    ram_styles : mapping of str to str, optional
+        The memories the sizing model placed in UltraRAM or LUTs, by its names (the stem's
+        with ``stem.`` before), and their ``ram_style`` (:mod:`stepvit.rtl.ram_style`).
+        Default: none.
 
     Members
     -------
@@ -128,13 +129,14 @@ class StemConvBanks(wiring.Component):
 
     def __init__(self, convs: Sequence[StemConv], *, lanes: int, sum_bits: int,
                  writable: bool = False, chunk_major: bool = False,
-                 tile_depth: int | None = None, ultraram: frozenset[str] = frozenset()) -> None:
+                 tile_depth: int | None = None,
+                 ram_styles: Mapping[str, str] | None = None) -> None:
         if tile_depth is not None and not chunk_major:
             raise ValueError("a stem tile buffer needs a chunk-major stem")
         if not isinstance(lanes, int) or lanes < 1:
             raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
         self._convs = [_checked(conv) for conv in convs]
-        self._ultraram = frozenset(ultraram)
+        self._ram_styles = dict(ram_styles or {})
         self._writable = writable
         self._chunk_major = chunk_major
         self._modulus = max(bank_modulus(c.weight.shape[2], c.stride, c.pool[0])
@@ -181,7 +183,7 @@ class StemConvBanks(wiring.Component):
         self.tap_writes: list[WritePort] = []
         if writable and tile_depth is None:
             self.tap_rams = [Memory(shape=unsigned(8 * lanes), depth=max(self.tap_depth, 2),
-                                    init=[], attrs=ram_attrs(ultraram, f"stem.tap{tap}"))
+                                    init=[], attrs=ram_attrs(ram_styles, f"stem.tap{tap}"))
                              for tap in range(self.taps)]
             self.tap_writes = [ram.write_port() for ram in self.tap_rams]
 
@@ -286,7 +288,7 @@ class StemConvBanks(wiring.Component):
         bank_row, bank_col = bank
         layout = data.ArrayLayout(signed(self._sum_bits), self._lanes)
         mem = Memory(shape=layout, depth=max(self.depth, 2), init=[],
-                     attrs=ram_attrs(self._ultraram,
+                     attrs=ram_attrs(self._ram_styles,
                                      f"stem.bank{bank_row * self._modulus + bank_col}"))
         m.submodules[f"bank{bank_row}_{bank_col}"] = mem
         write = mem.write_port()

@@ -19,6 +19,8 @@ and a unit's membranes read as 0 at the first fire of each of its chunks.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
@@ -81,9 +83,10 @@ class StemEngine(wiring.Component):
         has not arrived.
     data_width, max_burst : int
         With ``tiles`` only: the AXI beat's bits and the longest burst.
-    ultraram : collection of str
-        The memories placed in UltraRAM, by :func:`stepvit.rtl.stem_sizing.stem_memories`'s
-        names with ``stem.`` before (:mod:`stepvit.rtl.ram_style`). Default: none.
+    ram_styles : mapping of str to str, optional
+        The memories the sizing model placed in UltraRAM or LUTs, by its names (the stem's
+        with ``stem.`` before), and their ``ram_style`` (:mod:`stepvit.rtl.ram_style`).
+        Default: none.
     rewrite_maps : bool, optional
         Chunk-major only: every unit writes its emitted map whole words (``True``), or a
         chunk's lanes with their own write enable (``False``). Default: each unit as the
@@ -119,7 +122,7 @@ class StemEngine(wiring.Component):
                  thresholds: dict[str, np.ndarray], bits: dict[str, int], leak_shift: int,
                  reset: str, token_lanes: int | None = None, writable: bool = False,
                  tiles: StemTiles | None = None, data_width: int = 64,
-                 max_burst: int = 16, ultraram: frozenset[str] = frozenset(),
+                 max_burst: int = 16, ram_styles: Mapping[str, str] | None = None,
                  rewrite_maps: bool | None = None) -> None:
         if tiles is not None and not (writable and plan.chunk_major):
             raise ValueError("stem tiles need a writable chunk-major engine")
@@ -127,14 +130,14 @@ class StemEngine(wiring.Component):
         self._token_lanes = token_lanes or plan.lanes
         self._writable = writable
         self._units = []
-        self._ultraram = frozenset(ultraram)
+        self._ram_styles = dict(ram_styles or {})
         sum_bits = shared_sum_bits(bits)
         for index, stage in enumerate(plan.stages):
             self._units.append(StemModuleUnit(
                 plan, index, bias=None if writable else arrays[f"{stage.name}.bias"],
                 threshold=None if writable else thresholds[stage.name],
                 current_bits=bits["embed_current" if index == 0 else "current"],
-                membrane_bits=bits["membrane"], sum_bits=sum_bits, ultraram=ultraram,
+                membrane_bits=bits["membrane"], sum_bits=sum_bits, ram_styles=ram_styles,
                 rewrite_map=rewrite_maps))
 
         def weight(name: str) -> np.ndarray:
@@ -146,11 +149,11 @@ class StemEngine(wiring.Component):
                       stage.padding, plan.window_pool(index))
              for index, stage in enumerate(plan.stages)], lanes=plan.lanes, sum_bits=sum_bits,
             writable=writable, chunk_major=plan.chunk_major,
-            tile_depth=None if tiles is None else tiles.depth, ultraram=ultraram)
+            tile_depth=None if tiles is None else tiles.depth, ram_styles=ram_styles)
         #: ``tiles`` only: the stem tile buffer (its fetch side is the core's to drive).
         self.tile_buffer = (None if tiles is None else StemTileBuffer(
             tiles, lanes=plan.lanes, modules=len(plan.stages), t_max=plan.t_max,
-            data_width=data_width, max_burst=max_burst, ultraram=ultraram))
+            data_width=data_width, max_burst=max_burst, ram_styles=ram_styles))
         self._tiles = tiles
         self._lif = LIFLanes(lanes=plan.lanes, membrane_bits=bits["membrane"],
                              current_bits=sum_bits, leak_shift=leak_shift, reset=reset)
@@ -210,7 +213,7 @@ class StemEngine(wiring.Component):
         _, height, width = plan.stages[0].in_shape
         positions = height * width
         pixels = Memory(shape=unsigned(len(self.pixel_data)), depth=2 * positions, init=[],
-                        attrs=ram_attrs(self._ultraram, "stem.pixels"))
+                        attrs=ram_attrs(self._ram_styles, "stem.pixels"))
         m.submodules.pixels = pixels
         pixel_write = pixels.write_port(granularity=PLANES)
         pixel_read = pixels.read_port()

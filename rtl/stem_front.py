@@ -25,6 +25,8 @@ while no image is in flight, rtl/PROTOCOL.md).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
@@ -63,9 +65,10 @@ class StemFront(wiring.Component):
         Stream buffers: 2 (the stem writes one while the blocks use the other) or 1 (its
         tokens wait for ``blocks_busy`` to fall; a chunk-major plan only, whose tokens
         passes come after every layer's).
-    ultraram : collection of str
-        The memories placed in UltraRAM (:mod:`stepvit.rtl.ram_style`), by the sizing
-        model's names (the stem's with ``stem.`` before). Default: none.
+    ram_styles : mapping of str to str, optional
+        The memories the sizing model placed in UltraRAM or LUTs, by its names (the stem's
+        with ``stem.`` before), and their ``ram_style`` (:mod:`stepvit.rtl.ram_style`).
+        Default: none.
 
     Members
     -------
@@ -95,7 +98,7 @@ class StemFront(wiring.Component):
     def __init__(self, export: Export, plan: StemPlan, *, token_lanes: int,
                  stream_words: int, writable: bool = False, tiles: StemTiles | None = None,
                  data_width: int = 64, max_burst: int = 16, buffers: int = 2,
-                 ultraram: frozenset[str] = frozenset()) -> None:
+                 ram_styles: Mapping[str, str] | None = None) -> None:
         if buffers not in (1, 2):
             raise ValueError(f"a stem front has 1 or 2 stream buffers, not {buffers}")
         if buffers == 1 and not plan.chunk_major:
@@ -107,7 +110,7 @@ class StemFront(wiring.Component):
             plan, arrays=export.arrays, thresholds=export.thresholds, bits=export.bit_widths,
             leak_shift=int(export.neuron["leak_shift"]), reset=str(export.neuron["reset"]),
             token_lanes=token_lanes, writable=writable, tiles=tiles, data_width=data_width,
-            max_burst=max_burst, ultraram=ultraram)
+            max_burst=max_burst, ram_styles=ram_styles)
         #: ``tiles`` only: the engine's stem tile buffer.
         self.tile_buffer = self._engine.tile_buffer
         #: ``writable`` only: the engine's parameter RAMs' write ports by image name.

@@ -27,7 +27,7 @@ most a rounding of block RAM per tap (:func:`stem_tile_shapes` counts them).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
@@ -141,9 +141,10 @@ class StemTileBuffer(wiring.Component):
         The stem's modules and steps (the width of ``mask``).
     data_width, max_burst, addr_width : int
         As :class:`~stepvit.rtl.axi_runs.AxiRunsReader`'s.
-    ultraram : collection of str
-        The memories placed in UltraRAM (:mod:`stepvit.rtl.ram_style`), by the sizing
-        model's names (the stem's with ``stem.`` before). Default: none.
+    ram_styles : mapping of str to str, optional
+        The memories the sizing model placed in UltraRAM or LUTs, by its names (the stem's
+        with ``stem.`` before), and their ``ram_style`` (:mod:`stepvit.rtl.ram_style`).
+        Default: none.
 
     Members
     -------
@@ -173,9 +174,9 @@ class StemTileBuffer(wiring.Component):
 
     def __init__(self, tiles: StemTiles, *, lanes: int, modules: int, t_max: int,
                  data_width: int = 64, max_burst: int = 16, addr_width: int = 32,
-                 ultraram: frozenset[str] = frozenset()) -> None:
+                 ram_styles: Mapping[str, str] | None = None) -> None:
         self._tiles, self._lanes = tiles, lanes
-        self._ultraram = frozenset(ultraram)
+        self._ram_styles = dict(ram_styles or {})
         self._modules, self._t_max = modules, t_max
         self._reader = AxiRunsReader(runs=tiles.taps, data_width=data_width,
                                      word_width=tiles.word_bytes * 8, depth=tiles.depth,
@@ -212,7 +213,7 @@ class StemTileBuffer(wiring.Component):
         reads = []
         for index in range(tiles.taps):
             bank = Memory(shape=unsigned(width), depth=2 * depth, init=[],
-                          attrs=ram_attrs(self._ultraram, f"stem.tap{index}"))
+                          attrs=ram_attrs(self._ram_styles, f"stem.tap{index}"))
             m.submodules[f"tap{index}"] = bank
             write, read = bank.write_port(), bank.read_port()
             m.d.comb += [write.addr.eq(Mux(computing, 0, depth) + reader.write_addr),

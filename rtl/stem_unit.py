@@ -36,7 +36,7 @@ in the banks, which no other module uses between that chunk's fires.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
@@ -69,9 +69,10 @@ class StemModuleUnit(wiring.Component):
         Signed widths of its currents and membranes (the export's proven widths).
     sum_bits : int
         Signed width of the shared banks' currents and of ``lif_bias``.
-    ultraram : collection of str
-        The memories placed in UltraRAM (:mod:`stepvit.rtl.ram_style`), by the sizing
-        model's names (the stem's with ``stem.`` before). Default: none.
+    ram_styles : mapping of str to str, optional
+        The memories the sizing model placed in UltraRAM or LUTs, by its names (the stem's
+        with ``stem.`` before), and their ``ram_style`` (:mod:`stepvit.rtl.ram_style`).
+        Default: none.
     rewrite_map : bool, optional
         Chunk-major only: write the emitted map whole words, the word read a cycle before
         and written back with the pass's chunk replaced, rather than with a write enable a
@@ -119,13 +120,13 @@ class StemModuleUnit(wiring.Component):
 
     def __init__(self, plan: StemPlan, index: int, *, bias: np.ndarray | None,
                  threshold: np.ndarray | None, current_bits: int, membrane_bits: int,
-                 sum_bits: int, ultraram: frozenset[str] = frozenset(),
+                 sum_bits: int, ram_styles: Mapping[str, str] | None = None,
                  rewrite_map: bool | None = None) -> None:
         stage = plan.stages[index]
         self._plan, self._index, self._stage = plan, index, stage
         # its memories' attributes by the sizing model's names (rtl/ram_style.py)
         prefix = f"stem.{stage.name.replace('.', '')}"
-        self._attrs = {kind: ram_attrs(ultraram, f"{prefix}_{kind}")
+        self._attrs = {kind: ram_attrs(ram_styles, f"{prefix}_{kind}")
                        for kind in ("lif_map", "out_map", "membranes", "kept")}
         # (imported here: the sizing model's modules import the designs')
         from stepvit.rtl.stem_sizing import rewrites_out_map

@@ -17,6 +17,8 @@ which image moves when; :class:`~stepvit.rtl.latency.LatencyStamps` times each i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from amaranth.hdl import ClockDomain, ClockSignal, Module, Mux, ResetSignal, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -161,9 +163,10 @@ class StepvitAccel(wiring.Component):
         the tiles' port, its writes are ``m_axi``'s write channels, the host gives it an
         activation buffer of ``ACTIVATION_BYTES`` at ``ACTIVATIONS_ADDR``, and
         ``STREAM_STALLS`` reads the cycles the core waited for it.
-    ultraram : collection of str
-        The memories placed in UltraRAM (:func:`stepvit.rtl.sizing.place_ultraram`, by the
-        sizing model's names): each is marked ``ram_style = "ultra"``
+    ram_styles : mapping of str to str, optional
+        The memories the sizing model placed (:func:`stepvit.rtl.sizing.place_ultraram`,
+        :func:`stepvit.rtl.sizing.place_distributed`, by its names): each is marked
+        ``ram_style`` ``"ultra"`` (UltraRAM) or ``"distributed"`` (LUTs)
         (:mod:`stepvit.rtl.ram_style`). Default: none.
 
     Members
@@ -184,7 +187,7 @@ class StepvitAccel(wiring.Component):
                  widths: dict[str, int] | None = None, stream_weights: bool = False,
                  tile_words: int | None = None,
                  spike_word_bits: int | None = None, stream_ddr: bool = False,
-                 ultraram: frozenset[str] = frozenset()) -> None:
+                 ram_styles: Mapping[str, str] | None = None) -> None:
         if lanes < 1:
             raise ValueError(f"lanes must be at least 1, not {lanes}")
         if widths is not None and weights != "ddr":
@@ -218,7 +221,7 @@ class StepvitAccel(wiring.Component):
                                stream_weights=stream_weights, data_width=data_width,
                                max_burst=max_burst, tile_words=tile_words,
                                spike_word_bits=spike_word_bits, stream_ddr=stream_ddr,
-                               ultraram=ultraram)
+                               ram_styles=ram_styles)
         tile_axi = ({name: self.loader.signature.members[name] for name in AXI_READ_MEMBERS}
                     if stream_weights else None)
         writes = ({name: core.signature.members[f"act_{name}"] for name in AXI_WRITE_MEMBERS}

@@ -420,3 +420,76 @@ def test_rtl_board_sizes_a_stream_in_ddr_as_built(export_dir, tmp_path, capsys) 
     assert [(p["lut"], p["bram36"]) for p in printed] == \
         [(e.lut, e.bram36) for e in expected]
     assert printed[1]["lut"] > printed[0]["lut"]
+
+
+def test_distributed_ram_costs_what_yosys_built() -> None:
+    # RAM64M cells (3 bits, 4 LUTs) ceil(depth / 64) deep, a read multiplexer and write
+    # enables: Yosys's 208 + 78, 448 + 90, 528 + 156 and 128 + 44 (rtl/sizing.py)
+    assert sizing.distributed_luts(76, 121) == 208 + 80
+    assert sizing.distributed_luts(84, 256) == 448 + 92
+    assert sizing.distributed_luts(32, 768) == 528 + 152
+    assert sizing.distributed_luts(4, 1024) == 128 + 52
+    assert sizing.distributed_luts(12, 64) == memory_lutram_luts(12, 64) == 16  # no mux
+    assert sizing.distributed_luts(24, 100, granularity=12) == 2 * 4 * 4 * 2 + 24 + 4
+
+
+def test_only_a_design_over_its_block_ram_moves_memories_to_luts() -> None:
+    shape = sizing.MemoryShape
+    memories = {"bank": shape(76, 121), "wide": shape(336, 72), "deep": shape(84, 1024),
+                "rom": shape(336, 200, rom=True), "small": shape(32, 32)}
+    board = {"name": "b", "resources": {"lut": 53_200, "bram36": 140},
+             "budget": {"lut_fraction": 0.7, "bram_fraction": 0.8}}
+    assert sizing.memory_resources(memories, ()) == (1.5 + 5 + 2.5 + 5, 0)
+    assert sizing.place_distributed(memories, board) == frozenset()  # within 112 BRAM36
+    # "deep" would cost 2,244 LUTs for its 2.5 BRAM36 (950 LUTs' worth at 380 a BRAM36) and
+    # the ROM stays: the best trade first ("bank": 192 LUTs a BRAM36), until the budget holds
+    # (boards of the PYNQ-Z2's 380 LUTs a BRAM36, smaller)
+    short = {**board, "resources": {"lut": 380 * 16, "bram36": 16}}  # 12.8 BRAM36
+    assert sizing.place_distributed(memories, short) == {"bank"}
+    shorter = {**board, "resources": {"lut": 380 * 12, "bram36": 12}}  # 9.6 BRAM36
+    assert sizing.place_distributed(memories, shorter) == {"bank", "wide"}
+    # a memory in UltraRAM is not moved; none left that is worth it: as close as it gets
+    assert sizing.place_distributed(memories, shorter, {"bank"}) == {"wide"}
+    none = {**board, "resources": {"lut": 380, "bram36": 1}}
+    assert sizing.place_distributed(memories, none) == {"bank", "wide"}
+    assert sizing.memory_resources(memories, (), {"bank", "wide"}) == (2.5 + 5, 0)
+
+
+#: A network whose design at 8 lanes has memories in block RAM (tokens 64, t_max 4).
+BLOCK_RAM_SHAPE = dict(image_shape=[1, 32, 32], patch=4, dim=64, heads=2, depth=1, mlp_dim=64,
+                       num_classes=3, t_max=4)
+
+
+def test_the_estimate_counts_the_luts_of_what_it_moves(tmp_path, random_export) -> None:
+    export = load_export(random_export(tmp_path, seed=0, **BLOCK_RAM_SHAPE))
+    board = board_parameters("pynq-z2")
+    roomy = estimate(export, 8, board)
+    short = {**board, "resources": {**board["resources"], "bram36": 1}}
+    moved = estimate(export, 8, short)
+    assert roomy.distributed == frozenset() and moved.distributed
+    memories = sizing.core_resources(export, 8).memories
+    assert moved.lut - roomy.lut == sum(memories[name].distributed_luts
+                                        for name in moved.distributed)
+    assert moved.bram36 == roomy.bram36 - sum(memories[name].bram36
+                                              for name in moved.distributed)
+    assert moved.as_dict()["distributed"] == sorted(moved.distributed)
+    assert moved.ram_styles == {name: "distributed" for name in moved.distributed}
+
+
+def test_rtl_for_a_board_short_of_block_ram_marks_the_memories_it_moves_to_luts(
+        tmp_path, random_export, capsys) -> None:
+    """`stepvit rtl --board FOLDER` of a board whose block RAM the design exceeds builds the
+    placement the sizing chose: each moved memory marked ram_style = "distributed" in the
+    Verilog and listed in the summary."""
+    board = tmp_path / "small-board"
+    board.mkdir()
+    text = (Path(__file__).parents[2] / "boards" / "pynq-z2" / "board.yaml").read_text()
+    (board / "board.yaml").write_text(text.replace("bram36: 140", "bram36: 4"))
+    export = random_export(tmp_path / "export", seed=0, **BLOCK_RAM_SHAPE)
+    assert cli.main(["rtl", str(export), "--build", str(tmp_path / "b"), "--board", str(board),
+                     "--lanes", "8"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["distributed"] == sorted(summary["sizing"]["estimate"]["distributed"])
+    assert "kv0" in summary["distributed"]
+    verilog = (tmp_path / "b" / "stepvit_accel.v").read_text()
+    assert verilog.count('(* ram_style = "distributed" *)') == len(summary["distributed"])

@@ -14,7 +14,8 @@ from stepvit.model.export.errors import StepvitError
 from stepvit.rtl import synth
 from stepvit.rtl.boards import BOARDS_DIR
 from stepvit.rtl.build_folder import DESIGN_FILE
-from stepvit.rtl.sizing import memory_blocks, memory_bram36
+from stepvit.rtl.ram_style import DISTRIBUTED, ram_attrs
+from stepvit.rtl.sizing import distributed_luts, memory_blocks, memory_bram36
 from stepvit.rtl.synth import (
     board_parameters,
     count_resources,
@@ -217,6 +218,41 @@ def test_a_memory_written_in_granules_takes_the_block_ram_the_model_says(
     assert synthesize(a_design(tmp_path), "pynq-z2")["used"]["bram36"] == bram36
     assert memory_bram36(width, depth, granularity=granularity) == bram36
     assert memory_bram36(width, depth) <= bram36  # whole words pack tighter
+
+
+@pytest.mark.skipif(shutil.which("yosys") is None, reason="needs yosys")
+def test_a_memory_marked_distributed_takes_the_luts_the_model_says(tmp_path: Path) -> None:
+    # a stem bank's shape (76 x 121, a write port and a transparent read): 1.5 BRAM36
+    # unmarked; marked, RAM64M cells two deep and a read multiplexer (rtl/sizing.py)
+    from amaranth.back import verilog
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.memory import Memory
+    from amaranth.lib.wiring import In, Out
+
+    width, depth = 76, 121
+
+    class Bank(wiring.Component):
+        def __init__(self) -> None:
+            super().__init__({"en": In(1), "wa": In(range(depth)), "ra": In(range(depth)),
+                              "d": In(width), "q": Out(width)})
+
+        def elaborate(self, platform: object) -> Module:
+            m = Module()
+            m.submodules.mem = mem = Memory(shape=width, depth=depth, init=[],
+                                            attrs=ram_attrs({"bank": DISTRIBUTED}, "bank"))
+            write = mem.write_port()
+            read = mem.read_port(transparent_for=(write,))
+            m.d.comb += [write.addr.eq(self.wa), write.data.eq(self.d), write.en.eq(self.en),
+                         read.addr.eq(self.ra), self.q.eq(read.data)]
+            return m
+    (tmp_path / "stepvit_accel.v").write_text(
+        verilog.convert(Bank(), name="stepvit_accel", emit_src=False))
+    used = synthesize(a_design(tmp_path), "pynq-z2")["used"]
+    assert used["bram36"] == 0 and memory_bram36(width, depth) == 1.5
+    assert used["lutram_luts"] == 4 * 26 * 2  # 26 RAM64M of 3 bits, two deep
+    model = distributed_luts(width, depth)
+    assert model - 4 <= used["lutram_luts"] + used["lut"] <= model
 
 
 def fake_yosys(tmp_path: Path, monkeypatch, name: str, script: str) -> None:

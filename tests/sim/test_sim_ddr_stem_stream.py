@@ -156,19 +156,22 @@ def test_sizing_counts_the_stem_tile_banks_in_place_of_the_taps(export: Export) 
 
 def test_every_memory_placed_in_ultraram_is_marked_so(export: Export) -> None:
     # the sizing model's names (the core's and the stem's, "stem." before) are the RTL's:
-    # every one placed is marked ram_style = "ultra" (rtl/ram_style.py), none otherwise
-    from stepvit.rtl.ram_style import ULTRA
+    # every one placed is marked ram_style = "ultra" or "distributed" (rtl/ram_style.py),
+    # none otherwise
+    from stepvit.rtl.ram_style import DISTRIBUTED, ULTRA, ram_styles_of
     from stepvit.rtl.sizing import core_resources
 
     core = core_resources(export, LANES, stream_data_width=64, stem_chunk_major=True)
     stem = stem_resources(export, STEM_LANES, chunk_major=True, streamed=True)
     names = frozenset(core.memories) | frozenset(stem.memories)
     assert {"membranes", "stream", "tile_banks", "stem.bank0", "stem.tap0"} <= names
-    mark = "(* ram_style = \"{}\" *)".format(ULTRA["ram_style"])
+    mark = f"(* ram_style = \"{ULTRA}\" *)"
     marked = StepvitAccel(export, lanes=LANES, stem_lanes=STEM_LANES, stem_chunk_major=True,
-                          weights="ddr", stream_weights=True, ultraram=names)
+                          weights="ddr", stream_weights=True,
+                          ram_styles=ram_styles_of(ultraram=names))
     assert to_verilog(marked).count(mark) == len(names)
-    one = StepvitAccel(export, lanes=LANES, stem_lanes=STEM_LANES, stem_chunk_major=True,
-                       weights="ddr", stream_weights=True, ultraram=frozenset({"stem.bank0"}))
-    assert to_verilog(one).count(mark) == 1
+    one = to_verilog(StepvitAccel(export, lanes=LANES, stem_lanes=STEM_LANES,
+                                  stem_chunk_major=True, weights="ddr", stream_weights=True,
+                                  ram_styles={"stem.bank0": DISTRIBUTED}))
+    assert one.count("(* ram_style = \"distributed\" *)") == 1 and mark not in one
     assert mark not in to_verilog(streamed(export))
