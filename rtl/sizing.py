@@ -267,19 +267,22 @@ def distributed_luts(width: int, depth: int, *, granularity: int | None = None) 
 
 
 def place_distributed(memories: Mapping[str, MemoryShape], board: dict[str, Any],
-                      placed: Collection[str] = ()) -> frozenset[str]:
+                      placed: Collection[str] = (), lut: float | None = None
+                      ) -> frozenset[str]:
     """Return the memories of a design that go to distributed RAM (LUTs) on ``board``.
 
     Only a design over the block RAM's budget moves any: the RAMs (not the ROMs, not those
     in ``placed``, the UltraRAM's) whose LUTs there (:func:`distributed_luts`) cost less
     than the block RAM they free is worth at the board's own ratio of LUTs to RAMB36 (380
     on the PYNQ-Z2), those that free the most block RAM a LUT first, until the block RAM
-    is within its budget. The generator marks each ``ram_style = "distributed"``
-    (:func:`stepvit.rtl.ram_style.ram_attrs`). The LUTs' budget is not consulted: the
-    estimate adds their LUTs, and says whether the design fits.
+    is within its budget. ``lut``, the design's LUTs without them: a RAM whose LUTs would
+    take the design past the LUTs' budget stays. The generator marks each
+    ``ram_style = "distributed"`` (:func:`stepvit.rtl.ram_style.ram_attrs`).
     """
-    resources = board["resources"]
-    budget = board["budget"]["bram_fraction"] * resources["bram36"]
+    resources, fractions = board["resources"], board["budget"]
+    budget = fractions["bram_fraction"] * resources["bram36"]
+    lut_room = (float("inf") if lut is None
+                else fractions["lut_fraction"] * resources["lut"] - lut)
     worth = resources["lut"] / resources["bram36"]
     bram36, _ = memory_resources(memories, placed)
     candidates = sorted(
@@ -290,8 +293,11 @@ def place_distributed(memories: Mapping[str, MemoryShape], board: dict[str, Any]
     for _, name in candidates:
         if bram36 <= budget:
             break
+        if memories[name].distributed_luts > lut_room:
+            continue
         chosen.add(name)
         bram36 -= memories[name].bram36
+        lut_room -= memories[name].distributed_luts
     return frozenset(chosen)
 
 
@@ -542,7 +548,7 @@ def _combine(lanes: int, core: PartResources, stem_lanes: int | None,
         events, lut = max(events, stem.events), lut + stem.lut
         memories.update(stem.memories)
     ultraram = place_ultraram(memories, board)
-    distributed = place_distributed(memories, board, ultraram)
+    distributed = place_distributed(memories, board, ultraram, lut)
     lut += sum(memories[name].distributed_luts for name in distributed)
     bram36, uram = memory_resources(memories, ultraram, distributed)
     available, budget = board["resources"], board["budget"]

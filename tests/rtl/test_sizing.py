@@ -345,8 +345,9 @@ def test_the_papers_network_fits_the_pynq_z2_at_8_4_lanes_with_its_activations_i
         tmp_path) -> None:
     """The README's claim: by the sizing model, with the residual stream in DDR (its unit
     and FIFOs counted) and the spike maps and the stem's output maps too, Spikformer-4-384
-    would fit the PYNQ-Z2 at 8 + 4 and at 4 + 6 lanes; at 16 + 12 (the lanes 5.3 M cycles
-    an image needs) its LUTs would not."""
+    would fit the PYNQ-Z2 at 8 + 4 and at 4 + 6 lanes (at 8 + 4 with the stem's maps alone,
+    some of its RAMs in LUTs); at 16 + 12 (the lanes 5.3 M cycles an image needs) its LUTs
+    would not."""
     config = Path(__file__).parents[2] / "model" / "configs" / "spikformer-4-384.yaml"
     assert cli.main(["random-export", "--config", str(config), "--out", str(tmp_path),
                      "--vectors", "0"]) == 0
@@ -369,6 +370,16 @@ def test_the_papers_network_fits_the_pynq_z2_at_8_4_lanes_with_its_activations_i
 
     lut, bram, left = resources(8, 4)
     assert bram > bram_budget >= left and lut <= lut_budget
+    # the README's: at 8 + 4 the stem's maps alone in DDR would do, with RAMs moved to LUTs
+    core = sizing.core_resources(export, 8, **streamed, spike_word_bits=64,
+                                 stem_chunk_major=True, stream_ddr=True)
+    stem = sizing.stem_resources(export, 4, chunk_major=True, streamed=True)
+    on_chip = {name: m for name, m in {**core.memories, **stem.memories}.items()
+               if not (name.startswith("stem.") and name.endswith("_out_map"))}
+    moved = sizing.place_distributed(on_chip, board)
+    assert sizing.memory_resources(on_chip, (), moved)[0] <= bram_budget
+    assert ((core.lut + stem.lut + sum(on_chip[name].distributed_luts for name in moved))
+            * SPIKFORMER_YOSYS_RATIO <= lut_budget)
     lut, bram, left = resources(4, 6)  # the stem's 6 lanes: about 10 M cycles an image
     assert bram > bram_budget >= left and lut <= lut_budget
     lut, _, left = resources(16, 12)
@@ -450,6 +461,8 @@ def test_only_a_design_over_its_block_ram_moves_memories_to_luts() -> None:
     assert sizing.place_distributed(memories, shorter) == {"bank", "wide"}
     # a memory in UltraRAM is not moved; none left that is worth it: as close as it gets
     assert sizing.place_distributed(memories, shorter, {"bank"}) == {"wide"}
+    # nor one whose LUTs would take the design past the LUTs' budget (300 LUTs left here)
+    assert sizing.place_distributed(memories, shorter, lut=0.7 * 380 * 12 - 300) == {"bank"}
     none = {**board, "resources": {"lut": 380, "bram36": 1}}
     assert sizing.place_distributed(memories, none) == {"bank", "wide"}
     assert sizing.memory_resources(memories, (), {"bank", "wide"}) == (2.5 + 5, 0)
