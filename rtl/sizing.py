@@ -54,8 +54,14 @@ from stepvit.rtl.top import DEFAULT_MAX_BURST
 #: distributed RAM, the model within 1 %; without segments at 32 + 8: 69,569, and the stem's
 #: 4 lanes more cost about 6,600 by :mod:`~stepvit.rtl.stem_sizing`, so the segments saved
 #: about 10 LUTs a bit of the 1,472 bits the walk lost; docs/results/2026-12-05-spike-words.md).
+#: ``per_segmented_bit``: a segmented design's LUTs a bit of its widest spike word besides
+#: the walker's ``per_word_bit``, refitted since the core's tables are ROMs read once
+#: (docs/results/2026-12-06-distributed-ram.md): Yosys on Spikformer-4-384's core alone
+#: (its shape without the stem, patch 4: the same 64 tokens) at 8 lanes, everything
+#: streamed, the stream in DDR, 64-bit words: 17,129 LUTs with distributed RAM, where the
+#: 17 LUTs a bit of the fit before gave 33,312.
 LUT_MODEL = {"fixed": 1_700, "per_lane": 270, "per_walk_bit": 27, "per_word_bit": 10,
-             "per_parallel_lane": 13}
+             "per_segmented_bit": 6.5, "per_parallel_lane": 13}
 #: Shapes of one 18 Kb block RAM (width, depth), as Yosys's memory mapping uses them.
 BRAM18_SHAPES = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
 #: Memories this shallow go to distributed RAM (LUTs), as Yosys maps them.
@@ -461,14 +467,16 @@ def core_resources(export: Export, lanes: int, *, stream_data_width: int | None 
     granularity = memory_granularity(plan)
     memories = {name: MemoryShape(width, depth, name in ROMS, granularity.get(name))
                 for name, (width, depth) in shapes}
-    # The walk's LUTs: per_word_bit a bit of the word the walk takes (walker_bits: the
-    # widest spike word, or a segment of it), the rest of per_walk_bit a bit of the widest
-    # spike word (walk_bits). Without spike_word_bits walker_bits == walk_bits, so this is
-    # per_walk_bit * walk_bits exactly. The split is fitted to one segmented synthesis
-    # (LUT_MODEL); a segmented design's own synthesis (`stepvit synth`) is the check.
-    lut = (LUT_MODEL["fixed"] + LUT_MODEL["per_lane"] * lanes
-           + LUT_MODEL["per_word_bit"] * geometry.walker_bits
-           + (LUT_MODEL["per_walk_bit"] - LUT_MODEL["per_word_bit"]) * geometry.walk_bits
+    # The walk's LUTs: without spike_word_bits (walker_bits == walk_bits) per_walk_bit a
+    # bit of the widest spike word; with segments per_word_bit a bit of the word the walk
+    # takes (walker_bits) and per_segmented_bit a bit of the widest spike word (walk_bits),
+    # fitted to segmented syntheses (LUT_MODEL); a design's own synthesis (`stepvit synth`)
+    # is the check.
+    segmented = geometry.walker_bits < geometry.walk_bits
+    walk = round(LUT_MODEL["per_word_bit"] * geometry.walker_bits
+                 + LUT_MODEL["per_segmented_bit"] * geometry.walk_bits if segmented
+                 else LUT_MODEL["per_walk_bit"] * geometry.walk_bits)
+    lut = (LUT_MODEL["fixed"] + LUT_MODEL["per_lane"] * lanes + walk
            + LUT_MODEL["per_parallel_lane"] * (geometry.parallel_heads - 1) * geometry.head_dim
            + sum(memory.lutram_luts for memory in memories.values())
            + (STREAM_LUTS if stream_data_width is not None else 0)

@@ -120,6 +120,16 @@ def rewrites_out_map(plan: StemPlan, index: int) -> bool:
 STEM_LUT_PER_BANK_BIT = 7.70
 
 
+#: Logic LUTs of a chunk-major stem engine (its module units, their loops and memories of
+#: their own): a bank lane bit, as :data:`STEM_LUT_PER_BANK_BIT`, and a module. Fitted to
+#: Yosys (``synth_xilinx -abc9``, flattened) of Spikformer-4-384's whole design at 8 + 4,
+#: 8 + 8 and 16 + 8 lanes (everything streamed, the stream in DDR, its tables ROMs), less
+#: its core alone (17,129 LUTs at 8 lanes, ``LUT_MODEL``'s fit): its stem 13,483 LUTs at 4
+#: lanes, 18,242 and 18,375 at 8, where the step-major constant gave 10,009 and 14,179
+#: (docs/results/2026-12-06-distributed-ram.md).
+STEM_CHUNK_MAJOR_LUTS = {"per_bank_bit": 8.66, "per_module": 564}
+
+
 #: Logic LUTs a bit of an emitted map written whole words (:func:`rewrites_out_map`)
 #: adds: a chunk's select of the new lanes or the word's old bits. Yosys (``synth_xilinx``,
 #: flattened) of Spikformer-4-384's chunk-major stem units 2 and 3 alone at 4 lanes, 192-
@@ -136,6 +146,10 @@ def stem_logic_luts(plan: StemPlan, bits: dict[str, int]) -> int:
     bank_bits = plan.modulus ** 2 * plan.lanes * shared_sum_bits(bits)
     rewritten = sum(plan.chunks(index) * plan.lanes for index in range(len(plan.stages))
                     if rewrites_out_map(plan, index))
+    if plan.chunk_major:
+        return round(STEM_CHUNK_MAJOR_LUTS["per_bank_bit"] * bank_bits
+                     + STEM_CHUNK_MAJOR_LUTS["per_module"] * len(plan.stages)
+                     + STEM_REWRITE_LUTS_PER_BIT * rewritten)
     return round(STEM_LUT_PER_BANK_BIT * bank_bits + STEM_REWRITE_LUTS_PER_BIT * rewritten)
 
 

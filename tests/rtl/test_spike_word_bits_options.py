@@ -266,7 +266,9 @@ def test_the_lut_estimate_follows_the_walkers_bits(wide: Export) -> None:
     # at least the widest spike word: walker_bits == walk_bits, the same design
     for words in (128, 256):
         assert core_resources(wide, 8, spike_word_bits=words) == core_resources(wide, 8)
-    # narrower words: the walk's share falls by per_word_bit a bit (the maps may move too)
+    # narrower words: the walk's share is per_word_bit a bit of the walker's 16 and
+    # per_segmented_bit a bit of the widest word's 128, not per_walk_bit a bit of 128 (the
+    # maps may move too)
     lut = core_resources(wide, 8, spike_word_bits=16).lut
     assert lut < plain_lut
     def lutram(plan: CorePlan) -> int:
@@ -277,7 +279,8 @@ def test_the_lut_estimate_follows_the_walkers_bits(wide: Export) -> None:
 
     plain = lutram(CorePlan(wide, lanes=8, contents=False))
     segmented = lutram(CorePlan(wide, lanes=8, contents=False, spike_word_bits=16))
-    assert plain_lut - lut == LUT_MODEL["per_word_bit"] * (128 - 16) + plain - segmented
+    walk = round(LUT_MODEL["per_word_bit"] * 16 + LUT_MODEL["per_segmented_bit"] * 128)
+    assert plain_lut - lut == LUT_MODEL["per_walk_bit"] * 128 - walk + plain - segmented
 
 
 def test_choose_lanes_weighs_the_lane_counts_the_value_takes(wide: Export) -> None:
