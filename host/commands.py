@@ -372,6 +372,7 @@ def overlay(args: argparse.Namespace) -> int:
         widths = {key: int(value) for key, value in design["bit_widths"].items()}
     stream = ddr is not None and bool(design.get("stream_weights"))
     stream_ddr = stream and bool(design.get("stream_ddr"))
+    stem_maps_ddr = stream_ddr and bool(design.get("stem_maps_ddr"))
     out = output_folder(args.out, "--out")
     rtl_report = (None if args.build is None
                   else _reuse_generated(Path(args.build), export, design, out))
@@ -386,7 +387,8 @@ def overlay(args: argparse.Namespace) -> int:
                               stem_chunk_major=chunk_major, weights="ddr",
                               widths=widths, stream_weights=stream,
                               tile_words=design.get("tile_words") if stream else None,
-                              spike_word_bits=spike_word_bits, stream_ddr=stream_ddr, **ddr)
+                              spike_word_bits=spike_word_bits, stream_ddr=stream_ddr,
+                              stem_maps_ddr=stem_maps_ddr, **ddr)
     if ddr is not None:
         from stepvit.rtl.generate import copy_export_image
 
@@ -397,7 +399,7 @@ def overlay(args: argparse.Namespace) -> int:
                   stream_weights=stream,
                   tile_words=design.get("tile_words") if stream else None,
                   stem_chunk_major=chunk_major, spike_word_bits=spike_word_bits,
-                  stream_ddr=stream_ddr)
+                  stream_ddr=stream_ddr, stem_maps_ddr=stem_maps_ddr)
     info = {
         "board": board.name,
         "part": board.part,
@@ -420,6 +422,7 @@ def overlay(args: argparse.Namespace) -> int:
         # the image's name and size: the driver refuses a file of another design's layout
         info.update(shape_hash=f"{export.shape_hash:08x}", data_width=ddr["data_width"],
                     bit_widths=widths, stream_weights=stream, stream_ddr=stream_ddr,
+                    **({"stem_maps_ddr": True} if stem_maps_ddr else {}),
                     weight_image=export_image_name(lanes, ddr["data_width"],
                                                    image_widths(export.bit_widths, widths),
                                                    chunk_major, stem_lanes=image_stem),

@@ -16,8 +16,9 @@ in a design that keeps it in DDR (:mod:`stepvit.rtl.stream_ddr`).
   so ``wlast`` marks each burst's last beat.
 - **Words**: ``word_width`` bits, a whole number of beats, the low beat first
   (little-endian, as the reader assembles them); every byte is written (``wstrb`` all
-  ones). A word is taken from the stream as its first beat goes out, so a word stream
-  that keeps up gives a beat a cycle.
+  ones), or with ``strobes`` the bytes its ``word_strobe`` sets (a spike map's chunk of a
+  position in DDR: docs/ddr-dataflow.md). A word is taken from the stream as its first
+  beat goes out, so a word stream that keeps up gives a beat a cycle.
 - **Done means acknowledged**: ``busy`` stays high until every burst's write response has
   come back, so whatever reads the run next reads what was written.
 - **Runs back to back**: the next run may start as soon as every burst of the one before
@@ -69,6 +70,9 @@ class AxiBurstWriter(BeatsPerWord, wiring.Component):
         Beats a burst may have (16 for AXI3, up to 256 for AXI4).
     addr_width : int
         Bits of a byte address.
+    strobes : bool
+        Each word comes with its byte strobes (``word_strobe``, a bit a byte, the low beat's
+        first); default ``False``: every byte is written.
 
     Members
     -------
@@ -88,15 +92,18 @@ class AxiBurstWriter(BeatsPerWord, wiring.Component):
     error : Out(1)
         A write response since the ``start`` that found the writer idle was not OKAY.
     word_valid, word_ready, word_data : the stream of the run's words, in order
+    word_strobe : In(word_width // 8)
+        With ``strobes`` only: the bytes of ``word_data`` to write.
     awvalid, awready, awaddr, awlen, awsize, awburst : the write address channel
     wvalid, wready, wdata, wstrb, wlast : the write data channel
     bvalid, bready, bresp : the write response channel
     """
 
     def __init__(self, *, data_width: int = 64, word_width: int = 64, depth: int = 1024,
-                 max_burst: int = 16, addr_width: int = 32) -> None:
+                 max_burst: int = 16, addr_width: int = 32, strobes: bool = False) -> None:
         check_shape(data_width, word_width, depth, max_burst)
         self._data_width, self._word_width = data_width, word_width
+        self._strobes = strobes
         self._depth, self._max_burst = depth, max_burst
         self._beat_bytes = data_width // 8
         super().__init__({
@@ -109,6 +116,7 @@ class AxiBurstWriter(BeatsPerWord, wiring.Component):
             "word_valid": In(1),
             "word_ready": Out(1),
             "word_data": In(word_width),
+            **({"word_strobe": In(word_width // 8)} if strobes else {}),
             "awvalid": Out(1),
             "awready": In(1),
             "awaddr": Out(addr_width),
@@ -131,8 +139,7 @@ class AxiBurstWriter(BeatsPerWord, wiring.Component):
         per_word = self.beats_per_word
         total = self._depth * per_word
         shift = self._beat_bytes.bit_length() - 1
-        m.d.comb += [self.awsize.eq(shift), self.awburst.eq(BURST_INCR),
-                     self.wstrb.eq(Const(-1, len(self.wstrb)))]
+        m.d.comb += [self.awsize.eq(shift), self.awburst.eq(BURST_INCR)]
 
         # the address side: the reader's request side, on the write address channel; a
         # run starts once every burst of the one before is requested, and its base and
@@ -167,6 +174,11 @@ class AxiBurstWriter(BeatsPerWord, wiring.Component):
         beat = Signal(range(max(per_word, 2)))
         m.d.comb += [self.wvalid.eq(held & (to_send != 0)),
                      self.wdata.eq(word[:self._data_width]), self.wlast.eq(left == 1)]
+        if self._strobes:
+            strobe = Signal(self._word_width // 8)  # the held word's strobes, beat by beat
+            m.d.comb += self.wstrb.eq(strobe[:self._beat_bytes])
+        else:
+            m.d.comb += self.wstrb.eq(Const(-1, len(self.wstrb)))
         sent = Signal()
         m.d.comb += sent.eq(self.wvalid & self.wready)
         last_beat = Signal()
@@ -178,12 +190,16 @@ class AxiBurstWriter(BeatsPerWord, wiring.Component):
                          w_address.eq(w_address + self._beat_bytes)]
             if per_word > 1:
                 m.d.sync += word.eq(word >> self._data_width)
+                if self._strobes:
+                    m.d.sync += strobe.eq(strobe >> self._beat_bytes)
             with m.If(last_beat):
                 m.d.sync += [beat.eq(0), held.eq(0)]
             with m.Else():
                 m.d.sync += beat.eq(beat + 1)
         with m.If(self.word_valid & self.word_ready):
             m.d.sync += [word.eq(self.word_data), held.eq(1)]
+            if self._strobes:
+                m.d.sync += strobe.eq(self.word_strobe)
         # the data side's next run, once its run's last beat is out
         run_done = Signal()
         m.d.comb += [run_done.eq((to_send == 0) | (sent & (to_send == 1))),

@@ -141,7 +141,7 @@ def design_of(export: Export, lanes: int, board: str | None = None,
               stream_weights: bool = False, tile_words: int | None = None,
               stem_chunk_major: bool = False,
               spike_word_bits: int | None = None,
-              stream_ddr: bool = False) -> dict[str, Any]:
+              stream_ddr: bool = False, stem_maps_ddr: bool = False) -> dict[str, Any]:
     """Return the record of ``export``'s design at ``lanes`` (``board``: what picked them).
 
     ``stem_lanes``: the stem engine's lanes, recorded only where they differ from ``lanes``;
@@ -153,7 +153,8 @@ def design_of(export: Export, lanes: int, board: str | None = None,
     (default the export's); ``stream_weights``: the core streams its weights during
     compute (recorded as ``stream_weights: true``, only then), ``tile_words`` the most
     words of its tiles (recorded where given), ``stream_ddr``: its residual stream is in
-    DDR (recorded as ``stream_ddr: true``, only then).
+    DDR (recorded as ``stream_ddr: true``, only then), ``stem_maps_ddr``: its stem's maps
+    too (``stem_maps_ddr: true``, only then).
     """
     design = {
         "config_hash": f"{export.config_hash:08x}",
@@ -178,6 +179,8 @@ def design_of(export: Export, lanes: int, board: str | None = None,
                 design["tile_words"] = int(tile_words)
             if stream_ddr:
                 design["stream_ddr"] = True
+                if stem_maps_ddr:
+                    design["stem_maps_ddr"] = True
     return design
 
 
@@ -189,18 +192,19 @@ def record_design(folder: str | Path, export: Export, lanes: int,
                   tile_words: int | None = None,
                   stem_chunk_major: bool = False,
                   spike_word_bits: int | None = None,
-                  stream_ddr: bool = False) -> dict[str, Any]:
+                  stream_ddr: bool = False, stem_maps_ddr: bool = False) -> dict[str, Any]:
     """Write ``folder/design.json`` for ``export`` at ``lanes``; return the record.
 
     ``ddr``, ``widths``, ``stream_weights``, ``tile_words``: a ``weights="ddr"`` design's
     AXI figures, bit widths, whether it streams its weights and its tiles' most words;
     ``stem_chunk_major``: its stem's schedule; ``spike_word_bits``: its spike maps' widest
-    word; ``stream_ddr``: its residual stream in DDR (see :func:`design_of`).
+    word; ``stream_ddr``, ``stem_maps_ddr``: its residual stream and its stem's maps in DDR
+    (see :func:`design_of`).
     """
     design = design_of(export, lanes, board, stem_lanes, ddr=ddr, widths=widths,
                        stream_weights=stream_weights, tile_words=tile_words,
                        stem_chunk_major=stem_chunk_major, spike_word_bits=spike_word_bits,
-                       stream_ddr=stream_ddr)
+                       stream_ddr=stream_ddr, stem_maps_ddr=stem_maps_ddr)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DESIGN_FILE).write_text(json.dumps(design, indent=2) + "\n")

@@ -60,6 +60,10 @@ def rtl_arguments(parser: argparse.ArgumentParser) -> None:
                              "chip: each layer reads it ahead and writes it behind through "
                              "FIFOs, in an activation buffer the host gives the accelerator "
                              "(default: the --build folder's ddr design's choice, else off)")
+    parser.add_argument("--stem-maps-ddr", action="store_true", default=None,
+                        help="with --stream-ddr and --stem-chunk-major: keep the stem's "
+                             "spike maps in the activation buffer too, not on chip (default: "
+                             "the --build folder's ddr design's choice, else off)")
     parser.add_argument("--tile-words", type=int, default=None, metavar="N",
                         help="with --stream-weights: the most weight words of one tile (a "
                              "layer's weights are fetched in slices of output channels that "
@@ -123,6 +127,9 @@ def rtl(args: argparse.Namespace) -> int:
     if args.stream_ddr and not args.stream_weights:
         raise StepvitError("--stream-ddr: the stream's reads share the streamed tiles' AXI "
                            "port; the option is for --weights ddr --stream-weights")
+    if args.stem_maps_ddr and not args.stream_ddr:
+        raise StepvitError("--stem-maps-ddr: the stem's maps go into the stream's activation "
+                           "buffer; the option is for --stream-ddr (and --stem-chunk-major)")
     if args.tile_words is not None and not args.stream_weights:
         raise StepvitError("--tile-words: the size of a streamed weight tile; the option is "
                            "for --weights ddr --stream-weights")
@@ -142,6 +149,7 @@ def rtl(args: argparse.Namespace) -> int:
     asked_lanes, stream_weights, tile_words = args.lanes, args.stream_weights, args.tile_words
     stem_chunk_major, board_name = args.stem_chunk_major, args.board
     spike_word_bits, stream_ddr = args.spike_word_bits, args.stream_ddr
+    stem_maps_ddr = args.stem_maps_ddr
     axi = {"data_width": DEFAULT_DATA_WIDTH, "max_burst": DEFAULT_MAX_BURST}
     widths = None
     if args.weights == "ddr":
@@ -157,7 +165,7 @@ def rtl(args: argparse.Namespace) -> int:
         held = ddr_design_to_reuse(build, export, args.lanes, axi,
                                    None if args.width_margin is None else widths,
                                    args.stream_weights, args.stem_chunk_major,
-                                   args.spike_word_bits, args.stream_ddr)
+                                   args.spike_word_bits, args.stream_ddr, args.stem_maps_ddr)
         if held is not None and not held[1]:
             return _reuse_ddr_build(build, export, held[0])
         if held is not None:
@@ -174,6 +182,8 @@ def rtl(args: argparse.Namespace) -> int:
                 tile_words = design.get("tile_words")
             if stream_ddr is None:
                 stream_ddr = bool(design.get("stream_ddr"))
+            if stem_maps_ddr is None:
+                stem_maps_ddr = bool(design.get("stem_maps_ddr"))
             if stem_chunk_major is None:
                 stem_chunk_major = bool(design.get("stem_chunk_major"))
             if spike_word_bits is None:
@@ -197,6 +207,8 @@ def rtl(args: argparse.Namespace) -> int:
             streamed["stem_chunk_major"] = True
         if stream_ddr:
             streamed["stream_ddr"] = True
+            if stem_maps_ddr:
+                streamed["stem_maps_ddr"] = True
         try:
             best, estimates = choose_lanes(export, board, pace, **streamed,
                                            spike_word_bits=spike_word_bits)
@@ -232,6 +244,11 @@ def rtl(args: argparse.Namespace) -> int:
         raise StepvitError("--stream-ddr: a stem design keeps the one stream buffer that DDR "
                            "replaces only when its stem runs chunk by chunk; add "
                            "--stem-chunk-major")
+    stem_maps_ddr = bool(stem_maps_ddr) and stream_ddr
+    if stem_maps_ddr and not (export.arch.get("stem") and chunk_major):
+        raise StepvitError("--stem-maps-ddr: only a convolutional stem that runs chunk by "
+                           "chunk writes its maps a chunk at a time into DDR; add "
+                           "--stem-chunk-major (to an export with a stem)")
     check_spike_word_bits(export, lanes, spike_word_bits)
     # the memories the sizing placed in UltraRAM or LUTs (rtl/ram_style.py)
     ram_styles = built.ram_styles if chosen is not None else {}
@@ -239,11 +256,12 @@ def rtl(args: argparse.Namespace) -> int:
                       stem_chunk_major=chunk_major, weights=args.weights, widths=widths,
                       stream_weights=stream, tile_words=tile_words,
                       spike_word_bits=spike_word_bits, stream_ddr=stream_ddr,
-                      ram_styles=ram_styles, **(ddr or {}))
+                      ram_styles=ram_styles, stem_maps_ddr=stem_maps_ddr, **(ddr or {}))
     record_design(build, export, lanes, None if chosen is None else chosen["board"],
                   stem_lanes=stem_lanes, ddr=ddr, widths=widths, stream_weights=stream,
                   tile_words=tile_words, stem_chunk_major=chunk_major,
-                  spike_word_bits=spike_word_bits, stream_ddr=stream_ddr)
+                  spike_word_bits=spike_word_bits, stream_ddr=stream_ddr,
+                  stem_maps_ddr=stem_maps_ddr)
     copy = None
     if ddr is not None:
         copy = copy_export_image(export, build, lanes=lanes, data_width=ddr["data_width"],
@@ -277,7 +295,8 @@ def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
                         stream_weights: bool | None = None,
                         stem_chunk_major: bool | None = None,
                         spike_word_bits: int | None = None,
-                        stream_ddr: bool | None = None
+                        stream_ddr: bool | None = None,
+                        stem_maps_ddr: bool | None = None
                         ) -> tuple[dict[str, Any], bool] | None:
     """Return the ddr design in ``build`` that ``export`` reuses, and whether it is stale.
 
@@ -293,8 +312,9 @@ def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
     of the weights (``stream_weights``; ``None``: not asked, either) and its stem's schedule
     (``stem_chunk_major``; ``None``: not asked, the held one) and its spike maps' widest
     word (``spike_word_bits``; ``None``: not asked, the held one) and where its stream is
-    (``stream_ddr``; ``None``: not asked, the held one) are those asked for and the
-    generator has not changed since.
+    (``stream_ddr``; ``None``: not asked, the held one) and its stem's maps
+    (``stem_maps_ddr``, likewise) are those asked for and the generator has not changed
+    since.
 
     Raises
     ------
@@ -328,6 +348,9 @@ def ddr_design_to_reuse(build: Path, export: Export, lanes: int | None,
     if stream_ddr and not design.get("stream_ddr"):
         raise StepvitError(f"{held} that keeps its residual stream on chip; --stream-ddr "
                            f"asks for one that keeps it in DDR (use another --build)")
+    if stem_maps_ddr and not design.get("stem_maps_ddr"):
+        raise StepvitError(f"{held} that keeps its stem's maps on chip; --stem-maps-ddr asks "
+                           f"for one that keeps them in DDR (use another --build)")
     if stem_chunk_major and not design.get("stem_chunk_major"):
         raise StepvitError(f"{held} whose stem runs step by step; --stem-chunk-major asks for "
                            f"one that runs chunk by chunk (use another --build)")
@@ -362,7 +385,8 @@ def _reuse_ddr_build(build: Path, export: Export, design: dict[str, Any]) -> int
                   widths=widths, stream_weights=bool(design.get("stream_weights")),
                   tile_words=design.get("tile_words"), stem_chunk_major=chunk_major,
                   spike_word_bits=design.get("spike_word_bits"),
-                  stream_ddr=bool(design.get("stream_ddr")))
+                  stream_ddr=bool(design.get("stream_ddr")),
+                  stem_maps_ddr=bool(design.get("stem_maps_ddr")))
     copy = copy_export_image(export, build, lanes=lanes, data_width=data_width, widths=widths,
                              stem_lanes=stem_lanes, stem_chunk_major=chunk_major)
     print(json.dumps({"verilog": f"{build}/{VERILOG_FILE}", "reused": True,

@@ -68,6 +68,7 @@ from stepvit.rtl.prefetch import SpikeWordPrefetch
 from stepvit.rtl.protocol import registers_for
 from stepvit.rtl.ram_style import ram_attrs
 from stepvit.rtl.stem_front import StemFront
+from stepvit.rtl.stem_map_ddr import map_layout
 from stepvit.rtl.stem_plan import StemPlan
 from stepvit.rtl.stem_tiles import stem_tiles
 from stepvit.rtl.stream_ddr import StreamDdr
@@ -134,6 +135,12 @@ class StepvitCore(wiring.Component):
         chunk-major one).
     stream_fifo_words : int, optional
         ``stream_ddr`` only: the read FIFO's words (default: enough to hide the latency).
+    stem_maps_ddr : bool
+        With ``stream_ddr`` and a chunk-major stem whose taps stream: keep the stem's
+        emitted maps in the activation buffer too, after the stream, from
+        :attr:`maps_offset` (:mod:`stepvit.rtl.stem_map_ddr`): the maps' reads are the
+        arbiter's last reader on the tiles' port, their writes go through the stream's
+        write FIFO, and ``stem_map_stalls`` counts the cycles the stem waited for them.
     ram_styles : mapping of str to str, optional
         The memories the sizing model placed (:func:`stepvit.rtl.sizing.place_ultraram`,
         :func:`stepvit.rtl.sizing.place_distributed`, by its names): each is marked
@@ -151,7 +158,8 @@ class StepvitCore(wiring.Component):
                  data_width: int = 64,
                  max_burst: int = 16, spike_word_bits: int | None = None,
                  stream_ddr: bool = False, stream_fifo_words: int | None = None,
-                 ram_styles: Mapping[str, str] | None = None) -> None:
+                 ram_styles: Mapping[str, str] | None = None,
+                 stem_maps_ddr: bool = False) -> None:
         registers_for(weights)  # refuses a mode that is not one
         if stream_weights and weights != "ddr":
             raise ValueError("stream_weights needs weights='ddr'")
@@ -188,6 +196,11 @@ class StepvitCore(wiring.Component):
         tile_axi = (None if self.tiles is None else
                     {name: self._tile_buffer.signature.members[name]
                      for name in AXI_READ_MEMBERS})
+        if stem_maps_ddr and not (stream_ddr and self._stem_plan is not None
+                                  and stem_chunk_major):
+            raise ValueError("stem_maps_ddr needs a chunk-major stem (stem_chunk_major) and "
+                             "the stream in DDR (stream_ddr)")
+        self.stem_maps_ddr = stem_maps_ddr
         #: The stream's DDR unit (``stream_ddr``), else None.
         self.stream_unit: StreamDdr | None = None
         stream_axi = None
@@ -197,7 +210,8 @@ class StepvitCore(wiring.Component):
                                  "be chunk-major (stem_chunk_major=True)")
             self.stream_unit = StreamDdr(plan=self.plan, data_width=data_width,
                                          max_burst=max_burst,
-                                         read_fifo_words=stream_fifo_words)
+                                         read_fifo_words=stream_fifo_words,
+                                         maps=stem_maps_ddr)
             # with streamed weights its reads share the tiles' port (the arbiter's last
             # reader); else they have their own
             members = self.stream_unit.signature.members
@@ -222,6 +236,10 @@ class StepvitCore(wiring.Component):
             m.submodules.arbiter = self._arbiter = AxiReadArbiter(
                 readers=len(readers), data_width=self._data_width)
             connect_axi_read(m, self._arbiter, lambda name: getattr(self, f"tile_{name}"))
+        if len(self._act_readers()) > 1:
+            m.submodules.act_arbiter = self._act_arbiter = AxiReadArbiter(
+                readers=len(self._act_readers()), data_width=self._data_width)
+            connect_axi_read(m, self._act_arbiter, lambda name: getattr(self, f"act_{name}"))
         tiles = self._add_tiles(m) if self.stream_weights else None
         m.submodules.accumulate = accumulate = AccumulateStage(plan=self.plan)
         m.submodules.sums = sums = SumStage(plan=self.plan, head_bias_input=ddr)
@@ -245,6 +263,8 @@ class StepvitCore(wiring.Component):
         self._control(m, run, prefetch, walk, start_bank, stem, tiles)
         if unit is not None:
             self._connect_stream(m, run, walk, unit)
+        if self.stem_maps_ddr:
+            self._connect_stem_maps(m, stem, unit, run)
         self._connect_prefetch(m, memories, run, prefetch, fire)
         self._connect_walk(m, memories, run, prefetch, walk, tiles)
         self._connect_accumulate(m, memories, run, walk, accumulate, tiles)
@@ -298,7 +318,8 @@ class StepvitCore(wiring.Component):
         if not self.stream_weights:
             return []
         return (["tiles"] + (["stem_tiles"] if self.stem_tiles is not None else [])
-                + (["stream"] if self.stream_unit is not None else []))
+                + (["stream"] if self.stream_unit is not None else [])
+                + (["stem_maps"] if self.stem_maps_ddr else []))
 
     def _stream_reads_done(self) -> Value:
         """Return whether no stream read is under way on the ``tile_*`` port.
@@ -307,6 +328,9 @@ class StepvitCore(wiring.Component):
         """
         if self.stream_unit is None or not self.stream_weights:
             return Const(1)
+        if self.stem_maps_ddr and self.stem_front is not None:
+            # (the stem's front is made after the core's tiles; its tiles' share says it)
+            return self.stream_unit.reads_done & self.stem_front.map_unit.reads_done
         return self.stream_unit.reads_done
 
     def _add_tiles(self, m: Module) -> TileFetch:
@@ -417,7 +441,8 @@ class StepvitCore(wiring.Component):
             stream_words=geometry.t_max * geometry.tokens * geometry.dim_chunks,
             writable=self.weights == "ddr", tiles=self.stem_tiles,
             data_width=self._data_width, max_burst=self._max_burst,
-            buffers=geometry.stream_buffers, ram_styles=self._ram_styles)
+            buffers=geometry.stream_buffers, ram_styles=self._ram_styles,
+            maps_ddr=self.stem_maps_ddr)
         self.stem_front = stem
         m.d.comb += [
             stem.load.eq(self.load), self.loaded.eq(stem.loaded),
@@ -561,11 +586,69 @@ class StepvitCore(wiring.Component):
         ]
         with m.If(walk.run & walk.hold & self._stream_hold(walk, run)):
             m.d.sync += self.stream_stalls.eq(self.stream_stalls + 1)
-        readers = self._readers()
-        connect_axi(m, unit, lambda name: (
-            self._arbiter.port(readers.index("stream"), name)
-            if readers and name in AXI_READ_MEMBERS else getattr(self, f"act_{name}")),
-            (*AXI_READ_MEMBERS, *AXI_WRITE_MEMBERS))
+        connect_axi_read(m, unit, self._read_port("stream"))
+        connect_axi(m, unit, lambda name: getattr(self, f"act_{name}"), AXI_WRITE_MEMBERS)
+
+    def _act_readers(self) -> list[str]:
+        """Return the readers of the ``act_*`` read port, in its arbiter's order (else none).
+
+        Without streamed weights, the stream's reads have that port; the stem's maps in DDR
+        share it.
+        """
+        if self.stream_weights or not self.stem_maps_ddr:
+            return []
+        return ["stream", "stem_maps"]
+
+    def _read_port(self, reader: str):
+        """Return ``name -> signal``: the AXI read port of ``reader`` (an arbiter's, or act_)."""
+        readers, act = self._readers(), self._act_readers()
+        if reader in readers and len(readers) > 1:
+            return lambda name: self._arbiter.port(readers.index(reader), name)
+        if reader in act:
+            return lambda name: self._act_arbiter.port(act.index(reader), name)
+        return lambda name: getattr(self, f"act_{name}")
+
+    @property
+    def maps_offset(self) -> int:
+        """Return the stem maps' byte offset in the activation buffer (after the stream).
+
+        The stream's bytes rounded up to 4 KB; 0 without a stream in DDR.
+        """
+        unit = self.stream_unit
+        if unit is None:
+            return 0
+        return -(-unit.words * unit.word_bytes // 4096) * 4096
+
+    @property
+    def activation_bytes(self) -> int:
+        """Return the bytes of the activation buffer: the stream, and the stem's maps."""
+        unit = self.stream_unit
+        if unit is None:
+            return 0
+        if not self.stem_maps_ddr:
+            return unit.words * unit.word_bytes
+        layout = map_layout(self._stem_plan, self._data_width)
+        return self.maps_offset + layout.total_bytes
+
+    def _connect_stem_maps(self, m: Module, stem: StemFront, unit: StreamDdr,
+                           run: RunState) -> None:
+        """Give the stem's maps unit its region, the arbiter's last reader and the writes.
+
+        Its writes enter the stream's write FIFO (``map_*``); its reads wait for their
+        answers (``maps_done``); its errors are the stream's; its waits are counted.
+        """
+        maps = stem.map_unit
+        connect_axi_read(m, maps, self._read_port("stem_maps"))
+        m.d.comb += [
+            maps.base.eq(self.activations_base + self.maps_offset),
+            unit.map_valid.eq(maps.map_valid), maps.map_ready.eq(unit.map_ready),
+            unit.map_address.eq(maps.map_address), unit.map_data.eq(maps.map_data),
+            unit.map_strobe.eq(maps.map_strobe), maps.answered.eq(unit.maps_done),
+            maps.clear.eq(run.begin),
+            self.stream_error.eq(unit.error | maps.error),
+        ]
+        with m.If(stem.map_waiting):
+            m.d.sync += self.stem_map_stalls.eq(self.stem_map_stalls + 1)
 
     def _take_tile(self, m: Module, tiles: TileFetch, pass_tile: data.View, *,
                    waiting: bool) -> None:

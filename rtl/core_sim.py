@@ -238,17 +238,18 @@ class _CoreDdr:
     """The read and write models behind a core's ``act_*`` channels, one memory."""
 
     def __init__(self, core: StepvitCore, figures: DdrFigures) -> None:
-        unit = core.stream_unit
         beat_bytes = len(core.act_rdata) // 8
-        size = figures.base + unit.word_bytes * unit.words + 4096
+        size = figures.base + core.activation_bytes + 4096
         rng = np.random.default_rng(figures.seed)
         self.memory = rng.integers(0, 256, size, dtype=np.uint8)
         self.figures = figures
         self.read = DdrModel(self.memory, beat_bytes, latency=figures.latency, interval=1,
                              seed=figures.seed + 1, arready_rate=figures.ready_rate,
                              rvalid_gap=0.0)
+        # the stem's maps are written a chunk of a position at a time, with byte strobes
         self.write = DdrWriteModel(self.memory, beat_bytes, latency=figures.latency,
-                                   seed=figures.seed + 2, ready_rate=figures.ready_rate)
+                                   seed=figures.seed + 2, ready_rate=figures.ready_rate,
+                                   strobes=core.stem_maps_ddr)
         self.read_port = SimpleNamespace(**{name: getattr(core, f"act_{name}")
                                             for name in read_channels(32, 8 * beat_bytes)})
         self.write_port = SimpleNamespace(**{name: getattr(core, f"act_{name}")

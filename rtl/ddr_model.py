@@ -86,13 +86,16 @@ class DdrWriteModel:
     order, OKAY, or SLVERR if one of its beats' addresses is in ``bad``. A burst's bytes
     land in the memory only as its response is offered (AXI promises a write visible to a
     read only after its response, so a master that reads before it reads what was there
-    before). Whatever breaks the bus's rules is recorded in ``violations``.
+    before). Whatever breaks the bus's rules is recorded in ``violations``. With
+    ``strobes`` a beat writes only the bytes its ``wstrb`` sets (else a beat that does not
+    write every byte is a violation).
     """
 
     def __init__(self, memory: np.ndarray, beat_bytes: int, *, latency: int, seed: int,
                  bad: tuple[int, ...] = (), ready_rate: float = ARREADY_RATE,
-                 max_burst: int = 256) -> None:
+                 max_burst: int = 256, strobes: bool = False) -> None:
         self.memory, self.beat_bytes = memory, beat_bytes
+        self.strobes = strobes
         self.latency, self.bad, self.ready_rate = latency, bad, ready_rate
         self.max_burst = max_burst
         self.rng = np.random.default_rng(seed)
@@ -111,13 +114,15 @@ class DdrWriteModel:
             address, beats, taken = burst[:3]
             data, strobe, last = self.data.popleft()
             where = address + taken * self.beat_bytes
-            if strobe != (1 << self.beat_bytes) - 1:
+            if strobe != (1 << self.beat_bytes) - 1 and not self.strobes:
                 self.violations.append(f"beat at {where:#x}: wstrb {strobe:#x}")
             if last != (taken == beats - 1):
                 self.violations.append(f"beat at {where:#x}: wlast {last} on beat {taken} "
                                        f"of {beats}")
             burst[4].append((where, np.frombuffer(data.to_bytes(self.beat_bytes, "little"),
-                                                  dtype=np.uint8)))
+                                                  dtype=np.uint8),
+                             np.array([strobe >> i & 1 for i in range(self.beat_bytes)],
+                                      dtype=bool)))
             self.written += 1
             burst[3] |= where in self.bad
             burst[2] = taken + 1
@@ -134,8 +139,8 @@ class DdrWriteModel:
         ctx.set(port.wready, wready)
         due = self.responses and self.responses[0][0] <= cycle
         if due:  # the burst's bytes land as its response is offered (once)
-            for where, data in self.responses[0][2]:
-                self.memory[where:where + self.beat_bytes] = data
+            for where, data, strobe in self.responses[0][2]:
+                self.memory[where:where + self.beat_bytes][strobe] = data[strobe]
             self.responses[0][2].clear()
         ctx.set(port.bvalid, int(bool(due)))
         ctx.set(port.bresp, self.responses[0][1] if due else 0)

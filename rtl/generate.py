@@ -169,6 +169,7 @@ def generate(
     spike_word_bits: int | None = None,
     stream_ddr: bool = False,
     ram_styles: Mapping[str, str] | None = None,
+    stem_maps_ddr: bool = False,
 ) -> dict[str, Any]:
     """Generate ``stepvit_accel.v``, ``stepvit_accel.il`` and ``report.json`` in ``out_dir``.
 
@@ -220,6 +221,10 @@ def generate(
         ``ram_style`` ``"ultra"`` (UltraRAM) or ``"distributed"`` (LUTs)
         (:mod:`stepvit.rtl.ram_style`). The report lists them as ``ultraram`` and
         ``distributed``, each only where there are some.
+    stem_maps_ddr : bool
+        With ``stream_ddr`` and a chunk-major stem: the stem's maps are in the activation
+        buffer too (:mod:`stepvit.rtl.stem_map_ddr`); the report's ``activations`` counts
+        them and gives their ``stem_maps`` offset and bytes.
 
     Returns
     -------
@@ -242,7 +247,8 @@ def generate(
                               data_width=data_width, max_burst=max_burst,
                               widths=widths, stream_weights=stream_weights,
                               tile_words=tile_words, spike_word_bits=spike_word_bits,
-                              stream_ddr=stream_ddr, ram_styles=ram_styles)
+                              stream_ddr=stream_ddr, ram_styles=ram_styles,
+                              stem_maps_ddr=stem_maps_ddr)
     except ValueError as error:  # a parameter the design refuses, such as the lane count
         raise StepvitError(f"cannot build the accelerator: {error}") from None
     verilog_text = to_verilog(design)
@@ -295,7 +301,11 @@ def generate(
                                       "bytes_per_image": tiles.bytes_per_image}
         if stream_ddr:
             unit = design.core.stream_unit
-            report["activations"] = {"bytes": unit.words * unit.word_bytes,
+            report["activations"] = {"bytes": design.core.activation_bytes,
                                      "word_bytes": unit.word_bytes, "words": unit.words}
+            if stem_maps_ddr:
+                report["activations"]["stem_maps"] = {
+                    "offset": design.core.maps_offset,
+                    "bytes": design.core.activation_bytes - design.core.maps_offset}
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report

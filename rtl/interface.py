@@ -50,7 +50,7 @@ def core_signature(export: Export,
     ``weight_stalls`` and ``stem_weight_stalls``. ``stream_axi``: a core whose residual
     stream is in DDR (``stream_ddr=True``): the AXI read and write members of its
     :class:`~stepvit.rtl.stream_ddr.StreamDdr`, which the core has as ``act_<name>``, with
-    ``activations_base``, ``stream_stalls`` and ``stream_error``.
+    ``activations_base``, ``stream_stalls``, ``stem_map_stalls`` and ``stream_error``.
 
     Members
     -------
@@ -109,6 +109,9 @@ def core_signature(export: Export,
     stream_stalls : Out(32)
         With ``stream_axi`` only: cycles the walk has waited for the stream's reads or
         write room since reset (wraps).
+    stem_map_stalls : Out(32)
+        With ``stream_axi`` only: cycles the stem has waited for its maps in DDR since
+        reset (wraps; 0 unless its maps are in DDR, ``stem_maps_ddr``).
     stream_error : Out(1)
         With ``stream_axi`` only: the image's stream traffic went wrong (an AXI error
         response, or reads and closings that disagree); cleared at ``start``.
@@ -123,7 +126,7 @@ def core_signature(export: Export,
         extra.update({f"tile_{name}": member for name, member in tile_axi.items()})
     if stream_axi is not None:
         extra.update({"activations_base": In(32), "stream_stalls": Out(32),
-                      "stream_error": Out(1)})
+                      "stem_map_stalls": Out(32), "stream_error": Out(1)})
         extra.update({f"act_{name}": member for name, member in stream_axi.items()})
     return wiring.Signature(
         {

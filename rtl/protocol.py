@@ -113,10 +113,14 @@ STREAM_REGISTERS: tuple[Register, ...] = (
              "byte address of the activation buffer in DDR (32 bits, a multiple of a beat; "
              "ACTIVATION_BYTES bytes the accelerator reads and writes while it computes)"),
     Register("ACTIVATION_BYTES", 0x804, "r",
-             "bytes the activation buffer takes: the residual stream of every step"),
+             "bytes the activation buffer takes: the residual stream of every step (and "
+             "the stem's maps, in a design that keeps them in DDR)"),
     Register("STREAM_STALLS", 0x808, "r",
              "cycles the core waited for the stream's reads or write room since reset "
              "(wraps)"),
+    Register("STEM_MAP_STALLS", 0x80C, "r",
+             "cycles the stem waited for its maps in DDR since reset (wraps; 0 unless "
+             "they are in DDR); it overlaps the core's waits in time"),
 )
 
 #: Where a design keeps its parameters: ``rom`` (baked into the bitstream from one export)

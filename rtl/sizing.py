@@ -272,21 +272,28 @@ def distributed_luts(width: int, depth: int, *, granularity: int | None = None) 
     return ram + (width * -(-(cells - 1) // 3) + 2 * cells if cells > 1 else 0)
 
 
+#: The share of the block RAM budget the placement in LUTs leaves free: the model's block RAM
+#: ran 1-3 BRAM36 under Yosys's on the large designs (0.5-2.5 %: Spikformer-4-384 on the
+#: PYNQ-Z2 at 8 + 4 lanes 151 against 148, on the ZCU104's pick 250.5 against 249.5), which
+#: put a design placed to the budget's edge past it (docs/results/2026-12-06-distributed-ram.md).
+PLACEMENT_MARGIN = 0.03
+
+
 def place_distributed(memories: Mapping[str, MemoryShape], board: dict[str, Any],
                       placed: Collection[str] = (), lut: float | None = None
                       ) -> frozenset[str]:
     """Return the memories of a design that go to distributed RAM (LUTs) on ``board``.
 
-    Only a design over the block RAM's budget moves any: the RAMs (not the ROMs, not those
-    in ``placed``, the UltraRAM's) whose LUTs there (:func:`distributed_luts`) cost less
-    than the block RAM they free is worth at the board's own ratio of LUTs to RAMB36 (380
-    on the PYNQ-Z2), those that free the most block RAM a LUT first, until the block RAM
-    is within its budget. ``lut``, the design's LUTs without them: a RAM whose LUTs would
+    Only a design over the block RAM's budget less :data:`PLACEMENT_MARGIN` moves any: the
+    RAMs (not the ROMs, not those in ``placed``, the UltraRAM's) whose LUTs there
+    (:func:`distributed_luts`) cost less than the block RAM they free is worth at the
+    board's own ratio of LUTs to RAMB36 (380 on the PYNQ-Z2), those that free the most
+    block RAM a LUT first, until the block RAM is within that margin of its budget. ``lut``, the design's LUTs without them: a RAM whose LUTs would
     take the design past the LUTs' budget stays. The generator marks each
     ``ram_style = "distributed"`` (:func:`stepvit.rtl.ram_style.ram_attrs`).
     """
     resources, fractions = board["resources"], board["budget"]
-    budget = fractions["bram_fraction"] * resources["bram36"]
+    budget = fractions["bram_fraction"] * resources["bram36"] * (1 - PLACEMENT_MARGIN)
     lut_room = (float("inf") if lut is None
                 else fractions["lut_fraction"] * resources["lut"] - lut)
     worth = resources["lut"] / resources["bram36"]
@@ -509,13 +516,15 @@ STEM_INTEGRATION_LUTS = 3_300
 
 
 def stem_resources(export: Export, lanes: int, *, chunk_major: bool = False,
-                   streamed: bool = False) -> PartResources:
+                   streamed: bool = False, maps_ddr: bool = False,
+                   data_width: int = 64) -> PartResources:
     """Return the stem engine's dense events, LUTs, block RAM and UltraRAM on ``lanes`` lanes.
 
     The LUTs include the stem's integration beside the core (:data:`STEM_INTEGRATION_LUTS`).
     ``chunk_major``: the engine's chunk-major schedule (one chunk's banks and membranes);
     ``streamed`` (with it): its tap weights streamed from DDR, the taps' memories the stem
-    tile buffer's bank pairs (:mod:`stepvit.rtl.stem_tiles`).
+    tile buffer's bank pairs (:mod:`stepvit.rtl.stem_tiles`); ``maps_ddr`` (with it): its
+    emitted maps in DDR over ``data_width``-bit beats (:mod:`stepvit.rtl.stem_map_ddr`).
     """
     # (imported here: the stem's sizing builds on this module's memory rules)
     from stepvit.rtl.stem_plan import StemPlan
@@ -524,9 +533,11 @@ def stem_resources(export: Export, lanes: int, *, chunk_major: bool = False,
     plan = StemPlan.from_export(export, lanes=lanes, chunk_major=chunk_major)
     bits = export.bit_widths
     memories = {f"stem.{name}": memory
-                for name, memory in stem_memories(plan, bits, streamed=streamed).items()}
+                for name, memory in stem_memories(plan, bits, streamed=streamed,
+                                                  maps_ddr=maps_ddr,
+                                                  data_width=data_width).items()}
     return PartResources(stem_dense_events(plan),
-                         STEM_INTEGRATION_LUTS + stem_logic_luts(plan, bits)
+                         STEM_INTEGRATION_LUTS + stem_logic_luts(plan, bits, maps_ddr=maps_ddr)
                          + sum(memory.lutram_luts for memory in memories.values()),
                          sum(memory.bram36 for memory in memories.values()), memories)
 
@@ -556,7 +567,7 @@ def _combine(lanes: int, core: PartResources, stem_lanes: int | None,
         events, lut = max(events, stem.events), lut + stem.lut
         memories.update(stem.memories)
     ultraram = place_ultraram(memories, board)
-    distributed = place_distributed(memories, board, ultraram, lut)
+    distributed = place_distributed(memories, board, ultraram | FIXED_MEMORIES, lut)
     lut += sum(memories[name].distributed_luts for name in distributed)
     bram36, uram = memory_resources(memories, ultraram, distributed)
     available, budget = board["resources"], board["budget"]
@@ -567,6 +578,10 @@ def _combine(lanes: int, core: PartResources, stem_lanes: int | None,
     return DesignEstimate(lanes=lanes, dense_events=events, lut=lut, bram36=bram36, fits=fits,
                           stem_lanes=stem_lanes, sample_cycles=sample, uram=uram,
                           ultraram=ultraram, distributed=distributed)
+
+
+#: Memories the generator cannot mark (a FIFO's own memory): never placed.
+FIXED_MEMORIES = frozenset({"stem.map_staged", "stem.map_reads"})
 
 
 def activation_memory(name: str) -> bool:
@@ -588,7 +603,8 @@ def has_uram(board: dict[str, Any]) -> bool:
 def estimate(export: Export, lanes: int, board: dict[str, Any], *,
              stem_lanes: int | None = None, stream_data_width: int | None = None,
              tile_words: int | None = None, stem_chunk_major: bool = False,
-             spike_word_bits: int | None = None, stream_ddr: bool = False) -> DesignEstimate:
+             spike_word_bits: int | None = None, stream_ddr: bool = False,
+             stem_maps_ddr: bool = False) -> DesignEstimate:
     """Return the estimate of ``export`` on ``lanes`` lanes against ``board``'s budget.
 
     With a convolutional stem, its engine has ``stem_lanes`` lanes (default ``lanes``) and
@@ -596,7 +612,8 @@ def estimate(export: Export, lanes: int, board: dict[str, Any], *,
     ``stream_data_width``, ``tile_words``: a core that streams its weights
     (:func:`core_resources`); with both, the stem's tap weights stream too, as
     ``stepvit rtl`` builds it. ``spike_word_bits``: the core's spike maps' widest word;
-    ``stream_ddr``: the residual stream in DDR (:func:`core_resources`).
+    ``stream_ddr``: the residual stream in DDR (:func:`core_resources`); ``stem_maps_ddr``
+    (with it): the stem's maps too (:func:`stem_resources`).
     """
     core = core_resources(export, lanes, stream_data_width=stream_data_width,
                           tile_words=tile_words, spike_word_bits=spike_word_bits,
@@ -607,7 +624,9 @@ def estimate(export: Export, lanes: int, board: dict[str, Any], *,
     return _combine(lanes, core, stem_lanes,
                     stem_resources(export, stem_lanes, chunk_major=stem_chunk_major,
                                    streamed=stem_taps_streamed(stream_data_width,
-                                                               stem_chunk_major)),
+                                                               stem_chunk_major),
+                                   maps_ddr=stem_maps_ddr,
+                                   data_width=stream_data_width or 64),
                     board)
 
 
@@ -639,7 +658,8 @@ def _lanes_for_words(export: Export, widest: int, spike_word_bits: int | None) -
 def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None = None, *,
                  stream_data_width: int | None = None, tile_words: int | None = None,
                  stem_chunk_major: bool = False,
-                 spike_word_bits: int | None = None, stream_ddr: bool = False
+                 spike_word_bits: int | None = None, stream_ddr: bool = False,
+                 stem_maps_ddr: bool = False
                  ) -> tuple[DesignEstimate, list[DesignEstimate]]:
     """Return the fastest fitting design, and every estimate.
 
@@ -652,7 +672,8 @@ def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None 
     ``sample_pace(export, chunk_major=True)``). ``spike_word_bits``: the core's spike
     maps' widest word (:func:`core_resources`); only the lane counts it can cut the spike
     words at are weighed (a multiple of the lanes, :class:`~stepvit.rtl.core_plan.CoreGeometry`).
-    ``stream_ddr``: the residual stream in DDR (:func:`core_resources`).
+    ``stream_ddr``: the residual stream in DDR (:func:`core_resources`); ``stem_maps_ddr``:
+    the stem's maps too (:func:`stem_resources`).
 
     Raises
     ------
@@ -675,7 +696,8 @@ def choose_lanes(export: Export, board: dict[str, Any], pace: SamplePace | None 
                           for stage in stem_stages(arch["image_shape"], arch["stem"]))
         streamed = stem_taps_streamed(stream_data_width, stem_chunk_major)
         stems = {lanes: stem_resources(export, lanes, chunk_major=stem_chunk_major,
-                                       streamed=streamed)
+                                       streamed=streamed, maps_ddr=stem_maps_ddr,
+                                       data_width=stream_data_width or 64)
                  for lanes in range(1, widest_stem + 1)}
     else:
         stems = {None: None}

@@ -31,10 +31,11 @@ from stepvit.rtl.lif import LIFLanes
 from stepvit.rtl.ram_style import ram_attrs
 from stepvit.rtl.spike_walker import GroupedWalker
 from stepvit.rtl.stem_conv import StemConv, StemConvBanks, shared_sum_bits
+from stepvit.rtl.stem_map_ddr import StemMapDdr, dense_word
 from stepvit.rtl.stem_plan import PASS_KINDS, PLANES, StemPlan
 from stepvit.rtl.stem_tiles import StemTileBuffer, StemTiles
 from stepvit.rtl.stem_unit import StemModuleUnit
-from stepvit.rtl.tables import row_table
+from stepvit.rtl.tables import row_table, table
 
 #: Width of a stem layer's spike count in ``counts``.
 COUNT_BITS = 32
@@ -91,6 +92,14 @@ class StemEngine(wiring.Component):
         Chunk-major only: every unit writes its emitted map whole words (``True``), or a
         chunk's lanes with their own write enable (``False``). Default: each unit as the
         sizing model says (:func:`~stepvit.rtl.stem_sizing.rewrites_out_map`).
+    maps_ddr : bool, optional
+        Chunk-major only: keep the modules' emitted maps in DDR
+        (:class:`~stepvit.rtl.stem_map_ddr.StemMapDdr`, :attr:`map_unit`, whose AXI read
+        port, ``map_*`` writes, ``base`` and ``answered`` the core drives): a fire or pool
+        pass starts only with room to stage its writes, a scatter only once its source
+        map's writes are answered, and the tokens pass only once every map's are; the
+        scatters and the tokens take their words as they arrive. ``map_waiting`` is high
+        in the cycles these waits cost. Default ``False``.
 
     Members
     -------
@@ -116,6 +125,9 @@ class StemEngine(wiring.Component):
         (the stream's writes to DDR have no room).
     counts : Out(ArrayLayout(unsigned(32), modules))
         Each stem layer's spikes over the image so far (before any OR-pool).
+    map_waiting : Out(1)
+        With ``maps_ddr``: the stem waits for its maps this cycle (a cycle the exact cycle
+        model does not count).
     """
 
     def __init__(self, plan: StemPlan, *, arrays: dict[str, np.ndarray],
@@ -123,9 +135,12 @@ class StemEngine(wiring.Component):
                  reset: str, token_lanes: int | None = None, writable: bool = False,
                  tiles: StemTiles | None = None, data_width: int = 64,
                  max_burst: int = 16, ram_styles: Mapping[str, str] | None = None,
-                 rewrite_maps: bool | None = None) -> None:
+                 rewrite_maps: bool | None = None, maps_ddr: bool = False) -> None:
         if tiles is not None and not (writable and plan.chunk_major):
             raise ValueError("stem tiles need a writable chunk-major engine")
+        #: ``maps_ddr`` only: the unit that keeps the maps in DDR (else None).
+        self.map_unit = (StemMapDdr(plan, data_width=data_width, max_burst=max_burst)
+                         if maps_ddr else None)
         self._plan = plan
         self._token_lanes = token_lanes or plan.lanes
         self._writable = writable
@@ -138,7 +153,7 @@ class StemEngine(wiring.Component):
                 threshold=None if writable else thresholds[stage.name],
                 current_bits=bits["embed_current" if index == 0 else "current"],
                 membrane_bits=bits["membrane"], sum_bits=sum_bits, ram_styles=ram_styles,
-                rewrite_map=rewrite_maps))
+                rewrite_map=rewrite_maps, maps_ddr=maps_ddr))
 
         def weight(name: str) -> np.ndarray:
             # a ddr engine must not depend on the values: their shape only
@@ -200,6 +215,7 @@ class StemEngine(wiring.Component):
             "token_chunk": Out(range(max(self._token_chunks, 2))),
             "token_data": Out(data.ArrayLayout(signed(self._stream_bits), self._token_lanes)),
             "counts": Out(data.ArrayLayout(unsigned(COUNT_BITS), modules)),
+            **({"map_waiting": Out(1)} if maps_ddr else {}),
         })
 
     def elaborate(self, platform: object) -> Module:
@@ -242,18 +258,21 @@ class StemEngine(wiring.Component):
         pass_done = Signal()
         m.d.comb += [self.busy.eq(sequencer.any), sequencer.step.eq(pass_done)]
         # the tokens loop first: a scatter's reads of the same maps override its addresses
+        chunk = entry.chunk if plan.chunk_major else None
         tokens_done = self._tokens_loop(m, is_tokens, step, held)
         with m.If(is_tokens):
             m.d.comb += pass_done.eq(tokens_done)
-        chunk = None
         if plan.chunk_major:
-            chunk = entry.chunk
             for unit in self._units:
                 m.d.comb += [unit.chunk.eq(chunk), unit.map_step.eq(step)]
         waiting = None
         if self._tiles is not None:
             waiting = self._take_tiles(m, entry.tile,
                                        sequencer.any & (kind == PASS_KINDS.index("scatter")))
+        if self.map_unit is not None:
+            map_wait = self._map_passes(m, sequencer.any, kind, module, step, chunk,
+                                        pass_done, waiting)
+            waiting = map_wait if waiting is None else waiting | map_wait
         # stage 0's scatters walk one bit plane each
         m.d.comb += self._units[0].plane.eq(entry.plane)
         self._drive_units(m, sequencer.any, kind, module, pass_done, chunk, waiting)
@@ -345,11 +364,68 @@ class StemEngine(wiring.Component):
                         m.d.sync += fired_chunk.eq(chunk)
             with m.If(unit.fired_valid):
                 m.d.sync += self.counts[index].eq(self.counts[index] + unit.fired)
-            if index > 0:
+            if index > 0 and self.map_unit is not None:
+                # its input words from DDR, as they arrive
+                maps = self.map_unit
+                m.d.comb += [unit.in_data.eq(dense_word(maps.word_data, maps.layout, plan,
+                                                        plan.source(index))),
+                             unit.in_valid.eq(maps.word_valid)]
+                with m.If(unit.go_scatter):
+                    m.d.comb += maps.word_take.eq(unit.in_take)
+            elif index > 0:
                 source = self._units[plan.source(index)]
                 m.d.comb += unit.in_data.eq(source.map_data)
                 with m.If(unit.go_scatter):
                     m.d.comb += source.map_address.eq(unit.in_address)
+
+    def _map_passes(self, m: Module, running: Signal, kind, module, step, chunk,
+                    pass_done: Signal, tiles_waiting) -> Signal:
+        """Add the maps' DDR unit; return "the pass waits for the maps" (before it begins).
+
+        A fire or pool pass waits for room to stage a whole pass's writes; a scatter past
+        stage 0 for every write of its source map to be answered. A pass's first cycle
+        queues its writes' header (a fire or pool) or opens its reads (a scatter). The units'
+        map writes go to the staging FIFO.
+        """
+        plan, maps, units = self._plan, self.map_unit, self._units
+        m.submodules.maps = maps
+        kinds = PASS_KINDS.index
+        begun = Signal(name="map_pass_begun")
+        # the passes that write the emitted map: a fire (of a stage that does not pool after
+        # its LIF, whose fire writes its LIF map on chip) or a pool
+        pooled_after = table(m, [int(stage.pool == "after") for stage in plan.stages], module,
+                             name="map_pooled_after")
+        writes = (((kind == kinds("fire")) & ~pooled_after[0]) | (kind == kinds("pool")))
+        source = table(m, [max(plan.source(i), 0) for i in range(len(units))], module,
+                       name="map_source")
+        reads = (kind == kinds("scatter")) & (module != 0)
+        wait = Signal(name="map_pass_wait")
+        m.d.comb += wait.eq(running & ~begun & (kind != kinds("tokens"))
+                            & ((writes & ~maps.write_room)
+                               | (reads & maps.pending & (maps.written_module == source))))
+        go = running & (kind != kinds("tokens")) & ~wait
+        if tiles_waiting is not None:
+            go = go & ~tiles_waiting
+        with m.If(pass_done):
+            m.d.sync += begun.eq(0)
+        with m.Elif(go):
+            m.d.sync += begun.eq(1)
+        first = go & ~begun
+        m.d.comb += [
+            maps.open_write.eq(first & writes), maps.write_module.eq(module),
+            maps.write_step.eq(step), maps.write_chunk.eq(chunk),
+            maps.open_read.eq((first & reads) | self._tokens_read),
+            maps.read_module.eq(source), maps.read_step.eq(step),
+            maps.read_tokens.eq(self._tokens_read),
+            maps.spike_valid.eq(Cat(*(u.map_write_valid for u in units)).any()),
+        ]
+        for unit in units:
+            with m.If(unit.map_write_valid):
+                m.d.comb += maps.spike_data.eq(unit.map_write_spikes)
+        counted = wait if tiles_waiting is None else wait & ~tiles_waiting
+        m.d.comb += self.map_waiting.eq(counted | self._tokens_map_wait
+                                        | Cat(*(u.in_wait for u in units[1:])).any())
+        return wait
 
     def _share_datapath(self, m: Module, pass_module) -> None:
         """Give the conv banks and the LIF lanes the inputs of the running module's unit.
@@ -434,17 +510,44 @@ class StemEngine(wiring.Component):
         # a chunk not taken is offered again: the maps read its token again, nothing moves
         stall = Signal()
         m.d.comb += stall.eq(issued & self.token_stall)
-        address = Mux(stall, self.token_index, token)
-        m.d.comb += last.map_address.eq(address)
-        if rpe is not None:
-            m.d.comb += rpe.map_address.eq(address)
+        maps = self.map_unit
+        # the maps' words of the token issued: read from the maps on chip, or with the maps
+        # in DDR the words taken ahead (two a token, the last stage's and the RPE's), held
+        # from the token's first chunk on
+        self._tokens_read, self._tokens_map_wait = Signal(), Signal()
+        ready = Const(1)
+        if maps is None:
+            address = Mux(stall, self.token_index, token)
+            m.d.comb += last.map_address.eq(address)
+            if rpe is not None:
+                m.d.comb += rpe.map_address.eq(address)
+            last_word = last.map_data
+            rpe_word = rpe.map_data if rpe is not None else None
+        else:
+            active = Signal(name="tokens_active")
+            ready, take, last_word, rpe_word = self._token_words(m, plan, rpe is not None,
+                                                                 active)
+        start = go & ~self.hold_tokens
+        if maps is not None:
+            start = start & ~maps.pending
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.tokens_waiting.eq(go & self.hold_tokens)
-                with m.If(go & ~self.hold_tokens):
+                if maps is not None:
+                    m.d.comb += [self._tokens_read.eq(start),
+                                 self._tokens_map_wait.eq(go & ~self.hold_tokens
+                                                          & maps.pending)]
+                with m.If(start):
                     m.next = "TOKENS"
             with m.State("TOKENS"):
-                with m.If(~stall):
+                go_on = ~stall & ((chunk != 0) | ready)
+                if maps is not None:
+                    m.d.comb += active.eq(1)
+                    m.d.comb += take.eq(go_on & (chunk == 0))
+                    with m.If(~stall & ~go_on):
+                        m.d.comb += self._tokens_map_wait.eq(1)
+                        m.d.sync += issued.eq(0)
+                with m.If(go_on):
                     m.d.sync += [issued.eq(1), self.token_index.eq(token),
                                  self.token_chunk.eq(chunk), self.token_step.eq(step),
                                  chunk.eq(Mux(chunk == self._token_chunks - 1, 0, chunk + 1))]
@@ -475,16 +578,45 @@ class StemEngine(wiring.Component):
         # (signals: each lane reads them, and an expression would be a select a lane)
         padding = Const(0, self._token_chunks * lanes)
         spikes, echoes = Signal(lanes, name="token_spikes"), Signal(lanes, name="token_echoes")
-        m.d.comb += spikes.eq(Cat(last.map_data, padding).word_select(self.token_chunk, lanes))
+        m.d.comb += spikes.eq(Cat(last_word, padding).word_select(self.token_chunk, lanes))
         if rpe is not None:
-            m.d.comb += echoes.eq(Cat(rpe.map_data, padding).word_select(self.token_chunk,
-                                                                          lanes))
+            m.d.comb += echoes.eq(Cat(rpe_word, padding).word_select(self.token_chunk,
+                                                                      lanes))
         m.d.comb += self.token_valid.eq(issued)
         for lane in range(lanes):
             m.d.comb += self.token_data[lane].eq(
                 Mux(spikes[lane] & last_on, value[lane], 0)
                 + Mux(echoes[lane] & rpe_on & plan.has_rpe, value[lane], 0))
         return done
+
+
+    def _token_words(self, m: Module, plan: StemPlan, has_rpe: bool, active: Signal):
+        """Take each token's map words from DDR ahead of it; return what the loop needs.
+
+        ``active``: the tokens pass runs (the words are its). Returns ``ready`` (the next
+        token's words are here), ``take`` (to drive: its first
+        chunk is issued, so they become the held ones), and the held words of the last
+        stage and the RPE (``None`` without one), as the maps on chip would give them.
+        """
+        maps = self.map_unit
+        wanted = 2 if has_rpe else 1
+        last_index = plan.last_stage
+        width = plan.chunks(last_index) * plan.lanes
+        ahead = [Signal(width, name=f"token_word_ahead{i}") for i in range(wanted)]
+        held = [Signal(width, name=f"token_word{i}") for i in range(wanted)]
+        count = Signal(range(wanted + 1))
+        ready, take = Signal(), Signal()
+        m.d.comb += ready.eq(count == wanted)
+        with m.If(active & maps.word_valid & ~ready):
+            m.d.comb += maps.word_take.eq(1)
+            m.d.sync += count.eq(count + 1)
+            for index, word in enumerate(ahead):
+                with m.If(count == index):
+                    m.d.sync += word.eq(dense_word(maps.word_data, maps.layout, plan,
+                                                   last_index))
+        with m.If(take):
+            m.d.sync += [count.eq(0), *(h.eq(a) for h, a in zip(held, ahead))]
+        return ready, take, held[0], held[1] if has_rpe else None
 
 
 def tap_memory_name(tap: int) -> str:

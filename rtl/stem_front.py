@@ -69,6 +69,10 @@ class StemFront(wiring.Component):
         The memories the sizing model placed in UltraRAM or LUTs, by its names (the stem's
         with ``stem.`` before), and their ``ram_style`` (:mod:`stepvit.rtl.ram_style`).
         Default: none.
+    maps_ddr : bool
+        Keep the stem's emitted maps in DDR (the engine's ``maps_ddr``): :attr:`map_unit`
+        is the engine's :class:`~stepvit.rtl.stem_map_ddr.StemMapDdr`, whose ports the
+        core drives. Default ``False``.
 
     Members
     -------
@@ -93,12 +97,14 @@ class StemFront(wiring.Component):
         The word offered is not taken this cycle (offered again the next).
     counts : Out(ArrayLayout(unsigned(32), stem modules))
         The spike counts of the image taken last, per stem layer.
+    map_waiting : Out(1)
+        With ``maps_ddr``: the engine waits for its maps this cycle.
     """
 
     def __init__(self, export: Export, plan: StemPlan, *, token_lanes: int,
                  stream_words: int, writable: bool = False, tiles: StemTiles | None = None,
                  data_width: int = 64, max_burst: int = 16, buffers: int = 2,
-                 ram_styles: Mapping[str, str] | None = None) -> None:
+                 ram_styles: Mapping[str, str] | None = None, maps_ddr: bool = False) -> None:
         if buffers not in (1, 2):
             raise ValueError(f"a stem front has 1 or 2 stream buffers, not {buffers}")
         if buffers == 1 and not plan.chunk_major:
@@ -110,7 +116,9 @@ class StemFront(wiring.Component):
             plan, arrays=export.arrays, thresholds=export.thresholds, bits=export.bit_widths,
             leak_shift=int(export.neuron["leak_shift"]), reset=str(export.neuron["reset"]),
             token_lanes=token_lanes, writable=writable, tiles=tiles, data_width=data_width,
-            max_burst=max_burst, ram_styles=ram_styles)
+            max_burst=max_burst, ram_styles=ram_styles, maps_ddr=maps_ddr)
+        #: ``maps_ddr`` only: the engine's maps unit (else None).
+        self.map_unit = self._engine.map_unit
         #: ``tiles`` only: the engine's stem tile buffer.
         self.tile_buffer = self._engine.tile_buffer
         #: ``writable`` only: the engine's parameter RAMs' write ports by image name.
@@ -132,12 +140,15 @@ class StemFront(wiring.Component):
             "token_address": Out(range(max(stream_words, 2))),
             "token_data": Out(len(self._engine.token_data.as_value())),
             "counts": Out(data.ArrayLayout(unsigned(COUNT_BITS), modules)),
+            **({"map_waiting": Out(1)} if maps_ddr else {}),
         })
 
     def elaborate(self, platform: object) -> Module:
         """Build the loader, the engine and the launch / ready / take hand-off."""
         m = Module()
         m.submodules.engine = engine = self._engine
+        if self.map_unit is not None:
+            m.d.comb += self.map_waiting.eq(engine.map_waiting)
         m.submodules.loader = loader = StemPixelLoader(
             image_shape=tuple(self._export.arch["image_shape"]))
         load_bank, run_bank = Signal(), Signal()

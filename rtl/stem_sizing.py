@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from stepvit.rtl.top import DEFAULT_MAX_BURST
 from stepvit.rtl.sizing import MemoryShape, memory_bram36
 from stepvit.rtl.stem_conv import shared_sum_bits
+from stepvit.rtl.stem_map_ddr import read_fifo_beats, staged_depth
 from stepvit.rtl.stem_plan import PLANES, StemPlan
 
 #: One memory of the stem engine: the sizing model's record of a memory.
@@ -22,12 +24,16 @@ StemMemory = MemoryShape
 
 
 def stem_memories(plan: StemPlan, bits: dict[str, int], *,
-                  streamed: bool = False) -> dict[str, StemMemory]:
+                  streamed: bool = False, maps_ddr: bool = False,
+                  data_width: int = 64) -> dict[str, StemMemory]:
     """Return ``name -> StemMemory`` of every memory of the stem engine of ``plan``.
 
     ``streamed`` (a chunk-major plan): the tap weights stream from DDR
     (:mod:`stepvit.rtl.stem_tiles`): each tap's memory is a bank pair of the largest
     ``(module, chunk)`` tile, ``2·Cin_max`` words, in place of every module's words.
+    ``maps_ddr`` (a chunk-major plan): the emitted maps are in DDR
+    (:mod:`stepvit.rtl.stem_map_ddr`): no map, but its staging FIFO (``map_staged``) and
+    its read FIFO of ``data_width``-bit beats (``map_reads``).
     """
     lanes = plan.lanes
     channels, height, width = plan.stages[0].in_shape
@@ -48,7 +54,10 @@ def stem_memories(plan: StemPlan, bits: dict[str, int], *,
     for bank in range(plan.modulus ** 2):
         memories[f"bank{bank}"] = StemMemory(shared_sum_bits(bits) * lanes, depth)
     if plan.chunk_major:
-        memories.update(_chunk_major_module_memories(plan, bits))
+        memories.update(_chunk_major_module_memories(plan, bits, maps_ddr))
+        if maps_ddr:
+            memories["map_staged"] = StemMemory(lanes, staged_depth(plan))
+            memories["map_reads"] = StemMemory(data_width, read_fifo_beats(DEFAULT_MAX_BURST))
         return memories
     for index, stage in enumerate(plan.stages):
         chunks = plan.chunks(index)
@@ -67,9 +76,12 @@ def stem_memories(plan: StemPlan, bits: dict[str, int], *,
     return memories
 
 
-def _chunk_major_module_memories(plan: StemPlan, bits: dict[str, int]
+def _chunk_major_module_memories(plan: StemPlan, bits: dict[str, int], maps_ddr: bool = False
                                  ) -> dict[str, StemMemory]:
-    """Return each module's memories in a chunk-major plan (:mod:`stepvit.rtl.stem_unit`)."""
+    """Return each module's memories in a chunk-major plan (:mod:`stepvit.rtl.stem_unit`).
+
+    ``maps_ddr``: no emitted map (they are in DDR).
+    """
     memories = {}
     lanes = plan.lanes
     for index, stage in enumerate(plan.stages):
@@ -80,9 +92,10 @@ def _chunk_major_module_memories(plan: StemPlan, bits: dict[str, int]
         memories[f"{name}_membranes"] = StemMemory(bits["membrane"] * lanes, lif_positions)
         if stage.pool == "after":
             memories[f"{name}_lif_map"] = StemMemory(lanes, lif_positions)
-        memories[f"{name}_out_map"] = StemMemory(
-            chunks * lanes, plan.t_max * out_positions,
-            granularity=None if rewrites_out_map(plan, index) else lanes)
+        if not maps_ddr:
+            memories[f"{name}_out_map"] = StemMemory(
+                chunks * lanes, plan.t_max * out_positions,
+                granularity=None if rewrites_out_map(plan, index) else lanes)
     return memories
 
 
@@ -138,10 +151,17 @@ STEM_CHUNK_MAJOR_LUTS = {"per_bank_bit": 8.66, "per_module": 564}
 STEM_REWRITE_LUTS_PER_BIT = 1.26
 
 
-def stem_logic_luts(plan: StemPlan, bits: dict[str, int]) -> int:
+#: Logic LUTs the stem's maps in DDR add (rtl/stem_map_ddr.py: the drain's addresses and
+#: strobes, the runs, the word assembler and the engine's waits), less the emitted maps'
+#: rewrites they replace. A first figure, to be refitted to a synthesis.
+STEM_MAPS_DDR_LUTS = 1_500
+
+
+def stem_logic_luts(plan: StemPlan, bits: dict[str, int], *, maps_ddr: bool = False) -> int:
     """Return the stem engine's logic LUTs (:data:`STEM_LUT_PER_BANK_BIT`), no RAM.
 
-    With the emitted maps written whole words (:data:`STEM_REWRITE_LUTS_PER_BIT`).
+    With the emitted maps written whole words (:data:`STEM_REWRITE_LUTS_PER_BIT`), or with
+    them in DDR (``maps_ddr``, :data:`STEM_MAPS_DDR_LUTS`).
     """
     bank_bits = plan.modulus ** 2 * plan.lanes * shared_sum_bits(bits)
     rewritten = sum(plan.chunks(index) * plan.lanes for index in range(len(plan.stages))
@@ -149,7 +169,8 @@ def stem_logic_luts(plan: StemPlan, bits: dict[str, int]) -> int:
     if plan.chunk_major:
         return round(STEM_CHUNK_MAJOR_LUTS["per_bank_bit"] * bank_bits
                      + STEM_CHUNK_MAJOR_LUTS["per_module"] * len(plan.stages)
-                     + STEM_REWRITE_LUTS_PER_BIT * rewritten)
+                     + (STEM_MAPS_DDR_LUTS if maps_ddr
+                        else STEM_REWRITE_LUTS_PER_BIT * rewritten))
     return round(STEM_LUT_PER_BANK_BIT * bank_bits + STEM_REWRITE_LUTS_PER_BIT * rewritten)
 
 
@@ -181,6 +202,6 @@ def stem_bram36(plan: StemPlan, bits: dict[str, int], *, streamed: bool = False)
     return sum(memory.bram36 for memory in stem_memories(plan, bits, streamed=streamed).values())
 
 
-__all__ = ["LUTS_PER_BRAM36", "STEM_LUT_PER_BANK_BIT", "STEM_REWRITE_LUTS_PER_BIT",
-           "StemMemory", "rewrites_out_map", "stem_bram36", "stem_dense_events",
-           "stem_logic_luts", "stem_memories"]
+__all__ = ["LUTS_PER_BRAM36", "STEM_LUT_PER_BANK_BIT", "STEM_MAPS_DDR_LUTS",
+           "STEM_REWRITE_LUTS_PER_BIT", "StemMemory", "rewrites_out_map", "stem_bram36",
+           "stem_dense_events", "stem_logic_luts", "stem_memories"]

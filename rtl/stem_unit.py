@@ -78,6 +78,12 @@ class StemModuleUnit(wiring.Component):
         and written back with the pass's chunk replaced, rather than with a write enable a
         chunk. Default: where block RAM takes whole words in fewer blocks
         (:func:`~stepvit.rtl.stem_sizing.rewrites_out_map`).
+    maps_ddr : bool, optional
+        Chunk-major only: keep no emitted map; its fire (or pool) hands each position's
+        chunk of spikes out, in position order (``map_write_*``), to the engine's
+        :class:`~stepvit.rtl.stem_map_ddr.StemMapDdr`, and its scatter (past stage 0) takes
+        its input words from there as they arrive (``in_valid``, ``in_take``). Default
+        ``False``.
 
     Members
     -------
@@ -93,7 +99,13 @@ class StemModuleUnit(wiring.Component):
         The input map's read port (one word a position: ``8·C`` pixel bits, or ``Cin``
         spikes), data a cycle after the address.
     map_address : In, map_data : Out
-        The read port of the spikes it emits (``chunks·lanes`` bits a position).
+        The read port of the spikes it emits (``chunks·lanes`` bits a position); not with
+        ``maps_ddr``.
+    map_write_valid, map_write_spikes : Out
+        With ``maps_ddr``: the pass's chunk of the next position of its emitted map.
+    in_valid : In(1), in_take : Out(1), in_wait : Out(1)
+        With ``maps_ddr``, past stage 0: ``in_data`` holds the next input word; the scatter
+        takes it (its address is not used); the scatter waits for it this cycle.
     fired_valid : Out(1), fired : Out
         The spikes of one LIF chunk, to count.
     event_*, window_valid, window_y, window_x, window_chunk, clear_* : Out
@@ -121,8 +133,11 @@ class StemModuleUnit(wiring.Component):
     def __init__(self, plan: StemPlan, index: int, *, bias: np.ndarray | None,
                  threshold: np.ndarray | None, current_bits: int, membrane_bits: int,
                  sum_bits: int, ram_styles: Mapping[str, str] | None = None,
-                 rewrite_map: bool | None = None) -> None:
+                 rewrite_map: bool | None = None, maps_ddr: bool = False) -> None:
         stage = plan.stages[index]
+        if maps_ddr and not plan.chunk_major:
+            raise ValueError("the stem's maps go to DDR only from a chunk-major stem")
+        self._maps_ddr = maps_ddr
         self._plan, self._index, self._stage = plan, index, stage
         # its memories' attributes by the sizing model's names (rtl/ram_style.py)
         prefix = f"stem.{stage.name.replace('.', '')}"
@@ -132,8 +147,8 @@ class StemModuleUnit(wiring.Component):
         from stepvit.rtl.stem_sizing import rewrites_out_map
 
         self._chunk_major = plan.chunk_major
-        self._rewrites = plan.chunk_major and (rewrites_out_map(plan, index)
-                                               if rewrite_map is None else rewrite_map)
+        self._rewrites = plan.chunk_major and not maps_ddr and (
+            rewrites_out_map(plan, index) if rewrite_map is None else rewrite_map)
         lanes, chunks = plan.lanes, plan.chunks(index)
         padded = chunks * lanes
         self._tables = bias is not None
@@ -177,6 +192,11 @@ class StemModuleUnit(wiring.Component):
         if self._chunk_major:
             members.update({"chunk": In(range(max(chunks, 2))),
                             "map_step": In(range(max(plan.t_max, 2)))})
+        if maps_ddr:
+            del members["map_address"], members["map_data"]
+            members.update({"map_write_valid": Out(1), "map_write_spikes": Out(lanes)})
+            if index > 0:
+                members.update({"in_valid": In(1), "in_take": Out(1), "in_wait": Out(1)})
         elif index == 0:
             members.update({"window_max": In(sums), "kept": Out(sums)})
         super().__init__(members)
@@ -220,20 +240,14 @@ class StemModuleUnit(wiring.Component):
         # written a chunk's lanes at a time: a write enable a chunk, or where block RAM
         # takes whole words in fewer blocks, the word read a cycle before its write and
         # written back with the pass's chunk replaced (stem_sizing.rewrites_out_map)
-        out_map = Memory(shape=unsigned(width), depth=max(plan.t_max * out_positions, 2),
-                         init=[], attrs=self._attrs["out_map"])
-        m.submodules.out_map = out_map
-        out_write = out_map.write_port(granularity=None if self._rewrites else plan.lanes)
-        map_read = out_map.read_port()
-        step_base = table(m, [step * out_positions for step in range(plan.t_max)],
-                          self.map_step, name="step_base")
-        # the position its own fire or pool writes next, read the cycle before the write
-        self._rewrite = Signal(range(max(out_positions, 2)), name="rewrite_position")
-        address = self.map_address
-        if self._rewrites:
-            address = Mux(self.go_fire | self.go_pool, self._rewrite, self.map_address)
-        m.d.comb += [map_read.addr.eq(step_base + address), self.map_data.eq(map_read.data)]
-        self._old_word = map_read.data
+        if self._maps_ddr:
+            # no map on chip: each write goes out, a chunk of a position, in order
+            out_write = _Writes(out_positions, plan.lanes)
+            m.d.comb += [self.map_write_valid.eq(out_write.en),
+                         self.map_write_spikes.eq(out_write.data)]
+            step_base = Const(0, 1)
+        else:
+            out_write, step_base = self._out_map(m, width, out_positions)
         if pooled:
             lif_map = Memory(shape=unsigned(plan.lanes), depth=max(lif_positions, 2), init=[],
                              attrs=self._attrs["lif_map"])
@@ -248,6 +262,25 @@ class StemModuleUnit(wiring.Component):
             loops.append(self._pool_loop(m, lif_read, out_write, step_base))
         self._run_loops(m, idle, loops, pooled=pooled)
         return m
+
+    def _out_map(self, m: Module, width: int, out_positions: int):
+        """Add the emitted map of every step; return its write port and the step's base."""
+        plan = self._plan
+        out_map = Memory(shape=unsigned(width), depth=max(plan.t_max * out_positions, 2),
+                         init=[], attrs=self._attrs["out_map"])
+        m.submodules.out_map = out_map
+        out_write = out_map.write_port(granularity=None if self._rewrites else plan.lanes)
+        map_read = out_map.read_port()
+        step_base = table(m, [step * out_positions for step in range(plan.t_max)],
+                          self.map_step, name="step_base")
+        # the position its own fire or pool writes next, read the cycle before the write
+        self._rewrite = Signal(range(max(out_positions, 2)), name="rewrite_position")
+        address = self.map_address
+        if self._rewrites:
+            address = Mux(self.go_fire | self.go_pool, self._rewrite, self.map_address)
+        m.d.comb += [map_read.addr.eq(step_base + address), self.map_data.eq(map_read.data)]
+        self._old_word = map_read.data
+        return out_write, step_base
 
     def _run_loops(self, m: Module, idle: Signal, loops: list[Callable[[], None]], *,
                    pooled: bool) -> None:
@@ -325,10 +358,21 @@ class StemModuleUnit(wiring.Component):
                                         walker.index, name="channel_of_bit")),
         ]
 
+        # with its input in DDR (maps_ddr, past stage 0) a word is loaded only once it has
+        # arrived: LOAD waits for it, and a word that ends before the next has arrived goes
+        # through LOAD (the cycles the engine counts as the maps' stalls)
+        streamed = self._maps_ddr and self._index > 0
+        arrived = self.in_valid if streamed else Const(1)
+        if streamed:
+            m.d.comb += self.in_take.eq(walker.load)
+
         def states() -> None:
             with m.State("LOAD"):
-                m.d.comb += walker.load.eq(1)
-                m.next = "WALK"
+                with m.If(arrived):
+                    m.d.comb += walker.load.eq(1)
+                    m.next = "WALK"
+                if streamed:
+                    m.d.comb += self.in_wait.eq(~arrived)
             with m.State("WALK"):
                 m.d.comb += [self.event_valid.eq(walker.any), word_done.eq(~walker.any)]
                 with m.If(walker.any):
@@ -341,10 +385,15 @@ class StemModuleUnit(wiring.Component):
                         m.d.sync += [position.eq(0), y.eq(0), x.eq(0)]
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.comb += walker.load.eq(1)
                         m.d.sync += [position.eq(position + 1),
                                      x.eq(Mux(x == width - 1, 0, x + 1)),
                                      y.eq(Mux(x == width - 1, y + 1, y))]
+                        with m.If(arrived):
+                            m.d.comb += walker.load.eq(1)
+                        with m.Else():
+                            if streamed:
+                                m.d.comb += self.in_wait.eq(1)
+                            m.next = "LOAD"
         return states
 
     def _fire_loop(self, m: Module, lif_write: WritePort,
@@ -540,6 +589,8 @@ class StemModuleUnit(wiring.Component):
         chunk's lanes, the write enable the chunk's (:meth:`_chunk_enable`).
         """
         lanes, chunks = self._plan.lanes, self._plan.chunks(self._index)
+        if self._maps_ddr:
+            return spikes
         if not self._rewrites:
             return spikes.replicate(chunks)
         return Cat(*(Mux(self.chunk == k, spikes, self._old_word[k * lanes:(k + 1) * lanes])
@@ -547,9 +598,18 @@ class StemModuleUnit(wiring.Component):
 
     def _chunk_enable(self, write: Value):
         """Return the emitted map's write enable for ``write`` (a chunk's, or the word's)."""
-        if self._rewrites:
+        if self._rewrites or self._maps_ddr:
             return write
         return Mux(write, Const(1, self._plan.chunks(self._index)) << self.chunk, 0)
+
+
+class _Writes:
+    """A chunk-major unit's map writes with no map (``maps_ddr``): a write port's signals."""
+
+    def __init__(self, positions: int, lanes: int) -> None:
+        self.addr = Signal(range(max(positions, 2)), name="map_write_position")
+        self.data = Signal(lanes, name="map_write_data")
+        self.en = Signal(name="map_write_en")
 
 
 def padded_lif_values(plan: StemPlan, index: int, bias: np.ndarray, threshold: np.ndarray,

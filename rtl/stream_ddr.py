@@ -32,7 +32,7 @@ AXI beats). This unit is what the core's pipeline sees instead of the buffer:
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -44,7 +44,7 @@ from stepvit.rtl.axi_reader import (
     times_constant,
 )
 from stepvit.rtl.axi_stream import AxiStreamReader, least_fifo_words
-from stepvit.rtl.axi_writer import AXI_WRITE_MEMBERS, AxiBurstWriter
+from stepvit.rtl.axi_writer import AXI_WRITE_MEMBERS, OUTSTANDING_BURSTS, AxiBurstWriter
 from stepvit.rtl.core_pipeline import constants
 from stepvit.rtl.core_plan import CorePlan, Operand, Sink
 
@@ -109,6 +109,9 @@ class StreamDdr(wiring.Component):
         two bursts (and never fewer than a burst and a word begun).
     write_fifo_words : int
         Words the write FIFO holds.
+    maps : bool
+        Also write the stem's spike maps (:mod:`stepvit.rtl.stem_map_ddr`): the ``map_*``
+        members, a beat each with its strobes, through the same write FIFO.
 
     Members
     -------
@@ -143,6 +146,11 @@ class StreamDdr(wiring.Component):
         No write waits or is unanswered.
     reads_done : Out(1)
         No run is left to generate and no word to read or take.
+    map_valid, map_ready, map_address, map_data, map_strobe
+        With ``maps`` only: a beat of a spike map to write at byte ``map_address`` (a
+        beat's), only the bytes ``map_strobe`` sets; taken where no stream write is.
+    maps_done : Out(1)
+        With ``maps`` only: every map write taken has been answered.
     close : In(1)
         Pulse: the pass is over (a word left unread is an error).
     clear : In(1)
@@ -154,7 +162,7 @@ class StreamDdr(wiring.Component):
 
     def __init__(self, *, plan: CorePlan, data_width: int = 64, max_burst: int = 16,
                  read_fifo_words: int | None = None,
-                 write_fifo_words: int = WRITE_FIFO_WORDS) -> None:
+                 write_fifo_words: int = WRITE_FIFO_WORDS, maps: bool = False) -> None:
         stream_passes(plan)  # or refuse
         geometry = plan.geometry
         self._plan = plan
@@ -171,8 +179,12 @@ class StreamDdr(wiring.Component):
             data_width=data_width, word_width=self._word_width,
             depth=geometry.tokens * geometry.dim_chunks, fifo_words=self.read_fifo_words,
             max_burst=max_burst)
-        self._writer = AxiBurstWriter(data_width=data_width, word_width=self._word_width,
-                                      depth=1, max_burst=max_burst)
+        # the writer takes beats: a stream word is a run of its beats (every byte), a map
+        # write one beat with its strobes
+        self._maps = maps
+        self._writer = AxiBurstWriter(data_width=data_width, word_width=data_width,
+                                      depth=self._word_width // data_width,
+                                      max_burst=max_burst, strobes=True)
         writer_members = self._writer.signature.members
         super().__init__({
             "base": In(32),
@@ -194,6 +206,9 @@ class StreamDdr(wiring.Component):
             "direct": In(1),
             "writes_done": Out(1),
             "reads_done": Out(1),
+            **({"map_valid": In(1), "map_ready": Out(1), "map_address": In(32),
+                "map_data": In(data_width), "map_strobe": In(data_width // 8),
+                "maps_done": Out(1)} if maps else {}),
             "close": In(1),
             "clear": In(1),
             "error": Out(1),
@@ -277,28 +292,94 @@ class StreamDdr(wiring.Component):
             m.d.sync += self.error.eq(1)
 
     def _writes(self, m: Module, writer: AxiBurstWriter) -> None:
-        """Queue the writes (index and data apart); start a one-word run a write."""
-        words = self.write_fifo_words
-        m.submodules.write_index = indices = SyncFIFO(width=len(self.write_index), depth=words)
-        m.submodules.write_data = values = SyncFIFO(width=self._value_bits, depth=words)
+        """Queue the writes; start a run a write, a word's beats or a map's one beat.
+
+        The writer takes beats: a stream word is a run of its beats, every byte written;
+        a spike map's write (``maps``) a run of one beat with its strobes. Map writes enter
+        only where no stream write does and two entries are free besides the promised, so
+        a closing promised in the same cycle still finds its room.
+        """
+        words, beat_bits = self.write_fifo_words, self._data_width
+        per_word = self._word_width // beat_bits
+        data_bits = max(self._value_bits, beat_bits)
+        strobe_bits = beat_bits // 8
+        address_bits = 32
+        m.submodules.write_head = heads = SyncFIFO(width=address_bits + 1, depth=words)
+        m.submodules.write_data = values = SyncFIFO(width=data_bits + strobe_bits + 1,
+                                                    depth=words)
         promised = Signal(range(words + 4))
+        stream_address = self.base + times_constant(self.write_index, self.word_bytes, 32)
         m.d.comb += [
-            indices.w_data.eq(self.write_index), indices.w_en.eq(self.write_en),
-            values.w_data.eq(self.write_data), values.w_en.eq(self.write_en),
+            heads.w_data.eq(Cat(stream_address, Const(0, 1))),
+            heads.w_en.eq(self.write_en),
+            values.w_data.eq(Cat(self.write_data, Const(0, data_bits - self._value_bits),
+                                 Const(0, strobe_bits), Const(0, 1))),
+            values.w_en.eq(self.write_en),
             self.write_credit.eq(words - values.level > promised),
-            writer.base.eq(self.base + times_constant(indices.r_data, self.word_bytes, 32)),
-            writer.words.eq(1),
-            writer.start.eq(indices.r_rdy),
-            indices.r_en.eq(writer.run_ready),
-            writer.word_valid.eq(values.r_rdy),
-            writer.word_data.eq(Cat(values.r_data, Const(0, self._word_width
-                                                         - self._value_bits))),
-            values.r_en.eq(writer.word_ready),
-            self.writes_done.eq(~self.write_en & ~indices.r_rdy & ~values.r_rdy & ~writer.busy),
         ]
+        if self._maps:
+            room = Signal()
+            m.d.comb += [room.eq(words - values.level > promised + 1),
+                         self.map_ready.eq(~self.write_en & room)]
+            with m.If(self.map_valid & self.map_ready):
+                m.d.comb += [
+                    heads.w_data.eq(Cat(self.map_address, Const(1, 1))), heads.w_en.eq(1),
+                    values.w_data.eq(Cat(self.map_data, Const(0, data_bits - beat_bits),
+                                         self.map_strobe, Const(1, 1))),
+                    values.w_en.eq(1),
+                ]
+        # the address side: a run a head
+        head_map = heads.r_data[address_bits]
+        m.d.comb += [
+            writer.base.eq(heads.r_data[:address_bits]),
+            writer.words.eq(Mux(head_map, 1, per_word)),
+            writer.start.eq(heads.r_rdy),
+            heads.r_en.eq(writer.run_ready),
+        ]
+        # the data side: the head word's beats, one a take
+        beat = Signal(range(max(per_word, 2)))
+        value = values.r_data[:data_bits]
+        is_map = values.r_data[-1]
+        last = Signal()
+        m.d.comb += [
+            last.eq(is_map | (beat == per_word - 1)),
+            writer.word_valid.eq(values.r_rdy),
+            writer.word_data.eq(value.word_select(beat, beat_bits) if per_word > 1
+                                else value[:beat_bits]),
+            writer.word_strobe.eq(Mux(is_map, values.r_data[data_bits:data_bits + strobe_bits],
+                                      Const(-1, strobe_bits))),
+            values.r_en.eq(writer.word_ready & last),
+        ]
+        with m.If(writer.word_valid & writer.word_ready):
+            m.d.sync += beat.eq(Mux(last, 0, beat + 1))
+        m.d.comb += self.writes_done.eq(~self.write_en & ~heads.r_rdy & ~values.r_rdy
+                                        & ~writer.busy)
         m.d.sync += promised.eq(promised + self.promise_write - (self.write_en & ~self.direct))
         with m.If((self.write_en & ~values.w_rdy) | writer.error):
             m.d.sync += self.error.eq(1)
+        if self._maps:
+            self._map_answers(m, head_map, heads.r_rdy & writer.run_ready)
+
+    def _map_answers(self, m: Module, head_map: Value, started: Value) -> None:
+        """Count the map writes not yet answered (``maps_done``): a burst each, in order.
+
+        Each burst requested is marked as a map's or the stream's (its run's) in a queue
+        the responses take in order.
+        """
+        m.submodules.owners = owners = SyncFIFO(width=1, depth=OUTSTANDING_BURSTS)
+        run_map = Signal()
+        with m.If(started):
+            m.d.sync += run_map.eq(head_map)
+        outstanding = Signal(range(OUTSTANDING_BURSTS + self.write_fifo_words + 2))
+        answered = Signal()
+        m.d.comb += [
+            owners.w_data.eq(run_map),  # a run's bursts are requested after its start
+            owners.w_en.eq(self.awvalid & self.awready),
+            owners.r_en.eq(self.bvalid & self.bready),
+            answered.eq(self.bvalid & self.bready & owners.r_rdy & owners.r_data),
+            self.maps_done.eq(outstanding == 0),
+        ]
+        m.d.sync += outstanding.eq(outstanding + (self.map_valid & self.map_ready) - answered)
 
 
 __all__ = ["READ_LATENCY", "StreamDdr", "WRITE_FIFO_WORDS", "default_read_fifo_words",

@@ -163,6 +163,11 @@ class StepvitAccel(wiring.Component):
         the tiles' port, its writes are ``m_axi``'s write channels, the host gives it an
         activation buffer of ``ACTIVATION_BYTES`` at ``ACTIVATIONS_ADDR``, and
         ``STREAM_STALLS`` reads the cycles the core waited for it.
+    stem_maps_ddr : bool
+        ``stream_ddr`` with a chunk-major stem only: the stem's emitted maps are in the
+        activation buffer too (``StepvitCore(stem_maps_ddr=True)``,
+        :mod:`stepvit.rtl.stem_map_ddr`); ``STEM_MAP_STALLS`` reads the cycles the stem
+        waited for them.
     ram_styles : mapping of str to str, optional
         The memories the sizing model placed (:func:`stepvit.rtl.sizing.place_ultraram`,
         :func:`stepvit.rtl.sizing.place_distributed`, by its names): each is marked
@@ -187,7 +192,8 @@ class StepvitAccel(wiring.Component):
                  widths: dict[str, int] | None = None, stream_weights: bool = False,
                  tile_words: int | None = None,
                  spike_word_bits: int | None = None, stream_ddr: bool = False,
-                 ram_styles: Mapping[str, str] | None = None) -> None:
+                 ram_styles: Mapping[str, str] | None = None,
+                 stem_maps_ddr: bool = False) -> None:
         if lanes < 1:
             raise ValueError(f"lanes must be at least 1, not {lanes}")
         if widths is not None and weights != "ddr":
@@ -221,7 +227,7 @@ class StepvitAccel(wiring.Component):
                                stream_weights=stream_weights, data_width=data_width,
                                max_burst=max_burst, tile_words=tile_words,
                                spike_word_bits=spike_word_bits, stream_ddr=stream_ddr,
-                               ram_styles=ram_styles)
+                               ram_styles=ram_styles, stem_maps_ddr=stem_maps_ddr)
         tile_axi = ({name: self.loader.signature.members[name] for name in AXI_READ_MEMBERS}
                     if stream_weights else None)
         writes = ({name: core.signature.members[f"act_{name}"] for name in AXI_WRITE_MEMBERS}
@@ -354,9 +360,9 @@ class StepvitAccel(wiring.Component):
                 core = self.core
                 m.d.comb += [
                     core.activations_base.eq(registers.activations_addr),
-                    registers.activation_bytes.eq(core.stream_unit.words
-                                                  * core.stream_unit.word_bytes),
+                    registers.activation_bytes.eq(core.activation_bytes),
                     registers.stream_stalls.eq(core.stream_stalls),
+                    registers.stem_map_stalls.eq(core.stem_map_stalls),
                     registers.status[_bit_index(STATUS_STREAM_ERROR)].eq(core.stream_error),
                 ]
                 connect_axi(m, core, lambda name: getattr(self, f"m_axi_{name}"),

@@ -330,7 +330,8 @@ class AxiWriteMemory(AxiSlaveModel):
       accepted and not yet answered, or ``awready_pattern`` holds it low this cycle.
     - **Protocol checks** in :attr:`violations`: a burst that is not INCR, whose beats are
       not the port's width, that crosses a 4 KB boundary, or runs past the buffer; a beat
-      whose ``wlast`` is not its burst's last, or whose ``wstrb`` leaves a byte out.
+      whose ``wlast`` is not its burst's last, or whose ``wstrb`` leaves a byte out (with
+      ``strobes``, a beat writes only the bytes its ``wstrb`` sets: a stem map's chunk).
 
     Parameters
     ----------
@@ -342,9 +343,12 @@ class AxiWriteMemory(AxiSlaveModel):
         burst's last beat to its response offered; the bandwidth beats are taken at.
     awready_pattern : iterator of bool, optional
         One value a cycle: ``False`` holds ``awready`` low that cycle.
+    strobes : bool
+        Honour ``wstrb`` (above); default ``False``.
     """
 
     awready_pattern: Iterator[bool] | None = None
+    strobes: bool = False
     counters: WriteCounters = field(default_factory=WriteCounters)
 
     def __post_init__(self) -> None:
@@ -375,12 +379,14 @@ class AxiWriteMemory(AxiSlaveModel):
             self.violations.append(f"beat at {address:#x}: wlast {last} on beat "
                                    f"{head.served + 1} of {head.beats}")
         strobe = int(self._signal("wstrb").value)
-        if strobe != (1 << self.beat_bytes) - 1:
+        if strobe != (1 << self.beat_bytes) - 1 and not self.strobes:
             self.violations.append(f"beat at {address:#x}: wstrb {strobe:#x}")
         if address + self.beat_bytes <= len(self.memory):
-            data = int(self._signal("wdata").value)
-            self.memory[address:address + self.beat_bytes] = np.frombuffer(
-                data.to_bytes(self.beat_bytes, "little"), dtype=np.uint8)
+            data = np.frombuffer(int(self._signal("wdata").value).to_bytes(
+                self.beat_bytes, "little"), dtype=np.uint8)
+            kept = np.array([strobe >> byte & 1 for byte in range(self.beat_bytes)],
+                            dtype=bool)
+            self.memory[address:address + self.beat_bytes][kept] = data[kept]
         self._failed |= address in self.error_addresses
         head.served += 1
         self.counters.beats += 1

@@ -152,6 +152,9 @@ class Simulation:
         ``stream_weights`` only: the residual stream is in DDR; :meth:`ddr_config` gives the
         testbench an activation buffer (the ``ddr_weights`` test's results then count the
         stream's stalls and the beats written).
+    stem_maps_ddr : bool
+        ``stream_ddr`` with a chunk-major stem only: the stem's maps are in the activation
+        buffer too (the results then count the stem's map stalls).
     """
 
     def __init__(
@@ -160,6 +163,7 @@ class Simulation:
         widths: dict[str, int] | None = None, stream_weights: bool = False,
         tile_words: int | None = None, stem_chunk_major: bool = False,
         spike_word_bits: int | None = None, stream_ddr: bool = False,
+        stem_maps_ddr: bool = False,
     ) -> None:
         from cocotb_tools.runner import get_runner
 
@@ -191,10 +195,11 @@ class Simulation:
                           stem_chunk_major=self.stem_chunk_major, weights=weights,
                           widths=widths, stream_weights=stream_weights,
                           tile_words=tile_words, spike_word_bits=self.spike_word_bits,
-                          stream_ddr=stream_ddr, **axi)
+                          stream_ddr=stream_ddr, stem_maps_ddr=stem_maps_ddr, **axi)
         self.packet_words = report["packet_words"]
         #: The activation buffer's bytes (a design whose stream is in DDR), else None.
         self.activation_bytes = report.get("activations", {}).get("bytes")
+        self.stem_maps_ddr = stem_maps_ddr
         self.runner = get_runner(simulator)
         # Amaranth writes Verilog-2005; as SystemVerilog (the runner's -g2012) Icarus gives
         # the initial values of its registers no event at time 0, and the combinational
@@ -335,7 +340,7 @@ class Simulation:
             config["registers"]["ACTIVATION_BYTES"] = self.activation_bytes
             config["ddr"]["activations"] = {
                 "address": (address + len(image.image) + 8191) // 4096 * 4096,
-                "bytes": self.activation_bytes}
+                "bytes": self.activation_bytes, "strobes": self.stem_maps_ddr}
         return config
 
     def run(self, test: str, config: dict[str, Any]) -> dict[str, Any]:

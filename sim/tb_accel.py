@@ -459,7 +459,9 @@ async def ddr_weights(dut: Any) -> None:
     cocotb.start_soon(ddr.run())
     writes = None
     if activations is not None:  # the write port on the same bytes
-        writes = AxiWriteMemory.from_board(board, dut, dut.aclk, ddr.memory)
+        # (the stem's maps in DDR are written a chunk of a position at a time: strobed)
+        writes = AxiWriteMemory.from_board(board, dut, dut.aclk, ddr.memory,
+                                           strobes=bool(activations.get("strobes")))
         cocotb.start_soon(writes.run())
     await bench.reset()
     marks: dict[str, int] = {}
@@ -526,6 +528,7 @@ async def ddr_weights(dut: Any) -> None:
         if status & STATUS_STREAM_ERROR:
             failures.append(f"STATUS {status:#x}: the stream's DDR traffic failed")
         stream = {"stream_stalls": await bench.read("STREAM_STALLS"),
+                  "stem_map_stalls": await bench.read("STEM_MAP_STALLS"),
                   "written_beats": writes.counters.beats}
     Path(config["results"]).write_text(json.dumps({
         **stream,

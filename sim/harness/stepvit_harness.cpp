@@ -72,6 +72,7 @@ struct Harness {
     uint64_t aw_address = 0;
     uint32_t aw_beats = 0;
     std::vector<uint8_t> w_beat;
+    uint64_t w_strobe = 0;  // the beat's wstrb: a bit a byte (a stem map's chunk, or all)
     uint64_t write_stats[3] = {0, 0, 0};  // bursts, beats, beats outside every buffer
 };
 
@@ -136,11 +137,15 @@ void ddr_before_edge(Harness* h) {
 }
 
 #ifdef STEPVIT_DDR_WRITES
-// Copy one beat into the mapped buffers at `address`; false if unmapped.
-bool ddr_write(Harness* h, uint64_t address, const uint8_t* beat) {
+// Copy the bytes of one beat its `strobe` sets into the mapped buffers at `address`;
+// false if unmapped.
+bool ddr_write(Harness* h, uint64_t address, const uint8_t* beat, uint64_t strobe) {
     for (Region& region : h->regions) {
         if (address >= region.base && address + DDR_BYTES <= region.base + region.size) {
-            std::memcpy(region.data + (address - region.base), beat, DDR_BYTES);
+            uint8_t* to = region.data + (address - region.base);
+            for (unsigned byte = 0; byte < DDR_BYTES; ++byte) {
+                if (strobe >> byte & 1) to[byte] = beat[byte];
+            }
             return true;
         }
     }
@@ -167,6 +172,7 @@ void ddr_write_sample(Harness* h) {
     h->aw_beats = static_cast<uint32_t>(top->m_axi_awlen) + 1;
     h->w_fire = top->m_axi_wready && top->m_axi_wvalid;
     h->b_fire = top->m_axi_bvalid && top->m_axi_bready;
+    h->w_strobe = static_cast<uint64_t>(top->m_axi_wstrb);
     h->w_beat.assign(DDR_BYTES, 0);
 #if STEPVIT_DDR_WIDTH > 64
     for (unsigned word = 0; word < DDR_BYTES / 4; ++word) {
@@ -189,7 +195,7 @@ void ddr_write_after_edge(Harness* h, uint64_t edge) {
     }
     if (h->w_fire) {
         WriteBurst& head = h->writes.front();
-        if (!ddr_write(h, head.address, h->w_beat.data())) {
+        if (!ddr_write(h, head.address, h->w_beat.data(), h->w_strobe)) {
             head.error = true;
             h->write_stats[2]++;
         }

@@ -82,16 +82,26 @@ def test_a_stream_in_ddr_is_bit_exact(simulation: Simulation, export: Export,
     assert results["stream_stalls"] > 0
 
 
-def test_a_stem_designs_stream_in_ddr_is_bit_exact(tmp_path: Path, random_export) -> None:
+@pytest.mark.parametrize("maps", [False, True], ids=["maps-on-chip", "maps-in-ddr"])
+def test_a_stem_designs_stream_in_ddr_is_bit_exact(tmp_path: Path, random_export,
+                                                   maps: bool) -> None:
+    """With ``maps``, the stem's spike maps are in the activation buffer too, written a
+    chunk of a position at a time with byte strobes (rtl/stem_map_ddr.py)."""
     export = load_export(random_export(tmp_path / "stem", image_shape=STEM_SHAPE, patch=1,
                                        dim=8, stem=STEM, seed=1))
     simulation = Simulation(export, tmp_path / "build", lanes=LANES, weights="ddr",
-                            stream_weights=True, stem_chunk_major=True, stream_ddr=True)
+                            stream_weights=True, stem_chunk_major=True, stream_ddr=True,
+                            stem_maps_ddr=maps)
     images = np.random.default_rng(2).integers(0, 256, (IMAGES, *STEM_SHAPE), dtype=np.uint8)
     results = simulation.run("ddr_weights", simulation.ddr_config(
         export, images, export.budget_mask(None)))
-    assert not results["failures"]
+    assert not results["failures"]  # every packet the golden model's, ACTIVATION_BYTES too
     assert results["written_beats"] > 0
+    assert (results["stem_map_stalls"] > 0) == maps
+    verilog = (tmp_path / "build" / "rtl" / "stepvit_accel.v").read_text()
+    out_maps = [memory["name"] for memory in memories_of(verilog)
+                if "out_map" in memory["name"]]
+    assert (out_maps == []) == maps
 
 
 def test_rtl_refuses_a_stream_in_ddr_beside_a_step_major_stem(
@@ -104,4 +114,11 @@ def test_rtl_refuses_a_stream_in_ddr_beside_a_step_major_stem(
     assert "--stream-ddr: a stem design keeps the one stream buffer" in capsys.readouterr().err
     assert cli.main(argv[:2] + ["--stream-ddr", "--build", str(tmp_path / "rom")]) == 2
     assert "--stream-ddr: the stream's reads share the streamed tiles'" in \
+        capsys.readouterr().err
+    plain = random_export(tmp_path / "plain", image_shape=SHAPE, seed=0)
+    assert cli.main(["rtl", str(plain)] + argv[2:] + ["--stem-maps-ddr"]) == 2
+    assert "--stem-maps-ddr: only a convolutional stem that runs chunk by chunk" in \
+        capsys.readouterr().err
+    assert cli.main(argv[:-1] + ["--stem-maps-ddr"]) == 2
+    assert "--stem-maps-ddr: the stem's maps go into the stream's activation buffer" in \
         capsys.readouterr().err
