@@ -288,8 +288,9 @@ def place_distributed(memories: Mapping[str, MemoryShape], board: dict[str, Any]
     RAMs (not the ROMs, not those in ``placed``, the UltraRAM's) whose LUTs there
     (:func:`distributed_luts`) cost less than the block RAM they free is worth at the
     board's own ratio of LUTs to RAMB36 (380 on the PYNQ-Z2), those that free the most
-    block RAM a LUT first, until the block RAM is within that margin of its budget. ``lut``, the design's LUTs without them: a RAM whose LUTs would
-    take the design past the LUTs' budget stays. The generator marks each
+    block RAM a LUT first, until the block RAM is within that margin of its budget.
+    ``lut``, the design's LUTs without them: a RAM whose LUTs would take the design past the
+    LUTs' budget stays. The generator marks each
     ``ram_style = "distributed"`` (:func:`stepvit.rtl.ram_style.ram_attrs`).
     """
     resources, fractions = board["resources"], board["budget"]

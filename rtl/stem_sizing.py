@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from stepvit.rtl.top import DEFAULT_MAX_BURST
 from stepvit.rtl.sizing import MemoryShape, memory_bram36
 from stepvit.rtl.stem_conv import shared_sum_bits
 from stepvit.rtl.stem_map_ddr import read_fifo_beats, staged_depth
 from stepvit.rtl.stem_plan import PLANES, StemPlan
+from stepvit.rtl.top import DEFAULT_MAX_BURST
 
 #: One memory of the stem engine: the sizing model's record of a memory.
 StemMemory = MemoryShape
