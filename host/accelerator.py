@@ -61,6 +61,10 @@ class InferenceResult:
     stream_stall_cycles : int or None
         Cycles the core waited for its residual stream over the batch (``STREAM_STALLS``'s
         rise), on a design that keeps the stream in DDR; ``None`` elsewhere.
+    stem_map_stall_cycles : int or None
+        Cycles the stem waited for its spike maps over the batch (``STEM_MAP_STALLS``'s
+        rise; they overlap the core's in time), on a design that keeps them in DDR;
+        ``None`` elsewhere.
     """
 
     logits: np.ndarray
@@ -72,6 +76,7 @@ class InferenceResult:
     weight_stall_cycles: int | None = None
     stem_weight_stall_cycles: int | None = None
     stream_stall_cycles: int | None = None
+    stem_map_stall_cycles: int | None = None
 
 
 class Accelerator(abc.ABC):

@@ -513,6 +513,8 @@ class PynqAccelerator(Accelerator):
         stem_before = self.read_register("STEM_WEIGHT_STALLS") if streams else 0
         in_ddr = streams and bool(self.description.get("stream_ddr"))
         stream_before = self.read_register("STREAM_STALLS") if in_ddr else 0
+        maps_in_ddr = in_ddr and bool(self.description.get("stem_maps_ddr"))
+        maps_before = self.read_register("STEM_MAP_STALLS") if maps_in_ddr else 0
         # cycles with an image in flight: the batches' stream cycles (idle gaps between
         # transfers not counted), where an image's own cycle word is its latency
         busy_before = self.read_register("BUSY_CYCLES")
@@ -527,12 +529,15 @@ class PynqAccelerator(Accelerator):
                        if streams else None)
         stream_stalls = ((self.read_register("STREAM_STALLS") - stream_before) % (1 << 32)
                          if in_ddr else None)
+        map_stalls = ((self.read_register("STEM_MAP_STALLS") - maps_before) % (1 << 32)
+                      if maps_in_ddr else None)
         busy = (self.read_register("BUSY_CYCLES") - busy_before) % (1 << 32)
         return InferenceResult(logits=logits, predicted=predicted, cycles=cycles,
                                spike_totals=spike_totals, stage_seconds=stage_seconds,
                                stream_cycles=busy, weight_stall_cycles=stalls,
                                stem_weight_stall_cycles=stem_stalls,
-                               stream_stall_cycles=stream_stalls)
+                               stream_stall_cycles=stream_stalls,
+                               stem_map_stall_cycles=map_stalls)
 
     def _infer_chunk(self, chunk: np.ndarray, first: int,
                      stage_seconds: dict[str, float]) -> tuple[np.ndarray, ...]:

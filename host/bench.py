@@ -143,6 +143,9 @@ def bench_budget(accel: Accelerator, images: np.ndarray, budget: int,
     if result.stream_stall_cycles is not None:
         # the core's waits for its residual stream (a design that keeps it in DDR)
         row["stream_stall_cycles_per_image"] = result.stream_stall_cycles / count
+    if result.stem_map_stall_cycles is not None:
+        # the stem's waits for its spike maps (a design that keeps them in DDR)
+        row["stem_map_stall_cycles_per_image"] = result.stem_map_stall_cycles / count
     work = {key: float(values.mean()) for key, values in (expected.work or {}).items()
             if key in WORK_KEYS}
     row.update({f"{key}_per_image": value for key, value in work.items()})
@@ -215,6 +218,14 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         lines.append("stream stall (cycles an image the core waited for its residual stream "
                      "in DDR): " + ", ".join(f"budget {budget}: {value:.1f}"
                                              for budget, value in stream_stalls))
+    map_stalls = [(row["budget"], row["stem_map_stall_cycles_per_image"]) for row in rows
+                  if row.get("stem_map_stall_cycles_per_image") is not None]
+    if map_stalls:
+        # the stem's maps in DDR: its passes' waits for room and answers, its scatters' and
+        # tokens' for words (they overlap the core's in time)
+        lines.append("stem map stall (cycles an image the stem waited for its spike maps in "
+                     "DDR): " + ", ".join(f"budget {budget}: {value:.1f}"
+                                          for budget, value in map_stalls))
     sources = {row.get("cycles_of") for row in rows} - {None}
     if sources:
         lines += [("cycles: an image's share of the images streamed back to back (img/s at "
