@@ -561,7 +561,9 @@ def _combine(lanes: int, core: PartResources, stem_lanes: int | None,
     ``cycles``: the core's and the stem's cycles on sample images, if known. On a board
     with UltraRAM the memories go there as :func:`place_ultraram` places them; UltraRAM is
     held to the block RAM's fraction of the board's (as ``stepvit synth`` holds it). Over
-    the block RAM's budget, some go to LUTs (:func:`place_distributed`).
+    the block RAM's budget less :data:`PLACEMENT_MARGIN`, some go to LUTs
+    (:func:`place_distributed`); the design fits where its block RAM is then within that
+    margin of the budget (and its LUTs and UltraRAM within theirs).
     """
     events, lut, memories = core.events, core.lut, dict(core.memories)
     if stem is not None:
@@ -573,8 +575,9 @@ def _combine(lanes: int, core: PartResources, stem_lanes: int | None,
     lut += sum(memories[name].distributed_luts for name in distributed)
     bram36, uram = memory_resources(memories, ultraram, distributed)
     available, budget = board["resources"], board["budget"]
+    # the block RAM within the margin the model leaves for what it misses
     fits = (lut <= budget["lut_fraction"] * available["lut"]
-            and bram36 <= budget["bram_fraction"] * available["bram36"]
+            and bram36 <= budget["bram_fraction"] * available["bram36"] * (1 - PLACEMENT_MARGIN)
             and uram <= budget["bram_fraction"] * available.get("uram", 0))
     sample = None if cycles is None else max(c for c in cycles if c is not None)
     return DesignEstimate(lanes=lanes, dense_events=events, lut=lut, bram36=bram36, fits=fits,
