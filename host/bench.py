@@ -204,28 +204,23 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             f"{_cell(row.get('ac_ops_per_image'), '9.0f')} "
             f"{_cell(row.get('energy_uj'), '7.3f')} {_cell(row.get('efficiency'), '6.3f')} "
             f"{row['mismatches']:>8}")
-    stem_stalls = [(row["budget"], row["stem_weight_stall_cycles_per_image"]) for row in rows
-                   if row.get("stem_weight_stall_cycles_per_image") is not None]
-    if stem_stalls:
-        # a streamed stem's waits for its tap tiles overlap the core's (the stall column)
-        lines.append("stem stall (cycles an image the stem waited for tap tiles): "
-                     + ", ".join(f"budget {budget}: {value:.1f}" for budget, value in stem_stalls))
-    stream_stalls = [(row["budget"], row["stream_stall_cycles_per_image"]) for row in rows
-                     if row.get("stream_stall_cycles_per_image") is not None]
-    if stream_stalls:
-        # the residual stream in DDR: the walk's waits for its reads or write room, and the
-        # stem's tokens' for write room (apart from the weight tiles' stall column)
-        lines.append("stream stall (cycles an image the core waited for its residual stream "
-                     "in DDR): " + ", ".join(f"budget {budget}: {value:.1f}"
-                                             for budget, value in stream_stalls))
-    map_stalls = [(row["budget"], row["stem_map_stall_cycles_per_image"]) for row in rows
-                  if row.get("stem_map_stall_cycles_per_image") is not None]
-    if map_stalls:
-        # the stem's maps in DDR: its passes' waits for room and answers, its scatters' and
-        # tokens' for words (they overlap the core's in time)
-        lines.append("stem map stall (cycles an image the stem waited for its spike maps in "
-                     "DDR): " + ", ".join(f"budget {budget}: {value:.1f}"
-                                          for budget, value in map_stalls))
+    # the waits apart from the weight tiles' stall column, where the design has them: a
+    # streamed stem's for its tap tiles (they overlap the core's); the residual stream in
+    # DDR: the walk's for its reads or write room, the stem's tokens' for write room; the
+    # stem's maps in DDR: its passes' for room and answers, its scatters' and tokens' for
+    # words (they overlap the core's)
+    for key, what in (("stem_weight_stall_cycles_per_image",
+                       "stem stall (cycles an image the stem waited for tap tiles)"),
+                      ("stream_stall_cycles_per_image",
+                       "stream stall (cycles an image the core waited for its residual "
+                       "stream in DDR)"),
+                      ("stem_map_stall_cycles_per_image",
+                       "stem map stall (cycles an image the stem waited for its spike maps "
+                       "in DDR)")):
+        stalls = [(row["budget"], row[key]) for row in rows if row.get(key) is not None]
+        if stalls:
+            lines.append(f"{what}: " + ", ".join(f"budget {budget}: {value:.1f}"
+                                                 for budget, value in stalls))
     sources = {row.get("cycles_of") for row in rows} - {None}
     if sources:
         lines += [("cycles: an image's share of the images streamed back to back (img/s at "

@@ -76,6 +76,8 @@ class StemMapLayout:
         Per module, positions of one step of its emitted map.
     bases : tuple of int
         Per module, the byte offset of its map (step 0) from the region's start.
+    t_max : int
+        Steps of every map.
     total_bytes : int
         Bytes of the whole region.
     """

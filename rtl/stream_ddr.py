@@ -366,7 +366,8 @@ class StreamDdr(wiring.Component):
         Each burst requested is marked as a map's or the stream's (its run's) in a queue
         the responses take in order.
         """
-        m.submodules.owners = owners = SyncFIFO(width=1, depth=OUTSTANDING_BURSTS)
+        # (a run starts with at most OUTSTANDING_BURSTS unanswered, and adds at most two)
+        m.submodules.owners = owners = SyncFIFO(width=1, depth=OUTSTANDING_BURSTS + 2)
         run_map = Signal()
         with m.If(started):
             m.d.sync += run_map.eq(head_map)

@@ -67,3 +67,32 @@ def test_two_models_run_bit_exact_with_their_stream_in_ddr(
                 assert accel.infer(images[:1]).stream_stall_cycles > 0  # STREAM_STALLS's rise
                 stats = board.ddr_write_stats()
                 assert stats["beats"] > written and stats["error_beats"] == 0
+
+
+#: A convolutional stem (tests/sim/test_sim_ddr_activations.py's).
+STEM_SHAPE = [1, 9, 9]
+STEM = {"stages": [{"channels": 4, "pool": "before"}, {"channels": 4},
+                   {"channels": 8, "pool": "after"}], "rpe": True}
+
+
+def test_a_stem_design_with_its_maps_in_ddr_runs_bit_exact_on_the_virtual_board(
+        tmp_path: Path, random_export) -> None:
+    """`--stem-maps-ddr`: the stem's spike maps in the activation buffer too, written a chunk
+    of a position at a time with byte strobes (the harness writes only the strobed bytes);
+    the driver reports the cycles the stem waited for them (``STEM_MAP_STALLS``)."""
+    export = load_export(random_export(tmp_path / "stem", image_shape=STEM_SHAPE, patch=1,
+                                       dim=8, stem=STEM, seed=1))
+    build, overlay = tmp_path / "build", tmp_path / "overlay"
+    assert cli.main(["rtl", str(export.path), "--build", str(build), "--lanes", str(LANES),
+                     "--weights", "ddr", "--board", "pynq-z2", "--stream-weights",
+                     "--stream-ddr", "--stem-chunk-major", "--stem-maps-ddr"]) == 0
+    assert json.loads((build / "design.json").read_text())["stem_maps_ddr"] is True
+    assert cli.main(["overlay", str(export.path), "--build", str(build), "--out",
+                     str(overlay)]) == 0
+    assert json.loads((overlay / "overlay.json").read_text())["stem_maps_ddr"] is True
+    virtual = copied_overlay(overlay, tmp_path / "virtual")
+    images = np.random.default_rng(2).integers(0, 256, (2, *STEM_SHAPE), dtype=np.uint8)
+    with emulated_pynq(tmp_path / "pynq"), open_accelerator(
+            "pynq", export, overlay=virtual, timeout_s=60) as accel:
+        check_budgets(accel, export, images)
+        assert accel.infer(images[:1]).stem_map_stall_cycles > 0  # STEM_MAP_STALLS's rise
