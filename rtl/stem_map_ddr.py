@@ -174,8 +174,11 @@ class StemMapDdr(wiring.Component):
     word_valid, word_data, word_take : the words read, padded (:func:`dense_word`)
     reads_done : Out(1)
         No run is left to generate and no word to take.
+    clear : In(1)
+        Pulse: forget ``error``.
     error : Out(1)
         An error response on the reads (sticky until ``clear``), or a take with no word.
+    arvalid ... rlast : the read channels
     """
 
     def __init__(self, plan: StemPlan, *, data_width: int = 64, max_burst: int = 16) -> None:
