@@ -103,6 +103,11 @@ class StemMapLayout:
         return (self.bases[module] + step * self.step_bytes(module)
                 + position * self.word_bytes(module) + chunk * self.chunk_bytes)
 
+    def step_bases(self) -> list[int]:
+        """Return each map's step's first byte, module ``i``'s step ``t`` at ``i·T + t``."""
+        return [self.address(module, step, 0, 0) for module in range(len(self.bases))
+                for step in range(self.t_max)]
+
 
 def map_layout(plan: StemPlan, data_width: int) -> StemMapLayout:
     """Return the DDR layout of ``plan``'s emitted maps for beats of ``data_width`` bits.
@@ -267,10 +272,7 @@ class StemMapDdr(wiring.Component):
         module = headers.r_data[:module_bits]
         step = headers.r_data[module_bits:module_bits + step_bits]
         chunk = headers.r_data[module_bits + step_bits:]
-        first = self._module_table(
-            m, [layout.bases[i] + t * layout.step_bytes(i)
-                for i in range(modules) for t in range(plan.t_max)], module, step,
-            name="map_step_base")
+        first = self._module_table(m, layout.step_bases(), module, step, name="map_step_base")
         stride = self._module_table(m, [layout.word_bytes(i) for i in range(modules)],
                                     module, name="map_word_bytes")
         count = self._module_table(m, [layout.positions[i] for i in range(modules)],
@@ -309,7 +311,7 @@ class StemMapDdr(wiring.Component):
     def _reads(self, m: Module) -> None:
         """Generate the runs, stream their beats, and assemble whole words."""
         plan, layout = self._plan, self.layout
-        modules, t_max = len(plan.stages), plan.t_max
+        modules = len(plan.stages)
         m.submodules.reader = reader = self._reader
         forward_axi_read(m, self, reader)
         # the runs: one of a step's words (a scatter), or a word of each of the last stage
@@ -322,8 +324,7 @@ class StemMapDdr(wiring.Component):
         second = Signal()  # tokens: the RPE's word of the position is next
         last, rpe = plan.last_stage, (len(plan.stages) - 1 if plan.has_rpe else None)
         step_base = self._module_table(
-            m, [layout.bases[i] + t * layout.step_bytes(i)
-                for i in range(modules) for t in range(t_max)],
+            m, layout.step_bases(),
             Mux(tokens & second, rpe if rpe is not None else last, module), step,
             name="map_read_base")
         whole = self._module_table(m, [layout.positions[i] * layout.word_beats[i]
@@ -335,14 +336,14 @@ class StemMapDdr(wiring.Component):
         ]
         go = Signal()
         m.d.comb += [go.eq((left != 0) & reader.run_ready), reader.start.eq(go)]
+        # tokens: the next position after its RPE word (or its only word, without the RPE)
+        position_done = second if rpe is not None else Const(1)
         with m.If(go):
             m.d.sync += left.eq(left - 1)
             with m.If(tokens):
                 if rpe is not None:
                     m.d.sync += second.eq(~second)
-                    with m.If(second):
-                        m.d.sync += position_bytes.eq(position_bytes + layout.word_bytes(last))
-                else:
+                with m.If(position_done):
                     m.d.sync += position_bytes.eq(position_bytes + layout.word_bytes(last))
         words_per_token = 2 if rpe is not None else 1
         beats = Signal(range(self._max_beats + 1))  # the beats of the pass's words
