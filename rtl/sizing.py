@@ -282,8 +282,8 @@ PLACEMENT_MARGIN = 0.04
 
 
 def place_distributed(memories: Mapping[str, MemoryShape], board: dict[str, Any],
-                      placed: Collection[str] = (), lut: float | None = None
-                      ) -> frozenset[str]:
+                      placed: Collection[str] = (), lut: float | None = None, *,
+                      fixed: Collection[str] = ()) -> frozenset[str]:
     """Return the memories of a design that go to distributed RAM (LUTs) on ``board``.
 
     Only a design over the block RAM's budget less :data:`PLACEMENT_MARGIN` moves any: the
@@ -292,8 +292,9 @@ def place_distributed(memories: Mapping[str, MemoryShape], board: dict[str, Any]
     board's own ratio of LUTs to RAMB36 (380 on the PYNQ-Z2), those that free the most
     block RAM a LUT first, until the block RAM is within that margin of its budget.
     ``lut``, the design's LUTs without them: a RAM whose LUTs would take the design past the
-    LUTs' budget stays. The generator marks each
-    ``ram_style = "distributed"`` (:func:`stepvit.rtl.ram_style.ram_attrs`).
+    LUTs' budget stays. Those in ``fixed`` (:data:`FIXED_MEMORIES`) stay in block RAM and
+    count against it. The generator marks each ``ram_style = "distributed"``
+    (:func:`stepvit.rtl.ram_style.ram_attrs`).
     """
     resources, fractions = board["resources"], board["budget"]
     budget = fractions["bram_fraction"] * resources["bram36"] * (1 - PLACEMENT_MARGIN)
@@ -303,7 +304,7 @@ def place_distributed(memories: Mapping[str, MemoryShape], board: dict[str, Any]
     bram36, _ = memory_resources(memories, placed)
     candidates = sorted(
         ((memory.distributed_luts / memory.bram36, name) for name, memory in memories.items()
-         if name not in placed and not memory.rom and memory.bram36 > 0
+         if name not in placed and name not in fixed and not memory.rom and memory.bram36 > 0
          and memory.distributed_luts < worth * memory.bram36))
     chosen = set()
     for _, name in candidates:
@@ -572,7 +573,7 @@ def _combine(lanes: int, core: PartResources, stem_lanes: int | None,
         events, lut = max(events, stem.events), lut + stem.lut
         memories.update(stem.memories)
     ultraram = place_ultraram(memories, board)
-    distributed = place_distributed(memories, board, ultraram | FIXED_MEMORIES, lut)
+    distributed = place_distributed(memories, board, ultraram, lut, fixed=FIXED_MEMORIES)
     lut += sum(memories[name].distributed_luts for name in distributed)
     bram36, uram = memory_resources(memories, ultraram, distributed)
     available, budget = board["resources"], board["budget"]

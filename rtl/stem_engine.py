@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory, WritePort
 from amaranth.lib.wiring import In, Out
@@ -449,6 +449,8 @@ class StemEngine(wiring.Component):
         for unit in units:
             m.d.comb += [unit.window_done.eq(conv.window_done), unit.lif_spikes.eq(lif.spikes),
                          unit.lif_next_membrane.eq(lif.next_membrane)]
+        if self._plan.chunk_major:
+            self._share_membranes(m, module)
         if self._writable:
             self._share_lif_rams(m, module)
             return
@@ -460,6 +462,31 @@ class StemEngine(wiring.Component):
                 lif.membrane[lane].eq(Array(u.lif_membrane[lane] for u in units)[module]),
                 lif.threshold[lane].eq(Array(u.lif_threshold[lane] for u in units)[module]),
             ]
+
+    def _share_membranes(self, m: Module, module: Signal) -> None:
+        """Build the one membrane memory every module of a chunk-major stem shares.
+
+        Chunk-major, a module's membranes live from its chunk's first fire (which reads
+        them as 0) to its last step, and no other module fires in between: so one memory
+        as deep as the largest module's LIF map (``StemPlan.shared_membrane_depth``), read
+        at the running module's address and written by the one unit that fires.
+        """
+        units = self._units
+        memory = Memory(shape=units[0].membrane_word.shape(),
+                        depth=max(self._plan.shared_membrane_depth, 2), init=[],
+                        attrs=ram_attrs(self._ram_styles, "stem.membranes"))
+        m.submodules.membranes = memory
+        write, read = memory.write_port(), memory.read_port()
+        # the unit that fires writes (the others' enables are low)
+        m.d.comb += [
+            read.addr.eq(Array(u.membrane_read_address for u in units)[module]),
+            write.en.eq(Cat(*(u.membrane_write_enable for u in units)).any()),
+            write.addr.eq(_or_of(Mux(u.membrane_write_enable, u.membrane_write_address, 0)
+                                 for u in units)),
+            write.data.eq(self._lif.next_membrane),
+        ]
+        for unit in units:
+            m.d.comb += unit.membrane_word.eq(read.data)
 
     def _window(self, module: Signal, lane: int):
         """Return the current of ``lane`` into the LIFs (before the bias).
@@ -617,6 +644,14 @@ class StemEngine(wiring.Component):
         with m.If(take):
             m.d.sync += [count.eq(0), *(h.eq(a) for h, a in zip(held, ahead))]
         return ready, take, held[0], held[1] if has_rpe else None
+
+
+def _or_of(values) -> Value:
+    """Return the bitwise OR of ``values``."""
+    result = None
+    for value in values:
+        result = value if result is None else result | value
+    return result
 
 
 def tap_memory_name(tap: int) -> str:

@@ -178,6 +178,22 @@ class StemPlan:
         blocks = [-(-size // self.modulus) for size in self.stages[index].conv_shape[1:]]
         return blocks[0] * blocks[1] * self.pass_chunks(index)
 
+    def membrane_words(self, index: int) -> int:
+        """Words of module ``index``'s membranes: a word per LIF position and pass chunk."""
+        return int(np.prod(self.stages[index].lif_shape[1:])) * self.pass_chunks(index)
+
+    @property
+    def shared_membrane_depth(self) -> int:
+        """Words of a chunk-major plan's one membrane memory: the largest module's.
+
+        Chunk-major, a module's membranes live from its chunk's first fire to its last step,
+        and no other module fires in between: every module's fit in one memory, each chunk
+        starting fresh (its first fire reads 0).
+        """
+        if not self.chunk_major:
+            raise ValueError("only a chunk-major plan shares its modules' membranes")
+        return max(self.membrane_words(index) for index in range(len(self.stages)))
+
     def passes(self) -> list[StemPass]:
         """Return the passes in order (SPEC.md section 5's order of work, or chunk-major)."""
         if self.chunk_major:

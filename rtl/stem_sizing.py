@@ -82,14 +82,15 @@ def _chunk_major_module_memories(plan: StemPlan, bits: dict[str, int], maps_ddr:
 
     ``maps_ddr``: no emitted map (they are in DDR).
     """
-    memories = {}
     lanes = plan.lanes
+    # one chunk's membranes of one module at a time: every module's in one memory
+    memories = {"membranes": StemMemory(bits["membrane"] * lanes,
+                                          plan.shared_membrane_depth)}
     for index, stage in enumerate(plan.stages):
         chunks = plan.chunks(index)
         name = stage.name.replace(".", "")
         lif_positions = int(np.prod(stage.lif_shape[1:]))
         out_positions = int(np.prod(stage.out_shape[1:]))
-        memories[f"{name}_membranes"] = StemMemory(bits["membrane"] * lanes, lif_positions)
         if stage.pool == "after":
             memories[f"{name}_lif_map"] = StemMemory(lanes, lif_positions)
         if not maps_ddr:

@@ -128,6 +128,12 @@ class StemModuleUnit(wiring.Component):
     chunk, map_step : In
         Chunk-major only: the chunk of the running pass, and the step of the running pass
         (the emitted map's step that ``map_address`` reads and a fire or pool writes).
+    membrane_read_address, membrane_write_address, membrane_write_enable : Out
+    membrane_word : In
+        Chunk-major only: its drive of the engine's one membrane memory, which every
+        module shares (:attr:`~stepvit.rtl.stem_plan.StemPlan.shared_membrane_depth`; no
+        two modules' chunks are live at once), and the word read a cycle after the
+        address. The write data is the LIFs' ``lif_next_membrane``.
     """
 
     def __init__(self, plan: StemPlan, index: int, *, bias: np.ndarray | None,
@@ -190,8 +196,13 @@ class StemModuleUnit(wiring.Component):
                 del members[name]
             members["lif_chunk"] = Out(range(max(chunks, 2)))
         if self._chunk_major:
+            shared = range(max(plan.shared_membrane_depth, 2))
             members.update({"chunk": In(range(max(chunks, 2))),
-                            "map_step": In(range(max(plan.t_max, 2)))})
+                            "map_step": In(range(max(plan.t_max, 2))),
+                            "membrane_read_address": Out(shared),
+                            "membrane_write_address": Out(shared),
+                            "membrane_write_enable": Out(1),
+                            "membrane_word": In(membranes)})
         if maps_ddr:
             del members["map_address"], members["map_data"]
             members.update({"map_write_valid": Out(1), "map_write_spikes": Out(lanes)})
@@ -412,12 +423,18 @@ class StemModuleUnit(wiring.Component):
         _, membrane_bits, sum_bits = self._bits
         _, height, width = stage.lif_shape
         positions = height * width
-        membranes = Memory(shape=data.ArrayLayout(signed(membrane_bits), lanes),
-                           depth=max(positions * chunks, 2), init=[],
-                           attrs=self._attrs["membranes"])
-        m.submodules.membranes = membranes
-        membrane_write = membranes.write_port()
-        membrane_read = membranes.read_port()
+        if self._chunk_major:
+            # the engine's one memory of every module's membranes
+            membrane_write = _SharedWrite(self.membrane_write_address,
+                                          self.membrane_write_enable)
+            membrane_read = _SharedRead(self.membrane_read_address, self.membrane_word)
+        else:
+            membranes = Memory(shape=data.ArrayLayout(signed(membrane_bits), lanes),
+                               depth=max(positions * chunks, 2), init=[],
+                               attrs=self._attrs["membranes"])
+            m.submodules.membranes = membranes
+            membrane_write = membranes.write_port()
+            membrane_read = membranes.read_port()
         address = Signal(range(max(positions * chunks, 2)))
         y, x = Signal(range(max(height, 2))), Signal(range(max(width, 2)))
         chunk = Signal(range(max(chunks, 2)))
@@ -494,8 +511,8 @@ class StemModuleUnit(wiring.Component):
                 lif_write.en.eq(Mux(fired, Const(1, chunks) << written_chunk, 0)),
             ]
         m.d.comb += [
-            membrane_write.addr.eq(written), membrane_write.data.eq(self.lif_next_membrane),
-            membrane_write.en.eq(fired),
+            membrane_write.addr.eq(written), membrane_write.en.eq(fired),
+            *([] if self._chunk_major else [membrane_write.data.eq(self.lif_next_membrane)]),
             *spikes,
             self.fired_valid.eq(fired),
             self.fired.eq(sum(self.lif_spikes[lane] for lane in range(lanes))),
@@ -610,6 +627,21 @@ class _Writes:
         self.addr = Signal(range(max(positions, 2)), name="map_write_position")
         self.data = Signal(lanes, name="map_write_data")
         self.en = Signal(name="map_write_en")
+
+
+
+class _SharedWrite:
+    """The write port a chunk-major unit drives of the engine's shared membranes."""
+
+    def __init__(self, addr: Signal, en: Signal) -> None:
+        self.addr, self.en = addr, en
+
+
+class _SharedRead:
+    """The read port a chunk-major unit drives of the engine's shared membranes."""
+
+    def __init__(self, addr: Signal, data: Value) -> None:
+        self.addr, self.data = addr, data
 
 
 def padded_lif_values(plan: StemPlan, index: int, bias: np.ndarray, threshold: np.ndarray,

@@ -197,12 +197,16 @@ def test_chunk_major_sizing_lists_the_engines_memories(tmp_path, index):
     got = sorted(elaborated_memories(Fragment.get(engine, None)))
     memories = stem_memories(plan, export.bit_widths)
     assert got == sorted((m.width, max(m.depth, 2)) for m in memories.values())
-    # one chunk's banks and membranes; stage 0 keeps no current of its own
+    # one chunk's banks and membranes, every module's in one memory as deep as the
+    # largest module's; stage 0 keeps no current of its own
     step_major = stem_memories(StemPlan.from_export(export, lanes=lanes), export.bit_widths)
     assert "stem0_kept" in step_major and "stem0_kept" not in memories
+    depths = []
     for index_, stage in enumerate(plan.stages):
         name = stage.name.replace(".", "") + "_membranes"
-        assert step_major[name].depth == memories[name].depth * plan.chunks(index_)
+        assert name not in memories
+        depths.append(step_major[name].depth // plan.chunks(index_))
+    assert memories["membranes"].depth == max(depths) == plan.shared_membrane_depth
     assert step_major["bank0"].depth >= memories["bank0"].depth
 
 
