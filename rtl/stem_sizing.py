@@ -17,6 +17,7 @@ from stepvit.rtl.sizing import MemoryShape, memory_bram36
 from stepvit.rtl.stem_conv import shared_sum_bits
 from stepvit.rtl.stem_map_ddr import read_fifo_beats, staged_depth
 from stepvit.rtl.stem_plan import PLANES, StemPlan
+from stepvit.rtl.stem_tiles import tap_bank_depth
 from stepvit.rtl.top import DEFAULT_MAX_BURST
 
 #: One memory of the stem engine: the sizing model's record of a memory.
@@ -29,8 +30,10 @@ def stem_memories(plan: StemPlan, bits: dict[str, int], *,
     """Return ``name -> StemMemory`` of every memory of the stem engine of ``plan``.
 
     ``streamed`` (a chunk-major plan): the tap weights stream from DDR
-    (:mod:`stepvit.rtl.stem_tiles`): each tap's memory is a bank pair of the largest
-    ``(module, chunk)`` tile, ``2·Cin_max`` words, in place of every module's words.
+    (:mod:`stepvit.rtl.stem_tiles`): each tap's memory holds two of the largest
+    ``(module, chunk)`` tiles, ``2·Cin_max`` words, or where fewer words take less block
+    RAM one tile's power of two (:func:`~stepvit.rtl.stem_tiles.tap_bank_depth`), in place
+    of every module's words.
     ``maps_ddr`` (a chunk-major plan): the emitted maps are in DDR
     (:mod:`stepvit.rtl.stem_map_ddr`): no map, but its staging FIFO (``map_staged``) and
     its read FIFO of ``data_width``-bit beats (``map_reads``).
@@ -48,7 +51,7 @@ def stem_memories(plan: StemPlan, bits: dict[str, int], *,
             raise ValueError("streamed stem taps need a chunk-major plan")
         tile = max(stage.in_shape[0] for stage in plan.stages)
     for tap in range(taps):
-        memories[f"tap{tap}"] = (StemMemory(8 * lanes, 2 * tile) if streamed
+        memories[f"tap{tap}"] = (StemMemory(8 * lanes, tap_bank_depth(tile, lanes)) if streamed
                                  else StemMemory(8 * lanes, words, rom=True))
     depth = max(plan.bank_depth(index) for index in range(len(plan.stages)))
     for bank in range(plan.modulus ** 2):

@@ -125,11 +125,36 @@ def stem_tiles(plan: StemPlan, memories: Sequence[ImageMemory], data_width: int)
 
 def stem_tile_shapes(tiles: StemTiles, lanes: int) -> list[tuple[int, int]]:
     """Return the ``(width, depth)`` of the buffer's memories: a bank pair per tap."""
-    return [(8 * lanes, 2 * tiles.depth)] * tiles.taps
+    return [(8 * lanes, tap_bank_depth(tiles.depth, lanes))] * tiles.taps
+
+
+def tap_bank_depth(tile_words: int, lanes: int) -> int:
+    """Return the words of each tap's memory in a buffer of tiles of at most ``tile_words``.
+
+    Two whole tiles (``2·tile_words``) unless a memory of fewer words, the smallest power
+    of two that holds one tile, takes less block RAM (by
+    :func:`~stepvit.rtl.sizing.memory_bram36`): Spikformer-4-384's RPE reads 384 words a
+    tap, and 768 words of 56 to 72 bits take two RAMB36 where 512 take one (in 512 x 72).
+    Then two tiles share the memory only where their words fit together, and the next
+    tile's fetch otherwise waits until the engine has left the one it holds
+    (:class:`StemTileBuffer`).
+    """
+    # (imported here: the sizing model's modules import the designs')
+    from stepvit.rtl.sizing import memory_bram36
+
+    whole, one = 2 * tile_words, 1 << max(tile_words - 1, 0).bit_length()
+    width = 8 * lanes
+    return one if memory_bram36(width, one) < memory_bram36(width, whole) else whole
 
 
 class StemTileBuffer(wiring.Component):
     """Two stem tiles, one per tap in a bank pair: the engine's and the next, filled over AXI.
+
+    Each tap's memory holds ``bank_depth`` words (:func:`tap_bank_depth`); the engine's
+    tile sits at one end of it and the next fills from the other, so the two share it where
+    their words fit together. Where they do not (a memory of fewer than two of the largest
+    tiles), the next tile's fetch waits until the engine wants another tile than its own,
+    which it then forgets: the engine reads tiles in order, and never its own again.
 
     Parameters
     ----------
@@ -145,6 +170,9 @@ class StemTileBuffer(wiring.Component):
         The memories the sizing model placed in UltraRAM or LUTs, by its names (the stem's
         with ``stem.`` before), and their ``ram_style`` (:mod:`stepvit.rtl.ram_style`).
         Default: none.
+    bank_depth : int, optional
+        Words of each tap's memory, at least the largest tile's. Default
+        :func:`tap_bank_depth`.
 
     Members
     -------
@@ -174,8 +202,13 @@ class StemTileBuffer(wiring.Component):
 
     def __init__(self, tiles: StemTiles, *, lanes: int, modules: int, t_max: int,
                  data_width: int = 64, max_burst: int = 16, addr_width: int = 32,
-                 ram_styles: Mapping[str, str] | None = None) -> None:
+                 ram_styles: Mapping[str, str] | None = None,
+                 bank_depth: int | None = None) -> None:
         self._tiles, self._lanes = tiles, lanes
+        self.bank_depth = bank_depth or tap_bank_depth(tiles.depth, lanes)
+        if self.bank_depth < tiles.depth:
+            raise ValueError(f"a tap memory of {self.bank_depth} words cannot hold a tile of "
+                             f"{tiles.depth}")
         self._ram_styles = dict(ram_styles or {})
         self._modules, self._t_max = modules, t_max
         self._reader = AxiRunsReader(runs=tiles.taps, data_width=data_width,
@@ -202,24 +235,28 @@ class StemTileBuffer(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         """Build the bank pairs, the fetch of a tile's taps in one stream and the take."""
         m = Module()
-        tiles, depth, width = self._tiles, self._tiles.depth, 8 * self._lanes
+        tiles, width = self._tiles, 8 * self._lanes
         m.submodules.reader = reader = self._reader
         forward_axi_read(m, self, reader)
         count = len(tiles.words)
         tile_range = range(max(count, 2))
-        computing = Signal()  # the bank pair the engine reads; the other one fills
+        bank_depth = self.bank_depth
+        words_range = range(bank_depth + 1)
         current, current_valid = Signal(tile_range), Signal()
+        # the engine's tile: its first word and words; the filling one's first word
+        current_base, current_words = Signal(range(bank_depth)), Signal(words_range)
+        fill_base = Signal(range(bank_depth))
         started, filled, issue = Signal(), Signal(), Signal()
         reads = []
         for index in range(tiles.taps):
-            bank = Memory(shape=unsigned(width), depth=2 * depth, init=[],
+            bank = Memory(shape=unsigned(width), depth=bank_depth, init=[],
                           attrs=ram_attrs(self._ram_styles, f"stem.tap{index}"))
             m.submodules[f"tap{index}"] = bank
             write, read = bank.write_port(), bank.read_port()
-            m.d.comb += [write.addr.eq(Mux(computing, 0, depth) + reader.write_addr),
+            m.d.comb += [write.addr.eq(fill_base + reader.write_addr),
                          write.data.eq(reader.write_data[:width]),
                          write.en.eq(reader.write_en & (reader.write_run == index)),
-                         read.addr.eq(Mux(computing, depth, 0) + self.read_addr)]
+                         read.addr.eq(current_base + self.read_addr)]
             reads.append(read.data)
         m.d.comb += self.read_data.eq(Cat(*reads))
 
@@ -228,9 +265,26 @@ class StemTileBuffer(wiring.Component):
         needed = Cat(*(self.mask[module * t_max:(module + 1) * t_max].any()
                        for module in tiles.modules))
         seek = Signal()
+        # room for the next tile beside the engine's, or the engine has left its own (it
+        # wants another): then the next fills from the first word, over it
+        next_words, upcoming = Signal(words_range), Signal(tile_range)
+        beside, left = Signal(), Signal()
+        m.d.comb += [
+            next_words.eq(table(m, tiles.words, upcoming, name="next_tile_words")),
+            beside.eq(current_valid & (current_words + next_words <= bank_depth)),
+            left.eq(~current_valid | self.need & (current != self.want)),
+        ]
         sequence = tile_sequence(m, count=count, needed=needed, enable=self.enable,
-                                 free=~started & ~filled, seek=seek, seek_tile=self.want)
+                                 free=~started & ~filled & (beside | left), seek=seek,
+                                 seek_tile=self.want)
         tag, next_tile = sequence.tag, sequence.next_tile
+        m.d.comb += upcoming.eq(next_tile)
+        with m.If(sequence.fetch):
+            # at the memory's other end from the engine's tile, or from its first word
+            m.d.sync += fill_base.eq(Mux(beside & (current_base == 0),
+                                         bank_depth - next_words, 0))
+            with m.If(~beside):
+                m.d.sync += current_valid.eq(0)
         # a tile is one stream of k² runs, tap after tap; the run of tap ``reader.base_run``
         # of tile ``tag``: the tap's region plus the tile's first word; each word goes to
         # the bank of the run it belongs to (``reader.write_run``)
@@ -251,8 +305,9 @@ class StemTileBuffer(wiring.Component):
         with m.If(self.waiting):
             m.d.sync += self.stalls.eq(self.stalls + 1)
         with m.If(self.need & ~(current_valid & (current == self.want)) & ready):
-            m.d.sync += [computing.eq(~computing), filled.eq(0), current.eq(tag),
-                         current_valid.eq(1)]
+            m.d.sync += [current_base.eq(fill_base), filled.eq(0), current.eq(tag),
+                         current_valid.eq(1),
+                         current_words.eq(table(m, tiles.words, tag, name="taken_words"))]
         with m.Elif(self.waiting & ~started & (filled | (next_tile != self.want))):
             # a tile the engine does not want, or none on its way: discard, seek its own
             m.d.comb += seek.eq(1)

@@ -8,7 +8,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from stepvit.rtl.ddr_model import DdrModel, expected_words
-from stepvit.rtl.stem_tiles import StemTileBuffer, StemTiles
+from stepvit.rtl.stem_tiles import StemTileBuffer, StemTiles, tap_bank_depth
 
 LANES = 3
 WORD_BYTES = 8
@@ -18,10 +18,12 @@ TILES = StemTiles(modules=(0, 0, 1), chunks=(0, 1, 0), firsts=(0, 3, 6), words=(
                   word_bytes=WORD_BYTES)
 
 
-def fetch_tiles(ddr: DdrModel, order: list[int]):
+def fetch_tiles(ddr: DdrModel, order: list[int], bank_depth: int | None = None,
+                dwell: int = 0):
     """Ask the buffer for the tiles of ``order`` in turn; return each tile's words per tap
-    as the engine reads them and the cycles from the first request to the first ``have``."""
-    buffer = StemTileBuffer(TILES, lanes=LANES, modules=2, t_max=1)
+    as the engine reads them, the cycles from the first request to the first ``have``, and
+    the cycles in all. The engine spends ``dwell`` more cycles with each tile."""
+    buffer = StemTileBuffer(TILES, lanes=LANES, modules=2, t_max=1, bank_depth=bank_depth)
     read: list[list[list[int]]] = []
     first: dict[str, int] = {}
 
@@ -55,12 +57,15 @@ def fetch_tiles(ddr: DdrModel, order: list[int]):
                 for tap in range(TILES.taps):
                     taps[tap].append(data >> (8 * LANES * tap) & ((1 << 8 * LANES) - 1))
             read.append(taps)
+            for _ in range(dwell):
+                await step()
+        first["end"] = cycle
 
     sim = Simulator(buffer)
     sim.add_clock(1e-8)
     sim.add_testbench(testbench)
     sim.run()
-    return read, first["have"] - first["request"]
+    return read, first["have"] - first["request"], first["end"]
 
 
 def expected_tile(memory: np.ndarray, tile: int) -> list[list[int]]:
@@ -70,18 +75,47 @@ def expected_tile(memory: np.ndarray, tile: int) -> list[list[int]]:
         for offset in TILES.tap_offsets]
 
 
-@pytest.mark.parametrize("order", [[0, 1, 2, 0], [2, 0, 1]])
-def test_every_tap_bank_holds_its_own_run(order) -> None:
+@pytest.mark.parametrize("bank_depth", [None, 10, 6, 5])
+@pytest.mark.parametrize("order", [[0, 1, 2, 0], [2, 0, 1], [0, 2, 2, 1]])
+def test_every_tap_bank_holds_its_own_run(order, bank_depth) -> None:
+    # a memory of two tiles (10 words), or of fewer: tiles 0 and 1 (3 words) fit beside
+    # each other in 6, tile 2 (5) beside none; in 5 no two tiles do
     memory = np.random.default_rng(12).integers(0, 256, 1 << 13, dtype=np.uint8)
     ddr = DdrModel(memory, 8, latency=40, interval=1, seed=len(order))
-    read, _ = fetch_tiles(ddr, order)
+    read, _, _ = fetch_tiles(ddr, order, bank_depth)
     assert read == [expected_tile(memory, tile) for tile in order]
+
+
+def test_a_memory_shorter_than_two_tiles_costs_a_fetch_where_they_do_not_fit() -> None:
+    # the engine dwells on tile 1 (3 words), then wants tile 2 (5): in 10 words tile 2 was
+    # fetched beside tile 1 meanwhile; in 6 its fetch waited for the engine to leave tile 1
+    memory = np.random.default_rng(14).integers(0, 256, 1 << 13, dtype=np.uint8)
+
+    def cycles(bank_depth: int) -> int:
+        ddr = DdrModel(memory, 8, latency=40, interval=1, seed=0, arready_rate=1,
+                       rvalid_gap=0)
+        read, _, total = fetch_tiles(ddr, [0, 1, 2], bank_depth, dwell=100)
+        assert read == [expected_tile(memory, tile) for tile in (0, 1, 2)]
+        return total
+
+    assert cycles(6) >= cycles(10) + 40
+
+
+def test_the_tap_memory_is_one_tile_where_that_takes_less_block_ram() -> None:
+    # Spikformer-4-384's RPE: 384 words a tap of 8 bits a lane
+    assert tap_bank_depth(384, 4) == 512  # 0.5 RAMB36 rather than 1
+    assert tap_bank_depth(384, 5) == 512  # 1 rather than 1.5
+    assert tap_bank_depth(384, 8) == 512  # 1 rather than 2
+    assert tap_bank_depth(192, 8) == 384  # 1 either way: two tiles
+    assert tap_bank_depth(5, 3) == 10  # distributed RAM either way
+    with pytest.raises(ValueError, match="cannot hold a tile of 5"):
+        StemTileBuffer(TILES, lanes=LANES, modules=2, t_max=1, bank_depth=4)
 
 
 def test_a_tile_pays_the_latency_once() -> None:
     # 9 taps of 3 words: one run after the other took 9 x (40 + 3) cycles and more
     memory = np.random.default_rng(13).integers(0, 256, 1 << 13, dtype=np.uint8)
     ddr = DdrModel(memory, 8, latency=40, interval=1, seed=0, arready_rate=1, rvalid_gap=0)
-    read, cycles = fetch_tiles(ddr, [0])
+    read, cycles, _ = fetch_tiles(ddr, [0])
     assert read == [expected_tile(memory, 0)]
     assert cycles <= 40 + TILES.taps * TILES.words[0] + 4
