@@ -22,7 +22,7 @@ def fetch_tiles(ddr: DdrModel, order: list[int], bank_depth: int | None = None,
                 dwell: int = 0):
     """Ask the buffer for the tiles of ``order`` in turn; return each tile's words per tap
     as the engine reads them, the cycles from the first request to the first ``have``, and
-    the cycles in all. The engine spends ``dwell`` more cycles with each tile."""
+    the cycles in all. The engine holds each tile ``dwell`` cycles before it reads it."""
     buffer = StemTileBuffer(TILES, lanes=LANES, modules=2, t_max=1, bank_depth=bank_depth)
     read: list[list[list[int]]] = []
     first: dict[str, int] = {}
@@ -49,6 +49,8 @@ def fetch_tiles(ddr: DdrModel, order: list[int], bank_depth: int | None = None,
             first.setdefault("have", cycle)
             await step()  # the take
             ctx.set(buffer.need, 0)
+            for _ in range(dwell):  # the next tile's fetch meanwhile
+                await step()
             taps: list[list[int]] = [[] for _ in range(TILES.taps)]
             for word in range(TILES.words[tile]):
                 ctx.set(buffer.read_addr, word)
@@ -57,8 +59,6 @@ def fetch_tiles(ddr: DdrModel, order: list[int], bank_depth: int | None = None,
                 for tap in range(TILES.taps):
                     taps[tap].append(data >> (8 * LANES * tap) & ((1 << 8 * LANES) - 1))
             read.append(taps)
-            for _ in range(dwell):
-                await step()
         first["end"] = cycle
 
     sim = Simulator(buffer)
@@ -75,14 +75,16 @@ def expected_tile(memory: np.ndarray, tile: int) -> list[list[int]]:
         for offset in TILES.tap_offsets]
 
 
+@pytest.mark.parametrize("dwell", [0, 100])
 @pytest.mark.parametrize("bank_depth", [None, 10, 6, 5])
 @pytest.mark.parametrize("order", [[0, 1, 2, 0], [2, 0, 1], [0, 2, 2, 1]])
-def test_every_tap_bank_holds_its_own_run(order, bank_depth) -> None:
+def test_every_tap_bank_holds_its_own_run(order, bank_depth, dwell) -> None:
     # a memory of two tiles (10 words), or of fewer: tiles 0 and 1 (3 words) fit beside
-    # each other in 6, tile 2 (5) beside none; in 5 no two tiles do
+    # each other in 6, tile 2 (5) beside none; in 5 no two tiles do. With a dwell the next
+    # tile's fetch lands while the engine still reads its own
     memory = np.random.default_rng(12).integers(0, 256, 1 << 13, dtype=np.uint8)
     ddr = DdrModel(memory, 8, latency=40, interval=1, seed=len(order))
-    read, _, _ = fetch_tiles(ddr, order, bank_depth)
+    read, _, _ = fetch_tiles(ddr, order, bank_depth, dwell)
     assert read == [expected_tile(memory, tile) for tile in order]
 
 
