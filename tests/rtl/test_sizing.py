@@ -401,6 +401,17 @@ def test_the_papers_network_fits_the_pynq_z2_at_8_4_lanes_with_its_activations_i
     assert lut > lut_budget
 
 
+def test_the_cores_pass_table_counts_as_block_ram_where_yosys_puts_it_there(spikformer) -> None:
+    """The core's table of pass descriptors is a ROM; Spikformer-4-384 at 8 lanes has 594
+    passes, a 1,024-word table whose 95 used bits Yosys puts in 3 BRAM36 (the model ran 3.5
+    under Yosys without it); at 32 lanes 162 passes, 256 words, logic."""
+    options = dict(stream_data_width=64, tile_words=1536, spike_word_bits=64,
+                   stem_chunk_major=True, stream_ddr=True)
+    eight = sizing.core_resources(spikformer, 8, **options).memories["pass_rom"]
+    assert (eight.width, eight.depth, eight.rom, eight.bram36) == (95, 1024, True, 3.0)
+    assert "pass_rom" not in sizing.core_resources(spikformer, 32, **options).memories
+
+
 def test_the_stems_maps_in_ddr_trade_the_maps_for_two_fifos_and_fit_the_pynq_z2(
         spikformer) -> None:
     """With ``stem_maps_ddr`` the stem keeps no emitted map but a staging FIFO and a read

@@ -221,6 +221,38 @@ def test_a_memory_written_in_granules_takes_the_block_ram_the_model_says(
 
 
 @pytest.mark.skipif(shutil.which("yosys") is None, reason="needs yosys")
+@pytest.mark.parametrize(("entries", "bram36"), [(256, 0.0), (257, 0.5)])
+def test_a_table_read_into_a_register_is_block_ram_past_the_models_depth(
+        tmp_path: Path, entries: int, bram36: float) -> None:
+    # the core's pass table (rtl/core.py) is such a table: the sizing model counts it as a
+    # ROM past TABLE_LOGIC_DEPTH words (its index's whole range), as Yosys maps it
+    import numpy as np
+    from amaranth.back import verilog
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from stepvit.rtl.sizing import TABLE_LOGIC_DEPTH
+    from stepvit.rtl.tables import table
+
+    values = [int(v) for v in np.random.default_rng(entries).integers(0, 1 << 20, entries)]
+
+    class Table(wiring.Component):
+        def __init__(self) -> None:
+            super().__init__({"index": In(range(entries)), "q": Out(20)})
+
+        def elaborate(self, platform: object) -> Module:
+            m = Module()
+            m.d.sync += self.q.eq(table(m, values, self.index, name="rom", width=20))
+            return m
+    (tmp_path / "stepvit_accel.v").write_text(
+        verilog.convert(Table(), name="stepvit_accel", emit_src=False))
+    assert synthesize(a_design(tmp_path), "pynq-z2")["used"]["bram36"] == bram36
+    depth = 1 << (entries - 1).bit_length()
+    assert (depth > TABLE_LOGIC_DEPTH) == (bram36 > 0)
+
+
+@pytest.mark.skipif(shutil.which("yosys") is None, reason="needs yosys")
 def test_a_memory_marked_distributed_takes_the_luts_the_model_says(tmp_path: Path) -> None:
     # a stem bank's shape (76 x 121, a write port and a transparent read): 1.5 BRAM36
     # unmarked; marked, RAM64M cells two deep and a read multiplexer (rtl/sizing.py)
