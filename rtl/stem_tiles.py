@@ -124,7 +124,7 @@ def stem_tiles(plan: StemPlan, memories: Sequence[ImageMemory], data_width: int)
 
 
 def stem_tile_shapes(tiles: StemTiles, lanes: int) -> list[tuple[int, int]]:
-    """Return the ``(width, depth)`` of the buffer's memories: a bank pair per tap."""
+    """Return the ``(width, depth)`` of the buffer's memories: one per tap."""
     return [(8 * lanes, tap_bank_depth(tiles.depth, lanes))] * tiles.taps
 
 
@@ -148,7 +148,7 @@ def tap_bank_depth(tile_words: int, lanes: int) -> int:
 
 
 class StemTileBuffer(wiring.Component):
-    """Two stem tiles, one per tap in a bank pair: the engine's and the next, filled over AXI.
+    """Two stem tiles in a memory per tap: the engine's and the next, filled over AXI.
 
     Each tap's memory holds ``bank_depth`` words (:func:`tap_bank_depth`); the engine's
     tile sits at one end of it and the next fills from the other, so the two share it where
@@ -291,8 +291,9 @@ class StemTileBuffer(wiring.Component):
         tap_offset = table(m, tiles.tap_offsets, reader.base_run, name="tap_offset")
         first = table(m, [first * tiles.word_bytes for first in tiles.firsts], tag,
                       name="tile_first")
+        tag_words = table(m, tiles.words, tag, name="tile_words")
         m.d.comb += [reader.base.eq(self.weights_base + tap_offset + first),
-                     reader.words.eq(table(m, tiles.words, tag, name="tile_words")),
+                     reader.words.eq(tag_words),
                      reader.start.eq(issue), self.idle.eq(~started)]
         with m.If(issue):
             m.d.sync += issue.eq(0)
@@ -307,7 +308,7 @@ class StemTileBuffer(wiring.Component):
         with m.If(self.need & ~(current_valid & (current == self.want)) & ready):
             m.d.sync += [current_base.eq(fill_base), filled.eq(0), current.eq(tag),
                          current_valid.eq(1),
-                         current_words.eq(table(m, tiles.words, tag, name="taken_words"))]
+                         current_words.eq(tag_words)]
         with m.Elif(self.waiting & ~started & (filled | (next_tile != self.want))):
             # a tile the engine does not want, or none on its way: discard, seek its own
             m.d.comb += seek.eq(1)
