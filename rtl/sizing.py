@@ -282,9 +282,9 @@ def distributed_luts(width: int, depth: int, *, granularity: int | None = None) 
 #: The share of the block RAM budget the placement in LUTs, and the picker's fit, leave free
 #: for what the model misses. Its block RAM ran 3.5 BRAM36 under Yosys's on every maps-in-DDR
 #: design of Spikformer-4-384 on the PYNQ-Z2 (8 + 4 to 8 + 7 lanes) until it counted the
-#: core's pass table (:data:`TABLE_LOGIC_DEPTH`, 3 of them); 0.5 under with it, 1 on the
-#: ZCU104's pick (249.5 / 250.5), 0.5 on the KV260's. 2 % is 2.2 BRAM36 on the PYNQ-Z2
-#: (docs/results/2026-12-06-stem-block-ram.md).
+#: core's pass table (:data:`TABLE_LOGIC_DEPTH`, 3 of them); 0.5 under with it (8 + 6,
+#: 8 + 7), 1 on the KV260's 32 + 30 (111.5 / 112.5) and the ZCU104's 64 + 64 (236.5 /
+#: 237.5). 2 % is 2.2 BRAM36 on the PYNQ-Z2 (docs/results/2026-12-06-stem-block-ram.md).
 PLACEMENT_MARGIN = 0.02
 
 
