@@ -469,8 +469,8 @@ class StepvitCore(wiring.Component):
         plan = self.plan
         layout = plan.layout()
         # the next pass's descriptor, one table read once (rtl/tables.py)
-        next_pass = table(m, [layout.const(p).as_value().value for p in plan.passes],
-                          run.pass_index, name="pass_rom", width=layout.size)
+        next_pass = table(m, plan.pass_words(), run.pass_index, name="pass_rom",
+                          width=layout.size)
         pass_tile = None
         if tiles is not None:
             # each pass's tile, if it has one (both states that take a tile read it)

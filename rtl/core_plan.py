@@ -674,6 +674,11 @@ class CorePlan:
         return pass_layout(self.geometry, len(self.weight_words), len(self.bias_words),
                            len(self.theta_words), split=self.split)
 
+    def pass_words(self) -> list[int]:
+        """Return each pass's descriptor as one integer of :meth:`layout` (the pass table)."""
+        layout = self.layout()
+        return [layout.const(p).as_value().value for p in self.passes]
+
     def memory_bits(self) -> dict[str, int]:
         """Return the bits of every memory of the core, by name (the sum is what must fit)."""
         g = self.geometry

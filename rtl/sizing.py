@@ -384,10 +384,9 @@ def _pass_rom(plan: CorePlan) -> dict[str, tuple[int, int]]:
     As wide as the descriptors' bits that are 1 in some pass (Yosys drops the others), as
     deep as its index's range.
     """
-    layout = plan.layout()
     used = 0
-    for descriptor in plan.passes:
-        used |= layout.const(descriptor).as_value().value
+    for word in plan.pass_words():
+        used |= word
     depth = 1 << max(len(plan.passes) - 1, 1).bit_length()
     return {"pass_rom": (bin(used).count("1"), depth)} if depth > TABLE_LOGIC_DEPTH else {}
 

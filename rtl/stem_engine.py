@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory, WritePort
 from amaranth.lib.wiring import In, Out
@@ -477,12 +477,11 @@ class StemEngine(wiring.Component):
                         attrs=ram_attrs(self._ram_styles, "stem.membranes"))
         m.submodules.membranes = memory
         write, read = memory.write_port(), memory.read_port()
-        # the unit that fires writes (the others' enables are low)
+        # the running module's unit reads and writes (its fire's writes end within its pass)
         m.d.comb += [
             read.addr.eq(Array(u.membrane_read_address for u in units)[module]),
-            write.en.eq(Cat(*(u.membrane_write_enable for u in units)).any()),
-            write.addr.eq(_or_of(Mux(u.membrane_write_enable, u.membrane_write_address, 0)
-                                 for u in units)),
+            write.en.eq(Array(u.membrane_write_enable for u in units)[module]),
+            write.addr.eq(Array(u.membrane_write_address for u in units)[module]),
             write.data.eq(self._lif.next_membrane),
         ]
         for unit in units:
@@ -644,14 +643,6 @@ class StemEngine(wiring.Component):
         with m.If(take):
             m.d.sync += [count.eq(0), *(h.eq(a) for h, a in zip(held, ahead))]
         return ready, take, held[0], held[1] if has_rpe else None
-
-
-def _or_of(values) -> Value:
-    """Return the bitwise OR of ``values``."""
-    result = None
-    for value in values:
-        result = value if result is None else result | value
-    return result
 
 
 def tap_memory_name(tap: int) -> str:

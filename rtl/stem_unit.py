@@ -629,7 +629,6 @@ class _Writes:
         self.en = Signal(name="map_write_en")
 
 
-
 class _SharedWrite:
     """The write port a chunk-major unit drives of the engine's shared membranes."""
 
