@@ -36,9 +36,16 @@ _MEMORY_DECLARATION = re.compile(
 )
 
 
-def to_verilog(design: StepvitAccel) -> str:
-    """Return the Verilog text of ``design`` with the top module named ``stepvit_accel``."""
-    return verilog.convert(design, name=TOP_NAME, emit_src=False)
+def to_verilog(design: StepvitAccel, *, rtlil_text: str | None = None) -> str:
+    """Return the Verilog text of ``design`` with the top module named ``stepvit_accel``.
+
+    ``rtlil_text``, the design's RTLIL (:func:`to_rtlil`), is written as Verilog without
+    elaborating the design again (the same text: Amaranth writes its Verilog from it).
+    """
+    if rtlil_text is None:
+        return verilog.convert(design, name=TOP_NAME, emit_src=False)
+    # amaranth.back.verilog.convert's own second half (amaranth is pinned: pyproject.toml)
+    return verilog._convert_rtlil_text(rtlil_text)
 
 
 def to_rtlil(design: StepvitAccel) -> str:
@@ -251,10 +258,12 @@ def generate(
                               stem_maps_ddr=stem_maps_ddr)
     except ValueError as error:  # a parameter the design refuses, such as the lane count
         raise StepvitError(f"cannot build the accelerator: {error}") from None
-    verilog_text = to_verilog(design)
+    # the design elaborated once: its RTLIL, and the Verilog written from it
+    rtlil_text = to_rtlil(design) if with_rtlil else None
+    verilog_text = to_verilog(design, rtlil_text=rtlil_text)
     (out_dir / VERILOG_FILE).write_text(verilog_text)
-    if with_rtlil:
-        (out_dir / RTLIL_FILE).write_text(to_rtlil(design))
+    if rtlil_text is not None:
+        (out_dir / RTLIL_FILE).write_text(rtlil_text)
     arch = export.arch
     memories = memories_of(verilog_text)
     report = {

@@ -190,7 +190,7 @@ def test_a_deep_ram_goes_to_ultraram_on_an_ultrascale_board_as_the_sizing_model_
 
 @pytest.mark.skipif(shutil.which("yosys") is None, reason="needs yosys")
 @pytest.mark.parametrize(("width", "depth", "granularity", "bram36"),
-                         [(384, 256, 12, 8.0), (96, 4096, 12, 12.0), (64, 1536, 32, 3.0)])
+                         [(384, 256, 12, 8.0), (24, 4096, 12, 3.0), (64, 1536, 32, 3.0)])
 def test_a_memory_written_in_granules_takes_the_block_ram_the_model_says(
         tmp_path: Path, width: int, depth: int, granularity: int, bram36: float) -> None:
     # a 12-bit granule takes 18 bits of a 9- to 36-bit RAM (a write enable a byte), or
