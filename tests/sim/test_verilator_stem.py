@@ -81,8 +81,6 @@ SHAPES = [
     ((1, 9, 6), [{"channels": 2, "kernel": 2, "stride": 2, "padding": 1, "pool": "none"},
                  {"channels": 5, "kernel": 3, "stride": 1, "padding": 1, "pool": "after"}],
      {"kernel": 2, "stride": 2, "padding": 0}, False, 3, 2),
-    ((3, 6, 7), [{"channels": 4, "kernel": 1, "stride": 1, "padding": 0, "pool": "before"}],
-     {"kernel": 3, "stride": 2, "padding": 1}, True, 1, 3),
 ]
 
 
