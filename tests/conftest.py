@@ -49,3 +49,41 @@ def shared_verilator_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CACHE_VARIABLE, str(folder))
         yield folder
+
+
+#: The test files that take longest (a minute or more of the suite's 2 cores, measured
+#: 2026-12-06: docs/results/2026-12-06-test-time.md), longest first.
+LONGEST_FILES = (
+    "tests/model/test_export_agreement.py",
+    "tests/rtl/test_synth_report.py",
+    "tests/rtl/test_core_segments.py",
+    "tests/host/test_host_demo.py",
+    "tests/sim/test_virtual_board_activations.py",
+    "tests/rtl/test_stem_chunk_major.py",
+    "tests/rtl/test_core_stem.py",
+    "tests/sim/test_sim_ddr_stem.py",
+    "tests/sim/test_sim_verilator_command.py",
+    "tests/sim/test_sim_cocotb_verilator.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order the test files longest first: :data:`LONGEST_FILES`, then the files with a
+    ``slow`` test, then the rest, each file's tests in their own order.
+
+    ``make test`` hands a file at a time to each worker in this order
+    (``--dist loadfile --no-loadscope-reorder``), so the long files start first and the
+    workers end together: pytest-xdist's own order (the most tests first) left a one-test
+    file of two minutes for the end, with the other worker idle. A file missing from the
+    list only runs later; a stale list costs time, never a test.
+    """
+    slow_files = {item.nodeid.split("::")[0] for item in items
+                  if item.get_closest_marker("slow") is not None}
+
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        if path in LONGEST_FILES:
+            return LONGEST_FILES.index(path)
+        return len(LONGEST_FILES) + (path not in slow_files)
+
+    items.sort(key=rank)
