@@ -17,14 +17,16 @@ from stepvit.host.cli import main
 from stepvit.model.config import DEFAULT_CONFIG, load_config, validate_config
 from stepvit.model.train import train_run
 
-#: 8 epochs of the digits recipe, mask frozen for the last 4: 90-140 s measured on one
-#: thread of a busy 2-core machine (two trainings beside it).
-SHORT_RUN = dict(epochs=8, penalty_warmup_epochs=1, freeze_mask_epochs=4)
-#: Measured 97.5-98.9 % class agreement and integer minus float of -0.3 to 0.0 points over
-#: seeds 0-3 of this short run (360 test images, 2026-12-05, the recipe with its
-#: convolutional stem): a bound below that spread, not one seed's draw. A float model that
-#: drifts from the integer semantics is caught layer by layer in test_quantize_emulation.py.
-MIN_AGREEMENT = 0.95
+#: 4 epochs of the digits recipe, mask frozen for the last 2: 60-75 s on one thread of a
+#: 2-core machine with another job beside it (8 epochs took 136-150 s of `make test`).
+SHORT_RUN = dict(epochs=4, penalty_warmup_epochs=1, freeze_mask_epochs=2)
+#: Measured over seeds 0-3 of this short run (360 test images, 2026-12-06, the recipe with
+#: its convolutional stem): float accuracy 81-94 %, class agreement 95.3-97.2 %, integer
+#: minus float -2.2 to +0.6 points (8 epochs gave 97.5-98.9 % and -0.3 to 0.0). Bounds below
+#: that spread, not one seed's draw. A float model that drifts from the integer semantics is
+#: caught layer by layer in test_quantize_emulation.py.
+MIN_AGREEMENT = 0.93
+MAX_ACCURACY_GAP = 0.04
 
 
 def test_short_digits_run_exports_an_integer_model_that_agrees_with_the_float_one(
@@ -40,4 +42,4 @@ def test_short_digits_run_exports_an_integer_model_that_agrees_with_the_float_on
     assert report["images"] == 360
     assert report["float_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     assert report["class_agreement"] >= MIN_AGREEMENT, report
-    assert abs(report["integer_accuracy"] - report["float_accuracy"]) <= 0.03, report
+    assert abs(report["integer_accuracy"] - report["float_accuracy"]) <= MAX_ACCURACY_GAP, report

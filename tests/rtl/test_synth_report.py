@@ -188,13 +188,15 @@ def test_a_deep_ram_goes_to_ultraram_on_an_ultrascale_board_as_the_sizing_model_
     assert "URAM288" not in synth.format_table(pynq)
 
 
+#: Memories written in granules: width, depth, granularity and their BRAM36, each alone.
+GRANULAR = [(384, 256, 12, 8.0), (24, 4096, 12, 3.0), (64, 1536, 32, 3.0)]
+
+
 @pytest.mark.skipif(shutil.which("yosys") is None, reason="needs yosys")
-@pytest.mark.parametrize(("width", "depth", "granularity", "bram36"),
-                         [(384, 256, 12, 8.0), (24, 4096, 12, 3.0), (64, 1536, 32, 3.0)])
-def test_a_memory_written_in_granules_takes_the_block_ram_the_model_says(
-        tmp_path: Path, width: int, depth: int, granularity: int, bram36: float) -> None:
+def test_memories_written_in_granules_take_the_block_ram_the_model_says(tmp_path: Path) -> None:
     # a 12-bit granule takes 18 bits of a 9- to 36-bit RAM (a write enable a byte), or
-    # three 4-bit RAMs: the stem's emitted maps, written a chunk of 12 lanes at a time
+    # three 4-bit RAMs: the stem's emitted maps, written a chunk of 12 lanes at a time.
+    # One design holds the three (Yosys maps each memory alone): one synthesis.
     from amaranth.back import verilog
     from amaranth.hdl import Module
     from amaranth.lib import wiring
@@ -203,29 +205,42 @@ def test_a_memory_written_in_granules_takes_the_block_ram_the_model_says(
 
     class Granular(wiring.Component):
         def __init__(self) -> None:
-            super().__init__({"en": In(width // granularity), "wa": In(range(depth)),
-                              "ra": In(range(depth)), "d": In(width), "q": Out(width)})
+            ports = {}
+            for i, (width, depth, granularity, _) in enumerate(GRANULAR):
+                ports |= {f"en{i}": In(width // granularity), f"wa{i}": In(range(depth)),
+                          f"ra{i}": In(range(depth)), f"d{i}": In(width), f"q{i}": Out(width)}
+            super().__init__(ports)
 
         def elaborate(self, platform: object) -> Module:
             m = Module()
-            m.submodules.mem = mem = Memory(shape=width, depth=depth, init=[])
-            write, read = mem.write_port(granularity=granularity), mem.read_port()
-            m.d.comb += [write.addr.eq(self.wa), write.data.eq(self.d), write.en.eq(self.en),
-                         read.addr.eq(self.ra), self.q.eq(read.data)]
+            for i, (width, depth, granularity, _) in enumerate(GRANULAR):
+                m.submodules[f"mem{i}"] = mem = Memory(shape=width, depth=depth, init=[])
+                write, read = mem.write_port(granularity=granularity), mem.read_port()
+                m.d.comb += [write.addr.eq(getattr(self, f"wa{i}")),
+                             write.data.eq(getattr(self, f"d{i}")),
+                             write.en.eq(getattr(self, f"en{i}")),
+                             read.addr.eq(getattr(self, f"ra{i}")),
+                             getattr(self, f"q{i}").eq(read.data)]
             return m
     (tmp_path / "stepvit_accel.v").write_text(
         verilog.convert(Granular(), name="stepvit_accel", emit_src=False))
-    assert synthesize(a_design(tmp_path), "pynq-z2")["used"]["bram36"] == bram36
-    assert memory_bram36(width, depth, granularity=granularity) == bram36
-    assert memory_bram36(width, depth) <= bram36  # whole words pack tighter
+    assert synthesize(a_design(tmp_path), "pynq-z2")["used"]["bram36"] == sum(
+        bram36 for *_, bram36 in GRANULAR)
+    for width, depth, granularity, bram36 in GRANULAR:
+        assert memory_bram36(width, depth, granularity=granularity) == bram36
+        assert memory_bram36(width, depth) <= bram36  # whole words pack tighter
+
+
+#: Tables read into a register: entries and their BRAM36 by Yosys, each alone.
+TABLES = [(256, 0.0), (257, 0.5)]
 
 
 @pytest.mark.skipif(shutil.which("yosys") is None, reason="needs yosys")
-@pytest.mark.parametrize(("entries", "bram36"), [(256, 0.0), (257, 0.5)])
 def test_a_table_read_into_a_register_is_block_ram_past_the_models_depth(
-        tmp_path: Path, entries: int, bram36: float) -> None:
+        tmp_path: Path) -> None:
     # the core's pass table (rtl/core.py) is such a table: the sizing model counts it as a
-    # ROM past TABLE_LOGIC_DEPTH words (its index's whole range), as Yosys maps it
+    # ROM past TABLE_LOGIC_DEPTH words (its index's whole range), as Yosys maps it. One
+    # design holds both tables (Yosys maps each alone): one synthesis.
     import numpy as np
     from amaranth.back import verilog
     from amaranth.hdl import Module
@@ -235,21 +250,28 @@ def test_a_table_read_into_a_register_is_block_ram_past_the_models_depth(
     from stepvit.rtl.sizing import TABLE_LOGIC_DEPTH
     from stepvit.rtl.tables import table
 
-    values = [int(v) for v in np.random.default_rng(entries).integers(0, 1 << 20, entries)]
-
-    class Table(wiring.Component):
+    class Tables(wiring.Component):
         def __init__(self) -> None:
-            super().__init__({"index": In(range(entries)), "q": Out(20)})
+            ports = {}
+            for i, (entries, _) in enumerate(TABLES):
+                ports |= {f"index{i}": In(range(entries)), f"q{i}": Out(20)}
+            super().__init__(ports)
 
         def elaborate(self, platform: object) -> Module:
             m = Module()
-            m.d.sync += self.q.eq(table(m, values, self.index, name="rom", width=20))
+            for i, (entries, _) in enumerate(TABLES):
+                values = [int(v) for v in
+                          np.random.default_rng(entries).integers(0, 1 << 20, entries)]
+                m.d.sync += getattr(self, f"q{i}").eq(
+                    table(m, values, getattr(self, f"index{i}"), name=f"rom{i}", width=20))
             return m
     (tmp_path / "stepvit_accel.v").write_text(
-        verilog.convert(Table(), name="stepvit_accel", emit_src=False))
-    assert synthesize(a_design(tmp_path), "pynq-z2")["used"]["bram36"] == bram36
-    depth = 1 << (entries - 1).bit_length()
-    assert (depth > TABLE_LOGIC_DEPTH) == (bram36 > 0)
+        verilog.convert(Tables(), name="stepvit_accel", emit_src=False))
+    assert synthesize(a_design(tmp_path), "pynq-z2")["used"]["bram36"] == sum(
+        bram36 for _, bram36 in TABLES)
+    for entries, bram36 in TABLES:
+        depth = 1 << (entries - 1).bit_length()
+        assert (depth > TABLE_LOGIC_DEPTH) == (bram36 > 0)
 
 
 @pytest.mark.skipif(shutil.which("yosys") is None, reason="needs yosys")
