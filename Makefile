@@ -40,9 +40,9 @@ demo: install
 	$(BIN)/stepvit demo
 
 # Every test but the whole-recipe trainings (CI runs this), one worker per core, a test
-# file to a worker (its module fixtures built once), the longest files first (tests/conftest.py):
-# about 16-19 minutes on these 2 cores (docs/results/2026-12-06-test-time.md); each
-# test is cut at 300 s.
+# file to a worker (its module fixtures built once), the longest files first
+# (tests/conftest.py): 12-22 minutes on these 2-core machines, which vary, over the 15 it
+# should take (docs/results/2026-12-06-test-time.md); each test is cut at 300 s.
 XDIST := -n auto --dist loadfile --no-loadscope-reorder
 test: install
 	$(BIN)/python -m pytest -q $(XDIST) -m 'not recipe'
