@@ -40,7 +40,8 @@ def to_verilog(design: StepvitAccel, *, rtlil_text: str | None = None) -> str:
     """Return the Verilog text of ``design`` with the top module named ``stepvit_accel``.
 
     ``rtlil_text``, the design's RTLIL (:func:`to_rtlil`), is written as Verilog without
-    elaborating the design again (the same text: Amaranth writes its Verilog from it).
+    elaborating the design again (Amaranth writes its Verilog from its RTLIL; a second
+    elaboration can number a few internal nets otherwise, the logic the same).
     """
     if rtlil_text is None:
         return verilog.convert(design, name=TOP_NAME, emit_src=False)
