@@ -36,15 +36,17 @@ _MEMORY_DECLARATION = re.compile(
 )
 
 
-def to_verilog(design: StepvitAccel, *, rtlil_text: str | None = None) -> str:
-    """Return the Verilog text of ``design`` with the top module named ``stepvit_accel``.
+def to_verilog(design: StepvitAccel) -> str:
+    """Return the Verilog text of ``design`` with the top module named ``stepvit_accel``."""
+    return verilog.convert(design, name=TOP_NAME, emit_src=False)
 
-    ``rtlil_text``, the design's RTLIL (:func:`to_rtlil`), is written as Verilog without
-    elaborating the design again (Amaranth writes its Verilog from its RTLIL; a second
-    elaboration can number a few internal nets otherwise, the logic the same).
+
+def rtlil_to_verilog(rtlil_text: str) -> str:
+    """Return the Verilog text of a design's RTLIL (:func:`to_rtlil`), not elaborating it again.
+
+    Amaranth writes its Verilog from its RTLIL; a second elaboration can number a few
+    internal nets otherwise, the logic the same.
     """
-    if rtlil_text is None:
-        return verilog.convert(design, name=TOP_NAME, emit_src=False)
     # amaranth.back.verilog.convert's own second half (amaranth is pinned: pyproject.toml)
     return verilog._convert_rtlil_text(rtlil_text)
 
@@ -259,12 +261,13 @@ def generate(
                               stem_maps_ddr=stem_maps_ddr)
     except ValueError as error:  # a parameter the design refuses, such as the lane count
         raise StepvitError(f"cannot build the accelerator: {error}") from None
-    # the design elaborated once: its RTLIL, and the Verilog written from it
-    rtlil_text = to_rtlil(design) if with_rtlil else None
-    verilog_text = to_verilog(design, rtlil_text=rtlil_text)
-    (out_dir / VERILOG_FILE).write_text(verilog_text)
-    if rtlil_text is not None:
+    if with_rtlil:  # the design elaborated once: its RTLIL, and the Verilog written from it
+        rtlil_text = to_rtlil(design)
         (out_dir / RTLIL_FILE).write_text(rtlil_text)
+        verilog_text = rtlil_to_verilog(rtlil_text)
+    else:
+        verilog_text = to_verilog(design)
+    (out_dir / VERILOG_FILE).write_text(verilog_text)
     arch = export.arch
     memories = memories_of(verilog_text)
     report = {

@@ -161,16 +161,20 @@ class _RuntimeObjects:
         self.folder = cache_root / f"runtime-{digest}"
         self.usable = dry.returncode == 0 and bool(self.names)
 
+    def kept(self) -> bool:
+        """Return whether the folder holds every object of this compile command."""
+        return self.usable and all((self.folder / name).is_file() for name in self.names)
+
     def take(self) -> None:
         """Copy the kept objects into the build (new files: newer than its makefile)."""
-        if not self.usable or not all((self.folder / n).is_file() for n in self.names):
+        if not self.kept():
             return
         for name in self.names:
             shutil.copyfile(self.folder / name, self.objects / name)
 
     def keep(self) -> None:
         """Keep this build's objects for the next build, if none are kept yet."""
-        if not self.usable or all((self.folder / n).is_file() for n in self.names):
+        if not self.usable or self.kept():
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         for name in self.names:
