@@ -261,13 +261,12 @@ def generate(
                               stem_maps_ddr=stem_maps_ddr)
     except ValueError as error:  # a parameter the design refuses, such as the lane count
         raise StepvitError(f"cannot build the accelerator: {error}") from None
-    if with_rtlil:  # the design elaborated once: its RTLIL, and the Verilog written from it
-        rtlil_text = to_rtlil(design)
-        (out_dir / RTLIL_FILE).write_text(rtlil_text)
-        verilog_text = rtlil_to_verilog(rtlil_text)
-    else:
-        verilog_text = to_verilog(design)
+    # the design elaborated once: its RTLIL, and the Verilog written from it
+    rtlil_text = to_rtlil(design) if with_rtlil else None
+    verilog_text = to_verilog(design) if rtlil_text is None else rtlil_to_verilog(rtlil_text)
     (out_dir / VERILOG_FILE).write_text(verilog_text)
+    if rtlil_text is not None:  # after the Verilog: synth reads an RTLIL at least as new
+        (out_dir / RTLIL_FILE).write_text(rtlil_text)
     arch = export.arch
     memories = memories_of(verilog_text)
     report = {
